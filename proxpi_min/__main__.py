@@ -1,0 +1,7 @@
+"""``python -m proxpi_min`` and ``python proxpi.pyz``."""
+
+import sys
+
+from proxpi_min.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""HTTP byte ranges (RFC 9110 section 14): one range is served, others are ignored."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from .errors import RangeNotSatisfiable
+
+__all__ = ["ByteRange", "parse_range"]
+
+
+class ByteRange(NamedTuple):
+    """``bytes=first-last`` (last optional) or a suffix ``bytes=-length``."""
+
+    first: Optional[int]
+    last: Optional[int]
+
+    def resolve(self, size: int) -> tuple:
+        """(start, stop) offsets of the range in a file of *size* bytes.
+
+        :raises RangeNotSatisfiable: the range lies outside the file (RFC 9110 15.5.17).
+        """
+        if self.first is None:
+            if self.last == 0 or size == 0:
+                raise RangeNotSatisfiable(f"bytes=-{self.last} of {size} bytes", size)
+            return max(size - self.last, 0), size
+        if self.first >= size:
+            raise RangeNotSatisfiable(f"bytes={self.first}- is past the end ({size} bytes)", size)
+        stop = size if self.last is None else min(self.last + 1, size)
+        return self.first, stop
+
+    def header(self) -> str:
+        """The range as a Range header value, to pass on upstream."""
+        first = "" if self.first is None else str(self.first)
+        last = "" if self.last is None else str(self.last)
+        return f"bytes={first}-{last}"
+
+
+def parse_range(header: Optional[str]) -> Optional[ByteRange]:
+    """The single byte range in a Range header, or None to serve the whole file.
+
+    Several ranges, other units or a malformed value are ignored, as RFC 9110 allows
+    (a server may always answer 200 with the full content).
+    """
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+        return None
+    if first == "":
+        return ByteRange(None, int(last)) if last else None
+    if last and int(last) < int(first):
+        return None
+    return ByteRange(int(first), int(last) if last else None)

@@ -1,0 +1,96 @@
+"""Command line: parse flags, build settings once, run the server until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Optional, Sequence
+
+from . import __version__
+from .errors import ConfigError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("proxpi_min")
+
+# On SIGTERM/SIGINT, responses in flight get this long to finish.
+DRAIN_SECONDS = 5.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="proxpi-min",
+        description="A caching proxy for the Python Package Index. Every flag also has a "
+        "PROXPI_* environment variable (see README.md); flags win.",
+    )
+    add = parser.add_argument
+    add("--version", action="version", version=f"%(prog)s {__version__}")
+    add("--host", help="address to listen on (PROXPI_HOST, default 127.0.0.1)")
+    add("--port", help="port to listen on, 0 for any free port (PROXPI_PORT, default 5000)")
+    add("--index-url", help="root index URL (PROXPI_INDEX_URL, default https://pypi.org/simple/)")
+    add("--index-ttl", help="root index cache TTL in seconds, 0 disables (PROXPI_INDEX_TTL, default 1800)")
+    add("--extra-index-url", action="append", help="extra index URL, repeatable (PROXPI_EXTRA_INDEX_URLS, comma-separated)")
+    add("--extra-index-ttl", action="append", help="TTL for each extra index, repeatable (PROXPI_EXTRA_INDEX_TTLS, default 180 each)")
+    add("--cache-size", help="file cache size cap: bytes, or 500M, 5G; 0 disables (PROXPI_CACHE_SIZE, default 5G)")
+    add("--cache-dir", help="cache directory (PROXPI_CACHE_DIR, default: a temp dir removed at exit)")
+    add("--binary-file-mime-type", action="store_const", const=True, help="serve files as application/octet-stream (PROXPI_BINARY_FILE_MIME_TYPE=1)")
+    add("--disable-index-ssl-verification", action="store_const", const=True, help="do not verify upstream TLS certificates (PROXPI_DISABLE_INDEX_SSL_VERIFICATION=1)")
+    add("--download-timeout", help="accepted for compatibility, ignored: downloads always stream (PROXPI_DOWNLOAD_TIMEOUT)")
+    add("--connect-timeout", help="upstream connect timeout in seconds (PROXPI_CONNECT_TIMEOUT, default 3.1)")
+    add("--read-timeout", help="upstream read timeout in seconds (PROXPI_READ_TIMEOUT, default 20)")
+    add("--client-timeout", help="idle client connection timeout in seconds (PROXPI_CLIENT_TIMEOUT, default 60)")
+    add("--offline", action="store_const", const=True, help="never contact an upstream; serve the cache dir only (PROXPI_OFFLINE=1)")
+    add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
+    add("--page-memory", help="memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default 256M)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the proxy; returns the exit status (2 for a bad setting)."""
+    args = _parser().parse_args(argv)
+    # Imported here so that --help and --version stay instant.
+    from .config import parse_settings, redact_url
+    from .handler import ProxyServer
+
+    try:
+        settings = parse_settings(os.environ, vars(args))
+    except ConfigError as exc:
+        print(f"proxpi-min: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = ProxyServer(settings)
+    except OSError as exc:
+        print(f"proxpi-min: error: cannot start on {settings.host}:{settings.port} "
+              f"with cache dir {settings.cache_dir!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    host, port = server.server_address[:2]
+    logger.info(
+        "listening on http://%s:%d/ (%s); indices: %s; cache dir %s, cap %d bytes",
+        f"[{host}]" if ":" in host else host,
+        port,
+        "offline" if settings.offline else "online",
+        ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes),
+        server.cache_dir,
+        settings.cache_size,
+    )
+
+    def stop(signum: int, frame) -> None:
+        logger.info("%s: stopping", signal.Signals(signum).name)
+        # shutdown() waits for serve_forever(), which runs in this very thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever()
+    finally:
+        if not server.drain(DRAIN_SECONDS):
+            logger.warning("stopping with responses still in flight")
+        server.server_close()
+    logger.info("stopped")
+    return 0

@@ -1,0 +1,233 @@
+"""Settings: one frozen dataclass, built once at start from the environment and flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import urllib.parse
+from typing import Any, Mapping, Optional, Sequence
+
+from .errors import ConfigError
+
+__all__ = ["IndexSettings", "Settings", "parse_settings", "parse_size", "redact_url"]
+
+DEFAULT_INDEX_URL = "https://pypi.org/simple/"
+DEFAULT_INDEX_TTL = 30 * 60.0  # proxpi's defaults: 30 minutes for the root index ...
+DEFAULT_EXTRA_INDEX_TTL = 3 * 60.0  # ... and 3 minutes for each extra index
+DEFAULT_CACHE_SIZE = 5 * 1024**3  # proxpi's "5GB"
+# Finite by default so a hung upstream never hangs a client (proxpi used 3.1 s / 20 s
+# whenever one of the two was given).
+DEFAULT_CONNECT_TIMEOUT = 3.1
+DEFAULT_READ_TIMEOUT = 20.0
+# Idle keep-alive connections are closed after this long, so idle clients cannot pin
+# threads forever; long enough for a CI job's pauses between requests.
+DEFAULT_CLIENT_TIMEOUT = 60.0
+DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexSettings:
+    """One upstream index: its simple-API base URL (ending in ``/``) and TTL in seconds."""
+
+    url: str
+    ttl: float
+
+    @property
+    def display_url(self) -> str:
+        """The URL without credentials, for pages and logs."""
+        return redact_url(self.url)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything configurable; see README.md for the meaning of each field."""
+
+    indexes: tuple[IndexSettings, ...]
+    cache_size: int = DEFAULT_CACHE_SIZE
+    cache_dir: Optional[str] = None
+    binary_file_mime_type: bool = False
+    verify_ssl: bool = True
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    offline: bool = False
+    admin_token: Optional[str] = None
+    page_memory: int = DEFAULT_PAGE_MEMORY
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        """Settings from ``PROXPI_*`` variables alone."""
+        return parse_settings(env, {})
+
+
+def redact_url(url: str) -> str:
+    """*url* with any ``user:password@`` removed."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"5368709120"``, ``"500M"``, ``"5G"``, ``"5GiB"`` (binary units).
+
+    :raises ValueError: not a size.
+    """
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(text)
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+class _Sources:
+    """Looks a setting up in the flags first, then the environment; names the source."""
+
+    def __init__(self, env: Mapping[str, str], flags: Mapping[str, Any]) -> None:
+        self._env = env
+        self._flags = flags
+
+    def get(self, flag: str, var: str) -> tuple[str, Any]:
+        value = self._flags.get(flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            return flag, value
+        return var, self._env.get(var)
+
+    def number(self, flag: str, var: str, default: float, *, positive: bool = False) -> float:
+        source, raw = self.get(flag, var)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise _bad(source, raw, "is not a number") from None
+        if value < 0 or (positive and value == 0) or value != value or value == float("inf"):
+            raise _bad(source, raw, "must be a positive number" if positive else "must be >= 0")
+        return value
+
+    def size(self, flag: str, var: str, default: int) -> int:
+        source, raw = self.get(flag, var)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse_size(str(raw))
+        except ValueError:
+            raise _bad(source, raw, "is not a size (bytes, or a number with K, M, G or T)") from None
+
+    def flag(self, flag: str, var: str) -> bool:
+        source, raw = self.get(flag, var)
+        if raw is None or isinstance(raw, bool):
+            return bool(raw)
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        raise _bad(source, raw, "must be 1 or 0")
+
+    def text(self, flag: str, var: str) -> Optional[str]:
+        return self.get(flag, var)[1] or None
+
+    def url_list(self, flag: str, var: str) -> tuple[str, list[str]]:
+        source, raw = self.get(flag, var)
+        if raw is None:
+            return source, []
+        if isinstance(raw, str):
+            raw = raw.split(",")
+        return source, [item.strip() for item in raw if item.strip()]
+
+
+def _bad(source: str, raw: Any, problem: str) -> ConfigError:
+    return ConfigError(f"{source}={raw!r} {problem}")
+
+
+def _index_url(source: str, raw: str) -> str:
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
+        raise _bad(source, redact_url(raw), "is not an http, https or file URL")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise _bad(source, redact_url(raw), "has a bad port") from None
+    # PEP 503: project pages are relative to the base URL, which must end in "/".
+    return raw if raw.endswith("/") else raw + "/"
+
+
+def _ttl_list(sources: _Sources, count: int) -> list[float]:
+    source, raw = sources.get("--extra-index-ttl", "PROXPI_EXTRA_INDEX_TTLS")
+    if raw is None or raw == "" or raw == []:
+        return [DEFAULT_EXTRA_INDEX_TTL] * count
+    items: Sequence[Any] = raw.split(",") if isinstance(raw, str) else raw
+    if len(items) != count:
+        raise _bad(source, raw, f"gives {len(items)} TTLs for {count} extra index URLs")
+    ttls = []
+    for item in items:
+        try:
+            ttl = float(item)
+        except ValueError:
+            raise _bad(source, raw, "is not a list of numbers") from None
+        if not ttl >= 0:
+            raise _bad(source, raw, "must be >= 0")
+        ttls.append(ttl)
+    return ttls
+
+
+def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
+    """Build and validate :class:`Settings`; flags (argparse names) beat ``env``.
+
+    :raises ConfigError: naming the flag or variable and its value.
+    """
+    sources = _Sources(env, flags)
+    source, root = sources.get("--index-url", "PROXPI_INDEX_URL")
+    indexes = [
+        IndexSettings(
+            _index_url(source, root or DEFAULT_INDEX_URL),
+            sources.number("--index-ttl", "PROXPI_INDEX_TTL", DEFAULT_INDEX_TTL),
+        )
+    ]
+    source, extra_urls = sources.url_list("--extra-index-url", "PROXPI_EXTRA_INDEX_URLS")
+    for url, ttl in zip(extra_urls, _ttl_list(sources, len(extra_urls))):
+        indexes.append(IndexSettings(_index_url(source, url), ttl))
+
+    source, port = sources.get("--port", "PROXPI_PORT")
+    try:
+        port = DEFAULT_PORT if port in (None, "") else int(port)
+    except ValueError:
+        raise _bad(source, port, "is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise _bad(source, port, "is not a port number")
+
+    # Accepted for compatibility with proxpi and validated, but unused: downloads are
+    # streamed to the client as they arrive, never redirected to the upstream.
+    sources.number("--download-timeout", "PROXPI_DOWNLOAD_TIMEOUT", 0.9)
+
+    return Settings(
+        indexes=tuple(indexes),
+        cache_size=sources.size("--cache-size", "PROXPI_CACHE_SIZE", DEFAULT_CACHE_SIZE),
+        cache_dir=sources.text("--cache-dir", "PROXPI_CACHE_DIR"),
+        binary_file_mime_type=sources.flag("--binary-file-mime-type", "PROXPI_BINARY_FILE_MIME_TYPE"),
+        verify_ssl=not sources.flag(
+            "--disable-index-ssl-verification", "PROXPI_DISABLE_INDEX_SSL_VERIFICATION"
+        ),
+        connect_timeout=sources.number(
+            "--connect-timeout", "PROXPI_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, positive=True
+        ),
+        read_timeout=sources.number(
+            "--read-timeout", "PROXPI_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, positive=True
+        ),
+        client_timeout=sources.number(
+            "--client-timeout", "PROXPI_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT, positive=True
+        ),
+        host=sources.text("--host", "PROXPI_HOST") or DEFAULT_HOST,
+        port=port,
+        offline=sources.flag("--offline", "PROXPI_OFFLINE"),
+        admin_token=sources.text("--admin-token", "PROXPI_ADMIN_TOKEN"),
+        page_memory=sources.size("--page-memory", "PROXPI_PAGE_MEMORY", DEFAULT_PAGE_MEMORY),
+    )

@@ -1,0 +1,101 @@
+"""The one exception tree of proxpi-min; each class carries its HTTP status.
+
+::
+
+    ProxpiError                      500
+    +-- BadRequest                   400
+    +-- Unauthorized                 401
+    +-- NotFound                     404
+    +-- MethodNotAllowed             405  (carries the allowed methods)
+    +-- NotAcceptable                406
+    +-- RangeNotSatisfiable          416  (carries the file size)
+    +-- UpstreamError                502
+        +-- UpstreamTimeout          504
+        +-- IntegrityError           502  (hash or size mismatch)
+        +-- BadUpstreamPage          502  (an answer that does not parse)
+
+    ConfigError(ValueError)               bad setting at start-up, exit status 2
+
+The handler maps these to responses in one place; anything else is a bug (500).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "BadUpstreamPage",
+    "ConfigError",
+    "IntegrityError",
+    "MethodNotAllowed",
+    "NotAcceptable",
+    "NotFound",
+    "ProxpiError",
+    "RangeNotSatisfiable",
+    "Unauthorized",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class ProxpiError(Exception):
+    """An error that becomes an HTTP response with :attr:`status`."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ProxpiError):
+    status = 400
+
+
+class Unauthorized(ProxpiError):
+    status = 401
+
+
+class NotFound(ProxpiError):
+    status = 404
+
+
+class MethodNotAllowed(ProxpiError):
+    status = 405
+
+    def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class NotAcceptable(ProxpiError):
+    status = 406
+
+
+class RangeNotSatisfiable(ProxpiError):
+    status = 416
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class UpstreamError(ProxpiError):
+    """The upstream index could not give a usable answer."""
+
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+
+
+class IntegrityError(UpstreamError):
+    """Downloaded bytes do not match the hash or size the index announced."""
+
+
+class BadUpstreamPage(UpstreamError):
+    """An upstream page that does not parse, or looks wrong (see index_cache)."""
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and its value."""

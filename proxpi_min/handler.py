@@ -1,0 +1,384 @@
+"""The HTTP front: a ThreadingHTTPServer whose handler routes requests to the caches.
+
+The handler holds no caching logic and no locks. Every error becomes a response in one
+place (:meth:`ProxyHandler._handle`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.server
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import urllib.parse
+from http import HTTPStatus
+from typing import Iterable, Optional
+
+from . import __version__
+from .byteranges import parse_range
+from .config import Settings
+from .errors import MethodNotAllowed, NotFound, ProxpiError, RangeNotSatisfiable, Unauthorized
+from .file_cache import FileBody, FileCache, content_type_for
+from .index_cache import IndexCache, Indexes
+from .names import NormalizedName, check_filename, parse_project_name
+from .page_store import PageStore, remove_temp_files
+from .render import TEXT_HTML, Rendered, accepts_gzip, choose_media_type, render_home
+from .simple import HTML_TYPE, JSON_TYPE
+from .upstream import Upstream
+
+__all__ = ["ProxyHandler", "ProxyServer"]
+
+logger = logging.getLogger(__name__)
+
+_PAGE_METHODS = ("GET", "HEAD")
+_CACHE_METHODS = ("DELETE",)
+# Files never change once published (PyPI refuses a reused file name).
+_FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+_CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
+# Control characters are escaped in the log, so request text cannot forge log lines.
+_LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+
+
+class ProxyServer(http.server.ThreadingHTTPServer):
+    """The proxy: settings, caches and upstream connections hang off this object."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
+        self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
+        os.makedirs(self.cache_dir, exist_ok=True)
+        remove_temp_files(os.path.join(self.cache_dir, "index"))
+        self.upstream = Upstream(settings.connect_timeout, settings.read_timeout, settings.verify_ssl)
+        self.files = FileCache(
+            os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline
+        )
+        self.indexes = Indexes(
+            [
+                IndexCache(index, self.upstream, PageStore(self.cache_dir, index.url), settings.offline)
+                for index in settings.indexes
+            ],
+            settings.page_memory,
+            offline=settings.offline,
+            is_cached=self.files.has,
+            cache_generation=lambda: self.files.generation,
+        )
+        # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
+        self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
+        self.stopping = False
+        self._in_flight = 0
+        self._in_flight_changed = threading.Condition()
+        super().__init__((settings.host, settings.port), ProxyHandler)
+
+    def request_started(self) -> None:
+        with self._in_flight_changed:
+            self._in_flight += 1
+
+    def request_finished(self) -> None:
+        with self._in_flight_changed:
+            self._in_flight -= 1
+            self._in_flight_changed.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for responses in flight; True if none is left."""
+        self.stopping = True
+        with self._in_flight_changed:
+            return self._in_flight_changed.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def server_close(self) -> None:
+        """Close the socket, upstream connections and temp files (and a temp cache dir)."""
+        super().server_close()
+        self.files.close()
+        self.upstream.close()
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+class ProxyHandler(http.server.BaseHTTPRequestHandler):
+    """Routes one request; see README.md for the URL layout."""
+
+    server: ProxyServer
+    protocol_version = "HTTP/1.1"  # keep-alive: every response has a length or is chunked
+    server_version = f"proxpi-min/{__version__}"
+
+    def setup(self) -> None:
+        # Idle or slow clients are dropped after this long (StreamRequestHandler applies it).
+        self.timeout = self.server.settings.client_timeout
+        super().setup()
+        # Responses go out in one or few writes; never wait for Nagle's algorithm.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def __getattr__(self, name: str):
+        # http.server answers 501 for a method without a do_ method; every method is
+        # routed instead, so a wrong one gets 405 with Allow.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
+    def _handle(self) -> None:
+        """Route the request and map every error to a response, in this one place."""
+        self._started = time.monotonic()
+        self._status = 0
+        self._sent = 0
+        self._headers_done = False
+        self.server.request_started()
+        try:
+            self._route()
+        except ProxpiError as exc:
+            self._error(exc)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            self.close_connection = True  # the client went away
+        except Exception:
+            logger.exception("error handling %s %s", self.command, self._escaped_path())
+            self._error(ProxpiError("internal error, see the proxy's log"))
+        finally:
+            self.server.request_finished()
+            if self.server.stopping:
+                self.close_connection = True
+            self._log()
+
+    def _route(self) -> None:
+        parts = urllib.parse.urlsplit(self.path)
+        raw = parts.path.split("/")[1:]
+        segments = [urllib.parse.unquote(segment, errors="strict") for segment in raw]
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        if segments in ([""], []):
+            self._allow(_PAGE_METHODS)
+            self._home()
+        elif segments == ["health"]:
+            self._allow(_PAGE_METHODS)
+            self._send(200, [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")], b"ok\n")
+        elif segments[0] == "index":
+            self._allow(_PAGE_METHODS)
+            self._index(segments[1:], query, parts.query)
+        elif segments[0] == "cache" and len(segments) == 2:
+            self._allow(_CACHE_METHODS)
+            self._invalidate(segments[1])
+        else:
+            raise NotFound(f"no such page: {self._escaped_path()}")
+
+    def _allow(self, methods: tuple) -> None:
+        if self.command not in methods:
+            raise MethodNotAllowed(f"{self.command} is not allowed here", methods)
+
+    # ------------------------------------------------------------------ routes
+
+    def _index(self, segments: list, query: dict, query_string: str) -> None:
+        suffix = f"?{query_string}" if query_string else ""
+        if not segments:  # "/index"
+            return self._redirect(f"/index/{suffix}")
+        if segments == [""]:
+            return self._page(*self.server.indexes.rendered_list(self._media(query)))
+        project = parse_project_name(segments[0])
+        if len(segments) == 1 or (segments[1] == "" and project != segments[0]):
+            # PEP 503: pages end in "/" and use the normalised name.
+            return self._redirect(f"/index/{project}/{suffix}")
+        if segments[1] == "" and len(segments) == 2:
+            return self._page(*self.server.indexes.rendered_project(project, self._media(query)))
+        if len(segments) == 2:
+            return self._file(project, check_filename(segments[1]))
+        raise NotFound(f"no such page: {self._escaped_path()}")
+
+    def _media(self, query: dict) -> str:
+        return choose_media_type(self.headers.get("Accept"), query.get("format"))
+
+    def _page(self, page: Rendered, stale: bool) -> None:
+        media = self._media(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query)))
+        gzipped = page.gzipped is not None and accepts_gzip(self.headers.get("Accept-Encoding"))
+        etag = page.etag[:-1] + '-gzip"' if gzipped else page.etag
+        headers = [
+            ("Content-Type", media + _CHARSET[media]),
+            ("Vary", "Accept, Accept-Encoding"),
+            ("ETag", etag),
+            ("Cache-Control", self.server.page_cache_control),
+        ]
+        if stale:
+            # RFC 7234 5.5.1 warn-code 110; X-Proxpi-Stale for clients that drop Warning.
+            headers += [("Warning", '110 - "Response is Stale"'), ("X-Proxpi-Stale", "1")]
+        if _etag_matches(self.headers.get("If-None-Match"), etag):
+            return self._send(304, headers, b"")
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        self._send(200, headers, page.gzipped if gzipped else page.body)
+
+    def _file(self, project: NormalizedName, filename: str) -> None:
+        indexes = self.server.indexes
+        metadata = filename.endswith(".metadata")
+        if metadata:
+            entry = indexes.find_file(project, filename[: -len(".metadata")])
+            if entry.metadata is None:
+                raise NotFound(f"the index has no metadata file for {entry.filename!r}")
+        else:
+            entry = indexes.find_file(project, filename)
+        head = self.command == "HEAD"
+        try:
+            byte_range = parse_range(self.headers.get("Range"))
+            body = self.server.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range)
+        except RangeNotSatisfiable as exc:
+            return self._send(
+                416,
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Range", f"bytes */{exc.size}")],
+                f"416 Range Not Satisfiable: {exc.message}\n".encode(),
+            )
+        try:
+            self._send_file(body, filename, head)
+        finally:
+            body.close()
+
+    def _send_file(self, body: FileBody, filename: str, head: bool) -> None:
+        headers = [
+            ("Content-Type", content_type_for(filename, self.server.settings.binary_file_mime_type)),
+            ("Accept-Ranges", "bytes"),
+            ("Cache-Control", _FILE_CACHE_CONTROL),
+        ]
+        if body.etag:
+            headers.append(("ETag", body.etag))
+            if _etag_matches(self.headers.get("If-None-Match"), body.etag):
+                return self._send(304, headers, b"")
+        if body.content_range:
+            headers.append(("Content-Range", body.content_range))
+        chunked = False
+        if body.length is not None:
+            headers.append(("Content-Length", str(body.length)))
+        elif self.request_version == "HTTP/1.1":
+            headers.append(("Transfer-Encoding", "chunked"))
+            chunked = True
+        else:
+            self.close_connection = True  # an HTTP/1.0 client reads to the close
+        self._write_head(body.status, headers)
+        if head:
+            return
+        try:
+            body.send(self.connection, chunked)
+            self._sent = body.length or 0
+        except ProxpiError as exc:
+            # Headers are out: cut the response short so the client sees the failure
+            # instead of installing bad or partial bytes.
+            logger.warning("cut %s short: %s", self._escaped_path(), exc.message)
+            self.close_connection = True
+
+    def _home(self) -> None:
+        settings = self.server.settings
+        used, count = self.server.files.stats()
+        body = render_home(
+            [(index.display_url, index.ttl) for index in settings.indexes],
+            self.server.cache_dir,
+            used,
+            settings.cache_size,
+            count,
+            settings.offline,
+            settings.admin_token is not None,
+        )
+        self._send(200, [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")], body)
+
+    def _invalidate(self, target: str) -> None:
+        token = self.server.settings.admin_token
+        if token is not None:
+            given = self.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                raise Unauthorized("DELETE needs the admin token (Authorization: Bearer <token>)")
+        if target == "list":
+            self.server.indexes.invalidate_list()
+            message = "invalidated the project list"
+        else:
+            project = parse_project_name(target)
+            self.server.indexes.invalidate_project(project)
+            message = f"invalidated project {project}"
+        logger.info("%s", message)
+        self._send(200, [("Content-Type", "text/plain; charset=utf-8")], message.encode() + b"\n")
+
+    # ------------------------------------------------------------------ responses
+
+    def _redirect(self, location: str) -> None:
+        body = f"moved to {location}\n".encode()
+        self._send(301, [("Location", location), ("Content-Type", "text/plain; charset=utf-8")], body)
+
+    def _error(self, error: ProxpiError) -> None:
+        if self._headers_done:
+            self.close_connection = True
+            return
+        status = HTTPStatus(error.status)
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")]
+        if isinstance(error, MethodNotAllowed):
+            headers.append(("Allow", ", ".join(error.allowed)))
+        if isinstance(error, Unauthorized):
+            headers.append(("WWW-Authenticate", 'Bearer realm="proxpi-min"'))
+        if status >= 500:
+            self.close_connection = self.close_connection or status == 500
+        self._send(status, headers, f"{status.value} {status.phrase}: {error.message}\n".encode())
+
+    def _head(self, status: int, headers: Iterable[tuple]) -> bytes:
+        """The status line and headers, as bytes; marks the headers as sent."""
+        self._status = status
+        self._headers_done = True
+        if self.server.stopping:
+            self.close_connection = True
+        lines = [f"{self.protocol_version} {status} {HTTPStatus(status).phrase}\r\n"]
+        lines.append(f"Server: {self.server_version}\r\nDate: {self.date_time_string()}\r\n")
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+        if self.close_connection:
+            lines.append("Connection: close\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    def _write_head(self, status: int, headers: list) -> None:
+        self.wfile.write(self._head(status, headers))
+
+    def _send(self, status: int, headers: list, body: bytes) -> None:
+        """Send a complete response in one write (headers and body together)."""
+        no_body = self.command == "HEAD" or status == 304
+        if status != 304:
+            headers = [*headers, ("Content-Length", str(len(body)))]
+        self.wfile.write(self._head(status, headers) + (b"" if no_body else body))
+        self._sent = 0 if no_body else len(body)
+
+    # ------------------------------------------------------------------ logging
+
+    def _escaped_path(self) -> str:
+        return self.path.translate(_LOG_ESCAPES)
+
+    def _log(self) -> None:
+        logger.info(
+            '%s "%s %s" %d %d %.1fms',
+            self.client_address[0],
+            self.command,
+            self._escaped_path(),
+            self._status,
+            self._sent,
+            (time.monotonic() - self._started) * 1000,
+        )
+
+    def log_request(self, code="-", size="-") -> None:
+        """Requests are logged by _log; http.server's own errors arrive here."""
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
+        logger.info("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
+
+
+def _etag_matches(header: Optional[str], etag: str) -> bool:
+    """RFC 9110 13.1.2: If-None-Match with weak comparison."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in header.split(","))

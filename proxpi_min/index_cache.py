@@ -1,0 +1,364 @@
+"""In-memory index caches with TTLs (one per upstream index) and their merged view.
+
+Per index: each page has its fetch time; an expired page is revalidated upstream
+(If-None-Match / If-Modified-Since). When upstream fails, the last good copy is served,
+marked stale, and upstream is retried with a back-off. Concurrent requests for the same
+page share one upstream fetch. Locks guard only dictionaries, never I/O.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from typing import Callable, Dict, NamedTuple, Optional, Union
+
+from .config import IndexSettings
+from .errors import NotFound, ProxpiError, UpstreamError, BadUpstreamPage
+from .names import NormalizedName, canonicalize_name
+from .page_store import LIST_KEY, PageStore, SavedPage
+from .render import Rendered, render, render_project_list, render_project_page
+from .simple import (
+    FileEntry,
+    ProjectList,
+    ProjectPage,
+    merge_lists,
+    merge_pages,
+    parse_project_list,
+    parse_project_page,
+)
+from .upstream import Upstream
+
+__all__ = ["IndexCache", "Indexes", "Lookup"]
+
+logger = logging.getLogger(__name__)
+
+# Upstream pages: JSON preferred (PEP 691), HTML accepted.
+UPSTREAM_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+# After a failed refresh, wait this long before asking upstream again (doubling per
+# failure, up to the maximum) and serve the stale copy meanwhile.
+RETRY_FIRST = 2.0
+RETRY_MAX = 300.0
+
+Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
+_versions = itertools.count(1)
+
+
+class Lookup(NamedTuple):
+    value: Value
+    version: int  # changes whenever value does
+    stale: bool  # the last refresh failed; value is the last good copy
+
+
+class _Entry:
+    __slots__ = ("value", "version", "fetched", "url", "etag", "last_modified", "failures", "retry_at")
+
+    def __init__(self, value: Value, url: str, etag: Optional[str], last_modified: Optional[str], fetched: float) -> None:
+        self.value = value
+        self.version = next(_versions)
+        self.fetched = fetched
+        self.url = url
+        self.etag = etag
+        self.last_modified = last_modified
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def lookup(self) -> Lookup:
+        return Lookup(self.value, self.version, self.failures > 0)
+
+
+class _Flight:
+    """One upstream fetch in progress; followers wait for its result."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Optional[Lookup] = None
+        self.error: Optional[BaseException] = None
+
+
+class IndexCache:
+    """The pages of one upstream index, cached for its TTL."""
+
+    def __init__(
+        self,
+        settings: IndexSettings,
+        upstream: Upstream,
+        store: Optional[PageStore],
+        offline: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._upstream = upstream
+        self._store = store
+        self._offline = offline
+        self._clock = clock
+        self._entries: Dict[str, _Entry] = {}
+        self._flights: Dict[str, _Flight] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public
+
+    def project(self, name: NormalizedName) -> Lookup:
+        """The project's page from this index (value None if upstream has none).
+
+        :raises UpstreamError: upstream failed and no copy was ever fetched.
+        """
+        return self._get(name)
+
+    def project_list(self) -> Lookup:
+        """This index's project list."""
+        return self._get(LIST_KEY)
+
+    def invalidate(self, key: str) -> None:
+        """Make the next request for *key* (a project name or LIST_KEY) ask upstream.
+
+        The entry keeps its validators and stays the fallback if upstream fails.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.fetched = float("-inf")
+                entry.retry_at = 0.0
+
+    def invalidate_list(self) -> None:
+        self.invalidate(LIST_KEY)
+
+    def saved_projects(self) -> list:
+        return self._store.saved_projects() if self._store else []
+
+    # ------------------------------------------------------------------ lookup
+
+    def _usable(self, entry: _Entry, now: float) -> bool:
+        if self._offline:
+            return True
+        if now - entry.fetched < self.settings.ttl:
+            return True
+        # In back-off after a failure: keep serving the stale copy without asking.
+        return entry.failures > 0 and now < entry.retry_at
+
+    def _get(self, key: str) -> Lookup:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and self._usable(entry, self._clock()):
+                return entry.lookup()
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.result
+        try:
+            flight.result = self._refresh(key, entry)
+            return flight.result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+    def _refresh(self, key: str, entry: Optional[_Entry]) -> Lookup:
+        """Fetch *key* from upstream (or the saved copy); runs without the lock."""
+        if entry is None and self._store is not None:
+            saved = self._store.load(key)
+            if saved is not None:
+                # Loaded as expired-but-usable: revalidated now, the fallback if that fails.
+                entry = _Entry(saved.value, saved.url, saved.etag, saved.last_modified, float("-inf"))
+                self._put(key, entry)
+        if self._offline:
+            if entry is None:
+                raise NotFound(f"{key} is not in the offline cache")
+            return entry.lookup()
+        url = self.settings.url if key == LIST_KEY else f"{self.settings.url}{key}/"
+        try:
+            response = self._upstream.fetch_page(
+                url, UPSTREAM_ACCEPT, entry.etag if entry else None, entry.last_modified if entry else None
+            )
+            now = self._clock()
+            if response.status == 304 and entry is not None:
+                # Unchanged: refreshed without re-parsing (and without re-rendering).
+                with self._lock:
+                    entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
+                return entry.lookup()
+            if response.status == 404:
+                new = _Entry(None, response.url, None, None, now)
+            else:
+                value = (
+                    parse_project_list(response.body, response.content_type)
+                    if key == LIST_KEY
+                    else parse_project_page(response.body, response.content_type, response.url, NormalizedName(key))
+                )
+                _check_plausible(value, entry)
+                new = _Entry(value, response.url, response.etag, response.last_modified, now)
+        except UpstreamError as exc:
+            return self._failed(key, entry, exc)
+        self._put(key, new)
+        if self._store is not None:
+            if new.value is None:
+                self._store.delete(key)
+            else:
+                self._store.save(key, SavedPage(new.value, new.url, new.etag, new.last_modified))
+        return new.lookup()
+
+    def _put(self, key: str, entry: _Entry) -> None:
+        with self._lock:
+            self._entries[key] = entry
+
+    def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError) -> Lookup:
+        if entry is None or entry.value is None:
+            logger.warning("%s (nothing cached to serve instead)", error.message)
+            raise error
+        with self._lock:
+            entry.failures += 1
+            delay = min(RETRY_FIRST * 2 ** (entry.failures - 1), RETRY_MAX)
+            entry.retry_at = self._clock() + delay
+        logger.warning("%s; serving the stale copy of %s, next try in %.0f s", error.message, key, delay)
+        return entry.lookup()
+
+
+def _check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[_Entry]) -> None:
+    """Refuse an answer that would wipe out a good copy: an empty page or list where
+    the copy we have lists something is far likelier an upstream fault than real."""
+    if old is None or old.value is None or len(_items(value)) or not len(_items(old.value)):
+        return
+    raise BadUpstreamPage("upstream answered an empty page where it listed files before")
+
+
+def _items(value: Union[ProjectPage, ProjectList]):
+    return value.files if isinstance(value, ProjectPage) else value
+
+
+class _RenderedPages:
+    """Rendered pages under a byte budget, least recently used dropped first."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._used = 0
+        self._pages: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, version: tuple) -> Optional[Rendered]:
+        with self._lock:
+            found = self._pages.get(key)
+            if found is None or found[0] != version:
+                return None
+            self._pages.move_to_end(key)
+            return found[1]
+
+    def put(self, key: tuple, version: tuple, page: Rendered) -> None:
+        with self._lock:
+            old = self._pages.pop(key, None)
+            if old is not None:
+                self._used -= old[1].memory
+            if page.memory > self._budget:
+                return
+            self._pages[key] = (version, page)
+            self._used += page.memory
+            while self._used > self._budget:
+                _, (_, dropped) = self._pages.popitem(last=False)
+                self._used -= dropped.memory
+
+
+class Indexes:
+    """All configured indices as one: merged pages, rendered once per change.
+
+    *is_cached* (offline mode) tells whether the file cache holds a file; project pages
+    then list only those, so pip never picks a file we cannot serve.
+    """
+
+    def __init__(
+        self,
+        caches: list,
+        page_memory: int,
+        offline: bool = False,
+        is_cached: Optional[Callable[[NormalizedName, FileEntry], bool]] = None,
+        cache_generation: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.caches = caches
+        self._offline = offline
+        self._is_cached = is_cached
+        self._cache_generation = cache_generation
+        self._rendered = _RenderedPages(page_memory)
+        self._merged: Dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def project_page(self, name: NormalizedName) -> tuple:
+        """(merged page, version key, stale) for *name*.
+
+        :raises NotFound: no index has the project.
+        :raises UpstreamError: an index failed and had no copy to serve instead.
+        """
+        lookups = [cache.project(name) for cache in self.caches]
+        version = tuple(lookup.version for lookup in lookups)
+        if self._offline:
+            version += (self._cache_generation(),)
+        stale = any(lookup.stale for lookup in lookups)
+        with self._lock:
+            found = self._merged.get(name)
+        if found is not None and found[0] == version:
+            return found[1], version, stale
+        pages = [lookup.value for lookup in lookups if lookup.value is not None]
+        if not pages:
+            raise NotFound(f"project {name!r} is not on any index")
+        page = pages[0] if len(pages) == 1 else merge_pages(name, pages)
+        if self._offline and self._is_cached is not None:
+            page = page._replace(files=tuple(f for f in page.files if self._is_cached(name, f)))
+        with self._lock:
+            self._merged[name] = (version, page)
+        return page, version, stale
+
+    def rendered_project(self, name: NormalizedName, media: str) -> tuple:
+        """(Rendered, stale) of the merged project page in *media*."""
+        page, version, stale = self.project_page(name)
+        return self._render(("project", name, media), version, lambda: render_project_page(page, media)), stale
+
+    def rendered_list(self, media: str) -> tuple:
+        """(Rendered, stale) of the merged project list in *media*."""
+        if self._offline:
+            names = sorted({canonicalize_name(n) for cache in self.caches for n in cache.saved_projects()})
+            projects, version, stale = ProjectList.from_names(names), (len(names), hash(tuple(names))), False
+        else:
+            lookups = [cache.project_list() for cache in self.caches]
+            version = tuple(lookup.version for lookup in lookups)
+            stale = any(lookup.stale for lookup in lookups)
+            projects = None
+            cached = self._rendered.get(("list", media), version)
+            if cached is not None:
+                return cached, stale
+            projects = merge_lists(lookup.value for lookup in lookups if lookup.value is not None)
+        return self._render(("list", media), version, lambda: render_project_list(projects, media)), stale
+
+    def _render(self, key: tuple, version: tuple, make: Callable[[], bytes]) -> Rendered:
+        page = self._rendered.get(key, version)
+        if page is None:
+            page = render(make())
+            self._rendered.put(key, version, page)
+        return page
+
+    def find_file(self, name: NormalizedName, filename: str) -> FileEntry:
+        """The entry an index lists for *filename* in project *name*.
+
+        :raises NotFound: no index lists it (we only ever fetch listed URLs).
+        """
+        page = self.project_page(name)[0]
+        for entry in page.files:
+            if entry.filename == filename:
+                return entry
+        raise NotFound(f"{filename!r} is not a file of project {name!r}")
+
+    def invalidate_project(self, name: NormalizedName) -> None:
+        for cache in self.caches:
+            cache.invalidate(name)
+
+    def invalidate_list(self) -> None:
+        for cache in self.caches:
+            cache.invalidate_list()

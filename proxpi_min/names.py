@@ -1,0 +1,77 @@
+"""Project names (PEP 503 normalisation) and distribution file names."""
+
+from __future__ import annotations
+
+import re
+from typing import NewType, Optional
+
+from .errors import BadRequest
+
+__all__ = [
+    "NormalizedName",
+    "canonicalize_name",
+    "check_filename",
+    "parse_project_name",
+    "version_from_filename",
+]
+
+NormalizedName = NewType("NormalizedName", str)
+
+# PEP 508 / core metadata: a valid project name.
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[-_.]+")
+
+# Names of files we are willing to store: one path segment, printable, not hidden.
+# Indices may list any extension (PEP 503 says nothing of it), so only the shape is checked.
+_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!~-]*\Z")
+_MAX_FILENAME = 255
+
+_SDIST_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz", ".zip", ".tar")
+
+
+def canonicalize_name(name: str) -> NormalizedName:
+    """The PEP 503 normalised form: lowercase, runs of ``-_.`` as one ``-``."""
+    return NormalizedName(_SEPARATORS.sub("-", name).lower())
+
+
+def parse_project_name(text: str) -> NormalizedName:
+    """Validate a project name taken from a request and normalise it.
+
+    :raises BadRequest: the text is not a valid project name (this also refuses every
+        path traversal spelling: ``..``, slashes, backslashes, NUL, ...).
+    """
+    if len(text) > 200 or not _VALID_NAME.match(text):
+        raise BadRequest(f"not a valid project name: {text!r}")
+    return canonicalize_name(text)
+
+
+def check_filename(filename: str) -> str:
+    """Return *filename* if it is safe as one path segment under the cache dir.
+
+    :raises BadRequest: it is not.
+    """
+    if len(filename) > _MAX_FILENAME or not _SAFE_FILENAME.match(filename):
+        raise BadRequest(f"not a valid file name: {filename!r}")
+    return filename
+
+
+def version_from_filename(filename: str, project: NormalizedName) -> Optional[str]:
+    """Guess a file's version from its name (for PEP 700 ``versions`` from HTML pages).
+
+    Wheels follow PEP 427 (``name-version-...whl``); sdists are ``name-version.ext``.
+    Returns None when the name does not start with the project name.
+    """
+    if filename.endswith(".whl"):
+        parts = filename[:-4].split("-")
+        return parts[1] if len(parts) >= 5 else None
+    for suffix in _SDIST_SUFFIXES:
+        if filename.endswith(suffix):
+            stem = filename[: -len(suffix)]
+            break
+    else:
+        return None
+    # The name part may itself contain dashes; match it in normalised form.
+    for index in range(len(stem) - 1, 0, -1):
+        if stem[index] == "-" and canonicalize_name(stem[:index]) == project:
+            return stem[index + 1 :] or None
+    return None

@@ -1,0 +1,156 @@
+"""Index pages saved under the cache dir, so a restarted proxy can serve what it saw
+before even when no upstream answers (and so a copied cache dir works offline)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Any, NamedTuple, Optional, Union
+
+from .names import NormalizedName
+from .simple import FileEntry, ProjectList, ProjectPage
+
+__all__ = ["PageStore", "SavedPage", "remove_temp_files", "write_atomically"]
+
+logger = logging.getLogger(__name__)
+
+LIST_KEY = "_list"  # never a project name: those start with a letter or digit
+TEMP_PREFIX = ".tmp-"
+_FORMAT = 1
+
+
+class SavedPage(NamedTuple):
+    value: Union[ProjectPage, ProjectList]
+    url: str
+    etag: Optional[str]
+    last_modified: Optional[str]
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write *data* to *path* through a temp file and ``os.replace``, so that a reader
+    (or a restart after kill -9) sees the old content or the new, never a part."""
+    directory = os.path.dirname(path)
+    temp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        with open(temp, "wb") as file:
+            file.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def remove_temp_files(directory: str) -> int:
+    """Remove leftover temp files of dead processes under *directory*; count them.
+
+    A temp file of a live process (a second proxy on the same dir) is left alone.
+    """
+    removed = 0
+    for root, _, names in os.walk(directory):
+        for name in names:
+            if name.startswith(TEMP_PREFIX) and not _owner_alive(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+    return removed
+
+
+def _owner_alive(temp_name: str) -> bool:
+    pid_text = temp_name[len(TEMP_PREFIX) :].split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _encode(value: Union[ProjectPage, ProjectList]) -> Any:
+    if isinstance(value, ProjectList):
+        return {"names": value.names}
+    return {
+        "name": value.name,
+        "files": [list(entry) for entry in value.files],
+        "versions": list(value.versions),
+        "all_sizes_known": value.all_sizes_known,
+    }
+
+
+def _pairs(value: Any) -> Optional[tuple]:
+    return None if value is None else tuple(tuple(pair) for pair in value)
+
+
+def _decode(data: Any) -> Union[ProjectPage, ProjectList]:
+    if "names" in data:
+        return ProjectList(data["names"])
+    files = []
+    for fields in data["files"]:
+        entry = FileEntry(*fields)
+        files.append(entry._replace(hashes=_pairs(entry.hashes), metadata=_pairs(entry.metadata)))
+    return ProjectPage(
+        NormalizedName(data["name"]), tuple(files), tuple(data["versions"]), data["all_sizes_known"]
+    )
+
+
+class PageStore:
+    """Saved pages of one index, under ``<cache dir>/index/<hash of the index URL>/``."""
+
+    def __init__(self, cache_dir: str, index_url: str) -> None:
+        digest = hashlib.sha256(index_url.encode()).hexdigest()[:16]
+        self.directory = os.path.join(cache_dir, "index", digest)
+
+    def _path(self, key: str) -> str:
+        # key is LIST_KEY or a NormalizedName, checked by names.parse_project_name
+        return os.path.join(self.directory, key + ".json")
+
+    def load(self, key: str) -> Optional[SavedPage]:
+        """The saved page for *key* (a project name or LIST_KEY), if any and readable."""
+        try:
+            with open(self._path(key), "rb") as file:
+                record = json.load(file)
+            if record.get("format") != _FORMAT:
+                return None
+            return SavedPage(_decode(record["value"]), record["url"], record["etag"], record["last_modified"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring unreadable saved page %s: %s", self._path(key), exc)
+            return None
+
+    def save(self, key: str, page: SavedPage) -> None:
+        """Save *page*; a failure (disk full, read-only) is logged, never raised."""
+        record = {
+            "format": _FORMAT,
+            "saved": time.time(),
+            "url": page.url,
+            "etag": page.etag,
+            "last_modified": page.last_modified,
+            "value": _encode(page.value),
+        }
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            write_atomically(self._path(key), json.dumps(record, separators=(",", ":")).encode())
+        except OSError as exc:
+            logger.warning("cannot save index page %s: %s", self._path(key), exc)
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._path(key))
+
+    def saved_projects(self) -> list[str]:
+        """Names of the projects with a saved page."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []
+        return sorted(
+            name[:-5] for name in names if name.endswith(".json") and name != LIST_KEY + ".json"
+        )

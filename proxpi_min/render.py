@@ -1,0 +1,297 @@
+"""Content negotiation (PEP 691) and rendering of pages to bytes; pure functions."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import json
+import urllib.parse
+from typing import Iterable, NamedTuple, Optional
+
+from .errors import NotAcceptable
+from .names import canonicalize_name
+from .simple import HTML_TYPE, JSON_TYPE, FileEntry, Hashes, ProjectList, ProjectPage
+
+__all__ = [
+    "Rendered",
+    "accepts_gzip",
+    "TEXT_HTML",
+    "choose_media_type",
+    "render",
+    "render_home",
+    "render_project_list",
+    "render_project_page",
+]
+
+TEXT_HTML = "text/html"
+# PEP 691: "latest" asks for the newest version, answered with the concrete type.
+_ALIASES = {
+    JSON_TYPE: JSON_TYPE,
+    "application/vnd.pypi.simple.latest+json": JSON_TYPE,
+    HTML_TYPE: HTML_TYPE,
+    "application/vnd.pypi.simple.latest+html": HTML_TYPE,
+    TEXT_HTML: TEXT_HTML,
+}
+# uv rejects any other algorithm in an HTML fragment; we check every hash ourselves, so
+# leaving an unusable one out loses nothing.
+_FRAGMENT_HASHES = ("sha256", "sha512", "sha384", "md5")
+_GZIP_MIN = 1024  # smaller bodies gain nothing from compression
+_GZIP_LEVEL = 6  # most of level 9's ratio at a fraction of its time
+
+
+class Rendered(NamedTuple):
+    """A page rendered once: the bytes, their gzip form (or None) and an ETag."""
+
+    body: bytes
+    gzipped: Optional[bytes]
+    etag: str
+
+    @property
+    def memory(self) -> int:
+        return len(self.body) + len(self.gzipped or b"")
+
+
+def render(body: bytes) -> Rendered:
+    """Wrap *body* with its gzip form and a strong ETag of the bytes."""
+    etag = '"%s"' % hashlib.blake2b(body, digest_size=12).hexdigest()
+    gzipped = gzip.compress(body, _GZIP_LEVEL, mtime=0) if len(body) >= _GZIP_MIN else None
+    return Rendered(body, gzipped, etag)
+
+
+# ---------------------------------------------------------------------------- negotiation
+
+
+def _parse_accept(accept: str) -> list[tuple[str, float]]:
+    ranges = []
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        media = media.strip().lower()
+        if not media:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    quality = 0.0
+        ranges.append((_ALIASES.get(media, media), quality))
+    return ranges
+
+
+def _quality(media: str, ranges: list[tuple[str, float]]) -> float:
+    # RFC 9110 12.5.1: the most specific matching range decides (exact > type/* > */*).
+    best_specificity, best_quality = 0, 0.0
+    kind = media.split("/", 1)[0] + "/*"
+    for candidate, quality in ranges:
+        specificity = 3 if candidate == media else 2 if candidate == kind else 1 if candidate == "*/*" else 0
+        if specificity > best_specificity:
+            best_specificity, best_quality = specificity, quality
+    return best_quality
+
+
+def choose_media_type(accept: Optional[str], format_param: Optional[str]) -> str:
+    """The Content-Type to answer a simple-API request with (PEP 691).
+
+    ``?format=`` wins over Accept. No Accept header means ``*/*`` and gets HTML; on a
+    tie HTML wins, as on PyPI (so clients that rank JSON first, pip and uv, get JSON).
+
+    :raises NotAcceptable: the client named types and none of ours is among them.
+    """
+    if format_param is not None:
+        # A "+" that arrives form-decoded as a space is still a "+".
+        wanted = _ALIASES.get(format_param.strip().replace(" ", "+").lower())
+        if wanted is None:
+            raise NotAcceptable(f"unknown format {format_param!r}; use one of {_offer()}")
+        return wanted
+    ranges = _parse_accept(accept) if accept and accept.strip() else [("*/*", 1.0)]
+    json_quality = _quality(JSON_TYPE, ranges)
+    text_quality = _quality(TEXT_HTML, ranges)
+    html_quality = _quality(HTML_TYPE, ranges)
+    if json_quality > max(text_quality, html_quality):
+        return JSON_TYPE
+    if text_quality > 0 and text_quality >= html_quality:
+        return TEXT_HTML
+    if html_quality > 0:
+        return HTML_TYPE
+    raise NotAcceptable(f"none of the accepted types is available; use one of {_offer()}")
+
+
+def _offer() -> str:
+    return ", ".join((JSON_TYPE, HTML_TYPE, TEXT_HTML))
+
+
+# ---------------------------------------------------------------------------- pages
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _fragment(hashes: Hashes) -> str:
+    found = dict(hashes)
+    for name in _FRAGMENT_HASHES:
+        if name in found:
+            return f"#{name}={found[name]}"
+    return ""
+
+
+def _html_link(entry: FileEntry) -> str:
+    # Links are relative to the page (/index/<project>/), so they work whatever host
+    # name and port the client used to reach us; "+" must stay %2B, never a space.
+    parts = [f'<a href="{urllib.parse.quote(entry.filename)}{_fragment(entry.hashes)}"']
+    if entry.requires_python:
+        parts.append(f' data-requires-python="{_esc(entry.requires_python)}"')
+    if entry.yanked is not None:
+        parts.append(f' data-yanked="{_esc(entry.yanked)}"')
+    if entry.metadata is not None:
+        # PEP 714: both names, same value; never "false" (pip reads it as present).
+        value = _esc(_fragment(entry.metadata)[1:] or "true")
+        parts.append(f' data-dist-info-metadata="{value}" data-core-metadata="{value}"')
+    if entry.gpg_sig is not None:
+        parts.append(f' data-gpg-sig="{"true" if entry.gpg_sig else "false"}"')
+    if entry.provenance:
+        parts.append(f' data-provenance="{_esc(entry.provenance)}"')
+    parts.append(f">{_esc(entry.filename)}</a><br>\n")
+    return "".join(parts)
+
+
+def _html_document(title: str, body: Iterable[str]) -> bytes:
+    head = (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        '<meta name="pypi:repository-version" content="1.1">\n'
+        f"<title>{_esc(title)}</title>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
+    )
+    return (head + "".join(body) + "</body>\n</html>\n").encode("utf-8")
+
+
+def _json_file(entry: FileEntry) -> dict:
+    item: dict = {
+        "filename": entry.filename,
+        "url": urllib.parse.quote(entry.filename),
+        "hashes": dict(entry.hashes),
+    }
+    if entry.requires_python:
+        item["requires-python"] = entry.requires_python
+    if entry.yanked is not None:
+        item["yanked"] = entry.yanked or True  # PEP 691: a reason string, or true
+    if entry.metadata is not None:
+        # PEP 714: never the old key "dist-info-metadata" (pip 22.3-23.1 crash on it).
+        item["core-metadata"] = dict(entry.metadata) or True
+    if entry.size is not None:
+        item["size"] = entry.size
+    if entry.upload_time:
+        item["upload-time"] = entry.upload_time
+    if entry.gpg_sig is not None:
+        item["gpg-sig"] = entry.gpg_sig
+    if entry.provenance:
+        item["provenance"] = entry.provenance
+    return item
+
+
+def render_project_page(page: ProjectPage, media: str) -> bytes:
+    """The project page as bytes in *media* (HTML or PEP 691 JSON)."""
+    if media == JSON_TYPE:
+        # PEP 700 (1.1) makes "size" mandatory; without every size we say 1.0.
+        document = {
+            "meta": {"api-version": "1.1" if page.all_sizes_known else "1.0"},
+            "name": page.name,
+            "versions": list(page.versions),
+            "files": [_json_file(entry) for entry in page.files],
+        }
+        return json.dumps(document, separators=(",", ":")).encode("utf-8")
+    return _html_document(f"Links for {page.name}", map(_html_link, page.files))
+
+
+def render_project_list(projects: ProjectList, media: str) -> bytes:
+    """The root page listing *projects* in *media*."""
+    if media == JSON_TYPE:
+        document = {
+            "meta": {"api-version": "1.0"},
+            "projects": [{"name": name} for name in projects],
+        }
+        return json.dumps(document, separators=(",", ":")).encode("utf-8")
+    return _html_document(
+        "Simple index",
+        (f'<a href="{canonicalize_name(name)}/">{_esc(name)}</a><br>\n' for name in projects),
+    )
+
+
+# ---------------------------------------------------------------------------- home page
+
+_HOME_SCRIPT = """
+<script>
+async function invalidate(target) {
+  const token = document.getElementById("token");
+  const headers = token && token.value ? {"Authorization": "Bearer " + token.value} : {};
+  const response = await fetch("/cache/" + encodeURIComponent(target), {method: "DELETE", headers});
+  document.getElementById("result").textContent = response.status + " " + await response.text();
+}
+</script>
+"""
+
+
+def render_home(
+    indexes: Iterable[tuple[str, float]],
+    cache_dir: str,
+    cache_used: int,
+    cache_cap: int,
+    file_count: int,
+    offline: bool,
+    token_required: bool,
+) -> bytes:
+    """The home page for a person: configuration, cache use, invalidation buttons."""
+    rows = "".join(
+        f"<tr><td>{_esc(url)}</td><td>{ttl:g} s</td></tr>\n" for url, ttl in indexes
+    )
+    token = (
+        '<p>Admin token: <input id="token" type="password"></p>\n' if token_required else ""
+    )
+    body = [
+        f"<p>Mode: {'offline (no upstream is contacted)' if offline else 'online'}</p>\n",
+        "<h2>Indices</h2>\n<table>\n<tr><th>URL</th><th>TTL</th></tr>\n",
+        rows,
+        "</table>\n<h2>File cache</h2>\n",
+        f"<p>Directory: <code>{_esc(cache_dir)}</code><br>\n",
+        f"Used: {_human(cache_used)} of {_human(cache_cap)} in {file_count} files</p>\n",
+        '<p>Package index: <a href="/index/">/index/</a></p>\n',
+        "<h2>Invalidate</h2>\n",
+        token,
+        '<p><button onclick="invalidate(\'list\')">Invalidate the project list</button></p>\n',
+        '<p><input id="project" placeholder="project name"> ',
+        "<button onclick=\"invalidate(document.getElementById('project').value)\">"
+        "Invalidate project</button></p>\n",
+        '<p id="result"></p>\n',
+        _HOME_SCRIPT,
+    ]
+    return _html_document("proxpi-min", body)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def accepts_gzip(accept_encoding: Optional[str]) -> bool:
+    """Whether an Accept-Encoding header admits gzip (RFC 9110 12.5.3)."""
+    if not accept_encoding:
+        return False
+    for item in accept_encoding.split(","):
+        coding, *params = item.strip().split(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            quality = 1.0
+            for param in params:
+                name, _, value = param.partition("=")
+                if name.strip().lower() == "q":
+                    try:
+                        quality = float(value)
+                    except ValueError:
+                        quality = 0.0
+            return quality > 0
+    return False

@@ -1,0 +1,337 @@
+"""The simple repository API's data (PEP 503, 592, 658, 691, 700, 714) and its parsers.
+
+Parsing is pure: bytes, media type and the page's URL in, immutable values out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.parse
+from html.parser import HTMLParser
+from typing import Any, Iterable, NamedTuple, Optional
+
+from .errors import BadUpstreamPage
+from .names import NormalizedName, canonicalize_name, version_from_filename
+
+__all__ = [
+    "FileEntry",
+    "Hashes",
+    "JSON_TYPE",
+    "HTML_TYPE",
+    "ProjectList",
+    "ProjectPage",
+    "media_type",
+    "merge_lists",
+    "merge_pages",
+    "parse_project_list",
+    "parse_project_page",
+]
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+HTML_TYPE = "application/vnd.pypi.simple.v1+html"
+_HTML_TYPES = {HTML_TYPE, "text/html"}
+
+# (algorithm, hexdigest) pairs, algorithm names lowercase as hashlib spells them.
+Hashes = tuple  # tuple[tuple[str, str], ...]
+
+
+class FileEntry(NamedTuple):
+    """One distribution file as an index lists it."""
+
+    filename: str
+    url: str  # absolute upstream URL, without fragment
+    hashes: Hashes = ()
+    requires_python: Optional[str] = None
+    yanked: Optional[str] = None  # PEP 592: None = not yanked, else the reason ("" if none)
+    metadata: Optional[Hashes] = None  # PEP 658/714: None = no .metadata file; () = no hash
+    size: Optional[int] = None  # PEP 700
+    upload_time: Optional[str] = None  # PEP 700
+    gpg_sig: Optional[bool] = None
+    provenance: Optional[str] = None  # PEP 740, an absolute https URL
+
+
+class ProjectPage(NamedTuple):
+    """A project's files, from one index or merged from several."""
+
+    name: NormalizedName
+    files: tuple  # tuple[FileEntry, ...]
+    versions: tuple  # tuple[str, ...]
+    all_sizes_known: bool = False  # True when every file has a size (JSON upstream)
+
+
+class ProjectList(NamedTuple):
+    """Project display names, held as one newline-joined string to stay compact
+    (PyPI lists close to a million names)."""
+
+    names: str
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> "ProjectList":
+        return cls("\n".join(names))
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.names.split("\n") if self.names else ())
+
+    def __len__(self) -> int:
+        return self.names.count("\n") + 1 if self.names else 0
+
+
+def media_type(content_type: Optional[str]) -> str:
+    """The bare, lowercase media type of a Content-Type header (parameters dropped)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _good_hashes(pairs: Iterable[tuple[Any, Any]]) -> Hashes:
+    """Keep the pairs whose algorithm hashlib guarantees and whose value is hex."""
+    out = []
+    for name, value in pairs:
+        if not isinstance(name, str) or not isinstance(value, str):
+            continue
+        name = name.lower()
+        if name in hashlib.algorithms_guaranteed and _is_hex(value):
+            out.append((name, value.lower()))
+    return tuple(out)
+
+
+def _is_hex(value: str) -> bool:
+    try:
+        int(value, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_fragment(url: str) -> tuple[str, Hashes]:
+    """An href's URL without fragment, and the hash its fragment names (PEP 503)."""
+    url, _, fragment = url.partition("#")
+    name, sep, value = fragment.partition("=")
+    return url, _good_hashes([(name, value)]) if sep else ()
+
+
+def _absolute(url: str, base: str) -> str:
+    return urllib.parse.urljoin(base, url)
+
+
+def _filename_from_url(url: str) -> str:
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+# ---------------------------------------------------------------------------- HTML
+
+
+class _AnchorParser(HTMLParser):
+    """Collects ``<a>`` elements (attributes and text) and honours ``<base href>``."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.anchors: list[tuple[dict, str]] = []
+        self.base: Optional[str] = None
+        self._current: Optional[dict] = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "a":
+            self._current = dict(attrs)
+            self._text = []
+        elif tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href")
+
+    def handle_data(self, data: str) -> None:
+        if self._current is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._current is not None:
+            self.anchors.append((self._current, "".join(self._text).strip()))
+            self._current = None
+
+
+def _parse_html(body: bytes, url: str) -> tuple[list[tuple[dict, str]], str]:
+    parser = _AnchorParser()
+    parser.feed(body.decode("utf-8", errors="replace"))
+    parser.close()
+    base = _absolute(parser.base, url) if parser.base else url
+    return parser.anchors, base
+
+
+def _html_metadata(attrs: dict) -> Optional[Hashes]:
+    # PEP 714: data-core-metadata first, then the older PEP 658 name. "true" means a
+    # file without a hash; "false" or junk means none (pip would read those as present,
+    # so we never pass them on).
+    for key in ("data-core-metadata", "data-dist-info-metadata"):
+        value = attrs.get(key)
+        if value is None:
+            continue
+        if value.strip().lower() == "true":
+            return ()
+        name, sep, digest = value.partition("=")
+        if sep:
+            hashes = _good_hashes([(name, digest)])
+            return hashes if hashes else None
+        return None
+    return None
+
+
+def _file_from_html(attrs: dict, text: str, base: str) -> Optional[FileEntry]:
+    href = attrs.get("href")
+    if not href:
+        return None
+    url, hashes = _split_fragment(_absolute(href, base))
+    filename = text or _filename_from_url(url)
+    yanked = attrs.get("data-yanked", False)
+    gpg = attrs.get("data-gpg-sig")
+    return FileEntry(
+        filename=filename,
+        url=url,
+        hashes=hashes,
+        requires_python=attrs.get("data-requires-python") or None,
+        yanked=None if yanked is False else (yanked or ""),
+        metadata=_html_metadata(attrs),
+        gpg_sig=None if gpg is None else gpg.strip().lower() == "true",
+        provenance=_provenance(attrs.get("data-provenance")),
+    )
+
+
+def _provenance(value: Any) -> Optional[str]:
+    # PEP 740: must be an absolute URL on a secure origin; anything else is dropped.
+    return value if isinstance(value, str) and value.startswith("https://") else None
+
+
+# ---------------------------------------------------------------------------- JSON
+
+
+def _load_json(body: bytes) -> dict:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadUpstreamPage(f"upstream JSON does not parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadUpstreamPage("upstream JSON is not an object")
+    return data
+
+
+def _json_metadata(item: dict) -> Optional[Hashes]:
+    # PEP 714 name first; PEP 658's name and PyPI's "data-" spelling as fallbacks.
+    for key in ("core-metadata", "dist-info-metadata", "data-dist-info-metadata"):
+        if key in item:
+            value = item[key]
+            if value is True:
+                return ()
+            if isinstance(value, dict):
+                return _good_hashes(value.items()) if value else ()
+            return None
+    return None
+
+
+def _file_from_json(item: Any, base: str) -> FileEntry:
+    if not isinstance(item, dict):
+        raise BadUpstreamPage("upstream JSON file entry is not an object")
+    filename, url, hashes = item.get("filename"), item.get("url"), item.get("hashes", {})
+    if not isinstance(filename, str) or not isinstance(url, str) or not isinstance(hashes, dict):
+        raise BadUpstreamPage("upstream JSON file entry lacks filename, url or hashes")
+    url, fragment_hashes = _split_fragment(_absolute(url, base))
+    yanked = item.get("yanked", False)
+    size = item.get("size")
+    upload_time = item.get("upload-time")
+    requires_python = item.get("requires-python")
+    gpg = item.get("gpg-sig")
+    return FileEntry(
+        filename=filename,
+        url=url,
+        hashes=_good_hashes(hashes.items()) or fragment_hashes,
+        requires_python=requires_python if isinstance(requires_python, str) and requires_python else None,
+        yanked=(yanked if isinstance(yanked, str) else "") if yanked else None,
+        metadata=_json_metadata(item),
+        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+        upload_time=upload_time if isinstance(upload_time, str) else None,
+        gpg_sig=gpg if isinstance(gpg, bool) else None,
+        provenance=_provenance(item.get("provenance")),
+    )
+
+
+# ---------------------------------------------------------------------------- pages
+
+
+def _versions(files: Iterable[FileEntry], project: NormalizedName) -> tuple:
+    seen = dict.fromkeys(
+        version
+        for version in (version_from_filename(entry.filename, project) for entry in files)
+        if version
+    )
+    return tuple(seen)
+
+
+def parse_project_page(
+    body: bytes, content_type: Optional[str], url: str, project: NormalizedName
+) -> ProjectPage:
+    """Parse a project page (PEP 503 HTML or PEP 691 JSON); relative URLs resolve
+    against *url*, the page's final URL.
+
+    :raises BadUpstreamPage: an unknown media type or a page of the wrong shape.
+    """
+    kind = media_type(content_type)
+    if kind == JSON_TYPE:
+        data = _load_json(body)
+        files = data.get("files")
+        if not isinstance(files, list):
+            raise BadUpstreamPage("upstream JSON project page has no 'files' list")
+        entries = tuple(_file_from_json(item, url) for item in files)
+        versions = data.get("versions")
+        if isinstance(versions, list) and all(isinstance(v, str) for v in versions):
+            versions = tuple(versions)
+        else:
+            versions = _versions(entries, project)
+        return ProjectPage(
+            project, entries, versions, all(entry.size is not None for entry in entries)
+        )
+    if kind in _HTML_TYPES:
+        anchors, base = _parse_html(body, url)
+        entries = tuple(
+            entry for entry in (_file_from_html(a, t, base) for a, t in anchors) if entry
+        )
+        return ProjectPage(project, entries, _versions(entries, project))
+    raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
+
+
+def parse_project_list(body: bytes, content_type: Optional[str]) -> ProjectList:
+    """Parse the root page: the display names of the projects an index has.
+
+    :raises BadUpstreamPage: an unknown media type or a page of the wrong shape.
+    """
+    kind = media_type(content_type)
+    if kind == JSON_TYPE:
+        projects = _load_json(body).get("projects")
+        if not isinstance(projects, list):
+            raise BadUpstreamPage("upstream JSON project list has no 'projects' list")
+        names = [item.get("name") if isinstance(item, dict) else None for item in projects]
+    elif kind in _HTML_TYPES:
+        names = [text for _, text in _parse_html(body, "")[0]]
+    else:
+        raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
+    return ProjectList.from_names(
+        name for name in names if isinstance(name, str) and name and "\n" not in name
+    )
+
+
+def merge_pages(project: NormalizedName, pages: Iterable[ProjectPage]) -> ProjectPage:
+    """One page from several indices' pages, first index first; a file name listed by
+    several indices is kept from the first that lists it."""
+    files: dict[str, FileEntry] = {}
+    versions: dict[str, None] = {}
+    sizes_known = True
+    for page in pages:
+        sizes_known = sizes_known and page.all_sizes_known
+        versions.update(dict.fromkeys(page.versions))
+        for entry in page.files:
+            files.setdefault(entry.filename, entry)
+    return ProjectPage(project, tuple(files.values()), tuple(versions), sizes_known)
+
+
+def merge_lists(lists: Iterable[ProjectList]) -> ProjectList:
+    """The union of several project lists, one name per normalised name."""
+    seen: dict[str, str] = {}
+    for project_list in lists:
+        for name in project_list:
+            seen.setdefault(canonicalize_name(name), name)
+    return ProjectList.from_names(seen.values())

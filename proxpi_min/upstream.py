@@ -1,0 +1,377 @@
+"""Talks to upstream indices: pages and files over HTTP(S) with keep-alive, or file://.
+
+The only module that imports ``http.client``, ``ssl`` and ``socket`` for the upstream
+side. Every lower-level failure is translated to :mod:`.errors` in one place
+(:func:`_translated`), including failures while a body is being read.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.message
+import http.client
+import logging
+import mimetypes
+import os
+import socket
+import ssl
+import threading
+import urllib.parse
+import urllib.request
+import zlib
+from typing import Iterator, NamedTuple, Optional
+
+from .config import redact_url
+from .errors import BadUpstreamPage, NotFound, UpstreamError, UpstreamTimeout
+
+__all__ = ["FileResponse", "PageResponse", "Upstream"]
+
+logger = logging.getLogger(__name__)
+
+# A page bigger than this is refused: PyPI's largest project pages are tens of MB and
+# its JSON root list about 60 MB; anything far beyond is a broken or hostile upstream.
+MAX_PAGE_SIZE = 256 * 1024**2
+MAX_REDIRECTS = 5
+# Idle connections kept per upstream host; a few per core of concurrency is plenty.
+MAX_IDLE_PER_HOST = 8
+_RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+class PageResponse(NamedTuple):
+    """An index page: status 200 (with body), 304 (not modified) or 404."""
+
+    status: int
+    body: bytes
+    content_type: str
+    url: str  # the final URL, after redirects: relative links resolve against it
+    etag: Optional[str]
+    last_modified: Optional[str]
+
+
+@contextlib.contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """Turn socket, TLS and HTTP-library failures into :class:`UpstreamError`."""
+    shown = redact_url(url)
+    try:
+        yield
+    except (socket.timeout, TimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream timed out: {shown}") from exc
+    except ssl.SSLError as exc:
+        raise UpstreamError(f"upstream TLS failure ({exc.reason}): {shown}") from exc
+    except (OSError, http.client.HTTPException, zlib.error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UpstreamError(f"upstream unreachable ({reason}): {shown}") from exc
+
+
+class _Target(NamedTuple):
+    """A URL split for http.client: pool key, path and the basic-auth header."""
+
+    key: tuple
+    path: str
+    authorization: Optional[str]
+
+    @classmethod
+    def parse(cls, url: str) -> "_Target":
+        parts = urllib.parse.urlsplit(url)
+        authorization = None
+        if parts.username is not None:
+            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+        default_port = 443 if parts.scheme == "https" else 80
+        key = (parts.scheme, parts.hostname or "", parts.port or default_port)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(key, path, authorization)
+
+
+class FileResponse:
+    """A file being read from upstream; call :meth:`close` when done with it.
+
+    ``status`` is 200 or 206; ``length`` is the body length if announced.
+    """
+
+    def __init__(self, upstream: "Upstream", url: str, key: tuple, conn, response) -> None:
+        self._upstream = upstream
+        self._key = key
+        self._conn = conn
+        self._response = response
+        self.url = url
+        self.status: int = response.status
+        self.headers: email.message.Message = response.headers
+        length = response.headers.get("Content-Length")
+        self.length: Optional[int] = int(length) if length and length.isdigit() else None
+
+    def read(self, size: int) -> bytes:
+        """Up to *size* bytes; b"" at the end.
+
+        :raises UpstreamError: the connection failed or timed out midway.
+        """
+        with _translated(self.url):
+            return self._response.read(size)
+
+    def close(self) -> None:
+        response, self._response = self._response, None
+        if response is None:
+            return
+        if self._conn is not None and response.isclosed() and not response.will_close:
+            self._upstream._release(self._key, self._conn)
+        elif self._conn is not None:
+            self._conn.close()
+        response.close()
+
+    def __enter__(self) -> "FileResponse":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class _LocalFileResponse(FileResponse):
+    """A file:// upstream file, with the same interface."""
+
+    def __init__(self, url: str, path: str, start: int) -> None:  # noqa: D107
+        self.url = url
+        self._file = open(path, "rb")
+        size = os.fstat(self._file.fileno()).st_size
+        self._file.seek(start)
+        self.status = 206 if start else 200
+        self.headers = email.message.Message()
+        self.length = size - start
+        if start:
+            self.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+
+    def read(self, size: int) -> bytes:
+        return self._file.read(size)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Upstream:
+    """Fetches from upstream indices, keeping idle connections per host for reuse."""
+
+    def __init__(
+        self, connect_timeout: float, read_timeout: float, verify_ssl: bool = True
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._ssl_context = ssl.create_default_context()
+        if not verify_ssl:
+            self._ssl_context.check_hostname = False
+            self._ssl_context.verify_mode = ssl.CERT_NONE
+        self._idle: dict[tuple, list] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ connections
+
+    def _new_connection(self, key: tuple):
+        scheme, host, port = key
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(
+                host, port, timeout=self._connect_timeout, context=self._ssl_context
+            )
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
+        conn.connect()
+        # The connect timeout was for connecting; from here on, each read may take
+        # up to the read timeout.
+        conn.sock.settimeout(self._read_timeout)
+        return conn
+
+    def _acquire(self, key: tuple):
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop(), True
+        return self._new_connection(key), False
+
+    def _release(self, key: tuple, conn) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < MAX_IDLE_PER_HOST:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+    def _request(self, method: str, url: str, headers: dict):
+        """Send one request (no redirects); returns (key, conn, response).
+
+        A kept-alive connection the server closed while idle is retried once on a
+        new connection (GET and HEAD are idempotent).
+        """
+        target = _Target.parse(url)
+        if target.authorization:
+            headers = {**headers, "Authorization": target.authorization}
+        for attempt in (1, 2):
+            with _translated(url):
+                conn, reused = self._acquire(target.key)
+                try:
+                    conn.request(method, target.path, headers=headers)
+                    return target.key, conn, conn.getresponse()
+                except _RETRYABLE:
+                    conn.close()
+                    if not reused or attempt == 2:
+                        raise
+                except BaseException:
+                    conn.close()
+                    raise
+        raise AssertionError("unreachable")
+
+    def _follow(self, method: str, url: str, headers: dict):
+        """Like :meth:`_request`, following up to MAX_REDIRECTS redirects."""
+        seen = {url}
+        for _ in range(MAX_REDIRECTS + 1):
+            key, conn, response = self._request(method, url, headers)
+            if response.status not in _REDIRECTS:
+                return url, key, conn, response
+            location = response.headers.get("Location")
+            with _translated(url):
+                response.read()
+            self._finish(key, conn, response)
+            if not location:
+                raise UpstreamError(f"upstream redirect without Location: {redact_url(url)}")
+            next_url = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(next_url).scheme not in ("http", "https"):
+                raise UpstreamError(f"upstream redirect to a non-HTTP URL: {redact_url(url)}")
+            if next_url in seen:
+                raise UpstreamError(f"upstream redirect loop at {redact_url(url)}")
+            if _Target.parse(next_url).key[:2] != _Target.parse(url).key[:2]:
+                # Credentials stay with the host they were given for.
+                next_url = redact_url(next_url)
+            seen.add(next_url)
+            url = next_url
+        raise UpstreamError(f"upstream redirects too often: {redact_url(url)}")
+
+    def _finish(self, key: tuple, conn, response) -> None:
+        if response.will_close:
+            conn.close()
+        else:
+            self._release(key, conn)
+
+    # ------------------------------------------------------------------ pages
+
+    def fetch_page(
+        self,
+        url: str,
+        accept: str,
+        etag: Optional[str] = None,
+        last_modified: Optional[str] = None,
+    ) -> PageResponse:
+        """GET an index page; conditional when *etag*/*last_modified* are given.
+
+        :returns: a 200, 304 or 404 answer.
+        :raises UpstreamError: unreachable, timed out, a 5xx or other unexpected status,
+            or a body over MAX_PAGE_SIZE.
+        """
+        if url.startswith("file:"):
+            return _local_page(url)
+        headers = {"Accept": accept, "Accept-Encoding": "gzip"}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        final_url, key, conn, response = self._follow("GET", url, headers)
+        try:
+            with _translated(final_url):
+                body = response.read(MAX_PAGE_SIZE + 1)
+                if len(body) > MAX_PAGE_SIZE:
+                    raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes: {redact_url(url)}")
+                if response.headers.get("Content-Encoding", "").lower() == "gzip":
+                    body = _gunzip(body)
+        except BaseException:
+            conn.close()
+            raise
+        self._finish(key, conn, response)
+        if response.status not in (200, 304, 404, 410):
+            raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}")
+        return PageResponse(
+            404 if response.status == 410 else response.status,
+            body,
+            response.headers.get("Content-Type", ""),
+            final_url,
+            response.headers.get("ETag"),
+            response.headers.get("Last-Modified"),
+        )
+
+    # ------------------------------------------------------------------ files
+
+    def open_file(self, url: str, method: str = "GET", byte_range: Optional[str] = None) -> FileResponse:
+        """Start reading a file (status 200, or 206 when *byte_range* was honoured).
+
+        :raises NotFound: upstream has no such file.
+        :raises UpstreamError: unreachable, timed out, or another unexpected status.
+        """
+        if url.startswith("file:"):
+            return _local_file(url, byte_range)
+        headers = {"Accept-Encoding": "identity"}
+        if byte_range:
+            headers["Range"] = byte_range
+        final_url, key, conn, response = self._follow(method, url, headers)
+        if response.status in (200, 206):
+            return FileResponse(self, final_url, key, conn, response)
+        conn.close()
+        if response.status in (404, 410):
+            raise NotFound(f"upstream has no file at {redact_url(final_url)}")
+        if response.status == 416:
+            return FileResponse(self, final_url, key, None, response)
+        raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}")
+
+
+def _gunzip(body: bytes) -> bytes:
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = decompressor.decompress(body, MAX_PAGE_SIZE + 1)
+    if len(out) > MAX_PAGE_SIZE or decompressor.unconsumed_tail:
+        raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes once decompressed")
+    return out
+
+
+def _local_path(url: str) -> str:
+    return urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+
+
+def _local_page(url: str) -> PageResponse:
+    """A page from a file:// index: a directory's index.html (or index.json)."""
+    path = _local_path(url)
+    candidates = [path]
+    if os.path.isdir(path):
+        candidates = [os.path.join(path, "index.json"), os.path.join(path, "index.html")]
+    for candidate in candidates:
+        try:
+            with open(candidate, "rb") as file:
+                body = file.read(MAX_PAGE_SIZE + 1)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise UpstreamError(f"cannot read {url}: {exc.strerror}") from exc
+        if len(body) > MAX_PAGE_SIZE:
+            raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes: {url}")
+        kind = (
+            "application/vnd.pypi.simple.v1+json"
+            if candidate.endswith(".json")
+            else mimetypes.guess_type(candidate)[0] or "text/html"
+        )
+        return PageResponse(200, body, kind, url, None, None)
+    return PageResponse(404, b"", "", url, None, None)
+
+
+def _local_file(url: str, byte_range: Optional[str]) -> FileResponse:
+    path = _local_path(url)
+    start = 0
+    if byte_range and byte_range.startswith("bytes=") and byte_range.endswith("-"):
+        start_text = byte_range[6:-1]
+        start = int(start_text) if start_text.isdigit() else 0
+    try:
+        return _LocalFileResponse(url, path, start)
+    except FileNotFoundError:
+        raise NotFound(f"upstream has no file at {url}") from None
+    except OSError as exc:
+        raise UpstreamError(f"cannot read {url}: {exc.strerror}") from exc
