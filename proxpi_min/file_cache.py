@@ -431,11 +431,13 @@ class FileCache:
             return self._pass_through(target, head, byte_range)
         with self._lock:
             download = self._downloads.get(target.path)
-            if download is None and (head or byte_range is not None):
-                return self._pass_through(target, head, byte_range)
-            if download is None:
+            start = download is None and not head and byte_range is None
+            if start:
                 download = self._downloads[target.path] = _Download(self, target)
-                threading.Thread(target=download.run, name=f"download {target.filename}", daemon=True).start()
+        if download is None:
+            return self._pass_through(target, head, byte_range)
+        if start:
+            threading.Thread(target=download.run, name=f"download {target.filename}", daemon=True).start()
         download.wait_started()
         if download.disk_failed:
             return self._pass_through(target, head, byte_range)
@@ -481,11 +483,11 @@ class FileCache:
                     self._used -= size
                     self.generation += 1
             return None
+        size = os.fstat(file.fileno()).st_size
         with self._lock:
             if target.path in self._files:
                 self._files.move_to_end(target.path)
             else:  # stored by another process sharing the directory
-                size = os.fstat(file.fileno()).st_size
                 self._files[target.path] = size
                 self._used += size
                 self.generation += 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import html
+import io
+import itertools
 import json
 import urllib.parse
 from typing import Iterable, NamedTuple, Optional
@@ -36,6 +38,7 @@ _ALIASES = {
 # uv rejects any other algorithm in an HTML fragment; we check every hash ourselves, so
 # leaving an unusable one out loses nothing.
 _FRAGMENT_HASHES = ("sha256", "sha512", "sha384", "md5")
+_json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _GZIP_MIN = 1024  # smaller bodies gain nothing from compression
 _GZIP_LEVEL = 6  # most of level 9's ratio at a fraction of its time
 
@@ -158,13 +161,25 @@ def _html_link(entry: FileEntry) -> str:
     return "".join(parts)
 
 
+def _encode_batched(parts: Iterable[str]) -> bytes:
+    """Encode and join *parts* a batch at a time: a list of every part of PyPI's
+    project list at once would cost hundreds of MB."""
+    out = io.BytesIO()
+    parts = iter(parts)
+    while True:
+        batch = "".join(itertools.islice(parts, 4096))
+        if not batch:
+            return out.getvalue()
+        out.write(batch.encode("utf-8"))
+
+
 def _html_document(title: str, body: Iterable[str]) -> bytes:
     head = (
         "<!DOCTYPE html>\n<html>\n<head>\n"
         '<meta name="pypi:repository-version" content="1.1">\n'
         f"<title>{_esc(title)}</title>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
     )
-    return (head + "".join(body) + "</body>\n</html>\n").encode("utf-8")
+    return _encode_batched(itertools.chain((head,), body, ("</body>\n</html>\n",)))
 
 
 def _json_file(entry: FileEntry) -> dict:
@@ -208,11 +223,12 @@ def render_project_page(page: ProjectPage, media: str) -> bytes:
 def render_project_list(projects: ProjectList, media: str) -> bytes:
     """The root page listing *projects* in *media*."""
     if media == JSON_TYPE:
-        document = {
-            "meta": {"api-version": "1.0"},
-            "projects": [{"name": name} for name in projects],
-        }
-        return json.dumps(document, separators=(",", ":")).encode("utf-8")
+        # Written piecewise rather than through one huge list of dicts (see above).
+        items = (f'{{"name":{_json_string(name)}}}' for name in projects)
+        separated = itertools.chain.from_iterable(zip(itertools.chain(("",), itertools.repeat(",")), items))
+        return _encode_batched(
+            itertools.chain(('{"meta":{"api-version":"1.0"},"projects":[',), separated, ("]}",))
+        )
     return _html_document(
         "Simple index",
         (f'<a href="{canonicalize_name(name)}/">{_esc(name)}</a><br>\n' for name in projects),

@@ -6,7 +6,9 @@ Parsing is pure: bytes, media type and the page's URL in, immutable values out.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 import urllib.parse
 from html.parser import HTMLParser
 from typing import Any, Iterable, NamedTuple, Optional
@@ -31,6 +33,11 @@ __all__ = [
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 _HTML_TYPES = {HTML_TYPE, "text/html"}
+_LINE = re.compile(r"[^\n]+")
+# The root page is nothing but anchors whose text is a project name (PEP 503). On
+# PyPI's page of ~930k anchors this scan takes 0.3 s where html.parser takes 10 s and
+# 500 MB; project pages, whose attributes matter, still go through html.parser.
+_ANCHOR_TEXT = re.compile(rb"<a\b[^>]*>([^<]*)</a\s*>", re.IGNORECASE)
 
 # (algorithm, hexdigest) pairs, algorithm names lowercase as hashlib spells them.
 Hashes = tuple  # tuple[tuple[str, str], ...]
@@ -71,7 +78,8 @@ class ProjectList(NamedTuple):
         return cls("\n".join(names))
 
     def __iter__(self):  # type: ignore[override]
-        return iter(self.names.split("\n") if self.names else ())
+        # One name at a time: a list of every name would cost ~60 MB for PyPI's.
+        return (match.group() for match in _LINE.finditer(self.names))
 
     def __len__(self) -> int:
         return self.names.count("\n") + 1 if self.names else 0
@@ -306,12 +314,17 @@ def parse_project_list(body: bytes, content_type: Optional[str]) -> ProjectList:
             raise BadUpstreamPage("upstream JSON project list has no 'projects' list")
         names = [item.get("name") if isinstance(item, dict) else None for item in projects]
     elif kind in _HTML_TYPES:
-        names = [text for _, text in _parse_html(body, "")[0]]
+        names = (_anchor_text(match.group(1)) for match in _ANCHOR_TEXT.finditer(body))
     else:
         raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
     return ProjectList.from_names(
         name for name in names if isinstance(name, str) and name and "\n" not in name
     )
+
+
+def _anchor_text(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace").strip()
+    return html.unescape(text) if "&" in text else text
 
 
 def merge_pages(project: NormalizedName, pages: Iterable[ProjectPage]) -> ProjectPage:
@@ -330,6 +343,9 @@ def merge_pages(project: NormalizedName, pages: Iterable[ProjectPage]) -> Projec
 
 def merge_lists(lists: Iterable[ProjectList]) -> ProjectList:
     """The union of several project lists, one name per normalised name."""
+    lists = list(lists)
+    if len(lists) == 1:
+        return lists[0]
     seen: dict[str, str] = {}
     for project_list in lists:
         for name in project_list:

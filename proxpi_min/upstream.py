@@ -283,6 +283,8 @@ class Upstream:
         try:
             with _translated(final_url):
                 body = response.read(MAX_PAGE_SIZE + 1)
+                if response.length:  # http.client returns a short read silently
+                    raise UpstreamError(f"upstream page cut short: {redact_url(final_url)}")
                 if len(body) > MAX_PAGE_SIZE:
                     raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes: {redact_url(url)}")
                 if response.headers.get("Content-Encoding", "").lower() == "gzip":
