@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple, Optional
 
 from .errors import RangeNotSatisfiable
 
 __all__ = ["ByteRange", "parse_range"]
+
+_DIGITS = re.compile(r"[0-9]*\Z")  # ASCII only: str.isdigit() admits "²" and "١"
 
 
 class ByteRange(NamedTuple):
@@ -48,7 +51,7 @@ def parse_range(header: Optional[str]) -> Optional[ByteRange]:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not dash or not _DIGITS.match(first) or not _DIGITS.match(last):
         return None
     if first == "":
         return ByteRange(None, int(last)) if last else None

@@ -85,7 +85,8 @@ def parse_size(text: str) -> int:
     match = _SIZE.match(text)
     if not match:
         raise ValueError(text)
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+    number, unit = match.group(1), _SIZE_UNITS[match.group(2).upper()]
+    return int(number) * unit if number.isdigit() else int(float(number) * unit)
 
 
 class _Sources:
@@ -164,7 +165,7 @@ def _ttl_list(sources: _Sources, count: int) -> list[float]:
     source, raw = sources.get("--extra-index-ttl", "PROXPI_EXTRA_INDEX_TTLS")
     if raw is None or raw == "" or raw == []:
         return [DEFAULT_EXTRA_INDEX_TTL] * count
-    items: Sequence[Any] = raw.split(",") if isinstance(raw, str) else raw
+    items: Sequence[Any] = [item for item in raw.split(",") if item.strip()] if isinstance(raw, str) else raw
     if len(items) != count:
         raise _bad(source, raw, f"gives {len(items)} TTLs for {count} extra index URLs")
     ttls = []

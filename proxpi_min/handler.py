@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -92,6 +93,14 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.stopping = True
         with self._in_flight_changed:
             return self._in_flight_changed.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that resets its connection is routine; anything else is a bug."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, socket.timeout)):
+            logger.debug("connection from %s ended: %s", client_address[0], error)
+        else:
+            logger.exception("error on the connection from %s", client_address[0])
 
     def server_close(self) -> None:
         """Close the socket, upstream connections and temp files (and a temp cache dir)."""

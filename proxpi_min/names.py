@@ -18,7 +18,7 @@ __all__ = [
 NormalizedName = NewType("NormalizedName", str)
 
 # PEP 508 / core metadata: a valid project name.
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE | re.ASCII)
 _SEPARATORS = re.compile(r"[-_.]+")
 
 # Names of files we are willing to store: one path segment, printable, not hidden.
@@ -63,7 +63,9 @@ def version_from_filename(filename: str, project: NormalizedName) -> Optional[st
     """
     if filename.endswith(".whl"):
         parts = filename[:-4].split("-")
-        return parts[1] if len(parts) >= 5 else None
+        if len(parts) < 5 or canonicalize_name(parts[0]) != project:
+            return None
+        return parts[1]
     for suffix in _SDIST_SUFFIXES:
         if filename.endswith(suffix):
             stem = filename[: -len(suffix)]

@@ -65,23 +65,28 @@ def render(body: bytes) -> Rendered:
 # ---------------------------------------------------------------------------- negotiation
 
 
-def _parse_accept(accept: str) -> list[tuple[str, float]]:
-    ranges = []
-    for item in accept.split(","):
-        media, *params = item.split(";")
-        media = media.strip().lower()
-        if not media:
+def _parse_weighted(header: str) -> list[tuple[str, float]]:
+    """(lowercase value, q) pairs of an Accept-style header; a bad q counts as 0."""
+    items = []
+    for item in header.split(","):
+        value, *params = item.split(";")
+        value = value.strip().lower()
+        if not value:
             continue
         quality = 1.0
         for param in params:
-            name, _, value = param.partition("=")
+            name, _, number = param.partition("=")
             if name.strip().lower() == "q":
                 try:
-                    quality = min(max(float(value), 0.0), 1.0)
+                    quality = min(max(float(number), 0.0), 1.0)
                 except ValueError:
                     quality = 0.0
-        ranges.append((_ALIASES.get(media, media), quality))
-    return ranges
+        items.append((value, quality))
+    return items
+
+
+def _parse_accept(accept: str) -> list[tuple[str, float]]:
+    return [(_ALIASES.get(media, media), quality) for media, quality in _parse_weighted(accept)]
 
 
 def _quality(media: str, ranges: list[tuple[str, float]]) -> float:
@@ -231,7 +236,7 @@ def render_project_list(projects: ProjectList, media: str) -> bytes:
         )
     return _html_document(
         "Simple index",
-        (f'<a href="{canonicalize_name(name)}/">{_esc(name)}</a><br>\n' for name in projects),
+        (f'<a href="{_esc(canonicalize_name(name))}/">{_esc(name)}</a><br>\n' for name in projects),
     )
 
 
@@ -295,19 +300,12 @@ def _human(size: int) -> str:
 
 
 def accepts_gzip(accept_encoding: Optional[str]) -> bool:
-    """Whether an Accept-Encoding header admits gzip (RFC 9110 12.5.3)."""
+    """Whether an Accept-Encoding header admits gzip (RFC 9110 12.5.3: "*" stands
+    only for codings the header does not name)."""
     if not accept_encoding:
         return False
-    for item in accept_encoding.split(","):
-        coding, *params = item.strip().split(";")
-        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
-            quality = 1.0
-            for param in params:
-                name, _, value = param.partition("=")
-                if name.strip().lower() == "q":
-                    try:
-                        quality = float(value)
-                    except ValueError:
-                        quality = 0.0
-            return quality > 0
+    qualities = {coding: quality for coding, quality in _parse_weighted(accept_encoding)}
+    for name in ("gzip", "x-gzip", "*"):
+        if name in qualities:
+            return qualities[name] > 0
     return False

@@ -34,6 +34,7 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 _HTML_TYPES = {HTML_TYPE, "text/html"}
 _LINE = re.compile(r"[^\n]+")
+_HEX = re.compile(r"[0-9a-fA-F]+\Z")
 # The root page is nothing but anchors whose text is a project name (PEP 503). On
 # PyPI's page of ~930k anchors this scan takes 0.3 s where html.parser takes 10 s and
 # 500 MB; project pages, whose attributes matter, still go through html.parser.
@@ -67,17 +68,35 @@ class ProjectPage(NamedTuple):
     all_sizes_known: bool = False  # True when every file has a size (JSON upstream)
 
 
-class ProjectList(NamedTuple):
+class ProjectList:
     """Project display names, held as one newline-joined string to stay compact
-    (PyPI lists close to a million names)."""
+    (PyPI lists close to a million names). Immutable."""
 
-    names: str
+    __slots__ = ("names",)
+
+    def __init__(self, names: str) -> None:
+        object.__setattr__(self, "names", names)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("ProjectList is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ProjectList) and other.names == self.names
+
+    def __hash__(self) -> int:
+        return hash(self.names)
+
+    def __repr__(self) -> str:
+        return f"ProjectList({len(self)} names)"
+
+    def __reduce__(self):
+        return ProjectList, (self.names,)
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> "ProjectList":
         return cls("\n".join(names))
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self):
         # One name at a time: a list of every name would cost ~60 MB for PyPI's.
         return (match.group() for match in _LINE.finditer(self.names))
 
@@ -103,11 +122,7 @@ def _good_hashes(pairs: Iterable[tuple[Any, Any]]) -> Hashes:
 
 
 def _is_hex(value: str) -> bool:
-    try:
-        int(value, 16)
-    except ValueError:
-        return False
-    return True
+    return _HEX.match(value) is not None
 
 
 def _split_fragment(url: str) -> tuple[str, Hashes]:
@@ -174,10 +189,8 @@ def _html_metadata(attrs: dict) -> Optional[Hashes]:
         if value.strip().lower() == "true":
             return ()
         name, sep, digest = value.partition("=")
-        if sep:
-            hashes = _good_hashes([(name, digest)])
-            return hashes if hashes else None
-        return None
+        # "<hashname>=<hexdigest>" says the file exists, even with a hash we cannot use.
+        return _good_hashes([(name, digest)]) if sep else None
     return None
 
 
