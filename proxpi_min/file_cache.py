@@ -135,6 +135,13 @@ class _CachedBody(FileBody):
         self._file.close()
 
 
+class _SizeOnlyBody(FileBody):
+    """Headers alone, for a HEAD on a file the index gave the size of."""
+
+    def __init__(self, size: int) -> None:
+        self.length = self.total = size
+
+
 class _UpstreamBody(FileBody):
     """Bytes passed straight from an upstream response (not cached), hash-checked when
     it is the whole file: the last chunk is held back until the hash matches."""
@@ -268,6 +275,16 @@ class _Download:
             return None if self.fd is None else os.fdopen(os.dup(self.fd), "rb")
 
     # ------------------------------------------------------------------ readers
+
+    def has_start_of(self, byte_range: ByteRange) -> bool:
+        """Whether the first byte of *byte_range* is already written."""
+        with self.cond:
+            if not self.started or self.length is None or self.disk_failed:
+                return False
+            try:
+                return byte_range.resolve(self.length)[0] < self.written
+            except ProxpiError:
+                return True  # unsatisfiable: answered 416 from the download's length
 
     def wait_started(self) -> None:
         """Block until upstream answered (or failed, or the disk did)."""
@@ -410,9 +427,12 @@ class FileCache:
     ) -> FileBody:
         """A body for the file (or its ``.metadata``), from the cache when it is there.
 
-        Otherwise: a HEAD or a Range request is passed upstream (not worth a whole
-        download, e.g. uv reading a wheel's zip directory), unless the download is
-        already running; anything else joins or starts the one shared download.
+        Otherwise a GET joins or starts the one shared download. A Range request is
+        answered from that download when its bytes are already in, else passed
+        upstream at once (uv reads a wheel's zip directory, at its end, this way), and
+        the download starts in the background so the next client finds the file
+        cached. A HEAD is answered from the index's size when it gave one, else asked
+        upstream; it starts no download.
 
         :raises ProxpiError: NotFound, RangeNotSatisfiable, UpstreamError...
         """
@@ -431,13 +451,15 @@ class FileCache:
             return self._pass_through(target, head, byte_range)
         with self._lock:
             download = self._downloads.get(target.path)
-            start = download is None and not head and byte_range is None
+            start = download is None and not head
             if start:
                 download = self._downloads[target.path] = _Download(self, target)
-        if download is None:
-            return self._pass_through(target, head, byte_range)
         if start:
             threading.Thread(target=download.run, name=f"download {target.filename}", daemon=True).start()
+        if download is None:  # a HEAD
+            return _SizeOnlyBody(target.size) if target.size is not None else self._pass_through(target, True, None)
+        if byte_range is not None and not download.has_start_of(byte_range):
+            return self._pass_through(target, head, byte_range)
         download.wait_started()
         if download.disk_failed:
             return self._pass_through(target, head, byte_range)

@@ -117,6 +117,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     server: ProxyServer
     protocol_version = "HTTP/1.1"  # keep-alive: every response has a length or is chunked
     server_version = f"proxpi-min/{__version__}"
+    # A malformed request line gets a proper HTTP/1.0 error, not an HTTP/0.9 one.
+    default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
         # Idle or slow clients are dropped after this long (StreamRequestHandler applies it).
@@ -179,7 +181,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         elif segments[0] == "index":
             self._allow(_PAGE_METHODS)
             self._index(segments[1:], query, parts.query)
-        elif segments[0] == "cache" and len(segments) == 2:
+        elif segments[0] == "cache" and len(segments) in (2, 3) and segments[2:] in ([], [""]):
             self._allow(_CACHE_METHODS)
             self._invalidate(segments[1])
         else:

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 # A page bigger than this is refused: PyPI's largest project pages are tens of MB and
 # its JSON root list about 60 MB; anything far beyond is a broken or hostile upstream.
 MAX_PAGE_SIZE = 256 * 1024**2
+PAGE_READ_SIZE = 1024 * 1024
 MAX_REDIRECTS = 5
 # Idle connections kept per upstream host; a few per core of concurrency is plenty.
 MAX_IDLE_PER_HOST = 8
@@ -282,11 +283,7 @@ class Upstream:
         final_url, key, conn, response = self._follow("GET", url, headers)
         try:
             with _translated(final_url):
-                body = response.read(MAX_PAGE_SIZE + 1)
-                if response.length:  # http.client returns a short read silently
-                    raise UpstreamError(f"upstream page cut short: {redact_url(final_url)}")
-                if len(body) > MAX_PAGE_SIZE:
-                    raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes: {redact_url(url)}")
+                body = _read_capped(response, final_url)
                 if response.headers.get("Content-Encoding", "").lower() == "gzip":
                     body = _gunzip(body)
         except BaseException:
@@ -326,6 +323,24 @@ class Upstream:
         if response.status == 416:
             return FileResponse(self, final_url, key, None, response)
         raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}")
+
+
+def _read_capped(response: http.client.HTTPResponse, url: str) -> bytes:
+    """The whole body, refused past MAX_PAGE_SIZE; read in pieces, since Python 3.9's
+    read(amt) allocates amt bytes up front."""
+    pieces = []
+    size = 0
+    while size <= MAX_PAGE_SIZE:
+        piece = response.read(PAGE_READ_SIZE)
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    if size > MAX_PAGE_SIZE:
+        raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes: {redact_url(url)}")
+    if response.length:  # http.client ends a short body silently
+        raise UpstreamError(f"upstream page cut short: {redact_url(url)}")
+    return b"".join(pieces)
 
 
 def _gunzip(body: bytes) -> bytes:

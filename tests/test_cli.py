@@ -1,0 +1,204 @@
+"""``python -m proxpi_min`` as a process: flags, PROXPI_* variables, bad values, restarts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.support.proxy import REPO_ROOT, ProxyProcess, http, proxy_env
+
+FLAGS = (
+    "--index-url", "--index-ttl", "--extra-index-url", "--extra-index-ttl", "--cache-size",
+    "--cache-dir", "--host", "--port", "--offline", "--connect-timeout", "--read-timeout",
+)
+
+
+def _run(args, env=None, timeout=15.0):
+    return subprocess.run(
+        [sys.executable, "-m", "proxpi_min", *args],
+        cwd=str(REPO_ROOT),
+        env=proxy_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _alpha_page(process):
+    result = process.get("/index/alpha/")
+    assert result.status == 200, result
+    return result.text
+
+
+def test_help_lists_every_flag():
+    result = _run(["--help"])
+    assert result.returncode == 0
+    for flag in FLAGS:
+        assert flag in result.stdout, flag
+
+
+DEAD = "http://127.0.0.1:9/simple/"
+
+
+@pytest.mark.parametrize(
+    "args, env, named",
+    [
+        ([], {"PROXPI_CACHE_SIZE": "lots"}, ["PROXPI_CACHE_SIZE", "lots"]),
+        (["--cache-size", "lots"], {}, ["--cache-size", "lots"]),
+        ([], {"PROXPI_INDEX_TTL": "-1"}, ["PROXPI_INDEX_TTL", "-1"]),
+        ([], {"PROXPI_INDEX_TTL": "soon"}, ["PROXPI_INDEX_TTL", "soon"]),
+        (
+            [],
+            {"PROXPI_EXTRA_INDEX_URLS": f"{DEAD},http://127.0.0.1:10/simple/", "PROXPI_EXTRA_INDEX_TTLS": "60"},
+            ["PROXPI_EXTRA_INDEX_TTLS", "60"],
+        ),
+        (["--index-url", "ftp://x/"], {}, ["--index-url", "ftp://x/"]),
+        ([], {"PROXPI_INDEX_URL": "ftp://x/"}, ["PROXPI_INDEX_URL", "ftp://x/"]),
+        ([], {"PROXPI_READ_TIMEOUT": "never"}, ["PROXPI_READ_TIMEOUT", "never"]),
+    ],
+    ids=["size-env", "size-flag", "ttl-negative", "ttl-text", "ttl-count", "url-flag", "url-env", "read-timeout"],
+)
+def test_bad_setting_exits_2_with_one_line(args, env, named):
+    result = _run(["--host", "127.0.0.1", "--port", "0", *args], env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for text in named:
+        assert text in lines[0], (text, lines[0])
+
+
+def test_serves_with_flags(upstream_factory, dists, tmp_path):
+    root = upstream_factory("html", "root")
+    extra = upstream_factory("json", "extra")
+    cache_dir = tmp_path / "cache"
+    args = [
+        "--index-url", root.url, "--extra-index-url", extra.url,
+        "--cache-dir", str(cache_dir), "--cache-size", "500M",
+    ]
+    with ProxyProcess(args) as process:
+        assert process.url.startswith("http://127.0.0.1:")
+        health = process.get("/health")
+        assert (health.status, health.body.strip()) == (200, b"ok")
+        page = _alpha_page(process)
+        assert dists.alpha_1.filename in page and dists.alpha_3.filename in page
+        assert dists.epsilon.filename in process.get("/index/epsilon/").text
+        download = process.get(f"/index/alpha/{dists.alpha_2.filename}")
+        assert download.body == dists.alpha_2.content
+        assert str(cache_dir) in process.get("/").text
+        process.terminate()
+        assert process.wait(15) == 0
+    assert "listening on" in process.stderr
+
+
+def test_env_variables_configure_indexes_and_ttls(upstream_factory, dists, tmp_path):
+    root = upstream_factory("html", "root")
+    extra = upstream_factory("html", "extra")
+    env = {
+        "PROXPI_INDEX_URL": root.url,
+        "PROXPI_INDEX_TTL": "0",
+        "PROXPI_EXTRA_INDEX_URLS": extra.url,
+        "PROXPI_EXTRA_INDEX_TTLS": "1800",
+        "PROXPI_CACHE_DIR": str(tmp_path / "cache"),
+        "PROXPI_CACHE_SIZE": "1M",
+    }
+    with ProxyProcess([], env) as process:
+        _alpha_page(process)
+        page = _alpha_page(process)
+        assert dists.alpha_3.filename in page
+    assert root.hits("/simple/alpha/") == 2  # TTL 0
+    assert extra.hits("/simple/alpha/") == 1  # TTL 1800
+
+
+def test_flags_win_over_env(upstream_html):
+    with ProxyProcess(["--index-url", upstream_html.url], {"PROXPI_INDEX_URL": DEAD}) as process:
+        _alpha_page(process)
+    assert upstream_html.hits("/simple/alpha/") == 1
+
+
+def test_repeated_extra_index_flags_pair_with_ttls(upstream_factory):
+    root = upstream_factory("html", "root")
+    first = upstream_factory("html", "extra")
+    second = upstream_factory("json", "extra")
+    args = [
+        "--index-url", root.url,
+        "--extra-index-url", first.url, "--extra-index-ttl", "0",
+        "--extra-index-url", second.url, "--extra-index-ttl", "1800",
+    ]
+    with ProxyProcess(args) as process:
+        _alpha_page(process)
+        _alpha_page(process)
+    assert first.hits("/simple/alpha/") == 2
+    assert second.hits("/simple/alpha/") == 1
+
+
+def test_sigkill_mid_download_then_restart_serves_good_file(upstream_html, dists, tmp_path):
+    dist = dists.alpha_2
+    cache_dir = tmp_path / "cache"
+    args = ["--index-url", upstream_html.url, "--cache-dir", str(cache_dir)]
+    upstream_html.throttle(max(1, dist.size // 20), 0.1)  # about 2 s
+    with ProxyProcess(args) as first:
+        _alpha_page(first)
+        outcome = []
+
+        def download():
+            try:
+                outcome.append(first.get(f"/index/alpha/{dist.filename}", timeout=20))
+            except Exception as exc:  # the proxy dies under it: expected
+                outcome.append(exc)
+
+        thread = threading.Thread(target=download)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while upstream_html.hits(dist.filename) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # part of the file is on its way
+        first.kill()
+        first.wait(10)
+        thread.join(20)
+    assert outcome and not (hasattr(outcome[0], "body") and outcome[0].body == dist.content)
+
+    upstream_html.throttle(None)
+    with ProxyProcess(args) as second:
+        result = second.get(f"/index/alpha/{dist.filename}")
+        assert result.status == 200 and result.body == dist.content
+    for directory, _, files in os.walk(cache_dir):
+        for name in files:
+            if name == dist.filename:
+                with open(os.path.join(directory, name), "rb") as handle:
+                    assert handle.read() == dist.content
+
+
+def test_offline_restart_serves_cache_dir(upstream_html, dists, tmp_path):
+    cache_dir = tmp_path / "cache"
+    path = f"/index/alpha/{dists.alpha_1.filename}"
+    with ProxyProcess(["--index-url", upstream_html.url, "--cache-dir", str(cache_dir)]) as online:
+        _alpha_page(online)
+        assert online.get(path).body == dists.alpha_1.content
+    upstream_html.down()
+    args = ["--index-url", upstream_html.url, "--cache-dir", str(cache_dir), "--offline"]
+    with ProxyProcess(args) as offline:
+        assert dists.alpha_1.filename in _alpha_page(offline)
+        assert offline.get(path).body == dists.alpha_1.content
+        assert offline.get("/index/never-seen/").status in (404, 502, 503)
+
+
+def test_startup_failure_is_reported_with_output(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache dir should be")
+    with pytest.raises(AssertionError) as caught:
+        ProxyProcess(["--index-url", DEAD, "--cache-dir", str(blocker / "sub")], startup_timeout=15)
+    assert "did not report" in str(caught.value)
+
+
+def test_process_url_answers_http(upstream_html):
+    with ProxyProcess(["--index-url", upstream_html.url]) as process:
+        status, _, _ = http("GET", process.index_url)
+        assert status == 200
