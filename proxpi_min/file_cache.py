@@ -22,7 +22,7 @@ import mimetypes
 import os
 import socket
 import threading
-from typing import Callable, Optional
+from typing import Optional
 
 from .byteranges import ByteRange
 from .errors import IntegrityError, NotFound, ProxpiError, RangeNotSatisfiable, UpstreamError

@@ -198,13 +198,15 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if not segments:  # "/index"
             return self._redirect(f"/index/{suffix}")
         if segments == [""]:
-            return self._page(*self.server.indexes.rendered_list(self._media(query)))
+            media = self._media(query)
+            return self._page(media, *self.server.indexes.rendered_list(media))
         project = parse_project_name(segments[0])
         if len(segments) == 1 or (segments[1] == "" and project != segments[0]):
             # PEP 503: pages end in "/" and use the normalised name.
             return self._redirect(f"/index/{project}/{suffix}")
         if segments[1] == "" and len(segments) == 2:
-            return self._page(*self.server.indexes.rendered_project(project, self._media(query)))
+            media = self._media(query)
+            return self._page(media, *self.server.indexes.rendered_project(project, media))
         if len(segments) == 2:
             return self._file(project, check_filename(segments[1]))
         raise NotFound(f"no such page: {self._escaped_path()}")
@@ -212,8 +214,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _media(self, query: dict) -> str:
         return choose_media_type(self.headers.get("Accept"), query.get("format"))
 
-    def _page(self, page: Rendered, stale: bool) -> None:
-        media = self._media(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query)))
+    def _page(self, media: str, page: Rendered, stale: bool) -> None:
         gzipped = page.gzipped is not None and accepts_gzip(self.headers.get("Accept-Encoding"))
         etag = page.etag[:-1] + '-gzip"' if gzipped else page.etag
         headers = [

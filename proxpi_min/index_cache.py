@@ -13,10 +13,10 @@ import itertools
 import logging
 import threading
 import time
-from typing import Callable, Dict, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 from .config import IndexSettings
-from .errors import NotFound, ProxpiError, UpstreamError, BadUpstreamPage
+from .errors import BadUpstreamPage, NotFound, UpstreamError
 from .names import NormalizedName, canonicalize_name
 from .page_store import LIST_KEY, PageStore, SavedPage
 from .render import Rendered, render, render_project_list, render_project_page
@@ -97,8 +97,8 @@ class IndexCache:
         self._store = store
         self._offline = offline
         self._clock = clock
-        self._entries: Dict[str, _Entry] = {}
-        self._flights: Dict[str, _Flight] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
@@ -243,7 +243,7 @@ class _RenderedPages:
     def __init__(self, budget: int) -> None:
         self._budget = budget
         self._used = 0
-        self._pages: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+        self._pages: "collections.Ordereddict[tuple, tuple]" = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple, version: tuple) -> Optional[Rendered]:
@@ -288,7 +288,7 @@ class Indexes:
         self._is_cached = is_cached
         self._cache_generation = cache_generation
         self._rendered = _RenderedPages(page_memory)
-        self._merged: Dict[str, tuple] = {}
+        self._merged: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
     def project_page(self, name: NormalizedName) -> tuple:
@@ -325,17 +325,14 @@ class Indexes:
         """(Rendered, stale) of the merged project list in *media*."""
         if self._offline:
             names = sorted({canonicalize_name(n) for cache in self.caches for n in cache.saved_projects()})
-            projects, version, stale = ProjectList.from_names(names), (len(names), hash(tuple(names))), False
+            lists, version, stale = [ProjectList.from_names(names)], (hash(tuple(names)),), False
         else:
             lookups = [cache.project_list() for cache in self.caches]
+            lists = [lookup.value for lookup in lookups if lookup.value is not None]
             version = tuple(lookup.version for lookup in lookups)
             stale = any(lookup.stale for lookup in lookups)
-            projects = None
-            cached = self._rendered.get(("list", media), version)
-            if cached is not None:
-                return cached, stale
-            projects = merge_lists(lookup.value for lookup in lookups if lookup.value is not None)
-        return self._render(("list", media), version, lambda: render_project_list(projects, media)), stale
+        make = lambda: render_project_list(merge_lists(lists), media)  # noqa: E731
+        return self._render(("list", media), version, make), stale
 
     def _render(self, key: tuple, version: tuple, make: Callable[[], bytes]) -> Rendered:
         page = self._rendered.get(key, version)
