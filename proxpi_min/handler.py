@@ -199,14 +199,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             return self._redirect(f"/index/{suffix}")
         if segments == [""]:
             media = self._media(query)
-            return self._page(media, *self.server.indexes.rendered_list(media))
+            return self._page(media, *self.server.indexes.rendered_list(media, self._gzip()))
         project = parse_project_name(segments[0])
         if len(segments) == 1 or (segments[1] == "" and project != segments[0]):
             # PEP 503: pages end in "/" and use the normalised name.
             return self._redirect(f"/index/{project}/{suffix}")
         if segments[1] == "" and len(segments) == 2:
             media = self._media(query)
-            return self._page(media, *self.server.indexes.rendered_project(project, media))
+            return self._page(media, *self.server.indexes.rendered_project(project, media, self._gzip()))
         if len(segments) == 2:
             return self._file(project, check_filename(segments[1]))
         raise NotFound(f"no such page: {self._escaped_path()}")
@@ -214,23 +214,24 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _media(self, query: dict) -> str:
         return choose_media_type(self.headers.get("Accept"), query.get("format"))
 
+    def _gzip(self) -> bool:
+        return accepts_gzip(self.headers.get("Accept-Encoding"))
+
     def _page(self, media: str, page: Rendered, stale: bool) -> None:
-        gzipped = page.gzipped is not None and accepts_gzip(self.headers.get("Accept-Encoding"))
-        etag = page.etag[:-1] + '-gzip"' if gzipped else page.etag
         headers = [
             ("Content-Type", media + _CHARSET[media]),
             ("Vary", "Accept, Accept-Encoding"),
-            ("ETag", etag),
+            ("ETag", page.etag),
             ("Cache-Control", self.server.page_cache_control),
         ]
         if stale:
             # RFC 7234 5.5.1 warn-code 110; X-Proxpi-Stale for clients that drop Warning.
             headers += [("Warning", '110 - "Response is Stale"'), ("X-Proxpi-Stale", "1")]
-        if _etag_matches(self.headers.get("If-None-Match"), etag):
+        if _etag_matches(self.headers.get("If-None-Match"), page.etag):
             return self._send(304, headers, b"")
-        if gzipped:
-            headers.append(("Content-Encoding", "gzip"))
-        self._send(200, headers, page.gzipped if gzipped else page.body)
+        if page.encoding:
+            headers.append(("Content-Encoding", page.encoding))
+        self._send(200, headers, page.body)
 
     def _file(self, project: NormalizedName, filename: str) -> None:
         indexes = self.server.indexes

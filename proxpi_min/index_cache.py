@@ -13,7 +13,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 from .config import IndexSettings
 from .errors import BadUpstreamPage, NotFound, UpstreamError
@@ -45,7 +45,12 @@ UPSTREAM_ACCEPT = (
 RETRY_FIRST = 2.0
 RETRY_MAX = 300.0
 
+# Parsed project pages kept in memory, counted in files (each ~0.5-1 KB parsed). Past
+# this, the least recently used are dropped and read back from their saved copy.
+MAX_RESIDENT_FILES = 200_000
+
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
+_DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)
 _versions = itertools.count(1)
 
 
@@ -99,6 +104,10 @@ class IndexCache:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
         self._flights: dict[str, _Flight] = {}
+        # Keys whose parsed page is in memory and could be read back if dropped: LRU
+        # first, with their file counts.
+        self._resident: "collections.OrderedDict[str, int]" = collections.OrderedDict()
+        self._resident_files = 0
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
@@ -144,7 +153,9 @@ class IndexCache:
     def _get(self, key: str) -> Lookup:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and self._usable(entry, self._clock()):
+            if entry is not None and entry.value is not _DROPPED and self._usable(entry, self._clock()):
+                if key in self._resident:
+                    self._resident.move_to_end(key)
                 return entry.lookup()
             flight = self._flights.get(key)
             leader = flight is None
@@ -168,12 +179,22 @@ class IndexCache:
 
     def _refresh(self, key: str, entry: Optional[_Entry]) -> Lookup:
         """Fetch *key* from upstream (or the saved copy); runs without the lock."""
-        if entry is None and self._store is not None:
+        if entry is not None and entry.value is _DROPPED:
+            saved = self._store.load(key) if self._store is not None else None
+            if saved is None:
+                entry = None  # the saved copy is gone: start afresh
+            else:
+                with self._lock:
+                    entry.value = saved.value  # the same page, so the same version
+                    self._remember(key, entry)
+                if self._usable(entry, self._clock()):
+                    return entry.lookup()
+        elif entry is None and self._store is not None:
             saved = self._store.load(key)
             if saved is not None:
                 # Loaded as expired-but-usable: revalidated now, the fallback if that fails.
                 entry = _Entry(saved.value, saved.url, saved.etag, saved.last_modified, float("-inf"))
-                self._put(key, entry)
+                self._put(key, entry, droppable=True)
         if self._offline:
             if entry is None:
                 raise NotFound(f"{key} is not in the offline cache")
@@ -201,20 +222,39 @@ class IndexCache:
                 new = _Entry(value, response.url, response.etag, response.last_modified, now)
         except UpstreamError as exc:
             return self._failed(key, entry, exc)
-        self._put(key, new)
+        saved = False
         if self._store is not None:
             if new.value is None:
                 self._store.delete(key)
             else:
-                self._store.save(key, SavedPage(new.value, new.url, new.etag, new.last_modified))
+                saved = self._store.save(key, SavedPage(new.value, new.url, new.etag, new.last_modified))
+        self._put(key, new, droppable=saved)
         return new.lookup()
 
-    def _put(self, key: str, entry: _Entry) -> None:
+    def _put(self, key: str, entry: _Entry, droppable: bool) -> None:
+        """Store *entry*; a *droppable* one (its saved copy is current) may later leave
+        memory and be read back."""
         with self._lock:
             self._entries[key] = entry
+            self._resident_files -= self._resident.pop(key, 0)
+            if droppable:
+                self._remember(key, entry)
+
+    def _remember(self, key: str, entry: _Entry) -> None:
+        """Count *entry*'s page as resident and drop the least recently used pages
+        past MAX_RESIDENT_FILES. Called with the lock held."""
+        if not isinstance(entry.value, ProjectPage):
+            return
+        self._resident_files -= self._resident.pop(key, 0)
+        self._resident[key] = len(entry.value.files) + 1
+        self._resident_files += self._resident[key]
+        while self._resident_files > MAX_RESIDENT_FILES and len(self._resident) > 1:
+            dropped, count = self._resident.popitem(last=False)
+            self._resident_files -= count
+            self._entries[dropped].value = _DROPPED
 
     def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError) -> Lookup:
-        if entry is None or entry.value is None:
+        if entry is None:
             logger.warning("%s (nothing cached to serve instead)", error.message)
             raise error
         with self._lock:
@@ -243,7 +283,7 @@ class _RenderedPages:
     def __init__(self, budget: int) -> None:
         self._budget = budget
         self._used = 0
-        self._pages: "collections.Ordereddict[tuple, tuple]" = collections.OrderedDict()
+        self._pages: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple, version: tuple) -> Optional[Rendered]:
@@ -258,14 +298,14 @@ class _RenderedPages:
         with self._lock:
             old = self._pages.pop(key, None)
             if old is not None:
-                self._used -= old[1].memory
-            if page.memory > self._budget:
+                self._used -= len(old[1].body)
+            if len(page.body) > self._budget:
                 return
             self._pages[key] = (version, page)
-            self._used += page.memory
+            self._used += len(page.body)
             while self._used > self._budget:
                 _, (_, dropped) = self._pages.popitem(last=False)
-                self._used -= dropped.memory
+                self._used -= len(dropped.body)
 
 
 class Indexes:
@@ -288,11 +328,20 @@ class Indexes:
         self._is_cached = is_cached
         self._cache_generation = cache_generation
         self._rendered = _RenderedPages(page_memory)
-        self._merged: dict[str, tuple] = {}
-        self._lock = threading.Lock()
 
-    def project_page(self, name: NormalizedName) -> tuple:
-        """(merged page, version key, stale) for *name*.
+    @staticmethod
+    def _merged(name: NormalizedName, lookups: list) -> ProjectPage:
+        """The indices' pages as one (cheap: no copy when one index has the project).
+
+        :raises NotFound: no index has the project.
+        """
+        pages = [lookup.value for lookup in lookups if lookup.value is not None]
+        if not pages:
+            raise NotFound(f"project {name!r} is not on any index")
+        return pages[0] if len(pages) == 1 else merge_pages(name, pages)
+
+    def rendered_project(self, name: NormalizedName, media: str, compress: bool) -> tuple:
+        """(Rendered, stale) of the merged project page in *media*.
 
         :raises NotFound: no index has the project.
         :raises UpstreamError: an index failed and had no copy to serve instead.
@@ -301,27 +350,17 @@ class Indexes:
         version = tuple(lookup.version for lookup in lookups)
         if self._offline:
             version += (self._cache_generation(),)
-        stale = any(lookup.stale for lookup in lookups)
-        with self._lock:
-            found = self._merged.get(name)
-        if found is not None and found[0] == version:
-            return found[1], version, stale
-        pages = [lookup.value for lookup in lookups if lookup.value is not None]
-        if not pages:
-            raise NotFound(f"project {name!r} is not on any index")
-        page = pages[0] if len(pages) == 1 else merge_pages(name, pages)
-        if self._offline and self._is_cached is not None:
-            page = page._replace(files=tuple(f for f in page.files if self._is_cached(name, f)))
-        with self._lock:
-            self._merged[name] = (version, page)
-        return page, version, stale
 
-    def rendered_project(self, name: NormalizedName, media: str) -> tuple:
-        """(Rendered, stale) of the merged project page in *media*."""
-        page, version, stale = self.project_page(name)
-        return self._render(("project", name, media), version, lambda: render_project_page(page, media)), stale
+        def make() -> bytes:
+            page = self._merged(name, lookups)
+            if self._offline and self._is_cached is not None:
+                page = page._replace(files=tuple(f for f in page.files if self._is_cached(name, f)))
+            return render_project_page(page, media)
 
-    def rendered_list(self, media: str) -> tuple:
+        rendered = self._render(("project", name, media, compress), version, make, compress)
+        return rendered, any(lookup.stale for lookup in lookups)
+
+    def rendered_list(self, media: str, compress: bool) -> tuple:
         """(Rendered, stale) of the merged project list in *media*."""
         if self._offline:
             names = sorted({canonicalize_name(n) for cache in self.caches for n in cache.saved_projects()})
@@ -332,12 +371,14 @@ class Indexes:
             version = tuple(lookup.version for lookup in lookups)
             stale = any(lookup.stale for lookup in lookups)
         make = lambda: render_project_list(merge_lists(lists), media)  # noqa: E731
-        return self._render(("list", media), version, make), stale
+        return self._render(("list", media, compress), version, make, compress), stale
 
-    def _render(self, key: tuple, version: tuple, make: Callable[[], bytes]) -> Rendered:
+    def _render(self, key: tuple, version: tuple, make: Callable[[], bytes], compress: bool) -> Rendered:
+        # Only the coding a client asked for is kept: pip and uv always take gzip, so the
+        # (5-10x larger) identity form of most pages is never held in memory.
         page = self._rendered.get(key, version)
         if page is None:
-            page = render(make())
+            page = render(make(), compress)
             self._rendered.put(key, version, page)
         return page
 
@@ -346,7 +387,7 @@ class Indexes:
 
         :raises NotFound: no index lists it (we only ever fetch listed URLs).
         """
-        page = self.project_page(name)[0]
+        page = self._merged(name, [cache.project(name) for cache in self.caches])
         for entry in page.files:
             if entry.filename == filename:
                 return entry

@@ -125,8 +125,8 @@ class PageStore:
             logger.warning("ignoring unreadable saved page %s: %s", self._path(key), exc)
             return None
 
-    def save(self, key: str, page: SavedPage) -> None:
-        """Save *page*; a failure (disk full, read-only) is logged, never raised."""
+    def save(self, key: str, page: SavedPage) -> bool:
+        """Save *page*; a failure (disk full, read-only) is logged and gives False."""
         record = {
             "format": _FORMAT,
             "saved": time.time(),
@@ -140,6 +140,8 @@ class PageStore:
             write_atomically(self._path(key), json.dumps(record, separators=(",", ":")).encode())
         except OSError as exc:
             logger.warning("cannot save index page %s: %s", self._path(key), exc)
+            return False
+        return True
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(OSError):

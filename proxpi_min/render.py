@@ -44,22 +44,22 @@ _GZIP_LEVEL = 6  # most of level 9's ratio at a fraction of its time
 
 
 class Rendered(NamedTuple):
-    """A page rendered once: the bytes, their gzip form (or None) and an ETag."""
+    """A page rendered once, in one content coding, with a strong ETag."""
 
     body: bytes
-    gzipped: Optional[bytes]
     etag: str
-
-    @property
-    def memory(self) -> int:
-        return len(self.body) + len(self.gzipped or b"")
+    encoding: Optional[str]  # "gzip", or None for the identity coding
 
 
-def render(body: bytes) -> Rendered:
-    """Wrap *body* with its gzip form and a strong ETag of the bytes."""
-    etag = '"%s"' % hashlib.blake2b(body, digest_size=12).hexdigest()
-    gzipped = gzip.compress(body, _GZIP_LEVEL, mtime=0) if len(body) >= _GZIP_MIN else None
-    return Rendered(body, gzipped, etag)
+def render(body: bytes, compress: bool) -> Rendered:
+    """*body* ready to send: gzip-compressed if *compress* and worth it.
+
+    Each coding gets its own ETag (RFC 9110 8.8.3: the tag names the bytes sent).
+    """
+    tag = hashlib.blake2b(body, digest_size=12).hexdigest()
+    if compress and len(body) >= _GZIP_MIN:
+        return Rendered(gzip.compress(body, _GZIP_LEVEL, mtime=0), f'"{tag}-gzip"', "gzip")
+    return Rendered(body, f'"{tag}"', None)
 
 
 # ---------------------------------------------------------------------------- negotiation

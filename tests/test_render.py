@@ -464,32 +464,45 @@ def test_render_empty_project_list_html() -> None:
 @pytest.mark.parametrize("size", [1024, 5000, 200_000])
 def test_render_gzip_round_trip(size: int) -> None:
     body = (b"<a href='x'>x</a>\n" * (size // 17 + 1))[:size]
-    rendered = render(body)
+    rendered = render(body, compress=True)
+    assert rendered.encoding == "gzip"
+    assert gzip.decompress(rendered.body) == body
+    assert len(rendered.body) < size
+
+
+@pytest.mark.parametrize("size", [1024, 5000])
+def test_render_identity_keeps_the_bytes(size: int) -> None:
+    body = b"x" * size
+    rendered = render(body, compress=False)
+    assert rendered.encoding is None
     assert rendered.body == body
-    assert rendered.gzipped is not None
-    assert gzip.decompress(rendered.gzipped) == body
-    assert rendered.memory == len(body) + len(rendered.gzipped)
 
 
 @pytest.mark.parametrize("size", [0, 1, 1023])
 def test_render_small_bodies_are_not_gzipped(size: int) -> None:
-    rendered = render(b"x" * size)
-    assert rendered.gzipped is None
-    assert rendered.memory == size
+    rendered = render(b"x" * size, compress=True)
+    assert rendered.encoding is None
+    assert rendered.body == b"x" * size
 
 
 def test_render_etag_is_stable_and_strong() -> None:
     body = b"some page" * 500
-    one, two = render(body), render(bytes(body))
+    one, two = render(body, compress=True), render(bytes(body), compress=True)
     assert one.etag == two.etag
-    assert one.gzipped == two.gzipped  # no timestamp in the gzip header
+    assert one.body == two.body  # no timestamp in the gzip header
     assert one.etag.startswith('"') and one.etag.endswith('"') and len(one.etag) > 2
     assert not one.etag.startswith("W/")
 
 
+def test_render_each_coding_has_its_own_etag() -> None:
+    body = b"some page" * 500
+    assert render(body, compress=True).etag != render(body, compress=False).etag
+
+
 @pytest.mark.parametrize("other", [b"some page" * 499, b"Some page" * 500, b""])
-def test_render_etag_differs_for_other_bytes(other: bytes) -> None:
-    assert render(b"some page" * 500).etag != render(other).etag
+@pytest.mark.parametrize("compress", [True, False])
+def test_render_etag_differs_for_other_bytes(other: bytes, compress: bool) -> None:
+    assert render(b"some page" * 500, compress).etag != render(other, compress).etag
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,272 @@
+"""IndexCache and Indexes with a function-backed fake upstream and a fake clock
+(no sockets): TTLs, revalidation, stale copies, back-off, single flight, memory bound."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from proxpi_min import index_cache
+from proxpi_min.config import IndexSettings
+from proxpi_min.errors import NotFound, UpstreamError
+from proxpi_min.index_cache import IndexCache, Indexes
+from proxpi_min.names import NormalizedName
+from proxpi_min.page_store import PageStore
+from proxpi_min.upstream import PageResponse
+
+JSON = "application/vnd.pypi.simple.v1+json"
+BASE = "http://upstream.test/simple/"
+
+
+def page_body(name: str, files: list) -> bytes:
+    return json.dumps(
+        {
+            "meta": {"api-version": "1.1"},
+            "name": name,
+            "files": [
+                {"filename": f, "url": f"/files/{f}", "hashes": {"sha256": "ab" * 32}, "size": 1} for f in files
+            ],
+        }
+    ).encode()
+
+
+class FakeUpstream:
+    """Answers fetch_page from a dict of pages; counts calls; can fail or answer 304."""
+
+    def __init__(self) -> None:
+        self.pages: dict = {}
+        self.calls: list = []
+        self.error: Exception | None = None
+        self.gate: threading.Event | None = None
+
+    def fetch_page(self, url, accept, etag=None, last_modified=None):
+        self.calls.append((url, etag))
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.error is not None:
+            raise self.error
+        name = url[len(BASE):].strip("/")
+        if name not in self.pages:
+            return PageResponse(404, b"", "", url, None, None)
+        body = self.pages[name]
+        tag = f'"{hash(body)}"'
+        if etag == tag:
+            return PageResponse(304, b"", "", url, tag, None)
+        return PageResponse(200, body, JSON + "; charset=utf-8", url, tag, None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    fake = FakeUpstream()
+    fake.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz"])
+    return fake
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_cache(upstream, clock, tmp_path, ttl=60.0, store=True, offline=False) -> IndexCache:
+    settings = IndexSettings(BASE, ttl)
+    page_store = PageStore(str(tmp_path), BASE) if store else None
+    return IndexCache(settings, upstream, page_store, offline=offline, clock=clock)
+
+
+def alpha() -> NormalizedName:
+    return NormalizedName("alpha")
+
+
+def test_IndexCache_serves_from_memory_within_ttl(upstream, clock, tmp_path) -> None:
+    cache = make_cache(upstream, clock, tmp_path)
+    first = cache.project(alpha())
+    clock.now += 59
+    second = cache.project(alpha())
+    assert len(upstream.calls) == 1
+    assert first == second
+    assert [f.filename for f in first.value.files] == ["alpha-1.0.tar.gz"]
+
+
+def test_IndexCache_revalidates_after_ttl_and_keeps_version_on_304(upstream, clock, tmp_path) -> None:
+    cache = make_cache(upstream, clock, tmp_path)
+    first = cache.project(alpha())
+    clock.now += 61
+    second = cache.project(alpha())
+    assert len(upstream.calls) == 2
+    assert upstream.calls[1][1] is not None  # sent If-None-Match
+    assert second.version == first.version  # unchanged: nothing to re-render
+
+
+def test_IndexCache_new_content_gets_new_version(upstream, clock, tmp_path) -> None:
+    cache = make_cache(upstream, clock, tmp_path)
+    first = cache.project(alpha())
+    upstream.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"])
+    clock.now += 61
+    second = cache.project(alpha())
+    assert second.version != first.version
+    assert len(second.value.files) == 2
+
+
+def test_IndexCache_ttl_zero_asks_every_time(upstream, clock, tmp_path) -> None:
+    cache = make_cache(upstream, clock, tmp_path, ttl=0)
+    for _ in range(3):
+        cache.project(alpha())
+    assert len(upstream.calls) == 3
+
+
+def test_IndexCache_invalidate_makes_next_request_ask(upstream, clock, tmp_path) -> None:
+    cache = make_cache(upstream, clock, tmp_path)
+    cache.project(alpha())
+    cache.invalidate(alpha())
+    cache.project(alpha())
+    assert len(upstream.calls) == 2
+
+
+def test_IndexCache_unknown_project_is_none_and_cached(upstream, clock, tmp_path) -> None:
+    cache = make_cache(upstream, clock, tmp_path)
+    assert cache.project(NormalizedName("nope")).value is None
+    assert cache.project(NormalizedName("nope")).value is None
+    assert len(upstream.calls) == 1
+
+
+def test_IndexCache_serves_stale_copy_with_back_off(upstream, clock, tmp_path) -> None:
+    cache = make_cache(upstream, clock, tmp_path)
+    good = cache.project(alpha())
+    upstream.error = UpstreamError("down")
+    clock.now += 61
+    stale = cache.project(alpha())
+    assert stale.stale and stale.value == good.value
+    calls = len(upstream.calls)
+    clock.now += index_cache.RETRY_FIRST / 2
+    assert cache.project(alpha()).stale
+    assert len(upstream.calls) == calls  # in back-off: upstream not asked again
+    clock.now += index_cache.RETRY_FIRST
+    cache.project(alpha())
+    assert len(upstream.calls) == calls + 1
+    upstream.error = None
+    clock.now += 2 * index_cache.RETRY_FIRST + 1
+    assert not cache.project(alpha()).stale
+
+
+def test_IndexCache_error_without_copy_is_raised(upstream, clock, tmp_path) -> None:
+    upstream.error = UpstreamError("down")
+    cache = make_cache(upstream, clock, tmp_path)
+    with pytest.raises(UpstreamError):
+        cache.project(alpha())
+
+
+@pytest.mark.parametrize(
+    "bad_body",
+    [page_body("alpha", []), b'{"files": "nope"}', b"[]", b"{not json"],
+    ids=["empty", "wrong-shape", "not-object", "not-json"],
+)
+def test_IndexCache_bad_answer_never_replaces_good_copy(upstream, clock, tmp_path, bad_body) -> None:
+    cache = make_cache(upstream, clock, tmp_path)
+    good = cache.project(alpha())
+    upstream.pages["alpha"] = bad_body
+    clock.now += 61
+    after = cache.project(alpha())
+    assert after.stale
+    assert after.value == good.value
+
+
+def test_IndexCache_concurrent_requests_share_one_fetch(upstream, clock, tmp_path) -> None:
+    cache = make_cache(upstream, clock, tmp_path)
+    upstream.gate = threading.Event()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.project(alpha()))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    upstream.gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(results) == 8
+    assert len(upstream.calls) == 1
+
+
+def test_IndexCache_saved_page_survives_restart_and_outage(upstream, clock, tmp_path) -> None:
+    make_cache(upstream, clock, tmp_path).project(alpha())
+    upstream.error = UpstreamError("down")
+    restarted = make_cache(upstream, clock, tmp_path)
+    lookup = restarted.project(alpha())
+    assert lookup.stale
+    assert [f.filename for f in lookup.value.files] == ["alpha-1.0.tar.gz"]
+
+
+def test_IndexCache_offline_uses_saved_pages_only(upstream, clock, tmp_path) -> None:
+    make_cache(upstream, clock, tmp_path).project(alpha())
+    calls = len(upstream.calls)
+    offline = make_cache(upstream, clock, tmp_path, offline=True)
+    assert offline.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
+    with pytest.raises(NotFound):
+        offline.project(NormalizedName("beta"))
+    assert len(upstream.calls) == calls
+    assert offline.saved_projects() == ["alpha"]
+
+
+def test_IndexCache_drops_least_recently_used_pages_and_reads_them_back(
+    upstream, clock, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 4)  # two one-file pages fit
+    for name in ("beta", "gamma"):
+        upstream.pages[name] = page_body(name, [f"{name}-1.0.tar.gz"])
+    cache = make_cache(upstream, clock, tmp_path)
+    first = cache.project(alpha())
+    cache.project(NormalizedName("beta"))
+    cache.project(NormalizedName("gamma"))  # alpha is now the least recently used: dropped
+    assert cache._entries["alpha"].value is index_cache._DROPPED
+    calls = len(upstream.calls)
+    again = cache.project(alpha())
+    assert len(upstream.calls) == calls  # read back from its saved copy, not fetched
+    assert again == first  # same page, same version: rendered pages stay valid
+
+
+def test_IndexCache_without_store_never_drops(upstream, clock, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 1)
+    upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
+    cache = make_cache(upstream, clock, tmp_path, store=False)
+    cache.project(alpha())
+    cache.project(NormalizedName("beta"))
+    assert cache.project(alpha()).value is not None
+    assert len(upstream.calls) == 2
+
+
+def test_Indexes_merges_first_index_first(clock, tmp_path) -> None:
+    root, extra = FakeUpstream(), FakeUpstream()
+    root.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz"])
+    extra.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"])
+    caches = [
+        IndexCache(IndexSettings(BASE, 60), root, None, clock=clock),
+        IndexCache(IndexSettings(BASE, 60), extra, None, clock=clock),
+    ]
+    indexes = Indexes(caches, 1024 * 1024)
+    assert indexes.find_file(alpha(), "alpha-2.0.tar.gz").url.endswith("alpha-2.0.tar.gz")
+    body = json.loads(indexes.rendered_project(alpha(), JSON, False)[0].body)
+    assert [f["filename"] for f in body["files"]] == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
+    with pytest.raises(NotFound):
+        indexes.find_file(alpha(), "alpha-3.0.tar.gz")
+    with pytest.raises(NotFound):
+        indexes.rendered_project(NormalizedName("nope"), JSON, False)
+
+
+def test_Indexes_renders_once_per_version(upstream, clock, tmp_path, monkeypatch) -> None:
+    renders = []
+    real = index_cache.render_project_page
+    monkeypatch.setattr(index_cache, "render_project_page", lambda *a: renders.append(a) or real(*a))
+    indexes = Indexes([make_cache(upstream, clock, tmp_path)], 1024 * 1024)
+    for _ in range(3):
+        indexes.rendered_project(alpha(), JSON, True)
+    assert len(renders) == 1
+    clock.now += 61  # revalidated with a 304: same version, no new rendering
+    indexes.rendered_project(alpha(), JSON, True)
+    assert len(renders) == 1
