@@ -45,9 +45,10 @@ UPSTREAM_ACCEPT = (
 RETRY_FIRST = 2.0
 RETRY_MAX = 300.0
 
-# Parsed project pages kept in memory, counted in files (each ~0.5-1 KB parsed). Past
-# this, the least recently used are dropped and read back from their saved copy.
-MAX_RESIDENT_FILES = 200_000
+# Parsed project pages kept in memory, counted in files (each about 1 KB parsed, as
+# measured with PyPI-like JSON pages). Past this, the least recently used are dropped
+# and read back from their saved copy.
+MAX_RESIDENT_FILES = 100_000
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
 _DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)

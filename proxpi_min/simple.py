@@ -9,6 +9,7 @@ import hashlib
 import html
 import json
 import re
+import sys
 import urllib.parse
 from html.parser import HTMLParser
 from typing import Any, Iterable, NamedTuple, Optional
@@ -117,7 +118,7 @@ def _good_hashes(pairs: Iterable[tuple[Any, Any]]) -> Hashes:
             continue
         name = name.lower()
         if name in hashlib.algorithms_guaranteed and _is_hex(value):
-            out.append((name, value.lower()))
+            out.append((sys.intern(name), value.lower()))
     return tuple(out)
 
 
@@ -206,12 +207,17 @@ def _file_from_html(attrs: dict, text: str, base: str) -> Optional[FileEntry]:
         filename=filename,
         url=url,
         hashes=hashes,
-        requires_python=attrs.get("data-requires-python") or None,
+        requires_python=_shared(attrs.get("data-requires-python")),
         yanked=None if yanked is False else (yanked or ""),
         metadata=_html_metadata(attrs),
         gpg_sig=None if gpg is None else gpg.strip().lower() == "true",
         provenance=_provenance(attrs.get("data-provenance")),
     )
+
+
+def _shared(value: Optional[str]) -> Optional[str]:
+    """One copy of a string that thousands of files repeat (e.g. ">=3.8")."""
+    return sys.intern(value) if value else None
 
 
 def _provenance(value: Any) -> Optional[str]:
@@ -261,7 +267,7 @@ def _file_from_json(item: Any, base: str) -> FileEntry:
         filename=filename,
         url=url,
         hashes=_good_hashes(hashes.items()) or fragment_hashes,
-        requires_python=requires_python if isinstance(requires_python, str) and requires_python else None,
+        requires_python=_shared(requires_python if isinstance(requires_python, str) else None),
         yanked=(yanked if isinstance(yanked, str) else "") if yanked else None,
         metadata=_json_metadata(item),
         size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
