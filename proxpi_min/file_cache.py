@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import hashlib
 import logging
 import mimetypes
@@ -144,7 +145,7 @@ class _SizeOnlyBody(FileBody):
 
 class _UpstreamBody(FileBody):
     """Bytes passed straight from an upstream response (not cached), hash-checked when
-    it is the whole file: the last chunk is held back until the hash matches."""
+    it is the whole file: the last byte is held back until the hash matches."""
 
     def __init__(self, response: FileResponse, target: _Target, whole_file: bool) -> None:
         self._response = response
@@ -159,15 +160,17 @@ class _UpstreamBody(FileBody):
         held = b""
         while True:
             chunk = self._response.read(CHUNK)
-            if held:
-                _send_chunk(conn, held, 0, len(held), chunked)
             if not chunk:
                 break
             if hasher is not None:
                 hasher.update(chunk)
-            held = chunk
+                chunk, held = held + chunk[:-1], chunk[-1:]
+            if chunk:
+                _send_chunk(conn, chunk, 0, len(chunk), chunked)
         if hasher is not None and hasher.hexdigest() != self._target.hash[1]:
             raise IntegrityError(f"{self._target.filename}: upstream bytes do not match the index hash")
+        if held:
+            _send_chunk(conn, held, 0, len(held), chunked)
         if chunked:
             conn.sendall(b"0\r\n\r\n")
 
@@ -192,6 +195,10 @@ class _Download:
         directory = os.path.dirname(target.path)
         self.temp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}")
         self.fd: Optional[int] = None
+        # Clients that joined and have not yet taken their own handle on the file: the
+        # writer leaves the file open for them even if it finishes first.
+        self.joined = 0
+        self._writer_finished = False
 
     @property
     def over(self) -> bool:
@@ -233,7 +240,7 @@ class _Download:
                 if hasher is not None:
                     hasher.update(chunk)
                 try:
-                    os.pwrite(self.fd, chunk, self.written)
+                    _write_all(self.fd, chunk, self.written)
                 except OSError as exc:
                     logger.warning("cannot cache %s (%s); passing it through", target.filename, exc.strerror)
                     self._remove_temp()
@@ -263,16 +270,43 @@ class _Download:
             os.unlink(self.temp)
 
     def close_fd(self) -> None:
+        """The writer is done with the file; it is closed once no joined client waits."""
         with self.cond:
-            if self.fd is not None:
-                os.close(self.fd)
-                self.fd = None
+            self._writer_finished = True
+            self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        if self._writer_finished and self.joined == 0 and self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def join(self) -> None:
+        """Count a client in (under the file cache's lock, as it finds the download).
+        It must then call :meth:`attach` or :meth:`leave` once."""
+        with self.cond:
+            self.joined += 1
+
+    def leave(self) -> None:
+        with self.cond:
+            self.joined -= 1
+            self._close_if_unused()
 
     def attach(self):
-        """A reader's own handle on the temp file (readable even after os.replace or
-        unlink), or None when the download is over and its file closed."""
+        """Wait until upstream answered, then give a joined client its own handle on the
+        temp file (readable even after os.replace or unlink), or None if the file could
+        not be created.
+
+        :raises ProxpiError: the download failed before it started.
+        """
         with self.cond:
-            return None if self.fd is None else os.fdopen(os.dup(self.fd), "rb")
+            try:
+                self.cond.wait_for(lambda: self.started or self.over)
+                if self.error is not None and not self.started:
+                    raise self.error
+                return None if self.fd is None else os.fdopen(os.dup(self.fd), "rb")
+            finally:
+                self.joined -= 1
+                self._close_if_unused()
 
     # ------------------------------------------------------------------ readers
 
@@ -286,12 +320,16 @@ class _Download:
             except ProxpiError:
                 return True  # unsatisfiable: answered 416 from the download's length
 
-    def wait_started(self) -> None:
-        """Block until upstream answered (or failed, or the disk did)."""
-        with self.cond:
-            self.cond.wait_for(lambda: self.started or self.over)
-            if self.error is not None and not self.started:
-                raise self.error
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite all of *data*: a full disk may take part of it without an error."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view, offset = view[written:], offset + written
 
 
 class _DownloadBody(FileBody):
@@ -454,23 +492,18 @@ class FileCache:
             start = download is None and not head
             if start:
                 download = self._downloads[target.path] = _Download(self, target)
+            if download is not None:
+                download.join()
         if start:
             threading.Thread(target=download.run, name=f"download {target.filename}", daemon=True).start()
         if download is None:  # a HEAD
             return _SizeOnlyBody(target.size) if target.size is not None else self._pass_through(target, True, None)
         if byte_range is not None and not download.has_start_of(byte_range):
-            return self._pass_through(target, head, byte_range)
-        download.wait_started()
-        if download.disk_failed:
+            download.leave()
             return self._pass_through(target, head, byte_range)
         file = download.attach()
-        if file is None:  # it ended just now: stored, or failed
-            if download.error is not None:
-                raise download.error
-            cached = self._open_cached(target)
-            if cached is None:  # complete but not stored (over the cap, or the disk)
-                return self._pass_through(target, head, byte_range)
-            return self._cached_body(cached, byte_range)
+        if file is None:  # the cache dir cannot take the file
+            return self._pass_through(target, head, byte_range)
         try:
             return _DownloadBody(download, file, byte_range)
         except BaseException:
@@ -521,35 +554,40 @@ class FileCache:
 
     def _store(self, download: _Download) -> None:
         """Move a verified download to its final name, if it fits under the cap."""
-        size = download.written
+        size, path = download.written, download.target.path
         if size > self.cap:
             download._remove_temp()
             return
-        victims = self._evict(size)
+        with self._lock:
+            # Evict and count the new file in one step, so that downloads finishing
+            # together cannot each find room for themselves and overrun the cap.
+            self._used -= self._files.pop(path, 0)
+            victims = self._evict_locked(size)
+            self._files[path] = size
+            self._used += size
         self._unlink(victims)
         try:
-            os.replace(download.temp, download.target.path)
+            os.replace(download.temp, path)
         except OSError as exc:
             logger.warning("cannot store %s: %s", download.target.filename, exc.strerror)
             download._remove_temp()
-            return
-        with self._lock:
-            old = self._files.pop(download.target.path, None)
-            self._used += size - (old or 0)
-            self._files[download.target.path] = size
-            self.generation += 1
+            with self._lock:
+                if self._files.pop(path, None) is not None:
+                    self._used -= size
 
     def _evict(self, incoming: int) -> list:
-        """Drop least recently used files until *incoming* more bytes fit; returns the
-        paths to unlink (done outside the lock)."""
-        victims = []
         with self._lock:
-            while self._files and self._used + incoming > self.cap:
-                path, size = self._files.popitem(last=False)
-                self._used -= size
-                victims.append(path)
-            if victims:
-                self.generation += 1
+            return self._evict_locked(incoming)
+
+    def _evict_locked(self, incoming: int) -> list:
+        """Drop least recently used files until *incoming* more bytes fit; returns the
+        paths to unlink (done outside the lock). Called with the lock held."""
+        victims = []
+        while self._files and self._used + incoming > self.cap:
+            path, size = self._files.popitem(last=False)
+            self._used -= size
+            victims.append(path)
+        self.generation += 1
         return victims
 
     def _unlink(self, paths: list) -> None:

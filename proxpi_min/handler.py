@@ -22,8 +22,8 @@ from typing import Iterable, Optional
 
 from . import __version__
 from .byteranges import parse_range
-from .config import Settings
-from .errors import MethodNotAllowed, NotFound, ProxpiError, RangeNotSatisfiable, Unauthorized
+from .config import IndexSettings, Settings
+from .errors import BadRequest, MethodNotAllowed, NotFound, ProxpiError, RangeNotSatisfiable, Unauthorized
 from .file_cache import FileBody, FileCache, content_type_for
 from .index_cache import IndexCache, Indexes
 from .names import NormalizedName, check_filename, parse_project_name
@@ -42,6 +42,7 @@ _CACHE_METHODS = ("DELETE",)
 _FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
 # Control characters are escaped in the log, so request text cannot forge log lines.
+MAX_DISCARDED_BODY = 64 * 1024  # no route takes a body; bigger ones close the connection
 _LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 
 
@@ -62,11 +63,18 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.files = FileCache(
             os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline
         )
+        stores = [(index, PageStore(self.cache_dir, index.url)) for index in settings.indexes]
+        if settings.offline:
+            # A copied cache dir is served whatever index URLs filled it: pages saved for
+            # other indices come after the configured ones.
+            known = {store.directory for _, store in stores}
+            stores += [
+                (IndexSettings(url, 0.0), store)
+                for url, store in PageStore.saved_indexes(self.cache_dir)
+                if store.directory not in known
+            ]
         self.indexes = Indexes(
-            [
-                IndexCache(index, self.upstream, PageStore(self.cache_dir, index.url), settings.offline)
-                for index in settings.indexes
-            ],
+            [IndexCache(index, self.upstream, store, settings.offline) for index, store in stores],
             settings.page_memory,
             offline=settings.offline,
             is_cached=self.files.has,
@@ -168,9 +176,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self._log()
 
     def _route(self) -> None:
+        self._discard_body()
         parts = urllib.parse.urlsplit(self.path)
         raw = parts.path.split("/")[1:]
-        segments = [urllib.parse.unquote(segment, errors="strict") for segment in raw]
+        try:
+            segments = [urllib.parse.unquote(segment, errors="strict") for segment in raw]
+        except UnicodeDecodeError:
+            raise BadRequest("the path is not UTF-8 once percent-decoded") from None
         query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
         if segments in ([""], []):
             self._allow(_PAGE_METHODS)
@@ -186,6 +198,18 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self._invalidate(segments[1])
         else:
             raise NotFound(f"no such page: {self._escaped_path()}")
+
+    def _discard_body(self) -> None:
+        """Read away a request body nobody needs, so that on a kept-alive connection it
+        is never taken for the next request; a large or chunked one closes instead."""
+        if "Transfer-Encoding" in self.headers:
+            self.close_connection = True
+            return
+        length = self.headers.get("Content-Length", "0").strip()
+        if not (length.isascii() and length.isdigit()) or int(length) > MAX_DISCARDED_BODY:
+            self.close_connection = True
+        elif int(length):
+            self.rfile.read(int(length))
 
     def _allow(self, methods: tuple) -> None:
         if self.command not in methods:

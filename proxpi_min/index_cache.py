@@ -197,8 +197,9 @@ class IndexCache:
                 entry = _Entry(saved.value, saved.url, saved.etag, saved.last_modified, float("-inf"))
                 self._put(key, entry, droppable=True)
         if self._offline:
-            if entry is None:
-                raise NotFound(f"{key} is not in the offline cache")
+            if entry is None:  # this index never had it: as if upstream said 404
+                entry = _Entry(None, "", None, None, float("-inf"))
+                self._put(key, entry, droppable=False)
             return entry.lookup()
         url = self.settings.url if key == LIST_KEY else f"{self.settings.url}{key}/"
         try:
@@ -330,15 +331,15 @@ class Indexes:
         self._cache_generation = cache_generation
         self._rendered = _RenderedPages(page_memory)
 
-    @staticmethod
-    def _merged(name: NormalizedName, lookups: list) -> ProjectPage:
+    def _merged(self, name: NormalizedName, lookups: list) -> ProjectPage:
         """The indices' pages as one (cheap: no copy when one index has the project).
 
         :raises NotFound: no index has the project.
         """
         pages = [lookup.value for lookup in lookups if lookup.value is not None]
         if not pages:
-            raise NotFound(f"project {name!r} is not on any index")
+            where = "in the offline cache" if self._offline else "on any index"
+            raise NotFound(f"project {name!r} is not {where}")
         return pages[0] if len(pages) == 1 else merge_pages(name, pages)
 
     def rendered_project(self, name: NormalizedName, media: str, compress: bool) -> tuple:

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any, NamedTuple, Optional, Union
 
+from .config import redact_url
 from .names import NormalizedName
 from .simple import FileEntry, ProjectList, ProjectPage
 
@@ -19,6 +20,7 @@ __all__ = ["PageStore", "SavedPage", "remove_temp_files", "write_atomically"]
 logger = logging.getLogger(__name__)
 
 LIST_KEY = "_list"  # never a project name: those start with a letter or digit
+URL_FILE = "_url"  # the index's URL (without credentials), for offline use of a copy
 TEMP_PREFIX = ".tmp-"
 _FORMAT = 1
 
@@ -106,6 +108,23 @@ class PageStore:
     def __init__(self, cache_dir: str, index_url: str) -> None:
         digest = hashlib.sha256(index_url.encode()).hexdigest()[:16]
         self.directory = os.path.join(cache_dir, "index", digest)
+        self._index_url = redact_url(index_url)
+        self._url_written = False
+
+    @classmethod
+    def saved_indexes(cls, cache_dir: str) -> list:
+        """(index URL, store) for every index with pages saved under *cache_dir*."""
+        found = []
+        root = os.path.join(cache_dir, "index")
+        with contextlib.suppress(OSError):
+            for name in sorted(os.listdir(root)):
+                with contextlib.suppress(OSError):
+                    with open(os.path.join(root, name, URL_FILE), encoding="utf-8") as file:
+                        url = file.read().strip()
+                    store = cls(cache_dir, url)
+                    store.directory = os.path.join(root, name)
+                    found.append((url, store))
+        return found
 
     def _path(self, key: str) -> str:
         # key is LIST_KEY or a NormalizedName, checked by names.parse_project_name
@@ -137,6 +156,9 @@ class PageStore:
         }
         try:
             os.makedirs(self.directory, exist_ok=True)
+            if not self._url_written:
+                write_atomically(os.path.join(self.directory, URL_FILE), self._index_url.encode())
+                self._url_written = True
             write_atomically(self._path(key), json.dumps(record, separators=(",", ":")).encode())
         except OSError as exc:
             logger.warning("cannot save index page %s: %s", self._path(key), exc)

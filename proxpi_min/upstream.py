@@ -17,6 +17,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 import urllib.request
 import zlib
@@ -36,6 +37,10 @@ PAGE_READ_SIZE = 1024 * 1024
 MAX_REDIRECTS = 5
 # Idle connections kept per upstream host; a few per core of concurrency is plenty.
 MAX_IDLE_PER_HOST = 8
+# Host name answers are reused this long: a burst of parallel downloads (uv fetches
+# dozens of files at once) must not each ask the resolver, which then fails or stalls.
+DNS_TTL = 60.0
+DNS_ATTEMPTS = 3  # a "temporary failure in name resolution" is worth asking again
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 _REDIRECTS = {301, 302, 303, 307, 308}
 
@@ -104,12 +109,13 @@ class FileResponse:
         self.length: Optional[int] = int(length) if length and length.isdigit() else None
 
     def read(self, size: int) -> bytes:
-        """Up to *size* bytes; b"" at the end.
+        """What has arrived, up to *size* bytes (waiting only when nothing has);
+        b"" at the end. So clients get bytes as upstream sends them.
 
         :raises UpstreamError: the connection failed or timed out midway.
         """
         with _translated(self.url):
-            return self._response.read(size)
+            return self._response.read1(size)
 
     def close(self) -> None:
         response, self._response = self._response, None
@@ -149,6 +155,56 @@ class _LocalFileResponse(FileResponse):
         self._file.close()
 
 
+class _Resolver:
+    """getaddrinfo with answers cached for DNS_TTL; one lookup per host at a time."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._answers: dict = {}  # (host, port) -> (expiry, addresses)
+        self._lookups: dict = {}  # (host, port) -> lock held while that host is looked up
+        self._lock = threading.Lock()
+
+    def addresses(self, host: str, port: int) -> list:
+        key = (host, port)
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is not None and answer[0] > self._clock():
+                return answer[1]
+            lookup = self._lookups.setdefault(key, threading.Lock())
+        with lookup:  # concurrent askers wait for the first one's answer
+            with self._lock:
+                answer = self._answers.get(key)
+                if answer is not None and answer[0] > self._clock():
+                    return answer[1]
+            for attempt in range(1, DNS_ATTEMPTS + 1):
+                try:
+                    addresses = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+                    break
+                except socket.gaierror as exc:
+                    if exc.errno != socket.EAI_AGAIN or attempt == DNS_ATTEMPTS:
+                        raise
+                    time.sleep(0.1 * attempt)
+            with self._lock:
+                self._answers[key] = (self._clock() + DNS_TTL, addresses)
+            return addresses
+
+    def create_connection(self, address: tuple, timeout: Optional[float], source_address=None) -> socket.socket:
+        """socket.create_connection, with cached name resolution."""
+        error: Optional[OSError] = None
+        for family, kind, proto, _, sockaddr in self.addresses(*address):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise error or OSError(f"no address for {address[0]}")
+
+
 class Upstream:
     """Fetches from upstream indices, keeping idle connections per host for reuse."""
 
@@ -163,6 +219,7 @@ class Upstream:
             self._ssl_context.verify_mode = ssl.CERT_NONE
         self._idle: dict[tuple, list] = {}
         self._lock = threading.Lock()
+        self._resolver = _Resolver()
 
     # ------------------------------------------------------------------ connections
 
@@ -174,6 +231,9 @@ class Upstream:
             )
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
+        # http.client's documented-by-source hook for opening the socket: ours caches
+        # name resolution (TLS still checks the certificate against the host name).
+        conn._create_connection = self._resolver.create_connection
         conn.connect()
         # The connect timeout was for connecting; from here on, each read may take
         # up to the read timeout.

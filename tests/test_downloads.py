@@ -1,0 +1,1086 @@
+"""File downloads through the proxy, black-box over real HTTP (and real pip where said):
+stream-through, one upstream download per file, verified and atomic storage, crash
+safety, the persistent LRU cache and its cap, two proxies on one cache dir, PEP 658/714
+metadata files, and the HTTP details of file responses.
+
+Ordering facts ("the client had bytes before the upstream finished") are checked
+against the state of a gated upstream defined here (:class:`GatedIndex`): it sends the
+first part of a file, then holds the rest until the test releases it. Nothing here
+asserts on wall-clock durations; deadlines only bound how long a broken proxy can make
+a test wait.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client as http_client
+import os
+import random
+import re
+import socket
+import string
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple, Optional
+
+import pytest
+
+from tests.support.dists import Dist, make_wheel
+from tests.support.pages import json_files, parse_anchors
+from tests.support.proxy import PIP_ACCEPT, ProxyProcess, run_pip
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+# How long a test waits for something a correct proxy does at once (first bytes of a
+# stream, a temp file appearing). Only a broken proxy ever makes a test wait this long.
+WAIT = 4.0
+# A held upstream response goes on by itself after this long, so that a proxy that
+# does not stream cannot hang a test; the test then fails on the upstream's state.
+BACKSTOP = WAIT
+
+
+# -- distributions -------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def sized_wheel(name: str, version: str, source_chars: int) -> Dist:
+    """A real wheel whose module holds *source_chars* random (barely compressible)
+    characters, so its size is known roughly in advance and similar for equal sizes."""
+    rnd = random.Random(f"{name}-{version}-{source_chars}")
+    text = "".join(rnd.choices(string.ascii_letters + string.digits, k=source_chars))
+    return make_wheel(name, version, module_source=f'DATA = "{text}"\n')
+
+
+def file_path(dist: Dist) -> str:
+    return f"/index/{dist.normalized}/{urllib.parse.quote(dist.filename)}"
+
+
+# -- the cache directory, from the outside ------------------------------------------
+
+
+def files_tree(cache_dir: str | os.PathLike) -> dict[str, int]:
+    """Every regular file under ``<cache dir>/files`` (relative path -> size)."""
+    root = os.path.join(cache_dir, "files")
+    found = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                found[os.path.relpath(path, root)] = os.stat(path).st_size
+    return found
+
+
+def stored_paths(cache_dir: str | os.PathLike, filename: str) -> list[str]:
+    """Absolute paths of the files under ``<cache dir>/files`` named *filename*."""
+    root = os.path.join(cache_dir, "files")
+    return [os.path.join(root, rel) for rel in files_tree(cache_dir) if os.path.basename(rel) == filename]
+
+
+def stored_content(cache_dir: str | os.PathLike, filename: str) -> Optional[bytes]:
+    paths = stored_paths(cache_dir, filename)
+    assert len(paths) <= 1, paths
+    return Path(paths[0]).read_bytes() if paths else None
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
+    """Poll *predicate* until it is truthy or the deadline passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+# -- HTTP clients ----------------------------------------------------------------
+
+
+def open_response(base_url: str, path: str, headers: Optional[dict] = None, method: str = "GET",
+                  version: str = "HTTP/1.1", timeout: float = 3 * BACKSTOP):
+    """(connection, response) with the body not yet read."""
+    parts = urllib.parse.urlsplit(base_url)
+    conn = http_client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    if version == "HTTP/1.0":
+        conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"
+    conn.request(method, path, headers=headers or {})
+    return conn, conn.getresponse()
+
+
+class CutShort(NamedTuple):
+    status: int
+    headers: http_client.HTTPMessage
+    received: int  # body bytes the client got before the response broke off
+    error: BaseException
+
+
+def read_broken(base_url: str, path: str) -> Any:
+    """GET *path*; a :class:`CutShort` if the body broke off, else (status, headers, body)."""
+    conn, response = open_response(base_url, path)
+    try:
+        return finish_read(response)
+    finally:
+        conn.close()
+
+
+def finish_read(response: http_client.HTTPResponse) -> Any:
+    """Read the rest of *response*: a :class:`CutShort` if it broke off (fewer bytes
+    than its Content-Length, or chunked without the last chunk), else (status, headers, body)."""
+    try:
+        body = response.read()
+    except http_client.IncompleteRead as exc:
+        return CutShort(response.status, response.headers, len(exc.partial), exc)
+    except (http_client.HTTPException, ConnectionError, socket.timeout) as exc:
+        return CutShort(response.status, response.headers, -1, exc)
+    return response.status, response.headers, body
+
+
+def headers_without_date(headers: http_client.HTTPMessage) -> list:
+    return sorted((k.lower(), v) for k, v in headers.items() if k.lower() != "date")
+
+
+# -- a gated upstream -------------------------------------------------------------
+
+
+class Hold:
+    """One held file response: ``first`` bytes go out, then the rest waits for
+    :meth:`open` (or the backstop). ``mode``: "ok", "corrupt" (one byte of the rest
+    flipped) or "cut" (hang up instead of sending the rest)."""
+
+    def __init__(self, first: int, mode: str) -> None:
+        self.first = first
+        self.mode = mode
+        self.sent_first = threading.Event()  # the first part is on the wire
+        self._open = threading.Event()
+        self.passed = False  # the upstream went past the gate (released or backstop)
+
+    def open(self) -> None:
+        self._open.set()
+
+    def wait(self) -> None:
+        self._open.wait(BACKSTOP)
+        self.passed = True
+
+
+class GatedIndex:
+    """A tiny simple-API index (HTML pages, relative links, sha256 fragments, no
+    sizes, no metadata) whose file responses can be held midway. ``chunked=True``
+    sends files with ``Transfer-Encoding: chunked`` and no Content-Length."""
+
+    def __init__(self, chunked: bool = False) -> None:
+        self.chunked = chunked
+        self._lock = threading.Lock()
+        self._dists: dict[str, Dist] = {}
+        self._holds: dict[str, list] = {}
+        self._all_holds: list[Hold] = []
+        self.requests: list[tuple] = []  # (method, path, lowercased headers)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _GatedHandler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._server.index = self  # type: ignore[attr-defined]
+        self._server.handle_error = lambda *args: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/simple/"
+
+    def add(self, dist: Dist) -> "GatedIndex":
+        with self._lock:
+            self._dists[dist.filename] = dist
+        return self
+
+    def hold(self, dist: Dist, first: Optional[int] = None, mode: str = "ok") -> Hold:
+        """Hold the next response for *dist* after *first* bytes (default: half)."""
+        hold = Hold(dist.size // 2 if first is None else first, mode)
+        with self._lock:
+            self._holds.setdefault(dist.filename, []).append(hold)
+            self._all_holds.append(hold)
+        return hold
+
+    def file_gets(self, dist: Dist) -> list[dict]:
+        """Headers of every GET of the file so far."""
+        with self._lock:
+            return [h for m, p, h in self.requests if m == "GET" and p.endswith("/" + dist.filename)]
+
+    def close(self) -> None:
+        for hold in self._all_holds:
+            hold.open()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    # -- for the handler
+    def _record(self, method: str, path: str, headers: dict) -> None:
+        with self._lock:
+            self.requests.append((method, path, headers))
+
+    def _project(self, project: str) -> list[Dist]:
+        with self._lock:
+            return [d for d in self._dists.values() if d.normalized == project]
+
+    def _file(self, filename: str) -> tuple[Optional[Dist], Optional[Hold]]:
+        with self._lock:
+            holds = self._holds.get(filename)
+            return self._dists.get(filename), holds.pop(0) if holds else None
+
+
+class _GatedHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        index: GatedIndex = self.server.index  # type: ignore[attr-defined]
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        index._record(self.command, path, {k.lower(): v for k, v in self.headers.items()})
+        parts = path.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "simple" and path.endswith("/"):
+            dists = index._project(parts[1])
+            if dists:
+                links = "".join(
+                    f'<a href="../../files/{d.normalized}/{urllib.parse.quote(d.filename)}#sha256={d.sha256}">'
+                    f"{d.filename}</a><br>\n"
+                    for d in dists
+                )
+                return self._reply(200, "text/html", f"<!DOCTYPE html><html><body>\n{links}</body></html>\n".encode())
+        if len(parts) == 3 and parts[0] == "files":
+            dist, hold = index._file(parts[2])
+            if dist is not None:
+                return self._send_file(index, dist, hold)
+        self._reply(404, "text/plain", b"not found\n")
+
+    def _reply(self, status: int, kind: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_file(self, index: GatedIndex, dist: Dist, hold: Optional[Hold]) -> None:
+        body = dist.content
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if index.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        first = len(body) if hold is None else hold.first
+        self._write(index, body[:first])
+        if hold is not None:
+            hold.sent_first.set()
+            hold.wait()
+            rest = body[first:]
+            if hold.mode == "cut":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if hold.mode == "corrupt" and rest:
+                rest = bytes([rest[0] ^ 0xFF]) + rest[1:]
+            self._write(index, rest)
+        if index.chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _write(self, index: GatedIndex, data: bytes) -> None:
+        if not data:
+            return
+        if index.chunked:
+            self.wfile.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        else:
+            self.wfile.write(data)
+        self.wfile.flush()
+
+
+@pytest.fixture
+def gated() -> Iterator[Callable[..., GatedIndex]]:
+    made: list[GatedIndex] = []
+
+    def make(*dists: Dist, chunked: bool = False) -> GatedIndex:
+        index = GatedIndex(chunked)
+        made.append(index)
+        for dist in dists:
+            index.add(dist)
+        return index
+
+    yield make
+    for index in made:
+        index.close()
+
+
+# =============================================================================
+# Stream-through
+# =============================================================================
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "upstream-chunked"])
+def test_uncached_file_streams_through_while_written_to_temp(proxy, gated, chunked):
+    dist = sized_wheel("streamy", "1.0", 96_000)
+    index = gated(dist, chunked=chunked)
+    p = proxy(index.url)
+    assert p.get(f"/index/{dist.normalized}/").status == 200
+    hold = index.hold(dist)
+
+    conn, response = open_response(p.url, file_path(dist))
+    try:
+        assert response.status == 200
+        if chunked:
+            # The upstream gave no length and the HTML index none either: HTTP/1.1
+            # chunked, never a made-up Content-Length.
+            assert response.getheader("Content-Length") is None
+            assert response.getheader("Transfer-Encoding", "").lower() == "chunked"
+        else:
+            assert int(response.getheader("Content-Length")) == dist.size
+        first = response.read1(65536)
+        upstream_done_at_first_bytes = hold.passed
+        in_cache_dir = files_tree(p.settings.cache_dir)
+        hold.open()
+        rest = response.read()
+    finally:
+        conn.close()
+
+    assert first, "no body bytes"
+    assert not upstream_done_at_first_bytes, "the first bytes came only after the upstream sent everything"
+    # Meanwhile the bytes were going to a temp file in the cache dir, not the final name.
+    assert dist.filename not in {os.path.basename(rel) for rel in in_cache_dir}, in_cache_dir
+    assert any(size > 0 for size in in_cache_dir.values()), in_cache_dir
+    assert first + rest == dist.content
+    assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
+    assert list(files_tree(p.settings.cache_dir)) == [os.path.relpath(
+        stored_paths(p.settings.cache_dir, dist.filename)[0], os.path.join(p.settings.cache_dir, "files"))]
+
+
+def test_upstream_without_length_is_sent_chunked_never_with_a_wrong_length(proxy, gated):
+    dist = sized_wheel("chunky", "1.0", 30_000)
+    index = gated(dist, chunked=True)
+    p = proxy(index.url)
+    hold = index.hold(dist)  # the proxy answers before it can know the length
+    conn, response = open_response(p.url, file_path(dist))
+    try:
+        assert response.status == 200
+        assert response.getheader("Content-Length") is None
+        assert response.getheader("Transfer-Encoding", "").lower() == "chunked"
+        hold.open()
+        assert response.read() == dist.content  # http.client checks the chunked framing
+    finally:
+        conn.close()
+    # Once cached, the length is known.
+    result = p.get(file_path(dist))
+    assert result.body == dist.content
+    assert int(result.headers["Content-Length"]) == dist.size
+    assert len(index.file_gets(dist)) == 1
+
+
+def test_upstream_without_length_to_http10_client_is_read_to_close(proxy, gated):
+    dist = sized_wheel("chunky", "1.0", 30_000)
+    index = gated(dist, chunked=True)
+    p = proxy(index.url)
+    hold = index.hold(dist)
+    conn, response = open_response(p.url, file_path(dist), version="HTTP/1.0")
+    try:
+        assert response.status == 200
+        assert response.getheader("Transfer-Encoding") is None  # HTTP/1.0 has no chunked
+        length = response.getheader("Content-Length")
+        assert length is None or int(length) == dist.size
+        hold.open()
+        assert response.read() == dist.content
+    finally:
+        conn.close()
+
+
+# =============================================================================
+# One upstream download per file
+# =============================================================================
+
+
+def test_twenty_concurrent_clients_share_one_download_and_stream(proxy, gated):
+    dist = sized_wheel("crowd", "1.0", 64_000)
+    index = gated(dist)
+    p = proxy(index.url)
+    assert p.get(f"/index/{dist.normalized}/").status == 200
+    hold = index.hold(dist)
+    clients = 20
+    got_first = threading.Condition()
+    first_seen: list[bool] = []  # per client: upstream already past the gate at its first bytes?
+    results: list[Any] = []
+
+    def client() -> None:
+        try:
+            conn, response = open_response(p.url, file_path(dist))
+            try:
+                body = response.read1(65536)
+                with got_first:
+                    first_seen.append(hold.passed)
+                    got_first.notify_all()
+                body += response.read()
+                results.append((response.status, body))
+            finally:
+                conn.close()
+        except Exception as exc:  # reported below
+            results.append((None, repr(exc)))
+            with got_first:
+                got_first.notify_all()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    with got_first:
+        got_first.wait_for(lambda: len(first_seen) + sum(r[0] is None for r in results) >= clients, WAIT)
+    hold.open()
+    for thread in threads:
+        thread.join(3 * BACKSTOP)
+
+    assert [r for r in results if r[0] is None] == []
+    assert len(results) == clients
+    assert {status for status, _ in results} == {200}
+    assert {hashlib.sha256(body).hexdigest() for _, body in results} == {dist.sha256}
+    assert len(index.file_gets(dist)) == 1
+    # Every client, leader and followers, had bytes while the upstream was still sending.
+    assert first_seen == [False] * clients
+
+
+def test_twenty_concurrent_clients_throttled_upstream_one_get(proxy, upstream_factory):
+    dist = sized_wheel("crowd", "2.0", 40_000)
+    up = upstream_factory("json", None)
+    up.add(dist)
+    up.throttle(4096, 0.02)
+    p = proxy(up)
+    assert p.get(f"/index/{dist.normalized}/").status == 200
+    results: list[Any] = []
+    start = threading.Barrier(20)
+
+    def client() -> None:
+        start.wait(WAIT)
+        results.append(p.get(file_path(dist), timeout=30))
+
+    threads = [threading.Thread(target=client) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 20
+    assert {r.status for r in results} == {200}
+    assert {r.body for r in results} == {dist.content}
+    assert up.hits(f"/files/{dist.normalized}/{dist.filename}") == 1
+    assert stored_content(p.settings.cache_dir, dist.filename) == dist.content
+
+
+# =============================================================================
+# Verified and atomic
+# =============================================================================
+
+
+def _assert_cut_short(result: Any, size: int) -> None:
+    if isinstance(result, CutShort):
+        assert result.status == 200, result
+        length = result.headers.get("Content-Length")
+        if length is not None:
+            assert int(length) == size
+            assert result.received < size
+        else:
+            assert result.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        return
+    status, headers, body = result
+    # A complete response is only acceptable as an error, never as a 200 with bytes.
+    assert status >= 500, (status, len(body))
+
+
+@pytest.mark.parametrize("fmt", ["html", "json"])
+@pytest.mark.parametrize("mode", ["corrupt", "truncate", "midway"])
+def test_failed_download_is_cut_short_not_stored_then_recovers(proxy, upstream_factory, fmt, mode):
+    dist = sized_wheel("fragile", "1.0", 40_000)
+    up = upstream_factory(fmt, None)
+    up.add(dist)
+    p = proxy(up)
+    assert p.get(f"/index/{dist.normalized}/").status == 200
+    up.fail(dist.filename, mode, times=1)
+
+    _assert_cut_short(read_broken(p.url, file_path(dist)), dist.size)
+    assert wait_until(lambda: files_tree(p.settings.cache_dir) == {}), files_tree(p.settings.cache_dir)
+    assert up.hits(dist.filename) == 1
+
+    result = p.get(file_path(dist))
+    assert result.status == 200 and result.body == dist.content
+    assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
+    assert p.get(file_path(dist)).body == dist.content
+    assert up.hits(dist.filename) == 2
+
+
+@pytest.mark.parametrize("mode", ["corrupt", "cut"])
+def test_failed_chunked_download_is_cut_short_not_stored(proxy, gated, mode):
+    dist = sized_wheel("fragile", "2.0", 30_000)
+    index = gated(dist, chunked=True)
+    p = proxy(index.url)
+    hold = index.hold(dist, mode=mode)
+    conn, response = open_response(p.url, file_path(dist))
+    try:
+        # Headers are out before the upstream has sent everything: the proxy cannot
+        # know yet that this download fails, so it must break the response off.
+        assert response.status == 200
+        assert response.getheader("Transfer-Encoding", "").lower() == "chunked"
+        hold.open()
+        result = finish_read(response)
+    finally:
+        conn.close()
+    assert isinstance(result, CutShort), f"a complete response: {result[0]}, {len(result[2])} bytes"
+    assert wait_until(lambda: files_tree(p.settings.cache_dir) == {}), files_tree(p.settings.cache_dir)
+    result = p.get(file_path(dist))
+    assert result.status == 200 and result.body == dist.content
+    assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
+
+
+def test_kill_9_mid_download_leaves_nothing_partial(gated, tmp_path):
+    dist = sized_wheel("crashy", "1.0", 64_000)
+    index = gated(dist)
+    cache_dir = tmp_path / "cache"
+    hold = index.hold(dist)
+    first = ProxyProcess(["--index-url", index.url, "--cache-dir", str(cache_dir)])
+    try:
+        conn, response = open_response(first.url, file_path(dist))
+        assert response.status == 200
+        assert hold.sent_first.wait(WAIT)
+        # The download is under way: its bytes go to a temp file in the cache dir.
+        assert wait_until(lambda: files_tree(cache_dir)), "no temp file in the cache dir"
+        first.kill()
+        first.wait()
+        conn.close()
+    finally:
+        first.kill()
+        first.wait()
+    leftovers = files_tree(cache_dir)
+    assert leftovers and not stored_paths(cache_dir, dist.filename), leftovers
+
+    with ProxyProcess(["--index-url", index.url, "--cache-dir", str(cache_dir)]) as second:
+        assert files_tree(cache_dir) == {}, "temp files left after start"
+        result = second.get(file_path(dist))
+        assert result.status == 200 and result.body == dist.content
+        assert int(result.headers["Content-Length"]) == dist.size
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+    assert len(index.file_gets(dist)) == 2
+
+
+# =============================================================================
+# Persistent LRU, the cap
+# =============================================================================
+
+
+def _three_similar_wheels() -> list[Dist]:
+    return [sized_wheel(name, "1.0", 12_000) for name in ("lru-a", "lru-b", "lru-c")]
+
+
+def _cap_for_two(dists: list[Dist]) -> int:
+    sizes = sorted(d.size for d in dists)
+    cap = sizes[-1] + sizes[-2] + 16
+    assert cap < sum(sizes)
+    return cap
+
+
+def test_restart_serves_stored_files_without_upstream_get(proxy, upstream_factory, dists, tmp_path):
+    up = upstream_factory("html")
+    cache_dir = str(tmp_path / "cache")
+    chosen = [dists.alpha_1, dists.alpha_2, dists.alpha_2_sdist, dists.beta_1]
+    first = proxy(up, cache_dir=cache_dir)
+    for dist in chosen:
+        assert first.get(file_path(dist)).body == dist.content
+    first.stop()
+    up.reset_hits()
+
+    second = proxy(up, cache_dir=cache_dir)
+    for dist in chosen:
+        result = second.get(file_path(dist))
+        assert result.status == 200 and result.body == dist.content
+    assert [r.path for r in up.requests if not r.path.startswith("/simple/")] == []
+
+
+@pytest.mark.parametrize("restarted_by", ["in-process", "process"])
+def test_lru_recency_survives_restart(proxy, upstream_factory, tmp_path, restarted_by):
+    a, b, c = _three_similar_wheels()
+    up = upstream_factory("html", None)
+    for dist in (a, b, c):
+        up.add(dist)
+    cache_dir = str(tmp_path / "cache")
+    cap = _cap_for_two([a, b, c])
+    first = proxy(up, cache_dir=cache_dir, cache_size=cap)
+    for dist in (a, b):  # access order: A, then B
+        assert first.get(file_path(dist)).body == dist.content
+    first.stop()
+    now = time.time()
+    for dist, age in ((a, 200), (b, 100)):
+        [path] = stored_paths(cache_dir, dist.filename)
+        os.utime(path, (now - age, now - age))
+    up.reset_hits()
+
+    def run(p: Any) -> None:
+        assert p.get(file_path(a)).body == a.content  # A is now the most recent
+        assert up.hits(a.filename) == 0
+        assert p.get(file_path(c)).body == c.content
+        assert wait_until(lambda: stored_content(cache_dir, c.filename)) == c.content
+        assert stored_content(cache_dir, a.filename) == a.content, "A was used last, yet evicted"
+        assert stored_paths(cache_dir, b.filename) == [], "B, the least recently used, is still there"
+        assert sum(files_tree(cache_dir).values()) <= cap
+        assert p.get(file_path(a)).body == a.content
+        assert up.hits(a.filename) == 0
+        assert p.get(file_path(b)).body == b.content
+        assert up.hits(b.filename) == 1  # evicted, so fetched again
+
+    if restarted_by == "process":
+        with ProxyProcess(["--index-url", up.url, "--cache-dir", cache_dir, "--cache-size", str(cap)]) as p:
+            run(p)
+    else:
+        run(proxy(up, cache_dir=cache_dir, cache_size=cap))
+
+
+def test_lru_recency_of_hits_before_restart_survives(proxy, upstream_factory, tmp_path):
+    """A hit (not only a download) counts as use, and that survives a restart."""
+    a, b, c = _three_similar_wheels()
+    up = upstream_factory("html", None)
+    for dist in (a, b, c):
+        up.add(dist)
+    cache_dir = str(tmp_path / "cache")
+    cap = _cap_for_two([a, b, c])
+    first = proxy(up, cache_dir=cache_dir, cache_size=cap)
+    for dist in (a, b):
+        assert first.get(file_path(dist)).body == dist.content
+    now = time.time()
+    for dist, age in ((a, 200), (b, 100)):  # downloaded: A long ago, B later
+        [path] = stored_paths(cache_dir, dist.filename)
+        os.utime(path, (now - age, now - age))
+    assert first.get(file_path(a)).body == a.content  # ... then A used again
+    first.stop()
+
+    second = proxy(up, cache_dir=cache_dir, cache_size=cap)
+    assert second.get(file_path(c)).body == c.content
+    assert wait_until(lambda: stored_content(cache_dir, c.filename)) == c.content
+    assert stored_content(cache_dir, a.filename) == a.content, "A was used last, yet evicted"
+    assert stored_paths(cache_dir, b.filename) == []
+
+
+def test_total_size_stays_under_cap(proxy, upstream_factory, dists):
+    up = upstream_factory("json")
+    chosen = [dists.alpha_1, dists.alpha_2, dists.alpha_2_sdist, dists.beta_1, dists.gamma_2, dists.delta,
+              dists.zope]
+    cap = sorted(d.size for d in chosen)[-1] * 3
+    assert cap < sum(d.size for d in chosen)
+    p = proxy(up, cache_size=cap)
+    for dist in chosen:
+        if dist.metadata is not None and dist is not dists.zope:
+            assert p.get(file_path(dist) + ".metadata").body == dist.metadata
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
+        assert 0 < sum(files_tree(p.settings.cache_dir).values()) <= cap
+    for dist in chosen:  # evicted or not, every file downloads correctly
+        assert p.get(file_path(dist)).body == dist.content
+        assert sum(files_tree(p.settings.cache_dir).values()) <= cap
+
+
+def test_file_larger_than_cap_size_known_is_streamed_whole_but_not_stored(proxy, upstream_factory, dists):
+    big = sized_wheel("bulky", "1.0", 40_000)
+    small = dists.alpha_1
+    up = upstream_factory("json", None)  # JSON gives the size up front
+    up.add(big).add(small)
+    cap = big.size // 2
+    assert small.size < cap
+    p = proxy(up, cache_size=cap)
+    assert p.get(file_path(small)).body == small.content
+    assert wait_until(lambda: stored_content(p.settings.cache_dir, small.filename))
+    for _ in range(2):
+        result = p.get(file_path(big))
+        assert result.status == 200 and result.body == big.content
+        assert int(result.headers["Content-Length"]) == big.size
+    assert up.hits(big.filename) == 2
+    assert stored_paths(p.settings.cache_dir, big.filename) == []
+    # The small file was not evicted to make room for a file that was never stored.
+    assert stored_content(p.settings.cache_dir, small.filename) == small.content
+    assert p.get(file_path(small)).body == small.content
+    assert up.hits(small.filename) == 1
+
+
+def test_file_larger_than_cap_size_unknown_is_streamed_whole_but_not_stored(proxy, gated):
+    big = sized_wheel("bulky", "1.0", 40_000)
+    small = sized_wheel("tiny", "1.0", 100)
+    index = gated(big, small)  # HTML, no sizes: the proxy learns the size while downloading
+    cap = big.size // 2
+    assert small.size < cap
+    p = proxy(index.url, cache_size=cap)
+    assert p.get(file_path(small)).body == small.content
+    assert wait_until(lambda: stored_content(p.settings.cache_dir, small.filename))
+    for _ in range(2):
+        # Held midway, so that the proxy answers while its download is still running.
+        hold = index.hold(big)
+        conn, response = open_response(p.url, file_path(big))
+        try:
+            assert response.status == 200
+            length = response.getheader("Content-Length")
+            assert length is None or int(length) == big.size
+            hold.open()
+            assert response.read() == big.content
+        finally:
+            conn.close()
+    assert len(index.file_gets(big)) == 2
+    assert stored_paths(p.settings.cache_dir, big.filename) == []
+    assert stored_content(p.settings.cache_dir, small.filename) == small.content
+    assert p.get(file_path(small)).body == small.content
+    assert len(index.file_gets(small)) == 1
+
+
+# =============================================================================
+# Two proxies on one cache dir
+# =============================================================================
+
+
+def test_two_proxy_processes_share_one_cache_dir(upstream_factory, dists, tmp_path):
+    up = upstream_factory("html")
+    busy = sized_wheel("shared", "1.0", 64_000)
+    up.add(busy)
+    cache_dir = str(tmp_path / "cache")
+    args = ["--index-url", up.url, "--cache-dir", cache_dir]
+    with ProxyProcess(args) as one, ProxyProcess(args) as two:
+        # The same file through both at once (throttled): both correct.
+        up.throttle(8192, 0.02)
+        results: dict = {}
+        threads = [threading.Thread(target=lambda n=n, p=p: results.__setitem__(n, p.get(file_path(busy), timeout=30)))
+                   for n, p in (("one", one), ("two", two))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        up.throttle(None)
+        assert {n: (r.status, r.body == busy.content) for n, r in results.items()} == {
+            "one": (200, True), "two": (200, True)}
+        assert wait_until(lambda: stored_content(cache_dir, busy.filename)) == busy.content
+
+        # Stored by one, served by the other without an upstream download, both ways.
+        for stored_by, served_by, dist in ((one, two, dists.alpha_2), (two, one, dists.beta_1)):
+            assert stored_by.get(file_path(dist)).body == dist.content
+            assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+            result = served_by.get(file_path(dist))
+            assert result.status == 200 and result.body == dist.content
+            assert up.hits(dist.filename) == 1
+    assert not [rel for rel in files_tree(cache_dir) if os.path.basename(rel) not in
+                {busy.filename, dists.alpha_2.filename, dists.beta_1.filename}]
+
+
+def test_file_evicted_by_one_proxy_is_refetched_by_the_other(proxy, upstream_factory, tmp_path):
+    a, b, c = _three_similar_wheels()
+    up = upstream_factory("html", None)
+    for dist in (a, b, c):
+        up.add(dist)
+    cache_dir = str(tmp_path / "cache")
+    cap = _cap_for_two([a, b, c])
+    one = proxy(up, cache_dir=cache_dir, cache_size=cap)
+    two = proxy(up, cache_dir=cache_dir, cache_size=cap)
+    for dist in (a, b):
+        assert one.get(file_path(dist)).body == dist.content
+    assert two.get(file_path(a)).body == a.content  # served from what one stored
+    assert up.hits(a.filename) == 1
+    assert one.get(file_path(c)).body == c.content  # one evicts A or B
+    assert wait_until(lambda: stored_content(cache_dir, c.filename)) == c.content
+    gone = [d for d in (a, b) if not stored_paths(cache_dir, d.filename)]
+    assert len(gone) == 1, files_tree(cache_dir)
+    [evicted] = gone
+    kept = b if evicted is a else a
+    hits_before = up.hits(evicted.filename)
+    result = two.get(file_path(evicted))
+    assert result.status == 200 and result.body == evicted.content
+    assert up.hits(evicted.filename) == hits_before + 1
+    assert two.get(file_path(kept)).body == kept.content
+    assert up.hits(kept.filename) == 1
+
+
+# =============================================================================
+# PEP 658 / 714 metadata files
+# =============================================================================
+
+
+def test_metadata_file_is_served_hash_checked_and_cached(proxy, upstream, dists):
+    dist = dists.alpha_2
+    p = proxy(upstream)
+    anchors = parse_anchors(p.get("/index/alpha/").body)
+    advertised = anchors[dist.filename]["data-core-metadata"]
+    for _ in range(2):
+        result = p.get(file_path(dist) + ".metadata")
+        assert result.status == 200
+        assert result.body == dist.metadata
+        assert int(result.headers["Content-Length"]) == len(dist.metadata)
+        assert advertised == "sha256=" + hashlib.sha256(result.body).hexdigest()
+        assert "Content-Encoding" not in result.headers
+    assert upstream.hits(dist.filename + ".metadata") == 1
+    assert upstream.hits(dist.filename) == 0  # the wheel itself was never needed
+
+
+def test_corrupt_metadata_file_is_not_served_whole_nor_stored(proxy, upstream_html, dists):
+    dist = dists.alpha_2
+    p = proxy(upstream_html)
+    assert p.get("/index/alpha/").status == 200
+    upstream_html.fail(dist.filename + ".metadata", "corrupt", times=1)
+    _assert_cut_short(read_broken(p.url, file_path(dist) + ".metadata"), len(dist.metadata))
+    assert wait_until(lambda: files_tree(p.settings.cache_dir) == {}), files_tree(p.settings.cache_dir)
+    result = p.get(file_path(dist) + ".metadata")
+    assert result.status == 200 and result.body == dist.metadata
+
+
+def test_html_page_advertises_metadata_under_both_names(proxy, upstream, dists):
+    p = proxy(upstream)
+    for project, with_meta, without_meta in (
+        ("alpha", [dists.alpha_1, dists.alpha_2], [dists.alpha_2_sdist]),
+        ("zope-interface", [], [dists.zope]),
+    ):
+        result = p.get(f"/index/{project}/", {"Accept": "text/html"})
+        assert result.status == 200
+        anchors = parse_anchors(result.body)
+        for dist in with_meta:
+            expected = f"sha256={dist.metadata_sha256}"
+            assert anchors[dist.filename].get("data-core-metadata") == expected
+            assert anchors[dist.filename].get("data-dist-info-metadata") == expected
+        for dist in without_meta:
+            assert "data-core-metadata" not in anchors[dist.filename]
+            assert "data-dist-info-metadata" not in anchors[dist.filename]
+        assert not re.search(rb'data-(core|dist-info)-metadata="false"', result.body, re.IGNORECASE)
+
+
+def test_json_page_advertises_core_metadata_only(proxy, upstream, dists):
+    p = proxy(upstream)
+    for project, with_meta, without_meta in (
+        ("alpha", [dists.alpha_1, dists.alpha_2], [dists.alpha_2_sdist]),
+        ("zope-interface", [], [dists.zope]),
+    ):
+        result = p.get(f"/index/{project}/", {"Accept": PIP_ACCEPT})
+        assert result.content_type == JSON_TYPE
+        files = json_files(result.body)
+        for item in files.values():
+            assert "dist-info-metadata" not in item  # PEP 714: pip 22.3-23.1 crash on it
+        for dist in with_meta:
+            assert files[dist.filename]["core-metadata"] == {"sha256": dist.metadata_sha256}
+        for dist in without_meta:
+            assert files[dist.filename].get("core-metadata", False) is False
+
+
+def test_metadata_not_advertised_upstream_is_404(proxy, upstream, dists):
+    p = proxy(upstream)
+    for dist in (dists.zope, dists.alpha_2_sdist):
+        assert p.get(file_path(dist) + ".metadata").status == 404
+        assert upstream.hits(dist.filename + ".metadata") == 0
+    assert p.get(file_path(dists.alpha_2) + ".metadata").status == 200  # the route itself works
+
+
+def _pip_version() -> tuple:
+    import pip
+
+    return tuple(int(part) for part in re.findall(r"\d+", pip.__version__)[:2])
+
+
+def test_real_pip_resolves_from_metadata_files(proxy, upstream, dists, tmp_path):
+    """pip's resolver learns beta's dependencies from beta's .metadata, not its wheel.
+
+    pip 23.2 still downloads the chosen wheels once the resolution is done, even with
+    --dry-run (pypa/pip#12603), so zero wheel GETs cannot be asked of it; what can be
+    checked is the order: both .metadata files, and alpha's page (found only through
+    beta's metadata), come before any wheel.
+    """
+    if _pip_version() < (22, 3):
+        pytest.skip("pip before 22.3 has no PEP 658 (and no --dry-run before 22.2)")
+    p = proxy(upstream)
+    result = run_pip(["install", "--dry-run", "--ignore-installed", "beta"], p.index_url, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Would install alpha-2.0 beta-1.0" in result.stdout
+    paths = [r.path for r in upstream.requests if r.method == "GET"]
+    beta_meta = f"/files/beta/{dists.beta_1.filename}.metadata"
+    alpha_meta = f"/files/alpha/{dists.alpha_2.filename}.metadata"
+    assert beta_meta in paths and alpha_meta in paths, paths
+    wheels = [i for i, path in enumerate(paths) if path.endswith(".whl")]
+    resolved_by = max(paths.index(beta_meta), paths.index(alpha_meta), paths.index("/simple/alpha/"))
+    assert paths.index(beta_meta) < paths.index("/simple/alpha/"), paths
+    assert all(i > resolved_by for i in wheels), paths
+    assert paths.count(beta_meta) == paths.count(alpha_meta) == 1
+
+
+# =============================================================================
+# HTTP details of pages and files
+# =============================================================================
+
+
+@pytest.mark.parametrize("accept", [None, PIP_ACCEPT])
+@pytest.mark.parametrize("path", ["/index/", "/index/alpha/"])
+def test_head_on_pages_has_the_get_headers_and_no_body(proxy, upstream_html, accept, path):
+    p = proxy(upstream_html)
+    headers = {"Accept": accept} if accept else {}
+    get = p.get(path, headers)
+    head = p.request("HEAD", path, headers)
+    assert (get.status, head.status, head.body) == (200, 200, b"")
+    assert headers_without_date(head.headers) == headers_without_date(get.headers)
+    assert int(head.headers["Content-Length"]) == len(get.body)
+
+
+def test_head_on_files_cached_and_not(proxy, upstream, dists):
+    """HTML gives no size (the proxy asks upstream), JSON does."""
+    upstream_html = upstream
+    dist = dists.alpha_2
+    p = proxy(upstream)
+    uncached = p.request("HEAD", file_path(dist))
+    assert (uncached.status, uncached.body) == (200, b"")
+    assert int(uncached.headers["Content-Length"]) == dist.size
+    assert upstream_html.hits(dist.filename, "GET") == 0  # a HEAD downloads nothing
+    assert files_tree(p.settings.cache_dir) == {}
+    get = p.get(file_path(dist))
+    assert get.body == dist.content
+    assert headers_without_date(uncached.headers) == headers_without_date(get.headers)
+    cached = p.request("HEAD", file_path(dist))
+    assert (cached.status, cached.body) == (200, b"")
+    assert headers_without_date(cached.headers) == headers_without_date(get.headers)
+    assert upstream_html.hits(dist.filename, "GET") == 1
+
+
+def test_file_response_headers(proxy, upstream_html, dists):
+    p = proxy(upstream_html)
+    for dist, types in (
+        (dists.alpha_2, {"application/zip", "application/octet-stream", "application/x-wheel+zip"}),
+        (dists.alpha_2_sdist, {"application/gzip", "application/x-gzip", "application/x-tar",
+                               "application/x-gtar", "application/x-tar+gzip"}),
+    ):
+        first = p.get(file_path(dist))  # uncached: streamed from upstream
+        second = p.get(file_path(dist))  # cached
+        for result in (first, second):
+            assert result.status == 200 and result.body == dist.content
+            assert int(result.headers["Content-Length"]) == dist.size
+            assert result.content_type in types, result.headers["Content-Type"]
+            assert "Content-Encoding" not in result.headers  # bytes as hashed, never re-encoded
+            assert result.headers["Accept-Ranges"] == "bytes"
+            assert result.headers["Cache-Control"] == FILE_CACHE_CONTROL
+            assert result.headers["ETag"]
+        assert first.headers["ETag"] == second.headers["ETag"]
+    assert p.get(file_path(dists.alpha_2)).content_type != p.get(file_path(dists.alpha_2_sdist)).content_type
+
+
+def test_binary_file_mime_type_setting(proxy, upstream_html, dists):
+    p = proxy(upstream_html, binary_file_mime_type=True)
+    for dist in (dists.alpha_2, dists.alpha_2_sdist):
+        for _ in range(2):  # uncached, then cached
+            result = p.get(file_path(dist))
+            assert result.body == dist.content
+            assert result.content_type == "application/octet-stream"
+            assert "Content-Encoding" not in result.headers
+
+
+def test_if_none_match_gets_304(proxy, upstream_html, dists):
+    dist = dists.alpha_2
+    p = proxy(upstream_html)
+    etag = p.get(file_path(dist)).headers["ETag"]
+    for sent in (etag, f'"nope", {etag}', f"W/{etag}"):
+        status, headers, body = p.get(file_path(dist), {"If-None-Match": sent})
+        assert (status, body) == (304, b""), sent
+        assert headers["ETag"] == etag
+    assert p.get(file_path(dist), {"If-None-Match": '"something-else"'}).body == dist.content
+
+
+def test_ranges_on_a_cached_file(proxy, upstream_html, dists):
+    dist = dists.alpha_2
+    size, content = dist.size, dist.content
+    p = proxy(upstream_html)
+    assert p.get(file_path(dist)).body == content
+    for header, start, stop in (
+        ("bytes=100-199", 100, 200),
+        ("bytes=0-0", 0, 1),
+        (f"bytes={size - 10}-", size - 10, size),
+        ("bytes=-30", size - 30, size),
+        (f"bytes=200-{size + 500}", 200, size),
+    ):
+        status, headers, body = p.get(file_path(dist), {"Range": header})
+        assert status == 206, header
+        assert body == content[start:stop], header
+        assert headers["Content-Range"] == f"bytes {start}-{stop - 1}/{size}", header
+        assert int(headers["Content-Length"]) == stop - start
+        assert headers["Accept-Ranges"] == "bytes"
+    status, headers, _ = p.get(file_path(dist), {"Range": f"bytes={size}-"})
+    assert status == 416
+    assert headers["Content-Range"] == f"bytes */{size}"
+    status, headers, body = p.get(file_path(dist), {"Range": "bytes=0-9,20-29"})
+    assert (status, body) == (200, content)
+    assert "Content-Range" not in headers
+    assert upstream_html.hits(dist.filename, None) == 1
+
+
+def test_range_on_an_uncached_file_is_answered_correctly(proxy, upstream, dists):
+    dist = dists.alpha_2
+    size, content = dist.size, dist.content
+    p = proxy(upstream)
+    status, headers, body = p.get(file_path(dist), {"Range": "bytes=100-199"})
+    assert status == 206
+    assert body == content[100:200]
+    assert headers["Content-Range"] == f"bytes 100-199/{size}"
+    assert int(headers["Content-Length"]) == 100
+    assert headers["Accept-Ranges"] == "bytes"
+    other = dists.beta_1  # never fetched whole: the 416 cannot come from a cached copy
+    status, headers, _ = p.get(file_path(other), {"Range": f"bytes={other.size + 5}-"})
+    assert status == 416
+    assert headers["Content-Range"] == f"bytes */{other.size}"
+    assert p.get(file_path(dist)).body == content
+
+
+def test_range_on_an_uncached_file_is_passed_upstream_and_prefetches_the_file(proxy, upstream, dists):
+    """The range is answered at once from upstream as a Range (uv reads a wheel's zip
+    directory this way), and the whole file is fetched once in the background, so the
+    next client (uv installing what it resolved) finds it cached."""
+    dist = dists.alpha_2
+    p = proxy(upstream)
+    status, _, body = p.get(file_path(dist), {"Range": "bytes=100-199"})
+    assert (status, body) == (206, dist.content[100:200])
+
+    def file_requests() -> list:
+        return [r for r in upstream.requests if r.path.endswith("/" + dist.filename)]
+
+    assert any(r.headers.get("range") == "bytes=100-199" for r in file_requests())
+    assert wait_until(lambda: stored_paths(p.settings.cache_dir, dist.filename), timeout=10.0)
+    assert len([r for r in file_requests() if "range" not in r.headers]) == 1
+    upstream.reset_hits()
+    status, _, body = p.get(file_path(dist), {"Range": "bytes=-50"})
+    assert (status, body) == (206, dist.content[-50:])
+    assert p.get(file_path(dist)).body == dist.content
+    assert file_requests() == []  # served from the cache now
+
+
+# =============================================================================
+# Done when: a second pip run through a restarted proxy fetches index pages only
+# =============================================================================
+
+
+def test_second_pip_run_through_restarted_proxy_fetches_no_files(upstream_json, dists, tmp_path):
+    up = upstream_json
+    cache_dir = str(tmp_path / "cache")
+    args = ["--index-url", up.url, "--cache-dir", cache_dir, "--index-ttl", "0"]
+    wanted = {dists.alpha_2.filename: dists.alpha_2.content, dists.beta_1.filename: dists.beta_1.content,
+              dists.delta.filename: dists.delta.content}
+
+    def downloaded(directory: Path) -> dict:
+        return {path.name: path.read_bytes() for path in directory.iterdir()}
+
+    with ProxyProcess(args) as first:
+        result = run_pip(["download", "-d", str(tmp_path / "one"), "beta", "delta"], first.index_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert downloaded(tmp_path / "one") == wanted
+    assert up.hits(dists.beta_1.filename) == 1
+
+    up.reset_hits()
+    with ProxyProcess(args) as second:
+        result = run_pip(["download", "-d", str(tmp_path / "two"), "beta", "delta"], second.index_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        result = run_pip(["install", "--target", str(tmp_path / "target"), "beta", "delta"], second.index_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert downloaded(tmp_path / "two") == wanted
+    assert (tmp_path / "target" / "alpha.py").is_file() and (tmp_path / "target" / "beta.py").is_file()
+    paths = [r.path for r in up.requests]
+    assert paths, "the proxy never asked upstream for pages with TTL 0"
+    assert [path for path in paths if not path.startswith("/simple/")] == []
