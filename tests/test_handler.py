@@ -1,0 +1,126 @@
+"""The handler's own request parsing and framing, through raw sockets (the client
+library would normalise what these tests send)."""
+
+from __future__ import annotations
+
+import socket
+import urllib.parse
+
+import pytest
+
+from tests.support.proxy import raw_request, raw_status
+
+
+@pytest.fixture
+def running(proxy, upstream_json):
+    return proxy(upstream_json)
+
+
+@pytest.mark.parametrize(
+    "request_line, status",
+    [
+        (b"GET /health HTTP/1.1", 200),
+        (b"GET /health HTTP/1.0", 200),
+        (b"garbage", 400),
+        (b"GET /health", 400),  # HTTP/0.9 is not served
+        (b"GET /health HTTP/x.y", 400),
+        (b"GET /health HTTP/1.1.1", 400),
+        (b"GET /health HTTP/\xb9.1", 400),  # a non-ASCII digit
+        (b"GET /health HTTP/2.0", 505),
+        (b"GET /health FTP/1.1", 400),
+    ],
+)
+def test_request_line(running, request_line, status) -> None:
+    response = raw_request(running.url, request_line + b"\r\nHost: x\r\n\r\n")
+    assert raw_status(response) == status
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        (b"Host: x\r\n", 200),
+        (b"Host: x\r\nNo colon here\r\n", 400),
+        (b"Host: x\r\n : empty name\r\n", 400),
+        (b"Host x\r\n", 400),
+        (b"X-Long: " + b"a" * 70000 + b"\r\n", 431),
+        (b"".join(b"X-%d: y\r\n" % i for i in range(101)), 431),
+        (b"".join(b"X-%d: y\r\n" % i for i in range(99)), 200),
+    ],
+)
+def test_header_lines(running, headers, status) -> None:
+    response = raw_request(running.url, b"GET /health HTTP/1.1\r\n" + headers + b"\r\n")
+    assert raw_status(response) == status
+    assert raw_status(raw_request(running.url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
+
+
+def test_repeated_headers_are_joined(running) -> None:
+    # Two Accept headers: together they admit JSON, which neither alone would rank first.
+    request = (
+        b"GET /index/alpha/ HTTP/1.1\r\nHost: x\r\n"
+        b"Accept: text/html;q=0.5\r\nAccept: application/vnd.pypi.simple.v1+json\r\n\r\n"
+    )
+    assert b"Content-Type: application/vnd.pypi.simple.v1+json" in raw_request(running.url, request)
+
+
+def read_responses(url: str, data: bytes, count: int) -> list:
+    """Send *data* on one connection and read *count* responses (by Content-Length)."""
+    parts = urllib.parse.urlsplit(url)
+    responses = []
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(data)
+        buffer = b""
+        while len(responses) < count:
+            head, sep, rest = buffer.partition(b"\r\n\r\n")
+            if sep:
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+                    0,
+                )
+                if len(rest) >= length:
+                    responses.append(head)
+                    buffer = rest[length:]
+                    continue
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+    return responses
+
+
+def test_keep_alive_serves_pipelined_requests(running) -> None:
+    one = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    responses = read_responses(running.url, one * 3, 3)
+    assert [raw_status(r) for r in responses] == [200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    "request_text, closes",
+    [
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", True),
+        (b"GET /health HTTP/1.0\r\n\r\n", True),
+        (b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", False),
+    ],
+)
+def test_connection_header(running, request_text, closes) -> None:
+    parts = urllib.parse.urlsplit(running.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=1) as sock:
+        sock.sendall(request_text)
+        received = b""
+        while b"ok\n" not in received:
+            received += sock.recv(65536)
+        try:
+            closed = sock.recv(1) == b""
+        except socket.timeout:
+            closed = False
+    assert closed == closes
+
+
+def test_expect_100_continue(running) -> None:
+    parts = urllib.parse.urlsplit(running.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")
+        received = b""
+        while b"ok\n" not in received:
+            received += sock.recv(65536)
+    assert received.startswith(b"HTTP/1.1 100 Continue\r\n")
+    assert b"200 OK" in received
