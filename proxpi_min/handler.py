@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import hmac
+import itertools
 import http.server
 import logging
 import os
@@ -176,14 +177,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         # As http.server (gh-87389): "//host/x" must not reach us as a network path.
         self.path = "/" + path.lstrip("/") if path.startswith("//") else path
         headers = _Headers()
-        while True:
+        for count in itertools.count():
             line = self.rfile.readline(_MAX_HEADER_LINE + 1)
             if len(line) > _MAX_HEADER_LINE:
                 self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
                 return False
             if line in (b"\r\n", b"\n", b""):
                 break
-            if len(headers) >= _MAX_HEADERS:
+            if count >= _MAX_HEADERS:
                 self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
                 return False
             name, colon, value = line.decode("iso-8859-1").partition(":")

@@ -134,6 +134,9 @@ def _split_fragment(url: str) -> tuple[str, Hashes]:
 
 
 def _absolute(url: str, base: str) -> str:
+    # Most URLs are absolute already (PyPI's are); urljoin would cost half the parse.
+    if url.startswith(("https://", "http://")) and "/." not in url:
+        return url
     return urllib.parse.urljoin(base, url)
 
 
