@@ -16,6 +16,7 @@ import functools
 import hashlib
 import http.client as http_client
 import os
+from stat import S_ISREG
 import random
 import re
 import socket
@@ -63,14 +64,19 @@ def file_path(dist: Dist) -> str:
 
 
 def files_tree(cache_dir: str | os.PathLike) -> dict[str, int]:
-    """Every regular file under ``<cache dir>/files`` (relative path -> size)."""
+    """Every regular file under ``<cache dir>/files`` (relative path -> size); a temp
+    file that the proxy renames or removes while we look is skipped."""
     root = os.path.join(cache_dir, "files")
     found = {}
     for directory, _, names in os.walk(root):
         for name in names:
             path = os.path.join(directory, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                found[os.path.relpath(path, root)] = os.stat(path).st_size
+            try:
+                stat = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if S_ISREG(stat.st_mode):
+                found[os.path.relpath(path, root)] = stat.st_size
     return found
 
 

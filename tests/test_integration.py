@@ -60,10 +60,13 @@ def _stored_dist_files(cache_dir, dists):
             path = os.path.join(directory, name)
             if not os.path.isfile(path) or os.path.islink(path):
                 continue
-            with open(path, "rb") as handle:
-                digest = hashlib.sha256(handle.read()).hexdigest()
-            if digest in known or name in names:
-                found[path] = os.stat(path).st_size
+            try:  # a temp file may be renamed or removed while we look
+                with open(path, "rb") as handle:
+                    content = handle.read()
+            except FileNotFoundError:
+                continue
+            if hashlib.sha256(content).hexdigest() in known or name in names:
+                found[path] = len(content)
     return found
 
 

@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 __all__ = [
@@ -446,6 +447,10 @@ def cache_dir_bytes(path: str | os.PathLike, exclude: Callable[[str], bool] | No
             relative = os.path.relpath(full, path)
             if exclude is not None and exclude(relative):
                 continue
-            if os.path.isfile(full) and not os.path.islink(full):
-                total += os.stat(full).st_size
+            try:  # a temp file may be renamed or removed while we look
+                stat = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            if S_ISREG(stat.st_mode):
+                total += stat.st_size
     return total
