@@ -23,6 +23,7 @@ import mimetypes
 import os
 import socket
 import threading
+import time
 from typing import Optional
 
 from .byteranges import ByteRange
@@ -37,6 +38,9 @@ __all__ = ["FileBody", "FileCache", "content_type_for"]
 logger = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024  # bytes per upstream read and per sendfile call while streaming
+# A hit moves a file's mtime (its recency) at most this often: a busy file is not
+# worth a metadata write per request.
+TOUCH_INTERVAL = 1.0
 _PREFERRED_HASHES = ("sha256", "sha512", "sha384", "blake2b", "sha3_256", "sha224", "sha1", "md5")
 _ENCODED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
 
@@ -482,7 +486,7 @@ class FileCache:
     def _body(self, target: _Target, head: bool, byte_range: Optional[ByteRange]) -> FileBody:
         cached = self._open_cached(target)
         if cached is not None:
-            return self._cached_body(cached, byte_range)
+            return self._cached_body(*cached, byte_range)
         if self._offline:
             raise NotFound(f"{target.filename} is not in the offline cache")
         if self.cap <= 0 or (target.size is not None and target.size > self.cap):
@@ -511,9 +515,9 @@ class FileCache:
             raise
 
     @staticmethod
-    def _cached_body(file, byte_range: Optional[ByteRange]) -> FileBody:
+    def _cached_body(file, size: int, byte_range: Optional[ByteRange]) -> FileBody:
         try:
-            return _CachedBody(file, os.fstat(file.fileno()).st_size, byte_range)
+            return _CachedBody(file, size, byte_range)
         except BaseException:
             file.close()
             raise
@@ -528,7 +532,8 @@ class FileCache:
         return _UpstreamBody(response, target, whole_file=response.status == 200 and not head)
 
     def _open_cached(self, target: _Target):
-        """The stored file opened for reading (and marked recently used), or None."""
+        """(file opened for reading, size) of the stored file, marked recently used;
+        or None."""
         try:
             file = open(target.path, "rb")
         except OSError:
@@ -538,17 +543,18 @@ class FileCache:
                     self._used -= size
                     self.generation += 1
             return None
-        size = os.fstat(file.fileno()).st_size
+        stat = os.fstat(file.fileno())
         with self._lock:
             if target.path in self._files:
                 self._files.move_to_end(target.path)
             else:  # stored by another process sharing the directory
-                self._files[target.path] = size
-                self._used += size
+                self._files[target.path] = stat.st_size
+                self._used += stat.st_size
                 self.generation += 1
-        with contextlib.suppress(OSError):
-            os.utime(file.fileno())  # recency that survives a restart
-        return file
+        if time.time() - stat.st_mtime > TOUCH_INTERVAL:
+            with contextlib.suppress(OSError):
+                os.utime(file.fileno())  # recency that survives a restart
+        return file, stat.st_size
 
     # ------------------------------------------------------------------ storing
 

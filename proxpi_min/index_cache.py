@@ -49,6 +49,7 @@ RETRY_MAX = 300.0
 # measured with PyPI-like JSON pages). Past this, the least recently used are dropped
 # and read back from their saved copy.
 MAX_RESIDENT_FILES = 100_000
+MAX_FILE_MAPS = 256  # projects whose file-name index is kept
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
 _DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)
@@ -330,6 +331,10 @@ class Indexes:
         self._is_cached = is_cached
         self._cache_generation = cache_generation
         self._rendered = _RenderedPages(page_memory)
+        # Per project, file name -> entry: a wheel request must not scan botocore's 5000
+        # files. Small next to the pages themselves; bounded all the same.
+        self._file_maps: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()
+        self._lock = threading.Lock()
 
     def _merged(self, name: NormalizedName, lookups: list) -> ProjectPage:
         """The indices' pages as one (cheap: no copy when one index has the project).
@@ -389,11 +394,22 @@ class Indexes:
 
         :raises NotFound: no index lists it (we only ever fetch listed URLs).
         """
-        page = self._merged(name, [cache.project(name) for cache in self.caches])
-        for entry in page.files:
-            if entry.filename == filename:
-                return entry
-        raise NotFound(f"{filename!r} is not a file of project {name!r}")
+        lookups = [cache.project(name) for cache in self.caches]
+        version = tuple(lookup.version for lookup in lookups)
+        with self._lock:
+            found = self._file_maps.get(name)
+            if found is not None and found[0] == version:
+                self._file_maps.move_to_end(name)
+        if found is None or found[0] != version:
+            found = (version, {entry.filename: entry for entry in self._merged(name, lookups).files})
+            with self._lock:
+                self._file_maps[name] = found
+                if len(self._file_maps) > MAX_FILE_MAPS:
+                    self._file_maps.popitem(last=False)
+        entry = found[1].get(filename)
+        if entry is None:
+            raise NotFound(f"{filename!r} is not a file of project {name!r}")
+        return entry
 
     def invalidate_project(self, name: NormalizedName) -> None:
         for cache in self.caches:
