@@ -41,6 +41,7 @@ CHUNK = 1024 * 1024  # bytes per upstream read and per sendfile call while strea
 # A hit moves a file's mtime (its recency) at most this often: a busy file is not
 # worth a metadata write per request.
 TOUCH_INTERVAL = 1.0
+ONE_WRITE = 64 * 1024  # cached bodies up to this size go out with their headers
 _PREFERRED_HASHES = ("sha256", "sha512", "sha384", "blake2b", "sha3_256", "sha224", "sha1", "md5")
 _ENCODED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
 
@@ -99,18 +100,31 @@ class FileBody:
     content_range: Optional[str] = None
     total: Optional[int] = None
 
-    def send(self, conn: socket.socket, chunked: bool) -> None:
+    def send(self, conn: socket.socket, head: bytes, chunked: bool) -> None:
+        """Send *head* (status line and headers), then the body."""
+        conn.sendall(head)
+        self._send_body(conn, chunked)
+
+    def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         pass
 
-    def _ranged(self, start: int, stop: int, total: int) -> None:
+    def _ranged(self, byte_range: Optional[ByteRange], total: int) -> tuple:
+        """Set status and lengths for *byte_range* (None: the whole file) of a file of
+        *total* bytes; returns its (start, stop) offsets.
+
+        A range is answered 206 even when it spans the whole file: uv takes a 200 as
+        "this index has no range support" and then downloads whole wheels.
+        """
+        start, stop = byte_range.resolve(total) if byte_range else (0, total)
         self.length = stop - start
         self.total = total
-        if (start, stop) != (0, total):
+        if byte_range is not None:
             self.status = 206
             self.content_range = f"bytes {start}-{stop - 1}/{total}"
+        return start, stop
 
 
 def _send_chunk(conn: socket.socket, data_or_file, offset: int, count: int, chunked: bool) -> None:
@@ -129,10 +143,16 @@ class _CachedBody(FileBody):
 
     def __init__(self, file, size: int, byte_range: Optional[ByteRange]) -> None:
         self._file = file
-        self._start, stop = byte_range.resolve(size) if byte_range else (0, size)
-        self._ranged(self._start, stop, size)
+        self._start = self._ranged(byte_range, size)[0]
 
-    def send(self, conn: socket.socket, chunked: bool) -> None:
+    def send(self, conn: socket.socket, head: bytes, chunked: bool) -> None:
+        if self.length is not None and self.length <= ONE_WRITE:
+            # Headers and a small body in one write: one packet, no sendfile set-up.
+            conn.sendall(head + os.pread(self._file.fileno(), self.length, self._start))
+        else:
+            super().send(conn, head, chunked)
+
+    def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         if self.length:
             conn.sendfile(self._file, self._start, self.length)
 
@@ -159,7 +179,7 @@ class _UpstreamBody(FileBody):
         self.length = response.length
         self.content_range = response.headers.get("Content-Range")
 
-    def send(self, conn: socket.socket, chunked: bool) -> None:
+    def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         hasher = hashlib.new(self._target.hash[0]) if self._verify else None
         held = b""
         while True:
@@ -346,11 +366,9 @@ class _DownloadBody(FileBody):
         self._position = 0
         self._stop = download.length
         if download.length is not None:
-            start, self._stop = byte_range.resolve(download.length) if byte_range else (0, download.length)
-            self._position = start
-            self._ranged(start, self._stop, download.length)
+            self._position, self._stop = self._ranged(byte_range, download.length)
 
-    def send(self, conn: socket.socket, chunked: bool) -> None:
+    def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         download = self._download
         while self._stop is None or self._position < self._stop:
             with download.cond:

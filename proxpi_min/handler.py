@@ -375,11 +375,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             chunked = True
         else:
             self.close_connection = True  # an HTTP/1.0 client reads to the close
-        self._write_head(body.status, headers)
         if head:
-            return
+            return self._write_head(body.status, headers)
         try:
-            body.send(self.connection, chunked)
+            body.send(self.connection, self._head(body.status, headers), chunked)
             self._sent = body.length or 0
         except ProxpiError as exc:
             # Headers are out: cut the response short so the client sees the failure
