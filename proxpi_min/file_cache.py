@@ -98,7 +98,7 @@ class FileBody:
     etag: Optional[str] = None
     length: Optional[int] = None
     content_range: Optional[str] = None
-    total: Optional[int] = None
+    sent = 0  # body bytes sent so far (for the request log)
 
     def send(self, conn: socket.socket, head: bytes, chunked: bool) -> None:
         """Send *head* (status line and headers), then the body."""
@@ -120,11 +120,56 @@ class FileBody:
         """
         start, stop = byte_range.resolve(total) if byte_range else (0, total)
         self.length = stop - start
-        self.total = total
         if byte_range is not None:
             self.status = 206
             self.content_range = f"bytes {start}-{stop - 1}/{total}"
         return start, stop
+
+
+def _relay(
+    response: FileResponse,
+    conn: socket.socket,
+    chunked: bool,
+    *,
+    limit: Optional[int],
+    skip: int = 0,
+    hasher=None,
+    expected: Optional[tuple] = None,
+) -> int:
+    """Copy an upstream body to the client: *skip* bytes dropped first, then at most
+    *limit* bytes (None: to the end). With a *hasher* (the whole file), the last byte
+    is held back until the digest matches *expected*.
+
+    :returns: the bytes sent.
+    :raises UpstreamError: fewer than *limit* bytes came (IntegrityError: bad hash).
+    """
+    sent = 0
+    held = b""
+    while limit is None or sent + len(held) < limit:
+        chunk = response.read(CHUNK)
+        if not chunk:
+            break
+        if skip:
+            cut = min(skip, len(chunk))
+            chunk, skip = chunk[cut:], skip - cut
+        if limit is not None:
+            chunk = chunk[: limit - sent - len(held)]
+        if hasher is not None and chunk:
+            hasher.update(chunk)
+            chunk, held = held + chunk[:-1], chunk[-1:]
+        if chunk:
+            _send_chunk(conn, chunk, 0, len(chunk), chunked)
+            sent += len(chunk)
+    if limit is not None and sent + len(held) < limit:
+        raise UpstreamError(f"upstream ended {limit - sent - len(held)} bytes early: {response.url}")
+    if hasher is not None and hasher.hexdigest() != expected[1]:
+        raise IntegrityError(f"upstream bytes do not match the index hash: {response.url}")
+    if held:
+        _send_chunk(conn, held, 0, len(held), chunked)
+        sent += len(held)
+    if chunked:
+        conn.sendall(b"0\r\n\r\n")
+    return sent
 
 
 def _send_chunk(conn: socket.socket, data_or_file, offset: int, count: int, chunked: bool) -> None:
@@ -149,12 +194,13 @@ class _CachedBody(FileBody):
         if self.length is not None and self.length <= ONE_WRITE:
             # Headers and a small body in one write: one packet, no sendfile set-up.
             conn.sendall(head + os.pread(self._file.fileno(), self.length, self._start))
+            self.sent = self.length
         else:
             super().send(conn, head, chunked)
 
     def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         if self.length:
-            conn.sendfile(self._file, self._start, self.length)
+            self.sent = conn.sendfile(self._file, self._start, self.length)
 
     def close(self) -> None:
         self._file.close()
@@ -164,7 +210,7 @@ class _SizeOnlyBody(FileBody):
     """Headers alone, for a HEAD on a file the index gave the size of."""
 
     def __init__(self, size: int) -> None:
-        self.length = self.total = size
+        self.length = size
 
 
 class _UpstreamBody(FileBody):
@@ -181,22 +227,9 @@ class _UpstreamBody(FileBody):
 
     def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         hasher = hashlib.new(self._target.hash[0]) if self._verify else None
-        held = b""
-        while True:
-            chunk = self._response.read(CHUNK)
-            if not chunk:
-                break
-            if hasher is not None:
-                hasher.update(chunk)
-                chunk, held = held + chunk[:-1], chunk[-1:]
-            if chunk:
-                _send_chunk(conn, chunk, 0, len(chunk), chunked)
-        if hasher is not None and hasher.hexdigest() != self._target.hash[1]:
-            raise IntegrityError(f"{self._target.filename}: upstream bytes do not match the index hash")
-        if held:
-            _send_chunk(conn, held, 0, len(held), chunked)
-        if chunked:
-            conn.sendall(b"0\r\n\r\n")
+        self.sent = _relay(
+            self._response, conn, chunked, limit=self.length, hasher=hasher, expected=self._target.hash
+        )
 
     def close(self) -> None:
         self._response.close()
@@ -261,6 +294,8 @@ class _Download:
                 chunk = response.read(CHUNK)
                 if not chunk:
                     break
+                if self.length is not None and self.written + len(chunk) > self.length:
+                    raise IntegrityError(f"{target.filename}: upstream sends more than {self.length} bytes")
                 if hasher is not None:
                     hasher.update(chunk)
                 try:
@@ -376,6 +411,7 @@ class _DownloadBody(FileBody):
                 limit, error, disk_failed = self._limit(), download.error, download.disk_failed
             if limit > self._position:
                 _send_chunk(conn, self._file, self._position, limit - self._position, chunked)
+                self.sent += limit - self._position
                 self._position = limit
             elif error is not None:
                 raise error
@@ -391,31 +427,34 @@ class _DownloadBody(FileBody):
         """How far this client may read now: all that is written once the download is
         verified, all but the last byte before, so a bad file is never sent whole."""
         download = self._download
-        limit = download.written if download.done else download.written - 1
+        if download.done:
+            limit = download.written
+        else:  # never the last byte: not of what is written, nor of the announced length
+            limit = download.written - 1
+            if download.length is not None:
+                limit = min(limit, download.length - 1)
         return limit if self._stop is None else min(limit, self._stop)
 
     def _resume_upstream(self, conn: socket.socket, chunked: bool) -> None:
-        """The cache's disk failed: fetch the rest of the file for this client alone."""
-        target = self._download.target
-        stop = self._stop
-        with self._download.cache.upstream.open_file(target.url, byte_range=f"bytes={self._position}-") as response:
-            skip = self._position if response.status == 200 else 0
-            while stop is None or self._position < stop:
-                chunk = response.read(CHUNK)
-                if not chunk:
-                    break
-                if skip:
-                    cut = min(skip, len(chunk))
-                    chunk, skip = chunk[cut:], skip - cut
-                if stop is not None:
-                    chunk = chunk[: stop - self._position]
-                if chunk:
-                    _send_chunk(conn, chunk, 0, len(chunk), chunked)
-                    self._position += len(chunk)
-        if stop is not None and self._position < stop:
-            raise UpstreamError(f"{target.filename}: upstream ended early")
-        if chunked:
-            conn.sendall(b"0\r\n\r\n")
+        """The cache's disk failed: fetch the rest of the file for this client alone,
+        still checking the hash when this client gets the whole file."""
+        download, target = self._download, self._download.target
+        hasher = None
+        if target.hash is not None and self.status == 200:
+            hasher = hashlib.new(target.hash[0])
+            for offset in range(0, self._position, CHUNK):  # what was sent, read back
+                hasher.update(os.pread(self._file.fileno(), min(CHUNK, self._position - offset), offset))
+        limit = None if self._stop is None else self._stop - self._position
+        with download.cache.upstream.open_file(target.url, byte_range=f"bytes={self._position}-") as response:
+            self.sent += _relay(
+                response,
+                conn,
+                chunked,
+                limit=limit,
+                skip=self._position if response.status == 200 else 0,
+                hasher=hasher,
+                expected=target.hash,
+            )
 
     def close(self) -> None:
         self._file.close()

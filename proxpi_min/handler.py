@@ -43,8 +43,8 @@ _CACHE_METHODS = ("DELETE",)
 # Files never change once published (PyPI refuses a reused file name).
 _FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
-# Control characters are escaped in the log, so request text cannot forge log lines.
 MAX_DISCARDED_BODY = 64 * 1024  # no route takes a body; bigger ones close the connection
+# Control characters are escaped in the log, so request text cannot forge log lines.
 _LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 
 
@@ -83,7 +83,12 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
         remove_temp_files(os.path.join(self.cache_dir, "index"))
-        self.upstream = Upstream(settings.connect_timeout, settings.read_timeout, settings.verify_ssl)
+        self.upstream = Upstream(
+            settings.connect_timeout,
+            settings.read_timeout,
+            settings.verify_ssl,
+            [index.url for index in settings.indexes],
+        )
         self.files = FileCache(
             os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline
         )
@@ -241,7 +246,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True  # the client went away
         except Exception:
-            logger.exception("error handling %s %s", self.command, self._escaped_path())
+            logger.exception("error handling %s", self._escaped_path())
             self._error(ProxpiError("internal error, see the proxy's log"))
         finally:
             self.server.request_finished()
@@ -379,12 +384,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             return self._write_head(body.status, headers)
         try:
             body.send(self.connection, self._head(body.status, headers), chunked)
-            self._sent = body.length or 0
         except ProxpiError as exc:
             # Headers are out: cut the response short so the client sees the failure
             # instead of installing bad or partial bytes.
             logger.warning("cut %s short: %s", self._escaped_path(), exc.message)
             self.close_connection = True
+        finally:
+            self._sent = body.sent
 
     def _home(self) -> None:
         settings = self.server.settings
@@ -470,7 +476,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         logger.info(
             '%s "%s %s" %d %d %.1fms',
             self.client_address[0],
-            self.command,
+            str(self.command).translate(_LOG_ESCAPES),
             self._escaped_path(),
             self._status,
             self._sent,

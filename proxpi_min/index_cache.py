@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-from .config import IndexSettings
+from .config import IndexSettings, redact_url
 from .errors import BadUpstreamPage, NotFound, UpstreamError
 from .names import NormalizedName, canonicalize_name
 from .page_store import LIST_KEY, PageStore, SavedPage
@@ -213,16 +213,19 @@ class IndexCache:
                 with self._lock:
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
                 return entry.lookup()
+            # Links resolve against the page's URL without credentials: file URLs, pages
+            # and saved copies never carry them (Upstream adds them per host).
+            page_url = redact_url(response.url)
             if response.status == 404:
-                new = _Entry(None, response.url, None, None, now)
+                new = _Entry(None, page_url, None, None, now)
             else:
                 value = (
                     parse_project_list(response.body, response.content_type)
                     if key == LIST_KEY
-                    else parse_project_page(response.body, response.content_type, response.url, NormalizedName(key))
+                    else parse_project_page(response.body, response.content_type, page_url, NormalizedName(key))
                 )
                 _check_plausible(value, entry)
-                new = _Entry(value, response.url, response.etag, response.last_modified, now)
+                new = _Entry(value, page_url, response.etag, response.last_modified, now)
         except UpstreamError as exc:
             return self._failed(key, entry, exc)
         saved = False

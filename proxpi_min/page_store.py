@@ -106,9 +106,11 @@ class PageStore:
     """Saved pages of one index, under ``<cache dir>/index/<hash of the index URL>/``."""
 
     def __init__(self, cache_dir: str, index_url: str) -> None:
-        digest = hashlib.sha256(index_url.encode()).hexdigest()[:16]
-        self.directory = os.path.join(cache_dir, "index", digest)
+        # Named by the URL without credentials: no password to guess from the name,
+        # and a changed password keeps the saved pages.
         self._index_url = redact_url(index_url)
+        digest = hashlib.sha256(self._index_url.encode()).hexdigest()[:16]
+        self.directory = os.path.join(cache_dir, "index", digest)
         self._url_written = False
 
     @classmethod

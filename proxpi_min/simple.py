@@ -140,6 +140,15 @@ def _absolute(url: str, base: str) -> str:
     return urllib.parse.urljoin(base, url)
 
 
+def _file_url(href: str, base: str) -> Optional[str]:
+    """A file link as an absolute URL, or None for a scheme we must not follow: an
+    http(s) index may only point at http(s) files, never at file: URLs on our disk."""
+    url = _absolute(href, base)
+    scheme = url.partition(":")[0].lower()
+    allowed = ("http", "https", "file") if base.lower().startswith("file:") else ("http", "https")
+    return url if scheme in allowed else None
+
+
 def _filename_from_url(url: str) -> str:
     return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
 
@@ -200,9 +209,10 @@ def _html_metadata(attrs: dict) -> Optional[Hashes]:
 
 def _file_from_html(attrs: dict, text: str, base: str) -> Optional[FileEntry]:
     href = attrs.get("href")
-    if not href:
+    url = _file_url(href, base) if href else None
+    if url is None:
         return None
-    url, hashes = _split_fragment(_absolute(href, base))
+    url, hashes = _split_fragment(url)
     filename = text or _filename_from_url(url)
     yanked = attrs.get("data-yanked", False)
     gpg = attrs.get("data-gpg-sig")
@@ -254,13 +264,16 @@ def _json_metadata(item: dict) -> Optional[Hashes]:
     return None
 
 
-def _file_from_json(item: Any, base: str) -> FileEntry:
+def _file_from_json(item: Any, base: str) -> Optional[FileEntry]:
     if not isinstance(item, dict):
         raise BadUpstreamPage("upstream JSON file entry is not an object")
-    filename, url, hashes = item.get("filename"), item.get("url"), item.get("hashes", {})
-    if not isinstance(filename, str) or not isinstance(url, str) or not isinstance(hashes, dict):
+    filename, href, hashes = item.get("filename"), item.get("url"), item.get("hashes", {})
+    if not isinstance(filename, str) or not isinstance(href, str) or not isinstance(hashes, dict):
         raise BadUpstreamPage("upstream JSON file entry lacks filename, url or hashes")
-    url, fragment_hashes = _split_fragment(_absolute(url, base))
+    url = _file_url(href, base)
+    if url is None:
+        return None
+    url, fragment_hashes = _split_fragment(url)
     yanked = item.get("yanked", False)
     size = item.get("size")
     upload_time = item.get("upload-time")
@@ -306,7 +319,7 @@ def parse_project_page(
         files = data.get("files")
         if not isinstance(files, list):
             raise BadUpstreamPage("upstream JSON project page has no 'files' list")
-        entries = tuple(_file_from_json(item, url) for item in files)
+        entries = tuple(entry for entry in (_file_from_json(item, url) for item in files) if entry)
         versions = data.get("versions")
         if isinstance(versions, list) and all(isinstance(v, str) for v in versions):
             versions = tuple(versions)

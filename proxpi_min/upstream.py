@@ -21,7 +21,7 @@ import time
 import urllib.parse
 import urllib.request
 import zlib
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 from .config import redact_url
 from .errors import BadUpstreamPage, NotFound, UpstreamError, UpstreamTimeout
@@ -209,8 +209,15 @@ class Upstream:
     """Fetches from upstream indices, keeping idle connections per host for reuse."""
 
     def __init__(
-        self, connect_timeout: float, read_timeout: float, verify_ssl: bool = True
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        verify_ssl: bool = True,
+        index_urls: Iterable[str] = (),
     ) -> None:
+        """*index_urls* with ``user:password@`` give the basic auth sent to their hosts
+        (for their pages and for files on the same host), so that no other URL, page
+        or saved file needs to carry the credentials."""
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._ssl_context = ssl.create_default_context()
@@ -220,6 +227,11 @@ class Upstream:
         self._idle: dict[tuple, list] = {}
         self._lock = threading.Lock()
         self._resolver = _Resolver()
+        self._credentials = {}
+        for url in index_urls:
+            target = _Target.parse(url)
+            if target.authorization:
+                self._credentials[target.key] = target.authorization
 
     # ------------------------------------------------------------------ connections
 
@@ -270,8 +282,9 @@ class Upstream:
         new connection (GET and HEAD are idempotent).
         """
         target = _Target.parse(url)
-        if target.authorization:
-            headers = {**headers, "Authorization": target.authorization}
+        authorization = target.authorization or self._credentials.get(target.key)
+        if authorization:
+            headers = {**headers, "Authorization": authorization}
         for attempt in (1, 2):
             with _translated(url):
                 conn, reused = self._acquire(target.key)
