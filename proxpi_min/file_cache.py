@@ -29,7 +29,7 @@ from typing import Optional
 from .byteranges import ByteRange
 from .errors import IntegrityError, NotFound, ProxpiError, RangeNotSatisfiable, UpstreamError
 from .names import NormalizedName, check_filename
-from .page_store import TEMP_PREFIX, remove_temp_files
+from .page_store import TEMP_PREFIX, remove_temp_files, temp_path
 from .simple import FileEntry, Hashes
 from .upstream import FileResponse, Upstream
 
@@ -249,8 +249,7 @@ class _Download:
         self.done = False  # complete and verified (stored, or deliberately not)
         self.error: Optional[ProxpiError] = None
         self.disk_failed = False  # the temp file could not be written: readers resume upstream
-        directory = os.path.dirname(target.path)
-        self.temp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}")
+        self.temp = temp_path(os.path.dirname(target.path))
         self.fd: Optional[int] = None
         # Clients that joined and have not yet taken their own handle on the file: the
         # writer leaves the file open for them even if it finishes first.
@@ -502,10 +501,10 @@ class FileCache:
         with self._lock:
             return self._used, len(self._files)
 
-    def has(self, project: NormalizedName, entry: FileEntry) -> bool:
-        """Whether the file is stored (offline pages list only these)."""
+    def has(self, project: NormalizedName, entry: FileEntry, metadata: bool = False) -> bool:
+        """Whether the file (or its .metadata) is stored (offline pages list only these)."""
         try:
-            path = _Target(self.root, project, entry, False).path
+            path = _Target(self.root, project, entry, metadata).path
         except ProxpiError:
             return False
         with self._lock:
@@ -595,10 +594,12 @@ class FileCache:
             file = open(target.path, "rb")
         except OSError:
             with self._lock:
-                size = self._files.pop(target.path, None)  # evicted by another process
-                if size is not None:
-                    self._used -= size
-                    self.generation += 1
+                # Evicted by another process, unless our own download is storing it.
+                if target.path not in self._downloads:
+                    size = self._files.pop(target.path, None)
+                    if size is not None:
+                        self._used -= size
+                        self.generation += 1
             return None
         stat = os.fstat(file.fileno())
         with self._lock:

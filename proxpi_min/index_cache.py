@@ -50,6 +50,7 @@ RETRY_MAX = 300.0
 # and read back from their saved copy.
 MAX_RESIDENT_FILES = 100_000
 MAX_FILE_MAPS = 256  # projects whose file-name index is kept
+MAX_ABSENT = 10_000  # names upstream said it does not have, remembered for their TTL
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
 _DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)
@@ -77,6 +78,13 @@ class _Entry:
 
     def lookup(self) -> Lookup:
         return Lookup(self.value, self.version, self.failures > 0)
+
+    def dropped(self) -> "_Entry":
+        """A copy without the page (see MAX_RESIDENT_FILES). A copy, so that a thread
+        holding this entry still finds its page in it."""
+        copy = _Entry(_DROPPED, self.url, self.etag, self.last_modified, self.fetched)
+        copy.version, copy.failures, copy.retry_at = self.version, self.failures, self.retry_at
+        return copy
 
 
 class _Flight:
@@ -110,6 +118,7 @@ class IndexCache:
         # first, with their file counts.
         self._resident: "collections.OrderedDict[str, int]" = collections.OrderedDict()
         self._resident_files = 0
+        self._absent: "collections.OrderedDict[str, None]" = collections.OrderedDict()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
@@ -183,8 +192,8 @@ class IndexCache:
         """Fetch *key* from upstream (or the saved copy); runs without the lock."""
         if entry is not None and entry.value is _DROPPED:
             saved = self._store.load(key) if self._store is not None else None
-            if saved is None:
-                entry = None  # the saved copy is gone: start afresh
+            if saved is None or saved.etag != entry.etag:
+                entry = None  # gone, or rewritten by another proxy: start afresh
             else:
                 with self._lock:
                     entry.value = saved.value  # the same page, so the same version
@@ -212,6 +221,7 @@ class IndexCache:
                 # Unchanged: refreshed without re-parsing (and without re-rendering).
                 with self._lock:
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
+                    self._reinstate(key, entry)
                 return entry.lookup()
             # Links resolve against the page's URL without credentials: file URLs, pages
             # and saved copies never carry them (Upstream adds them per host).
@@ -245,6 +255,13 @@ class IndexCache:
             self._resident_files -= self._resident.pop(key, 0)
             if droppable:
                 self._remember(key, entry)
+            if entry.value is None:  # "no such project": remembered, but not for ever
+                self._absent[key] = None
+                self._absent.move_to_end(key)
+                while len(self._absent) > MAX_ABSENT:
+                    forgotten = self._absent.popitem(last=False)[0]
+                    if self._entries.get(forgotten) is not None and self._entries[forgotten].value is None:
+                        del self._entries[forgotten]
 
     def _remember(self, key: str, entry: _Entry) -> None:
         """Count *entry*'s page as resident and drop the least recently used pages
@@ -257,7 +274,13 @@ class IndexCache:
         while self._resident_files > MAX_RESIDENT_FILES and len(self._resident) > 1:
             dropped, count = self._resident.popitem(last=False)
             self._resident_files -= count
-            self._entries[dropped].value = _DROPPED
+            self._entries[dropped] = self._entries[dropped].dropped()
+
+    def _reinstate(self, key: str, entry: _Entry) -> None:
+        """Put back *entry* (with its page) if it was dropped meanwhile. Lock held."""
+        if self._entries.get(key) is not entry:
+            self._entries[key] = entry
+            self._remember(key, entry)
 
     def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError) -> Lookup:
         if entry is None:
@@ -267,14 +290,18 @@ class IndexCache:
             entry.failures += 1
             delay = min(RETRY_FIRST * 2 ** (entry.failures - 1), RETRY_MAX)
             entry.retry_at = self._clock() + delay
+            self._reinstate(key, entry)
         logger.warning("%s; serving the stale copy of %s, next try in %.0f s", error.message, key, delay)
         return entry.lookup()
 
 
 def _check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[_Entry]) -> None:
     """Refuse an answer that would wipe out a good copy: an empty page or list where
-    the copy we have lists something is far likelier an upstream fault than real."""
+    the copy we have lists something is far likelier an upstream fault than real.
+    Except a quarantined project (PEP 792), whose files an index must no longer offer."""
     if old is None or old.value is None or len(_items(value)) or not len(_items(old.value)):
+        return
+    if isinstance(value, ProjectPage) and value.status == "quarantined":
         return
     raise BadUpstreamPage("upstream answered an empty page where it listed files before")
 
@@ -326,7 +353,7 @@ class Indexes:
         caches: list,
         page_memory: int,
         offline: bool = False,
-        is_cached: Optional[Callable[[NormalizedName, FileEntry], bool]] = None,
+        is_cached: Optional[Callable[[NormalizedName, FileEntry, bool], bool]] = None,
         cache_generation: Callable[[], int] = lambda: 0,
     ) -> None:
         self.caches = caches
@@ -364,11 +391,20 @@ class Indexes:
         def make() -> bytes:
             page = self._merged(name, lookups)
             if self._offline and self._is_cached is not None:
-                page = page._replace(files=tuple(f for f in page.files if self._is_cached(name, f)))
+                page = page._replace(files=tuple(self._offline_files(name, page.files)))
             return render_project_page(page, media)
 
         rendered = self._render(("project", name, media, compress), version, make, compress)
         return rendered, any(lookup.stale for lookup in lookups)
+
+    def _offline_files(self, name: NormalizedName, files: tuple):
+        """The files the cache holds, advertising metadata only where it holds that too
+        (pip fails on a .metadata link that 404s)."""
+        for entry in files:
+            if self._is_cached(name, entry, False):
+                if entry.metadata is not None and not self._is_cached(name, entry, True):
+                    entry = entry._replace(metadata=None)
+                yield entry
 
     def rendered_list(self, media: str, compress: bool) -> tuple:
         """(Rendered, stale) of the merged project list in *media*."""

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import time
 from typing import Any, NamedTuple, Optional, Union
 
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 LIST_KEY = "_list"  # never a project name: those start with a letter or digit
 URL_FILE = "_url"  # the index's URL (without credentials), for offline use of a copy
 TEMP_PREFIX = ".tmp-"
+STALE_TEMP = 600.0  # seconds without a write after which another host's temp file is dead
 _FORMAT = 1
 
 
@@ -35,8 +37,7 @@ class SavedPage(NamedTuple):
 def write_atomically(path: str, data: bytes) -> None:
     """Write *data* to *path* through a temp file and ``os.replace``, so that a reader
     (or a restart after kill -9) sees the old content or the new, never a part."""
-    directory = os.path.dirname(path)
-    temp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}")
+    temp = temp_path(os.path.dirname(path))
     try:
         with open(temp, "wb") as file:
             file.write(data)
@@ -47,27 +48,48 @@ def write_atomically(path: str, data: bytes) -> None:
         raise
 
 
-def remove_temp_files(directory: str) -> int:
-    """Remove leftover temp files of dead processes under *directory*; count them.
+def _host() -> str:
+    return "".join(c for c in socket.gethostname() if c.isalnum() or c == ".") or "host"
 
-    A temp file of a live process (a second proxy on the same dir) is left alone.
+
+def temp_path(directory: str) -> str:
+    """A new temp file name in *directory* naming its owner: host, process, random."""
+    return os.path.join(directory, f"{TEMP_PREFIX}{_host()}-{os.getpid()}-{os.urandom(4).hex()}")
+
+
+def remove_temp_files(directory: str) -> int:
+    """Remove leftover temp files under *directory* (at start); count them.
+
+    Ours to judge are those of this host: left alone while their process lives (a
+    second proxy on the same dir), removed once it is gone, or when it has our own
+    process id (a previous run, e.g. PID 1 in a restarted container). Another host's
+    (a shared volume) are removed only once untouched for STALE_TEMP seconds, since
+    a download in progress writes to its file all the time.
     """
     removed = 0
+    now = time.time()
     for root, _, names in os.walk(directory):
         for name in names:
-            if name.startswith(TEMP_PREFIX) and not _owner_alive(name):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(root, name))
+            if not name.startswith(TEMP_PREFIX):
+                continue
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if not _owner_alive(name) or now - os.stat(path).st_mtime > STALE_TEMP:
+                    os.unlink(path)
                     removed += 1
     return removed
 
 
 def _owner_alive(temp_name: str) -> bool:
-    pid_text = temp_name[len(TEMP_PREFIX) :].split("-", 1)[0]
-    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+    """Whether the temp file's process may still be writing it (see remove_temp_files)."""
+    host, _, pid_text = temp_name[len(TEMP_PREFIX) :].rpartition("-")[0].rpartition("-")
+    if host != _host():
+        return True  # another host's: judged by age
+    pid = int(pid_text) if pid_text.isascii() and pid_text.isdigit() else -1
+    if pid in (-1, os.getpid()):
         return False
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:
@@ -83,6 +105,7 @@ def _encode(value: Union[ProjectPage, ProjectList]) -> Any:
         "files": [list(entry) for entry in value.files],
         "versions": list(value.versions),
         "all_sizes_known": value.all_sizes_known,
+        "status": value.status,
     }
 
 
@@ -98,7 +121,11 @@ def _decode(data: Any) -> Union[ProjectPage, ProjectList]:
         entry = FileEntry(*fields)
         files.append(entry._replace(hashes=_pairs(entry.hashes), metadata=_pairs(entry.metadata)))
     return ProjectPage(
-        NormalizedName(data["name"]), tuple(files), tuple(data["versions"]), data["all_sizes_known"]
+        NormalizedName(data["name"]),
+        tuple(files),
+        tuple(data["versions"]),
+        data["all_sizes_known"],
+        data.get("status"),
     )
 
 

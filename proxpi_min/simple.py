@@ -67,6 +67,7 @@ class ProjectPage(NamedTuple):
     files: tuple  # tuple[FileEntry, ...]
     versions: tuple  # tuple[str, ...]
     all_sizes_known: bool = False  # True when every file has a size (JSON upstream)
+    status: Optional[str] = None  # PEP 792: "active", "archived", "quarantined", ...
 
 
 class ProjectList:
@@ -163,6 +164,7 @@ class _AnchorParser(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.anchors: list[tuple[dict, str]] = []
         self.base: Optional[str] = None
+        self.status: Optional[str] = None
         self._current: Optional[dict] = None
         self._text: list[str] = []
 
@@ -172,6 +174,10 @@ class _AnchorParser(HTMLParser):
             self._text = []
         elif tag == "base" and self.base is None:
             self.base = dict(attrs).get("href")
+        elif tag == "meta":
+            found = dict(attrs)
+            if found.get("name") == "pypi:project-status":
+                self.status = found.get("content")
 
     def handle_data(self, data: str) -> None:
         if self._current is not None:
@@ -183,12 +189,15 @@ class _AnchorParser(HTMLParser):
             self._current = None
 
 
-def _parse_html(body: bytes, url: str) -> tuple[list[tuple[dict, str]], str]:
+def _parse_html(body: bytes, url: str) -> _AnchorParser:
     parser = _AnchorParser()
-    parser.feed(body.decode("utf-8", errors="replace"))
-    parser.close()
-    base = _absolute(parser.base, url) if parser.base else url
-    return parser.anchors, base
+    try:
+        parser.feed(body.decode("utf-8", errors="replace"))
+        parser.close()
+    except Exception as exc:  # html.parser gives up on some malformed markup
+        raise BadUpstreamPage(f"upstream HTML does not parse: {exc!r}") from None
+    parser.base = _absolute(parser.base, url) if parser.base else url
+    return parser
 
 
 def _html_metadata(attrs: dict) -> Optional[Hashes]:
@@ -244,7 +253,7 @@ def _provenance(value: Any) -> Optional[str]:
 def _load_json(body: bytes) -> dict:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadUpstreamPage(f"upstream JSON does not parse: {exc}") from None
     if not isinstance(data, dict):
         raise BadUpstreamPage("upstream JSON is not an object")
@@ -325,15 +334,20 @@ def parse_project_page(
             versions = tuple(versions)
         else:
             versions = _versions(entries, project)
+        status = data.get("project-status")
         return ProjectPage(
-            project, entries, versions, all(entry.size is not None for entry in entries)
+            project,
+            entries,
+            versions,
+            all(entry.size is not None for entry in entries),
+            status.get("status") if isinstance(status, dict) and isinstance(status.get("status"), str) else None,
         )
     if kind in _HTML_TYPES:
-        anchors, base = _parse_html(body, url)
+        parsed = _parse_html(body, url)
         entries = tuple(
-            entry for entry in (_file_from_html(a, t, base) for a, t in anchors) if entry
+            entry for entry in (_file_from_html(a, t, parsed.base) for a, t in parsed.anchors) if entry
         )
-        return ProjectPage(project, entries, _versions(entries, project))
+        return ProjectPage(project, entries, _versions(entries, project), status=parsed.status)
     raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
 
 
@@ -365,6 +379,7 @@ def _anchor_text(raw: bytes) -> str:
 def merge_pages(project: NormalizedName, pages: Iterable[ProjectPage]) -> ProjectPage:
     """One page from several indices' pages, first index first; a file name listed by
     several indices is kept from the first that lists it."""
+    pages = list(pages)
     files: dict[str, FileEntry] = {}
     versions: dict[str, None] = {}
     sizes_known = True
@@ -373,7 +388,7 @@ def merge_pages(project: NormalizedName, pages: Iterable[ProjectPage]) -> Projec
         versions.update(dict.fromkeys(page.versions))
         for entry in page.files:
             files.setdefault(entry.filename, entry)
-    return ProjectPage(project, tuple(files.values()), tuple(versions), sizes_known)
+    return ProjectPage(project, tuple(files.values()), tuple(versions), sizes_known, pages[0].status)
 
 
 def merge_lists(lists: Iterable[ProjectList]) -> ProjectList:

@@ -121,6 +121,8 @@ class FileResponse:
         response, self._response = self._response, None
         if response is None:
             return
+        if response.length == 0 and not response.isclosed():
+            response.read()  # read1 leaves a fully read response open: finish it
         if self._conn is not None and response.isclosed() and not response.will_close:
             self._upstream._release(self._key, self._conn)
         elif self._conn is not None:

@@ -40,14 +40,15 @@ class FakeUpstream:
         self.calls: list = []
         self.error: Exception | None = None
         self.gate: threading.Event | None = None
+        self.gated: str | None = None  # only this project's fetches wait (None: all)
 
     def fetch_page(self, url, accept, etag=None, last_modified=None):
         self.calls.append((url, etag))
-        if self.gate is not None:
+        name = url[len(BASE):].strip("/")
+        if self.gate is not None and self.gated in (None, name):
             self.gate.wait(5)
         if self.error is not None:
             raise self.error
-        name = url[len(BASE):].strip("/")
         if name not in self.pages:
             return PageResponse(404, b"", "", url, None, None)
         body = self.pages[name]
@@ -269,3 +270,49 @@ def test_Indexes_renders_once_per_version(upstream, clock, tmp_path, monkeypatch
     clock.now += 61  # revalidated with a 304: same version, no new rendering
     indexes.rendered_project(alpha(), JSON, True)
     assert len(renders) == 1
+
+
+def test_IndexCache_accepts_an_empty_page_for_a_quarantined_project(upstream, clock, tmp_path) -> None:
+    """PEP 792: an index must not offer a quarantined project's files; a stale copy
+    would keep handing them out."""
+    cache = make_cache(upstream, clock, tmp_path)
+    cache.project(alpha())
+    upstream.pages["alpha"] = json.dumps(
+        {"meta": {"api-version": "1.4"}, "name": "alpha", "files": [], "project-status": {"status": "quarantined"}}
+    ).encode()
+    clock.now += 61
+    after = cache.project(alpha())
+    assert not after.stale
+    assert after.value.files == ()
+
+
+def test_IndexCache_a_page_dropped_while_in_use_stays_whole_for_its_user(
+    upstream, clock, tmp_path, monkeypatch
+) -> None:
+    """Dropping replaces the entry; a thread revalidating the old one (a 304) still
+    returns its page, and the page is put back."""
+    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
+    upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
+    cache = make_cache(upstream, clock, tmp_path)
+    first = cache.project(alpha())
+    clock.now += 61
+    upstream.gate, upstream.gated = threading.Event(), "alpha"
+    results = []
+    revalidation = threading.Thread(target=lambda: results.append(cache.project(alpha())))
+    revalidation.start()
+    while len(upstream.calls) < 2:  # alpha's revalidation is waiting upstream
+        threading.Event().wait(0.01)
+    cache.project(NormalizedName("beta"))  # meanwhile drops alpha (least recently used)
+    assert cache._entries["alpha"].value is index_cache._DROPPED
+    upstream.gate.set()  # now upstream answers alpha's revalidation: 304
+    revalidation.join(5)
+    assert results and results[0].value == first.value  # a page, never the drop marker
+    assert cache.project(alpha()).value == first.value
+
+
+def test_IndexCache_forgets_old_unknown_names(upstream, clock, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(index_cache, "MAX_ABSENT", 3)
+    cache = make_cache(upstream, clock, tmp_path)
+    for number in range(10):
+        assert cache.project(NormalizedName(f"nope{number}")).value is None
+    assert len(cache._entries) == 3

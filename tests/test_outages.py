@@ -500,6 +500,9 @@ def test_offline_serves_only_cached_files_and_never_asks_upstream(proxy, upstrea
         assert missing.status == 404, path
         assert "offline cache" in missing.text, (path, missing.text)
     assert p.get(f"/index/alpha/{dists.alpha_2.filename}.metadata").status == 404
+    # ... so neither format may advertise it: pip fails hard on a .metadata that 404s.
+    assert "data-core-metadata" not in parse_anchors(page.body)[dists.alpha_2.filename]
+    assert "core-metadata" not in json_files(as_json.body)[dists.alpha_2.filename]
 
     home = p.get("/")
     assert home.status == 200 and "offline" in home.text.lower()

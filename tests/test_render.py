@@ -92,7 +92,7 @@ PAGE_URL = "http://proxy.example/index/foo/"
         # the most specific range decides (RFC 9110 12.5.1)
         (f"text/html;q=0.1, text/*;q=0.9, {JSON_TYPE};q=0.5", JSON_TYPE),
         (f"text/*;q=0.1, text/html;q=0.9, {JSON_TYPE};q=0.5", TEXT_HTML),
-        (f"*/*;q=0.9, application/*;q=0.1, text/html;q=0.2", TEXT_HTML),
+        ("*/*;q=0.9, application/*;q=0.1, text/html;q=0.2", TEXT_HTML),
         # unknown parts are ignored
         (f"image/png, {JSON_TYPE};q=0.4", JSON_TYPE),
         (f"application/json, {HTML_TYPE};q=0.1", HTML_TYPE),

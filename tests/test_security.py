@@ -9,6 +9,7 @@ what it had cached.
 
 from __future__ import annotations
 
+import base64
 import collections
 import hashlib
 import html
@@ -667,3 +668,29 @@ def test_admin_token_from_environment(upstream_html, tmp_path):
         assert process.get("/index/alpha/").status == 200
         assert upstream_html.hits("/simple/alpha/") == 2
         assert "s3cret" not in process.stderr
+
+
+# -- credentials in an index URL ------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["html", "json"])
+def test_index_credentials_go_to_their_host_only_and_are_never_stored(proxy, upstream_factory, dists, fmt, caplog):
+    """user:password in the index URL is sent as basic auth for the pages and for files
+    on that host, and appears in no page, saved file or log line."""
+    upstream = upstream_factory(fmt)
+    with_credentials = upstream.url.replace("http://", "http://user:s3cret@")
+    running = proxy(with_credentials)
+    caplog.set_level(logging.INFO)
+    dist = dists.alpha_2
+    page = running.get("/index/alpha/")
+    assert page.status == 200 and b"s3cret" not in page.body
+    assert running.get(f"/index/alpha/{dist.filename}").body == dist.content
+    expected = "Basic " + base64.b64encode(b"user:s3cret").decode()
+    seen = [(path, headers.get("authorization")) for _, path, headers in upstream.requests]
+    assert seen and all(auth == expected for _, auth in seen), seen
+    assert any(dist.filename in path for path, _ in seen)
+    for directory, _, names in os.walk(running.settings.cache_dir):
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as file:
+                assert b"s3cret" not in file.read(), name
+    assert "s3cret" not in caplog.text

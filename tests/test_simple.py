@@ -368,7 +368,53 @@ def test_json_page_like_pypis() -> None:
         ),
         versions=("0.9", "1.0"),
         all_sizes_known=True,
+        status="active",
     )
+
+
+@pytest.mark.parametrize(
+    ("page_url", "href", "kept"),
+    [
+        ("https://index.example/simple/foo/", "file:///etc/hostname", False),
+        ("https://index.example/simple/foo/", "ftp://x.example/foo-1.0.tar.gz", False),
+        ("https://index.example/simple/foo/", "/files/foo-1.0.tar.gz", True),
+        ("file:///srv/simple/foo/", "../../files/foo-1.0.tar.gz", True),
+        ("file:///srv/simple/foo/", "file:///srv/files/foo-1.0.tar.gz", True),
+    ],
+)
+@pytest.mark.parametrize("kind", ["json", "html"])
+def test_file_links_only_to_schemes_the_index_may_use(page_url, href, kept, kind) -> None:
+    """An http(s) index must never make us read a local file (file: URL)."""
+    if kind == "json":
+        page = parse_json([json_file(url=href)], url=page_url)
+    else:
+        body = f'<a href="{href}">foo-1.0.tar.gz</a>'.encode()
+        page = parse_project_page(body, "text/html", page_url, "foo")
+    assert bool(page.files) == kept
+
+
+@pytest.mark.parametrize(
+    "body, kind, status",
+    [
+        (b'{"meta":{"api-version":"1.4"},"name":"foo","files":[],"project-status":{"status":"quarantined"}}',
+         JSON_TYPE, "quarantined"),
+        (b'{"meta":{"api-version":"1.1"},"name":"foo","files":[]}', JSON_TYPE, None),
+        (b'<html><head><meta name="pypi:project-status" content="archived"></head></html>', "text/html", "archived"),
+        (b"<html></html>", "text/html", None),
+    ],
+)
+def test_project_status_is_read(body, kind, status) -> None:
+    assert parse_project_page(body, kind, PAGE_URL, "foo").status == status
+
+
+@pytest.mark.parametrize(
+    "body, kind",
+    [(b"[" * 100_000 + b"]" * 100_000, JSON_TYPE), (b"<![foo[ x", "text/html")],
+    ids=["deeply-nested-json", "bad-markup"],
+)
+def test_pages_that_break_the_parsers_are_bad_pages(body, kind) -> None:
+    with pytest.raises(BadUpstreamPage):
+        parse_project_page(body, kind, PAGE_URL, "foo")
 
 
 @pytest.mark.parametrize(
