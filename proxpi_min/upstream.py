@@ -71,7 +71,7 @@ def _translated(url: str) -> Iterator[None]:
         raise UpstreamError(f"upstream unreachable ({reason}): {shown}") from exc
 
 
-class _Target(NamedTuple):
+class _Endpoint(NamedTuple):
     """A URL split for http.client: pool key, path and the basic-auth header."""
 
     key: tuple
@@ -79,7 +79,7 @@ class _Target(NamedTuple):
     authorization: Optional[str]
 
     @classmethod
-    def parse(cls, url: str) -> "_Target":
+    def parse(cls, url: str) -> "_Endpoint":
         parts = urllib.parse.urlsplit(url)
         authorization = None
         if parts.username is not None:
@@ -231,7 +231,7 @@ class Upstream:
         self._resolver = _Resolver()
         self._credentials = {}
         for url in index_urls:
-            target = _Target.parse(url)
+            target = _Endpoint.parse(url)
             if target.authorization:
                 self._credentials[target.key] = target.authorization
 
@@ -283,7 +283,7 @@ class Upstream:
         A kept-alive connection the server closed while idle is retried once on a
         new connection (GET and HEAD are idempotent).
         """
-        target = _Target.parse(url)
+        target = _Endpoint.parse(url)
         authorization = target.authorization or self._credentials.get(target.key)
         if authorization:
             headers = {**headers, "Authorization": authorization}
@@ -320,7 +320,7 @@ class Upstream:
                 raise UpstreamError(f"upstream redirect to a non-HTTP URL: {redact_url(url)}")
             if next_url in seen:
                 raise UpstreamError(f"upstream redirect loop at {redact_url(url)}")
-            if _Target.parse(next_url).key[:2] != _Target.parse(url).key[:2]:
+            if _Endpoint.parse(next_url).key[:2] != _Endpoint.parse(url).key[:2]:
                 # Credentials stay with the host they were given for.
                 next_url = redact_url(next_url)
             seen.add(next_url)

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import pytest
 
 from tests.support.pages import json_files, parse_anchors
-from tests.support.proxy import PIP_ACCEPT, ProxyProcess, http, pip_env, run_pip
+from tests.support.proxy import PIP_ACCEPT, ProxyProcess, files_named, http, pip_env, run_pip, temp_files
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 STALE_WARNING = '110 - "Response is Stale"'
@@ -78,24 +78,6 @@ def _saved_page_text(cache_dir, project):
         with open(path, encoding="utf-8") as handle:
             texts.append(handle.read())
     return "\n".join(texts)
-
-
-def _temp_files(cache_dir):
-    return [
-        os.path.join(directory, name)
-        for directory, _, names in os.walk(str(cache_dir))
-        for name in names
-        if name.startswith(".tmp")
-    ]
-
-
-def _files_named(cache_dir, filename):
-    return [
-        os.path.join(directory, name)
-        for directory, _, names in os.walk(str(cache_dir))
-        for name in names
-        if name == filename
-    ]
 
 
 def _ok(result):
@@ -416,6 +398,22 @@ def test_empty_page_from_support_upstream_is_refused(proxy, upstream_html, dists
     assert dist.filename in _saved_page_text(p.settings.cache_dir, "alpha")
 
 
+def test_page_over_the_size_cap_never_replaces_good_copy(proxy, upstream_html, dists, monkeypatch):
+    """A page past MAX_PAGE_SIZE (256 MB) is refused like any bad answer. The cap is
+    lowered for the test (mocked: a real 256 MB page is too slow for the suite)."""
+    from proxpi_min import upstream as upstream_module
+
+    p = proxy((upstream_html, TTL))
+    first = p.get("/index/alpha/")
+    _assert_fresh(first)
+    monkeypatch.setattr(upstream_module, "MAX_PAGE_SIZE", len(first.body) // 4)
+    upstream_html.add(dists.alpha_3)  # a changed page: a 200 with a body, not a 304
+    _expire()
+    result = p.get("/index/alpha/")
+    _assert_stale(result)
+    assert set(parse_anchors(result.body)) == set(parse_anchors(first.body))
+
+
 # -- index pages survive restarts ---------------------------------------------------------
 
 
@@ -574,7 +572,7 @@ def test_hanging_upstream_file_gives_504_in_bounded_time(proxy, upstream_html, d
     result = p.get(f"/index/alpha/{dists.alpha_1.filename}", timeout=BOUND + 5)
     assert time.monotonic() - started < BOUND
     assert result.status == 504
-    assert _temp_files(p.settings.cache_dir) == []
+    assert temp_files(p.settings.cache_dir) == []
     _alive(p)
 
 
@@ -606,8 +604,8 @@ def test_upstream_stalling_mid_body_is_cut_in_bounded_time(proxy, scripted, dist
         # Upstream never sent the whole file: only an error status can be complete.
         assert status >= 500, (status, len(body))
     assert time.monotonic() - started < BOUND
-    _wait_for(lambda: not _temp_files(p.settings.cache_dir), what="temp file removal")
-    assert _files_named(p.settings.cache_dir, dist.filename) == []
+    _wait_for(lambda: not temp_files(p.settings.cache_dir), what="temp file removal")
+    assert files_named(p.settings.cache_dir, dist.filename) == []
     _alive(p)
 
 
@@ -753,8 +751,8 @@ def test_signal_lets_download_in_flight_finish(upstream_html, dists, tmp_path, s
     finally:
         process.kill()
         process.wait(BOUND)
-    assert _temp_files(cache_dir) == []
-    stored = _files_named(cache_dir, dist.filename)
+    assert temp_files(cache_dir) == []
+    stored = files_named(cache_dir, dist.filename)
     assert len(stored) == 1 and open(stored[0], "rb").read() == dist.content
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", urllib.parse.urlsplit(process.url).port), timeout=2).close()
@@ -802,7 +800,7 @@ def test_signal_removes_temp_files_of_unfinished_downloads(scripted, tmp_path):
             sock.sendall(f"GET /index/blob/{blob.filename} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             assert sock.recv(1024).startswith(b"HTTP/1.1 200")
         # The client is gone; the shared download goes on into its temp file.
-        _wait_for(lambda: _temp_files(cache_dir), what="a temp file")
+        _wait_for(lambda: temp_files(cache_dir), what="a temp file")
         started = time.monotonic()
         process.terminate()
         assert process.wait(BOUND) == 0, process.stderr
@@ -810,5 +808,5 @@ def test_signal_removes_temp_files_of_unfinished_downloads(scripted, tmp_path):
     finally:
         process.kill()
         process.wait(BOUND)
-    assert _temp_files(cache_dir) == []
-    assert _files_named(cache_dir, blob.filename) == []
+    assert temp_files(cache_dir) == []
+    assert files_named(cache_dir, blob.filename) == []

@@ -29,7 +29,7 @@ import pytest
 
 from tests.support.dists import make_wheel
 from tests.support.pages import json_files, parse_anchors
-from tests.support.proxy import PIP_ACCEPT, ProxyProcess, http, raw_request, raw_status
+from tests.support.proxy import PIP_ACCEPT, ProxyProcess, files_named, http, raw_request, raw_status, temp_files
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 SECRET = "TOP-SECRET-" + os.urandom(8).hex()
@@ -71,24 +71,6 @@ def _tree(root, skip=None):
                 data = handle.read()
             found[os.path.relpath(path, root)] = (len(data), hashlib.sha256(data).hexdigest())
     return found
-
-
-def _temp_files(cache_dir):
-    return [
-        os.path.join(directory, name)
-        for directory, _, names in os.walk(str(cache_dir))
-        for name in names
-        if name.startswith(".tmp")
-    ]
-
-
-def _files_named(cache_dir, filename):
-    return [
-        os.path.join(directory, name)
-        for directory, _, names in os.walk(str(cache_dir))
-        for name in names
-        if name == filename
-    ]
 
 
 def _proxpi_warnings(caplog):
@@ -177,7 +159,7 @@ class Guarded:
         self.file_hits = upstream.hits(self.dist.filename)
         self.root = tmp_path
         self.outside = self.snapshot_outside()
-        self.cached = _files_named(self.cache_dir, self.dist.filename)
+        self.cached = files_named(self.cache_dir, self.dist.filename)
         assert len(self.cached) == 1
 
     @property
@@ -553,8 +535,8 @@ def test_unusable_cache_dir_still_serves_complete_files(proxy, upstream_html, di
     assert p.get(f"/index/alpha/{dists.alpha_2.filename}.metadata").body == dists.alpha_2.metadata
     warnings = _proxpi_warnings(caplog)
     assert any("alpha" in r.getMessage() for r in warnings), [r.getMessage() for r in warnings]
-    assert _temp_files(cache_dir) == []
-    assert _files_named(cache_dir, dists.alpha_2.filename) == []
+    assert temp_files(cache_dir) == []
+    assert files_named(cache_dir, dists.alpha_2.filename) == []
     _alive(p)
     # Other projects are still cached normally.
     for _ in range(2):
@@ -605,8 +587,8 @@ def _disk_full_run(upstream, wheel, tmp_path, max_file_size):
     for result in results:
         assert not isinstance(result, Exception), repr(result)
         assert (result.status, len(result.body), result.body == wheel.content) == (200, wheel.size, True)
-    assert _temp_files(cache_dir) == []
-    for path in _files_named(cache_dir, wheel.filename):
+    assert temp_files(cache_dir) == []
+    for path in files_named(cache_dir, wheel.filename):
         with open(path, "rb") as handle:
             assert handle.read() == wheel.content, f"partial file kept: {path}"
     assert "WARNING" in stderr

@@ -454,3 +454,23 @@ def cache_dir_bytes(path: str | os.PathLike, exclude: Callable[[str], bool] | No
             if S_ISREG(stat.st_mode):
                 total += stat.st_size
     return total
+
+
+def temp_files(cache_dir: str | os.PathLike) -> list:
+    """Paths of the proxy's temp files anywhere under *cache_dir*."""
+    return [
+        os.path.join(directory, name)
+        for directory, _, names in os.walk(str(cache_dir))
+        for name in names
+        if name.startswith(".tmp")
+    ]
+
+
+def files_named(cache_dir: str | os.PathLike, filename: str) -> list:
+    """Paths of the files called *filename* anywhere under *cache_dir*."""
+    return [
+        os.path.join(directory, name)
+        for directory, _, names in os.walk(str(cache_dir))
+        for name in names
+        if name == filename
+    ]
