@@ -49,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Formatter(logging.Formatter):
+    """The standard format, with the time text made once a second, not per line."""
+
+    _second = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
+        second = int(record.created)
+        if self._second[0] != second:
+            self._second = (second, super().formatTime(record, datefmt)[:-4])  # without ",mmm"
+        return f"{self._second[1]},{int(record.msecs):03d}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the proxy; returns the exit status (2 for a bad setting)."""
     args = _parser().parse_args(argv)
@@ -61,7 +73,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # One line per request: skip what the format never shows (logging HOWTO,
+    # "Optimization"): caller frames, thread and process names.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     try:
         server = ProxyServer(settings)
     except OSError as exc:

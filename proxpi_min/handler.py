@@ -43,6 +43,7 @@ _CACHE_METHODS = ("DELETE",)
 # Files never change once published (PyPI refuses a reused file name).
 _FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 MAX_DISCARDED_BODY = 64 * 1024  # no route takes a body; bigger ones close the connection
 # Control characters are escaped in the log, so request text cannot forge log lines.
 _LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
@@ -123,7 +124,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     def request_finished(self) -> None:
         with self._in_flight_changed:
             self._in_flight -= 1
-            self._in_flight_changed.notify_all()
+            if self.stopping:  # only drain() waits
+                self._in_flight_changed.notify_all()
 
     def drain(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for responses in flight; True if none is left."""
@@ -262,7 +264,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             segments = [urllib.parse.unquote(segment, errors="strict") for segment in raw]
         except UnicodeDecodeError:
             raise BadRequest("the path is not UTF-8 once percent-decoded") from None
-        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)) if parts.query else {}
         if segments in ([""], []):
             self._allow(_PAGE_METHODS)
             self._home()
@@ -281,10 +283,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _discard_body(self) -> None:
         """Read away a request body nobody needs, so that on a kept-alive connection it
         is never taken for the next request; a large or chunked one closes instead."""
+        length = self.headers.get("Content-Length")
+        if length is None and "Transfer-Encoding" not in self.headers:
+            return  # the usual GET: no body
         if "Transfer-Encoding" in self.headers:
             self.close_connection = True
             return
-        length = self.headers.get("Content-Length", "0").strip()
+        length = length.strip()
         if not (length.isascii() and length.isdigit()) or int(length) > MAX_DISCARDED_BODY:
             self.close_connection = True
         elif int(length):
@@ -448,7 +453,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         self._headers_done = True
         if self.server.stopping:
             self.close_connection = True
-        lines = [f"{self.protocol_version} {status} {HTTPStatus(status).phrase}\r\n"]
+        lines = [f"{self.protocol_version} {status} {_REASONS[status]}\r\n"]
         lines.append(f"Server: {self.server_version}\r\nDate: {_http_date()}\r\n")
         lines.extend(f"{name}: {value}\r\n" for name, value in headers)
         if self.close_connection:

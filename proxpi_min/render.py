@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import html
@@ -100,6 +101,7 @@ def _quality(media: str, ranges: list[tuple[str, float]]) -> float:
     return best_quality
 
 
+@functools.lru_cache(maxsize=256)  # clients send a handful of distinct headers
 def choose_media_type(accept: Optional[str], format_param: Optional[str]) -> str:
     """The Content-Type to answer a simple-API request with (PEP 691).
 
@@ -299,6 +301,7 @@ def _human(size: int) -> str:
     return f"{value:.1f} TiB"
 
 
+@functools.lru_cache(maxsize=256)
 def accepts_gzip(accept_encoding: Optional[str]) -> bool:
     """Whether an Accept-Encoding header admits gzip (RFC 9110 12.5.3: "*" stands
     only for codings the header does not name)."""
