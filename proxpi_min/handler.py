@@ -7,6 +7,7 @@ place (:meth:`ProxyHandler._handle`).
 from __future__ import annotations
 
 import email.utils
+import functools
 import hmac
 import itertools
 import http.server
@@ -20,7 +21,7 @@ import threading
 import time
 import urllib.parse
 from http import HTTPStatus
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Union
 
 from . import __version__
 from .byteranges import parse_range
@@ -326,20 +327,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         return accepts_gzip(self.headers.get("Accept-Encoding"))
 
     def _page(self, media: str, page: Rendered, stale: bool) -> None:
-        headers = [
-            ("Content-Type", media + _CHARSET[media]),
-            ("Vary", "Accept, Accept-Encoding"),
-            ("ETag", page.etag),
-            ("Cache-Control", self.server.page_cache_control),
-        ]
-        if stale:
-            # RFC 7234 5.5.1 warn-code 110; X-Proxpi-Stale for clients that drop Warning.
-            headers += [("Warning", '110 - "Response is Stale"'), ("X-Proxpi-Stale", "1")]
+        cache_control = self.server.page_cache_control
         if _etag_matches(self.headers.get("If-None-Match"), page.etag):
-            return self._send(304, headers, b"")
-        if page.encoding:
-            headers.append(("Content-Encoding", page.encoding))
-        self._send(200, headers, page.body)
+            return self._send(304, _page_headers(media, page.etag, cache_control, stale, None, None), b"")
+        headers = _page_headers(media, page.etag, cache_control, stale, page.encoding, len(page.body))
+        self.wfile.write(self._head(200, headers) + (b"" if self.command == "HEAD" else page.body))
+        self._sent = 0 if self.command == "HEAD" else len(page.body)
 
     def _file(self, project: NormalizedName, filename: str) -> None:
         indexes = self.server.indexes
@@ -447,15 +440,16 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = self.close_connection or status == 500
         self._send(status, headers, f"{status.value} {status.phrase}: {error.message}\n".encode())
 
-    def _head(self, status: int, headers: Iterable[tuple]) -> bytes:
-        """The status line and headers, as bytes; marks the headers as sent."""
+    def _head(self, status: int, headers: Union[str, Iterable[tuple]]) -> bytes:
+        """The status line and headers (pairs, or lines already made), as bytes; marks
+        the headers as sent."""
         self._status = status
         self._headers_done = True
         if self.server.stopping:
             self.close_connection = True
         lines = [f"{self.protocol_version} {status} {_REASONS[status]}\r\n"]
         lines.append(f"Server: {self.server_version}\r\nDate: {_http_date()}\r\n")
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+        lines.append(headers if isinstance(headers, str) else _header_lines(headers))
         if self.close_connection:
             lines.append("Connection: close\r\n")
         lines.append("\r\n")
@@ -464,7 +458,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _write_head(self, status: int, headers: list) -> None:
         self.wfile.write(self._head(status, headers))
 
-    def _send(self, status: int, headers: list, body: bytes) -> None:
+    def _send(self, status: int, headers: Union[str, list], body: bytes) -> None:
         """Send a complete response in one write (headers and body together)."""
         no_body = self.command == "HEAD" or status == 304
         if status != 304:
@@ -493,6 +487,31 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
         logger.info("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
+
+
+def _header_lines(headers: Iterable[tuple]) -> str:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers)
+
+
+@functools.lru_cache(maxsize=1024)
+def _page_headers(
+    media: str, etag: str, cache_control: str, stale: bool, encoding: Optional[str], length: Optional[int]
+) -> str:
+    """A page response's header lines, made once per page and not per request."""
+    headers = [
+        ("Content-Type", media + _CHARSET[media]),
+        ("Vary", "Accept, Accept-Encoding"),
+        ("ETag", etag),
+        ("Cache-Control", cache_control),
+    ]
+    if stale:
+        # RFC 7234 5.5.1 warn-code 110; X-Proxpi-Stale for clients that drop Warning.
+        headers += [("Warning", '110 - "Response is Stale"'), ("X-Proxpi-Stale", "1")]
+    if encoding:
+        headers.append(("Content-Encoding", encoding))
+    if length is not None:
+        headers.append(("Content-Length", str(length)))
+    return _header_lines(headers)
 
 
 _date = (0, "")
