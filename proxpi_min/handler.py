@@ -219,18 +219,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ dispatch
 
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_HEAD(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
     def __getattr__(self, name: str):
-        # http.server answers 501 for a method without a do_ method; every method is
-        # routed instead, so a wrong one gets 405 with Allow.
+        # http.server calls do_<METHOD> and answers 501 where there is none. Every
+        # method (GET, HEAD, DELETE and the rest) goes to _handle instead: the routes
+        # say which they allow, and a wrong one gets 405 with Allow.
         if name.startswith("do_"):
             return self._handle
         raise AttributeError(name)
