@@ -29,7 +29,7 @@ from typing import Optional
 from .byteranges import ByteRange
 from .errors import IntegrityError, NotFound, ProxpiError, RangeNotSatisfiable, UpstreamError
 from .names import NormalizedName, check_filename
-from .page_store import TEMP_PREFIX, remove_temp_files, temp_path
+from .page_store import STALE_TEMP, TEMP_PREFIX, remove_temp_files, temp_path
 from .simple import FileEntry, Hashes
 from .upstream import FileResponse, Upstream
 
@@ -472,6 +472,7 @@ class FileCache:
         self._used = 0
         self._downloads: dict = {}
         self.generation = 0  # changes whenever a file is stored or evicted
+        self._last_sweep = time.monotonic()
         os.makedirs(root, exist_ok=True)
         self._scan()
 
@@ -630,6 +631,7 @@ class FileCache:
             self._files[path] = size
             self._used += size
         self._unlink(victims)
+        self._sweep_temp_files()
         try:
             os.replace(download.temp, path)
         except OSError as exc:
@@ -638,6 +640,17 @@ class FileCache:
             with self._lock:
                 if self._files.pop(path, None) is not None:
                     self._used -= size
+
+    def _sweep_temp_files(self) -> None:
+        """Now and then, drop temp files nobody writes any more: those another host's
+        proxy left (e.g. a replaced container) are not ours to judge at start."""
+        now = time.monotonic()
+        with self._lock:
+            due = now - self._last_sweep > STALE_TEMP
+            if due:
+                self._last_sweep = now
+        if due:
+            remove_temp_files(self.root, at_start=False)
 
     def _evict(self, incoming: int) -> list:
         with self._lock:

@@ -168,6 +168,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         self.command = None
         self.request_version = self.default_request_version
         self.close_connection = True
+        if self.raw_requestline in (b"\r\n", b"\n"):
+            # RFC 9112 2.2: an empty line before the request line is to be skipped.
+            self.raw_requestline = self.rfile.readline(65537)
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         words = self.requestline.split()
         if len(words) != 3 or not words[2].startswith("HTTP/"):
@@ -201,7 +204,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 return False
             headers.add(name, value.strip())
         self.headers = headers  # type: ignore[assignment]
-        connection = headers.get("Connection", "").lower()
+        connection = {token.strip() for token in headers.get("Connection", "").lower().split(",")}
         # RFC 9112 9.3: HTTP/1.1 persists unless told to close; HTTP/1.0 only if asked.
         self.close_connection = "close" in connection or (
             int(numbers[1]) == 0 and "keep-alive" not in connection

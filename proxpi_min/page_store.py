@@ -57,14 +57,15 @@ def temp_path(directory: str) -> str:
     return os.path.join(directory, f"{TEMP_PREFIX}{_host()}-{os.getpid()}-{os.urandom(4).hex()}")
 
 
-def remove_temp_files(directory: str) -> int:
-    """Remove leftover temp files under *directory* (at start); count them.
+def remove_temp_files(directory: str, at_start: bool = True) -> int:
+    """Remove leftover temp files under *directory*; count them.
 
     Ours to judge are those of this host: left alone while their process lives (a
     second proxy on the same dir), removed once it is gone, or when it has our own
     process id (a previous run, e.g. PID 1 in a restarted container). Another host's
     (a shared volume) are removed only once untouched for STALE_TEMP seconds, since
-    a download in progress writes to its file all the time.
+    a download in progress writes to its file all the time. Once running
+    (*at_start* false), only that age rule applies, to every owner.
     """
     removed = 0
     now = time.time()
@@ -74,7 +75,7 @@ def remove_temp_files(directory: str) -> int:
                 continue
             path = os.path.join(root, name)
             with contextlib.suppress(OSError):
-                if not _owner_alive(name) or now - os.stat(path).st_mtime > STALE_TEMP:
+                if (at_start and not _owner_alive(name)) or now - os.stat(path).st_mtime > STALE_TEMP:
                     os.unlink(path)
                     removed += 1
     return removed

@@ -141,13 +141,17 @@ def _absolute(url: str, base: str) -> str:
     return urllib.parse.urljoin(base, url)
 
 
-def _file_url(href: str, base: str) -> Optional[str]:
-    """A file link as an absolute URL, or None for a scheme we must not follow: an
-    http(s) index may only point at http(s) files, never at file: URLs on our disk."""
+def _scheme(url: str) -> str:
+    return url.partition(":")[0].lower()
+
+
+def _file_url(href: str, base: str, page_url: str) -> Optional[str]:
+    """A file link as an absolute URL, or None for a scheme we must not follow: a page
+    from an http(s) index may only point at http(s) files, never at file: URLs on our
+    disk, whatever its links or its <base> say."""
     url = _absolute(href, base)
-    scheme = url.partition(":")[0].lower()
-    allowed = ("http", "https", "file") if base.lower().startswith("file:") else ("http", "https")
-    return url if scheme in allowed else None
+    allowed = ("http", "https", "file") if _scheme(page_url) == "file" else ("http", "https")
+    return url if _scheme(url) in allowed else None
 
 
 def _filename_from_url(url: str) -> str:
@@ -196,7 +200,9 @@ def _parse_html(body: bytes, url: str) -> _AnchorParser:
         parser.close()
     except Exception as exc:  # html.parser gives up on some malformed markup
         raise BadUpstreamPage(f"upstream HTML does not parse: {exc!r}") from None
-    parser.base = _absolute(parser.base, url) if parser.base else url
+    base = _absolute(parser.base, url) if parser.base else url
+    # A <base> may move links within the page's own scheme only.
+    parser.base = base if _scheme(base) == _scheme(url) else url
     return parser
 
 
@@ -216,9 +222,9 @@ def _html_metadata(attrs: dict) -> Optional[Hashes]:
     return None
 
 
-def _file_from_html(attrs: dict, text: str, base: str) -> Optional[FileEntry]:
+def _file_from_html(attrs: dict, text: str, base: str, page_url: str) -> Optional[FileEntry]:
     href = attrs.get("href")
-    url = _file_url(href, base) if href else None
+    url = _file_url(href, base, page_url) if href else None
     if url is None:
         return None
     url, hashes = _split_fragment(url)
@@ -279,7 +285,7 @@ def _file_from_json(item: Any, base: str) -> Optional[FileEntry]:
     filename, href, hashes = item.get("filename"), item.get("url"), item.get("hashes", {})
     if not isinstance(filename, str) or not isinstance(href, str) or not isinstance(hashes, dict):
         raise BadUpstreamPage("upstream JSON file entry lacks filename, url or hashes")
-    url = _file_url(href, base)
+    url = _file_url(href, base, base)
     if url is None:
         return None
     url, fragment_hashes = _split_fragment(url)
@@ -345,7 +351,7 @@ def parse_project_page(
     if kind in _HTML_TYPES:
         parsed = _parse_html(body, url)
         entries = tuple(
-            entry for entry in (_file_from_html(a, t, parsed.base) for a, t in parsed.anchors) if entry
+            entry for entry in (_file_from_html(a, t, parsed.base, url) for a, t in parsed.anchors) if entry
         )
         return ProjectPage(project, entries, _versions(entries, project), status=parsed.status)
     raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")

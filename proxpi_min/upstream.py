@@ -219,7 +219,9 @@ class Upstream:
     ) -> None:
         """*index_urls* with ``user:password@`` give the basic auth sent to their hosts
         (for their pages and for files on the same host), so that no other URL, page
-        or saved file needs to carry the credentials."""
+        or saved file needs to carry the credentials. Where several indices on one host
+        have credentials (a GitLab project each), a URL gets those of the index whose
+        path it shares most of."""
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._ssl_context = ssl.create_default_context()
@@ -229,13 +231,19 @@ class Upstream:
         self._idle: dict[tuple, list] = {}
         self._lock = threading.Lock()
         self._resolver = _Resolver()
-        self._credentials = {}
+        self._credentials: dict = {}  # pool key -> [(index path, authorization)]
         for url in index_urls:
             target = _Endpoint.parse(url)
             if target.authorization:
-                self._credentials[target.key] = target.authorization
+                self._credentials.setdefault(target.key, []).append((target.path, target.authorization))
 
     # ------------------------------------------------------------------ connections
+
+    def _authorization_for(self, target: _Endpoint) -> Optional[str]:
+        candidates = self._credentials.get(target.key)
+        if not candidates:
+            return None
+        return max(candidates, key=lambda item: len(os.path.commonprefix([item[0], target.path])))[1]
 
     def _new_connection(self, key: tuple):
         scheme, host, port = key
@@ -284,7 +292,7 @@ class Upstream:
         new connection (GET and HEAD are idempotent).
         """
         target = _Endpoint.parse(url)
-        authorization = target.authorization or self._credentials.get(target.key)
+        authorization = target.authorization or self._authorization_for(target)
         if authorization:
             headers = {**headers, "Authorization": authorization}
         for attempt in (1, 2):

@@ -124,3 +124,22 @@ def test_expect_100_continue(running) -> None:
             received += sock.recv(65536)
     assert received.startswith(b"HTTP/1.1 100 Continue\r\n")
     assert b"200 OK" in received
+
+
+def test_an_empty_line_before_the_request_is_skipped(running) -> None:
+    """RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request."""
+    assert raw_status(raw_request(running.url, b"\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
+
+
+def test_connection_tokens_are_matched_whole(running) -> None:
+    parts = urllib.parse.urlsplit(running.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=1) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: x-closed-thing\r\n\r\n")
+        received = b""
+        while b"ok\n" not in received:
+            received += sock.recv(65536)
+        try:
+            closed = sock.recv(1) == b""
+        except socket.timeout:
+            closed = False
+    assert not closed

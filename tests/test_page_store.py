@@ -79,3 +79,12 @@ def test_remove_temp_files_judges_each_owner(tmp_path) -> None:
     finally:
         live.kill()
         live.wait()
+
+
+def test_remove_temp_files_while_running_goes_by_age_only(tmp_path) -> None:
+    ours = os.path.basename(temp_path(str(tmp_path)))[len(page_store.TEMP_PREFIX):].rsplit("-", 2)[0]
+    writing = _named(tmp_path, ours, os.getpid())  # our own download in progress
+    old = _named(tmp_path, "otherhost", 1)
+    os.utime(tmp_path / old, (time.time() - 2 * page_store.STALE_TEMP,) * 2)
+    assert remove_temp_files(str(tmp_path), at_start=False) == 1
+    assert os.listdir(tmp_path) == [writing]

@@ -393,6 +393,13 @@ def test_file_links_only_to_schemes_the_index_may_use(page_url, href, kept, kind
     assert bool(page.files) == kept
 
 
+@pytest.mark.parametrize("base", ["file:///", "file:///etc/", "FILE:///"])
+def test_a_base_href_cannot_turn_http_links_into_file_urls(base) -> None:
+    body = f'<base href="{base}"><a href="etc/hostname">evil-1.0.tar.gz</a>'.encode()
+    page = parse_project_page(body, "text/html", "https://index.example/simple/evil/", "evil")
+    assert all(entry.url.startswith("https://") for entry in page.files)
+
+
 @pytest.mark.parametrize(
     "body, kind, status",
     [
