@@ -3,6 +3,7 @@ library would normalise what these tests send)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import urllib.parse
 
@@ -143,3 +144,11 @@ def test_connection_tokens_are_matched_whole(running) -> None:
         except socket.timeout:
             closed = False
     assert not closed
+
+
+def test_control_characters_never_reach_the_log(running, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="proxpi_min")
+    raw_request(running.url, b"\x1b[2J\x1b[31mFAKE /index/\x1b[0m HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert caplog.records, "the request was not logged"
+    assert "\x1b" not in caplog.text
+    assert "\\x1b" in caplog.text

@@ -65,3 +65,40 @@ def test_no_credentials_for_other_hosts(recorder) -> None:
     upstream = Upstream(3, 3, index_urls=["http://alice:tokA@other.invalid/simple/"])
     upstream.fetch_page(f"http://{recorder}/simple/x/", "text/html")
     assert _Recorder.seen == [("/simple/x/", None)]
+
+
+class _FileServer(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    ports: set = set()
+
+    def do_GET(self) -> None:
+        self.ports.add(self.client_address[1])
+        body = b"x" * 100_000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_file_connections_are_reused_once_read_to_the_end() -> None:
+    _FileServer.ports = set()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FileServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        upstream = Upstream(3, 3)
+        for name in ("a", "b", "c"):
+            with upstream.open_file(f"http://127.0.0.1:{server.server_address[1]}/{name}.whl") as response:
+                received = b""
+                while True:
+                    chunk = response.read(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+            assert len(received) == 100_000
+        assert len(_FileServer.ports) == 1  # one kept-alive connection for all three
+    finally:
+        server.shutdown()
+        server.server_close()
