@@ -559,7 +559,9 @@ class FileCache:
             threading.Thread(target=download.run, name=f"download {target.filename}", daemon=True).start()
         if download is None:  # a HEAD
             return _SizeOnlyBody(target.size) if target.size is not None else self._pass_through(target, True, None)
-        if byte_range is not None and not download.has_start_of(byte_range):
+        # The client whose range started the download is answered from upstream at once
+        # (the download may not have its bytes yet); later ones use it where it has them.
+        if byte_range is not None and (start or not download.has_start_of(byte_range)):
             download.leave()
             return self._pass_through(target, head, byte_range)
         file = download.attach()
