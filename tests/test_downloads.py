@@ -588,6 +588,15 @@ def _three_similar_wheels() -> list[Dist]:
     return [sized_wheel(name, "1.0", 12_000) for name in ("lru-a", "lru-b", "lru-c")]
 
 
+def _two_of_three_setup(upstream_factory, tmp_path):
+    """Three similar wheels on a fresh upstream, a cache dir, and a cap that holds two."""
+    wheels = _three_similar_wheels()
+    up = upstream_factory("html", None)
+    for dist in wheels:
+        up.add(dist)
+    return wheels, up, str(tmp_path / "cache"), _cap_for_two(list(wheels))
+
+
 def _cap_for_two(dists: list[Dist]) -> int:
     sizes = sorted(d.size for d in dists)
     cap = sizes[-1] + sizes[-2] + 16
@@ -614,12 +623,7 @@ def test_restart_serves_stored_files_without_upstream_get(proxy, upstream_factor
 
 @pytest.mark.parametrize("restarted_by", ["in-process", "process"])
 def test_lru_recency_survives_restart(proxy, upstream_factory, tmp_path, restarted_by):
-    a, b, c = _three_similar_wheels()
-    up = upstream_factory("html", None)
-    for dist in (a, b, c):
-        up.add(dist)
-    cache_dir = str(tmp_path / "cache")
-    cap = _cap_for_two([a, b, c])
+    (a, b, c), up, cache_dir, cap = _two_of_three_setup(upstream_factory, tmp_path)
     first = proxy(up, cache_dir=cache_dir, cache_size=cap)
     for dist in (a, b):  # access order: A, then B
         assert first.get(file_path(dist)).body == dist.content
@@ -652,12 +656,7 @@ def test_lru_recency_survives_restart(proxy, upstream_factory, tmp_path, restart
 
 def test_lru_recency_of_hits_before_restart_survives(proxy, upstream_factory, tmp_path):
     """A hit (not only a download) counts as use, and that survives a restart."""
-    a, b, c = _three_similar_wheels()
-    up = upstream_factory("html", None)
-    for dist in (a, b, c):
-        up.add(dist)
-    cache_dir = str(tmp_path / "cache")
-    cap = _cap_for_two([a, b, c])
+    (a, b, c), up, cache_dir, cap = _two_of_three_setup(upstream_factory, tmp_path)
     first = proxy(up, cache_dir=cache_dir, cache_size=cap)
     for dist in (a, b):
         assert first.get(file_path(dist)).body == dist.content
@@ -781,12 +780,7 @@ def test_two_proxy_processes_share_one_cache_dir(upstream_factory, dists, tmp_pa
 
 
 def test_file_evicted_by_one_proxy_is_refetched_by_the_other(proxy, upstream_factory, tmp_path):
-    a, b, c = _three_similar_wheels()
-    up = upstream_factory("html", None)
-    for dist in (a, b, c):
-        up.add(dist)
-    cache_dir = str(tmp_path / "cache")
-    cap = _cap_for_two([a, b, c])
+    (a, b, c), up, cache_dir, cap = _two_of_three_setup(upstream_factory, tmp_path)
     one = proxy(up, cache_dir=cache_dir, cache_size=cap)
     two = proxy(up, cache_dir=cache_dir, cache_size=cap)
     for dist in (a, b):

@@ -100,6 +100,8 @@ def test_keep_alive_serves_pipelined_requests(running) -> None:
         (b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", True),
         (b"GET /health HTTP/1.0\r\n\r\n", True),
         (b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", False),
+        # Tokens are matched whole: "x-closed-thing" is not "close".
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: x-closed-thing\r\n\r\n", False),
     ],
 )
 def test_connection_header(running, request_text, closes) -> None:
@@ -130,20 +132,6 @@ def test_expect_100_continue(running) -> None:
 def test_an_empty_line_before_the_request_is_skipped(running) -> None:
     """RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request."""
     assert raw_status(raw_request(running.url, b"\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
-
-
-def test_connection_tokens_are_matched_whole(running) -> None:
-    parts = urllib.parse.urlsplit(running.url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=1) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: x-closed-thing\r\n\r\n")
-        received = b""
-        while b"ok\n" not in received:
-            received += sock.recv(65536)
-        try:
-            closed = sock.recv(1) == b""
-        except socket.timeout:
-            closed = False
-    assert not closed
 
 
 def test_control_characters_never_reach_the_log(running, caplog) -> None:
