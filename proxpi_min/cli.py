@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from typing import Optional, Sequence
 
@@ -46,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--offline", action="store_const", const=True, help="never contact an upstream; serve the cache dir only (PROXPI_OFFLINE=1)")
     add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
     add("--page-memory", help="memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default 256M)")
+    add("--workers", help="worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default 1)")
+    add("--max-connections", help="connections served at once per process; past it, 503 (PROXPI_MAX_CONNECTIONS, default 1000)")
     return parser
 
 
@@ -65,39 +70,62 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the proxy; returns the exit status (2 for a bad setting)."""
     args = _parser().parse_args(argv)
     # Imported here so that --help and --version stay instant.
-    from .config import parse_settings, redact_url
-    from .server import ProxyServer
+    from .config import parse_settings
 
     try:
         settings = parse_settings(os.environ, vars(args))
     except ConfigError as exc:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
+    _configure_logging("")
+    if settings.workers > 1:
+        return _supervise(settings)
+    from .server import ProxyServer
+
+    try:
+        server = ProxyServer(settings)
+    except OSError as exc:
+        return _cannot_start(settings, exc)
+    _log_listening(settings, server.server_address, server.cache_dir)
+    return _serve(server)
+
+
+def _configure_logging(worker: str) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    handler.setFormatter(_Formatter(f"%(asctime)s %(levelname)s {worker}%(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # One line per request: skip what the format never shows (logging HOWTO,
     # "Optimization"): caller frames, thread and process names.
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    try:
-        server = ProxyServer(settings)
-    except OSError as exc:
-        print(f"proxpi-min: error: cannot start on {settings.host}:{settings.port} "
-              f"with cache dir {settings.cache_dir!r}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    host, port = server.server_address[:2]
+
+
+def _cannot_start(settings, exc: OSError) -> int:
+    print(f"proxpi-min: error: cannot start on {settings.host}:{settings.port} "
+          f"with cache dir {settings.cache_dir!r}: {exc.strerror or exc}", file=sys.stderr)
+    return 1
+
+
+def _log_listening(settings, address: tuple, cache_dir: str) -> None:
+    from .config import redact_url
+
+    host, port = address[:2]
     logger.info(
-        "listening on http://%s:%d/ (%s); indices: %s; cache dir %s, cap %d bytes",
+        "listening on http://%s:%d/ (%s%s); indices: %s; cache dir %s, cap %d bytes",
         f"[{host}]" if ":" in host else host,
         port,
         "offline" if settings.offline else "online",
+        f", {settings.workers} workers" if settings.workers > 1 else "",
         ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes),
-        server.cache_dir,
+        cache_dir,
         settings.cache_size,
     )
+
+
+def _serve(server) -> int:
+    """Serve until SIGTERM or SIGINT, then drain responses in flight; returns 0."""
 
     def stop(signum: int, frame) -> None:
         logger.info("%s: stopping", signal.Signals(signum).name)
@@ -114,3 +142,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         server.server_close()
     logger.info("stopped")
     return 0
+
+
+def _supervise(settings) -> int:
+    """``--workers N``: the parent binds the port and makes the cache dir (a temp one
+    shared by the workers and removed here, once), then only supervises."""
+    from .server import ProxyServer, listening_socket
+    from .workers import Supervisor
+
+    temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
+    settings = dataclasses.replace(settings, cache_dir=os.path.abspath(settings.cache_dir or temp_dir))
+    try:
+        os.makedirs(settings.cache_dir, exist_ok=True)
+        listener = listening_socket(settings)
+    except OSError as exc:
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        return _cannot_start(settings, exc)
+
+    def work(number: int) -> int:
+        _configure_logging(f"[worker {number}] ")
+        return _serve(ProxyServer(settings, listener))
+
+    _log_listening(settings, listener.getsockname(), settings.cache_dir)
+    try:
+        return Supervisor(settings.workers, work, DRAIN_SECONDS).run()
+    finally:
+        listener.close()
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import urllib.parse
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import ConfigError
 
-__all__ = ["IndexSettings", "Settings", "parse_settings", "parse_size", "redact_url"]
+__all__ = ["IndexSettings", "Settings", "cpu_count", "parse_settings", "parse_size", "redact_url"]
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple/"
 DEFAULT_INDEX_TTL = 30 * 60.0  # proxpi's defaults: 30 minutes for the root index ...
@@ -23,6 +24,10 @@ DEFAULT_READ_TIMEOUT = 20.0
 # threads forever; long enough for a CI job's pauses between requests.
 DEFAULT_CLIENT_TIMEOUT = 60.0
 DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
+# Connections one process serves at once, a thread and a descriptor each: 3,000 slow
+# clients made 3,001 threads, and ten times that ran out of threads or descriptors.
+# Past the cap a new connection is refused with 503 at once.
+DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 
@@ -62,6 +67,8 @@ class Settings:
     offline: bool = False
     admin_token: Optional[str] = None
     page_memory: int = DEFAULT_PAGE_MEMORY
+    workers: int = 1
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -161,6 +168,36 @@ def _index_url(source: str, raw: str) -> str:
     return raw if raw.endswith("/") else raw + "/"
 
 
+def cpu_count() -> int:
+    """CPUs this process may run on (``os.process_cpu_count`` is Python 3.13+)."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return count or 1
+
+
+def _workers(sources: _Sources) -> int:
+    source, raw = sources.get("--workers", "PROXPI_WORKERS")
+    if raw is None or raw == "":
+        return 1
+    text = str(raw).strip().lower()
+    if text in ("0", "auto"):
+        return cpu_count()
+    if not (text.isascii() and text.isdigit()):
+        raise _bad(source, raw, "must be a number of processes, 0 or auto (one per CPU)")
+    if not hasattr(os, "fork") and int(text) > 1:
+        raise _bad(source, raw, "needs os.fork, which this platform lacks")
+    return int(text)
+
+
+def _count(sources: _Sources, flag: str, var: str, default: int) -> int:
+    source, raw = sources.get(flag, var)
+    if raw is None or raw == "":
+        return default
+    text = str(raw).strip()
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise _bad(source, raw, "must be a whole number >= 1")
+    return int(text)
+
+
 def _ttl_list(sources: _Sources, count: int) -> list[float]:
     source, raw = sources.get("--extra-index-ttl", "PROXPI_EXTRA_INDEX_TTLS")
     if raw is None or raw == "" or raw == []:
@@ -231,4 +268,8 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
         offline=sources.flag("--offline", "PROXPI_OFFLINE"),
         admin_token=sources.text("--admin-token", "PROXPI_ADMIN_TOKEN"),
         page_memory=sources.size("--page-memory", "PROXPI_PAGE_MEMORY", DEFAULT_PAGE_MEMORY),
+        workers=_workers(sources),
+        max_connections=_count(
+            sources, "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS
+        ),
     )

@@ -9,6 +9,7 @@
     +-- MethodNotAllowed             405  (carries the allowed methods)
     +-- NotAcceptable                406
     +-- RangeNotSatisfiable          416  (carries the file size)
+    +-- Overloaded                   503  (the connection cap; carries Retry-After)
     +-- UpstreamError                502
         +-- UpstreamTimeout          504
         +-- IntegrityError           502  (hash or size mismatch)
@@ -29,6 +30,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotAcceptable",
     "NotFound",
+    "Overloaded",
     "ProxpiError",
     "RangeNotSatisfiable",
     "Unauthorized",
@@ -77,6 +79,13 @@ class RangeNotSatisfiable(ProxpiError):
     def __init__(self, message: str, size: int) -> None:
         super().__init__(message)
         self.size = size
+
+
+class Overloaded(ProxpiError):
+    """Too many connections at once; the client may retry after :attr:`retry_after` s."""
+
+    status = 503
+    retry_after = 1
 
 
 class UpstreamError(ProxpiError):

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Iterable, Optional, Union
 from . import __version__
 from .bodies import FileBody, content_type_for
 from .byteranges import parse_range
-from .errors import BadRequest, MethodNotAllowed, NotFound, ProxpiError, RangeNotSatisfiable, Unauthorized
+from .errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    Overloaded,
+    ProxpiError,
+    RangeNotSatisfiable,
+    Unauthorized,
+)
 from .names import NormalizedName, check_filename, parse_project_name
 from .render import TEXT_HTML, Rendered, accepts_gzip, choose_media_type, render_home
 from .simple import HTML_TYPE, JSON_TYPE
@@ -29,7 +37,7 @@ from .simple import HTML_TYPE, JSON_TYPE
 if TYPE_CHECKING:  # the server hands itself to each handler; it imports this module
     from .server import ProxyServer
 
-__all__ = ["ProxyHandler"]
+__all__ = ["ProxyHandler", "refusal"]
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +245,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         return accepts_gzip(self.headers.get("Accept-Encoding"))
 
     def _page(self, media: str, page: Rendered, stale: bool) -> None:
-        cache_control = self.server.page_cache_control
+        # A stale copy (upstream failing) must not outlive the outage in a front cache.
+        cache_control = "no-store" if stale else self.server.page_cache_control
         if _etag_matches(self.headers.get("If-None-Match"), page.etag):
             return self._send(304, _page_headers(media, page.etag, cache_control, stale, None, None), b"")
         headers = _page_headers(media, page.etag, cache_control, stale, page.encoding, len(page.body))
@@ -260,7 +269,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         except RangeNotSatisfiable as exc:
             return self._send(
                 416,
-                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Range", f"bytes */{exc.size}")],
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Range", f"bytes */{exc.size}"),
+                    ("Cache-Control", "no-store"),
+                ],
                 f"416 Range Not Satisfiable: {exc.message}\n".encode(),
             )
         try:
@@ -340,15 +353,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if self._headers_done:
             self.close_connection = True
             return
-        status = HTTPStatus(error.status)
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")]
-        if isinstance(error, MethodNotAllowed):
-            headers.append(("Allow", ", ".join(error.allowed)))
-        if isinstance(error, Unauthorized):
-            headers.append(("WWW-Authenticate", 'Bearer realm="proxpi-min"'))
-        if status >= 500:
-            self.close_connection = self.close_connection or status == 500
-        self._send(status, headers, f"{status.value} {status.phrase}: {error.message}\n".encode())
+        if error.status >= 500:
+            self.close_connection = self.close_connection or error.status == 500
+        self._send(error.status, _error_headers(error), _error_body(error))
 
     def _head(self, status: int, headers: Union[str, Iterable[tuple]]) -> bytes:
         """The status line and headers (pairs, or lines already made), as bytes; marks
@@ -397,6 +404,37 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
         logger.info("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
+
+
+def _error_headers(error: ProxpiError) -> list:
+    # no-store: a front cache must not keep an error (RFC 9111 allows caching a 404
+    # heuristically); the next request may well succeed.
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Cache-Control", "no-store"),
+    ]
+    if isinstance(error, MethodNotAllowed):
+        headers.append(("Allow", ", ".join(error.allowed)))
+    if isinstance(error, Unauthorized):
+        headers.append(("WWW-Authenticate", 'Bearer realm="proxpi-min"'))
+    if isinstance(error, Overloaded):
+        headers.append(("Retry-After", str(error.retry_after)))
+    return headers
+
+
+def _error_body(error: ProxpiError) -> bytes:
+    return f"{error.status} {_REASONS[error.status]}: {error.message}\n".encode()
+
+
+def refusal(error: ProxpiError) -> bytes:
+    """A whole error response, closing the connection, for a connection refused
+    before any request is read (the connection cap: see server.ProxyServer)."""
+    body = _error_body(error)
+    headers = [*_error_headers(error), ("Content-Length", str(len(body))), ("Connection", "close")]
+    status_line = f"{ProxyHandler.protocol_version} {error.status} {_REASONS[error.status]}\r\n"
+    head = f"{status_line}Server: {ProxyHandler.server_version}\r\nDate: {_http_date()}\r\n"
+    return (head + _header_lines(headers) + "\r\n").encode("latin-1") + body
 
 
 def _header_lines(headers: Iterable[tuple]) -> str:

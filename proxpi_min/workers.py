@@ -1,0 +1,203 @@
+"""Pre-fork supervisor: worker processes sharing one listening socket, restarted when
+they die, stopped together on SIGTERM/SIGINT.
+
+The parent opens the socket and forks; every worker accepts from that one socket. This
+rather than one ``SO_REUSEPORT`` socket per worker: it works wherever ``fork`` does;
+connections waiting in the queue survive a worker's death (a ``SO_REUSEPORT`` socket
+takes its own queue down with it, resetting those clients); and no other process can
+bind the port beside us. The kernel does not balance the load across workers then, but
+an idle worker is the one waiting in ``select`` and so the first to accept.
+
+The parent does nothing else: no thread, no cache, no request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import time
+from typing import Callable, Optional
+
+__all__ = ["Supervisor"]
+
+logger = logging.getLogger(__name__)
+
+# A worker that dies sooner than this after its start is restarted after a back-off
+# (doubling from BACKOFF_FIRST up to BACKOFF_MAX), so a crash loop cannot spin a core.
+HEALTHY_UPTIME = 10.0
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+# Workers get this long beyond their own drain to exit before they are killed.
+EXIT_GRACE = 5.0
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _Slot:
+    """One worker position: the process in it and its crash history."""
+
+    __slots__ = ("number", "pid", "started", "failures", "restart_at")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.pid: Optional[int] = None
+        self.started = 0.0
+        self.failures = 0
+        self.restart_at: Optional[float] = 0.0  # None: running or not to restart
+
+
+class Supervisor:
+    """Runs *count* workers, each ``work(number)`` in a forked child, until a signal.
+
+    ``work`` runs in the child and returns its exit status; it must install its own
+    SIGTERM/SIGINT handlers and, on SIGTERM, drain within *drain_seconds*.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        work: Callable[[int], int],
+        drain_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._slots = [_Slot(number) for number in range(1, count + 1)]
+        self._work = work
+        self._drain_seconds = drain_seconds
+        self._clock = clock
+        self._wakeup_read = self._wakeup_write = -1
+
+    def run(self) -> int:
+        """Supervise until SIGTERM or SIGINT and every worker has exited; returns 0."""
+        self._wakeup_read, self._wakeup_write = os.pipe()
+        os.set_blocking(self._wakeup_read, False)
+        os.set_blocking(self._wakeup_write, False)
+        # The C-level handler writes each signal's number to the pipe, which wakes the
+        # select() below; the Python handlers have nothing left to do.
+        previous_fd = signal.set_wakeup_fd(self._wakeup_write)
+        previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGCHLD, *_STOP_SIGNALS)}
+        try:
+            return self._loop()
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(self._wakeup_read)
+            os.close(self._wakeup_write)
+
+    def _loop(self) -> int:
+        deadline: Optional[float] = None
+        while True:
+            now = self._clock()
+            if deadline is None:
+                for slot in self._slots:
+                    if slot.restart_at is not None and slot.restart_at <= now:
+                        self._start(slot)
+            waits = [slot.restart_at - now for slot in self._slots if slot.restart_at is not None]
+            if deadline is not None:
+                waits.append(deadline - now)
+            timeout = max(0.0, min(waits)) if waits else None
+            select.select([self._wakeup_read], [], [], timeout)
+            received = self._signals()
+            if deadline is None and received & set(_STOP_SIGNALS):
+                name = signal.Signals(min(received & set(_STOP_SIGNALS))).name
+                logger.info("%s: stopping %d workers", name, self._running())
+                deadline = self._clock() + self._drain_seconds + EXIT_GRACE
+                for slot in self._slots:
+                    slot.restart_at = None
+                    self._signal(slot, signal.SIGTERM)
+            self._reap(stopping=deadline is not None)
+            if deadline is not None:
+                if not self._running():
+                    logger.info("stopped")
+                    return 0
+                if self._clock() >= deadline:
+                    for slot in self._slots:
+                        if slot.pid is not None:
+                            logger.warning("worker %d (pid %d) did not stop: killed", slot.number, slot.pid)
+                            self._signal(slot, signal.SIGKILL)
+                    deadline = self._clock() + EXIT_GRACE
+
+    def _signals(self) -> set:
+        received = set()
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                data = os.read(self._wakeup_read, 64)
+                if not data:
+                    break
+                received.update(data)
+        return received
+
+    def _running(self) -> int:
+        return sum(slot.pid is not None for slot in self._slots)
+
+    @staticmethod
+    def _signal(slot: _Slot, signum: int) -> None:
+        if slot.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.pid, signum)
+
+    def _start(self, slot: _Slot) -> None:
+        slot.restart_at = None
+        slot.started = self._clock()
+        pid = os.fork()
+        if pid == 0:
+            self._child(slot.number)  # never returns
+        slot.pid = pid
+        logger.info("worker %d started (pid %d)", slot.number, pid)
+
+    def _child(self, number: int) -> None:
+        """Run the work in the forked child and exit, never returning into the caller's
+        stack (whose cleanup, such as removing the temp cache dir, is the parent's)."""
+        status = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            os.close(self._wakeup_read)
+            os.close(self._wakeup_write)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for sig in _STOP_SIGNALS:  # until the work installs its own handlers
+                signal.signal(sig, signal.SIG_DFL)
+            status = self._work(number)
+        except BaseException:
+            logger.exception("worker %d failed", number)
+        finally:
+            logging.shutdown()  # flush the log before leaving without cleanup
+            os._exit(status)
+
+    def _reap(self, stopping: bool) -> None:
+        """Collect exited workers; schedule restarts (with back-off) unless *stopping*."""
+        for slot in self._slots:
+            if slot.pid is None:
+                continue
+            try:
+                pid, status = os.waitpid(slot.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = slot.pid, 0
+            if pid == 0:
+                continue
+            slot.pid = None
+            how = _describe(os.waitstatus_to_exitcode(status))
+            if stopping:
+                if status != 0:
+                    logger.warning("worker %d (pid %d) %s", slot.number, pid, how)
+                continue
+            now = self._clock()
+            slot.failures = slot.failures + 1 if now - slot.started < HEALTHY_UPTIME else 0
+            delay = min(BACKOFF_FIRST * 2 ** (slot.failures - 1), BACKOFF_MAX) if slot.failures else 0.0
+            slot.restart_at = now + delay
+            logger.warning("worker %d (pid %d) %s; restarting it in %.1f s", slot.number, pid, how, delay)
+
+
+def _describe(code: int) -> str:
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
+def _ignore(signum: int, frame) -> None:
+    """The signal was written to the wakeup pipe; the loop handles it there."""
