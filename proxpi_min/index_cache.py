@@ -28,6 +28,7 @@ from .simple import (
     merge_pages,
     parse_project_list,
     parse_project_page,
+    servable,
 )
 from .upstream import Upstream
 
@@ -229,11 +230,12 @@ class IndexCache:
             if response.status == 404:
                 new = _Entry(None, page_url, None, None, now)
             else:
-                value = (
-                    parse_project_list(response.body, response.content_type)
-                    if key == LIST_KEY
-                    else parse_project_page(response.body, response.content_type, page_url, NormalizedName(key))
-                )
+                if key == LIST_KEY:
+                    value = parse_project_list(response.body, response.content_type)
+                else:
+                    value = self._servable(
+                        parse_project_page(response.body, response.content_type, page_url, NormalizedName(key))
+                    )
                 _check_plausible(value, entry)
                 new = _Entry(value, page_url, response.etag, response.last_modified, now)
         except UpstreamError as exc:
@@ -246,6 +248,18 @@ class IndexCache:
                 saved = self._store.save(key, SavedPage(new.value, new.url, new.etag, new.last_modified))
         self._put(key, new, droppable=saved)
         return new.lookup()
+
+    def _servable(self, page: ProjectPage) -> ProjectPage:
+        """The page without the files we would refuse to serve; one WARNING if any."""
+        page, refused = servable(page)
+        if refused:
+            logger.warning(
+                "%s lists %d file names that are not safe to serve, left out of its page: %s",
+                redact_url(self.settings.url) + page.name + "/",
+                len(refused),
+                ", ".join(repr(name) for name in refused[:3]) + (", ..." if len(refused) > 3 else ""),
+            )
+        return page
 
     def _put(self, key: str, entry: _Entry, droppable: bool) -> None:
         """Store *entry*; a *droppable* one (its saved copy is current) may later leave

@@ -11,6 +11,7 @@ __all__ = [
     "NormalizedName",
     "canonicalize_name",
     "check_filename",
+    "is_safe_filename",
     "parse_project_name",
     "version_from_filename",
 ]
@@ -50,9 +51,14 @@ def check_filename(filename: str) -> str:
 
     :raises BadRequest: it is not.
     """
-    if len(filename) > _MAX_FILENAME or not _SAFE_FILENAME.match(filename):
+    if not is_safe_filename(filename):
         raise BadRequest(f"not a valid file name: {filename!r}")
     return filename
+
+
+def is_safe_filename(filename: str) -> bool:
+    """Whether :func:`check_filename` accepts *filename* (and so the file route serves it)."""
+    return len(filename) <= _MAX_FILENAME and _SAFE_FILENAME.match(filename) is not None
 
 
 def version_from_filename(filename: str, project: NormalizedName) -> Optional[str]:

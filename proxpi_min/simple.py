@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from typing import Any, Iterable, NamedTuple, Optional
 
 from .errors import BadUpstreamPage
-from .names import NormalizedName, canonicalize_name, version_from_filename
+from .names import NormalizedName, canonicalize_name, is_safe_filename, version_from_filename
 
 __all__ = [
     "FileEntry",
@@ -29,6 +29,7 @@ __all__ = [
     "merge_pages",
     "parse_project_list",
     "parse_project_page",
+    "servable",
 ]
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -355,6 +356,19 @@ def parse_project_page(
         )
         return ProjectPage(project, entries, _versions(entries, project), status=parsed.status)
     raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
+
+
+def servable(page: ProjectPage) -> tuple:
+    """(*page* without the files the file route would refuse, their names).
+
+    A name that cannot be one safe path segment (``evil-1.0-py3-none-any.whl"><b>x.whl``)
+    would be listed and then answered 400, and pip, having picked it, would fail: such
+    entries are left out of the page instead.
+    """
+    refused = tuple(entry.filename for entry in page.files if not is_safe_filename(entry.filename))
+    if not refused:
+        return page, ()
+    return page._replace(files=tuple(e for e in page.files if is_safe_filename(e.filename))), refused
 
 
 def parse_project_list(body: bytes, content_type: Optional[str]) -> ProjectList:

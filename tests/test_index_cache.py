@@ -316,3 +316,16 @@ def test_IndexCache_forgets_old_unknown_names(upstream, clock, tmp_path, monkeyp
     for number in range(10):
         assert cache.project(NormalizedName(f"nope{number}")).value is None
     assert len(cache._entries) == 3
+
+
+def test_IndexCache_leaves_unservable_names_out_with_one_warning(upstream, clock, tmp_path, caplog) -> None:
+    evil = 'evil-1.0-py3-none-any.whl"><b>x.whl'
+    upstream.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz", evil, "a b.whl"])
+    cache = make_cache(upstream, clock, tmp_path, ttl=0)
+    with caplog.at_level("WARNING", logger="proxpi_min.index_cache"):
+        page = cache.project(alpha()).value
+    assert [entry.filename for entry in page.files] == ["alpha-1.0.tar.gz"]
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and repr(evil) in warnings[0], warnings
+    # The saved copy (read back after a restart) holds the filtered page too.
+    assert make_cache(upstream, clock, tmp_path, offline=True).project(alpha()).value.files == page.files

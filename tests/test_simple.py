@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import html
 import json
 from typing import Any, Optional
 
@@ -20,7 +21,9 @@ from proxpi_min.simple import (
     merge_pages,
     parse_project_list,
     parse_project_page,
+    servable,
 )
+from proxpi_min.names import NormalizedName
 
 PAGE_URL = "https://index.example/simple/foo/"
 SHA = "a" * 64
@@ -732,3 +735,31 @@ def test_project_list_from_generator() -> None:
 def test_project_list_copies() -> None:
     projects = ProjectList.from_names(["a", "b"])
     assert copy.copy(projects) == projects
+
+
+# -- servable: pages list only what the file route serves ---------------------
+
+EVIL_NAME = 'evil-1.0-py3-none-any.whl"><b>x.whl'
+
+
+@pytest.mark.parametrize("kind", ["html", "json"])
+def test_servable_leaves_out_names_the_file_route_refuses(kind):
+    good = "evil-1.0-py3-none-any.whl"
+    if kind == "html":
+        body = (
+            f'<a href="/f/{good}#sha256={"a" * 64}">{good}</a>'
+            f'<a href="/f/x.whl#sha256={"b" * 64}">{html.escape(EVIL_NAME)}</a>'
+            f'<a href="/f/y.whl">../../etc/passwd</a>'
+        ).encode()
+        content_type = "text/html"
+    else:
+        files = [{"filename": name, "url": f"/f/{i}.whl", "hashes": {}} for i, name in
+                 enumerate([good, EVIL_NAME, "../../etc/passwd"])]
+        body = json.dumps({"meta": {"api-version": "1.0"}, "name": "evil", "files": files}).encode()
+        content_type = JSON_TYPE
+    page = parse_project_page(body, content_type, "https://example.test/simple/evil/", NormalizedName("evil"))
+    assert len(page.files) == 3
+    kept, refused = servable(page)
+    assert [entry.filename for entry in kept.files] == [good]
+    assert refused == (EVIL_NAME, "../../etc/passwd")
+    assert servable(kept) == (kept, ())
