@@ -10,6 +10,7 @@ import pytest
 from proxpi_min.config import (
     IndexSettings,
     Settings,
+    cpu_count,
     parse_settings,
     parse_size,
     redact_url,
@@ -351,3 +352,38 @@ def test_credentials_are_kept_for_upstream_but_not_displayed() -> None:
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+# ---------------------------------------------------------------- workers and connections
+
+
+def test_workers_and_connection_cap_defaults() -> None:
+    result = settings()
+    assert (result.workers, result.max_connections) == (1, 1000)
+
+
+@pytest.mark.parametrize("value", ["0", "auto", "AUTO"])
+def test_workers_auto_is_one_per_cpu(value: str) -> None:
+    assert settings({"PROXPI_WORKERS": value}).workers == cpu_count() >= 1
+
+
+def test_workers_and_connection_cap_from_env_and_flags() -> None:
+    env = {"PROXPI_WORKERS": "3", "PROXPI_MAX_CONNECTIONS": "50"}
+    assert (settings(env).workers, settings(env).max_connections) == (3, 50)
+    assert settings(env, workers="2", max_connections="7").workers == 2
+    assert settings(env, workers="2", max_connections="7").max_connections == 7
+
+
+@pytest.mark.parametrize(
+    "env, names",
+    [
+        ({"PROXPI_WORKERS": "many"}, ["PROXPI_WORKERS", "many"]),
+        ({"PROXPI_WORKERS": "-1"}, ["PROXPI_WORKERS", "-1"]),
+        ({"PROXPI_MAX_CONNECTIONS": "0"}, ["PROXPI_MAX_CONNECTIONS", "0"]),
+        ({"PROXPI_MAX_CONNECTIONS": "1e3"}, ["PROXPI_MAX_CONNECTIONS", "1e3"]),
+    ],
+)
+def test_bad_workers_or_connection_cap(env: dict, names: list) -> None:
+    message = config_error(env)
+    for name in names:
+        assert name in message

@@ -140,3 +140,72 @@ def test_control_characters_never_reach_the_log(running, caplog) -> None:
     assert caplog.records, "the request was not logged"
     assert "\x1b" not in caplog.text
     assert "\\x1b" in caplog.text
+
+
+# -- headers for a front cache (nginx proxy_cache, a CDN) ---------------------------------
+
+
+def _max_age(cache_control: str) -> int:
+    directives = dict(part.strip().partition("=")[::2] for part in cache_control.split(","))
+    return int(directives["max-age"])
+
+
+@pytest.mark.parametrize("ttl, max_age", [(1800.0, 600), (120.0, 120), (0.0, 0)])
+def test_pages_cacheable_for_at_most_the_ttl_and_vary(proxy, upstream_json, ttl, max_age) -> None:
+    running = proxy((upstream_json, ttl))
+    for path in ("/index/alpha/", "/index/"):
+        for accept in (None, "application/vnd.pypi.simple.v1+json"):
+            result = running.get(path, {"Accept": accept} if accept else {})
+            assert result.status == 200
+            assert result.headers["Vary"] == "Accept, Accept-Encoding"
+            assert "public" in result.headers["Cache-Control"]
+            assert _max_age(result.headers["Cache-Control"]) == max_age <= ttl
+            revalidated = running.get(path, {"If-None-Match": result.headers["ETag"], **({"Accept": accept} if accept else {})})
+            assert revalidated.status == 304
+            assert revalidated.headers["Vary"] == "Accept, Accept-Encoding"
+            assert revalidated.headers["Cache-Control"] == result.headers["Cache-Control"]
+
+
+def test_files_are_immutable(running, dists) -> None:
+    path = f"/index/alpha/{dists.alpha_1.filename}"
+    for _ in range(2):  # streamed from upstream, then from the cache dir
+        result = running.get(path)
+        assert result.status == 200
+        assert result.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert running.get(path, {"Range": "bytes=0-9"}).headers["Cache-Control"].endswith("immutable")
+
+
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/index/no-such-project/", 404),
+        ("GET", "/index/alpha/no-such-file.whl", 404),
+        ("GET", "/nowhere", 404),
+        ("POST", "/index/alpha/", 405),
+        ("GET", "/index/alpha/bad%20name.whl", 400),
+        ("GET", "/", 200),
+        ("GET", "/health", 200),
+        ("HEAD", "/health", 200),
+    ],
+)
+def test_errors_home_and_health_are_not_stored(running, method, path, status) -> None:
+    result = running.request(method, path)
+    assert result.status == status
+    assert result.headers["Cache-Control"] == "no-store"
+
+
+def test_range_not_satisfiable_is_not_stored(running, dists) -> None:
+    result = running.get(f"/index/alpha/{dists.alpha_1.filename}", {"Range": "bytes=99999999-"})
+    assert result.status == 416
+    assert result.headers["Cache-Control"] == "no-store"
+
+
+def test_stale_page_is_not_stored(proxy, upstream_json) -> None:
+    running = proxy((upstream_json, 0.0))
+    fresh = running.get("/index/alpha/")
+    assert fresh.status == 200 and "X-Proxpi-Stale" not in fresh.headers
+    upstream_json.down()
+    stale = running.get("/index/alpha/")
+    assert stale.status == 200 and stale.headers["X-Proxpi-Stale"] == "1"
+    assert stale.headers["Cache-Control"] == "no-store"
+    assert stale.headers["Vary"] == "Accept, Accept-Encoding"

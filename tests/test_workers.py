@@ -1,0 +1,140 @@
+"""``--workers N`` as real processes: one port served by N workers, a killed worker
+restarted, SIGTERM draining them all; and the supervisor's crash back-off."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from proxpi_min import workers
+from tests.support.proxy import ProxyProcess
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="--workers needs os.fork")
+
+STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+
+
+def _worker_pids(process: ProxyProcess) -> dict:
+    """Worker number -> pid of its latest start, from the log."""
+    return {int(number): int(pid) for number, pid in STARTED.findall(process.stderr)}
+
+
+def _wait_for(condition, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _serves_alpha(process: ProxyProcess) -> None:
+    result = process.get("/index/alpha/")
+    assert result.status == 200, result
+    assert b"alpha-1.0-py3-none-any.whl" in result.body
+
+
+def test_two_workers_serve_one_port_and_stop_on_sigterm(upstream_html, dists):
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url])
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
+        cache_dir = re.search(r"cache dir (\S+),", process.stderr).group(1)
+        assert os.path.isdir(cache_dir)  # a temp dir, made by the parent for both
+        for _ in range(6):
+            _serves_alpha(process)
+        file_path = f"/index/alpha/{dists.alpha_1.filename}"
+        assert process.get(file_path).body == dists.alpha_1.content
+        served_by = set(re.findall(r"\[worker (\d+)\] proxpi_min\.handler", process.stderr))
+        assert served_by, process.stderr
+        process.terminate()
+        assert process.wait(20) == 0, process.stderr
+    assert "stopping 2 workers" in process.stderr
+    assert process.stderr.count("proxpi_min: stopped") == 2, process.stderr
+    assert not any(_alive(pid) for pid in pids.values()), "a worker outlived the parent"
+    assert not os.path.exists(cache_dir), "the temp cache dir was not removed"
+
+
+def test_killed_worker_is_restarted_and_port_keeps_answering(upstream_html, tmp_path):
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url, "--cache-dir", str(tmp_path)])
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
+        _serves_alpha(process)
+        os.kill(pids[1], signal.SIGKILL)
+        # Clients keep getting answers while the worker is down and after its restart.
+        failures = []
+        stop = threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                try:
+                    _serves_alpha(process)
+                except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                    failures.append(exc)
+
+        client = threading.Thread(target=hammer)
+        client.start()
+        try:
+            new = _wait_for(lambda: _worker_pids(process).get(1) not in (None, pids[1]) and _worker_pids(process), "a restart")
+        finally:
+            stop.set()
+            client.join(20)
+        assert f"worker 1 (pid {pids[1]}) killed by SIGKILL; restarting" in process.stderr
+        assert new[2] == pids[2] and _alive(new[1])
+        _serves_alpha(process)
+        assert not failures, failures
+        process.terminate()
+        assert process.wait(20) == 0, process.stderr
+    assert not any(_alive(pid) for pid in (*pids.values(), *new.values()))
+    assert os.path.isdir(tmp_path)  # a given cache dir is kept
+
+
+def test_sigterm_drains_a_response_in_flight(upstream_html, dists, tmp_path):
+    upstream_html.throttle(64, 0.1)  # the ~1 KB wheel trickles in over a second or so
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url, "--cache-dir", str(tmp_path)])
+    with process:
+        _wait_for(lambda: len(_worker_pids(process)) == 2, "two workers")
+        result = {}
+        fetch = threading.Thread(
+            target=lambda: result.update(r=process.get(f"/index/alpha/{dists.alpha_1.filename}", timeout=30))
+        )
+        fetch.start()
+        _wait_for(lambda: upstream_html.hits(f"/files/alpha/{dists.alpha_1.filename}") > 0, "the download")
+        process.terminate()
+        fetch.join(30)
+        assert process.wait(20) == 0, process.stderr
+    assert result["r"].status == 200 and result["r"].body == dists.alpha_1.content
+    log = process.stderr
+    # The worker was told to stop while the response was still going out.
+    assert log.index("SIGTERM: stopping") < log.index(f'"GET /index/alpha/{dists.alpha_1.filename}" 200'), log
+
+
+def test_supervisor_backs_off_a_crash_loop(monkeypatch):
+    """A worker dying at once is restarted later and later; one that ran a while, at once."""
+    now = [100.0]
+    supervisor = workers.Supervisor(1, lambda number: 0, 1.0, clock=lambda: now[0])
+    (slot,) = supervisor._slots
+    monkeypatch.setattr(os, "waitpid", lambda pid, options: (pid, 1 << 8))  # exited with status 1
+    delays = []
+    for _ in range(8):
+        slot.pid, slot.started = 12345, now[0]
+        supervisor._reap(stopping=False)
+        delays.append(slot.restart_at - now[0])
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    slot.pid, slot.started = 12345, now[0]
+    now[0] += workers.HEALTHY_UPTIME
+    supervisor._reap(stopping=False)
+    assert (slot.restart_at, slot.failures) == (now[0], 0)
