@@ -203,3 +203,28 @@ def test_process_url_answers_http(upstream_html):
     with ProxyProcess(["--index-url", upstream_html.url]) as process:
         status, _, _ = http("GET", process.index_url)
         assert status == 200
+
+
+def test_batched_log_writes_every_line_in_order_by_close(monkeypatch):
+    import io
+    import logging
+
+    from proxpi_min import cli
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    handler = cli._BatchedStream(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("test-batched-log")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for number in range(2500):  # more than one batch
+            logger.warning("line %d", number)
+        logger.warning("bad %d", "not a number")  # reported, and the log goes on
+        logger.warning("last")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = stream.getvalue().splitlines()
+    assert [line for line in lines if line.startswith("line ")] == [f"line {number}" for number in range(2500)]
+    assert "last" in lines and "not a number" in stream.getvalue()
