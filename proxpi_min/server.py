@@ -126,8 +126,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._refused += 1
         if now - self._refused_warned >= REFUSAL_WARNING_INTERVAL:
             logger.warning(
-                "%d connections open, the cap (--max-connections): refused %d new ones with 503 "
-                "in the last minute",
+                "%d connections open, the cap (--max-connections): new ones get 503 "
+                "(%d refused since the last such warning)",
                 self.settings.max_connections,
                 self._refused,
             )
