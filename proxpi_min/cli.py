@@ -14,10 +14,14 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # imported in main(), so that --help and --version stay instant
+    from .config import Settings
+    from .server import ProxyServer
 
 __all__ = ["main"]
 
@@ -173,13 +177,13 @@ def _configure_logging(worker: str = "", batched: bool = False) -> None:
     logging.logMultiprocessing = False
 
 
-def _cannot_start(settings, exc: OSError) -> int:
+def _cannot_start(settings: "Settings", exc: OSError) -> int:
     print(f"proxpi-min: error: cannot start on {settings.host}:{settings.port} "
           f"with cache dir {settings.cache_dir!r}: {exc.strerror or exc}", file=sys.stderr)
     return 1
 
 
-def _log_listening(settings, address: tuple, cache_dir: str) -> None:
+def _log_listening(settings: "Settings", address: tuple, cache_dir: str) -> None:
     from .config import redact_url
 
     host, port = address[:2]
@@ -195,7 +199,7 @@ def _log_listening(settings, address: tuple, cache_dir: str) -> None:
     )
 
 
-def _serve(server) -> int:
+def _serve(server: "ProxyServer") -> int:
     """Serve until SIGTERM or SIGINT, then drain responses in flight; returns 0."""
 
     def stop(signum: int, frame) -> None:
@@ -215,7 +219,7 @@ def _serve(server) -> int:
     return 0
 
 
-def _supervise(settings) -> int:
+def _supervise(settings: "Settings") -> int:
     """``--workers N``: the parent binds the port and makes the cache dir (a temp one
     shared by the workers and removed here, once), then only supervises."""
     from .server import ProxyServer, listening_socket

@@ -1,15 +1,5 @@
 """Pre-fork supervisor: worker processes sharing one listening socket, restarted when
-they die, stopped together on SIGTERM/SIGINT.
-
-The parent opens the socket and forks; every worker accepts from that one socket. This
-rather than one ``SO_REUSEPORT`` socket per worker: it works wherever ``fork`` does;
-connections waiting in the queue survive a worker's death (a ``SO_REUSEPORT`` socket
-takes its own queue down with it, resetting those clients); and no other process can
-bind the port beside us. The kernel does not balance the load across workers then, but
-an idle worker is the one waiting in ``select`` and so the first to accept.
-
-The parent does nothing else: no thread, no cache, no request.
-"""
+they die, stopped together on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -22,6 +12,14 @@ import time
 from typing import Callable, Optional
 
 __all__ = ["Supervisor"]
+
+# The parent opens the socket and forks; every worker accepts from that one socket. This
+# rather than one SO_REUSEPORT socket per worker: it works wherever fork does;
+# connections waiting in the queue survive a worker's death (a SO_REUSEPORT socket
+# takes its own queue down with it, resetting those clients); and no other process can
+# bind the port beside us. The kernel does not balance the load across workers then,
+# but an idle worker is the one waiting in select() and so the first to accept. The
+# parent does nothing else: no thread, no cache, no request.
 
 logger = logging.getLogger(__name__)
 

@@ -589,7 +589,7 @@ def _disk_full_run(upstream, wheel, tmp_path, max_file_size):
         results = [_get_closing(process, f"/index/bigpkg/{wheel.filename}") for _ in range(2)]
         _alive(process)
         assert process.get("/index/bigpkg/").status == 200
-        stderr = process.stderr
+    stderr = process.stderr  # complete once the process has exited (the log is batched)
     for result in results:
         assert not isinstance(result, Exception), repr(result)
         assert (result.status, len(result.body), result.body == wheel.content) == (200, wheel.size, True)
