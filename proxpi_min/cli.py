@@ -46,19 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--offline", action="store_const", const=True, help="never contact an upstream; serve the cache dir only (PROXPI_OFFLINE=1)")
     add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
     add("--page-memory", help="memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default 256M)")
+    add("--log-format", help="'text' (readable lines) or 'json' (one object per line) (PROXPI_LOG_FORMAT, default text)")
+    add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
     return parser
-
-
-class _Formatter(logging.Formatter):
-    """The standard format, with the time text made once a second, not per line."""
-
-    _second = (-1, "")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
-        second = int(record.created)
-        if self._second[0] != second:
-            self._second = (second, super().formatTime(record, datefmt)[:-4])  # without ",mmm"
-        return f"{self._second[1]},{int(record.msecs):03d}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -66,15 +56,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     # Imported here so that --help and --version stay instant.
     from .config import parse_settings, redact_url
+    from .logs import formatter
     from .server import ProxyServer
 
+    flags = vars(args)
+    check_only = flags.pop("check_config")
     try:
-        settings = parse_settings(os.environ, vars(args))
+        settings = parse_settings(os.environ, flags)
     except ConfigError as exc:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
+    if check_only:  # for deployment checks: a unit file's or image's flags, before a restart
+        indices = ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes)
+        print(f"proxpi-min: configuration ok: {settings.host}:{settings.port}; indices: {indices}; "
+              f"cache dir {settings.cache_dir or '(a temp dir)'}, cap {settings.cache_size} bytes")
+        return 0
     handler = logging.StreamHandler()
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter(settings.log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     # One line per request: skip what the format never shows (logging HOWTO,
     # "Optimization"): caller frames, thread and process names.

@@ -24,6 +24,7 @@ DEFAULT_READ_TIMEOUT = 20.0
 DEFAULT_CLIENT_TIMEOUT = 60.0
 DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
 DEFAULT_HOST = "127.0.0.1"
+LOG_FORMATS = ("text", "json")
 DEFAULT_PORT = 5000
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
@@ -62,6 +63,7 @@ class Settings:
     offline: bool = False
     admin_token: Optional[str] = None
     page_memory: int = DEFAULT_PAGE_MEMORY
+    log_format: str = "text"  # or "json"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -231,4 +233,13 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
         offline=sources.flag("--offline", "PROXPI_OFFLINE"),
         admin_token=sources.text("--admin-token", "PROXPI_ADMIN_TOKEN"),
         page_memory=sources.size("--page-memory", "PROXPI_PAGE_MEMORY", DEFAULT_PAGE_MEMORY),
+        log_format=_log_format(sources),
     )
+
+
+def _log_format(sources: _Sources) -> str:
+    source, raw = sources.get("--log-format", "PROXPI_LOG_FORMAT")
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise _bad(source, raw, f"is not one of {', '.join(LOG_FORMATS)}")
+    return value

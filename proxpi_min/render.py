@@ -22,6 +22,7 @@ __all__ = [
     "accepts_gzip",
     "TEXT_HTML",
     "choose_media_type",
+    "wants_json",
     "render",
     "render_home",
     "render_project_list",
@@ -128,6 +129,15 @@ def choose_media_type(accept: Optional[str], format_param: Optional[str]) -> str
     if html_quality > 0:
         return HTML_TYPE
     raise NotAcceptable(f"none of the accepted types is available; use one of {_offer()}")
+
+
+def wants_json(accept: Optional[str]) -> bool:
+    """Whether a client of the home page prefers ``application/json`` to HTML (a tie,
+    as from ``*/*``, goes to HTML)."""
+    if not accept or "json" not in accept.lower():
+        return False
+    ranges = _parse_weighted(accept)
+    return _quality("application/json", ranges) > _quality(TEXT_HTML, ranges)
 
 
 def _offer() -> str:

@@ -11,11 +11,14 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 
+from . import __version__
 from .config import IndexSettings, Settings
 from .file_cache import FileCache
 from .handler import ProxyHandler
 from .index_cache import IndexCache, Indexes
+from .metrics import TOP, Metrics
 from .page_store import PageStore
 from .shared_dir import remove_temp_files
 from .upstream import Upstream
@@ -38,6 +41,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
         remove_temp_files(os.path.join(self.cache_dir, "index"))
+        self.metrics = Metrics()
         self.upstream = Upstream(
             settings.connect_timeout,
             settings.read_timeout,
@@ -45,7 +49,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             [index.url for index in settings.indexes],
         )
         self.files = FileCache(
-            os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline
+            os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline, self.metrics
         )
         stores = [(index, PageStore(self.cache_dir, index.url)) for index in settings.indexes]
         if settings.offline:
@@ -58,18 +62,55 @@ class ProxyServer(http.server.ThreadingHTTPServer):
                 if store.directory not in known
             ]
         self.indexes = Indexes(
-            [IndexCache(index, self.upstream, store, settings.offline) for index, store in stores],
+            [IndexCache(index, self.upstream, store, settings.offline, metrics=self.metrics) for index, store in stores],
             settings.page_memory,
             offline=settings.offline,
             is_cached=self.files.has,
             cache_generation=lambda: self.files.generation,
+            metrics=self.metrics,
         )
+        self._register_gauges()
         # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
         self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
         self.stopping = False
         self._in_flight = 0
         self._in_flight_changed = threading.Condition()
         super().__init__((settings.host, settings.port), ProxyHandler)
+
+    def _register_gauges(self) -> None:
+        """Sizes the file cache keeps anyway, read at each scrape (no directory walk)."""
+        add, files = self.metrics.registry.collector, self.files
+        add("proxpi_file_cache_size_bytes", "gauge", "Bytes stored in the cache dir.", lambda: [({}, files.stats()[0])])
+        add("proxpi_file_cache_limit_bytes", "gauge", "The cache dir's cap in bytes.", lambda: [({}, files.cap)])
+        add("proxpi_file_cache_files", "gauge", "Files stored in the cache dir.", lambda: [({}, files.stats()[1])])
+        add(
+            "proxpi_downloads_in_progress",
+            "gauge",
+            "Upstream downloads into the cache dir now running.",
+            lambda: [({}, files.downloads_in_progress())],
+        )
+
+    def status(self) -> dict:
+        """What the home page shows, as a JSON-ready dict (``GET /`` with JSON)."""
+        used, count = self.files.stats()
+        return {
+            "version": __version__,
+            "now": time.time(),
+            "offline": self.settings.offline,
+            **self.metrics.summary(),
+            "file_cache": {
+                "directory": self.cache_dir,
+                "used_bytes": used,
+                "limit_bytes": self.files.cap,
+                "files": count,
+                "downloads_in_progress": self.files.downloads_in_progress(),
+                "largest": [
+                    {"project": project, "filename": name, "size": size}
+                    for project, name, size in self.files.largest(TOP)
+                ],
+            },
+            "indexes": [cache.health() for cache in self.indexes.caches],
+        }
 
     def request_started(self) -> None:
         with self._in_flight_changed:

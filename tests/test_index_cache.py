@@ -94,7 +94,8 @@ def test_IndexCache_serves_from_memory_within_ttl(upstream, clock, tmp_path) -> 
     clock.now += 59
     second = cache.project(alpha())
     assert len(upstream.calls) == 1
-    assert first == second
+    assert first._replace(cached=True) == second
+    assert (first.cached, second.cached) == (False, True)  # the second from memory: a page hit
     assert [f.filename for f in first.value.files] == ["alpha-1.0.tar.gz"]
 
 
