@@ -449,8 +449,9 @@ class Indexes:
                 page = page._replace(files=tuple(self._offline_files(name, page.files)))
             return render_project_page(page, media)
 
+        hit = self._count(lookups)
         rendered = self._render(("project", name, media, compress), version, make, compress)
-        return rendered, any(lookup.stale for lookup in lookups), self._count(lookups)
+        return rendered, any(lookup.stale for lookup in lookups), hit
 
     def _offline_files(self, name: NormalizedName, files: tuple):
         """The files the cache holds, advertising metadata only where it holds that too
