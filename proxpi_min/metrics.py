@@ -92,11 +92,14 @@ class Counter(_Family):
     kind = "counter"
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
-        key = labels
         with self._lock:
-            if key in self._values:
-                self._values[key] += amount
-                return
+            self._bump(labels, amount)
+
+    def _bump(self, key: tuple, amount: float) -> None:
+        """Add *amount*; the lock is held."""
+        if key in self._values:
+            self._values[key] += amount
+        else:
             self._check(key)
             self._values[key] = float(amount)
 
@@ -136,14 +139,17 @@ class Histogram(_Family):
     def observe(self, value: float, *labels: str) -> None:
         # Bucket i holds observations in (bound[i-1], bound[i]]; the last one, +Inf,
         # those above every bound. Stored per bucket, summed up when written out.
-        index = bisect.bisect_left(self.buckets, value)
         with self._lock:
-            state = self._values.get(labels)
-            if state is None:
-                self._check(labels)
-                state = self._values[labels] = [[0] * (len(self.buckets) + 1), 0.0]
-            state[0][index] += 1
-            state[1] += value
+            self._observe(value, labels)
+
+    def _observe(self, value: float, key: tuple) -> None:
+        """Count *value*; the lock is held."""
+        state = self._values.get(key)
+        if state is None:
+            self._check(key)
+            state = self._values[key] = [[0] * (len(self.buckets) + 1), 0.0]
+        state[0][bisect.bisect_left(self.buckets, value)] += 1
+        state[1] += value
 
     def _lines(self) -> Iterable[str]:
         with self._lock:
@@ -294,19 +300,19 @@ class Metrics:
 
     def request(self, route: str, method: str, status: int, seconds: float, sent: int, source: Optional[str]) -> None:
         """One answered request; *source* ("cache", "upstream" or None) says where its
-        body bytes came from."""
-        self.requests.inc(route, method, str(status))
-        self.duration.observe(seconds, route)
-        if source is not None and sent:
-            self.bytes_sent.inc(source, amount=sent)
+        body bytes came from. Counted under one hold of the lock: this runs per request."""
         now = self._clock()
         with self._lock:
+            self.requests._bump((route, method, str(status)), 1)
+            self.duration._observe(seconds, (route,))
+            if source is not None and sent:
+                self.bytes_sent._bump((source,), sent)
             self._ring.add(now, 1, 0)
 
     def hit(self, kind: str) -> None:
-        self.hits.inc(kind)
         now = self._clock()
         with self._lock:
+            self.hits._bump((kind,), 1)
             self._ring.add(now, 0, 1)
 
     def miss(self, kind: str) -> None:

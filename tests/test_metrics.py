@@ -359,6 +359,10 @@ def test_json_log_lines_parse(proxy, upstream_html) -> None:
     try:
         p = proxy(upstream_html)
         p.get("/index/alpha/")
+        # The line is written once the response is out: wait for it.
+        deadline = time.monotonic() + 10
+        while '"status": 200' not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
