@@ -68,6 +68,13 @@ class ProxySettings:
         proxies = dict(self.proxies)
         return proxies.get(scheme) or proxies.get("all")
 
+    def describe(self) -> str:
+        """For the start-up line; without credentials."""
+        if not self.proxies:
+            return "no outbound proxy"
+        text = ", ".join(f"{scheme} via {redact_url(url)}" for scheme, url in self.proxies)
+        return f"outbound proxy: {text}" + (f" (not for {self.no_proxy})" if self.no_proxy else "")
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LISTENING_RE = re.compile(r"listening on (http://\S+)")
+LISTENING_RE = re.compile(r"listening on (https?://\S+)")
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, "
     "application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
