@@ -12,8 +12,8 @@ target, Proxy-Authorization), so a test can prove traffic went through the proxy
 from __future__ import annotations
 
 import base64
-import http.client
 import re
+import http.client
 import selectors
 import shutil
 import socket
@@ -164,8 +164,7 @@ class ForwardProxy:
 
     @property
     def url(self) -> str:
-        user = "{}:{}@".format(*self.credentials) if self.credentials else ""
-        return f"http://{user}127.0.0.1:{self.port}"
+        return _proxy_url(self.port, self.credentials)
 
     def record(self, request: ProxyRequest) -> None:
         with self._lock:
@@ -187,6 +186,14 @@ class ForwardProxy:
         self.stop()
 
 
+def _proxy_url(port: int, credentials: tuple[str, str] | None) -> str:
+    """The proxy's URL, credentials percent-encoded as a URL's userinfo needs."""
+    user = ""
+    if credentials:
+        user = ":".join(urllib.parse.quote(part, safe="") for part in credentials) + "@"
+    return f"http://{user}127.0.0.1:{port}"
+
+
 def free_port() -> int:
     """A port nothing listens on right now (closed again at once: connections are refused)."""
     with socket.socket() as sock:
@@ -202,6 +209,7 @@ class Tinyproxy:
             raise RuntimeError("tinyproxy is not installed")
         self.credentials = credentials
         self.port = free_port()
+        Path(directory).mkdir(parents=True, exist_ok=True)
         self.log = Path(directory) / "tinyproxy.log"
         config = Path(directory) / "tinyproxy.conf"
         lines = [
@@ -228,8 +236,7 @@ class Tinyproxy:
 
     @property
     def url(self) -> str:
-        user = "{}:{}@".format(*self.credentials) if self.credentials else ""
-        return f"http://{user}127.0.0.1:{self.port}"
+        return _proxy_url(self.port, self.credentials)
 
     def _log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
