@@ -68,6 +68,9 @@ class ProxySettings:
         proxies = dict(self.proxies)
         return proxies.get(scheme) or proxies.get("all")
 
+    def __repr__(self) -> str:  # credentials stay out of any repr of Settings
+        return f"ProxySettings({self.describe()!r})"
+
     def describe(self) -> str:
         """For the start-up line; without credentials."""
         if not self.proxies:

@@ -90,6 +90,7 @@ def test_proxy_description_has_no_credentials():
     text = settings.upstream_proxy.describe()
     assert "corp:3128" in text and "internal" in text
     assert "alice" not in text and "s3cret" not in text
+    assert "s3cret" not in repr(settings)
     assert ProxySettings().describe() == "no outbound proxy"
 
 
