@@ -125,7 +125,7 @@ def test_https_upstream_through_connect_tunnel_with_basic_auth(proxy, upstream_t
     assert wheel.status == 200 and wheel.body == dists.alpha_1.content
     # Both went through one tunnel (keep-alive), opened with the proxy's credentials.
     assert forward_proxy.requests == [
-        (  "CONNECT", f"127.0.0.1:{upstream_tls.port}", basic("ci", "pa:ss w/rd"))
+        ("CONNECT", f"127.0.0.1:{upstream_tls.port}", basic("ci", "pa:ss w/rd"))
     ]
     # TLS inside the tunnel is with the upstream itself: its Host, no proxy header.
     seen = upstream_tls.requests
