@@ -14,6 +14,7 @@ import http.server
 import json
 import logging
 import socket
+import ssl
 import time
 import urllib.parse
 from http import HTTPStatus
@@ -164,8 +165,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self._route()
         except ProxpiError as exc:
             self._error(exc)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
-            self.close_connection = True  # the client went away
+        except (BrokenPipeError, ConnectionResetError, socket.timeout, ssl.SSLError):
+            self.close_connection = True  # the client went away (over TLS: an SSLError)
         except Exception:
             logger.exception("error handling %s", self._escaped_path())
             self._error(ProxpiError("internal error, see the proxy's log"))
@@ -323,6 +324,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _home(self) -> None:
         status = self.server.status()
+        # The absolute URL to give pip: as this client reached us (https when serving TLS).
+        status["index_url"] = f"{self.server.settings.scheme}://{self.headers.get('Host') or self.server.address_text}/index/"
         vary = ("Vary", "Accept")
         if wants_json(self.headers.get("Accept")):
             body = json.dumps(status, indent=1).encode()

@@ -275,7 +275,8 @@ def render_home(status: Mapping, token_required: bool) -> bytes:
     )
     body = [
         *dashboard_sections(status),
-        '<p>Package index: <a href="/index/">/index/</a> &middot; '
+        f"<p>Upstream connections: {_esc(status['upstream_route'])}</p>\n" if status.get("upstream_route") else "",
+        f'<p>Package index: <a href="/index/">{_esc(status.get("index_url", "/index/"))}</a> &middot; '
         '<a href="/metrics">/metrics</a> (Prometheus) &middot; this page as JSON: '
         "<code>Accept: application/json</code></p>\n",
         "<h2>Invalidate</h2>\n",
