@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 from .bodies import CHUNK, FileBody, relay, send_chunk
 from .byteranges import ByteRange
-from .errors import IntegrityError, ProxpiError, UpstreamError, UpstreamTimeout
+from .errors import IntegrityError, ProxpiError, UpstreamError
 from .names import NormalizedName, check_filename
 from .shared_dir import temp_path
 from .simple import FileEntry, Hashes
