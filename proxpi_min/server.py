@@ -11,6 +11,7 @@ import socket
 import sys
 import tempfile
 import threading
+from typing import NamedTuple
 
 from .config import IndexSettings, Settings
 from .file_cache import FileCache
@@ -20,9 +21,46 @@ from .page_store import PageStore
 from .shared_dir import remove_temp_files
 from .upstream import Upstream
 
-__all__ = ["ProxyServer"]
+__all__ = ["Caches", "ProxyServer", "open_caches"]
 
 logger = logging.getLogger(__name__)
+
+
+class Caches(NamedTuple):
+    upstream: Upstream
+    files: FileCache
+    indexes: Indexes
+
+
+def open_caches(settings: Settings, cache_dir: str) -> Caches:
+    """The upstream connections and the caches on *cache_dir*, as *settings* say: the
+    server's, and the ``warm`` command's (so both store files and pages alike)."""
+    remove_temp_files(os.path.join(cache_dir, "index"))
+    upstream = Upstream(
+        settings.connect_timeout,
+        settings.read_timeout,
+        settings.verify_ssl,
+        [index.url for index in settings.indexes],
+    )
+    files = FileCache(os.path.join(cache_dir, "files"), settings.cache_size, upstream, settings.offline)
+    stores = [(index, PageStore(cache_dir, index.url)) for index in settings.indexes]
+    if settings.offline:
+        # A copied cache dir is served whatever index URLs filled it: pages saved for
+        # other indices come after the configured ones.
+        known = {store.directory for _, store in stores}
+        stores += [
+            (IndexSettings(url, 0.0), store)
+            for url, store in PageStore.saved_indexes(cache_dir)
+            if store.directory not in known
+        ]
+    indexes = Indexes(
+        [IndexCache(index, upstream, store, settings.offline) for index, store in stores],
+        settings.page_memory,
+        offline=settings.offline,
+        is_cached=files.has,
+        cache_generation=lambda: files.generation,
+    )
+    return Caches(upstream, files, indexes)
 
 
 class ProxyServer(http.server.ThreadingHTTPServer):
@@ -37,33 +75,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
         self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
-        remove_temp_files(os.path.join(self.cache_dir, "index"))
-        self.upstream = Upstream(
-            settings.connect_timeout,
-            settings.read_timeout,
-            settings.verify_ssl,
-            [index.url for index in settings.indexes],
-        )
-        self.files = FileCache(
-            os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline
-        )
-        stores = [(index, PageStore(self.cache_dir, index.url)) for index in settings.indexes]
-        if settings.offline:
-            # A copied cache dir is served whatever index URLs filled it: pages saved for
-            # other indices come after the configured ones.
-            known = {store.directory for _, store in stores}
-            stores += [
-                (IndexSettings(url, 0.0), store)
-                for url, store in PageStore.saved_indexes(self.cache_dir)
-                if store.directory not in known
-            ]
-        self.indexes = Indexes(
-            [IndexCache(index, self.upstream, store, settings.offline) for index, store in stores],
-            settings.page_memory,
-            offline=settings.offline,
-            is_cached=self.files.has,
-            cache_generation=lambda: self.files.generation,
-        )
+        self.upstream, self.files, self.indexes = open_caches(settings, self.cache_dir)
         # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
         self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
         self.stopping = False
