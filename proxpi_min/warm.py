@@ -17,6 +17,7 @@ from .errors import IntegrityError, NotFound, ProxpiError
 from .lockfiles import LockFileError, Wanted, load
 from .names import NormalizedName, version_from_filename
 from .page_store import LIST_KEY, PageStore
+from .server import open_caches
 from .shared_dir import TEMP_PREFIX
 from .simple import FileEntry, ProjectPage
 
@@ -106,7 +107,7 @@ def _same_version(a: Optional[str], b: Optional[str]) -> bool:
 
 
 def match_files(wanted: Iterable[Wanted], files: Iterable[FileEntry]) -> tuple:
-    """(entries, failures): the files of one project's merged page that the lock files
+    """([(entry, origin)], failures): the files of one project's merged page that the lock files
     ask for. A file named by the lock must be listed with the same hash (every
     algorithm both give must agree); a requirements pin takes the files whose hash it
     lists, or every file of its version when it lists none."""
@@ -136,20 +137,20 @@ def match_files(wanted: Iterable[Wanted], files: Iterable[FileEntry]) -> tuple:
                     )
                 )
             else:
-                chosen[entry.filename] = entry
+                chosen[entry.filename] = (entry, want.origin)
             continue
         pin = f"{want.project}=={want.version}"
         if not want.hashes:
             found = [entry for entry in files if _same_version(version_from_filename(entry.filename, want.project), want.version)]
             if not found:
                 failures.append(Failure(pin, want.origin, NOT_ON_INDEX))
-            chosen.update((entry.filename, entry) for entry in found)
+            chosen.update((entry.filename, (entry, want.origin)) for entry in found)
             continue
         for algorithm, digest in want.hashes:
             found = [entry for entry in files if dict(entry.hashes).get(algorithm) == digest]
             if not found:
                 failures.append(Failure(f"{pin} {algorithm}:{digest[:16]}...", want.origin, NOT_ON_INDEX, "no file has this hash"))
-            chosen.update((entry.filename, entry) for entry in found)
+            chosen.update((entry.filename, (entry, want.origin)) for entry in found)
     return list(chosen.values()), failures
 
 
@@ -288,8 +289,6 @@ def run_warm(
     :returns: 0 when every wanted file is in the cache, 1 when any failed, 2 for
         unusable input (named on *err* in one line).
     """
-    from .server import open_caches  # the server's own caches, built the same way
-
     if not settings.cache_dir:
         err.write("proxpi-min warm: error: --cache-dir (or PROXPI_CACHE_DIR) is required\n")
         return 2
@@ -308,6 +307,7 @@ def run_warm(
         for want in lock.wanted:
             wanted.setdefault(want.project, []).append(want)
     os.makedirs(settings.cache_dir, exist_ok=True)
+    # The server's own caches, built the same way: files and pages land where it looks.
     caches = open_caches(settings, os.path.abspath(settings.cache_dir))
     started = time.monotonic()
     try:
@@ -332,7 +332,7 @@ def run_warm(
 
 
 def _select(wanted: dict, pages: dict, filters: Filters, refusal: Optional[Refusal]) -> tuple:
-    """(targets [(project, entry)], failures, skipped count) from the fetched pages."""
+    """(targets [(project, entry, origin)], failures, skipped count) from the fetched pages."""
     targets, failures, skipped = [], [], 0
     for project, wants in wanted.items():
         page = pages[project]
@@ -346,30 +346,28 @@ def _select(wanted: dict, pages: dict, filters: Filters, refusal: Optional[Refus
         assert isinstance(page, ProjectPage)
         entries, missed = match_files(wants, page.files)
         failures += missed
-        origins = {want.filename: want.origin for want in wants}
-        for entry in entries:
+        for entry, origin in entries:
             if not filters.keeps(entry.filename):
                 skipped += 1
                 continue
             why = refusal(project, entry) if refusal is not None else None
             if why is not None:
-                origin = origins.get(entry.filename, origins.get(None, ""))
                 failures.append(Failure(entry.filename, origin, REFUSED, why))
                 continue
-            targets.append((project, entry))
+            targets.append((project, entry, origin))
     return targets, failures, skipped
 
 
 def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tuple:
     """(fetched [(name, size)], cached [name], failures): each target stored through the
     file cache, *jobs* at a time."""
-    total_bytes = sum(entry.size or 0 for _, entry in targets)
+    total_bytes = sum(entry.size or 0 for _, entry, _ in targets)
     progress = Progress(err, "warm", len(targets), total_bytes, tty)
     fetched, cached, failures = [], [], []
     undo = _capture_logs(progress)
 
     def one(target: tuple) -> None:
-        project, entry = target
+        project, entry, origin = target
         if files.has(project, entry):
             cached.append(entry.filename)
             progress.advance(entry.size or 0, False)
@@ -377,16 +375,16 @@ def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tup
         try:
             stored = files.ensure(project, entry)
         except IntegrityError as exc:
-            failure = Failure(entry.filename, project, HASH_DIFFERS, exc.message)
+            failure = Failure(entry.filename, origin, HASH_DIFFERS, exc.message)
         except ProxpiError as exc:
-            failure = Failure(entry.filename, project, UPSTREAM_ERROR, exc.message)
+            failure = Failure(entry.filename, origin, UPSTREAM_ERROR, exc.message)
         else:
             if stored:
                 size = _stored_size(files, project, entry)
                 fetched.append((entry.filename, size))
                 progress.advance(size, True, None if tty else f"fetched {entry.filename} ({_size(size)})")
                 return
-            failure = Failure(entry.filename, project, NOT_STORED, "over the cache size cap, or the cache dir cannot be written")
+            failure = Failure(entry.filename, origin, NOT_STORED, "over the cache size cap, or the cache dir cannot be written")
         failures.append(failure)
         progress.advance(entry.size or 0, False, f"failed {entry.filename}: {failure.reason}")
 
@@ -398,9 +396,9 @@ def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tup
         progress.finish()
     # A cap too small for the set evicts files warmed earlier in the run.
     done = {name for name, _ in fetched} | set(cached)
-    for project, entry in targets:
+    for project, entry, origin in targets:
         if entry.filename in done and not files.has(project, entry):
-            failures.append(Failure(entry.filename, project, NOT_STORED, "evicted: the cache size cap is too small for the set"))
+            failures.append(Failure(entry.filename, origin, NOT_STORED, "evicted: the cache size cap is too small for the set"))
     return fetched, cached, failures
 
 

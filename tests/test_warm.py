@@ -82,7 +82,8 @@ FILES = [
 )
 def test_match_files(want, chosen, failures):
     entries, failed = match_files([want], FILES)
-    assert [e.filename for e in entries] == chosen
+    assert [e.filename for e, _ in entries] == chosen
+    assert all(origin == "l" for _, origin in entries)
     assert [(f.what, f.reason) for f in failed] == failures
     assert all(f.origin == "l" for f in failed)
 
