@@ -294,9 +294,11 @@ def _uv_lock(data: dict, path: str, wanted: list, notes: list) -> None:
         origin = f"{path}: {package['name']}"
         source = package.get("source") or {}
         if "registry" not in source:
-            # editable, virtual, git, path, directory, url: not files an index lists
+            # git, path, directory, url: not files an index lists. The project itself
+            # and its workspace members (editable, virtual) go without a note.
             kind = next(iter(source), "unknown")
-            notes.append(f"{origin}: skipped: a {kind} source, not files of an index")
+            if kind not in ("editable", "virtual"):
+                notes.append(f"{origin}: skipped: a {kind} source, not files of an index")
             continue
         files = _table_list(package.get("wheels"), "wheels")
         if package.get("sdist") is not None:

@@ -321,7 +321,7 @@ def run_warm(
     elapsed = time.monotonic() - started
     fetched_bytes = sum(size for _, size in fetched)
     out.write(
-        f"warm: {len(targets) + len(failures) - len(more_failures)} files wanted: {len(fetched)} fetched"
+        f"warm: {len(targets) + len(failures) - len(more_failures) + skipped} files wanted: {len(fetched)} fetched"
         f" ({_size(fetched_bytes)} in {elapsed:.1f} s), {len(cached)} already cached,"
         f" {len(failures)} failed" + (f", {skipped} skipped by filters" if skipped else "") + "\n"
     )

@@ -218,6 +218,11 @@ def test_uv_lock(tmp_path):
         version = "0.1.0"
         source = {{ editable = "." }}
         dependencies = [{{ name = "delta" }}]
+
+        [[package]]
+        name = "fromgit"
+        version = "0.1.0"
+        source = {{ git = "https://git.example/fromgit?rev=1#abc" }}
         """,
     )
     lock = load(path)
@@ -226,7 +231,8 @@ def test_uv_lock(tmp_path):
         ("delta", "1.0+local.1", "delta-1.0+local.1-py3-none-any.whl", (("sha256", B),)),
         ("delta", "1.0+local.1", "delta-1.0+local.1.tar.gz", (("sha256", A),)),
     ]
-    assert len(lock.notes) == 1 and "editable" in lock.notes[0]
+    # the project itself goes without a note; a git source is named
+    assert len(lock.notes) == 1 and "fromgit" in lock.notes[0] and "git source" in lock.notes[0]
 
 
 def test_poetry_lock(tmp_path):
