@@ -55,6 +55,10 @@ def _parser(prog: str = "proxpi-min", description: Optional[str] = None) -> argp
     add("--offline", action="store_const", const=True, help="never contact an upstream; serve the cache dir only (PROXPI_OFFLINE=1)")
     add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
     add("--page-memory", help="memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default 256M)")
+    add("--upstream-proxy", metavar="URL", help="outbound HTTP proxy for every upstream, or 'none' to ignore HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (PROXPI_UPSTREAM_PROXY, default: those variables; NO_PROXY applies)")
+    add("--ca-bundle", metavar="FILE", help="PEM file of the CAs trusted for upstream TLS, in place of the system store (PROXPI_CA_BUNDLE)")
+    add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
+    add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
     return parser
 
 
@@ -90,7 +94,8 @@ def _warm_parser() -> argparse.ArgumentParser:
         "indices (never from the URLs in the lock files), for an offline proxy to serve. "
         "Exit status: 0 all in the cache, 1 some failed (each named), 2 unusable input.",
     )
-    parser.epilog = "The proxy's own flags apply as when serving (--host and --port are unused)."
+    parser.epilog = ("The proxy's own flags apply as when serving; those of the listening side "
+                     "(--host, --port, --tls-cert, --tls-key, --admin-token, ...) are unused.")
     group = parser.add_argument_group("warm")
     group.add_argument("files", nargs="+", metavar="FILE",
                        help="requirements.txt (with --hash), pylock.toml / pylock.*.toml, uv.lock, poetry.lock")
@@ -174,15 +179,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"proxpi-min: error: cannot start on {settings.host}:{settings.port} "
               f"with cache dir {settings.cache_dir!r}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    host, port = server.server_address[:2]
     logger.info(
-        "listening on http://%s:%d/ (%s); indices: %s; cache dir %s, cap %d bytes",
-        f"[{host}]" if ":" in host else host,
-        port,
+        "listening on %s://%s/ (%s); indices: %s; cache dir %s, cap %d bytes; %s",
+        settings.scheme,
+        server.address_text,
         "offline" if settings.offline else "online",
         ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes),
         server.cache_dir,
         settings.cache_size,
+        server.upstream_route,
     )
 
     def stop(signum: int, frame) -> None:
