@@ -142,33 +142,17 @@ class Clients:
     def _tmp(self) -> Path:
         return Path(tempfile.mkdtemp(prefix="client-", dir=self.work))
 
-    def pip_download(self, index: str) -> float:
+    def pip_download(self, index: str, set_name: str = "download-16.txt") -> float:
+        """``pip download`` of a pinned set's wheels (--no-deps) into an empty directory."""
         tmp = self._tmp()
         try:
             dest = tmp / "dl"
             cmd = _pip("download", "--no-deps", "--only-binary", ":all:",
                        "--index-url", index, "-d", str(dest),
-                       "-r", str(self.sets / "download-16.txt"))
+                       "-r", str(self.sets / set_name))
             t = timed(cmd, client_env(tmp))
             got = len(list(dest.iterdir()))
-            want = len(ups.read_set(self.sets / "download-16.txt"))
-            if got != want:
-                raise RuntimeError(f"downloaded {got} files, expected {want}")
-            return t
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def pip_download_set(self, index: str) -> float:
-        """``pip download`` of the 55-package set's wheels (pinned, --no-deps)."""
-        tmp = self._tmp()
-        try:
-            dest = tmp / "dl"
-            cmd = _pip("download", "--no-deps", "--only-binary", ":all:",
-                       "--index-url", index, "-d", str(dest),
-                       "-r", str(self.sets / "resolve-55.txt"))
-            t = timed(cmd, client_env(tmp))
-            got = len(list(dest.iterdir()))
-            want = len(ups.read_set(self.sets / "resolve-55.txt"))
+            want = len(ups.read_set(self.sets / set_name))
             if got != want:
                 raise RuntimeError(f"downloaded {got} files, expected {want}")
             return t
@@ -566,7 +550,7 @@ class Bench:
                         log(f"  {'warm':11s} {t:.2f} s")
                         continue
                     server = self.start_proxy(kind)
-                    t = self.clients.pip_download_set(server.base)
+                    t = self.clients.pip_download(server.base, "resolve-55.txt")
                     self.results.add("warm.pip", kind, t)
                     log(f"  {kind:11s} pip download, cold: {t:.2f} s")
                 except Exception as e:
