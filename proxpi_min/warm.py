@@ -155,16 +155,19 @@ def match_files(wanted: Iterable[Wanted], files: Iterable[FileEntry]) -> tuple:
 
 
 def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+    if count < 1024:
+        return f"{count:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         count /= 1024
-    raise AssertionError("unreachable")
+        if count < 1024 or unit == "GiB":
+            break
+    return f"{count:.1f} {unit}"
 
 
 class Progress:
     """Progress on *stream*: one line redrawn in place on a terminal, else a plain line
-    per file. Thread-safe."""
+    per file. Thread-safe. A *total_bytes* of 0 means unknown (an index without sizes):
+    the percentage then counts files."""
 
     def __init__(
         self, stream: TextIO, verb: str, total: int, total_bytes: int, tty: bool,
@@ -189,9 +192,10 @@ class Progress:
             percent = 100.0 * self.done_bytes / self._total_bytes
         else:
             percent = 100.0 * self.done / self._total if self._total else 100.0
+        of = f" of {_size(self._total_bytes)}" if self._total_bytes else ""
         return (
-            f"{self._verb}: {self.done}/{self._total} files, {_size(self.done_bytes)}"
-            f" of {_size(self._total_bytes)}, {_size(self.moved_bytes / elapsed)}/s, {percent:.0f}%"
+            f"{self._verb}: {self.done}/{self._total} files, {_size(self.done_bytes)}{of},"
+            f" {_size(self.moved_bytes / elapsed)}/s, {percent:.0f}%"
         )
 
     def advance(self, size: int, moved: bool, message: Optional[str] = None) -> None:
@@ -361,7 +365,8 @@ def _select(wanted: dict, pages: dict, filters: Filters, refusal: Optional[Refus
 def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tuple:
     """(fetched [(name, size)], cached [name], failures): each target stored through the
     file cache, *jobs* at a time."""
-    total_bytes = sum(entry.size or 0 for _, entry, _ in targets)
+    sizes = [entry.size for _, entry, _ in targets]
+    total_bytes = 0 if None in sizes else sum(sizes)
     progress = Progress(err, "warm", len(targets), total_bytes, tty)
     fetched, cached, failures = [], [], []
     undo = _capture_logs(progress)
@@ -370,7 +375,7 @@ def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tup
         project, entry, origin = target
         if files.has(project, entry):
             cached.append(entry.filename)
-            progress.advance(entry.size or 0, False)
+            progress.advance(_stored_size(files, project, entry), False)
             return
         try:
             stored = files.ensure(project, entry)

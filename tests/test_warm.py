@@ -110,6 +110,13 @@ def test_Progress_plain_lines_and_terminal_line():
     assert "\r\x1b[Kwarning: something\n" in text
     assert text.endswith("\r\x1b[Kwarm: 2/2 files, 2.0 KiB of 2.0 KiB, 512 B/s, 100%\n")
 
+    unknown = io.StringIO()  # no sizes from the index: no total, percent of files
+    now[0] = 0.0
+    progress = Progress(unknown, "verify", 4, 0, tty=True, clock=lambda: now[0])
+    now[0] = 1.0
+    progress.advance(3 * 1024 * 1024, True)
+    assert unknown.getvalue().endswith("verify: 1/4 files, 3.0 MiB, 3.0 MiB/s, 25%")
+
 
 # -- lock files of each format ------------------------------------------------------------
 
