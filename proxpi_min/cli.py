@@ -1,4 +1,5 @@
-"""Command line: parse flags, build settings once, run the server until a signal."""
+"""Command line: parse flags, build settings once, run the server until a signal (or
+the ``warm`` and ``verify`` commands)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,19 @@ logger = logging.getLogger("proxpi_min")
 DRAIN_SECONDS = 5.0
 
 
-def _parser() -> argparse.ArgumentParser:
+COMMANDS = ("warm", "verify")
+
+
+def _parser(prog: str = "proxpi-min", description: Optional[str] = None) -> argparse.ArgumentParser:
+    """The server's flags (the settings); ``warm`` takes them all too, so that it uses
+    the same indices, cache and policies as the server."""
     parser = argparse.ArgumentParser(
-        prog="proxpi-min",
-        description="A caching proxy for the Python Package Index. Every flag also has a "
+        prog=prog,
+        description=description
+        or "A caching proxy for the Python Package Index. Every flag also has a "
         "PROXPI_* environment variable (see README.md); flags win.",
+        epilog="Commands: 'proxpi-min warm FILE...' fills the cache dir from lock files; "
+        "'proxpi-min verify --cache-dir DIR' checks one (each with --help).",
     )
     add = parser.add_argument
     add("--version", action="version", version=f"%(prog)s {__version__}")
@@ -55,8 +64,86 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs (1 or more)")
+    return int(text)
+
+
+def _python_version(text: str) -> tuple:
+    major, dot, minor = text.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Python version like 3.11")
+    return int(major), int(minor)
+
+
+def _warm_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "proxpi-min warm",
+        "Fetch every file that lock files name into the cache dir, through the configured "
+        "indices (never from the URLs in the lock files), for an offline proxy to serve. "
+        "Exit status: 0 all in the cache, 1 some failed (each named), 2 unusable input.",
+    )
+    parser.epilog = ("The proxy's own flags apply as when serving; those of the listening side "
+                     "(--host, --port, --tls-cert, --tls-key, --admin-token, ...) are unused.")
+    group = parser.add_argument_group("warm")
+    group.add_argument("files", nargs="+", metavar="FILE",
+                       help="requirements.txt (with --hash), pylock.toml / pylock.*.toml, uv.lock, poetry.lock")
+    group.add_argument("--jobs", type=_jobs, default=4, help="files fetched at once (default 4)")
+    group.add_argument("--wheels-only", action="store_true", help="skip sdists")
+    group.add_argument("--platform", action="append", default=[],
+                       help="only wheels for this platform tag (and 'any'), repeatable, e.g. manylinux_2_17_x86_64")
+    group.add_argument("--python-version", type=_python_version, help="only wheels for this Python, e.g. 3.11")
+    return parser
+
+
+def _verify_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="proxpi-min verify",
+        description="Re-hash every file of a cache dir against the hash it is stored under, and "
+        "load every saved index page. Exit status: 0 all good, 1 something bad (each named).",
+    )
+    parser.add_argument("--cache-dir", help="the cache directory (PROXPI_CACHE_DIR)")
+    parser.add_argument("--repair", action="store_true", help="delete bad files, so that the next request fetches them again")
+    parser.add_argument("--jobs", type=_jobs, default=4, help="files hashed at once (default 4)")
+    return parser
+
+
+def _warm(argv: Sequence[str]) -> int:
+    args = _warm_parser().parse_args(argv)
+    from .config import parse_settings
+    from .warm import Filters, run_warm
+
+    flags = vars(args)
+    try:
+        settings = parse_settings(os.environ, flags)
+    except ConfigError as exc:
+        print(f"proxpi-min warm: error: {exc}", file=sys.stderr)
+        return 2
+    filters = Filters(args.wheels_only, tuple(args.platform), args.python_version)
+    return run_warm(
+        settings, args.files, jobs=args.jobs, filters=filters, out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty()
+    )
+
+
+def _verify(argv: Sequence[str]) -> int:
+    args = _verify_parser().parse_args(argv)
+    from .warm import run_verify
+
+    cache_dir = args.cache_dir or os.environ.get("PROXPI_CACHE_DIR")
+    if not cache_dir:
+        print("proxpi-min verify: error: --cache-dir (or PROXPI_CACHE_DIR) is required", file=sys.stderr)
+        return 2
+    return run_verify(cache_dir, repair=args.repair, jobs=args.jobs, out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the proxy; returns the exit status (2 for a bad setting)."""
+    """Run the proxy, or a command; returns the exit status (2 for a bad setting)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "warm":
+        return _warm(argv[1:])
+    if argv and argv[0] == "verify":
+        return _verify(argv[1:])
     args = _parser().parse_args(argv)
     # Imported here so that --help and --version stay instant.
     from .config import parse_settings, redact_url

@@ -184,6 +184,35 @@ class FileCache:
             file.close()
             raise
 
+    def ensure(self, project: NormalizedName, entry: FileEntry) -> bool:
+        """Store the file without a client: join the download of it in progress, or run
+        one in this thread, and wait until it is stored (the ``warm`` command).
+
+        :returns: whether the file is in the cache now (False: it cannot be stored:
+            over the cap, or the cache dir cannot take it).
+        :raises ProxpiError: UpstreamError (IntegrityError: bad bytes) or, offline,
+            NotFound.
+        """
+        target = Target(self.root, project, entry, False)
+        if self.has(project, entry):
+            return True
+        if self._offline:
+            raise NotFound(f"{target.filename} is not in the offline cache")
+        if self.cap <= 0 or (target.size is not None and target.size > self.cap):
+            return False
+        with self._lock:
+            download = self._downloads.get(target.path)
+            start = download is None
+            if start:
+                download = self._downloads[target.path] = Download(self, target)
+        if start:
+            download.run()
+        with download.cond:
+            download.cond.wait_for(lambda: download.over)
+            if download.error is not None:
+                raise download.error
+        return self.has(project, entry)
+
     @staticmethod
     def _cached_body(file, size: int, byte_range: Optional[ByteRange]) -> FileBody:
         try:

@@ -486,6 +486,14 @@ class Indexes:
             self._rendered.put(key, version, page)
         return page
 
+    def project_page(self, name: NormalizedName) -> ProjectPage:
+        """The merged page of project *name*, as the proxy would list it online.
+
+        :raises NotFound: no index has the project.
+        :raises UpstreamError: an index failed and had no copy to serve instead.
+        """
+        return self._merged(name, [cache.project(name) for cache in self.caches])
+
     def find_file(self, name: NormalizedName, filename: str) -> FileEntry:
         """The entry an index lists for *filename* in project *name*.
 

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import NamedTuple, Optional
 
 from . import __version__
 from .config import IndexSettings, Settings
@@ -26,9 +27,50 @@ from .shared_dir import remove_temp_files
 from .tls import describe_trust, server_context
 from .upstream import Upstream
 
-__all__ = ["ProxyServer"]
+__all__ = ["Caches", "ProxyServer", "open_caches"]
 
 logger = logging.getLogger(__name__)
+
+
+class Caches(NamedTuple):
+    upstream: Upstream
+    files: FileCache
+    indexes: Indexes
+
+
+def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None) -> Caches:
+    """The upstream connections and the caches on *cache_dir*, as *settings* say: the
+    server's, and the ``warm`` command's (so both store files and pages alike)."""
+    metrics = metrics or Metrics()
+    remove_temp_files(os.path.join(cache_dir, "index"))
+    upstream = Upstream(
+        settings.connect_timeout,
+        settings.read_timeout,
+        settings.verify_ssl,
+        [index.url for index in settings.indexes],
+        ca_bundle=settings.ca_bundle,
+        proxies=settings.upstream_proxy,
+    )
+    files = FileCache(os.path.join(cache_dir, "files"), settings.cache_size, upstream, settings.offline, metrics)
+    stores = [(index, PageStore(cache_dir, index.url)) for index in settings.indexes]
+    if settings.offline:
+        # A copied cache dir is served whatever index URLs filled it: pages saved for
+        # other indices come after the configured ones.
+        known = {store.directory for _, store in stores}
+        stores += [
+            (IndexSettings(url, 0.0), store)
+            for url, store in PageStore.saved_indexes(cache_dir)
+            if store.directory not in known
+        ]
+    indexes = Indexes(
+        [IndexCache(index, upstream, store, settings.offline, metrics=metrics) for index, store in stores],
+        settings.page_memory,
+        offline=settings.offline,
+        is_cached=files.has,
+        cache_generation=lambda: files.generation,
+        metrics=metrics,
+    )
+    return Caches(upstream, files, indexes)
 
 
 class ProxyServer(http.server.ThreadingHTTPServer):
@@ -43,37 +85,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
         self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
-        remove_temp_files(os.path.join(self.cache_dir, "index"))
         self.metrics = Metrics()
-        self.upstream = Upstream(
-            settings.connect_timeout,
-            settings.read_timeout,
-            settings.verify_ssl,
-            [index.url for index in settings.indexes],
-            ca_bundle=settings.ca_bundle,
-            proxies=settings.upstream_proxy,
-        )
-        self.files = FileCache(
-            os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline, self.metrics
-        )
-        stores = [(index, PageStore(self.cache_dir, index.url)) for index in settings.indexes]
-        if settings.offline:
-            # A copied cache dir is served whatever index URLs filled it: pages saved for
-            # other indices come after the configured ones.
-            known = {store.directory for _, store in stores}
-            stores += [
-                (IndexSettings(url, 0.0), store)
-                for url, store in PageStore.saved_indexes(self.cache_dir)
-                if store.directory not in known
-            ]
-        self.indexes = Indexes(
-            [IndexCache(index, self.upstream, store, settings.offline, metrics=self.metrics) for index, store in stores],
-            settings.page_memory,
-            offline=settings.offline,
-            is_cached=self.files.has,
-            cache_generation=lambda: self.files.generation,
-            metrics=self.metrics,
-        )
+        self.upstream, self.files, self.indexes = open_caches(settings, self.cache_dir, self.metrics)
         self._register_gauges()
         # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
         self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"

@@ -47,6 +47,39 @@ def test_help_lists_every_flag():
     for flag in FLAGS:
         assert flag in result.stdout, flag
 
+    assert "warm" in result.stdout and "verify" in result.stdout  # the commands are named
+
+
+@pytest.mark.parametrize(
+    "command, flags",
+    [
+        ("warm", FLAGS + ("--jobs", "--wheels-only", "--platform", "--python-version", "FILE")),
+        ("verify", ("--cache-dir", "--repair", "--jobs")),
+    ],
+)
+def test_command_help(command, flags):
+    result = _run([command, "--help"])
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: proxpi-min {command}")
+    for flag in flags:
+        assert flag in result.stdout, flag
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["warm", "--jobs", "0", "x.txt"], "--jobs"),
+        (["warm", "--python-version", "three", "x.txt"], "--python-version"),
+        (["warm", "--cache-dir", "/tmp/x", "--cache-size", "lots", "x.txt"], "--cache-size"),
+        (["warm", "--cache-dir", "/tmp/x"], "FILE"),
+        (["verify"], "--cache-dir"),
+    ],
+)
+def test_command_bad_arguments_exit_2(args, named):
+    result = _run(args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and named in result.stderr, result.stderr
+
 
 DEAD = "http://127.0.0.1:9/simple/"
 

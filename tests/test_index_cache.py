@@ -254,10 +254,14 @@ def test_Indexes_merges_first_index_first(clock, tmp_path) -> None:
     assert indexes.find_file(alpha(), "alpha-2.0.tar.gz").url.endswith("alpha-2.0.tar.gz")
     body = json.loads(indexes.rendered_project(alpha(), JSON, False)[0].body)
     assert [f["filename"] for f in body["files"]] == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
+    page = indexes.project_page(alpha())
+    assert [f.filename for f in page.files] == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
     with pytest.raises(NotFound):
         indexes.find_file(alpha(), "alpha-3.0.tar.gz")
     with pytest.raises(NotFound):
         indexes.rendered_project(NormalizedName("nope"), JSON, False)
+    with pytest.raises(NotFound):
+        indexes.project_page(NormalizedName("nope"))
 
 
 def test_Indexes_renders_once_per_version(upstream, clock, tmp_path, monkeypatch) -> None:
