@@ -50,9 +50,11 @@ LABELS = {
     "proxpi_min": "proxpi_min",
     "nginx": "nginx, static copy",
     "direct": "direct",
+    # a reference that is another row's value (metric:server)
+    "warm.pip:proxpi_min": "`pip download` via a cold proxpi_min",
 }
 CASES = ("small", "large", "large-gzip", "wheel", "root-list", "unknown", "download",
-         "uv-compile", "pip-dry-run")
+         "uv-compile", "pip-dry-run", "warm")
 
 
 def log(msg: str) -> None:
@@ -140,18 +142,37 @@ class Clients:
     def _tmp(self) -> Path:
         return Path(tempfile.mkdtemp(prefix="client-", dir=self.work))
 
-    def pip_download(self, index: str) -> float:
+    def pip_download(self, index: str, set_name: str = "download-16.txt") -> float:
+        """``pip download`` of a pinned set's wheels (--no-deps) into an empty directory."""
         tmp = self._tmp()
         try:
             dest = tmp / "dl"
             cmd = _pip("download", "--no-deps", "--only-binary", ":all:",
                        "--index-url", index, "-d", str(dest),
-                       "-r", str(self.sets / "download-16.txt"))
+                       "-r", str(self.sets / set_name))
             t = timed(cmd, client_env(tmp))
             got = len(list(dest.iterdir()))
-            want = len(ups.read_set(self.sets / "download-16.txt"))
+            want = len(ups.read_set(self.sets / set_name))
             if got != want:
                 raise RuntimeError(f"downloaded {got} files, expected {want}")
+            return t
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def warm(self, index: str, hashed: Path, pyz: Optional[Path]) -> float:
+        """``proxpi.pyz warm`` of the same set (hashed requirements) into a new cache dir."""
+        tmp = self._tmp()
+        try:
+            cache = tmp / "cache"
+            target = [str(pyz)] if pyz else ["-m", "proxpi_min"]
+            cmd = [sys.executable, *target, "warm", "--index-url", index,
+                   "--cache-dir", str(cache), str(hashed)]
+            env = dict(client_env(tmp), PYTHONPATH=str(REPO))
+            t = timed(cmd, env)
+            got = len([f for f in (cache / "files").rglob("*") if f.is_file()])
+            want = len(hashed.read_text().splitlines())
+            if got != want:
+                raise RuntimeError(f"warmed {got} files, expected {want}")
             return t
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -297,6 +318,8 @@ class Bench:
         warm = [c for c in cases if c in ("uv-compile", "pip-dry-run")]
         if warm:
             self.case_resolve(warm)
+        if "warm" in cases:
+            self.case_warm()
 
     def _each_rep(self, name: str, reps: Optional[int] = None):
         reps = self.reps if reps is None else reps
@@ -511,6 +534,32 @@ class Bench:
             for server in proxies.values():
                 self.stop(server)
 
+    def case_warm(self) -> None:
+        """`warm` from the set's hashed requirements against `pip download` of the same
+        wheels through a cold proxy: both start with nothing cached."""
+        hashed = ups.hashed_set(CACHE, self.args.sets)
+        for rep in self._each_rep("warm"):
+            for kind in rotated(list(self.proxies) + ["warm"], rep):
+                server = None
+                try:
+                    if kind == "warm":
+                        if "proxpi_min" not in self.proxies:
+                            continue
+                        t = self.clients.warm(self.index_url, hashed, self.args.pyz)
+                        self.results.add("warm.warm", "proxpi_min", t)
+                        log(f"  {'warm':11s} {t:.2f} s")
+                        continue
+                    server = self.start_proxy(kind)
+                    t = self.clients.pip_download(server.base, "resolve-55.txt")
+                    self.results.add("warm.pip", kind, t)
+                    log(f"  {kind:11s} pip download, cold: {t:.2f} s")
+                except Exception as e:
+                    self.results.fail("warm.warm" if kind == "warm" else "warm.pip",
+                                      "proxpi_min" if kind == "warm" else kind, e)
+                finally:
+                    if server is not None:
+                        self.stop(server)
+
     def close(self) -> None:
         for server in list(self.live):
             self.stop(server)
@@ -538,6 +587,9 @@ ROWS = [
     ("download.warm", "same, warm proxy", "s", "ratio_max", "nginx", 1.1),
     ("uv-compile", "`uv pip compile`, 55-package set, warm proxy", "s", "ratio_max", "nginx", 1.3),
     ("pip-dry-run", "`pip install --dry-run`, same set, warm proxy", "s", "ratio_max", "nginx", 1.1),
+    ("warm.pip", "`pip download` of the set's 55 wheels, cold proxy", "s", None, None, None),
+    ("warm.warm", "`proxpi.pyz warm` of the same wheels (hashed requirements), empty cache",
+     "s", "ratio_max", "warm.pip:proxpi_min", 1.0),
 ]
 
 
@@ -587,7 +639,7 @@ def table(results: Results, shown: list) -> str:
         mine = results.median(metric, "proxpi_min")
         ratio, met = "", ""
         if kind in ("ratio_min", "ratio_max"):
-            other = results.median(metric, ref)
+            other = results.median(*ref.split(":")) if ":" in ref else results.median(metric, ref)
             if mine is not None and other:
                 r = mine / other
                 ratio = f"{r:,.0f}x {LABELS[ref]}" if r >= 100 else f"{r:.2f}x {LABELS[ref]}"

@@ -30,6 +30,7 @@ unless the bench runs with --root-json.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import html
 import json
 import os
@@ -286,6 +287,24 @@ def build(cache: Path, sets_dir: Path, log=print) -> dict:
     }
     stamp.write_text(json.dumps(facts, indent=1))
     return facts
+
+
+def hashed_set(cache: Path, sets_dir: Path, name: str = "resolve-55.txt") -> Path:
+    """The bench set *name* as a hashed requirements file (``pip-compile
+    --generate-hashes`` style) naming the wheels fetched for it, for ``proxpi.pyz warm``."""
+    files = sorted((cache / "pypi" / "files").iterdir())
+    lines = []
+    for project, version in read_set(sets_dir / name):
+        # PEP 427: "<name>-<version>-...", the name with "_" for "-"
+        mine = [f for f in files if normalize(f.name.split("-")[0]) == normalize(project)
+                and f.name.split("-")[1] == version]
+        if not mine:
+            raise RuntimeError(f"no wheel fetched for {project}=={version}")
+        hashes = " ".join(f"--hash=sha256:{hashlib.sha256(f.read_bytes()).hexdigest()}" for f in mine)
+        lines.append(f"{project}=={version} {hashes}\n")
+    out = cache / f"{Path(name).stem}-hashes.txt"
+    out.write_text("".join(lines))
+    return out
 
 
 

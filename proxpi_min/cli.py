@@ -1,10 +1,11 @@
-"""Command line: parse flags, build settings once, run the server until a signal."""
+"""Command line: parse flags, build settings once, run the server until a signal (or
+the ``warm`` and ``verify`` commands)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -35,11 +36,19 @@ MAX_LOG_BATCH = 1000
 LOG_BATCH_DELAY = 0.02
 
 
-def _parser() -> argparse.ArgumentParser:
+COMMANDS = ("warm", "verify")
+
+
+def _parser(prog: str = "proxpi-min", description: Optional[str] = None) -> argparse.ArgumentParser:
+    """The server's flags (the settings); ``warm`` takes them all too, so that it uses
+    the same indices, cache and policies as the server."""
     parser = argparse.ArgumentParser(
-        prog="proxpi-min",
-        description="A caching proxy for the Python Package Index. Every flag also has a "
+        prog=prog,
+        description=description
+        or "A caching proxy for the Python Package Index. Every flag also has a "
         "PROXPI_* environment variable (see README.md); flags win.",
+        epilog="Commands: 'proxpi-min warm FILE...' fills the cache dir from lock files; "
+        "'proxpi-min verify --cache-dir DIR' checks one (each with --help).",
     )
     add = parser.add_argument
     add("--version", action="version", version=f"%(prog)s {__version__}")
@@ -60,21 +69,88 @@ def _parser() -> argparse.ArgumentParser:
     add("--offline", action="store_const", const=True, help="never contact an upstream; serve the cache dir only (PROXPI_OFFLINE=1)")
     add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
     add("--page-memory", help="memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default 256M)")
+    add("--upstream-proxy", metavar="URL", help="outbound HTTP proxy for every upstream, or 'none' to ignore HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (PROXPI_UPSTREAM_PROXY, default: those variables; NO_PROXY applies)")
+    add("--ca-bundle", metavar="FILE", help="PEM file of the CAs trusted for upstream TLS, in place of the system store (PROXPI_CA_BUNDLE)")
+    add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
+    add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
+    add("--log-format", help="'text' (readable lines) or 'json' (one object per line) (PROXPI_LOG_FORMAT, default text)")
     add("--workers", help="worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default 1)")
     add("--max-connections", help="connections served at once per process; past it, 503 (PROXPI_MAX_CONNECTIONS, default 1000)")
+    add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
     return parser
 
 
-class _Formatter(logging.Formatter):
-    """The standard format, with the time text made once a second, not per line."""
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs (1 or more)")
+    return int(text)
 
-    _second = (-1, "")
 
-    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
-        second = int(record.created)
-        if self._second[0] != second:
-            self._second = (second, super().formatTime(record, datefmt)[:-4])  # without ",mmm"
-        return f"{self._second[1]},{int(record.msecs):03d}"
+def _python_version(text: str) -> tuple:
+    major, dot, minor = text.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Python version like 3.11")
+    return int(major), int(minor)
+
+
+def _warm_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "proxpi-min warm",
+        "Fetch every file that lock files name into the cache dir, through the configured "
+        "indices (never from the URLs in the lock files), for an offline proxy to serve. "
+        "Exit status: 0 all in the cache, 1 some failed (each named), 2 unusable input.",
+    )
+    parser.epilog = ("The proxy's own flags apply as when serving; those of the listening side "
+                     "(--host, --port, --tls-cert, --tls-key, --admin-token, ...) are unused.")
+    group = parser.add_argument_group("warm")
+    group.add_argument("files", nargs="+", metavar="FILE",
+                       help="requirements.txt (with --hash), pylock.toml / pylock.*.toml, uv.lock, poetry.lock")
+    group.add_argument("--jobs", type=_jobs, default=4, help="files fetched at once (default 4)")
+    group.add_argument("--wheels-only", action="store_true", help="skip sdists")
+    group.add_argument("--platform", action="append", default=[],
+                       help="only wheels for this platform tag (and 'any'), repeatable, e.g. manylinux_2_17_x86_64")
+    group.add_argument("--python-version", type=_python_version, help="only wheels for this Python, e.g. 3.11")
+    return parser
+
+
+def _verify_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="proxpi-min verify",
+        description="Re-hash every file of a cache dir against the hash it is stored under, and "
+        "load every saved index page. Exit status: 0 all good, 1 something bad (each named).",
+    )
+    parser.add_argument("--cache-dir", help="the cache directory (PROXPI_CACHE_DIR)")
+    parser.add_argument("--repair", action="store_true", help="delete bad files, so that the next request fetches them again")
+    parser.add_argument("--jobs", type=_jobs, default=4, help="files hashed at once (default 4)")
+    return parser
+
+
+def _warm(argv: Sequence[str]) -> int:
+    args = _warm_parser().parse_args(argv)
+    from .config import parse_settings
+    from .warm import Filters, run_warm
+
+    flags = vars(args)
+    try:
+        settings = parse_settings(os.environ, flags)
+    except ConfigError as exc:
+        print(f"proxpi-min warm: error: {exc}", file=sys.stderr)
+        return 2
+    filters = Filters(args.wheels_only, tuple(args.platform), args.python_version)
+    return run_warm(
+        settings, args.files, jobs=args.jobs, filters=filters, out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty()
+    )
+
+
+def _verify(argv: Sequence[str]) -> int:
+    args = _verify_parser().parse_args(argv)
+    from .warm import run_verify
+
+    cache_dir = args.cache_dir or os.environ.get("PROXPI_CACHE_DIR")
+    if not cache_dir:
+        print("proxpi-min verify: error: --cache-dir (or PROXPI_CACHE_DIR) is required", file=sys.stderr)
+        return 2
+    return run_verify(cache_dir, repair=args.repair, jobs=args.jobs, out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty())
 
 
 class _BatchedStream(logging.Handler):
@@ -133,41 +209,55 @@ class _BatchedStream(logging.Handler):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the proxy; returns the exit status (2 for a bad setting)."""
+    """Run the proxy, or a command; returns the exit status (2 for a bad setting)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "warm":
+        return _warm(argv[1:])
+    if argv and argv[0] == "verify":
+        return _verify(argv[1:])
     args = _parser().parse_args(argv)
     # Imported here so that --help and --version stay instant.
-    from .config import parse_settings
+    from .config import parse_settings, redact_url
 
+    flags = vars(args)
+    check_only = flags.pop("check_config")
     try:
-        settings = parse_settings(os.environ, vars(args))
+        settings = parse_settings(os.environ, flags)
     except ConfigError as exc:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
+    if check_only:  # for deployment checks: a unit file's or image's flags, before a restart
+        indices = ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes)
+        print(f"proxpi-min: configuration ok: {settings.scheme}://{settings.host}:{settings.port}; "
+              f"indices: {indices}; cache dir {settings.cache_dir or '(a temp dir)'}, "
+              f"cap {settings.cache_size} bytes; {settings.upstream_proxy.describe()}")
+        return 0
     if settings.workers > 1:
-        _configure_logging()
+        _configure_logging(settings.log_format)
         return _supervise(settings)
     from .server import ProxyServer
 
-    _configure_logging(batched=True)
+    _configure_logging(settings.log_format, batched=True)
     try:
         try:
             server = ProxyServer(settings)
         except OSError as exc:
             return _cannot_start(settings, exc)
-        _log_listening(settings, server.server_address, server.cache_dir)
+        _log_listening(settings, server.address_text, server.cache_dir)
         return _serve(server)
     finally:
         logging.shutdown()  # writes out what is queued
 
 
-def _configure_logging(worker: str = "", batched: bool = False) -> None:
+def _configure_logging(log_format: str, worker: Optional[int] = None, batched: bool = False) -> None:
     """Log to stderr: one line per record; *batched* for a server (see _BatchedStream)."""
-    formatter = _Formatter(f"%(asctime)s %(levelname)s {worker}%(name)s: %(message)s")
+    from .logs import formatter
+
     if batched:
-        handler: logging.Handler = _BatchedStream(formatter)
+        handler: logging.Handler = _BatchedStream(formatter(log_format, worker))
     else:
         handler = logging.StreamHandler()
-        handler.setFormatter(formatter)
+        handler.setFormatter(formatter(log_format, worker))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # One line per request: skip what the format never shows (logging HOWTO,
     # "Optimization"): caller frames, thread and process names.
@@ -183,19 +273,20 @@ def _cannot_start(settings: "Settings", exc: OSError) -> int:
     return 1
 
 
-def _log_listening(settings: "Settings", address: tuple, cache_dir: str) -> None:
+def _log_listening(settings: "Settings", address_text: str, cache_dir: str) -> None:
     from .config import redact_url
+    from .server import upstream_route
 
-    host, port = address[:2]
     logger.info(
-        "listening on http://%s:%d/ (%s%s); indices: %s; cache dir %s, cap %d bytes",
-        f"[{host}]" if ":" in host else host,
-        port,
+        "listening on %s://%s/ (%s%s); indices: %s; cache dir %s, cap %d bytes; %s",
+        settings.scheme,
+        address_text,
         "offline" if settings.offline else "online",
         f", {settings.workers} workers" if settings.workers > 1 else "",
         ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes),
         cache_dir,
         settings.cache_size,
+        upstream_route(settings),
     )
 
 
@@ -236,10 +327,11 @@ def _supervise(settings: "Settings") -> int:
         return _cannot_start(settings, exc)
 
     def work(number: int) -> int:
-        _configure_logging(f"[worker {number}] ", batched=True)
+        _configure_logging(settings.log_format, number, batched=True)
         return _serve(ProxyServer(settings, listener))  # the supervisor flushes the log
 
-    _log_listening(settings, listener.getsockname(), settings.cache_dir)
+    host, port = listener.getsockname()[:2]
+    _log_listening(settings, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", settings.cache_dir)
     try:
         return Supervisor(settings.workers, work, DRAIN_SECONDS).run()
     finally:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import ssl
 import urllib.parse
+import urllib.request
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import ConfigError
+from .tls import client_context, server_context
 
-__all__ = ["IndexSettings", "Settings", "cpu_count", "parse_settings", "parse_size", "redact_url"]
+__all__ = ["IndexSettings", "ProxySettings", "Settings", "cpu_count", "parse_settings", "parse_size", "redact_url"]
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple/"
 DEFAULT_INDEX_TTL = 30 * 60.0  # proxpi's defaults: 30 minutes for the root index ...
@@ -29,6 +32,7 @@ DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
 # Past the cap a new connection is refused with 503 at once.
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HOST = "127.0.0.1"
+LOG_FORMATS = ("text", "json")
 DEFAULT_PORT = 5000
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
@@ -51,6 +55,37 @@ class IndexSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProxySettings:
+    """Outbound HTTP proxies: one URL per target scheme (``http``, ``https``, or ``all``
+    as the fallback) and the ``NO_PROXY`` list, as urllib, pip and curl read them."""
+
+    proxies: tuple[tuple[str, str], ...] = ()
+    no_proxy: str = ""
+
+    def proxy_for(self, scheme: str, host: str, port: int) -> Optional[str]:
+        """The proxy URL to reach ``scheme://host:port`` through, or None for direct."""
+        if not self.proxies:
+            return None
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # urllib's own matcher: host names, domain suffixes, "*", IP addresses and
+        # host:port entries, compared without case.
+        if self.no_proxy and urllib.request.proxy_bypass_environment(netloc, {"no": self.no_proxy}):
+            return None
+        proxies = dict(self.proxies)
+        return proxies.get(scheme) or proxies.get("all")
+
+    def __repr__(self) -> str:  # credentials stay out of any repr of Settings
+        return f"ProxySettings({self.describe()!r})"
+
+    def describe(self) -> str:
+        """For the start-up line; without credentials."""
+        if not self.proxies:
+            return "no outbound proxy"
+        text = ", ".join(f"{scheme} via {redact_url(url)}" for scheme, url in self.proxies)
+        return f"outbound proxy: {text}" + (f" (not for {self.no_proxy})" if self.no_proxy else "")
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything configurable; see README.md for the meaning of each field."""
 
@@ -69,6 +104,16 @@ class Settings:
     page_memory: int = DEFAULT_PAGE_MEMORY
     workers: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    log_format: str = "text"  # or "json"
+    upstream_proxy: ProxySettings = ProxySettings()
+    ca_bundle: Optional[str] = None
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+
+    @property
+    def scheme(self) -> str:
+        """How clients reach us: ``https`` with a certificate, else ``http``."""
+        return "https" if self.tls_cert else "http"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -217,6 +262,92 @@ def _ttl_list(sources: _Sources, count: int) -> list[float]:
     return ttls
 
 
+def _environment_proxies(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``urllib.request.getproxies_environment()`` over *env* instead of os.environ:
+    scheme (``http``, ``no``, ...) -> (variable name, value). The lower-case spelling
+    wins; an empty lower-case variable unsets the scheme; under CGI (REQUEST_METHOD
+    set) an upper-case HTTP_PROXY is ignored, since a client's "Proxy:" header sets
+    it (CVE-2016-1000110)."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in env.items():
+        if value and name.lower().endswith("_proxy"):
+            found[name.lower()[:-6]] = (name, value)
+    if "REQUEST_METHOD" in env:
+        found.pop("http", None)
+    for name, value in env.items():
+        if name.endswith("_proxy"):
+            if value:
+                found[name[:-6]] = (name, value)
+            else:
+                found.pop(name[:-6], None)
+    return found
+
+
+def _proxy_url(source: str, raw: str) -> str:
+    # Like curl and pip, "host:port" means an HTTP proxy.
+    url = raw.strip() if "://" in raw else "http://" + raw.strip()
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http":
+        raise _bad(source, redact_url(raw), "is not an http:// proxy (the only kind supported)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise _bad(source, redact_url(raw), "has a bad port") from None
+    if not parts.hostname:
+        raise _bad(source, redact_url(raw), "names no proxy host")
+    return url
+
+
+def _proxy_settings(sources: _Sources, env: Mapping[str, str]) -> ProxySettings:
+    """The override wins over HTTP(S)_PROXY/ALL_PROXY; NO_PROXY applies to both, as
+    with pip's --proxy and curl's -x."""
+    found = _environment_proxies(env)
+    source, override = sources.get("--upstream-proxy", "PROXPI_UPSTREAM_PROXY")
+    if override and override.strip().lower() == "none":
+        return ProxySettings()
+    if override:
+        chosen = {"all": (source, override)}
+    else:
+        chosen = {scheme: found[scheme] for scheme in ("http", "https", "all") if scheme in found}
+    proxies = tuple((scheme, _proxy_url(name, value)) for scheme, (name, value) in sorted(chosen.items()))
+    return ProxySettings(proxies, found.get("no", ("", ""))[1] if proxies else "")
+
+
+def _ca_bundle(sources: _Sources) -> Optional[str]:
+    source, path = sources.get("--ca-bundle", "PROXPI_CA_BUNDLE")
+    if not path:
+        return None
+    try:
+        client_context(path)
+    except ssl.SSLError:  # before OSError, its base class
+        raise _bad(source, path, "holds no PEM certificate") from None
+    except OSError as exc:
+        raise _bad(source, path, f"cannot be read ({exc.strerror or exc})") from None
+    return path
+
+
+def _tls_files(sources: _Sources) -> tuple[Optional[str], Optional[str]]:
+    cert_source, cert = sources.get("--tls-cert", "PROXPI_TLS_CERT")
+    key_source, key = sources.get("--tls-key", "PROXPI_TLS_KEY")
+    if not cert and not key:
+        return None, None
+    if not key:
+        raise _bad(cert_source, cert, "needs --tls-key / PROXPI_TLS_KEY too (both or neither)")
+    if not cert:
+        raise _bad(key_source, key, "needs --tls-cert / PROXPI_TLS_CERT too (both or neither)")
+    for source, path in ((cert_source, cert), (key_source, key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise _bad(source, path, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        server_context(cert, key)
+    except (OSError, ValueError) as exc:
+        raise _bad(cert_source, cert, f"and {key!r} are not a PEM certificate and its key ({exc})") from None
+    return cert, key
+
+
 def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
     """Build and validate :class:`Settings`; flags (argparse names) beat ``env``.
 
@@ -245,6 +376,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
     # Accepted for compatibility with proxpi and validated, but unused: downloads are
     # streamed to the client as they arrive, never redirected to the upstream.
     sources.number("--download-timeout", "PROXPI_DOWNLOAD_TIMEOUT", 0.9)
+    tls_cert, tls_key = _tls_files(sources)
 
     return Settings(
         indexes=tuple(indexes),
@@ -272,4 +404,17 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
         max_connections=_count(
             sources, "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS
         ),
+        upstream_proxy=_proxy_settings(sources, env),
+        ca_bundle=_ca_bundle(sources),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        log_format=_log_format(sources),
     )
+
+
+def _log_format(sources: _Sources) -> str:
+    source, raw = sources.get("--log-format", "PROXPI_LOG_FORMAT")
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise _bad(source, raw, f"is not one of {', '.join(LOG_FORMATS)}")
+    return value

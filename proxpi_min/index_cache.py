@@ -16,7 +16,8 @@ import time
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 from .config import IndexSettings, redact_url
-from .errors import BadUpstreamPage, NotFound, UpstreamError
+from .errors import BadUpstreamPage, NotFound, UpstreamError, UpstreamTimeout
+from .metrics import Metrics
 from .names import NormalizedName, canonicalize_name
 from .page_store import LIST_KEY, PageStore, SavedPage
 from .render import Rendered, render, render_project_list, render_project_page
@@ -62,6 +63,7 @@ class Lookup(NamedTuple):
     value: Value
     version: int  # changes whenever value does
     stale: bool  # the last refresh failed; value is the last good copy
+    cached: bool = True  # answered from memory, without asking upstream or the disk
 
 
 class _Entry:
@@ -107,8 +109,11 @@ class IndexCache:
         store: Optional[PageStore],
         offline: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Optional[Metrics] = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._label = settings.display_url
         self._upstream = upstream
         self._store = store
         self._offline = offline
@@ -120,6 +125,10 @@ class IndexCache:
         self._resident: "collections.OrderedDict[str, int]" = collections.OrderedDict()
         self._resident_files = 0
         self._absent: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        self._failing: set = set()  # keys whose last refresh failed (served stale)
+        # For the dashboard: Unix times of the last good and failed answers, and why.
+        self._last_success: Optional[float] = None
+        self._last_failure: Optional[tuple] = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
@@ -152,6 +161,25 @@ class IndexCache:
     def saved_projects(self) -> list:
         return self._store.saved_projects() if self._store else []
 
+    def health(self) -> dict:
+        """The dashboard's view of this index: last success and failure (Unix times),
+        the failure's reason, pages served stale now and those waiting out a back-off."""
+        now = self._clock()
+        with self._lock:
+            failing = [self._entries[key] for key in self._failing if key in self._entries]
+            last_success, last_failure = self._last_success, self._last_failure
+        waiting = [entry.retry_at - now for entry in failing if entry.retry_at > now]
+        return {
+            "url": self._label,
+            "ttl": self.settings.ttl,
+            "last_success": last_success,
+            "last_failure": last_failure[0] if last_failure else None,
+            "last_failure_reason": last_failure[1] if last_failure else None,
+            "stale_pages": len(failing),
+            "backoff_pages": len(waiting),
+            "next_retry_seconds": min(waiting) if waiting else None,
+        }
+
     # ------------------------------------------------------------------ lookup
 
     def _usable(self, entry: _Entry, now: float) -> bool:
@@ -179,7 +207,7 @@ class IndexCache:
                 raise flight.error
             return flight.result
         try:
-            flight.result = self._refresh(key, entry)
+            flight.result = self._refresh(key, entry)._replace(cached=False)
             return flight.result
         except BaseException as exc:
             flight.error = exc
@@ -220,6 +248,7 @@ class IndexCache:
             now = self._clock()
             if response.status == 304 and entry is not None:
                 # Unchanged: refreshed without re-parsing (and without re-rendering).
+                self._succeeded(key, "not_modified")
                 with self._lock:
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
                     self._reinstate(key, entry)
@@ -240,6 +269,7 @@ class IndexCache:
                 new = _Entry(value, page_url, response.etag, response.last_modified, now)
         except UpstreamError as exc:
             return self._failed(key, entry, exc)
+        self._succeeded(key, "ok")
         saved = False
         if self._store is not None:
             if new.value is None:
@@ -296,7 +326,19 @@ class IndexCache:
             self._entries[key] = entry
             self._remember(key, entry)
 
+    def _succeeded(self, key: str, outcome: str) -> None:
+        self.metrics.upstream.inc(self._label, "page", outcome)
+        with self._lock:
+            self._failing.discard(key)
+            self._last_success = time.time()
+
     def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError) -> Lookup:
+        outcome = "timeout" if isinstance(error, UpstreamTimeout) else "error"
+        self.metrics.upstream.inc(self._label, "page", outcome)
+        with self._lock:
+            self._last_failure = (time.time(), error.message)
+            if entry is not None:
+                self._failing.add(key)
         if entry is None:
             logger.warning("%s (nothing cached to serve instead)", error.message)
             raise error
@@ -369,8 +411,10 @@ class Indexes:
         offline: bool = False,
         is_cached: Optional[Callable[[NormalizedName, FileEntry, bool], bool]] = None,
         cache_generation: Callable[[], int] = lambda: 0,
+        metrics: Optional[Metrics] = None,
     ) -> None:
         self.caches = caches
+        self.metrics = metrics or Metrics()
         self._offline = offline
         self._is_cached = is_cached
         self._cache_generation = cache_generation
@@ -391,8 +435,19 @@ class Indexes:
             raise NotFound(f"project {name!r} is not {where}")
         return pages[0] if len(pages) == 1 else merge_pages(name, pages)
 
+    def _count(self, lookups: list) -> bool:
+        """Count a page hit (every index answered from memory) or miss, and each index
+        that answered with a stale copy; True for a hit."""
+        hit = all(lookup.cached for lookup in lookups)
+        (self.metrics.hit if hit else self.metrics.miss)("page")
+        for cache, lookup in zip(self.caches, lookups):
+            if lookup.stale:
+                self.metrics.stale.inc(cache.settings.display_url)
+        return hit
+
     def rendered_project(self, name: NormalizedName, media: str, compress: bool) -> tuple:
-        """(Rendered, stale) of the merged project page in *media*.
+        """(Rendered, stale, hit) of the merged project page in *media*; *hit* when no
+        index had to ask upstream.
 
         :raises NotFound: no index has the project.
         :raises UpstreamError: an index failed and had no copy to serve instead.
@@ -408,8 +463,9 @@ class Indexes:
                 page = page._replace(files=tuple(self._offline_files(name, page.files)))
             return render_project_page(page, media)
 
+        hit = self._count(lookups)
         rendered = self._render(("project", name, media, compress), version, make, compress)
-        return rendered, any(lookup.stale for lookup in lookups)
+        return rendered, any(lookup.stale for lookup in lookups), hit
 
     def _offline_files(self, name: NormalizedName, files: tuple):
         """The files the cache holds, advertising metadata only where it holds that too
@@ -421,17 +477,19 @@ class Indexes:
                 yield entry
 
     def rendered_list(self, media: str, compress: bool) -> tuple:
-        """(Rendered, stale) of the merged project list in *media*."""
+        """(Rendered, stale, hit) of the merged project list in *media*."""
         if self._offline:
             names = sorted({canonicalize_name(n) for cache in self.caches for n in cache.saved_projects()})
             lists, version, stale = [ProjectList.from_names(names)], (hash(tuple(names)),), False
+            hit = self._count([])  # read from the saved pages: nothing upstream to ask
         else:
             lookups = [cache.project_list() for cache in self.caches]
             lists = [lookup.value for lookup in lookups if lookup.value is not None]
             version = tuple(lookup.version for lookup in lookups)
             stale = any(lookup.stale for lookup in lookups)
+            hit = self._count(lookups)
         make = lambda: render_project_list(merge_lists(lists), media)  # noqa: E731
-        return self._render(("list", media, compress), version, make, compress), stale
+        return self._render(("list", media, compress), version, make, compress), stale, hit
 
     def _render(self, key: tuple, version: tuple, make: Callable[[], bytes], compress: bool) -> Rendered:
         # Only the coding a client asked for is kept: pip and uv always take gzip, so the
@@ -442,10 +500,25 @@ class Indexes:
             self._rendered.put(key, version, page)
         return page
 
+    def project_page(self, name: NormalizedName) -> ProjectPage:
+        """The merged page of project *name*, as the proxy would list it online.
+
+        :raises NotFound: no index has the project.
+        :raises UpstreamError: an index failed and had no copy to serve instead.
+        """
+        return self._merged(name, [cache.project(name) for cache in self.caches])
+
     def find_file(self, name: NormalizedName, filename: str) -> FileEntry:
         """The entry an index lists for *filename* in project *name*.
 
         :raises NotFound: no index lists it (we only ever fetch listed URLs).
+        """
+        return self.locate_file(name, filename)[0]
+
+    def locate_file(self, name: NormalizedName, filename: str) -> tuple:
+        """(entry, URL of the index that listed it, without credentials) for *filename*.
+
+        :raises NotFound: no index lists it.
         """
         lookups = [cache.project(name) for cache in self.caches]
         version = tuple(lookup.version for lookup in lookups)
@@ -454,15 +527,21 @@ class Indexes:
             if found is not None and found[0] == version:
                 self._file_maps.move_to_end(name)
         if found is None or found[0] != version:
-            found = (version, {entry.filename: entry for entry in self._merged(name, lookups).files})
+            origins: dict = {}
+            for cache, lookup in zip(self.caches, lookups):  # first index wins, as in merging
+                label = cache.settings.display_url
+                for entry in lookup.value.files if lookup.value is not None else ():
+                    origins.setdefault(entry.filename, label)
+            files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in self._merged(name, lookups).files}
+            found = (version, files)
             with self._lock:
                 self._file_maps[name] = found
                 if len(self._file_maps) > MAX_FILE_MAPS:
                     self._file_maps.popitem(last=False)
-        entry = found[1].get(filename)
-        if entry is None:
+        located = found[1].get(filename)
+        if located is None:
             raise NotFound(f"{filename!r} is not a file of project {name!r}")
-        return entry
+        return located
 
     def invalidate_project(self, name: NormalizedName) -> None:
         for cache in self.caches:

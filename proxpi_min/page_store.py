@@ -16,13 +16,17 @@ from .names import NormalizedName
 from .shared_dir import write_atomically
 from .simple import FileEntry, ProjectList, ProjectPage
 
-__all__ = ["PageStore", "SavedPage"]
+__all__ = ["OtherFormat", "PageStore", "SavedPage"]
 
 logger = logging.getLogger(__name__)
 
 LIST_KEY = "_list"  # never a project name: those start with a letter or digit
 URL_FILE = "_url"  # the index's URL (without credentials), for offline use of a copy
 _FORMAT = 1
+
+
+class OtherFormat(ValueError):
+    """A saved page written in another format version."""
 
 
 class SavedPage(NamedTuple):
@@ -97,16 +101,29 @@ class PageStore:
     def load(self, key: str) -> Optional[SavedPage]:
         """The saved page for *key* (a project name or LIST_KEY), if any and readable."""
         try:
-            with open(self._path(key), "rb") as file:
-                record = json.load(file)
-            if record.get("format") != _FORMAT:
-                return None
-            return SavedPage(_decode(record["value"]), record["url"], record["etag"], record["last_modified"])
-        except FileNotFoundError:
+            return self.read(key)
+        except (FileNotFoundError, OtherFormat):
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             logger.warning("ignoring unreadable saved page %s: %s", self._path(key), exc)
             return None
+
+    def read(self, key: str) -> SavedPage:
+        """The saved page for *key*, strictly (``verify`` reports what ``load`` skips).
+
+        :raises OSError: it cannot be read (FileNotFoundError: there is none).
+        :raises ValueError: it does not parse (OtherFormat: it is of another format
+            version, which ``load`` skips quietly).
+        """
+        with open(self._path(key), "rb") as file:
+            data = file.read()
+        try:
+            record = json.loads(data)
+            if record.get("format") != _FORMAT:
+                raise OtherFormat(f"format {record.get('format')!r}, not {_FORMAT}")
+            return SavedPage(_decode(record["value"]), record["url"], record["etag"], record["last_modified"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
     def save(self, key: str, page: SavedPage) -> bool:
         """Save *page*; a failure (disk full, read-only) is logged and gives False."""

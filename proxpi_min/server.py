@@ -1,5 +1,6 @@
 """The server: builds the caches from the settings, accepts connections (one thread
-each, handled by :class:`.handler.ProxyHandler`) and drains responses at shutdown."""
+each, handled by :class:`.handler.ProxyHandler`, over TLS when configured) and drains
+responses at shutdown."""
 
 from __future__ import annotations
 
@@ -9,27 +10,77 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import sys
 import tempfile
 import threading
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
+from . import __version__
 from .config import IndexSettings, Settings
 from .file_cache import FileCache
 from .errors import Overloaded
 from .handler import ProxyHandler, refusal
 from .index_cache import IndexCache, Indexes
+from .metrics import TOP, Metrics
 from .page_store import PageStore
 from .shared_dir import remove_temp_files
+from .tls import describe_trust, server_context
 from .upstream import Upstream
 
-__all__ = ["ProxyServer", "listening_socket"]
+__all__ = ["Caches", "ProxyServer", "listening_socket", "open_caches", "upstream_route"]
 
 logger = logging.getLogger(__name__)
 
 # While connections are refused at the cap, one WARNING a minute says so.
 REFUSAL_WARNING_INTERVAL = 60.0
+
+
+def upstream_route(settings: Settings) -> str:
+    """How upstreams are reached, for the start-up line and the home page."""
+    return f"{describe_trust(settings.ca_bundle, settings.verify_ssl)}; {settings.upstream_proxy.describe()}"
+
+
+class Caches(NamedTuple):
+    upstream: Upstream
+    files: FileCache
+    indexes: Indexes
+
+
+def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None) -> Caches:
+    """The upstream connections and the caches on *cache_dir*, as *settings* say: the
+    server's, and the ``warm`` command's (so both store files and pages alike)."""
+    metrics = metrics or Metrics()
+    remove_temp_files(os.path.join(cache_dir, "index"))
+    upstream = Upstream(
+        settings.connect_timeout,
+        settings.read_timeout,
+        settings.verify_ssl,
+        [index.url for index in settings.indexes],
+        ca_bundle=settings.ca_bundle,
+        proxies=settings.upstream_proxy,
+    )
+    files = FileCache(os.path.join(cache_dir, "files"), settings.cache_size, upstream, settings.offline, metrics)
+    stores = [(index, PageStore(cache_dir, index.url)) for index in settings.indexes]
+    if settings.offline:
+        # A copied cache dir is served whatever index URLs filled it: pages saved for
+        # other indices come after the configured ones.
+        known = {store.directory for _, store in stores}
+        stores += [
+            (IndexSettings(url, 0.0), store)
+            for url, store in PageStore.saved_indexes(cache_dir)
+            if store.directory not in known
+        ]
+    indexes = Indexes(
+        [IndexCache(index, upstream, store, settings.offline, metrics=metrics) for index, store in stores],
+        settings.page_memory,
+        offline=settings.offline,
+        is_cached=files.has,
+        cache_generation=lambda: files.generation,
+        metrics=metrics,
+    )
+    return Caches(upstream, files, indexes)
 
 
 class ProxyServer(http.server.ThreadingHTTPServer):
@@ -46,33 +97,9 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
         self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
-        remove_temp_files(os.path.join(self.cache_dir, "index"))
-        self.upstream = Upstream(
-            settings.connect_timeout,
-            settings.read_timeout,
-            settings.verify_ssl,
-            [index.url for index in settings.indexes],
-        )
-        self.files = FileCache(
-            os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline
-        )
-        stores = [(index, PageStore(self.cache_dir, index.url)) for index in settings.indexes]
-        if settings.offline:
-            # A copied cache dir is served whatever index URLs filled it: pages saved for
-            # other indices come after the configured ones.
-            known = {store.directory for _, store in stores}
-            stores += [
-                (IndexSettings(url, 0.0), store)
-                for url, store in PageStore.saved_indexes(self.cache_dir)
-                if store.directory not in known
-            ]
-        self.indexes = Indexes(
-            [IndexCache(index, self.upstream, store, settings.offline) for index, store in stores],
-            settings.page_memory,
-            offline=settings.offline,
-            is_cached=self.files.has,
-            cache_generation=lambda: self.files.generation,
-        )
+        self.metrics = Metrics()
+        self.upstream, self.files, self.indexes = open_caches(settings, self.cache_dir, self.metrics)
+        self._register_gauges()
         # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
         self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
         self.stopping = False
@@ -89,6 +116,52 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.socket.close()
             self.socket = listener
             self.server_address = listener.getsockname()
+        host, port = self.server_address[:2]
+        self.address_text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.upstream_route = upstream_route(settings)
+        if settings.tls_cert and settings.tls_key:
+            # Accepted connections are wrapped without a handshake; finish_request does
+            # it in the connection's own thread, so a slow or broken client never holds
+            # up the accept loop.
+            self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    def _register_gauges(self) -> None:
+        """Sizes the file cache keeps anyway, read at each scrape (no directory walk)."""
+        add, files = self.metrics.registry.collector, self.files
+        add("proxpi_file_cache_size_bytes", "gauge", "Bytes stored in the cache dir.", lambda: [({}, files.stats()[0])])
+        add("proxpi_file_cache_limit_bytes", "gauge", "The cache dir's cap in bytes.", lambda: [({}, files.cap)])
+        add("proxpi_file_cache_files", "gauge", "Files stored in the cache dir.", lambda: [({}, files.stats()[1])])
+        add(
+            "proxpi_downloads_in_progress",
+            "gauge",
+            "Upstream downloads into the cache dir now running.",
+            lambda: [({}, files.downloads_in_progress())],
+        )
+
+    def status(self) -> dict:
+        """What the home page shows, as a JSON-ready dict (``GET /`` with JSON)."""
+        used, count = self.files.stats()
+        return {
+            "version": __version__,
+            "now": time.time(),
+            "offline": self.settings.offline,
+            "upstream_route": self.upstream_route,
+            **self.metrics.summary(),
+            "file_cache": {
+                "directory": self.cache_dir,
+                "used_bytes": used,
+                "limit_bytes": self.files.cap,
+                "files": count,
+                "downloads_in_progress": self.files.downloads_in_progress(),
+                "largest": [
+                    {"project": project, "filename": name, "size": size}
+                    for project, name, size in self.files.largest(TOP)
+                ],
+            },
+            "indexes": [cache.health() for cache in self.indexes.caches],
+        }
 
     # ------------------------------------------------------------------ connections
 
@@ -118,7 +191,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         """Answer 503 and close. Runs in the accepting thread only (so the counters
         need no lock) and never waits on this client: the answer fits in the socket's
         send buffer, and one that cannot take even that is simply closed."""
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a TLS socket
             request.setblocking(False)
             request.send(refusal(Overloaded("too many connections; retry in a second")))
         self.shutdown_request(request)
@@ -150,10 +223,24 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         with self._in_flight_changed:
             return self._in_flight_changed.wait_for(lambda: self._in_flight == 0, timeout)
 
+    def finish_request(self, request, client_address) -> None:
+        """Handle one connection: over TLS, the handshake first, bounded by the client
+        timeout. A failed one (a plain-HTTP request, a client that distrusts our
+        certificate, a port scanner) concerns only that client."""
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(self.settings.client_timeout)
+            try:
+                request.do_handshake()
+            except OSError as exc:  # ssl.SSLError, a reset, or the timeout
+                logger.debug("TLS handshake with %s failed: %s", client_address[0], exc)
+                return
+        super().finish_request(request, client_address)
+
     def handle_error(self, request, client_address) -> None:
         """A client that resets its connection is routine; anything else is a bug."""
         error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, socket.timeout)):
+        # A TLS client that goes away mid-request shows up as an SSLError (EOF).
+        if isinstance(error, (ConnectionError, socket.timeout, ssl.SSLError)):
             logger.debug("connection from %s ended: %s", client_address[0], error)
         else:
             logger.exception("error on the connection from %s", client_address[0])

@@ -186,6 +186,7 @@ def test_files_are_immutable(running, dists) -> None:
         ("GET", "/", 200),
         ("GET", "/health", 200),
         ("HEAD", "/health", 200),
+        ("GET", "/metrics", 200),
     ],
 )
 def test_errors_home_and_health_are_not_stored(running, method, path, status) -> None:

@@ -94,7 +94,8 @@ def test_IndexCache_serves_from_memory_within_ttl(upstream, clock, tmp_path) -> 
     clock.now += 59
     second = cache.project(alpha())
     assert len(upstream.calls) == 1
-    assert first == second
+    assert first._replace(cached=True) == second
+    assert (first.cached, second.cached) == (False, True)  # the second from memory: a page hit
     assert [f.filename for f in first.value.files] == ["alpha-1.0.tar.gz"]
 
 
@@ -253,10 +254,14 @@ def test_Indexes_merges_first_index_first(clock, tmp_path) -> None:
     assert indexes.find_file(alpha(), "alpha-2.0.tar.gz").url.endswith("alpha-2.0.tar.gz")
     body = json.loads(indexes.rendered_project(alpha(), JSON, False)[0].body)
     assert [f["filename"] for f in body["files"]] == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
+    page = indexes.project_page(alpha())
+    assert [f.filename for f in page.files] == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
     with pytest.raises(NotFound):
         indexes.find_file(alpha(), "alpha-3.0.tar.gz")
     with pytest.raises(NotFound):
         indexes.rendered_project(NormalizedName("nope"), JSON, False)
+    with pytest.raises(NotFound):
+        indexes.project_page(NormalizedName("nope"))
 
 
 def test_Indexes_renders_once_per_version(upstream, clock, tmp_path, monkeypatch) -> None:

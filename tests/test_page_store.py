@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+
+import pytest
 import subprocess
 import sys
 import time
 
 from proxpi_min import shared_dir as page_store
-from proxpi_min.page_store import LIST_KEY, PageStore, SavedPage
+from proxpi_min.page_store import LIST_KEY, OtherFormat, PageStore, SavedPage
 from proxpi_min.shared_dir import remove_temp_files, temp_path
 from proxpi_min.simple import FileEntry, ProjectList, ProjectPage
 
@@ -89,3 +91,20 @@ def test_remove_temp_files_while_running_goes_by_age_only(tmp_path) -> None:
     os.utime(tmp_path / old, (time.time() - 2 * page_store.STALE_TEMP,) * 2)
     assert remove_temp_files(str(tmp_path), at_start=False) == 1
     assert os.listdir(tmp_path) == [writing]
+
+
+def test_PageStore_read_is_strict_where_load_skips(tmp_path, caplog) -> None:
+    store = PageStore(str(tmp_path), "https://index.example/simple/")
+    store.save("alpha", SavedPage(ProjectPage("alpha", (), (), True), "u", None, None))
+    assert store.read("alpha") == store.load("alpha")
+    path = os.path.join(store.directory, "alpha.json")
+    for body, error in [(b"{not json", ValueError), (b'{"format": 1}', ValueError), (b'{"format": 99}', OtherFormat)]:
+        with open(path, "wb") as file:
+            file.write(body)
+        with pytest.raises(error):
+            store.read("alpha")
+        assert store.load("alpha") is None
+    with pytest.raises(FileNotFoundError):
+        store.read("beta")
+    # Only the unreadable pages were worth a warning; another format is skipped quietly.
+    assert len([r for r in caplog.records if "unreadable saved page" in r.getMessage()]) == 2

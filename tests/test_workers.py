@@ -138,3 +138,16 @@ def test_supervisor_backs_off_a_crash_loop(monkeypatch):
     now[0] += workers.HEALTHY_UPTIME
     supervisor._reap(stopping=False)
     assert (slot.restart_at, slot.failures) == (now[0], 0)
+
+
+def test_worker_log_lines_name_the_worker():
+    import json
+    import logging
+
+    from proxpi_min.logs import formatter
+
+    record = logging.LogRecord("proxpi_min.handler", logging.INFO, "", 0, "GET %s", ("/x",), None)
+    assert " INFO [worker 2] proxpi_min.handler: GET /x" in formatter("text", 2).format(record)
+    assert " INFO proxpi_min.handler: GET /x" in formatter("text").format(record)
+    assert json.loads(formatter("json", 2).format(record))["worker"] == 2
+    assert "worker" not in json.loads(formatter("json").format(record))

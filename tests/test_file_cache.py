@@ -1,0 +1,73 @@
+"""FileCache.ensure (storing a file without a client), over a file: upstream: no sockets."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+
+from proxpi_min.errors import IntegrityError, NotFound
+from proxpi_min.file_cache import FileCache
+from proxpi_min.simple import FileEntry
+from proxpi_min.upstream import Upstream
+
+DATA = b"wheel bytes " * 1000
+
+
+class CountingUpstream(Upstream):
+    """Counts file opens; the first waits for *gate*, so that others can join it."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, 1.0)
+        self.opened = 0
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def open_file(self, url, method="GET", byte_range=None):
+        self.opened += 1
+        self.gate.wait(5)
+        return super().open_file(url, method, byte_range)
+
+
+@pytest.fixture
+def source(tmp_path) -> FileEntry:
+    path = tmp_path / "a-1.0-py3-none-any.whl"
+    path.write_bytes(DATA)
+    return FileEntry(path.name, path.as_uri(), (("sha256", hashlib.sha256(DATA).hexdigest()),), size=len(DATA))
+
+
+def test_FileCache_ensure_stores_once(tmp_path, source) -> None:
+    upstream = CountingUpstream()
+    cache = FileCache(str(tmp_path / "files"), 10**6, upstream)
+    upstream.gate.clear()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.ensure("a", source))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    upstream.gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert results == [True, True, True]
+    assert upstream.opened == 1
+    stored = tmp_path / "files" / "a" / f"sha256-{source.hashes[0][1]}" / source.filename
+    assert stored.read_bytes() == DATA
+    assert cache.ensure("a", source) is True and upstream.opened == 1  # already cached
+
+
+def test_FileCache_ensure_bad_bytes_raise_and_store_nothing(tmp_path, source) -> None:
+    cache = FileCache(str(tmp_path / "files"), 10**6, CountingUpstream())
+    with pytest.raises(IntegrityError):
+        cache.ensure("a", source._replace(hashes=(("sha256", "0" * 64),)))
+    assert [p for p in Path(tmp_path / "files").rglob("*") if p.is_file()] == []
+
+
+def test_FileCache_ensure_false_when_it_cannot_store(tmp_path, source) -> None:
+    assert FileCache(str(tmp_path / "small"), len(DATA) - 1, CountingUpstream()).ensure("a", source) is False
+    assert FileCache(str(tmp_path / "off"), 0, CountingUpstream()).ensure("a", source) is False
+
+
+def test_FileCache_ensure_offline_is_not_found(tmp_path, source) -> None:
+    with pytest.raises(NotFound):
+        FileCache(str(tmp_path / "files"), 10**6, CountingUpstream(), offline=True).ensure("a", source)
