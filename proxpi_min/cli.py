@@ -46,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     add("--offline", action="store_const", const=True, help="never contact an upstream; serve the cache dir only (PROXPI_OFFLINE=1)")
     add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
     add("--page-memory", help="memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default 256M)")
+    rails = parser.add_argument_group("guard rails", "see README.md, 'Guard rails'")
+    add = rails.add_argument
+    add("--pin", action="append", metavar="PATTERN=INDEX_URL", help="serve matching projects from that configured index only, repeatable (PROXPI_PIN, comma-separated)")
+    add("--index-strategy", metavar="{merge,first-index}", help="merge every index's files, or take a project from the first index that has it (PROXPI_INDEX_STRATEGY, default merge)")
+    add("--min-age", metavar="DURATION", help="leave out files uploaded less than this long ago: 3600, 36h, 7d, 2w (PROXPI_MIN_AGE)")
+    add("--min-age-exempt", action="append", metavar="PATTERN", help="projects the minimum age does not apply to, repeatable (PROXPI_MIN_AGE_EXEMPT, comma-separated)")
+    add("--min-age-unknown", metavar="{allow,deny}", help="files without an upload time under --min-age: served or left out (PROXPI_MIN_AGE_UNKNOWN, default allow)")
+    add("--deny", action="append", metavar="NAME[==VERSION]", help="refuse a project, a version of it, or a pattern of names, repeatable (PROXPI_DENY, comma-separated)")
+    add("--allow", action="append", metavar="PATTERN", help="serve only these projects, repeatable (PROXPI_ALLOW, comma-separated)")
     return parser
 
 
@@ -98,6 +107,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         server.cache_dir,
         settings.cache_size,
     )
+    for line in server.policy.describe():
+        logger.info("policy: %s", line)
 
     def stop(signum: int, frame) -> None:
         logger.info("%s: stopping", signal.Signals(signum).name)

@@ -16,9 +16,10 @@ import time
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 from .config import IndexSettings, redact_url
-from .errors import BadUpstreamPage, NotFound, UpstreamError
+from .errors import BadUpstreamPage, Forbidden, NotFound, UpstreamError
 from .names import NormalizedName, canonicalize_name
 from .page_store import LIST_KEY, PageStore, SavedPage
+from .policy import Filtered, Policy
 from .render import Rendered, render, render_project_list, render_project_page
 from .simple import (
     FileEntry,
@@ -51,6 +52,9 @@ RETRY_MAX = 300.0
 MAX_RESIDENT_FILES = 100_000
 MAX_FILE_MAPS = 256  # projects whose file-name index is kept
 MAX_ABSENT = 10_000  # names upstream said it does not have, remembered for their TTL
+# Pages after the policies (each a new tuple over the same entries, and a file-name
+# index), counted in files like MAX_RESIDENT_FILES.
+MAX_VIEW_FILES = 100_000
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
 _DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)
@@ -310,6 +314,16 @@ def _items(value: Union[ProjectPage, ProjectList]):
     return value.files if isinstance(value, ProjectPage) else value
 
 
+class _View(NamedTuple):
+    """A project page after the policies, for the upstream versions it was made from."""
+
+    version: tuple  # the asked indices' Lookup versions
+    filtered: Filtered
+    files: dict  # file name -> FileEntry kept
+    asked: tuple  # positions of the indices asked
+    stale: bool
+
+
 class _RenderedPages:
     """Rendered pages under a byte budget, least recently used dropped first."""
 
@@ -345,7 +359,9 @@ class Indexes:
     """All configured indices as one: merged pages, rendered once per change.
 
     *is_cached* (offline mode) tells whether the file cache holds a file; project pages
-    then list only those, so pip never picks a file we cannot serve.
+    then list only those, so pip never picks a file we cannot serve. *policy* (guard
+    rails) is applied to every merged page, so pages in every format, offline pages,
+    metadata files and direct file URLs agree; *wall_clock* is what cooldowns count in.
     """
 
     def __init__(
@@ -355,8 +371,15 @@ class Indexes:
         offline: bool = False,
         is_cached: Optional[Callable[[NormalizedName, FileEntry, bool], bool]] = None,
         cache_generation: Callable[[], int] = lambda: 0,
+        policy: Optional[Policy] = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.caches = caches
+        # No policy in force: pages take the plain path, at no extra cost.
+        self._policy = policy if policy is not None and policy.active else None
+        self._wall_clock = wall_clock
+        self._views: "collections.OrderedDict[str, _View]" = collections.OrderedDict()
+        self._view_files = 0
         self._offline = offline
         self._is_cached = is_cached
         self._cache_generation = cache_generation
@@ -378,24 +401,87 @@ class Indexes:
         return pages[0] if len(pages) == 1 else merge_pages(name, pages)
 
     def rendered_project(self, name: NormalizedName, media: str, compress: bool) -> tuple:
-        """(Rendered, stale) of the merged project page in *media*.
+        """(Rendered, stale, policies) of the merged project page in *media*; *policies*
+        names the guard rails that changed it ("" if none).
 
         :raises NotFound: no index has the project.
+        :raises Forbidden: the deny or allow list refuses it.
         :raises UpstreamError: an index failed and had no copy to serve instead.
         """
-        lookups = [cache.project(name) for cache in self.caches]
-        version = tuple(lookup.version for lookup in lookups)
+        if self._policy is None:
+            lookups = [cache.project(name) for cache in self.caches]
+            version = tuple(lookup.version for lookup in lookups)
+            stale, policies = any(lookup.stale for lookup in lookups), ""
+            page_of = lambda: self._merged(name, lookups)  # noqa: E731
+        else:
+            view = self._view(name)
+            # The instant since which this filtered answer holds: a cached page stays
+            # right until a hidden file's cooldown ends (the view is then remade).
+            version = (*view.version, view.filtered.since)
+            stale, policies = view.stale, view.filtered.policies
+            page_of = lambda: view.filtered.page  # noqa: E731
         if self._offline:
             version += (self._cache_generation(),)
 
         def make() -> bytes:
-            page = self._merged(name, lookups)
+            page = page_of()
             if self._offline and self._is_cached is not None:
                 page = page._replace(files=tuple(self._offline_files(name, page.files)))
             return render_project_page(page, media)
 
         rendered = self._render(("project", name, media, compress), version, make, compress)
-        return rendered, any(lookup.stale for lookup in lookups)
+        return rendered, stale, policies
+
+    def _view(self, name: NormalizedName) -> _View:
+        """The project's page after the policies: from the indices the policy asks,
+        remade when an index's page changed or a cooldown ended.
+
+        :raises Forbidden: the deny or allow list refuses the project (no index asked).
+        :raises NotFound: none of the indices asked has it.
+        """
+        policy = self._policy
+        refusal = policy.project_refusal(name)
+        if refusal is not None:
+            raise Forbidden(refusal)
+        positions, first_only = policy.indexes_for(name)
+        asked, lookups = [], []
+        for position in positions:
+            lookup = self.caches[position].project(name)
+            asked.append(position)
+            lookups.append(lookup)
+            if first_only and lookup.value is not None:
+                break
+        version = tuple(lookup.version for lookup in lookups)
+        now = self._wall_clock()
+        with self._lock:
+            view = self._views.get(name)
+            if view is not None and view.version == version and view.filtered.since <= now < view.filtered.until:
+                self._views.move_to_end(name)
+                return view
+        pages = [(self.caches[i].settings.url, lookup.value) for i, lookup in zip(asked, lookups) if lookup.value is not None]
+        if not pages:
+            note = policy.not_found_note(name, asked)[1] or (
+                " in the offline cache" if self._offline else " on any index"
+            )
+            raise NotFound(f"project {name!r} is not{note}")
+        merged = pages[0][1] if len(pages) == 1 else merge_pages(name, [page for _, page in pages])
+        filtered = policy.files(merged, pages, now, cut_short=len(asked) < len(self.caches))
+        view = _View(
+            version,
+            filtered,
+            {entry.filename: entry for entry in filtered.page.files},
+            tuple(asked),
+            any(lookup.stale for lookup in lookups),
+        )
+        with self._lock:
+            old = self._views.pop(name, None)
+            self._view_files -= len(old.files) + 1 if old is not None else 0
+            self._views[name] = view
+            self._view_files += len(view.files) + 1
+            while self._view_files > MAX_VIEW_FILES and len(self._views) > 1:
+                _, dropped = self._views.popitem(last=False)
+                self._view_files -= len(dropped.files) + 1
+        return view
 
     def _offline_files(self, name: NormalizedName, files: tuple):
         """The files the cache holds, advertising metadata only where it holds that too
@@ -431,8 +517,12 @@ class Indexes:
     def find_file(self, name: NormalizedName, filename: str) -> FileEntry:
         """The entry an index lists for *filename* in project *name*.
 
-        :raises NotFound: no index lists it (we only ever fetch listed URLs).
+        :raises NotFound: no index lists it (we only ever fetch listed URLs), or none
+            of those a pin or first-index leaves (the message says which).
+        :raises Forbidden: a policy refuses the project or this file (one INFO line).
         """
+        if self._policy is not None:
+            return self._find_file_by_policy(self._policy, name, filename)
         lookups = [cache.project(name) for cache in self.caches]
         version = tuple(lookup.version for lookup in lookups)
         with self._lock:
@@ -449,6 +539,26 @@ class Indexes:
         if entry is None:
             raise NotFound(f"{filename!r} is not a file of project {name!r}")
         return entry
+
+    def _find_file_by_policy(self, policy: Policy, name: NormalizedName, filename: str) -> FileEntry:
+        try:
+            view = self._view(name)
+        except Forbidden as exc:
+            logger.info("refused %s/%s: %s", name, filename, exc.message)
+            raise
+        entry = view.files.get(filename)
+        if entry is not None:
+            return entry
+        hidden = view.filtered.hidden.get(filename)
+        if hidden is not None:
+            reason = policy.refusal(name, hidden, self._wall_clock())
+            logger.info("refused %s/%s: %s", name, filename, reason)
+            raise Forbidden(reason)
+        which, note = policy.not_found_note(name, view.asked)
+        if which is not None:
+            policy.count_refused(which)
+            logger.info("refused %s/%s: not listed%s", name, filename, note)
+        raise NotFound(f"{filename!r} is not a file of project {name!r}{note}")
 
     def invalidate_project(self, name: NormalizedName) -> None:
         for cache in self.caches:

@@ -10,7 +10,7 @@ import io
 import itertools
 import json
 import urllib.parse
-from typing import Iterable, NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 from .errors import NotAcceptable
 from .names import canonicalize_name
@@ -23,6 +23,7 @@ __all__ = [
     "choose_media_type",
     "render",
     "render_home",
+    "render_policies",
     "render_project_list",
     "render_project_page",
 ]
@@ -264,8 +265,9 @@ def render_home(
     file_count: int,
     offline: bool,
     token_required: bool,
+    policies: Sequence[str] = (),
 ) -> bytes:
-    """The home page for a person: configuration, cache use, invalidation buttons."""
+    """The home page for a person: configuration, policies, cache use, invalidation buttons."""
     rows = "".join(
         f"<tr><td>{_esc(url)}</td><td>{ttl:g} s</td></tr>\n" for url, ttl in indexes
     )
@@ -276,7 +278,9 @@ def render_home(
         f"<p>Mode: {'offline (no upstream is contacted)' if offline else 'online'}</p>\n",
         "<h2>Indices</h2>\n<table>\n<tr><th>URL</th><th>TTL</th></tr>\n",
         rows,
-        "</table>\n<h2>File cache</h2>\n",
+        "</table>\n",
+        render_policies(policies),
+        "<h2>File cache</h2>\n",
         f"<p>Directory: <code>{_esc(cache_dir)}</code><br>\n",
         f"Used: {_human(cache_used)} of {_human(cache_cap)} in {file_count} files</p>\n",
         '<p>Package index: <a href="/index/">/index/</a></p>\n',
@@ -290,6 +294,12 @@ def render_home(
         _HOME_SCRIPT,
     ]
     return _html_document("proxpi-min", body)
+
+
+def render_policies(policies: Sequence[str]) -> str:
+    """The home page's "Policies in force" section (guard rails, one line each)."""
+    items = "".join(f"<li>{_esc(line)}</li>\n" for line in policies) or "<li>none</li>\n"
+    return f"<h2>Policies in force</h2>\n<ul>\n{items}</ul>\n"
 
 
 def _human(size: int) -> str:
