@@ -75,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     # Imported here so that --help and --version stay instant.
     from .config import parse_settings, redact_url
-    from .handler import ProxyServer
+    from .server import ProxyServer
 
     try:
         settings = parse_settings(os.environ, vars(args))

@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 
-from proxpi_min import page_store
-from proxpi_min.page_store import LIST_KEY, PageStore, SavedPage, remove_temp_files, temp_path
+from proxpi_min import shared_dir as page_store
+from proxpi_min.page_store import LIST_KEY, PageStore, SavedPage
+from proxpi_min.shared_dir import remove_temp_files, temp_path
 from proxpi_min.simple import FileEntry, ProjectList, ProjectPage
 
 

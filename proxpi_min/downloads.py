@@ -1,0 +1,278 @@
+"""Downloads: one upstream fetch per file into a temp file, verified as it arrives,
+shared by every client that asks for the file meanwhile (each reads what is written)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import socket
+import threading
+from typing import TYPE_CHECKING, Optional
+
+from .bodies import CHUNK, FileBody, relay, send_chunk
+from .byteranges import ByteRange
+from .errors import IntegrityError, ProxpiError, UpstreamError
+from .names import NormalizedName, check_filename
+from .shared_dir import temp_path
+from .simple import FileEntry, Hashes
+
+if TYPE_CHECKING:  # the cache that owns a download; it imports this module
+    from .file_cache import FileCache
+
+__all__ = ["Download", "DownloadBody", "Target", "best_hash"]
+
+logger = logging.getLogger(__name__)
+
+_PREFERRED_HASHES = ("sha256", "sha512", "sha384", "blake2b", "sha3_256", "sha224", "sha1", "md5")
+
+
+def best_hash(hashes: Hashes) -> Optional[tuple]:
+    found = dict(hashes)
+    for name in _PREFERRED_HASHES:
+        if name in found:
+            return name, found[name]
+    return None
+
+
+class Target:
+    """What to fetch and where it lives: a distribution file or its metadata file."""
+
+    def __init__(self, root: str, project: NormalizedName, entry: FileEntry, metadata: bool) -> None:
+        check_filename(entry.filename)
+        dist_hash = best_hash(entry.hashes)
+        folder = f"{dist_hash[0]}-{dist_hash[1]}" if dist_hash else "unverified"
+        self.filename = entry.filename + (".metadata" if metadata else "")
+        self.path = os.path.join(root, project, folder, self.filename)
+        self.url = entry.url + (".metadata" if metadata else "")
+        self.hash = best_hash(entry.metadata or ()) if metadata else dist_hash
+        self.size = None if metadata else entry.size
+        # Files never change (PyPI refuses a reused file name), so their hash is a
+        # strong validator; without one, there is no ETag.
+        self.etag = f'"{self.hash[1][:40]}"' if self.hash else None
+
+
+class Download:
+    """One upstream download into a temp file, shared by every client that asks for
+    the file meanwhile. The writer thread publishes progress under ``cond``."""
+
+    def __init__(self, cache: "FileCache", target: Target) -> None:
+        self.cache = cache
+        self.target = target
+        self.cond = threading.Condition()
+        self.started = False  # upstream answered; length is known (or None)
+        self.length: Optional[int] = None
+        self.written = 0
+        self.done = False  # complete and verified (stored, or deliberately not)
+        self.error: Optional[ProxpiError] = None
+        self.disk_failed = False  # the temp file could not be written: readers resume upstream
+        self.temp = temp_path(os.path.dirname(target.path))
+        self.fd: Optional[int] = None
+        # Clients that joined and have not yet taken their own handle on the file: the
+        # writer leaves the file open for them even if it finishes first.
+        self.joined = 0
+        self._writer_finished = False
+
+    @property
+    def over(self) -> bool:
+        """Nothing more will be written: done, failed, or passing through."""
+        return self.done or self.error is not None or self.disk_failed
+
+    # ------------------------------------------------------------------ writer
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except ProxpiError as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug: still release every waiting client
+            logger.exception("download of %s failed", self.target.url)
+            self._fail(UpstreamError(f"download failed: {exc}"))
+        finally:
+            self.cache._finished(self)
+
+    def _run(self) -> None:
+        target = self.target
+        try:
+            os.makedirs(os.path.dirname(self.temp), exist_ok=True)
+            self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            logger.warning("cannot cache %s (%s); passing it through", target.filename, exc.strerror)
+            self._publish(disk_failed=True)
+            return
+        with self.cache.upstream.open_file(target.url) as response:
+            length = response.length
+            if length is not None and target.size is not None and length != target.size:
+                raise IntegrityError(f"{target.filename}: upstream sends {length} bytes, the index says {target.size}")
+            self._publish(started=True, length=length if length is not None else target.size)
+            hasher = hashlib.new(target.hash[0]) if target.hash else None
+            while True:
+                chunk = response.read(CHUNK)
+                if not chunk:
+                    break
+                if self.length is not None and self.written + len(chunk) > self.length:
+                    raise IntegrityError(f"{target.filename}: upstream sends more than {self.length} bytes")
+                if hasher is not None:
+                    hasher.update(chunk)
+                try:
+                    _write_all(self.fd, chunk, self.written)
+                except OSError as exc:
+                    logger.warning("cannot cache %s (%s); passing it through", target.filename, exc.strerror)
+                    self._remove_temp()
+                    self._publish(disk_failed=True)
+                    return
+                self._publish(written=self.written + len(chunk))
+        if self.length is not None and self.written != self.length:
+            raise IntegrityError(f"{target.filename}: upstream sent {self.written} of {self.length} bytes")
+        if hasher is not None and hasher.hexdigest() != target.hash[1]:
+            raise IntegrityError(f"{target.filename}: downloaded bytes do not match the index hash")
+        self.cache._store(self)
+        self._publish(done=True, length=self.written)
+
+    def _publish(self, **changes) -> None:
+        with self.cond:
+            for name, value in changes.items():
+                setattr(self, name, value)
+            self.cond.notify_all()
+
+    def _fail(self, error: ProxpiError) -> None:
+        logger.warning("download of %s failed: %s", self.target.filename, error.message)
+        self._remove_temp()
+        self._publish(error=error)
+
+    def _remove_temp(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp)
+
+    def close_fd(self) -> None:
+        """The writer is done with the file; it is closed once no joined client waits."""
+        with self.cond:
+            self._writer_finished = True
+            self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        if self._writer_finished and self.joined == 0 and self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def join(self) -> None:
+        """Count a client in (under the file cache's lock, as it finds the download).
+        It must then call :meth:`attach` or :meth:`leave` once."""
+        with self.cond:
+            self.joined += 1
+
+    def leave(self) -> None:
+        with self.cond:
+            self.joined -= 1
+            self._close_if_unused()
+
+    def attach(self):
+        """Wait until upstream answered, then give a joined client its own handle on the
+        temp file (readable even after os.replace or unlink), or None if the file could
+        not be created.
+
+        :raises ProxpiError: the download failed before it started.
+        """
+        with self.cond:
+            try:
+                self.cond.wait_for(lambda: self.started or self.over)
+                if self.error is not None and not self.started:
+                    raise self.error
+                return None if self.fd is None else os.fdopen(os.dup(self.fd), "rb")
+            finally:
+                self.joined -= 1
+                self._close_if_unused()
+
+    # ------------------------------------------------------------------ readers
+
+    def has_start_of(self, byte_range: ByteRange) -> bool:
+        """Whether the first byte of *byte_range* is already written."""
+        with self.cond:
+            if not self.started or self.length is None or self.disk_failed:
+                return False
+            try:
+                return byte_range.resolve(self.length)[0] < self.written
+            except ProxpiError:
+                return True  # unsatisfiable: answered 416 from the download's length
+
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite all of *data*: a full disk may take part of it without an error."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view, offset = view[written:], offset + written
+
+
+class DownloadBody(FileBody):
+    """A client's view of a :class:`Download`: bytes are sent as they are written
+    (with sendfile from the temp file), the last byte only once the file is verified."""
+
+    def __init__(self, download: Download, file, byte_range: Optional[ByteRange]) -> None:
+        self._download = download
+        self._file = file
+        self._position = 0
+        self._stop = download.length
+        if download.length is not None:
+            self._position, self._stop = self._ranged(byte_range, download.length)
+
+    def _send_body(self, conn: socket.socket, chunked: bool) -> None:
+        download = self._download
+        while self._stop is None or self._position < self._stop:
+            with download.cond:
+                download.cond.wait_for(lambda: self._limit() > self._position or download.over)
+                limit, error, disk_failed = self._limit(), download.error, download.disk_failed
+            if limit > self._position:
+                send_chunk(conn, self._file, self._position, limit - self._position, chunked)
+                self.sent += limit - self._position
+                self._position = limit
+            elif error is not None:
+                raise error
+            elif disk_failed:
+                self._resume_upstream(conn, chunked)
+                return
+            else:  # done, and everything sent
+                break
+        if chunked:
+            conn.sendall(b"0\r\n\r\n")
+
+    def _limit(self) -> int:
+        """How far this client may read now: all that is written once the download is
+        verified, all but the last byte before, so a bad file is never sent whole."""
+        download = self._download
+        if download.done:
+            limit = download.written
+        else:  # never the last byte: not of what is written, nor of the announced length
+            limit = download.written - 1
+            if download.length is not None:
+                limit = min(limit, download.length - 1)
+        return limit if self._stop is None else min(limit, self._stop)
+
+    def _resume_upstream(self, conn: socket.socket, chunked: bool) -> None:
+        """The cache's disk failed: fetch the rest of the file for this client alone,
+        still checking the hash when this client gets the whole file."""
+        download, target = self._download, self._download.target
+        hasher = None
+        if target.hash is not None and self.status == 200:
+            hasher = hashlib.new(target.hash[0])
+            for offset in range(0, self._position, CHUNK):  # what was sent, read back
+                hasher.update(os.pread(self._file.fileno(), min(CHUNK, self._position - offset), offset))
+        limit = None if self._stop is None else self._stop - self._position
+        with download.cache.upstream.open_file(target.url, byte_range=f"bytes={self._position}-") as response:
+            self.sent += relay(
+                response,
+                conn,
+                chunked,
+                limit=limit,
+                skip=self._position if response.status == 200 else 0,
+                hasher=hasher,
+                expected=target.hash,
+            )
+
+    def close(self) -> None:
+        self._file.close()
