@@ -58,11 +58,11 @@ def parse_upload_time(text: Optional[str]) -> Optional[float]:
 
 
 def format_duration(seconds: float) -> str:
-    """``"7d"``, ``"36h"``, ``"5m"``, ``"40s"``: the largest whole-ish unit."""
+    """``"7d"``, ``"1.5d"``, ``"36m"``, ``"40s"``: in the largest unit it reaches."""
     for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and (seconds % size == 0 or seconds >= 2 * size):
+        if seconds >= size:
             value = seconds / size
-            return f"{value:.0f}{unit}" if value == int(value) or value >= 10 else f"{value:.1f}{unit}"
+            return f"{value:.0f}{unit}" if value >= 10 or value == int(value) else f"{value:.1f}{unit}"
     return f"{seconds:.0f}s"
 
 

@@ -62,7 +62,7 @@ def test_parse_upload_time(text, expected) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "expected"),
-    [(40, "40s"), (300, "5m"), (3600, "1h"), (36 * 3600, "36h"), (7 * DAY, "1w"), (3 * DAY, "3d"), (14 * DAY, "2w"), (5400, "90m")],
+    [(40, "40s"), (300, "5m"), (3600, "1h"), (7 * DAY, "1w"), (3 * DAY, "3d"), (14 * DAY, "2w"), (36 * 3600, "1.5d"), (5400, "1.5h"), (3605, "1.0h"), (36 * DAY, "5.1w")],
 )
 def test_format_duration(seconds, expected) -> None:
     assert format_duration(seconds) == expected
