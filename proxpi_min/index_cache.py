@@ -440,18 +440,18 @@ class Indexes:
         :raises NotFound: none of the indices asked has it.
         """
         policy = self._policy
-        refusal = policy.project_refusal(name)
-        if refusal is not None:
-            raise Forbidden(refusal)
-        positions, first_only = policy.indexes_for(name)
+        route = policy.route(name)
+        if route.refusal is not None:
+            policy.count_refused(route.refusal[0])
+            raise Forbidden(route.refusal[1])
         asked, lookups = [], []
-        for position in positions:
+        for position in route.positions:
             lookup = self.caches[position].project(name)
             asked.append(position)
             lookups.append(lookup)
-            if first_only and lookup.value is not None:
+            if route.first_only and lookup.value is not None:
                 break
-        version = tuple(lookup.version for lookup in lookups)
+        version = tuple([lookup.version for lookup in lookups])
         now = self._wall_clock()
         with self._lock:
             view = self._views.get(name)

@@ -18,13 +18,13 @@ import logging
 import re
 import threading
 import time
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 from .config import Settings, redact_url
 from .names import NormalizedName, version_from_filename
 from .simple import FileEntry, ProjectPage
 
-__all__ = ["Filtered", "Policy", "format_duration", "parse_upload_time"]
+__all__ = ["Filtered", "Policy", "Route", "format_duration", "parse_upload_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,14 @@ def _same_version(text: str) -> str:
     return text.lower().replace("_", "-")
 
 
+class Route(NamedTuple):
+    """What the policies say of a project before any index is asked."""
+
+    refusal: Optional[tuple[str, str]]  # (policy, reason) when it is not served at all
+    positions: tuple[int, ...]  # the indices to ask, in order (a pin leaves one)
+    first_only: bool  # stop at the first that has the project (first-index)
+
+
 class Filtered(NamedTuple):
     """A project page after the policies, and how long that answer holds."""
 
@@ -113,8 +121,8 @@ class Policy:
         self._counts: "collections.Counter[tuple[str, str]]" = collections.Counter()
         self._warned: set = set()
         self._lock = threading.Lock()
-        # Per instance: a project's verdict is asked on every request for it.
-        self._match = functools.lru_cache(maxsize=4096)(self._match_uncached)
+        # Asked on every request for a project: kept per project (per instance).
+        self.route: Callable[[NormalizedName], Route] = functools.lru_cache(maxsize=4096)(self._route)
 
     @classmethod
     def from_settings(cls, settings: Settings, index_urls: Optional[Sequence[str]] = None) -> "Policy":
@@ -133,7 +141,7 @@ class Policy:
 
     # ------------------------------------------------------------------ projects
 
-    def _match_uncached(self, patterns: tuple, project: NormalizedName) -> Optional[str]:
+    def _match(self, patterns: tuple, project: NormalizedName) -> Optional[str]:
         for pattern in patterns:
             if fnmatch.fnmatchcase(project, pattern):
                 return pattern
@@ -146,27 +154,17 @@ class Policy:
                 return pattern, url
         return None
 
-    def indexes_for(self, project: NormalizedName) -> tuple[tuple[int, ...], bool]:
-        """Which indices to ask for *project*, by position, and whether to stop at the
-        first that has it (first-index). A pinned project asks its index only."""
-        pinned = self.pin(project) if self._pins else None
+    def _route(self, project: NormalizedName) -> Route:
+        refusal = None
+        entry = self._match(self._deny_projects, project)
+        if entry is not None:
+            refusal = "deny", f"project {project!r} is denied by the deny-list entry {entry!r} (PROXPI_DENY)"
+        elif self._allow and self._match(self._allow, project) is None:
+            refusal = "allow", f"project {project!r} is not in the allow list (PROXPI_ALLOW)"
+        pinned = self.pin(project)
         if pinned is not None:
-            return tuple(i for i, url in enumerate(self._index_urls) if url == pinned[1]), False
-        return tuple(range(len(self._index_urls))), self._first_index
-
-    def project_refusal(self, project: NormalizedName) -> Optional[str]:
-        """Why *project* is not served at all (deny or allow list), or None; counted."""
-        reason = None
-        if self._deny_projects:
-            entry = self._match(self._deny_projects, project)
-            if entry is not None:
-                reason = "deny", f"project {project!r} is denied by the deny-list entry {entry!r} (PROXPI_DENY)"
-        if reason is None and self._allow and self._match(self._allow, project) is None:
-            reason = "allow", f"project {project!r} is not in the allow list (PROXPI_ALLOW)"
-        if reason is None:
-            return None
-        self.count_refused(reason[0])
-        return reason[1]
+            return Route(refusal, tuple(i for i, url in enumerate(self._index_urls) if url == pinned[1]), False)
+        return Route(refusal, tuple(range(len(self._index_urls))), self._first_index)
 
     def not_found_note(self, project: NormalizedName, asked: Sequence[int]) -> tuple[Optional[str], str]:
         """(policy, text to add to a 404 for *project* or its file): which index a pin

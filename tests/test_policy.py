@@ -116,9 +116,11 @@ def test_Policy_without_settings_is_inactive() -> None:
         ((("six", ROOT),), False, "six", ((0,), False)),
     ],
 )
-def test_Policy_indexes_for(pins, first_index, project, expected) -> None:
+def test_Policy_route_indexes(pins, first_index, project, expected) -> None:
     policy = Policy([ROOT, INTERNAL], pins=pins, first_index=first_index)
-    assert policy.indexes_for(NormalizedName(project)) == expected
+    route = policy.route(NormalizedName(project))
+    assert (route.positions, route.first_only) == expected
+    assert route.refusal is None
 
 
 def test_Policy_not_found_note_names_the_index() -> None:
@@ -146,16 +148,15 @@ def test_Policy_not_found_note_names_the_index() -> None:
         (["acme-bad"], ["acme-*"], "acme-bad", "deny"),
     ],
 )
-def test_Policy_project_refusal(deny, allow, project, refused_by) -> None:
+def test_Policy_route_refusal(deny, allow, project, refused_by) -> None:
     policy = Policy([ROOT], deny=[(p, None) for p in deny], allow=allow)
-    reason = policy.project_refusal(NormalizedName(project))
+    refusal = policy.route(NormalizedName(project)).refusal
     if refused_by is None:
-        assert reason is None
-        assert policy.counts() == {}
+        assert refusal is None
     else:
-        assert f"project {project!r}" in reason
-        assert ("PROXPI_DENY" if refused_by == "deny" else "PROXPI_ALLOW") in reason
-        assert policy.counts() == {("refused", refused_by): 1}
+        assert refusal[0] == refused_by
+        assert f"project {project!r}" in refusal[1]
+        assert ("PROXPI_DENY" if refused_by == "deny" else "PROXPI_ALLOW") in refusal[1]
 
 
 def test_Policy_deny_version_hides_its_files_and_versions() -> None:
