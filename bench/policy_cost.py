@@ -160,8 +160,9 @@ def main() -> None:
             results = {name: [] for name in servers}
             for name, (_, port) in servers.items():
                 _round(port, path, 10)  # warm: fetched, filtered, rendered once
-            for _ in range(options.rounds):
-                for name, (_, port) in servers.items():
+            for number in range(options.rounds):
+                order = list(servers.items())
+                for name, (_, port) in order[::-1] if number % 2 else order:  # take turns going first
                     results[name].append(_round(port, path, requests))
             plain, guarded = (statistics.median(results[name]) for name in servers)
             print(f"| {path} ({'10' if page == 'small' else '5,000'} files) | {plain:,.0f} req/s "
