@@ -458,7 +458,11 @@ class Indexes:
             if view is not None and view.version == version and view.filtered.since <= now < view.filtered.until:
                 self._views.move_to_end(name)
                 return view
-        pages = [(self.caches[i].settings.url, lookup.value) for i, lookup in zip(asked, lookups) if lookup.value is not None]
+        pages = [
+            (self.caches[i].settings.url, lookup.value)
+            for i, lookup in zip(asked, lookups)
+            if lookup.value is not None
+        ]
         if not pages:
             note = policy.not_found_note(name, asked)[1] or (
                 " in the offline cache" if self._offline else " on any index"

@@ -180,7 +180,9 @@ class Policy:
 
     # ------------------------------------------------------------------ files
 
-    def files(self, page: ProjectPage, sources: Iterable[tuple[str, ProjectPage]], now: float, cut_short: bool) -> Filtered:
+    def files(
+        self, page: ProjectPage, sources: Iterable[tuple[str, ProjectPage]], now: float, cut_short: bool
+    ) -> Filtered:
         """*page* (merged from *sources*, pairs of index URL and that index's page) with
         the files the policies refuse left out, at time *now*. *cut_short*: first-index
         or a pin left other indices unasked. Hidden files are counted per call."""

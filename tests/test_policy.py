@@ -62,7 +62,10 @@ def test_parse_upload_time(text, expected) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "expected"),
-    [(40, "40s"), (300, "5m"), (3600, "1h"), (7 * DAY, "1w"), (3 * DAY, "3d"), (14 * DAY, "2w"), (36 * 3600, "1.5d"), (5400, "1.5h"), (3605, "1.0h"), (36 * DAY, "5.1w")],
+    [
+        (40, "40s"), (300, "5m"), (3600, "1h"), (7 * DAY, "1w"), (3 * DAY, "3d"), (14 * DAY, "2w"),
+        (36 * 3600, "1.5d"), (5400, "1.5h"), (3605, "1.0h"), (36 * DAY, "5.1w"),
+    ],
 )
 def test_format_duration(seconds, expected) -> None:
     assert format_duration(seconds) == expected
@@ -235,7 +238,9 @@ def test_Policy_cut_short_names_pin_or_first_index() -> None:
 
 def test_Policy_deny_and_cooldown_together_count_apart() -> None:
     policy = Policy([ROOT], min_age=DAY, deny=[("alpha", "1.0")])
-    source = page("alpha", wheel("alpha", "1.0", at(10 * DAY)), wheel("alpha", "2.0", at(60)), wheel("alpha", "3.0", at(5 * DAY)))
+    source = page(
+        "alpha", wheel("alpha", "1.0", at(10 * DAY)), wheel("alpha", "2.0", at(60)), wheel("alpha", "3.0", at(5 * DAY))
+    )
     result = policy.files(source, [(ROOT, source)], T0, cut_short=False)
     assert names(result.page.files) == ["alpha-3.0-py3-none-any.whl"]
     assert result.policies == "cooldown,deny"

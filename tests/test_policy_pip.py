@@ -167,7 +167,9 @@ def test_cooldown_refuses_the_new_file_in_every_format(proxy, public, wheels, tm
 
 
 @pytest.mark.parametrize(("unknown", "installs"), [("allow", True), ("deny", False)])
-def test_cooldown_and_files_without_upload_time(proxy, public, upstream_factory, wheels, unknown, installs, tmp_path, caplog) -> None:
+def test_cooldown_and_files_without_upload_time(
+    proxy, public, upstream_factory, wheels, unknown, installs, tmp_path, caplog
+) -> None:
     html_index = upstream_factory("html", None)
     html_index.add(wheels.plain)  # HTML pages carry no upload time
     p = proxy(public, html_index, min_age=WEEK, min_age_unknown_deny=unknown == "deny")
