@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--offline", action="store_const", const=True, help="never contact an upstream; serve the cache dir only (PROXPI_OFFLINE=1)")
     add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
     add("--page-memory", help="memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default 256M)")
+    add("--upstream-proxy", metavar="URL", help="outbound HTTP proxy for every upstream, or 'none' to ignore HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (PROXPI_UPSTREAM_PROXY, default: those variables; NO_PROXY applies)")
+    add("--ca-bundle", metavar="FILE", help="PEM file of the CAs trusted for upstream TLS, in place of the system store (PROXPI_CA_BUNDLE)")
+    add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
+    add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
     rails = parser.add_argument_group("guard rails", "see README.md, 'Guard rails'")
     add = rails.add_argument
     add("--pin", action="append", metavar="PATTERN=INDEX_URL", help="serve matching projects from that configured index only, repeatable (PROXPI_PIN, comma-separated)")
@@ -97,15 +101,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"proxpi-min: error: cannot start on {settings.host}:{settings.port} "
               f"with cache dir {settings.cache_dir!r}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    host, port = server.server_address[:2]
     logger.info(
-        "listening on http://%s:%d/ (%s); indices: %s; cache dir %s, cap %d bytes",
-        f"[{host}]" if ":" in host else host,
-        port,
+        "listening on %s://%s/ (%s); indices: %s; cache dir %s, cap %d bytes; %s",
+        settings.scheme,
+        server.address_text,
         "offline" if settings.offline else "online",
         ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes),
         server.cache_dir,
         settings.cache_size,
+        server.upstream_route,
     )
     for line in server.policy.describe():
         logger.info("policy: %s", line)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import ssl
 import urllib.parse
+import urllib.request
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import ConfigError
+from .tls import client_context, server_context
 
 __all__ = [
     "IndexSettings",
+    "ProxySettings",
     "Settings",
     "parse_duration",
     "parse_pattern",
@@ -60,6 +64,37 @@ class IndexSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProxySettings:
+    """Outbound HTTP proxies: one URL per target scheme (``http``, ``https``, or ``all``
+    as the fallback) and the ``NO_PROXY`` list, as urllib, pip and curl read them."""
+
+    proxies: tuple[tuple[str, str], ...] = ()
+    no_proxy: str = ""
+
+    def proxy_for(self, scheme: str, host: str, port: int) -> Optional[str]:
+        """The proxy URL to reach ``scheme://host:port`` through, or None for direct."""
+        if not self.proxies:
+            return None
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # urllib's own matcher: host names, domain suffixes, "*", IP addresses and
+        # host:port entries, compared without case.
+        if self.no_proxy and urllib.request.proxy_bypass_environment(netloc, {"no": self.no_proxy}):
+            return None
+        proxies = dict(self.proxies)
+        return proxies.get(scheme) or proxies.get("all")
+
+    def __repr__(self) -> str:  # credentials stay out of any repr of Settings
+        return f"ProxySettings({self.describe()!r})"
+
+    def describe(self) -> str:
+        """For the start-up line; without credentials."""
+        if not self.proxies:
+            return "no outbound proxy"
+        text = ", ".join(f"{scheme} via {redact_url(url)}" for scheme, url in self.proxies)
+        return f"outbound proxy: {text}" + (f" (not for {self.no_proxy})" if self.no_proxy else "")
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything configurable; see README.md for the meaning of each field."""
 
@@ -76,6 +111,10 @@ class Settings:
     offline: bool = False
     admin_token: Optional[str] = None
     page_memory: int = DEFAULT_PAGE_MEMORY
+    upstream_proxy: ProxySettings = ProxySettings()
+    ca_bundle: Optional[str] = None
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
     # Guard rails (README "Guard rails"); see policy.py.
     pins: tuple[tuple[str, str], ...] = ()  # (pattern, the configured index URL)
     index_strategy: str = "merge"  # or "first-index"
@@ -84,6 +123,11 @@ class Settings:
     min_age_unknown_deny: bool = False  # leave out files without an upload time
     deny: tuple[tuple[str, Optional[str]], ...] = ()  # (pattern, version or None)
     allow: tuple[str, ...] = ()  # patterns; empty: every project
+
+    @property
+    def scheme(self) -> str:
+        """How clients reach us: ``https`` with a certificate, else ``http``."""
+        return "https" if self.tls_cert else "http"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -244,6 +288,92 @@ def _ttl_list(sources: _Sources, count: int) -> list[float]:
     return ttls
 
 
+def _environment_proxies(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``urllib.request.getproxies_environment()`` over *env* instead of os.environ:
+    scheme (``http``, ``no``, ...) -> (variable name, value). The lower-case spelling
+    wins; an empty lower-case variable unsets the scheme; under CGI (REQUEST_METHOD
+    set) an upper-case HTTP_PROXY is ignored, since a client's "Proxy:" header sets
+    it (CVE-2016-1000110)."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in env.items():
+        if value and name.lower().endswith("_proxy"):
+            found[name.lower()[:-6]] = (name, value)
+    if "REQUEST_METHOD" in env:
+        found.pop("http", None)
+    for name, value in env.items():
+        if name.endswith("_proxy"):
+            if value:
+                found[name[:-6]] = (name, value)
+            else:
+                found.pop(name[:-6], None)
+    return found
+
+
+def _proxy_url(source: str, raw: str) -> str:
+    # Like curl and pip, "host:port" means an HTTP proxy.
+    url = raw.strip() if "://" in raw else "http://" + raw.strip()
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http":
+        raise _bad(source, redact_url(raw), "is not an http:// proxy (the only kind supported)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise _bad(source, redact_url(raw), "has a bad port") from None
+    if not parts.hostname:
+        raise _bad(source, redact_url(raw), "names no proxy host")
+    return url
+
+
+def _proxy_settings(sources: _Sources, env: Mapping[str, str]) -> ProxySettings:
+    """The override wins over HTTP(S)_PROXY/ALL_PROXY; NO_PROXY applies to both, as
+    with pip's --proxy and curl's -x."""
+    found = _environment_proxies(env)
+    source, override = sources.get("--upstream-proxy", "PROXPI_UPSTREAM_PROXY")
+    if override and override.strip().lower() == "none":
+        return ProxySettings()
+    if override:
+        chosen = {"all": (source, override)}
+    else:
+        chosen = {scheme: found[scheme] for scheme in ("http", "https", "all") if scheme in found}
+    proxies = tuple((scheme, _proxy_url(name, value)) for scheme, (name, value) in sorted(chosen.items()))
+    return ProxySettings(proxies, found.get("no", ("", ""))[1] if proxies else "")
+
+
+def _ca_bundle(sources: _Sources) -> Optional[str]:
+    source, path = sources.get("--ca-bundle", "PROXPI_CA_BUNDLE")
+    if not path:
+        return None
+    try:
+        client_context(path)
+    except ssl.SSLError:  # before OSError, its base class
+        raise _bad(source, path, "holds no PEM certificate") from None
+    except OSError as exc:
+        raise _bad(source, path, f"cannot be read ({exc.strerror or exc})") from None
+    return path
+
+
+def _tls_files(sources: _Sources) -> tuple[Optional[str], Optional[str]]:
+    cert_source, cert = sources.get("--tls-cert", "PROXPI_TLS_CERT")
+    key_source, key = sources.get("--tls-key", "PROXPI_TLS_KEY")
+    if not cert and not key:
+        return None, None
+    if not key:
+        raise _bad(cert_source, cert, "needs --tls-key / PROXPI_TLS_KEY too (both or neither)")
+    if not cert:
+        raise _bad(key_source, key, "needs --tls-cert / PROXPI_TLS_CERT too (both or neither)")
+    for source, path in ((cert_source, cert), (key_source, key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise _bad(source, path, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        server_context(cert, key)
+    except (OSError, ValueError) as exc:
+        raise _bad(cert_source, cert, f"and {key!r} are not a PEM certificate and its key ({exc})") from None
+    return cert, key
+
+
 def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
     """Build and validate :class:`Settings`; flags (argparse names) beat ``env``.
 
@@ -272,6 +402,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
     # Accepted for compatibility with proxpi and validated, but unused: downloads are
     # streamed to the client as they arrive, never redirected to the upstream.
     sources.number("--download-timeout", "PROXPI_DOWNLOAD_TIMEOUT", 0.9)
+    tls_cert, tls_key = _tls_files(sources)
 
     return Settings(
         indexes=tuple(indexes),
@@ -296,6 +427,10 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
         offline=sources.flag("--offline", "PROXPI_OFFLINE"),
         admin_token=sources.text("--admin-token", "PROXPI_ADMIN_TOKEN"),
         page_memory=sources.size("--page-memory", "PROXPI_PAGE_MEMORY", DEFAULT_PAGE_MEMORY),
+        upstream_proxy=_proxy_settings(sources, env),
+        ca_bundle=_ca_bundle(sources),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 

@@ -13,6 +13,7 @@ import itertools
 import http.server
 import logging
 import socket
+import ssl
 import time
 import urllib.parse
 from http import HTTPStatus
@@ -164,8 +165,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self._route()
         except ProxpiError as exc:
             self._error(exc)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
-            self.close_connection = True  # the client went away
+        except (BrokenPipeError, ConnectionResetError, socket.timeout, ssl.SSLError):
+            self.close_connection = True  # the client went away (over TLS: an SSLError)
         except Exception:
             logger.exception("error handling %s", self._escaped_path())
             self._error(ProxpiError("internal error, see the proxy's log"))
@@ -319,7 +320,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             count,
             settings.offline,
             settings.admin_token is not None,
-            self.server.policy.describe(),
+            f"{settings.scheme}://{self.headers.get('Host') or self.server.address_text}/index/",
+            self.server.upstream_route,
+            policies=self.server.policy.describe(),
         )
         self._send(200, [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")], body)
 

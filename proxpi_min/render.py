@@ -265,9 +265,14 @@ def render_home(
     file_count: int,
     offline: bool,
     token_required: bool,
+    index_url: str = "/index/",
+    upstream_route: str = "",
     policies: Sequence[str] = (),
 ) -> bytes:
-    """The home page for a person: configuration, policies, cache use, invalidation buttons."""
+    """The home page for a person: configuration, policies, cache use, invalidation buttons.
+
+    *index_url* is the absolute URL to give pip; *upstream_route* how upstreams are
+    reached (proxy and CAs, never with credentials); *policies* the guard rails in force."""
     rows = "".join(
         f"<tr><td>{_esc(url)}</td><td>{ttl:g} s</td></tr>\n" for url, ttl in indexes
     )
@@ -276,6 +281,7 @@ def render_home(
     )
     body = [
         f"<p>Mode: {'offline (no upstream is contacted)' if offline else 'online'}</p>\n",
+        f"<p>Upstream connections: {_esc(upstream_route)}</p>\n" if upstream_route else "",
         "<h2>Indices</h2>\n<table>\n<tr><th>URL</th><th>TTL</th></tr>\n",
         rows,
         "</table>\n",
@@ -283,7 +289,7 @@ def render_home(
         "<h2>File cache</h2>\n",
         f"<p>Directory: <code>{_esc(cache_dir)}</code><br>\n",
         f"Used: {_human(cache_used)} of {_human(cache_cap)} in {file_count} files</p>\n",
-        '<p>Package index: <a href="/index/">/index/</a></p>\n',
+        f'<p>Package index: <a href="/index/">{_esc(index_url)}</a></p>\n',
         "<h2>Invalidate</h2>\n",
         token,
         '<p><button onclick="invalidate(\'list\')">Invalidate the project list</button></p>\n',

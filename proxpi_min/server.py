@@ -1,5 +1,6 @@
 """The server: builds the caches from the settings, accepts connections (one thread
-each, handled by :class:`.handler.ProxyHandler`) and drains responses at shutdown."""
+each, handled by :class:`.handler.ProxyHandler`, over TLS when configured) and drains
+responses at shutdown."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -19,6 +21,7 @@ from .index_cache import IndexCache, Indexes
 from .page_store import PageStore
 from .policy import Policy
 from .shared_dir import remove_temp_files
+from .tls import describe_trust, server_context
 from .upstream import Upstream
 
 __all__ = ["ProxyServer"]
@@ -44,6 +47,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             settings.read_timeout,
             settings.verify_ssl,
             [index.url for index in settings.indexes],
+            ca_bundle=settings.ca_bundle,
+            proxies=settings.upstream_proxy,
         )
         self.files = FileCache(
             os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline
@@ -74,6 +79,19 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._in_flight = 0
         self._in_flight_changed = threading.Condition()
         super().__init__((settings.host, settings.port), ProxyHandler)
+        host, port = self.server_address[:2]
+        self.address_text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # How upstreams are reached, for the start-up line and the home page.
+        self.upstream_route = (
+            f"{describe_trust(settings.ca_bundle, settings.verify_ssl)}; {settings.upstream_proxy.describe()}"
+        )
+        if settings.tls_cert and settings.tls_key:
+            # Accepted connections are wrapped without a handshake; finish_request does
+            # it in the connection's own thread, so a slow or broken client never holds
+            # up the accept loop.
+            self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
 
     def request_started(self) -> None:
         with self._in_flight_changed:
@@ -91,10 +109,24 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         with self._in_flight_changed:
             return self._in_flight_changed.wait_for(lambda: self._in_flight == 0, timeout)
 
+    def finish_request(self, request, client_address) -> None:
+        """Handle one connection: over TLS, the handshake first, bounded by the client
+        timeout. A failed one (a plain-HTTP request, a client that distrusts our
+        certificate, a port scanner) concerns only that client."""
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(self.settings.client_timeout)
+            try:
+                request.do_handshake()
+            except OSError as exc:  # ssl.SSLError, a reset, or the timeout
+                logger.debug("TLS handshake with %s failed: %s", client_address[0], exc)
+                return
+        super().finish_request(request, client_address)
+
     def handle_error(self, request, client_address) -> None:
         """A client that resets its connection is routine; anything else is a bug."""
         error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, socket.timeout)):
+        # A TLS client that goes away mid-request shows up as an SSLError (EOF).
+        if isinstance(error, (ConnectionError, socket.timeout, ssl.SSLError)):
             logger.debug("connection from %s ended: %s", client_address[0], error)
         else:
             logger.exception("error on the connection from %s", client_address[0])

@@ -1,8 +1,10 @@
 """Talks to upstream indices: pages and files over HTTP(S) with keep-alive, or file://.
 
-The only module that imports ``http.client``, ``ssl`` and ``socket`` for the upstream
-side. Every lower-level failure is translated to :mod:`.errors` in one place
-(:func:`_translated`), including failures while a body is being read.
+The only module that imports ``http.client`` and ``socket`` for the upstream side.
+Connections go direct or through an outbound HTTP proxy (CONNECT tunnels for https,
+absolute-form requests for http; RFC 9110 9.3.6, RFC 9112 3.2.2). Every lower-level
+failure is translated to :mod:`.errors` in one place (:func:`_translated`), including
+failures while a body is being read.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import urllib.request
 import zlib
 from typing import Iterable, Iterator, NamedTuple, Optional
 
-from .config import redact_url
+from .config import ProxySettings, redact_url
 from .errors import BadUpstreamPage, NotFound, UpstreamError, UpstreamTimeout
+from .tls import client_context
 
 __all__ = ["FileResponse", "PageResponse", "Upstream"]
 
@@ -64,6 +67,12 @@ def _translated(url: str) -> Iterator[None]:
         yield
     except (socket.timeout, TimeoutError) as exc:
         raise UpstreamTimeout(f"upstream timed out: {shown}") from exc
+    except ssl.SSLCertVerificationError as exc:
+        host = urllib.parse.urlsplit(url).hostname
+        raise UpstreamError(
+            f"upstream certificate problem for {host} ({exc.verify_message}; is its CA trusted? "
+            f"see PROXPI_CA_BUNDLE): {shown}"
+        ) from exc
     except ssl.SSLError as exc:
         raise UpstreamError(f"upstream TLS failure ({exc.reason}): {shown}") from exc
     except (OSError, http.client.HTTPException, zlib.error) as exc:
@@ -71,8 +80,16 @@ def _translated(url: str) -> Iterator[None]:
         raise UpstreamError(f"upstream unreachable ({reason}): {shown}") from exc
 
 
+def _basic_auth(parts: urllib.parse.SplitResult) -> Optional[str]:
+    """The ``Basic`` credentials (RFC 7617) of a URL's ``user:password@``, if any."""
+    if parts.username is None:
+        return None
+    pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
 class _Endpoint(NamedTuple):
-    """A URL split for http.client: pool key, path and the basic-auth header."""
+    """A URL split for http.client: (scheme, host, port), path and the basic-auth header."""
 
     key: tuple
     path: str
@@ -81,14 +98,51 @@ class _Endpoint(NamedTuple):
     @classmethod
     def parse(cls, url: str) -> "_Endpoint":
         parts = urllib.parse.urlsplit(url)
-        authorization = None
-        if parts.username is not None:
-            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-            authorization = "Basic " + base64.b64encode(pair.encode()).decode()
         default_port = 443 if parts.scheme == "https" else 80
         key = (parts.scheme, parts.hostname or "", parts.port or default_port)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(key, path, authorization)
+        return cls(key, path, _basic_auth(parts))
+
+    @property
+    def absolute(self) -> str:
+        """The absolute form a proxy needs (RFC 9112 3.2.2), without credentials."""
+        scheme, host, port = self.key
+        netloc = f"[{host}]" if ":" in host else host
+        if port != (443 if scheme == "https" else 80):
+            netloc += f":{port}"
+        return f"{scheme}://{netloc}{self.path}"
+
+
+class _Proxy(NamedTuple):
+    """An outbound proxy: where to connect, the credentials to send, and its URL
+    without them (the only form that reaches logs and error messages)."""
+
+    host: str
+    port: int
+    authorization: Optional[str]
+    shown: str
+
+    @classmethod
+    def parse(cls, url: str) -> "_Proxy":
+        parts = urllib.parse.urlsplit(url)
+        return cls(parts.hostname or "", parts.port or 80, _basic_auth(parts), redact_url(url))
+
+    @property
+    def headers(self) -> dict:
+        return {"Proxy-Authorization": self.authorization} if self.authorization else {}
+
+
+def _refusal(exc: OSError) -> str:
+    """What a proxy did, from the error of connecting through it."""
+    text = str(exc.args[0]) if exc.args else ""
+    # http.client's words when the proxy answers CONNECT with anything but 200.
+    if text.startswith("Tunnel connection failed: "):
+        return "refused the tunnel: " + text[len("Tunnel connection failed: "):]
+    return f"unreachable ({exc.strerror or type(exc).__name__})"
+
+
+def _via(key: tuple) -> str:
+    return f" (via proxy {key[3].shown})" if key[3] else ""
 
 
 class FileResponse:
@@ -216,18 +270,23 @@ class Upstream:
         read_timeout: float,
         verify_ssl: bool = True,
         index_urls: Iterable[str] = (),
+        *,
+        ca_bundle: Optional[str] = None,
+        proxies: ProxySettings = ProxySettings(),
     ) -> None:
         """*index_urls* with ``user:password@`` give the basic auth sent to their hosts
         (for their pages and for files on the same host), so that no other URL, page
         or saved file needs to carry the credentials. Where several indices on one host
         have credentials (a GitLab project each), a URL gets those of the index whose
-        path it shares most of."""
+        path it shares most of.
+
+        *ca_bundle* replaces the system CA store; *proxies* says which outbound proxy,
+        if any, each upstream host is reached through."""
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._ssl_context = ssl.create_default_context()
-        if not verify_ssl:
-            self._ssl_context.check_hostname = False
-            self._ssl_context.verify_mode = ssl.CERT_NONE
+        self._ssl_context = client_context(ca_bundle, verify_ssl)
+        self._proxies = proxies
+        self._pool_keys: dict[tuple, tuple] = {}  # (scheme, host, port) -> pool key
         self._idle: dict[tuple, list] = {}
         self._lock = threading.Lock()
         self._resolver = _Resolver()
@@ -245,18 +304,39 @@ class Upstream:
             return None
         return max(candidates, key=lambda item: len(os.path.commonprefix([item[0], target.path])))[1]
 
+    def _pool_key(self, target: _Endpoint) -> tuple:
+        """(scheme, host, port, proxy or None): connections are pooled per proxy and
+        target, since a CONNECT tunnel leads to one target only."""
+        key = self._pool_keys.get(target.key)
+        if key is None:
+            proxy = self._proxies.proxy_for(*target.key)
+            key = (*target.key, _Proxy.parse(proxy) if proxy else None)
+            self._pool_keys[target.key] = key  # a racing thread computes the same
+        return key
+
     def _new_connection(self, key: tuple):
-        scheme, host, port = key
+        scheme, host, port, proxy = key
+        address = (proxy.host, proxy.port) if proxy else (host, port)
         if scheme == "https":
             conn = http.client.HTTPSConnection(
-                host, port, timeout=self._connect_timeout, context=self._ssl_context
+                *address, timeout=self._connect_timeout, context=self._ssl_context
             )
+            if proxy:
+                # CONNECT first; TLS then checks the certificate against *host*.
+                conn.set_tunnel(host, port, headers=proxy.headers)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
+            conn = http.client.HTTPConnection(*address, timeout=self._connect_timeout)
         # http.client's documented-by-source hook for opening the socket: ours caches
         # name resolution (TLS still checks the certificate against the host name).
         conn._create_connection = self._resolver.create_connection
-        conn.connect()
+        try:
+            conn.connect()
+        except (ssl.SSLError, socket.timeout, TimeoutError):
+            raise  # the target's certificate or a slow network: _translated says which
+        except OSError as exc:
+            if proxy is None:
+                raise
+            raise UpstreamError(f"proxy {proxy.shown} {_refusal(exc)}, for {host}:{port}") from exc
         # The connect timeout was for connecting; from here on, each read may take
         # up to the read timeout.
         conn.sock.settimeout(self._read_timeout)
@@ -292,15 +372,28 @@ class Upstream:
         new connection (GET and HEAD are idempotent).
         """
         target = _Endpoint.parse(url)
+        key = self._pool_key(target)
         authorization = target.authorization or self._authorization_for(target)
         if authorization:
             headers = {**headers, "Authorization": authorization}
+        path = target.path
+        proxy = key[3]
+        if proxy and target.key[0] == "http":  # no tunnel: the proxy reads each request
+            path = target.absolute
+            headers = {**headers, **proxy.headers}
         for attempt in (1, 2):
             with _translated(url):
-                conn, reused = self._acquire(target.key)
+                conn, reused = self._acquire(key)
                 try:
-                    conn.request(method, target.path, headers=headers)
-                    return target.key, conn, conn.getresponse()
+                    conn.request(method, path, headers=headers)
+                    response = conn.getresponse()
+                    if proxy and response.status == 407:
+                        conn.close()
+                        raise UpstreamError(
+                            f"proxy {proxy.shown} refused the request: 407 {response.reason}, "
+                            f"for {redact_url(url)}"
+                        )
+                    return key, conn, response
                 except _RETRYABLE:
                     conn.close()
                     if not reused or attempt == 2:
@@ -374,7 +467,7 @@ class Upstream:
             raise
         self._finish(key, conn, response)
         if response.status not in (200, 304, 404, 410):
-            raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}")
+            raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
         return PageResponse(
             404 if response.status == 410 else response.status,
             body,
@@ -405,7 +498,7 @@ class Upstream:
             raise NotFound(f"upstream has no file at {redact_url(final_url)}")
         if response.status == 416:
             return FileResponse(self, final_url, key, None, response)
-        raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}")
+        raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
 
 
 def _read_capped(response: http.client.HTTPResponse, url: str) -> bytes:

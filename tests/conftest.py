@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests.support.certs import OPENSSL, ServerCert, TestCA
 from tests.support.dists import Dist, make_sdist, make_wheel
 from tests.support.proxy import RunningProxy, make_venv, start_proxy
 from tests.support.upstream import Upstream
@@ -153,6 +154,28 @@ def upstream_factory(dists: DistSet) -> Iterator[UpstreamFactory]:
     yield make
     for upstream in made:
         upstream.stop()
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """A private CA made with openssl (skips without it)."""
+    if OPENSSL is None:
+        pytest.skip("needs the openssl command to make a test CA")
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def server_cert(test_ca: TestCA) -> ServerCert:
+    """A certificate for 127.0.0.1 and localhost from ``test_ca``."""
+    return test_ca.issue("server")
+
+
+@pytest.fixture
+def upstream_tls(dists: DistSet, server_cert: ServerCert) -> Iterator[Upstream]:
+    """The root content over HTTPS, with a certificate from ``test_ca``."""
+    upstream = dists.populate_root(Upstream(tls=server_cert.context()).start())
+    yield upstream
+    upstream.stop()
 
 
 @pytest.fixture

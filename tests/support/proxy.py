@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LISTENING_RE = re.compile(r"listening on (http://\S+)")
+LISTENING_RE = re.compile(r"listening on (https?://\S+)")
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, "
     "application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
@@ -281,9 +281,11 @@ def run_pip(
     cwd: str | os.PathLike | None = None,
     python: str | os.PathLike = sys.executable,
     timeout: float = 120.0,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """``python -m pip ARGS`` against ``index_url`` only, with the scrubbed
-    environment; output is captured as text and never raises on failure."""
+    environment (plus ``env``, e.g. the CA pip trusts); output is captured as text
+    and never raises on failure."""
     command = [
         str(python), "-m", "pip", *args,
         "--index-url", index_url,
@@ -296,7 +298,7 @@ def run_pip(
     return subprocess.run(
         command,
         cwd=str(cwd) if cwd is not None else None,
-        env=pip_env(),
+        env={**pip_env(), **(env or {})},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

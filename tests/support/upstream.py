@@ -25,6 +25,7 @@ import hashlib
 import html
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -609,10 +610,12 @@ class _Handler(BaseHTTPRequestHandler):
 class Upstream:
     """A fake simple-API index on 127.0.0.1. Use as a context manager or start()/stop()."""
 
-    def __init__(self, fmt: str = "html") -> None:
+    def __init__(self, fmt: str = "html", tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: a server context to serve HTTPS with (``base_url`` says https)."""
         if fmt not in ("html", "json"):
             raise ValueError(f"fmt must be 'html' or 'json', not {fmt!r}")
         self.fmt = fmt
+        self.tls = tls
         self.state = IndexState()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -638,7 +641,14 @@ class Upstream:
         deadline = time.monotonic() + 5.0
         while True:
             try:
-                return _Server(("127.0.0.1", port), self)
+                server = _Server(("127.0.0.1", port), self)
+                if self.tls is not None:
+                    # Each connection's handshake happens on its first read, in its own
+                    # thread; a client that refuses our certificate ends only that one.
+                    server.socket = self.tls.wrap_socket(
+                        server.socket, server_side=True, do_handshake_on_connect=False
+                    )
+                return server
             except OSError:
                 if port == 0 or time.monotonic() > deadline:
                     raise
@@ -685,7 +695,7 @@ class Upstream:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
