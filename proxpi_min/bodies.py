@@ -57,6 +57,7 @@ class FileBody:
     length: Optional[int] = None
     content_range: Optional[str] = None
     sent = 0  # body bytes sent so far (for the request log)
+    source = "upstream"  # where the bytes come from (request log, metrics)
 
     def send(self, conn: socket.socket, head: bytes, chunked: bool) -> None:
         """Send *head* (status line and headers), then the body."""
@@ -143,6 +144,8 @@ def send_chunk(conn: socket.socket, data_or_file, offset: int, count: int, chunk
 
 class CachedBody(FileBody):
     """A complete file from the cache, sent with ``socket.sendfile`` (zero copy)."""
+
+    source = "cache"
 
     def __init__(self, file, size: int, byte_range: Optional[ByteRange]) -> None:
         self._file = file

@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--ca-bundle", metavar="FILE", help="PEM file of the CAs trusted for upstream TLS, in place of the system store (PROXPI_CA_BUNDLE)")
     add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
     add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
+    add("--log-format", help="'text' (readable lines) or 'json' (one object per line) (PROXPI_LOG_FORMAT, default text)")
+    add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
     rails = parser.add_argument_group("guard rails", "see README.md, 'Guard rails'")
     add = rails.add_argument
     add("--pin", action="append", metavar="PATTERN=INDEX_URL", help="serve matching projects from that configured index only, repeatable (PROXPI_PIN, comma-separated)")
@@ -62,32 +64,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Formatter(logging.Formatter):
-    """The standard format, with the time text made once a second, not per line."""
-
-    _second = (-1, "")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
-        second = int(record.created)
-        if self._second[0] != second:
-            self._second = (second, super().formatTime(record, datefmt)[:-4])  # without ",mmm"
-        return f"{self._second[1]},{int(record.msecs):03d}"
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the proxy; returns the exit status (2 for a bad setting)."""
     args = _parser().parse_args(argv)
     # Imported here so that --help and --version stay instant.
     from .config import parse_settings, redact_url
+    from .logs import formatter
     from .server import ProxyServer
 
+    flags = vars(args)
+    check_only = flags.pop("check_config")
     try:
-        settings = parse_settings(os.environ, vars(args))
+        settings = parse_settings(os.environ, flags)
     except ConfigError as exc:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
+    if check_only:  # for deployment checks: a unit file's or image's flags, before a restart
+        indices = ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes)
+        print(f"proxpi-min: configuration ok: {settings.scheme}://{settings.host}:{settings.port}; "
+              f"indices: {indices}; cache dir {settings.cache_dir or '(a temp dir)'}, "
+              f"cap {settings.cache_size} bytes; {settings.upstream_proxy.describe()}")
+        return 0
     handler = logging.StreamHandler()
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter(settings.log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     # One line per request: skip what the format never shows (logging HOWTO,
     # "Optimization"): caller frames, thread and process names.

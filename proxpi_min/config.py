@@ -36,6 +36,7 @@ DEFAULT_READ_TIMEOUT = 20.0
 DEFAULT_CLIENT_TIMEOUT = 60.0
 DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
 DEFAULT_HOST = "127.0.0.1"
+LOG_FORMATS = ("text", "json")
 DEFAULT_PORT = 5000
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
@@ -111,6 +112,7 @@ class Settings:
     offline: bool = False
     admin_token: Optional[str] = None
     page_memory: int = DEFAULT_PAGE_MEMORY
+    log_format: str = "text"  # or "json"
     upstream_proxy: ProxySettings = ProxySettings()
     ca_bundle: Optional[str] = None
     tls_cert: Optional[str] = None
@@ -431,6 +433,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
         ca_bundle=_ca_bundle(sources),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        log_format=_log_format(sources),
     )
 
 
@@ -477,3 +480,11 @@ def _guard_rails(sources: _Sources, indexes: Sequence[IndexSettings]) -> dict:
         "deny": tuple(_deny(deny_source, item) for item in deny),
         "allow": _patterns(allow_source, allow),
     }
+
+
+def _log_format(sources: _Sources) -> str:
+    source, raw = sources.get("--log-format", "PROXPI_LOG_FORMAT")
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise _bad(source, raw, f"is not one of {', '.join(LOG_FORMATS)}")
+    return value

@@ -40,8 +40,9 @@ def best_hash(hashes: Hashes) -> Optional[tuple]:
 class Target:
     """What to fetch and where it lives: a distribution file or its metadata file."""
 
-    def __init__(self, root: str, project: NormalizedName, entry: FileEntry, metadata: bool) -> None:
+    def __init__(self, root: str, project: NormalizedName, entry: FileEntry, metadata: bool, index: str = "") -> None:
         check_filename(entry.filename)
+        self.index = index  # the listing index's URL without credentials, for metrics
         dist_hash = best_hash(entry.hashes)
         folder = f"{dist_hash[0]}-{dist_hash[1]}" if dist_hash else "unverified"
         self.filename = entry.filename + (".metadata" if metadata else "")
@@ -74,6 +75,7 @@ class Download:
         # writer leaves the file open for them even if it finishes first.
         self.joined = 0
         self._writer_finished = False
+        self.asked = False
 
     @property
     def over(self) -> bool:
@@ -85,7 +87,10 @@ class Download:
     def run(self) -> None:
         try:
             self._run()
+            if self.asked:
+                self.cache.count_upstream(self.target, None)
         except ProxpiError as exc:
+            self.cache.count_upstream(self.target, exc)
             self._fail(exc)
         except Exception as exc:  # a bug: still release every waiting client
             logger.exception("download of %s failed", self.target.url)
@@ -102,6 +107,7 @@ class Download:
             logger.warning("cannot cache %s (%s); passing it through", target.filename, exc.strerror)
             self._publish(disk_failed=True)
             return
+        self.asked = True  # from here on, the outcome is upstream's
         with self.cache.upstream.open_file(target.url) as response:
             length = response.length
             if length is not None and target.size is not None and length != target.size:

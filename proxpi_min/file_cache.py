@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import logging
 import os
 import threading
@@ -25,7 +26,8 @@ from typing import Optional
 from .bodies import CachedBody, FileBody, SizeOnlyBody, UpstreamBody
 from .byteranges import ByteRange
 from .downloads import Download, DownloadBody, Target
-from .errors import NotFound, ProxpiError, RangeNotSatisfiable
+from .errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
+from .metrics import Metrics
 from .names import NormalizedName
 from .shared_dir import STALE_TEMP, TEMP_PREFIX, remove_temp_files
 from .simple import FileEntry
@@ -43,8 +45,11 @@ TOUCH_INTERVAL = 1.0
 class FileCache:
     """Files under *root*, at most *cap* bytes in all (0: never store)."""
 
-    def __init__(self, root: str, cap: int, upstream: Upstream, offline: bool = False) -> None:
+    def __init__(
+        self, root: str, cap: int, upstream: Upstream, offline: bool = False, metrics: Optional[Metrics] = None
+    ) -> None:
         self.root = root
+        self.metrics = metrics or Metrics()
         self.cap = cap
         self.upstream = upstream
         self._offline = offline
@@ -83,6 +88,26 @@ class FileCache:
         with self._lock:
             return self._used, len(self._files)
 
+    def downloads_in_progress(self) -> int:
+        with self._lock:
+            return len(self._downloads)
+
+    def largest(self, count: int) -> list:
+        """The *count* largest stored files as (project, file name, size), from the
+        accounting in memory (no directory walk)."""
+        with self._lock:
+            found = heapq.nlargest(count, self._files.items(), key=lambda item: item[1])
+        out = []
+        for path, size in found:
+            parts = os.path.relpath(path, self.root).split(os.sep)
+            out.append((parts[0], parts[-1], size))
+        return out
+
+    def count_upstream(self, target: Target, error: Optional[ProxpiError]) -> None:
+        """Count one upstream file request's outcome (None: it answered)."""
+        outcome = "ok" if error is None else "timeout" if isinstance(error, UpstreamTimeout) else "error"
+        self.metrics.upstream.inc(target.index, "file", outcome)
+
     def has(self, project: NormalizedName, entry: FileEntry, metadata: bool = False) -> bool:
         """Whether the file (or its .metadata) is stored (offline pages list only these)."""
         try:
@@ -104,6 +129,7 @@ class FileCache:
         metadata: bool = False,
         head: bool = False,
         byte_range: Optional[ByteRange] = None,
+        index: str = "",
     ) -> FileBody:
         """A body for the file (or its ``.metadata``), from the cache when it is there.
 
@@ -114,9 +140,11 @@ class FileCache:
         cached. A HEAD is answered from the index's size when it gave one, else asked
         upstream; it starts no download.
 
+        *index* (the listing index's URL) labels the upstream requests in the metrics.
+
         :raises ProxpiError: NotFound, RangeNotSatisfiable, UpstreamError...
         """
-        target = Target(self.root, project, entry, metadata)
+        target = Target(self.root, project, entry, metadata, index)
         body = self._body(target, head, byte_range)
         body.etag = target.etag
         return body
@@ -124,7 +152,9 @@ class FileCache:
     def _body(self, target: Target, head: bool, byte_range: Optional[ByteRange]) -> FileBody:
         cached = self._open_cached(target)
         if cached is not None:
+            self.metrics.hit("file")
             return self._cached_body(*cached, byte_range)
+        self.metrics.miss("file")
         if self._offline:
             raise NotFound(f"{target.filename} is not in the offline cache")
         if self.cap <= 0 or (target.size is not None and target.size > self.cap):
@@ -164,7 +194,12 @@ class FileCache:
 
     def _pass_through(self, target: Target, head: bool, byte_range: Optional[ByteRange]) -> FileBody:
         header = byte_range.header() if byte_range else None
-        response = self.upstream.open_file(target.url, "HEAD" if head else "GET", header)
+        try:
+            response = self.upstream.open_file(target.url, "HEAD" if head else "GET", header)
+        except ProxpiError as exc:
+            self.count_upstream(target, exc)
+            raise
+        self.count_upstream(target, None)
         if response.status == 416:
             response.close()
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
@@ -248,6 +283,8 @@ class FileCache:
             self._used -= size
             victims.append(path)
         self.generation += 1
+        if victims:
+            self.metrics.evictions.inc(amount=len(victims))
         return victims
 
     def _unlink(self, paths: list) -> None:

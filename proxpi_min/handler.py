@@ -11,6 +11,7 @@ import functools
 import hmac
 import itertools
 import http.server
+import json
 import logging
 import socket
 import ssl
@@ -32,7 +33,8 @@ from .errors import (
     Unauthorized,
 )
 from .names import NormalizedName, check_filename, parse_project_name
-from .render import TEXT_HTML, Rendered, accepts_gzip, choose_media_type, render_home
+from .metrics import CONTENT_TYPE as METRICS_TYPE
+from .render import TEXT_HTML, Rendered, accepts_gzip, choose_media_type, render_home, wants_json
 from .simple import HTML_TYPE, JSON_TYPE
 
 if TYPE_CHECKING:  # the server hands itself to each handler; it imports this module
@@ -51,6 +53,9 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 MAX_DISCARDED_BODY = 64 * 1024  # no route takes a body; bigger ones close the connection
 # Control characters are escaped in the log, so request text cannot forge log lines.
 _LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+# Metrics label methods by name only for these (RFC 9110 9.3), so that made-up methods
+# cannot grow the number of time series without bound.
+_METHOD_LABELS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 
 
 # http.client's limits for a header line and a header count (431 past them).
@@ -160,6 +165,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         self._status = 0
         self._sent = 0
         self._headers_done = False
+        self._kind = "other"  # the route, as the metrics label it
+        self._source: Optional[str] = None  # "cache" or "upstream": where the body came from
+        self._project: Optional[NormalizedName] = None
         self.server.request_started()
         try:
             self._route()
@@ -174,7 +182,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.server.request_finished()
             if self.server.stopping:
                 self.close_connection = True
-            self._log()
+            self._done()
 
     def _route(self) -> None:
         self._discard_body()
@@ -188,6 +196,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if segments in ([""], []):
             self._allow(_PAGE_METHODS)
             self._home()
+        elif segments == ["metrics"]:
+            # Not behind the admin token: scrapers read it (README, "Monitoring").
+            self._allow(_PAGE_METHODS)
+            body = self.server.metrics.registry.exposition()
+            self._send(200, [("Content-Type", METRICS_TYPE), ("Cache-Control", "no-store")], body)
         elif segments == ["health"]:
             self._allow(_PAGE_METHODS)
             self._send(200, [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")], b"ok\n")
@@ -223,12 +236,15 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _index(self, segments: list, query: dict, query_string: str) -> None:
         suffix = f"?{query_string}" if query_string else ""
+        self._kind = "list"
         if not segments:  # "/index"
             return self._redirect(f"/index/{suffix}")
         if segments == [""]:
             media = self._media(query)
             return self._page(media, *self.server.indexes.rendered_list(media, self._gzip()))
+        self._kind = "page"
         project = parse_project_name(segments[0])
+        self._project = project
         if len(segments) == 1 or (segments[1] == "" and project != segments[0]):
             # PEP 503: pages end in "/" and use the normalised name.
             return self._redirect(f"/index/{project}/{suffix}")
@@ -245,7 +261,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _gzip(self) -> bool:
         return accepts_gzip(self.headers.get("Accept-Encoding"))
 
-    def _page(self, media: str, page: Rendered, stale: bool, policies: str = "") -> None:
+    def _page(self, media: str, page: Rendered, stale: bool, hit: bool, policies: str = "") -> None:
+        self._source = "cache" if hit else "upstream"
         cache_control = self.server.page_cache_control
         if _etag_matches(self.headers.get("If-None-Match"), page.etag):
             return self._send(304, _page_headers(media, page.etag, cache_control, stale, policies, None, None), b"")
@@ -256,22 +273,26 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _file(self, project: NormalizedName, filename: str) -> None:
         indexes = self.server.indexes
         metadata = filename.endswith(".metadata")
+        self._kind = "metadata" if metadata else "file"
         if metadata:
-            entry = indexes.find_file(project, filename[: -len(".metadata")])
+            entry, index = indexes.locate_file(project, filename[: -len(".metadata")])
             if entry.metadata is None:
                 raise NotFound(f"the index has no metadata file for {entry.filename!r}")
         else:
-            entry = indexes.find_file(project, filename)
+            entry, index = indexes.locate_file(project, filename)
         head = self.command == "HEAD"
         try:
             byte_range = parse_range(self.headers.get("Range"))
-            body = self.server.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range)
+            body = self.server.files.open(
+                project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index
+            )
         except RangeNotSatisfiable as exc:
             return self._send(
                 416,
                 [("Content-Type", "text/plain; charset=utf-8"), ("Content-Range", f"bytes */{exc.size}")],
                 f"416 Range Not Satisfiable: {exc.message}\n".encode(),
             )
+        self._source = body.source
         try:
             self._send_file(body, filename, head)
         finally:
@@ -310,21 +331,15 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self._sent = body.sent
 
     def _home(self) -> None:
-        settings = self.server.settings
-        used, count = self.server.files.stats()
-        body = render_home(
-            [(index.display_url, index.ttl) for index in settings.indexes],
-            self.server.cache_dir,
-            used,
-            settings.cache_size,
-            count,
-            settings.offline,
-            settings.admin_token is not None,
-            f"{settings.scheme}://{self.headers.get('Host') or self.server.address_text}/index/",
-            self.server.upstream_route,
-            policies=self.server.policy.describe(),
-        )
-        self._send(200, [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")], body)
+        status = self.server.status()
+        # The absolute URL to give pip: as this client reached us (https when serving TLS).
+        status["index_url"] = f"{self.server.settings.scheme}://{self.headers.get('Host') or self.server.address_text}/index/"
+        vary = ("Vary", "Accept")
+        if wants_json(self.headers.get("Accept")):
+            body = json.dumps(status, indent=1).encode()
+            return self._send(200, [("Content-Type", "application/json"), ("Cache-Control", "no-store"), vary], body)
+        body = render_home(status, self.server.settings.admin_token is not None)
+        self._send(200, [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"), vary], body)
 
     def _invalidate(self, target: str) -> None:
         token = self.server.settings.admin_token
@@ -397,15 +412,38 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _escaped_path(self) -> str:
         return self.path.translate(_LOG_ESCAPES)
 
-    def _log(self) -> None:
+    def _done(self) -> None:
+        """Count the request in the metrics and write its log line."""
+        seconds = time.monotonic() - self._started
+        method = str(self.command)
+        metrics = self.server.metrics
+        metrics.request(
+            self._kind, method if method in _METHOD_LABELS else "other", self._status, seconds, self._sent, self._source
+        )
+        if self._project is not None and 0 < self._status < 400:
+            metrics.project_requested(self._project)
+        method, path = method.translate(_LOG_ESCAPES), self._escaped_path()
+        client = self.client_address[0]
         logger.info(
             '%s "%s %s" %d %d %.1fms',
-            self.client_address[0],
-            str(self.command).translate(_LOG_ESCAPES),
-            self._escaped_path(),
+            client,
+            method,
+            path,
             self._status,
             self._sent,
-            (time.monotonic() - self._started) * 1000,
+            seconds * 1000,
+            # The fields of a JSON log line (logs.JsonFormatter).
+            extra={
+                "request": {
+                    "client": client,
+                    "method": method,
+                    "path": path,
+                    "status": self._status,
+                    "bytes": self._sent,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "source": self._source,
+                }
+            },
         )
 
     def log_request(self, code="-", size="-") -> None:

@@ -16,7 +16,8 @@ import time
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 from .config import IndexSettings, redact_url
-from .errors import BadUpstreamPage, Forbidden, NotFound, UpstreamError
+from .errors import BadUpstreamPage, Forbidden, NotFound, UpstreamError, UpstreamTimeout
+from .metrics import Metrics
 from .names import NormalizedName, canonicalize_name
 from .page_store import LIST_KEY, PageStore, SavedPage
 from .policy import Filtered, Policy
@@ -65,6 +66,7 @@ class Lookup(NamedTuple):
     value: Value
     version: int  # changes whenever value does
     stale: bool  # the last refresh failed; value is the last good copy
+    cached: bool = True  # answered from memory, without asking upstream or the disk
 
 
 class _Entry:
@@ -110,8 +112,11 @@ class IndexCache:
         store: Optional[PageStore],
         offline: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Optional[Metrics] = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._label = settings.display_url
         self._upstream = upstream
         self._store = store
         self._offline = offline
@@ -123,6 +128,10 @@ class IndexCache:
         self._resident: "collections.OrderedDict[str, int]" = collections.OrderedDict()
         self._resident_files = 0
         self._absent: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        self._failing: set = set()  # keys whose last refresh failed (served stale)
+        # For the dashboard: Unix times of the last good and failed answers, and why.
+        self._last_success: Optional[float] = None
+        self._last_failure: Optional[tuple] = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
@@ -155,6 +164,25 @@ class IndexCache:
     def saved_projects(self) -> list:
         return self._store.saved_projects() if self._store else []
 
+    def health(self) -> dict:
+        """The dashboard's view of this index: last success and failure (Unix times),
+        the failure's reason, pages served stale now and those waiting out a back-off."""
+        now = self._clock()
+        with self._lock:
+            failing = [self._entries[key] for key in self._failing if key in self._entries]
+            last_success, last_failure = self._last_success, self._last_failure
+        waiting = [entry.retry_at - now for entry in failing if entry.retry_at > now]
+        return {
+            "url": self._label,
+            "ttl": self.settings.ttl,
+            "last_success": last_success,
+            "last_failure": last_failure[0] if last_failure else None,
+            "last_failure_reason": last_failure[1] if last_failure else None,
+            "stale_pages": len(failing),
+            "backoff_pages": len(waiting),
+            "next_retry_seconds": min(waiting) if waiting else None,
+        }
+
     # ------------------------------------------------------------------ lookup
 
     def _usable(self, entry: _Entry, now: float) -> bool:
@@ -182,7 +210,7 @@ class IndexCache:
                 raise flight.error
             return flight.result
         try:
-            flight.result = self._refresh(key, entry)
+            flight.result = self._refresh(key, entry)._replace(cached=False)
             return flight.result
         except BaseException as exc:
             flight.error = exc
@@ -223,6 +251,7 @@ class IndexCache:
             now = self._clock()
             if response.status == 304 and entry is not None:
                 # Unchanged: refreshed without re-parsing (and without re-rendering).
+                self._succeeded(key, "not_modified")
                 with self._lock:
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
                     self._reinstate(key, entry)
@@ -242,6 +271,7 @@ class IndexCache:
                 new = _Entry(value, page_url, response.etag, response.last_modified, now)
         except UpstreamError as exc:
             return self._failed(key, entry, exc)
+        self._succeeded(key, "ok")
         saved = False
         if self._store is not None:
             if new.value is None:
@@ -286,7 +316,19 @@ class IndexCache:
             self._entries[key] = entry
             self._remember(key, entry)
 
+    def _succeeded(self, key: str, outcome: str) -> None:
+        self.metrics.upstream.inc(self._label, "page", outcome)
+        with self._lock:
+            self._failing.discard(key)
+            self._last_success = time.time()
+
     def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError) -> Lookup:
+        outcome = "timeout" if isinstance(error, UpstreamTimeout) else "error"
+        self.metrics.upstream.inc(self._label, "page", outcome)
+        with self._lock:
+            self._last_failure = (time.time(), error.message)
+            if entry is not None:
+                self._failing.add(key)
         if entry is None:
             logger.warning("%s (nothing cached to serve instead)", error.message)
             raise error
@@ -319,9 +361,8 @@ class _View(NamedTuple):
 
     version: tuple  # the asked indices' Lookup versions
     filtered: Filtered
-    files: dict  # file name -> FileEntry kept
+    files: dict  # file name -> (FileEntry kept, URL of the index that listed it)
     asked: tuple  # positions of the indices asked
-    stale: bool
 
 
 class _RenderedPages:
@@ -371,10 +412,12 @@ class Indexes:
         offline: bool = False,
         is_cached: Optional[Callable[[NormalizedName, FileEntry, bool], bool]] = None,
         cache_generation: Callable[[], int] = lambda: 0,
+        metrics: Optional[Metrics] = None,
         policy: Optional[Policy] = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.caches = caches
+        self.metrics = metrics or Metrics()
         # No policy in force: pages take the plain path, at no extra cost.
         self._policy = policy if policy is not None and policy.active else None
         self._wall_clock = wall_clock
@@ -400,25 +443,38 @@ class Indexes:
             raise NotFound(f"project {name!r} is not {where}")
         return pages[0] if len(pages) == 1 else merge_pages(name, pages)
 
+    def _count(self, lookups: list, caches: Optional[list] = None) -> bool:
+        """Count a page hit (every index answered from memory) or miss, and each index
+        that answered with a stale copy; True for a hit. *caches*: the indices that
+        gave *lookups* (all by default; a pin or first-index asks fewer)."""
+        hit = all(lookup.cached for lookup in lookups)
+        (self.metrics.hit if hit else self.metrics.miss)("page")
+        for cache, lookup in zip(self.caches if caches is None else caches, lookups):
+            if lookup.stale:
+                self.metrics.stale.inc(cache.settings.display_url)
+        return hit
+
     def rendered_project(self, name: NormalizedName, media: str, compress: bool) -> tuple:
-        """(Rendered, stale, policies) of the merged project page in *media*; *policies*
-        names the guard rails that changed it ("" if none).
+        """(Rendered, stale, hit, policies) of the merged project page in *media*; *hit*
+        when no index had to ask upstream, *policies* the guard rails that changed the
+        page ("" if none).
 
         :raises NotFound: no index has the project.
         :raises Forbidden: the deny or allow list refuses it.
         :raises UpstreamError: an index failed and had no copy to serve instead.
         """
         if self._policy is None:
-            lookups = [cache.project(name) for cache in self.caches]
+            caches, lookups = self.caches, [cache.project(name) for cache in self.caches]
             version = tuple(lookup.version for lookup in lookups)
-            stale, policies = any(lookup.stale for lookup in lookups), ""
+            policies = ""
             page_of = lambda: self._merged(name, lookups)  # noqa: E731
         else:
-            view = self._view(name)
+            view, lookups = self._view(name)
+            caches = [self.caches[i] for i in view.asked]
             # The instant since which this filtered answer holds: a cached page stays
             # right until a hidden file's cooldown ends (the view is then remade).
             version = (*view.version, view.filtered.since)
-            stale, policies = view.stale, view.filtered.policies
+            policies = view.filtered.policies
             page_of = lambda: view.filtered.page  # noqa: E731
         if self._offline:
             version += (self._cache_generation(),)
@@ -429,12 +485,14 @@ class Indexes:
                 page = page._replace(files=tuple(self._offline_files(name, page.files)))
             return render_project_page(page, media)
 
+        hit = self._count(lookups, caches)
         rendered = self._render(("project", name, media, compress), version, make, compress)
-        return rendered, stale, policies
+        return rendered, any(lookup.stale for lookup in lookups), hit, policies
 
-    def _view(self, name: NormalizedName) -> _View:
-        """The project's page after the policies: from the indices the policy asks,
-        remade when an index's page changed or a cooldown ended.
+    def _view(self, name: NormalizedName) -> tuple:
+        """(view, lookups): the project's page after the policies, from the indices the
+        policy asks (and their answers now); remade when an index's page changed or a
+        cooldown ended.
 
         :raises Forbidden: the deny or allow list refuses the project (no index asked).
         :raises NotFound: none of the indices asked has it.
@@ -457,7 +515,7 @@ class Indexes:
             view = self._views.get(name)
             if view is not None and view.version == version and view.filtered.since <= now < view.filtered.until:
                 self._views.move_to_end(name)
-                return view
+                return view, lookups
         pages = [
             (self.caches[i].settings.url, lookup.value)
             for i, lookup in zip(asked, lookups)
@@ -470,13 +528,13 @@ class Indexes:
             raise NotFound(f"project {name!r} is not{note}")
         merged = pages[0][1] if len(pages) == 1 else merge_pages(name, [page for _, page in pages])
         filtered = policy.files(merged, pages, now, cut_short=len(asked) < len(self.caches))
-        view = _View(
-            version,
-            filtered,
-            {entry.filename: entry for entry in filtered.page.files},
-            tuple(asked),
-            any(lookup.stale for lookup in lookups),
-        )
+        origins: dict = {}
+        for url, page in pages:  # first index wins, as in merging
+            label = redact_url(url)
+            for entry in page.files:
+                origins.setdefault(entry.filename, label)
+        files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in filtered.page.files}
+        view = _View(version, filtered, files, tuple(asked))
         with self._lock:
             old = self._views.pop(name, None)
             self._view_files -= len(old.files) + 1 if old is not None else 0
@@ -485,7 +543,7 @@ class Indexes:
             while self._view_files > MAX_VIEW_FILES and len(self._views) > 1:
                 _, dropped = self._views.popitem(last=False)
                 self._view_files -= len(dropped.files) + 1
-        return view
+        return view, lookups
 
     def _offline_files(self, name: NormalizedName, files: tuple):
         """The files the cache holds, advertising metadata only where it holds that too
@@ -497,17 +555,19 @@ class Indexes:
                 yield entry
 
     def rendered_list(self, media: str, compress: bool) -> tuple:
-        """(Rendered, stale) of the merged project list in *media*."""
+        """(Rendered, stale, hit) of the merged project list in *media*."""
         if self._offline:
             names = sorted({canonicalize_name(n) for cache in self.caches for n in cache.saved_projects()})
             lists, version, stale = [ProjectList.from_names(names)], (hash(tuple(names)),), False
+            hit = self._count([])  # read from the saved pages: nothing upstream to ask
         else:
             lookups = [cache.project_list() for cache in self.caches]
             lists = [lookup.value for lookup in lookups if lookup.value is not None]
             version = tuple(lookup.version for lookup in lookups)
             stale = any(lookup.stale for lookup in lookups)
+            hit = self._count(lookups)
         make = lambda: render_project_list(merge_lists(lists), media)  # noqa: E731
-        return self._render(("list", media, compress), version, make, compress), stale
+        return self._render(("list", media, compress), version, make, compress), stale, hit
 
     def _render(self, key: tuple, version: tuple, make: Callable[[], bytes], compress: bool) -> Rendered:
         # Only the coding a client asked for is kept: pip and uv always take gzip, so the
@@ -525,8 +585,17 @@ class Indexes:
             of those a pin or first-index leaves (the message says which).
         :raises Forbidden: a policy refuses the project or this file (one INFO line).
         """
+        return self.locate_file(name, filename)[0]
+
+    def locate_file(self, name: NormalizedName, filename: str) -> tuple:
+        """(entry, URL of the index that listed it, without credentials) for *filename*.
+
+        :raises NotFound: no index lists it, or none of those a pin or first-index
+            leaves (the message says which).
+        :raises Forbidden: a policy refuses the project or this file (one INFO line).
+        """
         if self._policy is not None:
-            return self._find_file_by_policy(self._policy, name, filename)
+            return self._locate_by_policy(self._policy, name, filename)
         lookups = [cache.project(name) for cache in self.caches]
         version = tuple(lookup.version for lookup in lookups)
         with self._lock:
@@ -534,25 +603,31 @@ class Indexes:
             if found is not None and found[0] == version:
                 self._file_maps.move_to_end(name)
         if found is None or found[0] != version:
-            found = (version, {entry.filename: entry for entry in self._merged(name, lookups).files})
+            origins: dict = {}
+            for cache, lookup in zip(self.caches, lookups):  # first index wins, as in merging
+                label = cache.settings.display_url
+                for entry in lookup.value.files if lookup.value is not None else ():
+                    origins.setdefault(entry.filename, label)
+            files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in self._merged(name, lookups).files}
+            found = (version, files)
             with self._lock:
                 self._file_maps[name] = found
                 if len(self._file_maps) > MAX_FILE_MAPS:
                     self._file_maps.popitem(last=False)
-        entry = found[1].get(filename)
-        if entry is None:
+        located = found[1].get(filename)
+        if located is None:
             raise NotFound(f"{filename!r} is not a file of project {name!r}")
-        return entry
+        return located
 
-    def _find_file_by_policy(self, policy: Policy, name: NormalizedName, filename: str) -> FileEntry:
+    def _locate_by_policy(self, policy: Policy, name: NormalizedName, filename: str) -> tuple:
         try:
-            view = self._view(name)
+            view = self._view(name)[0]
         except Forbidden as exc:
             logger.info("refused %s/%s: %s", name, filename, exc.message)
             raise
-        entry = view.files.get(filename)
-        if entry is not None:
-            return entry
+        located = view.files.get(filename)
+        if located is not None:
+            return located
         hidden = view.filtered.hidden.get(filename)
         if hidden is not None:
             reason = policy.refusal(name, hidden, self._wall_clock())

@@ -10,8 +10,9 @@ import io
 import itertools
 import json
 import urllib.parse
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
 
+from .dashboard import HEAD as DASHBOARD_HEAD, dashboard_sections
 from .errors import NotAcceptable
 from .names import canonicalize_name
 from .simple import HTML_TYPE, JSON_TYPE, FileEntry, Hashes, ProjectList, ProjectPage
@@ -21,6 +22,7 @@ __all__ = [
     "accepts_gzip",
     "TEXT_HTML",
     "choose_media_type",
+    "wants_json",
     "render",
     "render_home",
     "render_policies",
@@ -130,6 +132,15 @@ def choose_media_type(accept: Optional[str], format_param: Optional[str]) -> str
     raise NotAcceptable(f"none of the accepted types is available; use one of {_offer()}")
 
 
+def wants_json(accept: Optional[str]) -> bool:
+    """Whether a client of the home page prefers ``application/json`` to HTML (a tie,
+    as from ``*/*``, goes to HTML)."""
+    if not accept or "json" not in accept.lower():
+        return False
+    ranges = _parse_weighted(accept)
+    return _quality("application/json", ranges) > _quality(TEXT_HTML, ranges)
+
+
 def _offer() -> str:
     return ", ".join((JSON_TYPE, HTML_TYPE, TEXT_HTML))
 
@@ -181,11 +192,11 @@ def _encode_batched(parts: Iterable[str]) -> bytes:
         out.write(batch.encode("utf-8"))
 
 
-def _html_document(title: str, body: Iterable[str]) -> bytes:
+def _html_document(title: str, body: Iterable[str], extra_head: str = "") -> bytes:
     head = (
         "<!DOCTYPE html>\n<html>\n<head>\n"
         '<meta name="pypi:repository-version" content="1.1">\n'
-        f"<title>{_esc(title)}</title>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
+        f"{extra_head}<title>{_esc(title)}</title>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
     )
     return _encode_batched(itertools.chain((head,), body, ("</body>\n</html>\n",)))
 
@@ -257,39 +268,19 @@ async function invalidate(target) {
 """
 
 
-def render_home(
-    indexes: Iterable[tuple[str, float]],
-    cache_dir: str,
-    cache_used: int,
-    cache_cap: int,
-    file_count: int,
-    offline: bool,
-    token_required: bool,
-    index_url: str = "/index/",
-    upstream_route: str = "",
-    policies: Sequence[str] = (),
-) -> bytes:
-    """The home page for a person: configuration, policies, cache use, invalidation buttons.
-
-    *index_url* is the absolute URL to give pip; *upstream_route* how upstreams are
-    reached (proxy and CAs, never with credentials); *policies* the guard rails in force."""
-    rows = "".join(
-        f"<tr><td>{_esc(url)}</td><td>{ttl:g} s</td></tr>\n" for url, ttl in indexes
-    )
+def render_home(status: Mapping, token_required: bool) -> bytes:
+    """The home page for a person: the operator's dashboard (see dashboard.py) and the
+    invalidation buttons."""
     token = (
         '<p>Admin token: <input id="token" type="password"></p>\n' if token_required else ""
     )
     body = [
-        f"<p>Mode: {'offline (no upstream is contacted)' if offline else 'online'}</p>\n",
-        f"<p>Upstream connections: {_esc(upstream_route)}</p>\n" if upstream_route else "",
-        "<h2>Indices</h2>\n<table>\n<tr><th>URL</th><th>TTL</th></tr>\n",
-        rows,
-        "</table>\n",
-        render_policies(policies),
-        "<h2>File cache</h2>\n",
-        f"<p>Directory: <code>{_esc(cache_dir)}</code><br>\n",
-        f"Used: {_human(cache_used)} of {_human(cache_cap)} in {file_count} files</p>\n",
-        f'<p>Package index: <a href="/index/">{_esc(index_url)}</a></p>\n',
+        *dashboard_sections(status),
+        render_policies(status.get("policies", ())),
+        f"<p>Upstream connections: {_esc(status['upstream_route'])}</p>\n" if status.get("upstream_route") else "",
+        f'<p>Package index: <a href="/index/">{_esc(status.get("index_url", "/index/"))}</a> &middot; '
+        '<a href="/metrics">/metrics</a> (Prometheus) &middot; this page as JSON: '
+        "<code>Accept: application/json</code></p>\n",
         "<h2>Invalidate</h2>\n",
         token,
         '<p><button onclick="invalidate(\'list\')">Invalidate the project list</button></p>\n',
@@ -299,22 +290,13 @@ def render_home(
         '<p id="result"></p>\n',
         _HOME_SCRIPT,
     ]
-    return _html_document("proxpi-min", body)
+    return _html_document("proxpi-min", body, DASHBOARD_HEAD)
 
 
 def render_policies(policies: Sequence[str]) -> str:
     """The home page's "Policies in force" section (guard rails, one line each)."""
     items = "".join(f"<li>{_esc(line)}</li>\n" for line in policies) or "<li>none</li>\n"
     return f"<h2>Policies in force</h2>\n<ul>\n{items}</ul>\n"
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 @functools.lru_cache(maxsize=256)

@@ -13,11 +13,14 @@ import ssl
 import sys
 import tempfile
 import threading
+import time
 
+from . import __version__
 from .config import IndexSettings, Settings
 from .file_cache import FileCache
 from .handler import ProxyHandler
 from .index_cache import IndexCache, Indexes
+from .metrics import TOP, Metrics
 from .page_store import PageStore
 from .policy import Policy
 from .shared_dir import remove_temp_files
@@ -42,6 +45,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
         remove_temp_files(os.path.join(self.cache_dir, "index"))
+        self.metrics = Metrics()
         self.upstream = Upstream(
             settings.connect_timeout,
             settings.read_timeout,
@@ -51,7 +55,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             proxies=settings.upstream_proxy,
         )
         self.files = FileCache(
-            os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline
+            os.path.join(self.cache_dir, "files"), settings.cache_size, self.upstream, settings.offline, self.metrics
         )
         stores = [(index, PageStore(self.cache_dir, index.url)) for index in settings.indexes]
         if settings.offline:
@@ -66,13 +70,15 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         # Guard rails over every index the proxy asks (offline: the saved ones too).
         self.policy = Policy.from_settings(settings, [index.url for index, _ in stores])
         self.indexes = Indexes(
-            [IndexCache(index, self.upstream, store, settings.offline) for index, store in stores],
+            [IndexCache(index, self.upstream, store, settings.offline, metrics=self.metrics) for index, store in stores],
             settings.page_memory,
             offline=settings.offline,
             is_cached=self.files.has,
             cache_generation=lambda: self.files.generation,
+            metrics=self.metrics,
             policy=self.policy,
         )
+        self._register_gauges()
         # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
         self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
         self.stopping = False
@@ -92,6 +98,43 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
+
+    def _register_gauges(self) -> None:
+        """Sizes the file cache keeps anyway, read at each scrape (no directory walk)."""
+        add, files = self.metrics.registry.collector, self.files
+        add("proxpi_file_cache_size_bytes", "gauge", "Bytes stored in the cache dir.", lambda: [({}, files.stats()[0])])
+        add("proxpi_file_cache_limit_bytes", "gauge", "The cache dir's cap in bytes.", lambda: [({}, files.cap)])
+        add("proxpi_file_cache_files", "gauge", "Files stored in the cache dir.", lambda: [({}, files.stats()[1])])
+        add(
+            "proxpi_downloads_in_progress",
+            "gauge",
+            "Upstream downloads into the cache dir now running.",
+            lambda: [({}, files.downloads_in_progress())],
+        )
+
+    def status(self) -> dict:
+        """What the home page shows, as a JSON-ready dict (``GET /`` with JSON)."""
+        used, count = self.files.stats()
+        return {
+            "version": __version__,
+            "now": time.time(),
+            "offline": self.settings.offline,
+            "upstream_route": self.upstream_route,
+            "policies": self.policy.describe(),
+            **self.metrics.summary(),
+            "file_cache": {
+                "directory": self.cache_dir,
+                "used_bytes": used,
+                "limit_bytes": self.files.cap,
+                "files": count,
+                "downloads_in_progress": self.files.downloads_in_progress(),
+                "largest": [
+                    {"project": project, "filename": name, "size": size}
+                    for project, name, size in self.files.largest(TOP)
+                ],
+            },
+            "indexes": [cache.health() for cache in self.indexes.caches],
+        }
 
     def request_started(self) -> None:
         with self._in_flight_changed:

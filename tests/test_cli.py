@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -204,3 +207,108 @@ def test_process_url_answers_http(upstream_html):
     with ProxyProcess(["--index-url", upstream_html.url]) as process:
         status, _, _ = http("GET", process.index_url)
         assert status == 200
+
+
+# -- operators: JSON logs, --check-config, contrib/ ------------------------------------
+
+CONTRIB = REPO_ROOT / "contrib"
+
+
+def test_json_log_format_gives_one_object_per_line(upstream_html):
+    with ProxyProcess(["--index-url", upstream_html.url, "--log-format", "json"]) as process:
+        assert process.get("/index/alpha/").status == 200
+        process.terminate()
+        assert process.wait(15) == 0
+    lines = [json.loads(line) for line in process.stderr.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any(line["message"].startswith("listening on http://") for line in lines)
+    request = next(line for line in lines if line.get("path") == "/index/alpha/")
+    assert (request["method"], request["status"], request["source"]) == ("GET", 200, "upstream")
+    assert request["bytes"] > 0 and request["client"] == "127.0.0.1"
+
+
+def test_check_config_validates_and_exits():
+    ok = _run(["--check-config", "--cache-size", "2G", "--log-format", "json"])
+    assert ok.returncode == 0, ok.stderr
+    assert "configuration ok" in ok.stdout
+    bad = _run(["--check-config"], {"PROXPI_LOG_FORMAT": "xml"})
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "proxpi-min: error: PROXPI_LOG_FORMAT='xml' is not one of text, json"
+
+
+def _unit_settings(text):
+    """Key -> list of values of a systemd unit file (keys may repeat)."""
+    settings = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_systemd_unit_flags_pass_check_config():
+    unit = _unit_settings((CONTRIB / "proxpi-min.service").read_text())
+    (exec_start,) = unit["ExecStart"]
+    argv = shlex.split(exec_start)
+    assert argv[0].endswith("python3") and argv[1].endswith("/proxpi.pyz")
+    checked = _run([*argv[2:], "--check-config"])
+    assert checked.returncode == 0, checked.stderr
+    assert "/var/cache/proxpi-min" in checked.stdout
+    # The cache dir it names is the one systemd makes for the service.
+    assert unit["CacheDirectory"] == ["proxpi-min"]
+    assert unit["RestartPreventExitStatus"] == ["2"]  # a bad setting does not loop
+
+
+def _dockerfile(text):
+    """(instruction, arguments) pairs, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", text)
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_dockerfile_copies_the_zipapp_and_runs_it_as_configured(tmp_path):
+    steps = _dockerfile((CONTRIB / "Dockerfile").read_text())
+    by_kind = {}
+    for kind, value in steps:
+        by_kind.setdefault(kind, []).append(value)
+    assert by_kind["FROM"][0].startswith("python:") and by_kind["FROM"][0].endswith("-slim")
+    # It copies exactly what ./zipapp.sh builds (by default, proxpi.pyz at the root).
+    copies = [value.split() for value in by_kind["COPY"]]
+    assert [source for *sources, _ in copies for source in sources] == ["proxpi.pyz"]
+    assert 'out=${1:-"$here/proxpi.pyz"}' in (REPO_ROOT / "zipapp.sh").read_text()
+    destination = copies[0][-1]
+    entrypoint = json.loads(by_kind["ENTRYPOINT"][0])
+    assert entrypoint == ["python", destination]
+    assert by_kind["USER"] not in ([], ["root"], ["0"])
+    env = dict(re.findall(r"(PROXPI_\w+)=(\S+)", " ".join(by_kind["ENV"])))
+    assert by_kind["VOLUME"] == [env["PROXPI_CACHE_DIR"]]
+    health = by_kind["HEALTHCHECK"][0]
+    assert '"python"' in health and "/health" in health and "curl" not in health
+    # The image's settings, checked by the very file it copies.
+    built = subprocess.run(["sh", str(REPO_ROOT / "zipapp.sh"), str(tmp_path / "proxpi.pyz")],
+                           capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    checked = subprocess.run(
+        [sys.executable, str(tmp_path / "proxpi.pyz"), "--check-config"],
+        env=proxy_env(env), capture_output=True, text=True, timeout=30,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "0.0.0.0:5000" in checked.stdout
+
+
+def test_dockerfile_healthcheck_probes_health(proxy, upstream_html):
+    """The HEALTHCHECK command, run as Docker would, against a live proxy."""
+    steps = dict(_dockerfile((CONTRIB / "Dockerfile").read_text()))
+    command = json.loads(steps["HEALTHCHECK"].split("CMD", 1)[1])
+    assert command[0] == "python"
+    p = proxy(upstream_html)
+    env = {"PROXPI_PORT": str(p.port), "HTTP_PROXY": "http://127.0.0.1:9/"}
+    healthy = subprocess.run([sys.executable, *command[1:]], env=proxy_env(env), capture_output=True, timeout=30)
+    assert healthy.returncode == 0, healthy.stderr
+    p.stop()
+    down = subprocess.run([sys.executable, *command[1:]], env=proxy_env(env), capture_output=True, timeout=30)
+    assert down.returncode != 0

@@ -96,7 +96,8 @@ def test_IndexCache_serves_from_memory_within_ttl(upstream, clock, tmp_path) -> 
     clock.now += 59
     second = cache.project(alpha())
     assert len(upstream.calls) == 1
-    assert first == second
+    assert first._replace(cached=True) == second
+    assert (first.cached, second.cached) == (False, True)  # the second from memory: a page hit
     assert [f.filename for f in first.value.files] == ["alpha-1.0.tar.gz"]
 
 
@@ -360,7 +361,7 @@ def test_Indexes_cooldown_completes_the_cached_page_as_time_passes(clock, monkey
     root, _, indexes = two_indexes(clock, {"min_age": 7 * DAY}, wall)
     root.pages["alpha"] = timed_body("alpha", {"alpha-1.0.tar.gz": wall.now - 30 * DAY, "alpha-2.0.tar.gz": wall.now - DAY})
     assert filenames(indexes) == ["alpha-1.0.tar.gz"]
-    rendered, stale, policies = indexes.rendered_project(alpha(), JSON, False)
+    rendered, stale, hit, policies = indexes.rendered_project(alpha(), JSON, False)
     assert policies == "cooldown"
     with pytest.raises(Forbidden, match=r"'alpha-2.0.tar.gz' was uploaded 1d ago; the minimum age is 1w"):
         indexes.find_file(alpha(), "alpha-2.0.tar.gz")
@@ -369,7 +370,7 @@ def test_Indexes_cooldown_completes_the_cached_page_as_time_passes(clock, monkey
     assert len(renders) == 1
     wall.now += 1
     assert filenames(indexes) == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
-    assert indexes.rendered_project(alpha(), JSON, False)[2] == ""
+    assert indexes.rendered_project(alpha(), JSON, False)[3] == ""
     assert indexes.find_file(alpha(), "alpha-2.0.tar.gz").filename == "alpha-2.0.tar.gz"
     assert len(renders) == 2
     assert len(root.calls) == 1  # nothing refetched: the TTL (fake monotonic clock) never ran out
@@ -380,7 +381,7 @@ def test_Indexes_pin_never_asks_the_other_index(clock) -> None:
     root.pages["acme-lib"] = page_body("acme-lib", ["acme_lib-99.0.tar.gz"])
     internal.pages["acme-lib"] = page_body("acme-lib", ["acme_lib-1.0.tar.gz"])
     assert filenames(indexes, "acme-lib") == ["acme_lib-1.0.tar.gz"]
-    assert indexes.rendered_project(NormalizedName("acme-lib"), JSON, False)[2] == "pin"
+    assert indexes.rendered_project(NormalizedName("acme-lib"), JSON, False)[3] == "pin"
     with pytest.raises(NotFound, match=r"on http://internal.test/simple/, the only index asked for it \(pin acme-\*="):
         indexes.find_file(NormalizedName("acme-lib"), "acme_lib-99.0.tar.gz")
     assert root.calls == []

@@ -1,0 +1,374 @@
+"""Metrics: the registry's text format (read back by a strict 0.0.4 parser), the
+per-minute ring, and /metrics moving as a real proxy serves requests."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import re
+import time
+
+import pytest
+
+from proxpi_min.logs import JsonFormatter
+from proxpi_min.metrics import CONTENT_TYPE, MAX_PROJECTS, Metrics, Registry
+
+# -- a strict parser of the text format 0.0.4 (Prometheus "Exposition formats") --------
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_SAMPLE = re.compile(rf"^({_NAME})(?:\{{(.*)\}})? (\S+)(?: (-?\d+))?$")
+_HELP = re.compile(rf"^# HELP ({_NAME}) (.*)$")
+_TYPE = re.compile(rf"^# TYPE ({_NAME}) (counter|gauge|histogram|summary|untyped)$")
+_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
+
+
+def _labels(text: str) -> dict:
+    """Label pairs; values may hold only the escapes \\\\, \\" and \\n."""
+    labels, i = {}, 0
+    while i < len(text):
+        match = re.compile(rf'({_LABEL})="').match(text, i)
+        assert match, f"bad label at {text[i:]!r}"
+        i, value = match.end(), []
+        while text[i] != '"':
+            if text[i] == "\\":
+                escaped = {"\\": "\\", '"': '"', "n": "\n"}.get(text[i + 1])
+                assert escaped is not None, f"bad escape in {text!r}"
+                value.append(escaped)
+                i += 2
+            else:
+                assert text[i] != "\n"
+                value.append(text[i])
+                i += 1
+        name = match.group(1)
+        assert name not in labels, f"label {name} twice"
+        labels[name] = "".join(value)
+        i += 1
+        if i < len(text):
+            assert text[i] == ",", f"expected a comma in {text!r}"
+            i += 1
+    return labels
+
+
+def _value(text: str) -> float:
+    if text in ("+Inf", "-Inf", "NaN"):
+        return float(text.replace("Inf", "inf").replace("NaN", "nan"))
+    assert re.fullmatch(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text), f"bad value {text!r}"
+    return float(text)
+
+
+def parse(text: str) -> tuple:
+    """(types by family, samples as {(name, frozenset of label pairs): value}); asserts
+    the format's rules: one TYPE per family, before its samples, samples grouped by
+    family, no sample twice, histograms' buckets cumulative and ending in +Inf."""
+    assert text.endswith("\n")
+    types, samples, done, current = {}, {}, set(), None
+    for line in text[:-1].split("\n"):
+        if line.startswith("#"):
+            match = _HELP.match(line) or _TYPE.match(line)
+            if not match:
+                continue  # a comment
+            family = match.group(1)
+            if line.startswith("# TYPE"):
+                assert family not in types and family not in done, f"TYPE of {family} late or twice"
+                types[family] = match.group(2)
+            if family != current:
+                assert family not in done
+                if current:
+                    done.add(current)
+                current = family
+            continue
+        match = _SAMPLE.match(line)
+        assert match, f"bad sample line {line!r}"
+        name, labels, value = match.group(1), _labels(match.group(2) or ""), _value(match.group(3))
+        family = next(
+            (f for f, kind in types.items() for suffix in _SUFFIXES.get(kind, ("",)) if name == f + suffix), name
+        )
+        assert family == current, f"{name} outside its family's group"
+        key = (name, frozenset(labels.items()))
+        assert key not in samples, f"{key} twice"
+        samples[key] = value
+    for family, kind in types.items():
+        if kind == "histogram":
+            _check_histogram(family, samples)
+    return types, samples
+
+
+def _check_histogram(family: str, samples: dict) -> None:
+    series: dict = {}
+    for (name, labels), value in samples.items():
+        if name == family + "_bucket":
+            rest = frozenset(pair for pair in labels if pair[0] != "le")
+            series.setdefault(rest, []).append((_value(dict(labels)["le"]), value))
+    for rest, buckets in series.items():
+        buckets.sort()
+        counts = [count for _, count in buckets]
+        assert counts == sorted(counts), "buckets are not cumulative"
+        assert math.isinf(buckets[-1][0]), "no +Inf bucket"
+        assert samples[(family + "_count", rest)] == counts[-1]
+        assert (family + "_sum", rest) in samples
+
+
+def sample(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+# -- the registry -------------------------------------------------------------------
+
+
+def test_Registry_exposition_parses_with_types_and_help() -> None:
+    registry = Registry()
+    counter = registry.counter("x_total", "Things.\nSecond line \\ with a backslash.", ("kind",))
+    gauge = registry.gauge("y", "A level.")
+    counter.inc("a")
+    counter.inc("a", amount=2)
+    counter.inc("b")
+    gauge.set(-1.5)
+    text = registry.exposition().decode()
+    assert "# HELP x_total Things.\\nSecond line \\\\ with a backslash.\n" in text
+    types, samples = parse(text)
+    assert types == {"x_total": "counter", "y": "gauge"}
+    assert sample(samples, "x_total", kind="a") == 3
+    assert sample(samples, "x_total", kind="b") == 1
+    assert sample(samples, "y") == -1.5
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['plain', 'quote " inside', "back\\slash", "new\nline", 'all \\" \n of them\\', "ünïcode ☃", "{},=", ""],
+)
+def test_Registry_escapes_label_values(value: str) -> None:
+    registry = Registry()
+    registry.counter("c_total", "c", ("index",)).inc(value)
+    _, samples = parse(registry.exposition().decode())
+    assert sample(samples, "c_total", index=value) == 1
+
+
+def test_Histogram_buckets_are_cumulative_and_inclusive() -> None:
+    registry = Registry()
+    histogram = registry.histogram("d_seconds", "d", ("route",), buckets=(0.1, 1.0, 10.0))
+    for value in (0.05, 0.1, 0.5, 1.0, 20.0):
+        histogram.observe(value, "page")
+    _, samples = parse(registry.exposition().decode())
+    buckets = {le: sample(samples, "d_seconds_bucket", route="page", le=le) for le in ("0.1", "1.0", "10.0", "+Inf")}
+    # "le" is "less than or equal": 0.1 and 1.0 fall in their own buckets.
+    assert buckets == {"0.1": 2, "1.0": 4, "10.0": 4, "+Inf": 5}
+    assert sample(samples, "d_seconds_count", route="page") == 5
+    assert sample(samples, "d_seconds_sum", route="page") == pytest.approx(21.65)
+
+
+def test_Registry_refuses_mistakes() -> None:
+    registry = Registry()
+    counter = registry.counter("c_total", "c", ("a", "b"))
+    with pytest.raises(ValueError):
+        counter.inc("only-one")
+    with pytest.raises(ValueError):
+        registry.gauge("c_total", "again")
+    with pytest.raises(ValueError):
+        registry.histogram("h", "h", ("le",))
+
+
+def test_Registry_collector_samples_come_at_scrape_time() -> None:
+    registry = Registry()
+    refused = {"deny": 1}
+    registry.collector(
+        "proxpi_policy_refused_total", "counter", "Refused by policy.", lambda: [({"policy": p}, n) for p, n in refused.items()]
+    )
+    refused["cooldown"] = 4
+    types, samples = parse(registry.exposition().decode())
+    assert types == {"proxpi_policy_refused_total": "counter"}
+    assert sample(samples, "proxpi_policy_refused_total", policy="cooldown") == 4
+    assert sample(samples, "proxpi_policy_refused_total", policy="deny") == 1
+
+
+def test_Metrics_exposition_has_the_documented_families() -> None:
+    metrics = Metrics()
+    metrics.request("page", "GET", 200, 0.002, 100, "cache")
+    types, samples = parse(metrics.registry.exposition().decode())
+    assert types == {
+        "proxpi_requests_total": "counter",
+        "proxpi_request_duration_seconds": "histogram",
+        "proxpi_cache_hits_total": "counter",
+        "proxpi_cache_misses_total": "counter",
+        "proxpi_upstream_requests_total": "counter",
+        "proxpi_stale_responses_total": "counter",
+        "proxpi_bytes_sent_total": "counter",
+        "proxpi_file_cache_evictions_total": "counter",
+    }
+    assert sample(samples, "proxpi_requests_total", route="page", method="GET", status="200") == 1
+    assert sample(samples, "proxpi_bytes_sent_total", source="cache") == 100
+    assert ("proxpi_cache_hits_total", frozenset({("kind", "file")})) in samples  # 0 from the start
+
+
+def test_Metrics_exposition_reads_with_prometheus_client() -> None:
+    parser = pytest.importorskip("prometheus_client.parser", reason="prometheus_client is not installed")
+    metrics = Metrics()
+    metrics.request("file", "GET", 200, 0.3, 5, "upstream")
+    metrics.upstream.inc('http://h/"x"\\\n/', "file", "ok")
+    families = {family.name: family for family in parser.text_string_to_metric_families(metrics.registry.exposition().decode())}
+    # prometheus_client drops "_total" from counter family names.
+    assert families["proxpi_requests"].type == "counter"
+    assert families["proxpi_request_duration_seconds"].type == "histogram"
+    labels = [s.labels for s in families["proxpi_upstream_requests"].samples]
+    assert {"index": 'http://h/"x"\\\n/', "kind": "file", "outcome": "ok"} in labels
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_Metrics_minute_ring_keeps_the_last_hour() -> None:
+    clock = FakeClock(600_000.0)
+    metrics = Metrics(clock)
+    metrics.request("page", "GET", 200, 0.001, 1, "cache")
+    metrics.hit("page")
+    clock.now += 60  # next minute
+    for _ in range(3):
+        metrics.request("file", "GET", 200, 0.001, 1, "upstream")
+    series = metrics.summary()["per_minute"]
+    assert len(series) == 60
+    assert [(p["requests"], p["hits"]) for p in series[-2:]] == [(1, 1), (3, 0)]
+    clock.now += 59 * 60  # the first minute is now an hour old
+    series = metrics.summary()["per_minute"]
+    assert sum(p["requests"] for p in series) == 3
+    clock.now += 60
+    assert sum(p["requests"] for p in metrics.summary()["per_minute"]) == 0
+
+
+def test_Metrics_summary_counts_and_ratios() -> None:
+    metrics = Metrics()
+    for _ in range(3):
+        metrics.hit("page")
+    metrics.miss("page")
+    for name in ["b", "a", "b", "c", "b", "a"]:
+        metrics.project_requested(name)
+    summary = metrics.summary()
+    assert summary["cache"]["page"] == {"hits": 3, "misses": 1, "ratio": 0.75}
+    assert summary["cache"]["file"]["ratio"] is None
+    assert summary["top_projects"][:2] == [{"project": "b", "requests": 3}, {"project": "a", "requests": 2}]
+
+
+def test_Metrics_project_counts_stay_bounded() -> None:
+    metrics = Metrics()
+    metrics.project_requested("popular")
+    metrics.project_requested("popular")
+    for i in range(MAX_PROJECTS + 5):
+        metrics.project_requested(f"made-up-{i}")
+    assert len(metrics._projects) <= MAX_PROJECTS
+    assert metrics.summary()["top_projects"][0] == {"project": "popular", "requests": 2}
+
+
+def test_JsonFormatter_writes_one_object_per_line() -> None:
+    record = logging.LogRecord("proxpi_min.handler", logging.INFO, __file__, 1, 'a "%s"\nline', ("x",), None)
+    record.request = {"client": "127.0.0.1", "method": "GET", "path": "/", "status": 200, "bytes": 5,
+                      "duration_ms": 1.5, "source": None}
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert parsed["message"] == 'a "x"\nline'
+    assert parsed["level"] == "INFO" and parsed["logger"] == "proxpi_min.handler"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", parsed["time"])
+    assert parsed["status"] == 200 and parsed["source"] is None
+
+
+# -- the real proxy ---------------------------------------------------------------------
+
+
+def _scrape(proxy) -> dict:
+    result = proxy.get("/metrics")
+    assert result.status == 200
+    assert result.headers["Content-Type"] == CONTENT_TYPE
+    return parse(result.text)[1]
+
+
+def test_metrics_move_as_requests_are_served(proxy, upstream_html, dists) -> None:
+    p = proxy(upstream_html)
+    index = upstream_html.url
+    before = _scrape(p)
+    assert sample(before, "proxpi_requests_total", route="page", method="GET", status="200") == 0
+    assert sample(before, "proxpi_file_cache_limit_bytes") == p.settings.cache_size
+
+    assert p.get("/index/alpha/").status == 200  # miss: asks upstream
+    assert p.get("/index/alpha/").status == 200  # hit: from memory
+    wheel = dists.alpha_1
+    first = p.get(f"/index/alpha/{wheel.filename}")
+    second = p.get(f"/index/alpha/{wheel.filename}")
+    assert first.body == second.body == wheel.content
+    assert p.get("/index/no-such-project/").status == 404
+
+    after = _scrape(p)
+    assert sample(after, "proxpi_requests_total", route="page", method="GET", status="200") == 2
+    assert sample(after, "proxpi_requests_total", route="file", method="GET", status="200") == 2
+    assert sample(after, "proxpi_requests_total", route="page", method="GET", status="404") == 1
+    assert sample(after, "proxpi_request_duration_seconds_count", route="file") == 2
+    assert sample(after, "proxpi_cache_hits_total", kind="page") == 1
+    assert sample(after, "proxpi_cache_misses_total", kind="page") == 2  # alpha once, no-such-project
+    assert sample(after, "proxpi_cache_hits_total", kind="file") == 1
+    assert sample(after, "proxpi_cache_misses_total", kind="file") == 1
+    assert sample(after, "proxpi_upstream_requests_total", index=index, kind="page", outcome="ok") == 2
+    assert sample(after, "proxpi_upstream_requests_total", index=index, kind="file", outcome="ok") == 1
+    assert sample(after, "proxpi_bytes_sent_total", source="cache") >= len(second.body)
+    assert sample(after, "proxpi_bytes_sent_total", source="upstream") >= len(first.body)
+    assert sample(after, "proxpi_file_cache_files") == 1
+    assert sample(after, "proxpi_file_cache_size_bytes") == len(first.body)
+    assert sample(after, "proxpi_downloads_in_progress") == 0
+
+
+def test_metrics_count_upstream_failures_and_stale_pages(proxy, upstream_html) -> None:
+    p = proxy((upstream_html, 0.05))
+    assert p.get("/index/alpha/").status == 200
+    upstream_html.fail("/simple/alpha/", "500")
+    time.sleep(0.1)  # past the TTL
+    stale = p.get("/index/alpha/")
+    assert stale.headers["X-Proxpi-Stale"] == "1"
+    samples = _scrape(p)
+    index = upstream_html.url
+    assert sample(samples, "proxpi_upstream_requests_total", index=index, kind="page", outcome="error") == 1
+    assert sample(samples, "proxpi_stale_responses_total", index=index) == 1
+
+
+def test_metrics_index_label_has_no_credentials(proxy, upstream_html) -> None:
+    with_credentials = upstream_html.url.replace("http://", "http://user:s3cret@")
+    p = proxy(with_credentials)
+    assert p.get("/index/alpha/").status == 200
+    text = p.get("/metrics").text
+    assert "s3cret" not in text
+    assert sample(parse(text)[1], "proxpi_upstream_requests_total", index=upstream_html.url, kind="page", outcome="ok") == 1
+
+
+def test_metrics_not_guarded_by_the_admin_token(proxy, upstream_html) -> None:
+    p = proxy(upstream_html, admin_token="secret")
+    assert p.get("/metrics").status == 200
+    assert p.request("POST", "/metrics").status == 405
+
+
+def test_json_log_lines_parse(proxy, upstream_html) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("proxpi_min")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        p = proxy(upstream_html)
+        p.get("/index/alpha/")
+        # The line is written once the response is out: wait for it.
+        deadline = time.monotonic() + 10
+        while '"status": 200' not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    requests = [line for line in lines if "status" in line]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    page = next(line for line in requests if line["path"] == "/index/alpha/")
+    assert page["method"] == "GET" and page["status"] == 200 and page["source"] == "upstream"
+    assert page["client"] == "127.0.0.1" and page["bytes"] > 0 and page["duration_ms"] >= 0
