@@ -61,6 +61,15 @@ def _parser(prog: str = "proxpi-min", description: Optional[str] = None) -> argp
     add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
     add("--log-format", help="'text' (readable lines) or 'json' (one object per line) (PROXPI_LOG_FORMAT, default text)")
     add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
+    rails = parser.add_argument_group("guard rails", "see README.md, 'Guard rails'")
+    add = rails.add_argument
+    add("--pin", action="append", metavar="PATTERN=INDEX_URL", help="serve matching projects from that configured index only, repeatable (PROXPI_PIN, comma-separated)")
+    add("--index-strategy", metavar="{merge,first-index}", help="merge every index's files, or take a project from the first index that has it (PROXPI_INDEX_STRATEGY, default merge)")
+    add("--min-age", metavar="DURATION", help="leave out files uploaded less than this long ago: 3600, 36h, 7d, 2w (PROXPI_MIN_AGE)")
+    add("--min-age-exempt", action="append", metavar="PATTERN", help="projects the minimum age does not apply to, repeatable (PROXPI_MIN_AGE_EXEMPT, comma-separated)")
+    add("--min-age-unknown", metavar="{allow,deny}", help="files without an upload time under --min-age: served or left out (PROXPI_MIN_AGE_UNKNOWN, default allow)")
+    add("--deny", action="append", metavar="NAME[==VERSION]", help="refuse a project, a version of it, or a pattern of names, repeatable (PROXPI_DENY, comma-separated)")
+    add("--allow", action="append", metavar="PATTERN", help="serve only these projects, repeatable (PROXPI_ALLOW, comma-separated)")
     return parser
 
 
@@ -188,6 +197,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings.cache_size,
         server.upstream_route,
     )
+    for line in server.policy.describe():
+        logger.info("policy: %s", line)
 
     def stop(signum: int, frame) -> None:
         logger.info("%s: stopping", signal.Signals(signum).name)

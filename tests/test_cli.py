@@ -18,7 +18,8 @@ from tests.support.proxy import REPO_ROOT, ProxyProcess, http, proxy_env
 FLAGS = (
     "--index-url", "--index-ttl", "--extra-index-url", "--extra-index-ttl", "--cache-size",
     "--cache-dir", "--host", "--port", "--offline", "--connect-timeout", "--read-timeout",
-    "--upstream-proxy", "--ca-bundle", "--tls-cert", "--tls-key",
+    "--upstream-proxy", "--ca-bundle", "--tls-cert", "--tls-key", "--pin", "--index-strategy", "--min-age",
+    "--min-age-exempt", "--min-age-unknown", "--deny", "--allow",
 )
 
 
