@@ -22,6 +22,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:  # imported in main(), so that --help and --version stay instant
     from .config import Settings
+    from .policy import Policy
     from .server import ProxyServer
 
 __all__ = ["main"]
@@ -77,6 +78,15 @@ def _parser(prog: str = "proxpi-min", description: Optional[str] = None) -> argp
     add("--workers", help="worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default 1)")
     add("--max-connections", help="connections served at once per process; past it, 503 (PROXPI_MAX_CONNECTIONS, default 1000)")
     add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
+    rails = parser.add_argument_group("guard rails", "see README.md, 'Guard rails'")
+    add = rails.add_argument
+    add("--pin", action="append", metavar="PATTERN=INDEX_URL", help="serve matching projects from that configured index only, repeatable (PROXPI_PIN, comma-separated)")
+    add("--index-strategy", metavar="{merge,first-index}", help="merge every index's files, or take a project from the first index that has it (PROXPI_INDEX_STRATEGY, default merge)")
+    add("--min-age", metavar="DURATION", help="leave out files uploaded less than this long ago: 3600, 36h, 7d, 2w (PROXPI_MIN_AGE)")
+    add("--min-age-exempt", action="append", metavar="PATTERN", help="projects the minimum age does not apply to, repeatable (PROXPI_MIN_AGE_EXEMPT, comma-separated)")
+    add("--min-age-unknown", metavar="{allow,deny}", help="files without an upload time under --min-age: served or left out (PROXPI_MIN_AGE_UNKNOWN, default allow)")
+    add("--deny", action="append", metavar="NAME[==VERSION]", help="refuse a project, a version of it, or a pattern of names, repeatable (PROXPI_DENY, comma-separated)")
+    add("--allow", action="append", metavar="PATTERN", help="serve only these projects, repeatable (PROXPI_ALLOW, comma-separated)")
     return parser
 
 
@@ -243,7 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             server = ProxyServer(settings)
         except OSError as exc:
             return _cannot_start(settings, exc)
-        _log_listening(settings, server.address_text, server.cache_dir)
+        _log_listening(settings, server.address_text, server.cache_dir, server.policy)
         return _serve(server)
     finally:
         logging.shutdown()  # writes out what is queued
@@ -273,7 +283,7 @@ def _cannot_start(settings: "Settings", exc: OSError) -> int:
     return 1
 
 
-def _log_listening(settings: "Settings", address_text: str, cache_dir: str) -> None:
+def _log_listening(settings: "Settings", address_text: str, cache_dir: str, policy: "Policy") -> None:
     from .config import redact_url
     from .server import upstream_route
 
@@ -288,6 +298,8 @@ def _log_listening(settings: "Settings", address_text: str, cache_dir: str) -> N
         settings.cache_size,
         upstream_route(settings),
     )
+    for line in policy.describe():
+        logger.info("policy: %s", line)
 
 
 def _serve(server: "ProxyServer") -> int:
@@ -313,6 +325,7 @@ def _serve(server: "ProxyServer") -> int:
 def _supervise(settings: "Settings") -> int:
     """``--workers N``: the parent binds the port and makes the cache dir (a temp one
     shared by the workers and removed here, once), then only supervises."""
+    from .policy import Policy
     from .server import ProxyServer, listening_socket
     from .workers import Supervisor
 
@@ -331,7 +344,9 @@ def _supervise(settings: "Settings") -> int:
         return _serve(ProxyServer(settings, listener))  # the supervisor flushes the log
 
     host, port = listener.getsockname()[:2]
-    _log_listening(settings, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", settings.cache_dir)
+    # The workers build the same policy from the same settings; the parent only shows it.
+    policy = Policy.from_settings(settings)
+    _log_listening(settings, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", settings.cache_dir, policy)
     try:
         return Supervisor(settings.workers, work, DRAIN_SECONDS).run()
     finally:

@@ -13,7 +13,17 @@ from typing import Any, Mapping, Optional, Sequence
 from .errors import ConfigError
 from .tls import client_context, server_context
 
-__all__ = ["IndexSettings", "ProxySettings", "Settings", "cpu_count", "parse_settings", "parse_size", "redact_url"]
+__all__ = [
+    "IndexSettings",
+    "ProxySettings",
+    "Settings",
+    "cpu_count",
+    "parse_duration",
+    "parse_pattern",
+    "parse_settings",
+    "parse_size",
+    "redact_url",
+]
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple/"
 DEFAULT_INDEX_TTL = 30 * 60.0  # proxpi's defaults: 30 minutes for the root index ...
@@ -37,6 +47,12 @@ DEFAULT_PORT = 5000
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# A normalised project name (PEP 503), or an fnmatch pattern over such names.
+_PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]+\Z")
+_VERSION = re.compile(r"^[A-Za-z0-9.+!_-]+\Z")
+INDEX_STRATEGIES = ("merge", "first-index")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -109,6 +125,14 @@ class Settings:
     ca_bundle: Optional[str] = None
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
+    # Guard rails (README "Guard rails"); see policy.py.
+    pins: tuple[tuple[str, str], ...] = ()  # (pattern, the configured index URL)
+    index_strategy: str = "merge"  # or "first-index"
+    min_age: float = 0.0  # seconds; 0: no cooldown
+    min_age_exempt: tuple[str, ...] = ()  # patterns
+    min_age_unknown_deny: bool = False  # leave out files without an upload time
+    deny: tuple[tuple[str, Optional[str]], ...] = ()  # (pattern, version or None)
+    allow: tuple[str, ...] = ()  # patterns; empty: every project
 
     @property
     def scheme(self) -> str:
@@ -139,6 +163,30 @@ def parse_size(text: str) -> int:
         raise ValueError(text)
     number, unit = match.group(1), _SIZE_UNITS[match.group(2).upper()]
     return int(number) * unit if number.isdigit() else int(float(number) * unit)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"3600"``, ``"90m"``, ``"36h"``, ``"7d"``, ``"2w"``.
+
+    :raises ValueError: not a duration.
+    """
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+
+
+def parse_pattern(text: str) -> str:
+    """A project name or fnmatch pattern, normalised as PEP 503 names are
+    (``Acme_*`` becomes ``acme-*``).
+
+    :raises ValueError: empty, or a character no project name or pattern has.
+    """
+    # PEP 503 normalisation, spelled out: config sits below names.py.
+    pattern = re.sub(r"[-_.]+", "-", text.strip()).lower()
+    if not _PATTERN.match(pattern):
+        raise ValueError(text)
+    return pattern
 
 
 class _Sources:
@@ -188,7 +236,25 @@ class _Sources:
     def text(self, flag: str, var: str) -> Optional[str]:
         return self.get(flag, var)[1] or None
 
-    def url_list(self, flag: str, var: str) -> tuple[str, list[str]]:
+    def duration(self, flag: str, var: str) -> float:
+        source, raw = self.get(flag, var)
+        if raw is None or raw == "":
+            return 0.0
+        try:
+            return parse_duration(str(raw))
+        except ValueError:
+            raise _bad(source, raw, "is not a duration (seconds, or a number with s, m, h, d or w)") from None
+
+    def choice(self, flag: str, var: str, choices: Sequence[str]) -> str:
+        source, raw = self.get(flag, var)
+        if raw is None or raw == "":
+            return choices[0]
+        if raw.strip().lower() not in choices:
+            raise _bad(source, raw, f"must be one of: {', '.join(choices)}")
+        return raw.strip().lower()
+
+    def items(self, flag: str, var: str) -> tuple[str, list[str]]:
+        """A repeatable flag, or a comma-separated variable: (source, stripped items)."""
         source, raw = self.get(flag, var)
         if raw is None:
             return source, []
@@ -361,7 +427,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
             sources.number("--index-ttl", "PROXPI_INDEX_TTL", DEFAULT_INDEX_TTL),
         )
     ]
-    source, extra_urls = sources.url_list("--extra-index-url", "PROXPI_EXTRA_INDEX_URLS")
+    source, extra_urls = sources.items("--extra-index-url", "PROXPI_EXTRA_INDEX_URLS")
     for url, ttl in zip(extra_urls, _ttl_list(sources, len(extra_urls))):
         indexes.append(IndexSettings(_index_url(source, url), ttl))
 
@@ -380,6 +446,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
 
     return Settings(
         indexes=tuple(indexes),
+        **_guard_rails(sources, indexes),
         cache_size=sources.size("--cache-size", "PROXPI_CACHE_SIZE", DEFAULT_CACHE_SIZE),
         cache_dir=sources.text("--cache-dir", "PROXPI_CACHE_DIR"),
         binary_file_mime_type=sources.flag("--binary-file-mime-type", "PROXPI_BINARY_FILE_MIME_TYPE"),
@@ -410,6 +477,51 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
         tls_key=tls_key,
         log_format=_log_format(sources),
     )
+
+
+def _patterns(source: str, items: Sequence[str]) -> tuple[str, ...]:
+    try:
+        return tuple(parse_pattern(item) for item in items)
+    except ValueError as exc:
+        raise _bad(source, str(exc), "is not a project name or pattern") from None
+
+
+def _pin(source: str, item: str, indexes: Sequence[IndexSettings]) -> tuple[str, str]:
+    pattern, equals, url = item.partition("=")
+    if not equals or not url.strip():
+        raise _bad(source, item, "is not PATTERN=INDEX_URL")
+    wanted = url.strip() if url.strip().endswith("/") else url.strip() + "/"
+    # The URL as configured, or as shown (without credentials) on the home page and logs.
+    for index in indexes:
+        if wanted in (index.url, index.display_url):
+            return _patterns(source, [pattern])[0], index.url
+    raise _bad(source, redact_url(item), "names an index that is not configured (--index-url, --extra-index-url)")
+
+
+def _deny(source: str, item: str) -> tuple[str, Optional[str]]:
+    pattern, equals, version = item.partition("==")
+    if equals and not _VERSION.match(version.strip()):
+        raise _bad(source, item, "is not NAME, NAME==VERSION or a pattern")
+    return _patterns(source, [pattern])[0], version.strip() if equals else None
+
+
+def _guard_rails(sources: _Sources, indexes: Sequence[IndexSettings]) -> dict:
+    """The policy settings (pins, index strategy, cooldown, deny and allow lists)."""
+    pin_source, pins = sources.items("--pin", "PROXPI_PIN")
+    exempt_source, exempt = sources.items("--min-age-exempt", "PROXPI_MIN_AGE_EXEMPT")
+    deny_source, deny = sources.items("--deny", "PROXPI_DENY")
+    allow_source, allow = sources.items("--allow", "PROXPI_ALLOW")
+    return {
+        "pins": tuple(_pin(pin_source, item, indexes) for item in pins),
+        "index_strategy": sources.choice("--index-strategy", "PROXPI_INDEX_STRATEGY", INDEX_STRATEGIES),
+        "min_age": sources.duration("--min-age", "PROXPI_MIN_AGE"),
+        "min_age_exempt": _patterns(exempt_source, exempt),
+        "min_age_unknown_deny": sources.choice(
+            "--min-age-unknown", "PROXPI_MIN_AGE_UNKNOWN", ("allow", "deny")
+        ) == "deny",
+        "deny": tuple(_deny(deny_source, item) for item in deny),
+        "allow": _patterns(allow_source, allow),
+    }
 
 
 def _log_format(sources: _Sources) -> str:

@@ -5,6 +5,7 @@
     ProxpiError                      500
     +-- BadRequest                   400
     +-- Unauthorized                 401
+    +-- Forbidden                    403  (a guard rail refused it; see policy.py)
     +-- NotFound                     404
     +-- MethodNotAllowed             405  (carries the allowed methods)
     +-- NotAcceptable                406
@@ -26,6 +27,7 @@ __all__ = [
     "BadRequest",
     "BadUpstreamPage",
     "ConfigError",
+    "Forbidden",
     "IntegrityError",
     "MethodNotAllowed",
     "NotAcceptable",
@@ -55,6 +57,12 @@ class BadRequest(ProxpiError):
 
 class Unauthorized(ProxpiError):
     status = 401
+
+
+class Forbidden(ProxpiError):
+    """A policy refuses the project or file; the message is the one-line reason."""
+
+    status = 403
 
 
 class NotFound(ProxpiError):

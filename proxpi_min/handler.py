@@ -25,6 +25,7 @@ from .bodies import FileBody, content_type_for
 from .byteranges import parse_range
 from .errors import (
     BadRequest,
+    Forbidden,
     MethodNotAllowed,
     NotFound,
     Overloaded,
@@ -261,13 +262,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _gzip(self) -> bool:
         return accepts_gzip(self.headers.get("Accept-Encoding"))
 
-    def _page(self, media: str, page: Rendered, stale: bool, hit: bool) -> None:
+    def _page(self, media: str, page: Rendered, stale: bool, hit: bool, policies: str = "") -> None:
         self._source = "cache" if hit else "upstream"
         # A stale copy (upstream failing) must not outlive the outage in a front cache.
         cache_control = "no-store" if stale else self.server.page_cache_control
         if _etag_matches(self.headers.get("If-None-Match"), page.etag):
-            return self._send(304, _page_headers(media, page.etag, cache_control, stale, None, None), b"")
-        headers = _page_headers(media, page.etag, cache_control, stale, page.encoding, len(page.body))
+            return self._send(304, _page_headers(media, page.etag, cache_control, stale, policies, None, None), b"")
+        headers = _page_headers(media, page.etag, cache_control, stale, policies, page.encoding, len(page.body))
         self.wfile.write(self._head(200, headers) + (b"" if self.command == "HEAD" else page.body))
         self._sent = 0 if self.command == "HEAD" else len(page.body)
 
@@ -374,16 +375,20 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             return
         if error.status >= 500:
             self.close_connection = self.close_connection or error.status == 500
-        self._send(error.status, _error_headers(error), _error_body(error))
+        # A refusal's reason also goes in the status line: pip shows the reason phrase
+        # ("403 Client Error: <reason> for url"), never the body (RFC 9112 4 allows any
+        # reason phrase; clients must not depend on it).
+        reason = _reason_phrase(error.message) if isinstance(error, Forbidden) else None
+        self._send(error.status, _error_headers(error), _error_body(error), reason)
 
-    def _head(self, status: int, headers: Union[str, Iterable[tuple]]) -> bytes:
+    def _head(self, status: int, headers: Union[str, Iterable[tuple]], reason: Optional[str] = None) -> bytes:
         """The status line and headers (pairs, or lines already made), as bytes; marks
         the headers as sent."""
         self._status = status
         self._headers_done = True
         if self.server.stopping:
             self.close_connection = True
-        lines = [f"{self.protocol_version} {status} {_REASONS[status]}\r\n"]
+        lines = [f"{self.protocol_version} {status} {reason or _REASONS[status]}\r\n"]
         lines.append(f"Server: {self.server_version}\r\nDate: {_http_date()}\r\n")
         lines.append(headers if isinstance(headers, str) else _header_lines(headers))
         if self.close_connection:
@@ -394,12 +399,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _write_head(self, status: int, headers: list) -> None:
         self.wfile.write(self._head(status, headers))
 
-    def _send(self, status: int, headers: Union[str, list], body: bytes) -> None:
+    def _send(self, status: int, headers: Union[str, list], body: bytes, reason: Optional[str] = None) -> None:
         """Send a complete response in one write (headers and body together)."""
         no_body = self.command == "HEAD" or status == 304
         if status != 304:
             headers = [*headers, ("Content-Length", str(len(body)))]
-        self.wfile.write(self._head(status, headers) + (b"" if no_body else body))
+        self.wfile.write(self._head(status, headers, reason) + (b"" if no_body else body))
         self._sent = 0 if no_body else len(body)
 
     # ------------------------------------------------------------------ logging
@@ -485,7 +490,13 @@ def _header_lines(headers: Iterable[tuple]) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _page_headers(
-    media: str, etag: str, cache_control: str, stale: bool, encoding: Optional[str], length: Optional[int]
+    media: str,
+    etag: str,
+    cache_control: str,
+    stale: bool,
+    policies: str,
+    encoding: Optional[str],
+    length: Optional[int],
 ) -> str:
     """A page response's header lines, made once per page and not per request."""
     headers = [
@@ -497,11 +508,18 @@ def _page_headers(
     if stale:
         # RFC 7234 5.5.1 warn-code 110; X-Proxpi-Stale for clients that drop Warning.
         headers += [("Warning", '110 - "Response is Stale"'), ("X-Proxpi-Stale", "1")]
+    if policies:
+        headers.append(("X-Proxpi-Policy", policies))  # the guard rails that changed the page
     if encoding:
         headers.append(("Content-Encoding", encoding))
     if length is not None:
         headers.append(("Content-Length", str(length)))
     return _header_lines(headers)
+
+
+def _reason_phrase(message: str) -> str:
+    """*message* fit for a status line: one line of printable ASCII (RFC 9112 4)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in message)[:1000]
 
 
 _date = (0, "")

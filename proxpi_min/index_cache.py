@@ -16,10 +16,11 @@ import time
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 from .config import IndexSettings, redact_url
-from .errors import BadUpstreamPage, NotFound, UpstreamError, UpstreamTimeout
+from .errors import BadUpstreamPage, Forbidden, NotFound, UpstreamError, UpstreamTimeout
 from .metrics import Metrics
 from .names import NormalizedName, canonicalize_name
 from .page_store import LIST_KEY, PageStore, SavedPage
+from .policy import Filtered, Policy
 from .render import Rendered, render, render_project_list, render_project_page
 from .simple import (
     FileEntry,
@@ -53,6 +54,9 @@ RETRY_MAX = 300.0
 MAX_RESIDENT_FILES = 100_000
 MAX_FILE_MAPS = 256  # projects whose file-name index is kept
 MAX_ABSENT = 10_000  # names upstream said it does not have, remembered for their TTL
+# Pages after the policies (each a new tuple over the same entries, and a file-name
+# index), counted in files like MAX_RESIDENT_FILES.
+MAX_VIEW_FILES = 100_000
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
 _DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)
@@ -366,6 +370,15 @@ def _items(value: Union[ProjectPage, ProjectList]):
     return value.files if isinstance(value, ProjectPage) else value
 
 
+class _View(NamedTuple):
+    """A project page after the policies, for the upstream versions it was made from."""
+
+    version: tuple  # the asked indices' Lookup versions
+    filtered: Filtered
+    files: dict  # file name -> (FileEntry kept, URL of the index that listed it)
+    asked: tuple  # positions of the indices asked
+
+
 class _RenderedPages:
     """Rendered pages under a byte budget, least recently used dropped first."""
 
@@ -401,7 +414,9 @@ class Indexes:
     """All configured indices as one: merged pages, rendered once per change.
 
     *is_cached* (offline mode) tells whether the file cache holds a file; project pages
-    then list only those, so pip never picks a file we cannot serve.
+    then list only those, so pip never picks a file we cannot serve. *policy* (guard
+    rails) is applied to every merged page, so pages in every format, offline pages,
+    metadata files and direct file URLs agree; *wall_clock* is what cooldowns count in.
     """
 
     def __init__(
@@ -412,9 +427,16 @@ class Indexes:
         is_cached: Optional[Callable[[NormalizedName, FileEntry, bool], bool]] = None,
         cache_generation: Callable[[], int] = lambda: 0,
         metrics: Optional[Metrics] = None,
+        policy: Optional[Policy] = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.caches = caches
         self.metrics = metrics or Metrics()
+        # No policy in force: pages take the plain path, at no extra cost.
+        self._policy = policy if policy is not None and policy.active else None
+        self._wall_clock = wall_clock
+        self._views: "collections.OrderedDict[str, _View]" = collections.OrderedDict()
+        self._view_files = 0
         self._offline = offline
         self._is_cached = is_cached
         self._cache_generation = cache_generation
@@ -435,37 +457,107 @@ class Indexes:
             raise NotFound(f"project {name!r} is not {where}")
         return pages[0] if len(pages) == 1 else merge_pages(name, pages)
 
-    def _count(self, lookups: list) -> bool:
+    def _count(self, lookups: list, caches: Optional[list] = None) -> bool:
         """Count a page hit (every index answered from memory) or miss, and each index
-        that answered with a stale copy; True for a hit."""
+        that answered with a stale copy; True for a hit. *caches*: the indices that
+        gave *lookups* (all by default; a pin or first-index asks fewer)."""
         hit = all(lookup.cached for lookup in lookups)
         (self.metrics.hit if hit else self.metrics.miss)("page")
-        for cache, lookup in zip(self.caches, lookups):
+        for cache, lookup in zip(self.caches if caches is None else caches, lookups):
             if lookup.stale:
                 self.metrics.stale.inc(cache.settings.display_url)
         return hit
 
     def rendered_project(self, name: NormalizedName, media: str, compress: bool) -> tuple:
-        """(Rendered, stale, hit) of the merged project page in *media*; *hit* when no
-        index had to ask upstream.
+        """(Rendered, stale, hit, policies) of the merged project page in *media*; *hit*
+        when no index had to ask upstream, *policies* the guard rails that changed the
+        page ("" if none).
 
         :raises NotFound: no index has the project.
+        :raises Forbidden: the deny or allow list refuses it.
         :raises UpstreamError: an index failed and had no copy to serve instead.
         """
-        lookups = [cache.project(name) for cache in self.caches]
-        version = tuple(lookup.version for lookup in lookups)
+        if self._policy is None:
+            caches, lookups = self.caches, [cache.project(name) for cache in self.caches]
+            version = tuple(lookup.version for lookup in lookups)
+            policies = ""
+            page_of = lambda: self._merged(name, lookups)  # noqa: E731
+        else:
+            view, lookups = self._view(name)
+            caches = [self.caches[i] for i in view.asked]
+            # The instant since which this filtered answer holds: a cached page stays
+            # right until a hidden file's cooldown ends (the view is then remade).
+            version = (*view.version, view.filtered.since)
+            policies = view.filtered.policies
+            page_of = lambda: view.filtered.page  # noqa: E731
         if self._offline:
             version += (self._cache_generation(),)
 
         def make() -> bytes:
-            page = self._merged(name, lookups)
+            page = page_of()
             if self._offline and self._is_cached is not None:
                 page = page._replace(files=tuple(self._offline_files(name, page.files)))
             return render_project_page(page, media)
 
-        hit = self._count(lookups)
+        hit = self._count(lookups, caches)
         rendered = self._render(("project", name, media, compress), version, make, compress)
-        return rendered, any(lookup.stale for lookup in lookups), hit
+        return rendered, any(lookup.stale for lookup in lookups), hit, policies
+
+    def _view(self, name: NormalizedName) -> tuple:
+        """(view, lookups): the project's page after the policies, from the indices the
+        policy asks (and their answers now); remade when an index's page changed or a
+        cooldown ended.
+
+        :raises Forbidden: the deny or allow list refuses the project (no index asked).
+        :raises NotFound: none of the indices asked has it.
+        """
+        policy = self._policy
+        route = policy.route(name)
+        if route.refusal is not None:
+            policy.count_refused(route.refusal[0])
+            raise Forbidden(route.refusal[1])
+        asked, lookups = [], []
+        for position in route.positions:
+            lookup = self.caches[position].project(name)
+            asked.append(position)
+            lookups.append(lookup)
+            if route.first_only and lookup.value is not None:
+                break
+        version = tuple([lookup.version for lookup in lookups])
+        now = self._wall_clock()
+        with self._lock:
+            view = self._views.get(name)
+            if view is not None and view.version == version and view.filtered.since <= now < view.filtered.until:
+                self._views.move_to_end(name)
+                return view, lookups
+        pages = [
+            (self.caches[i].settings.url, lookup.value)
+            for i, lookup in zip(asked, lookups)
+            if lookup.value is not None
+        ]
+        if not pages:
+            note = policy.not_found_note(name, asked)[1] or (
+                " in the offline cache" if self._offline else " on any index"
+            )
+            raise NotFound(f"project {name!r} is not{note}")
+        merged = pages[0][1] if len(pages) == 1 else merge_pages(name, [page for _, page in pages])
+        filtered = policy.files(merged, pages, now, cut_short=len(asked) < len(self.caches))
+        origins: dict = {}
+        for url, page in pages:  # first index wins, as in merging
+            label = redact_url(url)
+            for entry in page.files:
+                origins.setdefault(entry.filename, label)
+        files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in filtered.page.files}
+        view = _View(version, filtered, files, tuple(asked))
+        with self._lock:
+            old = self._views.pop(name, None)
+            self._view_files -= len(old.files) + 1 if old is not None else 0
+            self._views[name] = view
+            self._view_files += len(view.files) + 1
+            while self._view_files > MAX_VIEW_FILES and len(self._views) > 1:
+                _, dropped = self._views.popitem(last=False)
+                self._view_files -= len(dropped.files) + 1
+        return view, lookups
 
     def _offline_files(self, name: NormalizedName, files: tuple):
         """The files the cache holds, advertising metadata only where it holds that too
@@ -501,25 +593,46 @@ class Indexes:
         return page
 
     def project_page(self, name: NormalizedName) -> ProjectPage:
-        """The merged page of project *name*, as the proxy would list it online.
+        """The merged page of project *name* from the indices the policy asks, with the
+        files a policy hides still in it (so that ``warm`` can name them refused, see
+        :meth:`refusal`, rather than missing).
 
         :raises NotFound: no index has the project.
+        :raises Forbidden: the deny or allow list refuses it.
         :raises UpstreamError: an index failed and had no copy to serve instead.
         """
-        return self._merged(name, [cache.project(name) for cache in self.caches])
+        if self._policy is None:
+            return self._merged(name, [cache.project(name) for cache in self.caches])
+        filtered = self._view(name)[0].filtered
+        return filtered.page._replace(files=filtered.page.files + tuple(filtered.hidden.values()))
+
+    def refusal(self, name: NormalizedName, entry: FileEntry) -> Optional[str]:
+        """Why a policy refuses *entry* of project *name* now, or None."""
+        if self._policy is None:
+            return None
+        filtered = self._view(name)[0].filtered
+        if entry.filename not in filtered.hidden:
+            return None
+        return self._policy.refusal(name, entry, self._wall_clock())
 
     def find_file(self, name: NormalizedName, filename: str) -> FileEntry:
         """The entry an index lists for *filename* in project *name*.
 
-        :raises NotFound: no index lists it (we only ever fetch listed URLs).
+        :raises NotFound: no index lists it (we only ever fetch listed URLs), or none
+            of those a pin or first-index leaves (the message says which).
+        :raises Forbidden: a policy refuses the project or this file (one INFO line).
         """
         return self.locate_file(name, filename)[0]
 
     def locate_file(self, name: NormalizedName, filename: str) -> tuple:
         """(entry, URL of the index that listed it, without credentials) for *filename*.
 
-        :raises NotFound: no index lists it.
+        :raises NotFound: no index lists it, or none of those a pin or first-index
+            leaves (the message says which).
+        :raises Forbidden: a policy refuses the project or this file (one INFO line).
         """
+        if self._policy is not None:
+            return self._locate_by_policy(self._policy, name, filename)
         lookups = [cache.project(name) for cache in self.caches]
         version = tuple(lookup.version for lookup in lookups)
         with self._lock:
@@ -542,6 +655,26 @@ class Indexes:
         if located is None:
             raise NotFound(f"{filename!r} is not a file of project {name!r}")
         return located
+
+    def _locate_by_policy(self, policy: Policy, name: NormalizedName, filename: str) -> tuple:
+        try:
+            view = self._view(name)[0]
+        except Forbidden as exc:
+            logger.info("refused %s/%s: %s", name, filename, exc.message)
+            raise
+        located = view.files.get(filename)
+        if located is not None:
+            return located
+        hidden = view.filtered.hidden.get(filename)
+        if hidden is not None:
+            reason = policy.refusal(name, hidden, self._wall_clock())
+            logger.info("refused %s/%s: %s", name, filename, reason)
+            raise Forbidden(reason)
+        which, note = policy.not_found_note(name, view.asked)
+        if which is not None:
+            policy.count_refused(which)
+            logger.info("refused %s/%s: not listed%s", name, filename, note)
+        raise NotFound(f"{filename!r} is not a file of project {name!r}{note}")
 
     def invalidate_project(self, name: NormalizedName) -> None:
         for cache in self.caches:

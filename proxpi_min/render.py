@@ -10,7 +10,7 @@ import io
 import itertools
 import json
 import urllib.parse
-from typing import Iterable, Mapping, NamedTuple, Optional
+from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
 
 from .dashboard import HEAD as DASHBOARD_HEAD, dashboard_sections
 from .errors import NotAcceptable
@@ -25,6 +25,7 @@ __all__ = [
     "wants_json",
     "render",
     "render_home",
+    "render_policies",
     "render_project_list",
     "render_project_page",
 ]
@@ -275,6 +276,7 @@ def render_home(status: Mapping, token_required: bool) -> bytes:
     )
     body = [
         *dashboard_sections(status),
+        render_policies(status.get("policies", ())),
         f"<p>Upstream connections: {_esc(status['upstream_route'])}</p>\n" if status.get("upstream_route") else "",
         f'<p>Package index: <a href="/index/">{_esc(status.get("index_url", "/index/"))}</a> &middot; '
         '<a href="/metrics">/metrics</a> (Prometheus) &middot; this page as JSON: '
@@ -289,6 +291,12 @@ def render_home(status: Mapping, token_required: bool) -> bytes:
         _HOME_SCRIPT,
     ]
     return _html_document("proxpi-min", body, DASHBOARD_HEAD)
+
+
+def render_policies(policies: Sequence[str]) -> str:
+    """The home page's "Policies in force" section (guard rails, one line each)."""
+    items = "".join(f"<li>{_esc(line)}</li>\n" for line in policies) or "<li>none</li>\n"
+    return f"<h2>Policies in force</h2>\n<ul>\n{items}</ul>\n"
 
 
 @functools.lru_cache(maxsize=256)

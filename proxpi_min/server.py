@@ -25,6 +25,7 @@ from .handler import ProxyHandler, refusal
 from .index_cache import IndexCache, Indexes
 from .metrics import TOP, Metrics
 from .page_store import PageStore
+from .policy import Policy
 from .shared_dir import remove_temp_files
 from .tls import describe_trust, server_context
 from .upstream import Upstream
@@ -46,6 +47,7 @@ class Caches(NamedTuple):
     upstream: Upstream
     files: FileCache
     indexes: Indexes
+    policy: Policy
 
 
 def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None) -> Caches:
@@ -72,6 +74,8 @@ def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
             for url, store in PageStore.saved_indexes(cache_dir)
             if store.directory not in known
         ]
+    # Guard rails over every index the proxy asks (offline: the saved ones too).
+    policy = Policy.from_settings(settings, [index.url for index, _ in stores])
     indexes = Indexes(
         [IndexCache(index, upstream, store, settings.offline, metrics=metrics) for index, store in stores],
         settings.page_memory,
@@ -79,8 +83,9 @@ def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         is_cached=files.has,
         cache_generation=lambda: files.generation,
         metrics=metrics,
+        policy=policy,
     )
-    return Caches(upstream, files, indexes)
+    return Caches(upstream, files, indexes, policy)
 
 
 class ProxyServer(http.server.ThreadingHTTPServer):
@@ -98,7 +103,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
         self.metrics = Metrics()
-        self.upstream, self.files, self.indexes = open_caches(settings, self.cache_dir, self.metrics)
+        self.upstream, self.files, self.indexes, self.policy = open_caches(settings, self.cache_dir, self.metrics)
         self._register_gauges()
         # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
         self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
@@ -128,11 +133,25 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             )
 
     def _register_gauges(self) -> None:
-        """Sizes the file cache keeps anyway, read at each scrape (no directory walk)."""
+        """Numbers the file cache and the policy keep anyway, read at each scrape (no
+        directory walk)."""
         add, files = self.metrics.registry.collector, self.files
         add("proxpi_file_cache_size_bytes", "gauge", "Bytes stored in the cache dir.", lambda: [({}, files.stats()[0])])
         add("proxpi_file_cache_limit_bytes", "gauge", "The cache dir's cap in bytes.", lambda: [({}, files.cap)])
         add("proxpi_file_cache_files", "gauge", "Files stored in the cache dir.", lambda: [({}, files.stats()[1])])
+        policy_counts = self.policy.counts
+        add(
+            "proxpi_policy_hidden_files_total",
+            "counter",
+            "Files a policy left out of pages, counted each time a page is built, by policy.",
+            lambda: [({"policy": name}, n) for (what, name), n in sorted(policy_counts().items()) if what == "hidden"],
+        )
+        add(
+            "proxpi_policy_refused_total",
+            "counter",
+            "Page and file requests a policy refused, by policy.",
+            lambda: [({"policy": name}, n) for (what, name), n in sorted(policy_counts().items()) if what == "refused"],
+        )
         add(
             "proxpi_downloads_in_progress",
             "gauge",
@@ -148,6 +167,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             "now": time.time(),
             "offline": self.settings.offline,
             "upstream_route": self.upstream_route,
+            "policies": self.policy.describe(),
             **self.metrics.summary(),
             "file_cache": {
                 "directory": self.cache_dir,

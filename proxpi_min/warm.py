@@ -13,7 +13,7 @@ from typing import Callable, Iterable, NamedTuple, Optional, TextIO
 
 from .config import Settings
 from .downloads import Target
-from .errors import IntegrityError, NotFound, ProxpiError
+from .errors import Forbidden, IntegrityError, NotFound, ProxpiError
 from .lockfiles import LockFileError, Wanted, load
 from .names import NormalizedName, version_from_filename
 from .page_store import LIST_KEY, PageStore
@@ -316,7 +316,8 @@ def run_warm(
     started = time.monotonic()
     try:
         pages = _fetch_pages(caches.indexes, list(wanted), jobs)
-        targets, failures, skipped = _select(wanted, pages, filters, refusal)
+        # The server's guard rails unless the caller gives its own.
+        targets, failures, skipped = _select(wanted, pages, filters, refusal or caches.indexes.refusal)
         fetched, cached, more_failures = _fetch_files(caches.files, targets, jobs, err, tty)
     finally:
         caches.files.close()
@@ -341,7 +342,7 @@ def _select(wanted: dict, pages: dict, filters: Filters, refusal: Optional[Refus
     for project, wants in wanted.items():
         page = pages[project]
         if isinstance(page, ProxpiError):
-            reason = NOT_ON_INDEX if isinstance(page, NotFound) else UPSTREAM_ERROR
+            reason = NOT_ON_INDEX if isinstance(page, NotFound) else REFUSED if isinstance(page, Forbidden) else UPSTREAM_ERROR
             detail = "" if isinstance(page, NotFound) else page.message
             for want in wants:
                 what = want.filename or f"{want.project}=={want.version}"

@@ -19,7 +19,8 @@ FLAGS = (
     "--index-url", "--index-ttl", "--extra-index-url", "--extra-index-ttl", "--cache-size",
     "--cache-dir", "--host", "--port", "--offline", "--connect-timeout", "--read-timeout",
     "--workers", "--max-connections",
-    "--upstream-proxy", "--ca-bundle", "--tls-cert", "--tls-key",
+    "--upstream-proxy", "--ca-bundle", "--tls-cert", "--tls-key", "--pin", "--index-strategy", "--min-age",
+    "--min-age-exempt", "--min-age-unknown", "--deny", "--allow",
 )
 
 

@@ -387,3 +387,65 @@ def test_bad_workers_or_connection_cap(env: dict, names: list) -> None:
     message = config_error(env)
     for name in names:
         assert name in message
+# ---------------------------------------------------------------- guard rails
+
+ROOT = "https://pypi.example/simple/"
+INTERNAL = "https://user:pw@internal.example/simple/"
+
+
+def rails(env: "dict[str, str]", **flags: Any) -> Settings:
+    return parse_settings({"PROXPI_INDEX_URL": ROOT, "PROXPI_EXTRA_INDEX_URLS": INTERNAL, **env}, flags)
+
+
+def test_guard_rails_default_to_none() -> None:
+    result = settings()
+    assert (result.pins, result.index_strategy, result.min_age, result.min_age_exempt) == ((), "merge", 0.0, ())
+    assert (result.min_age_unknown_deny, result.deny, result.allow) == (False, (), ())
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "read", "expected"),
+    [
+        # A pin may name the index as configured or as shown (without credentials).
+        ({"PROXPI_PIN": "Acme_*=https://internal.example/simple"}, {}, lambda s: s.pins, (("acme-*", INTERNAL),)),
+        ({"PROXPI_PIN": f"a={ROOT}, b={INTERNAL}"}, {}, lambda s: s.pins, (("a", ROOT), ("b", INTERNAL))),
+        ({"PROXPI_PIN": f"a={ROOT}"}, {"pin": [f"b={INTERNAL}"]}, lambda s: s.pins, (("b", INTERNAL),)),
+        ({"PROXPI_INDEX_STRATEGY": "First-Index"}, {}, lambda s: s.index_strategy, "first-index"),
+        ({"PROXPI_INDEX_STRATEGY": "first-index"}, {"index_strategy": "merge"}, lambda s: s.index_strategy, "merge"),
+        ({"PROXPI_MIN_AGE": "3600"}, {}, lambda s: s.min_age, 3600.0),
+        ({"PROXPI_MIN_AGE": "36h"}, {}, lambda s: s.min_age, 36 * 3600.0),
+        ({"PROXPI_MIN_AGE": "7d"}, {"min_age": "2w"}, lambda s: s.min_age, 14 * 86400.0),
+        ({"PROXPI_MIN_AGE": "90m"}, {}, lambda s: s.min_age, 5400.0),
+        ({"PROXPI_MIN_AGE_EXEMPT": "Urgent.Fix,sec-*"}, {}, lambda s: s.min_age_exempt, ("urgent-fix", "sec-*")),
+        ({"PROXPI_MIN_AGE_UNKNOWN": "deny"}, {}, lambda s: s.min_age_unknown_deny, True),
+        ({"PROXPI_MIN_AGE_UNKNOWN": "deny"}, {"min_age_unknown": "allow"}, lambda s: s.min_age_unknown_deny, False),
+        ({"PROXPI_DENY": "evil-*, Alpha==2.0"}, {}, lambda s: s.deny, (("evil-*", None), ("alpha", "2.0"))),
+        ({}, {"deny": ["x==1.0rc1"]}, lambda s: s.deny, (("x", "1.0rc1"),)),
+        ({"PROXPI_ALLOW": "acme-*,six"}, {}, lambda s: s.allow, ("acme-*", "six")),
+    ],
+)
+def test_guard_rail_settings(env, flags, read, expected) -> None:
+    assert read(rails(env, **flags)) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PROXPI_PIN": "acme-*=https://elsewhere.example/simple/"}, "PROXPI_PIN='acme-*=https://elsewhere.example/simple/' names an index that is not configured"),
+        ({"PROXPI_PIN": "acme-*"}, "PROXPI_PIN='acme-*' is not PATTERN=INDEX_URL"),
+        ({"PROXPI_PIN": "a b=" + ROOT}, "PROXPI_PIN='a b' is not a project name or pattern"),
+        ({"PROXPI_INDEX_STRATEGY": "last"}, "PROXPI_INDEX_STRATEGY='last' must be one of: merge, first-index"),
+        ({"PROXPI_MIN_AGE": "7 days"}, "PROXPI_MIN_AGE='7 days' is not a duration"),
+        ({"PROXPI_MIN_AGE": "-1d"}, "PROXPI_MIN_AGE='-1d' is not a duration"),
+        ({"PROXPI_MIN_AGE_UNKNOWN": "maybe"}, "PROXPI_MIN_AGE_UNKNOWN='maybe' must be one of: allow, deny"),
+        ({"PROXPI_MIN_AGE_EXEMPT": "ok,not/ok"}, "PROXPI_MIN_AGE_EXEMPT='not/ok' is not a project name or pattern"),
+        ({"PROXPI_DENY": "x==1.0 beta"}, "PROXPI_DENY='x==1.0 beta' is not NAME, NAME==VERSION or a pattern"),
+        ({"PROXPI_DENY": "x>=1"}, "PROXPI_DENY='x>=1' is not a project name or pattern"),
+        ({"PROXPI_ALLOW": "a;b"}, "PROXPI_ALLOW='a;b' is not a project name or pattern"),
+    ],
+)
+def test_guard_rail_settings_refuse_bad_values(env, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        rails(env)
+    assert str(info.value).startswith(message)
+    assert "pw" not in str(info.value)  # credentials never shown

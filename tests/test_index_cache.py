@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
 from proxpi_min import index_cache
 from proxpi_min.config import IndexSettings
-from proxpi_min.errors import NotFound, UpstreamError
+from proxpi_min.errors import Forbidden, NotFound, UpstreamError
 from proxpi_min.index_cache import IndexCache, Indexes
 from proxpi_min.names import NormalizedName
 from proxpi_min.page_store import PageStore
+from proxpi_min.policy import Policy
 from proxpi_min.upstream import PageResponse
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -334,3 +336,96 @@ def test_IndexCache_leaves_unservable_names_out_with_one_warning(upstream, clock
     assert len(warnings) == 1 and repr(evil) in warnings[0], warnings
     # The saved copy (read back after a restart) holds the filtered page too.
     assert make_cache(upstream, clock, tmp_path, offline=True).project(alpha()).value.files == page.files
+# ---------------------------------------------------------------- guard rails (policy.py)
+
+DAY = 86400.0
+INTERNAL = "http://internal.test/simple/"
+
+
+def timed_body(name: str, uploads: dict) -> bytes:
+    """A JSON page whose files carry PEP 700 upload times (None: no time given)."""
+    files = []
+    for filename, uploaded in uploads.items():
+        item = {"filename": filename, "url": f"/files/{filename}", "hashes": {"sha256": "ab" * 32}, "size": 1}
+        if uploaded is not None:
+            item["upload-time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(uploaded))
+        files.append(item)
+    return json.dumps({"meta": {"api-version": "1.1"}, "name": name, "files": files}).encode()
+
+
+def two_indexes(clock, policy_args: dict, wall: Clock):
+    root, internal = FakeUpstream(), FakeUpstream()
+    caches = [
+        IndexCache(IndexSettings(BASE, 60), root, None, clock=clock),
+        IndexCache(IndexSettings(INTERNAL, 60), internal, None, clock=clock),
+    ]
+    policy = Policy([BASE, INTERNAL], **policy_args)
+    return root, internal, Indexes(caches, 1024 * 1024, policy=policy, wall_clock=wall)
+
+
+def filenames(indexes, name="alpha") -> list:
+    return [f["filename"] for f in json.loads(indexes.rendered_project(NormalizedName(name), JSON, False)[0].body)["files"]]
+
+
+def test_Indexes_cooldown_completes_the_cached_page_as_time_passes(clock, monkeypatch) -> None:
+    renders = []
+    real = index_cache.render_project_page
+    monkeypatch.setattr(index_cache, "render_project_page", lambda *a: renders.append(a) or real(*a))
+    wall = Clock()
+    wall.now = 100 * DAY
+    root, _, indexes = two_indexes(clock, {"min_age": 7 * DAY}, wall)
+    root.pages["alpha"] = timed_body("alpha", {"alpha-1.0.tar.gz": wall.now - 30 * DAY, "alpha-2.0.tar.gz": wall.now - DAY})
+    assert filenames(indexes) == ["alpha-1.0.tar.gz"]
+    rendered, stale, hit, policies = indexes.rendered_project(alpha(), JSON, False)
+    assert policies == "cooldown"
+    with pytest.raises(Forbidden, match=r"'alpha-2.0.tar.gz' was uploaded 1d ago; the minimum age is 1w"):
+        indexes.find_file(alpha(), "alpha-2.0.tar.gz")
+    wall.now += 6 * DAY - 1  # still one second short
+    assert filenames(indexes) == ["alpha-1.0.tar.gz"]
+    assert len(renders) == 1
+    wall.now += 1
+    assert filenames(indexes) == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
+    assert indexes.rendered_project(alpha(), JSON, False)[3] == ""
+    assert indexes.find_file(alpha(), "alpha-2.0.tar.gz").filename == "alpha-2.0.tar.gz"
+    assert len(renders) == 2
+    assert len(root.calls) == 1  # nothing refetched: the TTL (fake monotonic clock) never ran out
+
+
+def test_Indexes_pin_never_asks_the_other_index(clock) -> None:
+    root, internal, indexes = two_indexes(clock, {"pins": [("acme-*", INTERNAL)]}, Clock())
+    root.pages["acme-lib"] = page_body("acme-lib", ["acme_lib-99.0.tar.gz"])
+    internal.pages["acme-lib"] = page_body("acme-lib", ["acme_lib-1.0.tar.gz"])
+    assert filenames(indexes, "acme-lib") == ["acme_lib-1.0.tar.gz"]
+    assert indexes.rendered_project(NormalizedName("acme-lib"), JSON, False)[3] == "pin"
+    with pytest.raises(NotFound, match=r"on http://internal.test/simple/, the only index asked for it \(pin acme-\*="):
+        indexes.find_file(NormalizedName("acme-lib"), "acme_lib-99.0.tar.gz")
+    assert root.calls == []
+    assert indexes._policy.counts() == {("refused", "pin"): 1}
+
+
+@pytest.mark.parametrize(
+    ("first_has_it", "expected", "root_calls"),
+    [(True, ["alpha-1.0.tar.gz"], 0), (False, ["alpha-9.0.tar.gz"], 1)],
+)
+def test_Indexes_first_index_stops_at_the_first_that_has_it(clock, first_has_it, expected, root_calls) -> None:
+    # Here the internal index comes first: configured order is what counts.
+    internal, root = FakeUpstream(), FakeUpstream()
+    caches = [
+        IndexCache(IndexSettings(INTERNAL, 60), internal, None, clock=clock),
+        IndexCache(IndexSettings(BASE, 60), root, None, clock=clock),
+    ]
+    indexes = Indexes(caches, 1024 * 1024, policy=Policy([INTERNAL, BASE], first_index=True))
+    if first_has_it:
+        internal.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz"])
+    root.pages["alpha"] = page_body("alpha", ["alpha-9.0.tar.gz"])
+    assert filenames(indexes) == expected
+    assert len(root.calls) == root_calls
+
+
+def test_Indexes_denied_project_is_refused_before_any_index_is_asked(clock) -> None:
+    root, internal, indexes = two_indexes(clock, {"deny": [("evil-*", None)]}, Clock())
+    with pytest.raises(Forbidden, match=r"project 'evil-twin' is denied by the deny-list entry 'evil-\*'"):
+        indexes.rendered_project(NormalizedName("evil-twin"), JSON, False)
+    with pytest.raises(Forbidden):
+        indexes.find_file(NormalizedName("evil-twin"), "evil_twin-1.0.tar.gz")
+    assert root.calls == internal.calls == []

@@ -238,7 +238,25 @@ def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path):
 
 
 def test_warm_policy_refusal_is_a_failure(upstream, dists, tmp_path):
-    """The seam for the guard-rail policies: a refused file is named, not fetched."""
+    """The server's guard rails apply: a denied version or project is named, not fetched."""
+    lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1, dists.delta])
+    out, err = io.StringIO(), io.StringIO()
+    flags = {
+        "index_url": upstream.url,
+        "cache_dir": str(tmp_path / "cache"),
+        "deny": [f"beta=={dists.beta_1.version}", dists.delta.normalized],
+    }
+    settings = parse_settings({}, flags)
+    assert run_warm(settings, [str(lock)], out=out, err=err) == 1
+    text = out.getvalue()
+    assert f"failed: {dists.beta_1.filename}: refused by policy (" in text and "PROXPI_DENY" in text
+    assert f"failed: {dists.delta.filename}: refused by policy (" in text and "deny-list entry 'delta'" in text
+    assert upstream.hits(upstream.file_path(dists.beta_1)) == 0
+    assert upstream.hits(upstream.file_path(dists.delta)) == 0
+    assert stored(tmp_path / "cache", dists.alpha_2).read_bytes() == dists.alpha_2.content
+
+
+def test_warm_caller_refusal_is_a_failure(upstream, dists, tmp_path):
     lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1])
     out, err = io.StringIO(), io.StringIO()
     settings = parse_settings({}, {"index_url": upstream.url, "cache_dir": str(tmp_path / "cache")})
