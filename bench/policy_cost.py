@@ -104,7 +104,8 @@ def _round(port: int, path: str, requests: int) -> float:
 def _in_process(rounds: int, requests: int) -> None:
     sys.path.insert(0, str(REPO))
     from proxpi_min.config import IndexSettings
-    from proxpi_min.index_cache import IndexCache, Indexes
+    from proxpi_min.index_cache import IndexCache
+    from proxpi_min.indexes import Indexes
     from proxpi_min.names import NormalizedName
     from proxpi_min.policy import Policy
     from proxpi_min.upstream import PageResponse

@@ -22,7 +22,8 @@ from .config import IndexSettings, Settings
 from .file_cache import FileCache
 from .errors import Overloaded
 from .handler import ProxyHandler, refusal
-from .index_cache import IndexCache, Indexes
+from .index_cache import IndexCache
+from .indexes import Indexes
 from .metrics import TOP, Metrics
 from .page_store import PageStore
 from .policy import Policy

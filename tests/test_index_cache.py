@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from proxpi_min import index_cache
+from proxpi_min import index_cache, indexes as indexes_module
 from proxpi_min.config import IndexSettings
 from proxpi_min.errors import Forbidden, NotFound, UpstreamError
-from proxpi_min.index_cache import IndexCache, Indexes
+from proxpi_min.index_cache import IndexCache
+from proxpi_min.indexes import Indexes
 from proxpi_min.names import NormalizedName
 from proxpi_min.page_store import PageStore
 from proxpi_min.policy import Policy
@@ -268,8 +269,8 @@ def test_Indexes_merges_first_index_first(clock, tmp_path) -> None:
 
 def test_Indexes_renders_once_per_version(upstream, clock, tmp_path, monkeypatch) -> None:
     renders = []
-    real = index_cache.render_project_page
-    monkeypatch.setattr(index_cache, "render_project_page", lambda *a: renders.append(a) or real(*a))
+    real = indexes_module.render_project_page
+    monkeypatch.setattr(indexes_module, "render_project_page", lambda *a: renders.append(a) or real(*a))
     indexes = Indexes([make_cache(upstream, clock, tmp_path)], 1024 * 1024)
     for _ in range(3):
         indexes.rendered_project(alpha(), JSON, True)
@@ -369,8 +370,8 @@ def filenames(indexes, name="alpha") -> list:
 
 def test_Indexes_cooldown_completes_the_cached_page_as_time_passes(clock, monkeypatch) -> None:
     renders = []
-    real = index_cache.render_project_page
-    monkeypatch.setattr(index_cache, "render_project_page", lambda *a: renders.append(a) or real(*a))
+    real = indexes_module.render_project_page
+    monkeypatch.setattr(indexes_module, "render_project_page", lambda *a: renders.append(a) or real(*a))
     wall = Clock()
     wall.now = 100 * DAY
     root, _, indexes = two_indexes(clock, {"min_age": 7 * DAY}, wall)
