@@ -7,9 +7,14 @@ Every part comes from validated names and the index's own data, never from raw r
 text. A file appears under its final name only complete and verified (temp file, then
 ``os.replace``), so a crash never leaves a partial file that is later served.
 
-Recency is the file's mtime (touched on each hit), so LRU order survives restarts. Two
-processes may share a directory: each keeps its own view and adopts or forgets files
-the other stored or evicted.
+Recency is the file's mtime (touched on each hit), so LRU order survives restarts.
+Processes may share a directory (workers, separate proxies, tools) and act as one
+cache: one download per file across them (a lock file per download, see
+``downloads``), and one cap. The total is kept in the ledger (``shared_dir.Ledger``),
+updated by every store and eviction under its lock, so no request walks the directory.
+Each process keeps its own LRU view; one that must evict after another process changed
+the directory rescans it first (under the lock), and a victim whose mtime shows a hit
+elsewhere is kept and moved to the recent end.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from .byteranges import ByteRange
 from .downloads import Download, DownloadBody, Target
 from .errors import NotFound, ProxpiError, RangeNotSatisfiable
 from .names import NormalizedName
-from .shared_dir import STALE_TEMP, TEMP_PREFIX, remove_temp_files
+from .shared_dir import STALE_TEMP, Ledger, LedgerHandle, is_private, remove_temp_files
 from .simple import FileEntry
 from .upstream import Upstream
 
@@ -49,39 +54,53 @@ class FileCache:
         self.upstream = upstream
         self._offline = offline
         self._lock = threading.Lock()
-        self._files: "collections.OrderedDict[str, int]" = collections.OrderedDict()  # path -> size, LRU first
-        self._used = 0
+        # path -> [size, mtime as we last knew it], least recently used first
+        self._files: "collections.OrderedDict[str, list]" = collections.OrderedDict()
         self._downloads: dict = {}
         self.generation = 0  # changes whenever a file is stored or evicted
         self._last_sweep = time.monotonic()
         os.makedirs(root, exist_ok=True)
+        self._ledger = Ledger(root)
+        self._synced = -1  # the ledger generation our view of the directory matches
         self._scan()
 
     def _scan(self) -> None:
-        """Adopt the files already under root, oldest access first; drop dead temp files."""
+        """Adopt the files already under root, oldest access first; drop dead temp
+        files; rewrite the ledger from what is there (healing a crash's drift)."""
         removed = remove_temp_files(self.root)
         if removed:
             logger.info("removed %d leftover temp files", removed)
+        with self._ledger.locked() as ledger:
+            self._rescan(ledger)
+            used, count, victims = self._make_room(ledger, 0)
+            self._write_ledger(ledger, used, count)
+        self._log_evicted(victims)
+
+    def _rescan(self, ledger: LedgerHandle) -> None:
+        """Rebuild our view from the directory (under the ledger's lock)."""
         found = []
         for directory, _, names in os.walk(self.root):
             for name in names:
-                if name.startswith(TEMP_PREFIX):
+                if is_private(name):
                     continue
                 path = os.path.join(directory, name)
                 with contextlib.suppress(OSError):
                     stat = os.stat(path)
                     found.append((stat.st_mtime, path, stat.st_size))
-        for _, path, size in sorted(found):
-            self._files[path] = size
-            self._used += size
-        self._unlink(self._evict(0))
+        found.sort()
+        with self._lock:
+            self._files.clear()
+            for mtime, path, size in found:
+                self._files[path] = [size, mtime]
+            self.generation += 1
+        self._synced = ledger.write(sum(size for _, _, size in found), len(found)).generation
 
     # ------------------------------------------------------------------ stats
 
     def stats(self) -> tuple:
-        """(bytes used, file count)."""
-        with self._lock:
-            return self._used, len(self._files)
+        """(bytes used, file count), by every process sharing the directory."""
+        record = self._ledger.read()
+        return record.used, record.count
 
     def has(self, project: NormalizedName, entry: FileEntry, metadata: bool = False) -> bool:
         """Whether the file (or its .metadata) is stored (offline pages list only these)."""
@@ -137,7 +156,7 @@ class FileCache:
             if download is not None:
                 download.join()
         if start:
-            threading.Thread(target=download.run, name=f"download {target.filename}", daemon=True).start()
+            self._run(download)
         if download is None:  # a HEAD
             return SizeOnlyBody(target.size) if target.size is not None else self._pass_through(target, True, None)
         # The client whose range started the download is answered from upstream at once
@@ -179,23 +198,24 @@ class FileCache:
         except OSError:
             with self._lock:
                 # Evicted by another process, unless our own download is storing it.
-                if target.path not in self._downloads:
-                    size = self._files.pop(target.path, None)
-                    if size is not None:
-                        self._used -= size
-                        self.generation += 1
+                if target.path not in self._downloads and self._files.pop(target.path, None):
+                    self.generation += 1
             return None
         stat = os.fstat(file.fileno())
+        now = time.time()
+        touch = now - stat.st_mtime > TOUCH_INTERVAL
         with self._lock:
-            if target.path in self._files:
+            known = self._files.get(target.path)
+            if known is not None:
                 self._files.move_to_end(target.path)
+                if touch:
+                    known[1] = now
             else:  # stored by another process sharing the directory
-                self._files[target.path] = stat.st_size
-                self._used += stat.st_size
+                self._files[target.path] = [stat.st_size, now if touch else stat.st_mtime]
                 self.generation += 1
-        if time.time() - stat.st_mtime > TOUCH_INTERVAL:
+        if touch:
             with contextlib.suppress(OSError):
-                os.utime(file.fileno())  # recency that survives a restart
+                os.utime(file.fileno())  # recency that survives a restart, seen by every process
         return file, stat.st_size
 
     # ------------------------------------------------------------------ storing
@@ -206,23 +226,67 @@ class FileCache:
         if size > self.cap:
             download._remove_temp()
             return
-        with self._lock:
-            # Evict and count the new file in one step, so that downloads finishing
-            # together cannot each find room for themselves and overrun the cap.
-            self._used -= self._files.pop(path, 0)
-            victims = self._evict_locked(size)
-            self._files[path] = size
-            self._used += size
-        self._unlink(victims)
+        # Under the directory-wide lock, so that downloads finishing together (here or
+        # in other processes) cannot each find room for themselves and overrun the cap.
+        with self._ledger.locked() as ledger:
+            if os.path.exists(path):  # stored meanwhile by a writer that took no lock
+                download._remove_temp()
+                return
+            used, count, victims = self._make_room(ledger, size)
+            # Counted before it appears: a crash in between over-counts (evicting a
+            # little early) rather than over-fills; the next rescan corrects it.
+            self._write_ledger(ledger, used + size, count + 1)
+            try:
+                os.replace(download.temp, path)
+            except OSError as exc:
+                logger.warning("cannot store %s: %s", download.target.filename, exc.strerror)
+                download._remove_temp()
+                self._write_ledger(ledger, used, count)
+            else:
+                with self._lock:
+                    self._files[path] = [size, time.time()]
+                    self.generation += 1
+        self._log_evicted(victims)
         self._sweep_temp_files()
-        try:
-            os.replace(download.temp, path)
-        except OSError as exc:
-            logger.warning("cannot store %s: %s", download.target.filename, exc.strerror)
-            download._remove_temp()
+
+    def _make_room(self, ledger: LedgerHandle, incoming: int) -> tuple:
+        """Evict least recently used files (whoever stored them) until *incoming* more
+        bytes fit; returns (used, count, evicted paths). Called under the ledger lock."""
+        used, count = ledger.record.used, ledger.record.count
+        if used + incoming <= self.cap:
+            return used, count, []
+        if ledger.record.generation != self._synced:  # others stored or evicted since
+            self._rescan(ledger)
+            used, count = ledger.record.used, ledger.record.count
+        victims = []
+        while used + incoming > self.cap:
             with self._lock:
-                if self._files.pop(path, None) is not None:
-                    self._used -= size
+                if not self._files:
+                    break
+                path, (size, mtime) = self._files.popitem(last=False)
+                self.generation += 1
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # gone without the ledger knowing (e.g. removed by hand)
+                used, count = used - size, count - 1
+                continue
+            if stat.st_mtime > mtime + TOUCH_INTERVAL:  # a hit in another process
+                with self._lock:
+                    self._files.setdefault(path, [stat.st_size, stat.st_mtime])
+                continue
+            with contextlib.suppress(OSError):
+                # Clients still sending this file keep their open handle: unlink is safe.
+                os.unlink(path)
+            used, count = used - size, count - 1
+            victims.append(path)
+        return used, count, victims
+
+    def _write_ledger(self, ledger: LedgerHandle, used: int, count: int) -> None:
+        """Record the new total; our view stays in step if it was before."""
+        in_step = ledger.record.generation == self._synced
+        record = ledger.write(used, count)
+        if in_step:
+            self._synced = record.generation
 
     def _sweep_temp_files(self) -> None:
         """Now and then, drop temp files nobody writes any more: those another host's
@@ -235,32 +299,26 @@ class FileCache:
         if due:
             remove_temp_files(self.root, at_start=False)
 
-    def _evict(self, incoming: int) -> list:
-        with self._lock:
-            return self._evict_locked(incoming)
-
-    def _evict_locked(self, incoming: int) -> list:
-        """Drop least recently used files until *incoming* more bytes fit; returns the
-        paths to unlink (done outside the lock). Called with the lock held."""
-        victims = []
-        while self._files and self._used + incoming > self.cap:
-            path, size = self._files.popitem(last=False)
-            self._used -= size
-            victims.append(path)
-        self.generation += 1
-        return victims
-
-    def _unlink(self, paths: list) -> None:
+    @staticmethod
+    def _log_evicted(paths: list) -> None:
         for path in paths:
-            # Clients still sending this file keep their open handle: unlink is safe.
-            with contextlib.suppress(OSError):
-                os.unlink(path)
             logger.info("evicted %s", path)
+
+    @staticmethod
+    def _run(download: Download) -> None:
+        threading.Thread(target=download.run, name=f"download {download.target.filename}", daemon=True).start()
 
     def _finished(self, download: Download) -> None:
         with self._lock:
             self._downloads.pop(download.target.path, None)
         download.close_fd()
+        if download.take_over:  # another process's writer died: the file is still wanted
+            with self._lock:
+                start = download.target.path not in self._downloads
+                if start:
+                    new = self._downloads[download.target.path] = Download(self, download.target)
+            if start:
+                self._run(new)
 
     def close(self) -> None:
         """Remove this process's temp files (downloads in progress are abandoned)."""
@@ -268,3 +326,4 @@ class FileCache:
             downloads = list(self._downloads.values())
         for download in downloads:
             download._remove_temp()
+        self._ledger.close()

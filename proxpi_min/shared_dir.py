@@ -1,16 +1,47 @@
-"""What processes sharing a cache dir agree on: temp-file naming, atomic writes, and
-sweeping the temp files that dead writers left behind."""
+"""What processes sharing a cache dir agree on: temp-file naming, atomic writes, lock
+files, the size ledger, and sweeping what dead writers left behind.
+
+Every name the proxy writes beside stored files starts with a dot (``.tmp-``,
+``.lock-``, ``.ledger``); a stored file's name never does (``names.check_filename``),
+so walks of the directory tell them apart by the first character.
+
+Locks are ``fcntl.flock`` locks: the kernel drops them when their holder dies (kill -9
+included), so a dead writer never blocks the others. On NFSv4, Linux emulates flock
+with POSIX byte-range locks on the whole file, whose owner is the process, not the
+open file: two threads of one process would both get the lock there. So threads of
+one process never contend for the same lock file: downloads are single-flight per
+process (``file_cache``), and :class:`Ledger` has its own thread lock.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
+import threading
 import time
+from typing import Iterator, NamedTuple, Optional
 
-__all__ = ["STALE_TEMP", "TEMP_PREFIX", "remove_temp_files", "temp_path", "write_atomically"]
+__all__ = [
+    "LOCK_PREFIX",
+    "STALE_TEMP",
+    "TEMP_PREFIX",
+    "Ledger",
+    "LedgerHandle",
+    "LedgerRecord",
+    "LockFile",
+    "is_private",
+    "lock_path",
+    "same_file",
+    "remove_temp_files",
+    "temp_path",
+    "write_atomically",
+]
 
 TEMP_PREFIX = ".tmp-"
+LOCK_PREFIX = ".lock-"
+LEDGER_NAME = ".ledger"
 STALE_TEMP = 600.0  # seconds without a write after which another host's temp file is dead
 
 
@@ -51,9 +82,11 @@ def remove_temp_files(directory: str, at_start: bool = True) -> int:
     now = time.time()
     for root, _, names in os.walk(directory):
         for name in names:
+            path = os.path.join(root, name)
+            if name.startswith(LOCK_PREFIX) and at_start:
+                _remove_if_unlocked(path)
             if not name.startswith(TEMP_PREFIX):
                 continue
-            path = os.path.join(root, name)
             with contextlib.suppress(OSError):
                 if (at_start and not _owner_alive(name)) or now - os.stat(path).st_mtime > STALE_TEMP:
                     os.unlink(path)
@@ -76,3 +109,168 @@ def _owner_alive(temp_name: str) -> bool:
     except OSError:
         return True  # exists, owned by someone else
     return True
+
+
+def is_private(name: str) -> bool:
+    """Whether a name under the cache dir is the proxy's own bookkeeping (a temp file,
+    a lock file, the ledger), never a stored file."""
+    return name.startswith(".")
+
+
+def lock_path(path: str) -> str:
+    """The lock file that guards writing *path*, beside it."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, LOCK_PREFIX + name)
+
+
+def _remove_if_unlocked(path: str) -> None:
+    """Drop a lock file that its holder died with (nobody holds it now)."""
+    lock = LockFile(path)
+    if lock.acquire(wait=False):
+        lock.release()
+
+
+def same_file(fd: int, path: str) -> bool:
+    """Whether the open *fd* is the file now at *path* (False if nothing is there)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+class LockFile:
+    """An exclusive lock on a small file that also records what its holder is doing
+    (e.g. the temp file it writes), so that other processes can follow its work.
+
+    The holder removes the file as it lets go. A file still there when the lock is
+    taken, with a record in it, was left by a holder that died: :attr:`stale` holds
+    that record.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: Optional[int] = None
+        self.stale = ""
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, wait: bool) -> bool:
+        """Take the lock (blocking if *wait*); False if another holds it."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    return False
+                # A holder removes the file before it lets go: a lock won on a file no
+                # longer at the path guards nothing, so take the path's current one.
+                if same_file(fd, self.path):
+                    self._fd, fd = fd, None
+                    self.stale = os.pread(self._fd, 4096, 0).decode("utf-8", "replace")
+                    return True
+            finally:
+                if fd is not None:
+                    os.close(fd)
+
+    def record(self, text: str) -> None:
+        """Say what the holder is doing (read by others with :func:`read_record`)."""
+        assert self._fd is not None
+        data = text.encode()
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
+
+    def read_record(self) -> str:
+        """The holder's record, read without the lock ('' if there is none)."""
+        try:
+            with open(self.path, "rb") as file:
+                return file.read(4096).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def release(self) -> None:
+        """Remove the file, then let go (waiters retry on the path; see acquire)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+
+class LedgerRecord(NamedTuple):
+    generation: int  # changes with every store or eviction, by any process
+    used: int  # bytes of stored files
+    count: int
+
+
+class Ledger:
+    """The total size of the stored files, shared by every process on the directory:
+    a one-line file, read and rewritten under its own exclusive lock, which is also the
+    directory-wide lock that stores and evictions take."""
+
+    _FORMAT = "proxpi-ledger 1 {} {} {}\n"
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, LEDGER_NAME)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # flock is per open file here (one fd shared by our threads) and per process
+        # on NFS: either way our own threads must take turns by themselves.
+        self._thread_lock = threading.Lock()
+
+    def _read(self) -> LedgerRecord:
+        parts = os.pread(self._fd, 200, 0).split()
+        if len(parts) == 5 and parts[0] == b"proxpi-ledger" and all(p.isdigit() for p in parts[2:]):
+            return LedgerRecord(*(int(p) for p in parts[2:]))
+        return LedgerRecord(0, 0, 0)  # new, or torn by a crash: the next rescan rewrites it
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["LedgerHandle"]:
+        """Hold the directory-wide lock; the handle reads and rewrites the record."""
+        with self._thread_lock:
+            self._check_open()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield LedgerHandle(self)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def read(self) -> LedgerRecord:
+        """The record now (under a shared lock, so never half written)."""
+        with self._thread_lock:
+            self._check_open()
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            try:
+                return self._read()
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _check_open(self) -> None:
+        if self._fd < 0:  # closed: never write through a number the OS may reuse
+            raise OSError(f"{self.path} is closed")
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+class LedgerHandle:
+    """The ledger while its lock is held (from :meth:`Ledger.locked`)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.record = ledger._read()
+
+    def write(self, used: int, count: int) -> LedgerRecord:
+        """Record a new total; returns the record with its new generation."""
+        record = LedgerRecord(self.record.generation + 1, max(used, 0), max(count, 0))
+        data = Ledger._FORMAT.format(*record).encode()
+        fd = self._ledger._fd
+        os.pwrite(fd, data.ljust(64), 0)  # fixed width: no truncate, no torn tail
+        self.record = record
+        return record
