@@ -65,13 +65,14 @@ def file_path(dist: Dist) -> str:
 
 def files_tree(cache_dir: str | os.PathLike) -> dict[str, int]:
     """Every regular file under ``<cache dir>/files`` (relative path -> size) but the
-    size ledger that processes on the dir share; a temp file that the proxy renames or
+    bookkeeping processes on the dir share (the size ledger, a download's lock file,
+    which goes just after its file is stored); a temp file that the proxy renames or
     removes while we look is skipped."""
     root = os.path.join(cache_dir, "files")
     found = {}
     for directory, _, names in os.walk(root):
         for name in names:
-            if directory == root and name == ".ledger":
+            if name == ".ledger" or name.startswith(".lock-"):
                 continue
             path = os.path.join(directory, name)
             try:
@@ -369,9 +370,8 @@ def test_uncached_file_streams_through_while_written_to_temp(proxy, gated, chunk
     assert any(size > 0 for size in in_cache_dir.values()), in_cache_dir
     assert first + rest == dist.content
     assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
-    stored = os.path.relpath(stored_paths(p.settings.cache_dir, dist.filename)[0], os.path.join(p.settings.cache_dir, "files"))
-    # The download's lock file goes just after the rename.
-    assert wait_until(lambda: list(files_tree(p.settings.cache_dir)) == [stored]), files_tree(p.settings.cache_dir)
+    assert list(files_tree(p.settings.cache_dir)) == [os.path.relpath(
+        stored_paths(p.settings.cache_dir, dist.filename)[0], os.path.join(p.settings.cache_dir, "files"))]
 
 
 def test_upstream_without_length_is_sent_chunked_never_with_a_wrong_length(proxy, gated):
