@@ -93,7 +93,8 @@ class FileCache:
             for mtime, path, size in found:
                 self._files[path] = [size, mtime]
             self.generation += 1
-        self._synced = ledger.write(sum(size for _, _, size in found), len(found)).generation
+        self._synced = -1
+        self._write_ledger(ledger, sum(size for _, _, size in found), len(found), rescanned=True)
 
     # ------------------------------------------------------------------ stats
 
@@ -281,10 +282,15 @@ class FileCache:
             victims.append(path)
         return used, count, victims
 
-    def _write_ledger(self, ledger: LedgerHandle, used: int, count: int) -> None:
-        """Record the new total; our view stays in step if it was before."""
-        in_step = ledger.record.generation == self._synced
-        record = ledger.write(used, count)
+    def _write_ledger(self, ledger: LedgerHandle, used: int, count: int, rescanned: bool = False) -> None:
+        """Record the new total; our view is in step if it was before (or was just
+        rebuilt). A full disk keeps the old record: the next rescan corrects it."""
+        in_step = rescanned or ledger.record.generation == self._synced
+        try:
+            record = ledger.write(used, count)
+        except OSError as exc:
+            logger.warning("cannot update the cache size ledger: %s", exc.strerror)
+            return
         if in_step:
             self._synced = record.generation
 
