@@ -188,28 +188,35 @@ class Download:
     def _follow(self) -> bool:
         """Another process holds the lock: stream its temp file until it lets go.
 
+        What we publish, we have read and hashed ourselves, and the last byte goes
+        out only once our own hash matches: on NFS another host's writes may reach
+        us late, so the writer's check alone does not cover what we read.
+
         Returns False when we then hold the lock with nothing followed (download or
         adopt as usual); True when this download is over: the writer stored the file we
         followed (done), or it went away without (our clients fetch the rest upstream;
         :attr:`take_over` says whether a new download should start here).
+
+        :raises IntegrityError: what we read does not match the index hash.
         """
+        hasher = hashlib.new(self.target.hash[0]) if self.target.hash else None
         while not self.lock.acquire(wait=False):
             if self.fd is None:
                 self._open_followed()
             else:
-                written = os.fstat(self.fd).st_size
-                if self.length is not None:
-                    written = min(written, self.length)
-                if written > self.written:
-                    self._publish(written=written)
+                self._read_followed(hasher)
             time.sleep(FOLLOW_POLL)
         if self.fd is None:
             return False
         try:
-            if same_file(self.fd, self.target.path):  # renamed: complete and verified
-                size = os.fstat(self.fd).st_size
+            if same_file(self.fd, self.target.path):  # renamed: complete and verified there
+                self._read_followed(hasher)
+                if self.length is not None and self.written != self.length:
+                    raise IntegrityError(f"{self.target.filename}: read {self.written} of {self.length} bytes")
+                if hasher is not None and hasher.hexdigest() != self.target.hash[1]:
+                    raise IntegrityError(f"{self.target.filename}: stored bytes do not match the index hash")
                 self.cache._open_cached(self.target)  # adopt it into our view
-                self._publish(written=size, length=size, done=True)
+                self._publish(done=True, length=self.written)
             else:
                 # The writer failed (it cleaned up) or died (its record is still there).
                 self.take_over = bool(self.lock.stale)
@@ -220,6 +227,22 @@ class Download:
         finally:
             self.lock.release()
         return True
+
+    def _read_followed(self, hasher) -> None:
+        """Hash what the writer added since we last looked, and let clients have it."""
+        end = os.fstat(self.fd).st_size
+        if self.length is not None:
+            end = min(end, self.length)
+        position = self.written
+        while position < end:
+            data = os.pread(self.fd, min(CHUNK, end - position), position)
+            if not data:
+                break
+            if hasher is not None:
+                hasher.update(data)
+            position += len(data)
+        if position > self.written:
+            self._publish(written=position)
 
     def _open_followed(self) -> None:
         """Open the temp file the lock's holder writes, once upstream answered it."""

@@ -12,6 +12,7 @@ import urllib.parse
 
 import pytest
 
+from proxpi_min.shared_dir import LockFile, lock_path, temp_path
 from tests.support.cache_dir import WAIT, file_path, files_tree, sized_wheel, stored_content, stored_paths, wait_until
 from tests.support.proxy import ProxyProcess, temp_files
 
@@ -146,3 +147,48 @@ def test_writer_killed_mid_download_the_other_process_completes_it(upstream_fact
         assert up.hits(dist.filename) == hits
     finally:
         _stop(one, two)
+
+
+@pytest.mark.parametrize("writer_ends", ["stored", "stored corrupt", "given up"])
+def test_proxy_follows_a_download_written_by_another_tool(upstream_factory, tmp_path, writer_ends):
+    """This test is the other process: it takes the file's lock the way the proxy does
+    and writes the temp file by hand; the proxy follows it instead of fetching."""
+    dist = sized_wheel("handmade", "1.0", 40_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    final = os.path.join(cache_dir, "files", dist.normalized, f"sha256-{dist.sha256}", dist.filename)
+    os.makedirs(os.path.dirname(final))
+    lock = LockFile(lock_path(final))
+    assert lock.acquire(wait=False)
+    temp = temp_path(os.path.dirname(final))
+    content = dist.content
+    if writer_ends == "stored corrupt":
+        content = content[:-10] + bytes(10)
+    with ProxyProcess(["--index-url", up.url, "--cache-dir", cache_dir]) as proxy, open(temp, "wb") as file:
+        file.write(content[:20_000])
+        file.flush()
+        lock.record(f"{os.path.basename(temp)} {len(content)}")
+        connection = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(proxy.url).port, timeout=30)
+        connection.request("GET", file_path(dist))
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.read(10_000) == dist.content[:10_000]  # streamed as written
+        file.write(content[20_000:])
+        file.flush()
+        if writer_ends == "given up":
+            os.unlink(temp)
+        else:
+            os.replace(temp, final)
+        lock.release()
+        try:
+            rest = response.read()
+        except http.client.IncompleteRead as exc:
+            rest = exc.partial
+        connection.close()
+        got = dist.content[:10_000] + rest
+        if writer_ends == "stored corrupt":
+            assert len(got) < dist.size, "a file that fails the hash was sent whole"
+        else:
+            assert got == dist.content
+        # Only a writer that gave up makes the proxy fetch (the rest, for its client).
+        assert up.hits(dist.filename) == (1 if writer_ends == "given up" else 0)
