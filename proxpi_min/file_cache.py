@@ -10,11 +10,12 @@ text. A file appears under its final name only complete and verified (temp file,
 Recency is the file's mtime (touched on each hit), so LRU order survives restarts.
 Processes may share a directory (workers, separate proxies, tools) and act as one
 cache: one download per file across them (a lock file per download, see
-``downloads``), and one cap. The total is kept in the ledger (``shared_dir.Ledger``),
-updated by every store and eviction under its lock, so no request walks the directory.
-Each process keeps its own LRU view; one that must evict after another process changed
-the directory rescans it first (under the lock), and a victim whose mtime shows a hit
-elsewhere is kept and moved to the recent end.
+``downloads``), and one cap. The total and a journal of stores and evictions are kept in
+the ledger (``shared_dir.Ledger``), written by every store and eviction under its lock.
+Each process keeps its own LRU view and, before it evicts, reads what the others
+journaled since, so no process walks the directory but once at start. Hits do not
+write the journal: a victim whose mtime shows a hit in another process is kept and
+moved to the recent end instead.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .byteranges import ByteRange
 from .downloads import Download, DownloadBody, Target
 from .errors import NotFound, ProxpiError, RangeNotSatisfiable
 from .names import NormalizedName
-from .shared_dir import STALE_TEMP, Ledger, LedgerHandle, is_private, remove_temp_files
+from .shared_dir import STALE_TEMP, JournalEntry, Ledger, LedgerHandle, is_private, remove_temp_files
 from .simple import FileEntry
 from .upstream import Upstream
 
@@ -43,6 +44,10 @@ logger = logging.getLogger(__name__)
 # A hit moves a file's mtime (its recency) at most this often: a busy file is not
 # worth a metadata write per request.
 TOUCH_INTERVAL = 1.0
+# The journal is rewritten as a snapshot past twice the size of one (about this many
+# bytes a line), and never below this size: a small cache keeps a short history.
+JOURNAL_LINE = 150
+JOURNAL_MIN = 1 << 20
 
 
 class FileCache:
@@ -61,40 +66,79 @@ class FileCache:
         self._last_sweep = time.monotonic()
         os.makedirs(root, exist_ok=True)
         self._ledger = Ledger(root)
-        self._synced = -1  # the ledger generation our view of the directory matches
+        self._position: Optional[tuple] = None  # how far into the journal our view is
         self._scan()
 
     def _scan(self) -> None:
         """Adopt the files already under root, oldest access first; drop dead temp
-        files; rewrite the ledger from what is there (healing a crash's drift)."""
+        files; rewrite the ledger and journal from what is there (healing any drift a
+        crash left). The walk runs under the directory-wide lock, so that no process
+        stores or evicts meanwhile."""
         removed = remove_temp_files(self.root)
         if removed:
             logger.info("removed %d leftover temp files", removed)
         with self._ledger.locked() as ledger:
-            self._rescan(ledger)
+            found = []
+            for directory, _, names in os.walk(self.root):
+                for name in names:
+                    if is_private(name):
+                        continue
+                    path = os.path.join(directory, name)
+                    with contextlib.suppress(OSError):
+                        stat = os.stat(path)
+                        found.append((stat.st_mtime, path, stat.st_size))
+            found.sort()
+            with self._lock:
+                for mtime, path, size in found:
+                    self._files[path] = [size, mtime]
+            try:
+                self._position = ledger.snapshot(self._entries(), sum(f[2] for f in found), len(found))
+            except OSError as exc:
+                logger.warning("cannot write the cache size ledger: %s", exc.strerror)
             used, count, victims = self._make_room(ledger, 0)
-            self._write_ledger(ledger, used, count)
+            self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
         self._log_evicted(victims)
 
-    def _rescan(self, ledger: LedgerHandle) -> None:
-        """Rebuild our view from the directory (under the ledger's lock)."""
-        found = []
-        for directory, _, names in os.walk(self.root):
-            for name in names:
-                if is_private(name):
-                    continue
-                path = os.path.join(directory, name)
-                with contextlib.suppress(OSError):
-                    stat = os.stat(path)
-                    found.append((stat.st_mtime, path, stat.st_size))
-        found.sort()
+    def _relative(self, path: str) -> str:
+        return path[len(self.root) + 1 :]
+
+    def _entries(self) -> list:
+        """Our view as journal entries, least recently used first."""
         with self._lock:
-            self._files.clear()
-            for mtime, path, size in found:
-                self._files[path] = [size, mtime]
-            self.generation += 1
-        self._synced = -1
-        self._write_ledger(ledger, sum(size for _, _, size in found), len(found), rescanned=True)
+            return [JournalEntry(self._relative(path), size, mtime) for path, (size, mtime) in self._files.items()]
+
+    def _sync(self, ledger: LedgerHandle) -> None:
+        """Bring our view up to date with what other processes stored and evicted
+        (under the ledger's lock): the journal's new lines, or its new snapshot."""
+        try:
+            entries, position, snapshot = ledger.changes(self._position)
+        except OSError as exc:
+            logger.warning("cannot read the cache journal: %s", exc.strerror)
+            return
+        with self._lock:
+            if snapshot:
+                self._files.clear()
+            for entry in entries:
+                path = os.path.join(self.root, entry.path)
+                if entry.size < 0:
+                    self._files.pop(path, None)
+                else:
+                    self._files[path] = [entry.size, entry.mtime]
+                    self._files.move_to_end(path)
+            if entries or snapshot:
+                self.generation += 1
+        self._position = position
+
+    def _record(self, ledger: LedgerHandle, entries: list, used: int, count: int) -> None:
+        """Journal *entries* and the new total (under the ledger's lock, synced). A full
+        disk keeps the old record: the next process to start rewrites it."""
+        try:
+            if entries:
+                self._position = ledger.append(entries, self._position)
+            ledger.write(used, count)
+        except OSError as exc:
+            logger.warning("cannot update the cache size ledger: %s", exc.strerror)
+            self._position = None  # read the journal whole next time
 
     # ------------------------------------------------------------------ stats
 
@@ -233,32 +277,32 @@ class FileCache:
             if os.path.exists(path):  # stored meanwhile by a writer that took no lock
                 download._remove_temp()
                 return
+            self._sync(ledger)
             used, count, victims = self._make_room(ledger, size)
+            entries = [JournalEntry(self._relative(victim)) for victim in victims]
             # Counted before it appears: a crash in between over-counts (evicting a
-            # little early) rather than over-fills; the next rescan corrects it.
-            self._write_ledger(ledger, used + size, count + 1)
+            # little early) rather than over-fills; the next start corrects it.
+            now = time.time()
+            self._record(ledger, entries + [JournalEntry(self._relative(path), size, now)], used + size, count + 1)
             try:
                 os.replace(download.temp, path)
             except OSError as exc:
                 logger.warning("cannot store %s: %s", download.target.filename, exc.strerror)
                 download._remove_temp()
-                self._write_ledger(ledger, used, count)
+                self._record(ledger, [JournalEntry(self._relative(path))], used, count)
             else:
                 with self._lock:
-                    self._files[path] = [size, time.time()]
+                    self._files[path] = [size, now]
                     self.generation += 1
+            self._compact(ledger)
         self._log_evicted(victims)
         self._sweep_temp_files()
 
     def _make_room(self, ledger: LedgerHandle, incoming: int) -> tuple:
         """Evict least recently used files (whoever stored them) until *incoming* more
-        bytes fit; returns (used, count, evicted paths). Called under the ledger lock."""
+        bytes fit; returns (used, count, evicted paths). Called under the ledger lock,
+        with our view synced."""
         used, count = ledger.record.used, ledger.record.count
-        if used + incoming <= self.cap:
-            return used, count, []
-        if ledger.record.generation != self._synced:  # others stored or evicted since
-            self._rescan(ledger)
-            used, count = ledger.record.used, ledger.record.count
         victims = []
         while used + incoming > self.cap:
             with self._lock:
@@ -270,6 +314,7 @@ class FileCache:
                 stat = os.stat(path)
             except FileNotFoundError:  # gone without the ledger knowing (e.g. removed by hand)
                 used, count = used - size, count - 1
+                victims.append(path)
                 continue
             if stat.st_mtime > mtime + TOUCH_INTERVAL:  # a hit in another process
                 with self._lock:
@@ -282,17 +327,15 @@ class FileCache:
             victims.append(path)
         return used, count, victims
 
-    def _write_ledger(self, ledger: LedgerHandle, used: int, count: int, rescanned: bool = False) -> None:
-        """Record the new total; our view is in step if it was before (or was just
-        rebuilt). A full disk keeps the old record: the next rescan corrects it."""
-        in_step = rescanned or ledger.record.generation == self._synced
-        try:
-            record = ledger.write(used, count)
-        except OSError as exc:
-            logger.warning("cannot update the cache size ledger: %s", exc.strerror)
+    def _compact(self, ledger: LedgerHandle) -> None:
+        """Rewrite the journal as a snapshot of our (synced) view once it has grown to
+        about twice the size of one, so that it stays proportional to the files."""
+        if ledger.journal_size() <= max(JOURNAL_MIN, 2 * JOURNAL_LINE * ledger.record.count):
             return
-        if in_step:
-            self._synced = record.generation
+        try:
+            self._position = ledger.snapshot(self._entries(), ledger.record.used, ledger.record.count)
+        except OSError as exc:
+            logger.warning("cannot rewrite the cache journal: %s", exc.strerror)
 
     def _sweep_temp_files(self) -> None:
         """Now and then, drop temp files nobody writes any more: those another host's

@@ -2,7 +2,7 @@
 files, the size ledger, and sweeping what dead writers left behind.
 
 Every name the proxy writes beside stored files starts with a dot (``.tmp-``,
-``.lock-``, ``.ledger``); a stored file's name never does (``names.check_filename``),
+``.lock-``, ``.ledger``, ``.journal``); a stored file's name never does (``names.check_filename``),
 so walks of the directory tell them apart by the first character.
 
 Locks are ``fcntl.flock`` locks: the kernel drops them when their holder dies (kill -9
@@ -27,6 +27,7 @@ __all__ = [
     "LOCK_PREFIX",
     "STALE_TEMP",
     "TEMP_PREFIX",
+    "JournalEntry",
     "Ledger",
     "LedgerHandle",
     "LedgerRecord",
@@ -42,6 +43,7 @@ __all__ = [
 TEMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".lock-"
 LEDGER_NAME = ".ledger"
+JOURNAL_NAME = ".journal"
 STALE_TEMP = 600.0  # seconds without a write after which another host's temp file is dead
 
 
@@ -113,7 +115,7 @@ def _owner_alive(temp_name: str) -> bool:
 
 def is_private(name: str) -> bool:
     """Whether a name under the cache dir is the proxy's own bookkeeping (a temp file,
-    a lock file, the ledger), never a stored file."""
+    a lock file, the ledger and its journal), never a stored file."""
     return name.startswith(".")
 
 
@@ -205,17 +207,34 @@ class LedgerRecord(NamedTuple):
     generation: int  # changes with every store or eviction, by any process
     used: int  # bytes of stored files
     count: int
+    epoch: int = 0  # changes whenever the journal is rewritten from scratch
+
+
+class JournalEntry(NamedTuple):
+    """A file stored (``size``, ``mtime``) or, with size -1, evicted; ``path`` is
+    relative to the cache root."""
+
+    path: str
+    size: int = -1
+    mtime: float = 0.0
 
 
 class Ledger:
-    """The total size of the stored files, shared by every process on the directory:
-    a one-line file, read and rewritten under its own exclusive lock, which is also the
-    directory-wide lock that stores and evictions take."""
+    """What processes on one directory know of its stored files, without walking it.
 
-    _FORMAT = "proxpi-ledger 1 {} {} {}\n"
+    ``.ledger`` holds one fixed-width line: generation, bytes used, file count and the
+    journal's epoch. ``.journal`` lists, in order, the files stored and evicted since the
+    last snapshot (a rewrite that lists every file, least recently used first), so each
+    process brings its own LRU view up to date by reading what others appended. Both
+    change only under the exclusive lock on ``.ledger``, which is also the
+    directory-wide lock that stores and evictions take.
+    """
+
+    _FORMAT = "proxpi-ledger 2 {} {} {} {}\n"
 
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, LEDGER_NAME)
+        self.journal = os.path.join(directory, JOURNAL_NAME)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         # flock is per open file here (one fd shared by our threads) and per process
         # on NFS: either way our own threads must take turns by themselves.
@@ -223,9 +242,9 @@ class Ledger:
 
     def _read(self) -> LedgerRecord:
         parts = os.pread(self._fd, 200, 0).split()
-        if len(parts) == 5 and parts[0] == b"proxpi-ledger" and all(p.isdigit() for p in parts[2:]):
+        if len(parts) == 6 and parts[:2] == [b"proxpi-ledger", b"2"] and all(p.isdigit() for p in parts[2:]):
             return LedgerRecord(*(int(p) for p in parts[2:]))
-        return LedgerRecord(0, 0, 0)  # new, or torn by a crash: the next rescan rewrites it
+        return LedgerRecord(0, 0, 0, 0)  # new, or torn by a crash: a snapshot rewrites it
 
     @contextlib.contextmanager
     def locked(self) -> Iterator["LedgerHandle"]:
@@ -266,11 +285,91 @@ class LedgerHandle:
         self._ledger = ledger
         self.record = ledger._read()
 
-    def write(self, used: int, count: int) -> LedgerRecord:
+    def write(self, used: int, count: int, new_epoch: bool = False) -> LedgerRecord:
         """Record a new total; returns the record with its new generation."""
-        record = LedgerRecord(self.record.generation + 1, max(used, 0), max(count, 0))
+        old = self.record
+        record = LedgerRecord(old.generation + 1, max(used, 0), max(count, 0), old.epoch + new_epoch)
         data = Ledger._FORMAT.format(*record).encode()
-        fd = self._ledger._fd
-        os.pwrite(fd, data.ljust(64), 0)  # fixed width: no truncate, no torn tail
+        os.pwrite(self._ledger._fd, data.ljust(80), 0)  # fixed width: no truncate, no torn tail
         self.record = record
         return record
+
+    def changes(self, position: Optional[tuple]) -> tuple:
+        """(entries, new position, whether they start from a snapshot) since
+        *position*, a value this method returned before (None: from the start)."""
+        epoch, offset = position if position is not None else (-1, 0)
+        snapshot = epoch != self.record.epoch
+        if snapshot:
+            offset = 0
+        try:
+            with open(self._ledger.journal, "rb") as file:
+                file.seek(offset)
+                data = file.read()
+        except FileNotFoundError:
+            data = b""
+        complete = data.rfind(b"\n") + 1  # a crash may have left half a line
+        entries = [entry for entry in map(_parse_entry, data[:complete].splitlines()) if entry is not None]
+        return entries, (self.record.epoch, offset + complete), snapshot
+
+    def append(self, entries: list, position: Optional[tuple]) -> Optional[tuple]:
+        """Add *entries* at the journal's end; returns the position after them
+        (*position* must be where our last :meth:`changes` left us; None stays None:
+        the next :meth:`changes` reads it all)."""
+        data = b"".join(_format_entry(entry) for entry in entries)
+        fd = os.open(self._ledger.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _write_whole(fd, data)
+        finally:
+            os.close(fd)
+        return None if position is None else (position[0], position[1] + len(data))
+
+    def journal_size(self) -> int:
+        with contextlib.suppress(OSError):
+            return os.path.getsize(self._ledger.journal)
+        return 0
+
+    def snapshot(self, entries: list, used: int, count: int) -> tuple:
+        """Rewrite the journal as *entries* (every stored file, least recently used
+        first) under a new epoch; returns the position after them."""
+        data = b"".join(_format_entry(entry) for entry in entries)
+        temp = temp_path(os.path.dirname(self._ledger.journal))
+        try:
+            with open(temp, "wb") as file:
+                file.write(data)
+            os.replace(temp, self._ledger.journal)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        record = self.write(used, count, new_epoch=True)
+        return record.epoch, len(data)
+
+
+def _write_whole(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _format_entry(entry: JournalEntry) -> bytes:
+    if entry.size < 0:
+        return f"- {entry.path}\n".encode()
+    return f"+ {entry.size} {entry.mtime:.3f} {entry.path}\n".encode()
+
+
+def _parse_entry(line: bytes) -> Optional[JournalEntry]:
+    """A journal line, or None if it is not one (a torn or foreign line is skipped)."""
+    parts = line.decode("utf-8", "replace").split(" ")
+    try:
+        if parts[0] == "+" and len(parts) == 4:
+            entry = JournalEntry(parts[3], int(parts[1]), float(parts[2]))
+        elif parts[0] == "-" and len(parts) == 2:
+            entry = JournalEntry(parts[1])
+        else:
+            return None
+    except ValueError:
+        return None
+    # Paths come from validated names; one that climbs out of the root is not ours.
+    if entry.path.startswith("/") or ".." in entry.path.split("/") or entry.size < -1:
+        return None
+    return entry

@@ -13,6 +13,7 @@ import pytest
 
 from proxpi_min.file_cache import FileCache
 from proxpi_min.shared_dir import (
+    JournalEntry,
     Ledger,
     LedgerRecord,
     LockFile,
@@ -137,6 +138,56 @@ def test_Ledger_unreadable_record_reads_as_empty(tmp_path, content) -> None:
     ledger.close()
     with pytest.raises(OSError):
         ledger.read()
+
+
+# A child that journals one stored file per line of stdin (a path), under the lock.
+JOURNALER = """
+import sys
+from proxpi_min.shared_dir import JournalEntry, Ledger
+ledger = Ledger(sys.argv[1])
+for line in sys.stdin:
+    with ledger.locked() as handle:
+        handle.append([JournalEntry(line.strip(), 7, 1.5)], None)
+        handle.write(handle.record.used + 7, handle.record.count + 1)
+    print("done", flush=True)
+"""
+
+
+def test_Ledger_journal_shows_each_process_what_the_others_did(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        position = handle.snapshot([JournalEntry("a/x/a-1.whl", 5, 1.0)], 5, 1)
+        entries, position, snapshot = handle.changes(position)
+        assert (entries, snapshot) == ([], False)
+    other = child(JOURNALER, str(tmp_path))
+    other.stdin.write("b/x/b-1.whl\n")
+    other.stdin.flush()
+    assert other.stdout.readline() == "done\n"
+    with ledger.locked() as handle:
+        entries, position, snapshot = handle.changes(position)
+        assert (entries, snapshot) == ([JournalEntry("b/x/b-1.whl", 7, 1.5)], False)
+        assert handle.record[1:3] == (12, 2)
+        position = handle.append([JournalEntry("a/x/a-1.whl")], position)
+    # A rewrite (new epoch) is read from its start, whatever was read before.
+    with ledger.locked() as handle:
+        handle.snapshot([JournalEntry("b/x/b-1.whl", 7, 1.5)], 7, 1)
+    with ledger.locked() as handle:
+        assert handle.changes(position) == ([JournalEntry("b/x/b-1.whl", 7, 1.5)], (handle.record.epoch, len(b"+ 7 1.500 b/x/b-1.whl\n")), True)
+    other.stdin.close()
+    other.wait(10)
+    ledger.close()
+
+
+def test_Ledger_journal_skips_torn_and_foreign_lines(tmp_path) -> None:
+    (tmp_path / ".journal").write_bytes(
+        b"+ 5 1.0 a/x/a-1.whl\n+ 5 1.0 ../../etc/passwd\n+ 5 1.0 /etc/passwd\n? what\n+ x 1 a\n- a/x/a-1.whl\n+ 9 1.0 b/x/b"
+    )
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        entries, position, _ = handle.changes(None)
+    assert entries == [JournalEntry("a/x/a-1.whl", 5, 1.0), JournalEntry("a/x/a-1.whl")]
+    assert position[1] == len((tmp_path / ".journal").read_bytes()) - len(b"+ 9 1.0 b/x/b")
+    ledger.close()
 
 
 def test_start_sweep_removes_free_lock_files_only(tmp_path) -> None:
