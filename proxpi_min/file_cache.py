@@ -10,12 +10,12 @@ text. A file appears under its final name only complete and verified (temp file,
 Recency is the file's mtime (touched on each hit), so LRU order survives restarts.
 Processes may share a directory (workers, separate proxies, tools) and act as one
 cache: one download per file across them (a lock file per download, see
-``downloads``), and one cap. The total and a journal of stores and evictions are kept in
-the ledger (``shared_dir.Ledger``), written by every store and eviction under its lock.
-Each process keeps its own LRU view and, before it evicts, reads what the others
-journaled since, so no process walks the directory but once at start. Hits do not
-write the journal: a victim whose mtime shows a hit in another process is kept and
-moved to the recent end instead.
+``downloads``), and one cap. The total and a journal of stores and evictions are kept
+in the ledger (``shared_dir.Ledger``), written by every store and eviction under its
+lock. Each process keeps its own LRU view and, before it evicts, reads what the others
+journaled since, so only the first process to start on the directory walks it. Hits
+do not write the journal: a victim whose mtime shows a hit in another process is kept
+and moved to the recent end instead.
 """
 
 from __future__ import annotations
@@ -70,34 +70,41 @@ class FileCache:
         self._scan()
 
     def _scan(self) -> None:
-        """Adopt the files already under root, oldest access first; drop dead temp
-        files; rewrite the ledger and journal from what is there (healing any drift a
-        crash left). The walk runs under the directory-wide lock, so that no process
-        stores or evicts meanwhile."""
+        """Adopt the files already under root: from a walk when no other process uses
+        the directory (healing any drift a crash left, rewriting the journal), else
+        from the journal those processes keep; oldest access first. Under the
+        directory-wide lock, so that no process stores or evicts meanwhile."""
+        alone = self._ledger.join()
         removed = remove_temp_files(self.root)
         if removed:
             logger.info("removed %d leftover temp files", removed)
         with self._ledger.locked() as ledger:
-            found = []
-            for directory, _, names in os.walk(self.root):
-                for name in names:
-                    if is_private(name):
-                        continue
-                    path = os.path.join(directory, name)
-                    with contextlib.suppress(OSError):
-                        stat = os.stat(path)
-                        found.append((stat.st_mtime, path, stat.st_size))
-            found.sort()
-            with self._lock:
-                for mtime, path, size in found:
-                    self._files[path] = [size, mtime]
-            try:
-                self._position = ledger.snapshot(self._entries(), sum(f[2] for f in found), len(found))
-            except OSError as exc:
-                logger.warning("cannot write the cache size ledger: %s", exc.strerror)
+            if alone:
+                self._walk(ledger)
+            else:
+                self._sync(ledger)
             used, count, victims = self._make_room(ledger, 0)
             self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
         self._log_evicted(victims)
+
+    def _walk(self, ledger: LedgerHandle) -> None:
+        found = []
+        for directory, _, names in os.walk(self.root):
+            for name in names:
+                if is_private(name):
+                    continue
+                path = os.path.join(directory, name)
+                with contextlib.suppress(OSError):
+                    stat = os.stat(path)
+                    found.append((stat.st_mtime, path, stat.st_size))
+        found.sort()
+        with self._lock:
+            for mtime, path, size in found:
+                self._files[path] = [size, mtime]
+        try:
+            self._position = ledger.snapshot(self._entries(), sum(f[2] for f in found), len(found))
+        except OSError as exc:
+            logger.warning("cannot write the cache size ledger: %s", exc.strerror)
 
     def _relative(self, path: str) -> str:
         return path[len(self.root) + 1 :]

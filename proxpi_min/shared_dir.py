@@ -2,7 +2,7 @@
 files, the size ledger, and sweeping what dead writers left behind.
 
 Every name the proxy writes beside stored files starts with a dot (``.tmp-``,
-``.lock-``, ``.ledger``, ``.journal``); a stored file's name never does (``names.check_filename``),
+``.lock-``, ``.ledger``, ``.journal``, ``.users``); a stored file's name never does (``names.check_filename``),
 so walks of the directory tell them apart by the first character.
 
 Locks are ``fcntl.flock`` locks: the kernel drops them when their holder dies (kill -9
@@ -44,6 +44,7 @@ TEMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".lock-"
 LEDGER_NAME = ".ledger"
 JOURNAL_NAME = ".journal"
+USERS_NAME = ".users"
 STALE_TEMP = 600.0  # seconds without a write after which another host's temp file is dead
 
 
@@ -239,6 +240,22 @@ class Ledger:
         # flock is per open file here (one fd shared by our threads) and per process
         # on NFS: either way our own threads must take turns by themselves.
         self._thread_lock = threading.Lock()
+        self._users_fd = -1
+
+    def join(self) -> bool:
+        """Count this process among the directory's users (a shared lock held until
+        :meth:`close`); True if no other process uses it now, so the files may have
+        changed unrecorded (a crash, a copy) and deserve a walk; False if the journal
+        is kept up by live processes."""
+        self._users_fd = os.open(os.path.join(os.path.dirname(self.path), USERS_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        # Another process starting just now may find neither lock and walk too: harmless.
+        fcntl.flock(self._users_fd, fcntl.LOCK_SH)
+        return alone
 
     def _read(self) -> LedgerRecord:
         parts = os.pread(self._fd, 200, 0).split()
@@ -273,9 +290,10 @@ class Ledger:
 
     def close(self) -> None:
         with self._thread_lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+            for fd in (self._fd, self._users_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self._fd = self._users_fd = -1
 
 
 class LedgerHandle:

@@ -202,6 +202,21 @@ def test_start_sweep_removes_free_lock_files_only(tmp_path) -> None:
         holder.wait(10)
 
 
+def test_FileCache_walks_the_dir_only_when_no_other_process_uses_it(tmp_path) -> None:
+    root = tmp_path / "files"
+    first = FileCache(str(root), 10_000, upstream=None)
+    unrecorded = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"
+    unrecorded.parent.mkdir(parents=True)
+    unrecorded.write_bytes(b"x" * 100)  # put there by hand: no journal line
+    second = FileCache(str(root), 10_000, upstream=None)
+    assert (list(second._files), second.stats()) == ([], (0, 0)), "the second walked the directory"
+    first.close()
+    second.close()
+    third = FileCache(str(root), 10_000, upstream=None)
+    assert (list(third._files), third.stats()) == ([str(unrecorded)], (100, 1))
+    third.close()
+
+
 def test_FileCache_counts_stored_files_only(tmp_path) -> None:
     root = tmp_path / "files"
     stored = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"

@@ -37,14 +37,14 @@ def file_path(dist: Dist) -> str:
 
 def files_tree(cache_dir: str | os.PathLike) -> dict[str, int]:
     """Every regular file under ``<cache dir>/files`` (relative path -> size) but the
-    bookkeeping processes on the dir share (the size ledger and its journal, a
-    download's lock file, which goes just after its file is stored); a temp file that
-    the proxy renames or removes while we look is skipped."""
+    bookkeeping processes on the dir share (the size ledger, its journal, the users'
+    lock, a download's lock file, which goes just after its file is stored); a temp
+    file that the proxy renames or removes while we look is skipped."""
     root = os.path.join(cache_dir, "files")
     found = {}
     for directory, _, names in os.walk(root):
         for name in names:
-            if name in (".ledger", ".journal") or name.startswith(".lock-"):
+            if name in (".ledger", ".journal", ".users") or name.startswith(".lock-"):
                 continue
             path = os.path.join(directory, name)
             try:
