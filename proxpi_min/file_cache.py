@@ -75,9 +75,10 @@ class FileCache:
         from the journal those processes keep; oldest access first. Under the
         directory-wide lock, so that no process stores or evicts meanwhile."""
         alone = self._ledger.join()
-        removed = remove_temp_files(self.root)
-        if removed:
-            logger.info("removed %d leftover temp files", removed)
+        if alone:  # else the first process swept them, and sweeps by age as it runs
+            removed = remove_temp_files(self.root)
+            if removed:
+                logger.info("removed %d leftover temp files", removed)
         with self._ledger.locked() as ledger:
             if alone:
                 self._walk(ledger)
