@@ -2,15 +2,20 @@
 files, the size ledger, and sweeping what dead writers left behind.
 
 Every name the proxy writes beside stored files starts with a dot (``.tmp-``,
-``.lock-``, ``.ledger``, ``.journal``, ``.users``); a stored file's name never does (``names.check_filename``),
-so walks of the directory tell them apart by the first character.
+``.lock-``, ``.ledger``, ``.journal``, ``.users``); a stored file's name never does
+(``names.check_filename``), so walks of the directory tell them apart by the first
+character.
 
 Locks are ``fcntl.flock`` locks: the kernel drops them when their holder dies (kill -9
 included), so a dead writer never blocks the others. On NFSv4, Linux emulates flock
 with POSIX byte-range locks on the whole file, whose owner is the process, not the
 open file: two threads of one process would both get the lock there. So threads of
 one process never contend for the same lock file: downloads are single-flight per
-process (``file_cache``), and :class:`Ledger` has its own thread lock.
+process (``file_cache``), and :class:`Ledger` has its own thread lock. Locally a flock
+lock belongs to the open file, which fork shares: each process (each worker) opens
+its own, after it is forked. These locks stand for the directory and the downloads
+themselves, so, unlike the caches' in-memory locks, they are held across disk and
+network I/O.
 """
 
 from __future__ import annotations
@@ -155,10 +160,6 @@ class LockFile:
         self.path = path
         self._fd: Optional[int] = None
         self.stale = ""
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
     def acquire(self, wait: bool) -> bool:
         """Take the lock (blocking if *wait*); False if another holds it."""
