@@ -102,10 +102,12 @@ class FileCache:
         with self._lock:
             for mtime, path, size in found:
                 self._files[path] = [size, mtime]
+        used, count = sum(f[2] for f in found), len(found)
         try:
-            self._position = ledger.snapshot(self._entries(), sum(f[2] for f in found), len(found))
+            self._position = ledger.snapshot(self._entries(), used, count)
         except OSError as exc:
-            logger.warning("cannot write the cache size ledger: %s", exc.strerror)
+            logger.warning("cannot write the cache journal: %s", exc.strerror)
+            self._record(ledger, [], used, count)
 
     def _relative(self, path: str) -> str:
         return path[len(self.root) + 1 :]

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import tempfile
 import threading
 import time
 from typing import Iterator, NamedTuple, Optional
@@ -237,7 +238,13 @@ class Ledger:
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, LEDGER_NAME)
         self.journal = os.path.join(directory, JOURNAL_NAME)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            # A cache dir we cannot write (offline, from read-only media) stores nothing,
+            # so nothing needs sharing: a private record will do.
+            with tempfile.TemporaryFile() as private:
+                self._fd = os.dup(private.fileno())
         # flock is per open file here (one fd shared by our threads) and per process
         # on NFS: either way our own threads must take turns by themselves.
         self._thread_lock = threading.Lock()
@@ -248,7 +255,10 @@ class Ledger:
         :meth:`close`); True if no other process uses it now, so the files may have
         changed unrecorded (a crash, a copy) and deserve a walk; False if the journal
         is kept up by live processes."""
-        self._users_fd = os.open(os.path.join(os.path.dirname(self.path), USERS_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._users_fd = os.open(os.path.join(os.path.dirname(self.path), USERS_NAME), os.O_RDWR | os.O_CREAT)
+        except OSError:
+            return True  # a directory we cannot write: alone as far as we can tell
         try:
             fcntl.flock(self._users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             alone = True

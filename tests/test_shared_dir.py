@@ -231,3 +231,26 @@ def test_FileCache_counts_stored_files_only(tmp_path) -> None:
         assert Ledger(str(root)).read().used == 1000
     finally:
         cache.close()
+
+
+def test_FileCache_in_a_directory_it_cannot_write(tmp_path, monkeypatch) -> None:
+    """Offline from read-only media: the stored files are counted, nothing breaks."""
+    root = tmp_path / "files"
+    stored = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"x" * 1000)
+    real_open = os.open
+
+    def refusing_open(path, flags, *args):
+        if os.path.basename(path).startswith(".") and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(13, "Read-only file system", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "ro")))
+    cache = FileCache(str(root), 10_000, upstream=None, offline=True)
+    try:
+        assert cache.stats() == (1000, 1)
+        assert not (root / ".ledger").exists()
+    finally:
+        cache.close()
