@@ -169,7 +169,15 @@ class Download:
             raise IntegrityError(f"{target.filename}: upstream sent {self.written} of {self.length} bytes")
         if hasher is not None and hasher.hexdigest() != target.hash[1]:
             raise IntegrityError(f"{target.filename}: downloaded bytes do not match the index hash")
-        self.cache._store(self)
+        try:
+            # On disk before it has its final name: a power cut cannot leave a short file
+            # there, and on NFS other hosts read these bytes, not stale ones.
+            os.fsync(self.fd)
+        except OSError as exc:
+            logger.warning("cannot cache %s (%s)", target.filename, exc.strerror)
+            self._remove_temp()
+        else:
+            self.cache._store(self)
         self._publish(done=True, length=self.written)
 
     # ------------------------------------------------------------------ other processes
@@ -210,6 +218,9 @@ class Download:
             return False
         try:
             if same_file(self.fd, self.target.path):  # renamed: complete and verified there
+                # Opening it anew makes an NFS client revalidate what it cached of the
+                # file (close-to-open consistency); locally it costs next to nothing.
+                os.close(os.open(self.target.path, os.O_RDONLY))
                 self._read_followed(hasher)
                 if self.length is not None and self.written != self.length:
                     raise IntegrityError(f"{self.target.filename}: read {self.written} of {self.length} bytes")
