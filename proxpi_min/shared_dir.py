@@ -238,6 +238,14 @@ class Ledger:
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, LEDGER_NAME)
         self.journal = os.path.join(directory, JOURNAL_NAME)
+        # flock is per open file here (one fd shared by our threads) and per process
+        # on NFS: either way our own threads must take turns by themselves.
+        self._thread_lock = threading.Lock()
+        self._users_fd = -1
+        self._open()
+
+    def _open(self) -> None:
+        self._pid = os.getpid()
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
@@ -245,10 +253,6 @@ class Ledger:
             # so nothing needs sharing: a private record will do.
             with tempfile.TemporaryFile() as private:
                 self._fd = os.dup(private.fileno())
-        # flock is per open file here (one fd shared by our threads) and per process
-        # on NFS: either way our own threads must take turns by themselves.
-        self._thread_lock = threading.Lock()
-        self._users_fd = -1
 
     def join(self) -> bool:
         """Count this process among the directory's users (a shared lock held until
@@ -298,6 +302,11 @@ class Ledger:
     def _check_open(self) -> None:
         if self._fd < 0:  # closed: never write through a number the OS may reuse
             raise OSError(f"{self.path} is closed")
+        if self._pid != os.getpid():
+            # Forked (a worker): the inherited descriptor shares the parent's open file,
+            # and with it any flock lock taken on it. Our own keeps the processes apart.
+            os.close(self._fd)
+            self._open()
 
     def close(self) -> None:
         with self._thread_lock:

@@ -127,6 +127,31 @@ def test_Ledger_updates_from_two_processes_are_not_lost(tmp_path) -> None:
     assert Ledger(str(tmp_path)).read() == LedgerRecord(400, 400, 400)
 
 
+def test_Ledger_opened_before_fork_still_keeps_the_processes_apart(tmp_path) -> None:
+    """A worker forked after the cache was built (inheriting its ledger) must not share
+    the parent's lock: updates from both are all counted."""
+    ledger = Ledger(str(tmp_path))
+    pids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # the child: add 200, one at a time, then leave at once
+            code = 1
+            try:
+                for _ in range(200):
+                    with ledger.locked() as handle:
+                        record = handle.record
+                        os.sched_yield()  # widen the window a shared lock would leave open
+                        handle.write(record.used + 1, record.count + 1)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        assert os.waitpid(pid, 0)[1] == 0
+    assert ledger.read()[1:3] == (400, 400)
+    ledger.close()
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage\n", b"proxpi-ledger 1 3 x 4\n"])
 def test_Ledger_unreadable_record_reads_as_empty(tmp_path, content) -> None:
     (tmp_path / ".ledger").write_bytes(content)
