@@ -13,10 +13,10 @@ open file: two threads of one process would both get the lock there. So threads 
 one process never contend for the same lock file: downloads are single-flight per
 process (``file_cache``), and :class:`Ledger` has its own thread lock. Locally a flock
 lock belongs to the open file, which fork shares: a lock file is opened per download,
-and the ledger reopens its own in a forked child (a worker forked after the caches were
-built keeps their view, not their locks). These locks stand for the directory and the downloads
-themselves, so, unlike the caches' in-memory locks, they are held across disk and
-network I/O.
+and the ledger reopens its own in a forked child (a worker forked after the caches
+were built keeps their view, not their locks). These locks stand for the directory and
+the downloads themselves, so, unlike the caches' in-memory locks, they are held across
+disk and network I/O.
 """
 
 from __future__ import annotations
