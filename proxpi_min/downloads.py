@@ -1,5 +1,15 @@
 """Downloads: one upstream fetch per file into a temp file, verified as it arrives,
-shared by every client that asks for the file meanwhile (each reads what is written)."""
+shared by every client that asks for the file meanwhile (each reads what is written),
+in this process and in every other process on the same cache dir.
+
+Across processes, the writer holds the file's lock file (``shared_dir.LockFile``) and
+records in it its temp file's name and the length. A process that finds the lock held
+follows that temp file instead of fetching: its clients get the bytes as they land,
+the last one only once the writer has renamed the file to its final name (it verifies
+before it renames). If the writer dies (its lock is freed with its record still in the
+lock file), the follower's clients fetch the rest from upstream themselves, still
+hash-checked, and a new download takes over in this process.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +20,14 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Optional
 
 from .bodies import CHUNK, FileBody, relay, send_chunk
 from .byteranges import ByteRange
 from .errors import IntegrityError, ProxpiError, UpstreamError
 from .names import NormalizedName, check_filename
-from .shared_dir import temp_path
+from .shared_dir import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path
 from .simple import FileEntry, Hashes
 
 if TYPE_CHECKING:  # the cache that owns a download; it imports this module
@@ -25,6 +36,10 @@ if TYPE_CHECKING:  # the cache that owns a download; it imports this module
 __all__ = ["Download", "DownloadBody", "Target", "best_hash"]
 
 logger = logging.getLogger(__name__)
+
+# How often a follower looks at another process's download (its file's size, its lock):
+# fast enough to stream, slow enough to cost nothing (no inotify on NFS).
+FOLLOW_POLL = 0.02
 
 _PREFERRED_HASHES = ("sha256", "sha512", "sha384", "blake2b", "sha3_256", "sha224", "sha1", "md5")
 
@@ -76,6 +91,8 @@ class Download:
         self.joined = 0
         self._writer_finished = False
         self.asked = False
+        self.lock = LockFile(lock_path(target.path))
+        self.take_over = False  # another process's writer died: start a new download
 
     @property
     def over(self) -> bool:
@@ -102,6 +119,28 @@ class Download:
         target = self.target
         try:
             os.makedirs(os.path.dirname(self.temp), exist_ok=True)
+            if not self.lock.acquire(wait=False) and self._follow():
+                return
+        except OSError as exc:
+            logger.warning("cannot cache %s (%s); passing it through", target.filename, exc.strerror)
+            self._publish(disk_failed=True)
+            return
+        try:
+            if self.lock.stale:
+                self._remove_dead_temp(self.lock.stale)
+            if not self._adopt_stored():
+                self._fetch()
+        except BaseException:
+            self._remove_temp()  # before the lock goes: the next holder finds no leftover
+            raise
+        finally:
+            self.lock.release()
+
+    def _fetch(self) -> None:
+        """Download into our temp file, verify, store (the lock is held)."""
+        target = self.target
+        try:
+            self.lock.record(os.path.basename(self.temp))
             self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             logger.warning("cannot cache %s (%s); passing it through", target.filename, exc.strerror)
@@ -112,7 +151,9 @@ class Download:
             length = response.length
             if length is not None and target.size is not None and length != target.size:
                 raise IntegrityError(f"{target.filename}: upstream sends {length} bytes, the index says {target.size}")
-            self._publish(started=True, length=length if length is not None else target.size)
+            length = length if length is not None else target.size
+            self.lock.record(f"{os.path.basename(self.temp)} {length if length is not None else '-'}")
+            self._publish(started=True, length=length)
             hasher = hashlib.new(target.hash[0]) if target.hash else None
             while True:
                 chunk = response.read(CHUNK)
@@ -134,8 +175,110 @@ class Download:
             raise IntegrityError(f"{target.filename}: upstream sent {self.written} of {self.length} bytes")
         if hasher is not None and hasher.hexdigest() != target.hash[1]:
             raise IntegrityError(f"{target.filename}: downloaded bytes do not match the index hash")
-        self.cache._store(self)
+        try:
+            # On disk before it has its final name: a power cut cannot leave a short file
+            # there, and on NFS other hosts read these bytes, not stale ones.
+            os.fsync(self.fd)
+        except OSError as exc:
+            logger.warning("cannot cache %s (%s)", target.filename, exc.strerror)
+            self._remove_temp()
+        else:
+            self.cache._store(self)
         self._publish(done=True, length=self.written)
+
+    # ------------------------------------------------------------------ other processes
+
+    def _adopt_stored(self) -> bool:
+        """Serve the file if another process stored it while we waited for the lock."""
+        opened = self.cache._open_cached(self.target)
+        if opened is None:
+            return False
+        file, size = opened
+        with file:
+            self.fd = os.dup(file.fileno())
+        self._publish(started=True, length=size, written=size, done=True)
+        return True
+
+    def _follow(self) -> bool:
+        """Another process holds the lock: stream its temp file until it lets go.
+
+        What we publish, we have read and hashed ourselves, and the last byte goes
+        out only once our own hash matches: on NFS another host's writes may reach
+        us late, so the writer's check alone does not cover what we read.
+
+        Returns False when we then hold the lock with nothing followed (download or
+        adopt as usual); True when this download is over: the writer stored the file we
+        followed (done), or it went away without (our clients fetch the rest upstream;
+        :attr:`take_over` says whether a new download should start here).
+
+        :raises IntegrityError: what we read does not match the index hash.
+        """
+        hasher = hashlib.new(self.target.hash[0]) if self.target.hash else None
+        while not self.lock.acquire(wait=False):
+            if self.fd is None:
+                self._open_followed()
+            else:
+                self._read_followed(hasher)
+            time.sleep(FOLLOW_POLL)
+        if self.fd is None:
+            return False
+        try:
+            if same_file(self.fd, self.target.path):  # renamed: complete and verified there
+                # Opening it anew makes an NFS client revalidate what it cached of the
+                # file (close-to-open consistency); locally it costs next to nothing.
+                os.close(os.open(self.target.path, os.O_RDONLY))
+                self._read_followed(hasher)
+                if self.length is not None and self.written != self.length:
+                    raise IntegrityError(f"{self.target.filename}: read {self.written} of {self.length} bytes")
+                if hasher is not None and hasher.hexdigest() != self.target.hash[1]:
+                    raise IntegrityError(f"{self.target.filename}: stored bytes do not match the index hash")
+                self.cache._open_cached(self.target)  # adopt it into our view
+                self._publish(done=True, length=self.written)
+            else:
+                # The writer failed (it cleaned up) or died (its record is still there).
+                self.take_over = bool(self.lock.stale)
+                if self.take_over:
+                    self._remove_dead_temp(self.lock.stale)
+                logger.warning("the download of %s in another process ended early", self.target.filename)
+                self._publish(disk_failed=True)
+        finally:
+            self.lock.release()
+        return True
+
+    def _read_followed(self, hasher) -> None:
+        """Hash what the writer added since we last looked, and let clients have it."""
+        end = os.fstat(self.fd).st_size
+        if self.length is not None:
+            end = min(end, self.length)
+        position = self.written
+        while position < end:
+            data = os.pread(self.fd, min(CHUNK, end - position), position)
+            if not data:
+                break
+            if hasher is not None:
+                hasher.update(data)
+            position += len(data)
+        if position > self.written:
+            self._publish(written=position)
+
+    def _open_followed(self) -> None:
+        """Open the temp file the lock's holder writes, once upstream answered it."""
+        name, _, length = self.lock.read_record().partition(" ")
+        if not length.strip() or not _is_temp_name(name):
+            return
+        try:
+            self.fd = os.open(os.path.join(os.path.dirname(self.target.path), name), os.O_RDONLY)
+        except OSError:
+            return  # renamed or removed meanwhile: the lock tells next
+        length = length.strip()
+        self._publish(started=True, length=int(length) if length.isdigit() else None)
+
+    def _remove_dead_temp(self, record: str) -> None:
+        """Remove the temp file a dead lock holder was writing (ours to judge now)."""
+        name = record.partition(" ")[0]
+        if _is_temp_name(name):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(os.path.dirname(self.target.path), name))
 
     def _publish(self, **changes) -> None:
         with self.cond:
@@ -203,6 +346,11 @@ class Download:
             except ProxpiError:
                 return True  # unsatisfiable: answered 416 from the download's length
 
+
+
+def _is_temp_name(name: str) -> bool:
+    """A temp file's name as a lock file records it (one name, no path)."""
+    return name.startswith(TEMP_PREFIX) and "/" not in name and name not in (".", "..")
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

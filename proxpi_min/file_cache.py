@@ -7,9 +7,15 @@ Every part comes from validated names and the index's own data, never from raw r
 text. A file appears under its final name only complete and verified (temp file, then
 ``os.replace``), so a crash never leaves a partial file that is later served.
 
-Recency is the file's mtime (touched on each hit), so LRU order survives restarts. Two
-processes may share a directory: each keeps its own view and adopts or forgets files
-the other stored or evicted.
+Recency is the file's mtime (touched on each hit), so LRU order survives restarts.
+Processes may share a directory (workers, separate proxies, tools) and act as one
+cache: one download per file across them (a lock file per download, see
+``downloads``), and one cap. The total and a journal of stores and evictions are kept
+in the ledger (``shared_dir.Ledger``), written by every store and eviction under its
+lock. Each process keeps its own LRU view and, before it evicts, reads what the others
+journaled since, so only the first process to start on the directory walks it. Hits
+do not write the journal: a victim whose mtime shows a hit in another process is kept
+and moved to the recent end instead.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from .downloads import Download, DownloadBody, Target
 from .errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
 from .metrics import Metrics
 from .names import NormalizedName
-from .shared_dir import STALE_TEMP, TEMP_PREFIX, remove_temp_files
+from .shared_dir import STALE_TEMP, JournalEntry, Ledger, LedgerHandle, is_private, remove_temp_files
 from .simple import FileEntry
 from .upstream import Upstream
 
@@ -40,6 +46,10 @@ logger = logging.getLogger(__name__)
 # A hit moves a file's mtime (its recency) at most this often: a busy file is not
 # worth a metadata write per request.
 TOUCH_INTERVAL = 1.0
+# The journal is rewritten as a snapshot past twice the size of one (about this many
+# bytes a line), and never below this size: a small cache keeps a short history.
+JOURNAL_LINE = 150
+JOURNAL_MIN = 1 << 20
 
 
 class FileCache:
@@ -54,39 +64,103 @@ class FileCache:
         self.upstream = upstream
         self._offline = offline
         self._lock = threading.Lock()
-        self._files: "collections.OrderedDict[str, int]" = collections.OrderedDict()  # path -> size, LRU first
-        self._used = 0
+        # path -> [size, mtime as we last knew it], least recently used first
+        self._files: "collections.OrderedDict[str, list]" = collections.OrderedDict()
         self._downloads: dict = {}
         self.generation = 0  # changes whenever a file is stored or evicted
         self._last_sweep = time.monotonic()
         os.makedirs(root, exist_ok=True)
+        self._ledger = Ledger(root)
+        self._position: Optional[tuple] = None  # how far into the journal our view is
         self._scan()
 
     def _scan(self) -> None:
-        """Adopt the files already under root, oldest access first; drop dead temp files."""
-        removed = remove_temp_files(self.root)
-        if removed:
-            logger.info("removed %d leftover temp files", removed)
+        """Adopt the files already under root: from a walk when no other process uses
+        the directory (healing any drift a crash left, rewriting the journal), else
+        from the journal those processes keep; oldest access first. Under the
+        directory-wide lock, so that no process stores or evicts meanwhile."""
+        alone = self._ledger.join()
+        if alone:  # else the first process swept them, and sweeps by age as it runs
+            removed = remove_temp_files(self.root)
+            if removed:
+                logger.info("removed %d leftover temp files", removed)
+        with self._ledger.locked() as ledger:
+            if alone:
+                self._walk(ledger)
+            else:
+                self._sync(ledger)
+            used, count, victims = self._make_room(ledger, 0)
+            self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
+        self._log_evicted(victims)
+
+    def _walk(self, ledger: LedgerHandle) -> None:
         found = []
         for directory, _, names in os.walk(self.root):
             for name in names:
-                if name.startswith(TEMP_PREFIX):
+                if is_private(name):
                     continue
                 path = os.path.join(directory, name)
                 with contextlib.suppress(OSError):
                     stat = os.stat(path)
                     found.append((stat.st_mtime, path, stat.st_size))
-        for _, path, size in sorted(found):
-            self._files[path] = size
-            self._used += size
-        self._unlink(self._evict(0))
+        found.sort()
+        with self._lock:
+            for mtime, path, size in found:
+                self._files[path] = [size, mtime]
+        used, count = sum(f[2] for f in found), len(found)
+        try:
+            self._position = ledger.snapshot(self._entries(), used, count)
+        except OSError as exc:
+            logger.warning("cannot write the cache journal: %s", exc.strerror)
+            self._record(ledger, [], used, count)
+
+    def _relative(self, path: str) -> str:
+        return path[len(self.root) + 1 :]
+
+    def _entries(self) -> list:
+        """Our view as journal entries, least recently used first."""
+        with self._lock:
+            return [JournalEntry(self._relative(path), size, mtime) for path, (size, mtime) in self._files.items()]
+
+    def _sync(self, ledger: LedgerHandle) -> None:
+        """Bring our view up to date with what other processes stored and evicted
+        (under the ledger's lock): the journal's new lines, or its new snapshot."""
+        try:
+            entries, position, snapshot = ledger.changes(self._position)
+        except OSError as exc:
+            logger.warning("cannot read the cache journal: %s", exc.strerror)
+            return
+        with self._lock:
+            if snapshot:
+                self._files.clear()
+            for entry in entries:
+                path = os.path.join(self.root, entry.path)
+                if entry.size < 0:
+                    self._files.pop(path, None)
+                else:
+                    self._files[path] = [entry.size, entry.mtime]
+                    self._files.move_to_end(path)
+            if entries or snapshot:
+                self.generation += 1
+        self._position = position
+
+    def _record(self, ledger: LedgerHandle, entries: list, used: int, count: int) -> None:
+        """Journal *entries* and the new total (under the ledger's lock, synced). A full
+        disk keeps the old record: the next process to start rewrites it."""
+        try:
+            if entries:
+                self._position = ledger.append(entries, self._position)
+            ledger.write(used, count)
+        except OSError as exc:
+            logger.warning("cannot update the cache size ledger: %s", exc.strerror)
+            self._position = None  # read the journal whole next time
 
     # ------------------------------------------------------------------ stats
 
     def stats(self) -> tuple:
-        """(bytes used, file count)."""
-        with self._lock:
-            return self._used, len(self._files)
+        """(bytes used, file count), by every process sharing the directory."""
+        record = self._ledger.read()
+        return record.used, record.count
 
     def downloads_in_progress(self) -> int:
         with self._lock:
@@ -96,9 +170,9 @@ class FileCache:
         """The *count* largest stored files as (project, file name, size), from the
         accounting in memory (no directory walk)."""
         with self._lock:
-            found = heapq.nlargest(count, self._files.items(), key=lambda item: item[1])
+            found = heapq.nlargest(count, self._files.items(), key=lambda item: item[1][0])
         out = []
-        for path, size in found:
+        for path, (size, _) in found:
             parts = os.path.relpath(path, self.root).split(os.sep)
             out.append((parts[0], parts[-1], size))
         return out
@@ -167,7 +241,7 @@ class FileCache:
             if download is not None:
                 download.join()
         if start:
-            threading.Thread(target=download.run, name=f"download {target.filename}", daemon=True).start()
+            self._run(download)
         if download is None:  # a HEAD
             return SizeOnlyBody(target.size) if target.size is not None else self._pass_through(target, True, None)
         # The client whose range started the download is answered from upstream at once
@@ -200,18 +274,20 @@ class FileCache:
             raise NotFound(f"{target.filename} is not in the offline cache")
         if self.cap <= 0 or (target.size is not None and target.size > self.cap):
             return False
-        with self._lock:
-            download = self._downloads.get(target.path)
-            start = download is None
+        while True:
+            with self._lock:
+                download = self._downloads.get(target.path)
+                start = download is None
+                if start:
+                    download = self._downloads[target.path] = Download(self, target)
             if start:
-                download = self._downloads[target.path] = Download(self, target)
-        if start:
-            download.run()
-        with download.cond:
-            download.cond.wait_for(lambda: download.over)
-            if download.error is not None:
-                raise download.error
-        return self.has(project, entry)
+                download.run()
+            with download.cond:
+                download.cond.wait_for(lambda: download.over)
+                if download.error is not None:
+                    raise download.error
+            if not download.take_over:  # else another process's writer died: the next one
+                return self.has(project, entry)
 
     @staticmethod
     def _cached_body(file, size: int, byte_range: Optional[ByteRange]) -> FileBody:
@@ -243,23 +319,24 @@ class FileCache:
         except OSError:
             with self._lock:
                 # Evicted by another process, unless our own download is storing it.
-                if target.path not in self._downloads:
-                    size = self._files.pop(target.path, None)
-                    if size is not None:
-                        self._used -= size
-                        self.generation += 1
+                if target.path not in self._downloads and self._files.pop(target.path, None):
+                    self.generation += 1
             return None
         stat = os.fstat(file.fileno())
+        now = time.time()
+        touch = now - stat.st_mtime > TOUCH_INTERVAL
         with self._lock:
-            if target.path in self._files:
+            known = self._files.get(target.path)
+            if known is not None:
                 self._files.move_to_end(target.path)
+                if touch:
+                    known[1] = now
             else:  # stored by another process sharing the directory
-                self._files[target.path] = stat.st_size
-                self._used += stat.st_size
+                self._files[target.path] = [stat.st_size, now if touch else stat.st_mtime]
                 self.generation += 1
-        if time.time() - stat.st_mtime > TOUCH_INTERVAL:
+        if touch:
             with contextlib.suppress(OSError):
-                os.utime(file.fileno())  # recency that survives a restart
+                os.utime(file.fileno())  # recency that survives a restart, seen by every process
         return file, stat.st_size
 
     # ------------------------------------------------------------------ storing
@@ -270,23 +347,71 @@ class FileCache:
         if size > self.cap:
             download._remove_temp()
             return
-        with self._lock:
-            # Evict and count the new file in one step, so that downloads finishing
-            # together cannot each find room for themselves and overrun the cap.
-            self._used -= self._files.pop(path, 0)
-            victims = self._evict_locked(size)
-            self._files[path] = size
-            self._used += size
-        self._unlink(victims)
+        # Under the directory-wide lock, so that downloads finishing together (here or
+        # in other processes) cannot each find room for themselves and overrun the cap.
+        with self._ledger.locked() as ledger:
+            if os.path.exists(path):  # stored meanwhile by a writer that took no lock
+                download._remove_temp()
+                return
+            self._sync(ledger)
+            used, count, victims = self._make_room(ledger, size)
+            entries = [JournalEntry(self._relative(victim)) for victim in victims]
+            # Counted before it appears: a crash in between over-counts (evicting a
+            # little early) rather than over-fills; the next start corrects it.
+            now = time.time()
+            self._record(ledger, entries + [JournalEntry(self._relative(path), size, now)], used + size, count + 1)
+            try:
+                os.replace(download.temp, path)
+            except OSError as exc:
+                logger.warning("cannot store %s: %s", download.target.filename, exc.strerror)
+                download._remove_temp()
+                self._record(ledger, [JournalEntry(self._relative(path))], used, count)
+            else:
+                with self._lock:
+                    self._files[path] = [size, now]
+                    self.generation += 1
+            self._compact(ledger)
+        self._log_evicted(victims)
         self._sweep_temp_files()
-        try:
-            os.replace(download.temp, path)
-        except OSError as exc:
-            logger.warning("cannot store %s: %s", download.target.filename, exc.strerror)
-            download._remove_temp()
+
+    def _make_room(self, ledger: LedgerHandle, incoming: int) -> tuple:
+        """Evict least recently used files (whoever stored them) until *incoming* more
+        bytes fit; returns (used, count, evicted paths). Called under the ledger lock,
+        with our view synced."""
+        used, count = ledger.record.used, ledger.record.count
+        victims = []
+        while used + incoming > self.cap:
             with self._lock:
-                if self._files.pop(path, None) is not None:
-                    self._used -= size
+                if not self._files:
+                    break
+                path, (size, mtime) = self._files.popitem(last=False)
+                self.generation += 1
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # gone without the ledger knowing (e.g. removed by hand)
+                used, count = used - size, count - 1
+                victims.append(path)
+                continue
+            if stat.st_mtime > mtime + TOUCH_INTERVAL:  # a hit in another process
+                with self._lock:
+                    self._files.setdefault(path, [stat.st_size, stat.st_mtime])
+                continue
+            with contextlib.suppress(OSError):
+                # Clients still sending this file keep their open handle: unlink is safe.
+                os.unlink(path)
+            used, count = used - size, count - 1
+            victims.append(path)
+        return used, count, victims
+
+    def _compact(self, ledger: LedgerHandle) -> None:
+        """Rewrite the journal as a snapshot of our (synced) view once it has grown to
+        about twice the size of one, so that it stays proportional to the files."""
+        if ledger.journal_size() <= max(JOURNAL_MIN, 2 * JOURNAL_LINE * ledger.record.count):
+            return
+        try:
+            self._position = ledger.snapshot(self._entries(), ledger.record.used, ledger.record.count)
+        except OSError as exc:
+            logger.warning("cannot rewrite the cache journal: %s", exc.strerror)
 
     def _sweep_temp_files(self) -> None:
         """Now and then, drop temp files nobody writes any more: those another host's
@@ -299,34 +424,27 @@ class FileCache:
         if due:
             remove_temp_files(self.root, at_start=False)
 
-    def _evict(self, incoming: int) -> list:
-        with self._lock:
-            return self._evict_locked(incoming)
-
-    def _evict_locked(self, incoming: int) -> list:
-        """Drop least recently used files until *incoming* more bytes fit; returns the
-        paths to unlink (done outside the lock). Called with the lock held."""
-        victims = []
-        while self._files and self._used + incoming > self.cap:
-            path, size = self._files.popitem(last=False)
-            self._used -= size
-            victims.append(path)
-        self.generation += 1
-        if victims:
-            self.metrics.evictions.inc(amount=len(victims))
-        return victims
-
-    def _unlink(self, paths: list) -> None:
+    def _log_evicted(self, paths: list) -> None:
+        if paths:
+            self.metrics.evictions.inc(amount=len(paths))
         for path in paths:
-            # Clients still sending this file keep their open handle: unlink is safe.
-            with contextlib.suppress(OSError):
-                os.unlink(path)
             logger.info("evicted %s", path)
+
+    @staticmethod
+    def _run(download: Download) -> None:
+        threading.Thread(target=download.run, name=f"download {download.target.filename}", daemon=True).start()
 
     def _finished(self, download: Download) -> None:
         with self._lock:
             self._downloads.pop(download.target.path, None)
         download.close_fd()
+        if download.take_over:  # another process's writer died: the file is still wanted
+            with self._lock:
+                start = download.target.path not in self._downloads
+                if start:
+                    new = self._downloads[download.target.path] = Download(self, download.target)
+            if start:
+                self._run(new)
 
     def close(self) -> None:
         """Remove this process's temp files (downloads in progress are abandoned)."""
@@ -334,3 +452,4 @@ class FileCache:
             downloads = list(self._downloads.values())
         for download in downloads:
             download._remove_temp()
+        self._ledger.close()

@@ -18,7 +18,7 @@ from .lockfiles import LockFileError, Wanted, load
 from .names import NormalizedName, version_from_filename
 from .page_store import LIST_KEY, PageStore
 from .server import open_caches
-from .shared_dir import TEMP_PREFIX
+from .shared_dir import is_private
 from .simple import FileEntry, ProjectPage
 
 __all__ = [
@@ -505,7 +505,7 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
     found = []
     for directory, _, names in os.walk(files_root):
         for name in sorted(names):
-            if not name.startswith(TEMP_PREFIX):
+            if not is_private(name):  # bookkeeping: temp and lock files, the ledger
                 path = os.path.join(directory, name)
                 found.append((path, os.path.relpath(path, files_root)))
     total_bytes = 0

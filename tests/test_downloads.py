@@ -12,15 +12,11 @@ a test wait.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import http.client as http_client
 import os
-from stat import S_ISREG
-import random
 import re
 import socket
-import string
 import threading
 import time
 import urllib.parse
@@ -30,76 +26,16 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import pytest
 
-from tests.support.dists import Dist, make_wheel
+from tests.support.cache_dir import WAIT, file_path, files_tree, sized_wheel, stored_content, stored_paths, wait_until
+from tests.support.dists import Dist
 from tests.support.pages import json_files, parse_anchors
 from tests.support.proxy import PIP_ACCEPT, ProxyProcess, run_pip
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
-# How long a test waits for something a correct proxy does at once (first bytes of a
-# stream, a temp file appearing). Only a broken proxy ever makes a test wait this long.
-WAIT = 4.0
 # A held upstream response goes on by itself after this long, so that a proxy that
 # does not stream cannot hang a test; the test then fails on the upstream's state.
 BACKSTOP = WAIT
-
-
-# -- distributions -------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def sized_wheel(name: str, version: str, source_chars: int) -> Dist:
-    """A real wheel whose module holds *source_chars* random (barely compressible)
-    characters, so its size is known roughly in advance and similar for equal sizes."""
-    rnd = random.Random(f"{name}-{version}-{source_chars}")
-    text = "".join(rnd.choices(string.ascii_letters + string.digits, k=source_chars))
-    return make_wheel(name, version, module_source=f'DATA = "{text}"\n')
-
-
-def file_path(dist: Dist) -> str:
-    return f"/index/{dist.normalized}/{urllib.parse.quote(dist.filename)}"
-
-
-# -- the cache directory, from the outside ------------------------------------------
-
-
-def files_tree(cache_dir: str | os.PathLike) -> dict[str, int]:
-    """Every regular file under ``<cache dir>/files`` (relative path -> size); a temp
-    file that the proxy renames or removes while we look is skipped."""
-    root = os.path.join(cache_dir, "files")
-    found = {}
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(directory, name)
-            try:
-                stat = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            if S_ISREG(stat.st_mode):
-                found[os.path.relpath(path, root)] = stat.st_size
-    return found
-
-
-def stored_paths(cache_dir: str | os.PathLike, filename: str) -> list[str]:
-    """Absolute paths of the files under ``<cache dir>/files`` named *filename*."""
-    root = os.path.join(cache_dir, "files")
-    return [os.path.join(root, rel) for rel in files_tree(cache_dir) if os.path.basename(rel) == filename]
-
-
-def stored_content(cache_dir: str | os.PathLike, filename: str) -> Optional[bytes]:
-    paths = stored_paths(cache_dir, filename)
-    assert len(paths) <= 1, paths
-    return Path(paths[0]).read_bytes() if paths else None
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll *predicate* until it is truthy or the deadline passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 # -- HTTP clients ----------------------------------------------------------------
@@ -797,8 +733,11 @@ def test_file_evicted_by_one_proxy_is_refetched_by_the_other(proxy, upstream_fac
     result = two.get(file_path(evicted))
     assert result.status == 200 and result.body == evicted.content
     assert up.hits(evicted.filename) == hits_before + 1
-    assert two.get(file_path(kept)).body == kept.content
-    assert up.hits(kept.filename) == 1
+    # Two makes room under the one cap, whoever stored the files: the kept one, now
+    # the least recently used (C came after it), goes.
+    assert wait_until(lambda: stored_content(cache_dir, evicted.filename)) == evicted.content
+    assert stored_paths(cache_dir, kept.filename) == []
+    assert sum(files_tree(cache_dir).values()) <= cap
 
 
 # =============================================================================

@@ -159,7 +159,7 @@ def test_cooldown_refuses_the_new_file_in_every_format(proxy, public, wheels, tm
     assert [f["filename"] for f in document["files"]] == [wheels.alpha_old.filename]
     assert document["versions"] == ["1.0"]  # PEP 700: only versions that keep a file
 
-    with caplog.at_level(logging.INFO, logger="proxpi_min.index_cache"):
+    with caplog.at_level(logging.INFO, logger="proxpi_min.indexes"):
         for method, path in [("GET", new), ("HEAD", new), ("GET", new + ".metadata")]:
             refused = p.request(method, f"/index/alpha/{path}")
             assert refused.status == 403, (method, path)
