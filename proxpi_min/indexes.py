@@ -237,7 +237,14 @@ class Indexes:
             version = tuple(lookup.version for lookup in lookups)
             stale = any(lookup.stale for lookup in lookups)
             hit = self._count(lookups)
-        make = lambda: render_project_list(merge_lists(lists), media)  # noqa: E731
+        policy = self._policy if self._policy is not None and self._policy.filters_list else None
+
+        def make() -> bytes:
+            merged = merge_lists(lists)
+            if policy is not None:  # rendered once per change, so filtered once per change
+                merged = ProjectList.from_names(n for n in merged if policy.listed(canonicalize_name(n)))
+            return render_project_list(merged, media)
+
         return self._render(("list", media, compress), version, make, compress), stale, hit
 
     def _render(self, key: tuple, version: tuple, make: Callable[[], bytes], compress: bool) -> Rendered:

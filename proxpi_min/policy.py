@@ -166,6 +166,18 @@ class Policy:
             return Route(refusal, tuple(i for i, url in enumerate(self._index_urls) if url == pinned[1]), False)
         return Route(refusal, tuple(range(len(self._index_urls))), self._first_index)
 
+    @property
+    def filters_list(self) -> bool:
+        """Whether the deny or allow list takes names out of the project list."""
+        return bool(self._deny_projects or self._allow)
+
+    def listed(self, project: NormalizedName) -> bool:
+        """Whether *project* stays in the project list: the deny and allow lists refuse
+        its page, so it is not offered (not counted: nobody asked for it)."""
+        if self._match(self._deny_projects, project) is not None:
+            return False
+        return not self._allow or self._match(self._allow, project) is not None
+
     def not_found_note(self, project: NormalizedName, asked: Sequence[int]) -> tuple[Optional[str], str]:
         """(policy, text to add to a 404 for *project* or its file): which index a pin
         or first-index kept it to; (None, "") when no policy did."""

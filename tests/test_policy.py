@@ -160,6 +160,8 @@ def test_Policy_route_refusal(deny, allow, project, refused_by) -> None:
         assert refusal[0] == refused_by
         assert f"project {project!r}" in refusal[1]
         assert ("PROXPI_DENY" if refused_by == "deny" else "PROXPI_ALLOW") in refusal[1]
+    # The project list offers exactly the projects whose pages are served.
+    assert policy.listed(NormalizedName(project)) is (refused_by is None)
 
 
 def test_Policy_deny_version_hides_its_files_and_versions() -> None:

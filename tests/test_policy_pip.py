@@ -236,6 +236,17 @@ def test_allow_list_serves_only_matching_projects(proxy, public, internal, wheel
     result, got = download(p, "evil", tmp_path / "evil")
     assert result.returncode != 0 and got == []
     assert p.server.policy.counts()[("refused", "allow")] >= 3
+    # The project list offers only what is served, in both formats.
+    listed = parse_anchors(p.get("/index/").body)
+    assert "alpha" in listed and "acme-lib" in listed and "evil" not in listed
+    names = [item["name"] for item in json.loads(p.get("/index/", {"Accept": PIP_ACCEPT}).body)["projects"]]
+    assert "evil" not in names and "alpha" in names
+
+
+def test_deny_list_leaves_denied_projects_out_of_the_project_list(proxy, public) -> None:
+    p = proxy(public, deny=(("evil*", None),))
+    names = [item["name"] for item in json.loads(p.get("/index/", {"Accept": PIP_ACCEPT}).body)["projects"]]
+    assert "alpha" in names and not [name for name in names if name.startswith("evil")]
 
 
 def test_home_page_lists_the_policies(proxy, public, internal) -> None:
