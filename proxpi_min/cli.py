@@ -312,6 +312,9 @@ def _serve(server: "ProxyServer") -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # A worker starts with them blocked (workers.Supervisor._start); one that came
+    # meanwhile is delivered now, to the handler.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
     try:
         server.serve_forever()
     finally:

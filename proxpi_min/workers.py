@@ -140,9 +140,14 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         slot.restart_at = None
         slot.started = self._clock()
+        # The stop signals stay blocked in the child until its server has installed its
+        # handlers (cli._serve unblocks them): one sent meanwhile then drains it, instead
+        # of killing it by the default action.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
             self._child(slot.number)  # never returns
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         slot.pid = pid
         logger.info("worker %d started (pid %d)", slot.number, pid)
 
@@ -155,7 +160,7 @@ class Supervisor:
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for sig in _STOP_SIGNALS:  # until the work installs its own handlers
+            for sig in _STOP_SIGNALS:  # blocked until the work installs its own handlers
                 signal.signal(sig, signal.SIG_DFL)
             status = self._work(number)
         except BaseException:

@@ -48,6 +48,18 @@ def _serves_alpha(process: ProxyProcess) -> None:
     assert b"alpha-1.0-py3-none-any.whl" in result.body
 
 
+def test_sigterm_as_workers_start_still_drains_each(upstream_html):
+    """A stop signal that reaches a worker before its server installed its handlers
+    waits (blocked) for them, rather than killing the worker by the default action."""
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url])
+    with process:
+        _wait_for(lambda: "worker 2 started" in process.stderr, "worker 2 forked")
+        process.terminate()  # at once: the workers are still building their caches
+        assert process.wait(20) == 0, process.stderr
+    assert "killed by" not in process.stderr, process.stderr
+    assert process.stderr.count("proxpi_min: stopped") == 2, process.stderr
+
+
 def test_two_workers_serve_one_port_and_stop_on_sigterm(upstream_html, dists):
     process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url])
     with process:
