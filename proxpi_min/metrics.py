@@ -333,13 +333,14 @@ def merge(snapshots: Iterable[dict]) -> dict:
     return {
         "started": min(started),
         "live": live,
+        # Samples and ties in a stable order, whichever worker merges.
         "families": {
-            name: {"kind": family["kind"], "values": [[key, value] for key, value in family["values"].items()]}
+            name: {"kind": family["kind"], "values": [list(item) for item in sorted(family["values"].items(), key=str)]}
             for name, family in families.items()
         },
         # Minutes more than an hour older than the latest are off every chart.
         "minutes": [[minute, *counts] for minute, counts in by_minute.items() if minute > newest - MINUTES],
-        "projects": projects.most_common(SNAPSHOT_PROJECTS),
+        "projects": sorted(projects.items(), key=lambda item: (-item[1], item[0]))[:SNAPSHOT_PROJECTS],
     }
 
 

@@ -312,7 +312,7 @@ def test_Metrics_snapshot_merge_sums_counters_histograms_and_labels() -> None:
     assert summary["requests"] == 8
     assert summary["cache"]["page"] == {"hits": 5, "misses": 0, "ratio": 1.0}
     assert summary["cache"]["file"]["misses"] == 3
-    assert summary["top_projects"][:3] == [
+    assert summary["top_projects"][:3] == [  # ties by name, whichever worker merges
         {"project": "b", "requests": 3}, {"project": "a", "requests": 1}, {"project": "c", "requests": 1}
     ]
     assert total(merged, "proxpi_downloads_in_progress") == 3
@@ -363,7 +363,8 @@ def test_Metrics_in_process_numbers_are_the_snapshot_of_one() -> None:
     clock = FakeClock(600_000.0)
     metrics = _worker(clock, pages=2, files=1, projects=["a"], downloads=1)
     alone = merge([metrics.snapshot()])
-    assert metrics.exposition() == metrics.exposition(alone) == metrics.registry.exposition()
+    assert metrics.exposition() == metrics.registry.exposition()
+    assert parse(metrics.exposition(alone).decode()) == parse(metrics.exposition().decode())
     assert metrics.summary() == metrics.summary(alone)
 
 
