@@ -301,10 +301,10 @@ def _key(key: list) -> tuple:
 
 def merge(snapshots: Iterable[dict]) -> dict:
     """One snapshot of the numbers of several, one at least (:meth:`Metrics.snapshot`,
-    "live" saying whether its process still runs): counters and
-    histograms summed over all of them, those of workers gone too (their counts stay
-    part of the proxy's, so they never go backwards); gauges (things in progress) over
-    the live ones only; the ring summed minute by minute, project counts by name."""
+    "live" saying whether its process still runs): counters and histograms summed over
+    all of them, those of workers gone too (their counts stay part of the proxy's, so
+    they never go backwards); gauges (things in progress) over the live ones only; the
+    ring summed minute by minute, project counts by name."""
     families: dict = {}
     minutes: list = []
     projects: "collections.Counter[str]" = collections.Counter()
@@ -335,7 +335,7 @@ def merge(snapshots: Iterable[dict]) -> dict:
         "live": live,
         # Samples and ties in a stable order, whichever worker merges.
         "families": {
-            name: {"kind": family["kind"], "values": [list(item) for item in sorted(family["values"].items(), key=str)]}
+            name: {"kind": family["kind"], "values": [list(item) for item in sorted(family["values"].items(), key=lambda item: str(item[0]))]}
             for name, family in families.items()
         },
         # Minutes more than an hour older than the latest are off every chart.
@@ -458,8 +458,8 @@ class Metrics:
         current = int(now // 60)
         per_minute = []
         for minute in range(current - MINUTES + 1, current + 1):  # the last hour, oldest first
-            requests, hits = by_minute.get(minute, (0, 0))
-            per_minute.append({"minute": minute * 60, "requests": requests, "hits": hits})
+            counts = by_minute.get(minute, (0, 0))
+            per_minute.append({"minute": minute * 60, "requests": counts[0], "hits": counts[1]})
         return {
             "started": snapshot["started"],
             "uptime_seconds": max(now - snapshot["started"], 0.0),

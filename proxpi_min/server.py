@@ -136,8 +136,9 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
-        self.snapshots = None if run_dir is None else Snapshots(run_dir, self._snapshot)
-        if self.snapshots is not None:
+        self.snapshots: Optional[Snapshots] = None
+        if run_dir is not None:
+            self.snapshots = Snapshots(run_dir, self._snapshot)
             self.snapshots.start()
 
     def _register_gauges(self) -> None:
@@ -146,9 +147,12 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         add, files = self.metrics.registry.collector, self.files
         # The cache dir's numbers are its own, the same whichever worker reads them: not
         # summed over workers (shared). The others are this process's, summed.
-        add("proxpi_file_cache_size_bytes", "gauge", "Bytes stored in the cache dir.", lambda: [({}, files.stats()[0])], shared=True)
-        add("proxpi_file_cache_limit_bytes", "gauge", "The cache dir's cap in bytes.", lambda: [({}, files.cap)], shared=True)
-        add("proxpi_file_cache_files", "gauge", "Files stored in the cache dir.", lambda: [({}, files.stats()[1])], shared=True)
+        for name, help_text, value in (
+            ("proxpi_file_cache_size_bytes", "Bytes stored in the cache dir.", lambda: files.stats()[0]),
+            ("proxpi_file_cache_limit_bytes", "The cache dir's cap in bytes.", lambda: files.cap),
+            ("proxpi_file_cache_files", "Files stored in the cache dir.", lambda: files.stats()[1]),
+        ):
+            add(name, "gauge", help_text, lambda value=value: [({}, value())], shared=True)
         policy_counts = self.policy.counts
         add(
             "proxpi_policy_hidden_files_total",
@@ -177,7 +181,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         """(metrics snapshot, index health list) of the whole proxy: this process's, or
         with workers, merged over every worker's (others' at most a second behind)."""
         if self.snapshots is None:
-            return self.metrics.snapshot(), [cache.health() for cache in self.indexes.caches]
+            own = self._snapshot()
+            return own["metrics"], own["indexes"]
         workers = self.snapshots.gather()
         metrics = merge([{**worker["metrics"], "live": worker["live"]} for worker in workers])
         health = []
