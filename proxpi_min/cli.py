@@ -342,9 +342,9 @@ def _supervise(settings: "Settings") -> int:
             shutil.rmtree(temp_dir, ignore_errors=True)
         return _cannot_start(settings, exc)
 
-    def work(number: int) -> int:
+    def work(number: int, run_dir: str) -> int:
         _configure_logging(settings.log_format, number, batched=True)
-        return _serve(ProxyServer(settings, listener))  # the supervisor flushes the log
+        return _serve(ProxyServer(settings, listener, run_dir))  # the supervisor flushes the log
 
     host, port = listener.getsockname()[:2]
     # The workers build the same policy from the same settings; the parent only shows it.

@@ -200,7 +200,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         elif segments == ["metrics"]:
             # Not behind the admin token: scrapers read it (README, "Monitoring").
             self._allow(_PAGE_METHODS)
-            body = self.server.metrics.registry.exposition()
+            body = self.server.metrics_text()
             self._send(200, [("Content-Type", METRICS_TYPE), ("Cache-Control", "no-store")], body)
         elif segments == ["health"]:
             self._allow(_PAGE_METHODS)

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Callable, Iterable, Optional
 
-__all__ = ["CONTENT_TYPE", "Counter", "Gauge", "Histogram", "Metrics", "Registry"]
+__all__ = ["CONTENT_TYPE", "Counter", "Gauge", "Histogram", "Metrics", "Registry", "merge", "total"]
 
 # The text exposition format, version 0.0.4 (Prometheus "Exposition formats").
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -21,8 +21,16 @@ MINUTES = 60  # the dashboard's chart: the last hour, a point a minute
 # least requested half is forgotten, so that made-up names cannot fill memory.
 MAX_PROJECTS = 10_000
 TOP = 10
+# Projects a snapshot keeps (see Metrics.snapshot): the merged top TOP of several workers
+# is read from each one's top SNAPSHOT_PROJECTS, exact unless a project is popular across
+# workers without being near the top of any.
+SNAPSHOT_PROJECTS = 10 * TOP
 
 Collect = Callable[[], Iterable[tuple]]  # yields (labels: mapping, value) pairs
+
+# A snapshot (Metrics.snapshot) is plain JSON: lists for tuples. Its "families" map each
+# name to {"kind": ..., "values": [[key, value], ...]}; a key is the label values (a
+# collected family's: [name, value] pairs), a histogram's value [bucket counts, sum].
 
 
 def _escape_label(value: str) -> str:
@@ -57,6 +65,7 @@ class _Family:
     """One metric name: its type, help text, label names and values by label tuple."""
 
     kind = ""
+    shared = False  # see Registry.collector
 
     def __init__(self, lock: threading.Lock, name: str, help_text: str, labels: tuple) -> None:
         self._lock = lock
@@ -69,10 +78,13 @@ class _Family:
         if len(key) != len(self.labels):
             raise ValueError(f"{self.name} takes labels {self.labels}, got {key!r}")
 
-    def _lines(self) -> Iterable[str]:
-        with self._lock:
-            items = list(self._values.items())
-        for key, value in items:
+    def _state(self) -> list:
+        """The values as a snapshot holds them; the lock is held."""
+        return [[list(key), value] for key, value in self._values.items()]
+
+    def _lines(self, values: list) -> Iterable[str]:
+        """Sample lines of *values*, as :meth:`_state` gives them."""
+        for key, value in values:
             yield f"{self.name}{_labels(self.labels, key)} {_number(value)}\n"
 
     def value(self, *labels: str) -> float:
@@ -151,11 +163,12 @@ class Histogram(_Family):
         state[0][bisect.bisect_left(self.buckets, value)] += 1
         state[1] += value
 
-    def _lines(self) -> Iterable[str]:
-        with self._lock:
-            items = [(key, (list(counts), total)) for key, (counts, total) in self._values.items()]
+    def _state(self) -> list:
+        return [[list(key), [list(counts), total]] for key, (counts, total) in self._values.items()]
+
+    def _lines(self, values: list) -> Iterable[str]:
         bounds = [repr(bound) for bound in self.buckets] + ["+Inf"]
-        for key, (counts, total) in items:
+        for key, (counts, total) in values:
             running = 0
             for bound, count in zip(bounds, counts):
                 running += count
@@ -173,13 +186,17 @@ class Histogram(_Family):
 class _Collected:
     """A family whose samples a callback gives at scrape time (sizes other objects own)."""
 
-    def __init__(self, name: str, kind: str, help_text: str, collect: Collect) -> None:
+    def __init__(self, name: str, kind: str, help_text: str, collect: Collect, shared: bool) -> None:
         self.name, self.kind, self.help, self._collect = name, kind, help_text, collect
+        self.shared = shared
 
-    def _lines(self) -> Iterable[str]:
-        for labels, value in self._collect():
-            labels = dict(labels)
-            yield f"{self.name}{_labels(tuple(labels), tuple(labels.values()))} {_number(value)}\n"
+    def _state(self) -> list:
+        return [[[[name, value] for name, value in dict(labels).items()], value] for labels, value in self._collect()]
+
+    def _lines(self, values: list) -> Iterable[str]:
+        for pairs, value in values:
+            names, label_values = zip(*pairs) if pairs else ((), ())
+            yield f"{self.name}{_labels(names, label_values)} {_number(value)}\n"
 
 
 class Registry:
@@ -207,21 +224,44 @@ class Registry:
     def histogram(self, name: str, help_text: str, labels: tuple = (), buckets: tuple = DURATION_BUCKETS) -> Histogram:
         return self._add(Histogram(self._lock, name, help_text, labels, buckets))
 
-    def collector(self, name: str, kind: str, help_text: str, collect: Collect) -> None:
+    def collector(self, name: str, kind: str, help_text: str, collect: Collect, shared: bool = False) -> None:
         """Register a family whose samples *collect* yields at each scrape, as
         ``(labels mapping, value)`` pairs: for numbers another object keeps anyway
-        (cache sizes, policy counts). *collect* runs without our lock."""
+        (cache sizes, policy counts). *collect* runs without our lock.
+
+        *shared*: a number every worker process reads alike (the cache dir's size),
+        always read here and never summed across workers (see :meth:`state`)."""
         if kind not in ("counter", "gauge"):
             raise ValueError(f"a collected family is a counter or a gauge, not {kind!r}")
-        self._add(_Collected(name, kind, help_text, collect))
+        self._add(_Collected(name, kind, help_text, collect, shared))
 
-    def exposition(self) -> bytes:
-        """Every family in the text format 0.0.4: HELP, TYPE, then the samples."""
+    def state(self) -> dict:
+        """This process's values of every family but the shared ones, JSON-ready (the
+        "families" of a snapshot), to be summed with other workers' (:func:`merge`)."""
+        out = {}
+        for family in list(self._families.values()):
+            if isinstance(family, _Collected):
+                if not family.shared:
+                    out[family.name] = {"kind": family.kind, "values": family._state()}
+                continue
+            with self._lock:
+                out[family.name] = {"kind": family.kind, "values": family._state()}
+        return out
+
+    def exposition(self, state: Optional[dict] = None) -> bytes:
+        """Every family in the text format 0.0.4: HELP, TYPE, then the samples: this
+        process's, or those of *state* (as :meth:`state` gives it, e.g. merged over
+        worker processes). Shared families are read here either way."""
+        if state is None:
+            state = self.state()
         lines = []
         for family in list(self._families.values()):
             lines.append(f"# HELP {family.name} {_escape_help(family.help)}\n")
             lines.append(f"# TYPE {family.name} {family.kind}\n")
-            lines.extend(family._lines())
+            if family.shared:
+                lines.extend(family._lines(family._state()))
+            else:
+                lines.extend(family._lines(state.get(family.name, {}).get("values", [])))
         return "".join(lines).encode("utf-8")
 
 
@@ -240,14 +280,73 @@ class _MinuteRing:
         slot[1] += requests
         slot[2] += hits
 
-    def series(self, now: float) -> list:
-        """(minute start as Unix time, requests, hits), oldest first, MINUTES of them."""
-        current = int(now // 60)
-        out = []
-        for minute in range(current - MINUTES + 1, current + 1):
-            slot = self._slots[minute % MINUTES]
-            out.append((minute * 60, *(slot[1:] if slot[0] == minute else (0, 0))))
-        return out
+    def counts(self) -> list:
+        """[minute, requests, hits] of each slot in use (minute: Unix time // 60)."""
+        return [list(slot) for slot in self._slots if slot[0] >= 0]
+
+
+def _by_minute(minutes: Iterable) -> dict:
+    """{minute: (requests, hits)} from [minute, requests, hits] counts, summed by minute."""
+    out: dict = {}
+    for minute, requests, hits in minutes:
+        old = out.get(minute, (0, 0))
+        out[minute] = (old[0] + requests, old[1] + hits)
+    return out
+
+
+def _key(key: list) -> tuple:
+    """A snapshot's label key (lists from JSON) as a dict key."""
+    return tuple(tuple(part) if isinstance(part, list) else part for part in key)
+
+
+def merge(snapshots: Iterable[dict]) -> dict:
+    """One snapshot of the numbers of several, one at least (:meth:`Metrics.snapshot`,
+    "live" saying whether its process still runs): counters and histograms summed over
+    all of them, those of workers gone too (their counts stay part of the proxy's, so
+    they never go backwards); gauges (things in progress) over the live ones only; the
+    ring summed minute by minute, project counts by name."""
+    families: dict = {}
+    minutes: list = []
+    projects: "collections.Counter[str]" = collections.Counter()
+    started, live = [], False
+    for snapshot in snapshots:
+        started.append(snapshot["started"])
+        live = live or snapshot["live"]
+        minutes.extend(snapshot["minutes"])
+        projects.update(dict(snapshot["projects"]))
+        for name, family in snapshot["families"].items():
+            kind = family["kind"]
+            merged = families.setdefault(name, {"kind": kind, "values": {}})["values"]
+            if kind == "gauge" and not snapshot["live"]:
+                continue
+            for key, value in family["values"]:
+                key = _key(key)
+                old = merged.get(key)
+                if old is None:
+                    merged[key] = value
+                elif kind == "histogram":
+                    merged[key] = [[a + b for a, b in zip(old[0], value[0])], old[1] + value[1]]
+                else:
+                    merged[key] = old + value
+    by_minute = _by_minute(minutes)
+    newest = max(by_minute, default=0)
+    return {
+        "started": min(started),
+        "live": live,
+        # Samples and ties in a stable order, whichever worker merges.
+        "families": {
+            name: {"kind": family["kind"], "values": [list(item) for item in sorted(family["values"].items(), key=lambda item: str(item[0]))]}
+            for name, family in families.items()
+        },
+        # Minutes more than an hour older than the latest are off every chart.
+        "minutes": [[minute, *counts] for minute, counts in by_minute.items() if minute > newest - MINUTES],
+        "projects": sorted(projects.items(), key=lambda item: (-item[1], item[0]))[:SNAPSHOT_PROJECTS],
+    }
+
+
+def total(snapshot: dict, name: str) -> float:
+    """The sum of a family's values in *snapshot*, over every label (0 if absent)."""
+    return sum(value for _, value in snapshot["families"].get(name, {}).get("values", []))
 
 
 class Metrics:
@@ -326,24 +425,47 @@ class Metrics:
 
     # ------------------------------------------------------------------ reading
 
-    def summary(self) -> dict:
-        """The since-start numbers of the dashboard, JSON-ready."""
-        now = self._clock()
-        hits, misses, sent = self.hits.values(), self.misses.values(), self.bytes_sent.values()
+    def snapshot(self) -> dict:
+        """This process's numbers, JSON-ready: what a worker shares with the others
+        (see :func:`merge`) and what :meth:`exposition` and :meth:`summary` read."""
+        families = self.registry.state()
         with self._lock:
-            series = self._ring.series(now)
-            top = self._projects.most_common(TOP)
+            minutes = self._ring.counts()
+            projects = self._projects.most_common(SNAPSHOT_PROJECTS)
+        return {"started": self.started, "live": True, "families": families, "minutes": minutes, "projects": projects}
+
+    def exposition(self, snapshot: Optional[dict] = None) -> bytes:
+        """The text format of *snapshot* (by default, this process's numbers)."""
+        return self.registry.exposition(None if snapshot is None else snapshot["families"])
+
+    def summary(self, snapshot: Optional[dict] = None) -> dict:
+        """The since-start numbers of the dashboard, JSON-ready, of *snapshot* (by
+        default, this process's numbers)."""
+        if snapshot is None:
+            snapshot = self.snapshot()
+        now = self._clock()
+        families = snapshot["families"]
+
+        def by_label(name: str) -> dict:
+            return {tuple(key): value for key, value in families.get(name, {}).get("values", [])}
+
+        hits, misses, sent = (by_label(name) for name in (self.hits.name, self.misses.name, self.bytes_sent.name))
         kinds = {}
         for kind in ("page", "file"):
             hit, miss = int(hits.get((kind,), 0)), int(misses.get((kind,), 0))
             kinds[kind] = {"hits": hit, "misses": miss, "ratio": hit / (hit + miss) if hit + miss else None}
+        by_minute = _by_minute(snapshot["minutes"])
+        current = int(now // 60)
+        per_minute = []
+        for minute in range(current - MINUTES + 1, current + 1):  # the last hour, oldest first
+            counts = by_minute.get(minute, (0, 0))
+            per_minute.append({"minute": minute * 60, "requests": counts[0], "hits": counts[1]})
         return {
-            "started": self.started,
-            "uptime_seconds": max(now - self.started, 0.0),
-            "requests": int(sum(self.requests.values().values())),
+            "started": snapshot["started"],
+            "uptime_seconds": max(now - snapshot["started"], 0.0),
+            "requests": int(total(snapshot, self.requests.name)),
             "cache": kinds,
             "bytes_sent": {source: int(sent.get((source,), 0)) for source in ("cache", "upstream")},
-            "per_minute": [{"minute": start, "requests": r, "hits": h} for start, r, h in series],
-            "top_projects": [{"project": name, "requests": count} for name, count in top],
+            "per_minute": per_minute,
+            "top_projects": [{"project": name, "requests": count} for name, count in snapshot["projects"][:TOP]],
         }
-

@@ -22,12 +22,13 @@ from .config import IndexSettings, Settings
 from .file_cache import FileCache
 from .errors import Overloaded
 from .handler import ProxyHandler, refusal
-from .index_cache import IndexCache
+from .index_cache import IndexCache, merged_health
 from .indexes import Indexes
-from .metrics import TOP, Metrics
+from .metrics import TOP, Metrics, merge, total
 from .page_store import PageStore
 from .policy import Policy
 from .shared_dir import remove_temp_files
+from .snapshots import Snapshots
 from .tls import describe_trust, server_context
 from .upstream import Upstream
 
@@ -96,9 +97,12 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, settings: Settings, listener: Optional[socket.socket] = None) -> None:
+    def __init__(
+        self, settings: Settings, listener: Optional[socket.socket] = None, run_dir: Optional[str] = None
+    ) -> None:
         """Bind to the settings' address, or serve *listener*, a listening socket that
-        worker processes share (see :func:`listening_socket`)."""
+        worker processes share (see :func:`listening_socket`); a worker's numbers go to
+        *run_dir*, where its siblings' are (see :mod:`.snapshots`)."""
         self.settings = settings
         self._temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
         self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
@@ -132,14 +136,23 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
+        self.snapshots: Optional[Snapshots] = None
+        if run_dir is not None:
+            self.snapshots = Snapshots(run_dir, self._snapshot)
+            self.snapshots.start()
 
     def _register_gauges(self) -> None:
         """Numbers the file cache and the policy keep anyway, read at each scrape (no
         directory walk)."""
         add, files = self.metrics.registry.collector, self.files
-        add("proxpi_file_cache_size_bytes", "gauge", "Bytes stored in the cache dir.", lambda: [({}, files.stats()[0])])
-        add("proxpi_file_cache_limit_bytes", "gauge", "The cache dir's cap in bytes.", lambda: [({}, files.cap)])
-        add("proxpi_file_cache_files", "gauge", "Files stored in the cache dir.", lambda: [({}, files.stats()[1])])
+        # The cache dir's numbers are its own, the same whichever worker reads them: not
+        # summed over workers (shared). The others are this process's, summed.
+        for name, help_text, value in (
+            ("proxpi_file_cache_size_bytes", "Bytes stored in the cache dir.", lambda: files.stats()[0]),
+            ("proxpi_file_cache_limit_bytes", "The cache dir's cap in bytes.", lambda: files.cap),
+            ("proxpi_file_cache_files", "Files stored in the cache dir.", lambda: files.stats()[1]),
+        ):
+            add(name, "gauge", help_text, lambda value=value: [({}, value())], shared=True)
         policy_counts = self.policy.counts
         add(
             "proxpi_policy_hidden_files_total",
@@ -160,8 +173,33 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             lambda: [({}, files.downloads_in_progress())],
         )
 
+    def _snapshot(self) -> dict:
+        """This process's numbers, as a worker shares them (JSON-ready)."""
+        return {"metrics": self.metrics.snapshot(), "indexes": [cache.health() for cache in self.indexes.caches]}
+
+    def _numbers(self) -> tuple:
+        """(metrics snapshot, index health list) of the whole proxy: this process's, or
+        with workers, merged over every worker's (others' at most a second behind)."""
+        if self.snapshots is None:
+            own = self._snapshot()
+            return own["metrics"], own["indexes"]
+        workers = self.snapshots.gather()
+        metrics = merge([{**worker["metrics"], "live": worker["live"]} for worker in workers])
+        health = []
+        for own in workers[0]["indexes"]:
+            reports = [
+                (index, worker["live"]) for worker in workers for index in worker["indexes"] if index["url"] == own["url"]
+            ]
+            health.append(merged_health(reports))
+        return metrics, health
+
+    def metrics_text(self) -> bytes:
+        """``GET /metrics``: the Prometheus text of the whole proxy."""
+        return self.metrics.exposition(self._numbers()[0])
+
     def status(self) -> dict:
         """What the home page shows, as a JSON-ready dict (``GET /`` with JSON)."""
+        metrics, health = self._numbers()
         used, count = self.files.stats()
         return {
             "version": __version__,
@@ -169,19 +207,19 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             "offline": self.settings.offline,
             "upstream_route": self.upstream_route,
             "policies": self.policy.describe(),
-            **self.metrics.summary(),
+            **self.metrics.summary(metrics),
             "file_cache": {
                 "directory": self.cache_dir,
                 "used_bytes": used,
                 "limit_bytes": self.files.cap,
                 "files": count,
-                "downloads_in_progress": self.files.downloads_in_progress(),
+                "downloads_in_progress": int(total(metrics, "proxpi_downloads_in_progress")),
                 "largest": [
                     {"project": project, "filename": name, "size": size}
                     for project, name, size in self.files.largest(TOP)
                 ],
             },
-            "indexes": [cache.health() for cache in self.indexes.caches],
+            "indexes": health,
         }
 
     # ------------------------------------------------------------------ connections
@@ -269,6 +307,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     def server_close(self) -> None:
         """Close the socket, upstream connections and temp files (and a temp cache dir)."""
         super().server_close()
+        if self.snapshots is not None:
+            self.snapshots.close()
         self.files.close()
         self.upstream.close()
         if self._temp_dir:

@@ -1,5 +1,5 @@
-"""Pre-fork supervisor: worker processes sharing one listening socket, restarted when
-they die, stopped together on SIGTERM/SIGINT."""
+"""Pre-fork supervisor: worker processes sharing one listening socket and a run dir,
+restarted when they die, stopped together on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import select
+import shutil
 import signal
+import tempfile
 import time
 from typing import Callable, Optional
 
@@ -48,10 +50,14 @@ class _Slot:
 
 
 class Supervisor:
-    """Runs *count* workers, each ``work(number)`` in a forked child, until a signal.
+    """Runs *count* workers, each ``work(number, run_dir)`` in a forked child, until a
+    signal.
 
     ``work`` runs in the child and returns its exit status; it must install its own
-    SIGTERM/SIGINT handlers and, on SIGTERM, drain within *drain_seconds*.
+    SIGTERM/SIGINT handlers and, on SIGTERM, drain within *drain_seconds*. *run_dir* is
+    a directory of this run for the workers to share what they know (their numbers,
+    see :mod:`.snapshots`): a new temp dir, local (never the cache dir, which other
+    proxies may share), removed when the supervisor returns.
     """
 
     def __init__(
@@ -66,9 +72,17 @@ class Supervisor:
         self._drain_seconds = drain_seconds
         self._clock = clock
         self._wakeup_read = self._wakeup_write = -1
+        self._run_dir = ""
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT and every worker has exited; returns 0."""
+        self._run_dir = tempfile.mkdtemp(prefix="proxpi-run-")
+        try:
+            return self._supervise()
+        finally:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def _supervise(self) -> int:
         self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_read, False)
         os.set_blocking(self._wakeup_write, False)
@@ -162,7 +176,7 @@ class Supervisor:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             for sig in _STOP_SIGNALS:  # blocked until the work installs its own handlers
                 signal.signal(sig, signal.SIG_DFL)
-            status = self._work(number)
+            status = self._work(number, self._run_dir)
         except BaseException:
             logger.exception("worker %d failed", number)
         finally:

@@ -12,7 +12,7 @@ import pytest
 from proxpi_min import index_cache, indexes as indexes_module
 from proxpi_min.config import IndexSettings
 from proxpi_min.errors import Forbidden, NotFound, UpstreamError
-from proxpi_min.index_cache import IndexCache
+from proxpi_min.index_cache import IndexCache, merged_health
 from proxpi_min.indexes import Indexes
 from proxpi_min.names import NormalizedName
 from proxpi_min.page_store import PageStore
@@ -430,3 +430,23 @@ def test_Indexes_denied_project_is_refused_before_any_index_is_asked(clock) -> N
     with pytest.raises(Forbidden):
         indexes.find_file(NormalizedName("evil-twin"), "evil_twin-1.0.tar.gz")
     assert root.calls == internal.calls == []
+
+
+def _health(success, failure, reason, stale, backoff, retry) -> dict:
+    return {"url": "http://u/simple/", "ttl": 60.0, "last_success": success, "last_failure": failure,
+            "last_failure_reason": reason, "stale_pages": stale, "backoff_pages": backoff,
+            "next_retry_seconds": retry}
+
+
+def test_merged_health_latest_success_and_failure_of_any_worker() -> None:
+    reports = [
+        (_health(100.0, 50.0, "older", 0, 0, None), True),
+        (_health(90.0, 80.0, "newest", 2, 1, 4.0), True),
+        (_health(120.0, None, None, 9, 9, 1.0), False),  # a worker gone: its pages are gone too
+    ]
+    merged = merged_health(reports)
+    assert merged["url"] == "http://u/simple/" and merged["ttl"] == 60.0
+    assert (merged["last_success"], merged["last_failure"], merged["last_failure_reason"]) == (120.0, 80.0, "newest")
+    assert (merged["stale_pages"], merged["backoff_pages"], merged["next_retry_seconds"]) == (2, 1, 4.0)
+    never = merged_health([(_health(None, None, None, 0, 0, None), True)])
+    assert (never["last_success"], never["last_failure"], never["last_failure_reason"]) == (None, None, None)

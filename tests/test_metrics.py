@@ -13,7 +13,7 @@ import time
 import pytest
 
 from proxpi_min.logs import JsonFormatter
-from proxpi_min.metrics import CONTENT_TYPE, MAX_PROJECTS, Metrics, Registry
+from proxpi_min.metrics import CONTENT_TYPE, MAX_PROJECTS, SNAPSHOT_PROJECTS, Metrics, Registry, merge, total
 
 # -- a strict parser of the text format 0.0.4 (Prometheus "Exposition formats") --------
 
@@ -262,6 +262,110 @@ def test_Metrics_project_counts_stay_bounded() -> None:
         metrics.project_requested(f"made-up-{i}")
     assert len(metrics._projects) <= MAX_PROJECTS
     assert metrics.summary()["top_projects"][0] == {"project": "popular", "requests": 2}
+
+
+# -- snapshots and their merge (--workers) ------------------------------------------------
+
+
+def _worker(clock: FakeClock, pages: int, files: int, projects: list, downloads: int = 0) -> Metrics:
+    """A worker's metrics after *pages* page hits and *files* file downloads."""
+    metrics = Metrics(clock)
+    for _ in range(pages):
+        metrics.request("page", "GET", 200, 0.002, 10, "cache")
+        metrics.hit("page")
+    for _ in range(files):
+        metrics.request("file", "GET", 200, 3.0, 1000, "upstream")
+        metrics.miss("file")
+    for name in projects:
+        metrics.project_requested(name)
+    metrics.registry.collector("proxpi_downloads_in_progress", "gauge", "d", lambda: [({}, downloads)])
+    metrics.registry.collector(
+        "proxpi_policy_refused_total", "counter", "r", lambda: [({"policy": "deny"}, pages)]
+    )
+    metrics.registry.collector("proxpi_file_cache_size_bytes", "gauge", "s", lambda: [({}, 12345)], shared=True)
+    return metrics
+
+
+def _through_json(snapshot: dict, live: bool = True) -> dict:
+    """A snapshot as another worker reads it from its file."""
+    return {**json.loads(json.dumps(snapshot)), "live": live}
+
+
+def test_Metrics_snapshot_merge_sums_counters_histograms_and_labels() -> None:
+    clock = FakeClock(600_000.0)
+    one = _worker(clock, pages=3, files=1, projects=["a", "b", "b"], downloads=1)
+    two = _worker(clock, pages=2, files=2, projects=["b", "c"], downloads=2)
+    merged = merge([one.snapshot(), _through_json(two.snapshot())])
+    _, samples = parse(one.exposition(merged).decode())
+    assert sample(samples, "proxpi_requests_total", route="page", method="GET", status="200") == 5
+    assert sample(samples, "proxpi_requests_total", route="file", method="GET", status="200") == 3
+    assert sample(samples, "proxpi_request_duration_seconds_count", route="file") == 3
+    assert sample(samples, "proxpi_request_duration_seconds_bucket", route="page", le="0.0025") == 5
+    assert sample(samples, "proxpi_request_duration_seconds_bucket", route="file", le="2.5") == 0
+    assert sample(samples, "proxpi_request_duration_seconds_bucket", route="file", le="5.0") == 3
+    assert sample(samples, "proxpi_request_duration_seconds_sum", route="file") == pytest.approx(9.0)
+    assert sample(samples, "proxpi_bytes_sent_total", source="upstream") == 3000
+    assert sample(samples, "proxpi_policy_refused_total", policy="deny") == 5  # a collected counter
+    assert sample(samples, "proxpi_downloads_in_progress") == 3
+    assert sample(samples, "proxpi_file_cache_size_bytes") == 12345  # shared: read here, not summed
+    summary = one.summary(merged)
+    assert summary["requests"] == 8
+    assert summary["cache"]["page"] == {"hits": 5, "misses": 0, "ratio": 1.0}
+    assert summary["cache"]["file"]["misses"] == 3
+    assert summary["top_projects"][:3] == [  # ties by name, whichever worker merges
+        {"project": "b", "requests": 3}, {"project": "a", "requests": 1}, {"project": "c", "requests": 1}
+    ]
+    assert total(merged, "proxpi_downloads_in_progress") == 3
+
+
+def test_Metrics_merge_keeps_the_dead_workers_counts_but_not_their_gauges() -> None:
+    clock = FakeClock(600_000.0)
+    one = _worker(clock, pages=1, files=0, projects=[], downloads=1)
+    dead = _worker(clock, pages=4, files=0, projects=["x"], downloads=5)
+    merged = merge([one.snapshot(), _through_json(dead.snapshot(), live=False)])
+    assert total(merged, "proxpi_requests_total") == 5
+    assert total(merged, "proxpi_downloads_in_progress") == 1
+    assert one.summary(merged)["top_projects"] == [{"project": "x", "requests": 1}]
+
+
+def test_Metrics_merge_adds_the_ring_minute_by_minute_and_starts_at_the_first() -> None:
+    clock = FakeClock(600_000.0)
+    early = Metrics(clock)
+    early.request("page", "GET", 200, 0.001, 1, "cache")
+    clock.now += 60
+    late = Metrics(clock)  # started a minute later (a restarted worker)
+    for metrics in (early, late):
+        metrics.request("page", "GET", 200, 0.001, 1, "cache")
+        metrics.hit("page")
+    clock.now += 30
+    summary = late.summary(merge([late.snapshot(), _through_json(early.snapshot())]))
+    assert [(p["requests"], p["hits"]) for p in summary["per_minute"][-2:]] == [(1, 0), (2, 2)]
+    assert summary["started"] == early.started
+    assert summary["uptime_seconds"] == 90
+    clock.now += 59 * 60  # the first minute is an hour old
+    summary = late.summary(merge([late.snapshot(), _through_json(early.snapshot())]))
+    assert sum(p["requests"] for p in summary["per_minute"]) == 2
+
+
+def test_Metrics_snapshot_keeps_the_top_projects_only() -> None:
+    metrics = Metrics()
+    for i in range(SNAPSHOT_PROJECTS + 50):
+        metrics.project_requested(f"p{i}")
+    metrics.project_requested("popular")
+    metrics.project_requested("popular")
+    projects = metrics.snapshot()["projects"]
+    assert len(projects) == SNAPSHOT_PROJECTS
+    assert projects[0] == ("popular", 2)
+
+
+def test_Metrics_in_process_numbers_are_the_snapshot_of_one() -> None:
+    """Without workers nothing is merged; merging one snapshot changes nothing."""
+    clock = FakeClock(600_000.0)
+    metrics = _worker(clock, pages=2, files=1, projects=["a"], downloads=1)
+    alone = merge([metrics.snapshot()])
+    assert metrics.exposition() == metrics.registry.exposition()
+    assert parse(metrics.exposition(alone).decode()) == parse(metrics.exposition().decode())
+    assert metrics.summary() == metrics.summary(alone)
 
 
 def test_JsonFormatter_writes_one_object_per_line() -> None:

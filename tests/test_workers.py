@@ -1,8 +1,10 @@
 """``--workers N`` as real processes: one port served by N workers, a killed worker
-restarted, SIGTERM draining them all; and the supervisor's crash back-off."""
+restarted, SIGTERM draining them all, /metrics and the home page counting the whole
+proxy; and the supervisor's crash back-off."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,7 +14,9 @@ import time
 import pytest
 
 from proxpi_min import workers
+from proxpi_min.snapshots import INTERVAL
 from tests.support.proxy import ProxyProcess
+from tests.test_metrics import parse, sample
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="--workers needs os.fork")
 
@@ -134,10 +138,68 @@ def test_sigterm_drains_a_response_in_flight(upstream_html, dists, tmp_path):
     assert log.index("SIGTERM: stopping") < log.index(f'"GET /index/alpha/{dists.alpha_1.filename}" 200'), log
 
 
+def _scrape(process: ProxyProcess) -> tuple:
+    """(types, samples) of one /metrics answer (on a new connection, so any worker)."""
+    result = process.get("/metrics")
+    assert result.status == 200, result
+    return parse(result.text)
+
+
+def _never_backwards(scrapes: list) -> None:
+    """Every counter sample (and histogram bucket, sum, count) of each scrape is at
+    least that of the scrape before."""
+    for (types, before), (_, after) in zip(scrapes, scrapes[1:]):
+        for (name, labels), value in before.items():
+            family = name if name in types else name.rsplit("_", 1)[0]
+            if types.get(family) in ("counter", "histogram"):
+                assert after.get((name, labels), 0) >= value, f"{name}{dict(labels)} went from {value} down"
+
+
+def test_metrics_and_home_page_count_every_worker(upstream_html, tmp_path):
+    """However the scrapes land on workers, each counts every request; counters never go
+    back, not even when a worker is killed; the run dir goes at exit."""
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url], env={"TMPDIR": str(tmp_path)})
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
+        (run_dir,) = tmp_path.glob("proxpi-run-*")
+        served = 0
+        # New connections, until both workers have answered some (the log names them).
+        while served < 20 or not all(f"[worker {n}] proxpi_min.handler" in process.stderr for n in (1, 2)):
+            _serves_alpha(process)
+            served += 1
+            assert served < 500, "one worker took every connection"
+        time.sleep(INTERVAL * 1.5)  # every worker's file written since
+        assert len(list(run_dir.glob("worker-*.json"))) == 2
+        scrapes = [_scrape(process) for _ in range(12)]
+        for _, samples in scrapes:
+            assert sample(samples, "proxpi_requests_total", route="page", method="GET", status="200") == served
+            assert sample(samples, "proxpi_cache_hits_total", kind="page") + sample(
+                samples, "proxpi_cache_misses_total", kind="page"
+            ) == served
+            assert sample(samples, "proxpi_upstream_requests_total", index=upstream_html.url, kind="page", outcome="ok") <= 2
+        _never_backwards(scrapes)
+        status = json.loads(process.get("/", headers={"Accept": "application/json"}).body)
+        assert status["top_projects"] == [{"project": "alpha", "requests": served}]
+        assert status["cache"]["page"]["hits"] + status["cache"]["page"]["misses"] == served
+        assert status["requests"] >= served  # the scrapes too, but others' lag up to a second
+        assert [index["last_success"] is not None for index in status["indexes"]] == [True]
+
+        os.kill(pids[1], signal.SIGKILL)  # its numbers stay in the sum
+        _wait_for(lambda: _worker_pids(process).get(1) not in (None, pids[1]), "a restart")
+        time.sleep(INTERVAL * 1.5)
+        scrapes += [_scrape(process) for _ in range(6)]
+        for _, samples in scrapes[-6:]:
+            assert sample(samples, "proxpi_requests_total", route="page", method="GET", status="200") == served
+        _never_backwards(scrapes)
+        assert len(list(run_dir.glob("worker-*.json"))) == 3
+    assert process.returncode == 0
+    assert not run_dir.exists()
+
+
 def test_supervisor_backs_off_a_crash_loop(monkeypatch):
     """A worker dying at once is restarted later and later; one that ran a while, at once."""
     now = [100.0]
-    supervisor = workers.Supervisor(1, lambda number: 0, 1.0, clock=lambda: now[0])
+    supervisor = workers.Supervisor(1, lambda number, run_dir: 0, 1.0, clock=lambda: now[0])
     (slot,) = supervisor._slots
     monkeypatch.setattr(os, "waitpid", lambda pid, options: (pid, 1 << 8))  # exited with status 1
     delays = []
@@ -153,7 +215,6 @@ def test_supervisor_backs_off_a_crash_loop(monkeypatch):
 
 
 def test_worker_log_lines_name_the_worker():
-    import json
     import logging
 
     from proxpi_min.logs import formatter
