@@ -119,6 +119,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._connections_lock = threading.Lock()
         self._refused = 0
         self._refused_warned = -float("inf")
+        # Set before binding: a failed bind calls server_close, which reads it.
+        self.snapshots: Optional[Snapshots] = None
         if listener is None:
             super().__init__((settings.host, settings.port), ProxyHandler)
         else:
@@ -136,7 +138,6 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
-        self.snapshots: Optional[Snapshots] = None
         if run_dir is not None:
             self.snapshots = Snapshots(run_dir, self._snapshot)
             self.snapshots.start()

@@ -369,3 +369,17 @@ def test_dockerfile_healthcheck_probes_health(proxy, upstream_html):
     p.stop()
     down = subprocess.run([sys.executable, *command[1:]], env=proxy_env(env), capture_output=True, timeout=30)
     assert down.returncode != 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_in_use_is_one_line_not_a_traceback(tmp_path, workers):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = _run(["--index-url", DEAD, "--port", str(port), "--workers", workers])
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    assert re.search(rf"cannot start on 127\.0\.0\.1:{port}\b.*in use", result.stderr), result.stderr
