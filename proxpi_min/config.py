@@ -146,11 +146,14 @@ class Settings:
 
 
 def redact_url(url: str) -> str:
-    """*url* with any ``user:password@`` removed."""
-    parts = urllib.parse.urlsplit(url)
+    """*url* with any ``user:password@`` removed, also from a URL without a scheme
+    (``user:password@proxy:3128``, as curl and pip take a proxy)."""
+    scheme_less = "://" not in url
+    parts = urllib.parse.urlsplit("//" + url if scheme_less else url)
     if "@" not in parts.netloc:
         return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    redacted = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return redacted[2:] if scheme_less else redacted
 
 
 def parse_size(text: str) -> int:

@@ -348,6 +348,10 @@ def test_credentials_are_kept_for_upstream_but_not_displayed() -> None:
         ("https://host.example/simple/", "https://host.example/simple/"),
         ("https://host.example/a@b/", "https://host.example/a@b/"),  # "@" in the path only
         ("file:///srv/simple/", "file:///srv/simple/"),
+        # Proxies are often given without a scheme (HTTPS_PROXY=user:pw@proxy:3128).
+        ("user:s3cret@proxy.example:3128", "proxy.example:3128"),
+        ("user:s3cret@proxy.example:bad/", "proxy.example:bad/"),
+        ("proxy.example:3128", "proxy.example:3128"),
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:
@@ -449,3 +453,19 @@ def test_guard_rail_settings_refuse_bad_values(env, message) -> None:
         rails(env)
     assert str(info.value).startswith(message)
     assert "pw" not in str(info.value)  # credentials never shown
+
+
+@pytest.mark.parametrize(
+    ("env", "flags"),
+    [
+        ({"HTTPS_PROXY": "user:s3cret@proxy.example:bad"}, {}),
+        ({}, {"upstream_proxy": "user:s3cret@proxy.example:bad"}),
+        ({}, {"upstream_proxy": "socks5://user:s3cret@proxy.example:1080"}),
+        ({}, {"index_url": "user:s3cret@host.example/simple/"}),
+    ],
+)
+def test_bad_url_errors_never_show_credentials(env, flags) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(env, flags)
+    assert "s3cret" not in str(info.value)
+    assert "proxy.example" in str(info.value) or "host.example" in str(info.value)
