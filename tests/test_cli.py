@@ -371,6 +371,17 @@ def test_dockerfile_healthcheck_probes_health(proxy, upstream_html):
     assert down.returncode != 0
 
 
+def test_dockerfile_healthcheck_probes_health_over_tls(proxy, upstream_html, server_cert):
+    """With PROXPI_TLS_CERT set (docker run -e), the probe speaks HTTPS: a container
+    serving HTTPS is healthy, not marked unhealthy by a failed plain-HTTP probe."""
+    steps = dict(_dockerfile((CONTRIB / "Dockerfile").read_text()))
+    command = json.loads(steps["HEALTHCHECK"].split("CMD", 1)[1])
+    p = proxy(upstream_html, tls_cert=str(server_cert.cert), tls_key=str(server_cert.key))
+    env = {"PROXPI_PORT": str(p.port), "PROXPI_TLS_CERT": str(server_cert.cert), "PROXPI_TLS_KEY": str(server_cert.key)}
+    healthy = subprocess.run([sys.executable, *command[1:]], env=proxy_env(env), capture_output=True, timeout=30)
+    assert healthy.returncode == 0, healthy.stderr
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_port_in_use_is_one_line_not_a_traceback(tmp_path, workers):
     import socket
