@@ -258,10 +258,14 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         now = time.monotonic()
         self._refused += 1
         if now - self._refused_warned >= REFUSAL_WARNING_INTERVAL:
+            # Over TLS nothing can be said before a handshake, which this thread must
+            # not wait for: the client only sees the connection closed.
+            how = "are closed at once (TLS: no 503 before a handshake)" if self.settings.tls_cert else "get 503"
             logger.warning(
-                "%d connections open, the cap (--max-connections): new ones get 503 "
+                "%d connections open, the cap (--max-connections): new ones %s "
                 "(%d refused since the last such warning)",
                 self.settings.max_connections,
+                how,
                 self._refused,
             )
             self._refused_warned = now

@@ -85,3 +85,19 @@ def test_server_serves_a_socket_handed_over(upstream_json, tmp_path):
             thread.join(10)
         for server in servers:
             server.server_close()
+
+
+def test_connection_cap_over_tls_closes_and_says_so(proxy, upstream_json, server_cert, caplog):
+    """Over TLS no 503 can be sent before a handshake, which the accepting thread must
+    not wait for: the connection is closed, and the WARNING says that, not "503"."""
+    running = proxy(upstream_json, max_connections=1, tls_cert=str(server_cert.cert), tls_key=str(server_cert.key))
+    held = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+    try:
+        _wait_for(lambda: _open_connections(running.server) == 1, "one connection accepted")
+        with caplog.at_level(logging.WARNING, logger="proxpi_min.server"):
+            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as extra:
+                assert extra.recv(65536) == b""  # closed at once
+        warnings = [r.getMessage() for r in caplog.records if "max-connections" in r.getMessage()]
+        assert len(warnings) == 1 and "503" not in warnings[0] and "closed" in warnings[0], warnings
+    finally:
+        held.close()
