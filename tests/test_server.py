@@ -97,7 +97,9 @@ def test_connection_cap_over_tls_closes_and_says_so(proxy, upstream_json, server
         with caplog.at_level(logging.WARNING, logger="proxpi_min.server"):
             with socket.create_connection(("127.0.0.1", running.port), timeout=10) as extra:
                 assert extra.recv(65536) == b""  # closed at once
+            # Logged just after the close.
+            _wait_for(lambda: any("max-connections" in r.getMessage() for r in caplog.records), "the warning")
         warnings = [r.getMessage() for r in caplog.records if "max-connections" in r.getMessage()]
-        assert len(warnings) == 1 and "503" not in warnings[0] and "closed" in warnings[0], warnings
+        assert len(warnings) == 1 and "get 503" not in warnings[0] and "closed" in warnings[0], warnings
     finally:
         held.close()
