@@ -310,9 +310,13 @@ def run_warm(
             err.write(f"warning: {note}\n")
         for want in lock.wanted:
             wanted.setdefault(want.project, []).append(want)
-    os.makedirs(settings.cache_dir, exist_ok=True)
-    # The server's own caches, built the same way: files and pages land where it looks.
-    caches = open_caches(settings, os.path.abspath(settings.cache_dir))
+    try:
+        os.makedirs(settings.cache_dir, exist_ok=True)
+        # The server's own caches, built the same way: files and pages land where it looks.
+        caches = open_caches(settings, os.path.abspath(settings.cache_dir))
+    except OSError as exc:
+        err.write(f"proxpi-min warm: error: cache dir {settings.cache_dir!r}: {exc.strerror or exc}\n")
+        return 2
     started = time.monotonic()
     try:
         pages = _fetch_pages(caches.indexes, list(wanted), jobs)

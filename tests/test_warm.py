@@ -316,6 +316,16 @@ def test_warm_needs_a_cache_dir(upstream_html, tmp_path, capsys):
     assert "--cache-dir" in capsys.readouterr().err
 
 
+def test_warm_unusable_cache_dir_exits_2_in_one_line(upstream_html, tmp_path, capsys):
+    (tmp_path / "r.txt").write_text("alpha==1.0 --hash=sha256:" + "ab" * 32 + "\n")
+    (tmp_path / "a-file").write_text("")
+    for cache_dir in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+        assert cli.main(["warm", "--index-url", upstream_html.url, "--cache-dir", str(cache_dir), str(tmp_path / "r.txt")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"proxpi-min warm: error: cache dir {str(cache_dir)!r}: "), err
+    assert upstream_html.requests == []
+
+
 def test_warm_progress_line_on_a_terminal(upstream, dists, tmp_path):
     lock = write_lock("requirements", tmp_path, lock_dists(dists))
     master, slave = pty.openpty()
