@@ -83,10 +83,10 @@ def _parser(prog: str = "proxpi-min", description: Optional[str] = None) -> argp
     add("--pin", action="append", metavar="PATTERN=INDEX_URL", help="serve matching projects from that configured index only, repeatable (PROXPI_PIN, comma-separated)")
     add("--index-strategy", metavar="{merge,first-index}", help="merge every index's files, or take a project from the first index that has it (PROXPI_INDEX_STRATEGY, default merge)")
     add("--min-age", metavar="DURATION", help="leave out files uploaded less than this long ago: 3600, 36h, 7d, 2w (PROXPI_MIN_AGE)")
-    add("--min-age-exempt", action="append", metavar="PATTERN", help="projects the minimum age does not apply to, repeatable (PROXPI_MIN_AGE_EXEMPT, comma-separated)")
+    add("--min-age-exempt", action="append", metavar="PATTERN", help="projects the minimum age does not apply to, comma-separated, repeatable (PROXPI_MIN_AGE_EXEMPT)")
     add("--min-age-unknown", metavar="{allow,deny}", help="files without an upload time under --min-age: served or left out (PROXPI_MIN_AGE_UNKNOWN, default allow)")
-    add("--deny", action="append", metavar="NAME[==VERSION]", help="refuse a project, a version of it, or a pattern of names, repeatable (PROXPI_DENY, comma-separated)")
-    add("--allow", action="append", metavar="PATTERN", help="serve only these projects, repeatable (PROXPI_ALLOW, comma-separated)")
+    add("--deny", action="append", metavar="NAME[==VERSION]", help="refuse a project, a version of it, or a pattern of names, comma-separated, repeatable (PROXPI_DENY)")
+    add("--allow", action="append", metavar="PATTERN", help="serve only these projects, comma-separated, repeatable (PROXPI_ALLOW)")
     return parser
 
 

@@ -256,14 +256,18 @@ class _Sources:
             raise _bad(source, raw, f"must be one of: {', '.join(choices)}")
         return raw.strip().lower()
 
-    def items(self, flag: str, var: str) -> tuple[str, list[str]]:
-        """A repeatable flag, or a comma-separated variable: (source, stripped items)."""
+    def items(self, flag: str, var: str, *, split_flag: bool = False) -> tuple[str, list[str]]:
+        """A repeatable flag, or a comma-separated variable: (source, stripped items).
+        *split_flag*: each flag value is a comma-separated list too (project patterns,
+        which never hold a comma; an index URL, alone or in a pin, may)."""
         source, raw = self.get(flag, var)
         if raw is None:
             return source, []
         if isinstance(raw, str):
-            raw = raw.split(",")
-        return source, [item.strip() for item in raw if item.strip()]
+            raw = [raw]
+        elif not split_flag:
+            return source, [item.strip() for item in raw if item.strip()]
+        return source, [item.strip() for value in raw for item in value.split(",") if item.strip()]
 
 
 def _bad(source: str, raw: Any, problem: str) -> ConfigError:
@@ -511,9 +515,9 @@ def _deny(source: str, item: str) -> tuple[str, Optional[str]]:
 def _guard_rails(sources: _Sources, indexes: Sequence[IndexSettings]) -> dict:
     """The policy settings (pins, index strategy, cooldown, deny and allow lists)."""
     pin_source, pins = sources.items("--pin", "PROXPI_PIN")
-    exempt_source, exempt = sources.items("--min-age-exempt", "PROXPI_MIN_AGE_EXEMPT")
-    deny_source, deny = sources.items("--deny", "PROXPI_DENY")
-    allow_source, allow = sources.items("--allow", "PROXPI_ALLOW")
+    exempt_source, exempt = sources.items("--min-age-exempt", "PROXPI_MIN_AGE_EXEMPT", split_flag=True)
+    deny_source, deny = sources.items("--deny", "PROXPI_DENY", split_flag=True)
+    allow_source, allow = sources.items("--allow", "PROXPI_ALLOW", split_flag=True)
     return {
         "pins": tuple(_pin(pin_source, item, indexes) for item in pins),
         "index_strategy": sources.choice("--index-strategy", "PROXPI_INDEX_STRATEGY", INDEX_STRATEGIES),

@@ -73,7 +73,8 @@ def detect_format(path: str, text: str) -> str:
 
 def _read_text(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as file:
+        # "utf-8-sig": a byte order mark (Windows editors write one) is not text.
+        with open(path, encoding="utf-8-sig") as file:
             return file.read()
     except UnicodeDecodeError:
         raise LockFileError(f"{path}: not UTF-8 text") from None

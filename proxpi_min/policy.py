@@ -70,9 +70,28 @@ def _utc(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def _same_version(text: str) -> str:
-    # Versions as written in file names (PEP 427 escapes "-" as "_") and in pages.
-    return text.lower().replace("_", "-")
+_RELEASE = re.compile(r"v?(\d+(?:\.\d+)*)(.*)\Z", re.ASCII)
+
+
+def _version_key(text: str) -> tuple:
+    """(public, local) of a version as written in a file name (PEP 427 escapes "-" as
+    "_"), a page or a deny entry, for equality as PEP 440 defines it: the release padded
+    with zeros (``2.0`` is ``2.0.0``), case and the separators of the pre, post and dev
+    labels aside (``1.0-RC1`` is ``1.0rc1``)."""
+    public, _, local = text.strip().lower().partition("+")
+    match = _RELEASE.match(public)
+    if match is None:
+        return public.replace("_", "-"), local
+    release = [int(part) for part in match.group(1).split(".")]
+    while len(release) > 1 and release[-1] == 0:
+        release.pop()
+    labels = re.sub(r"[-_.]", "", match.group(2))
+    return ".".join(map(str, release)) + "|" + labels, re.sub(r"[-_]", ".", local)
+
+
+def _version_matches(denied: tuple, version: tuple) -> bool:
+    # PEP 440 "==": a version without a local label matches every local build of it.
+    return denied[0] == version[0] and (not denied[1] or denied[1] == version[1])
 
 
 class Route(NamedTuple):
@@ -114,7 +133,7 @@ class Policy:
         self._exempt = tuple(min_age_exempt)
         self._unknown_deny = unknown_age_deny
         self._deny_projects = tuple(pattern for pattern, version in deny if version is None)
-        self._deny_versions = tuple((p, _same_version(v), v) for p, v in deny if v is not None)
+        self._deny_versions = tuple((p, _version_key(v), v) for p, v in deny if v is not None)
         self._allow = tuple(allow)
         # Whether anything can change a page: with no policy, callers skip all of this.
         self.active = bool(pins or first_index or min_age or deny or allow)
@@ -250,7 +269,7 @@ class Policy:
         """The one-line reason a hidden file is refused at time *now*; counted."""
         version = version_from_filename(entry.filename, project)
         for pattern, denied, written in self._deny_versions:
-            if version is not None and _same_version(version) == denied and fnmatch.fnmatchcase(project, pattern):
+            if version is not None and _version_matches(denied, _version_key(version)) and fnmatch.fnmatchcase(project, pattern):
                 self.count_refused("deny")
                 return f"{entry.filename!r} is denied by the deny-list entry '{pattern}=={written}' (PROXPI_DENY)"
         self.count_refused("cooldown")
@@ -269,7 +288,10 @@ class Policy:
     @staticmethod
     def _denied_version(entry: FileEntry, project: NormalizedName, versions: list) -> bool:
         version = version_from_filename(entry.filename, project)
-        return version is not None and _same_version(version) in versions
+        if version is None:
+            return False
+        key = _version_key(version)
+        return any(_version_matches(denied, key) for denied in versions)
 
     # ------------------------------------------------------------------ reporting
 
@@ -321,7 +343,7 @@ class Policy:
 def _kept_versions(page: ProjectPage, kept: list, hidden: Iterable[FileEntry]) -> tuple:
     """PEP 700 ``versions`` without the versions whose files were all left out."""
     project = page.name
-    keep = {_same_version(v) for v in (version_from_filename(e.filename, project) for e in kept) if v}
-    gone = {_same_version(v) for v in (version_from_filename(e.filename, project) for e in hidden) if v}
+    keep = {_version_key(v) for v in (version_from_filename(e.filename, project) for e in kept) if v}
+    gone = {_version_key(v) for v in (version_from_filename(e.filename, project) for e in hidden) if v}
     gone -= keep
-    return tuple(version for version in page.versions if _same_version(version) not in gone)
+    return tuple(version for version in page.versions if _version_key(version) not in gone)

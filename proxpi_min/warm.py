@@ -310,14 +310,20 @@ def run_warm(
             err.write(f"warning: {note}\n")
         for want in lock.wanted:
             wanted.setdefault(want.project, []).append(want)
-    os.makedirs(settings.cache_dir, exist_ok=True)
-    # The server's own caches, built the same way: files and pages land where it looks.
-    caches = open_caches(settings, os.path.abspath(settings.cache_dir))
+    try:
+        os.makedirs(settings.cache_dir, exist_ok=True)
+        # The server's own caches, built the same way: files and pages land where it looks.
+        caches = open_caches(settings, os.path.abspath(settings.cache_dir))
+    except OSError as exc:
+        err.write(f"proxpi-min warm: error: cache dir {settings.cache_dir!r}: {exc.strerror or exc}\n")
+        return 2
     started = time.monotonic()
     try:
         pages = _fetch_pages(caches.indexes, list(wanted), jobs)
         # The server's guard rails unless the caller gives its own.
-        targets, failures, skipped = _select(wanted, pages, filters, refusal or caches.indexes.refusal)
+        targets, failures, skipped = _select(
+            wanted, pages, filters, refusal or caches.indexes.refusal, caches.policy.not_found_note
+        )
         fetched, cached, more_failures = _fetch_files(caches.files, targets, jobs, err, tty)
     finally:
         caches.files.close()
@@ -336,20 +342,31 @@ def run_warm(
     return 1 if failures else 0
 
 
-def _select(wanted: dict, pages: dict, filters: Filters, refusal: Optional[Refusal]) -> tuple:
-    """(targets [(project, entry, origin)], failures, skipped count) from the fetched pages."""
+def _select(
+    wanted: dict, pages: dict, filters: Filters, refusal: Optional[Refusal], pinned: Optional[Callable] = None
+) -> tuple:
+    """(targets [(project, entry, origin)], failures, skipped count) from the fetched pages.
+    *pinned* is ``Policy.not_found_note``: a file missing from the one index a pin
+    leaves is named with the pin (a lock made against PyPI may list PyPI's file of an
+    internal name: dependency confusion, which warm must not hide as a plain miss)."""
     targets, failures, skipped = [], [], 0
     for project, wants in wanted.items():
         page = pages[project]
+        note = pinned(project, ())[1] if pinned is not None else ""
         if isinstance(page, ProxpiError):
             reason = NOT_ON_INDEX if isinstance(page, NotFound) else REFUSED if isinstance(page, Forbidden) else UPSTREAM_ERROR
-            detail = "" if isinstance(page, NotFound) else page.message
+            detail = "" if isinstance(page, NotFound) and not note else page.message
             for want in wants:
                 what = want.filename or f"{want.project}=={want.version}"
                 failures.append(Failure(what, want.origin, reason, detail))
             continue
         assert isinstance(page, ProjectPage)
         entries, missed = match_files(wants, page.files)
+        if note:
+            missed = [
+                f._replace(detail=f"not{note}" + (f"; {f.detail}" if f.detail else "")) if f.reason == NOT_ON_INDEX else f
+                for f in missed
+            ]
         failures += missed
         for entry, origin in entries:
             if not filters.keeps(entry.filename):

@@ -426,6 +426,10 @@ def test_guard_rails_default_to_none() -> None:
         ({"PROXPI_DENY": "evil-*, Alpha==2.0"}, {}, lambda s: s.deny, (("evil-*", None), ("alpha", "2.0"))),
         ({}, {"deny": ["x==1.0rc1"]}, lambda s: s.deny, (("x", "1.0rc1"),)),
         ({"PROXPI_ALLOW": "acme-*,six"}, {}, lambda s: s.allow, ("acme-*", "six")),
+        # A pattern flag takes a comma-separated list too, as README's examples write it.
+        ({}, {"allow": ["acme-*,six", "idna"]}, lambda s: s.allow, ("acme-*", "six", "idna")),
+        ({}, {"min_age_exempt": ["urllib3,cryptography"]}, lambda s: s.min_age_exempt, ("urllib3", "cryptography")),
+        ({}, {"deny": ["evil-*,requests==2.32.0"]}, lambda s: s.deny, (("evil-*", None), ("requests", "2.32.0"))),
     ],
 )
 def test_guard_rail_settings(env, flags, read, expected) -> None:

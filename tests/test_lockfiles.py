@@ -142,6 +142,19 @@ def test_unreadable_file_is_an_error(tmp_path):
         load(str(tmp_path / "binary.txt"))
 
 
+@pytest.mark.parametrize("name", ["requirements.txt", "uv.lock"])
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
+    # Windows editors write one; pip reads such a requirements file, TOML forbids it.
+    hashes = "--hash=sha256:" + "ab" * 32
+    text = f"a==1.0 {hashes}\n" if name.endswith(".txt") else (
+        'version = 1\n[[package]]\nname = "a"\nversion = "1.0"\nsource = { registry = "https://x/simple" }\n'
+        'wheels = [{ url = "https://x/a-1.0-py3-none-any.whl", hash = "sha256:' + "ab" * 32 + '" }]\n'
+    )
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    lock = load(str(tmp_path / name))
+    assert [(w.project, w.version) for w in lock.wanted] == [("a", "1.0")] and lock.notes == ()
+
+
 def test_pylock(tmp_path):
     path = write(
         tmp_path,

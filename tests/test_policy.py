@@ -178,6 +178,33 @@ def test_Policy_deny_version_hides_its_files_and_versions() -> None:
     assert policy.counts() == {("hidden", "deny"): 1, ("refused", "deny"): 1}
 
 
+@pytest.mark.parametrize(
+    ("denied", "file_version", "hidden"),
+    [
+        ("2.0", "2.0.0", True),  # PEP 440: the release is padded with zeros to compare
+        ("2.0.0", "2.0", True),
+        ("2", "2.0", True),
+        ("2.0", "2.0.1", False),
+        ("1.0rc1", "1.0.0rc1", True),
+        ("1.0-RC1", "1.0rc1", True),
+        ("1.0.post1", "1.0post1", True),
+        ("v1.0", "1.0", True),
+        ("1.0", "1.0rc1", False),
+        ("1.0", "1.0.post1", False),
+        ("1.0+local", "1.0", False),
+        ("1.0", "1.0+local", True),  # PEP 440 "==" without a local label: every local build
+    ],
+)
+def test_Policy_deny_version_compares_as_pep_440(denied, file_version, hidden) -> None:
+    policy = Policy([ROOT], deny=[("alpha", denied)])
+    source = page("alpha", wheel("alpha", file_version))
+    result = policy.files(source, [(ROOT, source)], T0, cut_short=False)
+    assert bool(result.hidden) is hidden
+    if hidden:
+        entry = result.hidden[f"alpha-{file_version}-py3-none-any.whl"]
+        assert "deny-list entry" in policy.refusal(NormalizedName("alpha"), entry, T0)
+
+
 # ---------------------------------------------------------------- cooldown
 
 

@@ -256,6 +256,27 @@ def test_warm_policy_refusal_is_a_failure(upstream, dists, tmp_path):
     assert stored(tmp_path / "cache", dists.alpha_2).read_bytes() == dists.alpha_2.content
 
 
+def test_warm_names_the_pin_that_keeps_a_file_out(upstream_factory, dists, tmp_path):
+    """Dependency confusion in a lock file: a file of a pinned project that the pinned
+    index lacks is named with the pin (the other indices were not asked)."""
+    public, internal = upstream_factory("json", None), upstream_factory("json", None)
+    public.add(dists.alpha_2).add(dists.beta_1)
+    internal.add(dists.alpha_1)
+    lock = write_lock("requirements", tmp_path, [dists.alpha_2, dists.beta_1])
+    lock.write_text(lock.read_text() + "alpha==9.9\n")  # no hash, no file anywhere
+    out, err = io.StringIO(), io.StringIO()
+    flags = {"index_url": public.url, "extra_index_url": [internal.url], "cache_dir": str(tmp_path / "cache"),
+             "pin": [f"alpha={internal.url}"]}
+    assert run_warm(parse_settings({}, flags), [str(lock)], out=out, err=err) == 1
+    failed = sorted(line for line in out.getvalue().splitlines() if line.startswith("failed: "))
+    assert len(failed) == 2, out.getvalue()
+    pin = f"the only index asked for it (pin alpha={internal.url})"
+    assert failed[0].startswith("failed: alpha==2.0 sha256:") and pin in failed[0]
+    assert failed[1].startswith("failed: alpha==9.9: not on any index (") and pin in failed[1]
+    assert public.hits(public.page_path("alpha")) == 0
+    assert stored(tmp_path / "cache", dists.beta_1).read_bytes() == dists.beta_1.content
+
+
 def test_warm_caller_refusal_is_a_failure(upstream, dists, tmp_path):
     lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1])
     out, err = io.StringIO(), io.StringIO()
@@ -293,6 +314,16 @@ def test_warm_needs_a_cache_dir(upstream_html, tmp_path, capsys):
     (tmp_path / "r.txt").write_text("alpha==1.0\n")
     assert cli.main(["warm", "--index-url", upstream_html.url, str(tmp_path / "r.txt")]) == 2
     assert "--cache-dir" in capsys.readouterr().err
+
+
+def test_warm_unusable_cache_dir_exits_2_in_one_line(upstream_html, tmp_path, capsys):
+    (tmp_path / "r.txt").write_text("alpha==1.0 --hash=sha256:" + "ab" * 32 + "\n")
+    (tmp_path / "a-file").write_text("")
+    for cache_dir in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+        assert cli.main(["warm", "--index-url", upstream_html.url, "--cache-dir", str(cache_dir), str(tmp_path / "r.txt")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"proxpi-min warm: error: cache dir {str(cache_dir)!r}: "), err
+    assert upstream_html.requests == []
 
 
 def test_warm_progress_line_on_a_terminal(upstream, dists, tmp_path):
