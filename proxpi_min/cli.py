@@ -147,6 +147,9 @@ def _warm(argv: Sequence[str]) -> int:
         print(f"proxpi-min warm: error: {exc}", file=sys.stderr)
         return 2
     filters = Filters(args.wheels_only, tuple(args.platform), args.python_version)
+    # Upstream trouble while pages are fetched (file downloads report through the
+    # progress line) reads as the command's own warnings, not bare text.
+    logging.basicConfig(level=logging.WARNING, format="proxpi-min warm: %(levelname)s: %(message)s")
     return run_warm(
         settings, args.files, jobs=args.jobs, filters=filters, out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty()
     )

@@ -310,6 +310,21 @@ def test_warm_bad_input_exits_2_in_one_line(upstream_html, tmp_path, name, conte
     assert upstream_html.requests == []
 
 
+def test_warm_upstream_trouble_on_pages_is_a_labelled_warning(upstream_factory, dists, tmp_path):
+    upstream = upstream_factory("json")
+    upstream.fail("/simple/beta/", "500")
+    lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1])
+    result = subprocess.run(
+        [sys.executable, "-m", "proxpi_min", "warm", "--index-url", upstream.url,
+         "--cache-dir", str(tmp_path / "cache"), str(lock)],
+        cwd=REPO_ROOT, env=proxy_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    warnings = [line for line in result.stderr.splitlines() if "upstream answered 500" in line]
+    assert warnings and all(line.startswith("proxpi-min warm: WARNING: ") for line in warnings), result.stderr
+    assert f"failed: {dists.beta_1.filename}: upstream error" in result.stdout
+
+
 def test_warm_needs_a_cache_dir(upstream_html, tmp_path, capsys):
     (tmp_path / "r.txt").write_text("alpha==1.0\n")
     assert cli.main(["warm", "--index-url", upstream_html.url, str(tmp_path / "r.txt")]) == 2
