@@ -1,9 +1,10 @@
 """``--workers N`` as real processes: one port served by N workers, a killed worker
-restarted, SIGTERM draining them all, /metrics and the home page counting the whole
+restarted (also mid-download, the file completed by the next), SIGTERM draining them all, /metrics and the home page counting the whole
 proxy; and the supervisor's crash back-off."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -15,7 +16,8 @@ import pytest
 
 from proxpi_min import workers
 from proxpi_min.snapshots import INTERVAL
-from tests.support.proxy import ProxyProcess
+from tests.support.cache_dir import file_path, sized_wheel, stored_content, wait_until
+from tests.support.proxy import ProxyProcess, temp_files
 from tests.test_metrics import parse, sample
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="--workers needs os.fork")
@@ -116,6 +118,39 @@ def test_killed_worker_is_restarted_and_port_keeps_answering(upstream_html, tmp_
         assert process.wait(20) == 0, process.stderr
     assert not any(_alive(pid) for pid in (*pids.values(), *new.values()))
     assert os.path.isdir(tmp_path)  # a given cache dir is kept
+
+
+def test_worker_killed_mid_download_is_restarted_and_the_file_completed(upstream_factory, tmp_path):
+    dist = sized_wheel("killed", "1.0", 200_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    process = ProxyProcess(["--workers", "2", "--index-url", up.url, "--cache-dir", cache_dir])
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
+        up.throttle(8_192, 0.03)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            doomed = pool.submit(process.get, file_path(dist), timeout=30)
+            # The writer is the worker whose temp file grows: the name carries its pid.
+            grown = _wait_for(
+                lambda: [t for t in temp_files(cache_dir) if os.path.exists(t) and os.path.getsize(t) > 0], "a download"
+            )
+            writer = int(os.path.basename(grown[0]).rsplit("-", 2)[1])
+            number = next(n for n, pid in pids.items() if pid == writer)
+            os.kill(writer, signal.SIGKILL)
+            try:
+                result = doomed.result()
+            except Exception:  # noqa: BLE001 - cut short with its worker: allowed
+                result = None
+            # Never a partial or unverified file served as whole.
+            assert result is None or result.status != 200 or result.body == dist.content
+        up.throttle(None)
+        _wait_for(lambda: _worker_pids(process).get(number) not in (None, writer), "the killed worker's restart")
+        # Whichever worker answers now serves the right bytes, and the file ends up stored.
+        for _ in range(4):
+            assert process.get(file_path(dist), timeout=30).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+        process.terminate()
+        assert process.wait(20) == 0, process.stderr
 
 
 def test_sigterm_drains_a_response_in_flight(upstream_html, dists, tmp_path):
