@@ -1,6 +1,7 @@
 """``--workers N`` as real processes: one port served by N workers, a killed worker
-restarted (also mid-download, the file completed by the next), SIGTERM draining them all, /metrics and the home page counting the whole
-proxy; and the supervisor's crash back-off."""
+restarted (also mid-download, the file then completed by another), SIGTERM draining
+them all, /metrics and the home page counting the whole proxy; and the supervisor's
+crash back-off."""
 
 from __future__ import annotations
 
