@@ -230,7 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _verify(argv[1:])
     args = _parser().parse_args(argv)
     # Imported here so that --help and --version stay instant.
-    from .config import parse_settings, redact_url
+    from .config import parse_settings
 
     flags = vars(args)
     check_only = flags.pop("check_config")
@@ -240,10 +240,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
     if check_only:  # for deployment checks: a unit file's or image's flags, before a restart
-        indices = ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes)
-        print(f"proxpi-min: configuration ok: {settings.scheme}://{settings.host}:{settings.port}; "
-              f"indices: {indices}; cache dir {settings.cache_dir or '(a temp dir)'}, "
-              f"cap {settings.cache_size} bytes; {settings.upstream_proxy.describe()}")
+        from .policy import Policy
+
+        address = f"{settings.host}:{settings.port}"
+        print(f"proxpi-min: configuration ok: {_describe(settings, address, settings.cache_dir or '(a temp dir)')}")
+        for line in Policy.from_settings(settings).describe():
+            print(f"proxpi-min: policy: {line}")
         return 0
     if settings.workers > 1:
         _configure_logging(settings.log_format)
@@ -286,21 +288,21 @@ def _cannot_start(settings: "Settings", exc: OSError) -> int:
     return 1
 
 
-def _log_listening(settings: "Settings", address_text: str, cache_dir: str, policy: "Policy") -> None:
+def _describe(settings: "Settings", address_text: str, cache_dir: str) -> str:
+    """What the proxy will do, as the start-up line and ``--check-config`` say it."""
     from .config import redact_url
     from .server import upstream_route
 
-    logger.info(
-        "listening on %s://%s/ (%s%s); indices: %s; cache dir %s, cap %d bytes; %s",
-        settings.scheme,
-        address_text,
-        "offline" if settings.offline else "online",
-        f", {settings.workers} workers" if settings.workers > 1 else "",
-        ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes),
-        cache_dir,
-        settings.cache_size,
-        upstream_route(settings),
+    indices = ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes)
+    return (
+        f"{settings.scheme}://{address_text}/ ({'offline' if settings.offline else 'online'}"
+        f"{f', {settings.workers} workers' if settings.workers > 1 else ''}); indices: {indices}; "
+        f"cache dir {cache_dir}, cap {settings.cache_size} bytes; {upstream_route(settings)}"
     )
+
+
+def _log_listening(settings: "Settings", address_text: str, cache_dir: str, policy: "Policy") -> None:
+    logger.info("listening on %s", _describe(settings, address_text, cache_dir))
     for line in policy.describe():
         logger.info("policy: %s", line)
 

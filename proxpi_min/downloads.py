@@ -228,8 +228,12 @@ class Download:
                 # file (close-to-open consistency); locally it costs next to nothing.
                 os.close(os.open(self.target.path, os.O_RDONLY))
                 self._read_followed(hasher)
-                if self.length is not None and self.written != self.length:
-                    raise IntegrityError(f"{self.target.filename}: read {self.written} of {self.length} bytes")
+                # The stored file's own size, too: the writer's record of the length is
+                # read without its lock, so on NFS it may be torn (a file with no hash
+                # would otherwise be taken as complete at a wrong length).
+                size = os.fstat(self.fd).st_size
+                if self.written != size or (self.length is not None and self.written != self.length):
+                    raise IntegrityError(f"{self.target.filename}: read {self.written} of {size} bytes")
                 if hasher is not None and hasher.hexdigest() != self.target.hash[1]:
                     raise IntegrityError(f"{self.target.filename}: stored bytes do not match the index hash")
                 self.cache._open_cached(self.target)  # adopt it into our view

@@ -288,6 +288,11 @@ def test_check_config_validates_and_exits():
     ok = _run(["--check-config", "--cache-size", "2G", "--log-format", "json"])
     assert ok.returncode == 0, ok.stderr
     assert "configuration ok" in ok.stdout
+    # It says what the start-up line would, and the policies in force.
+    ok = _run(["--check-config", "--workers", "2", "--min-age", "7d", "--deny", "evil"])
+    assert ok.returncode == 0, ok.stderr
+    assert "(online, 2 workers)" in ok.stdout and "upstream CAs from" in ok.stdout
+    assert "proxpi-min: policy: deny evil" in ok.stdout and "files younger than 1w" in ok.stdout
     bad = _run(["--check-config"], {"PROXPI_LOG_FORMAT": "xml"})
     assert bad.returncode == 2
     assert bad.stderr.strip() == "proxpi-min: error: PROXPI_LOG_FORMAT='xml' is not one of text, json"

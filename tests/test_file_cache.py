@@ -1,8 +1,11 @@
-"""FileCache.ensure (storing a file without a client), over a file: upstream: no sockets."""
+"""FileCache.ensure (storing a file without a client), and following another process's
+download, over a file: upstream: no network."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import threading
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 
 from proxpi_min.errors import IntegrityError, NotFound
 from proxpi_min.file_cache import FileCache
+from proxpi_min.shared_dir import LockFile, lock_path, temp_path
 from proxpi_min.simple import FileEntry
 from proxpi_min.upstream import Upstream
 
@@ -72,3 +76,27 @@ def test_FileCache_ensure_false_when_it_cannot_store(tmp_path, source) -> None:
 def test_FileCache_ensure_offline_is_not_found(tmp_path, source) -> None:
     with pytest.raises(NotFound):
         FileCache(str(tmp_path / "files"), 10**6, CountingUpstream(), offline=True).ensure("a", source)
+
+
+def test_follower_never_takes_a_short_length_record_for_the_whole_file(tmp_path, source) -> None:
+    """Another process's record of the length is read without its lock (on NFS it may
+    be torn). For a file the index gives no hash for, the follower checks the stored
+    file's own size, so a client is cut short instead of sent a short file as whole."""
+    entry = source._replace(hashes=(), size=None)  # nothing to check the bytes against
+    cache = FileCache(str(tmp_path / "files"), 10**6, CountingUpstream())
+    final = os.path.join(cache.root, "a", "unverified", entry.filename)
+    os.makedirs(os.path.dirname(final))
+    lock = LockFile(lock_path(final))  # this test is the other process, writing the file
+    assert lock.acquire(wait=False)
+    temp = temp_path(os.path.dirname(final))
+    with open(temp, "wb") as file:
+        file.write(DATA)
+    lock.record(f"{os.path.basename(temp)} {len(DATA) // 2}")  # as if torn: half the length
+    body = cache.open("a", entry)
+    os.replace(temp, final)
+    lock.release()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        with pytest.raises(IntegrityError):
+            body.send(ours, b"", chunked=False)
+    body.close()
