@@ -320,6 +320,7 @@ def run_warm(
         targets, failures, skipped = _select(wanted, pages, filters, refusal or caches.indexes.refusal)
         fetched, cached, more_failures = _fetch_files(caches.files, targets, jobs, err, tty)
     finally:
+        caches.indexes.close()
         caches.files.close()
         caches.upstream.close()
     failures += more_failures
