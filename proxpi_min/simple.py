@@ -47,6 +47,7 @@ _ANCHOR_TEXT = re.compile(rb"<a\b[^>]*>([^<]*)</a\s*>", re.IGNORECASE)
 
 # (algorithm, hexdigest) pairs, algorithm names lowercase as hashlib spells them.
 Hashes = tuple  # tuple[tuple[str, str], ...]
+_ALGORITHMS = {name: sys.intern(name) for name in hashlib.algorithms_guaranteed}
 
 
 class FileEntry(NamedTuple):
@@ -115,15 +116,13 @@ def media_type(content_type: Optional[str]) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def _good_hashes(pairs: Iterable[tuple[Any, Any]]) -> Hashes:
+def _good_hashes(pairs: Iterable[tuple[str, Any]]) -> Hashes:
     """Keep the pairs whose algorithm hashlib guarantees and whose value is hex."""
     out = []
     for name, value in pairs:
-        if not isinstance(name, str) or not isinstance(value, str):
-            continue
-        name = name.lower()
-        if name in hashlib.algorithms_guaranteed and _is_hex(value):
-            out.append((sys.intern(name), value.lower()))
+        algorithm = _ALGORITHMS.get(name) or _ALGORITHMS.get(name.lower())
+        if algorithm is not None and isinstance(value, str) and _is_hex(value):
+            out.append((algorithm, value.lower()))
     return tuple(out)
 
 
@@ -162,13 +161,16 @@ class _Links:
     def __init__(self, base: str, page_url: str) -> None:
         self._base = base
         self._allowed = ("http", "https", "file") if _scheme(page_url) == "file" else ("http", "https")
-        self._directories: dict = {}  # the part of an href up to its last "/" -> its URL, or None
+        self._directories: dict = {}  # an href's part before its last "/" -> its URL, or None
 
     def resolve(self, href: str) -> Optional[tuple]:
         """(absolute URL without fragment, the hash the fragment names), or None."""
         path, _, fragment = href.partition("#")
-        name, sep, value = fragment.partition("=")
-        hashes = _good_hashes([(name, value)]) if sep else ()
+        if fragment:
+            name, sep, value = fragment.partition("=")
+            hashes = _good_hashes([(name, value)]) if sep else ()
+        else:
+            hashes = ()
         if path.startswith(("https://", "http://")) and "/." not in path:
             return path, hashes
         head, slash, tail = path.rpartition("/")
@@ -176,12 +178,13 @@ class _Links:
             # Rare shapes (a query, parameters, a bare fragment): the general rule.
             url = _split_fragment(urllib.parse.urljoin(self._base, href))[0]
             return (url, hashes) if _scheme(url) in self._allowed else None
-        directory = self._directories.get(head + slash, False)
+        key = head if slash else None  # "x.whl" and "/x.whl" are in different directories
+        directory = self._directories.get(key, False)
         if directory is False:
-            directory = urllib.parse.urljoin(self._base, head + slash if slash else "./")
+            directory = urllib.parse.urljoin(self._base, head + "/" if slash else "./")
             if _scheme(directory) not in self._allowed:
                 directory = None
-            self._directories[head + slash] = directory
+            self._directories[key] = directory
         return None if directory is None else (directory + tail, hashes)
 
 
