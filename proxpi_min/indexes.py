@@ -358,12 +358,17 @@ class Indexes:
             if found is not None and found[0] == version:
                 self._file_maps.move_to_end(name)
         if found is None or found[0] != version:
-            origins: dict = {}
-            for cache, lookup in zip(self.caches, lookups):  # first index wins, as in merging
-                label = cache.settings.display_url
-                for entry in lookup.value.files if lookup.value is not None else ():
-                    origins.setdefault(entry.filename, label)
-            files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in self._merged(name, lookups).files}
+            having = [(cache, lookup.value) for cache, lookup in zip(self.caches, lookups) if lookup.value is not None]
+            if len(having) == 1:  # the usual case: one index has it, every file is its own
+                label = having[0][0].settings.display_url
+                files = {entry.filename: (entry, label) for entry in having[0][1].files}
+            else:
+                origins: dict = {}
+                for cache, page in having:  # first index wins, as in merging
+                    label = cache.settings.display_url
+                    for entry in page.files:
+                        origins.setdefault(entry.filename, label)
+                files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in self._merged(name, lookups).files}
             found = (version, files)
             with self._lock:
                 self._file_maps[name] = found
