@@ -446,9 +446,14 @@ def gated_background():
     return background, opened
 
 
+def saving_later(upstream, clock, tmp_path, background, ttl=60.0) -> IndexCache:
+    store = PageStore(str(tmp_path), BASE)
+    return IndexCache(IndexSettings(BASE, ttl), upstream, store, clock=clock, background=background)
+
+
 def test_IndexCache_answers_before_the_page_is_saved(upstream, clock, tmp_path) -> None:
     background, opened = gated_background()
-    cache = IndexCache(IndexSettings(BASE, 60), upstream, PageStore(str(tmp_path), BASE), clock=clock, background=background)
+    cache = saving_later(upstream, clock, tmp_path, background)
     try:
         assert cache.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
         assert PageStore(str(tmp_path), BASE).load("alpha") is None  # answered, not yet saved
@@ -465,7 +470,7 @@ def test_IndexCache_a_page_not_yet_saved_is_never_dropped(upstream, clock, tmp_p
     monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
     upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
     background, opened = gated_background()
-    cache = IndexCache(IndexSettings(BASE, 60), upstream, PageStore(str(tmp_path), BASE), clock=clock, background=background)
+    cache = saving_later(upstream, clock, tmp_path, background)
     try:
         cache.project(alpha())
         cache.project(NormalizedName("beta"))
@@ -487,7 +492,7 @@ def test_IndexCache_a_failed_save_is_logged_and_the_page_still_served(
     upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
     (tmp_path / "index").write_bytes(b"in the way")  # no directory can be made there
     background = Background()
-    cache = IndexCache(IndexSettings(BASE, 60), upstream, PageStore(str(tmp_path), BASE), clock=clock, background=background)
+    cache = saving_later(upstream, clock, tmp_path, background)
     assert cache.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
     cache.project(NormalizedName("beta"))
     assert background.flush(10)
@@ -502,7 +507,7 @@ def test_IndexCache_a_failed_save_is_logged_and_the_page_still_served(
 def test_IndexCache_saves_land_in_order(upstream, clock, tmp_path) -> None:
     """A page that changed twice while its saves waited ends saved as the last one."""
     background, opened = gated_background()
-    cache = IndexCache(IndexSettings(BASE, 0), upstream, PageStore(str(tmp_path), BASE), clock=clock, background=background)
+    cache = saving_later(upstream, clock, tmp_path, background, ttl=0)
     try:
         for version in ("1.0", "2.0", "3.0"):
             upstream.pages["alpha"] = page_body("alpha", [f"alpha-{version}.tar.gz"])
@@ -549,7 +554,7 @@ def test_Indexes_a_page_past_the_answer_first_bound_is_compressed_first(
 
 def test_Indexes_close_finishes_the_saves_still_queued(upstream, clock, tmp_path) -> None:
     background, opened = gated_background()
-    cache = IndexCache(IndexSettings(BASE, 60), upstream, PageStore(str(tmp_path), BASE), clock=clock, background=background)
+    cache = saving_later(upstream, clock, tmp_path, background)
     indexes = Indexes([cache], 1024 * 1024, background=background)
     indexes.rendered_project(alpha(), JSON, True)
     threading.Timer(0.1, opened.set).start()
