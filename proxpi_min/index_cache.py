@@ -9,12 +9,14 @@ page share one upstream fetch. Locks guard only dictionaries, never I/O.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional, Union
 
+from .background import Background
 from .config import IndexSettings, redact_url
 from .errors import BadUpstreamPage, UpstreamError, UpstreamTimeout
 from .metrics import Metrics
@@ -121,7 +123,10 @@ class IndexCache:
         offline: bool = False,
         clock: Callable[[], float] = time.monotonic,
         metrics: Optional[Metrics] = None,
+        background: Optional[Background] = None,
     ) -> None:
+        """*background*: where pages are saved after the answer has gone out (without
+        one, they are saved before it)."""
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._label = settings.display_url
@@ -129,6 +134,7 @@ class IndexCache:
         self._store = store
         self._offline = offline
         self._clock = clock
+        self._background = background
         self._entries: dict[str, _Entry] = {}
         self._flights: dict[str, _Flight] = {}
         # Keys whose parsed page is in memory and could be read back if dropped: LRU
@@ -281,14 +287,23 @@ class IndexCache:
         except UpstreamError as exc:
             return self._failed(key, entry, exc)
         self._succeeded(key, "ok")
-        saved = False
+        self._put(key, new, droppable=False)
         if self._store is not None:
-            if new.value is None:
-                self._store.delete(key)
+            if self._background is None:
+                self._keep(key, new)
             else:
-                saved = self._store.save(key, SavedPage(new.value, new.url, new.etag, new.last_modified))
-        self._put(key, new, droppable=saved)
+                self._background.submit(functools.partial(self._keep, key, new))
         return new.lookup()
+
+    def _keep(self, key: str, entry: _Entry) -> None:
+        """Save *entry*'s page for a restart (or forget the saved copy of a page upstream
+        no longer has). Once saved, the page may leave memory and be read back."""
+        if entry.value is None:
+            self._store.delete(key)
+        elif self._store.save(key, SavedPage(entry.value, entry.url, entry.etag, entry.last_modified)):
+            with self._lock:
+                if self._entries.get(key) is entry:  # not replaced by a newer page meanwhile
+                    self._remember(key, entry)
 
     def _servable(self, page: ProjectPage) -> ProjectPage:
         """The page without the files we would refuse to serve; one WARNING if any."""

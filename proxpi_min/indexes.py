@@ -4,17 +4,19 @@ and the result rendered once per change (see :class:`Indexes`)."""
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
 from typing import Callable, NamedTuple, Optional
 
+from .background import Background
 from .config import redact_url
 from .errors import Forbidden, NotFound
 from .metrics import Metrics
 from .names import NormalizedName, canonicalize_name
 from .policy import Filtered, Policy
-from .render import Rendered, render, render_project_list, render_project_page
+from .render import Rendered, gzipped, render, render_project_list, render_project_page, worth_compressing
 from .simple import FileEntry, ProjectList, ProjectPage, merge_lists, merge_pages
 
 __all__ = ["Indexes"]
@@ -25,6 +27,11 @@ MAX_FILE_MAPS = 256  # projects whose file-name index is kept
 # Pages after the policies (each a new tuple over the same entries, and a file-name
 # index), counted in files like index_cache.MAX_RESIDENT_FILES.
 MAX_VIEW_FILES = 100_000
+# A rendered page up to this size is answered uncompressed the first time and compressed
+# after the answer (see Indexes._render). A larger one (the root list of a whole index)
+# is compressed first: sending it uncompressed over a slow link costs more.
+ANSWER_FIRST_MAX = 4 << 20
+CLOSE_SECONDS = 30.0  # at most this long at shutdown for the saves still queued
 
 
 class _View(NamedTuple):
@@ -53,18 +60,32 @@ class _RenderedPages:
             self._pages.move_to_end(key)
             return found[1]
 
+    def holds(self, size: int) -> bool:
+        """Whether a page of *size* bytes would be kept."""
+        return size <= self._budget
+
+    def replace(self, key: tuple, version: tuple, old: Rendered, new: Rendered) -> None:
+        """Put *new* in place of *old*, unless the page changed (or left) meanwhile."""
+        with self._lock:
+            found = self._pages.get(key)
+            if found is not None and found[0] == version and found[1] is old:
+                self._put(key, version, new)
+
     def put(self, key: tuple, version: tuple, page: Rendered) -> None:
         with self._lock:
-            old = self._pages.pop(key, None)
-            if old is not None:
-                self._used -= len(old[1].body)
-            if len(page.body) > self._budget:
-                return
-            self._pages[key] = (version, page)
-            self._used += len(page.body)
-            while self._used > self._budget:
-                _, (_, dropped) = self._pages.popitem(last=False)
-                self._used -= len(dropped.body)
+            self._put(key, version, page)
+
+    def _put(self, key: tuple, version: tuple, page: Rendered) -> None:
+        old = self._pages.pop(key, None)
+        if old is not None:
+            self._used -= len(old[1].body)
+        if len(page.body) > self._budget:
+            return
+        self._pages[key] = (version, page)
+        self._used += len(page.body)
+        while self._used > self._budget:
+            _, (_, dropped) = self._pages.popitem(last=False)
+            self._used -= len(dropped.body)
 
 
 class Indexes:
@@ -86,8 +107,10 @@ class Indexes:
         metrics: Optional[Metrics] = None,
         policy: Optional[Policy] = None,
         wall_clock: Callable[[], float] = time.time,
+        background: Optional[Background] = None,
     ) -> None:
         self.caches = caches
+        self._background = background
         self.metrics = metrics or Metrics()
         # No policy in force: pages take the plain path, at no extra cost.
         self._policy = policy if policy is not None and policy.active else None
@@ -249,12 +272,43 @@ class Indexes:
 
     def _render(self, key: tuple, version: tuple, make: Callable[[], bytes], compress: bool) -> Rendered:
         # Only the coding a client asked for is kept: pip and uv always take gzip, so the
-        # (5-10x larger) identity form of most pages is never held in memory.
+        # (5-10x larger) identity form of most pages is never held in memory for long.
         page = self._rendered.get(key, version)
         if page is None:
-            page = render(make(), compress)
+            page = render(make(), False)
+            # Answer first: this client (and any other until it is done) gets the page as
+            # it is, which it may take whatever it accepts (RFC 9110 12.5.3); compressing
+            # it first would keep it waiting ~20 ms for a page of 5,000 files.
+            answer_first = (
+                compress
+                and self._background is not None
+                and worth_compressing(page)
+                and len(page.body) <= ANSWER_FIRST_MAX
+                and self._rendered.holds(len(page.body))
+            )
+            if compress and not answer_first:
+                page = gzipped(page)
             self._rendered.put(key, version, page)
+            if answer_first:
+                self._background.submit(functools.partial(self._compress, key, version, page))
         return page
+
+    def _compress(self, key: tuple, version: tuple, page: Rendered) -> None:
+        self._rendered.replace(key, version, page, gzipped(page))
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to *timeout* seconds for the pages still being saved or compressed
+        after their answer; True if none is left."""
+        return self._background is None or self._background.flush(timeout)
+
+    def close(self, timeout: float = CLOSE_SECONDS) -> bool:
+        """At shutdown: finish saving the pages answered so far (so that a restarted or
+        offline proxy finds them all); later ones are saved before their answer. A disk
+        that hangs is waited for *timeout* seconds at most (a WARNING says so)."""
+        if self._background is None or self._background.close(timeout):
+            return True
+        logger.warning("stopping with %d pages still to be saved or compressed", self._background.pending)
+        return False
 
     def project_page(self, name: NormalizedName) -> ProjectPage:
         """The merged page of project *name* from the indices the policy asks, with the
@@ -304,12 +358,17 @@ class Indexes:
             if found is not None and found[0] == version:
                 self._file_maps.move_to_end(name)
         if found is None or found[0] != version:
-            origins: dict = {}
-            for cache, lookup in zip(self.caches, lookups):  # first index wins, as in merging
-                label = cache.settings.display_url
-                for entry in lookup.value.files if lookup.value is not None else ():
-                    origins.setdefault(entry.filename, label)
-            files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in self._merged(name, lookups).files}
+            having = [(cache, lookup.value) for cache, lookup in zip(self.caches, lookups) if lookup.value is not None]
+            if len(having) == 1:  # the usual case: one index has it, every file is its own
+                label = having[0][0].settings.display_url
+                files = {entry.filename: (entry, label) for entry in having[0][1].files}
+            else:
+                origins: dict = {}
+                for cache, page in having:  # first index wins, as in merging
+                    label = cache.settings.display_url
+                    for entry in page.files:
+                        origins.setdefault(entry.filename, label)
+                files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in self._merged(name, lookups).files}
             found = (version, files)
             with self._lock:
                 self._file_maps[name] = found

@@ -18,6 +18,7 @@ import time
 from typing import NamedTuple, Optional
 
 from . import __version__
+from .background import Background
 from .config import IndexSettings, Settings
 from .file_cache import FileCache
 from .errors import Overloaded
@@ -78,14 +79,20 @@ def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         ]
     # Guard rails over every index the proxy asks (offline: the saved ones too).
     policy = Policy.from_settings(settings, [index.url for index, _ in stores])
+    # Pages are saved and compressed after their answer (Indexes.close finishes them).
+    background = Background()
     indexes = Indexes(
-        [IndexCache(index, upstream, store, settings.offline, metrics=metrics) for index, store in stores],
+        [
+            IndexCache(index, upstream, store, settings.offline, metrics=metrics, background=background)
+            for index, store in stores
+        ],
         settings.page_memory,
         offline=settings.offline,
         is_cached=files.has,
         cache_generation=lambda: files.generation,
         metrics=metrics,
         policy=policy,
+        background=background,
     )
     return Caches(upstream, files, indexes, policy)
 
@@ -312,6 +319,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     def server_close(self) -> None:
         """Close the socket, upstream connections and temp files (and a temp cache dir)."""
         super().server_close()
+        self.indexes.close()
         if self.snapshots is not None:
             self.snapshots.close()
         self.files.close()

@@ -326,6 +326,7 @@ def run_warm(
         )
         fetched, cached, more_failures = _fetch_files(caches.files, targets, jobs, err, tty)
     finally:
+        caches.indexes.close()
         caches.files.close()
         caches.upstream.close()
     failures += more_failures

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import logging
 import threading
 import time
 
 import pytest
 
 from proxpi_min import index_cache, indexes as indexes_module
+from proxpi_min.background import Background
 from proxpi_min.config import IndexSettings
 from proxpi_min.errors import Forbidden, NotFound, UpstreamError
 from proxpi_min.index_cache import IndexCache, merged_health
@@ -450,3 +453,130 @@ def test_merged_health_latest_success_and_failure_of_any_worker() -> None:
     assert (merged["stale_pages"], merged["backoff_pages"], merged["next_retry_seconds"]) == (2, 1, 4.0)
     never = merged_health([(_health(None, None, None, 0, 0, None), True)])
     assert (never["last_success"], never["last_failure"], never["last_failure_reason"]) == (None, None, None)
+
+
+# -- saving and compressing after the answer (Background) ---------------------------------
+
+
+def gated_background():
+    """A Background held shut until the returned event is set."""
+    background = Background()
+    opened = threading.Event()
+    background.submit(lambda: opened.wait(10))
+    return background, opened
+
+
+def saving_later(upstream, clock, tmp_path, background, ttl=60.0) -> IndexCache:
+    store = PageStore(str(tmp_path), BASE)
+    return IndexCache(IndexSettings(BASE, ttl), upstream, store, clock=clock, background=background)
+
+
+def test_IndexCache_answers_before_the_page_is_saved(upstream, clock, tmp_path) -> None:
+    background, opened = gated_background()
+    cache = saving_later(upstream, clock, tmp_path, background)
+    try:
+        assert cache.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
+        assert PageStore(str(tmp_path), BASE).load("alpha") is None  # answered, not yet saved
+    finally:
+        opened.set()
+    assert background.flush(10)
+    saved = PageStore(str(tmp_path), BASE).load("alpha")
+    assert saved.value == cache.project(alpha()).value
+
+
+def test_IndexCache_a_page_not_yet_saved_is_never_dropped(upstream, clock, tmp_path, monkeypatch) -> None:
+    """Only a page whose saved copy is current may leave memory: nothing is lost while
+    its save waits, and once saved it is read back, not fetched again."""
+    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
+    upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
+    background, opened = gated_background()
+    cache = saving_later(upstream, clock, tmp_path, background)
+    try:
+        cache.project(alpha())
+        cache.project(NormalizedName("beta"))
+        assert cache._entries["alpha"].value is not index_cache._DROPPED
+        assert cache._entries["beta"].value is not index_cache._DROPPED
+    finally:
+        opened.set()
+    assert background.flush(10)
+    assert cache._entries["alpha"].value is index_cache._DROPPED  # saved, then dropped
+    calls = len(upstream.calls)
+    assert cache.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
+    assert len(upstream.calls) == calls
+
+
+def test_IndexCache_a_failed_save_is_logged_and_the_page_still_served(
+    upstream, clock, tmp_path, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)
+    upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
+    (tmp_path / "index").write_bytes(b"in the way")  # no directory can be made there
+    background = Background()
+    cache = saving_later(upstream, clock, tmp_path, background)
+    assert cache.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
+    cache.project(NormalizedName("beta"))
+    assert background.flush(10)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cannot save index page" in message for message in warnings), warnings
+    # Unsaved, so kept in memory past the bound: still answered without upstream.
+    calls = len(upstream.calls)
+    assert cache.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
+    assert len(upstream.calls) == calls
+
+
+def test_IndexCache_saves_land_in_order(upstream, clock, tmp_path) -> None:
+    """A page that changed twice while its saves waited ends saved as the last one."""
+    background, opened = gated_background()
+    cache = saving_later(upstream, clock, tmp_path, background, ttl=0)
+    try:
+        for version in ("1.0", "2.0", "3.0"):
+            upstream.pages["alpha"] = page_body("alpha", [f"alpha-{version}.tar.gz"])
+            cache.project(alpha())
+    finally:
+        opened.set()
+    assert background.flush(10)
+    assert PageStore(str(tmp_path), BASE).load("alpha").value.files[0].filename == "alpha-3.0.tar.gz"
+
+
+def test_Indexes_answers_a_cold_page_uncompressed_then_compresses_it(upstream, clock, tmp_path) -> None:
+    upstream.pages["alpha"] = page_body("alpha", [f"alpha-{n}.0.tar.gz" for n in range(50)])
+    background, opened = gated_background()
+    indexes = Indexes([make_cache(upstream, clock, tmp_path)], 1024 * 1024, background=background)
+    try:
+        first = indexes.rendered_project(alpha(), JSON, True)[0]
+        assert first.encoding is None  # answered at once, as it is
+        assert indexes.rendered_project(alpha(), JSON, True)[0] is first  # until compressed
+    finally:
+        opened.set()
+    assert indexes.flush(10)
+    later = indexes.rendered_project(alpha(), JSON, True)[0]
+    assert later.encoding == "gzip"
+    assert gzip.decompress(later.body) == first.body
+    assert later.etag != first.etag and later.etag == first.etag[:-1] + '-gzip"'
+    assert indexes.rendered_project(alpha(), JSON, False)[0].encoding is None
+
+
+def test_Indexes_without_background_compresses_before_answering(upstream, clock, tmp_path) -> None:
+    upstream.pages["alpha"] = page_body("alpha", [f"alpha-{n}.0.tar.gz" for n in range(50)])
+    indexes = Indexes([make_cache(upstream, clock, tmp_path)], 1024 * 1024)
+    assert indexes.rendered_project(alpha(), JSON, True)[0].encoding == "gzip"
+    assert indexes.flush(0) and indexes.close(0)
+
+
+def test_Indexes_a_page_past_the_answer_first_bound_is_compressed_first(
+    upstream, clock, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(indexes_module, "ANSWER_FIRST_MAX", 1024)
+    upstream.pages["alpha"] = page_body("alpha", [f"alpha-{n}.0.tar.gz" for n in range(50)])
+    indexes = Indexes([make_cache(upstream, clock, tmp_path)], 1024 * 1024, background=Background())
+    assert indexes.rendered_project(alpha(), JSON, True)[0].encoding == "gzip"
+
+
+def test_Indexes_close_finishes_the_saves_still_queued(upstream, clock, tmp_path) -> None:
+    background, opened = gated_background()
+    cache = saving_later(upstream, clock, tmp_path, background)
+    indexes = Indexes([cache], 1024 * 1024, background=background)
+    indexes.rendered_project(alpha(), JSON, True)
+    threading.Timer(0.1, opened.set).start()
+    assert indexes.close()
+    assert PageStore(str(tmp_path), BASE).load("alpha") is not None

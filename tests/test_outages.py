@@ -371,6 +371,7 @@ def test_bad_answer_never_replaces_good_copy(proxy, scripted, dists, caplog, bad
     assert scripted.hits["/simple/alpha/"] > before, "the bad answer was never fetched"
     assert _proxpi_warnings(caplog), "no WARNING for the bad answer"
     # The saved copy on disk is still the good one, and the file still downloads.
+    assert p.server.indexes.flush(10)  # pages are saved after their answer
     assert dist.filename in _saved_page_text(p.settings.cache_dir, "alpha")
     download = p.get(f"/index/alpha/{dist.filename}")
     assert (download.status, download.body) == (200, dist.content)
@@ -395,6 +396,7 @@ def test_empty_page_from_support_upstream_is_refused(proxy, upstream_html, dists
     _assert_stale(result)
     assert set(parse_anchors(result.body)) == set(parse_anchors(first.body))
     assert p.get(f"/index/alpha/{dist.filename}").body == dist.content
+    assert p.server.indexes.flush(10)  # pages are saved after their answer
     assert dist.filename in _saved_page_text(p.settings.cache_dir, "alpha")
 
 
@@ -432,6 +434,32 @@ def test_saved_pages_are_revalidated_after_restart(proxy, upstream_html, tmp_pat
     assert upstream_html.hits("/simple/alpha/") == 1
     request = [r for r in upstream_html.requests if r.path == "/simple/alpha/"][0]
     assert "if-none-match" in request.headers or "if-modified-since" in request.headers
+
+
+def test_pages_are_saved_after_the_answer_and_before_the_server_stops(
+    proxy, upstream_html, tmp_path, monkeypatch
+):
+    """The first client does not wait for the page to reach the disk; stopping the
+    server waits for it, so a restarted (or offline) proxy finds every page answered."""
+    from proxpi_min.page_store import PageStore
+
+    real_save, opened = PageStore.save, threading.Event()
+
+    def held_save(store, key, page):
+        opened.wait(10)
+        return real_save(store, key, page)
+
+    monkeypatch.setattr(PageStore, "save", held_save)
+    cache_dir = str(tmp_path / "cache")
+    first = proxy((upstream_html, 1800), cache_dir=cache_dir)
+    _assert_fresh(first.get("/index/alpha/", {"Accept": PIP_ACCEPT}, timeout=BOUND))  # the save still held
+    assert not glob.glob(os.path.join(cache_dir, "index", "*", "alpha.json"))
+    threading.Timer(0.2, opened.set).start()
+    first.stop()
+    assert "alpha" in _saved_page_text(cache_dir, "alpha")
+    upstream_html.down()
+    offline = proxy(upstream_html, cache_dir=cache_dir, offline=True)
+    assert offline.get("/index/alpha/").status == 200
 
 
 def test_restart_with_upstream_down_serves_saved_pages_and_files(upstream_html, dists, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import html
 import json
+import urllib.parse
 from typing import Any, Optional
 
 import pytest
@@ -439,6 +440,41 @@ def test_pages_that_break_the_parsers_are_bad_pages(body, kind) -> None:
 def test_json_relative_urls(page_url: str, url: str, expected: str) -> None:
     page = parse_json([json_file(url=url)], url=page_url)
     assert page.files[0].url == expected
+
+
+# Links that share a directory are joined once per directory (see simple._Links): on
+# every page shape the result must be urljoin's, link by link, whatever came before.
+RESOLVE_PAGES = [
+    "https://index.example/simple/foo/",
+    "https://index.example/simple/foo",
+    "https://index.example/simple/foo/;p?q=1",
+    "http://127.0.0.1:8080/index/foo/",
+    "file:///srv/simple/foo/",
+]
+RESOLVE_HREFS = [
+    "foo-1.0.tar.gz", "foo-1.1.tar.gz", "../../files/foo-1.0.tar.gz", "../../files/foo-1.1.whl",
+    "/f/foo-1.0.tar.gz", "/f/foo-1.1.tar.gz", "//cdn.example/p/foo-1.0.tar.gz", "./foo-2.0.zip",
+    "a/./b/../foo-1.0.tar.gz", "https://cdn.example/x/../foo-1.0.tar.gz", "foo-1.0.tar.gz?x=1",
+    "dir;p/foo-1.0.tar.gz", "dir/foo-1.0.tar.gz;p", "dir/..", "dir/.", " foo-1.0.tar.gz",
+    "foo-1.0\t.tar.gz", "dir/foo%2B1.0.tar.gz", "?q", "", "../../../../foo-1.0.tar.gz",
+    "file:///etc/passwd", "ftp://h/foo-1.0.tar.gz",
+]
+
+
+@pytest.mark.parametrize("page_url", RESOLVE_PAGES)
+@pytest.mark.parametrize("kind", [JSON_TYPE, HTML_TYPE])
+def test_links_resolve_as_urljoin_does(page_url: str, kind: str) -> None:
+    allowed = ("http", "https", "file") if page_url.startswith("file:") else ("http", "https")
+    # An anchor without href is no link at all; a JSON "url" of "" is the page itself.
+    hrefs = [href for href in RESOLVE_HREFS if href or kind == JSON_TYPE]
+    joined = [urllib.parse.urljoin(page_url, href) for href in hrefs]
+    expected = [url for url in joined if url.partition(":")[0] in allowed]
+    if kind == JSON_TYPE:
+        page = parse_json([json_file(filename=f"f{i}.whl", url=href) for i, href in enumerate(hrefs)], url=page_url)
+    else:
+        anchors = "".join(f'<a href="{html.escape(href)}">f{i}.whl</a>' for i, href in enumerate(hrefs))
+        page = parse_project_page(anchors.encode(), kind, page_url, NormalizedName("foo"))
+        assert [entry.url for entry in page.files] == expected
 
 
 @pytest.mark.parametrize(

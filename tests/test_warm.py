@@ -409,7 +409,8 @@ def test_verify_checks_metadata_against_the_saved_page(proxy, upstream, dists, t
     p = proxy(upstream)
     assert p.get(f"/index/alpha/{dists.alpha_1.filename}.metadata").status == 200
     cache = Path(p.settings.cache_dir)
-    metadata = next((cache / "files").glob("alpha/*/*.metadata"))
+    # The stored .metadata file, not the lock file (".lock-...metadata") of its download.
+    metadata = next(p for p in (cache / "files").glob("alpha/*/*.metadata") if not p.name.startswith("."))
     p.stop()
     assert verify(cache)[0] == 0
     metadata.write_bytes(metadata.read_bytes() + b"x")
