@@ -154,27 +154,32 @@ def _index_rows(indexes: list, now: float) -> str:
     )
 
 
-def _top_projects(projects: list) -> str:
-    rows = "".join(
-        f'<tr><td><a href="/index/{_esc(urllib.parse.quote(item["project"]))}/">{_esc(item["project"])}</a></td>'
-        f'<td class="n">{item["requests"]:,}</td></tr>\n'
-        for item in projects
-    ) or '<tr><td colspan="2">none yet</td></tr>\n'
+def _ranking(title: str, table_id: str, head: str, rows: list, columns: int) -> str:
+    """A titled table of *rows* (HTML ``<tr>`` lines) under the header cells *head*."""
+    body = "".join(rows) or f'<tr><td colspan="{columns}">none yet</td></tr>\n'
     return (
-        '<div class="wide"><h2>Most requested projects</h2>\n<table id="top-projects">\n'
-        '<tr><th>project</th><th class="n">requests</th></tr>\n' + rows + "</table></div>\n"
+        f'<div class="wide"><h2>{title}</h2>\n<table id="{table_id}">\n'
+        f"<tr>{head}</tr>\n{body}</table></div>\n"
     )
 
 
+def _top_projects(projects: list) -> str:
+    rows = [
+        f'<tr><td><a href="/index/{_esc(urllib.parse.quote(item["project"]))}/">{_esc(item["project"])}</a></td>'
+        f'<td class="n">{item["requests"]:,}</td></tr>\n'
+        for item in projects
+    ]
+    return _ranking("Most requested projects", "top-projects", '<th>project</th><th class="n">requests</th>', rows, 2)
+
+
 def _largest_files(files: list) -> str:
-    rows = "".join(
+    rows = [
         f'<tr><td>{_esc(item["project"])}</td><td>{_esc(item["filename"])}</td>'
         f'<td class="n">{_esc(human_size(item["size"]))}</td></tr>\n'
         for item in files
-    ) or '<tr><td colspan="3">none yet</td></tr>\n'
-    return (
-        '<div class="wide"><h2>Largest cached files</h2>\n<table id="largest-files">\n'
-        '<tr><th>project</th><th>file</th><th class="n">size</th></tr>\n' + rows + "</table></div>\n"
+    ]
+    return _ranking(
+        "Largest cached files", "largest-files", '<th>project</th><th>file</th><th class="n">size</th>', rows, 3
     )
 
 
