@@ -371,15 +371,7 @@ class LedgerHandle:
         """Rewrite the journal as *entries* (every stored file, least recently used
         first) under a new epoch; returns the position after them."""
         data = b"".join(_format_entry(entry) for entry in entries)
-        temp = temp_path(os.path.dirname(self._ledger.journal))
-        try:
-            with open(temp, "wb") as file:
-                file.write(data)
-            os.replace(temp, self._ledger.journal)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        write_atomically(self._ledger.journal, data)
         record = self.write(used, count, new_epoch=True)
         return record.epoch, len(data)
 
