@@ -41,6 +41,7 @@ __all__ = [
     "LockFile",
     "is_private",
     "lock_path",
+    "pid_alive",
     "same_file",
     "remove_temp_files",
     "temp_path",
@@ -112,6 +113,11 @@ def _owner_alive(temp_name: str) -> bool:
     pid = int(pid_text) if pid_text.isascii() and pid_text.isdigit() else -1
     if pid in (-1, os.getpid()):
         return False
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process *pid* of this host still runs (signal 0 checks, sends nothing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Callable, List
 
-from .shared_dir import write_atomically
+from .shared_dir import pid_alive, write_atomically
 
 __all__ = ["INTERVAL", "Snapshots"]
 
@@ -103,12 +103,4 @@ def _alive(name: str) -> bool:
     """Whether the worker whose file is *name* still runs (the run dir is local, so its
     process id is one of this host's)."""
     pid_text = name[len("worker-") :].partition("-")[0]
-    if not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, someone else's
-    return True
+    return pid_text.isdigit() and pid_alive(int(pid_text))
