@@ -87,6 +87,14 @@ class _Family:
         for key, value in values:
             yield f"{self.name}{_labels(self.labels, key)} {_number(value)}\n"
 
+    def _bump(self, key: tuple, amount: float) -> None:
+        """Add *amount*; the lock is held."""
+        if key in self._values:
+            self._values[key] += amount
+        else:
+            self._check(key)
+            self._values[key] = float(amount)
+
     def value(self, *labels: str) -> float:
         """The current value for *labels* (0 if never set)."""
         with self._lock:
@@ -107,14 +115,6 @@ class Counter(_Family):
         with self._lock:
             self._bump(labels, amount)
 
-    def _bump(self, key: tuple, amount: float) -> None:
-        """Add *amount*; the lock is held."""
-        if key in self._values:
-            self._values[key] += amount
-        else:
-            self._check(key)
-            self._values[key] = float(amount)
-
 
 class Gauge(_Family):
     """A value that goes up and down."""
@@ -128,9 +128,7 @@ class Gauge(_Family):
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         with self._lock:
-            if labels not in self._values:
-                self._check(labels)
-            self._values[labels] = self._values.get(labels, 0.0) + amount
+            self._bump(labels, amount)
 
     def dec(self, *labels: str, amount: float = 1.0) -> None:
         self.inc(*labels, amount=-amount)
