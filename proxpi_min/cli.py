@@ -334,7 +334,7 @@ def _supervise(settings: "Settings") -> int:
     """``--workers N``: the parent binds the port and makes the cache dir (a temp one
     shared by the workers and removed here, once), then only supervises."""
     from .policy import Policy
-    from .server import ProxyServer, listening_socket
+    from .server import ProxyServer, address_text, listening_socket
     from .workers import Supervisor
 
     temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
@@ -351,10 +351,9 @@ def _supervise(settings: "Settings") -> int:
         _configure_logging(settings.log_format, number, batched=True)
         return _serve(ProxyServer(settings, listener, run_dir))  # the supervisor flushes the log
 
-    host, port = listener.getsockname()[:2]
     # The workers build the same policy from the same settings; the parent only shows it.
     policy = Policy.from_settings(settings)
-    _log_listening(settings, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", settings.cache_dir, policy)
+    _log_listening(settings, address_text(listener.getsockname()), settings.cache_dir, policy)
     try:
         return Supervisor(settings.workers, work, DRAIN_SECONDS).run()
     finally:

@@ -33,12 +33,18 @@ from .snapshots import Snapshots
 from .tls import describe_trust, server_context
 from .upstream import Upstream
 
-__all__ = ["Caches", "ProxyServer", "listening_socket", "open_caches", "upstream_route"]
+__all__ = ["Caches", "ProxyServer", "address_text", "listening_socket", "open_caches", "upstream_route"]
 
 logger = logging.getLogger(__name__)
 
 # While connections are refused at the cap, one WARNING a minute says so.
 REFUSAL_WARNING_INTERVAL = 60.0
+
+
+def address_text(address: tuple) -> str:
+    """A socket address as ``host:port`` (an IPv6 host in brackets, RFC 3986 3.2.2)."""
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def upstream_route(settings: Settings) -> str:
@@ -135,8 +141,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.socket.close()
             self.socket = listener
             self.server_address = listener.getsockname()
-        host, port = self.server_address[:2]
-        self.address_text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.address_text = address_text(self.server_address)
         self.upstream_route = upstream_route(settings)
         if settings.tls_cert and settings.tls_key:
             # Accepted connections are wrapped without a handshake; finish_request does
