@@ -12,6 +12,7 @@ import time
 from typing import Callable, Iterable, NamedTuple, Optional, TextIO
 
 from .config import Settings
+from .dashboard import human_size
 from .downloads import Target
 from .errors import Forbidden, IntegrityError, NotFound, ProxpiError
 from .lockfiles import LockFileError, Wanted, load
@@ -46,8 +47,7 @@ REFUSED = "refused by policy"
 NOT_STORED = "not stored"
 
 # The policy seam: (project, entry) -> why the proxy would refuse to serve the file, or
-# None. The guard-rail policies (pins, cooldown, deny/allow) plug in here; until they
-# land, nothing is refused.
+# None. By default the server's guard rails (Indexes.refusal) answer.
 Refusal = Callable[[NormalizedName, FileEntry], Optional[str]]
 
 
@@ -154,16 +154,6 @@ def match_files(wanted: Iterable[Wanted], files: Iterable[FileEntry]) -> tuple:
     return list(chosen.values()), failures
 
 
-def _size(count: float) -> str:
-    if count < 1024:
-        return f"{count:.0f} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        count /= 1024
-        if count < 1024 or unit == "GiB":
-            break
-    return f"{count:.1f} {unit}"
-
-
 class Progress:
     """Progress on *stream*: one line redrawn in place on a terminal, else a plain line
     per file. Thread-safe. A *total_bytes* of 0 means unknown (an index without sizes):
@@ -192,10 +182,10 @@ class Progress:
             percent = 100.0 * self.done_bytes / self._total_bytes
         else:
             percent = 100.0 * self.done / self._total if self._total else 100.0
-        of = f" of {_size(self._total_bytes)}" if self._total_bytes else ""
+        of = f" of {human_size(self._total_bytes)}" if self._total_bytes else ""
         return (
-            f"{self._verb}: {self.done}/{self._total} files, {_size(self.done_bytes)}{of},"
-            f" {_size(self.moved_bytes / elapsed)}/s, {percent:.0f}%"
+            f"{self._verb}: {self.done}/{self._total} files, {human_size(self.done_bytes)}{of},"
+            f" {human_size(self.moved_bytes / elapsed)}/s, {percent:.0f}%"
         )
 
     def advance(self, size: int, moved: bool, message: Optional[str] = None) -> None:
@@ -334,7 +324,7 @@ def run_warm(
     fetched_bytes = sum(size for _, size in fetched)
     out.write(
         f"warm: {len(targets) + len(failures) - len(more_failures) + skipped} files wanted: {len(fetched)} fetched"
-        f" ({_size(fetched_bytes)} in {elapsed:.1f} s), {len(cached)} already cached,"
+        f" ({human_size(fetched_bytes)} in {elapsed:.1f} s), {len(cached)} already cached,"
         f" {len(failures)} failed" + (f", {skipped} skipped by filters" if skipped else "") + "\n"
     )
     for failure in failures:
@@ -406,7 +396,7 @@ def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tup
             if stored:
                 size = _stored_size(files, project, entry)
                 fetched.append((entry.filename, size))
-                progress.advance(size, True, None if tty else f"fetched {entry.filename} ({_size(size)})")
+                progress.advance(size, True, None if tty else f"fetched {entry.filename} ({human_size(size)})")
                 return
             failure = Failure(entry.filename, origin, NOT_STORED, "over the cache size cap, or the cache dir cannot be written")
         failures.append(failure)
@@ -553,7 +543,7 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
             except OSError as exc:
                 out.write(f"cannot remove {path}: {exc.strerror}\n")
     out.write(
-        f"verify: {len(results)} files ({_size(total_bytes)}), {page_count} saved pages: {len(bad)} bad"
+        f"verify: {len(results)} files ({human_size(total_bytes)}), {page_count} saved pages: {len(bad)} bad"
         + (f", {removed} removed" if repair else "")
         + (f", {unchecked} without a hash to check" if unchecked else "")
         + "\n"
