@@ -229,9 +229,7 @@ class FileCache:
             self.metrics.hit("file")
             return self._cached_body(*cached, byte_range)
         self.metrics.miss("file")
-        if self._offline:
-            raise NotFound(f"{target.filename} is not in the offline cache")
-        if self.cap <= 0 or (target.size is not None and target.size > self.cap):
+        if not self._storable(target):
             return self._pass_through(target, head, byte_range)
         with self._lock:
             download = self._downloads.get(target.path)
@@ -270,9 +268,7 @@ class FileCache:
         target = Target(self.root, project, entry, False)
         if self.has(project, entry):
             return True
-        if self._offline:
-            raise NotFound(f"{target.filename} is not in the offline cache")
-        if self.cap <= 0 or (target.size is not None and target.size > self.cap):
+        if not self._storable(target):
             return False
         while True:
             with self._lock:
@@ -288,6 +284,16 @@ class FileCache:
                     raise download.error
             if not download.take_over:  # else another process's writer died: the next one
                 return self.has(project, entry)
+
+    def _storable(self, target: Target) -> bool:
+        """Whether a file not in the cache may be downloaded into it (False: over the
+        cap, so it passes through).
+
+        :raises NotFound: offline, where nothing is fetched.
+        """
+        if self._offline:
+            raise NotFound(f"{target.filename} is not in the offline cache")
+        return self.cap > 0 and (target.size is None or target.size <= self.cap)
 
     @staticmethod
     def _cached_body(file, size: int, byte_range: Optional[ByteRange]) -> FileBody:
