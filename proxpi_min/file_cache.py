@@ -232,10 +232,7 @@ class FileCache:
         if not self._storable(target):
             return self._pass_through(target, head, byte_range)
         with self._lock:
-            download = self._downloads.get(target.path)
-            start = download is None and not head
-            if start:
-                download = self._downloads[target.path] = Download(self, target)
+            download, start = self._register(target, start=not head)
             if download is not None:
                 download.join()
         if start:
@@ -272,10 +269,7 @@ class FileCache:
             return False
         while True:
             with self._lock:
-                download = self._downloads.get(target.path)
-                start = download is None
-                if start:
-                    download = self._downloads[target.path] = Download(self, target)
+                download, start = self._register(target)
             if start:
                 download.run()
             with download.cond:
@@ -436,6 +430,16 @@ class FileCache:
         for path in paths:
             logger.info("evicted %s", path)
 
+    def _register(self, target: Target, start: bool = True) -> tuple:
+        """(the download of *target* in progress, or, if *start*, a new one registered
+        (None otherwise); whether it is new): the single-flight check-and-insert. Our
+        lock is held; the caller runs a new download once it has let go."""
+        download = self._downloads.get(target.path)
+        if download is None and start:
+            download = self._downloads[target.path] = Download(self, target)
+            return download, True
+        return download, False
+
     @staticmethod
     def _run(download: Download) -> None:
         threading.Thread(target=download.run, name=f"download {download.target.filename}", daemon=True).start()
@@ -446,9 +450,7 @@ class FileCache:
         download.close_fd()
         if download.take_over:  # another process's writer died: the file is still wanted
             with self._lock:
-                start = download.target.path not in self._downloads
-                if start:
-                    new = self._downloads[download.target.path] = Download(self, download.target)
+                new, start = self._register(download.target)
             if start:
                 self._run(new)
 
