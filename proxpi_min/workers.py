@@ -63,7 +63,7 @@ class Supervisor:
     def __init__(
         self,
         count: int,
-        work: Callable[[int], int],
+        work: Callable[[int, str], int],
         drain_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
