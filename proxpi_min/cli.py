@@ -241,8 +241,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if check_only:  # for deployment checks: a unit file's or image's flags, before a restart
         from .policy import Policy
+        from .server import address_text
 
-        address = f"{settings.host}:{settings.port}"
+        address = address_text((settings.host, settings.port))
         print(f"proxpi-min: configuration ok: {_describe(settings, address, settings.cache_dir or '(a temp dir)')}")
         for line in Policy.from_settings(settings).describe():
             print(f"proxpi-min: policy: {line}")

@@ -293,6 +293,7 @@ def test_check_config_validates_and_exits():
     assert ok.returncode == 0, ok.stderr
     assert "(online, 2 workers)" in ok.stdout and "upstream CAs from" in ok.stdout
     assert "proxpi-min: policy: deny evil" in ok.stdout and "files younger than 1w" in ok.stdout
+    assert "http://[::1]:5000/" in _run(["--check-config", "--host", "::1"]).stdout
     bad = _run(["--check-config"], {"PROXPI_LOG_FORMAT": "xml"})
     assert bad.returncode == 2
     assert bad.stderr.strip() == "proxpi-min: error: PROXPI_LOG_FORMAT='xml' is not one of text, json"
