@@ -67,7 +67,9 @@ def render(body: bytes, compress: bool) -> Rendered:
 
     Each coding gets its own ETag (RFC 9110 8.8.3: the tag names the bytes sent).
     """
-    plain = Rendered(body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"', None)
+    # SHA-256 (96 bits of it): with the SHA extensions of today's x86 and ARM CPUs it
+    # hashes 2-2.5x faster than BLAKE2b, ~0.5 ms a MB of page.
+    plain = Rendered(body, f'"{hashlib.sha256(body).hexdigest()[:24]}"', None)
     return gzipped(plain) if compress else plain
 
 
