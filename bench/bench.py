@@ -169,7 +169,9 @@ class Clients:
                    "--cache-dir", str(cache), str(hashed)]
             env = dict(client_env(tmp), PYTHONPATH=str(REPO))
             t = timed(cmd, env)
-            got = len([f for f in (cache / "files").rglob("*") if f.is_file()])
+            # The stored files, not the bookkeeping the cache dir's processes share
+            # (.ledger, .journal, .users, lock and temp files all start with a dot).
+            got = len([f for f in (cache / "files").rglob("*") if f.is_file() and not f.name.startswith(".")])
             want = len(hashed.read_text().splitlines())
             if got != want:
                 raise RuntimeError(f"warmed {got} files, expected {want}")

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from proxpi_min.render import render_home, wants_json
+from tests.support.cache_dir import settled
 
 HOSTILE = '<script>alert("x")</script>&amp;\'"'
 
@@ -125,6 +126,7 @@ def test_home_page_and_json_agree(proxy, upstream_html, dists, tmp_path) -> None
         p.get("/index/alpha/")
     p.get("/index/beta/")
     p.get(f"/index/alpha/{dists.alpha_1.filename}")
+    assert settled(cache_dir)  # stored: the next request is a hit
     p.get(f"/index/alpha/{dists.alpha_1.filename}")
     assert p.get("/index/%3Cscript%3E/").status == 400
 

@@ -26,7 +26,9 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import pytest
 
-from tests.support.cache_dir import WAIT, file_path, files_tree, sized_wheel, stored_content, stored_paths, wait_until
+from tests.support.cache_dir import (
+    WAIT, file_path, files_tree, settled, sized_wheel, stored_content, stored_paths, wait_until,
+)
 from tests.support.dists import Dist
 from tests.support.pages import json_files, parse_anchors
 from tests.support.proxy import PIP_ACCEPT, ProxyProcess, run_pip
@@ -596,6 +598,7 @@ def test_lru_recency_of_hits_before_restart_survives(proxy, upstream_factory, tm
     first = proxy(up, cache_dir=cache_dir, cache_size=cap)
     for dist in (a, b):
         assert first.get(file_path(dist)).body == dist.content
+    assert settled(cache_dir)
     now = time.time()
     for dist, age in ((a, 200), (b, 100)):  # downloaded: A long ago, B later
         [path] = stored_paths(cache_dir, dist.filename)
@@ -625,6 +628,7 @@ def test_total_size_stays_under_cap(proxy, upstream_factory, dists):
         assert 0 < sum(files_tree(p.settings.cache_dir).values()) <= cap
     for dist in chosen:  # evicted or not, every file downloads correctly
         assert p.get(file_path(dist)).body == dist.content
+        assert settled(p.settings.cache_dir)
         assert sum(files_tree(p.settings.cache_dir).values()) <= cap
 
 
@@ -671,6 +675,7 @@ def test_file_larger_than_cap_size_unknown_is_streamed_whole_but_not_stored(prox
             assert response.read() == big.content
         finally:
             conn.close()
+        assert settled(p.settings.cache_dir)  # that download over: the next is a new one
     assert len(index.file_gets(big)) == 2
     assert stored_paths(p.settings.cache_dir, big.filename) == []
     assert stored_content(p.settings.cache_dir, small.filename) == small.content

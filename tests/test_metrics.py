@@ -14,6 +14,7 @@ import pytest
 
 from proxpi_min.logs import JsonFormatter
 from proxpi_min.metrics import CONTENT_TYPE, MAX_PROJECTS, SNAPSHOT_PROJECTS, Metrics, Registry, merge, total
+from tests.support.cache_dir import settled
 
 # -- a strict parser of the text format 0.0.4 (Prometheus "Exposition formats") --------
 
@@ -402,6 +403,7 @@ def test_metrics_move_as_requests_are_served(proxy, upstream_html, dists) -> Non
     assert p.get("/index/alpha/").status == 200  # hit: from memory
     wheel = dists.alpha_1
     first = p.get(f"/index/alpha/{wheel.filename}")
+    assert settled(p.settings.cache_dir)  # stored: the next request is a hit
     second = p.get(f"/index/alpha/{wheel.filename}")
     assert first.body == second.body == wheel.content
     assert p.get("/index/no-such-project/").status == 404

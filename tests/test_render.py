@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import urllib.parse
 from html.parser import HTMLParser
 from typing import Optional
 
@@ -419,6 +420,70 @@ def test_json_round_trips_through_the_parser() -> None:
         files=tuple(f._replace(url=PAGE_URL + f.filename.replace("+", "%2B")) for f in files)
     )
 
+
+
+def _json_dumps_reference(page: ProjectPage) -> bytes:
+    """The JSON page as json.dumps writes it from dicts: what the renderer's text must
+    be byte for byte."""
+    files = []
+    for f in page.files:
+        item: dict = {"filename": f.filename, "url": urllib.parse.quote(f.filename), "hashes": dict(f.hashes)}
+        if f.requires_python:
+            item["requires-python"] = f.requires_python
+        if f.yanked is not None:
+            item["yanked"] = f.yanked or True
+        if f.metadata is not None:
+            item["core-metadata"] = dict(f.metadata) or True
+        if f.size is not None:
+            item["size"] = f.size
+        if f.upload_time:
+            item["upload-time"] = f.upload_time
+        if f.gpg_sig is not None:
+            item["gpg-sig"] = f.gpg_sig
+        if f.provenance:
+            item["provenance"] = f.provenance
+        files.append(item)
+    document = {
+        "meta": {"api-version": "1.1" if page.all_sizes_known else "1.0"},
+        "name": page.name,
+        "versions": list(page.versions),
+        "files": files,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+_HOSTILE = [
+    'evil-1.0-py3-none-any.whl"><b>x.whl',
+    'q"uote\\back-1.0.tar.gz',
+    "ctl\x00\x01\x1f\x7f-1.0.tar.gz",
+    "new\nline\r\ttab-1.0.tar.gz",
+    "</script><script>alert(1)</script>-1.0.tar.gz",
+    "caf\u00e9-\u2028\u2029-1.0.tar.gz",
+    "emoji-\U0001f40d-1.0.tar.gz",
+    "space and+plus%25-1.0.tar.gz",
+    "foo-1.0.tar.gz",
+]
+
+
+@pytest.mark.parametrize("filename", _HOSTILE)
+def test_json_text_is_what_json_dumps_writes_for_hostile_values(filename: str) -> None:
+    hostile = filename.replace("-1.0.tar.gz", "")
+    files = (
+        entry(filename, hashes=((hostile, '"' + hostile),), requires_python=hostile, yanked=hostile,
+              metadata=((hostile, hostile), ("sha256", SHA)), size=2**40, upload_time=hostile,
+              gpg_sig=True, provenance=hostile),
+        entry(filename, hashes=(("sha256", SHA), ("md5", "0"), ("sha256", SHA_B)), yanked="", metadata=(),
+              size=0, gpg_sig=False),
+        entry(filename, hashes=()),
+    )
+    page = page_of(*files, name=hostile, versions=(hostile, "1.0"), sizes=True)
+    body = render_project_page(page, JSON_TYPE)
+    assert body == _json_dumps_reference(page)
+    document = json.loads(body)
+    assert [item["filename"] for item in document["files"]] == [filename] * 3
+    assert document["files"][0]["hashes"] == {hostile: '"' + hostile}
+    assert document["files"][1]["hashes"] == {"sha256": SHA_B, "md5": "0"}  # the last of a repeated name
+    assert body.isascii()  # non-ASCII and U+2028/2029 escaped, as json.dumps does
 
 # ---------------------------------------------------------------- project list
 

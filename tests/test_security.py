@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.support.cache_dir import settled
 from tests.support.dists import make_wheel
 from tests.support.pages import json_files, parse_anchors
 from tests.support.proxy import PIP_ACCEPT, ProxyProcess, files_named, http, raw_request, raw_status, temp_files
@@ -156,6 +157,7 @@ class Guarded:
         self.proxy = proxy(upstream, cache_dir=str(self.cache_dir))
         assert self.proxy.get("/index/alpha/").status == 200
         assert self.proxy.get(self.file_path).body == self.dist.content
+        assert settled(self.cache_dir)
         self.file_hits = upstream.hits(self.dist.filename)
         self.root = tmp_path
         self.outside = self.snapshot_outside()

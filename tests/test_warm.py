@@ -20,6 +20,7 @@ from proxpi_min.config import parse_settings
 from proxpi_min.lockfiles import Wanted
 from proxpi_min.simple import FileEntry
 from proxpi_min.warm import Filters, Progress, match_files, run_verify, run_warm, wheel_fits
+from tests.support.cache_dir import settled
 from tests.support.proxy import REPO_ROOT, ProxyProcess, proxy_env, run_pip
 
 PYPI_FILES = "https://files.pythonhosted.org/packages/xx"  # lock URLs: never fetched
@@ -408,6 +409,7 @@ def test_verify_catches_a_flipped_byte_and_repairs(upstream, dists, tmp_path):
 def test_verify_checks_metadata_against_the_saved_page(proxy, upstream, dists, tmp_path):
     p = proxy(upstream)
     assert p.get(f"/index/alpha/{dists.alpha_1.filename}.metadata").status == 200
+    assert settled(p.settings.cache_dir)
     cache = Path(p.settings.cache_dir)
     # The stored .metadata file, not the lock file (".lock-...metadata") of its download.
     metadata = next(p for p in (cache / "files").glob("alpha/*/*.metadata") if not p.name.startswith("."))

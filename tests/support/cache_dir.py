@@ -76,3 +76,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.02)
+
+
+TEMP_PREFIX = ".tmp-"  # how proxpi_min.shared_dir names a download's temp file
+
+
+def settled(cache_dir: str | os.PathLike, timeout: float = WAIT) -> bool:
+    """Wait until no download is being written or stored under *cache_dir* (no temp
+    file left): a client may have its whole file before the proxy has stored it."""
+    def no_temp_file() -> bool:
+        return not any(os.path.basename(rel).startswith(TEMP_PREFIX) for rel in files_tree(cache_dir))
+
+    return wait_until(no_temp_file, timeout)
