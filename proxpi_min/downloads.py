@@ -6,10 +6,9 @@ Across processes, the writer holds the file's lock file (``shared_dir.LockFile``
 records in it its temp file's name and the length. A process that finds the lock held
 follows that temp file instead of fetching: its clients get the bytes as they land,
 the last one only once the writer has renamed the file to its final name (it verifies
-before it renames). The writer's own clients get the last byte once it is verified,
-while the file is still being synced and renamed. If the writer dies (its lock is freed
-with its record still in the lock file), the follower's clients fetch the rest from
-upstream themselves, still hash-checked, and a new download takes over in this process.
+before it renames). If the writer dies (its lock is freed with its record still in the
+lock file), the follower's clients fetch the rest from upstream themselves, still
+hash-checked, and a new download takes over in this process.
 """
 
 from __future__ import annotations
@@ -82,9 +81,6 @@ class Download:
         self.started = False  # upstream answered; length is known (or None)
         self.length: Optional[int] = None
         self.written = 0
-        # Every byte written and checked (hash, length): clients may have the last one,
-        # while the writer still syncs and stores the file.
-        self.verified = False
         self.done = False  # complete and verified (stored, or deliberately not)
         self.error: Optional[ProxpiError] = None
         self.disk_failed = False  # the temp file could not be written: readers resume upstream
@@ -179,10 +175,6 @@ class Download:
             raise IntegrityError(f"{target.filename}: upstream sent {self.written} of {self.length} bytes")
         if hasher is not None and hasher.hexdigest() != target.hash[1]:
             raise IntegrityError(f"{target.filename}: downloaded bytes do not match the index hash")
-        # Clients read their own handle on the temp file, so neither the fsync nor the
-        # rename changes what they read: they need not wait for either (~6 ms for 15 MB).
-        # The length is known now, for a client that joins meanwhile (no chunked answer).
-        self._publish(verified=True, length=self.written)
         try:
             # On disk before it has its final name: a power cut cannot leave a short file
             # there, and on NFS other hosts read these bytes, not stale ones.
@@ -204,7 +196,7 @@ class Download:
         file, size = opened
         with file:
             self.fd = os.dup(file.fileno())
-        self._publish(started=True, length=size, written=size, verified=True, done=True)
+        self._publish(started=True, length=size, written=size, done=True)
         return True
 
     def _follow(self) -> bool:
@@ -245,7 +237,7 @@ class Download:
                 if hasher is not None and hasher.hexdigest() != self.target.hash[1]:
                     raise IntegrityError(f"{self.target.filename}: stored bytes do not match the index hash")
                 self.cache._open_cached(self.target)  # adopt it into our view
-                self._publish(verified=True, done=True, length=self.written)
+                self._publish(done=True, length=self.written)
             else:
                 # The writer failed (it cleaned up) or died (its record is still there).
                 self.take_over = bool(self.lock.stale)
@@ -391,7 +383,7 @@ class DownloadBody(FileBody):
         download = self._download
         while self._stop is None or self._position < self._stop:
             with download.cond:
-                download.cond.wait_for(lambda: self._limit() > self._position or download.verified or download.over)
+                download.cond.wait_for(lambda: self._limit() > self._position or download.over)
                 limit, error, disk_failed = self._limit(), download.error, download.disk_failed
             if limit > self._position:
                 send_chunk(conn, self._file, self._position, limit - self._position, chunked)
@@ -411,7 +403,7 @@ class DownloadBody(FileBody):
         """How far this client may read now: all that is written once the download is
         verified, all but the last byte before, so a bad file is never sent whole."""
         download = self._download
-        if download.verified:
+        if download.done:
             limit = download.written
         else:  # never the last byte: not of what is written, nor of the announced length
             limit = download.written - 1

@@ -50,9 +50,6 @@ TOUCH_INTERVAL = 1.0
 # bytes a line), and never below this size: a small cache keeps a short history.
 JOURNAL_LINE = 150
 JOURNAL_MIN = 1 << 20
-# At stop, how long a verified download may take to be synced and stored (an NFS
-# server may be slow to sync); past it, it is abandoned like any other.
-STORE_WAIT = 10.0
 
 
 class FileCache:
@@ -458,14 +455,9 @@ class FileCache:
                 self._run(new)
 
     def close(self) -> None:
-        """Let the downloads whose bytes are verified finish storing (their clients
-        had the whole file, a sync and a rename before it is stored), then remove
-        this process's other temp files (downloads in progress are abandoned)."""
+        """Remove this process's temp files (downloads in progress are abandoned)."""
         with self._lock:
             downloads = list(self._downloads.values())
         for download in downloads:
-            with download.cond:
-                if download.verified:
-                    download.cond.wait_for(lambda: download.over, STORE_WAIT)
             download._remove_temp()
         self._ledger.close()

@@ -112,43 +112,8 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def test_verified_bytes_go_out_whole_before_the_file_is_stored(tmp_path, source) -> None:
-    """The last byte waits for the hash, not for the fsync and rename that follow it:
-    the client has the whole file while storing is still held up, and the file is
-    stored complete once storing goes on."""
-    cache = FileCache(str(tmp_path / "files"), 10**6, CountingUpstream())
-    storing, go_on = threading.Event(), threading.Event()
-    store = cache._store
-
-    def held_store(download) -> None:
-        storing.set()
-        go_on.wait(10)
-        store(download)
-
-    cache._store = held_store
-    body = cache.open("a", source)
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        sender = threading.Thread(target=body.send, args=(ours, b"", False))
-        sender.start()
-        theirs.settimeout(5)  # before this change, the last byte waited for the store
-        assert _read_exactly(theirs, len(DATA)) == DATA
-        sender.join(10)
-        assert not sender.is_alive()  # the response is over, storing or not
-    body.close()
-    assert storing.wait(10)
-    stored = tmp_path / "files" / "a" / f"sha256-{source.hashes[0][1]}" / source.filename
-    assert not stored.exists()
-    go_on.set()
-    for _ in range(500):
-        if cache.has("a", source):
-            break
-        threading.Event().wait(0.01)
-    assert stored.read_bytes() == DATA
-
-
 def test_bad_bytes_never_go_out_whole_however_soon_they_are_checked(tmp_path, source) -> None:
-    """A hash mismatch still holds back the last byte: the client is cut short."""
+    """A hash mismatch holds back the last byte: the client is cut short."""
     cache = FileCache(str(tmp_path / "files"), 10**6, CountingUpstream())
     body = cache.open("a", source._replace(hashes=(("sha256", "0" * 64),)))
     ours, theirs = socket.socketpair()
