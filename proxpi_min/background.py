@@ -7,6 +7,7 @@ import collections
 import logging
 import os
 import threading
+import weakref
 from typing import Callable, Optional
 
 __all__ = ["Background"]
@@ -34,18 +35,12 @@ class Background:
         self._pending = 0  # given and not finished (queued or running)
         self._changed = threading.Condition()
         self._thread: Optional[threading.Thread] = None
-        self._pid = 0
         self._closed = False
+        _instances.add(self)
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run *job* later, after the jobs given before it."""
         with self._changed:
-            if self._pid != os.getpid():
-                # First job, or the first in a forked child: the jobs queued before the
-                # fork are the parent's to run, and its thread did not follow.
-                self._pid, self._thread = os.getpid(), None
-                self._jobs.clear()
-                self._pending = 0
             inline = self._closed or self._pending >= self._max_pending
             if not inline:
                 self._jobs.append(job)
@@ -89,6 +84,27 @@ class Background:
                 with self._changed:
                     self._pending -= 1
                     self._changed.notify_all()
+
+
+    def _forked(self) -> None:
+        """In a forked child: the jobs queued before the fork are the parent's to run,
+        its thread did not follow, and its lock may have been held at the fork."""
+        self._changed = threading.Condition()
+        self._jobs.clear()
+        self._pending = 0
+        self._thread = None
+
+
+_instances: "weakref.WeakSet[Background]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for background in list(_instances):
+        background._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _run_one(job: Callable[[], None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 
 import pytest
@@ -88,15 +89,30 @@ def test_Background_a_full_queue_runs_the_job_in_the_callers_thread() -> None:
 def test_Background_a_forked_child_runs_its_own_jobs() -> None:
     background = Background()
     opened = gate(background)  # the parent's thread is busy, and does not follow the fork
+    # ... and a parent thread holds the lock as the fork happens (the child inherits it
+    # held, with no thread left to release it).
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with background._changed:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
     pid = os.fork()
     if pid == 0:  # the child: its own thread, none of the parent's jobs
         code = 1
         try:
+            signal.alarm(5)  # a hang fails the test instead of blocking it
             done = []
             background.submit(lambda: done.append(1))
             code = 0 if background.flush(5) and done == [1] else 1
         finally:
             os._exit(code)
+    release.set()
+    holder.join(10)
     _, status = os.waitpid(pid, 0)
     opened.set()
     assert os.waitstatus_to_exitcode(status) == 0
