@@ -22,7 +22,7 @@ from .background import Background
 from .config import IndexSettings, Settings
 from .file_cache import FileCache
 from .errors import Overloaded
-from .handler import ProxyHandler, refusal
+from .handler import CLIENT_GONE, ProxyHandler, refusal
 from .index_cache import IndexCache, merged_health
 from .indexes import Indexes
 from .metrics import TOP, Metrics, merge, total
@@ -315,8 +315,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:
         """A client that resets its connection is routine; anything else is a bug."""
         error = sys.exc_info()[1]
-        # A TLS client that goes away mid-request shows up as an SSLError (EOF).
-        if isinstance(error, (ConnectionError, socket.timeout, ssl.SSLError)):
+        if isinstance(error, CLIENT_GONE):
             logger.debug("connection from %s ended: %s", client_address[0], error)
         else:
             logger.exception("error on the connection from %s", client_address[0])

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import pytest
 
+from tests.support.cache_dir import file_path, sized_wheel
 from tests.support.pages import json_files, parse_anchors
 from tests.support.proxy import PIP_ACCEPT, ProxyProcess, files_named, http, pip_env, run_pip, temp_files
 
@@ -697,6 +698,9 @@ def test_idle_clients_are_disconnected(proxy, upstream_html):
     kinds = {
         "silent": b"",
         "partial request": b"GET /health HTTP/1.1\r\n",
+        "partial request line": b"GET /health HT",
+        "partial header line": b"GET /health HTTP/1.1\r\nHost: x",
+        "body cut short": b"DELETE /cache/alpha/ HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
         "idle after a keep-alive request": b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
     }
     sockets = {kind: socket.create_connection(("127.0.0.1", p.port)) for kind in kinds}
@@ -711,10 +715,34 @@ def test_idle_clients_are_disconnected(proxy, upstream_html):
                 pytest.fail(f"{kind}: the server never closed the idle connection")
             if kind.startswith("idle after"):
                 assert data.startswith(b"HTTP/1.1 200"), data[:100]
+            elif kind.startswith("partial"):
+                assert data == b"", f"{kind}: {data[:100]!r}"  # nothing to answer: closed
         assert time.monotonic() - started < BOUND
     finally:
         for sock in sockets.values():
             sock.close()
+    _alive(p)
+
+
+def test_client_that_stops_reading_a_file_is_disconnected(proxy, upstream_factory):
+    """A client that asks for a file and then reads nothing is dropped after the client
+    timeout (the file goes out with sendfile, which must not wait for it forever)."""
+    big = sized_wheel("stalled", "1.0", 12_000_000)  # ~9 MB: more than the socket buffers
+    upstream = upstream_factory("html")
+    upstream.add(big)
+    p = proxy(upstream, client_timeout=1.0)
+    assert p.get(file_path(big), timeout=BOUND).body == big.content  # now cached
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.connect(("127.0.0.1", p.port))
+        sock.sendall(f"GET {file_path(big)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(3)  # reading nothing, well past the client timeout
+        data = _recv_until_closed(sock, BOUND)  # reading now: only what was sent before
+    finally:
+        sock.close()
+    assert data.startswith(b"HTTP/1.1 200") and len(data) < big.size
+    assert p.get(file_path(big), timeout=BOUND).body == big.content
     _alive(p)
 
 
