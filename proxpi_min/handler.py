@@ -66,23 +66,8 @@ CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError, ssl.SSLError)
 # http.client's limits for a header line and a header count (431 past them).
 _MAX_HEADER_LINE = 65536
 _MAX_HEADERS = 100
-
-
-class _Headers(dict):
-    """Request headers by lowercase name; repeated ones joined with ", " (RFC 9110 5.3)."""
-
-    def add(self, name: str, value: str) -> None:
-        key = name.lower()
-        dict.__setitem__(self, key, f"{self[key]}, {value}" if key in self else value)
-
-    def get(self, name: str, default=None):  # type: ignore[override]
-        return dict.get(self, name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and dict.__contains__(self, name.lower())
-
-    def __getitem__(self, name: str) -> str:
-        return dict.__getitem__(self, name.lower())
+# The versions clients send, by minor version; others are parsed in full.
+_MINOR_VERSIONS = {"HTTP/1.1": 1, "HTTP/1.0": 0}
 
 
 class ProxyHandler(http.server.BaseHTTPRequestHandler):
@@ -98,7 +83,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         """Parse the request line and headers, as http.server does (same limits and
         errors: 400, 414 earlier, 431, 505; keep-alive and Expect: 100-continue) but
         without the email package, which alone took a third of the time of a request
-        for a cached page. Headers become a dict keyed by lowercase name."""
+        for a cached page. ``self.headers`` becomes a plain dict keyed by lowercase
+        name, repeated fields joined with ", " (RFC 9110 5.3)."""
         self.command = None
         self.request_version = self.default_request_version
         self.close_connection = True
@@ -113,25 +99,27 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({self.requestline!r})")
             return False
         command, path, version = words
-        numbers = version[5:].split(".")
-        if len(numbers) != 2 or not all(n.isascii() and n.isdigit() and len(n) < 4 for n in numbers):
-            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
-            return False
-        if int(numbers[0]) != 1:
-            self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"Invalid HTTP version ({version})")
-            return False
+        minor = _MINOR_VERSIONS.get(version)
+        if minor is None:
+            numbers = version[5:].split(".")
+            if len(numbers) != 2 or not all(n.isascii() and n.isdigit() and len(n) < 4 for n in numbers):
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
+                return False
+            if int(numbers[0]) != 1:
+                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"Invalid HTTP version ({version})")
+                return False
+            minor = int(numbers[1])
         self.command, self.request_version = command, version
         # As http.server (gh-87389): "//host/x" must not reach us as a network path.
         self.path = "/" + path.lstrip("/") if path.startswith("//") else path
-        headers = _Headers()
+        headers: dict = {}
         for count in itertools.count():
             line = self.rfile.readline(_MAX_HEADER_LINE + 1)
             if len(line) > _MAX_HEADER_LINE:
                 self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
                 return False
             if not line.endswith(b"\n"):
-                self.close_connection = True  # closed or timed out mid-line
-                return False
+                return False  # closed or timed out mid-line
             if line in (b"\r\n", b"\n"):
                 break
             if count >= _MAX_HEADERS:
@@ -141,14 +129,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             if not colon or not name or name != name.strip():
                 self.send_error(HTTPStatus.BAD_REQUEST, "Bad header line")
                 return False
-            headers.add(name, value.strip())
+            key, value = name.lower(), value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
         self.headers = headers  # type: ignore[assignment]
-        connection = {token.strip() for token in headers.get("Connection", "").lower().split(",")}
+        connection = headers.get("connection")
+        tokens = {token.strip() for token in connection.lower().split(",")} if connection else ()
         # RFC 9112 9.3: HTTP/1.1 persists unless told to close; HTTP/1.0 only if asked.
-        self.close_connection = "close" in connection or (
-            int(numbers[1]) == 0 and "keep-alive" not in connection
-        )
-        if headers.get("Expect", "").lower() == "100-continue" and int(numbers[1]) >= 1:
+        self.close_connection = "close" in tokens or (minor == 0 and "keep-alive" not in tokens)
+        if minor >= 1 and headers.get("expect", "").lower() == "100-continue":
             return self.handle_expect_100()
         return True
 
@@ -203,15 +191,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
             self._done()
 
+    # The usual methods, found without a call to __getattr__.
+    do_GET = do_HEAD = do_DELETE = _handle
+
     def _route(self) -> None:
         self._discard_body()
-        parts = urllib.parse.urlsplit(self.path)
-        raw = parts.path.split("/")[1:]
-        try:
-            segments = [urllib.parse.unquote(segment, errors="strict") for segment in raw]
-        except UnicodeDecodeError:
-            raise BadRequest("the path is not UTF-8 once percent-decoded") from None
-        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)) if parts.query else {}
+        segments, query_string = _split_target(self.path)
+        query = dict(urllib.parse.parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
         if segments in ([""], []):
             self._allow(_PAGE_METHODS)
             self._home()
@@ -225,7 +211,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self._send(200, [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")], b"ok\n")
         elif segments[0] == "index":
             self._allow(_PAGE_METHODS)
-            self._index(segments[1:], query, parts.query)
+            self._index(segments[1:], query, query_string)
         elif segments[0] == "cache" and len(segments) in (2, 3) and segments[2:] in ([], [""]):
             self._allow(_CACHE_METHODS)
             self._invalidate(segments[1])
@@ -235,10 +221,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _discard_body(self) -> None:
         """Read away a request body nobody needs, so that on a kept-alive connection it
         is never taken for the next request; a large or chunked one closes instead."""
-        length = self.headers.get("Content-Length")
-        if length is None and "Transfer-Encoding" not in self.headers:
+        length = self.headers.get("content-length")
+        if length is None and "transfer-encoding" not in self.headers:
             return  # the usual GET: no body
-        if "Transfer-Encoding" in self.headers:
+        if "transfer-encoding" in self.headers:
             self.close_connection = True
             return
         length = length.strip()
@@ -275,16 +261,16 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         raise NotFound(f"no such page: {self._escaped_path()}")
 
     def _media(self, query: dict) -> str:
-        return choose_media_type(self.headers.get("Accept"), query.get("format"))
+        return choose_media_type(self.headers.get("accept"), query.get("format"))
 
     def _gzip(self) -> bool:
-        return accepts_gzip(self.headers.get("Accept-Encoding"))
+        return accepts_gzip(self.headers.get("accept-encoding"))
 
     def _page(self, media: str, page: Rendered, stale: bool, hit: bool, policies: str = "") -> None:
         self._source = "cache" if hit else "upstream"
         # A stale copy (upstream failing) must not outlive the outage in a front cache.
         cache_control = "no-store" if stale else self.server.page_cache_control
-        if _etag_matches(self.headers.get("If-None-Match"), page.etag):
+        if _etag_matches(self.headers.get("if-none-match"), page.etag):
             return self._send(304, _page_headers(media, page.etag, cache_control, stale, policies, None, None), b"")
         headers = _page_headers(media, page.etag, cache_control, stale, policies, page.encoding, len(page.body))
         self.wfile.write(self._head(200, headers) + (b"" if self.command == "HEAD" else page.body))
@@ -302,7 +288,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             entry, index = indexes.locate_file(project, filename)
         head = self.command == "HEAD"
         try:
-            byte_range = parse_range(self.headers.get("Range"))
+            byte_range = parse_range(self.headers.get("range"))
             body = self.server.files.open(
                 project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index
             )
@@ -330,7 +316,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         ]
         if body.etag:
             headers.append(("ETag", body.etag))
-            if _etag_matches(self.headers.get("If-None-Match"), body.etag):
+            if _etag_matches(self.headers.get("if-none-match"), body.etag):
                 return self._send(304, headers, b"")
         if body.content_range:
             headers.append(("Content-Range", body.content_range))
@@ -363,9 +349,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _home(self) -> None:
         status = self.server.status()
         # The absolute URL to give pip: as this client reached us (https when serving TLS).
-        status["index_url"] = f"{self.server.settings.scheme}://{self.headers.get('Host') or self.server.address_text}/index/"
+        status["index_url"] = f"{self.server.settings.scheme}://{self.headers.get('host') or self.server.address_text}/index/"
         vary = ("Vary", "Accept")
-        if wants_json(self.headers.get("Accept")):
+        if wants_json(self.headers.get("accept")):
             body = json.dumps(status, indent=1).encode()
             return self._send(200, [("Content-Type", "application/json"), ("Cache-Control", "no-store"), vary], body)
         body = render_home(status, self.server.settings.admin_token is not None)
@@ -374,7 +360,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _invalidate(self, target: str) -> None:
         token = self.server.settings.admin_token
         if token is not None:
-            given = self.headers.get("Authorization", "")
+            given = self.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 raise Unauthorized("DELETE needs the admin token (Authorization: Bearer <token>)")
         if target == "list":
@@ -475,6 +461,19 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
         logger.info("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
+
+
+def _split_target(target: str) -> tuple:
+    """(path segments, percent-decoded; query string) of a request target."""
+    if target.startswith("/") and "%" not in target and "#" not in target:
+        path, _, query_string = target.partition("?")  # the usual request: nothing to decode
+        return path.split("/")[1:], query_string
+    parts = urllib.parse.urlsplit(target)  # also the absolute form (RFC 9112 3.2.2)
+    try:
+        segments = [urllib.parse.unquote(segment, errors="strict") for segment in parts.path.split("/")[1:]]
+    except UnicodeDecodeError:
+        raise BadRequest("the path is not UTF-8 once percent-decoded") from None
+    return segments, parts.query
 
 
 def _error_headers(error: ProxpiError) -> list:

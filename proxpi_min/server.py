@@ -127,7 +127,10 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
         self.stopping = False
         self._in_flight = 0
-        self._in_flight_changed = threading.Condition()
+        # Counted per request under the plain lock (cheaper to take than the
+        # condition, a Python object); drain() waits on the condition built on it.
+        self._in_flight_lock = threading.Lock()
+        self._in_flight_changed = threading.Condition(self._in_flight_lock)
         self._connections = 0
         self._connections_lock = threading.Lock()
         self._refused = 0
@@ -284,11 +287,11 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self._refused = 0
 
     def request_started(self) -> None:
-        with self._in_flight_changed:
+        with self._in_flight_lock:
             self._in_flight += 1
 
     def request_finished(self) -> None:
-        with self._in_flight_changed:
+        with self._in_flight_lock:
             self._in_flight -= 1
             if self.stopping:  # only drain() waits
                 self._in_flight_changed.notify_all()
