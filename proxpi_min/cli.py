@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import queue
@@ -318,6 +319,10 @@ def _serve(server: "ProxyServer") -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # Everything made so far (modules, settings, the server) lives as long as the
+    # process: out of the collector's sight, a full collection no longer walks it. One
+    # came during the first large pages a fresh proxy parses, ~15% of their time.
+    gc.freeze()
     # A worker starts with them blocked (workers.Supervisor._start); one that came
     # meanwhile is delivered now, to the handler.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))

@@ -484,6 +484,12 @@ def test_links_resolve_as_urljoin_does(page_url: str, kind: str) -> None:
         ({"SHA256": SHA.upper()}, "foo-1.0.tar.gz", (("sha256", SHA),)),
         ({"sha256": SHA, "blake2b_256": "ab"}, "foo-1.0.tar.gz", (("sha256", SHA),)),
         ({"sha256": "zz"}, "foo-1.0.tar.gz", ()),
+        # the one-SHA-256 shortcut keeps the general rules
+        ({"sha256": SHA.upper()}, "foo-1.0.tar.gz", (("sha256", SHA),)),
+        ({"sha256": "g" * 64}, "foo-1.0.tar.gz", ()),
+        ({"sha256": " " + SHA[1:]}, "foo-1.0.tar.gz", ()),
+        ({"sha256": 123}, "foo-1.0.tar.gz", ()),
+        ({"md5": "ab" * 16}, "foo-1.0.tar.gz", (("md5", "ab" * 16),)),
         ({}, "foo-1.0.tar.gz", ()),
         # no usable "hashes": the URL's fragment is used (and removed from the URL)
         ({}, f"foo-1.0.tar.gz#sha256={SHA}", (("sha256", SHA),)),
