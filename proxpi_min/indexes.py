@@ -6,9 +6,10 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import operator
 import threading
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 from .background import Background
 from .config import redact_url
@@ -24,6 +25,7 @@ __all__ = ["Indexes"]
 logger = logging.getLogger(__name__)
 
 MAX_FILE_MAPS = 256  # projects whose file-name index is kept
+_FILENAME = operator.itemgetter(0)  # FileEntry.filename
 # Pages after the policies (each a new tuple over the same entries, and a file-name
 # index), counted in files like index_cache.MAX_RESIDENT_FILES.
 MAX_VIEW_FILES = 100_000
@@ -360,24 +362,27 @@ class Indexes:
         if found is None or found[0] != version:
             having = [(cache, lookup.value) for cache, lookup in zip(self.caches, lookups) if lookup.value is not None]
             if len(having) == 1:  # the usual case: one index has it, every file is its own
-                label = having[0][0].settings.display_url
-                files = {entry.filename: (entry, label) for entry in having[0][1].files}
+                # Mapped at C speed (4,415 numpy files, on the first file asked for).
+                page_files = having[0][1].files
+                files = dict(zip(map(_FILENAME, page_files), page_files))
+                origin: Union[str, dict] = having[0][0].settings.display_url
             else:
-                origins: dict = {}
+                origin = {}
                 for cache, page in having:  # first index wins, as in merging
                     label = cache.settings.display_url
                     for entry in page.files:
-                        origins.setdefault(entry.filename, label)
-                files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in self._merged(name, lookups).files}
-            found = (version, files)
+                        origin.setdefault(entry.filename, label)
+                files = {entry.filename: entry for entry in self._merged(name, lookups).files}
+            found = (version, files, origin)
             with self._lock:
                 self._file_maps[name] = found
                 if len(self._file_maps) > MAX_FILE_MAPS:
                     self._file_maps.popitem(last=False)
-        located = found[1].get(filename)
-        if located is None:
+        entry = found[1].get(filename)
+        if entry is None:
             raise NotFound(f"{filename!r} is not a file of project {name!r}")
-        return located
+        origin = found[2]
+        return entry, origin if isinstance(origin, str) else origin.get(filename, "")
 
     def _locate_by_policy(self, policy: Policy, name: NormalizedName, filename: str) -> tuple:
         try:
