@@ -4,22 +4,20 @@ the ``warm`` and ``verify`` commands)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import gc
 import logging
 import os
-import queue
 import shutil
 import signal
 import sys
 import tempfile
 import threading
-import time
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__
 from .errors import ConfigError
+from .logs import configure_logging
 
 if TYPE_CHECKING:  # imported in main(), so that --help and --version stay instant
     from .config import Settings
@@ -32,10 +30,6 @@ logger = logging.getLogger("proxpi_min")
 
 # On SIGTERM/SIGINT, responses in flight get this long to finish.
 DRAIN_SECONDS = 5.0
-# The log writer (see _BatchedStream) writes at most this many lines at once, and
-# waits this long after a first line for others to join it.
-MAX_LOG_BATCH = 1000
-LOG_BATCH_DELAY = 0.02
 
 
 COMMANDS = ("warm", "verify")
@@ -167,61 +161,6 @@ def _verify(argv: Sequence[str]) -> int:
     return run_verify(cache_dir, repair=args.repair, jobs=args.jobs, out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty())
 
 
-class _BatchedStream(logging.Handler):
-    """Writes log lines to stderr from a thread of its own, in batches.
-
-    A server's request threads only queue their record. Written under the stream's lock
-    by each request thread, the log line cost a third of a small page's CPU time, and 16
-    busy connections spent most of their time queued on that lock, so the rate swung
-    with the scheduling of whichever thread held it. Here one thread formats what has
-    queued up and writes it in one call.
-    """
-
-    def __init__(self, formatter: logging.Formatter) -> None:
-        super().__init__()
-        self.setFormatter(formatter)
-        self.stream = sys.stderr
-        self._records: "queue.SimpleQueue[Optional[logging.LogRecord]]" = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write, name="log-writer", daemon=True)
-        self._writer.start()
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        # No lock: SimpleQueue.put is atomic, and the record is formatted later (our
-        # log calls pass immutable arguments).
-        self._records.put(record)
-        return True
-
-    def _write(self) -> None:
-        stopping = full = False
-        while not stopping:
-            batch = [self._records.get()]
-            if not full:  # let a batch gather rather than wake (take the GIL) per line
-                time.sleep(LOG_BATCH_DELAY)
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < MAX_LOG_BATCH:
-                    batch.append(self._records.get_nowait())
-            full = len(batch) == MAX_LOG_BATCH
-            lines = []
-            for record in batch:
-                if record is None:  # from close()
-                    stopping = True
-                    continue
-                try:
-                    lines.append(self.format(record) + "\n")
-                except Exception:  # as logging does: a bad record must not stop the log
-                    self.handleError(record)
-            with contextlib.suppress(OSError, ValueError):  # stderr gone: nowhere to say so
-                self.stream.write("".join(lines))
-                self.stream.flush()
-
-    def close(self) -> None:
-        """Write out every record queued so far, then stop the writer."""
-        if self._writer.is_alive():
-            self._records.put(None)
-            self._writer.join(5)
-        super().close()
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the proxy, or a command; returns the exit status (2 for a bad setting)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -250,11 +189,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"proxpi-min: policy: {line}")
         return 0
     if settings.workers > 1:
-        _configure_logging(settings.log_format)
+        configure_logging(settings.log_format)
         return _supervise(settings)
     from .server import ProxyServer
 
-    _configure_logging(settings.log_format, batched=True)
+    configure_logging(settings.log_format, batched=True)
     try:
         try:
             server = ProxyServer(settings)
@@ -264,24 +203,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _serve(server)
     finally:
         logging.shutdown()  # writes out what is queued
-
-
-def _configure_logging(log_format: str, worker: Optional[int] = None, batched: bool = False) -> None:
-    """Log to stderr: one line per record; *batched* for a server (see _BatchedStream)."""
-    from .logs import formatter
-
-    if batched:
-        handler: logging.Handler = _BatchedStream(formatter(log_format, worker))
-    else:
-        handler = logging.StreamHandler()
-        handler.setFormatter(formatter(log_format, worker))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    # One line per request: skip what the format never shows (logging HOWTO,
-    # "Optimization"): caller frames, thread and process names.
-    logging._srcfile = None  # type: ignore[attr-defined]
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
 
 
 def _cannot_start(settings: "Settings", exc: OSError) -> int:
@@ -354,7 +275,7 @@ def _supervise(settings: "Settings") -> int:
         return _cannot_start(settings, exc)
 
     def work(number: int, run_dir: str) -> int:
-        _configure_logging(settings.log_format, number, batched=True)
+        configure_logging(settings.log_format, number, batched=True)
         return _serve(ProxyServer(settings, listener, run_dir))  # the supervisor flushes the log
 
     # The workers build the same policy from the same settings; the parent only shows it.

@@ -247,11 +247,11 @@ def test_batched_log_writes_every_line_in_order_by_close(monkeypatch):
     import io
     import logging
 
-    from proxpi_min import cli
+    from proxpi_min import logs
 
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
-    handler = cli._BatchedStream(logging.Formatter("%(message)s"))
+    handler = logs.BatchedStream(logging.Formatter("%(message)s"))
     logger = logging.getLogger("test-batched-log")
     logger.propagate = False
     logger.addHandler(handler)
