@@ -36,6 +36,9 @@ DEFAULT_READ_TIMEOUT = 20.0
 # Idle keep-alive connections are closed after this long, so idle clients cannot pin
 # threads forever; long enough for a CI job's pauses between requests.
 DEFAULT_CLIENT_TIMEOUT = 60.0
+# Timeouts go to socket.settimeout() and the kernel's SO_RCVTIMEO, whose time_t
+# overflows far past any useful wait (1e12 s did on Linux): a week is the ceiling.
+MAX_TIMEOUT = 7 * 24 * 3600.0
 DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
 # Connections one process serves at once, a thread and a descriptor each: 3,000 slow
 # clients made 3,001 threads, and ten times that ran out of threads or descriptors.
@@ -205,7 +208,9 @@ class _Sources:
             return flag, value
         return var, self._env.get(var)
 
-    def number(self, flag: str, var: str, default: float, *, positive: bool = False) -> float:
+    def number(
+        self, flag: str, var: str, default: float, *, positive: bool = False, maximum: Optional[float] = None
+    ) -> float:
         source, raw = self.get(flag, var)
         if raw is None or raw == "":
             return default
@@ -215,6 +220,8 @@ class _Sources:
             raise _bad(source, raw, "is not a number") from None
         if value < 0 or (positive and value == 0) or value != value or value == float("inf"):
             raise _bad(source, raw, "must be a positive number" if positive else "must be >= 0")
+        if maximum is not None and value > maximum:
+            raise _bad(source, raw, f"must be at most {maximum:g}")
         return value
 
     def size(self, flag: str, var: str, default: int) -> int:
@@ -461,13 +468,13 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
             "--disable-index-ssl-verification", "PROXPI_DISABLE_INDEX_SSL_VERIFICATION"
         ),
         connect_timeout=sources.number(
-            "--connect-timeout", "PROXPI_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, positive=True
+            "--connect-timeout", "PROXPI_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
         read_timeout=sources.number(
-            "--read-timeout", "PROXPI_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, positive=True
+            "--read-timeout", "PROXPI_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
         client_timeout=sources.number(
-            "--client-timeout", "PROXPI_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT, positive=True
+            "--client-timeout", "PROXPI_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
         host=sources.text("--host", "PROXPI_HOST") or DEFAULT_HOST,
         port=port,

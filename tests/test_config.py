@@ -255,6 +255,10 @@ def test_parse_size_plain_bytes_are_exact() -> None:
         ({"PROXPI_CONNECT_TIMEOUT": "0"}, ["PROXPI_CONNECT_TIMEOUT", "0"]),
         ({"PROXPI_READ_TIMEOUT": "-1"}, ["PROXPI_READ_TIMEOUT", "-1"]),
         ({"PROXPI_CLIENT_TIMEOUT": "0"}, ["PROXPI_CLIENT_TIMEOUT", "0"]),
+        # past what a socket timeout can hold (settimeout() overflowed at 1e12 s)
+        ({"PROXPI_CLIENT_TIMEOUT": "1e12"}, ["PROXPI_CLIENT_TIMEOUT", "1e12", "at most 604800"]),
+        ({"PROXPI_READ_TIMEOUT": "1e20"}, ["PROXPI_READ_TIMEOUT", "1e20", "at most"]),
+        ({"PROXPI_CONNECT_TIMEOUT": "604801"}, ["PROXPI_CONNECT_TIMEOUT", "604801"]),
         ({"PROXPI_DOWNLOAD_TIMEOUT": "-3"}, ["PROXPI_DOWNLOAD_TIMEOUT", "-3"]),
         ({"PROXPI_OFFLINE": "maybe"}, ["PROXPI_OFFLINE", "maybe"]),
     ],

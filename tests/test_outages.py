@@ -724,6 +724,15 @@ def test_idle_clients_are_disconnected(proxy, upstream_html):
     _alive(p)
 
 
+def test_longest_client_timeout_serves_pages_and_files(proxy, upstream_html, dists):
+    """The ceiling of --client-timeout (a week) fits both the kernel's timeout and the
+    Python one file bodies are sent under."""
+    p = proxy(upstream_html, client_timeout=7 * 24 * 3600.0)
+    assert p.get("/index/alpha/", timeout=BOUND).status == 200
+    result = p.get(f"/index/alpha/{dists.alpha_1.filename}", timeout=BOUND)
+    assert (result.status, result.body) == (200, dists.alpha_1.content)
+
+
 def test_client_that_stops_reading_a_file_is_disconnected(proxy, upstream_factory):
     """A client that asks for a file and then reads nothing is dropped after the client
     timeout (the file goes out with sendfile, which must not wait for it forever)."""
