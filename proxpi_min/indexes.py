@@ -9,7 +9,7 @@ import logging
 import operator
 import threading
 import time
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 from .background import Background
 from .config import redact_url
@@ -224,11 +224,7 @@ class Indexes:
             raise NotFound(f"project {name!r} is not{note}")
         merged = pages[0][1] if len(pages) == 1 else merge_pages(name, [page for _, page in pages])
         filtered = policy.files(merged, pages, now, cut_short=len(asked) < len(self.caches))
-        origins: dict = {}
-        for url, page in pages:  # first index wins, as in merging
-            label = redact_url(url)
-            for entry in page.files:
-                origins.setdefault(entry.filename, label)
+        origins = _origins(pages)
         files = {entry.filename: (entry, origins.get(entry.filename, "")) for entry in filtered.page.files}
         view = _View(version, filtered, files, tuple(asked))
         with self._lock:
@@ -367,11 +363,7 @@ class Indexes:
                 files = dict(zip(map(_FILENAME, page_files), page_files))
                 origin: Union[str, dict] = having[0][0].settings.display_url
             else:
-                origin = {}
-                for cache, page in having:  # first index wins, as in merging
-                    label = cache.settings.display_url
-                    for entry in page.files:
-                        origin.setdefault(entry.filename, label)
+                origin = _origins((cache.settings.url, page) for cache, page in having)
                 files = {entry.filename: entry for entry in self._merged(name, lookups).files}
             found = (version, files, origin)
             with self._lock:
@@ -411,3 +403,14 @@ class Indexes:
     def invalidate_list(self) -> None:
         for cache in self.caches:
             cache.invalidate_list()
+
+
+def _origins(pages: Iterable[tuple]) -> dict:
+    """File name -> the URL (without credentials) of the first index listing it, from
+    (index URL, page) pairs in index order: the first index wins, as in merging."""
+    origins: dict = {}
+    for url, page in pages:
+        label = redact_url(url)
+        for entry in page.files:
+            origins.setdefault(entry.filename, label)
+    return origins
