@@ -8,6 +8,7 @@ import contextlib
 import http.server
 import logging
 import os
+import queue
 import shutil
 import socket
 import ssl
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 from . import __version__
 from .background import Background
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 # While connections are refused at the cap, one WARNING a minute says so.
 REFUSAL_WARNING_INTERVAL = 60.0
+# Past the cap over TLS, the 503 needs a handshake first: one thread does those, each
+# given this long, and closes at once the connections beyond this many waiting.
+TLS_REFUSAL_SECONDS = 1.0
+TLS_REFUSALS_WAITING = 64
 
 
 def address_text(address: tuple) -> str:
@@ -103,6 +108,47 @@ def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     return Caches(upstream, files, indexes, policy)
 
 
+class _TlsRefusals:
+    """Answers 503 to TLS connections past the cap, from one thread of its own: the
+    accepting thread must not wait for a handshake, and past the cap no thread per
+    connection is started. A slow client holds this thread TLS_REFUSAL_SECONDS at most;
+    beyond TLS_REFUSALS_WAITING waiting, a connection is closed without an answer."""
+
+    def __init__(self, answer: bytes, close: Callable[[socket.socket], None]) -> None:
+        self._answer = answer
+        self._close = close
+        self._waiting: "queue.Queue[Optional[socket.socket]]" = queue.Queue(TLS_REFUSALS_WAITING)
+        self._thread: Optional[threading.Thread] = None
+
+    def offer(self, request: socket.socket) -> bool:
+        """Queue *request* for its 503; False if too many wait (the caller closes it)."""
+        if self._thread is None:  # only the accepting thread calls this
+            self._thread = threading.Thread(target=self._run, name="tls-refusals", daemon=True)
+            self._thread.start()
+        try:
+            self._waiting.put_nowait(request)
+        except queue.Full:
+            return False
+        return True
+
+    def _run(self) -> None:
+        while (request := self._waiting.get()) is not None:
+            try:
+                request.settimeout(TLS_REFUSAL_SECONDS)
+                request.do_handshake()
+                request.sendall(self._answer)
+            except OSError:  # ssl.SSLError, a reset, the timeout: nothing more to say
+                pass
+            finally:
+                self._close(request)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._waiting.put_nowait(None)
+            self._thread.join(TLS_REFUSAL_SECONDS + 1)
+
+
 class ProxyServer(http.server.ThreadingHTTPServer):
     """The proxy: settings, caches and upstream connections hang off this object."""
 
@@ -135,6 +181,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         self._connections_lock = threading.Lock()
         self._refused = 0
         self._refused_warned = -float("inf")
+        self._tls_refusals: Optional[_TlsRefusals] = None
         # Set before binding: a failed bind calls server_close, which reads it.
         self.snapshots: Optional[Snapshots] = None
         if listener is None:
@@ -152,6 +199,9 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             # up the accept loop.
             self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self._tls_refusals = _TlsRefusals(
+                refusal(Overloaded("too many connections; retry in a second")), self.shutdown_request
             )
         if run_dir is not None:
             self.snapshots = Snapshots(run_dir, self._snapshot)
@@ -265,17 +315,21 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     def _refuse(self, request: socket.socket) -> None:
         """Answer 503 and close. Runs in the accepting thread only (so the counters
         need no lock) and never waits on this client: the answer fits in the socket's
-        send buffer, and one that cannot take even that is simply closed."""
-        with contextlib.suppress(OSError, ValueError):  # ValueError: a TLS socket
-            request.setblocking(False)
-            request.send(refusal(Overloaded("too many connections; retry in a second")))
-        self.shutdown_request(request)
+        send buffer, and one that cannot take even that is simply closed. Over TLS the
+        answer goes out from another thread, after a handshake (see _TlsRefusals)."""
+        if self._tls_refusals is None:
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(refusal(Overloaded("too many connections; retry in a second")))
+            self.shutdown_request(request)
+            how = "get 503"
+        else:
+            if not self._tls_refusals.offer(request):
+                self.shutdown_request(request)
+            how = f"get 503 after a TLS handshake, one at a time (closed at once past {TLS_REFUSALS_WAITING} waiting)"
         now = time.monotonic()
         self._refused += 1
         if now - self._refused_warned >= REFUSAL_WARNING_INTERVAL:
-            # Over TLS nothing can be said before a handshake, which this thread must
-            # not wait for: the client only sees the connection closed.
-            how = "are closed at once (TLS: no 503 before a handshake)" if self.settings.tls_cert else "get 503"
             logger.warning(
                 "%d connections open, the cap (--max-connections): new ones %s "
                 "(%d refused since the last such warning)",
@@ -326,6 +380,8 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     def server_close(self) -> None:
         """Close the socket, upstream connections and temp files (and a temp cache dir)."""
         super().server_close()
+        if self._tls_refusals is not None:
+            self._tls_refusals.close()
         self.indexes.close()
         if self.snapshots is not None:
             self.snapshots.close()

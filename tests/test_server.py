@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 
@@ -87,19 +88,36 @@ def test_server_serves_a_socket_handed_over(upstream_json, tmp_path):
             server.server_close()
 
 
-def test_connection_cap_over_tls_closes_and_says_so(proxy, upstream_json, server_cert, caplog):
-    """Over TLS no 503 can be sent before a handshake, which the accepting thread must
-    not wait for: the connection is closed, and the WARNING says that, not "503"."""
+def test_connection_cap_over_tls_answers_503_after_a_handshake(proxy, upstream_json, server_cert, test_ca, caplog):
+    """Over TLS the 503 needs a handshake, which the accepting thread must not wait for:
+    one thread of its own does it, and the WARNING says so."""
     running = proxy(upstream_json, max_connections=1, tls_cert=str(server_cert.cert), tls_key=str(server_cert.key))
     held = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+    context = ssl.create_default_context(cafile=str(test_ca.cert))
     try:
         _wait_for(lambda: _open_connections(running.server) == 1, "one connection accepted")
         with caplog.at_level(logging.WARNING, logger="proxpi_min.server"):
-            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as extra:
-                assert extra.recv(65536) == b""  # closed at once
-            # Logged just after the close.
+            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as extra:
+                    answer = b""
+                    while chunk := extra.recv(65536):
+                        answer += chunk
             _wait_for(lambda: any("max-connections" in r.getMessage() for r in caplog.records), "the warning")
+        head = answer.split(b"\r\n\r\n")[0].decode()
+        assert head.startswith("HTTP/1.1 503 ") and "Retry-After: 1" in head and "Connection: close" in head
         warnings = [r.getMessage() for r in caplog.records if "max-connections" in r.getMessage()]
-        assert len(warnings) == 1 and "get 503" not in warnings[0] and "closed" in warnings[0], warnings
+        assert len(warnings) == 1 and "503 after a TLS handshake" in warnings[0], warnings
+        # A client that never starts its handshake holds the refusing thread a second at
+        # most: the next refused one is still answered.
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as silent:
+            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as extra:
+                    assert extra.recv(65536).startswith(b"HTTP/1.1 503 ")
+            assert silent.recv(65536) == b""  # closed after its second
     finally:
         held.close()
+    _wait_for(lambda: _open_connections(running.server) == 0, "the held connection gone")
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as client:
+            client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert client.recv(65536).startswith(b"HTTP/1.1 200 ")  # served again below the cap
