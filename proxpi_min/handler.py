@@ -62,7 +62,8 @@ _METHOD_LABELS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "
 
 # A client that went away or stopped reading (a BlockingIOError is a send that timed out
 # in the kernel; over TLS it is an SSLError).
-CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError, ssl.SSLError)
+# socket.timeout is TimeoutError from Python 3.10 on; named for 3.9.
+CLIENT_GONE = (ConnectionError, TimeoutError, socket.timeout, BlockingIOError, ssl.SSLError)
 # http.client's limits for a header line and a header count (431 past them).
 _MAX_HEADER_LINE = 65536
 _MAX_HEADERS = 100
@@ -91,6 +92,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if self.raw_requestline in (b"\r\n", b"\n"):
             # RFC 9112 2.2: an empty line before the request line is to be skipped.
             self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:  # as http.server checks the first read
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return False
         if not self.raw_requestline.endswith(b"\n"):
             return False  # the client closed or timed out mid-line: close, nothing to say
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
@@ -231,7 +235,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if not (length.isascii() and length.isdigit()) or int(length) > MAX_DISCARDED_BODY:
             self.close_connection = True
         elif int(length) and len(self.rfile.read(int(length)) or b"") < int(length):
-            self.close_connection = True  # the body stopped short (closed or timed out)
+            # Closed or timed out mid-body: the request is not whole, so nothing is done.
+            raise ConnectionError("the request body stopped short")
 
     def _allow(self, methods: tuple) -> None:
         if self.command not in methods:
@@ -468,7 +473,10 @@ def _split_target(target: str) -> tuple:
     if target.startswith("/") and "%" not in target and "#" not in target:
         path, _, query_string = target.partition("?")  # the usual request: nothing to decode
         return path.split("/")[1:], query_string
-    parts = urllib.parse.urlsplit(target)  # also the absolute form (RFC 9112 3.2.2)
+    try:
+        parts = urllib.parse.urlsplit(target)  # also the absolute form (RFC 9112 3.2.2)
+    except ValueError:  # e.g. "http://[x/": an unclosed IPv6 host
+        raise BadRequest("the request target is not a valid URL") from None
     try:
         segments = [urllib.parse.unquote(segment, errors="strict") for segment in parts.path.split("/")[1:]]
     except UnicodeDecodeError:
@@ -553,7 +561,9 @@ def _set_kernel_timeouts(conn: socket.socket, seconds: float) -> bool:
     (socket.SocketIO returns None on EAGAIN), and a timed-out write raises
     BlockingIOError."""
     whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))  # struct timeval
+    # struct timeval; at least 1 µs, since 0 means "never". Where timeval is not two C
+    # longs (32-bit builds with a 64-bit time_t), the kernel refuses the size: False.
+    timeval = struct.pack("ll", whole, max(int((seconds - whole) * 1_000_000), 0 if whole else 1))
     try:
         conn.settimeout(None)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)

@@ -118,13 +118,11 @@ class _TlsRefusals:
         self._answer = answer
         self._close = close
         self._waiting: "queue.Queue[Optional[socket.socket]]" = queue.Queue(TLS_REFUSALS_WAITING)
-        self._thread: Optional[threading.Thread] = None
+        self._thread = threading.Thread(target=self._run, name="tls-refusals", daemon=True)
+        self._thread.start()
 
     def offer(self, request: socket.socket) -> bool:
         """Queue *request* for its 503; False if too many wait (the caller closes it)."""
-        if self._thread is None:  # only the accepting thread calls this
-            self._thread = threading.Thread(target=self._run, name="tls-refusals", daemon=True)
-            self._thread.start()
         try:
             self._waiting.put_nowait(request)
         except queue.Full:
@@ -139,14 +137,20 @@ class _TlsRefusals:
                 request.sendall(self._answer)
             except OSError:  # ssl.SSLError, a reset, the timeout: nothing more to say
                 pass
+            except Exception:  # a bug: logged, and the next client still gets its 503
+                logger.exception("answering a connection past the cap")
             finally:
                 self._close(request)
 
     def close(self) -> None:
-        if self._thread is not None:
-            with contextlib.suppress(queue.Full):
-                self._waiting.put_nowait(None)
-            self._thread.join(TLS_REFUSAL_SECONDS + 1)
+        """Close the connections still waiting, then stop the thread."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                request = self._waiting.get_nowait()
+                if request is not None:
+                    self._close(request)
+        self._waiting.put(None)  # room now: the queue was just emptied
+        self._thread.join(TLS_REFUSAL_SECONDS + 1)
 
 
 class ProxyServer(http.server.ThreadingHTTPServer):

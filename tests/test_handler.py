@@ -30,6 +30,7 @@ def running(proxy, upstream_json):
         (b"GET /health HTTP/\xb9.1", 400),  # a non-ASCII digit
         (b"GET /health HTTP/2.0", 505),
         (b"GET /health FTP/1.1", 400),
+        (b"GET http://[x/health HTTP/1.1", 400),  # absolute form, an unclosed IPv6 host
     ],
 )
 def test_request_line(running, request_line, status) -> None:
@@ -133,6 +134,9 @@ def test_expect_100_continue(running) -> None:
 def test_an_empty_line_before_the_request_is_skipped(running) -> None:
     """RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request."""
     assert raw_status(raw_request(running.url, b"\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
+    # The line after the empty one has the same length limit as a first line.
+    long_line = b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n"
+    assert raw_status(raw_request(running.url, b"\r\n" + long_line + b"Host: x\r\n\r\n")) == 414
 
 
 def test_control_characters_never_reach_the_log(running, caplog) -> None:

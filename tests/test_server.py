@@ -121,3 +121,26 @@ def test_connection_cap_over_tls_answers_503_after_a_handshake(proxy, upstream_j
         with context.wrap_socket(raw, server_hostname="127.0.0.1") as client:
             client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert client.recv(65536).startswith(b"HTTP/1.1 200 ")  # served again below the cap
+
+
+def test_connections_waiting_for_a_tls_503_are_closed_at_shutdown(proxy, upstream_json, server_cert):
+    """Silent clients queued past the cap over TLS do not outlive the server: stopping
+    closes them at once, and the thread answering them ends."""
+    running = proxy(upstream_json, max_connections=1, tls_cert=str(server_cert.cert), tls_key=str(server_cert.key))
+    held = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+    silent = []
+    try:
+        _wait_for(lambda: _open_connections(running.server) == 1, "one connection accepted")
+        silent = [socket.create_connection(("127.0.0.1", running.port), timeout=20) for _ in range(12)]
+        time.sleep(0.5)  # let the accepting thread hand them all over
+        started = time.monotonic()
+        running.stop()
+        for sock in silent:
+            assert sock.recv(65536) == b""  # closed (the first after its handshake second)
+        # Not each given its second in turn, which would take 12 s.
+        assert time.monotonic() - started < 8
+        assert not [t for t in threading.enumerate() if t.name == "tls-refusals" and t.is_alive()]
+    finally:
+        held.close()
+        for sock in silent:
+            sock.close()
