@@ -108,14 +108,19 @@ def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     return Caches(upstream, files, indexes, policy)
 
 
+def _overloaded() -> bytes:
+    """The whole 503 a connection past the cap gets."""
+    return refusal(Overloaded("too many connections; retry in a second"))
+
+
 class _TlsRefusals:
     """Answers 503 to TLS connections past the cap, from one thread of its own: the
     accepting thread must not wait for a handshake, and past the cap no thread per
     connection is started. A slow client holds this thread TLS_REFUSAL_SECONDS at most;
     beyond TLS_REFUSALS_WAITING waiting, a connection is closed without an answer."""
 
-    def __init__(self, answer: bytes, close: Callable[[socket.socket], None]) -> None:
-        self._answer = answer
+    def __init__(self, answer: Callable[[], bytes], close: Callable[[socket.socket], None]) -> None:
+        self._answer = answer  # made at each refusal: it carries the Date
         self._close = close
         self._waiting: "queue.Queue[Optional[socket.socket]]" = queue.Queue(TLS_REFUSALS_WAITING)
         self._thread = threading.Thread(target=self._run, name="tls-refusals", daemon=True)
@@ -134,7 +139,7 @@ class _TlsRefusals:
             try:
                 request.settimeout(TLS_REFUSAL_SECONDS)
                 request.do_handshake()
-                request.sendall(self._answer)
+                request.sendall(self._answer())
             except OSError:  # ssl.SSLError, a reset, the timeout: nothing more to say
                 pass
             except Exception:  # a bug: logged, and the next client still gets its 503
@@ -204,9 +209,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
-            self._tls_refusals = _TlsRefusals(
-                refusal(Overloaded("too many connections; retry in a second")), self.shutdown_request
-            )
+            self._tls_refusals = _TlsRefusals(_overloaded, self.shutdown_request)
         if run_dir is not None:
             self.snapshots = Snapshots(run_dir, self._snapshot)
             self.snapshots.start()
@@ -324,7 +327,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         if self._tls_refusals is None:
             with contextlib.suppress(OSError):
                 request.setblocking(False)
-                request.send(refusal(Overloaded("too many connections; retry in a second")))
+                request.send(_overloaded())
             self.shutdown_request(request)
             how = "get 503"
         else:
