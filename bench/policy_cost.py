@@ -103,12 +103,12 @@ def _round(port: int, path: str, requests: int) -> float:
 
 def _in_process(rounds: int, requests: int) -> None:
     sys.path.insert(0, str(REPO))
-    from proxpi_min.config import IndexSettings
-    from proxpi_min.index_cache import IndexCache
-    from proxpi_min.indexes import Indexes
-    from proxpi_min.names import NormalizedName
-    from proxpi_min.policy import Policy
-    from proxpi_min.upstream import PageResponse
+    from proxpi_min.core.settings import IndexSettings
+    from proxpi_min.index.index_cache import IndexCache
+    from proxpi_min.index.catalog import Indexes
+    from proxpi_min.core.names import NormalizedName
+    from proxpi_min.core.policy import Policy
+    from proxpi_min.index.upstream import PageResponse
 
     index = "http://upstream.invalid/simple/"
     pages = {"small": _page("small", 10), "large": _page("large", 5000)}

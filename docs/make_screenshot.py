@@ -12,8 +12,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from proxpi_min.config import parse_settings  # noqa: E402
-from proxpi_min.server import ProxyServer  # noqa: E402
+from proxpi_min.core.settings import parse_settings  # noqa: E402
+from proxpi_min.web.server import ProxyServer  # noqa: E402
 from tests.conftest import DistSet  # noqa: E402
 from tests.support.proxy import http  # noqa: E402
 from tests.support.upstream import Upstream  # noqa: E402

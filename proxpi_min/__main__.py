@@ -2,6 +2,6 @@
 
 import sys
 
-from proxpi_min.cli import main
+from proxpi_min.cli.main import main
 
 sys.exit(main())

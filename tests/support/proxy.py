@@ -146,7 +146,7 @@ def raw_status(response: bytes) -> int | None:
 def to_index_settings(spec: Any, ttl: float) -> Any:
     """An ``IndexSettings`` from an Upstream, a URL, a ``(url_or_upstream, ttl)``
     pair, or an ``IndexSettings`` (returned unchanged)."""
-    from proxpi_min.config import IndexSettings
+    from proxpi_min.core.settings import IndexSettings
 
     if isinstance(spec, IndexSettings):
         return spec
@@ -217,8 +217,8 @@ def start_proxy(*, indexes: Sequence[Any], **overrides: Any) -> RunningProxy:
     ``indexes``: the first is the root index (default TTL 1800 s), the rest are
     extras (default TTL 180 s); each as accepted by ``to_index_settings``.
     """
-    from proxpi_min.config import Settings
-    from proxpi_min.server import ProxyServer
+    from proxpi_min.core.settings import Settings
+    from proxpi_min.web.server import ProxyServer
 
     index_settings = tuple(
         to_index_settings(spec, 1800.0 if position == 0 else 180.0)

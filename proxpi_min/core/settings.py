@@ -1,0 +1,546 @@
+"""Settings: one frozen dataclass, built once at start from the environment and flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import ssl
+import urllib.parse
+import urllib.request
+from typing import Any, Mapping, Optional, Sequence
+
+from .errors import ConfigError
+from ..infra.tls import client_context, server_context
+
+__all__ = [
+    "IndexSettings",
+    "ProxySettings",
+    "Settings",
+    "cpu_count",
+    "parse_duration",
+    "parse_pattern",
+    "parse_settings",
+    "parse_size",
+    "redact_url",
+]
+
+DEFAULT_INDEX_URL = "https://pypi.org/simple/"
+DEFAULT_INDEX_TTL = 30 * 60.0  # proxpi's defaults: 30 minutes for the root index ...
+DEFAULT_EXTRA_INDEX_TTL = 3 * 60.0  # ... and 3 minutes for each extra index
+DEFAULT_CACHE_SIZE = 5 * 1024**3  # proxpi's "5GB"
+# Finite by default so a hung upstream never hangs a client (proxpi used 3.1 s / 20 s
+# whenever one of the two was given).
+DEFAULT_CONNECT_TIMEOUT = 3.1
+DEFAULT_READ_TIMEOUT = 20.0
+# Idle keep-alive connections are closed after this long, so idle clients cannot pin
+# threads forever; long enough for a CI job's pauses between requests.
+DEFAULT_CLIENT_TIMEOUT = 60.0
+# Timeouts go to socket.settimeout() and the kernel's SO_RCVTIMEO, whose time_t
+# overflows far past any useful wait (1e12 s did on Linux): a week is the ceiling.
+MAX_TIMEOUT = 7 * 24 * 3600.0
+DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
+# Connections one process serves at once, a thread and a descriptor each: 3,000 slow
+# clients made 3,001 threads, and ten times that ran out of threads or descriptors.
+# Past the cap a new connection is refused with 503 at once.
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_HOST = "127.0.0.1"
+LOG_FORMATS = ("text", "json")
+DEFAULT_PORT = 5000
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# A normalised project name (PEP 503), or an fnmatch pattern over such names.
+_PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]+\Z")
+_VERSION = re.compile(r"^[A-Za-z0-9.+!_-]+\Z")
+INDEX_STRATEGIES = ("merge", "first-index")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexSettings:
+    """One upstream index: its simple-API base URL (ending in ``/``) and TTL in seconds."""
+
+    url: str
+    ttl: float
+
+    @property
+    def display_url(self) -> str:
+        """The URL without credentials, for pages and logs."""
+        return redact_url(self.url)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxySettings:
+    """Outbound HTTP proxies: one URL per target scheme (``http``, ``https``, or ``all``
+    as the fallback) and the ``NO_PROXY`` list, as urllib, pip and curl read them."""
+
+    proxies: tuple[tuple[str, str], ...] = ()
+    no_proxy: str = ""
+
+    def proxy_for(self, scheme: str, host: str, port: int) -> Optional[str]:
+        """The proxy URL to reach ``scheme://host:port`` through, or None for direct."""
+        if not self.proxies:
+            return None
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # urllib's own matcher: host names, domain suffixes, "*", IP addresses and
+        # host:port entries, compared without case.
+        if self.no_proxy and urllib.request.proxy_bypass_environment(netloc, {"no": self.no_proxy}):
+            return None
+        proxies = dict(self.proxies)
+        return proxies.get(scheme) or proxies.get("all")
+
+    def __repr__(self) -> str:  # credentials stay out of any repr of Settings
+        return f"ProxySettings({self.describe()!r})"
+
+    def describe(self) -> str:
+        """For the start-up line; without credentials."""
+        if not self.proxies:
+            return "no outbound proxy"
+        text = ", ".join(f"{scheme} via {redact_url(url)}" for scheme, url in self.proxies)
+        return f"outbound proxy: {text}" + (f" (not for {self.no_proxy})" if self.no_proxy else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything configurable; see README.md for the meaning of each field."""
+
+    indexes: tuple[IndexSettings, ...]
+    cache_size: int = DEFAULT_CACHE_SIZE
+    cache_dir: Optional[str] = None
+    binary_file_mime_type: bool = False
+    verify_ssl: bool = True
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    offline: bool = False
+    admin_token: Optional[str] = None
+    page_memory: int = DEFAULT_PAGE_MEMORY
+    workers: int = 1
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    log_format: str = "text"  # or "json"
+    upstream_proxy: ProxySettings = ProxySettings()
+    ca_bundle: Optional[str] = None
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    # Guard rails (README "Guard rails"); see policy.py.
+    pins: tuple[tuple[str, str], ...] = ()  # (pattern, the configured index URL)
+    index_strategy: str = "merge"  # or "first-index"
+    min_age: float = 0.0  # seconds; 0: no cooldown
+    min_age_exempt: tuple[str, ...] = ()  # patterns
+    min_age_unknown_deny: bool = False  # leave out files without an upload time
+    deny: tuple[tuple[str, Optional[str]], ...] = ()  # (pattern, version or None)
+    allow: tuple[str, ...] = ()  # patterns; empty: every project
+
+    @property
+    def scheme(self) -> str:
+        """How clients reach us: ``https`` with a certificate, else ``http``."""
+        return "https" if self.tls_cert else "http"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        """Settings from ``PROXPI_*`` variables alone."""
+        return parse_settings(env, {})
+
+
+def redact_url(url: str) -> str:
+    """*url* with any ``user:password@`` removed, also from a URL without a scheme
+    (``user:password@proxy:3128``, as curl and pip take a proxy)."""
+    scheme_less = "://" not in url
+    parts = urllib.parse.urlsplit("//" + url if scheme_less else url)
+    if "@" not in parts.netloc:
+        return url
+    redacted = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return redacted[2:] if scheme_less else redacted
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"5368709120"``, ``"500M"``, ``"5G"``, ``"5GiB"`` (binary units).
+
+    :raises ValueError: not a size.
+    """
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(text)
+    number, unit = match.group(1), _SIZE_UNITS[match.group(2).upper()]
+    return int(number) * unit if number.isdigit() else int(float(number) * unit)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"3600"``, ``"90m"``, ``"36h"``, ``"7d"``, ``"2w"``.
+
+    :raises ValueError: not a duration.
+    """
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+
+
+def parse_pattern(text: str) -> str:
+    """A project name or fnmatch pattern, normalised as PEP 503 names are
+    (``Acme_*`` becomes ``acme-*``).
+
+    :raises ValueError: empty, or a character no project name or pattern has.
+    """
+    # PEP 503 normalisation, spelled out: config sits below names.py.
+    pattern = re.sub(r"[-_.]+", "-", text.strip()).lower()
+    if not _PATTERN.match(pattern):
+        raise ValueError(text)
+    return pattern
+
+
+class _Sources:
+    """Looks a setting up in the flags first, then the environment; names the source."""
+
+    def __init__(self, env: Mapping[str, str], flags: Mapping[str, Any]) -> None:
+        self._env = env
+        self._flags = flags
+
+    def get(self, flag: str, var: str) -> tuple[str, Any]:
+        value = self._flags.get(flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            return flag, value
+        return var, self._env.get(var)
+
+    def number(
+        self, flag: str, var: str, default: float, *, positive: bool = False, maximum: Optional[float] = None
+    ) -> float:
+        source, raw = self.get(flag, var)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise _bad(source, raw, "is not a number") from None
+        if value < 0 or (positive and value == 0) or value != value or value == float("inf"):
+            raise _bad(source, raw, "must be a positive number" if positive else "must be >= 0")
+        if maximum is not None and value > maximum:
+            raise _bad(source, raw, f"must be at most {maximum:g}")
+        return value
+
+    def size(self, flag: str, var: str, default: int) -> int:
+        source, raw = self.get(flag, var)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse_size(str(raw))
+        except ValueError:
+            raise _bad(source, raw, "is not a size (bytes, or a number with K, M, G or T)") from None
+
+    def flag(self, flag: str, var: str) -> bool:
+        source, raw = self.get(flag, var)
+        if raw is None or isinstance(raw, bool):
+            return bool(raw)
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        raise _bad(source, raw, "must be 1 or 0")
+
+    def text(self, flag: str, var: str) -> Optional[str]:
+        return self.get(flag, var)[1] or None
+
+    def duration(self, flag: str, var: str) -> float:
+        source, raw = self.get(flag, var)
+        if raw is None or raw == "":
+            return 0.0
+        try:
+            return parse_duration(str(raw))
+        except ValueError:
+            raise _bad(source, raw, "is not a duration (seconds, or a number with s, m, h, d or w)") from None
+
+    def choice(self, flag: str, var: str, choices: Sequence[str]) -> str:
+        source, raw = self.get(flag, var)
+        if raw is None or raw == "":
+            return choices[0]
+        if raw.strip().lower() not in choices:
+            raise _bad(source, raw, f"must be one of: {', '.join(choices)}")
+        return raw.strip().lower()
+
+    def items(self, flag: str, var: str, *, split_flag: bool = False) -> tuple[str, list[str]]:
+        """A repeatable flag, or a comma-separated variable: (source, stripped items).
+        *split_flag*: each flag value is a comma-separated list too (project patterns,
+        which never hold a comma; an index URL, alone or in a pin, may)."""
+        source, raw = self.get(flag, var)
+        if raw is None:
+            return source, []
+        if isinstance(raw, str):
+            raw = [raw]
+        elif not split_flag:
+            return source, [item.strip() for item in raw if item.strip()]
+        return source, [item.strip() for value in raw for item in value.split(",") if item.strip()]
+
+
+def _bad(source: str, raw: Any, problem: str) -> ConfigError:
+    return ConfigError(f"{source}={raw!r} {problem}")
+
+
+def _index_url(source: str, raw: str) -> str:
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
+        raise _bad(source, redact_url(raw), "is not an http, https or file URL")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise _bad(source, redact_url(raw), "has a bad port") from None
+    # PEP 503: project pages are relative to the base URL, which must end in "/".
+    return raw if raw.endswith("/") else raw + "/"
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (``os.process_cpu_count`` is Python 3.13+)."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return count or 1
+
+
+def _workers(sources: _Sources) -> int:
+    source, raw = sources.get("--workers", "PROXPI_WORKERS")
+    if raw is None or raw == "":
+        return 1
+    text = str(raw).strip().lower()
+    if text in ("0", "auto"):
+        return cpu_count()
+    if not (text.isascii() and text.isdigit()):
+        raise _bad(source, raw, "must be a number of processes, 0 or auto (one per CPU)")
+    if not hasattr(os, "fork") and int(text) > 1:
+        raise _bad(source, raw, "needs os.fork, which this platform lacks")
+    return int(text)
+
+
+def _count(sources: _Sources, flag: str, var: str, default: int) -> int:
+    source, raw = sources.get(flag, var)
+    if raw is None or raw == "":
+        return default
+    text = str(raw).strip()
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise _bad(source, raw, "must be a whole number >= 1")
+    return int(text)
+
+
+def _ttl_list(sources: _Sources, count: int) -> list[float]:
+    source, raw = sources.get("--extra-index-ttl", "PROXPI_EXTRA_INDEX_TTLS")
+    if raw is None or raw == "" or raw == []:
+        return [DEFAULT_EXTRA_INDEX_TTL] * count
+    items: Sequence[Any] = [item for item in raw.split(",") if item.strip()] if isinstance(raw, str) else raw
+    if len(items) != count:
+        raise _bad(source, raw, f"gives {len(items)} TTLs for {count} extra index URLs")
+    ttls = []
+    for item in items:
+        try:
+            ttl = float(item)
+        except ValueError:
+            raise _bad(source, raw, "is not a list of numbers") from None
+        if not ttl >= 0:
+            raise _bad(source, raw, "must be >= 0")
+        ttls.append(ttl)
+    return ttls
+
+
+def _environment_proxies(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``urllib.request.getproxies_environment()`` over *env* instead of os.environ:
+    scheme (``http``, ``no``, ...) -> (variable name, value). The lower-case spelling
+    wins; an empty lower-case variable unsets the scheme; under CGI (REQUEST_METHOD
+    set) an upper-case HTTP_PROXY is ignored, since a client's "Proxy:" header sets
+    it (CVE-2016-1000110)."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in env.items():
+        if value and name.lower().endswith("_proxy"):
+            found[name.lower()[:-6]] = (name, value)
+    if "REQUEST_METHOD" in env:
+        found.pop("http", None)
+    for name, value in env.items():
+        if name.endswith("_proxy"):
+            if value:
+                found[name[:-6]] = (name, value)
+            else:
+                found.pop(name[:-6], None)
+    return found
+
+
+def _proxy_url(source: str, raw: str) -> str:
+    # Like curl and pip, "host:port" means an HTTP proxy.
+    url = raw.strip() if "://" in raw else "http://" + raw.strip()
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http":
+        raise _bad(source, redact_url(raw), "is not an http:// proxy (the only kind supported)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise _bad(source, redact_url(raw), "has a bad port") from None
+    if not parts.hostname:
+        raise _bad(source, redact_url(raw), "names no proxy host")
+    return url
+
+
+def _proxy_settings(sources: _Sources, env: Mapping[str, str]) -> ProxySettings:
+    """The override wins over HTTP(S)_PROXY/ALL_PROXY; NO_PROXY applies to both, as
+    with pip's --proxy and curl's -x."""
+    found = _environment_proxies(env)
+    source, override = sources.get("--upstream-proxy", "PROXPI_UPSTREAM_PROXY")
+    if override and override.strip().lower() == "none":
+        return ProxySettings()
+    if override:
+        chosen = {"all": (source, override)}
+    else:
+        chosen = {scheme: found[scheme] for scheme in ("http", "https", "all") if scheme in found}
+    proxies = tuple((scheme, _proxy_url(name, value)) for scheme, (name, value) in sorted(chosen.items()))
+    return ProxySettings(proxies, found.get("no", ("", ""))[1] if proxies else "")
+
+
+def _ca_bundle(sources: _Sources) -> Optional[str]:
+    source, path = sources.get("--ca-bundle", "PROXPI_CA_BUNDLE")
+    if not path:
+        return None
+    try:
+        client_context(path)
+    except ssl.SSLError:  # before OSError, its base class
+        raise _bad(source, path, "holds no PEM certificate") from None
+    except OSError as exc:
+        raise _bad(source, path, f"cannot be read ({exc.strerror or exc})") from None
+    return path
+
+
+def _tls_files(sources: _Sources) -> tuple[Optional[str], Optional[str]]:
+    cert_source, cert = sources.get("--tls-cert", "PROXPI_TLS_CERT")
+    key_source, key = sources.get("--tls-key", "PROXPI_TLS_KEY")
+    if not cert and not key:
+        return None, None
+    if not key:
+        raise _bad(cert_source, cert, "needs --tls-key / PROXPI_TLS_KEY too (both or neither)")
+    if not cert:
+        raise _bad(key_source, key, "needs --tls-cert / PROXPI_TLS_CERT too (both or neither)")
+    for source, path in ((cert_source, cert), (key_source, key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise _bad(source, path, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        server_context(cert, key)
+    except (OSError, ValueError) as exc:
+        raise _bad(cert_source, cert, f"and {key!r} are not a PEM certificate and its key ({exc})") from None
+    return cert, key
+
+
+def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
+    """Build and validate :class:`Settings`; flags (argparse names) beat ``env``.
+
+    :raises ConfigError: naming the flag or variable and its value.
+    """
+    sources = _Sources(env, flags)
+    source, root = sources.get("--index-url", "PROXPI_INDEX_URL")
+    indexes = [
+        IndexSettings(
+            _index_url(source, root or DEFAULT_INDEX_URL),
+            sources.number("--index-ttl", "PROXPI_INDEX_TTL", DEFAULT_INDEX_TTL),
+        )
+    ]
+    source, extra_urls = sources.items("--extra-index-url", "PROXPI_EXTRA_INDEX_URLS")
+    for url, ttl in zip(extra_urls, _ttl_list(sources, len(extra_urls))):
+        indexes.append(IndexSettings(_index_url(source, url), ttl))
+
+    source, port = sources.get("--port", "PROXPI_PORT")
+    try:
+        port = DEFAULT_PORT if port in (None, "") else int(port)
+    except ValueError:
+        raise _bad(source, port, "is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise _bad(source, port, "is not a port number")
+
+    # Accepted for compatibility with proxpi and validated, but unused: downloads are
+    # streamed to the client as they arrive, never redirected to the upstream.
+    sources.number("--download-timeout", "PROXPI_DOWNLOAD_TIMEOUT", 0.9)
+    tls_cert, tls_key = _tls_files(sources)
+
+    return Settings(
+        indexes=tuple(indexes),
+        **_guard_rails(sources, indexes),
+        cache_size=sources.size("--cache-size", "PROXPI_CACHE_SIZE", DEFAULT_CACHE_SIZE),
+        cache_dir=sources.text("--cache-dir", "PROXPI_CACHE_DIR"),
+        binary_file_mime_type=sources.flag("--binary-file-mime-type", "PROXPI_BINARY_FILE_MIME_TYPE"),
+        verify_ssl=not sources.flag(
+            "--disable-index-ssl-verification", "PROXPI_DISABLE_INDEX_SSL_VERIFICATION"
+        ),
+        connect_timeout=sources.number(
+            "--connect-timeout", "PROXPI_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
+        ),
+        read_timeout=sources.number(
+            "--read-timeout", "PROXPI_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
+        ),
+        client_timeout=sources.number(
+            "--client-timeout", "PROXPI_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
+        ),
+        host=sources.text("--host", "PROXPI_HOST") or DEFAULT_HOST,
+        port=port,
+        offline=sources.flag("--offline", "PROXPI_OFFLINE"),
+        admin_token=sources.text("--admin-token", "PROXPI_ADMIN_TOKEN"),
+        page_memory=sources.size("--page-memory", "PROXPI_PAGE_MEMORY", DEFAULT_PAGE_MEMORY),
+        workers=_workers(sources),
+        max_connections=_count(
+            sources, "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS
+        ),
+        upstream_proxy=_proxy_settings(sources, env),
+        ca_bundle=_ca_bundle(sources),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        log_format=_log_format(sources),
+    )
+
+
+def _patterns(source: str, items: Sequence[str]) -> tuple[str, ...]:
+    try:
+        return tuple(parse_pattern(item) for item in items)
+    except ValueError as exc:
+        raise _bad(source, str(exc), "is not a project name or pattern") from None
+
+
+def _pin(source: str, item: str, indexes: Sequence[IndexSettings]) -> tuple[str, str]:
+    pattern, equals, url = item.partition("=")
+    if not equals or not url.strip():
+        raise _bad(source, item, "is not PATTERN=INDEX_URL")
+    wanted = url.strip() if url.strip().endswith("/") else url.strip() + "/"
+    # The URL as configured, or as shown (without credentials) on the home page and logs.
+    for index in indexes:
+        if wanted in (index.url, index.display_url):
+            return _patterns(source, [pattern])[0], index.url
+    raise _bad(source, redact_url(item), "names an index that is not configured (--index-url, --extra-index-url)")
+
+
+def _deny(source: str, item: str) -> tuple[str, Optional[str]]:
+    pattern, equals, version = item.partition("==")
+    if equals and not _VERSION.match(version.strip()):
+        raise _bad(source, item, "is not NAME, NAME==VERSION or a pattern")
+    return _patterns(source, [pattern])[0], version.strip() if equals else None
+
+
+def _guard_rails(sources: _Sources, indexes: Sequence[IndexSettings]) -> dict:
+    """The policy settings (pins, index strategy, cooldown, deny and allow lists)."""
+    pin_source, pins = sources.items("--pin", "PROXPI_PIN")
+    exempt_source, exempt = sources.items("--min-age-exempt", "PROXPI_MIN_AGE_EXEMPT", split_flag=True)
+    deny_source, deny = sources.items("--deny", "PROXPI_DENY", split_flag=True)
+    allow_source, allow = sources.items("--allow", "PROXPI_ALLOW", split_flag=True)
+    return {
+        "pins": tuple(_pin(pin_source, item, indexes) for item in pins),
+        "index_strategy": sources.choice("--index-strategy", "PROXPI_INDEX_STRATEGY", INDEX_STRATEGIES),
+        "min_age": sources.duration("--min-age", "PROXPI_MIN_AGE"),
+        "min_age_exempt": _patterns(exempt_source, exempt),
+        "min_age_unknown_deny": sources.choice(
+            "--min-age-unknown", "PROXPI_MIN_AGE_UNKNOWN", ("allow", "deny")
+        ) == "deny",
+        "deny": tuple(_deny(deny_source, item) for item in deny),
+        "allow": _patterns(allow_source, allow),
+    }
+
+
+def _log_format(sources: _Sources) -> str:
+    source, raw = sources.get("--log-format", "PROXPI_LOG_FORMAT")
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise _bad(source, raw, f"is not one of {', '.join(LOG_FORMATS)}")
+    return value

@@ -1,0 +1,392 @@
+"""In-memory index caches with TTLs, one per upstream index.
+
+Per index: each page has its fetch time; an expired page is revalidated upstream
+(If-None-Match / If-Modified-Since). When upstream fails, the last good copy is served,
+marked stale, and upstream is retried with a back-off. Concurrent requests for the same
+page share one upstream fetch. Locks guard only dictionaries, never I/O.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+from ..infra.background import Background
+from ..core.settings import IndexSettings, redact_url
+from ..core.errors import BadUpstreamPage, UpstreamError, UpstreamTimeout
+from ..infra.metrics import Metrics
+from ..core.names import NormalizedName
+from .page_store import LIST_KEY, PageStore, SavedPage
+from ..core.simple import ProjectList, ProjectPage, parse_project_list, parse_project_page, servable
+from .upstream import Upstream
+
+__all__ = ["IndexCache", "Lookup", "merged_health"]
+
+logger = logging.getLogger(__name__)
+
+# Upstream pages: JSON preferred (PEP 691), HTML accepted.
+UPSTREAM_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+# After a failed refresh, wait this long before asking upstream again (doubling per
+# failure, up to the maximum) and serve the stale copy meanwhile.
+RETRY_FIRST = 2.0
+RETRY_MAX = 300.0
+
+# Parsed project pages kept in memory, counted in files (each about 1 KB parsed, as
+# measured with PyPI-like JSON pages). Past this, the least recently used are dropped
+# and read back from their saved copy.
+MAX_RESIDENT_FILES = 100_000
+MAX_ABSENT = 10_000  # names upstream said it does not have, remembered for their TTL
+
+Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
+_DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)
+_versions = itertools.count(1)
+
+
+class Lookup(NamedTuple):
+    value: Value
+    version: int  # changes whenever value does
+    stale: bool  # the last refresh failed; value is the last good copy
+    cached: bool = True  # answered from memory, without asking upstream or the disk
+
+
+class _Entry:
+    __slots__ = ("value", "version", "fetched", "url", "etag", "last_modified", "failures", "retry_at")
+
+    def __init__(self, value: Value, url: str, etag: Optional[str], last_modified: Optional[str], fetched: float) -> None:
+        self.value = value
+        self.version = next(_versions)
+        self.fetched = fetched
+        self.url = url
+        self.etag = etag
+        self.last_modified = last_modified
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def lookup(self) -> Lookup:
+        return Lookup(self.value, self.version, self.failures > 0)
+
+    def dropped(self) -> "_Entry":
+        """A copy without the page (see MAX_RESIDENT_FILES). A copy, so that a thread
+        holding this entry still finds its page in it."""
+        copy = _Entry(_DROPPED, self.url, self.etag, self.last_modified, self.fetched)
+        copy.version, copy.failures, copy.retry_at = self.version, self.failures, self.retry_at
+        return copy
+
+
+class _Flight:
+    """One upstream fetch in progress; followers wait for its result."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Optional[Lookup] = None
+        self.error: Optional[BaseException] = None
+
+
+def merged_health(reports: list) -> dict:
+    """One index's :meth:`IndexCache.health` over worker processes, from ``(health,
+    live)`` pairs, a live one first: the latest success and the latest failure of any;
+    pages stale or in back-off as the live worker with the most (each keeps its own)."""
+    live = [health for health, alive in reports if alive]
+    failure = max(
+        (health for health, _ in reports if health["last_failure"] is not None),
+        key=lambda health: health["last_failure"],
+        default=None,
+    )
+    retries = [health["next_retry_seconds"] for health in live if health["next_retry_seconds"] is not None]
+    return {
+        **reports[0][0],
+        "last_success": max((h["last_success"] for h, _ in reports if h["last_success"] is not None), default=None),
+        "last_failure": failure and failure["last_failure"],
+        "last_failure_reason": failure and failure["last_failure_reason"],
+        "stale_pages": max(health["stale_pages"] for health in live),
+        "backoff_pages": max(health["backoff_pages"] for health in live),
+        "next_retry_seconds": min(retries, default=None),
+    }
+
+
+class IndexCache:
+    """The pages of one upstream index, cached for its TTL."""
+
+    def __init__(
+        self,
+        settings: IndexSettings,
+        upstream: Upstream,
+        store: Optional[PageStore],
+        offline: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Optional[Metrics] = None,
+        background: Optional[Background] = None,
+    ) -> None:
+        """*background*: where pages are saved after the answer has gone out (without
+        one, they are saved before it)."""
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._label = settings.display_url
+        self._upstream = upstream
+        self._store = store
+        self._offline = offline
+        self._clock = clock
+        self._background = background
+        self._entries: dict[str, _Entry] = {}
+        self._flights: dict[str, _Flight] = {}
+        # Keys whose parsed page is in memory and could be read back if dropped: LRU
+        # first, with their file counts.
+        self._resident: "collections.OrderedDict[str, int]" = collections.OrderedDict()
+        self._resident_files = 0
+        self._absent: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        self._failing: set = set()  # keys whose last refresh failed (served stale)
+        # For the dashboard: Unix times of the last good and failed answers, and why.
+        self._last_success: Optional[float] = None
+        self._last_failure: Optional[tuple] = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public
+
+    def project(self, name: NormalizedName) -> Lookup:
+        """The project's page from this index (value None if upstream has none).
+
+        :raises UpstreamError: upstream failed and no copy was ever fetched.
+        """
+        return self._get(name)
+
+    def project_list(self) -> Lookup:
+        """This index's project list."""
+        return self._get(LIST_KEY)
+
+    def invalidate(self, key: str) -> None:
+        """Make the next request for *key* (a project name or LIST_KEY) ask upstream.
+
+        The entry keeps its validators and stays the fallback if upstream fails.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.fetched = float("-inf")
+                entry.retry_at = 0.0
+
+    def invalidate_list(self) -> None:
+        self.invalidate(LIST_KEY)
+
+    def saved_projects(self) -> list:
+        return self._store.saved_projects() if self._store else []
+
+    def health(self) -> dict:
+        """The dashboard's view of this index: last success and failure (Unix times),
+        the failure's reason, pages served stale now and those waiting out a back-off."""
+        now = self._clock()
+        with self._lock:
+            failing = [self._entries[key] for key in self._failing if key in self._entries]
+            last_success, last_failure = self._last_success, self._last_failure
+        waiting = [entry.retry_at - now for entry in failing if entry.retry_at > now]
+        return {
+            "url": self._label,
+            "ttl": self.settings.ttl,
+            "last_success": last_success,
+            "last_failure": last_failure[0] if last_failure else None,
+            "last_failure_reason": last_failure[1] if last_failure else None,
+            "stale_pages": len(failing),
+            "backoff_pages": len(waiting),
+            "next_retry_seconds": min(waiting) if waiting else None,
+        }
+
+    # ------------------------------------------------------------------ lookup
+
+    def _usable(self, entry: _Entry, now: float) -> bool:
+        if self._offline:
+            return True
+        if now - entry.fetched < self.settings.ttl:
+            return True
+        # In back-off after a failure: keep serving the stale copy without asking.
+        return entry.failures > 0 and now < entry.retry_at
+
+    def _get(self, key: str) -> Lookup:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.value is not _DROPPED and self._usable(entry, self._clock()):
+                if key in self._resident:
+                    self._resident.move_to_end(key)
+                return entry.lookup()
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.result
+        try:
+            flight.result = self._refresh(key, entry)._replace(cached=False)
+            return flight.result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+    def _refresh(self, key: str, entry: Optional[_Entry]) -> Lookup:
+        """Fetch *key* from upstream (or the saved copy); runs without the lock."""
+        if entry is not None and entry.value is _DROPPED:
+            saved = self._store.load(key) if self._store is not None else None
+            if saved is None or saved.etag != entry.etag:
+                entry = None  # gone, or rewritten by another proxy: start afresh
+            else:
+                with self._lock:
+                    entry.value = saved.value  # the same page, so the same version
+                    self._remember(key, entry)
+                if self._usable(entry, self._clock()):
+                    return entry.lookup()
+        elif entry is None and self._store is not None:
+            saved = self._store.load(key)
+            if saved is not None:
+                # Loaded as expired-but-usable: revalidated now, the fallback if that fails.
+                entry = _Entry(saved.value, saved.url, saved.etag, saved.last_modified, float("-inf"))
+                self._put(key, entry, droppable=True)
+        if self._offline:
+            if entry is None:  # this index never had it: as if upstream said 404
+                entry = _Entry(None, "", None, None, float("-inf"))
+                self._put(key, entry, droppable=False)
+            return entry.lookup()
+        url = self.settings.url if key == LIST_KEY else f"{self.settings.url}{key}/"
+        try:
+            response = self._upstream.fetch_page(
+                url, UPSTREAM_ACCEPT, entry.etag if entry else None, entry.last_modified if entry else None
+            )
+            now = self._clock()
+            if response.status == 304 and entry is not None:
+                # Unchanged: refreshed without re-parsing (and without re-rendering).
+                self._succeeded(key, "not_modified")
+                with self._lock:
+                    entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
+                    self._reinstate(key, entry)
+                return entry.lookup()
+            # Links resolve against the page's URL without credentials: file URLs, pages
+            # and saved copies never carry them (Upstream adds them per host).
+            page_url = redact_url(response.url)
+            if response.status == 404:
+                new = _Entry(None, page_url, None, None, now)
+            else:
+                if key == LIST_KEY:
+                    value = parse_project_list(response.body, response.content_type)
+                else:
+                    value = self._servable(
+                        parse_project_page(response.body, response.content_type, page_url, NormalizedName(key))
+                    )
+                _check_plausible(value, entry)
+                new = _Entry(value, page_url, response.etag, response.last_modified, now)
+        except UpstreamError as exc:
+            return self._failed(key, entry, exc)
+        self._succeeded(key, "ok")
+        self._put(key, new, droppable=False)
+        if self._store is not None:
+            if self._background is None:
+                self._keep(key, new)
+            else:
+                self._background.submit(functools.partial(self._keep, key, new))
+        return new.lookup()
+
+    def _keep(self, key: str, entry: _Entry) -> None:
+        """Save *entry*'s page for a restart (or forget the saved copy of a page upstream
+        no longer has). Once saved, the page may leave memory and be read back."""
+        if entry.value is None:
+            self._store.delete(key)
+        elif self._store.save(key, SavedPage(entry.value, entry.url, entry.etag, entry.last_modified)):
+            with self._lock:
+                if self._entries.get(key) is entry:  # not replaced by a newer page meanwhile
+                    self._remember(key, entry)
+
+    def _servable(self, page: ProjectPage) -> ProjectPage:
+        """The page without the files we would refuse to serve; one WARNING if any."""
+        page, refused = servable(page)
+        if refused:
+            logger.warning(
+                "%s lists %d file names that are not safe to serve, left out of its page: %s",
+                redact_url(self.settings.url) + page.name + "/",
+                len(refused),
+                ", ".join(repr(name) for name in refused[:3]) + (", ..." if len(refused) > 3 else ""),
+            )
+        return page
+
+    def _put(self, key: str, entry: _Entry, droppable: bool) -> None:
+        """Store *entry*; a *droppable* one (its saved copy is current) may later leave
+        memory and be read back."""
+        with self._lock:
+            self._entries[key] = entry
+            self._resident_files -= self._resident.pop(key, 0)
+            if droppable:
+                self._remember(key, entry)
+            if entry.value is None:  # "no such project": remembered, but not for ever
+                self._absent[key] = None
+                self._absent.move_to_end(key)
+                while len(self._absent) > MAX_ABSENT:
+                    forgotten = self._absent.popitem(last=False)[0]
+                    if self._entries.get(forgotten) is not None and self._entries[forgotten].value is None:
+                        del self._entries[forgotten]
+
+    def _remember(self, key: str, entry: _Entry) -> None:
+        """Count *entry*'s page as resident and drop the least recently used pages
+        past MAX_RESIDENT_FILES. Called with the lock held."""
+        if not isinstance(entry.value, ProjectPage):
+            return
+        self._resident_files -= self._resident.pop(key, 0)
+        self._resident[key] = len(entry.value.files) + 1
+        self._resident_files += self._resident[key]
+        while self._resident_files > MAX_RESIDENT_FILES and len(self._resident) > 1:
+            dropped, count = self._resident.popitem(last=False)
+            self._resident_files -= count
+            self._entries[dropped] = self._entries[dropped].dropped()
+
+    def _reinstate(self, key: str, entry: _Entry) -> None:
+        """Put back *entry* (with its page) if it was dropped meanwhile. Lock held."""
+        if self._entries.get(key) is not entry:
+            self._entries[key] = entry
+            self._remember(key, entry)
+
+    def _succeeded(self, key: str, outcome: str) -> None:
+        self.metrics.upstream.inc(self._label, "page", outcome)
+        with self._lock:
+            self._failing.discard(key)
+            self._last_success = time.time()
+
+    def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError) -> Lookup:
+        outcome = "timeout" if isinstance(error, UpstreamTimeout) else "error"
+        self.metrics.upstream.inc(self._label, "page", outcome)
+        with self._lock:
+            self._last_failure = (time.time(), error.message)
+            if entry is not None:
+                self._failing.add(key)
+        if entry is None:
+            logger.warning("%s (nothing cached to serve instead)", error.message)
+            raise error
+        with self._lock:
+            entry.failures += 1
+            delay = min(RETRY_FIRST * 2 ** (entry.failures - 1), RETRY_MAX)
+            entry.retry_at = self._clock() + delay
+            self._reinstate(key, entry)
+        logger.warning("%s; serving the stale copy of %s, next try in %.0f s", error.message, key, delay)
+        return entry.lookup()
+
+
+def _check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[_Entry]) -> None:
+    """Refuse an answer that would wipe out a good copy: an empty page or list where
+    the copy we have lists something is far likelier an upstream fault than real.
+    Except a quarantined project (PEP 792), whose files an index must no longer offer."""
+    if old is None or old.value is None or len(_items(value)) or not len(_items(old.value)):
+        return
+    if isinstance(value, ProjectPage) and value.status == "quarantined":
+        return
+    raise BadUpstreamPage("upstream answered an empty page where it listed files before")
+
+
+def _items(value: Union[ProjectPage, ProjectList]):
+    return value.files if isinstance(value, ProjectPage) else value

@@ -1,0 +1,161 @@
+"""Index pages saved under the cache dir, so a restarted proxy can serve what it saw
+before even when no upstream answers (and so a copied cache dir works offline)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Any, NamedTuple, Optional, Union
+
+from ..core.settings import redact_url
+from ..core.names import NormalizedName
+from ..infra.shared_dir import write_atomically
+from ..core.simple import FileEntry, ProjectList, ProjectPage
+
+__all__ = ["OtherFormat", "PageStore", "SavedPage"]
+
+logger = logging.getLogger(__name__)
+
+LIST_KEY = "_list"  # never a project name: those start with a letter or digit
+URL_FILE = "_url"  # the index's URL (without credentials), for offline use of a copy
+_FORMAT = 1
+
+
+class OtherFormat(ValueError):
+    """A saved page written in another format version."""
+
+
+class SavedPage(NamedTuple):
+    value: Union[ProjectPage, ProjectList]
+    url: str
+    etag: Optional[str]
+    last_modified: Optional[str]
+
+
+def _encode(value: Union[ProjectPage, ProjectList]) -> Any:
+    if isinstance(value, ProjectList):
+        return {"names": value.names}
+    return {
+        "name": value.name,
+        "files": [list(entry) for entry in value.files],
+        "versions": list(value.versions),
+        "all_sizes_known": value.all_sizes_known,
+        "status": value.status,
+    }
+
+
+def _pairs(value: Any) -> Optional[tuple]:
+    return None if value is None else tuple(tuple(pair) for pair in value)
+
+
+def _decode(data: Any) -> Union[ProjectPage, ProjectList]:
+    if "names" in data:
+        return ProjectList(data["names"])
+    files = []
+    for fields in data["files"]:
+        entry = FileEntry(*fields)
+        files.append(entry._replace(hashes=_pairs(entry.hashes), metadata=_pairs(entry.metadata)))
+    return ProjectPage(
+        NormalizedName(data["name"]),
+        tuple(files),
+        tuple(data["versions"]),
+        data["all_sizes_known"],
+        data.get("status"),
+    )
+
+
+class PageStore:
+    """Saved pages of one index, under ``<cache dir>/index/<hash of the index URL>/``."""
+
+    def __init__(self, cache_dir: str, index_url: str) -> None:
+        # Named by the URL without credentials: no password to guess from the name,
+        # and a changed password keeps the saved pages.
+        self._index_url = redact_url(index_url)
+        digest = hashlib.sha256(self._index_url.encode()).hexdigest()[:16]
+        self.directory = os.path.join(cache_dir, "index", digest)
+        self._url_written = False
+
+    @classmethod
+    def saved_indexes(cls, cache_dir: str) -> list:
+        """(index URL, store) for every index with pages saved under *cache_dir*."""
+        found = []
+        root = os.path.join(cache_dir, "index")
+        with contextlib.suppress(OSError):
+            for name in sorted(os.listdir(root)):
+                with contextlib.suppress(OSError):
+                    with open(os.path.join(root, name, URL_FILE), encoding="utf-8") as file:
+                        url = file.read().strip()
+                    store = cls(cache_dir, url)
+                    store.directory = os.path.join(root, name)
+                    found.append((url, store))
+        return found
+
+    def _path(self, key: str) -> str:
+        # key is LIST_KEY or a NormalizedName, checked by names.parse_project_name
+        return os.path.join(self.directory, key + ".json")
+
+    def load(self, key: str) -> Optional[SavedPage]:
+        """The saved page for *key* (a project name or LIST_KEY), if any and readable."""
+        try:
+            return self.read(key)
+        except (FileNotFoundError, OtherFormat):
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable saved page %s: %s", self._path(key), exc)
+            return None
+
+    def read(self, key: str) -> SavedPage:
+        """The saved page for *key*, strictly (``verify`` reports what ``load`` skips).
+
+        :raises OSError: it cannot be read (FileNotFoundError: there is none).
+        :raises ValueError: it does not parse (OtherFormat: it is of another format
+            version, which ``load`` skips quietly).
+        """
+        with open(self._path(key), "rb") as file:
+            data = file.read()
+        try:
+            record = json.loads(data)
+            if record.get("format") != _FORMAT:
+                raise OtherFormat(f"format {record.get('format')!r}, not {_FORMAT}")
+            return SavedPage(_decode(record["value"]), record["url"], record["etag"], record["last_modified"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+    def save(self, key: str, page: SavedPage) -> bool:
+        """Save *page*; a failure (disk full, read-only) is logged and gives False."""
+        record = {
+            "format": _FORMAT,
+            "saved": time.time(),
+            "url": page.url,
+            "etag": page.etag,
+            "last_modified": page.last_modified,
+            "value": _encode(page.value),
+        }
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            if not self._url_written:
+                write_atomically(os.path.join(self.directory, URL_FILE), self._index_url.encode())
+                self._url_written = True
+            write_atomically(self._path(key), json.dumps(record, separators=(",", ":")).encode())
+        except OSError as exc:
+            logger.warning("cannot save index page %s: %s", self._path(key), exc)
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._path(key))
+
+    def saved_projects(self) -> list[str]:
+        """Names of the projects with a saved page."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []
+        return sorted(
+            name[:-5] for name in names if name.endswith(".json") and name != LIST_KEY + ".json"
+        )

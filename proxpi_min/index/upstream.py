@@ -1,0 +1,570 @@
+"""Talks to upstream indices: pages and files over HTTP(S) with keep-alive, or file://.
+
+The only module that imports ``http.client`` and ``socket`` for the upstream side.
+Connections go direct or through an outbound HTTP proxy (CONNECT tunnels for https,
+absolute-form requests for http; RFC 9110 9.3.6, RFC 9112 3.2.2). Every lower-level
+failure is translated to :mod:`.errors` in one place (:func:`_translated`), including
+failures while a body is being read.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.message
+import http.client
+import logging
+import mimetypes
+import os
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+import urllib.request
+import zlib
+from typing import Iterable, Iterator, NamedTuple, Optional
+
+from ..core.settings import ProxySettings, redact_url
+from ..core.errors import BadUpstreamPage, NotFound, UpstreamError, UpstreamTimeout
+from ..infra.tls import client_context
+
+__all__ = ["FileResponse", "PageResponse", "Upstream"]
+
+logger = logging.getLogger(__name__)
+
+# A page bigger than this is refused: PyPI's largest project pages are tens of MB and
+# its JSON root list about 60 MB; anything far beyond is a broken or hostile upstream.
+MAX_PAGE_SIZE = 256 * 1024**2
+PAGE_READ_SIZE = 1024 * 1024
+MAX_REDIRECTS = 5
+# Idle connections kept per upstream host; a few per core of concurrency is plenty.
+MAX_IDLE_PER_HOST = 8
+# Host name answers are reused this long: a burst of parallel downloads (uv fetches
+# dozens of files at once) must not each ask the resolver, which then fails or stalls.
+DNS_TTL = 60.0
+DNS_ATTEMPTS = 3  # a "temporary failure in name resolution" is worth asking again
+_RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+class PageResponse(NamedTuple):
+    """An index page: status 200 (with body), 304 (not modified) or 404."""
+
+    status: int
+    body: bytes
+    content_type: str
+    url: str  # the final URL, after redirects: relative links resolve against it
+    etag: Optional[str]
+    last_modified: Optional[str]
+
+
+@contextlib.contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """Turn socket, TLS and HTTP-library failures into :class:`UpstreamError`."""
+    shown = redact_url(url)
+    try:
+        yield
+    except (socket.timeout, TimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream timed out: {shown}") from exc
+    except ssl.SSLCertVerificationError as exc:
+        host = urllib.parse.urlsplit(url).hostname
+        raise UpstreamError(
+            f"upstream certificate problem for {host} ({exc.verify_message}; is its CA trusted? "
+            f"see PROXPI_CA_BUNDLE): {shown}"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise UpstreamError(f"upstream TLS failure ({exc.reason}): {shown}") from exc
+    except (OSError, http.client.HTTPException, zlib.error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UpstreamError(f"upstream unreachable ({reason}): {shown}") from exc
+
+
+def _basic_auth(parts: urllib.parse.SplitResult) -> Optional[str]:
+    """The ``Basic`` credentials (RFC 7617) of a URL's ``user:password@``, if any."""
+    if parts.username is None:
+        return None
+    pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+class _Endpoint(NamedTuple):
+    """A URL split for http.client: (scheme, host, port), path and the basic-auth header."""
+
+    key: tuple
+    path: str
+    authorization: Optional[str]
+
+    @classmethod
+    def parse(cls, url: str) -> "_Endpoint":
+        parts = urllib.parse.urlsplit(url)
+        default_port = 443 if parts.scheme == "https" else 80
+        key = (parts.scheme, parts.hostname or "", parts.port or default_port)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(key, path, _basic_auth(parts))
+
+    @property
+    def absolute(self) -> str:
+        """The absolute form a proxy needs (RFC 9112 3.2.2), without credentials."""
+        scheme, host, port = self.key
+        netloc = f"[{host}]" if ":" in host else host
+        if port != (443 if scheme == "https" else 80):
+            netloc += f":{port}"
+        return f"{scheme}://{netloc}{self.path}"
+
+
+class _Proxy(NamedTuple):
+    """An outbound proxy: where to connect, the credentials to send, and its URL
+    without them (the only form that reaches logs and error messages)."""
+
+    host: str
+    port: int
+    authorization: Optional[str]
+    shown: str
+
+    @classmethod
+    def parse(cls, url: str) -> "_Proxy":
+        parts = urllib.parse.urlsplit(url)
+        return cls(parts.hostname or "", parts.port or 80, _basic_auth(parts), redact_url(url))
+
+    @property
+    def headers(self) -> dict:
+        return {"Proxy-Authorization": self.authorization} if self.authorization else {}
+
+
+def _refusal(exc: OSError) -> str:
+    """What a proxy did, from the error of connecting through it."""
+    text = str(exc.args[0]) if exc.args else ""
+    # http.client's words when the proxy answers CONNECT with anything but 200.
+    if text.startswith("Tunnel connection failed: "):
+        return "refused the tunnel: " + text[len("Tunnel connection failed: "):]
+    return f"unreachable ({exc.strerror or type(exc).__name__})"
+
+
+def _via(key: tuple) -> str:
+    return f" (via proxy {key[3].shown})" if key[3] else ""
+
+
+class FileResponse:
+    """A file being read from upstream; call :meth:`close` when done with it.
+
+    ``status`` is 200 or 206; ``length`` is the body length if announced.
+    """
+
+    def __init__(self, upstream: "Upstream", url: str, key: tuple, conn, response) -> None:
+        self._upstream = upstream
+        self._key = key
+        self._conn = conn
+        self._response = response
+        self.url = url
+        self.status: int = response.status
+        self.headers: email.message.Message = response.headers
+        length = response.headers.get("Content-Length")
+        self.length: Optional[int] = int(length) if length and length.isdigit() else None
+
+    def read(self, size: int) -> bytes:
+        """What has arrived, up to *size* bytes (waiting only when nothing has);
+        b"" at the end. So clients get bytes as upstream sends them.
+
+        :raises UpstreamError: the connection failed or timed out midway.
+        """
+        with _translated(self.url):
+            return self._response.read1(size)
+
+    def close(self) -> None:
+        response, self._response = self._response, None
+        if response is None:
+            return
+        if response.length == 0 and not response.isclosed():
+            response.read()  # read1 leaves a fully read response open: finish it
+        if self._conn is not None and response.isclosed() and not response.will_close:
+            self._upstream._release(self._key, self._conn)
+        elif self._conn is not None:
+            self._conn.close()
+        response.close()
+
+    def __enter__(self) -> "FileResponse":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class _LocalFileResponse(FileResponse):
+    """A file:// upstream file, with the same interface."""
+
+    def __init__(self, url: str, path: str, start: int) -> None:  # noqa: D107
+        self.url = url
+        self._file = open(path, "rb")
+        size = os.fstat(self._file.fileno()).st_size
+        self._file.seek(start)
+        self.status = 206 if start else 200
+        self.headers = email.message.Message()
+        self.length = size - start
+        if start:
+            self.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+
+    def read(self, size: int) -> bytes:
+        return self._file.read(size)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Resolver:
+    """getaddrinfo with answers cached for DNS_TTL; one lookup per host at a time."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._answers: dict = {}  # (host, port) -> (expiry, addresses)
+        self._lookups: dict = {}  # (host, port) -> lock held while that host is looked up
+        self._lock = threading.Lock()
+
+    def addresses(self, host: str, port: int) -> list:
+        key = (host, port)
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is not None and answer[0] > self._clock():
+                return answer[1]
+            lookup = self._lookups.setdefault(key, threading.Lock())
+        with lookup:  # concurrent askers wait for the first one's answer
+            with self._lock:
+                answer = self._answers.get(key)
+                if answer is not None and answer[0] > self._clock():
+                    return answer[1]
+            for attempt in range(1, DNS_ATTEMPTS + 1):
+                try:
+                    addresses = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+                    break
+                except socket.gaierror as exc:
+                    if exc.errno != socket.EAI_AGAIN or attempt == DNS_ATTEMPTS:
+                        raise
+                    time.sleep(0.1 * attempt)
+            with self._lock:
+                self._answers[key] = (self._clock() + DNS_TTL, addresses)
+            return addresses
+
+    def create_connection(self, address: tuple, timeout: Optional[float], source_address=None) -> socket.socket:
+        """socket.create_connection, with cached name resolution."""
+        error: Optional[OSError] = None
+        for family, kind, proto, _, sockaddr in self.addresses(*address):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise error or OSError(f"no address for {address[0]}")
+
+
+class Upstream:
+    """Fetches from upstream indices, keeping idle connections per host for reuse."""
+
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        verify_ssl: bool = True,
+        index_urls: Iterable[str] = (),
+        *,
+        ca_bundle: Optional[str] = None,
+        proxies: ProxySettings = ProxySettings(),
+    ) -> None:
+        """*index_urls* with ``user:password@`` give the basic auth sent to their hosts
+        (for their pages and for files on the same host), so that no other URL, page
+        or saved file needs to carry the credentials. Where several indices on one host
+        have credentials (a GitLab project each), a URL gets those of the index whose
+        path it shares most of.
+
+        *ca_bundle* replaces the system CA store; *proxies* says which outbound proxy,
+        if any, each upstream host is reached through."""
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._ssl_context = client_context(ca_bundle, verify_ssl)
+        self._proxies = proxies
+        self._pool_keys: dict[tuple, tuple] = {}  # (scheme, host, port) -> pool key
+        self._idle: dict[tuple, list] = {}
+        self._lock = threading.Lock()
+        self._resolver = _Resolver()
+        self._credentials: dict = {}  # pool key -> [(index path, authorization)]
+        for url in index_urls:
+            target = _Endpoint.parse(url)
+            if target.authorization:
+                self._credentials.setdefault(target.key, []).append((target.path, target.authorization))
+
+    # ------------------------------------------------------------------ connections
+
+    def _authorization_for(self, target: _Endpoint) -> Optional[str]:
+        candidates = self._credentials.get(target.key)
+        if not candidates:
+            return None
+        return max(candidates, key=lambda item: len(os.path.commonprefix([item[0], target.path])))[1]
+
+    def _pool_key(self, target: _Endpoint) -> tuple:
+        """(scheme, host, port, proxy or None): connections are pooled per proxy and
+        target, since a CONNECT tunnel leads to one target only."""
+        key = self._pool_keys.get(target.key)
+        if key is None:
+            proxy = self._proxies.proxy_for(*target.key)
+            key = (*target.key, _Proxy.parse(proxy) if proxy else None)
+            self._pool_keys[target.key] = key  # a racing thread computes the same
+        return key
+
+    def _new_connection(self, key: tuple):
+        scheme, host, port, proxy = key
+        address = (proxy.host, proxy.port) if proxy else (host, port)
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(
+                *address, timeout=self._connect_timeout, context=self._ssl_context
+            )
+            if proxy:
+                # CONNECT first; TLS then checks the certificate against *host*.
+                conn.set_tunnel(host, port, headers=proxy.headers)
+        else:
+            conn = http.client.HTTPConnection(*address, timeout=self._connect_timeout)
+        # http.client's documented-by-source hook for opening the socket: ours caches
+        # name resolution (TLS still checks the certificate against the host name).
+        conn._create_connection = self._resolver.create_connection
+        try:
+            conn.connect()
+        except (ssl.SSLError, socket.timeout, TimeoutError):
+            raise  # the target's certificate or a slow network: _translated says which
+        except OSError as exc:
+            if proxy is None:
+                raise
+            raise UpstreamError(f"proxy {proxy.shown} {_refusal(exc)}, for {host}:{port}") from exc
+        # The connect timeout was for connecting; from here on, each read may take
+        # up to the read timeout.
+        conn.sock.settimeout(self._read_timeout)
+        return conn
+
+    def _acquire(self, key: tuple):
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop(), True
+        return self._new_connection(key), False
+
+    def _release(self, key: tuple, conn) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < MAX_IDLE_PER_HOST:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+    def _request(self, method: str, url: str, headers: dict):
+        """Send one request (no redirects); returns (key, conn, response).
+
+        A kept-alive connection the server closed while idle is retried once on a
+        new connection (GET and HEAD are idempotent).
+        """
+        target = _Endpoint.parse(url)
+        key = self._pool_key(target)
+        authorization = target.authorization or self._authorization_for(target)
+        if authorization:
+            headers = {**headers, "Authorization": authorization}
+        path = target.path
+        proxy = key[3]
+        if proxy and target.key[0] == "http":  # no tunnel: the proxy reads each request
+            path = target.absolute
+            headers = {**headers, **proxy.headers}
+        for attempt in (1, 2):
+            with _translated(url):
+                conn, reused = self._acquire(key)
+                try:
+                    conn.request(method, path, headers=headers)
+                    response = conn.getresponse()
+                    if proxy and response.status == 407:
+                        conn.close()
+                        raise UpstreamError(
+                            f"proxy {proxy.shown} refused the request: 407 {response.reason}, "
+                            f"for {redact_url(url)}"
+                        )
+                    return key, conn, response
+                except _RETRYABLE:
+                    conn.close()
+                    if not reused or attempt == 2:
+                        raise
+                except BaseException:
+                    conn.close()
+                    raise
+        raise AssertionError("unreachable")
+
+    def _follow(self, method: str, url: str, headers: dict):
+        """Like :meth:`_request`, following up to MAX_REDIRECTS redirects."""
+        seen = {url}
+        for _ in range(MAX_REDIRECTS + 1):
+            key, conn, response = self._request(method, url, headers)
+            if response.status not in _REDIRECTS:
+                return url, key, conn, response
+            location = response.headers.get("Location")
+            with _translated(url):
+                response.read()
+            self._finish(key, conn, response)
+            if not location:
+                raise UpstreamError(f"upstream redirect without Location: {redact_url(url)}")
+            next_url = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(next_url).scheme not in ("http", "https"):
+                raise UpstreamError(f"upstream redirect to a non-HTTP URL: {redact_url(url)}")
+            if next_url in seen:
+                raise UpstreamError(f"upstream redirect loop at {redact_url(url)}")
+            if _Endpoint.parse(next_url).key[:2] != _Endpoint.parse(url).key[:2]:
+                # Credentials stay with the host they were given for.
+                next_url = redact_url(next_url)
+            seen.add(next_url)
+            url = next_url
+        raise UpstreamError(f"upstream redirects too often: {redact_url(url)}")
+
+    def _finish(self, key: tuple, conn, response) -> None:
+        if response.will_close:
+            conn.close()
+        else:
+            self._release(key, conn)
+
+    # ------------------------------------------------------------------ pages
+
+    def fetch_page(
+        self,
+        url: str,
+        accept: str,
+        etag: Optional[str] = None,
+        last_modified: Optional[str] = None,
+    ) -> PageResponse:
+        """GET an index page; conditional when *etag*/*last_modified* are given.
+
+        :returns: a 200, 304 or 404 answer.
+        :raises UpstreamError: unreachable, timed out, a 5xx or other unexpected status,
+            or a body over MAX_PAGE_SIZE.
+        """
+        if url.startswith("file:"):
+            return _local_page(url)
+        headers = {"Accept": accept, "Accept-Encoding": "gzip"}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        final_url, key, conn, response = self._follow("GET", url, headers)
+        try:
+            with _translated(final_url):
+                body = _read_capped(response, final_url)
+                if response.headers.get("Content-Encoding", "").lower() == "gzip":
+                    body = _gunzip(body)
+        except BaseException:
+            conn.close()
+            raise
+        self._finish(key, conn, response)
+        if response.status not in (200, 304, 404, 410):
+            raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
+        return PageResponse(
+            404 if response.status == 410 else response.status,
+            body,
+            response.headers.get("Content-Type", ""),
+            final_url,
+            response.headers.get("ETag"),
+            response.headers.get("Last-Modified"),
+        )
+
+    # ------------------------------------------------------------------ files
+
+    def open_file(self, url: str, method: str = "GET", byte_range: Optional[str] = None) -> FileResponse:
+        """Start reading a file (status 200, or 206 when *byte_range* was honoured).
+
+        :raises NotFound: upstream has no such file.
+        :raises UpstreamError: unreachable, timed out, or another unexpected status.
+        """
+        if url.startswith("file:"):
+            return _local_file(url, byte_range)
+        headers = {"Accept-Encoding": "identity"}
+        if byte_range:
+            headers["Range"] = byte_range
+        final_url, key, conn, response = self._follow(method, url, headers)
+        if response.status in (200, 206):
+            return FileResponse(self, final_url, key, conn, response)
+        conn.close()
+        if response.status in (404, 410):
+            raise NotFound(f"upstream has no file at {redact_url(final_url)}")
+        if response.status == 416:
+            return FileResponse(self, final_url, key, None, response)
+        raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
+
+
+def _read_capped(response: http.client.HTTPResponse, url: str) -> bytes:
+    """The whole body, refused past MAX_PAGE_SIZE; read in pieces, since Python 3.9's
+    read(amt) allocates amt bytes up front."""
+    pieces = []
+    size = 0
+    while size <= MAX_PAGE_SIZE:
+        piece = response.read(PAGE_READ_SIZE)
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    if size > MAX_PAGE_SIZE:
+        raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes: {redact_url(url)}")
+    if response.length:  # http.client ends a short body silently
+        raise UpstreamError(f"upstream page cut short: {redact_url(url)}")
+    return b"".join(pieces)
+
+
+def _gunzip(body: bytes) -> bytes:
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = decompressor.decompress(body, MAX_PAGE_SIZE + 1)
+    if len(out) > MAX_PAGE_SIZE or decompressor.unconsumed_tail:
+        raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes once decompressed")
+    return out
+
+
+def _local_path(url: str) -> str:
+    return urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+
+
+def _local_page(url: str) -> PageResponse:
+    """A page from a file:// index: a directory's index.html (or index.json)."""
+    path = _local_path(url)
+    candidates = [path]
+    if os.path.isdir(path):
+        candidates = [os.path.join(path, "index.json"), os.path.join(path, "index.html")]
+    for candidate in candidates:
+        try:
+            with open(candidate, "rb") as file:
+                body = file.read(MAX_PAGE_SIZE + 1)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise UpstreamError(f"cannot read {url}: {exc.strerror}") from exc
+        if len(body) > MAX_PAGE_SIZE:
+            raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes: {url}")
+        kind = (
+            "application/vnd.pypi.simple.v1+json"
+            if candidate.endswith(".json")
+            else mimetypes.guess_type(candidate)[0] or "text/html"
+        )
+        return PageResponse(200, body, kind, url, None, None)
+    return PageResponse(404, b"", "", url, None, None)
+
+
+def _local_file(url: str, byte_range: Optional[str]) -> FileResponse:
+    path = _local_path(url)
+    start = 0
+    if byte_range and byte_range.startswith("bytes=") and byte_range.endswith("-"):
+        start_text = byte_range[6:-1]
+        start = int(start_text) if start_text.isdigit() else 0
+    try:
+        return _LocalFileResponse(url, path, start)
+    except FileNotFoundError:
+        raise NotFound(f"upstream has no file at {url}") from None
+    except OSError as exc:
+        raise UpstreamError(f"cannot read {url}: {exc.strerror}") from exc

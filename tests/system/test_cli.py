@@ -1,0 +1,402 @@
+"""``python -m proxpi_min`` as a process: flags, PROXPI_* variables, bad values, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.support.proxy import REPO_ROOT, ProxyProcess, http, proxy_env
+
+FLAGS = (
+    "--index-url", "--index-ttl", "--extra-index-url", "--extra-index-ttl", "--cache-size",
+    "--cache-dir", "--host", "--port", "--offline", "--connect-timeout", "--read-timeout",
+    "--workers", "--max-connections",
+    "--upstream-proxy", "--ca-bundle", "--tls-cert", "--tls-key", "--pin", "--index-strategy", "--min-age",
+    "--min-age-exempt", "--min-age-unknown", "--deny", "--allow",
+)
+
+
+def _run(args, env=None, timeout=15.0):
+    return subprocess.run(
+        [sys.executable, "-m", "proxpi_min", *args],
+        cwd=str(REPO_ROOT),
+        env=proxy_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _alpha_page(process):
+    result = process.get("/index/alpha/")
+    assert result.status == 200, result
+    return result.text
+
+
+def test_help_lists_every_flag():
+    result = _run(["--help"])
+    assert result.returncode == 0
+    for flag in FLAGS:
+        assert flag in result.stdout, flag
+
+    assert "warm" in result.stdout and "verify" in result.stdout  # the commands are named
+
+
+@pytest.mark.parametrize(
+    "command, flags",
+    [
+        ("warm", FLAGS + ("--jobs", "--wheels-only", "--platform", "--python-version", "FILE")),
+        ("verify", ("--cache-dir", "--repair", "--jobs")),
+    ],
+)
+def test_command_help(command, flags):
+    result = _run([command, "--help"])
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: proxpi-min {command}")
+    for flag in flags:
+        assert flag in result.stdout, flag
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["warm", "--jobs", "0", "x.txt"], "--jobs"),
+        (["warm", "--python-version", "three", "x.txt"], "--python-version"),
+        (["warm", "--cache-dir", "/tmp/x", "--cache-size", "lots", "x.txt"], "--cache-size"),
+        (["warm", "--cache-dir", "/tmp/x"], "FILE"),
+        (["verify"], "--cache-dir"),
+    ],
+)
+def test_command_bad_arguments_exit_2(args, named):
+    result = _run(args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and named in result.stderr, result.stderr
+
+
+DEAD = "http://127.0.0.1:9/simple/"
+
+
+@pytest.mark.parametrize(
+    "args, env, named",
+    [
+        ([], {"PROXPI_CACHE_SIZE": "lots"}, ["PROXPI_CACHE_SIZE", "lots"]),
+        (["--cache-size", "lots"], {}, ["--cache-size", "lots"]),
+        ([], {"PROXPI_INDEX_TTL": "-1"}, ["PROXPI_INDEX_TTL", "-1"]),
+        ([], {"PROXPI_INDEX_TTL": "soon"}, ["PROXPI_INDEX_TTL", "soon"]),
+        (
+            [],
+            {"PROXPI_EXTRA_INDEX_URLS": f"{DEAD},http://127.0.0.1:10/simple/", "PROXPI_EXTRA_INDEX_TTLS": "60"},
+            ["PROXPI_EXTRA_INDEX_TTLS", "60"],
+        ),
+        (["--index-url", "ftp://x/"], {}, ["--index-url", "ftp://x/"]),
+        ([], {"PROXPI_INDEX_URL": "ftp://x/"}, ["PROXPI_INDEX_URL", "ftp://x/"]),
+        ([], {"PROXPI_READ_TIMEOUT": "never"}, ["PROXPI_READ_TIMEOUT", "never"]),
+    ],
+    ids=["size-env", "size-flag", "ttl-negative", "ttl-text", "ttl-count", "url-flag", "url-env", "read-timeout"],
+)
+def test_bad_setting_exits_2_with_one_line(args, env, named):
+    result = _run(["--host", "127.0.0.1", "--port", "0", *args], env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for text in named:
+        assert text in lines[0], (text, lines[0])
+
+
+def test_serves_with_flags(upstream_factory, dists, tmp_path):
+    root = upstream_factory("html", "root")
+    extra = upstream_factory("json", "extra")
+    cache_dir = tmp_path / "cache"
+    args = [
+        "--index-url", root.url, "--extra-index-url", extra.url,
+        "--cache-dir", str(cache_dir), "--cache-size", "500M",
+    ]
+    with ProxyProcess(args) as process:
+        assert process.url.startswith("http://127.0.0.1:")
+        health = process.get("/health")
+        assert (health.status, health.body.strip()) == (200, b"ok")
+        page = _alpha_page(process)
+        assert dists.alpha_1.filename in page and dists.alpha_3.filename in page
+        assert dists.epsilon.filename in process.get("/index/epsilon/").text
+        download = process.get(f"/index/alpha/{dists.alpha_2.filename}")
+        assert download.body == dists.alpha_2.content
+        assert str(cache_dir) in process.get("/").text
+        process.terminate()
+        assert process.wait(15) == 0
+    assert "listening on" in process.stderr
+
+
+def test_env_variables_configure_indexes_and_ttls(upstream_factory, dists, tmp_path):
+    root = upstream_factory("html", "root")
+    extra = upstream_factory("html", "extra")
+    env = {
+        "PROXPI_INDEX_URL": root.url,
+        "PROXPI_INDEX_TTL": "0",
+        "PROXPI_EXTRA_INDEX_URLS": extra.url,
+        "PROXPI_EXTRA_INDEX_TTLS": "1800",
+        "PROXPI_CACHE_DIR": str(tmp_path / "cache"),
+        "PROXPI_CACHE_SIZE": "1M",
+    }
+    with ProxyProcess([], env) as process:
+        _alpha_page(process)
+        page = _alpha_page(process)
+        assert dists.alpha_3.filename in page
+    assert root.hits("/simple/alpha/") == 2  # TTL 0
+    assert extra.hits("/simple/alpha/") == 1  # TTL 1800
+
+
+def test_flags_win_over_env(upstream_html):
+    with ProxyProcess(["--index-url", upstream_html.url], {"PROXPI_INDEX_URL": DEAD}) as process:
+        _alpha_page(process)
+    assert upstream_html.hits("/simple/alpha/") == 1
+
+
+def test_repeated_extra_index_flags_pair_with_ttls(upstream_factory):
+    root = upstream_factory("html", "root")
+    first = upstream_factory("html", "extra")
+    second = upstream_factory("json", "extra")
+    args = [
+        "--index-url", root.url,
+        "--extra-index-url", first.url, "--extra-index-ttl", "0",
+        "--extra-index-url", second.url, "--extra-index-ttl", "1800",
+    ]
+    with ProxyProcess(args) as process:
+        _alpha_page(process)
+        _alpha_page(process)
+    assert first.hits("/simple/alpha/") == 2
+    assert second.hits("/simple/alpha/") == 1
+
+
+def test_sigkill_mid_download_then_restart_serves_good_file(upstream_html, dists, tmp_path):
+    dist = dists.alpha_2
+    cache_dir = tmp_path / "cache"
+    args = ["--index-url", upstream_html.url, "--cache-dir", str(cache_dir)]
+    upstream_html.throttle(max(1, dist.size // 20), 0.1)  # about 2 s
+    with ProxyProcess(args) as first:
+        _alpha_page(first)
+        outcome = []
+
+        def download():
+            try:
+                outcome.append(first.get(f"/index/alpha/{dist.filename}", timeout=20))
+            except Exception as exc:  # the proxy dies under it: expected
+                outcome.append(exc)
+
+        thread = threading.Thread(target=download)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while upstream_html.hits(dist.filename) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # part of the file is on its way
+        first.kill()
+        first.wait(10)
+        thread.join(20)
+    assert outcome and not (hasattr(outcome[0], "body") and outcome[0].body == dist.content)
+
+    upstream_html.throttle(None)
+    with ProxyProcess(args) as second:
+        result = second.get(f"/index/alpha/{dist.filename}")
+        assert result.status == 200 and result.body == dist.content
+    for directory, _, files in os.walk(cache_dir):
+        for name in files:
+            if name == dist.filename:
+                with open(os.path.join(directory, name), "rb") as handle:
+                    assert handle.read() == dist.content
+
+
+def test_offline_restart_serves_cache_dir(upstream_html, dists, tmp_path):
+    cache_dir = tmp_path / "cache"
+    path = f"/index/alpha/{dists.alpha_1.filename}"
+    with ProxyProcess(["--index-url", upstream_html.url, "--cache-dir", str(cache_dir)]) as online:
+        _alpha_page(online)
+        assert online.get(path).body == dists.alpha_1.content
+    upstream_html.down()
+    args = ["--index-url", upstream_html.url, "--cache-dir", str(cache_dir), "--offline"]
+    with ProxyProcess(args) as offline:
+        assert dists.alpha_1.filename in _alpha_page(offline)
+        assert offline.get(path).body == dists.alpha_1.content
+        assert offline.get("/index/never-seen/").status in (404, 502, 503)
+
+
+def test_startup_failure_is_reported_with_output(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache dir should be")
+    with pytest.raises(AssertionError) as caught:
+        ProxyProcess(["--index-url", DEAD, "--cache-dir", str(blocker / "sub")], startup_timeout=15)
+    assert "did not report" in str(caught.value)
+
+
+def test_process_url_answers_http(upstream_html):
+    with ProxyProcess(["--index-url", upstream_html.url]) as process:
+        status, _, _ = http("GET", process.index_url)
+        assert status == 200
+
+
+def test_batched_log_writes_every_line_in_order_by_close(monkeypatch):
+    import io
+    import logging
+
+    from proxpi_min.infra import logs
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    handler = logs.BatchedStream(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("test-batched-log")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for number in range(2500):  # more than one batch
+            logger.warning("line %d", number)
+        logger.warning("bad %d", "not a number")  # reported, and the log goes on
+        logger.warning("last")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = stream.getvalue().splitlines()
+    assert [line for line in lines if line.startswith("line ")] == [f"line {number}" for number in range(2500)]
+    assert "last" in lines and "not a number" in stream.getvalue()
+# -- operators: JSON logs, --check-config, contrib/ ------------------------------------
+
+CONTRIB = REPO_ROOT / "contrib"
+
+
+def test_json_log_format_gives_one_object_per_line(upstream_html):
+    with ProxyProcess(["--index-url", upstream_html.url, "--log-format", "json"]) as process:
+        assert process.get("/index/alpha/").status == 200
+        process.terminate()
+        assert process.wait(15) == 0
+    lines = [json.loads(line) for line in process.stderr.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any(line["message"].startswith("listening on http://") for line in lines)
+    request = next(line for line in lines if line.get("path") == "/index/alpha/")
+    assert (request["method"], request["status"], request["source"]) == ("GET", 200, "upstream")
+    assert request["bytes"] > 0 and request["client"] == "127.0.0.1"
+
+
+def test_check_config_validates_and_exits():
+    ok = _run(["--check-config", "--cache-size", "2G", "--log-format", "json"])
+    assert ok.returncode == 0, ok.stderr
+    assert "configuration ok" in ok.stdout
+    # It says what the start-up line would, and the policies in force.
+    ok = _run(["--check-config", "--workers", "2", "--min-age", "7d", "--deny", "evil"])
+    assert ok.returncode == 0, ok.stderr
+    assert "(online, 2 workers)" in ok.stdout and "upstream CAs from" in ok.stdout
+    assert "proxpi-min: policy: deny evil" in ok.stdout and "files younger than 1w" in ok.stdout
+    assert "http://[::1]:5000/" in _run(["--check-config", "--host", "::1"]).stdout
+    bad = _run(["--check-config"], {"PROXPI_LOG_FORMAT": "xml"})
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "proxpi-min: error: PROXPI_LOG_FORMAT='xml' is not one of text, json"
+
+
+def _unit_settings(text):
+    """Key -> list of values of a systemd unit file (keys may repeat)."""
+    settings = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_systemd_unit_flags_pass_check_config():
+    unit = _unit_settings((CONTRIB / "proxpi-min.service").read_text())
+    (exec_start,) = unit["ExecStart"]
+    argv = shlex.split(exec_start)
+    assert argv[0].endswith("python3") and argv[1].endswith("/proxpi.pyz")
+    checked = _run([*argv[2:], "--check-config"])
+    assert checked.returncode == 0, checked.stderr
+    assert "/var/cache/proxpi-min" in checked.stdout
+    # The cache dir it names is the one systemd makes for the service.
+    assert unit["CacheDirectory"] == ["proxpi-min"]
+    assert unit["RestartPreventExitStatus"] == ["2"]  # a bad setting does not loop
+
+
+def _dockerfile(text):
+    """(instruction, arguments) pairs, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", text)
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_dockerfile_copies_the_zipapp_and_runs_it_as_configured(tmp_path):
+    steps = _dockerfile((CONTRIB / "Dockerfile").read_text())
+    by_kind = {}
+    for kind, value in steps:
+        by_kind.setdefault(kind, []).append(value)
+    assert by_kind["FROM"][0].startswith("python:") and by_kind["FROM"][0].endswith("-slim")
+    # It copies exactly what ./zipapp.sh builds (by default, proxpi.pyz at the root).
+    copies = [value.split() for value in by_kind["COPY"]]
+    assert [source for *sources, _ in copies for source in sources] == ["proxpi.pyz"]
+    assert 'out=${1:-"$here/proxpi.pyz"}' in (REPO_ROOT / "zipapp.sh").read_text()
+    destination = copies[0][-1]
+    entrypoint = json.loads(by_kind["ENTRYPOINT"][0])
+    assert entrypoint == ["python", destination]
+    assert by_kind["USER"] not in ([], ["root"], ["0"])
+    env = dict(re.findall(r"(PROXPI_\w+)=(\S+)", " ".join(by_kind["ENV"])))
+    assert by_kind["VOLUME"] == [env["PROXPI_CACHE_DIR"]]
+    health = by_kind["HEALTHCHECK"][0]
+    assert '"python"' in health and "/health" in health and "curl" not in health
+    # The image's settings, checked by the very file it copies.
+    built = subprocess.run(["sh", str(REPO_ROOT / "zipapp.sh"), str(tmp_path / "proxpi.pyz")],
+                           capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    checked = subprocess.run(
+        [sys.executable, str(tmp_path / "proxpi.pyz"), "--check-config"],
+        env=proxy_env(env), capture_output=True, text=True, timeout=30,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "0.0.0.0:5000" in checked.stdout
+
+
+def test_dockerfile_healthcheck_probes_health(proxy, upstream_html):
+    """The HEALTHCHECK command, run as Docker would, against a live proxy."""
+    steps = dict(_dockerfile((CONTRIB / "Dockerfile").read_text()))
+    command = json.loads(steps["HEALTHCHECK"].split("CMD", 1)[1])
+    assert command[0] == "python"
+    p = proxy(upstream_html)
+    env = {"PROXPI_PORT": str(p.port), "HTTP_PROXY": "http://127.0.0.1:9/"}
+    healthy = subprocess.run([sys.executable, *command[1:]], env=proxy_env(env), capture_output=True, timeout=30)
+    assert healthy.returncode == 0, healthy.stderr
+    p.stop()
+    down = subprocess.run([sys.executable, *command[1:]], env=proxy_env(env), capture_output=True, timeout=30)
+    assert down.returncode != 0
+
+
+def test_dockerfile_healthcheck_probes_health_over_tls(proxy, upstream_html, server_cert):
+    """With PROXPI_TLS_CERT set (docker run -e), the probe speaks HTTPS: a container
+    serving HTTPS is healthy, not marked unhealthy by a failed plain-HTTP probe."""
+    steps = dict(_dockerfile((CONTRIB / "Dockerfile").read_text()))
+    command = json.loads(steps["HEALTHCHECK"].split("CMD", 1)[1])
+    p = proxy(upstream_html, tls_cert=str(server_cert.cert), tls_key=str(server_cert.key))
+    env = {"PROXPI_PORT": str(p.port), "PROXPI_TLS_CERT": str(server_cert.cert), "PROXPI_TLS_KEY": str(server_cert.key)}
+    healthy = subprocess.run([sys.executable, *command[1:]], env=proxy_env(env), capture_output=True, timeout=30)
+    assert healthy.returncode == 0, healthy.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_in_use_is_one_line_not_a_traceback(tmp_path, workers):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = _run(["--index-url", DEAD, "--port", str(port), "--workers", workers])
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    assert re.search(rf"cannot start on 127\.0\.0\.1:{port}\b.*in use", result.stderr), result.stderr

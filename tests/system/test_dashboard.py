@@ -1,0 +1,217 @@
+"""The home page as a dashboard: pure rendering (escaping, chart), the same numbers in
+HTML and JSON from a real proxy, and the page as headless Chromium renders it."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from proxpi_min.core.render import render_home, wants_json
+from tests.support.cache_dir import settled
+
+HOSTILE = '<script>alert("x")</script>&amp;\'"'
+
+
+def _status(**changes) -> dict:
+    per_minute = [{"minute": 60 * i, "requests": i % 7, "hits": i % 3} for i in range(60)]
+    status = {
+        "version": "0",
+        "now": 7200.0,
+        "offline": False,
+        "started": 0.0,
+        "uptime_seconds": 7200.0,
+        "requests": 1234,
+        "cache": {
+            "page": {"hits": 3, "misses": 1, "ratio": 0.75},
+            "file": {"hits": 0, "misses": 0, "ratio": None},
+        },
+        "bytes_sent": {"cache": 3 * 1024**2, "upstream": 1024**2},
+        "per_minute": per_minute,
+        "top_projects": [{"project": HOSTILE, "requests": 5}],
+        "file_cache": {
+            "directory": f"/tmp/{HOSTILE}",
+            "used_bytes": 2048,
+            "limit_bytes": 4096,
+            "files": 2,
+            "downloads_in_progress": 0,
+            "largest": [{"project": HOSTILE, "filename": HOSTILE + ".whl", "size": 2000}],
+        },
+        "indexes": [
+            {
+                "url": f"http://example.invalid/{HOSTILE}/",
+                "ttl": 1800.0,
+                "last_success": 3600.0,
+                "last_failure": 7000.0,
+                "last_failure_reason": HOSTILE,
+                "stale_pages": 2,
+                "backoff_pages": 1,
+                "next_retry_seconds": 42.0,
+            }
+        ],
+    }
+    status.update(changes)
+    return status
+
+
+def test_render_home_escapes_everything() -> None:
+    page = render_home(_status(), token_required=False).decode()
+    assert "<script>alert" not in page
+    assert page.count(html.escape(HOSTILE, quote=True)) >= 5
+    assert "<script>\nasync function invalidate" in page  # our own script, nothing else
+
+
+def test_render_home_is_well_formed_and_self_contained() -> None:
+    page = render_home(_status(), token_required=True).decode()
+    assert "<style>" in page and 'name="viewport"' in page
+    # Nothing fetched from elsewhere: no src= or stylesheet links at all.
+    assert not re.search(r"\ssrc=|<link\b|@import|url\(", page)
+    body = page[page.index("<svg") : page.index("</svg>") + len("</svg>")]
+    svg = ET.fromstring(body)
+    lines = {element.get("id"): element for element in svg if element.tag.endswith("polyline")}
+    assert set(lines) == {"chart-requests", "chart-hits"}
+    assert len(lines["chart-requests"].get("points").split()) == 60
+    assert 'id="requests">1,234<' in page
+    assert 'id="page-hit-ratio">75.0 %<' in page
+    assert 'id="file-hit-ratio">n/a<' in page
+    assert "next try in 42 s" in page
+    assert 'type="password"' in page
+
+
+def test_render_home_chart_scales_to_the_busiest_minute() -> None:
+    per_minute = [{"minute": 60 * i, "requests": 0, "hits": 0} for i in range(60)]
+    per_minute[-1] = {"minute": 3540, "requests": 10, "hits": 5}
+    page = render_home(_status(per_minute=per_minute), False).decode()
+    requests = re.search(r'id="chart-requests"[^>]*points="([^"]*)"', page).group(1).split()
+    hits = re.search(r'id="chart-hits"[^>]*points="([^"]*)"', page).group(1).split()
+    top, bottom = float(requests[-1].split(",")[1]), float(requests[0].split(",")[1])
+    middle = float(hits[-1].split(",")[1])
+    assert top < middle < bottom
+    assert middle == pytest.approx((top + bottom) / 2)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, False),
+        ("*/*", False),
+        ("application/json", True),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", False),
+        ("application/json, text/html;q=0.5", True),
+        ("text/html, application/json", False),
+        ("application/json;q=0", False),
+    ],
+)
+def test_wants_json(accept, expected) -> None:
+    assert wants_json(accept) is expected
+
+
+# -- the real proxy ---------------------------------------------------------------------
+
+
+def _numbers(page: str) -> dict:
+    return {key: html.unescape(value) for key, value in re.findall(r'<dd id="([a-z-]+)">([^<]*)<', page)}
+
+
+def test_home_page_and_json_agree(proxy, upstream_html, dists, tmp_path) -> None:
+    cache_dir = tmp_path / HOSTILE.replace("/", "_")
+    p = proxy(upstream_html, cache_dir=str(cache_dir))
+    for _ in range(3):
+        p.get("/index/alpha/")
+    p.get("/index/beta/")
+    p.get(f"/index/alpha/{dists.alpha_1.filename}")
+    assert settled(cache_dir)  # stored: the next request is a hit
+    p.get(f"/index/alpha/{dists.alpha_1.filename}")
+    assert p.get("/index/%3Cscript%3E/").status == 400
+
+    data = json.loads(p.get("/", {"Accept": "application/json"}).body)
+    page = p.get("/")
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    text = page.text
+    assert "<script>alert" not in text and html.escape(str(cache_dir)) in text
+    assert data["requests"] == 7  # the six above and the 400
+    assert data["cache"]["page"] == {"hits": 2, "misses": 2, "ratio": 0.5}
+    assert data["cache"]["file"] == {"hits": 1, "misses": 1, "ratio": 0.5}
+    assert data["top_projects"] == [{"project": "alpha", "requests": 5}, {"project": "beta", "requests": 1}]
+    assert data["file_cache"]["largest"] == [
+        {"project": "alpha", "filename": dists.alpha_1.filename, "size": len(dists.alpha_1.content)}
+    ]
+    assert data["file_cache"]["files"] == 1
+    assert data["indexes"][0]["url"] == upstream_html.url
+    assert data["indexes"][0]["last_success"] is not None and data["indexes"][0]["last_failure"] is None
+    assert sum(point["requests"] for point in data["per_minute"]) == 7
+    assert sum(point["hits"] for point in data["per_minute"]) == 3
+
+    numbers = _numbers(text)
+    assert numbers["requests"] == "8"  # the JSON request came in between
+    assert numbers["page-hit-ratio"] == numbers["file-hit-ratio"] == "50.0 %"
+    assert numbers["cache-files"] == "1"
+    assert re.search(r'<a href="/index/alpha/">alpha</a></td><td class="n">5<', text)
+    assert dists.alpha_1.filename in text
+
+
+def test_home_page_shows_index_failures(proxy, upstream_html) -> None:
+    p = proxy((upstream_html, 0.05))
+    assert p.get("/index/alpha/").status == 200
+    upstream_html.fail("/simple/alpha/", "500")
+    time.sleep(0.1)
+    assert p.get("/index/alpha/").headers["X-Proxpi-Stale"] == "1"
+    health = json.loads(p.get("/", {"Accept": "application/json"}).body)["indexes"][0]
+    assert "500" in health["last_failure_reason"]
+    assert health["stale_pages"] == 1 and health["backoff_pages"] == 1
+    assert 0 < health["next_retry_seconds"] <= 2.0
+    text = p.get("/").text
+    assert html.escape(health["last_failure_reason"]) in text
+    assert "yes, 1 page(s)" in text and "in back-off" in text
+
+
+# -- in a real browser ----------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / "chromium-profile"
+    return subprocess.run(
+        [CHROMIUM, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+def test_dashboard_in_headless_chromium(proxy, upstream_html, dists, tmp_path) -> None:
+    p = proxy(upstream_html)
+    for _ in range(4):
+        p.get("/index/alpha/")
+    p.get(f"/index/alpha/{dists.alpha_1.filename}")
+    dumped = _chromium(tmp_path, "--dump-dom", p.url + "/")
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    dom = dumped.stdout
+    assert re.search(r'<svg id="chart"', dom)
+    assert len(re.findall(r"<polyline", dom)) == 2
+    numbers = _numbers(dom)
+    assert numbers["requests"] == "5"
+    assert numbers["page-hit-ratio"] == "75.0 %"
+    assert "alpha" in dom and dists.alpha_1.filename in dom
+    shot = tmp_path / "dashboard.png"
+    taken = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1100,1400", p.url + "/")
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

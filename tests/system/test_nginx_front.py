@@ -1,0 +1,120 @@
+"""contrib/nginx.conf, run by real nginx in front of two proxy processes that share one
+cache dir: pip installs through it, nginx caches what our headers allow and no more."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.proxy import REPO_ROOT, ProxyProcess, http, run_pip
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian package nginx)")
+CONF = REPO_ROOT / "contrib" / "nginx.conf"
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.01"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _configure(instances: list, port: int, run_dir: Path) -> Path:
+    """contrib/nginx.conf with its three marked values set, and nginx's own temp files
+    in *run_dir* (the packaged paths need root)."""
+    text = CONF.read_text()
+    servers = "".join(f"        server {url.split('//')[1]};\n" for url in instances)
+    replacements = {
+        "        server 127.0.0.1:5001;\n        server 127.0.0.1:5002;\n": servers,
+        "/var/cache/nginx/proxpi": str(run_dir / "cache"),
+        "listen 8080;": f"listen 127.0.0.1:{port};",
+        "http {\n": "http {\n" + "".join(
+            f"    {kind}_temp_path {run_dir / ('tmp-' + kind)};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        ),
+    }
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"contrib/nginx.conf no longer has {old!r} once"
+        text = text.replace(old, new)
+    conf = run_dir / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+@pytest.fixture
+def nginx_front(upstream_html, tmp_path):
+    cache_dir = tmp_path / "proxy-cache"
+    instances = [
+        ProxyProcess(["--index-url", upstream_html.url, "--cache-dir", str(cache_dir)]) for _ in range(2)
+    ]
+    run_dir = tmp_path / "nginx"
+    run_dir.mkdir()
+    port = _free_port()
+    conf = _configure([p.url for p in instances], port, run_dir)
+    globals_ = f"daemon off; pid {run_dir / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")
+    command = [NGINX, "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log"), "-g", globals_]
+    checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    nginx = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if http("GET", url + "/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert nginx.poll() is None and time.monotonic() < deadline, (run_dir / "error.log").read_text()
+            time.sleep(0.05)
+        yield url, instances
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        for instance in instances:
+            instance.terminate()
+            instance.wait(10)
+
+
+def _requests_served(instance: ProxyProcess) -> int:
+    return instance.stderr.count("proxpi_min.web.handler:")
+
+
+def test_pip_installs_through_nginx_in_front_of_two_instances(nginx_front, dists, tmp_path):
+    url, instances = nginx_front
+    result = run_pip(["install", "--target", str(tmp_path / "site"), "beta"], url + "/index/")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "site" / "beta.py").is_file() and (tmp_path / "site" / "alpha.py").is_file()
+    assert all(_requests_served(instance) > 0 for instance in instances), "one instance got no request"
+    # Again, from nginx's copies: no instance is asked for anything cacheable.
+    before = [_requests_served(instance) for instance in instances]
+    again = run_pip(["install", "--target", str(tmp_path / "site2"), "beta"], url + "/index/")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [_requests_served(instance) for instance in instances] == before
+
+
+def test_nginx_caches_pages_per_format_and_files_but_not_errors(nginx_front, dists):
+    url, _ = nginx_front
+    statuses = {}
+    for accept in ("text/html", PIP_ACCEPT):
+        first = http("GET", url + "/index/alpha/", {"Accept": accept})
+        second = http("GET", url + "/index/alpha/", {"Accept": accept})
+        assert first.status == second.status == 200 and first.body == second.body
+        statuses[accept] = (first.headers["X-Cache-Status"], second.headers["X-Cache-Status"], second.content_type)
+    # Vary: Accept: each format is a copy of its own, never the other's.
+    assert statuses == {
+        "text/html": ("MISS", "HIT", "text/html"),
+        PIP_ACCEPT: ("MISS", "HIT", "application/vnd.pypi.simple.v1+json"),
+    }
+    path = f"/index/alpha/{dists.alpha_1.filename}"
+    assert [http("GET", url + path).headers["X-Cache-Status"] for _ in range(2)] == ["MISS", "HIT"]
+    assert http("GET", url + path).body == dists.alpha_1.content
+    for path in ("/index/no-such-project/", "/health", "/"):
+        assert [http("GET", url + path).headers.get("X-Cache-Status") for _ in range(2)] == ["MISS", "MISS"], path

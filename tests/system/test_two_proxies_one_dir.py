@@ -1,0 +1,197 @@
+"""Two real proxy processes on one cache dir act as one cache: one upstream fetch per
+file, one size cap with LRU across both, a writer killed mid-download taken over by
+the other process. Black-box: subprocesses, real HTTP, the upstream's request count."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import os
+import time
+import urllib.parse
+
+import pytest
+
+from proxpi_min.infra.shared_dir import LockFile, lock_path, temp_path
+from tests.support.cache_dir import WAIT, file_path, files_tree, sized_wheel, stored_content, stored_paths, wait_until
+from tests.support.proxy import ProxyProcess, temp_files
+
+
+def _pair(up, cache_dir: str, *extra: str):
+    args = ["--index-url", up.url, "--cache-dir", cache_dir, *extra]
+    return ProxyProcess(args), ProxyProcess(args)
+
+
+def _stop(*processes: ProxyProcess) -> None:
+    for process in processes:
+        process.__exit__(None, None, None)
+
+
+def _settled(cache_dir: str) -> bool:
+    return not temp_files(cache_dir)
+
+
+@pytest.mark.parametrize("second_after_first_started", [True, False])
+def test_one_upstream_fetch_for_a_file_asked_through_both(upstream_factory, tmp_path, second_after_first_started):
+    dist = sized_wheel("both", "1.0", 150_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    one, two = _pair(up, cache_dir)
+    try:
+        up.throttle(16_384, 0.02)  # the download lasts a while: the second ask meets it
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(one.get, file_path(dist), timeout=30)
+            if second_after_first_started:
+                assert wait_until(lambda: temp_files(cache_dir)), "no download started"
+            second = pool.submit(two.get, file_path(dist), timeout=30)
+            results = [first.result(), second.result()]
+        up.throttle(None)
+        assert [(r.status, r.body == dist.content) for r in results] == [(200, True), (200, True)]
+        assert up.hits(dist.filename) == 1
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+        for proxy in (one, two):  # and later asks fetch nothing
+            assert proxy.get(file_path(dist)).body == dist.content
+        assert up.hits(dist.filename) == 1
+    finally:
+        _stop(one, two)
+
+
+def test_total_size_stays_within_one_cap_across_processes(upstream_factory, tmp_path):
+    wheels = [sized_wheel(f"fill-{n}", "1.0", 60_000) for n in range(16)]
+    up = upstream_factory("json", None)
+    for dist in wheels:
+        up.add(dist)
+    cap = 4 * max(d.size for d in wheels) + 100
+    assert sum(d.size for d in wheels) > 3 * cap  # each process alone would overrun
+    cache_dir = str(tmp_path / "cache")
+    one, two = _pair(up, cache_dir, "--cache-size", str(cap))
+    try:
+        up.throttle(16_384, 0.002)
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            asks = [pool.submit((one, two)[n % 2].get, file_path(d), timeout=30) for n, d in enumerate(wheels)]
+            results = [ask.result() for ask in asks]
+        up.throttle(None)
+        assert [(r.status, r.body == d.content) for r, d in zip(results, wheels)] == [(200, True)] * len(wheels)
+        assert wait_until(lambda: _settled(cache_dir))
+        stored = files_tree(cache_dir)
+        assert 0 < sum(stored.values()) <= cap, stored
+        # Both processes report the shared count, which is what the directory holds.
+        for proxy in (one, two):
+            status = json.loads(proxy.get("/", {"Accept": "application/json"}).body)
+            assert status["file_cache"]["files"] == len(stored)
+            assert status["file_cache"]["used_bytes"] == sum(stored.values())
+        # Every file is still served right, fetched again where it was evicted.
+        for n, dist in enumerate(wheels):
+            assert (two, one)[n % 2].get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: _settled(cache_dir))
+        assert sum(files_tree(cache_dir).values()) <= cap
+    finally:
+        _stop(one, two)
+
+
+def test_lru_order_counts_hits_in_the_other_process(upstream_factory, tmp_path):
+    a, b, c = (sized_wheel(name, "1.0", 12_000) for name in ("lru-a", "lru-b", "lru-c"))
+    up = upstream_factory("json", None).add(a).add(b).add(c)
+    sizes = sorted(d.size for d in (a, b, c))
+    cap = sizes[-1] + sizes[-2] + 16
+    cache_dir = str(tmp_path / "cache")
+    args = ["--index-url", up.url, "--cache-dir", cache_dir, "--cache-size", str(cap)]
+    with ProxyProcess(args) as first:
+        for dist in (a, b):
+            assert first.get(file_path(dist)).body == dist.content
+    now = time.time()
+    for dist, age in ((a, 200), (b, 100)):  # stored long ago: A first, then B
+        [path] = stored_paths(cache_dir, dist.filename)
+        os.utime(path, (now - age, now - age))
+    one, two = _pair(up, cache_dir, "--cache-size", str(cap))
+    try:
+        assert two.get(file_path(a)).body == a.content  # A used, through the other process
+        assert one.get(file_path(c)).body == c.content  # one makes room for C
+        assert wait_until(lambda: stored_content(cache_dir, c.filename)) == c.content
+        assert stored_content(cache_dir, a.filename) == a.content, "A was used last, yet evicted"
+        assert stored_paths(cache_dir, b.filename) == []
+        assert up.hits(a.filename) == 1
+    finally:
+        _stop(one, two)
+
+
+def test_writer_killed_mid_download_the_other_process_completes_it(upstream_factory, tmp_path):
+    dist = sized_wheel("killed", "1.0", 200_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    one, two = _pair(up, cache_dir)
+    try:
+        up.throttle(8_192, 0.03)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            doomed = pool.submit(one.get, file_path(dist), timeout=30)
+            assert wait_until(lambda: any(os.path.getsize(t) > 0 for t in temp_files(cache_dir) if os.path.exists(t)))
+            port = urllib.parse.urlsplit(two.url).port
+            follower = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            follower.request("GET", file_path(dist))
+            response = follower.getresponse()  # two answers: it follows one's download
+            assert response.status == 200
+            assert up.hits(dist.filename) == 1, "two fetched the file itself"
+            one.kill()
+            one.wait()
+            with pytest.raises(Exception):
+                doomed.result()
+        body = response.read()
+        follower.close()
+        # Its client got every byte right: the rest came from upstream, hash-checked.
+        assert body == dist.content
+        # Its client got every byte right: the rest came from upstream, hash-checked.
+        up.throttle(None)
+        # ... and two took the download over, so the file is stored for everyone.
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename), WAIT * 2) == dist.content
+        assert wait_until(lambda: _settled(cache_dir))
+        hits = up.hits(dist.filename)
+        assert two.get(file_path(dist)).body == dist.content
+        assert up.hits(dist.filename) == hits
+    finally:
+        _stop(one, two)
+
+
+@pytest.mark.parametrize("writer_ends", ["stored", "stored corrupt", "given up"])
+def test_proxy_follows_a_download_written_by_another_tool(upstream_factory, tmp_path, writer_ends):
+    """This test is the other process: it takes the file's lock the way the proxy does
+    and writes the temp file by hand; the proxy follows it instead of fetching."""
+    dist = sized_wheel("handmade", "1.0", 40_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    final = os.path.join(cache_dir, "files", dist.normalized, f"sha256-{dist.sha256}", dist.filename)
+    os.makedirs(os.path.dirname(final))
+    lock = LockFile(lock_path(final))
+    assert lock.acquire(wait=False)
+    temp = temp_path(os.path.dirname(final))
+    content = dist.content
+    if writer_ends == "stored corrupt":
+        content = content[:-10] + bytes(10)
+    with ProxyProcess(["--index-url", up.url, "--cache-dir", cache_dir]) as proxy, open(temp, "wb") as file:
+        file.write(content[:20_000])
+        file.flush()
+        lock.record(f"{os.path.basename(temp)} {len(content)}")
+        connection = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(proxy.url).port, timeout=30)
+        connection.request("GET", file_path(dist))
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.read(10_000) == dist.content[:10_000]  # streamed as written
+        file.write(content[20_000:])
+        file.flush()
+        if writer_ends == "given up":
+            os.unlink(temp)
+        else:
+            os.replace(temp, final)
+        lock.release()
+        try:
+            rest = response.read()
+        except http.client.IncompleteRead as exc:
+            rest = exc.partial
+        connection.close()
+        got = dist.content[:10_000] + rest
+        if writer_ends == "stored corrupt":
+            assert len(got) < dist.size, "a file that fails the hash was sent whole"
+        else:
+            assert got == dist.content
+        # Only a writer that gave up makes the proxy fetch (the rest, for its client).
+        assert up.hits(dist.filename) == (1 if writer_ends == "given up" else 0)

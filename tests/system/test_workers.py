@@ -1,0 +1,262 @@
+"""``--workers N`` as real processes: one port served by N workers, a killed worker
+restarted (also mid-download, the file then completed by another), SIGTERM draining
+them all, /metrics and the home page counting the whole proxy; and the supervisor's
+crash back-off."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from proxpi_min.app import workers
+from proxpi_min.infra.snapshots import INTERVAL
+from tests.support.cache_dir import file_path, sized_wheel, stored_content, wait_until
+from tests.support.proxy import ProxyProcess, temp_files
+from tests.support.prometheus import parse, sample
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="--workers needs os.fork")
+
+STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+
+
+def _worker_pids(process: ProxyProcess) -> dict:
+    """Worker number -> pid of its latest start, from the log."""
+    return {int(number): int(pid) for number, pid in STARTED.findall(process.stderr)}
+
+
+def _wait_for(condition, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _serves_alpha(process: ProxyProcess) -> None:
+    result = process.get("/index/alpha/")
+    assert result.status == 200, result
+    assert b"alpha-1.0-py3-none-any.whl" in result.body
+
+
+def test_sigterm_as_workers_start_still_drains_each(upstream_html):
+    """A stop signal that reaches a worker before its server installed its handlers
+    waits (blocked) for them, rather than killing the worker by the default action."""
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url])
+    with process:
+        _wait_for(lambda: "worker 2 started" in process.stderr, "worker 2 forked")
+        process.terminate()  # at once: the workers are still building their caches
+        assert process.wait(20) == 0, process.stderr
+    assert "killed by" not in process.stderr, process.stderr
+    assert process.stderr.count("proxpi_min: stopped") == 2, process.stderr
+
+
+def test_two_workers_serve_one_port_and_stop_on_sigterm(upstream_html, dists):
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url])
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
+        cache_dir = re.search(r"cache dir (\S+),", process.stderr).group(1)
+        assert os.path.isdir(cache_dir)  # a temp dir, made by the parent for both
+        for _ in range(6):
+            _serves_alpha(process)
+        file_path = f"/index/alpha/{dists.alpha_1.filename}"
+        assert process.get(file_path).body == dists.alpha_1.content
+        # Request lines name the worker that served them (written within a moment).
+        _wait_for(lambda: re.search(r"\[worker [12]\] proxpi_min\.web\.handler", process.stderr), "request lines")
+        process.terminate()
+        assert process.wait(20) == 0, process.stderr
+    assert "stopping 2 workers" in process.stderr
+    assert process.stderr.count("proxpi_min: stopped") == 2, process.stderr
+    assert not any(_alive(pid) for pid in pids.values()), "a worker outlived the parent"
+    assert not os.path.exists(cache_dir), "the temp cache dir was not removed"
+
+
+def test_killed_worker_is_restarted_and_port_keeps_answering(upstream_html, tmp_path):
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url, "--cache-dir", str(tmp_path)])
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
+        _serves_alpha(process)
+        os.kill(pids[1], signal.SIGKILL)
+        # Clients keep getting answers while the worker is down and after its restart.
+        failures = []
+        stop = threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                try:
+                    _serves_alpha(process)
+                except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                    failures.append(exc)
+
+        client = threading.Thread(target=hammer)
+        client.start()
+        try:
+            new = _wait_for(lambda: _worker_pids(process).get(1) not in (None, pids[1]) and _worker_pids(process), "a restart")
+        finally:
+            stop.set()
+            client.join(20)
+        assert f"worker 1 (pid {pids[1]}) killed by SIGKILL; restarting" in process.stderr
+        assert new[2] == pids[2] and _alive(new[1])
+        _serves_alpha(process)
+        assert not failures, failures
+        process.terminate()
+        assert process.wait(20) == 0, process.stderr
+    assert not any(_alive(pid) for pid in (*pids.values(), *new.values()))
+    assert os.path.isdir(tmp_path)  # a given cache dir is kept
+
+
+def test_worker_killed_mid_download_is_restarted_and_the_file_completed(upstream_factory, tmp_path):
+    dist = sized_wheel("killed", "1.0", 200_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    process = ProxyProcess(["--workers", "2", "--index-url", up.url, "--cache-dir", cache_dir])
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
+        up.throttle(8_192, 0.03)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            doomed = pool.submit(process.get, file_path(dist), timeout=30)
+            # The writer is the worker whose temp file grows: the name carries its pid.
+            grown = _wait_for(
+                lambda: [t for t in temp_files(cache_dir) if os.path.exists(t) and os.path.getsize(t) > 0], "a download"
+            )
+            writer = int(os.path.basename(grown[0]).rsplit("-", 2)[1])
+            number = next(n for n, pid in pids.items() if pid == writer)
+            os.kill(writer, signal.SIGKILL)
+            try:
+                result = doomed.result()
+            except Exception:  # noqa: BLE001 - cut short with its worker: allowed
+                result = None
+            # Never a partial or unverified file served as whole.
+            assert result is None or result.status != 200 or result.body == dist.content
+        up.throttle(None)
+        _wait_for(lambda: _worker_pids(process).get(number) not in (None, writer), "the killed worker's restart")
+        # Whichever worker answers now serves the right bytes, and the file ends up stored.
+        for _ in range(4):
+            assert process.get(file_path(dist), timeout=30).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+        process.terminate()
+        assert process.wait(20) == 0, process.stderr
+
+
+def test_sigterm_drains_a_response_in_flight(upstream_html, dists, tmp_path):
+    upstream_html.throttle(64, 0.1)  # the ~1 KB wheel trickles in over a second or so
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url, "--cache-dir", str(tmp_path)])
+    with process:
+        _wait_for(lambda: len(_worker_pids(process)) == 2, "two workers")
+        result = {}
+        fetch = threading.Thread(
+            target=lambda: result.update(r=process.get(f"/index/alpha/{dists.alpha_1.filename}", timeout=30))
+        )
+        fetch.start()
+        _wait_for(lambda: upstream_html.hits(f"/files/alpha/{dists.alpha_1.filename}") > 0, "the download")
+        process.terminate()
+        fetch.join(30)
+        assert process.wait(20) == 0, process.stderr
+    assert result["r"].status == 200 and result["r"].body == dists.alpha_1.content
+    log = process.stderr
+    # The worker was told to stop while the response was still going out.
+    assert log.index("SIGTERM: stopping") < log.index(f'"GET /index/alpha/{dists.alpha_1.filename}" 200'), log
+
+
+def _scrape(process: ProxyProcess) -> tuple:
+    """(types, samples) of one /metrics answer (on a new connection, so any worker)."""
+    result = process.get("/metrics")
+    assert result.status == 200, result
+    return parse(result.text)
+
+
+def _never_backwards(scrapes: list) -> None:
+    """Every counter sample (and histogram bucket, sum, count) of each scrape is at
+    least that of the scrape before."""
+    for (types, before), (_, after) in zip(scrapes, scrapes[1:]):
+        for (name, labels), value in before.items():
+            family = name if name in types else name.rsplit("_", 1)[0]
+            if types.get(family) in ("counter", "histogram"):
+                assert after.get((name, labels), 0) >= value, f"{name}{dict(labels)} went from {value} down"
+
+
+def test_metrics_and_home_page_count_every_worker(upstream_html, tmp_path):
+    """However the scrapes land on workers, each counts every request; counters never go
+    back, not even when a worker is killed; the run dir goes at exit."""
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url], env={"TMPDIR": str(tmp_path)})
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
+        (run_dir,) = tmp_path.glob("proxpi-run-*")
+        served = 0
+        # New connections, until both workers have answered some (the log names them).
+        while served < 20 or not all(f"[worker {n}] proxpi_min.web.handler" in process.stderr for n in (1, 2)):
+            _serves_alpha(process)
+            served += 1
+            assert served < 500, "one worker took every connection"
+        time.sleep(INTERVAL * 1.5)  # every worker's file written since
+        assert len(list(run_dir.glob("worker-*.json"))) == 2
+        scrapes = [_scrape(process) for _ in range(12)]
+        for _, samples in scrapes:
+            assert sample(samples, "proxpi_requests_total", route="page", method="GET", status="200") == served
+            assert sample(samples, "proxpi_cache_hits_total", kind="page") + sample(
+                samples, "proxpi_cache_misses_total", kind="page"
+            ) == served
+            assert sample(samples, "proxpi_upstream_requests_total", index=upstream_html.url, kind="page", outcome="ok") <= 2
+        _never_backwards(scrapes)
+        status = json.loads(process.get("/", headers={"Accept": "application/json"}).body)
+        assert status["top_projects"] == [{"project": "alpha", "requests": served}]
+        assert status["cache"]["page"]["hits"] + status["cache"]["page"]["misses"] == served
+        assert status["requests"] >= served  # the scrapes too, but others' lag up to a second
+        assert [index["last_success"] is not None for index in status["indexes"]] == [True]
+
+        os.kill(pids[1], signal.SIGKILL)  # its numbers stay in the sum
+        _wait_for(lambda: _worker_pids(process).get(1) not in (None, pids[1]), "a restart")
+        time.sleep(INTERVAL * 1.5)
+        scrapes += [_scrape(process) for _ in range(6)]
+        for _, samples in scrapes[-6:]:
+            assert sample(samples, "proxpi_requests_total", route="page", method="GET", status="200") == served
+        _never_backwards(scrapes)
+        assert len(list(run_dir.glob("worker-*.json"))) == 3
+    assert process.returncode == 0
+    assert not run_dir.exists()
+
+
+def test_supervisor_backs_off_a_crash_loop(monkeypatch):
+    """A worker dying at once is restarted later and later; one that ran a while, at once."""
+    now = [100.0]
+    supervisor = workers.Supervisor(1, lambda number, run_dir: 0, 1.0, clock=lambda: now[0])
+    (slot,) = supervisor._slots
+    monkeypatch.setattr(os, "waitpid", lambda pid, options: (pid, 1 << 8))  # exited with status 1
+    delays = []
+    for _ in range(8):
+        slot.pid, slot.started = 12345, now[0]
+        supervisor._reap(stopping=False)
+        delays.append(slot.restart_at - now[0])
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    slot.pid, slot.started = 12345, now[0]
+    now[0] += workers.HEALTHY_UPTIME
+    supervisor._reap(stopping=False)
+    assert (slot.restart_at, slot.failures) == (now[0], 0)
+
+
+def test_worker_log_lines_name_the_worker():
+    import logging
+
+    from proxpi_min.infra.logs import formatter
+
+    record = logging.LogRecord("proxpi_min.web.handler", logging.INFO, "", 0, "GET %s", ("/x",), None)
+    assert " INFO [worker 2] proxpi_min.web.handler: GET /x" in formatter("text", 2).format(record)
+    assert " INFO proxpi_min.web.handler: GET /x" in formatter("text").format(record)
+    assert json.loads(formatter("json", 2).format(record))["worker"] == 2
+    assert "worker" not in json.loads(formatter("json").format(record))

@@ -1,0 +1,603 @@
+"""Unit tests for proxpi_min/core/render.py: content negotiation and page rendering."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import urllib.parse
+from html.parser import HTMLParser
+from typing import Optional
+
+import pytest
+
+from proxpi_min.core.errors import NotAcceptable
+from proxpi_min.core.render import (
+    TEXT_HTML,
+    accepts_gzip,
+    choose_media_type,
+    render,
+    render_project_list,
+    render_project_page,
+)
+from proxpi_min.core.simple import (
+    HTML_TYPE,
+    JSON_TYPE,
+    FileEntry,
+    ProjectList,
+    ProjectPage,
+    parse_project_list,
+    parse_project_page,
+)
+
+PIP_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
+UV_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+POETRY_ACCEPT = "application/vnd.pypi.simple.v1+json, */*;q=0.1"
+LATEST_JSON = "application/vnd.pypi.simple.latest+json"
+LATEST_HTML = "application/vnd.pypi.simple.latest+html"
+
+SHA = "a" * 64
+SHA_B = "b" * 64
+PAGE_URL = "http://proxy.example/index/foo/"
+
+
+# ---------------------------------------------------------------- negotiation
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        # what installers send
+        (PIP_ACCEPT, JSON_TYPE),
+        (UV_ACCEPT, JSON_TYPE),
+        (POETRY_ACCEPT, JSON_TYPE),
+        ("text/html", TEXT_HTML),  # pip before 22.2
+        # no header, empty header, wildcards
+        (None, TEXT_HTML),
+        ("", TEXT_HTML),
+        ("  ", TEXT_HTML),
+        ("*/*", TEXT_HTML),
+        ("text/*", TEXT_HTML),
+        ("application/*", HTML_TYPE),  # v1+json and v1+html tie: HTML
+        # single types
+        (JSON_TYPE, JSON_TYPE),
+        (HTML_TYPE, HTML_TYPE),
+        (LATEST_JSON, JSON_TYPE),
+        (LATEST_HTML, HTML_TYPE),
+        ("APPLICATION/VND.PYPI.SIMPLE.V1+JSON", JSON_TYPE),
+        ("text/html;charset=utf-8", TEXT_HTML),
+        # ties go to HTML, as on PyPI
+        (f"{JSON_TYPE}, {HTML_TYPE}", HTML_TYPE),
+        (f"{JSON_TYPE}, text/html", TEXT_HTML),
+        (f"{JSON_TYPE};q=0.5, text/html;q=0.5", TEXT_HTML),
+        (f"*/*;q=0.5, {JSON_TYPE};q=0.5", TEXT_HTML),
+        (f"{JSON_TYPE}, */*", TEXT_HTML),
+        (f"text/html, {HTML_TYPE}", TEXT_HTML),
+        # higher q wins, whatever the order
+        (f"text/html;q=0.3, {JSON_TYPE};q=0.2", TEXT_HTML),
+        (f"text/html;q=0.2, {JSON_TYPE};q=0.3", JSON_TYPE),
+        (f"text/html;q=0.5, {HTML_TYPE};q=0.8", HTML_TYPE),
+        (f"{HTML_TYPE};q=0.1, {JSON_TYPE};q=0.11", JSON_TYPE),
+        (f"{JSON_TYPE};q=0.999, {HTML_TYPE};q=0.998, text/html;q=0.997", JSON_TYPE),
+        # q=0 refuses a type even with a wildcard present
+        (f"*/*, {JSON_TYPE};q=0", TEXT_HTML),
+        ("*/*, text/html;q=0", HTML_TYPE),
+        (f"*/*, text/html;q=0, {HTML_TYPE};q=0", JSON_TYPE),
+        (f"{JSON_TYPE}, text/html;q=0.5, {HTML_TYPE};q=0", JSON_TYPE),
+        (f"*/*;q=0.1, {JSON_TYPE};q=0", TEXT_HTML),
+        # the most specific range decides (RFC 9110 12.5.1)
+        (f"text/html;q=0.1, text/*;q=0.9, {JSON_TYPE};q=0.5", JSON_TYPE),
+        (f"text/*;q=0.1, text/html;q=0.9, {JSON_TYPE};q=0.5", TEXT_HTML),
+        ("*/*;q=0.9, application/*;q=0.1, text/html;q=0.2", TEXT_HTML),
+        # unknown parts are ignored
+        (f"image/png, {JSON_TYPE};q=0.4", JSON_TYPE),
+        (f"application/json, {HTML_TYPE};q=0.1", HTML_TYPE),
+    ],
+)
+def test_choose_media_type(accept: Optional[str], expected: str) -> None:
+    assert choose_media_type(accept, None) == expected
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/json",
+        "text/plain",
+        "image/png, application/xml",
+        "*/*;q=0",
+        f"{JSON_TYPE};q=0",
+        f"text/html;q=0, {HTML_TYPE};q=0",
+        f"{JSON_TYPE};q=0, text/html;q=0, {HTML_TYPE};q=0",
+    ],
+)
+def test_choose_media_type_not_acceptable(accept: str) -> None:
+    with pytest.raises(NotAcceptable) as info:
+        choose_media_type(accept, None)
+    assert info.value.status == 406
+
+
+@pytest.mark.parametrize(
+    ("format_param", "accept", "expected"),
+    [
+        (JSON_TYPE, None, JSON_TYPE),
+        (JSON_TYPE, "text/html", JSON_TYPE),
+        ("application/vnd.pypi.simple.v1 json", "text/html", JSON_TYPE),  # "+" form-decoded
+        (" application/vnd.pypi.simple.v1 json ", None, JSON_TYPE),
+        (HTML_TYPE, PIP_ACCEPT, HTML_TYPE),
+        ("application/vnd.pypi.simple.v1 html", PIP_ACCEPT, HTML_TYPE),
+        ("text/html", PIP_ACCEPT, TEXT_HTML),
+        ("text/html", "application/json", TEXT_HTML),  # Accept alone would be a 406
+        (LATEST_JSON, None, JSON_TYPE),
+        ("application/vnd.pypi.simple.latest html", None, HTML_TYPE),
+        ("Application/Vnd.Pypi.Simple.V1+JSON", None, JSON_TYPE),
+    ],
+)
+def test_format_overrides_accept(format_param: str, accept: Optional[str], expected: str) -> None:
+    assert choose_media_type(accept, format_param) == expected
+
+
+@pytest.mark.parametrize(
+    "format_param", ["json", "html", "*/*", "application/json", "text/*", "text/plain", f"{JSON_TYPE};q=1"]
+)
+def test_unknown_format_is_not_acceptable(format_param: str) -> None:
+    with pytest.raises(NotAcceptable):
+        choose_media_type(PIP_ACCEPT, format_param)
+
+
+# ---------------------------------------------------------------- HTML helpers
+
+
+class _Anchors(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.anchors: list = []
+        self.meta: dict = {}
+        self._current: Optional[dict] = None
+        self._text: list = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "a":
+            self._current, self._text = dict(attrs), []
+        elif tag == "meta":
+            attributes = dict(attrs)
+            self.meta[attributes.get("name")] = attributes.get("content")
+
+    def handle_data(self, data: str) -> None:
+        if self._current is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._current is not None:
+            self.anchors.append((self._current, "".join(self._text)))
+            self._current = None
+
+
+def anchors(body: bytes) -> list:
+    parser = _Anchors()
+    parser.feed(body.decode("utf-8"))
+    parser.close()
+    return parser.anchors
+
+
+def entry(filename: str = "foo-1.0.tar.gz", **fields) -> FileEntry:
+    fields.setdefault("hashes", (("sha256", SHA),))
+    return FileEntry(filename=filename, url=f"https://files.example/{filename}", **fields)
+
+
+def page_of(*entries: FileEntry, name: str = "foo", versions: tuple = ("1.0",), sizes: bool = False) -> ProjectPage:
+    return ProjectPage(name, tuple(entries), versions, sizes)
+
+
+def html_anchor(file_entry: FileEntry) -> tuple:
+    found = anchors(render_project_page(page_of(file_entry), TEXT_HTML))
+    assert len(found) == 1
+    return found[0]
+
+
+def json_item(file_entry: FileEntry) -> dict:
+    document = json.loads(render_project_page(page_of(file_entry), JSON_TYPE))
+    assert len(document["files"]) == 1
+    return document["files"][0]
+
+
+# ---------------------------------------------------------------- HTML project page
+
+
+@pytest.mark.parametrize("media", [TEXT_HTML, HTML_TYPE])
+def test_html_page_document(media: str) -> None:
+    body = render_project_page(page_of(entry(), entry("foo-1.0-py3-none-any.whl")), media)
+    assert body.startswith(b"<!DOCTYPE html>")
+    parser = _Anchors()
+    parser.feed(body.decode("utf-8"))
+    assert parser.meta["pypi:repository-version"] in ("1.0", "1.1")
+    assert [text for _, text in parser.anchors] == ["foo-1.0.tar.gz", "foo-1.0-py3-none-any.whl"]
+    assert b"<title>Links for foo</title>" in body
+
+
+@pytest.mark.parametrize(
+    ("filename", "href"),
+    [
+        ("foo-1.0.tar.gz", "foo-1.0.tar.gz"),
+        ("torch-2.3.0+cu121-cp311-cp311-linux_x86_64.whl", "torch-2.3.0%2Bcu121-cp311-cp311-linux_x86_64.whl"),
+        ("foo-1!2.0.tar.gz", "foo-1%212.0.tar.gz"),
+    ],
+)
+def test_html_href_is_relative_and_quoted(filename: str, href: str) -> None:
+    attributes, text = html_anchor(entry(filename, hashes=()))
+    assert attributes["href"] == href
+    assert text == filename  # the anchor text is the plain file name
+    assert " " not in attributes["href"]
+
+
+@pytest.mark.parametrize(
+    ("hashes", "fragment"),
+    [
+        ((("sha256", SHA),), f"#sha256={SHA}"),
+        ((("md5", "0" * 32), ("sha256", SHA)), f"#sha256={SHA}"),  # sha256 preferred
+        ((("sha1", "1" * 40), ("sha256", SHA), ("sha512", "5" * 128)), f"#sha256={SHA}"),
+        ((("sha512", "5" * 128), ("md5", "0" * 32)), "#sha512=" + "5" * 128),
+        ((("sha384", "3" * 96),), "#sha384=" + "3" * 96),
+        ((("md5", "0" * 32),), "#md5=" + "0" * 32),
+        ((("sha1", "1" * 40),), ""),  # uv refuses sha1 fragments: none at all
+        ((("sha224", "2" * 56),), ""),
+        ((), ""),
+    ],
+)
+def test_html_hash_fragment(hashes: tuple, fragment: str) -> None:
+    attributes, _ = html_anchor(entry(hashes=hashes))
+    assert attributes["href"] == "foo-1.0.tar.gz" + fragment
+
+
+def test_html_escapes_script_everywhere() -> None:
+    evil = '<script>alert("x")</script>'
+    body = render_project_page(
+        page_of(
+            entry(
+                f"{evil}.tar.gz",
+                requires_python=f'>=3"{evil}',
+                yanked=evil,
+                provenance=f'https://p.example/"{evil}',
+            ),
+            name=evil,
+        ),
+        TEXT_HTML,
+    )
+    assert b"<script>" not in body
+    attributes, text = anchors(body)[0]
+    assert text == f"{evil}.tar.gz"
+    assert attributes["data-requires-python"] == f'>=3"{evil}'
+    assert attributes["data-yanked"] == evil
+    assert attributes["data-provenance"] == f'https://p.example/"{evil}'
+    assert set(attributes) == {"href", "data-requires-python", "data-yanked", "data-provenance"}
+
+
+def test_html_requires_python_is_escaped() -> None:
+    body = render_project_page(page_of(entry(requires_python="<4,>=3.8")), TEXT_HTML)
+    assert b'data-requires-python="&lt;4,&gt;=3.8"' in body
+    assert html_anchor(entry(requires_python="<4,>=3.8"))[0]["data-requires-python"] == "<4,>=3.8"
+
+
+def test_html_without_requires_python_has_no_attribute() -> None:
+    assert "data-requires-python" not in html_anchor(entry())[0]
+
+
+@pytest.mark.parametrize(
+    ("yanked", "expected"),
+    [(None, None), ("", ""), ("broken build", "broken build")],
+)
+def test_html_yanked(yanked: Optional[str], expected: Optional[str]) -> None:
+    attributes, _ = html_anchor(entry(yanked=yanked))
+    assert attributes.get("data-yanked", None) == expected
+    assert ("data-yanked" in attributes) is (yanked is not None)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "value"),
+    [
+        (None, None),
+        ((), "true"),
+        ((("sha256", SHA_B),), f"sha256={SHA_B}"),
+        ((("md5", "0" * 32), ("sha256", SHA_B)), f"sha256={SHA_B}"),
+        ((("sha1", "1" * 40),), "true"),  # a hash we do not name still means "exists"
+    ],
+)
+def test_html_metadata_attributes(metadata: Optional[tuple], value: Optional[str]) -> None:
+    attributes, _ = html_anchor(entry("foo-1.0-py3-none-any.whl", metadata=metadata))
+    assert attributes.get("data-core-metadata") == value
+    assert attributes.get("data-dist-info-metadata") == value
+    assert attributes.get("data-core-metadata") != "false"
+
+
+def test_html_never_says_metadata_false() -> None:
+    body = render_project_page(
+        page_of(*(entry(f"foo-{n}.0-py3-none-any.whl", metadata=m) for n, m in enumerate([None, (), (("sha1", "1" * 40),)]))),
+        TEXT_HTML,
+    )
+    assert b'metadata="false"' not in body
+
+
+@pytest.mark.parametrize(("gpg", "value"), [(None, None), (True, "true"), (False, "false")])
+def test_html_gpg_sig(gpg: Optional[bool], value: Optional[str]) -> None:
+    assert html_anchor(entry(gpg_sig=gpg))[0].get("data-gpg-sig") == value
+
+
+def test_html_round_trips_through_the_parser() -> None:
+    files = (
+        entry("foo-1.0-py3-none-any.whl", requires_python=">=3.8", metadata=(("sha256", SHA_B),)),
+        entry("foo-1.0+local.tar.gz", yanked="bad", metadata=None),
+        entry("foo-1.1.tar.gz", yanked="", metadata=()),
+    )
+    body = render_project_page(page_of(*files), TEXT_HTML)
+    parsed = parse_project_page(body, "text/html; charset=utf-8", PAGE_URL, "foo")
+    assert parsed.files == tuple(f._replace(url=PAGE_URL + f.filename.replace("+", "%2B")) for f in files)
+
+
+# ---------------------------------------------------------------- JSON project page
+
+
+def test_json_page_document() -> None:
+    page = page_of(entry(size=10), entry("foo-2.0.tar.gz", size=20), versions=("1.0", "2.0", "3.0"), sizes=True)
+    document = json.loads(render_project_page(page, JSON_TYPE))
+    assert document == {
+        "meta": {"api-version": "1.1"},
+        "name": "foo",
+        "versions": ["1.0", "2.0", "3.0"],
+        "files": [
+            {"filename": "foo-1.0.tar.gz", "url": "foo-1.0.tar.gz", "hashes": {"sha256": SHA}, "size": 10},
+            {"filename": "foo-2.0.tar.gz", "url": "foo-2.0.tar.gz", "hashes": {"sha256": SHA}, "size": 20},
+        ],
+    }
+
+
+@pytest.mark.parametrize(("sizes_known", "version"), [(True, "1.1"), (False, "1.0")])
+def test_json_api_version_is_1_1_only_when_all_sizes_are_known(sizes_known: bool, version: str) -> None:
+    page = page_of(entry(size=10 if sizes_known else None), sizes=sizes_known)
+    assert json.loads(render_project_page(page, JSON_TYPE))["meta"]["api-version"] == version
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [(None, "absent"), ((), True), ((("sha256", SHA_B),), {"sha256": SHA_B})],
+)
+def test_json_core_metadata(metadata: Optional[tuple], expected: object) -> None:
+    item = json_item(entry("foo-1.0-py3-none-any.whl", metadata=metadata))
+    assert item.get("core-metadata", "absent") == expected
+    assert "dist-info-metadata" not in item
+
+
+def test_json_never_has_the_key_dist_info_metadata() -> None:
+    files = [entry(f"foo-{n}.0-py3-none-any.whl", metadata=m) for n, m in enumerate([None, (), (("sha256", SHA_B),)])]
+    body = render_project_page(page_of(*files), JSON_TYPE)
+    assert b'"dist-info-metadata"' not in body
+    for item in json.loads(body)["files"]:
+        assert "dist-info-metadata" not in item
+
+
+@pytest.mark.parametrize(("yanked", "expected"), [(None, "absent"), ("", True), ("broken build", "broken build")])
+def test_json_yanked(yanked: Optional[str], expected: object) -> None:
+    assert json_item(entry(yanked=yanked)).get("yanked", "absent") == expected
+
+
+def test_json_fields() -> None:
+    item = json_item(
+        entry(
+            "torch-2.3.0+cu121-cp311-none-any.whl",
+            hashes=(("sha256", SHA), ("md5", "0" * 32)),
+            requires_python="<4,>=3.8",
+            size=123,
+            upload_time="2024-01-17T16:53:12.779164Z",
+            gpg_sig=False,
+            provenance="https://pypi.org/integrity/torch/2.3.0/x/provenance",
+        )
+    )
+    assert item == {
+        "filename": "torch-2.3.0+cu121-cp311-none-any.whl",
+        "url": "torch-2.3.0%2Bcu121-cp311-none-any.whl",
+        "hashes": {"sha256": SHA, "md5": "0" * 32},
+        "requires-python": "<4,>=3.8",  # plain, never HTML-escaped
+        "size": 123,
+        "upload-time": "2024-01-17T16:53:12.779164Z",
+        "gpg-sig": False,
+        "provenance": "https://pypi.org/integrity/torch/2.3.0/x/provenance",
+    }
+
+
+def test_json_round_trips_through_the_parser() -> None:
+    files = (
+        entry("foo-1.0-py3-none-any.whl", requires_python=">=3.8", metadata=(("sha256", SHA_B),), size=1,
+              upload_time="2024-01-01T00:00:00Z"),
+        entry("foo-1.0+local.tar.gz", yanked="bad", size=2),
+        entry("foo-1.1.tar.gz", yanked="", metadata=(), size=3),
+    )
+    page = page_of(*files, versions=("1.0", "1.0+local", "1.1"), sizes=True)
+    parsed = parse_project_page(render_project_page(page, JSON_TYPE), JSON_TYPE, PAGE_URL, "foo")
+    assert parsed == page._replace(
+        files=tuple(f._replace(url=PAGE_URL + f.filename.replace("+", "%2B")) for f in files)
+    )
+
+
+
+def _json_dumps_reference(page: ProjectPage) -> bytes:
+    """The JSON page as json.dumps writes it from dicts: what the renderer's text must
+    be byte for byte."""
+    files = []
+    for f in page.files:
+        item: dict = {"filename": f.filename, "url": urllib.parse.quote(f.filename), "hashes": dict(f.hashes)}
+        if f.requires_python:
+            item["requires-python"] = f.requires_python
+        if f.yanked is not None:
+            item["yanked"] = f.yanked or True
+        if f.metadata is not None:
+            item["core-metadata"] = dict(f.metadata) or True
+        if f.size is not None:
+            item["size"] = f.size
+        if f.upload_time:
+            item["upload-time"] = f.upload_time
+        if f.gpg_sig is not None:
+            item["gpg-sig"] = f.gpg_sig
+        if f.provenance:
+            item["provenance"] = f.provenance
+        files.append(item)
+    document = {
+        "meta": {"api-version": "1.1" if page.all_sizes_known else "1.0"},
+        "name": page.name,
+        "versions": list(page.versions),
+        "files": files,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+_HOSTILE = [
+    'evil-1.0-py3-none-any.whl"><b>x.whl',
+    'q"uote\\back-1.0.tar.gz',
+    "ctl\x00\x01\x1f\x7f-1.0.tar.gz",
+    "new\nline\r\ttab-1.0.tar.gz",
+    "</script><script>alert(1)</script>-1.0.tar.gz",
+    "caf\u00e9-\u2028\u2029-1.0.tar.gz",
+    "emoji-\U0001f40d-1.0.tar.gz",
+    "space and+plus%25-1.0.tar.gz",
+    "foo-1.0.tar.gz",
+]
+
+
+@pytest.mark.parametrize("filename", _HOSTILE)
+def test_json_text_is_what_json_dumps_writes_for_hostile_values(filename: str) -> None:
+    hostile = filename.replace("-1.0.tar.gz", "")
+    files = (
+        entry(filename, hashes=((hostile, '"' + hostile),), requires_python=hostile, yanked=hostile,
+              metadata=((hostile, hostile), ("sha256", SHA)), size=2**40, upload_time=hostile,
+              gpg_sig=True, provenance=hostile),
+        entry(filename, hashes=(("sha256", SHA), ("md5", "0"), ("sha256", SHA_B)), yanked="", metadata=(),
+              size=0, gpg_sig=False),
+        entry(filename, hashes=()),
+    )
+    page = page_of(*files, name=hostile, versions=(hostile, "1.0"), sizes=True)
+    body = render_project_page(page, JSON_TYPE)
+    assert body == _json_dumps_reference(page)
+    document = json.loads(body)
+    assert [item["filename"] for item in document["files"]] == [filename] * 3
+    assert document["files"][0]["hashes"] == {hostile: '"' + hostile}
+    assert document["files"][1]["hashes"] == {"sha256": SHA_B, "md5": "0"}  # the last of a repeated name
+    assert body.isascii()  # non-ASCII and U+2028/2029 escaped, as json.dumps does
+
+# ---------------------------------------------------------------- project list
+
+
+def test_render_project_list_html() -> None:
+    body = render_project_list(ProjectList.from_names(["Foo.Bar", "baz", "A&B"]), TEXT_HTML)
+    assert body.startswith(b"<!DOCTYPE html>")
+    assert anchors(body) == [
+        ({"href": "foo-bar/"}, "Foo.Bar"),
+        ({"href": "baz/"}, "baz"),
+        ({"href": "a&b/"}, "A&B"),
+    ]
+    assert list(parse_project_list(body, TEXT_HTML)) == ["Foo.Bar", "baz", "A&B"]
+
+
+@pytest.mark.parametrize("name", ["<script>alert(1)</script>", 'x" onmouseover="alert(1)'])
+def test_render_project_list_html_escapes_hrefs(name: str) -> None:
+    body = render_project_list(ProjectList.from_names([name]), TEXT_HTML)
+    assert b"<script>" not in body
+    assert anchors(body) == [({"href": name.lower() + "/"}, name)]
+
+
+def test_render_project_list_html_escapes_text() -> None:
+    body = render_project_list(ProjectList.from_names(["a<b>c"]), TEXT_HTML)
+    assert b">a&lt;b&gt;c</a>" in body
+
+
+@pytest.mark.parametrize("names", [[], ["Foo.Bar"], ["Foo.Bar", "baz", "<x>"]])
+def test_render_project_list_json(names: list) -> None:
+    document = json.loads(render_project_list(ProjectList.from_names(names), JSON_TYPE))
+    assert document == {"meta": {"api-version": "1.0"}, "projects": [{"name": name} for name in names]}
+
+
+def test_render_empty_project_list_html() -> None:
+    body = render_project_list(ProjectList.from_names([]), HTML_TYPE)
+    assert body.startswith(b"<!DOCTYPE html>")
+    assert anchors(body) == []
+
+
+# ---------------------------------------------------------------- render() and gzip
+
+
+@pytest.mark.parametrize("size", [1024, 5000, 200_000])
+def test_render_gzip_round_trip(size: int) -> None:
+    body = (b"<a href='x'>x</a>\n" * (size // 17 + 1))[:size]
+    rendered = render(body, compress=True)
+    assert rendered.encoding == "gzip"
+    assert gzip.decompress(rendered.body) == body
+    assert len(rendered.body) < size
+
+
+@pytest.mark.parametrize("size", [1024, 5000])
+def test_render_identity_keeps_the_bytes(size: int) -> None:
+    body = b"x" * size
+    rendered = render(body, compress=False)
+    assert rendered.encoding is None
+    assert rendered.body == body
+
+
+@pytest.mark.parametrize("size", [0, 1, 1023])
+def test_render_small_bodies_are_not_gzipped(size: int) -> None:
+    rendered = render(b"x" * size, compress=True)
+    assert rendered.encoding is None
+    assert rendered.body == b"x" * size
+
+
+def test_render_etag_is_stable_and_strong() -> None:
+    body = b"some page" * 500
+    one, two = render(body, compress=True), render(bytes(body), compress=True)
+    assert one.etag == two.etag
+    assert one.body == two.body  # no timestamp in the gzip header
+    assert one.etag.startswith('"') and one.etag.endswith('"') and len(one.etag) > 2
+    assert not one.etag.startswith("W/")
+
+
+def test_render_each_coding_has_its_own_etag() -> None:
+    body = b"some page" * 500
+    assert render(body, compress=True).etag != render(body, compress=False).etag
+
+
+@pytest.mark.parametrize("other", [b"some page" * 499, b"Some page" * 500, b""])
+@pytest.mark.parametrize("compress", [True, False])
+def test_render_etag_differs_for_other_bytes(other: bytes, compress: bool) -> None:
+    assert render(b"some page" * 500, compress).etag != render(other, compress).etag
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("gzip, deflate, zstd", True),  # uv
+        ("gzip, deflate, br", True),
+        ("deflate, gzip;q=0.5", True),
+        ("br;q=1.0, gzip;q=0.8, *;q=0.1", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0", False),
+        ("gzip;q=0.001", True),
+        ("deflate", False),
+        ("identity", False),
+        ("br, zstd", False),
+        ("*;q=0", False),
+        ("identity;q=1, *;q=0", False),
+        ("gzip;q=0, *", False),
+    ],
+)
+def test_accepts_gzip(header: Optional[str], expected: bool) -> None:
+    assert accepts_gzip(header) is expected
+
+
+@pytest.mark.parametrize(("header", "expected"), [("*;q=0, gzip", True), ("*, gzip;q=0", False)])
+def test_accepts_gzip_explicit_entry_beats_wildcard(header: str, expected: bool) -> None:
+    assert accepts_gzip(header) is expected

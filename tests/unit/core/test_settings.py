@@ -1,0 +1,479 @@
+"""Unit tests for proxpi_min/core/settings.py: settings from PROXPI_* variables and flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from proxpi_min.core.settings import (
+    IndexSettings,
+    Settings,
+    cpu_count,
+    parse_settings,
+    parse_size,
+    redact_url,
+)
+from proxpi_min.core.errors import ConfigError
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+def settings(env: "dict[str, str] | None" = None, **flags: Any) -> Settings:
+    return parse_settings(env or {}, flags)
+
+
+def config_error(env: "dict[str, str] | None" = None, **flags: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(env or {}, flags)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def test_defaults_equal_proxpis() -> None:
+    result = settings()
+    assert result.indexes == (IndexSettings("https://pypi.org/simple/", 1800.0),)
+    assert result.cache_size == 5 * GIB
+    assert result.cache_dir is None
+    assert result.binary_file_mime_type is False
+    assert result.verify_ssl is True
+    assert result.offline is False
+    assert result.admin_token is None
+
+
+def test_from_env_is_parse_settings_without_flags() -> None:
+    env = {"PROXPI_INDEX_TTL": "60", "PROXPI_CACHE_SIZE": "1G"}
+    assert Settings.from_env(env) == parse_settings(env, {})
+
+
+def test_argparse_flags_left_unset_do_not_override_env() -> None:
+    # argparse puts None into every flag that was not given.
+    flags = {
+        "index_url": None,
+        "index_ttl": None,
+        "extra_index_url": None,
+        "extra_index_ttl": None,
+        "cache_size": None,
+        "offline": None,
+        "port": None,
+    }
+    env = {
+        "PROXPI_INDEX_URL": "https://mirror.example/simple",
+        "PROXPI_INDEX_TTL": "60",
+        "PROXPI_CACHE_SIZE": "1G",
+        "PROXPI_OFFLINE": "1",
+        "PROXPI_PORT": "8080",
+    }
+    result = parse_settings(env, flags)
+    assert result.indexes == (IndexSettings("https://mirror.example/simple/", 60.0),)
+    assert result.cache_size == GIB
+    assert result.offline is True
+    assert result.port == 8080
+
+
+def test_extra_indexes_get_the_default_ttl_of_180() -> None:
+    result = settings({"PROXPI_EXTRA_INDEX_URLS": "https://a.example/simple/,https://b.example/"})
+    assert result.indexes[1:] == (
+        IndexSettings("https://a.example/simple/", 180.0),
+        IndexSettings("https://b.example/", 180.0),
+    )
+
+
+def test_settings_are_frozen() -> None:
+    result = settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.port = 1  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- flags beat env
+
+
+@pytest.mark.parametrize(
+    ("var", "env_value", "flag", "flag_value", "read", "expected"),
+    [
+        ("PROXPI_INDEX_URL", "https://env.example/simple/", "index_url",
+         "https://flag.example/simple/", lambda s: s.indexes[0].url, "https://flag.example/simple/"),
+        ("PROXPI_INDEX_TTL", "10", "index_ttl", "20", lambda s: s.indexes[0].ttl, 20.0),
+        ("PROXPI_CACHE_SIZE", "1G", "cache_size", "500M", lambda s: s.cache_size, 500 * MIB),
+        ("PROXPI_CACHE_DIR", "/env", "cache_dir", "/flag", lambda s: s.cache_dir, "/flag"),
+        ("PROXPI_PORT", "1234", "port", "4321", lambda s: s.port, 4321),
+        ("PROXPI_HOST", "0.0.0.0", "host", "::1", lambda s: s.host, "::1"),
+        ("PROXPI_OFFLINE", "0", "offline", True, lambda s: s.offline, True),
+        ("PROXPI_BINARY_FILE_MIME_TYPE", "0", "binary_file_mime_type", True,
+         lambda s: s.binary_file_mime_type, True),
+        ("PROXPI_DISABLE_INDEX_SSL_VERIFICATION", "0", "disable_index_ssl_verification", True,
+         lambda s: s.verify_ssl, False),
+        ("PROXPI_CONNECT_TIMEOUT", "1", "connect_timeout", "2", lambda s: s.connect_timeout, 2.0),
+        ("PROXPI_READ_TIMEOUT", "1", "read_timeout", "2", lambda s: s.read_timeout, 2.0),
+        ("PROXPI_CLIENT_TIMEOUT", "1", "client_timeout", "2", lambda s: s.client_timeout, 2.0),
+        ("PROXPI_ADMIN_TOKEN", "env-token", "admin_token", "flag-token", lambda s: s.admin_token,
+         "flag-token"),
+        ("PROXPI_PAGE_MEMORY", "1M", "page_memory", "2M", lambda s: s.page_memory, 2 * MIB),
+    ],
+)
+def test_flag_beats_env(
+    var: str, env_value: str, flag: str, flag_value: Any, read: Any, expected: Any
+) -> None:
+    assert read(parse_settings({var: env_value}, {})) != expected  # the env alone differs
+    assert read(parse_settings({var: env_value}, {flag: flag_value})) == expected
+
+
+def test_extra_index_flags_beat_env() -> None:
+    env = {"PROXPI_EXTRA_INDEX_URLS": "https://env.example/", "PROXPI_EXTRA_INDEX_TTLS": "5"}
+    flags = {
+        "extra_index_url": ["https://one.example/simple", "https://two.example/"],
+        "extra_index_ttl": ["1", "2"],
+    }
+    assert parse_settings(env, flags).indexes[1:] == (
+        IndexSettings("https://one.example/simple/", 1.0),
+        IndexSettings("https://two.example/", 2.0),
+    )
+
+
+def test_env_values_are_used() -> None:
+    env = {
+        "PROXPI_INDEX_URL": "http://mirror.example:8080/simple/",
+        "PROXPI_INDEX_TTL": "0",
+        "PROXPI_EXTRA_INDEX_URLS": " https://a.example/ , https://b.example/x ",
+        "PROXPI_EXTRA_INDEX_TTLS": "10,20.5",
+        "PROXPI_CACHE_SIZE": "0",
+        "PROXPI_CACHE_DIR": "/var/cache/proxpi",
+        "PROXPI_PORT": "0",
+        "PROXPI_HOST": "0.0.0.0",
+        "PROXPI_ADMIN_TOKEN": "s3cret",
+    }
+    result = settings(env)
+    assert result.indexes == (
+        IndexSettings("http://mirror.example:8080/simple/", 0.0),
+        IndexSettings("https://a.example/", 10.0),
+        IndexSettings("https://b.example/x/", 20.5),
+    )
+    assert result.cache_size == 0
+    assert result.cache_dir == "/var/cache/proxpi"
+    assert result.port == 0
+    assert result.host == "0.0.0.0"
+    assert result.admin_token == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("true", True), ("TRUE", True), ("yes", True), ("on", True), (" 1 ", True),
+     ("0", False), ("false", False), ("no", False), ("off", False), ("", False)],
+)
+def test_boolean_variables(value: str, expected: bool) -> None:
+    assert settings({"PROXPI_OFFLINE": value}).offline is expected
+    assert settings({"PROXPI_DISABLE_INDEX_SSL_VERIFICATION": value}).verify_ssl is not expected
+
+
+# ---------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("1024", 1024),
+        ("5368709120", 5 * GIB),
+        ("500M", 500 * MIB),
+        ("500m", 500 * MIB),
+        ("5G", 5 * GIB),
+        ("5GB", 5 * GIB),  # proxpi's spelling
+        ("5GiB", 5 * GIB),
+        ("10K", 10 * 1024),
+        ("10KB", 10 * 1024),
+        ("2T", 2 * 1024**4),
+        ("1.5K", 1536),
+        (" 7 ", 7),
+        ("7B", 7),
+    ],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+    assert settings({"PROXPI_CACHE_SIZE": text}).cache_size == expected
+    assert settings(cache_size=text).cache_size == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1", "5X", "M", "5 G B", "1e9", "0x10", "5GiBB"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_parse_size_plain_bytes_are_exact() -> None:
+    assert parse_size("9007199254740993") == 9007199254740993
+
+
+# ---------------------------------------------------------------- bad values
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"PROXPI_INDEX_TTL": "-1"}, ["PROXPI_INDEX_TTL", "-1"]),
+        ({"PROXPI_INDEX_TTL": "-0.5"}, ["PROXPI_INDEX_TTL", "-0.5"]),
+        ({"PROXPI_INDEX_TTL": "soon"}, ["PROXPI_INDEX_TTL", "soon"]),
+        ({"PROXPI_INDEX_TTL": "nan"}, ["PROXPI_INDEX_TTL", "nan"]),
+        ({"PROXPI_INDEX_TTL": "inf"}, ["PROXPI_INDEX_TTL", "inf"]),
+        ({"PROXPI_CACHE_SIZE": "lots"}, ["PROXPI_CACHE_SIZE", "lots"]),
+        ({"PROXPI_CACHE_SIZE": "-5G"}, ["PROXPI_CACHE_SIZE", "-5G"]),
+        ({"PROXPI_PAGE_MEMORY": "much"}, ["PROXPI_PAGE_MEMORY", "much"]),
+        (
+            {"PROXPI_EXTRA_INDEX_URLS": "https://a.example/,https://b.example/",
+             "PROXPI_EXTRA_INDEX_TTLS": "5"},
+            ["PROXPI_EXTRA_INDEX_TTLS", "5"],
+        ),
+        (
+            {"PROXPI_EXTRA_INDEX_URLS": "https://a.example/", "PROXPI_EXTRA_INDEX_TTLS": "5,6"},
+            ["PROXPI_EXTRA_INDEX_TTLS", "5,6"],
+        ),
+        ({"PROXPI_EXTRA_INDEX_TTLS": "5"}, ["PROXPI_EXTRA_INDEX_TTLS", "5"]),  # no extra URLs
+        (
+            {"PROXPI_EXTRA_INDEX_URLS": "https://a.example/", "PROXPI_EXTRA_INDEX_TTLS": "-5"},
+            ["PROXPI_EXTRA_INDEX_TTLS", "-5"],
+        ),
+        (
+            {"PROXPI_EXTRA_INDEX_URLS": "https://a.example/", "PROXPI_EXTRA_INDEX_TTLS": "x"},
+            ["PROXPI_EXTRA_INDEX_TTLS", "x"],
+        ),
+        ({"PROXPI_INDEX_URL": "ftp://files.example/simple/"}, ["PROXPI_INDEX_URL", "ftp://files.example/simple/"]),
+        ({"PROXPI_INDEX_URL": "pypi.org/simple/"}, ["PROXPI_INDEX_URL", "pypi.org/simple/"]),
+        ({"PROXPI_INDEX_URL": "http://"}, ["PROXPI_INDEX_URL", "http://"]),
+        ({"PROXPI_INDEX_URL": "https:///simple/"}, ["PROXPI_INDEX_URL", "https:///simple/"]),
+        ({"PROXPI_INDEX_URL": "javascript:alert(1)"}, ["PROXPI_INDEX_URL", "javascript:alert(1)"]),
+        ({"PROXPI_INDEX_URL": "http://h.example:99999/"}, ["PROXPI_INDEX_URL", "99999"]),
+        ({"PROXPI_INDEX_URL": "http://h.example:abc/"}, ["PROXPI_INDEX_URL", "abc"]),
+        ({"PROXPI_EXTRA_INDEX_URLS": "ftp://x.example/"}, ["PROXPI_EXTRA_INDEX_URLS", "ftp://x.example/"]),
+        ({"PROXPI_PORT": "x"}, ["PROXPI_PORT", "x"]),
+        ({"PROXPI_PORT": "70000"}, ["PROXPI_PORT", "70000"]),
+        ({"PROXPI_PORT": "65536"}, ["PROXPI_PORT", "65536"]),
+        ({"PROXPI_PORT": "-1"}, ["PROXPI_PORT", "-1"]),
+        ({"PROXPI_PORT": "80.5"}, ["PROXPI_PORT", "80.5"]),
+        ({"PROXPI_CONNECT_TIMEOUT": "0"}, ["PROXPI_CONNECT_TIMEOUT", "0"]),
+        ({"PROXPI_READ_TIMEOUT": "-1"}, ["PROXPI_READ_TIMEOUT", "-1"]),
+        ({"PROXPI_CLIENT_TIMEOUT": "0"}, ["PROXPI_CLIENT_TIMEOUT", "0"]),
+        # past what a socket timeout can hold (settimeout() overflowed at 1e12 s)
+        ({"PROXPI_CLIENT_TIMEOUT": "1e12"}, ["PROXPI_CLIENT_TIMEOUT", "1e12", "at most 604800"]),
+        ({"PROXPI_READ_TIMEOUT": "1e20"}, ["PROXPI_READ_TIMEOUT", "1e20", "at most"]),
+        ({"PROXPI_CONNECT_TIMEOUT": "604801"}, ["PROXPI_CONNECT_TIMEOUT", "604801"]),
+        ({"PROXPI_DOWNLOAD_TIMEOUT": "-3"}, ["PROXPI_DOWNLOAD_TIMEOUT", "-3"]),
+        ({"PROXPI_OFFLINE": "maybe"}, ["PROXPI_OFFLINE", "maybe"]),
+    ],
+)
+def test_bad_env_value_names_variable_and_value(env: dict, names: list) -> None:
+    message = config_error(env)
+    for name in names:
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        ({"index_ttl": "-1"}, ["--index-ttl", "-1"]),
+        ({"cache_size": "lots"}, ["--cache-size", "lots"]),
+        ({"port": "http"}, ["--port", "http"]),
+        ({"index_url": "ftp://x.example/"}, ["--index-url", "ftp://x.example/"]),
+        ({"extra_index_url": ["https://a.example/", "https://b.example/"],
+          "extra_index_ttl": ["1"]}, ["--extra-index-ttl", "1"]),
+        ({"connect_timeout": "0"}, ["--connect-timeout", "0"]),
+    ],
+)
+def test_bad_flag_value_names_flag_and_value(flags: dict, names: list) -> None:
+    # the environment is fine; the flag is what is wrong and must be named
+    env = {"PROXPI_INDEX_TTL": "5", "PROXPI_CACHE_SIZE": "1G", "PROXPI_PORT": "1"}
+    message = config_error(env, **flags)
+    for name in names:
+        assert name in message
+    assert "PROXPI_" not in message
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_bad_url_message_hides_credentials() -> None:
+    message = config_error({"PROXPI_INDEX_URL": "ftp://user:hunter2@files.example/simple/"})
+    assert "PROXPI_INDEX_URL" in message
+    assert "files.example" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize("port", ["0", "1", "5000", "65535"])
+def test_good_ports(port: str) -> None:
+    assert settings({"PROXPI_PORT": port}).port == int(port)
+
+
+@pytest.mark.parametrize("ttl", ["0", "0.5", "86400"])
+def test_zero_and_positive_ttls_are_accepted(ttl: str) -> None:
+    assert settings({"PROXPI_INDEX_TTL": ttl}).indexes[0].ttl == float(ttl)
+
+
+# ---------------------------------------------------------------- index URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://pypi.org/simple", "https://pypi.org/simple/"),
+        ("https://pypi.org/simple/", "https://pypi.org/simple/"),
+        ("http://127.0.0.1:8080/root/pypi/+simple", "http://127.0.0.1:8080/root/pypi/+simple/"),
+        ("https://mirror.example", "https://mirror.example/"),
+        ("file:///srv/mirror/simple", "file:///srv/mirror/simple/"),
+        ("https://u:p@private.example/simple", "https://u:p@private.example/simple/"),
+    ],
+)
+def test_index_url_gets_a_trailing_slash(url: str, expected: str) -> None:
+    assert settings({"PROXPI_INDEX_URL": url}).indexes[0].url == expected
+    assert settings({"PROXPI_EXTRA_INDEX_URLS": url}).indexes[1].url == expected
+
+
+def test_empty_index_url_means_the_default() -> None:
+    assert settings({"PROXPI_INDEX_URL": ""}).indexes[0].url == "https://pypi.org/simple/"
+
+
+def test_credentials_are_kept_for_upstream_but_not_displayed() -> None:
+    index = settings({"PROXPI_INDEX_URL": "https://me:pw@private.example/simple/"}).indexes[0]
+    assert index.url == "https://me:pw@private.example/simple/"
+    assert index.display_url == "https://private.example/simple/"
+
+
+# ---------------------------------------------------------------- redact_url
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://user:password@host.example/simple/", "https://host.example/simple/"),
+        ("https://token@host.example/simple/", "https://host.example/simple/"),
+        ("https://user:p@ss@host.example:8443/x?q=1", "https://host.example:8443/x?q=1"),
+        ("https://host.example/simple/", "https://host.example/simple/"),
+        ("https://host.example/a@b/", "https://host.example/a@b/"),  # "@" in the path only
+        ("file:///srv/simple/", "file:///srv/simple/"),
+        # Proxies are often given without a scheme (HTTPS_PROXY=user:pw@proxy:3128).
+        ("user:s3cret@proxy.example:3128", "proxy.example:3128"),
+        ("user:s3cret@proxy.example:bad/", "proxy.example:bad/"),
+        ("proxy.example:3128", "proxy.example:3128"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+# ---------------------------------------------------------------- workers and connections
+
+
+def test_workers_and_connection_cap_defaults() -> None:
+    result = settings()
+    assert (result.workers, result.max_connections) == (1, 1000)
+
+
+@pytest.mark.parametrize("value", ["0", "auto", "AUTO"])
+def test_workers_auto_is_one_per_cpu(value: str) -> None:
+    assert settings({"PROXPI_WORKERS": value}).workers == cpu_count() >= 1
+
+
+def test_workers_and_connection_cap_from_env_and_flags() -> None:
+    env = {"PROXPI_WORKERS": "3", "PROXPI_MAX_CONNECTIONS": "50"}
+    assert (settings(env).workers, settings(env).max_connections) == (3, 50)
+    assert settings(env, workers="2", max_connections="7").workers == 2
+    assert settings(env, workers="2", max_connections="7").max_connections == 7
+
+
+@pytest.mark.parametrize(
+    "env, names",
+    [
+        ({"PROXPI_WORKERS": "many"}, ["PROXPI_WORKERS", "many"]),
+        ({"PROXPI_WORKERS": "-1"}, ["PROXPI_WORKERS", "-1"]),
+        ({"PROXPI_MAX_CONNECTIONS": "0"}, ["PROXPI_MAX_CONNECTIONS", "0"]),
+        ({"PROXPI_MAX_CONNECTIONS": "1e3"}, ["PROXPI_MAX_CONNECTIONS", "1e3"]),
+    ],
+)
+def test_bad_workers_or_connection_cap(env: dict, names: list) -> None:
+    message = config_error(env)
+    for name in names:
+        assert name in message
+# ---------------------------------------------------------------- guard rails
+
+ROOT = "https://pypi.example/simple/"
+INTERNAL = "https://user:pw@internal.example/simple/"
+
+
+def rails(env: "dict[str, str]", **flags: Any) -> Settings:
+    return parse_settings({"PROXPI_INDEX_URL": ROOT, "PROXPI_EXTRA_INDEX_URLS": INTERNAL, **env}, flags)
+
+
+def test_guard_rails_default_to_none() -> None:
+    result = settings()
+    assert (result.pins, result.index_strategy, result.min_age, result.min_age_exempt) == ((), "merge", 0.0, ())
+    assert (result.min_age_unknown_deny, result.deny, result.allow) == (False, (), ())
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "read", "expected"),
+    [
+        # A pin may name the index as configured or as shown (without credentials).
+        ({"PROXPI_PIN": "Acme_*=https://internal.example/simple"}, {}, lambda s: s.pins, (("acme-*", INTERNAL),)),
+        ({"PROXPI_PIN": f"a={ROOT}, b={INTERNAL}"}, {}, lambda s: s.pins, (("a", ROOT), ("b", INTERNAL))),
+        ({"PROXPI_PIN": f"a={ROOT}"}, {"pin": [f"b={INTERNAL}"]}, lambda s: s.pins, (("b", INTERNAL),)),
+        ({"PROXPI_INDEX_STRATEGY": "First-Index"}, {}, lambda s: s.index_strategy, "first-index"),
+        ({"PROXPI_INDEX_STRATEGY": "first-index"}, {"index_strategy": "merge"}, lambda s: s.index_strategy, "merge"),
+        ({"PROXPI_MIN_AGE": "3600"}, {}, lambda s: s.min_age, 3600.0),
+        ({"PROXPI_MIN_AGE": "36h"}, {}, lambda s: s.min_age, 36 * 3600.0),
+        ({"PROXPI_MIN_AGE": "7d"}, {"min_age": "2w"}, lambda s: s.min_age, 14 * 86400.0),
+        ({"PROXPI_MIN_AGE": "90m"}, {}, lambda s: s.min_age, 5400.0),
+        ({"PROXPI_MIN_AGE_EXEMPT": "Urgent.Fix,sec-*"}, {}, lambda s: s.min_age_exempt, ("urgent-fix", "sec-*")),
+        ({"PROXPI_MIN_AGE_UNKNOWN": "deny"}, {}, lambda s: s.min_age_unknown_deny, True),
+        ({"PROXPI_MIN_AGE_UNKNOWN": "deny"}, {"min_age_unknown": "allow"}, lambda s: s.min_age_unknown_deny, False),
+        ({"PROXPI_DENY": "evil-*, Alpha==2.0"}, {}, lambda s: s.deny, (("evil-*", None), ("alpha", "2.0"))),
+        ({}, {"deny": ["x==1.0rc1"]}, lambda s: s.deny, (("x", "1.0rc1"),)),
+        ({"PROXPI_ALLOW": "acme-*,six"}, {}, lambda s: s.allow, ("acme-*", "six")),
+        # A pattern flag takes a comma-separated list too, as README's examples write it.
+        ({}, {"allow": ["acme-*,six", "idna"]}, lambda s: s.allow, ("acme-*", "six", "idna")),
+        ({}, {"min_age_exempt": ["urllib3,cryptography"]}, lambda s: s.min_age_exempt, ("urllib3", "cryptography")),
+        ({}, {"deny": ["evil-*,requests==2.32.0"]}, lambda s: s.deny, (("evil-*", None), ("requests", "2.32.0"))),
+    ],
+)
+def test_guard_rail_settings(env, flags, read, expected) -> None:
+    assert read(rails(env, **flags)) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PROXPI_PIN": "acme-*=https://elsewhere.example/simple/"}, "PROXPI_PIN='acme-*=https://elsewhere.example/simple/' names an index that is not configured"),
+        ({"PROXPI_PIN": "acme-*"}, "PROXPI_PIN='acme-*' is not PATTERN=INDEX_URL"),
+        ({"PROXPI_PIN": "a b=" + ROOT}, "PROXPI_PIN='a b' is not a project name or pattern"),
+        ({"PROXPI_INDEX_STRATEGY": "last"}, "PROXPI_INDEX_STRATEGY='last' must be one of: merge, first-index"),
+        ({"PROXPI_MIN_AGE": "7 days"}, "PROXPI_MIN_AGE='7 days' is not a duration"),
+        ({"PROXPI_MIN_AGE": "-1d"}, "PROXPI_MIN_AGE='-1d' is not a duration"),
+        ({"PROXPI_MIN_AGE_UNKNOWN": "maybe"}, "PROXPI_MIN_AGE_UNKNOWN='maybe' must be one of: allow, deny"),
+        ({"PROXPI_MIN_AGE_EXEMPT": "ok,not/ok"}, "PROXPI_MIN_AGE_EXEMPT='not/ok' is not a project name or pattern"),
+        ({"PROXPI_DENY": "x==1.0 beta"}, "PROXPI_DENY='x==1.0 beta' is not NAME, NAME==VERSION or a pattern"),
+        ({"PROXPI_DENY": "x>=1"}, "PROXPI_DENY='x>=1' is not a project name or pattern"),
+        ({"PROXPI_ALLOW": "a;b"}, "PROXPI_ALLOW='a;b' is not a project name or pattern"),
+    ],
+)
+def test_guard_rail_settings_refuse_bad_values(env, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        rails(env)
+    assert str(info.value).startswith(message)
+    assert "pw" not in str(info.value)  # credentials never shown
+
+
+@pytest.mark.parametrize(
+    ("env", "flags"),
+    [
+        ({"HTTPS_PROXY": "user:s3cret@proxy.example:bad"}, {}),
+        ({}, {"upstream_proxy": "user:s3cret@proxy.example:bad"}),
+        ({}, {"upstream_proxy": "socks5://user:s3cret@proxy.example:1080"}),
+        ({}, {"index_url": "user:s3cret@host.example/simple/"}),
+    ],
+)
+def test_bad_url_errors_never_show_credentials(env, flags) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(env, flags)
+    assert "s3cret" not in str(info.value)
+    assert "proxy.example" in str(info.value) or "host.example" in str(info.value)

@@ -1,0 +1,807 @@
+"""Unit tests for proxpi_min/core/simple.py: parsing PEP 503 HTML and PEP 691 JSON pages."""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import urllib.parse
+from typing import Any, Optional
+
+import pytest
+
+from proxpi_min.core.errors import BadUpstreamPage, UpstreamError
+from proxpi_min.core.simple import (
+    HTML_TYPE,
+    JSON_TYPE,
+    FileEntry,
+    ProjectList,
+    ProjectPage,
+    media_type,
+    merge_lists,
+    merge_pages,
+    parse_project_list,
+    parse_project_page,
+    servable,
+)
+from proxpi_min.core.names import NormalizedName
+
+PAGE_URL = "https://index.example/simple/foo/"
+SHA = "a" * 64
+SHA_B = "b" * 64
+
+
+def html_page(*anchors: str, head: str = "") -> bytes:
+    return (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        '<meta name="pypi:repository-version" content="1.4">\n'
+        f"{head}<title>Links for foo</title>\n</head>\n<body>\n<h1>Links for foo</h1>\n"
+        + "".join(f"{anchor}<br />\n" for anchor in anchors)
+        + "</body>\n</html>\n<!--SERIAL 1-->\n"
+    ).encode("utf-8")
+
+
+def parse_html(*anchors: str, head: str = "", url: str = PAGE_URL) -> ProjectPage:
+    return parse_project_page(html_page(*anchors, head=head), "text/html", url, "foo")
+
+
+def one_html(anchor: str, head: str = "", url: str = PAGE_URL) -> FileEntry:
+    page = parse_html(anchor, head=head, url=url)
+    assert len(page.files) == 1
+    return page.files[0]
+
+
+def json_page(files: list, **extra: Any) -> bytes:
+    document = {"meta": {"api-version": "1.1"}, "name": "foo", "files": files}
+    document.update(extra)
+    return json.dumps(document).encode("utf-8")
+
+
+def json_file(filename: str = "foo-1.0.tar.gz", **keys: Any) -> dict:
+    item = {"filename": filename, "url": filename, "hashes": {"sha256": SHA}}
+    item.update({key.replace("_", "-"): value for key, value in keys.items()})
+    return item
+
+
+def parse_json(files: list, url: str = PAGE_URL, **extra: Any) -> ProjectPage:
+    return parse_project_page(json_page(files, **extra), JSON_TYPE, url, "foo")
+
+
+def one_json(**keys: Any) -> FileEntry:
+    page = parse_json([json_file(**keys)])
+    assert len(page.files) == 1
+    return page.files[0]
+
+
+# ---------------------------------------------------------------- media types
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, ""),
+        ("", ""),
+        ("text/html", "text/html"),
+        ("text/html; charset=utf-8", "text/html"),
+        ("Application/Vnd.PyPI.Simple.V1+JSON ; charset=UTF-8", JSON_TYPE),
+    ],
+)
+def test_media_type(header: Optional[str], expected: str) -> None:
+    assert media_type(header) == expected
+
+
+# ---------------------------------------------------------------- HTML project pages
+
+
+def test_html_page_like_pypis() -> None:
+    page = parse_html(
+        f'<a href="https://files.example/packages/14/7e/foo-1.0-py3-none-any.whl#sha256={SHA}" '
+        f'data-requires-python="&gt;=3.6.0" data-dist-info-metadata="sha256={SHA_B}" '
+        f'data-core-metadata="sha256={SHA_B}">foo-1.0-py3-none-any.whl</a>',
+        f'<a href="https://files.example/packages/81/bd/foo-1.0.tar.gz#sha256={SHA_B}" '
+        'data-requires-python="&gt;=3.6.0" >foo-1.0.tar.gz</a>',
+    )
+    assert page == ProjectPage(
+        name="foo",
+        files=(
+            FileEntry(
+                filename="foo-1.0-py3-none-any.whl",
+                url="https://files.example/packages/14/7e/foo-1.0-py3-none-any.whl",
+                hashes=(("sha256", SHA),),
+                requires_python=">=3.6.0",
+                metadata=(("sha256", SHA_B),),
+            ),
+            FileEntry(
+                filename="foo-1.0.tar.gz",
+                url="https://files.example/packages/81/bd/foo-1.0.tar.gz",
+                hashes=(("sha256", SHA_B),),
+                requires_python=">=3.6.0",
+            ),
+        ),
+        versions=("1.0",),
+        all_sizes_known=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("page_url", "head", "href", "expected"),
+    [
+        (PAGE_URL, "", "https://cdn.example/f/foo-1.0.tar.gz", "https://cdn.example/f/foo-1.0.tar.gz"),
+        (PAGE_URL, "", "foo-1.0.tar.gz", "https://index.example/simple/foo/foo-1.0.tar.gz"),
+        (PAGE_URL, "", "../../packages/ab/cd/foo-1.0.tar.gz",
+         "https://index.example/packages/ab/cd/foo-1.0.tar.gz"),
+        (PAGE_URL, "", "/files/foo-1.0.tar.gz", "https://index.example/files/foo-1.0.tar.gz"),
+        (PAGE_URL, "", "//cdn.example/foo-1.0.tar.gz", "https://cdn.example/foo-1.0.tar.gz"),
+        # without the trailing slash the last segment is not a directory
+        ("https://index.example/simple/foo", "", "foo-1.0.tar.gz",
+         "https://index.example/simple/foo-1.0.tar.gz"),
+        # <base href>: absolute, relative to the page, host-absolute; only the first counts
+        (PAGE_URL, '<base href="https://cdn.example/files/">', "foo-1.0.tar.gz",
+         "https://cdn.example/files/foo-1.0.tar.gz"),
+        (PAGE_URL, '<base href="../../files/">', "foo-1.0.tar.gz",
+         "https://index.example/files/foo-1.0.tar.gz"),
+        (PAGE_URL, '<base href="/dl/">', "x/foo-1.0.tar.gz", "https://index.example/dl/x/foo-1.0.tar.gz"),
+        (PAGE_URL, '<base href="https://one.example/">\n<base href="https://two.example/">',
+         "foo-1.0.tar.gz", "https://one.example/foo-1.0.tar.gz"),
+        (PAGE_URL, '<base href="https://cdn.example/files/">', "https://other.example/foo-1.0.tar.gz",
+         "https://other.example/foo-1.0.tar.gz"),
+    ],
+)
+def test_html_relative_hrefs(page_url: str, head: str, href: str, expected: str) -> None:
+    entry = one_html(f'<a href="{href}#sha256={SHA}">foo-1.0.tar.gz</a>', head=head, url=page_url)
+    assert entry.url == expected
+    assert entry.hashes == (("sha256", SHA),)
+
+
+@pytest.mark.parametrize(
+    ("fragment", "hashes"),
+    [
+        (f"#sha256={SHA}", (("sha256", SHA),)),
+        (f"#sha256={SHA.upper()}", (("sha256", SHA),)),
+        ("#md5=0123456789abcdef0123456789abcdef", (("md5", "0123456789abcdef0123456789abcdef"),)),
+        ("#sha512=" + "c" * 128, (("sha512", "c" * 128),)),
+        ("#sha1=" + "d" * 40, (("sha1", "d" * 40),)),  # parsed; the renderer leaves it out
+        ("#whirlpool=abcd", ()),  # not a hashlib-guaranteed algorithm
+        ("#sha256=not-hex", ()),
+        ("#sha256", ()),
+        ("#", ()),
+        ("#egg=foo", ()),
+        ("", ()),
+    ],
+)
+def test_html_hash_fragment(fragment: str, hashes: tuple) -> None:
+    entry = one_html(f'<a href="https://f.example/foo-1.0.tar.gz{fragment}">foo-1.0.tar.gz</a>')
+    assert entry.url == "https://f.example/foo-1.0.tar.gz"
+    assert entry.hashes == hashes
+
+
+@pytest.mark.parametrize("digest", ["0xabcd", "-abcd", "+abcd", "ab_cd", " abcd"])
+def test_non_hex_digests_are_dropped(digest: str) -> None:
+    entry = one_html(f'<a href="https://f.example/foo-1.0.tar.gz#sha256={digest}">foo-1.0.tar.gz</a>')
+    assert entry.hashes == ()
+
+
+@pytest.mark.parametrize(
+    ("attribute", "expected"),
+    [
+        ('data-requires-python="&gt;=3.8"', ">=3.8"),
+        ('data-requires-python="&lt;4,&gt;=3.6"', "<4,>=3.6"),
+        ('data-requires-python="&gt;=3.6, !=3.7.*"', ">=3.6, !=3.7.*"),
+        ('data-requires-python="&#62;=3.8"', ">=3.8"),
+        ('data-requires-python="&#x3E;=3.8"', ">=3.8"),
+        ('data-requires-python="&gt;=3.8&amp;&quot;"', '>=3.8&"'),
+        ('data-requires-python=">=3.8"', ">=3.8"),  # unescaped, as sloppy servers send it
+        ('data-requires-python=""', None),
+        ("", None),
+    ],
+)
+def test_html_requires_python(attribute: str, expected: Optional[str]) -> None:
+    entry = one_html(f'<a href="foo-1.0.tar.gz" {attribute}>foo-1.0.tar.gz</a>')
+    assert entry.requires_python == expected
+
+
+@pytest.mark.parametrize(
+    ("attribute", "expected"),
+    [
+        ("", None),
+        ("data-yanked", ""),
+        ('data-yanked=""', ""),
+        ('data-yanked="broken build"', "broken build"),
+        ('data-yanked="use &lt;2 &amp; &quot;x&quot;"', 'use <2 & "x"'),
+    ],
+)
+def test_html_yanked(attribute: str, expected: Optional[str]) -> None:
+    assert one_html(f'<a href="foo-1.0.tar.gz" {attribute}>foo-1.0.tar.gz</a>').yanked == expected
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ("", None),
+        ('data-core-metadata="true"', ()),
+        ('data-core-metadata="TRUE"', ()),
+        (f'data-core-metadata="sha256={SHA}"', (("sha256", SHA),)),
+        (f'data-core-metadata="sha256={SHA.upper()}"', (("sha256", SHA),)),
+        ('data-core-metadata="false"', None),  # "false" means no .metadata file
+        ('data-core-metadata="junk"', None),
+        ('data-dist-info-metadata="true"', ()),
+        (f'data-dist-info-metadata="sha256={SHA}"', (("sha256", SHA),)),
+        ('data-dist-info-metadata="false"', None),
+        (f'data-dist-info-metadata="sha256={SHA}" data-core-metadata="sha256={SHA}"',
+         (("sha256", SHA),)),
+        # PEP 714: data-core-metadata is read first
+        (f'data-core-metadata="sha256={SHA}" data-dist-info-metadata="sha256={SHA_B}"',
+         (("sha256", SHA),)),
+        (f'data-dist-info-metadata="sha256={SHA_B}" data-core-metadata="true"', ()),
+    ],
+)
+def test_html_metadata(attributes: str, expected: Optional[tuple]) -> None:
+    entry = one_html(f'<a href="foo-1.0-py3-none-any.whl" {attributes}>foo-1.0-py3-none-any.whl</a>')
+    assert entry.metadata == expected
+
+
+@pytest.mark.parametrize(
+    ("attribute", "expected"),
+    [("", None), ('data-gpg-sig="true"', True), ('data-gpg-sig="false"', False)],
+)
+def test_html_gpg_sig(attribute: str, expected: Optional[bool]) -> None:
+    assert one_html(f'<a href="foo-1.0.tar.gz" {attribute}>foo-1.0.tar.gz</a>').gpg_sig is expected
+
+
+@pytest.mark.parametrize(
+    ("attribute", "expected"),
+    [
+        ("", None),
+        ('data-provenance="https://pypi.org/integrity/foo/1.0/foo-1.0.tar.gz/provenance"',
+         "https://pypi.org/integrity/foo/1.0/foo-1.0.tar.gz/provenance"),
+        ('data-provenance="http://insecure.example/provenance"', None),
+        ('data-provenance="../provenance"', None),
+    ],
+)
+def test_html_provenance(attribute: str, expected: Optional[str]) -> None:
+    assert one_html(f'<a href="foo-1.0.tar.gz" {attribute}>foo-1.0.tar.gz</a>').provenance == expected
+
+
+@pytest.mark.parametrize(
+    ("anchor", "filename"),
+    [
+        ('<a href="x/foo-1.0.tar.gz">foo-1.0.tar.gz</a>', "foo-1.0.tar.gz"),
+        ('<a href="x/foo-1.0.tar.gz">\n  foo-1.0.tar.gz\n</a>', "foo-1.0.tar.gz"),
+        ('<a href="x/foo-1.0.tar.gz"><span>foo-1.0.tar.gz</span></a>', "foo-1.0.tar.gz"),
+        # no text: the last path segment of the URL, percent-decoded
+        ('<a href="x/torch-2.3.0%2Bcu121-cp311-none-any.whl#sha256=ab"></a>',
+         "torch-2.3.0+cu121-cp311-none-any.whl"),
+    ],
+)
+def test_html_filename(anchor: str, filename: str) -> None:
+    assert one_html(anchor).filename == filename
+
+
+def test_html_anchors_without_href_are_skipped() -> None:
+    page = parse_html('<a name="top">top</a>', '<a href="">empty</a>', '<a href="foo-1.0.tar.gz">foo-1.0.tar.gz</a>')
+    assert [entry.filename for entry in page.files] == ["foo-1.0.tar.gz"]
+
+
+def test_html_versions_come_from_filenames() -> None:
+    page = parse_html(
+        '<a href="foo-1.0.tar.gz">foo-1.0.tar.gz</a>',
+        '<a href="foo-1.0-py3-none-any.whl">foo-1.0-py3-none-any.whl</a>',
+        '<a href="Foo_Bar-9.tar.gz">Foo_Bar-9.tar.gz</a>',  # another project
+        '<a href="foo-0.9.exe">foo-0.9.exe</a>',  # unknown extension
+        '<a href="foo-2.0b1.zip">foo-2.0b1.zip</a>',
+    )
+    assert len(page.files) == 5  # every file is passed through, whatever its extension
+    assert page.versions == ("1.0", "2.0b1")
+    assert page.all_sizes_known is False
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/html", "text/html; charset=utf-8", "TEXT/HTML", HTML_TYPE, HTML_TYPE + "; charset=utf-8"],
+)
+def test_html_content_types(content_type: str) -> None:
+    page = parse_project_page(
+        html_page('<a href="foo-1.0.tar.gz">foo-1.0.tar.gz</a>'), content_type, PAGE_URL, "foo"
+    )
+    assert [entry.filename for entry in page.files] == ["foo-1.0.tar.gz"]
+
+
+def test_html_empty_page() -> None:
+    page = parse_html()
+    assert page == ProjectPage("foo", (), (), False)
+
+
+# ---------------------------------------------------------------- JSON project pages
+
+
+def test_json_page_like_pypis() -> None:
+    body = json.dumps(
+        {
+            "meta": {"_last-serial": 22406780, "api-version": "1.4"},
+            "name": "foo",
+            "project-status": {"status": "active"},
+            "versions": ["0.9", "1.0"],
+            "files": [
+                {
+                    "filename": "foo-1.0-py3-none-any.whl",
+                    "url": "https://files.example/packages/b1/fe/foo-1.0-py3-none-any.whl",
+                    "hashes": {"sha256": SHA},
+                    "requires-python": ">=3.6.0",
+                    "core-metadata": {"sha256": SHA_B},
+                    "data-dist-info-metadata": {"sha256": SHA_B},
+                    "size": 147925,
+                    "upload-time": "2024-01-17T16:53:12.779164Z",
+                    "yanked": False,
+                    "provenance": None,
+                },
+                {
+                    "filename": "foo-1.0.tar.gz",
+                    "url": "https://files.example/packages/aa/foo-1.0.tar.gz",
+                    "hashes": {"sha256": SHA_B},
+                    "requires-python": None,
+                    "core-metadata": False,
+                    "data-dist-info-metadata": False,
+                    "size": 51024,
+                    "upload-time": "2014-01-21T05:35:05.558877Z",
+                    "yanked": False,
+                    "provenance": None,
+                },
+            ],
+        }
+    ).encode()
+    page = parse_project_page(body, JSON_TYPE, PAGE_URL, "foo")
+    assert page == ProjectPage(
+        name="foo",
+        files=(
+            FileEntry(
+                filename="foo-1.0-py3-none-any.whl",
+                url="https://files.example/packages/b1/fe/foo-1.0-py3-none-any.whl",
+                hashes=(("sha256", SHA),),
+                requires_python=">=3.6.0",
+                metadata=(("sha256", SHA_B),),
+                size=147925,
+                upload_time="2024-01-17T16:53:12.779164Z",
+            ),
+            FileEntry(
+                filename="foo-1.0.tar.gz",
+                url="https://files.example/packages/aa/foo-1.0.tar.gz",
+                hashes=(("sha256", SHA_B),),
+                size=51024,
+                upload_time="2014-01-21T05:35:05.558877Z",
+            ),
+        ),
+        versions=("0.9", "1.0"),
+        all_sizes_known=True,
+        status="active",
+    )
+
+
+@pytest.mark.parametrize(
+    ("page_url", "href", "kept"),
+    [
+        ("https://index.example/simple/foo/", "file:///etc/hostname", False),
+        ("https://index.example/simple/foo/", "ftp://x.example/foo-1.0.tar.gz", False),
+        ("https://index.example/simple/foo/", "/files/foo-1.0.tar.gz", True),
+        ("file:///srv/simple/foo/", "../../files/foo-1.0.tar.gz", True),
+        ("file:///srv/simple/foo/", "file:///srv/files/foo-1.0.tar.gz", True),
+    ],
+)
+@pytest.mark.parametrize("kind", ["json", "html"])
+def test_file_links_only_to_schemes_the_index_may_use(page_url, href, kept, kind) -> None:
+    """An http(s) index must never make us read a local file (file: URL)."""
+    if kind == "json":
+        page = parse_json([json_file(url=href)], url=page_url)
+    else:
+        body = f'<a href="{href}">foo-1.0.tar.gz</a>'.encode()
+        page = parse_project_page(body, "text/html", page_url, "foo")
+    assert bool(page.files) == kept
+
+
+@pytest.mark.parametrize("base", ["file:///", "file:///etc/", "FILE:///"])
+def test_a_base_href_cannot_turn_http_links_into_file_urls(base) -> None:
+    body = f'<base href="{base}"><a href="etc/hostname">evil-1.0.tar.gz</a>'.encode()
+    page = parse_project_page(body, "text/html", "https://index.example/simple/evil/", "evil")
+    assert all(entry.url.startswith("https://") for entry in page.files)
+
+
+@pytest.mark.parametrize(
+    "body, kind, status",
+    [
+        (b'{"meta":{"api-version":"1.4"},"name":"foo","files":[],"project-status":{"status":"quarantined"}}',
+         JSON_TYPE, "quarantined"),
+        (b'{"meta":{"api-version":"1.1"},"name":"foo","files":[]}', JSON_TYPE, None),
+        (b'<html><head><meta name="pypi:project-status" content="archived"></head></html>', "text/html", "archived"),
+        (b"<html></html>", "text/html", None),
+    ],
+)
+def test_project_status_is_read(body, kind, status) -> None:
+    assert parse_project_page(body, kind, PAGE_URL, "foo").status == status
+
+
+@pytest.mark.parametrize(
+    "body, kind",
+    [(b"[" * 100_000 + b"]" * 100_000, JSON_TYPE), (b"<![foo[ x", "text/html")],
+    ids=["deeply-nested-json", "bad-markup"],
+)
+def test_pages_that_break_the_parsers_are_bad_pages(body, kind) -> None:
+    with pytest.raises(BadUpstreamPage):
+        parse_project_page(body, kind, PAGE_URL, "foo")
+
+
+@pytest.mark.parametrize(
+    ("page_url", "url", "expected"),
+    [
+        (PAGE_URL, "foo-1.0.tar.gz", "https://index.example/simple/foo/foo-1.0.tar.gz"),
+        (PAGE_URL, "../../files/foo-1.0.tar.gz", "https://index.example/files/foo-1.0.tar.gz"),
+        (PAGE_URL, "/f/foo-1.0.tar.gz", "https://index.example/f/foo-1.0.tar.gz"),
+        (PAGE_URL, "https://cdn.example/foo-1.0.tar.gz", "https://cdn.example/foo-1.0.tar.gz"),
+    ],
+)
+def test_json_relative_urls(page_url: str, url: str, expected: str) -> None:
+    page = parse_json([json_file(url=url)], url=page_url)
+    assert page.files[0].url == expected
+
+
+# Links that share a directory are joined once per directory (see simple._Links): on
+# every page shape the result must be urljoin's, link by link, whatever came before.
+RESOLVE_PAGES = [
+    "https://index.example/simple/foo/",
+    "https://index.example/simple/foo",
+    "https://index.example/simple/foo/;p?q=1",
+    "http://127.0.0.1:8080/index/foo/",
+    "file:///srv/simple/foo/",
+]
+RESOLVE_HREFS = [
+    "foo-1.0.tar.gz", "foo-1.1.tar.gz", "../../files/foo-1.0.tar.gz", "../../files/foo-1.1.whl",
+    "/f/foo-1.0.tar.gz", "/f/foo-1.1.tar.gz", "//cdn.example/p/foo-1.0.tar.gz", "./foo-2.0.zip",
+    "a/./b/../foo-1.0.tar.gz", "https://cdn.example/x/../foo-1.0.tar.gz", "foo-1.0.tar.gz?x=1",
+    "dir;p/foo-1.0.tar.gz", "dir/foo-1.0.tar.gz;p", "dir/..", "dir/.", " foo-1.0.tar.gz",
+    "foo-1.0\t.tar.gz", "dir/foo%2B1.0.tar.gz", "?q", "", "../../../../foo-1.0.tar.gz",
+    "file:///etc/passwd", "ftp://h/foo-1.0.tar.gz",
+]
+
+
+@pytest.mark.parametrize("page_url", RESOLVE_PAGES)
+@pytest.mark.parametrize("kind", [JSON_TYPE, HTML_TYPE])
+def test_links_resolve_as_urljoin_does(page_url: str, kind: str) -> None:
+    allowed = ("http", "https", "file") if page_url.startswith("file:") else ("http", "https")
+    # An anchor without href is no link at all; a JSON "url" of "" is the page itself.
+    hrefs = [href for href in RESOLVE_HREFS if href or kind == JSON_TYPE]
+    joined = [urllib.parse.urljoin(page_url, href) for href in hrefs]
+    expected = [url for url in joined if url.partition(":")[0] in allowed]
+    if kind == JSON_TYPE:
+        page = parse_json([json_file(filename=f"f{i}.whl", url=href) for i, href in enumerate(hrefs)], url=page_url)
+    else:
+        anchors = "".join(f'<a href="{html.escape(href)}">f{i}.whl</a>' for i, href in enumerate(hrefs))
+        page = parse_project_page(anchors.encode(), kind, page_url, NormalizedName("foo"))
+        assert [entry.url for entry in page.files] == expected
+
+
+@pytest.mark.parametrize(
+    ("hashes", "url", "expected"),
+    [
+        ({"sha256": SHA}, "foo-1.0.tar.gz", (("sha256", SHA),)),
+        ({"SHA256": SHA.upper()}, "foo-1.0.tar.gz", (("sha256", SHA),)),
+        ({"sha256": SHA, "blake2b_256": "ab"}, "foo-1.0.tar.gz", (("sha256", SHA),)),
+        ({"sha256": "zz"}, "foo-1.0.tar.gz", ()),
+        # the one-SHA-256 shortcut keeps the general rules
+        ({"sha256": SHA.upper()}, "foo-1.0.tar.gz", (("sha256", SHA),)),
+        ({"sha256": "g" * 64}, "foo-1.0.tar.gz", ()),
+        ({"sha256": " " + SHA[1:]}, "foo-1.0.tar.gz", ()),
+        ({"sha256": 123}, "foo-1.0.tar.gz", ()),
+        ({"md5": "ab" * 16}, "foo-1.0.tar.gz", (("md5", "ab" * 16),)),
+        ({}, "foo-1.0.tar.gz", ()),
+        # no usable "hashes": the URL's fragment is used (and removed from the URL)
+        ({}, f"foo-1.0.tar.gz#sha256={SHA}", (("sha256", SHA),)),
+        ({"sha256": SHA_B}, f"foo-1.0.tar.gz#sha256={SHA}", (("sha256", SHA_B),)),
+    ],
+)
+def test_json_hashes(hashes: dict, url: str, expected: tuple) -> None:
+    entry = one_json(hashes=hashes, url=url)
+    assert entry.hashes == expected
+    assert entry.url == "https://index.example/simple/foo/foo-1.0.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({}, None),
+        ({"core-metadata": True}, ()),
+        ({"core-metadata": {"sha256": SHA}}, (("sha256", SHA),)),
+        ({"core-metadata": {"sha256": SHA.upper()}}, (("sha256", SHA),)),
+        ({"core-metadata": {}}, ()),
+        ({"core-metadata": {"blake3": "ab"}}, ()),  # exists, no hash we can use
+        ({"core-metadata": False}, None),
+        ({"core-metadata": None}, None),
+        # fallbacks: PEP 658's name and PyPI's "data-" spelling
+        ({"dist-info-metadata": True}, ()),
+        ({"dist-info-metadata": {"sha256": SHA}}, (("sha256", SHA),)),
+        ({"dist-info-metadata": False}, None),
+        ({"data-dist-info-metadata": True}, ()),
+        ({"data-dist-info-metadata": {"sha256": SHA}}, (("sha256", SHA),)),
+        ({"data-dist-info-metadata": False}, None),
+        # "core-metadata", when present, is the answer
+        ({"core-metadata": {"sha256": SHA}, "dist-info-metadata": {"sha256": SHA_B}}, (("sha256", SHA),)),
+        ({"core-metadata": False, "dist-info-metadata": True}, None),
+        ({"core-metadata": True, "data-dist-info-metadata": False}, ()),
+        ({"dist-info-metadata": {"sha256": SHA}, "data-dist-info-metadata": {"sha256": SHA_B}},
+         (("sha256", SHA),)),
+    ],
+)
+def test_json_metadata(keys: dict, expected: Optional[tuple]) -> None:
+    item = json_file("foo-1.0-py3-none-any.whl")
+    item.update(keys)
+    assert parse_json([item]).files[0].metadata == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(False, None), (True, ""), ("broken build", "broken build"), ("", None), (None, None)],
+)
+def test_json_yanked(value: Any, expected: Optional[str]) -> None:
+    assert one_json(yanked=value).yanked == expected
+
+
+def test_json_yanked_absent() -> None:
+    assert parse_json([json_file()]).files[0].yanked is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(">=3.8", ">=3.8"), ("<4,>=3.6", "<4,>=3.6"), ("&gt;=3.8", "&gt;=3.8"), (None, None), ("", None)],
+)
+def test_json_requires_python_is_not_unescaped(value: Any, expected: Optional[str]) -> None:
+    assert one_json(requires_python=value).requires_python == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0, 0), (12345, 12345), (True, None), (-1, None), ("12", None), (1.5, None)]
+)
+def test_json_size(value: Any, expected: Optional[int]) -> None:
+    assert one_json(size=value).size == expected
+
+
+@pytest.mark.parametrize(
+    ("sizes", "known"),
+    [([1, 2], True), ([1, None], False), ([None, None], False), ([], True)],
+)
+def test_json_all_sizes_known(sizes: list, known: bool) -> None:
+    files = []
+    for number, size in enumerate(sizes):
+        item = json_file(f"foo-{number}.tar.gz")
+        if size is not None:
+            item["size"] = size
+        files.append(item)
+    assert parse_json(files).all_sizes_known is known
+
+
+def test_json_other_fields() -> None:
+    entry = one_json(
+        upload_time="2024-01-17T16:53:12Z",
+        gpg_sig=True,
+        provenance="https://pypi.org/integrity/foo/1.0/foo-1.0.tar.gz/provenance",
+    )
+    assert entry.upload_time == "2024-01-17T16:53:12Z"
+    assert entry.gpg_sig is True
+    assert entry.provenance == "https://pypi.org/integrity/foo/1.0/foo-1.0.tar.gz/provenance"
+    assert one_json(provenance="http://x.example/p").provenance is None
+    assert one_json(gpg_sig="yes").gpg_sig is None
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        JSON_TYPE,
+        JSON_TYPE + "; charset=utf-8",
+        JSON_TYPE + ";charset=UTF-8",
+        "Application/Vnd.Pypi.Simple.V1+Json",
+    ],
+)
+def test_json_content_types(content_type: str) -> None:
+    page = parse_project_page(json_page([json_file()]), content_type, PAGE_URL, "foo")
+    assert [entry.filename for entry in page.files] == ["foo-1.0.tar.gz"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "versions"),
+    [
+        ({"versions": ["0.1", "1.0", "2.0"]}, ("0.1", "1.0", "2.0")),  # incl. versions without files
+        ({"versions": []}, ()),
+        ({}, ("1.0", "1.1")),  # API 1.0: derived from the file names
+        ({"versions": "1.0"}, ("1.0", "1.1")),  # wrong shape: derived
+        ({"versions": [1, 2]}, ("1.0", "1.1")),
+    ],
+)
+def test_json_versions(extra: dict, versions: tuple) -> None:
+    files = [json_file("foo-1.0.tar.gz"), json_file("foo-1.0-py3-none-any.whl"), json_file("foo-1.1.zip")]
+    assert parse_json(files, **extra).versions == versions
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "", "application/json", "text/plain", "application/xml",
+     "application/vnd.pypi.simple.v2+json", "application/octet-stream"],
+)
+def test_unknown_media_type_raises(content_type: Optional[str]) -> None:
+    with pytest.raises(BadUpstreamPage):
+        parse_project_page(json_page([json_file()]), content_type, PAGE_URL, "foo")
+    with pytest.raises(BadUpstreamPage):
+        parse_project_list(b'{"projects": []}', content_type)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"<html></html>",
+        b"\xff\xfe",
+        b"[]",
+        b'"files"',
+        b"null",
+        b"{}",
+        b'{"files": {}}',
+        b'{"files": null}',
+        b'{"files": [1]}',
+        b'{"files": ["foo-1.0.tar.gz"]}',
+        b'{"files": [{"url": "foo-1.0.tar.gz", "hashes": {}}]}',
+        b'{"files": [{"filename": "foo-1.0.tar.gz", "hashes": {}}]}',
+        b'{"files": [{"filename": 1, "url": "foo-1.0.tar.gz", "hashes": {}}]}',
+        b'{"files": [{"filename": "foo-1.0.tar.gz", "url": "foo-1.0.tar.gz", "hashes": []}]}',
+    ],
+)
+def test_json_of_the_wrong_shape_raises(body: bytes) -> None:
+    with pytest.raises(BadUpstreamPage) as info:
+        parse_project_page(body, JSON_TYPE, PAGE_URL, "foo")
+    assert isinstance(info.value, UpstreamError)
+    assert info.value.status == 502
+
+
+# ---------------------------------------------------------------- project lists
+
+
+def test_parse_project_list_html() -> None:
+    body = (
+        b"<!DOCTYPE html><html><head><title>Simple index</title></head><body>\n"
+        b'<a href="/simple/foo-bar/">Foo.Bar</a>\n'
+        b'<a href="/simple/baz/">\n  baz\n</a>\n'
+        b'<a href="/simple/amp/">A&amp;B</a>\n'
+        b'<a href="/simple/empty/"></a>\n'
+        b"</body></html>"
+    )
+    assert list(parse_project_list(body, "text/html; charset=utf-8")) == ["Foo.Bar", "baz", "A&B"]
+
+
+def test_parse_project_list_json() -> None:
+    body = json.dumps(
+        {
+            "meta": {"api-version": "1.4", "_last-serial": 5},
+            "projects": [
+                {"name": "Foo.Bar", "_last-serial": 3},
+                {"name": "baz"},
+                {"name": ""},
+                {"name": 5},
+                {"name": "bad\nname"},
+                {},
+                "not-an-object",
+            ],
+        }
+    ).encode()
+    assert list(parse_project_list(body, JSON_TYPE + "; charset=utf-8")) == ["Foo.Bar", "baz"]
+
+
+@pytest.mark.parametrize("body", [b"[]", b"{}", b'{"projects": {}}', b"nope"])
+def test_parse_project_list_json_of_the_wrong_shape_raises(body: bytes) -> None:
+    with pytest.raises(BadUpstreamPage):
+        parse_project_list(body, JSON_TYPE)
+
+
+# ---------------------------------------------------------------- merging
+
+
+def entry(filename: str, url: str, size: Optional[int] = None) -> FileEntry:
+    return FileEntry(filename=filename, url=url, size=size)
+
+
+def test_merge_pages_first_index_wins_per_filename() -> None:
+    first = ProjectPage(
+        "foo",
+        (entry("foo-1.0.tar.gz", "https://one/foo-1.0.tar.gz", 1), entry("foo-1.1.tar.gz", "https://one/foo-1.1.tar.gz", 2)),
+        ("1.0", "1.1"),
+        True,
+    )
+    second = ProjectPage(
+        "foo",
+        (entry("foo-1.1.tar.gz", "https://two/foo-1.1.tar.gz", 3), entry("foo-2.0.tar.gz", "https://two/foo-2.0.tar.gz", 4)),
+        ("1.1", "2.0", "3.0"),
+        True,
+    )
+    merged = merge_pages("foo", [first, second])
+    assert merged.name == "foo"
+    assert [(e.filename, e.url) for e in merged.files] == [
+        ("foo-1.0.tar.gz", "https://one/foo-1.0.tar.gz"),
+        ("foo-1.1.tar.gz", "https://one/foo-1.1.tar.gz"),
+        ("foo-2.0.tar.gz", "https://two/foo-2.0.tar.gz"),
+    ]
+    assert merged.versions == ("1.0", "1.1", "2.0", "3.0")
+    assert merged.all_sizes_known is True
+    # the other order: the second index's copy wins now
+    reverse = merge_pages("foo", [second, first])
+    assert dict((e.filename, e.url) for e in reverse.files)["foo-1.1.tar.gz"] == "https://two/foo-1.1.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("known", "expected"), [((True, True), True), ((True, False), False), ((False, True), False)]
+)
+def test_merge_pages_sizes_known_only_if_known_everywhere(known: tuple, expected: bool) -> None:
+    pages = [ProjectPage("foo", (), (), flag) for flag in known]
+    assert merge_pages("foo", pages).all_sizes_known is expected
+
+
+def test_merge_pages_single_page_is_unchanged() -> None:
+    page = ProjectPage("foo", (entry("foo-1.0.tar.gz", "https://one/x", 1),), ("1.0",), True)
+    assert merge_pages("foo", [page]) == page
+
+
+def test_merge_lists_dedups_by_normalised_name() -> None:
+    one = ProjectList.from_names(["Foo.Bar", "baz"])
+    two = ProjectList.from_names(["foo-bar", "FOO_BAR", "qux", "Baz"])
+    merged = merge_lists([one, two])
+    assert list(merged) == ["Foo.Bar", "baz", "qux"]
+    assert len(merged) == 3
+
+
+def test_merge_lists_of_nothing() -> None:
+    assert list(merge_lists([])) == []
+    assert list(merge_lists([ProjectList.from_names([])])) == []
+
+
+# ---------------------------------------------------------------- ProjectList
+
+
+@pytest.mark.parametrize("names", [[], ["a"], ["a", "b"], ["Foo.Bar", "baz", "qux", "x-y"]])
+def test_project_list_len_and_iter(names: list) -> None:
+    projects = ProjectList.from_names(names)
+    assert len(projects) == len(names)
+    assert list(projects) == names
+    assert list(projects) == names  # iterable more than once
+    assert bool(projects) is bool(names)
+
+
+def test_project_list_from_generator() -> None:
+    projects = ProjectList.from_names(name for name in ("a", "b"))
+    assert list(projects) == ["a", "b"]
+    assert projects.names == "a\nb"
+
+
+def test_project_list_copies() -> None:
+    projects = ProjectList.from_names(["a", "b"])
+    assert copy.copy(projects) == projects
+
+
+# -- servable: pages list only what the file route serves ---------------------
+
+EVIL_NAME = 'evil-1.0-py3-none-any.whl"><b>x.whl'
+
+
+@pytest.mark.parametrize("kind", ["html", "json"])
+def test_servable_leaves_out_names_the_file_route_refuses(kind):
+    good = "evil-1.0-py3-none-any.whl"
+    if kind == "html":
+        body = (
+            f'<a href="/f/{good}#sha256={"a" * 64}">{good}</a>'
+            f'<a href="/f/x.whl#sha256={"b" * 64}">{html.escape(EVIL_NAME)}</a>'
+            f'<a href="/f/y.whl">../../etc/passwd</a>'
+        ).encode()
+        content_type = "text/html"
+    else:
+        files = [{"filename": name, "url": f"/f/{i}.whl", "hashes": {}} for i, name in
+                 enumerate([good, EVIL_NAME, "../../etc/passwd"])]
+        body = json.dumps({"meta": {"api-version": "1.0"}, "name": "evil", "files": files}).encode()
+        content_type = JSON_TYPE
+    page = parse_project_page(body, content_type, "https://example.test/simple/evil/", NormalizedName("evil"))
+    assert len(page.files) == 3
+    kept, refused = servable(page)
+    assert [entry.filename for entry in kept.files] == [good]
+    assert refused == (EVIL_NAME, "../../etc/passwd")
+    assert servable(kept) == (kept, ())

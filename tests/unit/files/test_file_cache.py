@@ -1,0 +1,125 @@
+"""FileCache.ensure (storing a file without a client), and following another process's
+download, over a file: upstream: no network."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from proxpi_min.core.errors import IntegrityError, NotFound
+from proxpi_min.files.file_cache import FileCache
+from proxpi_min.infra.shared_dir import LockFile, lock_path, temp_path
+from proxpi_min.core.simple import FileEntry
+from proxpi_min.index.upstream import Upstream
+
+DATA = b"wheel bytes " * 1000
+
+
+class CountingUpstream(Upstream):
+    """Counts file opens; the first waits for *gate*, so that others can join it."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, 1.0)
+        self.opened = 0
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def open_file(self, url, method="GET", byte_range=None):
+        self.opened += 1
+        self.gate.wait(5)
+        return super().open_file(url, method, byte_range)
+
+
+@pytest.fixture
+def source(tmp_path) -> FileEntry:
+    path = tmp_path / "a-1.0-py3-none-any.whl"
+    path.write_bytes(DATA)
+    return FileEntry(path.name, path.as_uri(), (("sha256", hashlib.sha256(DATA).hexdigest()),), size=len(DATA))
+
+
+def test_FileCache_ensure_stores_once(tmp_path, source) -> None:
+    upstream = CountingUpstream()
+    cache = FileCache(str(tmp_path / "files"), 10**6, upstream)
+    upstream.gate.clear()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.ensure("a", source))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    upstream.gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert results == [True, True, True]
+    assert upstream.opened == 1
+    stored = tmp_path / "files" / "a" / f"sha256-{source.hashes[0][1]}" / source.filename
+    assert stored.read_bytes() == DATA
+    assert cache.ensure("a", source) is True and upstream.opened == 1  # already cached
+
+
+def test_FileCache_ensure_bad_bytes_raise_and_store_nothing(tmp_path, source) -> None:
+    cache = FileCache(str(tmp_path / "files"), 10**6, CountingUpstream())
+    with pytest.raises(IntegrityError):
+        cache.ensure("a", source._replace(hashes=(("sha256", "0" * 64),)))
+    # Only the bookkeeping every cache dir has (ledger, journal, lock files) is left.
+    assert [p for p in Path(tmp_path / "files").rglob("*") if p.is_file() and not p.name.startswith(".")] == []
+
+
+def test_FileCache_ensure_false_when_it_cannot_store(tmp_path, source) -> None:
+    assert FileCache(str(tmp_path / "small"), len(DATA) - 1, CountingUpstream()).ensure("a", source) is False
+    assert FileCache(str(tmp_path / "off"), 0, CountingUpstream()).ensure("a", source) is False
+
+
+def test_FileCache_ensure_offline_is_not_found(tmp_path, source) -> None:
+    with pytest.raises(NotFound):
+        FileCache(str(tmp_path / "files"), 10**6, CountingUpstream(), offline=True).ensure("a", source)
+
+
+def test_follower_never_takes_a_short_length_record_for_the_whole_file(tmp_path, source) -> None:
+    """Another process's record of the length is read without its lock (on NFS it may
+    be torn). For a file the index gives no hash for, the follower checks the stored
+    file's own size, so a client is cut short instead of sent a short file as whole."""
+    entry = source._replace(hashes=(), size=None)  # nothing to check the bytes against
+    cache = FileCache(str(tmp_path / "files"), 10**6, CountingUpstream())
+    final = os.path.join(cache.root, "a", "unverified", entry.filename)
+    os.makedirs(os.path.dirname(final))
+    lock = LockFile(lock_path(final))  # this test is the other process, writing the file
+    assert lock.acquire(wait=False)
+    temp = temp_path(os.path.dirname(final))
+    with open(temp, "wb") as file:
+        file.write(DATA)
+    lock.record(f"{os.path.basename(temp)} {len(DATA) // 2}")  # as if torn: half the length
+    body = cache.open("a", entry)
+    os.replace(temp, final)
+    lock.release()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        with pytest.raises(IntegrityError):
+            body.send(ours, b"", chunked=False)
+    body.close()
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_bad_bytes_never_go_out_whole_however_soon_they_are_checked(tmp_path, source) -> None:
+    """A hash mismatch holds back the last byte: the client is cut short."""
+    cache = FileCache(str(tmp_path / "files"), 10**6, CountingUpstream())
+    body = cache.open("a", source._replace(hashes=(("sha256", "0" * 64),)))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        with pytest.raises(IntegrityError):
+            body.send(ours, b"", chunked=False)
+        ours.shutdown(socket.SHUT_WR)
+        assert len(_read_exactly(theirs, len(DATA))) < len(DATA)
+    body.close()

@@ -1,0 +1,110 @@
+"""page_store: saved pages round-trip, saved indexes found again, temp files judged."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import subprocess
+import sys
+import time
+
+from proxpi_min.infra import shared_dir as page_store
+from proxpi_min.index.page_store import LIST_KEY, OtherFormat, PageStore, SavedPage
+from proxpi_min.infra.shared_dir import remove_temp_files, temp_path
+from proxpi_min.core.simple import FileEntry, ProjectList, ProjectPage
+
+
+def test_PageStore_round_trip(tmp_path) -> None:
+    store = PageStore(str(tmp_path), "https://user:pw@index.example/simple/")
+    page = ProjectPage(
+        "alpha",
+        (
+            FileEntry("alpha-1.0.tar.gz", "https://f.example/alpha-1.0.tar.gz", (("sha256", "ab" * 32),)),
+            FileEntry("alpha-1.0-py3-none-any.whl", "https://f.example/a.whl", (), ">=3.8", "", ()),
+        ),
+        ("1.0",),
+        True,
+        "quarantined",
+    )
+    assert store.save("alpha", SavedPage(page, "https://index.example/simple/alpha/", '"e"', None))
+    assert store.save(LIST_KEY, SavedPage(ProjectList.from_names(["Alpha", "beta"]), "u", None, None))
+    again = PageStore(str(tmp_path), "https://user:pw@index.example/simple/")
+    assert again.load("alpha") == SavedPage(page, "https://index.example/simple/alpha/", '"e"', None)
+    assert list(again.load(LIST_KEY).value) == ["Alpha", "beta"]
+    assert again.saved_projects() == ["alpha"]
+
+
+def test_PageStore_names_its_directory_without_credentials(tmp_path) -> None:
+    with_password = PageStore(str(tmp_path), "https://user:pw@index.example/simple/")
+    other_password = PageStore(str(tmp_path), "https://user:other@index.example/simple/")
+    assert with_password.directory == other_password.directory
+    with_password.save(LIST_KEY, SavedPage(ProjectList.from_names(["a"]), "u", None, None))
+    [(url, found)] = PageStore.saved_indexes(str(tmp_path))
+    assert url == "https://index.example/simple/"
+    assert found.directory == with_password.directory
+
+
+def test_PageStore_ignores_unreadable_pages(tmp_path) -> None:
+    store = PageStore(str(tmp_path), "https://index.example/simple/")
+    os.makedirs(store.directory)
+    with open(os.path.join(store.directory, "alpha.json"), "w") as file:
+        file.write("{not json")
+    assert store.load("alpha") is None
+    assert store.load("beta") is None
+
+
+def _named(directory, host, pid) -> str:
+    path = os.path.join(directory, f"{page_store.TEMP_PREFIX}{host}-{pid}-abcd1234")
+    open(path, "wb").close()
+    return os.path.basename(path)
+
+
+def test_remove_temp_files_judges_each_owner(tmp_path) -> None:
+    ours = os.path.basename(temp_path(str(tmp_path)))[len(page_store.TEMP_PREFIX):].rsplit("-", 2)[0]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        removed = {
+            _named(tmp_path, ours, int(dead.stdout)),  # its process is gone
+            _named(tmp_path, ours, os.getpid()),  # a previous run with our PID
+        }
+        kept = {
+            _named(tmp_path, ours, live.pid),  # a second proxy on this host, writing
+            _named(tmp_path, "otherhost", 1),  # another host's, recently written
+        }
+        old = _named(tmp_path, "otherhost", 2)
+        os.utime(tmp_path / old, (time.time() - 2 * page_store.STALE_TEMP,) * 2)
+        removed.add(old)  # another host's, untouched for long: dead
+        (tmp_path / "alpha-1.0.tar.gz").write_bytes(b"x")  # not a temp file
+        assert remove_temp_files(str(tmp_path)) == len(removed)
+        assert set(os.listdir(tmp_path)) == kept | {"alpha-1.0.tar.gz"}
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_remove_temp_files_while_running_goes_by_age_only(tmp_path) -> None:
+    ours = os.path.basename(temp_path(str(tmp_path)))[len(page_store.TEMP_PREFIX):].rsplit("-", 2)[0]
+    writing = _named(tmp_path, ours, os.getpid())  # our own download in progress
+    old = _named(tmp_path, "otherhost", 1)
+    os.utime(tmp_path / old, (time.time() - 2 * page_store.STALE_TEMP,) * 2)
+    assert remove_temp_files(str(tmp_path), at_start=False) == 1
+    assert os.listdir(tmp_path) == [writing]
+
+
+def test_PageStore_read_is_strict_where_load_skips(tmp_path, caplog) -> None:
+    store = PageStore(str(tmp_path), "https://index.example/simple/")
+    store.save("alpha", SavedPage(ProjectPage("alpha", (), (), True), "u", None, None))
+    assert store.read("alpha") == store.load("alpha")
+    path = os.path.join(store.directory, "alpha.json")
+    for body, error in [(b"{not json", ValueError), (b'{"format": 1}', ValueError), (b'{"format": 99}', OtherFormat)]:
+        with open(path, "wb") as file:
+            file.write(body)
+        with pytest.raises(error):
+            store.read("alpha")
+        assert store.load("alpha") is None
+    with pytest.raises(FileNotFoundError):
+        store.read("beta")
+    # Only the unreadable pages were worth a warning; another format is skipped quietly.
+    assert len([r for r in caplog.records if "unreadable saved page" in r.getMessage()]) == 2

@@ -1,0 +1,104 @@
+"""upstream.Upstream against a tiny recording server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import threading
+
+import pytest
+
+from proxpi_min.index.upstream import Upstream
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list = []
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        body = b"<html></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder():
+    _Recorder.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def basic(pair: str) -> str:
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def test_credentials_follow_the_index_whose_path_matches(recorder) -> None:
+    """Two indices on one host with their own tokens (a GitLab project each): a file
+    URL without credentials gets those of the index it belongs to."""
+    upstream = Upstream(
+        3,
+        3,
+        index_urls=[
+            f"http://alice:tokA@{recorder}/api/projects/1/pypi/simple/",
+            f"http://bob:tokB@{recorder}/api/projects/2/pypi/simple/",
+        ],
+    )
+    for path in ("/api/projects/1/pypi/files/x.whl", "/api/projects/2/pypi/files/y.whl"):
+        upstream.fetch_page(f"http://{recorder}{path}", "text/html")
+    assert _Recorder.seen == [
+        ("/api/projects/1/pypi/files/x.whl", basic("alice:tokA")),
+        ("/api/projects/2/pypi/files/y.whl", basic("bob:tokB")),
+    ]
+
+
+def test_no_credentials_for_other_hosts(recorder) -> None:
+    upstream = Upstream(3, 3, index_urls=["http://alice:tokA@other.invalid/simple/"])
+    upstream.fetch_page(f"http://{recorder}/simple/x/", "text/html")
+    assert _Recorder.seen == [("/simple/x/", None)]
+
+
+class _FileServer(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    ports: set = set()
+
+    def do_GET(self) -> None:
+        self.ports.add(self.client_address[1])
+        body = b"x" * 100_000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_file_connections_are_reused_once_read_to_the_end() -> None:
+    _FileServer.ports = set()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FileServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        upstream = Upstream(3, 3)
+        for name in ("a", "b", "c"):
+            with upstream.open_file(f"http://127.0.0.1:{server.server_address[1]}/{name}.whl") as response:
+                received = b""
+                while True:
+                    chunk = response.read(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+            assert len(received) == 100_000
+        assert len(_FileServer.ports) == 1  # one kept-alive connection for all three
+    finally:
+        server.shutdown()
+        server.server_close()
