@@ -19,7 +19,7 @@ from ..core.lockfiles import LockFileError, Wanted, load
 from ..core.names import NormalizedName, version_from_filename
 from ..index.page_store import LIST_KEY, PageStore
 from ..web.server import open_caches
-from ..infra.shared_dir import is_private
+from ..infra.atomic import is_private
 from ..core.simple import FileEntry, ProjectPage
 
 __all__ = [

@@ -2,7 +2,7 @@
 shared by every client that asks for the file meanwhile (each reads what is written),
 in this process and in every other process on the same cache dir.
 
-Across processes, the writer holds the file's lock file (``shared_dir.LockFile``) and
+Across processes, the writer holds the file's lock file (``atomic.LockFile``) and
 records in it its temp file's name and the length. A process that finds the lock held
 follows that temp file instead of fetching: its clients get the bytes as they land,
 the last one only once the writer has renamed the file to its final name (it verifies
@@ -27,7 +27,7 @@ from .bodies import CHUNK, FileBody, relay, send_chunk
 from ..core.byteranges import ByteRange
 from ..core.errors import IntegrityError, ProxpiError, UpstreamError
 from ..core.names import NormalizedName, check_filename
-from ..infra.shared_dir import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path
+from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path
 from ..core.simple import FileEntry, Hashes
 
 if TYPE_CHECKING:  # the cache that owns a download; it imports this module

@@ -35,7 +35,7 @@ from .downloads import Download, DownloadBody, Target
 from ..core.errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
 from ..infra.metrics import Metrics
 from ..core.names import NormalizedName
-from ..infra.shared_dir import STALE_TEMP, JournalEntry, Ledger, LedgerHandle, is_private, remove_temp_files
+from ..infra.atomic import STALE_TEMP, JournalEntry, Ledger, LedgerHandle, is_private, remove_temp_files
 from ..core.simple import FileEntry
 from ..index.upstream import Upstream
 

@@ -29,7 +29,7 @@ from ..index.catalog import Indexes
 from ..infra.metrics import TOP, Metrics, merge, total
 from ..index.page_store import PageStore
 from ..core.policy import Policy
-from ..infra.shared_dir import remove_temp_files
+from ..infra.atomic import remove_temp_files
 from ..infra.snapshots import Snapshots
 from ..infra.tls import describe_trust, server_context
 from ..index.upstream import Upstream

@@ -13,7 +13,7 @@ import pytest
 
 from proxpi_min.core.errors import IntegrityError, NotFound
 from proxpi_min.files.file_cache import FileCache
-from proxpi_min.infra.shared_dir import LockFile, lock_path, temp_path
+from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
 from proxpi_min.core.simple import FileEntry
 from proxpi_min.index.upstream import Upstream
 

@@ -1,4 +1,4 @@
-"""shared_dir: lock files and the size ledger between real processes (real flock locks),
+"""atomic: lock files and the size ledger between real processes (real flock locks),
 and the names that walks of the cache dir must tell apart from stored files."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from proxpi_min.files.file_cache import FileCache
-from proxpi_min.infra.shared_dir import (
+from proxpi_min.infra.atomic import (
     JournalEntry,
     Ledger,
     LedgerRecord,
@@ -29,7 +29,7 @@ from tests.support.proxy import REPO_ROOT
 # (cleanly) when its stdin closes; the test may instead kill it.
 HOLDER = """
 import sys
-from proxpi_min.infra.shared_dir import LockFile
+from proxpi_min.infra.atomic import LockFile
 lock = LockFile(sys.argv[1])
 assert lock.acquire(wait=False)
 lock.record(sys.argv[2])
@@ -41,7 +41,7 @@ lock.release()
 # A child that adds 1 byte and 1 file to the ledger N times, each under the lock.
 ADDER = """
 import sys
-from proxpi_min.infra.shared_dir import Ledger
+from proxpi_min.infra.atomic import Ledger
 ledger = Ledger(sys.argv[1])
 for _ in range(int(sys.argv[2])):
     with ledger.locked() as handle:
@@ -168,7 +168,7 @@ def test_Ledger_unreadable_record_reads_as_empty(tmp_path, content) -> None:
 # A child that journals one stored file per line of stdin (a path), under the lock.
 JOURNALER = """
 import sys
-from proxpi_min.infra.shared_dir import JournalEntry, Ledger
+from proxpi_min.infra.atomic import JournalEntry, Ledger
 ledger = Ledger(sys.argv[1])
 for line in sys.stdin:
     with ledger.locked() as handle:
