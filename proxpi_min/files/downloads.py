@@ -14,7 +14,6 @@ hash-checked, and a new download takes over in this process.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
@@ -27,7 +26,7 @@ from .bodies import CHUNK, FileBody, relay, send_chunk
 from ..core.byteranges import ByteRange
 from ..core.errors import IntegrityError, ProxpiError, UpstreamError
 from ..core.names import NormalizedName, check_filename
-from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path
+from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path, write_all
 from ..core.simple import FileEntry, Hashes
 
 if TYPE_CHECKING:  # the cache that owns a download; it imports this module
@@ -164,7 +163,7 @@ class Download:
                 if hasher is not None:
                     hasher.update(chunk)
                 try:
-                    _write_all(self.fd, chunk, self.written)
+                    write_all(self.fd, chunk, self.written)
                 except OSError as exc:
                     logger.warning("cannot cache %s (%s); passing it through", target.filename, exc.strerror)
                     self._remove_temp()
@@ -355,16 +354,6 @@ class Download:
 def _is_temp_name(name: str) -> bool:
     """A temp file's name as a lock file records it (one name, no path)."""
     return name.startswith(TEMP_PREFIX) and "/" not in name and name not in (".", "..")
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    """pwrite all of *data*: a full disk may take part of it without an error."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written == 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view, offset = view[written:], offset + written
 
 
 class DownloadBody(FileBody):

@@ -11,7 +11,7 @@ Recency is the file's mtime (touched on each hit), so LRU order survives restart
 Processes may share a directory (workers, separate proxies, tools) and act as one
 cache: one download per file across them (a lock file per download, see
 ``downloads``), and one cap. The total and a journal of stores and evictions are kept
-in the ledger (``shared_dir.Ledger``), written by every store and eviction under its
+in the ledger (``ledger.Ledger``), written by every store and eviction under its
 lock. Each process keeps its own LRU view and, before it evicts, reads what the others
 journaled since, so only the first process to start on the directory walks it. Hits
 do not write the journal: a victim whose mtime shows a hit in another process is kept
@@ -35,7 +35,8 @@ from .downloads import Download, DownloadBody, Target
 from ..core.errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
 from ..infra.metrics import Metrics
 from ..core.names import NormalizedName
-from ..infra.atomic import STALE_TEMP, JournalEntry, Ledger, LedgerHandle, is_private, remove_temp_files
+from ..infra.atomic import STALE_TEMP, is_private, remove_temp_files
+from .ledger import JournalEntry, Ledger, LedgerHandle
 from ..core.simple import FileEntry
 from ..index.upstream import Upstream
 
@@ -79,7 +80,7 @@ class FileCache:
         the directory (healing any drift a crash left, rewriting the journal), else
         from the journal those processes keep; oldest access first. Under the
         directory-wide lock, so that no process stores or evicts meanwhile."""
-        alone = self._ledger.join()
+        alone = self._ledger.register_user()
         if alone:  # else the first process swept them, and sweeps by age as it runs
             removed = remove_temp_files(self.root)
             if removed:

@@ -1,0 +1,216 @@
+"""The file cache's ledger: the total size and count of a cache dir's stored files, and a
+journal of stores and evictions, shared by every process on the directory.
+
+Its files sit among the stored ones, named with a leading dot (``.ledger``,
+``.journal``, ``.users``) as ``infra.atomic`` requires of bookkeeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import threading
+from typing import Iterator, NamedTuple, Optional
+
+from ..infra.atomic import write_all, write_atomically
+
+__all__ = ["JournalEntry", "Ledger", "LedgerHandle", "LedgerRecord"]
+
+LEDGER_NAME = ".ledger"
+JOURNAL_NAME = ".journal"
+USERS_NAME = ".users"
+
+
+class LedgerRecord(NamedTuple):
+    generation: int  # changes with every store or eviction, by any process
+    used: int  # bytes of stored files
+    count: int
+    epoch: int = 0  # changes whenever the journal is rewritten from scratch
+
+
+class JournalEntry(NamedTuple):
+    """A file stored (``size``, ``mtime``) or, with size -1, evicted; ``path`` is
+    relative to the cache root."""
+
+    path: str
+    size: int = -1
+    mtime: float = 0.0
+
+
+class Ledger:
+    """What processes on one directory know of its stored files, without walking it.
+
+    ``.ledger`` holds one fixed-width line: generation, bytes used, file count and the
+    journal's epoch. ``.journal`` lists, in order, the files stored and evicted since the
+    last snapshot (a rewrite that lists every file, least recently used first), so each
+    process brings its own LRU view up to date by reading what others appended. Both
+    change only under the exclusive lock on ``.ledger``, which is also the
+    directory-wide lock that stores and evictions take.
+    """
+
+    _FORMAT = "proxpi-ledger 2 {} {} {} {}\n"
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, LEDGER_NAME)
+        self.journal = os.path.join(directory, JOURNAL_NAME)
+        # flock is per open file here (one fd shared by our threads) and per process
+        # on NFS: either way our own threads must take turns by themselves.
+        self._thread_lock = threading.Lock()
+        self._users_fd = -1
+        self._open()
+
+    def _open(self) -> None:
+        self._pid = os.getpid()
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            # A cache dir we cannot write (offline, from read-only media) stores nothing,
+            # so nothing needs sharing: a private record will do.
+            with tempfile.TemporaryFile() as private:
+                self._fd = os.dup(private.fileno())
+
+    def register_user(self) -> bool:
+        """Count this process among the directory's users (a shared lock held until
+        :meth:`close`); True if no other process uses it now, so the files may have
+        changed unrecorded (a crash, a copy) and deserve a walk; False if the journal
+        is kept up by live processes."""
+        try:
+            self._users_fd = os.open(os.path.join(os.path.dirname(self.path), USERS_NAME), os.O_RDWR | os.O_CREAT)
+        except OSError:
+            return True  # a directory we cannot write: alone as far as we can tell
+        try:
+            fcntl.flock(self._users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        # Another process starting just now may find neither lock and walk too: harmless.
+        fcntl.flock(self._users_fd, fcntl.LOCK_SH)
+        return alone
+
+    def _read(self) -> LedgerRecord:
+        parts = os.pread(self._fd, 200, 0).split()
+        if len(parts) == 6 and parts[:2] == [b"proxpi-ledger", b"2"] and all(p.isdigit() for p in parts[2:]):
+            return LedgerRecord(*(int(p) for p in parts[2:]))
+        return LedgerRecord(0, 0, 0, 0)  # new, or torn by a crash: a snapshot rewrites it
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["LedgerHandle"]:
+        """Hold the directory-wide lock; the handle reads and rewrites the record."""
+        with self._thread_lock:
+            self._check_open()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield LedgerHandle(self)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def read(self) -> LedgerRecord:
+        """The record now (under a shared lock, so never half written)."""
+        with self._thread_lock:
+            self._check_open()
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            try:
+                return self._read()
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _check_open(self) -> None:
+        if self._fd < 0:  # closed: never write through a number the OS may reuse
+            raise OSError(f"{self.path} is closed")
+        if self._pid != os.getpid():
+            # Forked (a worker): the inherited descriptor shares the parent's open file,
+            # and with it any flock lock taken on it. Our own keeps the processes apart.
+            os.close(self._fd)
+            self._open()
+
+    def close(self) -> None:
+        with self._thread_lock:
+            for fd in (self._fd, self._users_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self._fd = self._users_fd = -1
+
+
+class LedgerHandle:
+    """The ledger while its lock is held (from :meth:`Ledger.locked`)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.record = ledger._read()
+
+    def write(self, used: int, count: int, new_epoch: bool = False) -> LedgerRecord:
+        """Record a new total; returns the record with its new generation."""
+        old = self.record
+        record = LedgerRecord(old.generation + 1, max(used, 0), max(count, 0), old.epoch + new_epoch)
+        data = Ledger._FORMAT.format(*record).encode()
+        os.pwrite(self._ledger._fd, data.ljust(80), 0)  # fixed width: no truncate, no torn tail
+        self.record = record
+        return record
+
+    def changes(self, position: Optional[tuple]) -> tuple:
+        """(entries, new position, whether they start from a snapshot) since
+        *position*, a value this method returned before (None: from the start)."""
+        epoch, offset = position if position is not None else (-1, 0)
+        snapshot = epoch != self.record.epoch
+        if snapshot:
+            offset = 0
+        try:
+            with open(self._ledger.journal, "rb") as file:
+                file.seek(offset)
+                data = file.read()
+        except FileNotFoundError:
+            data = b""
+        complete = data.rfind(b"\n") + 1  # a crash may have left half a line
+        entries = [entry for entry in map(_parse_entry, data[:complete].splitlines()) if entry is not None]
+        return entries, (self.record.epoch, offset + complete), snapshot
+
+    def append(self, entries: list, position: Optional[tuple]) -> Optional[tuple]:
+        """Add *entries* at the journal's end; returns the position after them
+        (*position* must be where our last :meth:`changes` left us; None stays None:
+        the next :meth:`changes` reads it all)."""
+        data = b"".join(_format_entry(entry) for entry in entries)
+        fd = os.open(self._ledger.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        return None if position is None else (position[0], position[1] + len(data))
+
+    def journal_size(self) -> int:
+        with contextlib.suppress(OSError):
+            return os.path.getsize(self._ledger.journal)
+        return 0
+
+    def snapshot(self, entries: list, used: int, count: int) -> tuple:
+        """Rewrite the journal as *entries* (every stored file, least recently used
+        first) under a new epoch; returns the position after them."""
+        data = b"".join(_format_entry(entry) for entry in entries)
+        write_atomically(self._ledger.journal, data)
+        record = self.write(used, count, new_epoch=True)
+        return record.epoch, len(data)
+
+
+def _format_entry(entry: JournalEntry) -> bytes:
+    if entry.size < 0:
+        return f"- {entry.path}\n".encode()
+    return f"+ {entry.size} {entry.mtime:.3f} {entry.path}\n".encode()
+
+
+def _parse_entry(line: bytes) -> Optional[JournalEntry]:
+    """A journal line, or None if it is not one (a torn or foreign line is skipped)."""
+    parts = line.decode("utf-8", "replace").split(" ")
+    try:
+        if parts[0] == "+" and len(parts) == 4:
+            entry = JournalEntry(parts[3], int(parts[1]), float(parts[2]))
+        elif parts[0] == "-" and len(parts) == 2:
+            entry = JournalEntry(parts[1])
+        else:
+            return None
+    except ValueError:
+        return None
+    # Paths come from validated names; one that climbs out of the root is not ours.
+    if entry.path.startswith("/") or ".." in entry.path.split("/") or entry.size < -1:
+        return None
+    return entry
