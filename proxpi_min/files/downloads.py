@@ -25,49 +25,19 @@ from typing import TYPE_CHECKING, Optional
 from .bodies import CHUNK, FileBody, relay, send_chunk
 from ..core.byteranges import ByteRange
 from ..core.errors import IntegrityError, ProxpiError, UpstreamError
-from ..core.names import NormalizedName, check_filename
 from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path, write_all
-from ..core.simple import FileEntry, Hashes
+from .layout import Target
 
 if TYPE_CHECKING:  # the cache that owns a download; it imports this module
     from .file_cache import FileCache
 
-__all__ = ["Download", "DownloadBody", "Target", "best_hash"]
+__all__ = ["Download", "DownloadBody"]
 
 logger = logging.getLogger(__name__)
 
 # How often a follower looks at another process's download (its file's size, its lock):
 # fast enough to stream, slow enough to cost nothing (no inotify on NFS).
 FOLLOW_POLL = 0.02
-
-_PREFERRED_HASHES = ("sha256", "sha512", "sha384", "blake2b", "sha3_256", "sha224", "sha1", "md5")
-
-
-def best_hash(hashes: Hashes) -> Optional[tuple]:
-    found = dict(hashes)
-    for name in _PREFERRED_HASHES:
-        if name in found:
-            return name, found[name]
-    return None
-
-
-class Target:
-    """What to fetch and where it lives: a distribution file or its metadata file."""
-
-    def __init__(self, root: str, project: NormalizedName, entry: FileEntry, metadata: bool, index: str = "") -> None:
-        check_filename(entry.filename)
-        self.index = index  # the listing index's URL without credentials, for metrics
-        dist_hash = best_hash(entry.hashes)
-        folder = f"{dist_hash[0]}-{dist_hash[1]}" if dist_hash else "unverified"
-        self.filename = entry.filename + (".metadata" if metadata else "")
-        self.path = os.path.join(root, project, folder, self.filename)
-        self.url = entry.url + (".metadata" if metadata else "")
-        self.hash = best_hash(entry.metadata or ()) if metadata else dist_hash
-        self.size = None if metadata else entry.size
-        # Files never change (PyPI refuses a reused file name), so their hash is a
-        # strong validator; without one, there is no ETag.
-        self.etag = f'"{self.hash[1][:40]}"' if self.hash else None
-
 
 class Download:
     """One upstream download into a temp file, shared by every client that asks for

@@ -1,11 +1,9 @@
 """The file cache: a directory of verified files, capped in size, least recently used
 evicted first, fed by downloads that stream to every waiting client as they arrive.
 
-Layout: ``<root>/<project>/<algorithm>-<digest>/<filename>`` (``unverified`` when the
-index gives no hash), plus ``<filename>.metadata`` beside it for PEP 658 metadata.
-Every part comes from validated names and the index's own data, never from raw request
-text. A file appears under its final name only complete and verified (temp file, then
-``os.replace``), so a crash never leaves a partial file that is later served.
+Paths follow ``layout``. A file appears under its final name only complete and verified
+(temp file, then ``os.replace``), so a crash never leaves a partial file that is later
+served.
 
 Recency is the file's mtime (touched on each hit), so LRU order survives restarts.
 Processes may share a directory (workers, separate proxies, tools) and act as one
@@ -31,11 +29,12 @@ from typing import Optional
 
 from .bodies import CachedBody, FileBody, SizeOnlyBody, UpstreamBody
 from ..core.byteranges import ByteRange
-from .downloads import Download, DownloadBody, Target
+from .downloads import Download, DownloadBody
+from .layout import Target, parse_stored, stored_files
 from ..core.errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
 from ..infra.metrics import Metrics
 from ..core.names import NormalizedName
-from ..infra.atomic import STALE_TEMP, is_private, remove_temp_files
+from ..infra.atomic import STALE_TEMP, remove_temp_files
 from .ledger import JournalEntry, Ledger, LedgerHandle
 from ..core.simple import FileEntry
 from ..index.upstream import Upstream
@@ -96,14 +95,10 @@ class FileCache:
 
     def _walk(self, ledger: LedgerHandle) -> None:
         found = []
-        for directory, _, names in os.walk(self.root):
-            for name in names:
-                if is_private(name):
-                    continue
-                path = os.path.join(directory, name)
-                with contextlib.suppress(OSError):
-                    stat = os.stat(path)
-                    found.append((stat.st_mtime, path, stat.st_size))
+        for path in stored_files(self.root):
+            with contextlib.suppress(OSError):
+                stat = os.stat(path)
+                found.append((stat.st_mtime, path, stat.st_size))
         found.sort()
         with self._lock:
             for mtime, path, size in found:
@@ -174,8 +169,8 @@ class FileCache:
             found = heapq.nlargest(count, self._files.items(), key=lambda item: item[1][0])
         out = []
         for path, (size, _) in found:
-            parts = os.path.relpath(path, self.root).split(os.sep)
-            out.append((parts[0], parts[-1], size))
+            stored = parse_stored(os.path.relpath(path, self.root))
+            out.append((stored.project, stored.filename, size))
         return out
 
     def count_upstream(self, target: Target, error: Optional[ProxpiError]) -> None:
