@@ -27,17 +27,17 @@ import threading
 import time
 from typing import Optional
 
-from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
 from ..core.byteranges import ByteRange
-from .downloads import Download, Opened
-from .layout import Target, parse_stored, stored_files
 from ..core.errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
-from ..infra.metrics import Metrics
 from ..core.names import NormalizedName
-from ..infra.atomic import STALE_TEMP, remove_temp_files
-from .ledger import JournalEntry, Ledger, LedgerHandle
 from ..core.simple import FileEntry
 from ..index.upstream import Upstream
+from ..infra.atomic import STALE_TEMP, remove_temp_files
+from ..infra.metrics import Metrics
+from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
+from .downloads import Download, Opened
+from .layout import Target, parse_stored, stored_files
+from .ledger import JournalEntry, Ledger, LedgerHandle
 
 __all__ = ["FileCache"]
 
