@@ -63,7 +63,8 @@ class FileStore(Protocol):
 
 class Download:
     """One upstream download into a temp file, shared by every client that asks for
-    the file meanwhile. The writer thread publishes progress under ``cond``."""
+    the file meanwhile, and handed to its :class:`FileStore` once verified. The writer
+    thread publishes progress under ``cond``."""
 
     def __init__(self, store: FileStore, upstream: Upstream, target: Target) -> None:
         self.store = store
