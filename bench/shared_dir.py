@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proxpi_min.files.file_cache import FileCache  # noqa: E402
-from proxpi_min.infra.shared_dir import JournalEntry, Ledger  # noqa: E402
+from proxpi_min.files.ledger import JournalEntry, Ledger  # noqa: E402
 
 PER_PROJECT = 20  # files per project directory, about PyPI's median
 

@@ -13,13 +13,12 @@ from typing import Callable, Iterable, NamedTuple, Optional, TextIO
 
 from ..core.settings import Settings
 from ..core.home import human_size
-from ..files.downloads import Target
+from ..files.layout import Target, files_root, index_root, parse_stored, stored_files
 from ..core.errors import Forbidden, IntegrityError, NotFound, ProxpiError
 from ..core.lockfiles import LockFileError, Wanted, load
 from ..core.names import NormalizedName, version_from_filename
 from ..index.page_store import LIST_KEY, PageStore
 from ..web.server import open_caches
-from ..infra.shared_dir import is_private
 from ..core.simple import FileEntry, ProjectPage
 
 __all__ = [
@@ -437,7 +436,7 @@ def _expected_metadata(cache_dir: str, pages: list) -> dict:
     """Stored path -> (algorithm, digest) of each .metadata file a saved page gives a
     hash for (PEP 658/714): a metadata file is stored under its wheel's hash, so its own
     hash comes from the page."""
-    root = os.path.join(cache_dir, "files")
+    root = files_root(cache_dir)
     expected = {}
     for page in pages:
         for entry in page.files:
@@ -450,23 +449,12 @@ def _expected_metadata(cache_dir: str, pages: list) -> dict:
 
 
 def _check_file(path: str, rel: str, expected_metadata: dict) -> _Checked:
-    parts = rel.split(os.sep)
+    stored = parse_stored(rel)
     try:
         size = os.path.getsize(path)
     except OSError as exc:
         return _Checked(path, 0, f"cannot read: {exc.strerror}")
-    if len(parts) != 3:
-        return _Checked(path, size, None, unchecked=True)  # not the cache's layout: left alone
-    folder, filename = parts[1], parts[2]
-    if filename.endswith(".metadata"):
-        want = expected_metadata.get(path)
-    elif folder == "unverified":
-        want = None
-    else:
-        algorithm, _, digest = folder.partition("-")
-        if algorithm not in hashlib.algorithms_guaranteed or not digest:
-            return _Checked(path, size, None, unchecked=True)
-        want = (algorithm, digest)
+    want = expected_metadata.get(path) if stored.metadata else stored.hash
     if want is None:
         return _Checked(path, size, None, unchecked=True)
     hasher = hashlib.new(want[0])
@@ -490,8 +478,8 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
 
     :returns: 0 all good, 1 anything bad (each named on *out*), 2 not a cache dir.
     """
-    files_root = os.path.join(cache_dir, "files")
-    if not os.path.isdir(files_root) and not os.path.isdir(os.path.join(cache_dir, "index")):
+    files_dir = files_root(cache_dir)
+    if not os.path.isdir(files_dir) and not os.path.isdir(index_root(cache_dir)):
         err.write(f"proxpi-min verify: error: {cache_dir} is not a proxpi cache dir (no files/ or index/ in it)\n")
         return 2
     bad = []  # (path, problem)
@@ -510,12 +498,7 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
             if name[:-5] != LIST_KEY and isinstance(saved.value, ProjectPage):
                 pages.append(saved.value)
     expected_metadata = _expected_metadata(cache_dir, pages)
-    found = []
-    for directory, _, names in os.walk(files_root):
-        for name in sorted(names):
-            if not is_private(name):  # bookkeeping: temp and lock files, the ledger
-                path = os.path.join(directory, name)
-                found.append((path, os.path.relpath(path, files_root)))
+    found = [(path, os.path.relpath(path, files_dir)) for path in stored_files(files_dir)]
     total_bytes = 0
     for path, _ in found:
         with contextlib.suppress(OSError):

@@ -1,21 +1,24 @@
-"""Response bodies for files: from the cache dir (sendfile), from the index's size alone
-(HEAD), or passed straight from upstream, hash-checked; and the copy loop they share."""
+"""What a response sends for a file: from the cache dir (sendfile), from a download as it
+is written, from the index's size alone (HEAD), or passed straight from upstream,
+hash-checked; and the copy loop they share."""
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import os
 import socket
 from typing import Optional
 
 from ..core.byteranges import ByteRange
-from ..core.errors import IntegrityError, UpstreamError
+from ..core.errors import UpstreamError
 from ..index.upstream import FileResponse
+from .downloads import CHUNK, Download
+from .integrity import Verifier
+from .layout import Target
 
 __all__ = [
-    "CHUNK",
     "CachedBody",
+    "DownloadBody",
     "FileBody",
     "SizeOnlyBody",
     "UpstreamBody",
@@ -24,7 +27,6 @@ __all__ = [
     "send_chunk",
 ]
 
-CHUNK = 1024 * 1024  # bytes per upstream read and per sendfile call while streaming
 ONE_WRITE = 64 * 1024  # cached bodies up to this size go out with their headers
 _ENCODED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
 
@@ -92,12 +94,11 @@ def relay(
     *,
     limit: Optional[int],
     skip: int = 0,
-    hasher=None,
-    expected: Optional[tuple] = None,
+    verifier: Optional[Verifier] = None,
 ) -> int:
     """Copy an upstream body to the client: *skip* bytes dropped first, then at most
-    *limit* bytes (None: to the end). With a *hasher* (the whole file), the last byte
-    is held back until the digest matches *expected*.
+    *limit* bytes (None: to the end). With a *verifier* (the whole file), the last byte
+    is held back until the bytes match the index hash.
 
     :returns: the bytes sent.
     :raises UpstreamError: fewer than *limit* bytes came (IntegrityError: bad hash).
@@ -113,16 +114,16 @@ def relay(
             chunk, skip = chunk[cut:], skip - cut
         if limit is not None:
             chunk = chunk[: limit - sent - len(held)]
-        if hasher is not None and chunk:
-            hasher.update(chunk)
+        if verifier is not None and chunk:
+            verifier.update(chunk)
             chunk, held = held + chunk[:-1], chunk[-1:]
         if chunk:
             send_chunk(conn, chunk, 0, len(chunk), chunked)
             sent += len(chunk)
     if limit is not None and sent + len(held) < limit:
         raise UpstreamError(f"upstream ended {limit - sent - len(held)} bytes early: {response.url}")
-    if hasher is not None and hasher.hexdigest() != expected[1]:
-        raise IntegrityError(f"upstream bytes do not match the index hash: {response.url}")
+    if verifier is not None:
+        verifier.check(f"upstream bytes do not match the index hash: {response.url}")
     if held:
         send_chunk(conn, held, 0, len(held), chunked)
         sent += len(held)
@@ -167,18 +168,89 @@ class CachedBody(FileBody):
         self._file.close()
 
 
+class DownloadBody(FileBody):
+    """A client's view of a :class:`Download`: bytes are sent as they are written
+    (with sendfile from the temp file), the last byte only once the file is verified."""
+
+    def __init__(self, download: Download, file, byte_range: Optional[ByteRange]) -> None:
+        self._download = download
+        self._file = file
+        self._position = 0
+        self._stop = download.length
+        if download.length is not None:
+            self._position, self._stop = self._ranged(byte_range, download.length)
+
+    def _send_body(self, conn: socket.socket, chunked: bool) -> None:
+        download = self._download
+        while self._stop is None or self._position < self._stop:
+            with download.cond:
+                download.cond.wait_for(lambda: self._limit() > self._position or download.over)
+                limit, error, disk_failed = self._limit(), download.error, download.disk_failed
+            if limit > self._position:
+                send_chunk(conn, self._file, self._position, limit - self._position, chunked)
+                self.sent += limit - self._position
+                self._position = limit
+            elif error is not None:
+                raise error
+            elif disk_failed:
+                self._resume_upstream(conn, chunked)
+                return
+            else:  # done, and everything sent
+                break
+        if chunked:
+            conn.sendall(b"0\r\n\r\n")
+
+    def _limit(self) -> int:
+        """How far this client may read now: all that is written once the download is
+        verified, all but the last byte before, so a bad file is never sent whole."""
+        download = self._download
+        if download.done:
+            limit = download.written
+        else:  # never the last byte: not of what is written, nor of the announced length
+            limit = download.written - 1
+            if download.length is not None:
+                limit = min(limit, download.length - 1)
+        return limit if self._stop is None else min(limit, self._stop)
+
+    def _resume_upstream(self, conn: socket.socket, chunked: bool) -> None:
+        """The cache's disk failed: fetch the rest of the file for this client alone,
+        still checking the hash when this client gets the whole file."""
+        download, target = self._download, self._download.target
+        verifier = None
+        if target.hash is not None and self.status == 200:
+            verifier = Verifier(target.hash)
+            for offset in range(0, self._position, CHUNK):  # what was sent, read back
+                verifier.update(os.pread(self._file.fileno(), min(CHUNK, self._position - offset), offset))
+        limit = None if self._stop is None else self._stop - self._position
+        with download.upstream.open_file(target.url, byte_range=f"bytes={self._position}-") as response:
+            self.sent += relay(
+                response,
+                conn,
+                chunked,
+                limit=limit,
+                skip=self._position if response.status == 200 else 0,
+                verifier=verifier,
+            )
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class SizeOnlyBody(FileBody):
     """Headers alone, for a HEAD on a file the index gave the size of."""
 
     def __init__(self, size: int) -> None:
         self.length = size
 
+    def _send_body(self, conn: socket.socket, chunked: bool) -> None:
+        pass  # a HEAD: the headers say it all
+
 
 class UpstreamBody(FileBody):
     """Bytes passed straight from an upstream response (not cached), hash-checked when
     it is the whole file: the last byte is held back until the hash matches."""
 
-    def __init__(self, response: FileResponse, target, whole_file: bool) -> None:
+    def __init__(self, response: FileResponse, target: Target, whole_file: bool) -> None:
         self._response = response
         self._target = target
         self._verify = whole_file and target.hash is not None
@@ -187,10 +259,8 @@ class UpstreamBody(FileBody):
         self.content_range = response.headers.get("Content-Range")
 
     def _send_body(self, conn: socket.socket, chunked: bool) -> None:
-        hasher = hashlib.new(self._target.hash[0]) if self._verify else None
-        self.sent = relay(
-            self._response, conn, chunked, limit=self.length, hasher=hasher, expected=self._target.hash
-        )
+        verifier = Verifier(self._target.hash) if self._verify else None
+        self.sent = relay(self._response, conn, chunked, limit=self.length, verifier=verifier)
 
     def close(self) -> None:
         self._response.close()

@@ -1,17 +1,15 @@
 """The file cache: a directory of verified files, capped in size, least recently used
 evicted first, fed by downloads that stream to every waiting client as they arrive.
 
-Layout: ``<root>/<project>/<algorithm>-<digest>/<filename>`` (``unverified`` when the
-index gives no hash), plus ``<filename>.metadata`` beside it for PEP 658 metadata.
-Every part comes from validated names and the index's own data, never from raw request
-text. A file appears under its final name only complete and verified (temp file, then
-``os.replace``), so a crash never leaves a partial file that is later served.
+Paths follow ``layout``. A file appears under its final name only complete and verified
+(temp file, then ``os.replace``), so a crash never leaves a partial file that is later
+served.
 
 Recency is the file's mtime (touched on each hit), so LRU order survives restarts.
 Processes may share a directory (workers, separate proxies, tools) and act as one
 cache: one download per file across them (a lock file per download, see
 ``downloads``), and one cap. The total and a journal of stores and evictions are kept
-in the ledger (``shared_dir.Ledger``), written by every store and eviction under its
+in the ledger (``ledger.Ledger``), written by every store and eviction under its
 lock. Each process keeps its own LRU view and, before it evicts, reads what the others
 journaled since, so only the first process to start on the directory walks it. Hits
 do not write the journal: a victim whose mtime shows a hit in another process is kept
@@ -29,15 +27,17 @@ import threading
 import time
 from typing import Optional
 
-from .bodies import CachedBody, FileBody, SizeOnlyBody, UpstreamBody
 from ..core.byteranges import ByteRange
-from .downloads import Download, DownloadBody, Target
 from ..core.errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
-from ..infra.metrics import Metrics
 from ..core.names import NormalizedName
-from ..infra.shared_dir import STALE_TEMP, JournalEntry, Ledger, LedgerHandle, is_private, remove_temp_files
 from ..core.simple import FileEntry
 from ..index.upstream import Upstream
+from ..infra.atomic import STALE_TEMP, remove_temp_files
+from ..infra.metrics import Metrics
+from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
+from .downloads import Download, Opened
+from .layout import Target, parse_stored, stored_files
+from .ledger import JournalEntry, Ledger, LedgerHandle
 
 __all__ = ["FileCache"]
 
@@ -53,7 +53,8 @@ JOURNAL_MIN = 1 << 20
 
 
 class FileCache:
-    """Files under *root*, at most *cap* bytes in all (0: never store)."""
+    """Files under *root*, at most *cap* bytes in all (0: never store); the
+    ``downloads.FileStore`` its downloads fill."""
 
     def __init__(
         self, root: str, cap: int, upstream: Upstream, offline: bool = False, metrics: Optional[Metrics] = None
@@ -79,7 +80,7 @@ class FileCache:
         the directory (healing any drift a crash left, rewriting the journal), else
         from the journal those processes keep; oldest access first. Under the
         directory-wide lock, so that no process stores or evicts meanwhile."""
-        alone = self._ledger.join()
+        alone = self._ledger.register_user()
         if alone:  # else the first process swept them, and sweeps by age as it runs
             removed = remove_temp_files(self.root)
             if removed:
@@ -95,14 +96,10 @@ class FileCache:
 
     def _walk(self, ledger: LedgerHandle) -> None:
         found = []
-        for directory, _, names in os.walk(self.root):
-            for name in names:
-                if is_private(name):
-                    continue
-                path = os.path.join(directory, name)
-                with contextlib.suppress(OSError):
-                    stat = os.stat(path)
-                    found.append((stat.st_mtime, path, stat.st_size))
+        for path in stored_files(self.root):
+            with contextlib.suppress(OSError):
+                stat = os.stat(path)
+                found.append((stat.st_mtime, path, stat.st_size))
         found.sort()
         with self._lock:
             for mtime, path, size in found:
@@ -173,8 +170,8 @@ class FileCache:
             found = heapq.nlargest(count, self._files.items(), key=lambda item: item[1][0])
         out = []
         for path, (size, _) in found:
-            parts = os.path.relpath(path, self.root).split(os.sep)
-            out.append((parts[0], parts[-1], size))
+            stored = parse_stored(os.path.relpath(path, self.root))
+            out.append((stored.project, stored.filename, size))
         return out
 
     def count_upstream(self, target: Target, error: Optional[ProxpiError]) -> None:
@@ -205,14 +202,19 @@ class FileCache:
         byte_range: Optional[ByteRange] = None,
         index: str = "",
     ) -> FileBody:
-        """A body for the file (or its ``.metadata``), from the cache when it is there.
+        """A body for the file (or its ``.metadata``); :meth:`_body` picks one of five:
 
-        Otherwise a GET joins or starts the one shared download. A Range request is
-        answered from that download when its bytes are already in, else passed
-        upstream at once (uv reads a wheel's zip directory, at its end, this way), and
-        the download starts in the background so the next client finds the file
-        cached. A HEAD is answered from the index's size when it gave one, else asked
-        upstream; it starts no download.
+        1. cached: the stored file (:class:`CachedBody`, a hit).
+        2. pass-through: a file over the cap, or one the cache dir cannot take, is sent
+           from upstream as it comes, hash-checked (:class:`UpstreamBody`).
+        3. HEAD: with no download in progress, the index's size answers
+           (:class:`SizeOnlyBody`), else a HEAD asked upstream; it starts no download.
+        4. join a download: a GET follows the one shared download of the file, the one
+           in progress or a new one (:class:`DownloadBody`), sent as it is written.
+        5. range from upstream: a Range whose first byte the download does not have yet
+           (or whose request started it) is passed upstream at once (uv reads a wheel's
+           zip directory, at its end, this way) while the download goes on in the
+           background, so the next client finds the file cached.
 
         *index* (the listing index's URL) labels the upstream requests in the metrics.
 
@@ -224,30 +226,31 @@ class FileCache:
         return body
 
     def _body(self, target: Target, head: bool, byte_range: Optional[ByteRange]) -> FileBody:
-        cached = self._open_cached(target)
-        if cached is not None:
+        """The one of :meth:`open`'s five outcomes that fits (numbered as there)."""
+        cached = self.open_cached(target)
+        if cached is not None:  # 1
             self.metrics.hit("file")
-            return self._cached_body(*cached, byte_range)
+            return self._cached_body(cached, byte_range)
         self.metrics.miss("file")
-        if not self._storable(target):
+        if not self._storable(target):  # 2
             return self._pass_through(target, head, byte_range)
         with self._lock:
             download, start = self._register(target, start=not head)
             if download is not None:
-                download.join()
+                download.add_client()
         if start:
             self._run(download)
-        if download is None:  # a HEAD
+        if download is None:  # 3
             return SizeOnlyBody(target.size) if target.size is not None else self._pass_through(target, True, None)
-        # The client whose range started the download is answered from upstream at once
+        # 5: the client whose range started the download is answered from upstream at once
         # (the download may not have its bytes yet); later ones use it where it has them.
         if byte_range is not None and (start or not download.has_start_of(byte_range)):
             download.leave()
             return self._pass_through(target, head, byte_range)
         file = download.attach()
-        if file is None:  # the cache dir cannot take the file
+        if file is None:  # 2: the cache dir cannot take the file
             return self._pass_through(target, head, byte_range)
-        try:
+        try:  # 4
             return DownloadBody(download, file, byte_range)
         except BaseException:
             file.close()
@@ -290,11 +293,11 @@ class FileCache:
         return self.cap > 0 and (target.size is None or target.size <= self.cap)
 
     @staticmethod
-    def _cached_body(file, size: int, byte_range: Optional[ByteRange]) -> FileBody:
+    def _cached_body(cached: Opened, byte_range: Optional[ByteRange]) -> FileBody:
         try:
-            return CachedBody(file, size, byte_range)
+            return CachedBody(cached.file, cached.size, byte_range)
         except BaseException:
-            file.close()
+            cached.file.close()
             raise
 
     def _pass_through(self, target: Target, head: bool, byte_range: Optional[ByteRange]) -> FileBody:
@@ -311,9 +314,9 @@ class FileCache:
             raise RangeNotSatisfiable(f"{header} is outside {target.filename}", int(total) if total.isdigit() else 0)
         return UpstreamBody(response, target, whole_file=response.status == 200 and not head)
 
-    def _open_cached(self, target: Target):
-        """(file opened for reading, size) of the stored file, marked recently used;
-        or None."""
+    def open_cached(self, target: Target) -> Optional[Opened]:
+        """The stored file, opened for reading and marked recently used; None if it is
+        not stored."""
         try:
             file = open(target.path, "rb")
         except OSError:
@@ -337,22 +340,22 @@ class FileCache:
         if touch:
             with contextlib.suppress(OSError):
                 os.utime(file.fileno())  # recency that survives a restart, seen by every process
-        return file, stat.st_size
+        return Opened(file, stat.st_size)
 
     # ------------------------------------------------------------------ storing
 
-    def _store(self, download: Download) -> None:
-        """Move a verified download to its final name, if it fits under the cap."""
-        size, path = download.written, download.target.path
+    def store(self, target: Target, temp: str, size: int) -> bool:
+        """Move a verified download's temp file to its final name, if it fits under the
+        cap; False if it was not moved (the download removes it)."""
+        path = target.path
         if size > self.cap:
-            download._remove_temp()
-            return
+            return False
         # Under the directory-wide lock, so that downloads finishing together (here or
         # in other processes) cannot each find room for themselves and overrun the cap.
+        stored = False
         with self._ledger.locked() as ledger:
             if os.path.exists(path):  # stored meanwhile by a writer that took no lock
-                download._remove_temp()
-                return
+                return False
             self._sync(ledger)
             used, count, victims = self._make_room(ledger, size)
             entries = [JournalEntry(self._relative(victim)) for victim in victims]
@@ -361,18 +364,19 @@ class FileCache:
             now = time.time()
             self._record(ledger, entries + [JournalEntry(self._relative(path), size, now)], used + size, count + 1)
             try:
-                os.replace(download.temp, path)
+                os.replace(temp, path)
             except OSError as exc:
-                logger.warning("cannot store %s: %s", download.target.filename, exc.strerror)
-                download._remove_temp()
+                logger.warning("cannot store %s: %s", target.filename, exc.strerror)
                 self._record(ledger, [JournalEntry(self._relative(path))], used, count)
             else:
+                stored = True
                 with self._lock:
                     self._files[path] = [size, now]
                     self.generation += 1
             self._compact(ledger)
         self._log_evicted(victims)
         self._sweep_temp_files()
+        return stored
 
     def _make_room(self, ledger: LedgerHandle, incoming: int) -> tuple:
         """Evict least recently used files (whoever stored them) until *incoming* more
@@ -436,7 +440,7 @@ class FileCache:
         lock is held; the caller runs a new download once it has let go."""
         download = self._downloads.get(target.path)
         if download is None and start:
-            download = self._downloads[target.path] = Download(self, target)
+            download = self._downloads[target.path] = Download(self, self.upstream, target)
             return download, True
         return download, False
 
@@ -444,7 +448,9 @@ class FileCache:
     def _run(download: Download) -> None:
         threading.Thread(target=download.run, name=f"download {download.target.filename}", daemon=True).start()
 
-    def _finished(self, download: Download) -> None:
+    def finished(self, download: Download) -> None:
+        """Forget a download whose writer is done; start the next one if its file is
+        still wanted (another process's writer died)."""
         with self._lock:
             self._downloads.pop(download.target.path, None)
         download.close_fd()
@@ -459,5 +465,5 @@ class FileCache:
         with self._lock:
             downloads = list(self._downloads.values())
         for download in downloads:
-            download._remove_temp()
+            download.remove_temp()
         self._ledger.close()

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 from ..core.settings import redact_url
 from ..core.names import NormalizedName
-from ..infra.shared_dir import write_atomically
+from ..infra.atomic import write_atomically
 from ..core.simple import FileEntry, ProjectList, ProjectPage
 
 __all__ = ["OtherFormat", "PageStore", "SavedPage"]

@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Callable, List
 
-from .shared_dir import pid_alive, write_atomically
+from .atomic import pid_alive, write_atomically
 
 __all__ = ["INTERVAL", "Snapshots"]
 

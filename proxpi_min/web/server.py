@@ -22,6 +22,7 @@ from .. import __version__
 from ..infra.background import Background
 from ..core.settings import IndexSettings, Settings
 from ..files.file_cache import FileCache
+from ..files.layout import files_root, index_root
 from ..core.errors import Overloaded
 from .handler import CLIENT_GONE, ProxyHandler, refusal
 from ..index.index_cache import IndexCache, merged_health
@@ -29,7 +30,7 @@ from ..index.catalog import Indexes
 from ..infra.metrics import TOP, Metrics, merge, total
 from ..index.page_store import PageStore
 from ..core.policy import Policy
-from ..infra.shared_dir import remove_temp_files
+from ..infra.atomic import remove_temp_files
 from ..infra.snapshots import Snapshots
 from ..infra.tls import describe_trust, server_context
 from ..index.upstream import Upstream
@@ -68,7 +69,7 @@ def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     """The upstream connections and the caches on *cache_dir*, as *settings* say: the
     server's, and the ``warm`` command's (so both store files and pages alike)."""
     metrics = metrics or Metrics()
-    remove_temp_files(os.path.join(cache_dir, "index"))
+    remove_temp_files(index_root(cache_dir))
     upstream = Upstream(
         settings.connect_timeout,
         settings.read_timeout,
@@ -77,7 +78,7 @@ def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         ca_bundle=settings.ca_bundle,
         proxies=settings.upstream_proxy,
     )
-    files = FileCache(os.path.join(cache_dir, "files"), settings.cache_size, upstream, settings.offline, metrics)
+    files = FileCache(files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics)
     stores = [(index, PageStore(cache_dir, index.url)) for index in settings.indexes]
     if settings.offline:
         # A copied cache dir is served whatever index URLs filled it: pages saved for

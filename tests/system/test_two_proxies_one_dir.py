@@ -13,7 +13,7 @@ import urllib.parse
 
 import pytest
 
-from proxpi_min.infra.shared_dir import LockFile, lock_path, temp_path
+from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
 from tests.support.cache_dir import WAIT, file_path, files_tree, sized_wheel, stored_content, stored_paths, wait_until
 from tests.support.proxy import ProxyProcess, temp_files
 

@@ -1,5 +1,5 @@
-"""FileCache.ensure (storing a file without a client), and following another process's
-download, over a file: upstream: no network."""
+"""FileCache.ensure (storing a file without a client), following another process's
+download, over a file: upstream: no network; and what a cache finds in its dir at start."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 from proxpi_min.core.errors import IntegrityError, NotFound
 from proxpi_min.files.file_cache import FileCache
-from proxpi_min.infra.shared_dir import LockFile, lock_path, temp_path
+from proxpi_min.files.ledger import Ledger
+from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
 from proxpi_min.core.simple import FileEntry
 from proxpi_min.index.upstream import Upstream
 
@@ -123,3 +124,57 @@ def test_bad_bytes_never_go_out_whole_however_soon_they_are_checked(tmp_path, so
         ours.shutdown(socket.SHUT_WR)
         assert len(_read_exactly(theirs, len(DATA))) < len(DATA)
     body.close()
+
+
+def test_FileCache_walks_the_dir_only_when_no_other_process_uses_it(tmp_path) -> None:
+    root = tmp_path / "files"
+    first = FileCache(str(root), 10_000, upstream=None)
+    unrecorded = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"
+    unrecorded.parent.mkdir(parents=True)
+    unrecorded.write_bytes(b"x" * 100)  # put there by hand: no journal line
+    second = FileCache(str(root), 10_000, upstream=None)
+    assert (list(second._files), second.stats()) == ([], (0, 0)), "the second walked the directory"
+    first.close()
+    second.close()
+    third = FileCache(str(root), 10_000, upstream=None)
+    assert (list(third._files), third.stats()) == ([str(unrecorded)], (100, 1))
+    third.close()
+
+
+def test_FileCache_counts_stored_files_only(tmp_path) -> None:
+    root = tmp_path / "files"
+    stored = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"x" * 1000)
+    (stored.parent / ".lock-p-1.0-py3-none-any.whl").write_text(".tmp-x 1000")
+    cache = FileCache(str(root), 10_000, upstream=None)
+    try:
+        assert cache.stats() == (1000, 1)
+        assert list(cache._files) == [str(stored)]
+        # A second process on the directory sees the same total without a walk.
+        assert Ledger(str(root)).read().used == 1000
+    finally:
+        cache.close()
+
+
+def test_FileCache_in_a_directory_it_cannot_write(tmp_path, monkeypatch) -> None:
+    """Offline from read-only media: the stored files are counted, nothing breaks."""
+    root = tmp_path / "files"
+    stored = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"x" * 1000)
+    real_open = os.open
+
+    def refusing_open(path, flags, *args):
+        if os.path.basename(path).startswith(".") and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(13, "Read-only file system", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "ro")))
+    cache = FileCache(str(root), 10_000, upstream=None, offline=True)
+    try:
+        assert cache.stats() == (1000, 1)
+        assert not (root / ".ledger").exists()
+    finally:
+        cache.close()

@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 
-from proxpi_min.infra import shared_dir as page_store
+from proxpi_min.infra import atomic as page_store
 from proxpi_min.index.page_store import LIST_KEY, OtherFormat, PageStore, SavedPage
-from proxpi_min.infra.shared_dir import remove_temp_files, temp_path
+from proxpi_min.infra.atomic import remove_temp_files, temp_path
 from proxpi_min.core.simple import FileEntry, ProjectList, ProjectPage
 
 

@@ -1,22 +1,8 @@
-"""What processes sharing a cache dir agree on: temp-file naming, atomic writes, lock
-files, the size ledger, and sweeping what dead writers left behind.
+"""The file cache's ledger: the total size and count of a cache dir's stored files, and a
+journal of stores and evictions, shared by every process on the directory.
 
-Every name the proxy writes beside stored files starts with a dot (``.tmp-``,
-``.lock-``, ``.ledger``, ``.journal``, ``.users``); a stored file's name never does
-(``names.check_filename``), so walks of the directory tell them apart by the first
-character.
-
-Locks are ``fcntl.flock`` locks: the kernel drops them when their holder dies (kill -9
-included), so a dead writer never blocks the others. On NFSv4, Linux emulates flock
-with POSIX byte-range locks on the whole file, whose owner is the process, not the
-open file: two threads of one process would both get the lock there. So threads of
-one process never contend for the same lock file: downloads are single-flight per
-process (``file_cache``), and :class:`Ledger` has its own thread lock. Locally a flock
-lock belongs to the open file, which fork shares: a lock file is opened per download,
-and the ledger reopens its own in a forked child (a worker forked after the caches
-were built keeps their view, not their locks). These locks stand for the directory and
-the downloads themselves, so, unlike the caches' in-memory locks, they are held across
-disk and network I/O.
+Its files sit among the stored ones, named with a leading dot (``.ledger``,
+``.journal``, ``.users``) as ``infra.atomic`` requires of bookkeeping.
 """
 
 from __future__ import annotations
@@ -24,193 +10,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
 import tempfile
 import threading
-import time
 from typing import Iterator, NamedTuple, Optional
 
-__all__ = [
-    "LOCK_PREFIX",
-    "STALE_TEMP",
-    "TEMP_PREFIX",
-    "JournalEntry",
-    "Ledger",
-    "LedgerHandle",
-    "LedgerRecord",
-    "LockFile",
-    "is_private",
-    "lock_path",
-    "pid_alive",
-    "same_file",
-    "remove_temp_files",
-    "temp_path",
-    "write_atomically",
-]
+from ..infra.atomic import write_all, write_atomically
 
-TEMP_PREFIX = ".tmp-"
-LOCK_PREFIX = ".lock-"
+__all__ = ["JournalEntry", "Ledger", "LedgerHandle", "LedgerRecord"]
+
 LEDGER_NAME = ".ledger"
 JOURNAL_NAME = ".journal"
 USERS_NAME = ".users"
-STALE_TEMP = 600.0  # seconds without a write after which another host's temp file is dead
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Write *data* to *path* through a temp file and ``os.replace``, so that a reader
-    (or a restart after kill -9) sees the old content or the new, never a part."""
-    temp = temp_path(os.path.dirname(path))
-    try:
-        with open(temp, "wb") as file:
-            file.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
-def _host() -> str:
-    return "".join(c for c in socket.gethostname() if c.isalnum() or c == ".") or "host"
-
-
-def temp_path(directory: str) -> str:
-    """A new temp file name in *directory* naming its owner: host, process, random."""
-    return os.path.join(directory, f"{TEMP_PREFIX}{_host()}-{os.getpid()}-{os.urandom(4).hex()}")
-
-
-def remove_temp_files(directory: str, at_start: bool = True) -> int:
-    """Remove leftover temp files under *directory*; count them.
-
-    Ours to judge are those of this host: left alone while their process lives (a
-    second proxy on the same dir), removed once it is gone, or when it has our own
-    process id (a previous run, e.g. PID 1 in a restarted container). Another host's
-    (a shared volume) are removed only once untouched for STALE_TEMP seconds, since
-    a download in progress writes to its file all the time. Once running
-    (*at_start* false), only that age rule applies, to every owner.
-    """
-    removed = 0
-    now = time.time()
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            if name.startswith(LOCK_PREFIX) and at_start:
-                _remove_if_unlocked(path)
-            if not name.startswith(TEMP_PREFIX):
-                continue
-            with contextlib.suppress(OSError):
-                if (at_start and not _owner_alive(name)) or now - os.stat(path).st_mtime > STALE_TEMP:
-                    os.unlink(path)
-                    removed += 1
-    return removed
-
-
-def _owner_alive(temp_name: str) -> bool:
-    """Whether the temp file's process may still be writing it (see remove_temp_files)."""
-    host, _, pid_text = temp_name[len(TEMP_PREFIX) :].rpartition("-")[0].rpartition("-")
-    if host != _host():
-        return True  # another host's: judged by age
-    pid = int(pid_text) if pid_text.isascii() and pid_text.isdigit() else -1
-    if pid in (-1, os.getpid()):
-        return False
-    return pid_alive(pid)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process *pid* of this host still runs (signal 0 checks, sends nothing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def is_private(name: str) -> bool:
-    """Whether a name under the cache dir is the proxy's own bookkeeping (a temp file,
-    a lock file, the ledger and its journal), never a stored file."""
-    return name.startswith(".")
-
-
-def lock_path(path: str) -> str:
-    """The lock file that guards writing *path*, beside it."""
-    directory, name = os.path.split(path)
-    return os.path.join(directory, LOCK_PREFIX + name)
-
-
-def _remove_if_unlocked(path: str) -> None:
-    """Drop a lock file that its holder died with (nobody holds it now)."""
-    lock = LockFile(path)
-    if lock.acquire(wait=False):
-        lock.release()
-
-
-def same_file(fd: int, path: str) -> bool:
-    """Whether the open *fd* is the file now at *path* (False if nothing is there)."""
-    try:
-        here, there = os.fstat(fd), os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
-
-
-class LockFile:
-    """An exclusive lock on a small file that also records what its holder is doing
-    (e.g. the temp file it writes), so that other processes can follow its work.
-
-    The holder removes the file as it lets go. A file still there when the lock is
-    taken, with a record in it, was left by a holder that died: :attr:`stale` holds
-    that record.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fd: Optional[int] = None
-        self.stale = ""
-
-    def acquire(self, wait: bool) -> bool:
-        """Take the lock (blocking if *wait*); False if another holds it."""
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-                except BlockingIOError:
-                    return False
-                # A holder removes the file before it lets go: a lock won on a file no
-                # longer at the path guards nothing, so take the path's current one.
-                if same_file(fd, self.path):
-                    self._fd, fd = fd, None
-                    self.stale = os.pread(self._fd, 4096, 0).decode("utf-8", "replace")
-                    return True
-            finally:
-                if fd is not None:
-                    os.close(fd)
-
-    def record(self, text: str) -> None:
-        """Say what the holder is doing (read by others with :func:`read_record`)."""
-        assert self._fd is not None
-        data = text.encode()
-        os.pwrite(self._fd, data, 0)
-        os.ftruncate(self._fd, len(data))
-
-    def read_record(self) -> str:
-        """The holder's record, read without the lock ('' if there is none)."""
-        try:
-            with open(self.path, "rb") as file:
-                return file.read(4096).decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def release(self) -> None:
-        """Remove the file, then let go (waiters retry on the path; see acquire)."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-        os.close(self._fd)
-        self._fd = None
 
 
 class LedgerRecord(NamedTuple):
@@ -261,7 +71,7 @@ class Ledger:
             with tempfile.TemporaryFile() as private:
                 self._fd = os.dup(private.fileno())
 
-    def join(self) -> bool:
+    def register_user(self) -> bool:
         """Count this process among the directory's users (a shared lock held until
         :meth:`close`); True if no other process uses it now, so the files may have
         changed unrecorded (a crash, a copy) and deserve a walk; False if the journal
@@ -363,7 +173,7 @@ class LedgerHandle:
         data = b"".join(_format_entry(entry) for entry in entries)
         fd = os.open(self._ledger.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            _write_whole(fd, data)
+            write_all(fd, data)
         finally:
             os.close(fd)
         return None if position is None else (position[0], position[1] + len(data))
@@ -380,12 +190,6 @@ class LedgerHandle:
         write_atomically(self._ledger.journal, data)
         record = self.write(used, count, new_epoch=True)
         return record.epoch, len(data)
-
-
-def _write_whole(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _format_entry(entry: JournalEntry) -> bytes:

@@ -1,0 +1,117 @@
+"""ledger: the size record and the journal of a cache dir, shared by real processes
+(real flock locks, forked and spawned children)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from proxpi_min.files.ledger import JournalEntry, Ledger, LedgerRecord
+from tests.unit.infra.test_atomic import child
+
+# A child that adds 1 byte and 1 file to the ledger N times, each under the lock.
+ADDER = """
+import sys
+from proxpi_min.files.ledger import Ledger
+ledger = Ledger(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    with ledger.locked() as handle:
+        handle.write(handle.record.used + 1, handle.record.count + 1)
+"""
+
+
+def test_Ledger_updates_from_two_processes_are_not_lost(tmp_path) -> None:
+    adders = [child(ADDER, str(tmp_path), "200") for _ in range(2)]
+    for adder in adders:
+        adder.stdin.close()
+        assert adder.wait(60) == 0
+    assert Ledger(str(tmp_path)).read() == LedgerRecord(400, 400, 400)
+
+
+def test_Ledger_opened_before_fork_still_keeps_the_processes_apart(tmp_path) -> None:
+    """A worker forked after the cache was built (inheriting its ledger) must not share
+    the parent's lock: updates from both are all counted."""
+    ledger = Ledger(str(tmp_path))
+    pids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # the child: add 200, one at a time, then leave at once
+            code = 1
+            try:
+                for _ in range(200):
+                    with ledger.locked() as handle:
+                        record = handle.record
+                        os.sched_yield()  # widen the window a shared lock would leave open
+                        handle.write(record.used + 1, record.count + 1)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        assert os.waitpid(pid, 0)[1] == 0
+    assert ledger.read()[1:3] == (400, 400)
+    ledger.close()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage\n", b"proxpi-ledger 1 3 x 4\n"])
+def test_Ledger_unreadable_record_reads_as_empty(tmp_path, content) -> None:
+    (tmp_path / ".ledger").write_bytes(content)
+    ledger = Ledger(str(tmp_path))
+    assert ledger.read() == LedgerRecord(0, 0, 0)
+    with ledger.locked() as handle:
+        assert handle.write(10, 1) == LedgerRecord(1, 10, 1)
+    assert ledger.read() == LedgerRecord(1, 10, 1)
+    ledger.close()
+    with pytest.raises(OSError):
+        ledger.read()
+
+
+# A child that journals one stored file per line of stdin (a path), under the lock.
+JOURNALER = """
+import sys
+from proxpi_min.files.ledger import JournalEntry, Ledger
+ledger = Ledger(sys.argv[1])
+for line in sys.stdin:
+    with ledger.locked() as handle:
+        handle.append([JournalEntry(line.strip(), 7, 1.5)], None)
+        handle.write(handle.record.used + 7, handle.record.count + 1)
+    print("done", flush=True)
+"""
+
+
+def test_Ledger_journal_shows_each_process_what_the_others_did(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        position = handle.snapshot([JournalEntry("a/x/a-1.whl", 5, 1.0)], 5, 1)
+        entries, position, snapshot = handle.changes(position)
+        assert (entries, snapshot) == ([], False)
+    other = child(JOURNALER, str(tmp_path))
+    other.stdin.write("b/x/b-1.whl\n")
+    other.stdin.flush()
+    assert other.stdout.readline() == "done\n"
+    with ledger.locked() as handle:
+        entries, position, snapshot = handle.changes(position)
+        assert (entries, snapshot) == ([JournalEntry("b/x/b-1.whl", 7, 1.5)], False)
+        assert handle.record[1:3] == (12, 2)
+        position = handle.append([JournalEntry("a/x/a-1.whl")], position)
+    # A rewrite (new epoch) is read from its start, whatever was read before.
+    with ledger.locked() as handle:
+        handle.snapshot([JournalEntry("b/x/b-1.whl", 7, 1.5)], 7, 1)
+    with ledger.locked() as handle:
+        assert handle.changes(position) == ([JournalEntry("b/x/b-1.whl", 7, 1.5)], (handle.record.epoch, len(b"+ 7 1.500 b/x/b-1.whl\n")), True)
+    other.stdin.close()
+    other.wait(10)
+    ledger.close()
+
+
+def test_Ledger_journal_skips_torn_and_foreign_lines(tmp_path) -> None:
+    (tmp_path / ".journal").write_bytes(
+        b"+ 5 1.0 a/x/a-1.whl\n+ 5 1.0 ../../etc/passwd\n+ 5 1.0 /etc/passwd\n? what\n+ x 1 a\n- a/x/a-1.whl\n+ 9 1.0 b/x/b"
+    )
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        entries, position, _ = handle.changes(None)
+    assert entries == [JournalEntry("a/x/a-1.whl", 5, 1.0), JournalEntry("a/x/a-1.whl")]
+    assert position[1] == len((tmp_path / ".journal").read_bytes()) - len(b"+ 9 1.0 b/x/b")
+    ledger.close()

@@ -1,0 +1,115 @@
+"""atomic: lock files between real processes (real flock locks), the sweep of what dead
+writers left, and the names that walks of the cache dir must tell apart from stored files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from proxpi_min.infra.atomic import (
+    LockFile,
+    is_private,
+    lock_path,
+    remove_temp_files,
+    same_file,
+    temp_path,
+)
+from tests.support.proxy import REPO_ROOT
+
+# A child process that takes a lock file, records TEXT in it, says "held", and lets go
+# (cleanly) when its stdin closes; the test may instead kill it.
+HOLDER = """
+import sys
+from proxpi_min.infra.atomic import LockFile
+lock = LockFile(sys.argv[1])
+assert lock.acquire(wait=False)
+lock.record(sys.argv[2])
+print("held", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def child(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=str(REPO_ROOT),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def holding(path: str, record: str = "") -> subprocess.Popen:
+    process = child(HOLDER, path, record)
+    assert process.stdout.readline() == "held\n"
+    return process
+
+
+def test_is_private_and_lock_path() -> None:
+    assert lock_path("/c/files/p/sha256-ab/p-1.0.whl") == "/c/files/p/sha256-ab/.lock-p-1.0.whl"
+    for name in (".ledger", ".lock-p-1.0.whl", os.path.basename(temp_path("/c"))):
+        assert is_private(name)
+    assert not is_private("p-1.0-py3-none-any.whl")
+
+
+def test_LockFile_held_by_another_process_then_released(tmp_path) -> None:
+    path = str(tmp_path / ".lock-x")
+    holder = holding(path, ".tmp-a 123")
+    try:
+        lock = LockFile(path)
+        assert not lock.acquire(wait=False)
+        assert lock.read_record() == ".tmp-a 123"
+    finally:
+        holder.stdin.close()
+        assert holder.wait(10) == 0
+    assert not os.path.exists(path), "a holder that lets go removes its lock file"
+    assert lock.acquire(wait=False)
+    assert lock.stale == "" and same_file(lock._fd, path)
+    lock.release()
+    assert not os.path.exists(path)
+
+
+def test_LockFile_of_a_killed_holder_is_free_and_stale(tmp_path) -> None:
+    path = str(tmp_path / ".lock-x")
+    holder = holding(path, ".tmp-dead 9")
+    holder.kill()
+    holder.wait(10)
+    lock = LockFile(path)
+    assert lock.acquire(wait=False), "the kernel frees a dead holder's lock"
+    assert lock.stale == ".tmp-dead 9"
+    lock.release()
+
+
+def test_LockFile_waiter_gets_the_lock_on_the_path_not_the_removed_file(tmp_path) -> None:
+    path = str(tmp_path / ".lock-x")
+    holder = holding(path)
+    lock = LockFile(path)
+    got = threading.Event()
+    waiter = threading.Thread(target=lambda: lock.acquire(wait=True) and got.set(), daemon=True)
+    waiter.start()
+    assert not got.wait(0.2)
+    holder.stdin.close()
+    holder.wait(10)
+    waiter.join(10)
+    assert got.is_set()
+    # The holder removed the file it locked; the waiter holds the one now at the path,
+    # so a third party cannot take it too.
+    assert same_file(lock._fd, path)
+    assert not LockFile(path).acquire(wait=False)
+    lock.release()
+
+
+def test_start_sweep_removes_free_lock_files_only(tmp_path) -> None:
+    held, dead = str(tmp_path / ".lock-held"), str(tmp_path / ".lock-dead")
+    Path(dead).write_text(".tmp-gone 5")
+    holder = holding(held)
+    try:
+        remove_temp_files(str(tmp_path))
+        assert os.path.exists(held) and not os.path.exists(dead)
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
