@@ -16,12 +16,13 @@ for a file that cannot be read or names no package. Standard library, Python 3.1
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 PIP_HASHES = ("sha256", "sha384", "sha512")  # pip's --require-hashes accepts these only
 NOT_FROM_AN_INDEX = ("vcs", "directory", "archive")
 
 
-def requirement_lines(lock: dict, warn) -> list:
+def requirement_lines(lock: dict, warn: Callable[[str], None]) -> list:
     """The requirements file's lines for the packages of a parsed pylock.toml;
     *warn* is called with one line for each package left out."""
     lines = []
