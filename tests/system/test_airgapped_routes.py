@@ -36,11 +36,14 @@ build-backend = "setuptools.build_meta"
 INSTALLED = ("alpha.py", "beta.py", "zope_interface.py")
 
 
-def _guide_commands() -> str:
-    """The guide's shell blocks, one command a line, as the tests compare them."""
-    text = GUIDE.read_text()
-    blocks = text.split("```sh\n")[1:]
+def _shell_blocks(path: Path) -> str:
+    """The ``sh`` code blocks of a Markdown file, joined."""
+    blocks = path.read_text().split("```sh\n")[1:]
     return "\n".join(block.split("```", 1)[0] for block in blocks)
+
+
+def _guide_commands() -> str:
+    return _shell_blocks(GUIDE)
 
 
 def _uv(args, cwd, tmp_path, check=True) -> subprocess.CompletedProcess:
@@ -113,6 +116,16 @@ def test_the_guide_writes_the_routes_these_tests_run():
         f"pip install --no-deps --require-hashes -r requirements.txt --index-url {DOC_INDEX_URL}",
     ):
         assert command in commands, command
+
+
+def test_the_readme_example_is_the_guides_requirements_route():
+    """README's air-gapped example runs the commands test_requirements_route runs."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    example = readme.split("```sh\n# connected side", 1)[1].split("\n", 1)[1].split("\n```\n", 1)[0]
+    commands = [line for line in example.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) == 5
+    for command in commands:
+        assert command in _guide_commands(), command
 
 
 @needs_uv
