@@ -90,11 +90,29 @@ def _warm_copy_verify(upstream, lock: Path, tmp_path: Path) -> Path:
     return airgapped
 
 
+def _assert_installed(site: Path) -> None:
+    for module in INSTALLED:
+        assert (site / module).is_file(), module
+
+
 def _pip_install(args, index_url, target: Path) -> None:
     result = run_pip(["install", "--target", str(target), *args], index_url)
     assert result.returncode == 0, result.stdout + result.stderr
-    for module in INSTALLED:
-        assert (target / module).is_file(), module
+    _assert_installed(target)
+
+
+def _locked_project(index_url: str, tmp_path: Path) -> Path:
+    """The project, locked by ``uv lock`` against *index_url*."""
+    project = _project(tmp_path)
+    _uv(["lock", "--default-index", index_url], project, tmp_path)
+    return project
+
+
+def _pylock_requirements(lock: Path) -> subprocess.CompletedProcess:
+    """``python contrib/pylock_requirements.py LOCK``, run beside the lock."""
+    script = REPO_ROOT / "contrib" / "pylock_requirements.py"
+    return subprocess.run([sys.executable, str(script), lock.name], cwd=str(lock.parent),
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_the_guide_writes_the_routes_these_tests_run():
@@ -139,16 +157,14 @@ def test_requirements_route(upstream_factory, tmp_path):
         _pip_install(["--require-hashes", "-r", str(tmp_path / "requirements.txt")], offline.index_url, tmp_path / "pip")
         _uv(["pip", "install", "--target", str(tmp_path / "uv"), "-r", "requirements.txt",
              "--index-url", offline.index_url], tmp_path, tmp_path)
-    for module in INSTALLED:
-        assert (tmp_path / "uv" / module).is_file(), module
+    _assert_installed(tmp_path / "uv")
 
 
 @needs_uv
 @needs_tomllib
 def test_uv_lock_route_exports_without_the_project(upstream_factory, tmp_path):
     upstream = upstream_factory("json")
-    project = _project(tmp_path)
-    _uv(["lock", "--default-index", upstream.url], project, tmp_path)
+    project = _locked_project(upstream.url, tmp_path)
     # Without --no-emit-project the export holds the project itself as "-e .", which
     # pip refuses with --require-hashes (an editable has no single file to hash).
     _uv(["export", "--format", "requirements.txt", "-o", "with-project.txt"], project, tmp_path)
@@ -182,22 +198,17 @@ def test_uv_lock_through_the_proxy_then_uv_sync_offline(upstream_factory, tmp_pa
     cache = _warm_copy_verify(upstream, project / "uv.lock", tmp_path)
     with ProxyProcess(["--offline", "--port", str(port), "--cache-dir", str(cache)]):
         _uv(["sync", "--locked", "--no-install-project"], project, tmp_path)
-    site = next((project / ".venv" / "lib").glob("python*/site-packages"))
-    for module in INSTALLED:
-        assert (site / module).is_file(), module
+    _assert_installed(next((project / ".venv" / "lib").glob("python*/site-packages")))
 
 
 @needs_uv
 @needs_tomllib
 def test_pylock_route_through_a_requirements_file(upstream_factory, tmp_path):
     upstream = upstream_factory("json")
-    project = _project(tmp_path)
-    _uv(["lock", "--default-index", upstream.url], project, tmp_path)
+    project = _locked_project(upstream.url, tmp_path)
     _uv(["export", "--format", "pylock.toml", "--no-emit-project", "-o", "pylock.toml"], project, tmp_path)
     cache = _warm_copy_verify(upstream, project / "pylock.toml", tmp_path)
-    script = REPO_ROOT / "contrib" / "pylock_requirements.py"
-    written = subprocess.run([sys.executable, str(script), "pylock.toml"], cwd=str(project),
-                             capture_output=True, text=True, timeout=60)
+    written = _pylock_requirements(project / "pylock.toml")
     assert written.returncode == 0, written.stderr
     (project / "requirements.txt").write_text(written.stdout)
     assert "--hash=sha256:" in written.stdout and "demo-app" not in written.stdout
@@ -216,8 +227,7 @@ def test_pylock_requirements_keeps_markers_and_names_what_it_leaves_out(tmp_path
         'sdist = { name = "alpha-1.0.tar.gz", hashes = { sha256 = "' + "c" * 64 + '" } }\n'
         '[[packages]]\nname = "local"\ndirectory = { path = "." }\n'
     )
-    script = REPO_ROOT / "contrib" / "pylock_requirements.py"
-    result = subprocess.run([sys.executable, str(script), str(lock)], capture_output=True, text=True, timeout=60)
+    result = _pylock_requirements(lock)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
     assert lines == [
@@ -228,7 +238,7 @@ def test_pylock_requirements_keeps_markers_and_names_what_it_leaves_out(tmp_path
     assert "local: from a directory, not an index: left out" in result.stderr
 
     lock.write_text('lock-version = "1.0"\ncreated-by = "tests"\n')
-    empty = subprocess.run([sys.executable, str(script), str(lock)], capture_output=True, text=True, timeout=60)
+    empty = _pylock_requirements(lock)
     assert empty.returncode == 2 and "no package" in empty.stderr
 
 
