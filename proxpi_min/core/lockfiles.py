@@ -11,7 +11,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from .names import NormalizedName, canonicalize_name
 
-__all__ = ["LockFile", "LockFileError", "Wanted", "detect_format", "load", "parse_requirements", "parse_toml_lock"]
+__all__ = ["LockFileError", "ParsedLock", "Wanted", "detect_format", "load", "parse_requirements", "parse_toml_lock"]
 
 # PEP 751: "pylock.toml", or "pylock.<name>.toml" for one of several lock files.
 _PYLOCK_NAME = re.compile(r"^pylock(?:\.[^.]+)?\.toml\Z")
@@ -43,7 +43,9 @@ class Wanted(NamedTuple):
     origin: str  # "file:line" or "file", for messages
 
 
-class LockFile(NamedTuple):
+class ParsedLock(NamedTuple):
+    """A lock file read: the files it wants, and what it names but is skipped."""
+
     path: str
     format: str  # "requirements", "pylock", "uv", "poetry"
     wanted: tuple  # tuple[Wanted, ...]
@@ -51,7 +53,9 @@ class LockFile(NamedTuple):
 
 
 def detect_format(path: str, text: str) -> str:
-    """The format of a lock file, by name first and content second."""
+    """The format of a lock file, by name first and content second: ``unknown`` for a
+    ``*.toml`` file of none of the lock formats (a ``*.lock`` file may be a
+    requirements file, as rye writes them)."""
     name = os.path.basename(path)
     if _PYLOCK_NAME.match(name):
         return "pylock"
@@ -68,6 +72,8 @@ def detect_format(path: str, text: str) -> str:
             return "poetry"
         if re.search(r"^\[\[package\]\]", text, re.MULTILINE):
             return "uv"
+        if name.endswith(".toml"):
+            return "unknown"
     return "requirements"
 
 
@@ -82,18 +88,24 @@ def _read_text(path: str) -> str:
         raise LockFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def load(path: str, read: Callable[[str], str] = _read_text) -> LockFile:
+def load(path: str, read: Callable[[str], str] = _read_text) -> ParsedLock:
     """Read and parse the lock file at *path* (includes of a requirements file too).
 
     :raises LockFileError: unreadable, or not a lock file of a known format.
     """
     text = read(path)
     kind = detect_format(path, text)
+    if kind == "unknown" and os.path.basename(path) == "pyproject.toml":
+        raise LockFileError(f"{path}: a project's settings, not a lock file: lock it first (uv lock, pdm lock, poetry lock)")
+    if kind == "unknown":
+        raise LockFileError(
+            f"{path}: not a lock file: no lock-version (pylock.toml) and no [[package]] tables (uv.lock, poetry.lock)"
+        )
     if kind == "requirements":
         wanted, notes = parse_requirements(text, path, read)
     else:
         wanted, notes = parse_toml_lock(kind, _load_toml(text, path), path)
-    return LockFile(path, kind, tuple(wanted), tuple(notes))
+    return ParsedLock(path, kind, tuple(wanted), tuple(notes))
 
 
 def _load_toml(text: str, path: str) -> dict:
@@ -235,10 +247,14 @@ def parse_toml_lock(kind: str, data: dict, path: str) -> tuple:
     notes: list = []
     try:
         parse(data, path, wanted, notes)
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        if isinstance(exc, LockFileError):
-            raise
-        raise LockFileError(f"{path}: not a valid {kind} lock file ({type(exc).__name__}: {exc})") from None
+    except KeyError as exc:
+        raise LockFileError(f"{path}: not a valid {kind} lock file: {exc.args[0]!r} is missing") from None
+    except (TypeError, AttributeError):
+        raise LockFileError(f"{path}: not a valid {kind} lock file: a table or value of the wrong type") from None
+    except LockFileError:
+        raise
+    except ValueError as exc:
+        raise LockFileError(f"{path}: not a valid {kind} lock file: {exc}") from None
     return wanted, notes
 
 
@@ -295,10 +311,12 @@ def _uv_lock(data: dict, path: str, wanted: list, notes: list) -> None:
         origin = f"{path}: {package['name']}"
         source = package.get("source") or {}
         if "registry" not in source:
-            # git, path, directory, url: not files an index lists. The project itself
-            # and its workspace members (editable, virtual) go without a note.
+            # git, path, directory, url, and the project itself or a workspace member
+            # (editable, virtual): not files an index lists.
             kind = next(iter(source), "unknown")
-            if kind not in ("editable", "virtual"):
+            if kind in ("editable", "virtual"):
+                notes.append(f"{origin}: skipped: the project itself or a workspace member ({kind}), not files of an index")
+            else:
                 notes.append(f"{origin}: skipped: a {kind} source, not files of an index")
             continue
         files = _table_list(package.get("wheels"), "wheels")

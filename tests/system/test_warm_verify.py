@@ -16,78 +16,18 @@ from pathlib import Path
 import pytest
 
 from proxpi_min.cli import main as cli
-from proxpi_min.cli import warm
+from proxpi_min.cli.progress import Progress
+from proxpi_min.cli.verify import run_verify
+from proxpi_min.cli.warm import run_warm
+from proxpi_min.core.lockmatch import Filters
 from proxpi_min.core.settings import parse_settings
-from proxpi_min.core.lockfiles import Wanted
-from proxpi_min.core.simple import FileEntry
-from proxpi_min.cli.warm import Filters, Progress, match_files, run_verify, run_warm, wheel_fits
 from tests.support.cache_dir import settled
 from tests.support.proxy import REPO_ROOT, ProxyProcess, proxy_env, run_pip
 
 PYPI_FILES = "https://files.pythonhosted.org/packages/xx"  # lock URLs: never fetched
 
 
-# -- pure parts ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "filename, platforms, python, fits",
-    [
-        ("a-1-py3-none-any.whl", ("manylinux_2_17_x86_64",), (3, 11), True),
-        ("a-1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", ("manylinux2014_x86_64",), (3, 11), True),
-        ("a-1-cp311-cp311-manylinux_2_17_x86_64.whl", ("win_amd64",), None, False),
-        ("a-1-cp310-cp310-win_amd64.whl", (), (3, 11), False),
-        ("a-1-cp38-abi3-win_amd64.whl", (), (3, 11), True),
-        ("a-1-cp312-abi3-win_amd64.whl", (), (3, 11), False),
-        ("a-1-py2.py3-none-any.whl", (), (3, 9), True),
-        ("a-1-1build-py3-none-any.whl", (), (3, 9), True),
-        ("broken.whl", (), None, False),
-    ],
-)
-def test_wheel_fits(filename, platforms, python, fits):
-    assert wheel_fits(filename, platforms, python) is fits
-
-
-def test_Filters_keeps_sdists_unless_wheels_only():
-    assert Filters(python_version=(3, 11)).keeps("a-1.tar.gz")
-    assert not Filters(wheels_only=True).keeps("a-1.tar.gz")
-    assert Filters(wheels_only=True).keeps("a-1-py3-none-any.whl")
-
-
-def entry(filename: str, digest: str, algorithm: str = "sha256") -> FileEntry:
-    return FileEntry(filename, f"https://index.example/{filename}", ((algorithm, digest),))
-
-
-FILES = [
-    entry("a-1.0-py3-none-any.whl", "11" * 32),
-    entry("a-1.0.tar.gz", "22" * 32),
-    entry("a-2.0-py3-none-any.whl", "33" * 32),
-    entry("a-2.0.zip", "44" * 16, "md5"),
-]
-
-
-@pytest.mark.parametrize(
-    "want, chosen, failures",
-    [
-        (Wanted("a", "1.0", "a-1.0.tar.gz", (("sha256", "22" * 32),), "l"), ["a-1.0.tar.gz"], []),
-        (Wanted("a", "1.0", "a-1.0.tar.gz", (("sha256", "22" * 32), ("md5", "0" * 32)), "l"), ["a-1.0.tar.gz"], []),
-        (Wanted("a", "9", "a-9.tar.gz", (("sha256", "22" * 32),), "l"), [], [("a-9.tar.gz", warm.NOT_ON_INDEX)]),
-        (Wanted("a", "1.0", "a-1.0.tar.gz", (("sha256", "ff" * 32),), "l"), [], [("a-1.0.tar.gz", warm.HASH_DIFFERS)]),
-        (Wanted("a", "2.0", "a-2.0.zip", (("sha256", "44" * 32),), "l"), [], [("a-2.0.zip", warm.HASH_DIFFERS)]),
-        (Wanted("a", "1.0", None, (("sha256", "11" * 32), ("sha256", "22" * 32)), "l"),
-         ["a-1.0-py3-none-any.whl", "a-1.0.tar.gz"], []),
-        (Wanted("a", "1.0", None, (("sha256", "11" * 32), ("sha256", "ee" * 32)), "l"),
-         ["a-1.0-py3-none-any.whl"], [("a==1.0 sha256:eeeeeeeeeeeeeeee...", warm.NOT_ON_INDEX)]),
-        (Wanted("a", "2.0", None, (), "l"), ["a-2.0-py3-none-any.whl", "a-2.0.zip"], []),
-        (Wanted("a", "3.0", None, (), "l"), [], [("a==3.0", warm.NOT_ON_INDEX)]),
-    ],
-)
-def test_match_files(want, chosen, failures):
-    entries, failed = match_files([want], FILES)
-    assert [e.filename for e, _ in entries] == chosen
-    assert all(origin == "l" for _, origin in entries)
-    assert [(f.what, f.reason) for f in failed] == failures
-    assert all(f.origin == "l" for f in failed)
+# -- the progress line ---------------------------------------------------------------
 
 
 def test_Progress_plain_lines_and_terminal_line():
@@ -312,6 +252,46 @@ def test_warm_bad_input_exits_2_in_one_line(upstream_html, tmp_path, name, conte
     assert upstream_html.requests == []
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("requirements.txt", "", "requirements.txt: nothing to fetch: no requirement in it"),
+        ("requirements.txt", "# only a comment\n\n", "requirements.txt: nothing to fetch: no requirement in it"),
+        ("requirements.txt", "alpha>=1\nbeta\n", "requirements.txt: nothing to fetch: everything in it was skipped"),
+        ("pylock.toml", 'lock-version = "1.0"\ncreated-by = "x"\n', "pylock.toml: nothing to fetch: no [[packages]] tables"),
+        ("uv.lock", "version = 1\n", "uv.lock: not a valid uv lock file: 'package' is missing"),
+        ("deps.toml", "[tool.x]\ny = 1\n", "deps.toml: not a lock file"),
+        ("deps.lock", "garbage {{{\n", "deps.lock: nothing to fetch: everything in it was skipped"),
+        ("pyproject.toml", "[project]\nname = 'a'\n", "pyproject.toml: a project's settings, not a lock file"),
+    ],
+)
+def test_warm_file_with_nothing_to_fetch_exits_2_naming_it(upstream_html, tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "proxpi_min", "warm", "--index-url", upstream_html.url,
+         "--cache-dir", str(tmp_path / "cache"), str(tmp_path / name)],
+        cwd=REPO_ROOT, env=proxy_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("proxpi-min warm: error: ") and str(tmp_path / name) in last and message in last, last
+    assert "Error" not in result.stderr and "wanted" not in result.stdout  # no Python internals, no summary
+    assert upstream_html.requests == []
+
+
+def test_warm_reads_only_its_own_settings(upstream, dists, tmp_path):
+    """The listening side's variables (a container's PROXPI_PORT, PROXPI_TLS_*) are not warm's."""
+    lock = write_lock("requirements", tmp_path, [dists.beta_1])
+    env = {"PROXPI_PORT": "abc", "PROXPI_TLS_CERT": "/nowhere.pem", "PROXPI_WORKERS": "many"}
+    result = subprocess.run(
+        [sys.executable, "-m", "proxpi_min", "warm", "--index-url", upstream.url,
+         "--cache-dir", str(tmp_path / "cache"), str(lock)],
+        cwd=REPO_ROOT, env=proxy_env(env), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(tmp_path / "cache", dists.beta_1).read_bytes() == dists.beta_1.content
+
+
 def test_warm_upstream_trouble_on_pages_is_a_labelled_warning(upstream_factory, dists, tmp_path):
     upstream = upstream_factory("json")
     upstream.fail("/simple/beta/", "500")
@@ -395,10 +375,11 @@ def test_verify_catches_a_flipped_byte_and_repairs(upstream, dists, tmp_path):
     victim.write_bytes(bytes(data))
     page = next((cache / "index").glob("*/alpha.json"))
     page.write_text("{broken")
-    code, out, _ = verify(cache)
+    code, out, err = verify(cache)
     assert code == 1
     assert f"bad: {victim}: sha256 differs" in out
     assert f"bad: {page}: saved page does not load" in out
+    assert str(victim) not in err and (out + err).count(str(victim)) == 1  # each bad file named once
     assert victim.exists()  # nothing removed without --repair
 
     code, out, _ = verify(cache, "--repair")

@@ -38,7 +38,9 @@ def brief(lock) -> list:
         ("other.toml", 'lock-version = "1.0"\n', "pylock"),
         ("other.lock", "[[package]]\nname='a'\n[metadata]\n", "poetry"),
         ("other.lock", "version = 1\n[[package]]\nname='a'\n", "uv"),
-        ("pylock.a.b.toml", "", "requirements"),
+        ("pylock.a.b.toml", "", "unknown"),
+        ("pyproject.toml", "[project]\nname = 'a'\n", "unknown"),
+        ("requirements.lock", "a==1", "requirements"),  # rye's lock files
     ],
 )
 def test_detect_format(name, text, expected):
@@ -244,8 +246,10 @@ def test_uv_lock(tmp_path):
         ("delta", "1.0+local.1", "delta-1.0+local.1-py3-none-any.whl", (("sha256", B),)),
         ("delta", "1.0+local.1", "delta-1.0+local.1.tar.gz", (("sha256", A),)),
     ]
-    # the project itself goes without a note; a git source is named
-    assert len(lock.notes) == 1 and "fromgit" in lock.notes[0] and "git source" in lock.notes[0]
+    # the project itself and a git source are named
+    assert len(lock.notes) == 2
+    assert "myproject" in lock.notes[0] and "the project itself or a workspace member (editable)" in lock.notes[0]
+    assert "fromgit" in lock.notes[1] and "git source" in lock.notes[1]
 
 
 def test_poetry_lock(tmp_path):
