@@ -27,20 +27,18 @@ DEFAULT_INDEX_URL = "https://pypi.org/simple/"
 DEFAULT_INDEX_TTL = 30 * 60.0  # proxpi's defaults: 30 minutes for the root index ...
 DEFAULT_EXTRA_INDEX_TTL = 3 * 60.0  # ... and 3 minutes for each extra index
 DEFAULT_CACHE_SIZE = 5 * 1024**3  # proxpi's "5GB"
-# Finite by default so a hung upstream never hangs a client (proxpi used 3.1 s / 20 s
-# whenever one of the two was given).
+# Finite by default so a hung upstream never hangs a client (proxpi's defaults).
 DEFAULT_CONNECT_TIMEOUT = 3.1
 DEFAULT_READ_TIMEOUT = 20.0
 # Idle keep-alive connections are closed after this long, so idle clients cannot pin
 # threads forever; long enough for a CI job's pauses between requests.
 DEFAULT_CLIENT_TIMEOUT = 60.0
 # Timeouts go to socket.settimeout() and the kernel's SO_RCVTIMEO, whose time_t
-# overflows far past any useful wait (1e12 s did on Linux): a week is the ceiling.
+# overflows far past any useful wait: a week is the ceiling.
 MAX_TIMEOUT = 7 * 24 * 3600.0
 DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
-# Connections one process serves at once, a thread and a descriptor each: 3,000 slow
-# clients made 3,001 threads, and ten times that ran out of threads or descriptors.
-# Past the cap a new connection is refused with 503 at once.
+# Connections one process serves at once, a thread and a descriptor each, so that slow
+# clients cannot exhaust either; past the cap a new connection is refused with 503 at once.
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HOST = "127.0.0.1"
 LOG_FORMATS = ("text", "json")  # the first is the default
