@@ -4,7 +4,6 @@ as proxpi is) builds the settings once and serves until a signal."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import gc
 import logging
@@ -14,7 +13,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from .. import __version__
 from ..core.errors import ConfigError
@@ -202,8 +201,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _warm(flags: dict) -> int:
-    from .warm import Filters, run_warm
+    from ..core.lockmatch import Filters
     from ..infra.tls import check_files
+    from .warm import run_warm
 
     try:
         settings = parse_settings(os.environ, flags, serving=False)
@@ -243,53 +243,48 @@ def _serve_command(flags: dict) -> int:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
     if flags.get("check_config"):  # for deployment checks: a unit file's or image's flags, before a restart
-        from ..core.policy import Policy
-        from ..web.server import address_text
-
-        address = address_text((settings.host, settings.port))
-        print(f"proxpi-min: configuration ok: {_describe(settings, address, settings.cache_dir or '(a temp dir)')}")
-        for line in Policy.from_settings(settings).describe():
-            print(f"proxpi-min: policy: {line}")
-        return 0
-    with _cache_dir(settings) as settings:
-        if settings is None:
-            return 2
-        if settings.workers > 1:
-            configure_logging(settings.log_format)
-            return _supervise(settings)
-        from ..web.server import ProxyServer
-
-        configure_logging(settings.log_format, batched=True)
-        try:
-            try:
-                server = ProxyServer(settings)
-            except OSError as exc:
-                return _cannot_start(settings, exc)
-            _log_listening(settings, server.address_text, server.cache_dir, server.policy)
-            return _serve(server)
-        finally:
-            logging.shutdown()  # writes out what is queued
-
-
-@contextlib.contextmanager
-def _cache_dir(settings: Settings) -> Iterator[Optional[Settings]]:
-    """*settings* with the cache dir made and its path absolute: the given one, or a
-    temp dir removed at exit; None (the error said) when it cannot be made."""
+        return _check_config(settings)
+    # Without a cache dir, a temp one, made here once (shared by the workers) and removed at exit.
     temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
-    path = os.path.abspath(settings.cache_dir or temp_dir)
     try:
         try:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(settings.cache_dir or temp_dir, exist_ok=True)
         except OSError as exc:
-            source = settings.source_of("cache_dir")
-            print(f"proxpi-min: error: {source}={settings.cache_dir!r} cannot be made ({exc.strerror or exc})",
-                  file=sys.stderr)
-            yield None
-        else:
-            yield dataclasses.replace(settings, cache_dir=path)
+            print(f"proxpi-min: error: {settings.source_of('cache_dir')}={settings.cache_dir!r} cannot be made "
+                  f"({exc.strerror or exc})", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, cache_dir=os.path.abspath(settings.cache_dir or temp_dir))
+        return _supervise(settings) if settings.workers > 1 else _serve_alone(settings)
     finally:
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _check_config(settings: Settings) -> int:
+    from ..core.policy import Policy
+    from ..web.server import address_text
+
+    address = address_text((settings.host, settings.port))
+    print(f"proxpi-min: configuration ok: {_describe(settings, address, settings.cache_dir or '(a temp dir)')}")
+    for line in Policy.from_settings(settings).describe():
+        print(f"proxpi-min: policy: {line}")
+    return 0
+
+
+def _serve_alone(settings: Settings) -> int:
+    """One process serves (``--workers 1``); returns the exit status."""
+    from ..web.server import ProxyServer
+
+    configure_logging(settings.log_format, batched=True)
+    try:
+        try:
+            server = ProxyServer(settings)
+        except OSError as exc:
+            return _cannot_start(settings, exc)
+        _log_listening(settings, server.address_text, server.cache_dir, server.policy)
+        return _serve(server)
+    finally:
+        logging.shutdown()  # writes out what is queued
 
 
 def _cannot_start(settings: Settings, exc: OSError) -> int:
@@ -344,12 +339,12 @@ def _serve(server: "ProxyServer") -> int:
 
 
 def _supervise(settings: Settings) -> int:
-    """``--workers N``: the parent binds the port (the cache dir is made and shared by
-    the workers), then only supervises."""
+    """``--workers N``: the parent binds the port, then only supervises."""
     from ..core.policy import Policy
     from ..web.server import ProxyServer, address_text, listening_socket
     from ..app.workers import Supervisor
 
+    configure_logging(settings.log_format)
     try:
         listener = listening_socket(settings)
     except OSError as exc:

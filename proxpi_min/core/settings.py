@@ -396,8 +396,7 @@ def _proxy_settings(sources: _Sources, env: Mapping[str, str]) -> ProxySettings:
 
 
 def _tls_files(sources: _Sources) -> tuple[Optional[str], Optional[str]]:
-    """The certificate and key to serve HTTPS with: both or neither (the files are
-    loaded at start, where files are read)."""
+    """The certificate and key to serve HTTPS with: both or neither."""
     cert_source, cert = sources.get("--tls-cert", "PROXPI_TLS_CERT")
     key_source, key = sources.get("--tls-key", "PROXPI_TLS_KEY")
     if not cert and not key:
