@@ -34,6 +34,11 @@ __all__ = ["Refusal", "run_warm"]
 Refusal = Callable[[NormalizedName, FileEntry], Optional[str]]
 
 
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
 def _why_nothing(lock: ParsedLock) -> str:
     if lock.notes:
         return "everything in it was skipped (see the warnings above)"
@@ -81,7 +86,7 @@ def run_warm(
     wanted: dict = {}
     for path in paths:
         try:
-            lock = load(path)
+            lock = load(path, _read_file)
         except LockFileError as exc:
             err.write(f"proxpi-min warm: error: {exc}\n")
             return 2

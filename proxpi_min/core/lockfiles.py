@@ -11,7 +11,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from .names import NormalizedName, canonicalize_name
 
-__all__ = ["LockFileError", "ParsedLock", "Wanted", "detect_format", "load", "parse_requirements", "parse_toml_lock"]
+__all__ = ["LockFileError", "ParsedLock", "Reader", "Wanted", "detect_format", "load", "parse_requirements", "parse_toml_lock"]
 
 # PEP 751: "pylock.toml", or "pylock.<name>.toml" for one of several lock files.
 _PYLOCK_NAME = re.compile(r"^pylock(?:\.[^.]+)?\.toml\Z")
@@ -77,23 +77,27 @@ def detect_format(path: str, text: str) -> str:
     return "requirements"
 
 
-def _read_text(path: str) -> str:
+# Reads a file's bytes (a lock file, or a file a requirements file includes); raises OSError.
+Reader = Callable[[str], bytes]
+
+
+def _text(path: str, read: Reader) -> str:
     try:
         # "utf-8-sig": a byte order mark (Windows editors write one) is not text.
-        with open(path, encoding="utf-8-sig") as file:
-            return file.read()
+        return read(path).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise LockFileError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise LockFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def load(path: str, read: Callable[[str], str] = _read_text) -> ParsedLock:
-    """Read and parse the lock file at *path* (includes of a requirements file too).
+def load(path: str, read: Reader) -> ParsedLock:
+    """Parse the lock file at *path*, its bytes (and those of the files a requirements
+    file includes) given by *read*.
 
     :raises LockFileError: unreadable, or not a lock file of a known format.
     """
-    text = read(path)
+    text = _text(path, read)
     kind = detect_format(path, text)
     if kind == "unknown" and os.path.basename(path) == "pyproject.toml":
         raise LockFileError(f"{path}: a project's settings, not a lock file: lock it first (uv lock, pdm lock, poetry lock)")
@@ -168,7 +172,7 @@ def _hash(text: str, origin: str) -> tuple:
 
 
 def parse_requirements(
-    text: str, path: str, read: Callable[[str], str] = _read_text, _seen: Optional[set] = None
+    text: str, path: str, read: Reader, _seen: Optional[set] = None
 ) -> tuple:
     """(wanted, notes) of a requirements file (``pip-compile --generate-hashes`` or
     ``uv pip compile --generate-hashes`` output, or any pinned file).
@@ -198,7 +202,7 @@ def parse_requirements(
             if key in seen:
                 continue
             seen.add(key)
-            more, more_notes = parse_requirements(read(included), included, read, seen)
+            more, more_notes = parse_requirements(_text(included, read), included, read, seen)
             wanted += more
             notes += more_notes
             continue

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import builtins
+import pathlib
 import textwrap
 
 import pytest
 
 from proxpi_min.core import lockfiles
-from proxpi_min.core.lockfiles import LockFileError, Wanted, detect_format, load
+from proxpi_min.core.lockfiles import LockFileError, Wanted, detect_format
 
 A = "a" * 64
 B = "b" * 64
 C = "c" * 64
+
+
+def load(path: str) -> lockfiles.ParsedLock:
+    """lockfiles.load, the files' bytes read as warm reads them."""
+    return lockfiles.load(path, lambda name: pathlib.Path(name).read_bytes())
+
+
+def test_load_opens_no_file_itself():
+    files = {"/x/requirements.txt": f"-r base.txt\na==1 --hash=sha256:{A}\n".encode(), "/x/base.txt": b"b==2\n"}
+    lock = lockfiles.load("/x/requirements.txt", files.__getitem__)
+    assert [(w.project, w.version) for w in lock.wanted] == [("b", "2"), ("a", "1")]
 
 
 def write(tmp_path, name: str, text: str) -> str:
