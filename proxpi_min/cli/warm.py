@@ -39,6 +39,23 @@ def _read_file(path: str) -> bytes:
         return file.read()
 
 
+def _read_locks(paths: list, err: TextIO) -> dict:
+    """project -> [Wanted] of the lock files at *paths*; what each skips is a warning.
+
+    :raises LockFileError: a file is unusable, or gives nothing to fetch.
+    """
+    wanted: dict = {}
+    for path in paths:
+        lock = load(path, _read_file)
+        for note in lock.notes:
+            err.write(f"warning: {note}\n")
+        if not lock.wanted:
+            raise LockFileError(f"{path}: nothing to fetch: {_why_nothing(lock)}")
+        for want in lock.wanted:
+            wanted.setdefault(want.project, []).append(want)
+    return wanted
+
+
 def _why_nothing(lock: ParsedLock) -> str:
     if lock.notes:
         return "everything in it was skipped (see the warnings above)"
@@ -83,20 +100,11 @@ def run_warm(
     if settings.offline:
         err.write("proxpi-min warm: error: PROXPI_OFFLINE is set: warm fetches from the indices\n")
         return 2
-    wanted: dict = {}
-    for path in paths:
-        try:
-            lock = load(path, _read_file)
-        except LockFileError as exc:
-            err.write(f"proxpi-min warm: error: {exc}\n")
-            return 2
-        for note in lock.notes:
-            err.write(f"warning: {note}\n")
-        if not lock.wanted:
-            err.write(f"proxpi-min warm: error: {path}: nothing to fetch: {_why_nothing(lock)}\n")
-            return 2
-        for want in lock.wanted:
-            wanted.setdefault(want.project, []).append(want)
+    try:
+        wanted = _read_locks(paths, err)
+    except LockFileError as exc:
+        err.write(f"proxpi-min warm: error: {exc}\n")
+        return 2
     try:
         os.makedirs(settings.cache_dir, exist_ok=True)
         # The server's own caches, built the same way: files and pages land where it looks.

@@ -171,6 +171,22 @@ def _hash(text: str, origin: str) -> tuple:
     return algorithm, digest.lower()
 
 
+def _hash_options(options: list, origin: str) -> list:
+    """The ``--hash`` values among a requirement's options (the others are ignored)."""
+    hashes = []
+    index = 0
+    while index < len(options):
+        if options[index].split("=", 1)[0] == "--hash":
+            try:
+                value, index = _option_value(options, index, "--hash")
+            except ValueError as exc:
+                raise LockFileError(f"{origin}: {exc}") from None
+            hashes.append(_hash(value, origin))
+        else:
+            index += 1
+    return hashes
+
+
 def parse_requirements(
     text: str, path: str, read: Reader, _seen: Optional[set] = None
 ) -> tuple:
@@ -212,19 +228,7 @@ def parse_requirements(
             continue
         # Options begin at the first token starting with "-" (as pip splits a line).
         split = next((i for i, token in enumerate(tokens) if token.startswith("-")), len(tokens))
-        requirement, options = " ".join(tokens[:split]), tokens[split:]
-        hashes = []
-        index = 0
-        while index < len(options):
-            name = options[index].split("=", 1)[0]
-            if name == "--hash":
-                try:
-                    value, index = _option_value(options, index, "--hash")
-                except ValueError as exc:
-                    raise LockFileError(f"{origin}: {exc}") from None
-                hashes.append(_hash(value, origin))
-            else:
-                index += 1
+        requirement, hashes = " ".join(tokens[:split]), _hash_options(tokens[split:], origin)
         spec = requirement.split(";", 1)[0].strip()  # markers ignored, see above
         match = _NAME.match(spec)
         pin = _PIN.match(match.group(3).strip()) if match else None
