@@ -122,8 +122,8 @@ def _pinned_files(want: Wanted, files: list) -> tuple[list, list]:
     return matches, failures
 
 
-def _version_is(version: Optional[str], pinned: Optional[str]) -> bool:
-    return version is not None and pinned is not None and same_version(pinned, version)
+def _version_is(version: Optional[str], wanted: Optional[str]) -> bool:
+    return version is not None and wanted is not None and same_version(wanted, version)
 
 
 def match_files(wanted: Iterable[Wanted], files: Iterable[FileEntry]) -> tuple[list, list]:

@@ -94,10 +94,10 @@ def _version_matches(denied: tuple, version: tuple) -> bool:
     return denied[0] == version[0] and (not denied[1] or denied[1] == version[1])
 
 
-def same_version(pinned: str, version: str) -> bool:
-    """Whether *version* (from a file name or a page) is *pinned*, as PEP 440 "=="
+def same_version(wanted: str, version: str) -> bool:
+    """Whether *version* (from a file name or a page) is *wanted*, as PEP 440 "=="
     compares them (see :func:`_version_key`)."""
-    return _version_matches(_version_key(pinned), _version_key(version))
+    return _version_matches(_version_key(wanted), _version_key(version))
 
 
 class Route(NamedTuple):
