@@ -1,5 +1,5 @@
-"""Command line: parse flags, build settings once, run the server until a signal (or
-the ``warm`` and ``verify`` commands)."""
+"""Command line: the subcommands and their flags; ``serve`` (also run with no subcommand,
+as proxpi is) builds the settings once and serves until a signal."""
 
 from __future__ import annotations
 
@@ -17,10 +17,29 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from .. import __version__
 from ..core.errors import ConfigError
+from ..core.settings import (
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_CLIENT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_EXTRA_INDEX_TTL,
+    DEFAULT_HOST,
+    DEFAULT_INDEX_TTL,
+    DEFAULT_INDEX_URL,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PAGE_MEMORY,
+    DEFAULT_PORT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_WORKERS,
+    INDEX_STRATEGIES,
+    LOG_FORMATS,
+    MIN_AGE_UNKNOWN,
+    Settings,
+    parse_settings,
+)
 from ..infra.logs import configure_logging
+from .progress import DEFAULT_JOBS
 
-if TYPE_CHECKING:  # imported in main(), so that --help and --version stay instant
-    from ..core.settings import Settings
+if TYPE_CHECKING:  # the server is imported when serving, so that --help stays instant
     from ..core.policy import Policy
     from ..web.server import ProxyServer
 
@@ -28,61 +47,65 @@ __all__ = ["main"]
 
 logger = logging.getLogger("proxpi_min")
 
+PROG = "python proxpi.pyz"
 # On SIGTERM/SIGINT, responses in flight get this long to finish.
 DRAIN_SECONDS = 5.0
 
 
-COMMANDS = ("warm", "verify")
+def _size_text(size: int) -> str:
+    """A byte count as the flags take it: ``5G`` for 5 GiB."""
+    for power, unit in ((4, "T"), (3, "G"), (2, "M"), (1, "K")):
+        if size % 1024**power == 0:
+            return f"{size // 1024**power}{unit}"
+    return str(size)
 
 
-def _parser(prog: str = "proxpi-min", description: Optional[str] = None) -> argparse.ArgumentParser:
-    """The server's flags (the settings); ``warm`` takes them all too, so that it uses
-    the same indices, cache and policies as the server."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=description
-        or "A caching proxy for the Python Package Index. Every flag also has a "
-        "PROXPI_* environment variable (see README.md); flags win.",
-        epilog="Commands: 'proxpi-min warm FILE...' fills the cache dir from lock files; "
-        "'proxpi-min verify --cache-dir DIR' checks one (each with --help).",
-    )
-    add = parser.add_argument
-    add("--version", action="version", version=f"%(prog)s {__version__}")
-    add("--host", help="address to listen on (PROXPI_HOST, default 127.0.0.1)")
-    add("--port", help="port to listen on, 0 for any free port (PROXPI_PORT, default 5000)")
-    add("--index-url", help="root index URL (PROXPI_INDEX_URL, default https://pypi.org/simple/)")
-    add("--index-ttl", help="root index cache TTL in seconds, 0 disables (PROXPI_INDEX_TTL, default 1800)")
+def _add_index_options(parser: argparse.ArgumentParser) -> None:
+    """The flags ``serve`` and ``warm`` share: indices, the file cache's cap, the way to
+    the upstreams and the guard rails, so that warm fetches what the proxy would serve."""
+    add = parser.add_argument_group("indices").add_argument
+    add("--index-url", help=f"root index URL (PROXPI_INDEX_URL, default {DEFAULT_INDEX_URL})")
+    add("--index-ttl", help=f"root index cache TTL in seconds, 0 disables (PROXPI_INDEX_TTL, default {DEFAULT_INDEX_TTL:g})")
     add("--extra-index-url", action="append", help="extra index URL, repeatable (PROXPI_EXTRA_INDEX_URLS, comma-separated)")
-    add("--extra-index-ttl", action="append", help="TTL for each extra index, repeatable (PROXPI_EXTRA_INDEX_TTLS, default 180 each)")
-    add("--cache-size", help="file cache size cap: bytes, or 500M, 5G; 0 disables (PROXPI_CACHE_SIZE, default 5G)")
-    add("--cache-dir", help="cache directory (PROXPI_CACHE_DIR, default: a temp dir removed at exit)")
-    add("--binary-file-mime-type", action="store_const", const=True, help="serve files as application/octet-stream (PROXPI_BINARY_FILE_MIME_TYPE=1)")
-    add("--disable-index-ssl-verification", action="store_const", const=True, help="do not verify upstream TLS certificates (PROXPI_DISABLE_INDEX_SSL_VERIFICATION=1)")
-    add("--download-timeout", help="accepted for compatibility, ignored: downloads always stream (PROXPI_DOWNLOAD_TIMEOUT)")
-    add("--connect-timeout", help="upstream connect timeout in seconds (PROXPI_CONNECT_TIMEOUT, default 3.1)")
-    add("--read-timeout", help="upstream read timeout in seconds (PROXPI_READ_TIMEOUT, default 20)")
-    add("--client-timeout", help="idle client connection timeout in seconds (PROXPI_CLIENT_TIMEOUT, default 60)")
-    add("--offline", action="store_const", const=True, help="never contact an upstream; serve the cache dir only (PROXPI_OFFLINE=1)")
-    add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
-    add("--page-memory", help="memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default 256M)")
+    add("--extra-index-ttl", action="append",
+        help=f"TTL for each extra index, repeatable (PROXPI_EXTRA_INDEX_TTLS, default {DEFAULT_EXTRA_INDEX_TTL:g} each)")
+    add("--cache-size",
+        help=f"file cache size cap: bytes, or 500M, 5G; 0 disables (PROXPI_CACHE_SIZE, default {_size_text(DEFAULT_CACHE_SIZE)})")
+    add = parser.add_argument_group("upstream connections").add_argument
+    add("--connect-timeout", help=f"upstream connect timeout in seconds (PROXPI_CONNECT_TIMEOUT, default {DEFAULT_CONNECT_TIMEOUT:g})")
+    add("--read-timeout", help=f"upstream read timeout in seconds (PROXPI_READ_TIMEOUT, default {DEFAULT_READ_TIMEOUT:g})")
     add("--upstream-proxy", metavar="URL", help="outbound HTTP proxy for every upstream, or 'none' to ignore HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (PROXPI_UPSTREAM_PROXY, default: those variables; NO_PROXY applies)")
     add("--ca-bundle", metavar="FILE", help="PEM file of the CAs trusted for upstream TLS, in place of the system store (PROXPI_CA_BUNDLE)")
-    add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
-    add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
-    add("--log-format", help="'text' (readable lines) or 'json' (one object per line) (PROXPI_LOG_FORMAT, default text)")
-    add("--workers", help="worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default 1)")
-    add("--max-connections", help="connections served at once per process; past it, 503 (PROXPI_MAX_CONNECTIONS, default 1000)")
-    add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
-    rails = parser.add_argument_group("guard rails", "see README.md, 'Guard rails'")
-    add = rails.add_argument
+    add("--disable-index-ssl-verification", action="store_const", const=True, help="do not verify upstream TLS certificates (PROXPI_DISABLE_INDEX_SSL_VERIFICATION=1)")
+    add = parser.add_argument_group("guard rails", "see README.md, 'Guard rails'").add_argument
     add("--pin", action="append", metavar="PATTERN=INDEX_URL", help="serve matching projects from that configured index only, repeatable (PROXPI_PIN, comma-separated)")
-    add("--index-strategy", metavar="{merge,first-index}", help="merge every index's files, or take a project from the first index that has it (PROXPI_INDEX_STRATEGY, default merge)")
+    add("--index-strategy", metavar=f"{{{','.join(INDEX_STRATEGIES)}}}", help=f"merge every index's files, or take a project from the first index that has it (PROXPI_INDEX_STRATEGY, default {INDEX_STRATEGIES[0]})")
     add("--min-age", metavar="DURATION", help="leave out files uploaded less than this long ago: 3600, 36h, 7d, 2w (PROXPI_MIN_AGE)")
     add("--min-age-exempt", action="append", metavar="PATTERN", help="projects the minimum age does not apply to, comma-separated, repeatable (PROXPI_MIN_AGE_EXEMPT)")
-    add("--min-age-unknown", metavar="{allow,deny}", help="files without an upload time under --min-age: served or left out (PROXPI_MIN_AGE_UNKNOWN, default allow)")
+    add("--min-age-unknown", metavar=f"{{{','.join(MIN_AGE_UNKNOWN)}}}", help=f"files without an upload time under --min-age: served or left out (PROXPI_MIN_AGE_UNKNOWN, default {MIN_AGE_UNKNOWN[0]})")
     add("--deny", action="append", metavar="NAME[==VERSION]", help="refuse a project, a version of it, or a pattern of names, comma-separated, repeatable (PROXPI_DENY)")
     add("--allow", action="append", metavar="PATTERN", help="serve only these projects, comma-separated, repeatable (PROXPI_ALLOW)")
-    return parser
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """The proxy's flags: the listening side, then the flags shared with ``warm``."""
+    add = parser.add_argument_group("serving").add_argument
+    add("--host", help=f"address to listen on (PROXPI_HOST, default {DEFAULT_HOST})")
+    add("--port", help=f"port to listen on, 0 for any free port (PROXPI_PORT, default {DEFAULT_PORT})")
+    add("--cache-dir", help="cache directory (PROXPI_CACHE_DIR, default: a temp dir removed at exit)")
+    add("--offline", action="store_const", const=True, help="never contact an upstream; serve the cache dir only (PROXPI_OFFLINE=1)")
+    add("--page-memory", help=f"memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default {_size_text(DEFAULT_PAGE_MEMORY)})")
+    add("--binary-file-mime-type", action="store_const", const=True, help="serve files as application/octet-stream (PROXPI_BINARY_FILE_MIME_TYPE=1)")
+    add("--download-timeout", help="accepted for compatibility, ignored: downloads always stream (PROXPI_DOWNLOAD_TIMEOUT)")
+    add("--client-timeout", help=f"idle client connection timeout in seconds (PROXPI_CLIENT_TIMEOUT, default {DEFAULT_CLIENT_TIMEOUT:g})")
+    add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
+    add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
+    add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
+    add("--log-format", metavar=f"{{{','.join(LOG_FORMATS)}}}", help=f"readable lines or one JSON object per line (PROXPI_LOG_FORMAT, default {LOG_FORMATS[0]})")
+    add("--workers", help=f"worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default {DEFAULT_WORKERS})")
+    add("--max-connections", help=f"connections served at once per process; past it, 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
+    add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
+    _add_index_options(parser)
 
 
 def _jobs(text: str) -> int:
@@ -98,99 +121,158 @@ def _python_version(text: str) -> tuple:
     return int(major), int(minor)
 
 
-def _warm_parser() -> argparse.ArgumentParser:
-    parser = _parser(
-        "proxpi-min warm",
-        "Fetch every file that lock files name into the cache dir, through the configured "
-        "indices (never from the URLs in the lock files), for an offline proxy to serve. "
-        "Exit status: 0 all in the cache, 1 some failed (each named), 2 unusable input.",
-    )
-    parser.epilog = ("The proxy's own flags apply as when serving; those of the listening side "
-                     "(--host, --port, --tls-cert, --tls-key, --admin-token, ...) are unused.")
+def _add_warm_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("warm")
     group.add_argument("files", nargs="+", metavar="FILE",
                        help="requirements.txt (with --hash), pylock.toml / pylock.*.toml, uv.lock, poetry.lock")
-    group.add_argument("--jobs", type=_jobs, default=4, help="files fetched at once (default 4)")
+    group.add_argument("--cache-dir", help="the cache directory to fill, required (PROXPI_CACHE_DIR)")
+    group.add_argument("--jobs", type=_jobs, default=DEFAULT_JOBS, help="files fetched at once (default %(default)s)")
     group.add_argument("--wheels-only", action="store_true", help="skip sdists")
     group.add_argument("--platform", action="append", default=[],
                        help="only wheels for this platform tag (and 'any'), repeatable, e.g. manylinux_2_17_x86_64")
     group.add_argument("--python-version", type=_python_version, help="only wheels for this Python, e.g. 3.11")
-    return parser
+    _add_index_options(parser)
 
 
-def _verify_parser() -> argparse.ArgumentParser:
+def _add_verify_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("verify")
+    group.add_argument("--cache-dir", help="the cache directory, required (PROXPI_CACHE_DIR)")
+    group.add_argument("--repair", action="store_true", help="delete bad files, so that the next request fetches them again")
+    group.add_argument("--jobs", type=_jobs, default=DEFAULT_JOBS, help="files hashed at once (default %(default)s)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The whole command line: the subcommands, then the flags of ``serve``, which runs
+    when no subcommand is given."""
+    usage = {
+        "serve": f"{PROG} [serve] [OPTION ...]",
+        "warm": f"{PROG} warm --cache-dir DIR [OPTION ...] FILE ...",
+        "verify": f"{PROG} verify --cache-dir DIR [--repair] [--jobs JOBS]",
+    }
     parser = argparse.ArgumentParser(
-        prog="proxpi-min verify",
-        description="Re-hash every file of a cache dir against the hash it is stored under, and "
-        "load every saved index page. Exit status: 0 all good, 1 something bad (each named).",
+        prog=PROG,
+        usage="\n       ".join(usage.values()),
+        description="A caching proxy for the Python Package Index. Every flag also has a "
+        "PROXPI_* environment variable (see README.md); flags win.",
+        epilog=f"Each command lists its own flags: '{PROG} warm --help'.",
+        add_help=False,  # -h comes after the commands, under "general"
+        # Only the flags given are set: those before "serve" and after it add up.
+        argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument("--cache-dir", help="the cache directory (PROXPI_CACHE_DIR)")
-    parser.add_argument("--repair", action="store_true", help="delete bad files, so that the next request fetches them again")
-    parser.add_argument("--jobs", type=_jobs, default=4, help="files hashed at once (default 4)")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", prog=PROG)
+    _add_serve_options(commands.add_parser(
+        "serve", usage=usage["serve"], argument_default=argparse.SUPPRESS, help="run the proxy (the default: the flags below are serve's)",
+        description="Run the proxy until SIGTERM or SIGINT. Every flag also has a PROXPI_* "
+        "environment variable (see README.md); flags win.",
+    ))
+    _add_warm_options(commands.add_parser(
+        "warm", usage=usage["warm"], argument_default=argparse.SUPPRESS, help="fetch every file that lock files name into a cache dir",
+        description="Fetch every file that lock files name into the cache dir, through the configured "
+        "indices (never from the URLs in the lock files), for an offline proxy to serve. "
+        "Exit status: 0 all in the cache, 1 some failed (each named), 2 unusable input.",
+    ))
+    _add_verify_options(commands.add_parser(
+        "verify", usage=usage["verify"], argument_default=argparse.SUPPRESS, help="re-hash a cache dir's files and load its saved pages",
+        description="Re-hash every file of a cache dir against the hash it is stored under, and "
+        "load every saved index page. Exit status: 0 all good, 1 something bad (each named), "
+        "2 not a cache dir.",
+    ))
+    general = parser.add_argument_group("general")
+    general.add_argument("-h", "--help", action="help", help="show this help and exit")
+    general.add_argument("--version", action="version", version=f"proxpi-min {__version__}")
+    _add_serve_options(parser)
     return parser
 
 
-def _warm(argv: Sequence[str]) -> int:
-    args = _warm_parser().parse_args(argv)
-    from ..core.settings import parse_settings
-    from .warm import Filters, run_warm
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run a command (``serve`` when none is named); returns the exit status (2 for a
+    bad setting)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    flags = vars(parser.parse_args(argv))
+    command = flags.pop("command", None)
+    if command in ("warm", "verify") and argv[0] != command:
+        parser.error(f"the flags of '{command}' come after it: {PROG} {command} [OPTION ...]")
+    if command == "warm":
+        return _warm(flags)
+    if command == "verify":
+        return _verify(flags)
+    return _serve_command(flags)
 
-    flags = vars(args)
+
+def _warm(flags: dict) -> int:
+    from ..core.lockmatch import Filters
+    from ..infra.tls import check_files
+    from .warm import run_warm
+
     try:
-        settings = parse_settings(os.environ, flags)
+        settings = parse_settings(os.environ, flags, serving=False)
+        check_files(settings)
     except ConfigError as exc:
         print(f"proxpi-min warm: error: {exc}", file=sys.stderr)
         return 2
-    filters = Filters(args.wheels_only, tuple(args.platform), args.python_version)
+    filters = Filters(flags.get("wheels_only", False), tuple(flags["platform"]), flags.get("python_version"))
     # Upstream trouble while pages are fetched (file downloads report through the
     # progress line) reads as the command's own warnings, not bare text.
     logging.basicConfig(level=logging.WARNING, format="proxpi-min warm: %(levelname)s: %(message)s")
     return run_warm(
-        settings, args.files, jobs=args.jobs, filters=filters, out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty()
+        settings, flags["files"], jobs=flags["jobs"], filters=filters, out=sys.stdout, err=sys.stderr,
+        tty=sys.stderr.isatty(),
     )
 
 
-def _verify(argv: Sequence[str]) -> int:
-    args = _verify_parser().parse_args(argv)
-    from .warm import run_verify
+def _verify(flags: dict) -> int:
+    from .verify import run_verify
 
-    cache_dir = args.cache_dir or os.environ.get("PROXPI_CACHE_DIR")
+    cache_dir = flags.get("cache_dir") or os.environ.get("PROXPI_CACHE_DIR")
     if not cache_dir:
         print("proxpi-min verify: error: --cache-dir (or PROXPI_CACHE_DIR) is required", file=sys.stderr)
         return 2
-    return run_verify(cache_dir, repair=args.repair, jobs=args.jobs, out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty())
+    return run_verify(
+        cache_dir, repair=flags.get("repair", False), jobs=flags["jobs"], out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty()
+    )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the proxy, or a command; returns the exit status (2 for a bad setting)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "warm":
-        return _warm(argv[1:])
-    if argv and argv[0] == "verify":
-        return _verify(argv[1:])
-    args = _parser().parse_args(argv)
-    # Imported here so that --help and --version stay instant.
-    from ..core.settings import parse_settings
+def _serve_command(flags: dict) -> int:
+    from ..infra.tls import check_files
 
-    flags = vars(args)
-    check_only = flags.pop("check_config")
     try:
         settings = parse_settings(os.environ, flags)
+        check_files(settings)
     except ConfigError as exc:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
-    if check_only:  # for deployment checks: a unit file's or image's flags, before a restart
-        from ..core.policy import Policy
-        from ..web.server import address_text
+    if flags.get("check_config"):  # for deployment checks: a unit file's or image's flags, before a restart
+        return _check_config(settings)
+    # Without a cache dir, a temp one, made here once (shared by the workers) and removed at exit.
+    temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
+    try:
+        try:
+            os.makedirs(settings.cache_dir or temp_dir, exist_ok=True)
+        except OSError as exc:
+            print(f"proxpi-min: error: {settings.source_of('cache_dir')}={settings.cache_dir!r} cannot be made "
+                  f"({exc.strerror or exc})", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, cache_dir=os.path.abspath(settings.cache_dir or temp_dir))
+        return _supervise(settings) if settings.workers > 1 else _serve_alone(settings)
+    finally:
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
-        address = address_text((settings.host, settings.port))
-        print(f"proxpi-min: configuration ok: {_describe(settings, address, settings.cache_dir or '(a temp dir)')}")
-        for line in Policy.from_settings(settings).describe():
-            print(f"proxpi-min: policy: {line}")
-        return 0
-    if settings.workers > 1:
-        configure_logging(settings.log_format)
-        return _supervise(settings)
+
+def _check_config(settings: Settings) -> int:
+    from ..core.policy import Policy
+    from ..web.server import address_text
+
+    address = address_text((settings.host, settings.port))
+    print(f"proxpi-min: configuration ok: {_describe(settings, address, settings.cache_dir or '(a temp dir)')}")
+    for line in Policy.from_settings(settings).describe():
+        print(f"proxpi-min: policy: {line}")
+    return 0
+
+
+def _serve_alone(settings: Settings) -> int:
+    """One process serves (``--workers 1``); returns the exit status."""
     from ..web.server import ProxyServer
 
     configure_logging(settings.log_format, batched=True)
@@ -205,13 +287,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.shutdown()  # writes out what is queued
 
 
-def _cannot_start(settings: "Settings", exc: OSError) -> int:
+def _cannot_start(settings: Settings, exc: OSError) -> int:
     print(f"proxpi-min: error: cannot start on {settings.host}:{settings.port} "
           f"with cache dir {settings.cache_dir!r}: {exc.strerror or exc}", file=sys.stderr)
     return 1
 
 
-def _describe(settings: "Settings", address_text: str, cache_dir: str) -> str:
+def _describe(settings: Settings, address_text: str, cache_dir: str) -> str:
     """What the proxy will do, as the start-up line and ``--check-config`` say it."""
     from ..core.settings import redact_url
     from ..web.server import upstream_route
@@ -224,7 +306,7 @@ def _describe(settings: "Settings", address_text: str, cache_dir: str) -> str:
     )
 
 
-def _log_listening(settings: "Settings", address_text: str, cache_dir: str, policy: "Policy") -> None:
+def _log_listening(settings: Settings, address_text: str, cache_dir: str, policy: "Policy") -> None:
     logger.info("listening on %s", _describe(settings, address_text, cache_dir))
     for line in policy.describe():
         logger.info("policy: %s", line)
@@ -241,8 +323,7 @@ def _serve(server: "ProxyServer") -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # Everything made so far (modules, settings, the server) lives as long as the
-    # process: out of the collector's sight, a full collection no longer walks it. One
-    # came during the first large pages a fresh proxy parses, ~15% of their time.
+    # process: out of the collector's sight, a full collection no longer walks it.
     gc.freeze()
     # A worker starts with them blocked (workers.Supervisor._start); one that came
     # meanwhile is delivered now, to the handler.
@@ -257,21 +338,16 @@ def _serve(server: "ProxyServer") -> int:
     return 0
 
 
-def _supervise(settings: "Settings") -> int:
-    """``--workers N``: the parent binds the port and makes the cache dir (a temp one
-    shared by the workers and removed here, once), then only supervises."""
+def _supervise(settings: Settings) -> int:
+    """``--workers N``: the parent binds the port, then only supervises."""
     from ..core.policy import Policy
     from ..web.server import ProxyServer, address_text, listening_socket
     from ..app.workers import Supervisor
 
-    temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
-    settings = dataclasses.replace(settings, cache_dir=os.path.abspath(settings.cache_dir or temp_dir))
+    configure_logging(settings.log_format)
     try:
-        os.makedirs(settings.cache_dir, exist_ok=True)
         listener = listening_socket(settings)
     except OSError as exc:
-        if temp_dir:
-            shutil.rmtree(temp_dir, ignore_errors=True)
         return _cannot_start(settings, exc)
 
     def work(number: int, run_dir: str) -> int:
@@ -285,5 +361,3 @@ def _supervise(settings: "Settings") -> int:
         return Supervisor(settings.workers, work, DRAIN_SECONDS).run()
     finally:
         listener.close()
-        if temp_dir:
-            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -11,7 +11,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from .names import NormalizedName, canonicalize_name
 
-__all__ = ["LockFile", "LockFileError", "Wanted", "detect_format", "load", "parse_requirements", "parse_toml_lock"]
+__all__ = ["LockFileError", "ParsedLock", "Reader", "Wanted", "detect_format", "load", "parse_requirements", "parse_toml_lock"]
 
 # PEP 751: "pylock.toml", or "pylock.<name>.toml" for one of several lock files.
 _PYLOCK_NAME = re.compile(r"^pylock(?:\.[^.]+)?\.toml\Z")
@@ -43,7 +43,9 @@ class Wanted(NamedTuple):
     origin: str  # "file:line" or "file", for messages
 
 
-class LockFile(NamedTuple):
+class ParsedLock(NamedTuple):
+    """A lock file read: the files it wants, and what it names but is skipped."""
+
     path: str
     format: str  # "requirements", "pylock", "uv", "poetry"
     wanted: tuple  # tuple[Wanted, ...]
@@ -51,7 +53,9 @@ class LockFile(NamedTuple):
 
 
 def detect_format(path: str, text: str) -> str:
-    """The format of a lock file, by name first and content second."""
+    """The format of a lock file, by name first and content second: ``unknown`` for a
+    ``*.toml`` file of none of the lock formats (a ``*.lock`` file may be a
+    requirements file, as rye writes them)."""
     name = os.path.basename(path)
     if _PYLOCK_NAME.match(name):
         return "pylock"
@@ -68,32 +72,44 @@ def detect_format(path: str, text: str) -> str:
             return "poetry"
         if re.search(r"^\[\[package\]\]", text, re.MULTILINE):
             return "uv"
+        if name.endswith(".toml"):
+            return "unknown"
     return "requirements"
 
 
-def _read_text(path: str) -> str:
+# Reads a file's bytes (a lock file, or a file a requirements file includes); raises OSError.
+Reader = Callable[[str], bytes]
+
+
+def _text(path: str, read: Reader) -> str:
     try:
         # "utf-8-sig": a byte order mark (Windows editors write one) is not text.
-        with open(path, encoding="utf-8-sig") as file:
-            return file.read()
+        return read(path).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise LockFileError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise LockFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def load(path: str, read: Callable[[str], str] = _read_text) -> LockFile:
-    """Read and parse the lock file at *path* (includes of a requirements file too).
+def load(path: str, read: Reader) -> ParsedLock:
+    """Parse the lock file at *path*, its bytes (and those of the files a requirements
+    file includes) given by *read*.
 
     :raises LockFileError: unreadable, or not a lock file of a known format.
     """
-    text = read(path)
+    text = _text(path, read)
     kind = detect_format(path, text)
+    if kind == "unknown" and os.path.basename(path) == "pyproject.toml":
+        raise LockFileError(f"{path}: a project's settings, not a lock file: lock it first (uv lock, pdm lock, poetry lock)")
+    if kind == "unknown":
+        raise LockFileError(
+            f"{path}: not a lock file: no lock-version (pylock.toml) and no [[package]] tables (uv.lock, poetry.lock)"
+        )
     if kind == "requirements":
         wanted, notes = parse_requirements(text, path, read)
     else:
         wanted, notes = parse_toml_lock(kind, _load_toml(text, path), path)
-    return LockFile(path, kind, tuple(wanted), tuple(notes))
+    return ParsedLock(path, kind, tuple(wanted), tuple(notes))
 
 
 def _load_toml(text: str, path: str) -> dict:
@@ -155,8 +171,24 @@ def _hash(text: str, origin: str) -> tuple:
     return algorithm, digest.lower()
 
 
+def _hash_options(options: list, origin: str) -> list:
+    """The ``--hash`` values among a requirement's options (the others are ignored)."""
+    hashes = []
+    index = 0
+    while index < len(options):
+        if options[index].split("=", 1)[0] == "--hash":
+            try:
+                value, index = _option_value(options, index, "--hash")
+            except ValueError as exc:
+                raise LockFileError(f"{origin}: {exc}") from None
+            hashes.append(_hash(value, origin))
+        else:
+            index += 1
+    return hashes
+
+
 def parse_requirements(
-    text: str, path: str, read: Callable[[str], str] = _read_text, _seen: Optional[set] = None
+    text: str, path: str, read: Reader, _seen: Optional[set] = None
 ) -> tuple:
     """(wanted, notes) of a requirements file (``pip-compile --generate-hashes`` or
     ``uv pip compile --generate-hashes`` output, or any pinned file).
@@ -186,7 +218,7 @@ def parse_requirements(
             if key in seen:
                 continue
             seen.add(key)
-            more, more_notes = parse_requirements(read(included), included, read, seen)
+            more, more_notes = parse_requirements(_text(included, read), included, read, seen)
             wanted += more
             notes += more_notes
             continue
@@ -196,19 +228,7 @@ def parse_requirements(
             continue
         # Options begin at the first token starting with "-" (as pip splits a line).
         split = next((i for i, token in enumerate(tokens) if token.startswith("-")), len(tokens))
-        requirement, options = " ".join(tokens[:split]), tokens[split:]
-        hashes = []
-        index = 0
-        while index < len(options):
-            name = options[index].split("=", 1)[0]
-            if name == "--hash":
-                try:
-                    value, index = _option_value(options, index, "--hash")
-                except ValueError as exc:
-                    raise LockFileError(f"{origin}: {exc}") from None
-                hashes.append(_hash(value, origin))
-            else:
-                index += 1
+        requirement, hashes = " ".join(tokens[:split]), _hash_options(tokens[split:], origin)
         spec = requirement.split(";", 1)[0].strip()  # markers ignored, see above
         match = _NAME.match(spec)
         pin = _PIN.match(match.group(3).strip()) if match else None
@@ -235,10 +255,14 @@ def parse_toml_lock(kind: str, data: dict, path: str) -> tuple:
     notes: list = []
     try:
         parse(data, path, wanted, notes)
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        if isinstance(exc, LockFileError):
-            raise
-        raise LockFileError(f"{path}: not a valid {kind} lock file ({type(exc).__name__}: {exc})") from None
+    except KeyError as exc:
+        raise LockFileError(f"{path}: not a valid {kind} lock file: {exc.args[0]!r} is missing") from None
+    except (TypeError, AttributeError):
+        raise LockFileError(f"{path}: not a valid {kind} lock file: a table or value of the wrong type") from None
+    except LockFileError:
+        raise
+    except ValueError as exc:
+        raise LockFileError(f"{path}: not a valid {kind} lock file: {exc}") from None
     return wanted, notes
 
 
@@ -295,10 +319,12 @@ def _uv_lock(data: dict, path: str, wanted: list, notes: list) -> None:
         origin = f"{path}: {package['name']}"
         source = package.get("source") or {}
         if "registry" not in source:
-            # git, path, directory, url: not files an index lists. The project itself
-            # and its workspace members (editable, virtual) go without a note.
+            # git, path, directory, url, and the project itself or a workspace member
+            # (editable, virtual): not files an index lists.
             kind = next(iter(source), "unknown")
-            if kind not in ("editable", "virtual"):
+            if kind in ("editable", "virtual"):
+                notes.append(f"{origin}: skipped: the project itself or a workspace member ({kind}), not files of an index")
+            else:
                 notes.append(f"{origin}: skipped: a {kind} source, not files of an index")
             continue
         files = _table_list(package.get("wheels"), "wheels")

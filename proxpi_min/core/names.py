@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import NewType, Optional
+from typing import NamedTuple, NewType, Optional
 
 from .errors import BadRequest
 
 __all__ = [
     "NormalizedName",
+    "WheelName",
     "canonicalize_name",
     "check_filename",
     "is_safe_filename",
     "parse_project_name",
+    "parse_wheel_name",
     "version_from_filename",
 ]
 
@@ -61,6 +63,26 @@ def is_safe_filename(filename: str) -> bool:
     return len(filename) <= _MAX_FILENAME and _SAFE_FILENAME.match(filename) is not None
 
 
+class WheelName(NamedTuple):
+    """The parts of a wheel's file name (PEP 427), each tag set expanded (PEP 425)."""
+
+    name: str  # as written, not normalised
+    version: str
+    pythons: frozenset  # python tags: "py3", "cp311", ...
+    abis: frozenset  # "none", "abi3", "cp311", ...
+    platforms: frozenset  # "any", "manylinux_2_17_x86_64", ...
+
+
+def parse_wheel_name(filename: str) -> Optional[WheelName]:
+    """The parts of ``name-version[-build]-python-abi-platform.whl``, or None when
+    *filename* is not a wheel's name."""
+    parts = filename[:-4].split("-") if filename.endswith(".whl") else []
+    if len(parts) < 5:
+        return None
+    pythons, abis, platforms = (frozenset(part.split(".")) for part in parts[-3:])
+    return WheelName(parts[0], parts[1], pythons, abis, platforms)
+
+
 def version_from_filename(filename: str, project: NormalizedName) -> Optional[str]:
     """Guess a file's version from its name (for PEP 700 ``versions`` from HTML pages).
 
@@ -68,10 +90,10 @@ def version_from_filename(filename: str, project: NormalizedName) -> Optional[st
     Returns None when the name does not start with the project name.
     """
     if filename.endswith(".whl"):
-        parts = filename[:-4].split("-")
-        if len(parts) < 5 or canonicalize_name(parts[0]) != project:
+        wheel = parse_wheel_name(filename)
+        if wheel is None or canonicalize_name(wheel.name) != project:
             return None
-        return parts[1]
+        return wheel.version
     for suffix in _SDIST_SUFFIXES:
         if filename.endswith(suffix):
             stem = filename[: -len(suffix)]

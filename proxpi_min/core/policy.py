@@ -24,7 +24,7 @@ from .settings import Settings, redact_url
 from .names import NormalizedName, version_from_filename
 from .simple import FileEntry, ProjectPage
 
-__all__ = ["Filtered", "Policy", "Route", "format_duration", "parse_upload_time"]
+__all__ = ["Filtered", "Policy", "Route", "format_duration", "parse_upload_time", "same_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,12 @@ def _version_key(text: str) -> tuple:
 def _version_matches(denied: tuple, version: tuple) -> bool:
     # PEP 440 "==": a version without a local label matches every local build of it.
     return denied[0] == version[0] and (not denied[1] or denied[1] == version[1])
+
+
+def same_version(wanted: str, version: str) -> bool:
+    """Whether *version* (from a file name or a page) is *wanted*, as PEP 440 "=="
+    compares them (see :func:`_version_key`)."""
+    return _version_matches(_version_key(wanted), _version_key(version))
 
 
 class Route(NamedTuple):

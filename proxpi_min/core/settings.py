@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import ssl
 import urllib.parse
 import urllib.request
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import ConfigError
-from ..infra.tls import client_context, server_context
 
 __all__ = [
     "IndexSettings",
@@ -29,24 +27,23 @@ DEFAULT_INDEX_URL = "https://pypi.org/simple/"
 DEFAULT_INDEX_TTL = 30 * 60.0  # proxpi's defaults: 30 minutes for the root index ...
 DEFAULT_EXTRA_INDEX_TTL = 3 * 60.0  # ... and 3 minutes for each extra index
 DEFAULT_CACHE_SIZE = 5 * 1024**3  # proxpi's "5GB"
-# Finite by default so a hung upstream never hangs a client (proxpi used 3.1 s / 20 s
-# whenever one of the two was given).
+# Finite by default so a hung upstream never hangs a client (proxpi's defaults).
 DEFAULT_CONNECT_TIMEOUT = 3.1
 DEFAULT_READ_TIMEOUT = 20.0
 # Idle keep-alive connections are closed after this long, so idle clients cannot pin
 # threads forever; long enough for a CI job's pauses between requests.
 DEFAULT_CLIENT_TIMEOUT = 60.0
 # Timeouts go to socket.settimeout() and the kernel's SO_RCVTIMEO, whose time_t
-# overflows far past any useful wait (1e12 s did on Linux): a week is the ceiling.
+# overflows far past any useful wait: a week is the ceiling.
 MAX_TIMEOUT = 7 * 24 * 3600.0
 DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
-# Connections one process serves at once, a thread and a descriptor each: 3,000 slow
-# clients made 3,001 threads, and ten times that ran out of threads or descriptors.
-# Past the cap a new connection is refused with 503 at once.
+# Connections one process serves at once, a thread and a descriptor each, so that slow
+# clients cannot exhaust either; past the cap a new connection is refused with 503 at once.
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HOST = "127.0.0.1"
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
+DEFAULT_WORKERS = 1
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -55,7 +52,8 @@ _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400
 # A normalised project name (PEP 503), or an fnmatch pattern over such names.
 _PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]+\Z")
 _VERSION = re.compile(r"^[A-Za-z0-9.+!_-]+\Z")
-INDEX_STRATEGIES = ("merge", "first-index")
+INDEX_STRATEGIES = ("merge", "first-index")  # the first is the default
+MIN_AGE_UNKNOWN = ("allow", "deny")  # the first is the default
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -121,31 +119,33 @@ class Settings:
     offline: bool = False
     admin_token: Optional[str] = None
     page_memory: int = DEFAULT_PAGE_MEMORY
-    workers: int = 1
+    workers: int = DEFAULT_WORKERS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
-    log_format: str = "text"  # or "json"
+    log_format: str = LOG_FORMATS[0]
     upstream_proxy: ProxySettings = ProxySettings()
     ca_bundle: Optional[str] = None
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
     # Guard rails (README "Guard rails"); see policy.py.
     pins: tuple[tuple[str, str], ...] = ()  # (pattern, the configured index URL)
-    index_strategy: str = "merge"  # or "first-index"
+    index_strategy: str = INDEX_STRATEGIES[0]
     min_age: float = 0.0  # seconds; 0: no cooldown
     min_age_exempt: tuple[str, ...] = ()  # patterns
     min_age_unknown_deny: bool = False  # leave out files without an upload time
     deny: tuple[tuple[str, Optional[str]], ...] = ()  # (pattern, version or None)
     allow: tuple[str, ...] = ()  # patterns; empty: every project
+    # (field, the flag or variable that set it) for the paths used at start (the cache
+    # dir, TLS files), so that one that does not work is named as the user gave it.
+    sources: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def scheme(self) -> str:
         """How clients reach us: ``https`` with a certificate, else ``http``."""
         return "https" if self.tls_cert else "http"
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
-        """Settings from ``PROXPI_*`` variables alone."""
-        return parse_settings(env, {})
+    def source_of(self, field: str) -> str:
+        """The flag or variable that set *field* (its flag when not recorded)."""
+        return dict(self.sources).get(field, "--" + field.replace("_", "-"))
 
 
 def redact_url(url: str) -> str:
@@ -255,6 +255,21 @@ class _Sources:
         except ValueError:
             raise _bad(source, raw, "is not a duration (seconds, or a number with s, m, h, d or w)") from None
 
+    def integer(
+        self, flag: str, var: str, default: int, problem: str, *, minimum: int = 0, maximum: Optional[int] = None
+    ) -> int:
+        """A whole number written in ASCII digits, from *minimum* to *maximum*."""
+        source, raw = self.get(flag, var)
+        if raw is None or raw == "":
+            return default
+        text = str(raw).strip()
+        if not (text.isascii() and text.isdigit()):
+            raise _bad(source, raw, problem)
+        value = int(text)
+        if value < minimum or (maximum is not None and value > maximum):
+            raise _bad(source, raw, problem)
+        return value
+
     def choice(self, flag: str, var: str, choices: Sequence[str]) -> str:
         source, raw = self.get(flag, var)
         if raw is None or raw == "":
@@ -301,26 +316,13 @@ def cpu_count() -> int:
 
 def _workers(sources: _Sources) -> int:
     source, raw = sources.get("--workers", "PROXPI_WORKERS")
-    if raw is None or raw == "":
-        return 1
-    text = str(raw).strip().lower()
-    if text in ("0", "auto"):
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
         return cpu_count()
-    if not (text.isascii() and text.isdigit()):
-        raise _bad(source, raw, "must be a number of processes, 0 or auto (one per CPU)")
-    if not hasattr(os, "fork") and int(text) > 1:
+    problem = "must be a number of processes, 0 or auto (one per CPU)"
+    workers = sources.integer("--workers", "PROXPI_WORKERS", DEFAULT_WORKERS, problem) or cpu_count()
+    if not hasattr(os, "fork") and workers > 1:
         raise _bad(source, raw, "needs os.fork, which this platform lacks")
-    return int(text)
-
-
-def _count(sources: _Sources, flag: str, var: str, default: int) -> int:
-    source, raw = sources.get(flag, var)
-    if raw is None or raw == "":
-        return default
-    text = str(raw).strip()
-    if not (text.isascii() and text.isdigit()) or int(text) == 0:
-        raise _bad(source, raw, "must be a whole number >= 1")
-    return int(text)
+    return workers
 
 
 def _ttl_list(sources: _Sources, count: int) -> list[float]:
@@ -393,20 +395,8 @@ def _proxy_settings(sources: _Sources, env: Mapping[str, str]) -> ProxySettings:
     return ProxySettings(proxies, found.get("no", ("", ""))[1] if proxies else "")
 
 
-def _ca_bundle(sources: _Sources) -> Optional[str]:
-    source, path = sources.get("--ca-bundle", "PROXPI_CA_BUNDLE")
-    if not path:
-        return None
-    try:
-        client_context(path)
-    except ssl.SSLError:  # before OSError, its base class
-        raise _bad(source, path, "holds no PEM certificate") from None
-    except OSError as exc:
-        raise _bad(source, path, f"cannot be read ({exc.strerror or exc})") from None
-    return path
-
-
 def _tls_files(sources: _Sources) -> tuple[Optional[str], Optional[str]]:
+    """The certificate and key to serve HTTPS with: both or neither."""
     cert_source, cert = sources.get("--tls-cert", "PROXPI_TLS_CERT")
     key_source, key = sources.get("--tls-key", "PROXPI_TLS_KEY")
     if not cert and not key:
@@ -415,21 +405,16 @@ def _tls_files(sources: _Sources) -> tuple[Optional[str], Optional[str]]:
         raise _bad(cert_source, cert, "needs --tls-key / PROXPI_TLS_KEY too (both or neither)")
     if not cert:
         raise _bad(key_source, key, "needs --tls-cert / PROXPI_TLS_CERT too (both or neither)")
-    for source, path in ((cert_source, cert), (key_source, key)):
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise _bad(source, path, f"cannot be read ({exc.strerror or exc})") from None
-    try:
-        server_context(cert, key)
-    except (OSError, ValueError) as exc:
-        raise _bad(cert_source, cert, f"and {key!r} are not a PEM certificate and its key ({exc})") from None
     return cert, key
 
 
-def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
+def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving: bool = True) -> Settings:
     """Build and validate :class:`Settings`; flags (argparse names) beat ``env``.
+
+    Without *serving* (the ``warm`` command), the settings of the listening side (address,
+    HTTPS, processes, connections, logs, served pages) keep their defaults, unread.
+    No file is opened here: a CA bundle or certificate that does not load is refused
+    at start, where files are read.
 
     :raises ConfigError: naming the flag or variable and its value.
     """
@@ -444,26 +429,11 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
     source, extra_urls = sources.items("--extra-index-url", "PROXPI_EXTRA_INDEX_URLS")
     for url, ttl in zip(extra_urls, _ttl_list(sources, len(extra_urls))):
         indexes.append(IndexSettings(_index_url(source, url), ttl))
-
-    source, port = sources.get("--port", "PROXPI_PORT")
-    try:
-        port = DEFAULT_PORT if port in (None, "") else int(port)
-    except ValueError:
-        raise _bad(source, port, "is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise _bad(source, port, "is not a port number")
-
-    # Accepted for compatibility with proxpi and validated, but unused: downloads are
-    # streamed to the client as they arrive, never redirected to the upstream.
-    sources.number("--download-timeout", "PROXPI_DOWNLOAD_TIMEOUT", 0.9)
-    tls_cert, tls_key = _tls_files(sources)
-
-    return Settings(
+    settings = Settings(
         indexes=tuple(indexes),
         **_guard_rails(sources, indexes),
         cache_size=sources.size("--cache-size", "PROXPI_CACHE_SIZE", DEFAULT_CACHE_SIZE),
         cache_dir=sources.text("--cache-dir", "PROXPI_CACHE_DIR"),
-        binary_file_mime_type=sources.flag("--binary-file-mime-type", "PROXPI_BINARY_FILE_MIME_TYPE"),
         verify_ssl=not sources.flag(
             "--disable-index-ssl-verification", "PROXPI_DISABLE_INDEX_SSL_VERIFICATION"
         ),
@@ -473,24 +443,47 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings
         read_timeout=sources.number(
             "--read-timeout", "PROXPI_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
-        client_timeout=sources.number(
+        offline=sources.flag("--offline", "PROXPI_OFFLINE"),
+        upstream_proxy=_proxy_settings(sources, env),
+        ca_bundle=sources.text("--ca-bundle", "PROXPI_CA_BUNDLE"),
+        sources=tuple(
+            (field, sources.get(flag, var)[0])
+            for field, flag, var in (
+                ("cache_dir", "--cache-dir", "PROXPI_CACHE_DIR"),
+                ("ca_bundle", "--ca-bundle", "PROXPI_CA_BUNDLE"),
+                ("tls_cert", "--tls-cert", "PROXPI_TLS_CERT"),
+                ("tls_key", "--tls-key", "PROXPI_TLS_KEY"),
+            )
+        ),
+    )
+    return dataclasses.replace(settings, **_listening(sources)) if serving else settings
+
+
+def _listening(sources: _Sources) -> dict:
+    """The settings of the listening side: address, HTTPS, processes, logs, served pages."""
+    port = sources.integer("--port", "PROXPI_PORT", DEFAULT_PORT, "is not a port number", maximum=65535)
+    # Accepted for compatibility with proxpi and validated, but unused: downloads are
+    # streamed to the client as they arrive, never redirected to the upstream.
+    sources.number("--download-timeout", "PROXPI_DOWNLOAD_TIMEOUT", 0.9)
+    tls_cert, tls_key = _tls_files(sources)
+    return {
+        "binary_file_mime_type": sources.flag("--binary-file-mime-type", "PROXPI_BINARY_FILE_MIME_TYPE"),
+        "client_timeout": sources.number(
             "--client-timeout", "PROXPI_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
-        host=sources.text("--host", "PROXPI_HOST") or DEFAULT_HOST,
-        port=port,
-        offline=sources.flag("--offline", "PROXPI_OFFLINE"),
-        admin_token=sources.text("--admin-token", "PROXPI_ADMIN_TOKEN"),
-        page_memory=sources.size("--page-memory", "PROXPI_PAGE_MEMORY", DEFAULT_PAGE_MEMORY),
-        workers=_workers(sources),
-        max_connections=_count(
-            sources, "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS
+        "host": sources.text("--host", "PROXPI_HOST") or DEFAULT_HOST,
+        "port": port,
+        "admin_token": sources.text("--admin-token", "PROXPI_ADMIN_TOKEN"),
+        "page_memory": sources.size("--page-memory", "PROXPI_PAGE_MEMORY", DEFAULT_PAGE_MEMORY),
+        "workers": _workers(sources),
+        "max_connections": sources.integer(
+            "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS,
+            "must be a whole number >= 1", minimum=1,
         ),
-        upstream_proxy=_proxy_settings(sources, env),
-        ca_bundle=_ca_bundle(sources),
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        log_format=_log_format(sources),
-    )
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "log_format": sources.choice("--log-format", "PROXPI_LOG_FORMAT", LOG_FORMATS),
+    }
 
 
 def _patterns(source: str, items: Sequence[str]) -> tuple[str, ...]:
@@ -531,16 +524,8 @@ def _guard_rails(sources: _Sources, indexes: Sequence[IndexSettings]) -> dict:
         "min_age": sources.duration("--min-age", "PROXPI_MIN_AGE"),
         "min_age_exempt": _patterns(exempt_source, exempt),
         "min_age_unknown_deny": sources.choice(
-            "--min-age-unknown", "PROXPI_MIN_AGE_UNKNOWN", ("allow", "deny")
+            "--min-age-unknown", "PROXPI_MIN_AGE_UNKNOWN", MIN_AGE_UNKNOWN
         ) == "deny",
         "deny": tuple(_deny(deny_source, item) for item in deny),
         "allow": _patterns(allow_source, allow),
     }
-
-
-def _log_format(sources: _Sources) -> str:
-    source, raw = sources.get("--log-format", "PROXPI_LOG_FORMAT")
-    value = (raw or "text").strip().lower()
-    if value not in LOG_FORMATS:
-        raise _bad(source, raw, f"is not one of {', '.join(LOG_FORMATS)}")
-    return value

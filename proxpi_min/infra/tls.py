@@ -1,7 +1,7 @@
 """TLS contexts: the trust used for upstream connections, the certificate we serve with.
 
-Built here, below :mod:`.config`, so that start-up can validate a CA bundle or a
-certificate pair by loading it exactly as it will be used, and name the bad setting.
+Start-up checks the files the settings name (:func:`check_files`) by loading them
+exactly as they will be used, and names the bad setting.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 import ssl
 from typing import Optional
 
-__all__ = ["client_context", "describe_trust", "server_context"]
+from ..core.errors import ConfigError
+from ..core.settings import Settings
+
+__all__ = ["check_files", "client_context", "describe_trust", "server_context"]
 
 
 def client_context(ca_bundle: Optional[str] = None, verify: bool = True) -> ssl.SSLContext:
@@ -60,3 +63,36 @@ def describe_trust(ca_bundle: Optional[str], verify: bool) -> str:
     if paths.capath and paths.capath != paths.openssl_capath:
         return f"upstream CAs from {paths.capath} ({paths.openssl_capath_env})"
     return f"upstream CAs from the system store ({paths.cafile or paths.capath or 'none found'})"
+
+
+def check_files(settings: Settings) -> None:
+    """Load the CA bundle and the certificate pair *settings* name, as they will be used.
+
+    :raises ConfigError: naming the flag or variable and its value.
+    """
+    if settings.ca_bundle:
+        source = settings.source_of("ca_bundle")
+        try:
+            client_context(settings.ca_bundle)
+        except ssl.SSLError:  # before OSError, its base class
+            raise _bad(source, settings.ca_bundle, "holds no PEM certificate") from None
+        except OSError as exc:
+            raise _bad(source, settings.ca_bundle, f"cannot be read ({exc.strerror or exc})") from None
+    if not (settings.tls_cert and settings.tls_key):
+        return
+    for field, path in (("tls_cert", settings.tls_cert), ("tls_key", settings.tls_key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise _bad(settings.source_of(field), path, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        server_context(settings.tls_cert, settings.tls_key)
+    except (OSError, ValueError) as exc:
+        problem = f"and {settings.tls_key!r} are not a PEM certificate and its key ({exc})"
+        raise _bad(settings.source_of("tls_cert"), settings.tls_cert, problem) from None
+
+
+def _bad(source: str, path: str, problem: str) -> ConfigError:
+    # The form of every settings error: the flag or variable, the value, what is wrong.
+    return ConfigError(f"{source}={path!r} {problem}")

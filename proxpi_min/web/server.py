@@ -9,11 +9,9 @@ import http.server
 import logging
 import os
 import queue
-import shutil
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from typing import Callable, NamedTuple, Optional
@@ -171,10 +169,10 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     ) -> None:
         """Bind to the settings' address, or serve *listener*, a listening socket that
         worker processes share (see :func:`listening_socket`); a worker's numbers go to
-        *run_dir*, where its siblings' are (see :mod:`.snapshots`)."""
+        *run_dir*, where its siblings' are (see :mod:`.snapshots`). The settings name the
+        cache dir (the command line makes a temp one when none is given)."""
         self.settings = settings
-        self._temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
-        self.cache_dir = os.path.abspath(settings.cache_dir or self._temp_dir)
+        self.cache_dir = os.path.abspath(settings.cache_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
         self.metrics = Metrics()
         self.upstream, self.files, self.indexes, self.policy = open_caches(settings, self.cache_dir, self.metrics)
@@ -386,7 +384,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             logger.exception("error on the connection from %s", client_address[0])
 
     def server_close(self) -> None:
-        """Close the socket, upstream connections and temp files (and a temp cache dir)."""
+        """Close the socket, upstream connections and temp files."""
         super().server_close()
         if self._tls_refusals is not None:
             self._tls_refusals.close()
@@ -395,8 +393,6 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.snapshots.close()
         self.files.close()
         self.upstream.close()
-        if self._temp_dir:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
 
 
 def listening_socket(settings: Settings) -> socket.socket:

@@ -78,7 +78,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
         time.sleep(0.02)
 
 
-TEMP_PREFIX = ".tmp-"  # how proxpi_min.infra.shared_dir names a download's temp file
+TEMP_PREFIX = ".tmp-"  # how proxpi_min.infra.atomic names a download's temp file
 
 
 def settled(cache_dir: str | os.PathLike, timeout: float = WAIT) -> bool:

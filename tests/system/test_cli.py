@@ -52,19 +52,73 @@ def test_help_lists_every_flag():
     assert "warm" in result.stdout and "verify" in result.stdout  # the commands are named
 
 
+SERVE_ONLY = ("--host", "--port", "--tls-cert", "--tls-key", "--admin-token", "--workers", "--max-connections",
+              "--log-format", "--client-timeout", "--check-config", "--offline", "--page-memory")
+
+
+def test_help_lists_the_commands_first():
+    text = _run(["--help"]).stdout
+    assert text.startswith("usage: python proxpi.pyz [serve]")
+    commands = text.index("commands:")
+    assert all(commands < text.index(f"    {name} ") < text.index("--host") for name in ("serve", "warm", "verify"))
+
+
 @pytest.mark.parametrize(
-    "command, flags",
+    "command, flags, absent",
     [
-        ("warm", FLAGS + ("--jobs", "--wheels-only", "--platform", "--python-version", "FILE")),
-        ("verify", ("--cache-dir", "--repair", "--jobs")),
+        ("serve", FLAGS + ("--check-config",), ("--jobs", "--wheels-only", "--repair")),
+        ("warm", tuple(f for f in FLAGS if f not in SERVE_ONLY) + ("--jobs", "--wheels-only", "--platform",
+                                                                   "--python-version", "FILE"), SERVE_ONLY),
+        ("verify", ("--cache-dir", "--repair", "--jobs"), SERVE_ONLY + ("--index-url",)),
     ],
 )
-def test_command_help(command, flags):
+def test_command_help_shows_its_own_flags_only(command, flags, absent):
     result = _run([command, "--help"])
     assert result.returncode == 0
-    assert result.stdout.startswith(f"usage: proxpi-min {command}")
+    assert result.stdout.startswith(f"usage: python proxpi.pyz {'[serve]' if command == 'serve' else command} ")
     for flag in flags:
         assert flag in result.stdout, flag
+    for flag in absent:
+        assert f"{flag} " not in result.stdout, flag
+    assert "temp dir" not in result.stdout or command == "serve"  # warm and verify need a cache dir
+
+
+def _help_defaults(parser):
+    """(dest, the default its help gives) of each flag of *parser* whose help says one."""
+    found = []
+    for action in parser._actions:
+        match = re.search(r"default (\S+?)(?: each)?[),]", action.help or "")
+        if match and action.dest != "help":
+            found.append((action.dest, match.group(1)))
+    return found
+
+
+def test_help_defaults_are_the_settings_defaults():
+    """Each default the help gives, passed as the flag, changes nothing: it is the
+    default parse_settings takes (from the same constants)."""
+    from proxpi_min.cli import main as cli
+    from proxpi_min.cli.progress import DEFAULT_JOBS
+    from proxpi_min.core.settings import parse_settings
+
+    parser = cli._parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    defaults = parse_settings({}, {})
+    checked = set()
+    for dest, shown in _help_defaults(parser) + _help_defaults(subcommands["warm"]):
+        flags = {dest: [shown] if dest == "extra_index_ttl" else shown}
+        if dest == "extra_index_ttl":
+            flags["extra_index_url"] = ["https://extra.example/"]
+            assert parse_settings({}, flags).indexes[1].ttl == parse_settings(
+                {}, {"extra_index_url": ["https://extra.example/"]}).indexes[1].ttl
+        else:
+            assert parse_settings({}, flags) == defaults, (dest, shown)
+        checked.add(dest)
+    assert {"port", "host", "index_url", "index_ttl", "extra_index_ttl", "cache_size", "connect_timeout",
+            "read_timeout", "client_timeout", "page_memory", "log_format", "workers", "max_connections",
+            "index_strategy", "min_age_unknown"} <= checked
+    for command in ("warm", "verify"):
+        jobs = next(a for a in subcommands[command]._actions if a.dest == "jobs")
+        assert jobs.default == DEFAULT_JOBS and f"(default {DEFAULT_JOBS})" in jobs.help % {"default": jobs.default}
 
 
 @pytest.mark.parametrize(
@@ -74,7 +128,11 @@ def test_command_help(command, flags):
         (["warm", "--python-version", "three", "x.txt"], "--python-version"),
         (["warm", "--cache-dir", "/tmp/x", "--cache-size", "lots", "x.txt"], "--cache-size"),
         (["warm", "--cache-dir", "/tmp/x"], "FILE"),
+        (["warm", "--check-config", "--cache-dir", "/tmp/x", "x.txt"], "--check-config"),
+        (["warm", "--port", "abc", "--cache-dir", "/tmp/x", "x.txt"], "--port"),
+        (["--port", "0", "warm", "--cache-dir", "/tmp/x", "x.txt"], "come after it"),
         (["verify"], "--cache-dir"),
+        (["verify", "--index-url", "http://x/", "--cache-dir", "/tmp/x"], "--index-url"),
     ],
 )
 def test_command_bad_arguments_exit_2(args, named):
@@ -237,6 +295,31 @@ def test_startup_failure_is_reported_with_output(tmp_path):
     assert "did not report" in str(caught.value)
 
 
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_unusable_cache_dir_exits_2_with_one_line(tmp_path, via):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache dir should be")
+    path = str(blocker / "sub")
+    if via == "flag":
+        result = _run(["--index-url", DEAD, "--port", "0", "--cache-dir", path])
+        named = f"--cache-dir={path!r} cannot be made"
+    else:
+        result = _run(["--index-url", DEAD, "--port", "0"], {"PROXPI_CACHE_DIR": path})
+        named = f"PROXPI_CACHE_DIR={path!r} cannot be made"
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"proxpi-min: error: {named} (Not a directory)", result.stderr
+
+
+def test_serve_subcommand_serves_and_removes_its_temp_cache_dir(upstream_html):
+    with ProxyProcess(["serve", "--index-url", upstream_html.url]) as process:
+        _alpha_page(process)
+        cache_dir = re.search(r"cache dir (\S+),", process.stderr).group(1)
+        assert os.path.isdir(cache_dir) and os.path.basename(cache_dir).startswith("proxpi-")
+        process.terminate()
+        assert process.wait(15) == 0
+    assert not os.path.exists(cache_dir)
+
+
 def test_process_url_answers_http(upstream_html):
     with ProxyProcess(["--index-url", upstream_html.url]) as process:
         status, _, _ = http("GET", process.index_url)
@@ -296,7 +379,9 @@ def test_check_config_validates_and_exits():
     assert "http://[::1]:5000/" in _run(["--check-config", "--host", "::1"]).stdout
     bad = _run(["--check-config"], {"PROXPI_LOG_FORMAT": "xml"})
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "proxpi-min: error: PROXPI_LOG_FORMAT='xml' is not one of text, json"
+    assert bad.stderr.strip() == "proxpi-min: error: PROXPI_LOG_FORMAT='xml' must be one of: text, json"
+    ok = _run(["serve", "--check-config", "--port", "5001"])
+    assert ok.returncode == 0 and "http://127.0.0.1:5001/" in ok.stdout, ok.stderr
 
 
 def _unit_settings(text):

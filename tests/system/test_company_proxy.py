@@ -9,6 +9,7 @@ import re
 import pytest
 
 from proxpi_min.core.settings import ProxySettings, parse_settings
+from proxpi_min.infra.tls import check_files
 from proxpi_min.core.errors import ConfigError
 from tests.support.forward_proxy import TINYPROXY, ForwardProxy, Tinyproxy, basic, free_port
 
@@ -240,7 +241,7 @@ def test_bad_ca_bundle_is_a_config_error(tmp_path, content, problem):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(ConfigError, match=f"^--ca-bundle='{path}' {problem}"):
-        parse_settings({}, {"ca_bundle": str(path)})
+        check_files(parse_settings({}, {"ca_bundle": str(path)}))
 
 
 # ---------------------------------------------------------------- tinyproxy

@@ -14,7 +14,7 @@ import pytest
 from proxpi_min.cli import main as cli
 from proxpi_min.core.settings import parse_settings
 from proxpi_min.core.errors import ConfigError
-from proxpi_min.infra.tls import server_context
+from proxpi_min.infra.tls import check_files, server_context
 from tests.support.certs import OPENSSL
 from tests.support.forward_proxy import ForwardProxy, basic
 from tests.support.proxy import ProxyProcess, run_pip
@@ -49,11 +49,16 @@ def test_tls_cert_and_key_go_together(server_cert, given):
 
 
 def test_tls_files_must_load(server_cert, tmp_path):
+    settings = parse_settings({"PROXPI_TLS_CERT": str(server_cert.cert), "PROXPI_TLS_KEY": "/nowhere.key"}, {})
     with pytest.raises(ConfigError, match="^PROXPI_TLS_KEY='/nowhere.key' cannot be read"):
-        parse_settings({"PROXPI_TLS_CERT": str(server_cert.cert), "PROXPI_TLS_KEY": "/nowhere.key"}, {})
+        check_files(settings)  # at start: parsing the settings opens no file
     # The CA certificate with the server's key: not a pair.
+    settings = parse_settings({}, {"tls_cert": str(server_cert.cert.with_name("ca.pem")), "tls_key": str(server_cert.key)})
     with pytest.raises(ConfigError, match="^--tls-cert=.* not a PEM certificate and its key"):
-        parse_settings({}, {"tls_cert": str(server_cert.cert.with_name("ca.pem")), "tls_key": str(server_cert.key)})
+        check_files(settings)
+    with pytest.raises(ConfigError, match="^PROXPI_CA_BUNDLE='.*key.*' holds no PEM certificate"):
+        check_files(parse_settings({"PROXPI_CA_BUNDLE": str(server_cert.key)}, {}))
+    check_files(parse_settings({}, {"tls_cert": str(server_cert.cert), "tls_key": str(server_cert.key)}))
 
 
 @pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command")
@@ -64,7 +69,7 @@ def test_encrypted_tls_key_is_refused_without_a_prompt(server_cert, tmp_path):
         check=True, stdin=subprocess.DEVNULL, capture_output=True,
     )
     with pytest.raises(ConfigError, match="encrypted"):
-        parse_settings({}, {"tls_cert": str(server_cert.cert), "tls_key": str(encrypted)})
+        check_files(parse_settings({}, {"tls_cert": str(server_cert.cert), "tls_key": str(encrypted)}))
 
 
 @pytest.mark.parametrize(
@@ -73,11 +78,12 @@ def test_encrypted_tls_key_is_refused_without_a_prompt(server_cert, tmp_path):
         (["--tls-cert", "/nowhere.pem", "--tls-key", "/nowhere.key"], "--tls-cert='/nowhere.pem' cannot be read"),
         (["--tls-key", "/nowhere.key"], "--tls-key='/nowhere.key' needs --tls-cert"),
         (["--ca-bundle", "/nowhere.pem"], "--ca-bundle='/nowhere.pem' cannot be read"),
+        (["warm", "--ca-bundle", "/nowhere.pem", "x.txt"], "--ca-bundle='/nowhere.pem' cannot be read"),
         (["--upstream-proxy", "socks5://u:secret@corp:1080"], "--upstream-proxy='socks5://corp:1080' is not an http://"),
     ],
 )
 def test_bad_tls_or_proxy_setting_exits_2_with_one_line(capsys, args, named):
-    assert cli.main(["--port", "0", *args]) == 2
+    assert cli.main(args if args[0] == "warm" else ["--port", "0", *args]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and named in lines[0], lines
 

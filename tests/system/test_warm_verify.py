@@ -16,78 +16,21 @@ from pathlib import Path
 import pytest
 
 from proxpi_min.cli import main as cli
-from proxpi_min.cli import warm
+from proxpi_min.cli.progress import Progress
+from proxpi_min.cli.verify import run_verify
+from proxpi_min.cli.warm import run_warm
+from proxpi_min.core.lockmatch import Filters
 from proxpi_min.core.settings import parse_settings
-from proxpi_min.core.lockfiles import Wanted
-from proxpi_min.core.simple import FileEntry
-from proxpi_min.cli.warm import Filters, Progress, match_files, run_verify, run_warm, wheel_fits
 from tests.support.cache_dir import settled
 from tests.support.proxy import REPO_ROOT, ProxyProcess, proxy_env, run_pip
 
 PYPI_FILES = "https://files.pythonhosted.org/packages/xx"  # lock URLs: never fetched
+# TOML lock files are read with tomllib (Python 3.11+); before, warm refuses them.
+needs_toml = pytest.mark.skipif(sys.version_info < (3, 11), reason="TOML lock files need Python 3.11+")
+TOML_KINDS = [pytest.param(kind, marks=needs_toml) for kind in ("pylock", "uv", "poetry")]
 
 
-# -- pure parts ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "filename, platforms, python, fits",
-    [
-        ("a-1-py3-none-any.whl", ("manylinux_2_17_x86_64",), (3, 11), True),
-        ("a-1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", ("manylinux2014_x86_64",), (3, 11), True),
-        ("a-1-cp311-cp311-manylinux_2_17_x86_64.whl", ("win_amd64",), None, False),
-        ("a-1-cp310-cp310-win_amd64.whl", (), (3, 11), False),
-        ("a-1-cp38-abi3-win_amd64.whl", (), (3, 11), True),
-        ("a-1-cp312-abi3-win_amd64.whl", (), (3, 11), False),
-        ("a-1-py2.py3-none-any.whl", (), (3, 9), True),
-        ("a-1-1build-py3-none-any.whl", (), (3, 9), True),
-        ("broken.whl", (), None, False),
-    ],
-)
-def test_wheel_fits(filename, platforms, python, fits):
-    assert wheel_fits(filename, platforms, python) is fits
-
-
-def test_Filters_keeps_sdists_unless_wheels_only():
-    assert Filters(python_version=(3, 11)).keeps("a-1.tar.gz")
-    assert not Filters(wheels_only=True).keeps("a-1.tar.gz")
-    assert Filters(wheels_only=True).keeps("a-1-py3-none-any.whl")
-
-
-def entry(filename: str, digest: str, algorithm: str = "sha256") -> FileEntry:
-    return FileEntry(filename, f"https://index.example/{filename}", ((algorithm, digest),))
-
-
-FILES = [
-    entry("a-1.0-py3-none-any.whl", "11" * 32),
-    entry("a-1.0.tar.gz", "22" * 32),
-    entry("a-2.0-py3-none-any.whl", "33" * 32),
-    entry("a-2.0.zip", "44" * 16, "md5"),
-]
-
-
-@pytest.mark.parametrize(
-    "want, chosen, failures",
-    [
-        (Wanted("a", "1.0", "a-1.0.tar.gz", (("sha256", "22" * 32),), "l"), ["a-1.0.tar.gz"], []),
-        (Wanted("a", "1.0", "a-1.0.tar.gz", (("sha256", "22" * 32), ("md5", "0" * 32)), "l"), ["a-1.0.tar.gz"], []),
-        (Wanted("a", "9", "a-9.tar.gz", (("sha256", "22" * 32),), "l"), [], [("a-9.tar.gz", warm.NOT_ON_INDEX)]),
-        (Wanted("a", "1.0", "a-1.0.tar.gz", (("sha256", "ff" * 32),), "l"), [], [("a-1.0.tar.gz", warm.HASH_DIFFERS)]),
-        (Wanted("a", "2.0", "a-2.0.zip", (("sha256", "44" * 32),), "l"), [], [("a-2.0.zip", warm.HASH_DIFFERS)]),
-        (Wanted("a", "1.0", None, (("sha256", "11" * 32), ("sha256", "22" * 32)), "l"),
-         ["a-1.0-py3-none-any.whl", "a-1.0.tar.gz"], []),
-        (Wanted("a", "1.0", None, (("sha256", "11" * 32), ("sha256", "ee" * 32)), "l"),
-         ["a-1.0-py3-none-any.whl"], [("a==1.0 sha256:eeeeeeeeeeeeeeee...", warm.NOT_ON_INDEX)]),
-        (Wanted("a", "2.0", None, (), "l"), ["a-2.0-py3-none-any.whl", "a-2.0.zip"], []),
-        (Wanted("a", "3.0", None, (), "l"), [], [("a==3.0", warm.NOT_ON_INDEX)]),
-    ],
-)
-def test_match_files(want, chosen, failures):
-    entries, failed = match_files([want], FILES)
-    assert [e.filename for e, _ in entries] == chosen
-    assert all(origin == "l" for _, origin in entries)
-    assert [(f.what, f.reason) for f in failed] == failures
-    assert all(f.origin == "l" for f in failed)
+# -- the progress line ---------------------------------------------------------------
 
 
 def test_Progress_plain_lines_and_terminal_line():
@@ -189,7 +132,7 @@ def stored(cache_dir, dist) -> Path:
     return Path(cache_dir) / "files" / dist.normalized / f"sha256-{dist.sha256}" / dist.filename
 
 
-@pytest.mark.parametrize("kind", ["requirements", "pylock", "uv", "poetry"])
+@pytest.mark.parametrize("kind", ["requirements", *TOML_KINDS])
 def test_warm_fetches_each_file_once_from_each_format(kind, upstream, dists, tmp_path):
     wanted = lock_dists(dists)
     lock = write_lock(kind, tmp_path, wanted)
@@ -213,6 +156,7 @@ def test_warm_fetches_each_file_once_from_each_format(kind, upstream, dists, tmp
     assert not [r for r in upstream.requests if r.path.startswith("/files/")]
 
 
+@needs_toml
 def test_warm_wheels_only(upstream, dists, tmp_path):
     lock = write_lock("uv", tmp_path, [dists.alpha_2, dists.alpha_2_sdist])
     code, out, _ = warm_in_process(tmp_path / "cache", upstream, str(lock), "--wheels-only")
@@ -221,6 +165,7 @@ def test_warm_wheels_only(upstream, dists, tmp_path):
     assert upstream.hits(upstream.file_path(dists.alpha_2_sdist)) == 0
 
 
+@needs_toml
 def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path):
     upstream = upstream_factory("json")
     upstream.fail(upstream.file_path(dists.beta_1), "500")
@@ -239,6 +184,7 @@ def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path):
     assert "3 files wanted" not in out and "4 failed" in out
 
 
+@needs_toml
 def test_warm_policy_refusal_is_a_failure(upstream, dists, tmp_path):
     """The server's guard rails apply: a denied version or project is named, not fetched."""
     lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1, dists.delta])
@@ -279,6 +225,7 @@ def test_warm_names_the_pin_that_keeps_a_file_out(upstream_factory, dists, tmp_p
     assert stored(tmp_path / "cache", dists.beta_1).read_bytes() == dists.beta_1.content
 
 
+@needs_toml
 def test_warm_caller_refusal_is_a_failure(upstream, dists, tmp_path):
     lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1])
     out, err = io.StringIO(), io.StringIO()
@@ -292,8 +239,8 @@ def test_warm_caller_refusal_is_a_failure(upstream, dists, tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("uv.lock", "version = \n", "uv.lock: not valid TOML"),
-        ("pylock.toml", 'lock-version = "9"\n', "unsupported lock-version"),
+        pytest.param("uv.lock", "version = \n", "uv.lock: not valid TOML", marks=needs_toml),
+        pytest.param("pylock.toml", 'lock-version = "9"\n', "unsupported lock-version", marks=needs_toml),
         ("requirements.txt", "a==1 --hash=sha256:nothex\n", "requirements.txt:1: not a hash"),
         ("missing.txt", None, "missing.txt: cannot read"),
     ],
@@ -312,6 +259,48 @@ def test_warm_bad_input_exits_2_in_one_line(upstream_html, tmp_path, name, conte
     assert upstream_html.requests == []
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("requirements.txt", "", "requirements.txt: nothing to fetch: no requirement in it"),
+        ("requirements.txt", "# only a comment\n\n", "requirements.txt: nothing to fetch: no requirement in it"),
+        ("requirements.txt", "alpha>=1\nbeta\n", "requirements.txt: nothing to fetch: everything in it was skipped"),
+        pytest.param("pylock.toml", 'lock-version = "1.0"\ncreated-by = "x"\n',
+                     "pylock.toml: nothing to fetch: no [[packages]] tables", marks=needs_toml),
+        pytest.param("uv.lock", "version = 1\n", "uv.lock: not a valid uv lock file: 'package' is missing", marks=needs_toml),
+        ("deps.toml", "[tool.x]\ny = 1\n", "deps.toml: not a lock file"),
+        ("deps.lock", "garbage {{{\n", "deps.lock: nothing to fetch: everything in it was skipped"),
+        ("pyproject.toml", "[project]\nname = 'a'\n", "pyproject.toml: a project's settings, not a lock file"),
+    ],
+)
+def test_warm_file_with_nothing_to_fetch_exits_2_naming_it(upstream_html, tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "proxpi_min", "warm", "--index-url", upstream_html.url,
+         "--cache-dir", str(tmp_path / "cache"), str(tmp_path / name)],
+        cwd=REPO_ROOT, env=proxy_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("proxpi-min warm: error: ") and str(tmp_path / name) in last and message in last, last
+    assert "Error" not in result.stderr and "wanted" not in result.stdout  # no Python internals, no summary
+    assert upstream_html.requests == []
+
+
+def test_warm_reads_only_its_own_settings(upstream, dists, tmp_path):
+    """The listening side's variables (a container's PROXPI_PORT, PROXPI_TLS_*) are not warm's."""
+    lock = write_lock("requirements", tmp_path, [dists.beta_1])
+    env = {"PROXPI_PORT": "abc", "PROXPI_TLS_CERT": "/nowhere.pem", "PROXPI_WORKERS": "many"}
+    result = subprocess.run(
+        [sys.executable, "-m", "proxpi_min", "warm", "--index-url", upstream.url,
+         "--cache-dir", str(tmp_path / "cache"), str(lock)],
+        cwd=REPO_ROOT, env=proxy_env(env), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(tmp_path / "cache", dists.beta_1).read_bytes() == dists.beta_1.content
+
+
+@needs_toml
 def test_warm_upstream_trouble_on_pages_is_a_labelled_warning(upstream_factory, dists, tmp_path):
     upstream = upstream_factory("json")
     upstream.fail("/simple/beta/", "500")
@@ -381,6 +370,7 @@ def verify(cache_dir, *args: str) -> tuple:
     return code, out.getvalue(), err.getvalue()
 
 
+@needs_toml
 def test_verify_catches_a_flipped_byte_and_repairs(upstream, dists, tmp_path):
     lock = write_lock("uv", tmp_path, lock_dists(dists))
     cache = tmp_path / "cache"
@@ -395,10 +385,11 @@ def test_verify_catches_a_flipped_byte_and_repairs(upstream, dists, tmp_path):
     victim.write_bytes(bytes(data))
     page = next((cache / "index").glob("*/alpha.json"))
     page.write_text("{broken")
-    code, out, _ = verify(cache)
+    code, out, err = verify(cache)
     assert code == 1
     assert f"bad: {victim}: sha256 differs" in out
     assert f"bad: {page}: saved page does not load" in out
+    assert str(victim) not in err and (out + err).count(str(victim)) == 1  # each bad file named once
     assert victim.exists()  # nothing removed without --repair
 
     code, out, _ = verify(cache, "--repair")

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import builtins
+import pathlib
+import sys
 import textwrap
 
 import pytest
 
 from proxpi_min.core import lockfiles
-from proxpi_min.core.lockfiles import LockFileError, Wanted, detect_format, load
+from proxpi_min.core.lockfiles import LockFileError, Wanted, detect_format
 
 A = "a" * 64
 B = "b" * 64
 C = "c" * 64
+# TOML lock files are read with tomllib (Python 3.11+); before, one clear error (tested below).
+needs_toml = pytest.mark.skipif(sys.version_info < (3, 11), reason="TOML lock files need Python 3.11+")
+
+
+def load(path: str) -> lockfiles.ParsedLock:
+    """lockfiles.load, the files' bytes read as warm reads them."""
+    return lockfiles.load(path, lambda name: pathlib.Path(name).read_bytes())
+
+
+def test_load_opens_no_file_itself():
+    files = {"/x/requirements.txt": f"-r base.txt\na==1 --hash=sha256:{A}\n".encode(), "/x/base.txt": b"b==2\n"}
+    lock = lockfiles.load("/x/requirements.txt", files.__getitem__)
+    assert [(w.project, w.version) for w in lock.wanted] == [("b", "2"), ("a", "1")]
 
 
 def write(tmp_path, name: str, text: str) -> str:
@@ -38,7 +53,9 @@ def brief(lock) -> list:
         ("other.toml", 'lock-version = "1.0"\n', "pylock"),
         ("other.lock", "[[package]]\nname='a'\n[metadata]\n", "poetry"),
         ("other.lock", "version = 1\n[[package]]\nname='a'\n", "uv"),
-        ("pylock.a.b.toml", "", "requirements"),
+        ("pylock.a.b.toml", "", "unknown"),
+        ("pyproject.toml", "[project]\nname = 'a'\n", "unknown"),
+        ("requirements.lock", "a==1", "requirements"),  # rye's lock files
     ],
 )
 def test_detect_format(name, text, expected):
@@ -142,7 +159,7 @@ def test_unreadable_file_is_an_error(tmp_path):
         load(str(tmp_path / "binary.txt"))
 
 
-@pytest.mark.parametrize("name", ["requirements.txt", "uv.lock"])
+@pytest.mark.parametrize("name", ["requirements.txt", pytest.param("uv.lock", marks=needs_toml)])
 def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
     # Windows editors write one; pip reads such a requirements file, TOML forbids it.
     hashes = "--hash=sha256:" + "ab" * 32
@@ -155,6 +172,7 @@ def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
     assert [(w.project, w.version) for w in lock.wanted] == [("a", "1.0")] and lock.notes == ()
 
 
+@needs_toml
 def test_pylock(tmp_path):
     path = write(
         tmp_path,
@@ -193,6 +211,7 @@ def test_pylock(tmp_path):
     assert len(lock.notes) == 1 and "mine" in lock.notes[0] and "directory" in lock.notes[0]
 
 
+@needs_toml
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -208,6 +227,7 @@ def test_pylock_errors(tmp_path, text, message):
         load(write(tmp_path, "pylock.toml", text))
 
 
+@needs_toml
 def test_uv_lock(tmp_path):
     path = write(
         tmp_path,
@@ -244,10 +264,13 @@ def test_uv_lock(tmp_path):
         ("delta", "1.0+local.1", "delta-1.0+local.1-py3-none-any.whl", (("sha256", B),)),
         ("delta", "1.0+local.1", "delta-1.0+local.1.tar.gz", (("sha256", A),)),
     ]
-    # the project itself goes without a note; a git source is named
-    assert len(lock.notes) == 1 and "fromgit" in lock.notes[0] and "git source" in lock.notes[0]
+    # the project itself and a git source are named
+    assert len(lock.notes) == 2
+    assert "myproject" in lock.notes[0] and "the project itself or a workspace member (editable)" in lock.notes[0]
+    assert "fromgit" in lock.notes[1] and "git source" in lock.notes[1]
 
 
+@needs_toml
 def test_poetry_lock(tmp_path):
     path = write(
         tmp_path,

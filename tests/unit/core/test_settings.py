@@ -45,9 +45,23 @@ def test_defaults_equal_proxpis() -> None:
     assert result.admin_token is None
 
 
-def test_from_env_is_parse_settings_without_flags() -> None:
-    env = {"PROXPI_INDEX_TTL": "60", "PROXPI_CACHE_SIZE": "1G"}
-    assert Settings.from_env(env) == parse_settings(env, {})
+def test_without_serving_the_listening_side_is_left_unread() -> None:
+    """warm reads the indices, the cache and the guard rails, not the listening side."""
+    env = {"PROXPI_INDEX_TTL": "60", "PROXPI_CACHE_SIZE": "1G", "PROXPI_DENY": "evil",
+           "PROXPI_PORT": "abc", "PROXPI_TLS_CERT": "/nowhere.pem", "PROXPI_WORKERS": "many",
+           "PROXPI_LOG_FORMAT": "xml", "PROXPI_MAX_CONNECTIONS": "0", "PROXPI_PAGE_MEMORY": "lots"}
+    settings = parse_settings(env, {}, serving=False)
+    assert (settings.indexes[0].ttl, settings.cache_size, settings.deny) == (60.0, 1024**3, (("evil", None),))
+    assert (settings.port, settings.tls_cert, settings.workers) == (Settings(indexes=()).port, None, 1)
+    with pytest.raises(ConfigError, match="PROXPI_PORT='abc'"):
+        parse_settings(env, {})
+
+
+def test_settings_name_where_each_start_up_path_came_from() -> None:
+    settings = parse_settings({"PROXPI_CACHE_DIR": "/env", "PROXPI_CA_BUNDLE": "/ca.pem"}, {"tls_cert": "c", "tls_key": "k"})
+    assert settings.source_of("cache_dir") == "PROXPI_CACHE_DIR" and settings.source_of("ca_bundle") == "PROXPI_CA_BUNDLE"
+    assert settings.source_of("tls_cert") == "--tls-cert" and settings.source_of("tls_key") == "--tls-key"
+    assert Settings(indexes=()).source_of("cache_dir") == "--cache-dir"  # built without parse_settings
 
 
 def test_argparse_flags_left_unset_do_not_override_env() -> None:

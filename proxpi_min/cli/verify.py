@@ -1,0 +1,143 @@
+"""The ``verify`` command: re-hash a cache dir's files and load its saved pages."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+from typing import Iterable, NamedTuple, Optional, TextIO
+
+from ..core.errors import ProxpiError
+from ..core.home import human_size
+from ..core.simple import ProjectPage
+from ..files.downloads import CHUNK
+from ..files.integrity import Verifier
+from ..files.layout import Target, files_root, index_root, parse_stored, stored_files
+from ..index.page_store import LIST_KEY, PageStore
+from .progress import DEFAULT_JOBS, Progress
+
+__all__ = ["run_verify"]
+
+class _Checked(NamedTuple):
+    path: str
+    size: int
+    problem: Optional[str]  # None: good
+    unchecked: bool = False  # no hash to check it against
+
+
+class _Pages(NamedTuple):
+    """What the saved pages of a cache dir gave."""
+
+    count: int
+    projects: list  # [ProjectPage]: the project pages that load
+    bad: list  # [(path, problem)]: the pages that do not
+
+
+def _load_pages(cache_dir: str) -> _Pages:
+    count, projects, bad = 0, [], []
+    for _, store in PageStore.saved_indexes(cache_dir):
+        for name in sorted(os.listdir(store.directory)):
+            if not name.endswith(".json"):
+                continue
+            count += 1
+            try:
+                saved = store.read(name[:-5])
+            except (OSError, ValueError) as exc:
+                bad.append((os.path.join(store.directory, name), f"saved page does not load: {exc}"))
+                continue
+            if name[:-5] != LIST_KEY and isinstance(saved.value, ProjectPage):
+                projects.append(saved.value)
+    return _Pages(count, projects, bad)
+
+
+def _expected_metadata(cache_dir: str, pages: Iterable[ProjectPage]) -> dict:
+    """Stored path -> (algorithm, digest) of each .metadata file a saved page gives a
+    hash for (PEP 658/714): a metadata file is stored under its wheel's hash, so its own
+    hash comes from the page."""
+    root = files_root(cache_dir)
+    expected = {}
+    for page in pages:
+        for entry in page.files:
+            if entry.metadata:
+                with contextlib.suppress(ProxpiError):
+                    target = Target(root, page.name, entry, True)
+                    if target.hash is not None:
+                        expected[target.path] = target.hash
+    return expected
+
+
+def _check_file(path: str, rel: str, expected_metadata: dict) -> _Checked:
+    stored = parse_stored(rel)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        return _Checked(path, 0, f"cannot read: {exc.strerror}")
+    want = expected_metadata.get(path) if stored.metadata else stored.hash
+    if want is None:
+        return _Checked(path, size, None, unchecked=True)
+    verifier = Verifier(want)
+    try:
+        with open(path, "rb") as file:
+            for chunk in iter(lambda: file.read(CHUNK), b""):
+                verifier.update(chunk)
+    except OSError as exc:
+        return _Checked(path, size, f"cannot read: {exc.strerror}")
+    if not verifier.matches():
+        return _Checked(path, size, f"{want.algorithm} differs from the hash it is stored under")
+    return _Checked(path, size, None)
+
+
+def _check_files(found: list, expected_metadata: dict, jobs: int, err: TextIO, tty: bool) -> tuple[list, int]:
+    """([_Checked], total bytes): each stored file hashed, *jobs* at a time."""
+    total_bytes = 0
+    for path, _ in found:
+        with contextlib.suppress(OSError):
+            total_bytes += os.path.getsize(path)
+    progress = Progress(err, "verify", len(found), total_bytes, tty)
+
+    def one(item: tuple) -> _Checked:
+        checked = _check_file(item[0], item[1], expected_metadata)
+        progress.advance(checked.size, not checked.unchecked)
+        return checked
+
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(one, found))
+    progress.finish()
+    return results, total_bytes
+
+
+def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS, out: TextIO, err: TextIO, tty: bool = False) -> int:
+    """Re-hash every stored file and load every saved page of *cache_dir*.
+
+    A file is checked against the hash in its path; a ``.metadata`` file against the
+    hash a saved page gives for it. With *repair*, bad files and pages are deleted (the
+    next request fetches them again).
+
+    :returns: 0 all good, 1 anything bad (each named once, on *out*), 2 not a cache dir.
+    """
+    files_dir = files_root(cache_dir)
+    if not os.path.isdir(files_dir) and not os.path.isdir(index_root(cache_dir)):
+        err.write(f"proxpi-min verify: error: {cache_dir} is not a proxpi cache dir (no files/ or index/ in it)\n")
+        return 2
+    pages = _load_pages(cache_dir)
+    expected_metadata = _expected_metadata(cache_dir, pages.projects)
+    found = [(path, os.path.relpath(path, files_dir)) for path in stored_files(files_dir)]
+    results, total_bytes = _check_files(found, expected_metadata, jobs, err, tty)
+    bad = pages.bad + [(checked.path, checked.problem) for checked in results if checked.problem is not None]
+    unchecked = sum(1 for checked in results if checked.unchecked)
+    removed = 0
+    for path, problem in bad:
+        out.write(f"bad: {path}: {problem}\n")
+        if repair:
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError as exc:
+                out.write(f"cannot remove {path}: {exc.strerror}\n")
+    out.write(
+        f"verify: {len(results)} files ({human_size(total_bytes)}), {pages.count} saved pages: {len(bad)} bad"
+        + (f", {removed} removed" if repair else "")
+        + (f", {unchecked} without a hash to check" if unchecked else "")
+        + "\n"
+    )
+    return 1 if bad else 0

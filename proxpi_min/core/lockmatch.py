@@ -1,0 +1,144 @@
+"""What lock files want, matched against a project's files on the indices, and the wheel-tag filters."""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple, Optional
+
+from .lockfiles import Wanted
+from .names import parse_wheel_name, version_from_filename
+from .policy import same_version
+from .simple import FileEntry
+
+__all__ = [
+    "Failure",
+    "Filters",
+    "HASH_DIFFERS",
+    "Match",
+    "NOT_ON_INDEX",
+    "NOT_STORED",
+    "REFUSED",
+    "UPSTREAM_ERROR",
+    "match_files",
+    "wheel_fits",
+]
+
+# The reasons a wanted file is not in the cache after `warm`, as its summary names them.
+NOT_ON_INDEX = "not on any index"
+HASH_DIFFERS = "hash differs"
+UPSTREAM_ERROR = "upstream error"
+REFUSED = "refused by policy"
+NOT_STORED = "not stored"
+
+
+class Failure(NamedTuple):
+    """A wanted file that is not in the cache, and why."""
+
+    what: str  # the file name, or "project==version" and a hash for a requirements pin
+    origin: str  # where the lock file asked for it
+    reason: str  # one of the reasons above
+    detail: str = ""
+
+
+class Match(NamedTuple):
+    """A file of the index that a lock file asks for."""
+
+    entry: FileEntry
+    origin: str  # where the lock file asked for it
+
+
+class Filters(NamedTuple):
+    """Which of the wanted files to fetch (the rest are skipped, not failed)."""
+
+    wheels_only: bool = False
+    platforms: tuple = ()  # wheel platform tags; "any" always fits
+    python_version: Optional[tuple] = None  # (3, 11)
+
+    def keeps(self, filename: str) -> bool:
+        if not filename.endswith(".whl"):
+            return not self.wheels_only
+        return wheel_fits(filename, self.platforms, self.python_version)
+
+
+def wheel_fits(filename: str, platforms: Iterable[str], python_version: Optional[tuple]) -> bool:
+    """Whether a wheel (PEP 427 name, PEP 425 compressed tags) fits one of *platforms*
+    and *python_version* (either empty: no condition)."""
+    wheel = parse_wheel_name(filename)
+    if wheel is None:
+        return False
+    platforms = set(platforms)
+    if platforms and "any" not in wheel.platforms and not wheel.platforms & platforms:
+        return False
+    if python_version is None:
+        return True
+    major, minor = python_version
+    if wheel.pythons & {f"py{major}", f"py{major}{minor}", f"cp{major}{minor}"}:
+        return True
+    # PEP 384: an abi3 wheel built for cp3X runs on every CPython 3.Y with Y >= X.
+    if "abi3" in wheel.abis:
+        for tag in wheel.pythons:
+            if tag.startswith(f"cp{major}") and tag[3:].isdigit() and int(tag[3:]) <= minor:
+                return True
+    return False
+
+
+def _short(hashes: Iterable[tuple]) -> str:
+    return ", ".join(f"{algorithm}:{digest[:16]}..." for algorithm, digest in hashes)
+
+
+def _named_file(want: Wanted, by_name: dict) -> tuple[Optional[Match], Optional[Failure]]:
+    """The file a lock names, if the index lists it with the same hash (every algorithm
+    both give must agree)."""
+    entry = by_name.get(want.filename)
+    if entry is None:
+        return None, Failure(want.filename, want.origin, NOT_ON_INDEX)
+    listed = dict(entry.hashes)
+    common = [(algorithm, digest) for algorithm, digest in want.hashes if algorithm in listed]
+    if not common:
+        detail = f"the index gives no {'/'.join(a for a, _ in want.hashes)} hash"
+        return None, Failure(want.filename, want.origin, HASH_DIFFERS, detail)
+    if any(listed[algorithm] != digest for algorithm, digest in common):
+        detail = f"lock {_short(common)}, index {_short((a, listed[a]) for a, _ in common)}"
+        return None, Failure(want.filename, want.origin, HASH_DIFFERS, detail)
+    return Match(entry, want.origin), None
+
+
+def _pinned_files(want: Wanted, files: list) -> tuple[list, list]:
+    """The files of a requirements pin: those whose hash it lists, or every file of its
+    version when it lists none."""
+    pin = f"{want.project}=={want.version}"
+    if not want.hashes:
+        found = [
+            entry for entry in files
+            if _version_is(version_from_filename(entry.filename, want.project), want.version)
+        ]
+        return [Match(entry, want.origin) for entry in found], [] if found else [Failure(pin, want.origin, NOT_ON_INDEX)]
+    matches, failures = [], []
+    for algorithm, digest in want.hashes:
+        found = [entry for entry in files if dict(entry.hashes).get(algorithm) == digest]
+        if not found:
+            what = f"{pin} {algorithm}:{digest[:16]}..."
+            failures.append(Failure(what, want.origin, NOT_ON_INDEX, "no file has this hash"))
+        matches += [Match(entry, want.origin) for entry in found]
+    return matches, failures
+
+
+def _version_is(version: Optional[str], wanted: Optional[str]) -> bool:
+    return version is not None and wanted is not None and same_version(wanted, version)
+
+
+def match_files(wanted: Iterable[Wanted], files: Iterable[FileEntry]) -> tuple[list, list]:
+    """([Match], [Failure]): the files of one project's merged page that the lock files
+    ask for, each once."""
+    files = list(files)
+    by_name = {entry.filename: entry for entry in files}
+    chosen: dict = {}
+    failures = []
+    for want in wanted:
+        if want.filename is not None:
+            match, failure = _named_file(want, by_name)
+            matches, missed = ([match] if match else []), ([failure] if failure else [])
+        else:
+            matches, missed = _pinned_files(want, files)
+        chosen.update((match.entry.filename, match) for match in matches)
+        failures += missed
+    return list(chosen.values()), failures
