@@ -12,7 +12,7 @@ import time
 from typing import Callable, Iterable, NamedTuple, Optional, TextIO
 
 from ..core.settings import Settings
-from ..core.home import human_size
+from ..core.units import human_size
 from ..files.downloads import Target
 from ..core.errors import Forbidden, IntegrityError, NotFound, ProxpiError
 from ..core.lockfiles import LockFileError, Wanted, load

@@ -6,10 +6,10 @@ import hashlib
 import os
 import re
 import sys
-import urllib.parse
 from typing import Any, Callable, NamedTuple, Optional
 
 from .names import NormalizedName, canonicalize_name
+from .urls import last_segment
 
 __all__ = ["LockFile", "LockFileError", "Wanted", "detect_format", "load", "parse_requirements", "parse_toml_lock"]
 
@@ -250,10 +250,6 @@ def _table_list(value: Any, what: str) -> list:
     return value
 
 
-def _basename(url: str) -> str:
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rpartition("/")[2])
-
-
 def _project(package: dict) -> NormalizedName:
     name = package["name"]
     if not isinstance(name, str) or not _NAME.match(name) or _NAME.match(name).group(3):
@@ -283,7 +279,7 @@ def _pylock(data: dict, path: str, wanted: list, notes: list) -> None:
             notes.append(f"{origin}: skipped: {' / '.join(kinds) or 'no'} source, not files of an index")
             continue
         for file in files:
-            filename = file.get("name") or _basename(file.get("url") or file.get("path") or "")
+            filename = file.get("name") or last_segment(file.get("url") or file.get("path") or "")
             if not filename:
                 raise LockFileError(f"{origin}: a file with neither name, url nor path")
             wanted.append(Wanted(project, package.get("version"), filename, _hash_table(file.get("hashes"), origin), origin))
@@ -305,7 +301,7 @@ def _uv_lock(data: dict, path: str, wanted: list, notes: list) -> None:
         if package.get("sdist") is not None:
             files = files + [package["sdist"]]
         for file in files:
-            filename = _basename(file.get("url") or file.get("path") or "")
+            filename = last_segment(file.get("url") or file.get("path") or "")
             if not filename or not file.get("hash"):
                 raise LockFileError(f"{origin}: a file without url or hash")
             wanted.append(Wanted(project, package.get("version"), filename, (_hash(file["hash"], origin),), origin))

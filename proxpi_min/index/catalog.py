@@ -12,7 +12,7 @@ import time
 from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 from ..infra.background import Background
-from ..core.settings import redact_url
+from ..core.urls import redact_url
 from ..core.errors import Forbidden, NotFound
 from ..infra.metrics import Metrics
 from ..core.names import NormalizedName, canonicalize_name

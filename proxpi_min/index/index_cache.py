@@ -17,7 +17,8 @@ import time
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 from ..infra.background import Background
-from ..core.settings import IndexSettings, redact_url
+from ..core.settings import IndexSettings
+from ..core.urls import redact_url
 from ..core.errors import BadUpstreamPage, UpstreamError, UpstreamTimeout
 from ..infra.metrics import Metrics
 from ..core.names import NormalizedName

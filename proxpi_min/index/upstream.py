@@ -25,7 +25,8 @@ import urllib.request
 import zlib
 from typing import Iterable, Iterator, NamedTuple, Optional
 
-from ..core.settings import ProxySettings, redact_url
+from ..core.settings import ProxySettings
+from ..core.urls import redact_url
 from ..core.errors import BadUpstreamPage, NotFound, UpstreamError, UpstreamTimeout
 from ..infra.tls import client_context
 
