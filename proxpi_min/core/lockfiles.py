@@ -8,16 +8,16 @@ import re
 import sys
 from typing import Any, Callable, NamedTuple, Optional
 
-from .names import NormalizedName, canonicalize_name
+from .names import NAME_PATTERN, NormalizedName, canonicalize_name
+from .simple import is_hex
 from .urls import last_segment
 
 __all__ = ["LockFile", "LockFileError", "Wanted", "detect_format", "load", "parse_requirements", "parse_toml_lock"]
 
 # PEP 751: "pylock.toml", or "pylock.<name>.toml" for one of several lock files.
 _PYLOCK_NAME = re.compile(r"^pylock(?:\.[^.]+)?\.toml\Z")
-_NAME = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(.*)\Z", re.DOTALL)
+_NAME = re.compile(rf"^({NAME_PATTERN})\s*(\[[^\]]*\])?\s*(.*)\Z", re.DOTALL)
 _PIN = re.compile(r"^===?\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\Z")
-_HEX = re.compile(r"^[0-9a-fA-F]+\Z")
 # A pip comment starts a line or follows whitespace (pip's requirements file format).
 _COMMENT = re.compile(r"(^|\s+)#.*\Z")
 _INCLUDES = {"-r": "-r", "--requirement": "-r", "-c": "-c", "--constraint": "-c"}
@@ -150,7 +150,7 @@ def _option_value(tokens: list, index: int, long: str) -> tuple:
 def _hash(text: str, origin: str) -> tuple:
     algorithm, sep, digest = text.partition(":")
     algorithm = algorithm.lower()
-    if not sep or algorithm not in hashlib.algorithms_guaranteed or not _HEX.match(digest):
+    if not sep or algorithm not in hashlib.algorithms_guaranteed or not is_hex(digest):
         raise LockFileError(f"{origin}: not a hash: {text!r}")
     return algorithm, digest.lower()
 

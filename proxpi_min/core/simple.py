@@ -13,10 +13,11 @@ import re
 import sys
 import urllib.parse
 from html.parser import HTMLParser
-from typing import Any, Iterable, NamedTuple, Optional
+from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 from .errors import BadUpstreamPage
 from .names import NormalizedName, canonicalize_name, is_safe_filename, version_from_filename
+from .urls import last_segment
 
 __all__ = [
     "FileEntry",
@@ -25,6 +26,10 @@ __all__ = [
     "HTML_TYPE",
     "ProjectList",
     "ProjectPage",
+    "TEXT_HTML",
+    "VERIFY_HASHES",
+    "best_hash",
+    "is_hex",
     "media_type",
     "merge_lists",
     "merge_pages",
@@ -33,9 +38,11 @@ __all__ = [
     "servable",
 ]
 
+# The simple API's media types (PEP 691), and the plain HTML that PEP 503 pages are.
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
-_HTML_TYPES = {HTML_TYPE, "text/html"}
+TEXT_HTML = "text/html"
+_HTML_TYPES = {HTML_TYPE, TEXT_HTML}
 _LINE = re.compile(r"[^\n]+")
 _HEX = re.compile(r"[0-9a-fA-F]+\Z")
 # A last path segment that urljoin leaves as it is (no query, parameters, spaces or
@@ -49,6 +56,8 @@ _ANCHOR_TEXT = re.compile(rb"<a\b[^>]*>([^<]*)</a\s*>", re.IGNORECASE)
 # (algorithm, hexdigest) pairs, algorithm names lowercase as hashlib spells them.
 Hashes = tuple  # tuple[tuple[str, str], ...]
 _ALGORITHMS = {name: sys.intern(name) for name in hashlib.algorithms_guaranteed}
+# The hashes a downloaded file is checked against, strongest first.
+VERIFY_HASHES = ("sha256", "sha512", "sha384", "blake2b", "sha3_256", "sha224", "sha1", "md5")
 
 
 class FileEntry(NamedTuple):
@@ -115,6 +124,16 @@ class ProjectList:
         return self.names.count("\n") + 1 if self.names else 0
 
 
+def best_hash(hashes: Hashes, preference: Sequence[str] = VERIFY_HASHES) -> Optional[tuple[str, str]]:
+    """(algorithm, hexdigest) of the first algorithm in *preference* that *hashes* has,
+    or None."""
+    found = dict(hashes)
+    for name in preference:
+        if name in found:
+            return name, found[name]
+    return None
+
+
 def media_type(content_type: Optional[str]) -> str:
     """The bare, lowercase media type of a Content-Type header (parameters dropped)."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -135,12 +154,13 @@ def _good_hashes(pairs: Iterable[tuple[str, Any]]) -> Hashes:
     out = []
     for name, value in pairs:
         algorithm = _ALGORITHMS.get(name) or _ALGORITHMS.get(name.lower())
-        if algorithm is not None and isinstance(value, str) and _is_hex(value):
+        if algorithm is not None and isinstance(value, str) and is_hex(value):
             out.append((algorithm, value.lower()))
     return tuple(out)
 
 
-def _is_hex(value: str) -> bool:
+def is_hex(value: str) -> bool:
+    """Whether *value* is a non-empty run of hexadecimal digits (a digest as written)."""
     return _HEX.match(value) is not None
 
 
@@ -151,11 +171,13 @@ def _split_fragment(url: str) -> tuple[str, Hashes]:
     return url, _good_hashes([(name, value)]) if sep else ()
 
 
+def _already_absolute(url: str) -> bool:
+    # Most URLs are absolute already (PyPI's are): urljoin would cost half the parse.
+    return url.startswith(("https://", "http://")) and "/." not in url
+
+
 def _absolute(url: str, base: str) -> str:
-    # Most URLs are absolute already (PyPI's are); urljoin would cost half the parse.
-    if url.startswith(("https://", "http://")) and "/." not in url:
-        return url
-    return urllib.parse.urljoin(base, url)
+    return url if _already_absolute(url) else urllib.parse.urljoin(base, url)
 
 
 def _scheme(url: str) -> str:
@@ -179,13 +201,8 @@ class _Links:
 
     def resolve(self, href: str) -> Optional[tuple]:
         """(absolute URL without fragment, the hash the fragment names), or None."""
-        path, _, fragment = href.partition("#")
-        if fragment:
-            name, sep, value = fragment.partition("=")
-            hashes = _good_hashes([(name, value)]) if sep else ()
-        else:
-            hashes = ()
-        if path.startswith(("https://", "http://")) and "/." not in path:
+        path, hashes = _split_fragment(href)
+        if _already_absolute(path):
             return path, hashes
         head, slash, tail = path.rpartition("/")
         if not path or not _PLAIN_SEGMENT.match(tail) or tail in (".", ".."):
@@ -200,10 +217,6 @@ class _Links:
                 directory = None
             self._directories[key] = directory
         return None if directory is None else (directory + tail, hashes)
-
-
-def _filename_from_url(url: str) -> str:
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -276,7 +289,7 @@ def _file_from_html(attrs: dict, text: str, links: _Links) -> Optional[FileEntry
     if resolved is None:
         return None
     url, hashes = resolved
-    filename = text or _filename_from_url(url)
+    filename = text or last_segment(url)
     yanked = attrs.get("data-yanked", False)
     gpg = attrs.get("data-gpg-sig")
     return FileEntry(

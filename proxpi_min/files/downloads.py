@@ -28,29 +28,18 @@ from ..core.byteranges import ByteRange
 from ..core.errors import IntegrityError, ProxpiError, UpstreamError
 from ..core.names import NormalizedName, check_filename
 from ..infra.shared_dir import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path
-from ..core.simple import FileEntry, Hashes
+from ..core.simple import FileEntry, best_hash
 
 if TYPE_CHECKING:  # the cache that owns a download; it imports this module
     from .file_cache import FileCache
 
-__all__ = ["Download", "DownloadBody", "Target", "best_hash"]
+__all__ = ["Download", "DownloadBody", "Target"]
 
 logger = logging.getLogger(__name__)
 
 # How often a follower looks at another process's download (its file's size, its lock):
 # fast enough to stream, slow enough to cost nothing (no inotify on NFS).
 FOLLOW_POLL = 0.02
-
-_PREFERRED_HASHES = ("sha256", "sha512", "sha384", "blake2b", "sha3_256", "sha224", "sha1", "md5")
-
-
-def best_hash(hashes: Hashes) -> Optional[tuple]:
-    found = dict(hashes)
-    for name in _PREFERRED_HASHES:
-        if name in found:
-            return name, found[name]
-    return None
-
 
 class Target:
     """What to fetch and where it lives: a distribution file or its metadata file."""
