@@ -47,7 +47,7 @@ REFUSED = "refused by policy"
 NOT_STORED = "not stored"
 
 # The policy seam: (project, entry) -> why the proxy would refuse to serve the file, or
-# None. By default the server's guard rails (Indexes.refusal) answer.
+# None. By default the server's guard rails (Catalog.refusal) answer.
 Refusal = Callable[[NormalizedName, FileEntry], Optional[str]]
 
 
