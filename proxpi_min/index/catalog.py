@@ -93,15 +93,15 @@ class Catalog:
         self._pages = RenderedPages(page_memory, background)
         self._lock = threading.Lock()
 
-    def _count(self, lookups: list, caches: list) -> bool:
+    def _count(self, lookups: list, positions: Iterable[int]) -> bool:
         """Count a page hit (every index answered from memory, or offline: from the saved
         pages, with nothing upstream to ask) or miss, and each index that answered with a
-        stale copy; True for a hit. *caches*: the indices that gave *lookups*."""
+        stale copy; True for a hit. *positions*: the indices that gave *lookups*."""
         hit = self._offline or all(lookup.cached for lookup in lookups)
         (self.metrics.hit if hit else self.metrics.miss)("page")
-        for cache, lookup in zip(caches, lookups):
+        for position, lookup in zip(positions, lookups):
             if lookup.stale:
-                self.metrics.stale.inc(cache.settings.display_url)
+                self.metrics.stale.inc(self.caches[position].settings.display_url)
         return hit
 
     def rendered_project(self, name: NormalizedName, media: str, compress: bool) -> PageAnswer:
@@ -112,7 +112,7 @@ class Catalog:
         :raises UpstreamError: an index failed and had no copy to serve instead.
         """
         asked, lookups = self._ask(name)
-        hit = self._count(lookups, [self.caches[i] for i in asked])
+        hit = self._count(lookups, asked)
         view = self._view(name, asked, lookups)
         # The instant since which this filtered answer holds: a cached page stays right
         # until a hidden file's cooldown ends (the view is then remade).
@@ -139,12 +139,14 @@ class Catalog:
         if route.refusal is not None:
             self._policy.count_refused(route.refusal[0])
             raise Forbidden(route.refusal[1])
+        if not route.first_only:
+            return route.positions, [self.caches[position].project(name) for position in route.positions]
         asked, lookups = [], []
         for position in route.positions:
             lookup = self.caches[position].project(name)
             asked.append(position)
             lookups.append(lookup)
-            if route.first_only and lookup.value is not None:
+            if lookup.value is not None:
                 break
         return tuple(asked), lookups
 
@@ -202,13 +204,13 @@ class Catalog:
         if self._offline:
             names = sorted({canonicalize_name(n) for cache in self.caches for n in cache.saved_projects()})
             lists, generation, stale = [ProjectList.from_names(names)], (hash(tuple(names)),), False
-            hit = self._count([], [])  # read from the saved pages: nothing upstream to ask
+            hit = self._count([], ())  # read from the saved pages: nothing upstream to ask
         else:
             lookups = [cache.project_list() for cache in self.caches]
             lists = [lookup.value for lookup in lookups if lookup.value is not None]
             generation = tuple(lookup.generation for lookup in lookups)
             stale = any(lookup.stale for lookup in lookups)
-            hit = self._count(lookups, self.caches)
+            hit = self._count(lookups, range(len(self.caches)))
         policy = self._policy if self._policy.filters_list else None
 
         def make() -> bytes:
