@@ -9,7 +9,7 @@ keep-alive client asks each proxy for the page ``--requests`` times per round (a
 does: JSON, gzip), the proxies taking turns; the medians of ``--rounds`` rounds are
 printed. Run: ``python bench/policy_cost.py`` (about a minute).
 
-``--in-process`` times the merged view alone (``Indexes.rendered_project`` on a warm
+``--in-process`` times the merged view alone (``Catalog.rendered_project`` on a warm
 page, no sockets): the part the policies add to, steadier on a busy machine.
 """
 
@@ -105,7 +105,7 @@ def _in_process(rounds: int, requests: int) -> None:
     sys.path.insert(0, str(REPO))
     from proxpi_min.core.settings import IndexSettings
     from proxpi_min.index.index_cache import IndexCache
-    from proxpi_min.index.catalog import Indexes
+    from proxpi_min.index.catalog import Catalog
     from proxpi_min.core.names import NormalizedName
     from proxpi_min.core.policy import Policy
     from proxpi_min.index.upstream import PageResponse
@@ -127,7 +127,7 @@ def _in_process(rounds: int, requests: int) -> None:
         name = NormalizedName(page)
         results = {}
         for label, policy in (("no policy", None), ("all policies", every)):
-            indexes = Indexes([IndexCache(IndexSettings(index, 3600.0), Upstream(), None)], 1 << 28, policy=policy)
+            indexes = Catalog([IndexCache(IndexSettings(index, 3600.0), Upstream(), None)], 1 << 28, policy=policy)
             indexes.rendered_project(name, ACCEPT, True)  # warm
             times = []
             for _ in range(rounds):

@@ -13,6 +13,8 @@ import tempfile
 import time
 from typing import Callable, Optional
 
+from ..core.units import backoff
+
 __all__ = ["Supervisor"]
 
 # The parent opens the socket and forks; every worker accepts from that one socket. This
@@ -202,7 +204,7 @@ class Supervisor:
                 continue
             now = self._clock()
             slot.failures = slot.failures + 1 if now - slot.started < HEALTHY_UPTIME else 0
-            delay = min(BACKOFF_FIRST * 2 ** (slot.failures - 1), BACKOFF_MAX) if slot.failures else 0.0
+            delay = backoff(BACKOFF_FIRST, BACKOFF_MAX, slot.failures)
             slot.restart_at = now + delay
             logger.warning("worker %d (pid %d) %s; restarting it in %.1f s", slot.number, pid, how, delay)
 

@@ -295,7 +295,7 @@ def _cannot_start(settings: Settings, exc: OSError) -> int:
 
 def _describe(settings: Settings, address_text: str, cache_dir: str) -> str:
     """What the proxy will do, as the start-up line and ``--check-config`` say it."""
-    from ..core.settings import redact_url
+    from ..core.urls import redact_url
     from ..web.server import upstream_route
 
     indices = ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes)

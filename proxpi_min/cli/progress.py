@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable, Optional, TextIO
 
-from ..core.home import human_size
+from ..core.units import human_size
 
 __all__ = ["DEFAULT_JOBS", "Progress", "capture_logs"]
 

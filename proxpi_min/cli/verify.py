@@ -8,7 +8,7 @@ import os
 from typing import Iterable, NamedTuple, Optional, TextIO
 
 from ..core.errors import ProxpiError
-from ..core.home import human_size
+from ..core.units import human_size
 from ..core.simple import ProjectPage
 from ..files.downloads import CHUNK
 from ..files.integrity import Verifier

@@ -8,7 +8,7 @@ import time
 from typing import Callable, Optional, TextIO
 
 from ..core.errors import Forbidden, IntegrityError, NotFound, ProxpiError
-from ..core.home import human_size
+from ..core.units import human_size
 from ..core.lockfiles import LockFileError, ParsedLock, load
 from ..core.lockmatch import (
     HASH_DIFFERS,
@@ -30,7 +30,7 @@ from .progress import DEFAULT_JOBS, Progress, capture_logs
 __all__ = ["Refusal", "run_warm"]
 
 # The policy seam: (project, entry) -> why the proxy would refuse to serve the file, or
-# None. By default the server's guard rails (Indexes.refusal) answer.
+# None. By default the server's guard rails (Catalog.refusal) answer.
 Refusal = Callable[[NormalizedName, FileEntry], Optional[str]]
 
 

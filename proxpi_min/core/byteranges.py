@@ -18,7 +18,7 @@ class ByteRange(NamedTuple):
     first: Optional[int]
     last: Optional[int]
 
-    def resolve(self, size: int) -> tuple:
+    def resolve(self, size: int) -> tuple[int, int]:
         """(start, stop) offsets of the range in a file of *size* bytes.
 
         :raises RangeNotSatisfiable: the range lies outside the file (RFC 9110 15.5.17).

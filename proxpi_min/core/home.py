@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import html
 import time
 import urllib.parse
 from typing import Mapping, Optional
 
-__all__ = ["HEAD", "dashboard_sections", "human_size"]
+from .markup import escape as _esc
+from .units import human_duration as _duration, human_size
+
+__all__ = ["HEAD", "dashboard_sections"]
 
 # One request, nothing from elsewhere: the style sheet is inline, the chart inline SVG.
 # The viewport line makes phones lay the page out at their width instead of zooming out.
@@ -32,32 +34,6 @@ _REQUESTS_COLOUR = "#0969da"
 _HITS_COLOUR = "#1a7f37"
 # The chart's drawing box in SVG user units; the SVG scales to the page width.
 _WIDTH, _HEIGHT, _LEFT, _BOTTOM, _TOP = 600, 180, 40, 20, 10
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def human_size(size: float) -> str:
-    """Bytes for a person: ``"512 B"``, ``"1.5 MiB"``."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def _when(moment: Optional[float], now: float) -> str:

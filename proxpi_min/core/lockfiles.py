@@ -6,18 +6,18 @@ import hashlib
 import os
 import re
 import sys
-import urllib.parse
 from typing import Any, Callable, NamedTuple, Optional
 
-from .names import NormalizedName, canonicalize_name
+from .names import NAME_PATTERN, NormalizedName, canonicalize_name
+from .simple import is_hex
+from .urls import last_segment
 
 __all__ = ["LockFileError", "ParsedLock", "Reader", "Wanted", "detect_format", "load", "parse_requirements", "parse_toml_lock"]
 
 # PEP 751: "pylock.toml", or "pylock.<name>.toml" for one of several lock files.
 _PYLOCK_NAME = re.compile(r"^pylock(?:\.[^.]+)?\.toml\Z")
-_NAME = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(.*)\Z", re.DOTALL)
+_NAME = re.compile(rf"^({NAME_PATTERN})\s*(\[[^\]]*\])?\s*(.*)\Z", re.DOTALL)
 _PIN = re.compile(r"^===?\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\Z")
-_HEX = re.compile(r"^[0-9a-fA-F]+\Z")
 # A pip comment starts a line or follows whitespace (pip's requirements file format).
 _COMMENT = re.compile(r"(^|\s+)#.*\Z")
 _INCLUDES = {"-r": "-r", "--requirement": "-r", "-c": "-c", "--constraint": "-c"}
@@ -166,7 +166,7 @@ def _option_value(tokens: list, index: int, long: str) -> tuple:
 def _hash(text: str, origin: str) -> tuple:
     algorithm, sep, digest = text.partition(":")
     algorithm = algorithm.lower()
-    if not sep or algorithm not in hashlib.algorithms_guaranteed or not _HEX.match(digest):
+    if not sep or algorithm not in hashlib.algorithms_guaranteed or not is_hex(digest):
         raise LockFileError(f"{origin}: not a hash: {text!r}")
     return algorithm, digest.lower()
 
@@ -274,10 +274,6 @@ def _table_list(value: Any, what: str) -> list:
     return value
 
 
-def _basename(url: str) -> str:
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rpartition("/")[2])
-
-
 def _project(package: dict) -> NormalizedName:
     name = package["name"]
     if not isinstance(name, str) or not _NAME.match(name) or _NAME.match(name).group(3):
@@ -307,7 +303,7 @@ def _pylock(data: dict, path: str, wanted: list, notes: list) -> None:
             notes.append(f"{origin}: skipped: {' / '.join(kinds) or 'no'} source, not files of an index")
             continue
         for file in files:
-            filename = file.get("name") or _basename(file.get("url") or file.get("path") or "")
+            filename = file.get("name") or last_segment(file.get("url") or file.get("path") or "")
             if not filename:
                 raise LockFileError(f"{origin}: a file with neither name, url nor path")
             wanted.append(Wanted(project, package.get("version"), filename, _hash_table(file.get("hashes"), origin), origin))
@@ -331,7 +327,7 @@ def _uv_lock(data: dict, path: str, wanted: list, notes: list) -> None:
         if package.get("sdist") is not None:
             files = files + [package["sdist"]]
         for file in files:
-            filename = _basename(file.get("url") or file.get("path") or "")
+            filename = last_segment(file.get("url") or file.get("path") or "")
             if not filename or not file.get("hash"):
                 raise LockFileError(f"{origin}: a file without url or hash")
             wanted.append(Wanted(project, package.get("version"), filename, (_hash(file["hash"], origin),), origin))

@@ -8,6 +8,7 @@ from typing import NamedTuple, NewType, Optional
 from .errors import BadRequest
 
 __all__ = [
+    "NAME_PATTERN",
     "NormalizedName",
     "WheelName",
     "canonicalize_name",
@@ -20,8 +21,9 @@ __all__ = [
 
 NormalizedName = NewType("NormalizedName", str)
 
-# PEP 508 / core metadata: a valid project name.
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE | re.ASCII)
+# PEP 508 / core metadata: a valid project name (a regular expression without groups).
+NAME_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_VALID_NAME = re.compile(rf"^{NAME_PATTERN}\Z")
 _SEPARATORS = re.compile(r"[-_.]+")
 
 # Names of files we are willing to store: one path segment, printable, not hidden.

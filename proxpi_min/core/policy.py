@@ -20,11 +20,13 @@ import threading
 import time
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
-from .settings import Settings, redact_url
 from .names import NormalizedName, version_from_filename
+from .settings import Settings
 from .simple import FileEntry, ProjectPage
+from .units import format_duration
+from .urls import redact_url
 
-__all__ = ["Filtered", "Policy", "Route", "format_duration", "parse_upload_time", "same_version"]
+__all__ = ["Filtered", "Policy", "Route", "parse_upload_time", "same_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +57,6 @@ def parse_upload_time(text: Optional[str]) -> Optional[float]:
         digits = offset[1:].replace(":", "")
         seconds += sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     return seconds + (float("0." + fraction) if fraction else 0.0)
-
-
-def format_duration(seconds: float) -> str:
-    """``"7d"``, ``"1.5d"``, ``"36m"``, ``"40s"``: in the largest unit it reaches."""
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            value = seconds / size
-            return f"{value:.0f}{unit}" if value >= 10 or value == int(value) else f"{value:.1f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 def _utc(seconds: float) -> str:
@@ -134,6 +127,10 @@ class Policy:
     ) -> None:
         self._index_urls = tuple(index_urls)
         self._pins = tuple(pins)
+        self._pin_patterns = tuple(pattern for pattern, _ in self._pins)
+        self._pin_urls: dict = {}  # pattern -> index URL of its first pin
+        for pattern, url in self._pins:
+            self._pin_urls.setdefault(pattern, url)
         self._first_index = first_index
         self._min_age = min_age
         self._exempt = tuple(min_age_exempt)
@@ -174,10 +171,8 @@ class Policy:
 
     def pin(self, project: NormalizedName) -> Optional[tuple[str, str]]:
         """(pattern, index URL) of the first pin naming *project*, or None."""
-        for pattern, url in self._pins:
-            if fnmatch.fnmatchcase(project, pattern):
-                return pattern, url
-        return None
+        pattern = self._match(self._pin_patterns, project)
+        return None if pattern is None else (pattern, self._pin_urls[pattern])
 
     def _route(self, project: NormalizedName) -> Route:
         refusal = None
@@ -231,7 +226,7 @@ class Policy:
         if cooldown:
             for url, source in sources:
                 self._warn_unknown_ages(url, source)
-        denied_versions = [v for p, v, _ in self._deny_versions if fnmatch.fnmatchcase(project, p)]
+        denied_versions = self._deny_versions_of(project)
         if not cooldown and not denied_versions:
             return Filtered(page, {}, ",".join(policies), -_NEVER, _NEVER)
         kept, hidden = [], {}
@@ -239,7 +234,7 @@ class Policy:
         hidden_by = collections.Counter()
         for entry in page.files:
             why = None
-            if denied_versions and self._denied_version(entry, project, denied_versions):
+            if denied_versions and self._denied_version(entry, project, denied_versions) is not None:
                 why = "deny"
             elif cooldown:
                 uploaded = parse_upload_time(entry.upload_time)
@@ -273,11 +268,10 @@ class Policy:
 
     def refusal(self, project: NormalizedName, entry: FileEntry, now: float) -> str:
         """The one-line reason a hidden file is refused at time *now*; counted."""
-        version = version_from_filename(entry.filename, project)
-        for pattern, denied, written in self._deny_versions:
-            if version is not None and _version_matches(denied, _version_key(version)) and fnmatch.fnmatchcase(project, pattern):
-                self.count_refused("deny")
-                return f"{entry.filename!r} is denied by the deny-list entry '{pattern}=={written}' (PROXPI_DENY)"
+        denied = self._denied_version(entry, project, self._deny_versions_of(project))
+        if denied is not None:
+            self.count_refused("deny")
+            return f"{entry.filename!r} is denied by the deny-list entry '{denied[0]}=={denied[2]}' (PROXPI_DENY)"
         self.count_refused("cooldown")
         uploaded = parse_upload_time(entry.upload_time)
         if uploaded is None:
@@ -291,13 +285,19 @@ class Policy:
             f"{_utc(uploaded + self._min_age)} (PROXPI_MIN_AGE)"
         )
 
+    def _deny_versions_of(self, project: NormalizedName) -> list:
+        """The deny-list entries (pattern, version key, version as written) for *project*."""
+        return [denied for denied in self._deny_versions if fnmatch.fnmatchcase(project, denied[0])]
+
     @staticmethod
-    def _denied_version(entry: FileEntry, project: NormalizedName, versions: list) -> bool:
+    def _denied_version(entry: FileEntry, project: NormalizedName, denied_versions: list) -> Optional[tuple]:
+        """The first of *denied_versions* (see :meth:`_deny_versions_of`) naming
+        *entry*'s version, or None."""
         version = version_from_filename(entry.filename, project)
         if version is None:
-            return False
+            return None
         key = _version_key(version)
-        return any(_version_matches(denied, key) for denied in versions)
+        return next((denied for denied in denied_versions if _version_matches(denied[1], key)), None)
 
     # ------------------------------------------------------------------ reporting
 

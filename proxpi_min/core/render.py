@@ -1,11 +1,9 @@
-"""Content negotiation (PEP 691) and rendering of pages to bytes; pure functions."""
+"""Simple-API pages (PEP 503, 691) and the home page rendered to bytes, compressed and tagged; pure functions."""
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import html
 import io
 import itertools
 import json
@@ -14,16 +12,12 @@ import urllib.parse
 from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
 
 from .home import HEAD as DASHBOARD_HEAD, dashboard_sections
-from .errors import NotAcceptable
+from .markup import escape as _esc
 from .names import canonicalize_name
-from .simple import HTML_TYPE, JSON_TYPE, FileEntry, Hashes, ProjectList, ProjectPage
+from .simple import JSON_TYPE, FileEntry, Hashes, ProjectList, ProjectPage, best_hash
 
 __all__ = [
     "Rendered",
-    "accepts_gzip",
-    "TEXT_HTML",
-    "choose_media_type",
-    "wants_json",
     "worth_compressing",
     "gzipped",
     "render",
@@ -33,15 +27,6 @@ __all__ = [
     "render_project_page",
 ]
 
-TEXT_HTML = "text/html"
-# PEP 691: "latest" asks for the newest version, answered with the concrete type.
-_ALIASES = {
-    JSON_TYPE: JSON_TYPE,
-    "application/vnd.pypi.simple.latest+json": JSON_TYPE,
-    HTML_TYPE: HTML_TYPE,
-    "application/vnd.pypi.simple.latest+html": HTML_TYPE,
-    TEXT_HTML: TEXT_HTML,
-}
 # uv rejects any other algorithm in an HTML fragment; we check every hash ourselves, so
 # leaving an unusable one out loses nothing.
 _FRAGMENT_HASHES = ("sha256", "sha512", "sha384", "md5")
@@ -51,8 +36,8 @@ _json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined
 # a link put together.
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*\Z")
 _GZIP_MIN = 1024  # smaller bodies gain nothing from compression
-# Level 3 compressed the bench's large JSON pages 2.4x faster than level 6, into 7-9%
-# more bytes: the CPU is spent on each new version of each page, the bytes on a LAN.
+# Level 3 is much quicker than the default 6 for a few more bytes: the CPU is spent on
+# each new version of each page, the bytes on a LAN.
 _GZIP_LEVEL = 3
 
 
@@ -69,8 +54,8 @@ def render(body: bytes, compress: bool) -> Rendered:
 
     Each coding gets its own ETag (RFC 9110 8.8.3: the tag names the bytes sent).
     """
-    # SHA-256 (96 bits of it): with the SHA extensions of today's x86 and ARM CPUs it
-    # hashes 2-2.5x faster than BLAKE2b, ~0.5 ms a MB of page.
+    # SHA-256 (96 bits of it): the SHA extensions of today's x86 and ARM CPUs make it
+    # quicker than BLAKE2b.
     plain = Rendered(body, f'"{hashlib.sha256(body).hexdigest()[:24]}"', None)
     return gzipped(plain) if compress else plain
 
@@ -87,98 +72,12 @@ def gzipped(page: Rendered) -> Rendered:
     return Rendered(gzip.compress(page.body, _GZIP_LEVEL, mtime=0), page.etag[:-1] + '-gzip"', "gzip")
 
 
-# ---------------------------------------------------------------------------- negotiation
-
-
-def _parse_weighted(header: str) -> list[tuple[str, float]]:
-    """(lowercase value, q) pairs of an Accept-style header; a bad q counts as 0."""
-    items = []
-    for item in header.split(","):
-        value, *params = item.split(";")
-        value = value.strip().lower()
-        if not value:
-            continue
-        quality = 1.0
-        for param in params:
-            name, _, number = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = min(max(float(number), 0.0), 1.0)
-                except ValueError:
-                    quality = 0.0
-        items.append((value, quality))
-    return items
-
-
-def _parse_accept(accept: str) -> list[tuple[str, float]]:
-    return [(_ALIASES.get(media, media), quality) for media, quality in _parse_weighted(accept)]
-
-
-def _quality(media: str, ranges: list[tuple[str, float]]) -> float:
-    # RFC 9110 12.5.1: the most specific matching range decides (exact > type/* > */*).
-    best_specificity, best_quality = 0, 0.0
-    kind = media.split("/", 1)[0] + "/*"
-    for candidate, quality in ranges:
-        specificity = 3 if candidate == media else 2 if candidate == kind else 1 if candidate == "*/*" else 0
-        if specificity > best_specificity:
-            best_specificity, best_quality = specificity, quality
-    return best_quality
-
-
-@functools.lru_cache(maxsize=256)  # clients send a handful of distinct headers
-def choose_media_type(accept: Optional[str], format_param: Optional[str]) -> str:
-    """The Content-Type to answer a simple-API request with (PEP 691).
-
-    ``?format=`` wins over Accept. No Accept header means ``*/*`` and gets HTML; on a
-    tie HTML wins, as on PyPI (so clients that rank JSON first, pip and uv, get JSON).
-
-    :raises NotAcceptable: the client named types and none of ours is among them.
-    """
-    if format_param is not None:
-        # A "+" that arrives form-decoded as a space is still a "+".
-        wanted = _ALIASES.get(format_param.strip().replace(" ", "+").lower())
-        if wanted is None:
-            raise NotAcceptable(f"unknown format {format_param!r}; use one of {_offer()}")
-        return wanted
-    ranges = _parse_accept(accept) if accept and accept.strip() else [("*/*", 1.0)]
-    json_quality = _quality(JSON_TYPE, ranges)
-    text_quality = _quality(TEXT_HTML, ranges)
-    html_quality = _quality(HTML_TYPE, ranges)
-    if json_quality > max(text_quality, html_quality):
-        return JSON_TYPE
-    if text_quality > 0 and text_quality >= html_quality:
-        return TEXT_HTML
-    if html_quality > 0:
-        return HTML_TYPE
-    raise NotAcceptable(f"none of the accepted types is available; use one of {_offer()}")
-
-
-def wants_json(accept: Optional[str]) -> bool:
-    """Whether a client of the home page prefers ``application/json`` to HTML (a tie,
-    as from ``*/*``, goes to HTML)."""
-    if not accept or "json" not in accept.lower():
-        return False
-    ranges = _parse_weighted(accept)
-    return _quality("application/json", ranges) > _quality(TEXT_HTML, ranges)
-
-
-def _offer() -> str:
-    return ", ".join((JSON_TYPE, HTML_TYPE, TEXT_HTML))
-
-
 # ---------------------------------------------------------------------------- pages
 
 
-def _esc(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
 def _fragment(hashes: Hashes) -> str:
-    found = dict(hashes)
-    for name in _FRAGMENT_HASHES:
-        if name in found:
-            return f"#{name}={found[name]}"
-    return ""
+    best = best_hash(hashes, _FRAGMENT_HASHES)
+    return "" if best is None else f"#{best[0]}={best[1]}"
 
 
 def _quote(filename: str) -> str:
@@ -207,7 +106,7 @@ def _html_link(entry: FileEntry) -> str:
 
 def _encode_batched(parts: Iterable[str]) -> bytes:
     """Encode and join *parts* a batch at a time: a list of every part of PyPI's
-    project list at once would cost hundreds of MB."""
+    project list at once would take far more memory than the page."""
     out = io.BytesIO()
     parts = iter(parts)
     while True:
@@ -238,7 +137,7 @@ def _json_hashes(hashes: Hashes) -> str:
 def _json_file(entry: FileEntry) -> str:
     """One file's object, exactly as ``json.dumps(..., separators=(",", ":"))`` writes
     the dict it stands for (same keys, same order, strings through json's own escaping),
-    written as text: building the dict for json cost 1.6x as much."""
+    written as text, which is quicker than building the dict for json."""
     name = _json_string(entry.filename)
     # An unreserved name is its own URL, and needs the same (no) escaping.
     url = name if _UNRESERVED.match(entry.filename) else _json_string(urllib.parse.quote(entry.filename))
@@ -334,16 +233,3 @@ def render_policies(policies: Sequence[str]) -> str:
     """The home page's "Policies in force" section (guard rails, one line each)."""
     items = "".join(f"<li>{_esc(line)}</li>\n" for line in policies) or "<li>none</li>\n"
     return f"<h2>Policies in force</h2>\n<ul>\n{items}</ul>\n"
-
-
-@functools.lru_cache(maxsize=256)
-def accepts_gzip(accept_encoding: Optional[str]) -> bool:
-    """Whether an Accept-Encoding header admits gzip (RFC 9110 12.5.3: "*" stands
-    only for codings the header does not name)."""
-    if not accept_encoding:
-        return False
-    qualities = {coding: quality for coding, quality in _parse_weighted(accept_encoding)}
-    for name in ("gzip", "x-gzip", "*"):
-        if name in qualities:
-            return qualities[name] > 0
-    return False

@@ -10,17 +10,17 @@ import urllib.request
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import ConfigError
+from .names import canonicalize_name
+from .units import parse_duration, parse_size
+from .urls import redact_url
 
 __all__ = [
     "IndexSettings",
     "ProxySettings",
     "Settings",
     "cpu_count",
-    "parse_duration",
     "parse_pattern",
     "parse_settings",
-    "parse_size",
-    "redact_url",
 ]
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple/"
@@ -45,10 +45,6 @@ LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # A normalised project name (PEP 503), or an fnmatch pattern over such names.
 _PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]+\Z")
 _VERSION = re.compile(r"^[A-Za-z0-9.+!_-]+\Z")
@@ -148,48 +144,13 @@ class Settings:
         return dict(self.sources).get(field, "--" + field.replace("_", "-"))
 
 
-def redact_url(url: str) -> str:
-    """*url* with any ``user:password@`` removed, also from a URL without a scheme
-    (``user:password@proxy:3128``, as curl and pip take a proxy)."""
-    scheme_less = "://" not in url
-    parts = urllib.parse.urlsplit("//" + url if scheme_less else url)
-    if "@" not in parts.netloc:
-        return url
-    redacted = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    return redacted[2:] if scheme_less else redacted
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``"5368709120"``, ``"500M"``, ``"5G"``, ``"5GiB"`` (binary units).
-
-    :raises ValueError: not a size.
-    """
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(text)
-    number, unit = match.group(1), _SIZE_UNITS[match.group(2).upper()]
-    return int(number) * unit if number.isdigit() else int(float(number) * unit)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``"3600"``, ``"90m"``, ``"36h"``, ``"7d"``, ``"2w"``.
-
-    :raises ValueError: not a duration.
-    """
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(text)
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-
-
 def parse_pattern(text: str) -> str:
     """A project name or fnmatch pattern, normalised as PEP 503 names are
     (``Acme_*`` becomes ``acme-*``).
 
     :raises ValueError: empty, or a character no project name or pattern has.
     """
-    # PEP 503 normalisation, spelled out: config sits below names.py.
-    pattern = re.sub(r"[-_.]+", "-", text.strip()).lower()
+    pattern = canonicalize_name(text.strip())
     if not _PATTERN.match(pattern):
         raise ValueError(text)
     return pattern

@@ -6,13 +6,10 @@ import hashlib
 from typing import NamedTuple, Optional
 
 from ..core.errors import IntegrityError
+from ..core import simple
 from ..core.simple import Hashes
 
 __all__ = ["FileHash", "Verifier", "best_hash"]
-
-# Strongest first: the one a file is stored under and checked against.
-_PREFERRED_HASHES = ("sha256", "sha512", "sha384", "blake2b", "sha3_256", "sha224", "sha1", "md5")
-
 
 class FileHash(NamedTuple):
     algorithm: str  # a hashlib name
@@ -21,11 +18,8 @@ class FileHash(NamedTuple):
 
 def best_hash(hashes: Hashes) -> Optional[FileHash]:
     """The strongest of the index's hashes of a file, or None if it gives none we know."""
-    found = dict(hashes)
-    for name in _PREFERRED_HASHES:
-        if name in found:
-            return FileHash(name, found[name])
-    return None
+    found = simple.best_hash(hashes)
+    return FileHash(*found) if found else None
 
 
 class Verifier:

@@ -1,5 +1,6 @@
-"""Index pages: the upstream client, per-index TTL caches, saved pages and the catalogue.
+"""Index pages: the upstream client (HTTP(S), and file:// read from disk), per-index TTL
+caches, saved pages, the rendered pages kept in memory, and the catalog.
 
-The catalogue merges every configured index into one view with the guard rails applied;
+The catalog merges every configured index into one view with the guard rails applied;
 it is what a request for ``/index/`` asks. May import ``infra`` and ``core``.
 """

@@ -16,53 +16,62 @@ import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-from ..infra.background import Background
-from ..core.settings import IndexSettings, redact_url
 from ..core.errors import BadUpstreamPage, UpstreamError, UpstreamTimeout
-from ..infra.metrics import Metrics
 from ..core.names import NormalizedName
+from ..core.settings import IndexSettings
+from ..core.simple import (
+    HTML_TYPE,
+    JSON_TYPE,
+    TEXT_HTML,
+    ProjectList,
+    ProjectPage,
+    parse_project_list,
+    parse_project_page,
+    servable,
+)
+from ..core.units import backoff
+from ..core.urls import redact_url
+from ..infra.background import Background
+from ..infra.metrics import Metrics
 from .page_store import LIST_KEY, PageStore, SavedPage
-from ..core.simple import ProjectList, ProjectPage, parse_project_list, parse_project_page, servable
 from .upstream import Upstream
 
-__all__ = ["IndexCache", "Lookup", "merged_health"]
+__all__ = ["IndexCache", "Lookup", "Residency", "merged_health"]
 
 logger = logging.getLogger(__name__)
 
 # Upstream pages: JSON preferred (PEP 691), HTML accepted.
-UPSTREAM_ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
-    "text/html;q=0.01"
-)
+UPSTREAM_ACCEPT = f"{JSON_TYPE}, {HTML_TYPE};q=0.2, {TEXT_HTML};q=0.01"
 # After a failed refresh, wait this long before asking upstream again (doubling per
 # failure, up to the maximum) and serve the stale copy meanwhile.
 RETRY_FIRST = 2.0
 RETRY_MAX = 300.0
 
-# Parsed project pages kept in memory, counted in files (each about 1 KB parsed, as
-# measured with PyPI-like JSON pages). Past this, the least recently used are dropped
-# and read back from their saved copy.
+# Parsed project pages kept in memory, counted in files (about a kilobyte each, parsed).
+# Past this, the least recently used are dropped and read back from their saved copy.
 MAX_RESIDENT_FILES = 100_000
 MAX_ABSENT = 10_000  # names upstream said it does not have, remembered for their TTL
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
 _DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)
-_versions = itertools.count(1)
+_generations = itertools.count(1)
 
 
 class Lookup(NamedTuple):
+    """One index's answer for a page, as the catalog merges it."""
+
     value: Value
-    version: int  # changes whenever value does
+    generation: int  # changes whenever value does
     stale: bool  # the last refresh failed; value is the last good copy
     cached: bool = True  # answered from memory, without asking upstream or the disk
 
 
 class _Entry:
-    __slots__ = ("value", "version", "fetched", "url", "etag", "last_modified", "failures", "retry_at")
+    __slots__ = ("value", "generation", "fetched", "url", "etag", "last_modified", "failures", "retry_at")
 
     def __init__(self, value: Value, url: str, etag: Optional[str], last_modified: Optional[str], fetched: float) -> None:
         self.value = value
-        self.version = next(_versions)
+        self.generation = next(_generations)
         self.fetched = fetched
         self.url = url
         self.etag = etag
@@ -71,14 +80,21 @@ class _Entry:
         self.retry_at = 0.0
 
     def lookup(self) -> Lookup:
-        return Lookup(self.value, self.version, self.failures > 0)
+        return Lookup(self.value, self.generation, self.failures > 0)
 
     def dropped(self) -> "_Entry":
         """A copy without the page (see MAX_RESIDENT_FILES). A copy, so that a thread
         holding this entry still finds its page in it."""
         copy = _Entry(_DROPPED, self.url, self.etag, self.last_modified, self.fetched)
-        copy.version, copy.failures, copy.retry_at = self.version, self.failures, self.retry_at
+        copy.generation, copy.failures, copy.retry_at = self.generation, self.failures, self.retry_at
         return copy
+
+
+class Residency(NamedTuple):
+    """Which pages of an index are held in memory now (see MAX_RESIDENT_FILES)."""
+
+    in_memory: frozenset  # keys whose answer is in memory (pages, the list, "no such page")
+    dropped: frozenset  # keys whose page left memory, read back from its saved copy when asked
 
 
 class _Flight:
@@ -197,6 +213,12 @@ class IndexCache:
             "next_retry_seconds": min(waiting) if waiting else None,
         }
 
+    def resident(self) -> Residency:
+        """The keys whose answers are in memory now, and those dropped from it."""
+        with self._lock:
+            dropped = frozenset(key for key, entry in self._entries.items() if entry.value is _DROPPED)
+            return Residency(frozenset(self._entries) - dropped, dropped)
+
     # ------------------------------------------------------------------ lookup
 
     def _usable(self, entry: _Entry, now: float) -> bool:
@@ -235,28 +257,40 @@ class IndexCache:
             flight.done.set()
 
     def _refresh(self, key: str, entry: Optional[_Entry]) -> Lookup:
-        """Fetch *key* from upstream (or the saved copy); runs without the lock."""
+        """Bring *key* up to date from its saved copy or upstream; runs without the lock."""
+        entry, answer = self._load_saved(key, entry)
+        if answer is not None:
+            return answer
+        if self._offline:
+            if entry is None:  # this index never had it: as if upstream said 404
+                entry = _Entry(None, "", None, None, float("-inf"))
+                self._store_entry(key, entry, droppable=False)
+            return entry.lookup()
+        return self._fetch(key, entry)
+
+    def _load_saved(self, key: str, entry: Optional[_Entry]) -> tuple:
+        """(entry, answer): *entry* with its page read back from the saved copy if it was
+        dropped, or the saved copy as an expired entry if *key* was never in memory; the
+        answer when the page read back is still fresh (else None: ask upstream)."""
         if entry is not None and entry.value is _DROPPED:
             saved = self._store.load(key) if self._store is not None else None
             if saved is None or saved.etag != entry.etag:
-                entry = None  # gone, or rewritten by another proxy: start afresh
-            else:
-                with self._lock:
-                    entry.value = saved.value  # the same page, so the same version
-                    self._remember(key, entry)
-                if self._usable(entry, self._clock()):
-                    return entry.lookup()
-        elif entry is None and self._store is not None:
+                return None, None  # gone, or rewritten by another proxy: start afresh
+            with self._lock:
+                entry.value = saved.value  # the same page, so the same generation
+                self._mark_resident(key, entry)
+            return entry, entry.lookup() if self._usable(entry, self._clock()) else None
+        if entry is None and self._store is not None:
             saved = self._store.load(key)
             if saved is not None:
                 # Loaded as expired-but-usable: revalidated now, the fallback if that fails.
                 entry = _Entry(saved.value, saved.url, saved.etag, saved.last_modified, float("-inf"))
-                self._put(key, entry, droppable=True)
-        if self._offline:
-            if entry is None:  # this index never had it: as if upstream said 404
-                entry = _Entry(None, "", None, None, float("-inf"))
-                self._put(key, entry, droppable=False)
-            return entry.lookup()
+                self._store_entry(key, entry, droppable=True)
+        return entry, None
+
+    def _fetch(self, key: str, entry: Optional[_Entry]) -> Lookup:
+        """Ask upstream for *key*, conditionally when *entry* has validators: a 304 keeps
+        *entry*, a 404 or a new page replaces it, a failure serves it stale."""
         url = self.settings.url if key == LIST_KEY else f"{self.settings.url}{key}/"
         try:
             response = self._upstream.fetch_page(
@@ -268,7 +302,7 @@ class IndexCache:
                 self._succeeded(key, "not_modified")
                 with self._lock:
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
-                    self._reinstate(key, entry)
+                    self._restore_entry(key, entry)
                 return entry.lookup()
             # Links resolve against the page's URL without credentials: file URLs, pages
             # and saved copies never carry them (Upstream adds them per host).
@@ -287,15 +321,15 @@ class IndexCache:
         except UpstreamError as exc:
             return self._failed(key, entry, exc)
         self._succeeded(key, "ok")
-        self._put(key, new, droppable=False)
+        self._store_entry(key, new, droppable=False)
         if self._store is not None:
             if self._background is None:
-                self._keep(key, new)
+                self._save(key, new)
             else:
-                self._background.submit(functools.partial(self._keep, key, new))
+                self._background.submit(functools.partial(self._save, key, new))
         return new.lookup()
 
-    def _keep(self, key: str, entry: _Entry) -> None:
+    def _save(self, key: str, entry: _Entry) -> None:
         """Save *entry*'s page for a restart (or forget the saved copy of a page upstream
         no longer has). Once saved, the page may leave memory and be read back."""
         if entry.value is None:
@@ -303,7 +337,7 @@ class IndexCache:
         elif self._store.save(key, SavedPage(entry.value, entry.url, entry.etag, entry.last_modified)):
             with self._lock:
                 if self._entries.get(key) is entry:  # not replaced by a newer page meanwhile
-                    self._remember(key, entry)
+                    self._mark_resident(key, entry)
 
     def _servable(self, page: ProjectPage) -> ProjectPage:
         """The page without the files we would refuse to serve; one WARNING if any."""
@@ -317,14 +351,14 @@ class IndexCache:
             )
         return page
 
-    def _put(self, key: str, entry: _Entry, droppable: bool) -> None:
+    def _store_entry(self, key: str, entry: _Entry, droppable: bool) -> None:
         """Store *entry*; a *droppable* one (its saved copy is current) may later leave
         memory and be read back."""
         with self._lock:
             self._entries[key] = entry
             self._resident_files -= self._resident.pop(key, 0)
             if droppable:
-                self._remember(key, entry)
+                self._mark_resident(key, entry)
             if entry.value is None:  # "no such project": remembered, but not for ever
                 self._absent[key] = None
                 self._absent.move_to_end(key)
@@ -333,7 +367,7 @@ class IndexCache:
                     if self._entries.get(forgotten) is not None and self._entries[forgotten].value is None:
                         del self._entries[forgotten]
 
-    def _remember(self, key: str, entry: _Entry) -> None:
+    def _mark_resident(self, key: str, entry: _Entry) -> None:
         """Count *entry*'s page as resident and drop the least recently used pages
         past MAX_RESIDENT_FILES. Called with the lock held."""
         if not isinstance(entry.value, ProjectPage):
@@ -346,11 +380,11 @@ class IndexCache:
             self._resident_files -= count
             self._entries[dropped] = self._entries[dropped].dropped()
 
-    def _reinstate(self, key: str, entry: _Entry) -> None:
+    def _restore_entry(self, key: str, entry: _Entry) -> None:
         """Put back *entry* (with its page) if it was dropped meanwhile. Lock held."""
         if self._entries.get(key) is not entry:
             self._entries[key] = entry
-            self._remember(key, entry)
+            self._mark_resident(key, entry)
 
     def _succeeded(self, key: str, outcome: str) -> None:
         self.metrics.upstream.inc(self._label, "page", outcome)
@@ -370,9 +404,9 @@ class IndexCache:
             raise error
         with self._lock:
             entry.failures += 1
-            delay = min(RETRY_FIRST * 2 ** (entry.failures - 1), RETRY_MAX)
+            delay = backoff(RETRY_FIRST, RETRY_MAX, entry.failures)
             entry.retry_at = self._clock() + delay
-            self._reinstate(key, entry)
+            self._restore_entry(key, entry)
         logger.warning("%s; serving the stale copy of %s, next try in %.0f s", error.message, key, delay)
         return entry.lookup()
 

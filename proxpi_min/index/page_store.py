@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any, NamedTuple, Optional, Union
 
-from ..core.settings import redact_url
+from ..core.urls import redact_url
 from ..core.names import NormalizedName
 from ..infra.atomic import write_atomically
 from ..core.simple import FileEntry, ProjectList, ProjectPage

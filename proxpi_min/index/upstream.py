@@ -1,4 +1,5 @@
-"""Talks to upstream indices: pages and files over HTTP(S) with keep-alive, or file://.
+"""Talks to upstream indices: pages and files over HTTP(S) with keep-alive, or file://
+(read from disk by :mod:`.local_upstream`).
 
 The only module that imports ``http.client`` and ``socket`` for the upstream side.
 Connections go direct or through an outbound HTTP proxy (CONNECT tunnels for https,
@@ -11,23 +12,23 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import email.message
 import http.client
 import logging
-import mimetypes
 import os
 import socket
 import ssl
 import threading
 import time
 import urllib.parse
-import urllib.request
 import zlib
 from typing import Iterable, Iterator, NamedTuple, Optional
 
-from ..core.settings import ProxySettings, redact_url
+from ..core.settings import ProxySettings
+from ..core.urls import redact_url
 from ..core.errors import BadUpstreamPage, NotFound, UpstreamError, UpstreamTimeout
 from ..infra.tls import client_context
+from .local_upstream import local_file, local_page
+from .responses import FileResponse, PageResponse
 
 __all__ = ["FileResponse", "PageResponse", "Upstream"]
 
@@ -46,17 +47,6 @@ DNS_TTL = 60.0
 DNS_ATTEMPTS = 3  # a "temporary failure in name resolution" is worth asking again
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 _REDIRECTS = {301, 302, 303, 307, 308}
-
-
-class PageResponse(NamedTuple):
-    """An index page: status 200 (with body), 304 (not modified) or 404."""
-
-    status: int
-    body: bytes
-    content_type: str
-    url: str  # the final URL, after redirects: relative links resolve against it
-    etag: Optional[str]
-    last_modified: Optional[str]
 
 
 @contextlib.contextmanager
@@ -145,22 +135,17 @@ def _via(key: tuple) -> str:
     return f" (via proxy {key[3].shown})" if key[3] else ""
 
 
-class FileResponse:
-    """A file being read from upstream; call :meth:`close` when done with it.
-
-    ``status`` is 200 or 206; ``length`` is the body length if announced.
-    """
+class _HttpFileResponse(FileResponse):
+    """A file being read over an HTTP connection, which goes back to the pool once the
+    body has been read to its end."""
 
     def __init__(self, upstream: "Upstream", url: str, key: tuple, conn, response) -> None:
+        length = response.headers.get("Content-Length")
+        super().__init__(url, response.status, response.headers, int(length) if length and length.isdigit() else None)
         self._upstream = upstream
         self._key = key
         self._conn = conn
         self._response = response
-        self.url = url
-        self.status: int = response.status
-        self.headers: email.message.Message = response.headers
-        length = response.headers.get("Content-Length")
-        self.length: Optional[int] = int(length) if length and length.isdigit() else None
 
     def read(self, size: int) -> bytes:
         """What has arrived, up to *size* bytes (waiting only when nothing has);
@@ -182,33 +167,6 @@ class FileResponse:
         elif self._conn is not None:
             self._conn.close()
         response.close()
-
-    def __enter__(self) -> "FileResponse":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-class _LocalFileResponse(FileResponse):
-    """A file:// upstream file, with the same interface."""
-
-    def __init__(self, url: str, path: str, start: int) -> None:  # noqa: D107
-        self.url = url
-        self._file = open(path, "rb")
-        size = os.fstat(self._file.fileno()).st_size
-        self._file.seek(start)
-        self.status = 206 if start else 200
-        self.headers = email.message.Message()
-        self.length = size - start
-        if start:
-            self.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
-
-    def read(self, size: int) -> bytes:
-        return self._file.read(size)
-
-    def close(self) -> None:
-        self._file.close()
 
 
 class _Resolver:
@@ -450,7 +408,7 @@ class Upstream:
             or a body over MAX_PAGE_SIZE.
         """
         if url.startswith("file:"):
-            return _local_page(url)
+            return local_page(url, MAX_PAGE_SIZE)
         headers = {"Accept": accept, "Accept-Encoding": "gzip"}
         if etag:
             headers["If-None-Match"] = etag
@@ -486,18 +444,18 @@ class Upstream:
         :raises UpstreamError: unreachable, timed out, or another unexpected status.
         """
         if url.startswith("file:"):
-            return _local_file(url, byte_range)
+            return local_file(url, byte_range)
         headers = {"Accept-Encoding": "identity"}
         if byte_range:
             headers["Range"] = byte_range
         final_url, key, conn, response = self._follow(method, url, headers)
         if response.status in (200, 206):
-            return FileResponse(self, final_url, key, conn, response)
+            return _HttpFileResponse(self, final_url, key, conn, response)
         conn.close()
         if response.status in (404, 410):
             raise NotFound(f"upstream has no file at {redact_url(final_url)}")
         if response.status == 416:
-            return FileResponse(self, final_url, key, None, response)
+            return _HttpFileResponse(self, final_url, key, None, response)
         raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
 
 
@@ -525,46 +483,3 @@ def _gunzip(body: bytes) -> bytes:
     if len(out) > MAX_PAGE_SIZE or decompressor.unconsumed_tail:
         raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes once decompressed")
     return out
-
-
-def _local_path(url: str) -> str:
-    return urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
-
-
-def _local_page(url: str) -> PageResponse:
-    """A page from a file:// index: a directory's index.html (or index.json)."""
-    path = _local_path(url)
-    candidates = [path]
-    if os.path.isdir(path):
-        candidates = [os.path.join(path, "index.json"), os.path.join(path, "index.html")]
-    for candidate in candidates:
-        try:
-            with open(candidate, "rb") as file:
-                body = file.read(MAX_PAGE_SIZE + 1)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise UpstreamError(f"cannot read {url}: {exc.strerror}") from exc
-        if len(body) > MAX_PAGE_SIZE:
-            raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes: {url}")
-        kind = (
-            "application/vnd.pypi.simple.v1+json"
-            if candidate.endswith(".json")
-            else mimetypes.guess_type(candidate)[0] or "text/html"
-        )
-        return PageResponse(200, body, kind, url, None, None)
-    return PageResponse(404, b"", "", url, None, None)
-
-
-def _local_file(url: str, byte_range: Optional[str]) -> FileResponse:
-    path = _local_path(url)
-    start = 0
-    if byte_range and byte_range.startswith("bytes=") and byte_range.endswith("-"):
-        start_text = byte_range[6:-1]
-        start = int(start_text) if start_text.isdigit() else 0
-    try:
-        return _LocalFileResponse(url, path, start)
-    except FileNotFoundError:
-        raise NotFound(f"upstream has no file at {url}") from None
-    except OSError as exc:
-        raise UpstreamError(f"cannot read {url}: {exc.strerror}") from exc

@@ -24,7 +24,7 @@ from ..files.layout import files_root, index_root
 from ..core.errors import Overloaded
 from .handler import CLIENT_GONE, ProxyHandler, refusal
 from ..index.index_cache import IndexCache, merged_health
-from ..index.catalog import Indexes
+from ..index.catalog import Catalog
 from ..infra.metrics import TOP, Metrics, merge, total
 from ..index.page_store import PageStore
 from ..core.policy import Policy
@@ -59,7 +59,7 @@ def upstream_route(settings: Settings) -> str:
 class Caches(NamedTuple):
     upstream: Upstream
     files: FileCache
-    indexes: Indexes
+    indexes: Catalog
     policy: Policy
 
 
@@ -89,9 +89,9 @@ def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         ]
     # Guard rails over every index the proxy asks (offline: the saved ones too).
     policy = Policy.from_settings(settings, [index.url for index, _ in stores])
-    # Pages are saved and compressed after their answer (Indexes.close finishes them).
+    # Pages are saved and compressed after their answer (Catalog.close finishes them).
     background = Background()
-    indexes = Indexes(
+    indexes = Catalog(
         [
             IndexCache(index, upstream, store, settings.offline, metrics=metrics, background=background)
             for index, store in stores

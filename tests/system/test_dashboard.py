@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from proxpi_min.core.render import render_home, wants_json
+from proxpi_min.core.negotiate import wants_json
+from proxpi_min.core.render import render_home
 from tests.support.cache_dir import settled
 
 HOSTILE = '<script>alert("x")</script>&amp;\'"'

@@ -9,7 +9,7 @@ import pytest
 
 from proxpi_min.core.settings import parse_settings
 from proxpi_min.core.names import NormalizedName
-from proxpi_min.core.policy import Policy, format_duration, parse_upload_time
+from proxpi_min.core.policy import Policy, parse_upload_time
 from proxpi_min.core.simple import FileEntry, ProjectPage
 
 ROOT = "http://root.example/simple/"
@@ -58,17 +58,6 @@ def names(files) -> list:
 )
 def test_parse_upload_time(text, expected) -> None:
     assert parse_upload_time(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("seconds", "expected"),
-    [
-        (40, "40s"), (300, "5m"), (3600, "1h"), (7 * DAY, "1w"), (3 * DAY, "3d"), (14 * DAY, "2w"),
-        (36 * 3600, "1.5d"), (5400, "1.5h"), (3605, "1.0h"), (36 * DAY, "5.1w"),
-    ],
-)
-def test_format_duration(seconds, expected) -> None:
-    assert format_duration(seconds) == expected
 
 
 # ---------------------------------------------------------------- from settings

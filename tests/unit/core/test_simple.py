@@ -23,6 +23,8 @@ from proxpi_min.core.simple import (
     parse_project_list,
     parse_project_page,
     servable,
+    best_hash,
+    is_hex,
 )
 from proxpi_min.core.names import NormalizedName
 
@@ -805,3 +807,26 @@ def test_servable_leaves_out_names_the_file_route_refuses(kind):
     assert [entry.filename for entry in kept.files] == [good]
     assert refused == (EVIL_NAME, "../../etc/passwd")
     assert servable(kept) == (kept, ())
+
+
+@pytest.mark.parametrize(
+    ("hashes", "preference", "expected"),
+    [
+        ((("md5", "aa"), ("sha256", "bb")), ("sha256", "md5"), ("sha256", "bb")),
+        ((("md5", "aa"), ("sha512", "cc")), ("sha256", "md5"), ("md5", "aa")),
+        ((("blake2b", "dd"),), ("sha256", "md5"), None),
+        ((), ("sha256",), None),
+    ],
+)
+def test_best_hash_takes_the_first_of_the_preference_list(hashes, preference, expected) -> None:
+    assert best_hash(hashes, preference) == expected
+
+
+def test_best_hash_for_verifying_prefers_sha256_then_stronger_then_weaker() -> None:
+    assert best_hash((("sha1", "aa"), ("sha384", "bb"), ("sha512", "cc"))) == ("sha512", "cc")
+    assert best_hash((("md5", "aa"), ("blake2b", "dd"))) == ("blake2b", "dd")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("00aAfF", True), ("", False), ("0x1", False), ("ab\n", False), ("é", False)])
+def test_is_hex(value: str, expected: bool) -> None:
+    assert is_hex(value) is expected

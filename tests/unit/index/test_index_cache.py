@@ -1,4 +1,4 @@
-"""IndexCache and Indexes with a function-backed fake upstream and a fake clock
+"""IndexCache and Catalog with a function-backed fake upstream and a fake clock
 (no sockets): TTLs, revalidation, stale copies, back-off, single flight, memory bound."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import time
 import pytest
 
 from proxpi_min.index import index_cache
-from proxpi_min.index import catalog as indexes_module
+from proxpi_min.index import catalog as catalog_module, rendered_pages
 from proxpi_min.infra.background import Background
 from proxpi_min.core.settings import IndexSettings
 from proxpi_min.core.errors import Forbidden, NotFound, UpstreamError
 from proxpi_min.index.index_cache import IndexCache, merged_health
-from proxpi_min.index.catalog import Indexes
+from proxpi_min.index.catalog import Catalog
 from proxpi_min.core.names import NormalizedName
 from proxpi_min.index.page_store import PageStore
 from proxpi_min.core.policy import Policy
@@ -113,7 +113,7 @@ def test_IndexCache_revalidates_after_ttl_and_keeps_version_on_304(upstream, clo
     second = cache.project(alpha())
     assert len(upstream.calls) == 2
     assert upstream.calls[1][1] is not None  # sent If-None-Match
-    assert second.version == first.version  # unchanged: nothing to re-render
+    assert second.generation == first.generation  # unchanged: nothing to re-render
 
 
 def test_IndexCache_new_content_gets_new_version(upstream, clock, tmp_path) -> None:
@@ -122,7 +122,7 @@ def test_IndexCache_new_content_gets_new_version(upstream, clock, tmp_path) -> N
     upstream.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"])
     clock.now += 61
     second = cache.project(alpha())
-    assert second.version != first.version
+    assert second.generation != first.generation
     assert len(second.value.files) == 2
 
 
@@ -222,6 +222,23 @@ def test_IndexCache_offline_uses_saved_pages_only(upstream, clock, tmp_path) -> 
     assert offline.saved_projects() == ["alpha"]
 
 
+@pytest.mark.parametrize("first_time", [True, False])
+def test_Catalog_offline_pages_from_saved_copies_count_as_hits_not_upstream(
+    upstream, clock, tmp_path, first_time
+) -> None:
+    """Offline nothing is asked upstream: a page read from its saved copy is a page hit
+    (so the handler counts its bytes as sent from the cache), the first time as after."""
+    make_cache(upstream, clock, tmp_path).project(alpha())
+    catalog = Catalog([make_cache(upstream, clock, tmp_path, offline=True)], 1024 * 1024, offline=True)
+    if not first_time:
+        catalog.rendered_project(alpha(), JSON, False)
+    answer = catalog.rendered_project(alpha(), JSON, False)
+    assert answer.hit and not answer.stale
+    assert b"alpha-1.0.tar.gz" in answer.rendered.body
+    assert catalog.rendered_list(JSON, False).hit
+    assert catalog.metrics.summary()["cache"]["page"]["misses"] == 0
+
+
 def test_IndexCache_drops_least_recently_used_pages_and_reads_them_back(
     upstream, clock, tmp_path, monkeypatch
 ) -> None:
@@ -232,7 +249,7 @@ def test_IndexCache_drops_least_recently_used_pages_and_reads_them_back(
     first = cache.project(alpha())
     cache.project(NormalizedName("beta"))
     cache.project(NormalizedName("gamma"))  # alpha is now the least recently used: dropped
-    assert cache._entries["alpha"].value is index_cache._DROPPED
+    assert "alpha" in cache.resident().dropped
     calls = len(upstream.calls)
     again = cache.project(alpha())
     assert len(upstream.calls) == calls  # read back from its saved copy, not fetched
@@ -249,7 +266,7 @@ def test_IndexCache_without_store_never_drops(upstream, clock, tmp_path, monkeyp
     assert len(upstream.calls) == 2
 
 
-def test_Indexes_merges_first_index_first(clock, tmp_path) -> None:
+def test_Catalog_merges_first_index_first(clock, tmp_path) -> None:
     root, extra = FakeUpstream(), FakeUpstream()
     root.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz"])
     extra.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"])
@@ -257,25 +274,25 @@ def test_Indexes_merges_first_index_first(clock, tmp_path) -> None:
         IndexCache(IndexSettings(BASE, 60), root, None, clock=clock),
         IndexCache(IndexSettings(BASE, 60), extra, None, clock=clock),
     ]
-    indexes = Indexes(caches, 1024 * 1024)
-    assert indexes.find_file(alpha(), "alpha-2.0.tar.gz").url.endswith("alpha-2.0.tar.gz")
+    indexes = Catalog(caches, 1024 * 1024)
+    assert indexes.locate_file(alpha(), "alpha-2.0.tar.gz").entry.url.endswith("alpha-2.0.tar.gz")
     body = json.loads(indexes.rendered_project(alpha(), JSON, False)[0].body)
     assert [f["filename"] for f in body["files"]] == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
     page = indexes.project_page(alpha())
     assert [f.filename for f in page.files] == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
     with pytest.raises(NotFound):
-        indexes.find_file(alpha(), "alpha-3.0.tar.gz")
+        indexes.locate_file(alpha(), "alpha-3.0.tar.gz")
     with pytest.raises(NotFound):
         indexes.rendered_project(NormalizedName("nope"), JSON, False)
     with pytest.raises(NotFound):
         indexes.project_page(NormalizedName("nope"))
 
 
-def test_Indexes_renders_once_per_version(upstream, clock, tmp_path, monkeypatch) -> None:
+def test_Catalog_renders_once_per_version(upstream, clock, tmp_path, monkeypatch) -> None:
     renders = []
-    real = indexes_module.render_project_page
-    monkeypatch.setattr(indexes_module, "render_project_page", lambda *a: renders.append(a) or real(*a))
-    indexes = Indexes([make_cache(upstream, clock, tmp_path)], 1024 * 1024)
+    real = catalog_module.render_project_page
+    monkeypatch.setattr(catalog_module, "render_project_page", lambda *a: renders.append(a) or real(*a))
+    indexes = Catalog([make_cache(upstream, clock, tmp_path)], 1024 * 1024)
     for _ in range(3):
         indexes.rendered_project(alpha(), JSON, True)
     assert len(renders) == 1
@@ -315,7 +332,7 @@ def test_IndexCache_a_page_dropped_while_in_use_stays_whole_for_its_user(
     while len(upstream.calls) < 2:  # alpha's revalidation is waiting upstream
         threading.Event().wait(0.01)
     cache.project(NormalizedName("beta"))  # meanwhile drops alpha (least recently used)
-    assert cache._entries["alpha"].value is index_cache._DROPPED
+    assert "alpha" in cache.resident().dropped
     upstream.gate.set()  # now upstream answers alpha's revalidation: 304
     revalidation.join(5)
     assert results and results[0].value == first.value  # a page, never the drop marker
@@ -327,7 +344,7 @@ def test_IndexCache_forgets_old_unknown_names(upstream, clock, tmp_path, monkeyp
     cache = make_cache(upstream, clock, tmp_path)
     for number in range(10):
         assert cache.project(NormalizedName(f"nope{number}")).value is None
-    assert len(cache._entries) == 3
+    assert len(cache.resident().in_memory | cache.resident().dropped) == 3
 
 
 def test_IndexCache_leaves_unservable_names_out_with_one_warning(upstream, clock, tmp_path, caplog) -> None:
@@ -365,17 +382,17 @@ def two_indexes(clock, policy_args: dict, wall: Clock):
         IndexCache(IndexSettings(INTERNAL, 60), internal, None, clock=clock),
     ]
     policy = Policy([BASE, INTERNAL], **policy_args)
-    return root, internal, Indexes(caches, 1024 * 1024, policy=policy, wall_clock=wall)
+    return root, internal, Catalog(caches, 1024 * 1024, policy=policy, wall_clock=wall)
 
 
 def filenames(indexes, name="alpha") -> list:
     return [f["filename"] for f in json.loads(indexes.rendered_project(NormalizedName(name), JSON, False)[0].body)["files"]]
 
 
-def test_Indexes_cooldown_completes_the_cached_page_as_time_passes(clock, monkeypatch) -> None:
+def test_Catalog_cooldown_completes_the_cached_page_as_time_passes(clock, monkeypatch) -> None:
     renders = []
-    real = indexes_module.render_project_page
-    monkeypatch.setattr(indexes_module, "render_project_page", lambda *a: renders.append(a) or real(*a))
+    real = catalog_module.render_project_page
+    monkeypatch.setattr(catalog_module, "render_project_page", lambda *a: renders.append(a) or real(*a))
     wall = Clock()
     wall.now = 100 * DAY
     root, _, indexes = two_indexes(clock, {"min_age": 7 * DAY}, wall)
@@ -384,26 +401,26 @@ def test_Indexes_cooldown_completes_the_cached_page_as_time_passes(clock, monkey
     rendered, stale, hit, policies = indexes.rendered_project(alpha(), JSON, False)
     assert policies == "cooldown"
     with pytest.raises(Forbidden, match=r"'alpha-2.0.tar.gz' was uploaded 1d ago; the minimum age is 1w"):
-        indexes.find_file(alpha(), "alpha-2.0.tar.gz")
+        indexes.locate_file(alpha(), "alpha-2.0.tar.gz")
     wall.now += 6 * DAY - 1  # still one second short
     assert filenames(indexes) == ["alpha-1.0.tar.gz"]
     assert len(renders) == 1
     wall.now += 1
     assert filenames(indexes) == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
     assert indexes.rendered_project(alpha(), JSON, False)[3] == ""
-    assert indexes.find_file(alpha(), "alpha-2.0.tar.gz").filename == "alpha-2.0.tar.gz"
+    assert indexes.locate_file(alpha(), "alpha-2.0.tar.gz").entry.filename == "alpha-2.0.tar.gz"
     assert len(renders) == 2
     assert len(root.calls) == 1  # nothing refetched: the TTL (fake monotonic clock) never ran out
 
 
-def test_Indexes_pin_never_asks_the_other_index(clock) -> None:
+def test_Catalog_pin_never_asks_the_other_index(clock) -> None:
     root, internal, indexes = two_indexes(clock, {"pins": [("acme-*", INTERNAL)]}, Clock())
     root.pages["acme-lib"] = page_body("acme-lib", ["acme_lib-99.0.tar.gz"])
     internal.pages["acme-lib"] = page_body("acme-lib", ["acme_lib-1.0.tar.gz"])
     assert filenames(indexes, "acme-lib") == ["acme_lib-1.0.tar.gz"]
     assert indexes.rendered_project(NormalizedName("acme-lib"), JSON, False)[3] == "pin"
     with pytest.raises(NotFound, match=r"on http://internal.test/simple/, the only index asked for it \(pin acme-\*="):
-        indexes.find_file(NormalizedName("acme-lib"), "acme_lib-99.0.tar.gz")
+        indexes.locate_file(NormalizedName("acme-lib"), "acme_lib-99.0.tar.gz")
     assert root.calls == []
     assert indexes._policy.counts() == {("refused", "pin"): 1}
 
@@ -412,14 +429,14 @@ def test_Indexes_pin_never_asks_the_other_index(clock) -> None:
     ("first_has_it", "expected", "root_calls"),
     [(True, ["alpha-1.0.tar.gz"], 0), (False, ["alpha-9.0.tar.gz"], 1)],
 )
-def test_Indexes_first_index_stops_at_the_first_that_has_it(clock, first_has_it, expected, root_calls) -> None:
+def test_Catalog_first_index_stops_at_the_first_that_has_it(clock, first_has_it, expected, root_calls) -> None:
     # Here the internal index comes first: configured order is what counts.
     internal, root = FakeUpstream(), FakeUpstream()
     caches = [
         IndexCache(IndexSettings(INTERNAL, 60), internal, None, clock=clock),
         IndexCache(IndexSettings(BASE, 60), root, None, clock=clock),
     ]
-    indexes = Indexes(caches, 1024 * 1024, policy=Policy([INTERNAL, BASE], first_index=True))
+    indexes = Catalog(caches, 1024 * 1024, policy=Policy([INTERNAL, BASE], first_index=True))
     if first_has_it:
         internal.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz"])
     root.pages["alpha"] = page_body("alpha", ["alpha-9.0.tar.gz"])
@@ -427,12 +444,12 @@ def test_Indexes_first_index_stops_at_the_first_that_has_it(clock, first_has_it,
     assert len(root.calls) == root_calls
 
 
-def test_Indexes_denied_project_is_refused_before_any_index_is_asked(clock) -> None:
+def test_Catalog_denied_project_is_refused_before_any_index_is_asked(clock) -> None:
     root, internal, indexes = two_indexes(clock, {"deny": [("evil-*", None)]}, Clock())
     with pytest.raises(Forbidden, match=r"project 'evil-twin' is denied by the deny-list entry 'evil-\*'"):
         indexes.rendered_project(NormalizedName("evil-twin"), JSON, False)
     with pytest.raises(Forbidden):
-        indexes.find_file(NormalizedName("evil-twin"), "evil_twin-1.0.tar.gz")
+        indexes.locate_file(NormalizedName("evil-twin"), "evil_twin-1.0.tar.gz")
     assert root.calls == internal.calls == []
 
 
@@ -495,12 +512,12 @@ def test_IndexCache_a_page_not_yet_saved_is_never_dropped(upstream, clock, tmp_p
     try:
         cache.project(alpha())
         cache.project(NormalizedName("beta"))
-        assert cache._entries["alpha"].value is not index_cache._DROPPED
-        assert cache._entries["beta"].value is not index_cache._DROPPED
+        assert "alpha" in cache.resident().in_memory
+        assert "beta" in cache.resident().in_memory
     finally:
         opened.set()
     assert background.flush(10)
-    assert cache._entries["alpha"].value is index_cache._DROPPED  # saved, then dropped
+    assert "alpha" in cache.resident().dropped  # saved, then dropped
     calls = len(upstream.calls)
     assert cache.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
     assert len(upstream.calls) == calls
@@ -539,10 +556,10 @@ def test_IndexCache_saves_land_in_order(upstream, clock, tmp_path) -> None:
     assert PageStore(str(tmp_path), BASE).load("alpha").value.files[0].filename == "alpha-3.0.tar.gz"
 
 
-def test_Indexes_answers_a_cold_page_uncompressed_then_compresses_it(upstream, clock, tmp_path) -> None:
+def test_Catalog_answers_a_cold_page_uncompressed_then_compresses_it(upstream, clock, tmp_path) -> None:
     upstream.pages["alpha"] = page_body("alpha", [f"alpha-{n}.0.tar.gz" for n in range(50)])
     background, opened = gated_background()
-    indexes = Indexes([make_cache(upstream, clock, tmp_path)], 1024 * 1024, background=background)
+    indexes = Catalog([make_cache(upstream, clock, tmp_path)], 1024 * 1024, background=background)
     try:
         first = indexes.rendered_project(alpha(), JSON, True)[0]
         assert first.encoding is None  # answered at once, as it is
@@ -557,26 +574,26 @@ def test_Indexes_answers_a_cold_page_uncompressed_then_compresses_it(upstream, c
     assert indexes.rendered_project(alpha(), JSON, False)[0].encoding is None
 
 
-def test_Indexes_without_background_compresses_before_answering(upstream, clock, tmp_path) -> None:
+def test_Catalog_without_background_compresses_before_answering(upstream, clock, tmp_path) -> None:
     upstream.pages["alpha"] = page_body("alpha", [f"alpha-{n}.0.tar.gz" for n in range(50)])
-    indexes = Indexes([make_cache(upstream, clock, tmp_path)], 1024 * 1024)
+    indexes = Catalog([make_cache(upstream, clock, tmp_path)], 1024 * 1024)
     assert indexes.rendered_project(alpha(), JSON, True)[0].encoding == "gzip"
     assert indexes.flush(0) and indexes.close(0)
 
 
-def test_Indexes_a_page_past_the_answer_first_bound_is_compressed_first(
+def test_Catalog_a_page_past_the_answer_first_bound_is_compressed_first(
     upstream, clock, tmp_path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(indexes_module, "ANSWER_FIRST_MAX", 1024)
+    monkeypatch.setattr(rendered_pages, "ANSWER_FIRST_MAX", 1024)
     upstream.pages["alpha"] = page_body("alpha", [f"alpha-{n}.0.tar.gz" for n in range(50)])
-    indexes = Indexes([make_cache(upstream, clock, tmp_path)], 1024 * 1024, background=Background())
+    indexes = Catalog([make_cache(upstream, clock, tmp_path)], 1024 * 1024, background=Background())
     assert indexes.rendered_project(alpha(), JSON, True)[0].encoding == "gzip"
 
 
-def test_Indexes_close_finishes_the_saves_still_queued(upstream, clock, tmp_path) -> None:
+def test_Catalog_close_finishes_the_saves_still_queued(upstream, clock, tmp_path) -> None:
     background, opened = gated_background()
     cache = saving_later(upstream, clock, tmp_path, background)
-    indexes = Indexes([cache], 1024 * 1024, background=background)
+    indexes = Catalog([cache], 1024 * 1024, background=background)
     indexes.rendered_project(alpha(), JSON, True)
     threading.Timer(0.1, opened.set).start()
     assert indexes.close()

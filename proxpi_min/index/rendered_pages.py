@@ -1,0 +1,87 @@
+"""Rendered pages kept in memory under a byte budget; gzip done after the answer when it can wait."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import threading
+from typing import Callable, Optional
+
+from ..core.render import Rendered, gzipped, render, worth_compressing
+from ..infra.background import Background
+
+__all__ = ["RenderedPages"]
+
+# A rendered page up to this size is answered uncompressed the first time and compressed
+# after the answer. A larger one (the root list of a whole index) is compressed first:
+# sending it uncompressed over a slow link costs more.
+ANSWER_FIRST_MAX = 4 << 20
+
+
+class RenderedPages:
+    """Rendered pages under a byte budget, least recently used dropped first; each kept
+    for one *generation* of its content (any value that changes when the content does)."""
+
+    def __init__(self, budget: int, background: Optional[Background] = None) -> None:
+        self._budget = budget
+        self._background = background
+        self._used = 0
+        self._pages: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def page(self, key: tuple, generation: tuple, make: Callable[[], bytes], compress: bool) -> Rendered:
+        """The page kept for *key* and *generation*, else ``make()`` rendered and kept.
+
+        Only the coding a client asked for is kept: pip and uv always take gzip, so the
+        much larger identity form of most pages is never held in memory for long.
+        """
+        page = self._get(key, generation)
+        if page is not None:
+            return page
+        page = render(make(), False)
+        # Answer first: this client (and any other until it is done) gets the page as it
+        # is, which it may take whatever it accepts (RFC 9110 12.5.3), rather than wait
+        # for the compression.
+        answer_first = (
+            compress
+            and self._background is not None
+            and worth_compressing(page)
+            and len(page.body) <= ANSWER_FIRST_MAX
+            and len(page.body) <= self._budget
+        )
+        if compress and not answer_first:
+            page = gzipped(page)
+        with self._lock:
+            self._put(key, generation, page)
+        if answer_first:
+            self._background.submit(functools.partial(self._compress, key, generation, page))
+        return page
+
+    def _get(self, key: tuple, generation: tuple) -> Optional[Rendered]:
+        with self._lock:
+            found = self._pages.get(key)
+            if found is None or found[0] != generation:
+                return None
+            self._pages.move_to_end(key)
+            return found[1]
+
+    def _compress(self, key: tuple, generation: tuple, page: Rendered) -> None:
+        """Put *page* gzipped in its place, unless the page changed (or left) meanwhile."""
+        compressed = gzipped(page)
+        with self._lock:
+            found = self._pages.get(key)
+            if found is not None and found[0] == generation and found[1] is page:
+                self._put(key, generation, compressed)
+
+    def _put(self, key: tuple, generation: tuple, page: Rendered) -> None:
+        """Keep *page*, dropping the least recently used past the budget. Lock held."""
+        old = self._pages.pop(key, None)
+        if old is not None:
+            self._used -= len(old[1].body)
+        if len(page.body) > self._budget:
+            return
+        self._pages[key] = (generation, page)
+        self._used += len(page.body)
+        while self._used > self._budget:
+            _, (_, dropped) = self._pages.popitem(last=False)
+            self._used -= len(dropped.body)

@@ -1,0 +1,27 @@
+"""Unit tests for proxpi_min/core/urls.py: the file name a URL ends in."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxpi_min.core.urls import last_segment, redact_url
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://files.example/a/b/alpha-1.0-py3-none-any.whl", "alpha-1.0-py3-none-any.whl"),
+        ("https://files.example/a/alpha%2B1.0.tar.gz?x=1#sha256=00", "alpha+1.0.tar.gz"),
+        ("dist/alpha-1.0.tar.gz", "alpha-1.0.tar.gz"),
+        ("alpha-1.0.zip", "alpha-1.0.zip"),
+        ("https://files.example/dir/", ""),
+        ("", ""),
+    ],
+)
+def test_last_segment(url: str, expected: str) -> None:
+    assert last_segment(url) == expected
+
+
+def test_redact_url_keeps_a_url_without_credentials_as_it_is() -> None:
+    assert redact_url("https://files.example/simple/") == "https://files.example/simple/"
+    assert redact_url("https://user:secret@files.example/simple/") == "https://files.example/simple/"
