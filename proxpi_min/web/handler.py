@@ -36,7 +36,8 @@ from ..core.errors import (
 )
 from ..core.names import NormalizedName, check_filename, parse_project_name
 from ..infra.metrics import CONTENT_TYPE as METRICS_TYPE
-from ..core.render import TEXT_HTML, Rendered, accepts_gzip, choose_media_type, render_home, wants_json
+from ..core.home import render_home
+from ..core.render import TEXT_HTML, Rendered, accepts_gzip, choose_media_type, wants_json
 from ..core.simple import HTML_TYPE, JSON_TYPE
 
 if TYPE_CHECKING:  # the server hands itself to each handler; it imports this module

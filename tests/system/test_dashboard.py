@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from proxpi_min.core.render import render_home, wants_json
+from proxpi_min.core.home import render_home
+from proxpi_min.core.render import wants_json
 from tests.support.cache_dir import settled
 
 HOSTILE = '<script>alert("x")</script>&amp;\'"'
@@ -78,9 +79,9 @@ def test_render_home_is_well_formed_and_self_contained() -> None:
     assert set(lines) == {"chart-requests", "chart-hits"}
     assert len(lines["chart-requests"].get("points").split()) == 60
     assert 'id="requests">1,234<' in page
-    assert 'id="page-hit-ratio">75.0 %<' in page
+    assert 'id="page-hit-ratio">75.0&nbsp;%<' in page  # a number and its unit stay on one line
     assert 'id="file-hit-ratio">n/a<' in page
-    assert "next try in 42 s" in page
+    assert "next try in 42&nbsp;s" in page
     assert 'type="password"' in page
 
 
@@ -150,7 +151,7 @@ def test_home_page_and_json_agree(proxy, upstream_html, dists, tmp_path) -> None
 
     numbers = _numbers(text)
     assert numbers["requests"] == "8"  # the JSON request came in between
-    assert numbers["page-hit-ratio"] == numbers["file-hit-ratio"] == "50.0 %"
+    assert numbers["page-hit-ratio"] == numbers["file-hit-ratio"] == "50.0\xa0%"
     assert numbers["cache-files"] == "1"
     assert re.search(r'<a href="/index/alpha/">alpha</a></td><td class="n">5<', text)
     assert dists.alpha_1.filename in text
@@ -209,7 +210,7 @@ def test_dashboard_in_headless_chromium(proxy, upstream_html, dists, tmp_path) -
     assert len(re.findall(r"<polyline", dom)) == 2
     numbers = _numbers(dom)
     assert numbers["requests"] == "5"
-    assert numbers["page-hit-ratio"] == "75.0 %"
+    assert numbers["page-hit-ratio"] == "75.0\xa0%"
     assert "alpha" in dom and dists.alpha_1.filename in dom
     shot = tmp_path / "dashboard.png"
     taken = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1100,1400", p.url + "/")
