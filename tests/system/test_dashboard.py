@@ -216,3 +216,135 @@ def test_dashboard_in_headless_chromium(proxy, upstream_html, dists, tmp_path) -
     taken = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1100,1400", p.url + "/")
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# Appended to the page before </body>: measures the layout as drawn and writes what it
+# found, as JSON, into <pre id="layout"> of the page around it, which --dump-dom prints.
+_MEASURE = r"""<script>
+(() => {
+  const width = window.innerWidth;
+  // A number with any unit held to it by a no-break space: "483.3 KiB", "2026-12-04".
+  const number = /\d(?:[\d.,:-]*\d)?(?:\u00a0[^\s\u00a0]+)*/g;
+  const texts = new Set();
+  for (const element of document.querySelectorAll("dd, td.n, time, #indexes td")) {
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+      if (!walker.currentNode.parentElement.closest("code, span.bad")) texts.add(walker.currentNode);
+    }
+  }
+  const wrapped = [];
+  for (const node of texts) {
+    for (const match of node.data.matchAll(number)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const lines = new Set([...range.getClientRects()].map((box) => Math.round(box.top)));
+      if (lines.size > 1) wrapped.push(match[0]);
+    }
+  }
+  const hidden = [];
+  for (const cell of document.querySelectorAll("td")) {
+    const box = cell.getBoundingClientRect();
+    const room = cell.closest("div").getBoundingClientRect();
+    if (box.width <= 0 || box.height <= 0 || box.left < room.left - 0.5 || box.right > room.right + 0.5
+        || cell.scrollWidth > cell.clientWidth + 1) {
+      hidden.push(cell.textContent.slice(0, 60));
+    }
+  }
+  const indexRows = [...document.querySelectorAll("#indexes tbody tr")].map((row) => ({
+    lines: new Set([...row.cells].map((cell) => Math.round(cell.getBoundingClientRect().top))).size,
+    labels: [...row.cells].map((cell) => getComputedStyle(cell, "::before").content),
+  }));
+  const chartLabels = [...document.querySelectorAll("#chart text")].map((text) => text.getBoundingClientRect().height);
+  const out = document.createElement("pre");
+  out.id = "layout";
+  out.textContent = JSON.stringify({
+    width, scrollWidth: document.documentElement.scrollWidth, wrapped, hidden, indexRows, chartLabels,
+  });
+  parent.document.body.append(out);
+})();
+</script>
+"""
+
+
+def _busy_status() -> dict:
+    """A long-running proxy's numbers at their widest: long URLs and file names, sizes in
+    every unit, two indices of which one is failing."""
+    wheel = "tensorflow-2.18.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    mirror = "https://artifactory.example.com/artifactory/api/pypi/pypi-remote/simple/"
+    healthy = {
+        "url": "https://pypi.org/simple/",
+        "ttl": 1800.0,
+        "last_success": 7000.0,
+        "last_failure": None,
+        "last_failure_reason": None,
+        "stale_pages": 0,
+        "backoff_pages": 0,
+        "next_retry_seconds": 0.0,
+    }
+    failing = dict(
+        healthy,
+        url=mirror,
+        ttl=86400.0,
+        last_failure=7190.0,
+        last_failure_reason=f"upstream answered 503: {mirror}tensorflow/",
+        stale_pages=12,
+        backoff_pages=3,
+        next_retry_seconds=3599.0,
+    )
+    return _status(
+        uptime_seconds=1_000_000.0,
+        requests=12_345_678,
+        bytes_sent={"cache": int(483.3 * 1024**3), "upstream": int(1.5 * 1024**4)},
+        top_projects=[{"project": "nvidia-cudnn-cu12", "requests": 1_234_567}, {"project": "numpy", "requests": 98}],
+        file_cache={
+            "directory": "/var/cache/proxpi-min/" + "a-rather-long-directory-name" * 3,
+            "used_bytes": int(483.3 * 1024**3),
+            "limit_bytes": 500 * 1024**3,
+            "files": 123_456,
+            "downloads_in_progress": 12,
+            "largest": [
+                {"project": "tensorflow", "filename": wheel, "size": int(615.2 * 1024**2)},
+                {"project": "nvidia-cudnn-cu12", "filename": "nvidia_cudnn_cu12-9.1.0.70-py3-none-any.whl",
+                 "size": int(483.3 * 1024**2)},
+            ],
+        },
+        indexes=[healthy, failing],
+        policies=[f"pin acme-* to {mirror}", "files younger than 1w are left out"],
+        upstream_route="through http://proxy.example.com:3128 (from HTTPS_PROXY)",
+        index_url="http://proxpi.example.com:5000/index/",
+    )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.parametrize(("width", "stacked"), [(390, True), (1280, False)])
+def test_dashboard_layout_in_headless_chromium(tmp_path, width, stacked) -> None:
+    """Measured as drawn: nothing wider than the screen, no number broken over two lines,
+    every cell inside its table's box; on a phone each index a block of label/value lines
+    and the chart's labels still readable, on a wide screen the indices a table."""
+    page = render_home(_busy_status(), token_required=True).decode().replace("</body>", _MEASURE + "</body>")
+    # Headless Chromium lays a window out at least 500 px wide: the page is drawn in a
+    # frame of the screen's size, which is its viewport (media queries, innerWidth).
+    frame = f'<iframe width="{width}" height="844" style="border:0" srcdoc="{html.escape(page)}"></iframe>'
+    document = tmp_path / "frame.html"
+    document.write_text(f"<!DOCTYPE html>\n<body style=\"margin:0\">{frame}</body>\n", encoding="utf-8")
+    # Scroll bars hidden, as on a phone (which draws them over the page).
+    dumped = _chromium(tmp_path, "--window-size=1400,900", "--hide-scrollbars", "--dump-dom", document.as_uri())
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    found = re.search(r'<pre id="layout">([^<]*)</pre>', dumped.stdout)
+    assert found, dumped.stdout[-2000:]
+    layout = json.loads(html.unescape(found.group(1)))
+    assert layout["width"] == width
+    assert layout["scrollWidth"] <= width
+    assert layout["wrapped"] == []
+    assert layout["hidden"] == []
+    assert len(layout["indexRows"]) == 2
+    for row in layout["indexRows"]:
+        if stacked:  # one line per column, each after the URL led by its column's name
+            assert row["lines"] == 6
+            assert row["labels"][1:] == ['"TTL"', '"last success"', '"last failure"', '"serving stale"', '"back-off"']
+        else:
+            assert row["lines"] == 1
+            assert set(row["labels"]) == {"none"}
+    # Drawn at least as tall as an 11 px font (the SVG is scaled to the screen's width).
+    assert min(layout["chartLabels"]) >= 13
