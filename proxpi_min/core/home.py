@@ -124,12 +124,14 @@ def _chart(per_minute: list) -> str:
 
 
 def _cell(label: str, value: str, css_class: str = "") -> str:
-    """A table cell that names its column in ``data-label`` (shown when stacked)."""
+    """A table cell that names its column in ``data-label``, shown beside the value when
+    the table is stacked; the cell of class "title" heads its row's block instead."""
     classes = f' class="{css_class}"' if css_class else ""
     return f'<td{classes} data-label="{_esc(label)}">{value}</td>'
 
 
 def _index_rows(indexes: list, now: float) -> str:
+    url, ttl, success, failed, serving_stale, backoff = _INDEX_COLUMNS
     rows = []
     for index in indexes:
         if index["backoff_pages"]:
@@ -143,9 +145,8 @@ def _index_rows(indexes: list, now: float) -> str:
         failure = _when(index["last_failure"], now)
         if index["last_failure_reason"]:
             failure += f'<br><span class="bad">{_esc(index["last_failure_reason"])}</span>'
-        url, ttl, success, failed, serving_stale, backoff = _INDEX_COLUMNS
         cells = (
-            _cell(url, f"<code>{_esc(index['url'])}</code>"),
+            _cell(url, f"<code>{_esc(index['url'])}</code>", "title"),
             _cell(ttl, f"{index['ttl']:g}&nbsp;s", "n"),
             _cell(success, _when(index["last_success"], now)),
             _cell(failed, failure),
@@ -153,19 +154,18 @@ def _index_rows(indexes: list, now: float) -> str:
             _cell(backoff, state),
         )
         rows.append("<tr>" + "".join(cells) + "</tr>\n")
-    head = "".join(f'<th class="n">{name}</th>' if name == "TTL" else f"<th>{name}</th>" for name in _INDEX_COLUMNS)
-    return (
-        '<h2>Indices</h2>\n<div class="wide"><table id="indexes" class="stack">\n'
-        f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "".join(rows) + "</tbody></table></div>\n"
-    )
+    head = "".join(f'<th class="n">{name}</th>' if name == ttl else f"<th>{name}</th>" for name in _INDEX_COLUMNS)
+    return _table("Indices", "indexes", head, rows, len(_INDEX_COLUMNS), stack=True)
 
 
-def _ranking(title: str, table_id: str, head: str, rows: list, columns: int) -> str:
-    """A titled table of *rows* (HTML ``<tr>`` lines) under the header cells *head*."""
+def _table(title: str, table_id: str, head: str, rows: list, columns: int, stack: bool = False) -> str:
+    """A titled table of *rows* (HTML ``<tr>`` lines) under the header cells *head*;
+    one block per row on a narrow screen if *stack*."""
     body = "".join(rows) or f'<tr><td colspan="{columns}">none yet</td></tr>\n'
+    classes = ' class="stack"' if stack else ""
     return (
-        f'<div class="wide"><h2>{title}</h2>\n<table id="{table_id}">\n'
-        f"<tr>{head}</tr>\n{body}</table></div>\n"
+        f'<div class="wide"><h2>{title}</h2>\n<table id="{table_id}"{classes}>\n'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table></div>\n"
     )
 
 
@@ -175,18 +175,17 @@ def _top_projects(projects: list) -> str:
         f'<td class="n">{item["requests"]:,}</td></tr>\n'
         for item in projects
     ]
-    return _ranking("Most requested projects", "top-projects", '<th>project</th><th class="n">requests</th>', rows, 2)
+    return _table("Most requested projects", "top-projects", '<th>project</th><th class="n">requests</th>', rows, 2)
 
 
 def _largest_files(files: list) -> str:
     rows = [
-        f'<tr><td>{_esc(item["project"])}</td><td>{_esc(item["filename"])}</td>'
-        f'<td class="n">{_glued(human_size(item["size"]))}</td></tr>\n'
+        f'<tr>{_cell("project", _esc(item["project"]))}{_cell("file", _esc(item["filename"]), "title")}'
+        f'{_cell("size", _glued(human_size(item["size"])), "n")}</tr>\n'
         for item in files
     ]
-    return _ranking(
-        "Largest cached files", "largest-files", '<th>project</th><th>file</th><th class="n">size</th>', rows, 3
-    )
+    head = '<th>project</th><th>file</th><th class="n">size</th>'
+    return _table("Largest cached files", "largest-files", head, rows, 3, stack=True)
 
 
 def _sections(status: Mapping) -> list:

@@ -6,9 +6,9 @@ __all__ = ["HEAD", "SCRIPT"]
 
 # One request, nothing from elsewhere: the style sheet is inline, the chart inline SVG.
 # The viewport line makes phones lay the page out at their width instead of zooming out.
-# Below 40rem (a phone) a table of class "stack" becomes one block per row, each cell a
-# line led by its column's name (its data-label), and the chart's labels grow to stay
-# readable once the SVG is scaled down to the screen.
+# Below 40rem (a phone) a table of class "stack" becomes one block per row, headed by its
+# cell of class "title", each other cell a line led by its column's name (its data-label);
+# the chart's labels grow to stay readable once the SVG is scaled down to the screen.
 HEAD = """<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;padding:1rem;max-width:64rem;color:#1d232a;background:#fafbfc;line-height:1.4;overflow-wrap:break-word}
@@ -27,14 +27,14 @@ svg{width:100%;height:auto;background:#fff;border:1px solid #d8dee4;border-radiu
 code{overflow-wrap:anywhere}input,button{font:inherit;margin:.1rem 0;max-width:100%}
 @media (max-width:40rem){
 body{padding:.75rem}
-.stack,.stack tbody,.stack tr,.stack td{display:block}
+.stack,.stack tbody,.stack td{display:block}
 .stack thead{display:none}
-.stack tr{border:1px solid #d8dee4;border-radius:6px;margin:0 0 .6rem;background:#fff}
+.stack tr{display:flex;flex-direction:column;border:1px solid #d8dee4;border-radius:6px;margin:0 0 .6rem;background:#fff;overflow:hidden}
 .stack td,.stack td.n{position:relative;padding:.3rem .5rem .3rem 7.5rem;text-align:left}
 .stack td::before{content:attr(data-label);position:absolute;left:.5rem;width:6.5rem;color:#57606a;font-size:.8rem;line-height:1.6}
-.stack td:first-child{padding-left:.5rem;background:#f6f8fa;font-weight:600}
-.stack td:first-child::before{content:none}
-.stack td:last-child{border-bottom:0}
+.stack td.title,.stack td[colspan]{order:-1;padding-left:.5rem}
+.stack td.title{background:#f6f8fa;font-weight:600}
+.stack td.title::before,.stack td[colspan]::before{content:none}
 #chart text{font-size:22px}
 #chart polyline{stroke-width:3}
 }

@@ -251,7 +251,7 @@ _MEASURE = r"""<script>
       hidden.push(cell.textContent.slice(0, 60));
     }
   }
-  const indexRows = [...document.querySelectorAll("#indexes tbody tr")].map((row) => ({
+  const rows = (table) => [...document.querySelectorAll(`#${table} tbody tr`)].map((row) => ({
     lines: new Set([...row.cells].map((cell) => Math.round(cell.getBoundingClientRect().top))).size,
     labels: [...row.cells].map((cell) => getComputedStyle(cell, "::before").content),
   }));
@@ -259,7 +259,8 @@ _MEASURE = r"""<script>
   const out = document.createElement("pre");
   out.id = "layout";
   out.textContent = JSON.stringify({
-    width, scrollWidth: document.documentElement.scrollWidth, wrapped, hidden, indexRows, chartLabels,
+    width, scrollWidth: document.documentElement.scrollWidth, wrapped, hidden, chartLabels,
+    indexRows: rows("indexes"), fileRows: rows("largest-files"), projectRows: rows("top-projects"),
   });
   parent.document.body.append(out);
 })();
@@ -338,13 +339,19 @@ def test_dashboard_layout_in_headless_chromium(tmp_path, width, stacked) -> None
     assert layout["scrollWidth"] <= width
     assert layout["wrapped"] == []
     assert layout["hidden"] == []
-    assert len(layout["indexRows"]) == 2
+    assert len(layout["indexRows"]) == len(layout["fileRows"]) == len(layout["projectRows"]) == 2
     for row in layout["indexRows"]:
         if stacked:  # one line per column, each after the URL led by its column's name
             assert row["lines"] == 6
-            assert row["labels"][1:] == ['"TTL"', '"last success"', '"last failure"', '"serving stale"', '"back-off"']
+            assert row["labels"] == ["none", '"TTL"', '"last success"', '"last failure"', '"serving stale"', '"back-off"']
         else:
-            assert row["lines"] == 1
-            assert set(row["labels"]) == {"none"}
+            assert row == {"lines": 1, "labels": ["none"] * 6}
+    for row in layout["fileRows"]:
+        if stacked:  # headed by the file's name
+            assert row == {"lines": 3, "labels": ['"project"', "none", '"size"']}
+        else:
+            assert row == {"lines": 1, "labels": ["none"] * 3}
+    for row in layout["projectRows"]:  # two columns fit a phone: a table on every screen
+        assert row == {"lines": 1, "labels": ["none"] * 2}
     # Drawn at least as tall as an 11 px font (the SVG is scaled to the screen's width).
     assert min(layout["chartLabels"]) >= 13
