@@ -85,6 +85,25 @@ def test_render_home_is_well_formed_and_self_contained() -> None:
     assert 'type="password"' in page
 
 
+def test_render_home_prepares_narrow_screens() -> None:
+    page = render_home(_status(), token_required=False).decode()
+    # Stacked tables name each cell's column; the title cell heads each block.
+    indexes = page[page.index('<table id="indexes"') : page.index("</table>", page.index('<table id="indexes"'))]
+    assert 'class="stack"' in indexes and "<thead>" in indexes
+    for label in ("TTL", "last success", "last failure", "serving stale", "back-off"):
+        assert f'data-label="{label}"' in indexes
+    assert '<td class="title" data-label="URL"><code>' in indexes
+    assert '<td class="n" data-label="TTL">1800&nbsp;s</td>' in indexes
+    assert '<td class="title" data-label="file">' in page
+    assert '<td class="n" data-label="size">2.0&nbsp;KiB</td>' in page
+    # A number is held to its unit; the parts of a longer value may still wrap.
+    assert 'id="cache-used">2.0&nbsp;KiB of 4.0&nbsp;KiB<' in page
+    assert 'id="bytes-cache">3.0&nbsp;MiB (75&nbsp;%)<' in page
+    assert 'id="uptime">2&nbsp;h 0&nbsp;min<' in page
+    assert "UTC</time> (1&nbsp;h 0&nbsp;min&nbsp;ago)" in page
+    assert "@media (max-width:40rem)" in page
+
+
 def test_render_home_chart_scales_to_the_busiest_minute() -> None:
     per_minute = [{"minute": 60 * i, "requests": 0, "hits": 0} for i in range(60)]
     per_minute[-1] = {"minute": 3540, "requests": 10, "hits": 5}
