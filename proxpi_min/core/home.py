@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Sequence
 
 from .home_style import HEAD, SCRIPT
 
-__all__ = ["human_size", "render_home", "render_policies"]
+__all__ = ["human_size", "render_home"]
 
 _REQUESTS_COLOUR = "#0969da"
 _HITS_COLOUR = "#1a7f37"
@@ -203,7 +203,7 @@ def _sections(status: Mapping) -> list:
     ]
 
 
-def render_policies(policies: Sequence[str]) -> str:
+def _policies(policies: Sequence[str]) -> str:
     """The "Policies in force" section (guard rails, one line each)."""
     items = "".join(f"<li>{_esc(line)}</li>\n" for line in policies) or "<li>none</li>\n"
     return f"<h2>Policies in force</h2>\n<ul>\n{items}</ul>\n"
@@ -217,7 +217,7 @@ def render_home(status: Mapping, token_required: bool) -> bytes:
     route = status.get("upstream_route")
     body = [
         *_sections(status),
-        render_policies(status.get("policies", ())),
+        _policies(status.get("policies", ())),
         f"<p>Upstream connections: {_esc(route)}</p>\n" if route else "",
         f'<p>Package index: <a href="/index/">{_esc(status.get("index_url", "/index/"))}</a> &middot; '
         '<a href="/metrics">/metrics</a> (Prometheus) &middot; this page as JSON: '
