@@ -1,39 +1,34 @@
-"""The home page's operator dashboard as HTML fragments (numbers, index health, chart); pure."""
+"""The home page: the operator's dashboard (numbers, chart, index health, rankings) and
+the invalidation buttons, from the status document; pure."""
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
+from .home_style import HEAD, SCRIPT
 from .markup import escape as _esc
 from .units import human_duration as _duration, human_size
 
-__all__ = ["HEAD", "dashboard_sections"]
-
-# One request, nothing from elsewhere: the style sheet is inline, the chart inline SVG.
-# The viewport line makes phones lay the page out at their width instead of zooming out.
-HEAD = """<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;padding:1rem;max-width:64rem;color:#1d232a;background:#fafbfc;line-height:1.4}
-h1{font-size:1.5rem;margin:.2rem 0 .8rem}h2{font-size:1.1rem;margin:1.4rem 0 .5rem;border-bottom:1px solid #d8dee4;padding-bottom:.2rem}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(9.5rem,1fr));gap:.6rem;margin:0}
-.cards div{background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:.5rem .7rem}
-.cards dt{font-size:.8rem;color:#57606a}.cards dd{margin:0;font-size:1.25rem;font-variant-numeric:tabular-nums}
-.wide{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:.9rem;background:#fff}
-th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #eaeef2;vertical-align:top}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}td{overflow-wrap:anywhere}
-.ok{color:#1a7f37}.bad{color:#cf222e}.warn{color:#9a6700}
-svg{width:100%;height:auto;background:#fff;border:1px solid #d8dee4;border-radius:6px}
-.legend span{display:inline-block;width:.8rem;height:.25rem;margin:0 .3rem .2rem .8rem;vertical-align:middle}
-code{overflow-wrap:anywhere}input,button{font:inherit;margin:.1rem 0}
-</style>
-"""
+__all__ = ["render_home"]
 
 _REQUESTS_COLOUR = "#0969da"
 _HITS_COLOUR = "#1a7f37"
 # The chart's drawing box in SVG user units; the SVG scales to the page width.
-_WIDTH, _HEIGHT, _LEFT, _BOTTOM, _TOP = 600, 180, 40, 20, 10
+# The left and bottom margins hold the axis labels, which narrow screens draw larger.
+_WIDTH, _HEIGHT, _LEFT, _BOTTOM, _TOP = 600, 180, 64, 28, 12
+# A space after a digit: the one between a number and its unit ("1.5 MiB", "42 s").
+_NUMBER_SPACE = re.compile(r"(?<=[0-9]) ")
+# The index table's column names, shown beside each value when the table is stacked.
+_INDEX_COLUMNS = ("URL", "TTL", "last success", "last failure", "serving stale", "back-off")
+
+
+def _glued(text: str) -> str:
+    """*text* escaped, each number held to its unit by a no-break space so no line
+    ends inside "483.3 KiB"."""
+    return _NUMBER_SPACE.sub("&nbsp;", _esc(text))
 
 
 def _when(moment: Optional[float], now: float) -> str:
@@ -41,7 +36,7 @@ def _when(moment: Optional[float], now: float) -> str:
     if moment is None:
         return "never"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(moment))
-    return f'<time datetime="{stamp}Z">{stamp} UTC</time> ({_duration(now - moment)} ago)'
+    return f'<time datetime="{stamp}Z">{stamp} UTC</time> ({_glued(_duration(now - moment))}&nbsp;ago)'
 
 
 def _ratio(ratio: Optional[float]) -> str:
@@ -59,13 +54,13 @@ def _summary(status: Mapping) -> str:
     files = status["file_cache"]
     cards = [
         _card("mode", "mode", "offline" if status["offline"] else "online"),
-        _card("uptime", "uptime", _esc(_duration(status["uptime_seconds"]))),
+        _card("uptime", "uptime", _glued(_duration(status["uptime_seconds"]))),
         _card("requests", "requests", f"{status['requests']:,}"),
-        _card("page-hit-ratio", "page hit ratio", _esc(_ratio(cache["page"]["ratio"]))),
-        _card("file-hit-ratio", "file hit ratio", _esc(_ratio(cache["file"]["ratio"]))),
-        _card("bytes-cache", "sent from cache (upstream traffic saved)", _esc(human_size(sent["cache"]) + saved)),
-        _card("bytes-upstream", "sent from upstream", _esc(human_size(sent["upstream"]))),
-        _card("cache-used", "cache used", _esc(f"{human_size(files['used_bytes'])} of {human_size(files['limit_bytes'])}")),
+        _card("page-hit-ratio", "page hit ratio", _glued(_ratio(cache["page"]["ratio"]))),
+        _card("file-hit-ratio", "file hit ratio", _glued(_ratio(cache["file"]["ratio"]))),
+        _card("bytes-cache", "sent from cache (upstream traffic saved)", _glued(human_size(sent["cache"]) + saved)),
+        _card("bytes-upstream", "sent from upstream", _glued(human_size(sent["upstream"]))),
+        _card("cache-used", "cache used", _glued(f"{human_size(files['used_bytes'])} of {human_size(files['limit_bytes'])}")),
         _card("cache-files", "cached files", f"{files['files']:,}"),
         _card("downloads", "downloads in progress", f"{files['downloads_in_progress']:,}"),
     ]
@@ -93,23 +88,31 @@ def _chart(per_minute: list) -> str:
         "<title>requests and cache hits per minute over the last hour</title>\n"
         f'<line x1="{_LEFT}" y1="{axis_y}" x2="{_WIDTH}" y2="{axis_y}" stroke="#8c959f"/>\n'
         f'<line x1="{_LEFT}" y1="{_TOP}" x2="{_LEFT}" y2="{axis_y}" stroke="#8c959f"/>\n'
-        f'<text x="{_LEFT - 4}" y="{_TOP + 10}" text-anchor="end" font-size="11">{peak}</text>\n'
-        f'<text x="{_LEFT - 4}" y="{axis_y}" text-anchor="end" font-size="11">0</text>\n'
-        f'<text x="{_LEFT}" y="{_HEIGHT - 4}" font-size="11">-60 min</text>\n'
-        f'<text x="{_WIDTH}" y="{_HEIGHT - 4}" text-anchor="end" font-size="11">now</text>\n'
+        f'<text x="{_LEFT - 6}" y="{_TOP}" text-anchor="end" dominant-baseline="central">{peak}</text>\n'
+        f'<text x="{_LEFT - 6}" y="{axis_y}" text-anchor="end" dominant-baseline="central">0</text>\n'
+        f'<text x="{_LEFT}" y="{_HEIGHT - 4}">-60 min</text>\n'
+        f'<text x="{_WIDTH - 4}" y="{_HEIGHT - 4}" text-anchor="end">now</text>\n'
         f'<polyline id="chart-requests" fill="none" stroke="{_REQUESTS_COLOUR}" stroke-width="2" points="{line("requests")}"/>\n'
         f'<polyline id="chart-hits" fill="none" stroke="{_HITS_COLOUR}" stroke-width="2" points="{line("hits")}"/>\n'
         "</svg>\n"
     )
 
 
+def _cell(label: str, value: str, css_class: str = "") -> str:
+    """A table cell that names its column in ``data-label``, shown beside the value when
+    the table is stacked; the cell of class "title" heads its row's block instead."""
+    classes = f' class="{css_class}"' if css_class else ""
+    return f'<td{classes} data-label="{_esc(label)}">{value}</td>'
+
+
 def _index_rows(indexes: list, now: float) -> str:
+    url, ttl, success, failed, serving_stale, backoff = _INDEX_COLUMNS
     rows = []
     for index in indexes:
         if index["backoff_pages"]:
             state = (
                 f'<span class="warn">{index["backoff_pages"]} page(s) in back-off, '
-                f'next try in {_esc(_duration(index["next_retry_seconds"]))}</span>'
+                f'next try in {_glued(_duration(index["next_retry_seconds"]))}</span>'
             )
         else:
             state = '<span class="ok">none</span>'
@@ -117,25 +120,27 @@ def _index_rows(indexes: list, now: float) -> str:
         failure = _when(index["last_failure"], now)
         if index["last_failure_reason"]:
             failure += f'<br><span class="bad">{_esc(index["last_failure_reason"])}</span>'
-        rows.append(
-            f"<tr><td><code>{_esc(index['url'])}</code></td><td class=\"n\">{index['ttl']:g} s</td>"
-            f"<td>{_when(index['last_success'], now)}</td><td>{failure}</td>"
-            f'<td class="{"bad" if stale else "ok"}">{"yes, " + str(stale) + " page(s)" if stale else "no"}</td>'
-            f"<td>{state}</td></tr>\n"
+        cells = (
+            _cell(url, f"<code>{_esc(index['url'])}</code>", "title"),
+            _cell(ttl, f"{index['ttl']:g}&nbsp;s", "n"),
+            _cell(success, _when(index["last_success"], now)),
+            _cell(failed, failure),
+            _cell(serving_stale, f"yes, {stale} page(s)" if stale else "no", "bad" if stale else "ok"),
+            _cell(backoff, state),
         )
-    return (
-        '<h2>Indices</h2>\n<div class="wide"><table id="indexes">\n'
-        "<tr><th>URL</th><th class=\"n\">TTL</th><th>last success</th><th>last failure</th>"
-        "<th>serving stale</th><th>back-off</th></tr>\n" + "".join(rows) + "</table></div>\n"
-    )
+        rows.append("<tr>" + "".join(cells) + "</tr>\n")
+    head = "".join(f'<th class="n">{name}</th>' if name == ttl else f"<th>{name}</th>" for name in _INDEX_COLUMNS)
+    return _table("Indices", "indexes", head, rows, len(_INDEX_COLUMNS), stack=True)
 
 
-def _ranking(title: str, table_id: str, head: str, rows: list, columns: int) -> str:
-    """A titled table of *rows* (HTML ``<tr>`` lines) under the header cells *head*."""
+def _table(title: str, table_id: str, head: str, rows: list, columns: int, stack: bool = False) -> str:
+    """A titled table of *rows* (HTML ``<tr>`` lines) under the header cells *head*;
+    one block per row on a narrow screen if *stack*."""
     body = "".join(rows) or f'<tr><td colspan="{columns}">none yet</td></tr>\n'
+    classes = ' class="stack"' if stack else ""
     return (
-        f'<div class="wide"><h2>{title}</h2>\n<table id="{table_id}">\n'
-        f"<tr>{head}</tr>\n{body}</table></div>\n"
+        f'<div class="wide"><h2>{title}</h2>\n<table id="{table_id}"{classes}>\n'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table></div>\n"
     )
 
 
@@ -145,21 +150,20 @@ def _top_projects(projects: list) -> str:
         f'<td class="n">{item["requests"]:,}</td></tr>\n'
         for item in projects
     ]
-    return _ranking("Most requested projects", "top-projects", '<th>project</th><th class="n">requests</th>', rows, 2)
+    return _table("Most requested projects", "top-projects", '<th>project</th><th class="n">requests</th>', rows, 2)
 
 
 def _largest_files(files: list) -> str:
     rows = [
-        f'<tr><td>{_esc(item["project"])}</td><td>{_esc(item["filename"])}</td>'
-        f'<td class="n">{_esc(human_size(item["size"]))}</td></tr>\n'
+        f'<tr>{_cell("project", _esc(item["project"]))}{_cell("file", _esc(item["filename"]), "title")}'
+        f'{_cell("size", _glued(human_size(item["size"])), "n")}</tr>\n'
         for item in files
     ]
-    return _ranking(
-        "Largest cached files", "largest-files", '<th>project</th><th>file</th><th class="n">size</th>', rows, 3
-    )
+    head = '<th>project</th><th>file</th><th class="n">size</th>'
+    return _table("Largest cached files", "largest-files", head, rows, 3, stack=True)
 
 
-def dashboard_sections(status: Mapping) -> list:
+def _sections(status: Mapping) -> list:
     """The dashboard's HTML fragments from *status*, the dict ``GET /`` also answers as
     JSON (so both show the same numbers). Every text from outside is escaped."""
     now = status["now"]
@@ -172,3 +176,38 @@ def dashboard_sections(status: Mapping) -> list:
         _largest_files(files["largest"]),
         f"<p>Cache directory: <code>{_esc(files['directory'])}</code></p>\n",
     ]
+
+
+def _policies(policies: Sequence[str]) -> str:
+    """The "Policies in force" section (guard rails, one line each)."""
+    items = "".join(f"<li>{_esc(line)}</li>\n" for line in policies) or "<li>none</li>\n"
+    return f"<h2>Policies in force</h2>\n<ul>\n{items}</ul>\n"
+
+
+def render_home(status: Mapping, token_required: bool) -> bytes:
+    """The home page for a person, from the status document *status*: the operator's
+    dashboard, the policies, links, and the invalidation buttons (with a field for the
+    admin token if *token_required*)."""
+    token = '<p>Admin token: <input id="token" type="password"></p>\n' if token_required else ""
+    route = status.get("upstream_route")
+    body = [
+        *_sections(status),
+        _policies(status.get("policies", ())),
+        f"<p>Upstream connections: {_esc(route)}</p>\n" if route else "",
+        f'<p>Package index: <a href="/index/">{_esc(status.get("index_url", "/index/"))}</a> &middot; '
+        '<a href="/metrics">/metrics</a> (Prometheus) &middot; this page as JSON: '
+        "<code>Accept: application/json</code></p>\n",
+        "<h2>Invalidate</h2>\n",
+        token,
+        '<p><button onclick="invalidate(\'list\')">Invalidate the project list</button></p>\n',
+        '<p><input id="project" placeholder="project name"> ',
+        "<button onclick=\"invalidate(document.getElementById('project').value)\">"
+        "Invalidate project</button></p>\n",
+        '<p id="result"></p>\n',
+        SCRIPT,
+    ]
+    head = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"{HEAD}<title>proxpi-min</title>\n</head>\n<body>\n<h1>proxpi-min</h1>\n"
+    )
+    return "".join([head, *body, "</body>\n</html>\n"]).encode("utf-8")

@@ -1,4 +1,4 @@
-"""Simple-API pages (PEP 503, 691) and the home page rendered to bytes, compressed and tagged; pure functions."""
+"""Simple-API pages (PEP 503, 691) rendered to bytes, compressed and tagged; pure functions."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import itertools
 import json
 import re
 import urllib.parse
-from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import Iterable, NamedTuple, Optional
 
-from .home import HEAD as DASHBOARD_HEAD, dashboard_sections
 from .markup import escape as _esc
 from .names import canonicalize_name
 from .simple import JSON_TYPE, FileEntry, Hashes, ProjectList, ProjectPage, best_hash
@@ -21,8 +20,6 @@ __all__ = [
     "worth_compressing",
     "gzipped",
     "render",
-    "render_home",
-    "render_policies",
     "render_project_list",
     "render_project_page",
 ]
@@ -116,11 +113,11 @@ def _encode_batched(parts: Iterable[str]) -> bytes:
         out.write(batch.encode("utf-8"))
 
 
-def _html_document(title: str, body: Iterable[str], extra_head: str = "") -> bytes:
+def _html_document(title: str, body: Iterable[str]) -> bytes:
     head = (
         "<!DOCTYPE html>\n<html>\n<head>\n"
         '<meta name="pypi:repository-version" content="1.1">\n'
-        f"{extra_head}<title>{_esc(title)}</title>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
+        f"<title>{_esc(title)}</title>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
     )
     return _encode_batched(itertools.chain((head,), body, ("</body>\n</html>\n",)))
 
@@ -190,46 +187,3 @@ def render_project_list(projects: ProjectList, media: str) -> bytes:
     )
 
 
-# ---------------------------------------------------------------------------- home page
-
-_HOME_SCRIPT = """
-<script>
-async function invalidate(target) {
-  const token = document.getElementById("token");
-  const headers = token && token.value ? {"Authorization": "Bearer " + token.value} : {};
-  const response = await fetch("/cache/" + encodeURIComponent(target), {method: "DELETE", headers});
-  document.getElementById("result").textContent = response.status + " " + await response.text();
-}
-</script>
-"""
-
-
-def render_home(status: Mapping, token_required: bool) -> bytes:
-    """The home page for a person: the operator's dashboard (see dashboard.py) and the
-    invalidation buttons."""
-    token = (
-        '<p>Admin token: <input id="token" type="password"></p>\n' if token_required else ""
-    )
-    body = [
-        *dashboard_sections(status),
-        render_policies(status.get("policies", ())),
-        f"<p>Upstream connections: {_esc(status['upstream_route'])}</p>\n" if status.get("upstream_route") else "",
-        f'<p>Package index: <a href="/index/">{_esc(status.get("index_url", "/index/"))}</a> &middot; '
-        '<a href="/metrics">/metrics</a> (Prometheus) &middot; this page as JSON: '
-        "<code>Accept: application/json</code></p>\n",
-        "<h2>Invalidate</h2>\n",
-        token,
-        '<p><button onclick="invalidate(\'list\')">Invalidate the project list</button></p>\n',
-        '<p><input id="project" placeholder="project name"> ',
-        "<button onclick=\"invalidate(document.getElementById('project').value)\">"
-        "Invalidate project</button></p>\n",
-        '<p id="result"></p>\n',
-        _HOME_SCRIPT,
-    ]
-    return _html_document("proxpi-min", body, DASHBOARD_HEAD)
-
-
-def render_policies(policies: Sequence[str]) -> str:
-    """The home page's "Policies in force" section (guard rails, one line each)."""
-    items = "".join(f"<li>{_esc(line)}</li>\n" for line in policies) or "<li>none</li>\n"
-    return f"<h2>Policies in force</h2>\n<ul>\n{items}</ul>\n"

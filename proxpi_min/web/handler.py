@@ -36,8 +36,9 @@ from ..core.errors import (
 )
 from ..core.names import NormalizedName, check_filename, parse_project_name
 from ..infra.metrics import CONTENT_TYPE as METRICS_TYPE
+from ..core.home import render_home
 from ..core.negotiate import accepts_gzip, choose_media_type, wants_json
-from ..core.render import Rendered, render_home
+from ..core.render import Rendered
 from ..core.simple import HTML_TYPE, JSON_TYPE, TEXT_HTML
 
 if TYPE_CHECKING:  # the server hands itself to each handler; it imports this module
