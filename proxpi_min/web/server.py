@@ -1,5 +1,5 @@
 """The server: builds the caches from the settings, accepts connections (one thread
-each, handled by :class:`.handler.ProxyHandler`, over TLS when configured) and drains
+each, handled by :class:`.routes.ProxyHandler`, over TLS when configured) and drains
 responses at shutdown."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..infra.background import Background
 from ..core.settings import IndexSettings, Settings
 from ..files.file_cache import FileCache
 from ..core.errors import Overloaded
-from .handler import CLIENT_GONE, ProxyHandler, refusal
+from .routes import CLIENT_GONE, ProxyHandler, refusal
 from ..index.index_cache import IndexCache, merged_health
 from ..index.catalog import Indexes
 from ..infra.metrics import TOP, Metrics, merge, total

@@ -270,14 +270,14 @@ def test_Metrics_in_process_numbers_are_the_snapshot_of_one() -> None:
 
 
 def test_JsonFormatter_writes_one_object_per_line() -> None:
-    record = logging.LogRecord("proxpi_min.web.handler", logging.INFO, __file__, 1, 'a "%s"\nline', ("x",), None)
+    record = logging.LogRecord("proxpi_min.web.routes", logging.INFO, __file__, 1, 'a "%s"\nline', ("x",), None)
     record.request = {"client": "127.0.0.1", "method": "GET", "path": "/", "status": 200, "bytes": 5,
                       "duration_ms": 1.5, "source": None}
     line = JsonFormatter().format(record)
     assert "\n" not in line
     parsed = json.loads(line)
     assert parsed["message"] == 'a "x"\nline'
-    assert parsed["level"] == "INFO" and parsed["logger"] == "proxpi_min.web.handler"
+    assert parsed["level"] == "INFO" and parsed["logger"] == "proxpi_min.web.routes"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", parsed["time"])
     assert parsed["status"] == 200 and parsed["source"] is None
 
