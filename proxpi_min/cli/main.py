@@ -22,7 +22,7 @@ from ..infra.logs import configure_logging
 if TYPE_CHECKING:  # imported in main(), so that --help and --version stay instant
     from ..core.settings import Settings
     from ..core.policy import Policy
-    from ..web.server import ProxyServer
+    from ..app.serve import ProxyServer
 
 __all__ = ["main"]
 
@@ -181,7 +181,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if check_only:  # for deployment checks: a unit file's or image's flags, before a restart
         from ..core.policy import Policy
-        from ..web.server import address_text
+        from ..web.http1 import address_text
 
         address = address_text((settings.host, settings.port))
         print(f"proxpi-min: configuration ok: {_describe(settings, address, settings.cache_dir or '(a temp dir)')}")
@@ -191,7 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if settings.workers > 1:
         configure_logging(settings.log_format)
         return _supervise(settings)
-    from ..web.server import ProxyServer
+    from ..app.serve import ProxyServer
 
     configure_logging(settings.log_format, batched=True)
     try:
@@ -214,7 +214,7 @@ def _cannot_start(settings: "Settings", exc: OSError) -> int:
 def _describe(settings: "Settings", address_text: str, cache_dir: str) -> str:
     """What the proxy will do, as the start-up line and ``--check-config`` say it."""
     from ..core.settings import redact_url
-    from ..web.server import upstream_route
+    from ..app.proxy import upstream_route
 
     indices = ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes)
     return (
@@ -261,7 +261,9 @@ def _supervise(settings: "Settings") -> int:
     """``--workers N``: the parent binds the port and makes the cache dir (a temp one
     shared by the workers and removed here, once), then only supervises."""
     from ..core.policy import Policy
-    from ..web.server import ProxyServer, address_text, listening_socket
+    from ..app.serve import ProxyServer
+    from ..web.http1 import address_text
+    from ..web.server import listening_socket
     from ..app.workers import Supervisor
 
     temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")

@@ -18,7 +18,7 @@ from ..core.errors import Forbidden, IntegrityError, NotFound, ProxpiError
 from ..core.lockfiles import LockFileError, Wanted, load
 from ..core.names import NormalizedName, version_from_filename
 from ..index.page_store import LIST_KEY, PageStore
-from ..web.server import open_caches
+from ..app.proxy import build_proxy
 from ..infra.shared_dir import is_private
 from ..core.simple import FileEntry, ProjectPage
 
@@ -303,7 +303,7 @@ def run_warm(
     try:
         os.makedirs(settings.cache_dir, exist_ok=True)
         # The server's own caches, built the same way: files and pages land where it looks.
-        caches = open_caches(settings, os.path.abspath(settings.cache_dir))
+        caches = build_proxy(settings, os.path.abspath(settings.cache_dir))
     except OSError as exc:
         err.write(f"proxpi-min warm: error: cache dir {settings.cache_dir!r}: {exc.strerror or exc}\n")
         return 2

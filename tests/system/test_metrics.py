@@ -12,7 +12,9 @@ import time
 import pytest
 
 from proxpi_min.infra.logs import JsonFormatter
-from proxpi_min.infra.metrics import CONTENT_TYPE, MAX_PROJECTS, SNAPSHOT_PROJECTS, Metrics, Registry, merge, total
+from proxpi_min.infra.aggregate import merge
+from proxpi_min.infra.metrics import MAX_PROJECTS, SNAPSHOT_PROJECTS, Metrics, total
+from proxpi_min.infra.prometheus import CONTENT_TYPE, Registry
 from tests.support.cache_dir import settled
 from tests.support.prometheus import parse, sample
 
@@ -22,11 +24,10 @@ from tests.support.prometheus import parse, sample
 def test_Registry_exposition_parses_with_types_and_help() -> None:
     registry = Registry()
     counter = registry.counter("x_total", "Things.\nSecond line \\ with a backslash.", ("kind",))
-    gauge = registry.gauge("y", "A level.")
+    registry.collector("y", "gauge", "A level.", lambda: [({}, -1.5)])
     counter.inc("a")
     counter.inc("a", amount=2)
     counter.inc("b")
-    gauge.set(-1.5)
     text = registry.exposition().decode()
     assert "# HELP x_total Things.\\nSecond line \\\\ with a backslash.\n" in text
     types, samples = parse(text)
@@ -66,9 +67,9 @@ def test_Registry_refuses_mistakes() -> None:
     with pytest.raises(ValueError):
         counter.inc("only-one")
     with pytest.raises(ValueError):
-        registry.gauge("c_total", "again")
+        registry.counter("c_total", "again")
     with pytest.raises(ValueError):
-        registry.histogram("h", "h", ("le",))
+        registry.histogram("h", "h", ("le",), buckets=(1.0,))
 
 
 def test_Registry_collector_samples_come_at_scrape_time() -> None:

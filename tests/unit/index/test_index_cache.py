@@ -16,7 +16,8 @@ from proxpi_min.index import catalog as indexes_module
 from proxpi_min.infra.background import Background
 from proxpi_min.core.settings import IndexSettings
 from proxpi_min.core.errors import Forbidden, NotFound, UpstreamError
-from proxpi_min.index.index_cache import IndexCache, merged_health
+from proxpi_min.index.index_cache import IndexCache
+from proxpi_min.infra.aggregate import merged_health
 from proxpi_min.index.catalog import Indexes
 from proxpi_min.core.names import NormalizedName
 from proxpi_min.index.page_store import PageStore
