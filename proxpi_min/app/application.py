@@ -53,7 +53,7 @@ class Application:
         return self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
 
     def home(self, index_url: str, as_json: bool) -> bytes:
-        document = self._status.status(index_url).document()
+        document = self._status.status(index_url).as_json()
         if as_json:
             return json.dumps(document, indent=1).encode()
         return render_home(document, self.settings.admin_token is not None)

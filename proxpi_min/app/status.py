@@ -45,8 +45,8 @@ class Status(NamedTuple):
     indexes: list  # IndexCache.health of each index, merged over workers
     index_url: str  # the URL to give pip, as the client reached the proxy
 
-    def document(self) -> dict:
-        """The JSON document (``Accept: application/json``), which the page renders."""
+    def as_json(self) -> dict:
+        """The JSON document (``Accept: application/json``), which the page renders too."""
         largest = [item._asdict() for item in self.file_cache.largest]
         return {
             "version": self.version,

@@ -126,11 +126,6 @@ class Histogram(_Family):
             yield f"{self.name}_sum{_labels(self.labels, key)} {_number(total)}\n"
             yield f"{self.name}_count{_labels(self.labels, key)} {running}\n"
 
-    def count(self, *labels: str) -> int:
-        with self._lock:
-            state = self._values.get(labels)
-            return sum(state[0]) if state else 0
-
 
 class _Collected:
     """A family whose samples a callback gives at scrape time (sizes other objects own)."""

@@ -14,13 +14,14 @@ import threading
 import time
 import urllib.parse
 from http import HTTPStatus
-from typing import Iterable, List, NamedTuple, Optional, Union
+from typing import Iterable, List, NamedTuple, Optional, Protocol, Union
 
 from .. import __version__
 from ..core.errors import BadRequest, MethodNotAllowed, Overloaded, ProxpiError, Unauthorized
 
 __all__ = [
     "CLIENT_GONE",
+    "Connections",
     "Http1Handler",
     "InFlight",
     "Target",
@@ -82,11 +83,18 @@ class InFlight:
             return self._changed.wait_for(lambda: self._count == 0, timeout)
 
 
+class Connections(Protocol):
+    """What :class:`Http1Handler` reads of the server that runs it."""
+
+    client_timeout: float  # seconds a client may take to send or read anything
+    in_flight: InFlight
+
+
 class Http1Handler(http.server.BaseHTTPRequestHandler):
     """One connection's requests: parsed without the email package, answered through
-    :meth:`_head` (and :meth:`_send` for a whole response). The server gives
-    ``client_timeout`` (seconds) and ``in_flight`` (:class:`InFlight`)."""
+    :meth:`_head` (and :meth:`_send` for a whole response)."""
 
+    server: Connections
     protocol_version = PROTOCOL
     server_version = SERVER
     # A malformed request line gets a proper HTTP/1.0 error, not an HTTP/0.9 one.

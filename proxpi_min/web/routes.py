@@ -27,6 +27,7 @@ from ..infra.prometheus import CONTENT_TYPE as METRICS_TYPE
 from .http1 import (
     CLIENT_GONE,
     LOG_ESCAPES,
+    Connections,
     Http1Handler,
     error_body,
     error_headers,
@@ -36,7 +37,7 @@ from .http1 import (
     split_target,
 )
 
-__all__ = ["App", "PageAnswer", "ProxyHandler"]
+__all__ = ["App", "Host", "ListAnswer", "PageAnswer", "ProxyHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ _CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYP
 # cannot grow the number of time series without bound.
 _METHOD_LABELS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 
-# A rendered page and how it was got: (page, stale, from the cache, the policies that
-# changed it), as the catalog answers.
+# A rendered page and how it was got, as the catalog answers: (page, stale, from the
+# cache), and for a project's page the policies that changed it.
+ListAnswer = Tuple[Rendered, bool, bool]
 PageAnswer = Tuple[Rendered, bool, bool, str]
 
 
@@ -62,7 +64,7 @@ class App(Protocol):
     metrics: Metrics  # each request is counted here
     page_cache_control: str  # Cache-Control of a fresh page
 
-    def project_list(self, media: str, compress: bool) -> PageAnswer:
+    def project_list(self, media: str, compress: bool) -> ListAnswer:
         """The root page in *media*, gzipped if *compress*."""
 
     def project_page(self, project: NormalizedName, media: str, compress: bool) -> PageAnswer:
@@ -87,9 +89,17 @@ class App(Protocol):
         """Release everything, once the server has stopped."""
 
 
+class Host(Connections, Protocol):
+    """What :class:`ProxyHandler` reads of the server that runs it (server.Server)."""
+
+    app: App
+    address_text: str  # the listening address as host:port, when a request has no Host
+
+
 class ProxyHandler(Http1Handler):
-    """Routes one request; see README.md for the URL layout. The server gives ``app``
-    (:class:`App`) and ``address_text`` besides what :class:`.Http1Handler` reads."""
+    """Routes one request; see README.md for the URL layout."""
+
+    server: Host
 
     # ------------------------------------------------------------------ dispatch
 
@@ -171,7 +181,8 @@ class ProxyHandler(Http1Handler):
             return self._redirect(f"/index/{suffix}")
         if segments == [""]:
             media = self._media(query)
-            return self._page(app, media, *app.project_list(media, self._gzip()))
+            page, stale, hit = app.project_list(media, self._gzip())
+            return self._page(app, media, page, stale, hit, "")
         self._kind = "page"
         project = parse_project_name(segments[0])
         self._project = project
@@ -180,7 +191,8 @@ class ProxyHandler(Http1Handler):
             return self._redirect(f"/index/{project}/{suffix}")
         if segments[1] == "" and len(segments) == 2:
             media = self._media(query)
-            return self._page(app, media, *app.project_page(project, media, self._gzip()))
+            page, stale, hit, policies = app.project_page(project, media, self._gzip())
+            return self._page(app, media, page, stale, hit, policies)
         if len(segments) == 2:
             return self._file(app, project, check_filename(segments[1]))
         raise NotFound(f"no such page: {self._escaped_path()}")
@@ -191,7 +203,7 @@ class ProxyHandler(Http1Handler):
     def _gzip(self) -> bool:
         return accepts_gzip(self.headers.get("accept-encoding"))
 
-    def _page(self, app: App, media: str, page: Rendered, stale: bool, hit: bool, policies: str = "") -> None:
+    def _page(self, app: App, media: str, page: Rendered, stale: bool, hit: bool, policies: str) -> None:
         self._source = "cache" if hit else "upstream"
         # A stale copy (upstream failing) must not outlive the outage in a front cache.
         cache_control = "no-store" if stale else app.page_cache_control
