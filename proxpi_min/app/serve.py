@@ -31,8 +31,9 @@ class ProxyServer(Server):
         temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
         self.cache_dir = os.path.abspath(settings.cache_dir or temp_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
-        self.metrics = Metrics()
-        self.proxy = build_proxy(settings, self.cache_dir, self.metrics)
-        self.upstream, self.files, self.indexes, self.policy = self.proxy
-        status = ProxyStatus(settings, self.proxy, self.metrics, self.cache_dir, upstream_route(settings), run_dir)
-        super().__init__(Application(settings, self.proxy, self.metrics, status, temp_dir), settings, listener)
+        metrics = Metrics()
+        proxy = build_proxy(settings, self.cache_dir, metrics)
+        # The parts stay in sight: the start-up line shows the policy, tests look inside.
+        self.upstream, self.files, self.indexes, self.policy = proxy
+        status = ProxyStatus(settings, proxy, metrics, self.cache_dir, upstream_route(settings), run_dir)
+        super().__init__(Application(settings, proxy, metrics, status, temp_dir), settings, listener)

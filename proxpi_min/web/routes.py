@@ -158,7 +158,7 @@ class ProxyHandler(Http1Handler):
         elif segments == ["favicon.ico"]:
             # Browsers ask for it with every page of the dashboard.
             self._allow(_PAGE_METHODS)
-            self._send(200, [("Content-Type", "image/x-icon"), ("Cache-Control", _ICON_CACHE_CONTROL)], _icon())
+            self._send(200, [("Content-Type", "image/x-icon"), ("Cache-Control", _ICON_CACHE_CONTROL)], _FAVICON)
         elif segments[0] == "index":
             self._allow(_PAGE_METHODS)
             self._index(app, segments[1:], query, query_string)
@@ -378,10 +378,9 @@ def _page_headers(
     return header_lines(headers)
 
 
-@functools.lru_cache(maxsize=1)
 def _icon() -> bytes:
-    """/favicon.ico: a 16x16 blue square with a white "p", as a 1-bit ICO file."""
-    rows = [0] * 3 + [0x1F0, 0x1F8, 0x18C, 0x18C, 0x18C, 0x1F8, 0x1F0, 0x180, 0x180, 0x180] + [0] * 3
+    """A 16x16 blue square with a white "P", as a 1-bit ICO file."""
+    rows = [0] * 3 + [0x7C0, 0x7E0, 0x630, 0x630, 0x630, 0x7E0, 0x7C0, 0x600, 0x600, 0x600] + [0] * 3
     width = height = 16
     entry_at = 6 + 16  # ICONDIR, then one ICONDIRENTRY
     pixels = b"".join(struct.pack(">H2x", row) for row in reversed(rows))  # bottom-up, 4-byte rows
@@ -394,3 +393,6 @@ def _icon() -> bytes:
     )
     header = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", width, height, 2, 0, 1, 1, len(bitmap), entry_at)
     return header + bitmap
+
+
+_FAVICON = _icon()  # GET /favicon.ico
