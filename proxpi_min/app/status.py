@@ -10,7 +10,7 @@ from typing import List, NamedTuple, Optional, Sequence
 from .. import __version__
 from ..core.settings import Settings
 from ..infra.aggregate import Numbers, combine
-from ..infra.metrics import TOP, Metrics, total
+from ..infra.metrics import TOP, Metrics, Summary, total
 from ..infra.snapshots import Snapshots
 from .proxy import Proxy
 
@@ -40,7 +40,7 @@ class Status(NamedTuple):
     offline: bool
     upstream_route: str
     policies: Sequence[str]  # the guard rails in force, one line each
-    summary: dict  # Metrics.summary of the whole proxy
+    summary: Summary  # of the whole proxy
     file_cache: FileCacheStatus
     indexes: list  # IndexCache.health of each index, merged over workers
     index_url: str  # the URL to give pip, as the client reached the proxy
@@ -54,7 +54,7 @@ class Status(NamedTuple):
             "offline": self.offline,
             "upstream_route": self.upstream_route,
             "policies": self.policies,
-            **self.summary,
+            **self.summary._asdict(),
             "file_cache": {**self.file_cache._asdict(), "largest": largest},
             "indexes": self.indexes,
             "index_url": self.index_url,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 from .prometheus import Registry
 
-__all__ = ["DURATION_BUCKETS", "MAX_PROJECTS", "MINUTES", "SNAPSHOT_PROJECTS", "TOP", "Metrics", "by_minute", "total"]
+__all__ = ["DURATION_BUCKETS", "MAX_PROJECTS", "MINUTES", "SNAPSHOT_PROJECTS", "TOP", "Metrics", "Summary", "by_minute", "total"]
 
 # Request durations in seconds: a cached page takes well under a millisecond, a cold
 # download of a large wheel a minute or more.
@@ -28,6 +28,18 @@ SNAPSHOT_PROJECTS = 10 * TOP
 # A snapshot (Metrics.snapshot) is plain JSON: "started" (Unix time), "live", "families"
 # (Registry.state), "minutes" ([minute, requests, hits] lists) and "projects" ([name,
 # count] pairs, most requested first).
+
+
+class Summary(NamedTuple):
+    """The since-start numbers of the dashboard (JSON-ready values)."""
+
+    started: float  # Unix time
+    uptime_seconds: float
+    requests: int
+    cache: dict  # by kind ("page", "file"): {"hits", "misses", "ratio"}, ratio None before any
+    bytes_sent: dict  # by source ("cache", "upstream"): bytes
+    per_minute: list  # {"minute" (Unix time), "requests", "hits"}: the last hour, oldest first
+    top_projects: list  # {"project", "requests"}: the TOP most requested, most first
 
 
 class _MinuteRing:
@@ -159,9 +171,9 @@ class Metrics:
         """The text format of *snapshot* (by default, this process's numbers)."""
         return self.registry.exposition(None if snapshot is None else snapshot["families"])
 
-    def summary(self, snapshot: Optional[dict] = None) -> dict:
-        """The since-start numbers of the dashboard, JSON-ready, of *snapshot* (by
-        default, this process's numbers)."""
+    def summary(self, snapshot: Optional[dict] = None) -> Summary:
+        """The since-start numbers of the dashboard, of *snapshot* (by default, this
+        process's numbers)."""
         if snapshot is None:
             snapshot = self.snapshot()
         now = self._clock()
@@ -181,12 +193,12 @@ class Metrics:
         for minute in range(current - MINUTES + 1, current + 1):  # the last hour, oldest first
             counts = counted.get(minute, (0, 0))
             per_minute.append({"minute": minute * 60, "requests": counts[0], "hits": counts[1]})
-        return {
-            "started": snapshot["started"],
-            "uptime_seconds": max(now - snapshot["started"], 0.0),
-            "requests": int(total(snapshot, self.requests.name)),
-            "cache": kinds,
-            "bytes_sent": {source: int(sent.get((source,), 0)) for source in ("cache", "upstream")},
-            "per_minute": per_minute,
-            "top_projects": [{"project": name, "requests": count} for name, count in snapshot["projects"][:TOP]],
-        }
+        return Summary(
+            started=snapshot["started"],
+            uptime_seconds=max(now - snapshot["started"], 0.0),
+            requests=int(total(snapshot, self.requests.name)),
+            cache=kinds,
+            bytes_sent={source: int(sent.get((source,), 0)) for source in ("cache", "upstream")},
+            per_minute=per_minute,
+            top_projects=[{"project": name, "requests": count} for name, count in snapshot["projects"][:TOP]],
+        )
