@@ -62,7 +62,7 @@ class InFlight:
         self.stopping = False
         self._count = 0
         # Counted per request under the plain lock (cheaper to take than the
-        # condition, a Python object); wait() waits on the condition built on it.
+        # condition, a Python object); drain() waits on the condition built on it.
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
@@ -73,10 +73,10 @@ class InFlight:
     def finished(self) -> None:
         with self._lock:
             self._count -= 1
-            if self.stopping:  # only wait() waits
+            if self.stopping:  # only drain() waits
                 self._changed.notify_all()
 
-    def wait(self, timeout: float) -> bool:
+    def drain(self, timeout: float) -> bool:
         """Stop, and wait up to *timeout* seconds for requests in flight; True if none is left."""
         self.stopping = True
         with self._changed:
@@ -100,9 +100,9 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
     # A malformed request line gets a proper HTTP/1.0 error, not an HTTP/0.9 one.
     default_request_version = "HTTP/1.0"
     # Set by each response: its status, body bytes sent, and whether its head is out.
-    _status = 0
-    _sent = 0
-    _headers_done = False
+    _status: int
+    _sent: int
+    _headers_done: bool
 
     def parse_request(self) -> bool:
         """Parse the request line and headers, as http.server does (same limits and

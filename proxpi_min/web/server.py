@@ -170,7 +170,7 @@ class Server(http.server.ThreadingHTTPServer):
     def drain(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for responses in flight; True if none is left.
         Answers from now on close their connection."""
-        return self.in_flight.wait(timeout)
+        return self.in_flight.drain(timeout)
 
     def finish_request(self, request, client_address) -> None:
         """Handle one connection: over TLS, the handshake first, bounded by the client
