@@ -19,9 +19,6 @@ from .status import ProxyStatus
 
 __all__ = ["Application"]
 
-METADATA_SUFFIX = ".metadata"  # PEP 658: a file's metadata is served at its URL plus this
-
-
 class Application:
     """Answers the routes from *proxy*; :meth:`close` also removes *temp_dir* (the
     cache dir when none was configured)."""
@@ -43,13 +40,9 @@ class Application:
     def open_file(
         self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
     ) -> FileBody:
-        indexes = self._proxy.indexes
-        if metadata:
-            entry, index = indexes.locate_file(project, filename[: -len(METADATA_SUFFIX)])
-            if entry.metadata is None:
-                raise NotFound(f"the index has no metadata file for {entry.filename!r}")
-        else:
-            entry, index = indexes.locate_file(project, filename)
+        entry, index = self._proxy.indexes.locate_file(project, filename)
+        if metadata and entry.metadata is None:
+            raise NotFound(f"the index has no metadata file for {entry.filename!r}")
         return self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
 
     def home(self, index_url: str, as_json: bool) -> bytes:

@@ -46,6 +46,7 @@ _CACHE_METHODS = ("DELETE",)
 # Files never change once published (PyPI refuses a reused file name).
 _FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _ICON_CACHE_CONTROL = "public, max-age=604800"
+_METADATA_SUFFIX = ".metadata"  # PEP 658: a file's metadata is at the file's URL plus this
 _CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
 # Metrics label methods by name only for these (RFC 9110 9.3), so that made-up methods
 # cannot grow the number of time series without bound.
@@ -73,8 +74,8 @@ class App(Protocol):
     def open_file(
         self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
     ) -> FileBody:
-        """The body of a project's file (or, with *metadata*, of the metadata file
-        *filename* names); the caller closes it."""
+        """The body of a project's file *filename* (with *metadata*, of its metadata
+        file); the caller closes it."""
 
     def home(self, index_url: str, as_json: bool) -> bytes:
         """The home page: the status document, as JSON or as the dashboard's HTML."""
@@ -213,12 +214,13 @@ class ProxyHandler(Http1Handler):
         self._send(200, headers, page.body)
 
     def _file(self, app: App, project: NormalizedName, filename: str) -> None:
-        metadata = filename.endswith(".metadata")
+        metadata = filename.endswith(_METADATA_SUFFIX)
         self._kind = "metadata" if metadata else "file"
         head = self.command == "HEAD"
         try:
             byte_range = parse_range(self.headers.get("range"))
-            body = app.open_file(project, filename, metadata, head, byte_range)
+            distribution = filename[: -len(_METADATA_SUFFIX)] if metadata else filename
+            body = app.open_file(project, distribution, metadata, head, byte_range)
         except RangeNotSatisfiable as exc:
             return self._send(
                 416,
