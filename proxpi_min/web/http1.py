@@ -21,6 +21,7 @@ from ..core.errors import BadRequest, MethodNotAllowed, Overloaded, ProxpiError,
 
 __all__ = [
     "CLIENT_GONE",
+    "LOG_ESCAPES",
     "Connections",
     "Http1Handler",
     "InFlight",
@@ -30,7 +31,9 @@ __all__ = [
     "error_headers",
     "etag_matches",
     "header_lines",
+    "http_date",
     "overloaded_response",
+    "reason_phrase",
     "response_head",
     "split_target",
 ]
