@@ -41,7 +41,7 @@ from .progress import DEFAULT_JOBS
 
 if TYPE_CHECKING:  # the server is imported when serving, so that --help stays instant
     from ..core.policy import Policy
-    from ..web.server import ProxyServer
+    from ..app.serve import ProxyServer
 
 __all__ = ["main"]
 
@@ -262,7 +262,7 @@ def _serve_command(flags: dict) -> int:
 
 def _check_config(settings: Settings) -> int:
     from ..core.policy import Policy
-    from ..web.server import address_text
+    from ..web.http1 import address_text
 
     address = address_text((settings.host, settings.port))
     print(f"proxpi-min: configuration ok: {_describe(settings, address, settings.cache_dir or '(a temp dir)')}")
@@ -273,7 +273,7 @@ def _check_config(settings: Settings) -> int:
 
 def _serve_alone(settings: Settings) -> int:
     """One process serves (``--workers 1``); returns the exit status."""
-    from ..web.server import ProxyServer
+    from ..app.serve import ProxyServer
 
     configure_logging(settings.log_format, batched=True)
     try:
@@ -295,8 +295,8 @@ def _cannot_start(settings: Settings, exc: OSError) -> int:
 
 def _describe(settings: Settings, address_text: str, cache_dir: str) -> str:
     """What the proxy will do, as the start-up line and ``--check-config`` say it."""
+    from ..app.proxy import upstream_route
     from ..core.urls import redact_url
-    from ..web.server import upstream_route
 
     indices = ", ".join(f"{redact_url(i.url)} (TTL {i.ttl:g} s)" for i in settings.indexes)
     return (
@@ -341,7 +341,9 @@ def _serve(server: "ProxyServer") -> int:
 def _supervise(settings: Settings) -> int:
     """``--workers N``: the parent binds the port, then only supervises."""
     from ..core.policy import Policy
-    from ..web.server import ProxyServer, address_text, listening_socket
+    from ..app.serve import ProxyServer
+    from ..web.http1 import address_text
+    from ..web.server import listening_socket
     from ..app.workers import Supervisor
 
     configure_logging(settings.log_format)

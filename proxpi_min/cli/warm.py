@@ -23,8 +23,8 @@ from ..core.lockmatch import (
 from ..core.names import NormalizedName
 from ..core.settings import Settings
 from ..core.simple import FileEntry, ProjectPage
+from ..app.proxy import build_proxy
 from ..files.layout import Target
-from ..web.server import open_caches
 from .progress import DEFAULT_JOBS, Progress, capture_logs
 
 __all__ = ["Refusal", "run_warm"]
@@ -108,7 +108,7 @@ def run_warm(
     try:
         os.makedirs(settings.cache_dir, exist_ok=True)
         # The server's own caches, built the same way: files and pages land where it looks.
-        caches = open_caches(settings, os.path.abspath(settings.cache_dir))
+        caches = build_proxy(settings, os.path.abspath(settings.cache_dir))
     except OSError as exc:
         err.write(f"proxpi-min warm: error: cache dir {settings.cache_dir!r}: {exc.strerror or exc}\n")
         return 2

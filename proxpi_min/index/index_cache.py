@@ -36,7 +36,7 @@ from ..infra.metrics import Metrics
 from .page_store import LIST_KEY, PageStore, SavedPage
 from .upstream import Upstream
 
-__all__ = ["IndexCache", "Lookup", "Residency", "merged_health"]
+__all__ = ["IndexCache", "Lookup", "Residency"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,28 +104,6 @@ class _Flight:
         self.done = threading.Event()
         self.result: Optional[Lookup] = None
         self.error: Optional[BaseException] = None
-
-
-def merged_health(reports: list) -> dict:
-    """One index's :meth:`IndexCache.health` over worker processes, from ``(health,
-    live)`` pairs, a live one first: the latest success and the latest failure of any;
-    pages stale or in back-off as the live worker with the most (each keeps its own)."""
-    live = [health for health, alive in reports if alive]
-    failure = max(
-        (health for health, _ in reports if health["last_failure"] is not None),
-        key=lambda health: health["last_failure"],
-        default=None,
-    )
-    retries = [health["next_retry_seconds"] for health in live if health["next_retry_seconds"] is not None]
-    return {
-        **reports[0][0],
-        "last_success": max((h["last_success"] for h, _ in reports if h["last_success"] is not None), default=None),
-        "last_failure": failure and failure["last_failure"],
-        "last_failure_reason": failure and failure["last_failure_reason"],
-        "stale_pages": max(health["stale_pages"] for health in live),
-        "backoff_pages": max(health["backoff_pages"] for health in live),
-        "next_retry_seconds": min(retries, default=None),
-    }
 
 
 class IndexCache:

@@ -1,5 +1,6 @@
 """With ``--workers``: each worker's numbers as a file in the run dir, rewritten every
-second, and read back by whichever worker answers ``/metrics`` or the home page."""
+second, and read back by whichever worker answers ``/metrics`` or the home page (summed by
+:mod:`.aggregate`)."""
 
 from __future__ import annotations
 

@@ -1,39 +1,26 @@
-"""The server: builds the caches from the settings, accepts connections (one thread
-each, handled by :class:`.handler.ProxyHandler`, over TLS when configured) and drains
-responses at shutdown."""
+"""The socket server: the listening socket, a thread per connection up to the cap (503
+past it, over TLS too), the TLS handshake, and the drain at shutdown. Each request goes
+to :class:`.routes.ProxyHandler`, which answers from the application object."""
 
 from __future__ import annotations
 
 import contextlib
 import http.server
 import logging
-import os
 import queue
 import socket
 import ssl
 import sys
 import threading
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
-from .. import __version__
-from ..infra.background import Background
-from ..core.settings import IndexSettings, Settings
-from ..files.file_cache import FileCache
-from ..files.layout import files_root, index_root
-from ..core.errors import Overloaded
-from .handler import CLIENT_GONE, ProxyHandler, refusal
-from ..index.index_cache import IndexCache, merged_health
-from ..index.catalog import Catalog
-from ..infra.metrics import TOP, Metrics, merge, total
-from ..index.page_store import PageStore
-from ..core.policy import Policy
-from ..infra.atomic import remove_temp_files
-from ..infra.snapshots import Snapshots
-from ..infra.tls import describe_trust, server_context
-from ..index.upstream import Upstream
+from ..core.settings import Settings
+from ..infra.tls import server_context
+from .http1 import CLIENT_GONE, InFlight, address_text, overloaded_response
+from .routes import App, ProxyHandler
 
-__all__ = ["Caches", "ProxyServer", "address_text", "listening_socket", "open_caches", "upstream_route"]
+__all__ = ["Server", "listening_socket"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,73 +30,6 @@ REFUSAL_WARNING_INTERVAL = 60.0
 # given this long, and closes at once the connections beyond this many waiting.
 TLS_REFUSAL_SECONDS = 1.0
 TLS_REFUSALS_WAITING = 64
-
-
-def address_text(address: tuple) -> str:
-    """A socket address as ``host:port`` (an IPv6 host in brackets, RFC 3986 3.2.2)."""
-    host, port = address[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def upstream_route(settings: Settings) -> str:
-    """How upstreams are reached, for the start-up line and the home page."""
-    return f"{describe_trust(settings.ca_bundle, settings.verify_ssl)}; {settings.upstream_proxy.describe()}"
-
-
-class Caches(NamedTuple):
-    upstream: Upstream
-    files: FileCache
-    indexes: Catalog
-    policy: Policy
-
-
-def open_caches(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None) -> Caches:
-    """The upstream connections and the caches on *cache_dir*, as *settings* say: the
-    server's, and the ``warm`` command's (so both store files and pages alike)."""
-    metrics = metrics or Metrics()
-    remove_temp_files(index_root(cache_dir))
-    upstream = Upstream(
-        settings.connect_timeout,
-        settings.read_timeout,
-        settings.verify_ssl,
-        [index.url for index in settings.indexes],
-        ca_bundle=settings.ca_bundle,
-        proxies=settings.upstream_proxy,
-    )
-    files = FileCache(files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics)
-    stores = [(index, PageStore(cache_dir, index.url)) for index in settings.indexes]
-    if settings.offline:
-        # A copied cache dir is served whatever index URLs filled it: pages saved for
-        # other indices come after the configured ones.
-        known = {store.directory for _, store in stores}
-        stores += [
-            (IndexSettings(url, 0.0), store)
-            for url, store in PageStore.saved_indexes(cache_dir)
-            if store.directory not in known
-        ]
-    # Guard rails over every index the proxy asks (offline: the saved ones too).
-    policy = Policy.from_settings(settings, [index.url for index, _ in stores])
-    # Pages are saved and compressed after their answer (Catalog.close finishes them).
-    background = Background()
-    indexes = Catalog(
-        [
-            IndexCache(index, upstream, store, settings.offline, metrics=metrics, background=background)
-            for index, store in stores
-        ],
-        settings.page_memory,
-        offline=settings.offline,
-        is_cached=files.has,
-        cache_generation=lambda: files.generation,
-        metrics=metrics,
-        policy=policy,
-        background=background,
-    )
-    return Caches(upstream, files, indexes, policy)
-
-
-def _overloaded() -> bytes:
-    """The whole 503 a connection past the cap gets."""
-    return refusal(Overloaded("too many connections; retry in a second"))
 
 
 class _TlsRefusals:
@@ -157,41 +77,27 @@ class _TlsRefusals:
         self._thread.join(TLS_REFUSAL_SECONDS + 1)
 
 
-class ProxyServer(http.server.ThreadingHTTPServer):
-    """The proxy: settings, caches and upstream connections hang off this object."""
+class Server(http.server.ThreadingHTTPServer):
+    """Answers HTTP from *app* (see :class:`.routes.App`) on the settings' address, or
+    on *listener*, a listening socket that worker processes share (see
+    :func:`listening_socket`); closing the server closes the app."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(
-        self, settings: Settings, listener: Optional[socket.socket] = None, run_dir: Optional[str] = None
-    ) -> None:
-        """Bind to the settings' address, or serve *listener*, a listening socket that
-        worker processes share (see :func:`listening_socket`); a worker's numbers go to
-        *run_dir*, where its siblings' are (see :mod:`.snapshots`). The settings name the
-        cache dir (the command line makes a temp one when none is given)."""
-        self.settings = settings
-        self.cache_dir = os.path.abspath(settings.cache_dir)
-        os.makedirs(self.cache_dir, exist_ok=True)
-        self.metrics = Metrics()
-        self.upstream, self.files, self.indexes, self.policy = open_caches(settings, self.cache_dir, self.metrics)
-        self._register_gauges()
-        # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
-        self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
-        self.stopping = False
-        self._in_flight = 0
-        # Counted per request under the plain lock (cheaper to take than the
-        # condition, a Python object); drain() waits on the condition built on it.
-        self._in_flight_lock = threading.Lock()
-        self._in_flight_changed = threading.Condition(self._in_flight_lock)
+    def __init__(self, app: App, settings: Settings, listener: Optional[socket.socket] = None) -> None:
+        # What the handlers read (see routes.ProxyHandler); set before binding: a failed
+        # bind calls server_close, which reads them.
+        self.app = app
+        self.in_flight = InFlight()
+        self.client_timeout = settings.client_timeout
+        self._max_connections = settings.max_connections
         self._connections = 0
         self._connections_lock = threading.Lock()
         self._refused = 0
         self._refused_warned = -float("inf")
         self._tls_refusals: Optional[_TlsRefusals] = None
-        # Set before binding: a failed bind calls server_close, which reads it.
-        self.snapshots: Optional[Snapshots] = None
         if listener is None:
             super().__init__((settings.host, settings.port), ProxyHandler)
         else:
@@ -200,7 +106,6 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.socket = listener
             self.server_address = listener.getsockname()
         self.address_text = address_text(self.server_address)
-        self.upstream_route = upstream_route(settings)
         if settings.tls_cert and settings.tls_key:
             # Accepted connections are wrapped without a handshake; finish_request does
             # it in the connection's own thread, so a slow or broken client never holds
@@ -208,98 +113,14 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
-            self._tls_refusals = _TlsRefusals(_overloaded, self.shutdown_request)
-        if run_dir is not None:
-            self.snapshots = Snapshots(run_dir, self._snapshot)
-            self.snapshots.start()
-
-    def _register_gauges(self) -> None:
-        """Numbers the file cache and the policy keep anyway, read at each scrape (no
-        directory walk)."""
-        add, files = self.metrics.registry.collector, self.files
-        # The cache dir's numbers are its own, the same whichever worker reads them: not
-        # summed over workers (shared). The others are this process's, summed.
-        for name, help_text, value in (
-            ("proxpi_file_cache_size_bytes", "Bytes stored in the cache dir.", lambda: files.stats()[0]),
-            ("proxpi_file_cache_limit_bytes", "The cache dir's cap in bytes.", lambda: files.cap),
-            ("proxpi_file_cache_files", "Files stored in the cache dir.", lambda: files.stats()[1]),
-        ):
-            add(name, "gauge", help_text, lambda value=value: [({}, value())], shared=True)
-        policy_counts = self.policy.counts
-        add(
-            "proxpi_policy_hidden_files_total",
-            "counter",
-            "Files a policy left out of pages, counted each time a page is built, by policy.",
-            lambda: [({"policy": name}, n) for (what, name), n in sorted(policy_counts().items()) if what == "hidden"],
-        )
-        add(
-            "proxpi_policy_refused_total",
-            "counter",
-            "Page and file requests a policy refused, by policy.",
-            lambda: [({"policy": name}, n) for (what, name), n in sorted(policy_counts().items()) if what == "refused"],
-        )
-        add(
-            "proxpi_downloads_in_progress",
-            "gauge",
-            "Upstream downloads into the cache dir now running.",
-            lambda: [({}, files.downloads_in_progress())],
-        )
-
-    def _snapshot(self) -> dict:
-        """This process's numbers, as a worker shares them (JSON-ready)."""
-        return {"metrics": self.metrics.snapshot(), "indexes": [cache.health() for cache in self.indexes.caches]}
-
-    def _numbers(self) -> tuple:
-        """(metrics snapshot, index health list) of the whole proxy: this process's, or
-        with workers, merged over every worker's (others' at most a second behind)."""
-        if self.snapshots is None:
-            own = self._snapshot()
-            return own["metrics"], own["indexes"]
-        workers = self.snapshots.gather()
-        metrics = merge([{**worker["metrics"], "live": worker["live"]} for worker in workers])
-        health = []
-        for own in workers[0]["indexes"]:
-            reports = [
-                (index, worker["live"]) for worker in workers for index in worker["indexes"] if index["url"] == own["url"]
-            ]
-            health.append(merged_health(reports))
-        return metrics, health
-
-    def metrics_text(self) -> bytes:
-        """``GET /metrics``: the Prometheus text of the whole proxy."""
-        return self.metrics.exposition(self._numbers()[0])
-
-    def status(self) -> dict:
-        """What the home page shows, as a JSON-ready dict (``GET /`` with JSON)."""
-        metrics, health = self._numbers()
-        used, count = self.files.stats()
-        return {
-            "version": __version__,
-            "now": time.time(),
-            "offline": self.settings.offline,
-            "upstream_route": self.upstream_route,
-            "policies": self.policy.describe(),
-            **self.metrics.summary(metrics),
-            "file_cache": {
-                "directory": self.cache_dir,
-                "used_bytes": used,
-                "limit_bytes": self.files.cap,
-                "files": count,
-                "downloads_in_progress": int(total(metrics, "proxpi_downloads_in_progress")),
-                "largest": [
-                    {"project": project, "filename": name, "size": size}
-                    for project, name, size in self.files.largest(TOP)
-                ],
-            },
-            "indexes": health,
-        }
+            self._tls_refusals = _TlsRefusals(overloaded_response, self.shutdown_request)
 
     # ------------------------------------------------------------------ connections
 
     def process_request(self, request: socket.socket, client_address) -> None:
         """A thread per connection, up to the cap; past it, 503 at once and no thread."""
         with self._connections_lock:
-            full = self._connections >= self.settings.max_connections
+            full = self._connections >= self._max_connections
             if not full:
                 self._connections += 1
         if full:
@@ -326,7 +147,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         if self._tls_refusals is None:
             with contextlib.suppress(OSError):
                 request.setblocking(False)
-                request.send(_overloaded())
+                request.send(overloaded_response())
             self.shutdown_request(request)
             how = "get 503"
         else:
@@ -339,35 +160,24 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             logger.warning(
                 "%d connections open, the cap (--max-connections): new ones %s "
                 "(%d refused since the last such warning)",
-                self.settings.max_connections,
+                self._max_connections,
                 how,
                 self._refused,
             )
             self._refused_warned = now
             self._refused = 0
 
-    def request_started(self) -> None:
-        with self._in_flight_lock:
-            self._in_flight += 1
-
-    def request_finished(self) -> None:
-        with self._in_flight_lock:
-            self._in_flight -= 1
-            if self.stopping:  # only drain() waits
-                self._in_flight_changed.notify_all()
-
     def drain(self, timeout: float) -> bool:
-        """Wait up to *timeout* seconds for responses in flight; True if none is left."""
-        self.stopping = True
-        with self._in_flight_changed:
-            return self._in_flight_changed.wait_for(lambda: self._in_flight == 0, timeout)
+        """Wait up to *timeout* seconds for responses in flight; True if none is left.
+        Answers from now on close their connection."""
+        return self.in_flight.drain(timeout)
 
     def finish_request(self, request, client_address) -> None:
         """Handle one connection: over TLS, the handshake first, bounded by the client
         timeout. A failed one (a plain-HTTP request, a client that distrusts our
         certificate, a port scanner) concerns only that client."""
         if isinstance(request, ssl.SSLSocket):
-            request.settimeout(self.settings.client_timeout)
+            request.settimeout(self.client_timeout)
             try:
                 request.do_handshake()
             except OSError as exc:  # ssl.SSLError, a reset, or the timeout
@@ -384,26 +194,22 @@ class ProxyServer(http.server.ThreadingHTTPServer):
             logger.exception("error on the connection from %s", client_address[0])
 
     def server_close(self) -> None:
-        """Close the socket, upstream connections and temp files."""
+        """Close the socket, the connections waiting for a TLS 503, then the app."""
         super().server_close()
         if self._tls_refusals is not None:
             self._tls_refusals.close()
-        self.indexes.close()
-        if self.snapshots is not None:
-            self.snapshots.close()
-        self.files.close()
-        self.upstream.close()
+        self.app.close()
 
 
 def listening_socket(settings: Settings) -> socket.socket:
-    """A socket bound and listening as ProxyServer's own, to be shared by worker
+    """A socket bound and listening as a Server's own, to be shared by worker
     processes. Non-blocking: every worker wakes for a new connection and only one
     accepts it; the others must go back to waiting, not block in accept()."""
-    listener = socket.socket(ProxyServer.address_family, ProxyServer.socket_type)
+    listener = socket.socket(Server.address_family, Server.socket_type)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((settings.host, settings.port))
-        listener.listen(ProxyServer.request_queue_size)
+        listener.listen(Server.request_queue_size)
         listener.setblocking(False)
     except BaseException:
         listener.close()

@@ -218,7 +218,7 @@ def start_proxy(*, indexes: Sequence[Any], **overrides: Any) -> RunningProxy:
     extras (default TTL 180 s); each as accepted by ``to_index_settings``.
     """
     from proxpi_min.core.settings import Settings
-    from proxpi_min.web.server import ProxyServer
+    from proxpi_min.app.serve import ProxyServer
 
     index_settings = tuple(
         to_index_settings(spec, 1800.0 if position == 0 else 180.0)

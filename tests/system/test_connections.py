@@ -1,4 +1,4 @@
-"""ProxyServer's connections: the per-process cap (503 + Retry-After past it, no thread),
+"""The server's connections: the per-process cap (503 + Retry-After past it, no thread),
 and serving a listening socket handed over by a parent (``--workers``)."""
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def test_connection_cap_refuses_with_503_then_serves_again(proxy, upstream_json,
         assert raw_status(received) == 503, received
         assert b"\r\nretry-after: 1" in head and b"\r\nconnection: close" in head
         assert b"\r\ncache-control: no-store" in head
+        assert b"\r\nserver: proxpi-min/" in head and b"\r\ndate: " in head  # as every answer's head
         assert raw_status(second) == 503
         assert threading.active_count() == threads, "a thread was started for a refused connection"
         warnings = [r for r in caplog.records if r.levelname == "WARNING" and "max-connections" in r.getMessage()]
@@ -65,7 +66,8 @@ def test_connection_cap_counts_keep_alive_connections_until_they_close(proxy, up
 
 def test_server_serves_a_socket_handed_over(upstream_json, tmp_path):
     from proxpi_min.core.settings import IndexSettings, Settings
-    from proxpi_min.web.server import ProxyServer, listening_socket
+    from proxpi_min.app.serve import ProxyServer
+    from proxpi_min.web.server import listening_socket
 
     settings = Settings(indexes=(IndexSettings(upstream_json.url, 60.0),), host="127.0.0.1", port=0,
                         cache_dir=str(tmp_path))

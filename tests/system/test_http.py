@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import time
 import urllib.parse
 
@@ -219,3 +220,17 @@ def test_stale_page_is_not_stored(proxy, upstream_json) -> None:
     assert stale.status == 200 and stale.headers["X-Proxpi-Stale"] == "1"
     assert stale.headers["Cache-Control"] == "no-store"
     assert stale.headers["Vary"] == "Accept, Accept-Encoding"
+
+
+def test_favicon_is_a_small_icon_kept_a_week(running) -> None:
+    result = running.get("/favicon.ico")
+    assert result.status == 200
+    assert result.headers["Content-Type"] == "image/x-icon"
+    assert result.headers["Cache-Control"] == "public, max-age=604800"
+    icon = result.body
+    # ICONDIR (reserved 0, type 1 = icon, one image), then its entry: 16x16, size, offset.
+    assert icon[:6] == b"\x00\x00\x01\x00\x01\x00" and icon[6:8] == b"\x10\x10"
+    size, offset = struct.unpack("<II", icon[14:22])
+    assert offset == 22 and offset + size == len(icon) < 1024
+    assert running.request("HEAD", "/favicon.ico").status == 200
+    assert running.request("DELETE", "/favicon.ico").status == 405

@@ -12,7 +12,9 @@ import time
 import pytest
 
 from proxpi_min.infra.logs import JsonFormatter
-from proxpi_min.infra.metrics import CONTENT_TYPE, MAX_PROJECTS, SNAPSHOT_PROJECTS, Metrics, Registry, merge, total
+from proxpi_min.infra.aggregate import merge
+from proxpi_min.infra.metrics import MAX_PROJECTS, SNAPSHOT_PROJECTS, Metrics, total
+from proxpi_min.infra.prometheus import CONTENT_TYPE, Registry
 from tests.support.cache_dir import settled
 from tests.support.prometheus import parse, sample
 
@@ -22,11 +24,10 @@ from tests.support.prometheus import parse, sample
 def test_Registry_exposition_parses_with_types_and_help() -> None:
     registry = Registry()
     counter = registry.counter("x_total", "Things.\nSecond line \\ with a backslash.", ("kind",))
-    gauge = registry.gauge("y", "A level.")
+    registry.collector("y", "gauge", "A level.", lambda: [({}, -1.5)])
     counter.inc("a")
     counter.inc("a", amount=2)
     counter.inc("b")
-    gauge.set(-1.5)
     text = registry.exposition().decode()
     assert "# HELP x_total Things.\\nSecond line \\\\ with a backslash.\n" in text
     types, samples = parse(text)
@@ -66,9 +67,9 @@ def test_Registry_refuses_mistakes() -> None:
     with pytest.raises(ValueError):
         counter.inc("only-one")
     with pytest.raises(ValueError):
-        registry.gauge("c_total", "again")
+        registry.counter("c_total", "again")
     with pytest.raises(ValueError):
-        registry.histogram("h", "h", ("le",))
+        registry.histogram("h", "h", ("le",), buckets=(1.0,))
 
 
 def test_Registry_collector_samples_come_at_scrape_time() -> None:
@@ -132,14 +133,14 @@ def test_Metrics_minute_ring_keeps_the_last_hour() -> None:
     clock.now += 60  # next minute
     for _ in range(3):
         metrics.request("file", "GET", 200, 0.001, 1, "upstream")
-    series = metrics.summary()["per_minute"]
+    series = metrics.summary().per_minute
     assert len(series) == 60
     assert [(p["requests"], p["hits"]) for p in series[-2:]] == [(1, 1), (3, 0)]
     clock.now += 59 * 60  # the first minute is now an hour old
-    series = metrics.summary()["per_minute"]
+    series = metrics.summary().per_minute
     assert sum(p["requests"] for p in series) == 3
     clock.now += 60
-    assert sum(p["requests"] for p in metrics.summary()["per_minute"]) == 0
+    assert sum(p["requests"] for p in metrics.summary().per_minute) == 0
 
 
 def test_Metrics_summary_counts_and_ratios() -> None:
@@ -150,9 +151,9 @@ def test_Metrics_summary_counts_and_ratios() -> None:
     for name in ["b", "a", "b", "c", "b", "a"]:
         metrics.project_requested(name)
     summary = metrics.summary()
-    assert summary["cache"]["page"] == {"hits": 3, "misses": 1, "ratio": 0.75}
-    assert summary["cache"]["file"]["ratio"] is None
-    assert summary["top_projects"][:2] == [{"project": "b", "requests": 3}, {"project": "a", "requests": 2}]
+    assert summary.cache["page"] == {"hits": 3, "misses": 1, "ratio": 0.75}
+    assert summary.cache["file"]["ratio"] is None
+    assert summary.top_projects[:2] == [{"project": "b", "requests": 3}, {"project": "a", "requests": 2}]
 
 
 def test_Metrics_project_counts_stay_bounded() -> None:
@@ -162,7 +163,7 @@ def test_Metrics_project_counts_stay_bounded() -> None:
     for i in range(MAX_PROJECTS + 5):
         metrics.project_requested(f"made-up-{i}")
     assert len(metrics._projects) <= MAX_PROJECTS
-    assert metrics.summary()["top_projects"][0] == {"project": "popular", "requests": 2}
+    assert metrics.summary().top_projects[0] == {"project": "popular", "requests": 2}
 
 
 # -- snapshots and their merge (--workers) ------------------------------------------------
@@ -210,10 +211,10 @@ def test_Metrics_snapshot_merge_sums_counters_histograms_and_labels() -> None:
     assert sample(samples, "proxpi_downloads_in_progress") == 3
     assert sample(samples, "proxpi_file_cache_size_bytes") == 12345  # shared: read here, not summed
     summary = one.summary(merged)
-    assert summary["requests"] == 8
-    assert summary["cache"]["page"] == {"hits": 5, "misses": 0, "ratio": 1.0}
-    assert summary["cache"]["file"]["misses"] == 3
-    assert summary["top_projects"][:3] == [  # ties by name, whichever worker merges
+    assert summary.requests == 8
+    assert summary.cache["page"] == {"hits": 5, "misses": 0, "ratio": 1.0}
+    assert summary.cache["file"]["misses"] == 3
+    assert summary.top_projects[:3] == [  # ties by name, whichever worker merges
         {"project": "b", "requests": 3}, {"project": "a", "requests": 1}, {"project": "c", "requests": 1}
     ]
     assert total(merged, "proxpi_downloads_in_progress") == 3
@@ -226,7 +227,7 @@ def test_Metrics_merge_keeps_the_dead_workers_counts_but_not_their_gauges() -> N
     merged = merge([one.snapshot(), _through_json(dead.snapshot(), live=False)])
     assert total(merged, "proxpi_requests_total") == 5
     assert total(merged, "proxpi_downloads_in_progress") == 1
-    assert one.summary(merged)["top_projects"] == [{"project": "x", "requests": 1}]
+    assert one.summary(merged).top_projects == [{"project": "x", "requests": 1}]
 
 
 def test_Metrics_merge_adds_the_ring_minute_by_minute_and_starts_at_the_first() -> None:
@@ -240,12 +241,12 @@ def test_Metrics_merge_adds_the_ring_minute_by_minute_and_starts_at_the_first() 
         metrics.hit("page")
     clock.now += 30
     summary = late.summary(merge([late.snapshot(), _through_json(early.snapshot())]))
-    assert [(p["requests"], p["hits"]) for p in summary["per_minute"][-2:]] == [(1, 0), (2, 2)]
-    assert summary["started"] == early.started
-    assert summary["uptime_seconds"] == 90
+    assert [(p["requests"], p["hits"]) for p in summary.per_minute[-2:]] == [(1, 0), (2, 2)]
+    assert summary.started == early.started
+    assert summary.uptime_seconds == 90
     clock.now += 59 * 60  # the first minute is an hour old
     summary = late.summary(merge([late.snapshot(), _through_json(early.snapshot())]))
-    assert sum(p["requests"] for p in summary["per_minute"]) == 2
+    assert sum(p["requests"] for p in summary.per_minute) == 2
 
 
 def test_Metrics_snapshot_keeps_the_top_projects_only() -> None:
@@ -270,14 +271,14 @@ def test_Metrics_in_process_numbers_are_the_snapshot_of_one() -> None:
 
 
 def test_JsonFormatter_writes_one_object_per_line() -> None:
-    record = logging.LogRecord("proxpi_min.web.handler", logging.INFO, __file__, 1, 'a "%s"\nline', ("x",), None)
+    record = logging.LogRecord("proxpi_min.web.routes", logging.INFO, __file__, 1, 'a "%s"\nline', ("x",), None)
     record.request = {"client": "127.0.0.1", "method": "GET", "path": "/", "status": 200, "bytes": 5,
                       "duration_ms": 1.5, "source": None}
     line = JsonFormatter().format(record)
     assert "\n" not in line
     parsed = json.loads(line)
     assert parsed["message"] == 'a "x"\nline'
-    assert parsed["level"] == "INFO" and parsed["logger"] == "proxpi_min.web.handler"
+    assert parsed["level"] == "INFO" and parsed["logger"] == "proxpi_min.web.routes"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", parsed["time"])
     assert parsed["status"] == 200 and parsed["source"] is None
 

@@ -84,7 +84,7 @@ def nginx_front(upstream_html, tmp_path):
 
 
 def _requests_served(instance: ProxyProcess) -> int:
-    return instance.stderr.count("proxpi_min.web.handler:")
+    return instance.stderr.count("proxpi_min.web.routes:")
 
 
 def test_pip_installs_through_nginx_in_front_of_two_instances(nginx_front, dists, tmp_path):

@@ -78,7 +78,7 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(upstream_html, dists):
         file_path = f"/index/alpha/{dists.alpha_1.filename}"
         assert process.get(file_path).body == dists.alpha_1.content
         # Request lines name the worker that served them (written within a moment).
-        _wait_for(lambda: re.search(r"\[worker [12]\] proxpi_min\.web\.handler", process.stderr), "request lines")
+        _wait_for(lambda: re.search(r"\[worker [12]\] proxpi_min\.web\.routes", process.stderr), "request lines")
         process.terminate()
         assert process.wait(20) == 0, process.stderr
     assert "stopping 2 workers" in process.stderr
@@ -200,7 +200,7 @@ def test_metrics_and_home_page_count_every_worker(upstream_html, tmp_path):
         (run_dir,) = tmp_path.glob("proxpi-run-*")
         served = 0
         # New connections, until both workers have answered some (the log names them).
-        while served < 20 or not all(f"[worker {n}] proxpi_min.web.handler" in process.stderr for n in (1, 2)):
+        while served < 20 or not all(f"[worker {n}] proxpi_min.web.routes" in process.stderr for n in (1, 2)):
             _serves_alpha(process)
             served += 1
             assert served < 500, "one worker took every connection"
@@ -255,8 +255,8 @@ def test_worker_log_lines_name_the_worker():
 
     from proxpi_min.infra.logs import formatter
 
-    record = logging.LogRecord("proxpi_min.web.handler", logging.INFO, "", 0, "GET %s", ("/x",), None)
-    assert " INFO [worker 2] proxpi_min.web.handler: GET /x" in formatter("text", 2).format(record)
-    assert " INFO proxpi_min.web.handler: GET /x" in formatter("text").format(record)
+    record = logging.LogRecord("proxpi_min.web.routes", logging.INFO, "", 0, "GET %s", ("/x",), None)
+    assert " INFO [worker 2] proxpi_min.web.routes: GET /x" in formatter("text", 2).format(record)
+    assert " INFO proxpi_min.web.routes: GET /x" in formatter("text").format(record)
     assert json.loads(formatter("json", 2).format(record))["worker"] == 2
     assert "worker" not in json.loads(formatter("json").format(record))

@@ -16,7 +16,8 @@ from proxpi_min.index import catalog as catalog_module, rendered_pages
 from proxpi_min.infra.background import Background
 from proxpi_min.core.settings import IndexSettings
 from proxpi_min.core.errors import Forbidden, NotFound, UpstreamError
-from proxpi_min.index.index_cache import IndexCache, merged_health
+from proxpi_min.index.index_cache import IndexCache
+from proxpi_min.infra.aggregate import merged_health
 from proxpi_min.index.catalog import Catalog
 from proxpi_min.core.names import NormalizedName
 from proxpi_min.index.page_store import PageStore
@@ -236,7 +237,7 @@ def test_Catalog_offline_pages_from_saved_copies_count_as_hits_not_upstream(
     assert answer.hit and not answer.stale
     assert b"alpha-1.0.tar.gz" in answer.rendered.body
     assert catalog.rendered_list(JSON, False).hit
-    assert catalog.metrics.summary()["cache"]["page"]["misses"] == 0
+    assert catalog.metrics.summary().cache["page"]["misses"] == 0
 
 
 def test_IndexCache_drops_least_recently_used_pages_and_reads_them_back(

@@ -1,0 +1,66 @@
+"""The proxy as the routes see it (:class:`.web.routes.App`): pages, files, the home
+page, the metrics text and invalidation, answered from one :class:`.Proxy`."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from ..core.byteranges import ByteRange
+from ..core.errors import NotFound
+from ..core.names import NormalizedName
+from ..core.home import render_home
+from ..core.settings import Settings
+from ..files.bodies import FileBody
+from ..infra.metrics import Metrics
+from .proxy import Proxy
+from .status import ProxyStatus
+
+__all__ = ["Application"]
+
+
+class Application:
+    """Answers the routes from *proxy*."""
+
+    def __init__(self, settings: Settings, proxy: Proxy, metrics: Metrics, status: ProxyStatus) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._proxy = proxy
+        self._status = status
+        # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
+        self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
+        # Pages come straight from the catalog: no call in between on the fast path.
+        self.project_list = proxy.indexes.rendered_list
+        self.project_page = proxy.indexes.rendered_project
+
+    def open_file(
+        self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
+    ) -> FileBody:
+        entry, index = self._proxy.indexes.locate_file(project, filename)
+        if metadata and entry.metadata is None:
+            raise NotFound(f"the index has no metadata file for {entry.filename!r}")
+        return self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
+
+    def home(self, index_url: str, as_json: bool) -> bytes:
+        document = self._status.status(index_url).as_json()
+        if as_json:
+            return json.dumps(document, indent=1).encode()
+        return render_home(document, self.settings.admin_token is not None)
+
+    def metrics_text(self) -> bytes:
+        return self._status.metrics_text()
+
+    def invalidate(self, project: Optional[NormalizedName]) -> None:
+        if project is None:
+            self._proxy.indexes.invalidate_list()
+        else:
+            self._proxy.indexes.invalidate_project(project)
+
+    def close(self) -> None:
+        """Finish the pages being saved, write this worker's last numbers, close the
+        files and connections."""
+        indexes, files, upstream = self._proxy.indexes, self._proxy.files, self._proxy.upstream
+        indexes.close()
+        self._status.close()
+        files.close()
+        upstream.close()

@@ -1,0 +1,79 @@
+"""The composition root: the upstream connections and caches a settings value asks for,
+built alike for ``serve`` and ``warm``."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from ..core.policy import Policy
+from ..core.settings import IndexSettings, Settings
+from ..files.file_cache import FileCache
+from ..files.layout import files_root, index_root
+from ..index.catalog import Catalog
+from ..index.index_cache import IndexCache
+from ..index.page_store import PageStore
+from ..index.upstream import Upstream
+from ..infra.background import Background
+from ..infra.metrics import Metrics
+from ..infra.atomic import remove_temp_files
+from ..infra.tls import describe_trust
+
+__all__ = ["Proxy", "build_proxy", "upstream_route"]
+
+
+class Proxy(NamedTuple):
+    """The parts that answer for the proxy, built by :func:`build_proxy`."""
+
+    upstream: Upstream
+    files: FileCache
+    indexes: Catalog
+    policy: Policy
+
+
+def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None) -> Proxy:
+    """The upstream connections and the caches on *cache_dir*, as *settings* say: the
+    server's, and the ``warm`` command's (so both store files and pages alike)."""
+    metrics = metrics or Metrics()
+    remove_temp_files(index_root(cache_dir))
+    upstream = Upstream(
+        settings.connect_timeout,
+        settings.read_timeout,
+        settings.verify_ssl,
+        [index.url for index in settings.indexes],
+        ca_bundle=settings.ca_bundle,
+        proxies=settings.upstream_proxy,
+    )
+    files = FileCache(files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics)
+    stores = [(index, PageStore(cache_dir, index.url)) for index in settings.indexes]
+    if settings.offline:
+        # A copied cache dir is served whatever index URLs filled it: pages saved for
+        # other indices come after the configured ones.
+        known = {store.directory for _, store in stores}
+        stores += [
+            (IndexSettings(url, 0.0), store)
+            for url, store in PageStore.saved_indexes(cache_dir)
+            if store.directory not in known
+        ]
+    # Guard rails over every index the proxy asks (offline: the saved ones too).
+    policy = Policy.from_settings(settings, [index.url for index, _ in stores])
+    # Pages are saved and compressed after their answer (Catalog.close finishes them).
+    background = Background()
+    indexes = Catalog(
+        [
+            IndexCache(index, upstream, store, settings.offline, metrics=metrics, background=background)
+            for index, store in stores
+        ],
+        settings.page_memory,
+        offline=settings.offline,
+        is_cached=files.has,
+        cache_generation=lambda: files.generation,
+        metrics=metrics,
+        policy=policy,
+        background=background,
+    )
+    return Proxy(upstream, files, indexes, policy)
+
+
+def upstream_route(settings: Settings) -> str:
+    """How upstreams are reached, for the start-up line and the home page."""
+    return f"{describe_trust(settings.ca_bundle, settings.verify_ssl)}; {settings.upstream_proxy.describe()}"

@@ -1,0 +1,356 @@
+"""HTTP/1.1 on the wire: the request parser, socket timeouts, the response head every
+answer goes out with, error responses, and the header rules (Date, ETag, targets)."""
+
+from __future__ import annotations
+
+import email.utils
+import http.server
+import itertools
+import logging
+import socket
+import ssl
+import struct
+import threading
+import time
+import urllib.parse
+from http import HTTPStatus
+from typing import Iterable, List, NamedTuple, Optional, Protocol, Union
+
+from .. import __version__
+from ..core.errors import BadRequest, MethodNotAllowed, Overloaded, ProxpiError, Unauthorized
+
+__all__ = [
+    "CLIENT_GONE",
+    "LOG_ESCAPES",
+    "Connections",
+    "Http1Handler",
+    "InFlight",
+    "Target",
+    "address_text",
+    "error_body",
+    "error_headers",
+    "etag_matches",
+    "header_lines",
+    "http_date",
+    "overloaded_response",
+    "reason_phrase",
+    "response_head",
+    "split_target",
+]
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL = "HTTP/1.1"  # keep-alive: every response has a length or is chunked
+SERVER = f"proxpi-min/{__version__}"
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+MAX_DISCARDED_BODY = 64 * 1024  # no route takes a body; bigger ones close the connection
+# Control characters are escaped in the log, so request text cannot forge log lines.
+LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+# A client that went away or stopped reading (a BlockingIOError is a send that timed out
+# in the kernel; over TLS it is an SSLError).
+# socket.timeout is TimeoutError from Python 3.10 on; named for 3.9.
+CLIENT_GONE = (ConnectionError, TimeoutError, socket.timeout, BlockingIOError, ssl.SSLError)
+# http.client's limits for a header line and a header count (431 past them).
+_MAX_HEADER_LINE = 65536
+_MAX_HEADERS = 100
+# The versions clients send, by minor version; others are parsed in full.
+_MINOR_VERSIONS = {"HTTP/1.1": 1, "HTTP/1.0": 0}
+
+
+class InFlight:
+    """Requests being answered, counted so that a stopping server can wait for them;
+    once it stops, every answer closes its connection."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._count = 0
+        # Counted per request under the plain lock (cheaper to take than the
+        # condition, a Python object); drain() waits on the condition built on it.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+
+    def started(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def finished(self) -> None:
+        with self._lock:
+            self._count -= 1
+            if self.stopping:  # only drain() waits
+                self._changed.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Stop, and wait up to *timeout* seconds for requests in flight; True if none is left."""
+        self.stopping = True
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
+class Connections(Protocol):
+    """What :class:`Http1Handler` reads of the server that runs it."""
+
+    client_timeout: float  # seconds a client may take to send or read anything
+    in_flight: InFlight
+
+
+class Http1Handler(http.server.BaseHTTPRequestHandler):
+    """One connection's requests: parsed without the email package, answered through
+    :meth:`_head` (and :meth:`_send` for a whole response)."""
+
+    server: Connections
+    protocol_version = PROTOCOL
+    server_version = SERVER
+    # A malformed request line gets a proper HTTP/1.0 error, not an HTTP/0.9 one.
+    default_request_version = "HTTP/1.0"
+    # Set by each response: its status, body bytes sent, and whether its head is out.
+    _status: int
+    _sent: int
+    _headers_done: bool
+
+    def parse_request(self) -> bool:
+        """Parse the request line and headers, as http.server does (same limits and
+        errors: 400, 414 earlier, 431, 505; keep-alive and Expect: 100-continue) but
+        without the email package, the costliest part of a request for a cached page.
+        ``self.headers`` becomes a plain dict keyed by lowercase name, repeated fields
+        joined with ", " (RFC 9110 5.3)."""
+        self.command = None
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        if self.raw_requestline in (b"\r\n", b"\n"):
+            # RFC 9112 2.2: an empty line before the request line is to be skipped.
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:  # as http.server checks the first read
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return False
+        if not self.raw_requestline.endswith(b"\n"):
+            return False  # the client closed or timed out mid-line: close, nothing to say
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3 or not words[2].startswith("HTTP/"):
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({self.requestline!r})")
+            return False
+        command, path, version = words
+        minor = _MINOR_VERSIONS.get(version)
+        if minor is None:
+            numbers = version[5:].split(".")
+            if len(numbers) != 2 or not all(n.isascii() and n.isdigit() and len(n) < 4 for n in numbers):
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
+                return False
+            if int(numbers[0]) != 1:
+                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"Invalid HTTP version ({version})")
+                return False
+            minor = int(numbers[1])
+        self.command, self.request_version = command, version
+        # As http.server (gh-87389): "//host/x" must not reach us as a network path.
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        headers: dict = {}
+        for count in itertools.count():
+            line = self.rfile.readline(_MAX_HEADER_LINE + 1)
+            if len(line) > _MAX_HEADER_LINE:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
+                return False
+            if not line.endswith(b"\n"):
+                return False  # closed or timed out mid-line
+            if line in (b"\r\n", b"\n"):
+                break
+            if count >= _MAX_HEADERS:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+                return False
+            name, colon, value = line.decode("iso-8859-1").partition(":")
+            if not colon or not name or name != name.strip():
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad header line")
+                return False
+            key, value = name.lower(), value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        self.headers = headers  # type: ignore[assignment]
+        connection = headers.get("connection")
+        tokens = {token.strip() for token in connection.lower().split(",")} if connection else ()
+        # RFC 9112 9.3: HTTP/1.1 persists unless told to close; HTTP/1.0 only if asked.
+        self.close_connection = "close" in tokens or (minor == 0 and "keep-alive" not in tokens)
+        if minor >= 1 and headers.get("expect", "").lower() == "100-continue":
+            return self.handle_expect_100()
+        return True
+
+    def setup(self) -> None:
+        # Idle or slow clients are dropped after the client timeout. Over plain TCP the
+        # kernel applies it (SO_RCVTIMEO, SO_SNDTIMEO): socket.settimeout() would poll()
+        # before every recv and send, giving up the GIL twice for each. Over TLS, whose
+        # blocking reads retry past a kernel timeout, StreamRequestHandler applies it
+        # with settimeout().
+        self.timeout = self.server.client_timeout
+        self._kernel_timeouts = not isinstance(self.request, ssl.SSLSocket) and _set_kernel_timeouts(
+            self.request, self.timeout
+        )
+        if self._kernel_timeouts:
+            self.timeout = None
+        super().setup()
+        # Responses go out in one or few writes; never wait for Nagle's algorithm.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _discard_body(self) -> None:
+        """Read away a request body nobody needs, so that on a kept-alive connection it
+        is never taken for the next request; a large or chunked one closes instead."""
+        length = self.headers.get("content-length")
+        if length is None and "transfer-encoding" not in self.headers:
+            return  # the usual GET: no body
+        if "transfer-encoding" in self.headers:
+            self.close_connection = True
+            return
+        length = length.strip()
+        if not (length.isascii() and length.isdigit()) or int(length) > MAX_DISCARDED_BODY:
+            self.close_connection = True
+        elif int(length) and len(self.rfile.read(int(length)) or b"") < int(length):
+            # Closed or timed out mid-body: the request is not whole, so nothing is done.
+            raise ConnectionError("the request body stopped short")
+
+    # ------------------------------------------------------------------ responses
+
+    def _head(self, status: int, headers: Union[str, Iterable[tuple]], reason: Optional[str] = None) -> bytes:
+        """The head of this request's response (*headers*: pairs, or lines already
+        made), as bytes; marks the headers as sent."""
+        self._status = status
+        self._headers_done = True
+        if self.server.in_flight.stopping:
+            self.close_connection = True
+        lines = headers if isinstance(headers, str) else header_lines(headers)
+        return response_head(status, lines, self.close_connection, reason)
+
+    def _send(self, status: int, headers: Union[str, list], body: bytes, reason: Optional[str] = None) -> None:
+        """Send a whole response in one write (head and body together). *headers*: pairs,
+        Content-Length added from *body*; or lines already made, carrying their own."""
+        no_body = self.command == "HEAD" or status == 304
+        if status != 304 and not isinstance(headers, str):
+            headers = [*headers, ("Content-Length", str(len(body)))]
+        self.wfile.write(self._head(status, headers, reason) + (b"" if no_body else body))
+        self._sent = 0 if no_body else len(body)
+
+    # ------------------------------------------------------------------ logging
+
+    def _escaped_path(self) -> str:
+        return self.path.translate(LOG_ESCAPES)
+
+    def log_request(self, code="-", size="-") -> None:
+        """Requests are logged once answered (the routes' ``_done``); http.server's own
+        errors arrive at :meth:`log_message`."""
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
+        logger.info("%s %s", self.client_address[0], (format % args).translate(LOG_ESCAPES))
+
+
+class Target(NamedTuple):
+    """A request target split up (RFC 9112 3.2)."""
+
+    segments: List[str]  # the path's segments after the first "/", percent-decoded
+    query: str  # the query string, as sent
+
+
+def split_target(target: str) -> Target:
+    """The path segments and query string of a request target (origin or absolute form)."""
+    if target.startswith("/") and "%" not in target and "#" not in target:
+        path, _, query_string = target.partition("?")  # the usual request: nothing to decode
+        return Target(path.split("/")[1:], query_string)
+    try:
+        parts = urllib.parse.urlsplit(target)  # also the absolute form (RFC 9112 3.2.2)
+    except ValueError:  # e.g. "http://[x/": an unclosed IPv6 host
+        raise BadRequest("the request target is not a valid URL") from None
+    try:
+        segments = [urllib.parse.unquote(segment, errors="strict") for segment in parts.path.split("/")[1:]]
+    except UnicodeDecodeError:
+        raise BadRequest("the path is not UTF-8 once percent-decoded") from None
+    return Target(segments, parts.query)
+
+
+def response_head(status: int, lines: str, close: bool, reason: Optional[str] = None) -> bytes:
+    """The head of a response (RFC 9112 4, 5): status line, Server, Date, *lines* (each
+    ending CRLF), ``Connection: close`` when *close*, and the empty line."""
+    closing = "Connection: close\r\n" if close else ""
+    status_line = f"{PROTOCOL} {status} {reason or _REASONS[status]}"
+    return f"{status_line}\r\nServer: {SERVER}\r\nDate: {http_date()}\r\n{lines}{closing}\r\n".encode("latin-1")
+
+
+def header_lines(headers: Iterable[tuple]) -> str:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers)
+
+
+def error_headers(error: ProxpiError) -> list:
+    """The headers of *error*'s response, without Content-Length."""
+    # no-store: a front cache must not keep an error (RFC 9111 allows caching a 404
+    # heuristically); the next request may well succeed.
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Cache-Control", "no-store"),
+    ]
+    if isinstance(error, MethodNotAllowed):
+        headers.append(("Allow", ", ".join(error.allowed)))
+    if isinstance(error, Unauthorized):
+        headers.append(("WWW-Authenticate", 'Bearer realm="proxpi-min"'))
+    if isinstance(error, Overloaded):
+        headers.append(("Retry-After", str(error.retry_after)))
+    return headers
+
+
+def error_body(error: ProxpiError) -> bytes:
+    return f"{error.status} {_REASONS[error.status]}: {error.message}\n".encode()
+
+
+def overloaded_response() -> bytes:
+    """The whole 503 a connection past the cap gets, closing it, before any request is
+    read (see server.Server)."""
+    error = Overloaded("too many connections; retry in a second")
+    body = error_body(error)
+    headers = [*error_headers(error), ("Content-Length", str(len(body)))]
+    return response_head(error.status, header_lines(headers), close=True) + body
+
+
+def reason_phrase(message: str) -> str:
+    """*message* fit for a status line: one line of printable ASCII (RFC 9112 4)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in message)[:1000]
+
+
+def address_text(address: tuple) -> str:
+    """A socket address as ``host:port`` (an IPv6 host in brackets, RFC 3986 3.2.2)."""
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _set_kernel_timeouts(conn: socket.socket, seconds: float) -> bool:
+    """Make *conn* blocking, its reads and writes timed out by the kernel after
+    *seconds* without progress; False where the platform refuses the options.
+
+    A timed-out read then looks like the end of the stream to the buffered reader
+    (socket.SocketIO returns None on EAGAIN), and a timed-out write raises
+    BlockingIOError."""
+    whole = int(seconds)
+    # struct timeval; at least 1 µs, since 0 means "never". Where timeval is not two C
+    # longs (32-bit builds with a 64-bit time_t), the kernel refuses the size: False.
+    timeval = struct.pack("ll", whole, max(int((seconds - whole) * 1_000_000), 0 if whole else 1))
+    try:
+        conn.settimeout(None)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except (OSError, AttributeError):  # AttributeError: no SO_RCVTIMEO here
+        return False
+    return True
+
+
+_date = (0, "")
+
+
+def http_date() -> str:
+    """The Date header (RFC 9110 6.6.1), formatted once a second, not per response."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]
+
+
+def etag_matches(header: Optional[str], etag: str) -> bool:
+    """RFC 9110 13.1.2: If-None-Match with weak comparison."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in header.split(","))

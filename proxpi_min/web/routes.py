@@ -1,0 +1,394 @@
+"""The URL table: each request's route, its answer from the application object, every
+error mapped to a response in one place, and the request's metrics and log line.
+
+The application (:class:`App`) is all the routes know of the proxy; ``app.application``
+implements it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import struct
+import time
+import urllib.parse
+from typing import Optional, Protocol
+
+from ..core.byteranges import ByteRange, parse_range
+from ..core.errors import Forbidden, MethodNotAllowed, NotFound, ProxpiError, RangeNotSatisfiable, Unauthorized
+from ..core.names import NormalizedName, check_filename, parse_project_name
+from ..core.negotiate import accepts_gzip, choose_media_type, wants_json
+from ..core.settings import Settings
+from ..core.simple import HTML_TYPE, JSON_TYPE, TEXT_HTML
+from ..files.bodies import FileBody, content_type_for
+from ..index.catalog import PageAnswer
+from ..infra.metrics import Metrics
+from ..infra.prometheus import CONTENT_TYPE as METRICS_TYPE
+from .http1 import (
+    CLIENT_GONE,
+    LOG_ESCAPES,
+    Connections,
+    Http1Handler,
+    error_body,
+    error_headers,
+    etag_matches,
+    header_lines,
+    reason_phrase,
+    split_target,
+)
+
+__all__ = ["App", "Host", "ProxyHandler"]
+
+logger = logging.getLogger(__name__)
+
+_PAGE_METHODS = ("GET", "HEAD")
+_CACHE_METHODS = ("DELETE",)
+# Files never change once published (PyPI refuses a reused file name).
+_FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+_ICON_CACHE_CONTROL = "public, max-age=604800"
+_METADATA_SUFFIX = ".metadata"  # PEP 658: a file's metadata is at the file's URL plus this
+_CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
+# Metrics label methods by name only for these (RFC 9110 9.3), so that made-up methods
+# cannot grow the number of time series without bound.
+_METHOD_LABELS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+
+class App(Protocol):
+    """What the routes ask of the proxy."""
+
+    settings: Settings
+    metrics: Metrics  # each request is counted here
+    page_cache_control: str  # Cache-Control of a fresh page
+
+    def project_list(self, media: str, compress: bool) -> PageAnswer:
+        """The root page in *media*, gzipped if *compress*."""
+
+    def project_page(self, project: NormalizedName, media: str, compress: bool) -> PageAnswer:
+        """A project's page in *media*, gzipped if *compress*."""
+
+    def open_file(
+        self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
+    ) -> FileBody:
+        """The body of a project's file *filename* (with *metadata*, of its metadata
+        file); the caller closes it."""
+
+    def home(self, index_url: str, as_json: bool) -> bytes:
+        """The home page: the status document, as JSON or as the dashboard's HTML."""
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text of the whole proxy."""
+
+    def invalidate(self, project: Optional[NormalizedName]) -> None:
+        """Forget a project's page, or with None the project list."""
+
+    def close(self) -> None:
+        """Release everything, once the server has stopped."""
+
+
+class Host(Connections, Protocol):
+    """What :class:`ProxyHandler` reads of the server that runs it (server.Server)."""
+
+    app: App
+    address_text: str  # the listening address as host:port, when a request has no Host
+
+
+class ProxyHandler(Http1Handler):
+    """Routes one request; see README.md for the URL layout."""
+
+    server: Host
+
+    # ------------------------------------------------------------------ dispatch
+
+    def __getattr__(self, name: str):
+        # http.server calls do_<METHOD> and answers 501 where there is none. Every
+        # method (GET, HEAD, DELETE and the rest) goes to _handle instead: the routes
+        # say which they allow, and a wrong one gets 405 with Allow.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
+    def _handle(self) -> None:
+        """Route the request and map every error to a response, in this one place."""
+        self._started = time.monotonic()
+        self._status = 0
+        self._sent = 0
+        self._headers_done = False
+        self._kind = "other"  # the route, as the metrics label it
+        self._source: Optional[str] = None  # "cache" or "upstream": where the body came from
+        self._project: Optional[NormalizedName] = None
+        in_flight = self.server.in_flight
+        in_flight.started()
+        try:
+            self._route()
+        except ProxpiError as exc:
+            self._error(exc)
+        except CLIENT_GONE:
+            self.close_connection = True
+        except Exception:
+            logger.exception("error handling %s", self._escaped_path())
+            self._error(ProxpiError("internal error, see the proxy's log"))
+        finally:
+            in_flight.finished()
+            if in_flight.stopping:
+                self.close_connection = True
+            self._done()
+
+    # The usual methods, found without a call to __getattr__.
+    do_GET = do_HEAD = do_DELETE = _handle
+
+    def _route(self) -> None:
+        self._discard_body()
+        segments, query_string = split_target(self.path)
+        query = dict(urllib.parse.parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
+        app: App = self.server.app
+        if segments in ([""], []):
+            self._allow(_PAGE_METHODS)
+            self._home(app)
+        elif segments == ["metrics"]:
+            # Not behind the admin token: scrapers read it (README, "Monitoring").
+            self._allow(_PAGE_METHODS)
+            self._send(200, [("Content-Type", METRICS_TYPE), ("Cache-Control", "no-store")], app.metrics_text())
+        elif segments == ["health"]:
+            self._allow(_PAGE_METHODS)
+            self._send(200, [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")], b"ok\n")
+        elif segments == ["favicon.ico"]:
+            # Browsers ask for it with every page of the dashboard.
+            self._allow(_PAGE_METHODS)
+            self._send(200, [("Content-Type", "image/x-icon"), ("Cache-Control", _ICON_CACHE_CONTROL)], _FAVICON)
+        elif segments[0] == "index":
+            self._allow(_PAGE_METHODS)
+            self._index(app, segments[1:], query, query_string)
+        elif segments[0] == "cache" and len(segments) in (2, 3) and segments[2:] in ([], [""]):
+            self._allow(_CACHE_METHODS)
+            self._invalidate(app, segments[1])
+        else:
+            raise NotFound(f"no such page: {self._escaped_path()}")
+
+    def _allow(self, methods: tuple) -> None:
+        if self.command not in methods:
+            raise MethodNotAllowed(f"{self.command} is not allowed here", methods)
+
+    # ------------------------------------------------------------------ routes
+
+    def _index(self, app: App, segments: list, query: dict, query_string: str) -> None:
+        suffix = f"?{query_string}" if query_string else ""
+        self._kind = "list"
+        if not segments:  # "/index"
+            return self._redirect(f"/index/{suffix}")
+        if segments == [""]:
+            media = self._media(query)
+            return self._page(app, media, app.project_list(media, self._gzip()))
+        self._kind = "page"
+        project = parse_project_name(segments[0])
+        self._project = project
+        if len(segments) == 1 or (segments[1] == "" and project != segments[0]):
+            # PEP 503: pages end in "/" and use the normalised name.
+            return self._redirect(f"/index/{project}/{suffix}")
+        if segments[1] == "" and len(segments) == 2:
+            media = self._media(query)
+            return self._page(app, media, app.project_page(project, media, self._gzip()))
+        if len(segments) == 2:
+            return self._file(app, project, check_filename(segments[1]))
+        raise NotFound(f"no such page: {self._escaped_path()}")
+
+    def _media(self, query: dict) -> str:
+        return choose_media_type(self.headers.get("accept"), query.get("format"))
+
+    def _gzip(self) -> bool:
+        return accepts_gzip(self.headers.get("accept-encoding"))
+
+    def _page(self, app: App, media: str, answer: PageAnswer) -> None:
+        page, stale, policies = answer.rendered, answer.stale, answer.policies
+        self._source = "cache" if answer.hit else "upstream"
+        # A stale copy (upstream failing) must not outlive the outage in a front cache.
+        cache_control = "no-store" if stale else app.page_cache_control
+        if etag_matches(self.headers.get("if-none-match"), page.etag):
+            return self._send(304, _page_headers(media, page.etag, cache_control, stale, policies, None, None), b"")
+        headers = _page_headers(media, page.etag, cache_control, stale, policies, page.encoding, len(page.body))
+        self._send(200, headers, page.body)
+
+    def _file(self, app: App, project: NormalizedName, filename: str) -> None:
+        metadata = filename.endswith(_METADATA_SUFFIX)
+        self._kind = "metadata" if metadata else "file"
+        head = self.command == "HEAD"
+        try:
+            byte_range = parse_range(self.headers.get("range"))
+            distribution = filename[: -len(_METADATA_SUFFIX)] if metadata else filename
+            body = app.open_file(project, distribution, metadata, head, byte_range)
+        except RangeNotSatisfiable as exc:
+            return self._send(
+                416,
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Range", f"bytes */{exc.size}"),
+                    ("Cache-Control", "no-store"),
+                ],
+                f"416 Range Not Satisfiable: {exc.message}\n".encode(),
+            )
+        self._source = body.source
+        try:
+            self._send_file(body, content_type_for(filename, app.settings.binary_file_mime_type), head)
+        finally:
+            body.close()
+
+    def _send_file(self, body: FileBody, content_type: str, head: bool) -> None:
+        headers = [("Content-Type", content_type), ("Accept-Ranges", "bytes"), ("Cache-Control", _FILE_CACHE_CONTROL)]
+        if body.etag:
+            headers.append(("ETag", body.etag))
+            if etag_matches(self.headers.get("if-none-match"), body.etag):
+                return self._send(304, headers, b"")
+        if body.content_range:
+            headers.append(("Content-Range", body.content_range))
+        chunked = False
+        if body.length is not None:
+            headers.append(("Content-Length", str(body.length)))
+        elif self.request_version == "HTTP/1.1":
+            headers.append(("Transfer-Encoding", "chunked"))
+            chunked = True
+        else:
+            self.close_connection = True  # an HTTP/1.0 client reads to the close
+        if head:
+            self.wfile.write(self._head(body.status, headers))
+            return
+        if self._kernel_timeouts:
+            # socket.sendfile waits without end on a blocking socket whose send timed
+            # out in the kernel: file bodies are sent under a Python timeout instead.
+            self.connection.settimeout(self.server.client_timeout)
+        try:
+            body.send(self.connection, self._head(body.status, headers), chunked)
+        except ProxpiError as exc:
+            # Headers are out: cut the response short so the client sees the failure
+            # instead of installing bad or partial bytes.
+            logger.warning("cut %s short: %s", self._escaped_path(), exc.message)
+            self.close_connection = True
+        finally:
+            self._sent = body.sent
+            if self._kernel_timeouts:
+                self.connection.settimeout(None)
+
+    def _home(self, app: App) -> None:
+        # The absolute URL to give pip: as this client reached us (https when serving TLS).
+        host = self.headers.get("host") or self.server.address_text
+        as_json = wants_json(self.headers.get("accept"))
+        body = app.home(f"{app.settings.scheme}://{host}/index/", as_json)
+        content_type = "application/json" if as_json else "text/html; charset=utf-8"
+        self._send(200, [("Content-Type", content_type), ("Cache-Control", "no-store"), ("Vary", "Accept")], body)
+
+    def _invalidate(self, app: App, target: str) -> None:
+        token = app.settings.admin_token
+        if token is not None:
+            given = self.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                raise Unauthorized("DELETE needs the admin token (Authorization: Bearer <token>)")
+        if target == "list":
+            app.invalidate(None)
+            message = "invalidated the project list"
+        else:
+            project = parse_project_name(target)
+            app.invalidate(project)
+            message = f"invalidated project {project}"
+        logger.info("%s", message)
+        self._send(200, [("Content-Type", "text/plain; charset=utf-8")], message.encode() + b"\n")
+
+    # ------------------------------------------------------------------ responses
+
+    def _redirect(self, location: str) -> None:
+        body = f"moved to {location}\n".encode()
+        self._send(301, [("Location", location), ("Content-Type", "text/plain; charset=utf-8")], body)
+
+    def _error(self, error: ProxpiError) -> None:
+        if self._headers_done:
+            self.close_connection = True
+            return
+        if error.status >= 500:
+            self.close_connection = self.close_connection or error.status == 500
+        # A refusal's reason also goes in the status line: pip shows the reason phrase
+        # ("403 Client Error: <reason> for url"), never the body (RFC 9112 4 allows any
+        # reason phrase; clients must not depend on it).
+        reason = reason_phrase(error.message) if isinstance(error, Forbidden) else None
+        self._send(error.status, error_headers(error), error_body(error), reason)
+
+    # ------------------------------------------------------------------ logging
+
+    def _done(self) -> None:
+        """Count the request in the metrics and write its log line."""
+        seconds = time.monotonic() - self._started
+        method = str(self.command)
+        metrics = self.server.app.metrics
+        metrics.request(
+            self._kind, method if method in _METHOD_LABELS else "other", self._status, seconds, self._sent, self._source
+        )
+        if self._project is not None and 0 < self._status < 400:
+            metrics.project_requested(self._project)
+        method, path = method.translate(LOG_ESCAPES), self._escaped_path()
+        client = self.client_address[0]
+        logger.info(
+            '%s "%s %s" %d %d %.1fms',
+            client,
+            method,
+            path,
+            self._status,
+            self._sent,
+            seconds * 1000,
+            # The fields of a JSON log line (logs.JsonFormatter).
+            extra={
+                "request": {
+                    "client": client,
+                    "method": method,
+                    "path": path,
+                    "status": self._status,
+                    "bytes": self._sent,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "source": self._source,
+                }
+            },
+        )
+
+
+@functools.lru_cache(maxsize=1024)
+def _page_headers(
+    media: str,
+    etag: str,
+    cache_control: str,
+    stale: bool,
+    policies: str,
+    encoding: Optional[str],
+    length: Optional[int],
+) -> str:
+    """A page response's header lines, made once per page and not per request."""
+    headers = [
+        ("Content-Type", media + _CHARSET[media]),
+        ("Vary", "Accept, Accept-Encoding"),
+        ("ETag", etag),
+        ("Cache-Control", cache_control),
+    ]
+    if stale:
+        # RFC 7234 5.5.1 warn-code 110; X-Proxpi-Stale for clients that drop Warning.
+        headers += [("Warning", '110 - "Response is Stale"'), ("X-Proxpi-Stale", "1")]
+    if policies:
+        headers.append(("X-Proxpi-Policy", policies))  # the guard rails that changed the page
+    if encoding:
+        headers.append(("Content-Encoding", encoding))
+    if length is not None:
+        headers.append(("Content-Length", str(length)))
+    return header_lines(headers)
+
+
+def _icon() -> bytes:
+    """A 16x16 blue square with a white "P", as a 1-bit ICO file."""
+    rows = [0] * 3 + [0x7C0, 0x7E0, 0x630, 0x630, 0x630, 0x7E0, 0x7C0, 0x600, 0x600, 0x600] + [0] * 3
+    width = height = 16
+    entry_at = 6 + 16  # ICONDIR, then one ICONDIRENTRY
+    pixels = b"".join(struct.pack(">H2x", row) for row in reversed(rows))  # bottom-up, 4-byte rows
+    mask = bytes(4 * height)  # every pixel opaque
+    bitmap = (
+        struct.pack("<IiiHHIIiiII", 40, width, 2 * height, 1, 1, 0, 0, 0, 0, 2, 0)  # BITMAPINFOHEADER
+        + bytes((0xB0, 0x6A, 0x1F, 0)) + bytes((0xFF, 0xFF, 0xFF, 0))  # palette (BGRx): blue, white
+        + pixels
+        + mask
+    )
+    header = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", width, height, 2, 0, 1, 1, len(bitmap), entry_at)
+    return header + bitmap
+
+
+_FAVICON = _icon()  # GET /favicon.ico
