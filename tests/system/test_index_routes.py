@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.dists import canonicalize
 from tests.support.pages import json_files, parse_anchors, resolve, split_href
-from tests.support.proxy import PIP_ACCEPT, http, raw_request, raw_status
+from tests.support.proxy import PIP_ACCEPT, assert_healthy, http, raw_request, raw_status
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 V1_HTML_TYPE = "application/vnd.pypi.simple.v1+html"
@@ -42,11 +42,6 @@ def _json_page(proxy, path):
     assert result.status == 200, result
     assert result.content_type == JSON_TYPE
     return result, json.loads(result.body)
-
-
-def _alive(proxy):
-    result = proxy.get("/health")
-    assert (result.status, result.body.strip()) == (200, b"ok")
 
 
 def _stored_dist_files(cache_dir, dists):
@@ -296,7 +291,7 @@ def test_invalid_names_and_traversal_are_rejected(proxy, upstream_html, path):
     status = p.request(method, path).status
     assert status in (400, 404), status
     assert not any(".." in r.path or "\\" in r.path or "\0" in r.path for r in upstream_html.requests)
-    _alive(p)
+    assert_healthy(p)
 
 
 @pytest.mark.parametrize(
@@ -322,7 +317,7 @@ def test_malformed_requests_never_500(proxy, upstream_html, request_bytes):
     # a status line. Anything else must not blame the server.
     assert status is None or 200 <= status < 500, response[:200]
     assert not any(r.path.startswith("http") for r in upstream_html.requests)
-    _alive(p)
+    assert_healthy(p)
 
 
 # -- content negotiation (PEP 691) ----------------------------------------------------
@@ -585,7 +580,7 @@ def test_home_page(proxy, merged, tmp_path):
 
 
 def test_health(proxy, upstream_html):
-    _alive(proxy(upstream_html))
+    assert_healthy(proxy(upstream_html))
 
 
 def test_unknown_path_is_404(proxy, upstream_html):
@@ -613,7 +608,7 @@ def test_upstream_down_nothing_cached_is_502(proxy, upstream_html):
     upstream_html.down()
     assert p.get("/index/alpha/").status == 502
     assert p.get("/index/alpha/alpha-1.0-py3-none-any.whl").status in (404, 502)
-    _alive(p)
+    assert_healthy(p)
 
 
 def test_upstream_hanging_is_504(proxy, upstream_html):
@@ -623,7 +618,7 @@ def test_upstream_hanging_is_504(proxy, upstream_html):
     status = p.get("/index/alpha/", timeout=20).status
     assert status == 504
     assert time.monotonic() - started < 8
-    _alive(p)
+    assert_healthy(p)
     assert p.get("/index/beta/").status == 200
 
 
@@ -632,7 +627,7 @@ def test_upstream_error_nothing_cached_is_gateway_error(proxy, upstream_html, mo
     p = proxy(upstream_html)
     upstream_html.fail("/simple/alpha/", mode)
     assert p.get("/index/alpha/").status in (502, 503, 504)
-    _alive(p)
+    assert_healthy(p)
 
 
 def test_upstream_recovers(proxy, upstream_html):

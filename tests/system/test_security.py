@@ -30,7 +30,7 @@ import pytest
 from tests.support.cache_dir import settled
 from tests.support.dists import make_wheel
 from tests.support.pages import json_files, parse_anchors
-from tests.support.proxy import PIP_ACCEPT, ProxyProcess, files_named, http, raw_request, raw_status, temp_files
+from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_named, http, raw_request, raw_status, temp_files
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 SECRET = "TOP-SECRET-" + os.urandom(8).hex()
@@ -53,11 +53,6 @@ def _raw(target, request_target, method="GET", headers=b"", timeout=10.0):
 
 def _body(response):
     return response.partition(b"\r\n\r\n")[2]
-
-
-def _alive(target):
-    result = target.get("/health")
-    assert (result.status, result.body.strip()) == (200, b"ok")
 
 
 def _tree(root, skip=None):
@@ -174,7 +169,7 @@ class Guarded:
     def check_intact(self, context=""):
         """Still up, nothing outside the cache dir touched, the cached file still served
         from the cache."""
-        _alive(self.proxy)
+        assert_healthy(self.proxy)
         assert self.snapshot_outside() == self.outside, context
         result = self.proxy.get(self.file_path)
         assert (result.status, result.body) == (200, self.dist.content), context
@@ -488,7 +483,7 @@ def test_upstream_text_is_escaped_in_project_page(proxy, scripted, caplog):
     # Names that cannot be served are left out of the page, with one WARNING.
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "not safe to serve" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
-    _alive(p)
+    assert_healthy(p)
 
 
 def test_upstream_names_are_escaped_in_project_list(proxy, scripted):
@@ -529,7 +524,7 @@ def test_unusable_cache_dir_still_serves_complete_files(proxy, upstream_html, di
     caplog.set_level(logging.WARNING, logger="proxpi_min")
     cache_dir = tmp_path / "cache"
     p = proxy(upstream_html, cache_dir=str(cache_dir))
-    _alive(p)
+    assert_healthy(p)
     # Root-proof "cannot write": regular files where directories must go.
     (cache_dir / "files" / "alpha").write_bytes(b"in the way")
     if (cache_dir / "index").exists():
@@ -545,7 +540,7 @@ def test_unusable_cache_dir_still_serves_complete_files(proxy, upstream_html, di
     assert any("alpha" in r.getMessage() for r in warnings), [r.getMessage() for r in warnings]
     assert temp_files(cache_dir) == []
     assert files_named(cache_dir, dists.alpha_2.filename) == []
-    _alive(p)
+    assert_healthy(p)
     # Other projects are still cached normally.
     for _ in range(2):
         assert p.get(f"/index/beta/{dists.beta_1.filename}").body == dists.beta_1.content
@@ -589,7 +584,7 @@ def _disk_full_run(upstream, wheel, tmp_path, max_file_size):
     with ProxyProcess(args, python=_limited_python(tmp_path, max_file_size)) as process:
         assert process.get("/index/bigpkg/").status == 200
         results = [_get_closing(process, f"/index/bigpkg/{wheel.filename}") for _ in range(2)]
-        _alive(process)
+        assert_healthy(process)
         assert process.get("/index/bigpkg/").status == 200
     stderr = process.stderr  # complete once the process has exited (the log is batched)
     for result in results:
@@ -635,7 +630,7 @@ def test_admin_token_protects_delete(proxy, upstream_html, caplog, target, page)
     assert upstream_html.hits(upstream_path) == 2
     assert "s3cret" not in p.get("/").text
     assert "s3cret" not in caplog.text
-    _alive(p)
+    assert_healthy(p)
 
 
 def test_no_admin_token_means_open_delete(proxy, upstream_html):
