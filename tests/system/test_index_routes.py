@@ -265,31 +265,32 @@ def test_unknown_project_is_404_with_short_message(proxy, upstream_html):
 
 
 @pytest.mark.parametrize(
-    "path",
+    "path, expected",
+    # 400: a segment decodes to a name no project or file can have; 404: raw "/" splits
+    # the path into more segments than any route has.
     [
-        "/index/../",
-        "/index/%2e%2e/",
-        "/index/%2E%2E/%2E%2E/etc/passwd",
-        "/index/a%2fb/",
-        "/index/alpha%2f..%2f..%2f/",
-        "/index/a\\b/",
-        "/index/a%5cb/",
-        "/index/a%00b/",
-        "/index/-bad-/",
-        "/index/bad name/".replace(" ", "%20"),
-        "/index/alpha/..%2f..%2fconfig.py",
-        "/index/alpha/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-        "/index/alpha/..%5c..%5cwin.ini",
-        "/index/alpha/alpha-1.0%00.whl",
-        "/index/alpha/../../etc/passwd",
-        "/cache/%2e%2e",
+        ("/index/../", 400),
+        ("/index/%2e%2e/", 400),
+        ("/index/%2E%2E/%2E%2E/etc/passwd", 400),
+        ("/index/a%2fb/", 400),
+        ("/index/alpha%2f..%2f..%2f/", 400),
+        ("/index/a\\b/", 400),
+        ("/index/a%5cb/", 400),
+        ("/index/a%00b/", 400),
+        ("/index/-bad-/", 400),
+        ("/index/bad name/".replace(" ", "%20"), 400),
+        ("/index/alpha/..%2f..%2fconfig.py", 400),
+        ("/index/alpha/%2e%2e%2f%2e%2e%2fetc%2fpasswd", 400),
+        ("/index/alpha/..%5c..%5cwin.ini", 400),
+        ("/index/alpha/alpha-1.0%00.whl", 400),
+        ("/index/alpha/../../etc/passwd", 404),
+        ("/cache/%2e%2e", 400),
     ],
 )
-def test_invalid_names_and_traversal_are_rejected(proxy, upstream_html, path):
+def test_invalid_names_and_traversal_are_rejected(proxy, upstream_html, path, expected):
     p = proxy(upstream_html)
     method = "DELETE" if path.startswith("/cache/") else "GET"
-    status = p.request(method, path).status
-    assert status in (400, 404), status
+    assert p.request(method, path).status == expected
     assert not any(".." in r.path or "\\" in r.path or "\0" in r.path for r in upstream_html.requests)
     assert_healthy(p)
 
@@ -587,7 +588,7 @@ def test_unknown_path_is_404(proxy, upstream_html):
     p = proxy(upstream_html)
     assert p.get("/nope").status == 404
     assert p.get("/index/alpha/x/y/z").status == 404
-    assert p.request("DELETE", "/nope").status in (404, 405)
+    assert p.request("DELETE", "/nope").status == 404
 
 
 @pytest.mark.parametrize("method, path", [("POST", "/index/"), ("PUT", "/index/alpha/"), ("POST", "/cache/list")])
@@ -607,7 +608,7 @@ def test_upstream_down_nothing_cached_is_502(proxy, upstream_html):
     p = proxy(upstream_html)
     upstream_html.down()
     assert p.get("/index/alpha/").status == 502
-    assert p.get("/index/alpha/alpha-1.0-py3-none-any.whl").status in (404, 502)
+    assert p.get("/index/alpha/alpha-1.0-py3-none-any.whl").status == 502
     assert_healthy(p)
 
 
@@ -623,10 +624,10 @@ def test_upstream_hanging_is_504(proxy, upstream_html):
 
 
 @pytest.mark.parametrize("mode", ["500", "503", "close"])
-def test_upstream_error_nothing_cached_is_gateway_error(proxy, upstream_html, mode):
+def test_upstream_error_nothing_cached_is_502(proxy, upstream_html, mode):
     p = proxy(upstream_html)
     upstream_html.fail("/simple/alpha/", mode)
-    assert p.get("/index/alpha/").status in (502, 503, 504)
+    assert p.get("/index/alpha/").status == 502
     assert_healthy(p)
 
 
