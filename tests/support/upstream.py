@@ -7,6 +7,10 @@ Layout (``PORT`` is picked by the OS)::
     /files/<normalized>/<filename>  distribution files (ETag, HEAD, single Range)
     /files/<normalized>/<filename>.metadata   PEP 658 core metadata (wheels only)
 
+Besides fault modes and throttling, a file response can be held midway
+(:meth:`Upstream.hold`), so that a test can look at the proxy while its download
+is under way, and files can be sent chunked, without a length.
+
 ``fmt="html"`` always answers HTML with *relative* file links, so the proxy must
 resolve them against the page URL. ``fmt="json"`` negotiates per PEP 691 and
 answers JSON (with a ``; charset=utf-8`` parameter on purpose) when the Accept
@@ -32,11 +36,13 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, NamedTuple
 
+from .cache_dir import WAIT
 from .dists import Dist, canonicalize
 
 __all__ = [
     "FAULT_MODES",
     "FileEntry",
+    "Hold",
     "IndexState",
     "RequestRecord",
     "Upstream",
@@ -56,6 +62,9 @@ _HANG_LIMIT = 120.0
 _MIDWAY_FRACTION = 0.5
 _MIDWAY_PIECES = 4
 _MIDWAY_DELAY = 0.05
+# A held response goes on by itself after this long, so that a proxy that does not
+# stream cannot hang a test; the test then fails on the hold's state.
+_HOLD_BACKSTOP = WAIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +93,28 @@ class RequestRecord(NamedTuple):
     method: str
     path: str
     headers: dict
+
+
+class Hold:
+    """One held file response: ``first`` bytes go out, then the rest waits for
+    :meth:`open` (or the backstop). ``mode``: "ok", "corrupt" (the first byte of the
+    rest flipped) or "cut" (hang up instead of sending the rest)."""
+
+    def __init__(self, first: int, mode: str) -> None:
+        if mode not in ("ok", "corrupt", "cut"):
+            raise ValueError(f"unknown hold mode {mode!r}")
+        self.first = first
+        self.mode = mode
+        self.sent_first = threading.Event()  # the first part is on the wire
+        self.passed = False  # the upstream went past the gate (opened or backstop)
+        self._open = threading.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def wait(self) -> None:
+        self._open.wait(_HOLD_BACKSTOP)
+        self.passed = True
 
 
 @dataclasses.dataclass
@@ -146,6 +177,9 @@ class IndexState:
         self._projects: dict[str, _Project] = {}
         self._faults: dict[str, _Fault] = {}
         self._throttle: tuple[int, float] | None = None
+        self._chunked = False
+        self._holds: dict[str, list[Hold]] = {}  # file name -> holds not yet taken
+        self._all_holds: list[Hold] = []
         self._hits: collections.Counter = collections.Counter()
         self._requests: list[RequestRecord] = []
 
@@ -216,6 +250,31 @@ class IndexState:
     def throttle(self) -> tuple[int, float] | None:
         with self._lock:
             return self._throttle
+
+    def set_chunked(self, value: bool) -> None:
+        with self._lock:
+            self._chunked = value
+
+    def chunked(self) -> bool:
+        with self._lock:
+            return self._chunked
+
+    def add_hold(self, filename: str, hold: Hold) -> None:
+        with self._lock:
+            self._holds.setdefault(filename, []).append(hold)
+            self._all_holds.append(hold)
+
+    def take_hold(self, filename: str) -> Hold | None:
+        """The oldest hold waiting for this file's next GET (consuming it), or None."""
+        with self._lock:
+            holds = self._holds.get(filename)
+            return holds.pop(0) if holds else None
+
+    def open_holds(self) -> None:
+        with self._lock:
+            holds = list(self._all_holds)
+        for hold in holds:
+            hold.open()
 
     # -- accounting ------------------------------------------------------
 
@@ -428,6 +487,7 @@ class _Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK (~40 ms) on every reused keep-alive connection.
     disable_nagle_algorithm = True
     server: _Server
+    _chunked = False  # the response being sent is chunked (set per response)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
@@ -456,7 +516,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if fault in ("500", "503"):
-            self._send(_text_reply(int(fault), f"injected fault {fault}"), send_body, None)
+            self._send(_text_reply(int(fault), f"injected fault {fault}"), send_body, None, None)
             return
 
         reply = self._route(path)
@@ -466,7 +526,10 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _Reply(304, kept, b"")
         elif reply.status == 200 and reply.is_file and self.headers.get("Range"):
             reply = self._apply_range(reply, self.headers["Range"])
-        self._send(reply, send_body, fault)
+        hold = None
+        if reply.status == 200 and reply.is_file and send_body and fault is None:
+            hold = state.take_hold(path.rpartition("/")[2])
+        self._send(reply, send_body, fault, hold)
 
     def _route(self, path: str) -> _Reply:
         if path == "/simple":
@@ -557,46 +620,81 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- output ----------------------------------------------------------
 
-    def _send(self, reply: _Reply, send_body: bool, fault: str | None) -> None:
+    def _send(self, reply: _Reply, send_body: bool, fault: str | None, hold: Hold | None) -> None:
         body = reply.body
+        # RFC 9112 7.1: a chunked file response carries no Content-Length.
+        self._chunked = reply.status == 200 and reply.is_file and self.server.upstream.state.chunked()
         self.send_response(reply.status)
         for name, value in reply.headers:
             self.send_header(name, value)
-        if reply.status != 304:  # a 304 has no body and describes none here
+        if self._chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        elif reply.status != 304:  # a 304 has no body and describes none here
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if not send_body or not body or reply.status == 304:
+        if not send_body or reply.status == 304 or not (body or self._chunked):
             return
         try:
             if fault == "truncate":
-                self.wfile.write(body[: len(body) // 2])
+                self._put(body[: len(body) // 2])
                 self._hang_up()
-            elif fault == "corrupt":
+            elif fault == "corrupt" and body:
                 middle = len(body) // 2
-                self.wfile.write(body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1:])
+                self._put(body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1:])
+                self._end()
             elif fault == "midway":
                 sent = max(1, int(len(body) * _MIDWAY_FRACTION))
                 piece = max(1, sent // _MIDWAY_PIECES)
                 for offset in range(0, sent, piece):
-                    self.wfile.write(body[offset: min(offset + piece, sent)])
-                    self.wfile.flush()
+                    self._put(body[offset: min(offset + piece, sent)])
                     if self.server.stopping.wait(_MIDWAY_DELAY):
                         break
                 self._hang_up()
+            elif hold is not None:
+                self._send_held(body, hold)
             elif reply.is_file and self.server.upstream.state.throttle():
                 self._write_slowly(body, *self.server.upstream.state.throttle())  # type: ignore[misc]
             else:
-                self.wfile.write(body)
+                self._put(body)
+                self._end()
         except OSError:  # the client went away; that is its business
             self.close_connection = True
 
+    def _send_held(self, body: bytes, hold: Hold) -> None:
+        self._put(body[: hold.first])
+        hold.sent_first.set()
+        hold.wait()
+        rest = body[hold.first:]
+        if hold.mode == "cut":
+            self._hang_up()
+            return
+        if hold.mode == "corrupt" and rest:
+            rest = bytes([rest[0] ^ 0xFF]) + rest[1:]
+        self._put(rest)
+        self._end()
+
     def _write_slowly(self, body: bytes, chunk_size: int, delay: float) -> None:
         for offset in range(0, len(body), chunk_size):
-            self.wfile.write(body[offset: offset + chunk_size])
-            self.wfile.flush()
+            self._put(body[offset: offset + chunk_size])
             if offset + chunk_size < len(body) and self.server.stopping.wait(delay):
                 self._hang_up()
                 return
+        self._end()
+
+    def _put(self, data: bytes) -> None:
+        """Send body bytes now, as one chunk if the response is chunked."""
+        if not data:
+            return
+        if self._chunked:
+            data = b"%x\r\n" % len(data) + data + b"\r\n"
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _end(self) -> None:
+        """The body is complete: the last chunk if the response is chunked."""
+        if self._chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _hang_up(self) -> None:
         self.wfile.flush()
@@ -661,6 +759,7 @@ class Upstream:
         if server is None:
             return
         server.stopping.set()
+        self.state.open_holds()
         server.shutdown()
         server.server_close()
         server.cut_connections()
@@ -759,6 +858,18 @@ class Upstream:
         ``throttle(None)`` turns it off."""
         self.state.set_throttle(None if not chunk_size else (int(chunk_size), float(delay)))
         return self
+
+    def send_chunked(self, on: bool = True) -> Upstream:
+        """Send file bodies with ``Transfer-Encoding: chunked`` and no Content-Length."""
+        self.state.set_chunked(on)
+        return self
+
+    def hold(self, dist: Dist, first: int | None = None, mode: str = "ok") -> Hold:
+        """Hold the next GET of *dist*'s file after *first* bytes (default: half) until
+        the returned hold is opened; see :class:`Hold` for ``mode``."""
+        hold = Hold(dist.size // 2 if first is None else first, mode)
+        self.state.add_hold(dist.filename, hold)
+        return hold
 
     # -- accounting ------------------------------------------------------
 
