@@ -22,6 +22,7 @@ from proxpi_min.core.lockfiles import Wanted
 from proxpi_min.core.simple import FileEntry
 from proxpi_min.cli.warm import Filters, Progress, match_files, run_verify, run_warm, wheel_fits
 from tests.support.cache_dir import settled
+from tests.support.markers import needs_tomllib
 from tests.support.proxy import REPO_ROOT, ProxyProcess, proxy_env, run_pip
 
 PYPI_FILES = "https://files.pythonhosted.org/packages/xx"  # lock URLs: never fetched
@@ -189,7 +190,7 @@ def stored(cache_dir, dist) -> Path:
     return Path(cache_dir) / "files" / dist.normalized / f"sha256-{dist.sha256}" / dist.filename
 
 
-@pytest.mark.parametrize("kind", ["requirements", "pylock", "uv", "poetry"])
+@pytest.mark.parametrize("kind", ["requirements"] + [pytest.param(k, marks=needs_tomllib) for k in ("pylock", "uv", "poetry")])
 def test_warm_fetches_each_file_once_from_each_format(kind, upstream, dists, tmp_path):
     wanted = lock_dists(dists)
     lock = write_lock(kind, tmp_path, wanted)
@@ -213,6 +214,7 @@ def test_warm_fetches_each_file_once_from_each_format(kind, upstream, dists, tmp
     assert not [r for r in upstream.requests if r.path.startswith("/files/")]
 
 
+@needs_tomllib
 def test_warm_wheels_only(upstream, dists, tmp_path):
     lock = write_lock("uv", tmp_path, [dists.alpha_2, dists.alpha_2_sdist])
     code, out, _ = warm_in_process(tmp_path / "cache", upstream, str(lock), "--wheels-only")
@@ -221,6 +223,7 @@ def test_warm_wheels_only(upstream, dists, tmp_path):
     assert upstream.hits(upstream.file_path(dists.alpha_2_sdist)) == 0
 
 
+@needs_tomllib
 def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path):
     upstream = upstream_factory("json")
     upstream.fail(upstream.file_path(dists.beta_1), "500")
@@ -239,6 +242,7 @@ def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path):
     assert "3 files wanted" not in out and "4 failed" in out
 
 
+@needs_tomllib
 def test_warm_policy_refusal_is_a_failure(upstream, dists, tmp_path):
     """The server's guard rails apply: a denied version or project is named, not fetched."""
     lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1, dists.delta])
@@ -279,6 +283,7 @@ def test_warm_names_the_pin_that_keeps_a_file_out(upstream_factory, dists, tmp_p
     assert stored(tmp_path / "cache", dists.beta_1).read_bytes() == dists.beta_1.content
 
 
+@needs_tomllib
 def test_warm_caller_refusal_is_a_failure(upstream, dists, tmp_path):
     lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1])
     out, err = io.StringIO(), io.StringIO()
@@ -292,8 +297,8 @@ def test_warm_caller_refusal_is_a_failure(upstream, dists, tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("uv.lock", "version = \n", "uv.lock: not valid TOML"),
-        ("pylock.toml", 'lock-version = "9"\n', "unsupported lock-version"),
+        pytest.param("uv.lock", "version = \n", "uv.lock: not valid TOML", marks=needs_tomllib),
+        pytest.param("pylock.toml", 'lock-version = "9"\n', "unsupported lock-version", marks=needs_tomllib),
         ("requirements.txt", "a==1 --hash=sha256:nothex\n", "requirements.txt:1: not a hash"),
         ("missing.txt", None, "missing.txt: cannot read"),
     ],
@@ -312,6 +317,7 @@ def test_warm_bad_input_exits_2_in_one_line(upstream_html, tmp_path, name, conte
     assert upstream_html.requests == []
 
 
+@needs_tomllib
 def test_warm_upstream_trouble_on_pages_is_a_labelled_warning(upstream_factory, dists, tmp_path):
     upstream = upstream_factory("json")
     upstream.fail("/simple/beta/", "500")
@@ -381,6 +387,7 @@ def verify(cache_dir, *args: str) -> tuple:
     return code, out.getvalue(), err.getvalue()
 
 
+@needs_tomllib
 def test_verify_catches_a_flipped_byte_and_repairs(upstream, dists, tmp_path):
     lock = write_lock("uv", tmp_path, lock_dists(dists))
     cache = tmp_path / "cache"

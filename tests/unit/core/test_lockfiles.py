@@ -9,6 +9,7 @@ import pytest
 
 from proxpi_min.core import lockfiles
 from proxpi_min.core.lockfiles import LockFileError, Wanted, detect_format, load
+from tests.support.markers import needs_tomllib
 
 A = "a" * 64
 B = "b" * 64
@@ -142,7 +143,7 @@ def test_unreadable_file_is_an_error(tmp_path):
         load(str(tmp_path / "binary.txt"))
 
 
-@pytest.mark.parametrize("name", ["requirements.txt", "uv.lock"])
+@pytest.mark.parametrize("name", ["requirements.txt", pytest.param("uv.lock", marks=needs_tomllib)])
 def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
     # Windows editors write one; pip reads such a requirements file, TOML forbids it.
     hashes = "--hash=sha256:" + "ab" * 32
@@ -155,6 +156,7 @@ def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
     assert [(w.project, w.version) for w in lock.wanted] == [("a", "1.0")] and lock.notes == ()
 
 
+@needs_tomllib
 def test_pylock(tmp_path):
     path = write(
         tmp_path,
@@ -203,11 +205,13 @@ def test_pylock(tmp_path):
         ("lock-version = \n", "not valid TOML"),
     ],
 )
+@needs_tomllib
 def test_pylock_errors(tmp_path, text, message):
     with pytest.raises(LockFileError, match=message):
         load(write(tmp_path, "pylock.toml", text))
 
 
+@needs_tomllib
 def test_uv_lock(tmp_path):
     path = write(
         tmp_path,
@@ -248,6 +252,7 @@ def test_uv_lock(tmp_path):
     assert len(lock.notes) == 1 and "fromgit" in lock.notes[0] and "git source" in lock.notes[0]
 
 
+@needs_tomllib
 def test_poetry_lock(tmp_path):
     path = write(
         tmp_path,
