@@ -244,7 +244,7 @@ def test_stale_project_list_when_upstream_down(proxy, upstream_html, caplog):
     assert len(_proxpi_warnings(caplog)) == 1
 
 
-def test_back_off_then_recovery(proxy, upstream_html, dists):
+def test_failed_refresh_serves_stale_during_back_off_then_fresh(proxy, upstream_html, dists):
     p = proxy((upstream_html, TTL))
     _assert_fresh(p.get("/index/alpha/"))
     upstream_html.fail("/simple/alpha/", "500")
@@ -556,7 +556,7 @@ def _air_gap(upstream, tmp_path, offline_args):
     assert _import_versions(target, ["alpha", "beta", "gamma"]) == ["2.0", "1.0", "2.0"]
 
 
-def test_air_gapped_workflow(upstream_html, tmp_path):
+def test_pip_installs_offline_from_a_copied_cache_dir(upstream_html, tmp_path):
     # The offline side runs with the same index configuration as the connected side.
     _air_gap(upstream_html, tmp_path, ["--index-url", upstream_html.url])
 
@@ -657,7 +657,7 @@ def unanswered_listener():
         sock.close()
 
 
-def test_connect_timeout_is_finite(proxy, unanswered_listener):
+def test_connect_timeout_to_a_silent_upstream_is_504(proxy, unanswered_listener):
     p = proxy(unanswered_listener, connect_timeout=0.5, read_timeout=1.0)
     started = time.monotonic()
     result = p.get("/index/alpha/", timeout=BOUND + 5)

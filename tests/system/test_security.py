@@ -329,7 +329,7 @@ def test_only_listed_urls_are_fetched(guarded, scripted, dists):
     ],
     ids=["long-path", "long-query", "long-header", "many-headers", "many-repeated-headers"],
 )
-def test_oversized_requests(guarded, data, expected):
+def test_oversized_request_line_is_414_and_oversized_headers_431(guarded, data, expected):
     response = raw_request(guarded.proxy.url, data)
     assert raw_status(response) == expected, response[:200]
     guarded.check_intact()
@@ -348,7 +348,7 @@ def test_oversized_requests(guarded, data, expected):
         ("bytes=-0", 416),
     ],
 )
-def test_bad_range(guarded, range_header, expected):
+def test_unusable_range_is_ignored_and_unsatisfiable_range_is_416(guarded, range_header, expected):
     dist = guarded.dist
     status, headers, body = guarded.proxy.get(guarded.file_path, {"Range": range_header})
     assert status == expected, (status, body[:200])
@@ -500,7 +500,7 @@ def test_upstream_names_are_escaped_in_project_list(proxy, scripted):
     json.loads(p.get("/index/", {"Accept": PIP_ACCEPT}).body)
 
 
-def test_home_page_escapes(proxy, tmp_path):
+def test_home_page_escapes_the_cache_dir_and_index_urls(proxy, tmp_path):
     cache_dir = tmp_path / "cache-<img src=x onerror=alert(9)>"
     index = "http://127.0.0.1:9/simple/<script>alert(10)</script>/"  # never contacted here
     p = proxy(index, cache_dir=str(cache_dir))
@@ -646,7 +646,7 @@ def test_no_admin_token_means_open_delete(proxy, upstream_html):
     assert upstream_html.hits("/simple/alpha/") == 2
 
 
-def test_admin_token_from_environment(upstream_html, tmp_path):
+def test_admin_token_from_environment_guards_delete_and_is_not_logged(upstream_html, tmp_path):
     args = ["--index-url", upstream_html.url, "--cache-dir", str(tmp_path / "cache")]
     with ProxyProcess(args, env={"PROXPI_ADMIN_TOKEN": "s3cret"}) as process:
         assert process.get("/index/alpha/").status == 200
