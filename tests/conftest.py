@@ -1,7 +1,8 @@
 """Shared fixtures: real distributions, fake upstream indexes, the proxy under test.
 
-pytest configuration lives here (not in pyproject.toml): the ``pypi`` marker
-for opt-in tests against the real PyPI, skipped unless ``--run-pypi`` is given.
+pyproject.toml says where the tests are (``testpaths``); the rest of the pytest
+configuration is here: the ``pypi`` marker for opt-in tests against the real PyPI,
+skipped unless ``--run-pypi`` is given.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Tests' view of a cache directory from the outside (stored files, their sizes, the
-bookkeeping left aside), the wheels of known size that fill it, and polling."""
+bookkeeping left aside), the wheels of known size that fill it, and polling for what
+a test waits on."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from .dists import Dist, make_wheel
 
-__all__ = ["WAIT", "file_path", "files_tree", "sized_wheel", "stored_content", "stored_paths", "wait_until"]
+__all__ = ["WAIT", "file_path", "files_tree", "sized_wheel", "stored_content", "stored_paths", "wait_for", "wait_until"]
 
 # How long a test waits for something a correct proxy does at once (first bytes of a
 # stream, a temp file appearing). Only a broken proxy ever makes a test wait this long.
@@ -76,6 +77,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.02)
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    """Poll *condition* until it is truthy and return its value; past *timeout* seconds
+    fail the test, naming *what* it waited for."""
+    value = wait_until(condition, timeout)
+    if not value:
+        raise AssertionError(f"timed out waiting for {what}")
+    return value
 
 
 TEMP_PREFIX = ".tmp-"  # how proxpi_min.infra.atomic names a download's temp file

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 __all__ = [
     "REPO_ROOT",
     "HTTPResult",
+    "assert_healthy",
     "ProxyProcess",
     "RunningProxy",
     "http",
@@ -208,6 +209,12 @@ class RunningProxy:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+def assert_healthy(target: Any) -> None:
+    """The proxy *target* (a RunningProxy or ProxyProcess) answers ``/health`` with 200 ``ok``."""
+    result = target.get("/health")
+    assert (result.status, result.body.strip()) == (200, b"ok")
 
 
 def start_proxy(*, indexes: Sequence[Any], **overrides: Any) -> RunningProxy:

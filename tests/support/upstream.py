@@ -7,47 +7,39 @@ Layout (``PORT`` is picked by the OS)::
     /files/<normalized>/<filename>  distribution files (ETag, HEAD, single Range)
     /files/<normalized>/<filename>.metadata   PEP 658 core metadata (wheels only)
 
+Besides fault modes and throttling, a file response can be held midway
+(:meth:`Upstream.hold`), so that a test can look at the proxy while its download
+is under way, and files can be sent chunked, without a length.
+
 ``fmt="html"`` always answers HTML with *relative* file links, so the proxy must
 resolve them against the page URL. ``fmt="json"`` negotiates per PEP 691 and
 answers JSON (with a ``; charset=utf-8`` parameter on purpose) when the Accept
 header prefers it.
 
-The pieces: ``IndexState`` holds everything mutable behind one lock and does no
-I/O; the ``render_*`` functions turn snapshots into bytes; ``_Handler`` does HTTP
-and fault injection; ``Upstream`` is the public face used by the tests.
+The pieces: ``IndexState`` (upstream_state.py) holds everything mutable behind one
+lock and does no I/O; the functions of upstream_render.py turn snapshots into bytes;
+``_Handler`` here does HTTP, fault injection and holds; ``Upstream`` is the public
+face used by the tests.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import hashlib
-import html
-import json
 import socket
 import ssl
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable, NamedTuple
+from typing import Any
 
 from .dists import Dist, canonicalize
+from .upstream_render import (
+    HTML_TYPE, JSON_TYPE, FileEntry, Reply, etag, etag_matches, negotiate_json, parse_range,
+    render_project_html, render_project_json, render_root_html, render_root_json, text_reply,
+)
+from .upstream_state import ALL_PATHS, Hold, IndexState, RequestRecord
 
-__all__ = [
-    "FAULT_MODES",
-    "FileEntry",
-    "IndexState",
-    "RequestRecord",
-    "Upstream",
-    "negotiate_json",
-    "path_matches",
-]
-
-JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-HTML_TYPE = "text/html"
-FAULT_MODES = ("500", "503", "hang", "close", "truncate", "corrupt", "midway")
-ALL_PATHS = "*"
+__all__ = ["Upstream"]
 
 # "hang" waits for the server to stop; this is only a backstop so that a test that
 # forgets to stop its upstream cannot keep a thread alive forever.
@@ -56,330 +48,6 @@ _HANG_LIMIT = 120.0
 _MIDWAY_FRACTION = 0.5
 _MIDWAY_PIECES = 4
 _MIDWAY_DELAY = 0.05
-
-
-@dataclasses.dataclass(frozen=True)
-class FileEntry:
-    """One file as the index lists it."""
-
-    dist: Dist
-    yanked: bool | str | None = None
-    metadata: bool = True
-    upload_time: str | None = None
-
-    @property
-    def has_metadata(self) -> bool:
-        """PEP 658: advertised and served only for wheels that have METADATA."""
-        return self.metadata and self.dist.is_wheel and self.dist.metadata is not None
-
-    @property
-    def is_yanked(self) -> bool:
-        return self.yanked is not None and self.yanked is not False
-
-
-class RequestRecord(NamedTuple):
-    """A request the upstream received. ``path`` is percent-decoded, without query;
-    ``headers`` has lowercased names."""
-
-    method: str
-    path: str
-    headers: dict
-
-
-@dataclasses.dataclass
-class _Project:
-    display: str
-    files: dict  # filename -> FileEntry, in insertion order
-
-
-@dataclasses.dataclass
-class _Fault:
-    mode: str
-    remaining: int | None  # None: forever
-
-
-def path_matches(path: str, pattern: str) -> bool:
-    """True if ``pattern`` is ``path`` or a suffix of it starting at a ``/`` boundary.
-
-    ``"alpha/"`` and ``"/simple/alpha/"`` both match ``/simple/alpha/``; ``"pha/"``
-    does not, and neither does ``"simple/"`` (it matches ``/simple/`` only).
-    """
-    if pattern == ALL_PATHS or path == pattern:
-        return True
-    if not path.endswith(pattern):
-        return False
-    if pattern.startswith("/"):
-        return True
-    return path[: len(path) - len(pattern)].endswith("/")
-
-
-def negotiate_json(accept: str | None) -> bool:
-    """PEP 691 choice the way PyPI makes it: the highest q wins, a tie goes to HTML."""
-    if not accept:
-        return False
-    q_json = 0.0
-    q_html = 0.0
-    for part in accept.split(","):
-        media, _, params = part.partition(";")
-        media = media.strip().lower()
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = 0.0
-        if media in (JSON_TYPE, "application/vnd.pypi.simple.latest+json"):
-            q_json = max(q_json, q)
-        elif media in (HTML_TYPE, "application/vnd.pypi.simple.v1+html",
-                       "application/vnd.pypi.simple.latest+html", "*/*", "text/*"):
-            q_html = max(q_html, q)
-    return q_json > q_html
-
-
-class IndexState:
-    """Everything mutable about the fake index, behind one lock. No I/O."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._projects: dict[str, _Project] = {}
-        self._faults: dict[str, _Fault] = {}
-        self._throttle: tuple[int, float] | None = None
-        self._hits: collections.Counter = collections.Counter()
-        self._requests: list[RequestRecord] = []
-
-    # -- content ---------------------------------------------------------
-
-    def add(self, entry: FileEntry) -> None:
-        key = entry.dist.normalized
-        with self._lock:
-            project = self._projects.setdefault(key, _Project(entry.dist.project, {}))
-            project.files[entry.dist.filename] = entry
-
-    def add_project(self, name: str) -> None:
-        with self._lock:
-            self._projects.setdefault(canonicalize(name), _Project(name, {}))
-
-    def remove(self, name: str, filename: str | None = None) -> None:
-        key = canonicalize(name)
-        with self._lock:
-            if filename is None:
-                self._projects.pop(key, None)
-            elif key in self._projects:
-                self._projects[key].files.pop(filename, None)
-
-    def project_names(self) -> list[str]:
-        with self._lock:
-            return [p.display for p in self._projects.values()]
-
-    def project(self, normalized: str) -> tuple[str, list[FileEntry]] | None:
-        with self._lock:
-            project = self._projects.get(normalized)
-            if project is None:
-                return None
-            return project.display, list(project.files.values())
-
-    def find_file(self, normalized: str, filename: str) -> FileEntry | None:
-        with self._lock:
-            project = self._projects.get(normalized)
-            return None if project is None else project.files.get(filename)
-
-    # -- faults ----------------------------------------------------------
-
-    def set_fault(self, pattern: str, mode: str, times: int | None) -> None:
-        if mode not in FAULT_MODES:
-            raise ValueError(f"unknown fault mode {mode!r}; expected one of {FAULT_MODES}")
-        with self._lock:
-            self._faults[pattern] = _Fault(mode, times)
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def take_fault(self, path: str) -> str | None:
-        """The fault mode for this request (consuming one use of it), or None."""
-        with self._lock:
-            for pattern, fault in list(self._faults.items()):
-                if path_matches(path, pattern):
-                    if fault.remaining is not None:
-                        fault.remaining -= 1
-                        if fault.remaining <= 0:
-                            del self._faults[pattern]
-                    return fault.mode
-        return None
-
-    def set_throttle(self, value: tuple[int, float] | None) -> None:
-        with self._lock:
-            self._throttle = value
-
-    def throttle(self) -> tuple[int, float] | None:
-        with self._lock:
-            return self._throttle
-
-    # -- accounting ------------------------------------------------------
-
-    def record(self, method: str, path: str, headers: dict) -> None:
-        with self._lock:
-            self._hits[(method, path)] += 1
-            self._requests.append(RequestRecord(method, path, headers))
-
-    def hits(self, pattern: str, method: str | None) -> int:
-        with self._lock:
-            return sum(
-                count
-                for (m, path), count in self._hits.items()
-                if (method is None or m == method) and path_matches(path, pattern)
-            )
-
-    def requests(self) -> list[RequestRecord]:
-        with self._lock:
-            return list(self._requests)
-
-    def reset_hits(self) -> None:
-        with self._lock:
-            self._hits.clear()
-            self._requests.clear()
-
-
-# -- rendering (pure) ----------------------------------------------------
-
-
-def _etag(body: bytes) -> str:
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-
-
-def _attr(value: str) -> str:
-    return html.escape(value, quote=True)
-
-
-def render_root_html(names: Iterable[str]) -> bytes:
-    links = "".join(
-        f'    <a href="{_attr(canonicalize(n))}/">{html.escape(n)}</a><br />\n' for n in names
-    )
-    return (
-        "<!DOCTYPE html>\n<html>\n  <head>\n"
-        '    <meta name="pypi:repository-version" content="1.0">\n'
-        "    <title>Simple index</title>\n  </head>\n  <body>\n"
-        f"{links}  </body>\n</html>\n"
-    ).encode("utf-8")
-
-
-def render_project_html(display: str, normalized: str, entries: Iterable[FileEntry]) -> bytes:
-    anchors = []
-    for entry in entries:
-        dist = entry.dist
-        # Relative to /simple/<normalized>/, on purpose: the proxy must resolve it.
-        href = f"../../files/{normalized}/{urllib.parse.quote(dist.filename)}#sha256={dist.sha256}"
-        attrs = [f'href="{_attr(href)}"']
-        if dist.requires_python is not None:
-            attrs.append(f'data-requires-python="{_attr(dist.requires_python)}"')
-        if entry.is_yanked:
-            reason = entry.yanked if isinstance(entry.yanked, str) else ""
-            attrs.append(f'data-yanked="{_attr(reason)}"')
-        if entry.has_metadata:
-            value = f"sha256={dist.metadata_sha256}"
-            attrs.append(f'data-dist-info-metadata="{value}"')
-            attrs.append(f'data-core-metadata="{value}"')
-        anchors.append(f"    <a {' '.join(attrs)}>{html.escape(dist.filename)}</a><br />\n")
-    return (
-        "<!DOCTYPE html>\n<html>\n  <head>\n"
-        '    <meta name="pypi:repository-version" content="1.0">\n'
-        f"    <title>Links for {html.escape(display)}</title>\n  </head>\n  <body>\n"
-        f"    <h1>Links for {html.escape(display)}</h1>\n"
-        f"{''.join(anchors)}  </body>\n</html>\n"
-    ).encode("utf-8")
-
-
-def render_root_json(names: Iterable[str]) -> bytes:
-    document = {"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}
-    return json.dumps(document, indent=1).encode("utf-8")
-
-
-def render_project_json(normalized: str, entries: list[FileEntry], base_url: str) -> bytes:
-    files: list[dict[str, Any]] = []
-    versions: list[str] = []
-    for entry in entries:
-        dist = entry.dist
-        if dist.version not in versions:
-            versions.append(dist.version)
-        core_metadata: Any = {"sha256": dist.metadata_sha256} if entry.has_metadata else False
-        item: dict[str, Any] = {
-            "filename": dist.filename,
-            "url": f"{base_url}/files/{normalized}/{urllib.parse.quote(dist.filename)}",
-            "hashes": {"sha256": dist.sha256},
-            "requires-python": dist.requires_python,
-            "core-metadata": core_metadata,
-            # PyPI's non-standard alias (see the API notes, section 10.4); a proxy
-            # must not turn it into the key "dist-info-metadata".
-            "data-dist-info-metadata": core_metadata,
-            "size": dist.size,
-            "yanked": entry.yanked if entry.is_yanked else False,
-        }
-        if entry.upload_time is not None:
-            item["upload-time"] = entry.upload_time
-        files.append(item)
-    document = {
-        "meta": {"api-version": "1.1", "_last-serial": 1},
-        "name": normalized,
-        "versions": versions,
-        "files": files,
-    }
-    return json.dumps(document, indent=1).encode("utf-8")
-
-
-# -- HTTP ------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Reply:
-    status: int
-    headers: list  # of (name, value)
-    body: bytes = b""
-    is_file: bool = False
-
-
-def _text_reply(status: int, message: str, extra: list | None = None) -> _Reply:
-    headers = [("Content-Type", "text/plain; charset=utf-8")] + (extra or [])
-    return _Reply(status, headers, (message + "\n").encode("utf-8"))
-
-
-def _etag_matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    for candidate in if_none_match.split(","):
-        candidate = candidate.strip()
-        if candidate.startswith("W/"):
-            candidate = candidate[2:]
-        if candidate in ("*", etag):
-            return True
-    return False
-
-
-def _parse_range(value: str, size: int) -> tuple[int, int] | None | str:
-    """(first, last) for a single satisfiable range, "unsatisfiable", or None to
-    ignore the header (malformed or multi-range: a full 200 is allowed then)."""
-    unit, _, spec = value.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    start_text, dash, end_text = spec.strip().partition("-")
-    if not dash:
-        return None
-    try:
-        if start_text == "":
-            suffix = int(end_text)
-            if suffix <= 0:
-                return "unsatisfiable"
-            return max(0, size - suffix), size - 1
-        first = int(start_text)
-        last = int(end_text) if end_text else size - 1
-    except ValueError:
-        return None
-    if first >= size:
-        return "unsatisfiable"
-    if first > last:
-        return None
-    return first, min(last, size - 1)
 
 
 class _Server(ThreadingHTTPServer):
@@ -428,6 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK (~40 ms) on every reused keep-alive connection.
     disable_nagle_algorithm = True
     server: _Server
+    _chunked = False  # the response being sent is chunked (set per response)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
@@ -456,19 +125,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if fault in ("500", "503"):
-            self._send(_text_reply(int(fault), f"injected fault {fault}"), send_body, None)
+            self._send(text_reply(int(fault), f"injected fault {fault}"), send_body, None, None)
             return
 
         reply = self._route(path)
         etag = dict(reply.headers).get("ETag")
-        if reply.status == 200 and etag and _etag_matches(self.headers.get("If-None-Match"), etag):
+        if reply.status == 200 and etag and etag_matches(self.headers.get("If-None-Match"), etag):
             kept = [(k, v) for k, v in reply.headers if k in ("ETag", "Vary")]
-            reply = _Reply(304, kept, b"")
+            reply = Reply(304, kept, b"")
         elif reply.status == 200 and reply.is_file and self.headers.get("Range"):
             reply = self._apply_range(reply, self.headers["Range"])
-        self._send(reply, send_body, fault)
+        hold = None
+        if reply.status == 200 and reply.is_file and send_body and fault is None:
+            hold = state.take_hold(path.rpartition("/")[2])
+        self._send(reply, send_body, fault, hold)
 
-    def _route(self, path: str) -> _Reply:
+    def _route(self, path: str) -> Reply:
         if path == "/simple":
             return self._redirect("/simple/")
         if path == "/simple/":
@@ -477,19 +149,19 @@ class _Handler(BaseHTTPRequestHandler):
             rest = path[len("/simple/"):]
             name = rest[:-1] if rest.endswith("/") else rest
             if not name or "/" in name:
-                return _text_reply(404, "not found")
+                return text_reply(404, "not found")
             normalized = canonicalize(name)
             if not rest.endswith("/") or name != normalized:
                 return self._redirect(f"/simple/{urllib.parse.quote(normalized)}/")
             found = self.server.upstream.state.project(normalized)
             if found is None:
-                return _text_reply(404, f"project {name} not found")
+                return text_reply(404, f"project {name} not found")
             return self._page(*self._project(normalized, *found))
         if path.startswith("/files/"):
             parts = path[len("/files/"):].split("/")
             if len(parts) == 2:
                 return self._file(*parts)
-        return _text_reply(404, "not found")
+        return text_reply(404, "not found")
 
     # -- content ---------------------------------------------------------
 
@@ -507,17 +179,17 @@ class _Handler(BaseHTTPRequestHandler):
             return render_project_json(normalized, entries, self.server.upstream.base_url), JSON_TYPE
         return render_project_html(display, normalized, entries), HTML_TYPE
 
-    def _page(self, body: bytes, media_type: str) -> _Reply:
+    def _page(self, body: bytes, media_type: str) -> Reply:
         headers = [
             ("Content-Type", f"{media_type}; charset=utf-8"),
-            ("ETag", _etag(body)),
+            ("ETag", etag(body)),
             ("Cache-Control", "max-age=600, public"),
         ]
         if self.server.upstream.fmt == "json":
             headers.append(("Vary", "Accept"))
-        return _Reply(200, headers, body)
+        return Reply(200, headers, body)
 
-    def _file(self, normalized: str, filename: str) -> _Reply:
+    def _file(self, normalized: str, filename: str) -> Reply:
         state = self.server.upstream.state
         entry = state.find_file(normalized, filename)
         if entry is not None:
@@ -527,76 +199,111 @@ class _Handler(BaseHTTPRequestHandler):
             if entry is not None and entry.has_metadata:
                 assert entry.dist.metadata is not None
                 return self._bytes_reply(entry.dist.metadata, entry.dist.metadata_sha256 or "")
-        return _text_reply(404, f"file {filename} not found")
+        return text_reply(404, f"file {filename} not found")
 
     @staticmethod
-    def _bytes_reply(body: bytes, sha256: str) -> _Reply:
+    def _bytes_reply(body: bytes, sha256: str) -> Reply:
         headers = [
             ("Content-Type", "application/octet-stream"),
             ("ETag", f'"{sha256[:32]}"'),
             ("Accept-Ranges", "bytes"),
             ("Cache-Control", "max-age=365000000, immutable"),
         ]
-        return _Reply(200, headers, body, is_file=True)
+        return Reply(200, headers, body, is_file=True)
 
     @staticmethod
-    def _redirect(location: str) -> _Reply:
-        return _text_reply(301, f"moved to {location}", [("Location", location)])
+    def _redirect(location: str) -> Reply:
+        return text_reply(301, f"moved to {location}", [("Location", location)])
 
     @staticmethod
-    def _apply_range(reply: _Reply, header: str) -> _Reply:
+    def _apply_range(reply: Reply, header: str) -> Reply:
         size = len(reply.body)
-        parsed = _parse_range(header, size)
+        parsed = parse_range(header, size)
         if parsed is None:
             return reply
         if parsed == "unsatisfiable":
-            return _text_reply(416, "range not satisfiable", [("Content-Range", f"bytes */{size}")])
+            return text_reply(416, "range not satisfiable", [("Content-Range", f"bytes */{size}")])
         first, last = parsed  # type: ignore[misc]
         headers = reply.headers + [("Content-Range", f"bytes {first}-{last}/{size}")]
-        return _Reply(206, headers, reply.body[first: last + 1], is_file=True)
+        return Reply(206, headers, reply.body[first: last + 1], is_file=True)
 
     # -- output ----------------------------------------------------------
 
-    def _send(self, reply: _Reply, send_body: bool, fault: str | None) -> None:
+    def _send(self, reply: Reply, send_body: bool, fault: str | None, hold: Hold | None) -> None:
         body = reply.body
+        # RFC 9112 7.1: a chunked file response carries no Content-Length.
+        self._chunked = reply.status == 200 and reply.is_file and self.server.upstream.state.chunked()
         self.send_response(reply.status)
         for name, value in reply.headers:
             self.send_header(name, value)
-        if reply.status != 304:  # a 304 has no body and describes none here
+        if self._chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        elif reply.status != 304:  # a 304 has no body and describes none here
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if not send_body or not body or reply.status == 304:
+        if not send_body or reply.status == 304 or not (body or self._chunked):
             return
         try:
             if fault == "truncate":
-                self.wfile.write(body[: len(body) // 2])
+                self._put(body[: len(body) // 2])
                 self._hang_up()
-            elif fault == "corrupt":
+            elif fault == "corrupt" and body:
                 middle = len(body) // 2
-                self.wfile.write(body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1:])
+                self._put(body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1:])
+                self._end()
             elif fault == "midway":
                 sent = max(1, int(len(body) * _MIDWAY_FRACTION))
                 piece = max(1, sent // _MIDWAY_PIECES)
                 for offset in range(0, sent, piece):
-                    self.wfile.write(body[offset: min(offset + piece, sent)])
-                    self.wfile.flush()
+                    self._put(body[offset: min(offset + piece, sent)])
                     if self.server.stopping.wait(_MIDWAY_DELAY):
                         break
                 self._hang_up()
+            elif hold is not None:
+                self._send_held(body, hold)
             elif reply.is_file and self.server.upstream.state.throttle():
                 self._write_slowly(body, *self.server.upstream.state.throttle())  # type: ignore[misc]
             else:
-                self.wfile.write(body)
+                self._put(body)
+                self._end()
         except OSError:  # the client went away; that is its business
             self.close_connection = True
 
+    def _send_held(self, body: bytes, hold: Hold) -> None:
+        self._put(body[: hold.first])
+        hold.sent_first.set()
+        hold.wait()
+        rest = body[hold.first:]
+        if hold.mode == "cut":
+            self._hang_up()
+            return
+        if hold.mode == "corrupt" and rest:
+            rest = bytes([rest[0] ^ 0xFF]) + rest[1:]
+        self._put(rest)
+        self._end()
+
     def _write_slowly(self, body: bytes, chunk_size: int, delay: float) -> None:
         for offset in range(0, len(body), chunk_size):
-            self.wfile.write(body[offset: offset + chunk_size])
-            self.wfile.flush()
+            self._put(body[offset: offset + chunk_size])
             if offset + chunk_size < len(body) and self.server.stopping.wait(delay):
                 self._hang_up()
                 return
+        self._end()
+
+    def _put(self, data: bytes) -> None:
+        """Send body bytes now, as one chunk if the response is chunked."""
+        if not data:
+            return
+        if self._chunked:
+            data = b"%x\r\n" % len(data) + data + b"\r\n"
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _end(self) -> None:
+        """The body is complete: the last chunk if the response is chunked."""
+        if self._chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _hang_up(self) -> None:
         self.wfile.flush()
@@ -661,6 +368,7 @@ class Upstream:
         if server is None:
             return
         server.stopping.set()
+        self.state.open_holds()
         server.shutdown()
         server.server_close()
         server.cut_connections()
@@ -759,6 +467,18 @@ class Upstream:
         ``throttle(None)`` turns it off."""
         self.state.set_throttle(None if not chunk_size else (int(chunk_size), float(delay)))
         return self
+
+    def send_chunked(self, on: bool = True) -> Upstream:
+        """Send file bodies with ``Transfer-Encoding: chunked`` and no Content-Length."""
+        self.state.set_chunked(on)
+        return self
+
+    def hold(self, dist: Dist, first: int | None = None, mode: str = "ok") -> Hold:
+        """Hold the next GET of *dist*'s file after *first* bytes (default: half) until
+        the returned hold is opened; see :class:`Hold` for ``mode``."""
+        hold = Hold(dist.size // 2 if first is None else first, mode)
+        self.state.add_hold(dist.filename, hold)
+        return hold
 
     # -- accounting ------------------------------------------------------
 

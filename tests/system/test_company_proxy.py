@@ -249,7 +249,7 @@ def test_bad_ca_bundle_is_a_config_error(tmp_path, content, problem):
 
 @pytest.mark.skipif(TINYPROXY is None, reason="needs tinyproxy (apt install tinyproxy)")
 @pytest.mark.parametrize("credentials", [None, ("ci", "s3cret")], ids=["open", "basic-auth"])
-def test_through_tinyproxy(proxy, upstream_tls, test_ca, dists, tmp_path, credentials):
+def test_https_upstream_through_tinyproxy_tunnels_once_and_bad_credentials_are_502(proxy, upstream_tls, test_ca, dists, tmp_path, credentials):
     with Tinyproxy(tmp_path, credentials) as tiny:
         running = proxy(upstream_tls, upstream_proxy=through(tiny.url), ca_bundle=str(test_ca.cert))
         assert running.get("/index/alpha/").status == 200

@@ -4,10 +4,10 @@ safety, the persistent LRU cache and its cap, two proxies on one cache dir, PEP 
 metadata files, and the HTTP details of file responses.
 
 Ordering facts ("the client had bytes before the upstream finished") are checked
-against the state of a gated upstream defined here (:class:`GatedIndex`): it sends the
-first part of a file, then holds the rest until the test releases it. Nothing here
-asserts on wall-clock durations; deadlines only bound how long a broken proxy can make
-a test wait.
+against the state of a held upstream response (:meth:`Upstream.hold`): the fake
+index sends the first part of a file, then holds the rest until the test releases it.
+Nothing here asserts on wall-clock durations; deadlines only bound how long a broken
+proxy can make a test wait.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import socket
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import pytest
 
@@ -32,11 +31,12 @@ from tests.support.cache_dir import (
 from tests.support.dists import Dist
 from tests.support.pages import json_files, parse_anchors
 from tests.support.proxy import PIP_ACCEPT, ProxyProcess, run_pip
+from tests.support.upstream import Upstream
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
-# A held upstream response goes on by itself after this long, so that a proxy that
-# does not stream cannot hang a test; the test then fails on the upstream's state.
+# How long a held upstream response waits at most (Upstream.hold); a client here waits
+# a few times that, so that a proxy that does not stream cannot hang a test.
 BACKSTOP = WAIT
 
 
@@ -86,184 +86,21 @@ def headers_without_date(headers: http_client.HTTPMessage) -> list:
     return sorted((k.lower(), v) for k, v in headers.items() if k.lower() != "date")
 
 
-# -- a gated upstream -------------------------------------------------------------
-
-
-class Hold:
-    """One held file response: ``first`` bytes go out, then the rest waits for
-    :meth:`open` (or the backstop). ``mode``: "ok", "corrupt" (one byte of the rest
-    flipped) or "cut" (hang up instead of sending the rest)."""
-
-    def __init__(self, first: int, mode: str) -> None:
-        self.first = first
-        self.mode = mode
-        self.sent_first = threading.Event()  # the first part is on the wire
-        self._open = threading.Event()
-        self.passed = False  # the upstream went past the gate (released or backstop)
-
-    def open(self) -> None:
-        self._open.set()
-
-    def wait(self) -> None:
-        self._open.wait(BACKSTOP)
-        self.passed = True
-
-
-class GatedIndex:
-    """A tiny simple-API index (HTML pages, relative links, sha256 fragments, no
-    sizes, no metadata) whose file responses can be held midway. ``chunked=True``
-    sends files with ``Transfer-Encoding: chunked`` and no Content-Length."""
-
-    def __init__(self, chunked: bool = False) -> None:
-        self.chunked = chunked
-        self._lock = threading.Lock()
-        self._dists: dict[str, Dist] = {}
-        self._holds: dict[str, list] = {}
-        self._all_holds: list[Hold] = []
-        self.requests: list[tuple] = []  # (method, path, lowercased headers)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _GatedHandler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._server.index = self  # type: ignore[attr-defined]
-        self._server.handle_error = lambda *args: None  # type: ignore[method-assign]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/simple/"
-
-    def add(self, dist: Dist) -> "GatedIndex":
-        with self._lock:
-            self._dists[dist.filename] = dist
-        return self
-
-    def hold(self, dist: Dist, first: Optional[int] = None, mode: str = "ok") -> Hold:
-        """Hold the next response for *dist* after *first* bytes (default: half)."""
-        hold = Hold(dist.size // 2 if first is None else first, mode)
-        with self._lock:
-            self._holds.setdefault(dist.filename, []).append(hold)
-            self._all_holds.append(hold)
-        return hold
-
-    def file_gets(self, dist: Dist) -> list[dict]:
-        """Headers of every GET of the file so far."""
-        with self._lock:
-            return [h for m, p, h in self.requests if m == "GET" and p.endswith("/" + dist.filename)]
-
-    def close(self) -> None:
-        for hold in self._all_holds:
-            hold.open()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    # -- for the handler
-    def _record(self, method: str, path: str, headers: dict) -> None:
-        with self._lock:
-            self.requests.append((method, path, headers))
-
-    def _project(self, project: str) -> list[Dist]:
-        with self._lock:
-            return [d for d in self._dists.values() if d.normalized == project]
-
-    def _file(self, filename: str) -> tuple[Optional[Dist], Optional[Hold]]:
-        with self._lock:
-            holds = self._holds.get(filename)
-            return self._dists.get(filename), holds.pop(0) if holds else None
-
-
-class _GatedHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        index: GatedIndex = self.server.index  # type: ignore[attr-defined]
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        index._record(self.command, path, {k.lower(): v for k, v in self.headers.items()})
-        parts = path.strip("/").split("/")
-        if len(parts) == 2 and parts[0] == "simple" and path.endswith("/"):
-            dists = index._project(parts[1])
-            if dists:
-                links = "".join(
-                    f'<a href="../../files/{d.normalized}/{urllib.parse.quote(d.filename)}#sha256={d.sha256}">'
-                    f"{d.filename}</a><br>\n"
-                    for d in dists
-                )
-                return self._reply(200, "text/html", f"<!DOCTYPE html><html><body>\n{links}</body></html>\n".encode())
-        if len(parts) == 3 and parts[0] == "files":
-            dist, hold = index._file(parts[2])
-            if dist is not None:
-                return self._send_file(index, dist, hold)
-        self._reply(404, "text/plain", b"not found\n")
-
-    def _reply(self, status: int, kind: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _send_file(self, index: GatedIndex, dist: Dist, hold: Optional[Hold]) -> None:
-        body = dist.content
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        if index.chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        first = len(body) if hold is None else hold.first
-        self._write(index, body[:first])
-        if hold is not None:
-            hold.sent_first.set()
-            hold.wait()
-            rest = body[first:]
-            if hold.mode == "cut":
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            if hold.mode == "corrupt" and rest:
-                rest = bytes([rest[0] ^ 0xFF]) + rest[1:]
-            self._write(index, rest)
-        if index.chunked:
-            self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def _write(self, index: GatedIndex, data: bytes) -> None:
-        if not data:
-            return
-        if index.chunked:
-            self.wfile.write(b"%x\r\n" % len(data) + data + b"\r\n")
-        else:
-            self.wfile.write(data)
-        self.wfile.flush()
+# -- an HTML index whose file responses can be held ------------------------------
 
 
 @pytest.fixture
-def gated() -> Iterator[Callable[..., GatedIndex]]:
-    made: list[GatedIndex] = []
+def html_index(upstream_factory) -> Callable[..., Upstream]:
+    """``make(*dists, chunked=False)``: an HTML index (relative links, sha256 fragments,
+    no sizes, no metadata) listing *dists*; ``chunked=True`` sends files without a length."""
 
-    def make(*dists: Dist, chunked: bool = False) -> GatedIndex:
-        index = GatedIndex(chunked)
-        made.append(index)
+    def make(*dists: Dist, chunked: bool = False) -> Upstream:
+        index = upstream_factory("html", None).send_chunked(chunked)
         for dist in dists:
-            index.add(dist)
+            index.add(dist, metadata=False)
         return index
 
-    yield make
-    for index in made:
-        index.close()
+    return make
 
 
 # =============================================================================
@@ -272,9 +109,9 @@ def gated() -> Iterator[Callable[..., GatedIndex]]:
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "upstream-chunked"])
-def test_uncached_file_streams_through_while_written_to_temp(proxy, gated, chunked):
+def test_uncached_file_streams_through_while_written_to_temp(proxy, html_index, chunked):
     dist = sized_wheel("streamy", "1.0", 96_000)
-    index = gated(dist, chunked=chunked)
+    index = html_index(dist, chunked=chunked)
     p = proxy(index.url)
     assert p.get(f"/index/{dist.normalized}/").status == 200
     hold = index.hold(dist)
@@ -308,9 +145,9 @@ def test_uncached_file_streams_through_while_written_to_temp(proxy, gated, chunk
         stored_paths(p.settings.cache_dir, dist.filename)[0], os.path.join(p.settings.cache_dir, "files"))]
 
 
-def test_upstream_without_length_is_sent_chunked_never_with_a_wrong_length(proxy, gated):
+def test_upstream_without_length_is_sent_chunked_never_with_a_wrong_length(proxy, html_index):
     dist = sized_wheel("chunky", "1.0", 30_000)
-    index = gated(dist, chunked=True)
+    index = html_index(dist, chunked=True)
     p = proxy(index.url)
     hold = index.hold(dist)  # the proxy answers before it can know the length
     conn, response = open_response(p.url, file_path(dist))
@@ -326,12 +163,12 @@ def test_upstream_without_length_is_sent_chunked_never_with_a_wrong_length(proxy
     result = p.get(file_path(dist))
     assert result.body == dist.content
     assert int(result.headers["Content-Length"]) == dist.size
-    assert len(index.file_gets(dist)) == 1
+    assert index.hits(dist.filename) == 1
 
 
-def test_upstream_without_length_to_http10_client_is_read_to_close(proxy, gated):
+def test_upstream_without_length_to_http10_client_is_read_to_close(proxy, html_index):
     dist = sized_wheel("chunky", "1.0", 30_000)
-    index = gated(dist, chunked=True)
+    index = html_index(dist, chunked=True)
     p = proxy(index.url)
     hold = index.hold(dist)
     conn, response = open_response(p.url, file_path(dist), version="HTTP/1.0")
@@ -351,9 +188,9 @@ def test_upstream_without_length_to_http10_client_is_read_to_close(proxy, gated)
 # =============================================================================
 
 
-def test_twenty_concurrent_clients_share_one_download_and_stream(proxy, gated):
+def test_twenty_concurrent_clients_share_one_download_and_stream(proxy, html_index):
     dist = sized_wheel("crowd", "1.0", 64_000)
-    index = gated(dist)
+    index = html_index(dist)
     p = proxy(index.url)
     assert p.get(f"/index/{dist.normalized}/").status == 200
     hold = index.hold(dist)
@@ -392,7 +229,7 @@ def test_twenty_concurrent_clients_share_one_download_and_stream(proxy, gated):
     assert len(results) == clients
     assert {status for status, _ in results} == {200}
     assert {hashlib.sha256(body).hexdigest() for _, body in results} == {dist.sha256}
-    assert len(index.file_gets(dist)) == 1
+    assert index.hits(dist.filename) == 1
     # Every client, leader and followers, had bytes while the upstream was still sending.
     assert first_seen == [False] * clients
 
@@ -465,9 +302,9 @@ def test_failed_download_is_cut_short_not_stored_then_recovers(proxy, upstream_f
 
 
 @pytest.mark.parametrize("mode", ["corrupt", "cut"])
-def test_failed_chunked_download_is_cut_short_not_stored(proxy, gated, mode):
+def test_failed_chunked_download_is_cut_short_not_stored(proxy, html_index, mode):
     dist = sized_wheel("fragile", "2.0", 30_000)
-    index = gated(dist, chunked=True)
+    index = html_index(dist, chunked=True)
     p = proxy(index.url)
     hold = index.hold(dist, mode=mode)
     conn, response = open_response(p.url, file_path(dist))
@@ -487,9 +324,9 @@ def test_failed_chunked_download_is_cut_short_not_stored(proxy, gated, mode):
     assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
 
 
-def test_kill_9_mid_download_leaves_nothing_partial(gated, tmp_path):
+def test_kill_9_mid_download_leaves_nothing_partial(html_index, tmp_path):
     dist = sized_wheel("crashy", "1.0", 64_000)
-    index = gated(dist)
+    index = html_index(dist)
     cache_dir = tmp_path / "cache"
     hold = index.hold(dist)
     first = ProxyProcess(["--index-url", index.url, "--cache-dir", str(cache_dir)])
@@ -514,7 +351,7 @@ def test_kill_9_mid_download_leaves_nothing_partial(gated, tmp_path):
         assert result.status == 200 and result.body == dist.content
         assert int(result.headers["Content-Length"]) == dist.size
         assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
-    assert len(index.file_gets(dist)) == 2
+    assert index.hits(dist.filename) == 2
 
 
 # =============================================================================
@@ -654,10 +491,10 @@ def test_file_larger_than_cap_size_known_is_streamed_whole_but_not_stored(proxy,
     assert up.hits(small.filename) == 1
 
 
-def test_file_larger_than_cap_size_unknown_is_streamed_whole_but_not_stored(proxy, gated):
+def test_file_larger_than_cap_size_unknown_is_streamed_whole_but_not_stored(proxy, html_index):
     big = sized_wheel("bulky", "1.0", 40_000)
     small = sized_wheel("tiny", "1.0", 100)
-    index = gated(big, small)  # HTML, no sizes: the proxy learns the size while downloading
+    index = html_index(big, small)  # HTML, no sizes: the proxy learns the size while downloading
     cap = big.size // 2
     assert small.size < cap
     p = proxy(index.url, cache_size=cap)
@@ -676,11 +513,11 @@ def test_file_larger_than_cap_size_unknown_is_streamed_whole_but_not_stored(prox
         finally:
             conn.close()
         assert settled(p.settings.cache_dir)  # that download over: the next is a new one
-    assert len(index.file_gets(big)) == 2
+    assert index.hits(big.filename) == 2
     assert stored_paths(p.settings.cache_dir, big.filename) == []
     assert stored_content(p.settings.cache_dir, small.filename) == small.content
     assert p.get(file_path(small)).body == small.content
-    assert len(index.file_gets(small)) == 1
+    assert index.hits(small.filename) == 1
 
 
 # =============================================================================

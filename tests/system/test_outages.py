@@ -31,9 +31,9 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.support.cache_dir import file_path, sized_wheel
+from tests.support.cache_dir import file_path, sized_wheel, wait_for
 from tests.support.pages import json_files, parse_anchors
-from tests.support.proxy import PIP_ACCEPT, ProxyProcess, files_named, http, pip_env, run_pip, temp_files
+from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_named, http, pip_env, run_pip, temp_files
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 STALE_WARNING = '110 - "Response is Stale"'
@@ -63,11 +63,6 @@ def _assert_stale(result):
 
 def _proxpi_warnings(caplog):
     return [r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("proxpi_min")]
-
-
-def _alive(target):
-    result = target.get("/health")
-    assert (result.status, result.body.strip()) == (200, b"ok")
 
 
 def _saved_page_text(cache_dir, project):
@@ -102,14 +97,6 @@ def _import_versions(target, modules):
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
-
-
-def _wait_for(condition, timeout=BOUND, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _stop_process(process, sig=signal.SIGTERM):
@@ -240,7 +227,7 @@ def test_stale_copy_served_when_refresh_fails(proxy, upstream_html, dists, caplo
         assert hits >= 1, "upstream was not asked again after the TTL"
         # One refresh may make two attempts (a reused connection is retried once).
         assert hits <= 2 if within_back_off else hits <= 4, hits
-    _alive(p)
+    assert_healthy(p)
 
 
 def test_stale_project_list_when_upstream_down(proxy, upstream_html, caplog):
@@ -257,7 +244,7 @@ def test_stale_project_list_when_upstream_down(proxy, upstream_html, caplog):
     assert len(_proxpi_warnings(caplog)) == 1
 
 
-def test_back_off_then_recovery(proxy, upstream_html, dists):
+def test_failed_refresh_serves_stale_during_back_off_then_fresh(proxy, upstream_html, dists):
     p = proxy((upstream_html, TTL))
     _assert_fresh(p.get("/index/alpha/"))
     upstream_html.fail("/simple/alpha/", "500")
@@ -302,7 +289,7 @@ def test_gateway_error_only_without_any_copy(proxy, upstream_html, mode, status)
     if mode != "hang":
         # The project fetched before is served stale in the same outage, not 502/504.
         _assert_stale(p.get("/index/beta/", timeout=BOUND + 5))
-    _alive(p)
+    assert_healthy(p)
 
 
 # -- a bad upstream answer never replaces a good copy --------------------------------------
@@ -377,7 +364,7 @@ def test_bad_answer_never_replaces_good_copy(proxy, scripted, dists, caplog, bad
     download = p.get(f"/index/alpha/{dist.filename}")
     assert (download.status, download.body) == (200, dist.content)
     assert not any(path.startswith("/etc") for path in scripted.hits)
-    _alive(p)
+    assert_healthy(p)
 
 
 def test_empty_page_from_support_upstream_is_refused(proxy, upstream_html, dists):
@@ -569,7 +556,7 @@ def _air_gap(upstream, tmp_path, offline_args):
     assert _import_versions(target, ["alpha", "beta", "gamma"]) == ["2.0", "1.0", "2.0"]
 
 
-def test_air_gapped_workflow(upstream_html, tmp_path):
+def test_pip_installs_offline_from_a_copied_cache_dir(upstream_html, tmp_path):
     # The offline side runs with the same index configuration as the connected side.
     _air_gap(upstream_html, tmp_path, ["--index-url", upstream_html.url])
 
@@ -602,7 +589,7 @@ def test_hanging_upstream_file_gives_504_in_bounded_time(proxy, upstream_html, d
     assert time.monotonic() - started < BOUND
     assert result.status == 504
     assert temp_files(p.settings.cache_dir) == []
-    _alive(p)
+    assert_healthy(p)
 
 
 def test_upstream_stalling_mid_body_is_cut_in_bounded_time(proxy, scripted, dists):
@@ -633,9 +620,9 @@ def test_upstream_stalling_mid_body_is_cut_in_bounded_time(proxy, scripted, dist
         # Upstream never sent the whole file: only an error status can be complete.
         assert status >= 500, (status, len(body))
     assert time.monotonic() - started < BOUND
-    _wait_for(lambda: not temp_files(p.settings.cache_dir), what="temp file removal")
+    wait_for(lambda: not temp_files(p.settings.cache_dir), "temp file removal", BOUND)
     assert files_named(p.settings.cache_dir, dist.filename) == []
-    _alive(p)
+    assert_healthy(p)
 
 
 @pytest.fixture
@@ -670,13 +657,13 @@ def unanswered_listener():
         sock.close()
 
 
-def test_connect_timeout_is_finite(proxy, unanswered_listener):
+def test_connect_timeout_to_a_silent_upstream_is_504(proxy, unanswered_listener):
     p = proxy(unanswered_listener, connect_timeout=0.5, read_timeout=1.0)
     started = time.monotonic()
     result = p.get("/index/alpha/", timeout=BOUND + 5)
     assert time.monotonic() - started < BOUND
     assert result.status == 504
-    _alive(p)
+    assert_healthy(p)
 
 
 def _recv_until_closed(sock, timeout):
@@ -722,7 +709,7 @@ def test_idle_clients_are_disconnected(proxy, upstream_html):
     finally:
         for sock in sockets.values():
             sock.close()
-    _alive(p)
+    assert_healthy(p)
 
 
 def test_longest_client_timeout_serves_pages_and_files(proxy, upstream_html, dists):
@@ -759,7 +746,7 @@ def test_client_that_stops_reading_a_file_is_disconnected(proxy, upstream_factor
         sock.close()
     assert data.startswith(b"HTTP/1.1 200") and len(data) < big.size
     assert p.get(file_path(big), timeout=BOUND).body == big.content
-    _alive(p)
+    assert_healthy(p)
 
 
 def test_many_idle_connections_do_not_block_others(proxy, upstream_html, dists):
@@ -770,7 +757,7 @@ def test_many_idle_connections_do_not_block_others(proxy, upstream_html, dists):
             idle.append(socket.create_connection(("127.0.0.1", p.port), timeout=5))
         idle[0].sendall(b"GET /index/ HTTP/1.1\r\n")  # one half-sent request, too
         started = time.monotonic()
-        _alive(p)
+        assert_healthy(p)
         page = p.get("/index/alpha/", timeout=BOUND)
         assert page.status == 200
         result = p.get(f"/index/alpha/{dists.alpha_1.filename}", timeout=BOUND)
@@ -802,7 +789,7 @@ def test_signal_lets_download_in_flight_finish(upstream_html, dists, tmp_path, s
 
         thread = threading.Thread(target=download)
         thread.start()
-        _wait_for(lambda: upstream_html.hits(dist.filename) >= 1, what="the download to start")
+        wait_for(lambda: upstream_html.hits(dist.filename) >= 1, "the download to start", BOUND)
         time.sleep(0.3)
         process.process.send_signal(sig)
         if sig == signal.SIGTERM:
@@ -872,7 +859,7 @@ def test_signal_removes_temp_files_of_unfinished_downloads(scripted, tmp_path):
             sock.sendall(f"GET /index/blob/{blob.filename} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             assert sock.recv(1024).startswith(b"HTTP/1.1 200")
         # The client is gone; the shared download goes on into its temp file.
-        _wait_for(lambda: temp_files(cache_dir), what="a temp file")
+        wait_for(lambda: temp_files(cache_dir), "a temp file", BOUND)
         started = time.monotonic()
         process.terminate()
         assert process.wait(BOUND) == 0, process.stderr

@@ -25,7 +25,7 @@ def _files(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in directory.iterdir() if path.is_file()}
 
 
-def test_pip_download_pinned(proxy, upstream, dists, tmp_path):
+def test_pip_downloads_the_pinned_version(proxy, upstream, dists, tmp_path):
     p = proxy(upstream)
     _ok(run_pip(["download", "--no-deps", "-d", str(tmp_path), "alpha==2.0"], p.index_url))
     assert _files(tmp_path) == {dists.alpha_2.filename: dists.alpha_2.content}
@@ -69,7 +69,7 @@ def test_pip_pinned_yanked_version_installs_with_warning(proxy, upstream, dists,
     assert dists.GAMMA_YANK_REASON in output
 
 
-def test_pip_requires_python_blocks_pin(proxy, upstream_html, tmp_path):
+def test_pip_refuses_a_pin_whose_requires_python_excludes_it(proxy, upstream_html, tmp_path):
     p = proxy(upstream_html)
     result = run_pip(["download", "--no-deps", "-d", str(tmp_path), "gamma==9.0"], p.index_url)
     assert result.returncode != 0

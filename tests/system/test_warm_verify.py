@@ -22,12 +22,11 @@ from proxpi_min.cli.warm import run_warm
 from proxpi_min.core.lockmatch import Filters
 from proxpi_min.core.settings import parse_settings
 from tests.support.cache_dir import settled
+from tests.support.markers import needs_tomllib
 from tests.support.proxy import REPO_ROOT, ProxyProcess, proxy_env, run_pip
 
 PYPI_FILES = "https://files.pythonhosted.org/packages/xx"  # lock URLs: never fetched
-# TOML lock files are read with tomllib (Python 3.11+); before, warm refuses them.
-needs_toml = pytest.mark.skipif(sys.version_info < (3, 11), reason="TOML lock files need Python 3.11+")
-TOML_KINDS = [pytest.param(kind, marks=needs_toml) for kind in ("pylock", "uv", "poetry")]
+TOML_KINDS = [pytest.param(kind, marks=needs_tomllib) for kind in ("pylock", "uv", "poetry")]
 
 
 # -- the progress line ---------------------------------------------------------------
@@ -156,7 +155,7 @@ def test_warm_fetches_each_file_once_from_each_format(kind, upstream, dists, tmp
     assert not [r for r in upstream.requests if r.path.startswith("/files/")]
 
 
-@needs_toml
+@needs_tomllib
 def test_warm_wheels_only(upstream, dists, tmp_path):
     lock = write_lock("uv", tmp_path, [dists.alpha_2, dists.alpha_2_sdist])
     code, out, _ = warm_in_process(tmp_path / "cache", upstream, str(lock), "--wheels-only")
@@ -165,7 +164,7 @@ def test_warm_wheels_only(upstream, dists, tmp_path):
     assert upstream.hits(upstream.file_path(dists.alpha_2_sdist)) == 0
 
 
-@needs_toml
+@needs_tomllib
 def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path):
     upstream = upstream_factory("json")
     upstream.fail(upstream.file_path(dists.beta_1), "500")
@@ -184,7 +183,7 @@ def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path):
     assert "3 files wanted" not in out and "4 failed" in out
 
 
-@needs_toml
+@needs_tomllib
 def test_warm_policy_refusal_is_a_failure(upstream, dists, tmp_path):
     """The server's guard rails apply: a denied version or project is named, not fetched."""
     lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1, dists.delta])
@@ -225,7 +224,7 @@ def test_warm_names_the_pin_that_keeps_a_file_out(upstream_factory, dists, tmp_p
     assert stored(tmp_path / "cache", dists.beta_1).read_bytes() == dists.beta_1.content
 
 
-@needs_toml
+@needs_tomllib
 def test_warm_caller_refusal_is_a_failure(upstream, dists, tmp_path):
     lock = write_lock("poetry", tmp_path, [dists.alpha_2, dists.beta_1])
     out, err = io.StringIO(), io.StringIO()
@@ -239,8 +238,8 @@ def test_warm_caller_refusal_is_a_failure(upstream, dists, tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        pytest.param("uv.lock", "version = \n", "uv.lock: not valid TOML", marks=needs_toml),
-        pytest.param("pylock.toml", 'lock-version = "9"\n', "unsupported lock-version", marks=needs_toml),
+        pytest.param("uv.lock", "version = \n", "uv.lock: not valid TOML", marks=needs_tomllib),
+        pytest.param("pylock.toml", 'lock-version = "9"\n', "unsupported lock-version", marks=needs_tomllib),
         ("requirements.txt", "a==1 --hash=sha256:nothex\n", "requirements.txt:1: not a hash"),
         ("missing.txt", None, "missing.txt: cannot read"),
     ],
@@ -266,8 +265,8 @@ def test_warm_bad_input_exits_2_in_one_line(upstream_html, tmp_path, name, conte
         ("requirements.txt", "# only a comment\n\n", "requirements.txt: nothing to fetch: no requirement in it"),
         ("requirements.txt", "alpha>=1\nbeta\n", "requirements.txt: nothing to fetch: everything in it was skipped"),
         pytest.param("pylock.toml", 'lock-version = "1.0"\ncreated-by = "x"\n',
-                     "pylock.toml: nothing to fetch: no [[packages]] tables", marks=needs_toml),
-        pytest.param("uv.lock", "version = 1\n", "uv.lock: not a valid uv lock file: 'package' is missing", marks=needs_toml),
+                     "pylock.toml: nothing to fetch: no [[packages]] tables", marks=needs_tomllib),
+        pytest.param("uv.lock", "version = 1\n", "uv.lock: not a valid uv lock file: 'package' is missing", marks=needs_tomllib),
         ("deps.toml", "[tool.x]\ny = 1\n", "deps.toml: not a lock file"),
         ("deps.lock", "garbage {{{\n", "deps.lock: nothing to fetch: everything in it was skipped"),
         ("pyproject.toml", "[project]\nname = 'a'\n", "pyproject.toml: a project's settings, not a lock file"),
@@ -300,7 +299,7 @@ def test_warm_reads_only_its_own_settings(upstream, dists, tmp_path):
     assert stored(tmp_path / "cache", dists.beta_1).read_bytes() == dists.beta_1.content
 
 
-@needs_toml
+@needs_tomllib
 def test_warm_upstream_trouble_on_pages_is_a_labelled_warning(upstream_factory, dists, tmp_path):
     upstream = upstream_factory("json")
     upstream.fail("/simple/beta/", "500")
@@ -370,7 +369,7 @@ def verify(cache_dir, *args: str) -> tuple:
     return code, out.getvalue(), err.getvalue()
 
 
-@needs_toml
+@needs_tomllib
 def test_verify_catches_a_flipped_byte_and_repairs(upstream, dists, tmp_path):
     lock = write_lock("uv", tmp_path, lock_dists(dists))
     cache = tmp_path / "cache"

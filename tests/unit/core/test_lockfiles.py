@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import builtins
 import pathlib
-import sys
 import textwrap
 
 import pytest
 
 from proxpi_min.core import lockfiles
 from proxpi_min.core.lockfiles import LockFileError, Wanted, detect_format
+from tests.support.markers import needs_tomllib
 
 A = "a" * 64
 B = "b" * 64
 C = "c" * 64
-# TOML lock files are read with tomllib (Python 3.11+); before, one clear error (tested below).
-needs_toml = pytest.mark.skipif(sys.version_info < (3, 11), reason="TOML lock files need Python 3.11+")
 
 
 def load(path: str) -> lockfiles.ParsedLock:
@@ -159,7 +157,7 @@ def test_unreadable_file_is_an_error(tmp_path):
         load(str(tmp_path / "binary.txt"))
 
 
-@pytest.mark.parametrize("name", ["requirements.txt", pytest.param("uv.lock", marks=needs_toml)])
+@pytest.mark.parametrize("name", ["requirements.txt", pytest.param("uv.lock", marks=needs_tomllib)])
 def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
     # Windows editors write one; pip reads such a requirements file, TOML forbids it.
     hashes = "--hash=sha256:" + "ab" * 32
@@ -172,7 +170,7 @@ def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
     assert [(w.project, w.version) for w in lock.wanted] == [("a", "1.0")] and lock.notes == ()
 
 
-@needs_toml
+@needs_tomllib
 def test_pylock(tmp_path):
     path = write(
         tmp_path,
@@ -211,7 +209,7 @@ def test_pylock(tmp_path):
     assert len(lock.notes) == 1 and "mine" in lock.notes[0] and "directory" in lock.notes[0]
 
 
-@needs_toml
+@needs_tomllib
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -222,12 +220,13 @@ def test_pylock(tmp_path):
         ("lock-version = \n", "not valid TOML"),
     ],
 )
+@needs_tomllib
 def test_pylock_errors(tmp_path, text, message):
     with pytest.raises(LockFileError, match=message):
         load(write(tmp_path, "pylock.toml", text))
 
 
-@needs_toml
+@needs_tomllib
 def test_uv_lock(tmp_path):
     path = write(
         tmp_path,
@@ -270,7 +269,7 @@ def test_uv_lock(tmp_path):
     assert "fromgit" in lock.notes[1] and "git source" in lock.notes[1]
 
 
-@needs_toml
+@needs_tomllib
 def test_poetry_lock(tmp_path):
     path = write(
         tmp_path,

@@ -461,6 +461,9 @@ RESOLVE_HREFS = [
     "foo-1.0\t.tar.gz", "dir/foo%2B1.0.tar.gz", "?q", "", "../../../../foo-1.0.tar.gz",
     "file:///etc/passwd", "ftp://h/foo-1.0.tar.gz",
 ]
+# RFC 3986 5.4.2: ".." past the root stops at the root ("../../../g" -> "http://a/g");
+# CPython 3.13.0's urljoin turns this one into "file:foo-1.0.tar.gz".
+ABOVE_ROOT = {("file:///srv/simple/foo/", "../../../../foo-1.0.tar.gz"): "file:///foo-1.0.tar.gz"}
 
 
 @pytest.mark.parametrize("page_url", RESOLVE_PAGES)
@@ -469,14 +472,14 @@ def test_links_resolve_as_urljoin_does(page_url: str, kind: str) -> None:
     allowed = ("http", "https", "file") if page_url.startswith("file:") else ("http", "https")
     # An anchor without href is no link at all; a JSON "url" of "" is the page itself.
     hrefs = [href for href in RESOLVE_HREFS if href or kind == JSON_TYPE]
-    joined = [urllib.parse.urljoin(page_url, href) for href in hrefs]
+    joined = [ABOVE_ROOT.get((page_url, href)) or urllib.parse.urljoin(page_url, href) for href in hrefs]
     expected = [url for url in joined if url.partition(":")[0] in allowed]
     if kind == JSON_TYPE:
         page = parse_json([json_file(filename=f"f{i}.whl", url=href) for i, href in enumerate(hrefs)], url=page_url)
     else:
         anchors = "".join(f'<a href="{html.escape(href)}">f{i}.whl</a>' for i, href in enumerate(hrefs))
         page = parse_project_page(anchors.encode(), kind, page_url, NormalizedName("foo"))
-        assert [entry.url for entry in page.files] == expected
+    assert [entry.url for entry in page.files] == expected
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.proxy import PIP_ACCEPT, http, raw_request, raw_status, run_pip
-from tests.support.upstream import Upstream, negotiate_json, path_matches
+from tests.support.upstream import Upstream
+from tests.support.upstream_render import negotiate_json
+from tests.support.upstream_state import path_matches
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
