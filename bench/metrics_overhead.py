@@ -4,7 +4,7 @@ scraper reading /metrics 10 times a second; runs alternate, medians compared.
     python bench/metrics_overhead.py [--seconds 5] [--reps 3]
 
 Everything stays on 127.0.0.1: the tests' local upstream, the proxy as `python -m
-proxpi_min`, wrk. Target (issue 8): under 5 % slower with the scraper.
+proxpi_min`, wrk. Target: under 5 % slower with the scraper.
 """
 
 from __future__ import annotations

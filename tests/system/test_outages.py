@@ -3,7 +3,7 @@
 Black-box: the proxy (in-process ``start_proxy`` or ``python -m proxpi_min`` as a
 process) over real loopback HTTP, in front of the fake upstream of tests.support or,
 for answers it cannot produce (JSON of the wrong shape, redirect loops), a tiny
-scripted upstream defined here. Real pip where the issue says pip.
+scripted upstream defined here. Real pip where what matters is what pip does.
 
 TTLs are a fraction of a second so that a page expires within the test; the only
 timing assertions are generous "did not hang forever" bounds.
@@ -562,7 +562,7 @@ def test_pip_installs_offline_from_a_copied_cache_dir(upstream_html, tmp_path):
 
 
 def test_offline_with_only_cache_dir_serves_what_was_cached(proxy, upstream_html, dists, tmp_path):
-    # Literally the issue's offline command: python -m proxpi_min --offline --cache-dir COPY
+    # The documented offline command: python -m proxpi_min --offline --cache-dir COPY
     cache_dir = tmp_path / "cache"
     _fill_for_offline(proxy, upstream_html, dists, str(cache_dir))
     copy = tmp_path / "copy"

@@ -134,13 +134,12 @@ def test_writer_killed_mid_download_the_other_process_completes_it(upstream_fact
             assert up.hits(dist.filename) == 1, "two fetched the file itself"
             one.kill()
             one.wait()
-            with pytest.raises(Exception):
+            with pytest.raises((http.client.HTTPException, ConnectionError)):  # cut mid-body
                 doomed.result()
         body = response.read()
         follower.close()
         # Its client got every byte right: the rest came from upstream, hash-checked.
         assert body == dist.content
-        # Its client got every byte right: the rest came from upstream, hash-checked.
         up.throttle(None)
         # ... and two took the download over, so the file is stored for everyone.
         assert wait_until(lambda: stored_content(cache_dir, dist.filename), WAIT * 2) == dist.content
