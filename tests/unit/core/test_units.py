@@ -72,3 +72,13 @@ def test_human_size(size: float, expected: str) -> None:
 )
 def test_backoff_doubles_up_to_its_maximum(failures: int, expected: float) -> None:
     assert backoff(2.0, 300.0, failures) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1", "5X", "M", "5 G B", "1e9", "0x10", "5GiBB"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_parse_size_plain_bytes_are_exact() -> None:
+    assert parse_size("9007199254740993") == 9007199254740993

@@ -1,4 +1,4 @@
-"""Unit tests for proxpi_min/core/urls.py: the file name a URL ends in."""
+"""Unit tests for proxpi_min/core/urls.py: the file name a URL ends in, credentials kept out of a URL shown."""
 
 from __future__ import annotations
 
@@ -25,3 +25,22 @@ def test_last_segment(url: str, expected: str) -> None:
 def test_redact_url_keeps_a_url_without_credentials_as_it_is() -> None:
     assert redact_url("https://files.example/simple/") == "https://files.example/simple/"
     assert redact_url("https://user:secret@files.example/simple/") == "https://files.example/simple/"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://user:password@host.example/simple/", "https://host.example/simple/"),
+        ("https://token@host.example/simple/", "https://host.example/simple/"),
+        ("https://user:p@ss@host.example:8443/x?q=1", "https://host.example:8443/x?q=1"),
+        ("https://host.example/simple/", "https://host.example/simple/"),
+        ("https://host.example/a@b/", "https://host.example/a@b/"),  # "@" in the path only
+        ("file:///srv/simple/", "file:///srv/simple/"),
+        # Proxies are often given without a scheme (HTTPS_PROXY=user:pw@proxy:3128).
+        ("user:s3cret@proxy.example:3128", "proxy.example:3128"),
+        ("user:s3cret@proxy.example:bad/", "proxy.example:bad/"),
+        ("proxy.example:3128", "proxy.example:3128"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
