@@ -431,6 +431,8 @@ class Upstream:
             try:
                 with _translated(final_url):
                     body = read_page_body(response, redact_url(final_url), MAX_PAGE_SIZE)
+                if deadline.expired:  # a cut can pass for an end (a chunk size of "00")
+                    raise UpstreamError("cut at the deadline")
             except BaseException:
                 conn.close()
                 raise
@@ -443,10 +445,7 @@ class Upstream:
             raise
         finally:
             deadline.cancel()
-        if deadline.expired:  # cut just as the body ended: the connection is done for
-            conn.close()
-        else:
-            self._finish(key, conn, response)
+        self._finish(key, conn, response)
         if response.status not in (200, 304, 404, 410):
             raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
         return PageResponse(
