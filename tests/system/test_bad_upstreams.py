@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import threading
 import time
 import zlib
 
@@ -224,3 +225,42 @@ def test_real_empty_html_page_is_still_an_empty_project(proxy, scripted, kind):
     result = p.get("/index/newbie/", {"Accept": JSON_TYPE})
     assert result.status == 200, result
     assert json.loads(result.body)["files"] == []
+
+
+# -- a disk that will not take a page -----------------------------------------------------
+
+
+def test_page_not_saved_on_a_full_disk_is_saved_once_space_returns(proxy, upstream_html, dists, tmp_path, monkeypatch):
+    """ENOSPC is injected into the page store's writes (a read-only directory would not
+    stop root): the page is served but not saved; once writes work again, its next use
+    saves it, and an --offline proxy on the same cache dir then serves it."""
+    from proxpi_min.index import index_cache, page_store
+
+    real_write = page_store.write_atomically
+    full = threading.Event()
+    full.set()
+
+    def write(path, data):
+        if full.is_set():
+            raise OSError(28, "No space left on device", path)
+        return real_write(path, data)
+
+    monkeypatch.setattr(page_store, "write_atomically", write)
+    monkeypatch.setattr(index_cache, "SAVE_RETRY", 0.2)
+    cache_dir = str(tmp_path / "cache")
+    p = proxy(upstream_html, cache_dir=cache_dir)
+    assert p.get("/index/alpha/").status == 200
+    assert p.server.indexes.flush(10)
+    assert not glob.glob(os.path.join(cache_dir, "index", "*", "alpha.json"))
+    full.clear()
+    time.sleep(0.3)
+    assert p.get("/index/alpha/").status == 200
+    assert p.server.indexes.flush(10)
+    assert glob.glob(os.path.join(cache_dir, "index", "*", "alpha.json"))
+    dist = dists.alpha_1
+    assert p.get(f"/index/alpha/{dist.filename}").body == dist.content  # offline lists cached files
+    p.stop()
+    upstream_html.down()
+    offline = proxy(upstream_html, cache_dir=cache_dir, offline=True)
+    result = offline.get("/index/alpha/")
+    assert result.status == 200 and dist.filename.encode() in result.body, result
