@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import threading
 import time
@@ -17,7 +18,7 @@ import zlib
 
 import pytest
 
-from tests.support.proxy import ProxyProcess, assert_healthy
+from tests.support.proxy import ProxyProcess, assert_healthy, raw_request, raw_status
 from tests.support.scripted import Scripted
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -264,3 +265,36 @@ def test_page_not_saved_on_a_full_disk_is_saved_once_space_returns(proxy, upstre
     offline = proxy(upstream_html, cache_dir=cache_dir, offline=True)
     result = offline.get("/index/alpha/")
     assert result.status == 200 and dist.filename.encode() in result.body, result
+
+
+# -- the request log and http.server's own refusals ------------------------------------------
+
+
+def test_a_token_in_the_query_string_is_not_logged(proxy, upstream_html, caplog):
+    caplog.set_level(logging.INFO, logger="proxpi_min")
+    p = proxy(upstream_html)
+    assert p.get("/index/alpha/?token=s3cret-value&format=text/html").status == 200
+    lines = [record.getMessage() for record in caplog.records]
+    assert not any("s3cret-value" in line for line in lines), lines
+    assert any('"GET /index/alpha/?token=***&format=text/html" 200' in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /index/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        (b"GET /index/ HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /index/\r\n\r\n", 400),
+    ],
+    ids=["414", "431", "505", "400"],
+)
+def test_http_server_refusals_are_plain_text(proxy, upstream_html, data, status):
+    """As README says of every error: one plain-text line, not http.server's HTML."""
+    p = proxy(upstream_html)
+    response = raw_request(p.url, data)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert raw_status(response) == status, response[:300]
+    assert b"\r\ncontent-type: text/plain; charset=utf-8" in head.lower(), head
+    assert body.startswith(b"%d " % status) and body.count(b"\n") == 1 and b"<" not in body, body
+    assert_healthy(p)
