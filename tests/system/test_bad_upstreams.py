@@ -298,3 +298,21 @@ def test_http_server_refusals_are_plain_text(proxy, upstream_html, data, status)
     assert b"\r\ncontent-type: text/plain; charset=utf-8" in head.lower(), head
     assert body.startswith(b"%d " % status) and body.count(b"\n") == 1 and b"<" not in body, body
     assert_healthy(p)
+
+
+@pytest.mark.parametrize("mode", ["truncate", "midway"])
+def test_access_line_of_a_range_cut_short_says_what_was_sent(proxy, upstream_html, dists, caplog, mode):
+    """A range passed through from upstream, which hangs up halfway: the client gets
+    fewer bytes than the 206 announced, and the log line counts the bytes it got."""
+    caplog.set_level(logging.INFO, logger="proxpi_min")
+    dist = dists.alpha_1
+    p = proxy(upstream_html)
+    assert p.get("/index/alpha/").status == 200
+    upstream_html.fail(f"/files/alpha/{dist.filename}", mode)
+    request = f"GET /index/alpha/{dist.filename} HTTP/1.1\r\nHost: x\r\nRange: bytes=10-\r\n\r\n"
+    response = raw_request(p.url, request.encode())
+    assert raw_status(response) == 206
+    got = len(response.partition(b"\r\n\r\n")[2])
+    assert 0 < got < dist.size - 10
+    lines = [r.getMessage() for r in caplog.records if f'"GET /index/alpha/{dist.filename}"' in r.getMessage()]
+    assert any(f'" 206 {got} ' in line for line in lines), (got, lines)
