@@ -198,12 +198,14 @@ class IndexCache:
 
     def health(self) -> dict:
         """The dashboard's view of this index: last success and failure (Unix times),
-        the failure's reason, pages served stale now and those waiting out a back-off."""
+        the failure's reason, pages served stale now and those waiting out a back-off
+        (stale ones, and new ones whose costly failure is remembered)."""
         now = self._clock()
         with self._lock:
             failing = [self._entries[key] for key in self._failing if key in self._entries]
             last_success, last_failure = self._last_success, self._last_failure
-        waiting = [entry.retry_at - now for entry in failing if entry.retry_at > now]
+            refused = [refusal.retry_at - now for refusal in self._refusals.values() if refusal.retry_at > now]
+        waiting = [entry.retry_at - now for entry in failing if entry.retry_at > now] + refused
         return {
             "url": self._label,
             "ttl": self.settings.ttl,

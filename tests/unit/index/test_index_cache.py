@@ -663,6 +663,9 @@ def test_IndexCache_a_costly_failure_of_a_new_page_is_remembered_for_the_back_of
         with pytest.raises(BadUpstreamPage, match="over 256 bytes"):
             cache.project(alpha())
     assert len(upstream.calls) == 1
+    health = cache.health()
+    assert (health["stale_pages"], health["backoff_pages"]) == (0, 1)
+    assert health["last_failure_reason"] == "upstream page over 256 bytes: huge"
     clock.now += index_cache.RETRY_FIRST * 2
     with pytest.raises(BadUpstreamPage):
         cache.project(alpha())
