@@ -3,7 +3,7 @@
 Black-box: the proxy (in-process ``start_proxy`` or ``python -m proxpi_min`` as a
 process) over real loopback HTTP, in front of the fake upstream of tests.support or,
 for answers it cannot produce (JSON of the wrong shape, redirect loops), a tiny
-scripted upstream defined here. Real pip where the issue says pip.
+scripted upstream (tests/support/scripted.py). Real pip where the issue says pip.
 
 TTLs are a fraction of a second so that a page expires within the test; the only
 timing assertions are generous "did not hang forever" bounds.
