@@ -20,22 +20,9 @@ from .names import NormalizedName, canonicalize_name, is_safe_filename, version_
 from .urls import last_segment
 
 __all__ = [
-    "FileEntry",
-    "Hashes",
-    "JSON_TYPE",
-    "HTML_TYPE",
-    "ProjectList",
-    "ProjectPage",
-    "TEXT_HTML",
-    "VERIFY_HASHES",
-    "best_hash",
-    "is_hex",
-    "media_type",
-    "merge_lists",
-    "merge_pages",
-    "parse_project_list",
-    "parse_project_page",
-    "servable",
+    "FileEntry", "Hashes", "JSON_TYPE", "HTML_TYPE", "ProjectList", "ProjectPage", "TEXT_HTML",
+    "VERIFY_HASHES", "best_hash", "is_hex", "media_type", "merge_lists", "merge_pages",
+    "parse_project_list", "parse_project_page", "servable",
 ]
 
 # The simple API's media types (PEP 691), and the plain HTML that PEP 503 pages are.
@@ -43,6 +30,10 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
 _HTML_TYPES = {HTML_TYPE, TEXT_HTML}
+# Where a simple page (PEP 503) has words of its own: "Links for <project>".
+_HEADINGS = frozenset({"title", "h1", "h2", "h3", "h4", "h5", "h6"})
+# Elements no simple page has, and maintenance, login and portal pages do.
+_FOREIGN = frozenset({"form", "input", "script", "iframe", "img", "button", "p", "table"})
 _LINE = re.compile(r"[^\n]+")
 _HEX = re.compile(r"[0-9a-fA-F]+\Z")
 # A last path segment that urljoin leaves as it is (no query, parameters, spaces or
@@ -223,15 +214,19 @@ class _Links:
 
 
 class _AnchorParser(HTMLParser):
-    """Collects ``<a>`` elements (attributes and text) and honours ``<base href>``."""
+    """Collects ``<a>`` elements (attributes and text) and honours ``<base href>``;
+    notes what says the page is a simple page or is not."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.anchors: list[tuple[dict, str]] = []
         self.base: Optional[str] = None
         self.status: Optional[str] = None
+        self.api_version: Optional[str] = None  # PEP 629's pypi:repository-version
+        self.foreign = False  # words outside headings and links, or a form, a script...
         self._current: Optional[dict] = None
         self._text: list[str] = []
+        self._headings = 0
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         if tag == "a":
@@ -243,15 +238,29 @@ class _AnchorParser(HTMLParser):
             found = dict(attrs)
             if found.get("name") == "pypi:project-status":
                 self.status = found.get("content")
+            elif found.get("name") == "pypi:repository-version":
+                self.api_version = found.get("content")
+        elif tag in _HEADINGS:
+            self._headings += 1
+        elif tag in _FOREIGN:
+            self.foreign = True
 
     def handle_data(self, data: str) -> None:
         if self._current is not None:
             self._text.append(data)
+        elif not self._headings and data.strip():
+            self.foreign = True
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "a" and self._current is not None:
             self.anchors.append((self._current, "".join(self._text).strip()))
             self._current = None
+        elif tag in _HEADINGS and self._headings:
+            self._headings -= 1
+
+    @property
+    def simple(self) -> bool:  # says so (PEP 629, PEP 792 meta), or only headings (PEP 503)
+        return self.api_version is not None or self.status is not None or not self.foreign
 
 
 def _parse_html(body: bytes, url: str) -> _AnchorParser:
@@ -419,6 +428,8 @@ def parse_project_page(
         parsed = _parse_html(body, url)
         links = _Links(parsed.base, url)
         entries = tuple(entry for entry in (_file_from_html(a, t, links) for a, t in parsed.anchors) if entry)
+        if not entries and not parsed.simple:  # a maintenance, login or portal page
+            raise BadUpstreamPage("upstream answered an HTML page that is not a simple-API page: no file links")
         return ProjectPage(project, entries, _versions(entries, project), status=parsed.status)
     raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
 

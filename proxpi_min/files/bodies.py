@@ -91,16 +91,17 @@ def relay(
     response: FileResponse,
     conn: socket.socket,
     chunked: bool,
+    body: FileBody,
     *,
     limit: Optional[int],
     skip: int = 0,
     verifier: Optional[Verifier] = None,
-) -> int:
+) -> None:
     """Copy an upstream body to the client: *skip* bytes dropped first, then at most
     *limit* bytes (None: to the end). With a *verifier* (the whole file), the last byte
-    is held back until the bytes match the index hash.
+    is held back until the bytes match the index hash. Bytes sent are counted in
+    *body*'s ``sent`` as they go, so a response cut short logs what it did send.
 
-    :returns: the bytes sent.
     :raises UpstreamError: fewer than *limit* bytes came (IntegrityError: bad hash).
     """
     sent = 0
@@ -120,16 +121,16 @@ def relay(
         if chunk:
             send_chunk(conn, chunk, 0, len(chunk), chunked)
             sent += len(chunk)
+            body.sent += len(chunk)
     if limit is not None and sent + len(held) < limit:
         raise UpstreamError(f"upstream ended {limit - sent - len(held)} bytes early: {response.url}")
     if verifier is not None:
         verifier.check(f"upstream bytes do not match the index hash: {response.url}")
     if held:
         send_chunk(conn, held, 0, len(held), chunked)
-        sent += len(held)
+        body.sent += len(held)
     if chunked:
         conn.sendall(b"0\r\n\r\n")
-    return sent
 
 
 def send_chunk(conn: socket.socket, data_or_file, offset: int, count: int, chunked: bool) -> None:
@@ -223,10 +224,11 @@ class DownloadBody(FileBody):
                 verifier.update(os.pread(self._file.fileno(), min(CHUNK, self._position - offset), offset))
         limit = None if self._stop is None else self._stop - self._position
         with download.upstream.open_file(target.url, byte_range=f"bytes={self._position}-") as response:
-            self.sent += relay(
+            relay(
                 response,
                 conn,
                 chunked,
+                self,
                 limit=limit,
                 skip=self._position if response.status == 200 else 0,
                 verifier=verifier,
@@ -260,7 +262,7 @@ class UpstreamBody(FileBody):
 
     def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         verifier = Verifier(self._target.hash) if self._verify else None
-        self.sent = relay(self._response, conn, chunked, limit=self.length, verifier=verifier)
+        relay(self._response, conn, chunked, self, limit=self.length, verifier=verifier)
 
     def close(self) -> None:
         self._response.close()

@@ -46,11 +46,15 @@ UPSTREAM_ACCEPT = f"{JSON_TYPE}, {HTML_TYPE};q=0.2, {TEXT_HTML};q=0.01"
 # failure, up to the maximum) and serve the stale copy meanwhile.
 RETRY_FIRST = 2.0
 RETRY_MAX = 300.0
+# A page that could not be saved (disk full, read-only) is saved again on a use at
+# least this long after the failed attempt.
+SAVE_RETRY = 5.0
 
 # Parsed project pages kept in memory, counted in files (about a kilobyte each, parsed).
 # Past this, the least recently used are dropped and read back from their saved copy.
 MAX_RESIDENT_FILES = 100_000
 MAX_ABSENT = 10_000  # names upstream said it does not have, remembered for their TTL
+MAX_REFUSALS = 10_000  # pages never fetched whose last fetch failed, in their back-off
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
 _DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)
@@ -67,7 +71,9 @@ class Lookup(NamedTuple):
 
 
 class _Entry:
-    __slots__ = ("value", "generation", "fetched", "url", "etag", "last_modified", "failures", "retry_at")
+    __slots__ = (
+        "value", "generation", "fetched", "url", "etag", "last_modified", "failures", "retry_at", "save_at"
+    )
 
     def __init__(self, value: Value, url: str, etag: Optional[str], last_modified: Optional[str], fetched: float) -> None:
         self.value = value
@@ -78,6 +84,7 @@ class _Entry:
         self.last_modified = last_modified
         self.failures = 0
         self.retry_at = 0.0
+        self.save_at = 0.0  # not 0: the last save failed; try again from then on
 
     def lookup(self) -> Lookup:
         return Lookup(self.value, self.generation, self.failures > 0)
@@ -95,6 +102,21 @@ class Residency(NamedTuple):
 
     in_memory: frozenset  # keys whose answer is in memory (pages, the list, "no such page")
     dropped: frozenset  # keys whose page left memory, read back from its saved copy when asked
+
+
+class _Refusal(NamedTuple):
+    """The costly failure of a page never fetched (too big, too slow, unparsable),
+    answered again without asking upstream until *retry_at*: clients must not each
+    repeat the read of a huge page. A cheap failure (refused, 5xx) is retried at once."""
+
+    error: type
+    message: str
+    failures: int
+    retry_at: float
+
+    def raise_again(self) -> None:
+        # A new exception: the first one's traceback holds the frames of its fetch.
+        raise self.error(self.message)
 
 
 class _Flight:
@@ -137,6 +159,7 @@ class IndexCache:
         self._resident_files = 0
         self._absent: "collections.OrderedDict[str, None]" = collections.OrderedDict()
         self._failing: set = set()  # keys whose last refresh failed (served stale)
+        self._refusals: "collections.OrderedDict[str, _Refusal]" = collections.OrderedDict()
         # For the dashboard: Unix times of the last good and failed answers, and why.
         self._last_success: Optional[float] = None
         self._last_failure: Optional[tuple] = None
@@ -162,6 +185,7 @@ class IndexCache:
         """
         with self._lock:
             entry = self._entries.get(key)
+            self._refusals.pop(key, None)
             if entry is not None:
                 entry.fetched = float("-inf")
                 entry.retry_at = 0.0
@@ -174,12 +198,14 @@ class IndexCache:
 
     def health(self) -> dict:
         """The dashboard's view of this index: last success and failure (Unix times),
-        the failure's reason, pages served stale now and those waiting out a back-off."""
+        the failure's reason, pages served stale now and those waiting out a back-off
+        (stale ones, and new ones whose costly failure is remembered)."""
         now = self._clock()
         with self._lock:
             failing = [self._entries[key] for key in self._failing if key in self._entries]
             last_success, last_failure = self._last_success, self._last_failure
-        waiting = [entry.retry_at - now for entry in failing if entry.retry_at > now]
+            refused = [refusal.retry_at - now for refusal in self._refusals.values() if refusal.retry_at > now]
+        waiting = [entry.retry_at - now for entry in failing if entry.retry_at > now] + refused
         return {
             "url": self._label,
             "ttl": self.settings.ttl,
@@ -208,12 +234,26 @@ class IndexCache:
         return entry.failures > 0 and now < entry.retry_at
 
     def _get(self, key: str) -> Lookup:
+        unsaved = None
         with self._lock:
+            now = self._clock()
             entry = self._entries.get(key)
-            if entry is not None and entry.value is not _DROPPED and self._usable(entry, self._clock()):
+            if entry is not None and entry.value is not _DROPPED and self._usable(entry, now):
                 if key in self._resident:
                     self._resident.move_to_end(key)
-                return entry.lookup()
+                if 0 < entry.save_at <= now:
+                    entry.save_at, unsaved = now + SAVE_RETRY, entry
+                answer = entry.lookup()
+            else:
+                answer = None
+                refusal = self._refusals.get(key) if entry is None else None
+                if refusal is not None and now < refusal.retry_at:
+                    refusal.raise_again()
+        if answer is not None:
+            if unsaved is not None:
+                self._save_later(key, unsaved)
+            return answer
+        with self._lock:
             flight = self._flights.get(key)
             leader = flight is None
             if leader:
@@ -301,21 +341,30 @@ class IndexCache:
         self._succeeded(key, "ok")
         self._store_entry(key, new, droppable=False)
         if self._store is not None:
-            if self._background is None:
-                self._save(key, new)
-            else:
-                self._background.submit(functools.partial(self._save, key, new))
+            self._save_later(key, new)
         return new.lookup()
+
+    def _save_later(self, key: str, entry: _Entry) -> None:
+        """Save *entry* after the answer (or now, without a background)."""
+        if self._background is None:
+            self._save(key, entry)
+        else:
+            self._background.submit(functools.partial(self._save, key, entry))
 
     def _save(self, key: str, entry: _Entry) -> None:
         """Save *entry*'s page for a restart (or forget the saved copy of a page upstream
-        no longer has). Once saved, the page may leave memory and be read back."""
+        no longer has). Once saved, the page may leave memory and be read back; if it
+        could not be saved, a later use of it tries again (see SAVE_RETRY)."""
         if entry.value is None:
             self._store.delete(key)
         elif self._store.save(key, SavedPage(entry.value, entry.url, entry.etag, entry.last_modified)):
             with self._lock:
+                entry.save_at = 0.0
                 if self._entries.get(key) is entry:  # not replaced by a newer page meanwhile
                     self._mark_resident(key, entry)
+        else:
+            with self._lock:
+                entry.save_at = self._clock() + SAVE_RETRY
 
     def _servable(self, page: ProjectPage) -> ProjectPage:
         """The page without the files we would refuse to serve; one WARNING if any."""
@@ -368,6 +417,7 @@ class IndexCache:
         self.metrics.upstream.inc(self._label, "page", outcome)
         with self._lock:
             self._failing.discard(key)
+            self._refusals.pop(key, None)
             self._last_success = time.time()
 
     def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError) -> Lookup:
@@ -377,8 +427,18 @@ class IndexCache:
             self._last_failure = (time.time(), error.message)
             if entry is not None:
                 self._failing.add(key)
-        if entry is None:
+        if entry is None and not isinstance(error, (BadUpstreamPage, UpstreamTimeout)):
             logger.warning("%s (nothing cached to serve instead)", error.message)
+            raise error
+        if entry is None:  # a costly failure (a page too big, too slow): not repeated at once
+            with self._lock:
+                last = self._refusals.pop(key, None)
+                failures = last.failures + 1 if last is not None else 1
+                delay = backoff(RETRY_FIRST, RETRY_MAX, failures)
+                self._refusals[key] = _Refusal(type(error), error.message, failures, self._clock() + delay)
+                while len(self._refusals) > MAX_REFUSALS:
+                    self._refusals.popitem(last=False)
+            logger.warning("%s (nothing cached to serve instead; next try in %.0f s)", error.message, delay)
             raise error
         with self._lock:
             entry.failures += 1

@@ -25,9 +25,10 @@ from typing import Iterable, Iterator, NamedTuple, Optional
 
 from ..core.settings import ProxySettings
 from ..core.urls import redact_url
-from ..core.errors import BadUpstreamPage, NotFound, UpstreamError, UpstreamTimeout
+from ..core.errors import NotFound, UpstreamError, UpstreamTimeout
 from ..infra.tls import client_context
 from .local_upstream import local_file, local_page
+from .page_read import Deadline, read_page_body
 from .responses import FileResponse, PageResponse
 
 __all__ = ["FileResponse", "PageResponse", "Upstream"]
@@ -37,8 +38,11 @@ logger = logging.getLogger(__name__)
 # A page bigger than this is refused: PyPI's largest project pages are tens of MB and
 # its JSON root list about 60 MB; anything far beyond is a broken or hostile upstream.
 MAX_PAGE_SIZE = 256 * 1024**2
-PAGE_READ_SIZE = 1024 * 1024
+# A page fetch, from the request to the body's end, may take this many read timeouts
+# (two minutes by default): the read timeout alone bounds each read, not the page.
+PAGE_DEADLINE_READS = 6
 MAX_REDIRECTS = 5
+MAX_REDIRECT_BODY = 64 * 1024
 # Idle connections kept per upstream host; a few per core of concurrency is plenty.
 MAX_IDLE_PER_HOST = 8
 # Host name answers are reused this long: a burst of parallel downloads (uv fetches
@@ -323,11 +327,12 @@ class Upstream:
             for conn in conns:
                 conn.close()
 
-    def _request(self, method: str, url: str, headers: dict):
+    def _request(self, method: str, url: str, headers: dict, deadline: Optional[Deadline] = None):
         """Send one request (no redirects); returns (key, conn, response).
 
         A kept-alive connection the server closed while idle is retried once on a
-        new connection (GET and HEAD are idempotent).
+        new connection (GET and HEAD are idempotent). *deadline* watches the
+        connection used.
         """
         target = _Endpoint.parse(url)
         key = self._pool_key(target)
@@ -342,6 +347,8 @@ class Upstream:
         for attempt in (1, 2):
             with _translated(url):
                 conn, reused = self._acquire(key)
+                if deadline is not None:
+                    deadline.watch(conn)
                 try:
                     conn.request(method, path, headers=headers)
                     response = conn.getresponse()
@@ -361,17 +368,20 @@ class Upstream:
                     raise
         raise AssertionError("unreachable")
 
-    def _follow(self, method: str, url: str, headers: dict):
+    def _follow(self, method: str, url: str, headers: dict, deadline: Optional[Deadline] = None):
         """Like :meth:`_request`, following up to MAX_REDIRECTS redirects."""
         seen = {url}
         for _ in range(MAX_REDIRECTS + 1):
-            key, conn, response = self._request(method, url, headers)
+            key, conn, response = self._request(method, url, headers, deadline)
             if response.status not in _REDIRECTS:
                 return url, key, conn, response
             location = response.headers.get("Location")
-            with _translated(url):
-                response.read()
-            self._finish(key, conn, response)
+            if response.length is not None and response.length <= MAX_REDIRECT_BODY:
+                with _translated(url):
+                    response.read()
+                self._finish(key, conn, response)
+            else:  # a redirect's body is of no use: never read a big or unbounded one
+                conn.close()
             if not location:
                 raise UpstreamError(f"upstream redirect without Location: {redact_url(url)}")
             next_url = urllib.parse.urljoin(url, location)
@@ -404,8 +414,9 @@ class Upstream:
         """GET an index page; conditional when *etag*/*last_modified* are given.
 
         :returns: a 200, 304 or 404 answer.
-        :raises UpstreamError: unreachable, timed out, a 5xx or other unexpected status,
-            or a body over MAX_PAGE_SIZE.
+        :raises UpstreamError: unreachable, timed out (UpstreamTimeout: also when the
+            whole fetch takes over PAGE_DEADLINE_READS read timeouts), a 5xx or other
+            unexpected status, or a body over MAX_PAGE_SIZE (BadUpstreamPage).
         """
         if url.startswith("file:"):
             return local_page(url, MAX_PAGE_SIZE)
@@ -414,15 +425,26 @@ class Upstream:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        final_url, key, conn, response = self._follow("GET", url, headers)
+        deadline = Deadline(PAGE_DEADLINE_READS * self._read_timeout)
         try:
-            with _translated(final_url):
-                body = _read_capped(response, final_url)
-                if response.headers.get("Content-Encoding", "").lower() == "gzip":
-                    body = _gunzip(body)
-        except BaseException:
-            conn.close()
+            final_url, key, conn, response = self._follow("GET", url, headers, deadline)
+            try:
+                with _translated(final_url):
+                    body = read_page_body(response, redact_url(final_url), MAX_PAGE_SIZE)
+                if deadline.expired:  # a cut can pass for an end (a chunk size of "00")
+                    raise UpstreamError("cut at the deadline")
+            except BaseException:
+                conn.close()
+                raise
+        except UpstreamError:
+            if deadline.expired:
+                # from None: the cut's own error says less, and its frames hold the reads.
+                raise UpstreamTimeout(
+                    f"upstream page took over {deadline.seconds:g} s: {redact_url(url)}"
+                ) from None
             raise
+        finally:
+            deadline.cancel()
         self._finish(key, conn, response)
         if response.status not in (200, 304, 404, 410):
             raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
@@ -457,29 +479,3 @@ class Upstream:
         if response.status == 416:
             return _HttpFileResponse(self, final_url, key, None, response)
         raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
-
-
-def _read_capped(response: http.client.HTTPResponse, url: str) -> bytes:
-    """The whole body, refused past MAX_PAGE_SIZE; read in pieces, since Python 3.9's
-    read(amt) allocates amt bytes up front."""
-    pieces = []
-    size = 0
-    while size <= MAX_PAGE_SIZE:
-        piece = response.read(PAGE_READ_SIZE)
-        if not piece:
-            break
-        pieces.append(piece)
-        size += len(piece)
-    if size > MAX_PAGE_SIZE:
-        raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes: {redact_url(url)}")
-    if response.length:  # http.client ends a short body silently
-        raise UpstreamError(f"upstream page cut short: {redact_url(url)}")
-    return b"".join(pieces)
-
-
-def _gunzip(body: bytes) -> bytes:
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = decompressor.decompress(body, MAX_PAGE_SIZE + 1)
-    if len(out) > MAX_PAGE_SIZE or decompressor.unconsumed_tail:
-        raise BadUpstreamPage(f"upstream page over {MAX_PAGE_SIZE} bytes once decompressed")
-    return out

@@ -46,6 +46,9 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 MAX_DISCARDED_BODY = 64 * 1024  # no route takes a body; bigger ones close the connection
 # Control characters are escaped in the log, so request text cannot forge log lines.
 LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+# The query parameters whose values reach the log; any other value (a token a client
+# put in the URL) is logged as "***".
+LOGGED_PARAMETERS = frozenset({"format"})
 # A client that went away or stopped reading (a BlockingIOError is a send that timed out
 # in the kernel; over TLS it is an SSLError).
 # socket.timeout is TimeoutError from Python 3.10 on; named for 3.9.
@@ -227,7 +230,17 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ logging
 
     def _escaped_path(self) -> str:
-        return self.path.translate(LOG_ESCAPES)
+        return logged_target(self.path)
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """http.server's own refusals (400, 414, 431, 505) as one plain-text line, like
+        every other error, instead of its HTML page; the connection is closed."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        body = f"{code} {_REASONS.get(code, 'Error')}: {message or _REASONS.get(code, 'Error')}\n".encode()
+        headers = [*error_headers(ProxpiError(message or "")), ("Content-Length", str(len(body)))]
+        self.wfile.write(self._head(code, headers) + (b"" if self.command == "HEAD" else body))
+        self._sent = 0 if self.command == "HEAD" else len(body)
 
     def log_request(self, code="-", size="-") -> None:
         """Requests are logged once answered (the routes' ``_done``); http.server's own
@@ -258,6 +271,22 @@ def split_target(target: str) -> Target:
     except UnicodeDecodeError:
         raise BadRequest("the path is not UTF-8 once percent-decoded") from None
     return Target(segments, parts.query)
+
+
+def logged_target(target: str) -> str:
+    """A request target as the log shows it: control characters escaped, and the
+    values of query parameters other than LOGGED_PARAMETERS replaced by "***"."""
+    path, question, query = target.partition("?")
+    if question:
+        pairs = []
+        for pair in query.split("&"):
+            name, equals, _ = pair.partition("=")
+            if not pair or (equals and urllib.parse.unquote_plus(name) in LOGGED_PARAMETERS):
+                pairs.append(pair)
+            else:
+                pairs.append(f"{name}=***" if equals else "***")
+        path = f"{path}?{'&'.join(pairs)}"
+    return path.translate(LOG_ESCAPES)
 
 
 def response_head(status: int, lines: str, close: bool, reason: Optional[str] = None) -> bytes:

@@ -3,7 +3,7 @@
 Black-box: the proxy (in-process ``start_proxy`` or ``python -m proxpi_min`` as a
 process) over real loopback HTTP, in front of the fake upstream of tests.support or,
 for answers it cannot produce (JSON of the wrong shape, redirect loops), a tiny
-scripted upstream defined here. Real pip where what matters is what pip does.
+scripted upstream (tests/support/scripted.py). Real pip where what matters is what pip does.
 
 TTLs are a fraction of a second so that a page expires within the test; the only
 timing assertions are generous "did not hang forever" bounds.
@@ -11,7 +11,6 @@ timing assertions are generous "did not hang forever" bounds.
 
 from __future__ import annotations
 
-import collections
 import glob
 import hashlib
 import http.client as http_client
@@ -26,13 +25,13 @@ import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 
 import pytest
 
 from tests.support.cache_dir import file_path, sized_wheel, wait_for
 from tests.support.pages import json_files, parse_anchors
+from tests.support.scripted import Scripted
 from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_named, http, pip_env, run_pip, temp_files
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -103,59 +102,6 @@ def _stop_process(process, sig=signal.SIGTERM):
     if process.returncode is None:
         process.process.send_signal(sig)
     return process.wait(BOUND)
-
-
-class Scripted:
-    """A minimal upstream on 127.0.0.1 whose answers the test sets per path.
-
-    ``routes[path]`` is ``(status, headers, body)`` or a callable taking the handler;
-    anything else is a 404. ``hits`` counts requests per path (query dropped).
-    """
-
-    def __init__(self):
-        self.routes = {}
-        self.hits = collections.Counter()
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                path = urllib.parse.urlsplit(self.path).path
-                outer.hits[path] += 1
-                route = outer.routes.get(path, (404, {"Content-Type": "text/plain"}, b"not found\n"))
-                if callable(route):
-                    route(self)
-                    return
-                status, headers, body = route
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    @property
-    def url(self):
-        return f"{self.base_url}/simple/"
-
-    def stop(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -313,6 +313,41 @@ def test_html_empty_page() -> None:
     assert page == ProjectPage("foo", (), (), False)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<!DOCTYPE html><html><head><title>Links for foo</title></head><body><h1>Links for foo</h1></body></html>",
+        b'<html><head><meta name="pypi:repository-version" content="1.0"></head><body>nothing yet</body></html>',
+        b'<html><head><meta name="pypi:project-status" content="quarantined"></head><body>held</body></html>',
+        b"<!DOCTYPE html><html><body></body></html><!-- a comment is no text -->",
+        b"",
+    ],
+)
+def test_html_empty_simple_pages_are_empty_projects(body: bytes) -> None:
+    assert parse_project_page(body, "text/html", PAGE_URL, "foo").files == ()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body><h1>Down for maintenance</h1><p>Back soon.</p></body></html>",
+        b"<html><body>Service Unavailable</body></html>",
+        b'<html><body><form action="/login"><input name="user"></form></body></html>',
+        b"<html><head><script>location = '/portal'</script></head></html>",
+        b"Bad Gateway",
+    ],
+)
+def test_html_garbage_without_files_is_refused(body: bytes) -> None:
+    """A maintenance, login or portal page answered 200 is not an empty project."""
+    with pytest.raises(BadUpstreamPage, match="not a simple-API page"):
+        parse_project_page(body, "text/html", PAGE_URL, "foo")
+
+
+def test_html_text_beside_file_links_is_fine() -> None:
+    body = b'<html><body><p>Files:</p><a href="foo-1.0.tar.gz">foo-1.0.tar.gz</a></body></html>'
+    assert len(parse_project_page(body, "text/html", PAGE_URL, "foo").files) == 1
+
+
 # ---------------------------------------------------------------- JSON project pages
 
 

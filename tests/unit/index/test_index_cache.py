@@ -15,7 +15,7 @@ from proxpi_min.index import index_cache
 from proxpi_min.index import catalog as catalog_module, rendered_pages
 from proxpi_min.infra.background import Background
 from proxpi_min.core.settings import IndexSettings
-from proxpi_min.core.errors import Forbidden, NotFound, UpstreamError
+from proxpi_min.core.errors import BadUpstreamPage, Forbidden, NotFound, UpstreamError
 from proxpi_min.index.index_cache import IndexCache
 from proxpi_min.infra.aggregate import merged_health
 from proxpi_min.index.catalog import Catalog
@@ -599,3 +599,89 @@ def test_Catalog_close_finishes_the_saves_still_queued(upstream, clock, tmp_path
     threading.Timer(0.1, opened.set).start()
     assert indexes.close()
     assert PageStore(str(tmp_path), BASE).load("alpha") is not None
+
+
+def test_IndexCache_a_page_not_saved_is_saved_on_a_later_use_once_the_disk_allows(
+    upstream, clock, tmp_path, monkeypatch
+) -> None:
+    """ENOSPC injected into the page store's writes (not a read-only directory, which
+    root writes into anyway); once writes work, the next use past SAVE_RETRY saves the
+    page, and an offline cache on the same directory then finds it."""
+    from proxpi_min.index import page_store
+
+    real_write = page_store.write_atomically
+    full = [True]
+
+    def write(path, data):
+        if full[0]:
+            raise OSError(28, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(page_store, "write_atomically", write)
+    cache = make_cache(upstream, clock, tmp_path)
+    assert cache.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
+    assert PageStore(str(tmp_path), BASE).load("alpha") is None
+    full[0] = False
+    cache.project(alpha())  # within SAVE_RETRY of the failure: not tried again yet
+    assert PageStore(str(tmp_path), BASE).load("alpha") is None
+    clock.now += index_cache.SAVE_RETRY
+    calls = len(upstream.calls)
+    cache.project(alpha())
+    assert len(upstream.calls) == calls  # saved from memory, not fetched again
+    assert PageStore(str(tmp_path), BASE).load("alpha").value.files[0].filename == "alpha-1.0.tar.gz"
+    offline = make_cache(FakeUpstream(), clock, tmp_path, offline=True)
+    assert offline.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
+
+
+def test_IndexCache_a_page_still_not_saved_is_tried_once_per_SAVE_RETRY(upstream, clock, tmp_path, monkeypatch) -> None:
+    from proxpi_min.index import page_store
+
+    tries = []
+
+    def write(path, data):
+        tries.append(path)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(page_store, "write_atomically", write)
+    cache = make_cache(upstream, clock, tmp_path)
+    for _ in range(5):
+        cache.project(alpha())
+    assert len(tries) == 1
+    clock.now += index_cache.SAVE_RETRY
+    for _ in range(5):
+        cache.project(alpha())
+    assert len(tries) == 2
+
+
+def test_IndexCache_a_costly_failure_of_a_new_page_is_remembered_for_the_back_off(upstream, clock, tmp_path) -> None:
+    """A page too big (BadUpstreamPage) or too slow (UpstreamTimeout) that was never
+    fetched: the next clients get the same error without a fetch until the back-off
+    ends; invalidating the page ends it at once."""
+    upstream.error = BadUpstreamPage("upstream page over 256 bytes: huge")
+    cache = make_cache(upstream, clock, tmp_path, store=False)
+    for _ in range(4):
+        with pytest.raises(BadUpstreamPage, match="over 256 bytes"):
+            cache.project(alpha())
+    assert len(upstream.calls) == 1
+    health = cache.health()
+    assert (health["stale_pages"], health["backoff_pages"]) == (0, 1)
+    assert health["last_failure_reason"] == "upstream page over 256 bytes: huge"
+    clock.now += index_cache.RETRY_FIRST * 2
+    with pytest.raises(BadUpstreamPage):
+        cache.project(alpha())
+    assert len(upstream.calls) == 2
+    upstream.error = None
+    with pytest.raises(BadUpstreamPage):  # in its (doubled) back-off still
+        cache.project(alpha())
+    cache.invalidate("alpha")
+    assert cache.project(alpha()).value.files[0].filename == "alpha-1.0.tar.gz"
+    assert len(upstream.calls) == 3
+
+
+def test_IndexCache_a_cheap_failure_of_a_new_page_is_retried_at_once(upstream, clock, tmp_path) -> None:
+    upstream.error = UpstreamError("upstream unreachable (Connection refused)")
+    cache = make_cache(upstream, clock, tmp_path, store=False)
+    for _ in range(3):
+        with pytest.raises(UpstreamError):
+            cache.project(alpha())
+    assert len(upstream.calls) == 3

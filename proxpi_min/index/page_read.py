@@ -1,0 +1,100 @@
+"""Reads one upstream page within its size cap and its deadline, keeping no memory
+past a refusal, whatever the upstream announces or sends."""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import socket
+import threading
+import zlib
+from typing import Optional
+
+from ..core.errors import BadUpstreamPage, UpstreamError
+
+__all__ = ["Deadline", "read_page_body"]
+
+PAGE_READ_SIZE = 1024 * 1024
+
+
+class Deadline:
+    """Cuts the connection of one page fetch once *seconds* have passed: the read
+    timeout bounds each read, so an upstream sending a byte now and then would
+    otherwise hold the fetch (and every client waiting on it) for ever."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._conn = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, conn) -> None:
+        """Cut *conn* (an http.client connection) when the time is up."""
+        with self._lock:
+            self._conn = conn
+            expired = self.expired
+        if expired:
+            _cut(conn)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._conn = None
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            conn = self._conn
+        if conn is not None:
+            _cut(conn)
+
+
+def _cut(conn) -> None:
+    """Shut the socket down under the reading thread, whose read then ends at once.
+    On the plain socket: an SSLSocket's own shutdown would drop its TLS state first."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def read_page_body(response, shown_url: str, cap: int) -> bytes:
+    """The body of *response* (an http.client response), gunzipped if it says gzip.
+
+    The body grows in one anonymous memory map of *cap* + 1 bytes, of which only what
+    arrives is ever touched, and which is unmapped whatever happens: a refused page
+    gives its memory back to the system at once, not to a heap that keeps it.
+
+    :raises BadUpstreamPage: the body, announced or sent, compressed or not, is
+        over *cap* bytes.
+    :raises UpstreamError: the body ended before its announced length or gzip end.
+    """
+    announced = response.length
+    if announced is not None and announced > cap:
+        raise BadUpstreamPage(f"upstream page of {announced} bytes is over the {cap}-byte cap: {shown_url}")
+    gzipped = (response.headers.get("Content-Encoding") or "").lower() == "gzip"
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+    buffer = mmap.mmap(-1, cap + 1)
+    try:
+        received = 0
+        while True:
+            piece: Optional[bytes] = response.read1(PAGE_READ_SIZE)
+            if not piece:
+                break
+            received += len(piece)
+            if decompressor is not None:
+                # max_length bounds the output: a small bomb cannot blow up in memory.
+                piece = decompressor.decompress(piece, cap + 1 - buffer.tell())
+            if received > cap or buffer.tell() + len(piece) > cap:
+                raise BadUpstreamPage(f"upstream page over {cap} bytes: {shown_url}")
+            buffer.write(piece)
+        if response.length or (decompressor is not None and received and not decompressor.eof):
+            raise UpstreamError(f"upstream page cut short: {shown_url}")
+        if response.length == 0:
+            response.read()  # read1 leaves a fully read response open: finish it
+        return buffer[: buffer.tell()]
+    finally:
+        buffer.close()

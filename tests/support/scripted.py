@@ -1,0 +1,65 @@
+"""A minimal upstream on 127.0.0.1 whose answers a test sets per path: for answers the
+fake index of upstream.py cannot give (wrong shapes, redirect loops, huge or trickling
+bodies)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+__all__ = ["Scripted"]
+
+
+class Scripted:
+    """A minimal upstream on 127.0.0.1 whose answers the test sets per path.
+
+    ``routes[path]`` is ``(status, headers, body)`` or a callable taking the handler;
+    anything else is a 404. ``hits`` counts requests per path (query dropped).
+    """
+
+    def __init__(self):
+        self.routes = {}
+        self.hits = collections.Counter()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = urllib.parse.urlsplit(self.path).path
+                outer.hits[path] += 1
+                route = outer.routes.get(path, (404, {"Content-Type": "text/plain"}, b"not found\n"))
+                if callable(route):
+                    route(self)
+                    return
+                status, headers, body = route
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def url(self):
+        return f"{self.base_url}/simple/"
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

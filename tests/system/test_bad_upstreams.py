@@ -1,0 +1,318 @@
+"""Upstreams that break the rules on purpose: pages of 10 GiB (announced or just sent),
+gzip bombs, pages trickled a byte at a time, garbage HTML for a new project, and a
+disk that will not take a saved page; end to end, through a scripted upstream.
+
+The memory test runs the proxy as a process and reads its resident size from
+/proc/<pid>/status (skipped where there is no /proc).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import threading
+import time
+import zlib
+
+import pytest
+
+from tests.support.proxy import ProxyProcess, assert_healthy, raw_request, raw_status
+from tests.support.scripted import Scripted
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+GIB = 1024**3
+BLOCK = b"<a>" * (1024 * 1024 // 3)  # a megabyte of HTML-ish junk, sent again and again
+BOUND = 30.0  # "did not hang": far above any expected duration
+
+
+@pytest.fixture
+def scripted():
+    upstream = Scripted()
+    yield upstream
+    upstream.stop()
+
+
+def _endless(release, chunked: bool, announce: int | None = None):
+    """A route sending BLOCKs until the client hangs up (or *release* is set): chunked,
+    or raw after a Content-Length of *announce* bytes (or none: to the close)."""
+
+    def route(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        if chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
+        elif announce is not None:
+            handler.send_header("Content-Length", str(announce))
+        else:
+            handler.send_header("Connection", "close")
+        handler.end_headers()
+        piece = b"%x\r\n%s\r\n" % (len(BLOCK), BLOCK) if chunked else BLOCK
+        sent = 0
+        try:
+            while sent < 11 * GIB and not release.is_set():
+                handler.wfile.write(piece)
+                sent += len(BLOCK)
+        except OSError:
+            pass
+        handler.close_connection = True
+
+    return route
+
+
+def _json_page(name):
+    document = {"meta": {"api-version": "1.1"}, "name": name, "files": []}
+    return 200, {"Content-Type": JSON_TYPE}, json.dumps(document).encode()
+
+
+def _resident_bytes(pid):
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+# -- size ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc/<pid>/status to read a process's RSS")
+def test_ten_gib_pages_are_refused_and_their_memory_given_back(scripted, tmp_path):
+    """Five pages of 10 GiB (four sent chunked, one announced, one to the close) each
+    get a 502 once the 256 MB cap is passed; the proxy's resident size afterwards stays
+    within 50 MB of what it was before them."""
+    scripted.routes["/simple/small/"] = _json_page("small")
+    routes = {
+        "huge-a": _endless(scripted.release, chunked=True),
+        "huge-b": _endless(scripted.release, chunked=True),
+        "huge-c": _endless(scripted.release, chunked=False),
+        "huge-d": _endless(scripted.release, chunked=False, announce=10 * GIB),
+        "huge-e": _endless(scripted.release, chunked=True),
+    }
+    for name, route in routes.items():
+        scripted.routes[f"/simple/{name}/"] = route
+    args = ["--index-url", scripted.url, "--cache-dir", str(tmp_path / "cache")]
+    with ProxyProcess(args) as proxy:
+        assert proxy.get("/index/small/").status == 200
+        before = _resident_bytes(proxy.process.pid)
+        for name in routes:
+            result = proxy.get(f"/index/{name}/", timeout=120)
+            assert result.status == 502, (name, result)
+            assert b"over" in result.body, result.body
+        after = _resident_bytes(proxy.process.pid)
+        assert after - before < 50 * 1024**2, f"RSS {before >> 20} MB -> {after >> 20} MB"
+        assert_healthy(proxy)
+        assert "over the 268435456-byte cap" in proxy.stderr  # refused without a read
+
+
+def test_oversized_page_is_not_fetched_again_by_every_client(proxy, scripted, monkeypatch):
+    """A refused page is remembered for the back-off: five clients, one upstream read;
+    once the back-off is over, upstream is asked again."""
+    from proxpi_min.index import index_cache
+
+    scripted.routes["/simple/huge/"] = _endless(scripted.release, chunked=True)
+    p = proxy(scripted.url)
+    monkeypatch.setattr(index_cache, "RETRY_FIRST", 0.5)
+    results = [p.get("/index/huge/", timeout=60) for _ in range(5)]
+    assert [r.status for r in results] == [502] * 5
+    assert all(b"over" in r.body for r in results), [r.body for r in results]
+    assert scripted.hits["/simple/huge/"] == 1
+    time.sleep(1.2)  # past the doubled back-off of the first failure
+    assert p.get("/index/huge/", timeout=60).status == 502
+    assert scripted.hits["/simple/huge/"] == 2
+    assert_healthy(p)
+
+
+def test_gzip_bomb_page_is_refused(proxy, scripted, monkeypatch):
+    """A small gzip body that would inflate past the cap is refused while inflating."""
+    from proxpi_min.index import upstream as upstream_module
+
+    monkeypatch.setattr(upstream_module, "MAX_PAGE_SIZE", 4 * 1024**2)
+    bomb = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    body = bomb.compress(b"\0" * (64 * 1024**2)) + bomb.flush()
+    scripted.routes["/simple/bomb/"] = (200, {"Content-Type": "text/html", "Content-Encoding": "gzip"}, body)
+    p = proxy(scripted.url)
+    result = p.get("/index/bomb/")
+    assert result.status == 502 and b"over 4194304 bytes" in result.body, result
+    assert_healthy(p)
+
+
+# -- time ---------------------------------------------------------------------------
+
+
+def _trickle(release, where):
+    """A route that sends its answer one byte every 2 s, the slow part being the status
+    line, a chunk-size line, or the body."""
+
+    def route(handler):
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+        if where == "chunk size":
+            fast, slow = head + b"Transfer-Encoding: chunked\r\n\r\n", b"0" * 1000 + b"1\r\nx\r\n0\r\n\r\n"
+        elif where == "body":
+            fast, slow = head + b"Content-Length: 1000\r\n\r\n", b"<" * 1000
+        else:
+            fast, slow = b"", head + b"Content-Length: 0\r\n\r\n"
+        try:
+            handler.wfile.write(fast)
+            for byte in slow:
+                handler.wfile.write(bytes([byte]))
+                if release.wait(2.0):
+                    break
+        except OSError:
+            pass
+        handler.close_connection = True
+
+    return route
+
+
+@pytest.mark.parametrize("where", ["status line", "chunk size", "body"])
+def test_trickling_page_is_cut_at_its_deadline(proxy, scripted, monkeypatch, where):
+    """A page sent one byte every 2 s passes a 3 s read timeout read after read; the
+    page deadline (PAGE_DEADLINE_READS read timeouts, lowered to one here) cuts it."""
+    from proxpi_min.index import upstream as upstream_module
+
+    monkeypatch.setattr(upstream_module, "PAGE_DEADLINE_READS", 1)
+    scripted.routes["/simple/slow/"] = _trickle(scripted.release, where)
+    p = proxy(scripted.url, read_timeout=3.0)
+    started = time.monotonic()
+    result = p.get("/index/slow/", timeout=BOUND)
+    took = time.monotonic() - started
+    scripted.release.set()
+    assert result.status == 504, result
+    assert b"took over 3 s" in result.body, result.body
+    assert took < 8.0, f"cut after {took:.1f} s"
+    assert_healthy(p)
+
+
+# -- garbage for a new project ------------------------------------------------------------
+
+GARBAGE = {
+    "maintenance": b"<html><body><h1>Down for maintenance</h1><p>Back soon.</p></body></html>",
+    "login": b'<html><head><title>Sign in</title></head><body><form action="/login"><input name="user"></form>'
+    b"</body></html>",
+    "script": b"<html><head><script>location='/portal'</script></head><body></body></html>",
+    "text": b"Service Unavailable",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_garbage_html_for_a_new_project_is_not_an_empty_project(proxy, scripted, kind):
+    scripted.routes["/simple/newbie/"] = (200, {"Content-Type": "text/html"}, GARBAGE[kind])
+    p = proxy(scripted.url)
+    result = p.get("/index/newbie/")
+    assert result.status == 502, result
+    assert b"not a simple-API page" in result.body, result.body
+    assert p.server.indexes.flush(10)
+    assert not glob.glob(os.path.join(p.settings.cache_dir, "index", "*", "newbie.json"))
+    assert_healthy(p)
+
+
+EMPTY_PAGES = {
+    "pep 503": b"<!DOCTYPE html>\n<html>\n  <head>\n    <title>Links for newbie</title>\n  </head>\n"
+    b"  <body>\n    <h1>Links for newbie</h1>\n  </body>\n</html>\n",
+    "repository-version": b'<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.0">'
+    b"</head><body></body></html>",
+    "bare": b"<!DOCTYPE html><html><body></body></html>",
+    "quarantined": b'<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.4">'
+    b'<meta name="pypi:project-status" content="quarantined"></head><body><h1>Links for newbie</h1></body></html>',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EMPTY_PAGES))
+def test_real_empty_html_page_is_still_an_empty_project(proxy, scripted, kind):
+    scripted.routes["/simple/newbie/"] = (200, {"Content-Type": "text/html"}, EMPTY_PAGES[kind])
+    p = proxy(scripted.url)
+    result = p.get("/index/newbie/", {"Accept": JSON_TYPE})
+    assert result.status == 200, result
+    assert json.loads(result.body)["files"] == []
+
+
+# -- a disk that will not take a page -----------------------------------------------------
+
+
+def test_page_not_saved_on_a_full_disk_is_saved_once_space_returns(proxy, upstream_html, dists, tmp_path, monkeypatch):
+    """ENOSPC is injected into the page store's writes (a read-only directory would not
+    stop root): the page is served but not saved; once writes work again, its next use
+    saves it, and an --offline proxy on the same cache dir then serves it."""
+    from proxpi_min.index import index_cache, page_store
+
+    real_write = page_store.write_atomically
+    full = threading.Event()
+    full.set()
+
+    def write(path, data):
+        if full.is_set():
+            raise OSError(28, "No space left on device", path)
+        return real_write(path, data)
+
+    monkeypatch.setattr(page_store, "write_atomically", write)
+    monkeypatch.setattr(index_cache, "SAVE_RETRY", 0.2)
+    cache_dir = str(tmp_path / "cache")
+    p = proxy(upstream_html, cache_dir=cache_dir)
+    assert p.get("/index/alpha/").status == 200
+    assert p.server.indexes.flush(10)
+    assert not glob.glob(os.path.join(cache_dir, "index", "*", "alpha.json"))
+    full.clear()
+    time.sleep(0.3)
+    assert p.get("/index/alpha/").status == 200
+    assert p.server.indexes.flush(10)
+    assert glob.glob(os.path.join(cache_dir, "index", "*", "alpha.json"))
+    dist = dists.alpha_1
+    assert p.get(f"/index/alpha/{dist.filename}").body == dist.content  # offline lists cached files
+    p.stop()
+    upstream_html.down()
+    offline = proxy(upstream_html, cache_dir=cache_dir, offline=True)
+    result = offline.get("/index/alpha/")
+    assert result.status == 200 and dist.filename.encode() in result.body, result
+
+
+# -- the request log and http.server's own refusals ------------------------------------------
+
+
+def test_a_token_in_the_query_string_is_not_logged(proxy, upstream_html, caplog):
+    caplog.set_level(logging.INFO, logger="proxpi_min")
+    p = proxy(upstream_html)
+    assert p.get("/index/alpha/?token=s3cret-value&format=text/html").status == 200
+    lines = [record.getMessage() for record in caplog.records]
+    assert not any("s3cret-value" in line for line in lines), lines
+    assert any('"GET /index/alpha/?token=***&format=text/html" 200' in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /index/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        (b"GET /index/ HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /index/\r\n\r\n", 400),
+    ],
+    ids=["414", "431", "505", "400"],
+)
+def test_http_server_refusals_are_plain_text(proxy, upstream_html, data, status):
+    """As README says of every error: one plain-text line, not http.server's HTML."""
+    p = proxy(upstream_html)
+    response = raw_request(p.url, data)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert raw_status(response) == status, response[:300]
+    assert b"\r\ncontent-type: text/plain; charset=utf-8" in head.lower(), head
+    assert body.startswith(b"%d " % status) and body.count(b"\n") == 1 and b"<" not in body, body
+    assert_healthy(p)
+
+
+@pytest.mark.parametrize("mode", ["truncate", "midway"])
+def test_access_line_of_a_range_cut_short_says_what_was_sent(proxy, upstream_html, dists, caplog, mode):
+    """A range passed through from upstream, which hangs up halfway: the client gets
+    fewer bytes than the 206 announced, and the log line counts the bytes it got."""
+    caplog.set_level(logging.INFO, logger="proxpi_min")
+    dist = dists.alpha_1
+    p = proxy(upstream_html)
+    assert p.get("/index/alpha/").status == 200
+    upstream_html.fail(f"/files/alpha/{dist.filename}", mode)
+    request = f"GET /index/alpha/{dist.filename} HTTP/1.1\r\nHost: x\r\nRange: bytes=10-\r\n\r\n"
+    response = raw_request(p.url, request.encode())
+    assert raw_status(response) == 206
+    got = len(response.partition(b"\r\n\r\n")[2])
+    assert 0 < got < dist.size - 10
+    lines = [r.getMessage() for r in caplog.records if f'"GET /index/alpha/{dist.filename}"' in r.getMessage()]
+    assert any(f'" 206 {got} ' in line for line in lines), (got, lines)
