@@ -21,13 +21,13 @@ import time
 from typing import BinaryIO, NamedTuple, Optional, Protocol
 
 from ..core.byteranges import ByteRange
-from ..core.errors import IntegrityError, ProxpiError, UpstreamError
+from ..core.errors import IntegrityError, ProxpiError, UpstreamError, UpstreamTimeout
 from ..index.upstream import Upstream
 from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path, write_all
 from .integrity import Verifier
 from .layout import Target
 
-__all__ = ["CHUNK", "Download", "FileStore", "Opened"]
+__all__ = ["CHUNK", "Download", "FileStore", "Opened", "RateGuard"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ CHUNK = 1024 * 1024  # bytes per upstream read and per sendfile call while strea
 # How often a follower looks at another process's download (its file's size, its lock):
 # fast enough to stream, slow enough to cost nothing (no inotify on NFS).
 FOLLOW_POLL = 0.02
+# The minimum download rate is an average over each window this long (seconds): the
+# read timeout alone lets an upstream trickle a byte per read for ever.
+RATE_WINDOW = 30.0
 
 
 class Opened(NamedTuple):
@@ -42,6 +45,37 @@ class Opened(NamedTuple):
 
     file: BinaryIO
     size: int
+
+
+class RateGuard:
+    """Cuts an upstream transfer that averages under *min_rate* bytes a second over a
+    window of RATE_WINDOW seconds (0: never); *clock* is monotonic seconds."""
+
+    def __init__(self, min_rate: int, url: str, clock=time.monotonic) -> None:
+        self._min_rate = min_rate
+        self._url = url
+        self._clock = clock
+        self._start = clock()
+        self._count = 0
+
+    def add(self, count: int) -> None:
+        """Count *count* bytes just read.
+
+        :raises UpstreamTimeout: the window ended under the minimum rate.
+        """
+        if not self._min_rate:
+            return
+        self._count += count
+        now = self._clock()
+        elapsed = now - self._start
+        if elapsed < RATE_WINDOW:
+            return
+        if self._count < self._min_rate * elapsed:
+            raise UpstreamTimeout(
+                f"upstream sent {self._count} bytes in {elapsed:.0f} s, under the minimum of "
+                f"{self._min_rate} bytes a second: {self._url}"
+            )
+        self._start, self._count = now, 0
 
 
 class FileStore(Protocol):
@@ -66,10 +100,11 @@ class Download:
     the file meanwhile, and handed to its :class:`FileStore` once verified. The writer
     thread publishes progress under ``cond``."""
 
-    def __init__(self, store: FileStore, upstream: Upstream, target: Target) -> None:
+    def __init__(self, store: FileStore, upstream: Upstream, target: Target, min_rate: int = 0) -> None:
         self.store = store
         self.upstream = upstream
         self.target = target
+        self.min_rate = min_rate  # bytes a second (RateGuard), for the download and its resumes
         self.cond = threading.Condition()
         self.started = False  # upstream answered; length is known (or None)
         self.length: Optional[int] = None
@@ -145,10 +180,12 @@ class Download:
             self.lock.record(f"{os.path.basename(self.temp)} {length if length is not None else '-'}")
             self._publish(started=True, length=length)
             verifier = Verifier(target.hash)
+            guard = RateGuard(self.min_rate, target.url)
             while True:
                 chunk = response.read(CHUNK)
                 if not chunk:
                     break
+                guard.add(len(chunk))
                 if self.length is not None and self.written + len(chunk) > self.length:
                     raise IntegrityError(f"{target.filename}: upstream sends more than {self.length} bytes")
                 verifier.update(chunk)

@@ -50,6 +50,9 @@ TOUCH_INTERVAL = 1.0
 # bytes a line), and never below this size: a small cache keeps a short history.
 JOURNAL_LINE = 150
 JOURNAL_MIN = 1 << 20
+# After a failed ledger write (a full disk), the accounting is recounted from the disk
+# at the next store or eviction, but at most this often (seconds): a walk is not free.
+RECOUNT_INTERVAL = 5.0
 
 
 class FileCache:
@@ -57,9 +60,16 @@ class FileCache:
     ``downloads.FileStore`` its downloads fill."""
 
     def __init__(
-        self, root: str, cap: int, upstream: Upstream, offline: bool = False, metrics: Optional[Metrics] = None
+        self,
+        root: str,
+        cap: int,
+        upstream: Upstream,
+        offline: bool = False,
+        metrics: Optional[Metrics] = None,
+        min_rate: int = 0,
     ) -> None:
         self.root = root
+        self.min_rate = min_rate  # bytes a second a transfer from upstream must average
         self.metrics = metrics or Metrics()
         self.cap = cap
         self.upstream = upstream
@@ -73,6 +83,8 @@ class FileCache:
         os.makedirs(root, exist_ok=True)
         self._ledger = Ledger(root)
         self._position: Optional[tuple] = None  # how far into the journal our view is
+        self._recount = False  # the ledger or journal may disagree with the disk: walk it
+        self._next_recount = 0.0
         self._scan()
 
     def _scan(self) -> None:
@@ -95,6 +107,8 @@ class FileCache:
         self._log_evicted(victims)
 
     def _walk(self, ledger: LedgerHandle) -> None:
+        """Take the files on disk as they are: our view, the journal (a snapshot of it)
+        and the total (under the ledger's lock)."""
         found = []
         for path in stored_files(self.root):
             with contextlib.suppress(OSError):
@@ -102,14 +116,18 @@ class FileCache:
                 found.append((stat.st_mtime, path, stat.st_size))
         found.sort()
         with self._lock:
+            self._files.clear()
             for mtime, path, size in found:
                 self._files[path] = [size, mtime]
+            self.generation += 1
         used, count = sum(f[2] for f in found), len(found)
+        self._recount = False
         try:
             self._position = ledger.snapshot(self._entries(), used, count)
         except OSError as exc:
             logger.warning("cannot write the cache journal: %s", exc.strerror)
             self._record(ledger, [], used, count)
+            self._recount = True  # the journal still tells the old story
 
     def _relative(self, path: str) -> str:
         return path[len(self.root) + 1 :]
@@ -122,6 +140,12 @@ class FileCache:
     def _sync(self, ledger: LedgerHandle) -> None:
         """Bring our view up to date with what other processes stored and evicted
         (under the ledger's lock): the journal's new lines, or its new snapshot."""
+        now = time.monotonic()
+        if self._recount and now >= self._next_recount:
+            self._next_recount = now + RECOUNT_INTERVAL
+            self._walk(ledger)
+            return
+        whole = self._position is None
         try:
             entries, position, snapshot = ledger.changes(self._position)
         except OSError as exc:
@@ -139,11 +163,20 @@ class FileCache:
                     self._files.move_to_end(path)
             if entries or snapshot:
                 self.generation += 1
+            journaled = sum(size for size, _ in self._files.values()), len(self._files)
         self._position = position
+        recorded = ledger.record.used, ledger.record.count
+        if (whole or snapshot) and journaled != recorded:
+            logger.warning(
+                "the cache ledger (%d bytes, %d files) disagrees with its journal (%d bytes, %d files): "
+                "recounting from the disk", *recorded, *journaled,
+            )
+            self._walk(ledger)
 
-    def _record(self, ledger: LedgerHandle, entries: list, used: int, count: int) -> None:
-        """Journal *entries* and the new total (under the ledger's lock, synced). A full
-        disk keeps the old record: the next process to start rewrites it."""
+    def _record(self, ledger: LedgerHandle, entries: list, used: int, count: int) -> bool:
+        """Journal *entries* and the new total (under the ledger's lock, synced); False
+        if they could not be written (a full disk): the next store or eviction
+        recounts from the disk."""
         try:
             if entries:
                 self._position = ledger.append(entries, self._position)
@@ -151,6 +184,9 @@ class FileCache:
         except OSError as exc:
             logger.warning("cannot update the cache size ledger: %s", exc.strerror)
             self._position = None  # read the journal whole next time
+            self._recount = True
+            return False
+        return True
 
     # ------------------------------------------------------------------ stats
 
@@ -312,7 +348,7 @@ class FileCache:
             response.close()
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
             raise RangeNotSatisfiable(f"{header} is outside {target.filename}", int(total) if total.isdigit() else 0)
-        return UpstreamBody(response, target, whole_file=response.status == 200 and not head)
+        return UpstreamBody(response, target, whole_file=response.status == 200 and not head, min_rate=self.min_rate)
 
     def open_cached(self, target: Target) -> Optional[Opened]:
         """The stored file, opened for reading and marked recently used; None if it is
@@ -362,21 +398,27 @@ class FileCache:
             # Counted before it appears: a crash in between over-counts (evicting a
             # little early) rather than over-fills; the next start corrects it.
             now = time.time()
-            self._record(ledger, entries + [JournalEntry(self._relative(path), size, now)], used + size, count + 1)
-            try:
-                os.replace(temp, path)
-            except OSError as exc:
-                logger.warning("cannot store %s: %s", target.filename, exc.strerror)
-                self._record(ledger, [JournalEntry(self._relative(path))], used, count)
-            else:
-                stored = True
-                with self._lock:
-                    self._files[path] = [size, now]
-                    self.generation += 1
+            # Stored only if recorded: a file the ledger does not know would escape the cap.
+            if self._record(ledger, entries + [JournalEntry(self._relative(path), size, now)], used + size, count + 1):
+                stored = self._rename(target, temp, size, now, ledger, used, count)
             self._compact(ledger)
         self._log_evicted(victims)
         self._sweep_temp_files()
         return stored
+
+    def _rename(self, target: Target, temp: str, size: int, now: float, ledger: LedgerHandle, used: int, count: int) -> bool:
+        """Give the recorded temp file its final name; if that fails, record it gone
+        again (*used* and *count*: the total without it)."""
+        try:
+            os.replace(temp, target.path)
+        except OSError as exc:
+            logger.warning("cannot store %s: %s", target.filename, exc.strerror)
+            self._record(ledger, [JournalEntry(self._relative(target.path))], used, count)
+            return False
+        with self._lock:
+            self._files[target.path] = [size, now]
+            self.generation += 1
+        return True
 
     def _make_room(self, ledger: LedgerHandle, incoming: int) -> tuple:
         """Evict least recently used files (whoever stored them) until *incoming* more
@@ -440,7 +482,7 @@ class FileCache:
         lock is held; the caller runs a new download once it has let go."""
         download = self._downloads.get(target.path)
         if download is None and start:
-            download = self._downloads[target.path] = Download(self, self.upstream, target)
+            download = self._downloads[target.path] = Download(self, self.upstream, target, self.min_rate)
             return download, True
         return download, False
 

@@ -8,15 +8,19 @@ Its files sit among the stored ones, named with a leading dot (``.ledger``,
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
 import tempfile
 import threading
 from typing import Iterator, NamedTuple, Optional
 
-from ..infra.atomic import write_all, write_atomically
+from ..infra.atomic import write_atomically
 
 __all__ = ["JournalEntry", "Ledger", "LedgerHandle", "LedgerRecord"]
+
+logger = logging.getLogger(__name__)
 
 LEDGER_NAME = ".ledger"
 JOURNAL_NAME = ".journal"
@@ -59,6 +63,7 @@ class Ledger:
         # on NFS: either way our own threads must take turns by themselves.
         self._thread_lock = threading.Lock()
         self._users_fd = -1
+        self._warned_malformed = False  # a malformed journal line is reported once
         self._open()
 
     def _open(self) -> None:
@@ -163,20 +168,40 @@ class LedgerHandle:
         except FileNotFoundError:
             data = b""
         complete = data.rfind(b"\n") + 1  # a crash may have left half a line
-        entries = [entry for entry in map(_parse_entry, data[:complete].splitlines()) if entry is not None]
+        lines = [line for line in data[:complete].splitlines() if line]
+        entries = [entry for entry in map(_parse_entry, lines) if entry is not None]
+        if len(entries) < len(lines) and not self._ledger._warned_malformed:
+            self._ledger._warned_malformed = True
+            logger.warning("skipping %d malformed lines of %s", len(lines) - len(entries), self._ledger.journal)
         return entries, (self.record.epoch, offset + complete), snapshot
 
     def append(self, entries: list, position: Optional[tuple]) -> Optional[tuple]:
-        """Add *entries* at the journal's end; returns the position after them
-        (*position* must be where our last :meth:`changes` left us; None stays None:
-        the next :meth:`changes` reads it all)."""
+        """Add *entries* at the journal's end, all of them or none (one write; on a
+        failure the journal is cut back to where it was); returns the position after
+        them (*position* must be where our last :meth:`changes` left us; None stays
+        None: the next :meth:`changes` reads it all).
+
+        :raises OSError: the write failed (ENOSPC, EIO...): nothing was added.
+        """
         data = b"".join(_format_entry(entry) for entry in entries)
-        fd = os.open(self._ledger.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self._ledger.journal, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            write_all(fd, data)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a torn tail (a crash) stays a line of its own, skipped
+            try:
+                # One write: a record is whole or absent, never glued to a torn one.
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
-        return None if position is None else (position[0], position[1] + len(data))
+        if position is None or position[1] != size:
+            return position  # behind (or on a torn tail): the next read catches up
+        return position[0], size + len(data)
 
     def journal_size(self) -> int:
         with contextlib.suppress(OSError):

@@ -324,6 +324,27 @@ def test_failed_chunked_download_is_cut_short_not_stored(proxy, html_index, mode
     assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
 
 
+@pytest.mark.parametrize("cap", [1 << 30, 0], ids=["download", "pass-through"])
+def test_trickling_upstream_is_cut_by_the_minimum_rate(proxy, html_index, monkeypatch, caplog, cap):
+    # The rate is averaged over downloads.RATE_WINDOW (30 s); a short window keeps the test short.
+    from proxpi_min.files import downloads
+
+    monkeypatch.setattr(downloads, "RATE_WINDOW", 0.3)
+    dist = sized_wheel("trickle", "1.0", 30_000)
+    index = html_index(dist)
+    index.throttle(16, 0.05)  # about 320 bytes a second, every read well within the read timeout
+    p = proxy(index.url, cache_size=cap, download_min_rate=4096)
+    with caplog.at_level("WARNING"):
+        result = read_broken(p.url, file_path(dist))
+    assert isinstance(result, CutShort), f"a complete response: {result[0]}"
+    assert 0 <= result.received < dist.size
+    assert wait_until(lambda: files_tree(p.settings.cache_dir) == {}), files_tree(p.settings.cache_dir)
+    assert any("under the minimum of 4096 bytes a second" in r.getMessage() for r in caplog.records), caplog.text
+    index.throttle(None)
+    result = p.get(file_path(dist))  # a healthy upstream again: served whole
+    assert result.status == 200 and result.body == dist.content
+
+
 def test_kill_9_mid_download_leaves_nothing_partial(html_index, tmp_path):
     dist = sized_wheel("crashy", "1.0", 64_000)
     index = html_index(dist)
