@@ -36,8 +36,8 @@ from ..infra.atomic import STALE_TEMP, remove_temp_files
 from ..infra.metrics import Metrics
 from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
 from .downloads import Download, Opened
-from .layout import Target, parse_stored, stored_files
-from .ledger import JournalEntry, Ledger, LedgerHandle
+from .layout import Target, parse_stored
+from .ledger import JournalEntry, Ledger, LedgerHandle, scan
 
 __all__ = ["FileCache"]
 
@@ -109,21 +109,16 @@ class FileCache:
     def _walk(self, ledger: LedgerHandle) -> None:
         """Take the files on disk as they are: our view, the journal (a snapshot of it)
         and the total (under the ledger's lock)."""
-        found = []
-        for path in stored_files(self.root):
-            with contextlib.suppress(OSError):
-                stat = os.stat(path)
-                found.append((stat.st_mtime, path, stat.st_size))
-        found.sort()
+        entries = scan(self.root)
         with self._lock:
             self._files.clear()
-            for mtime, path, size in found:
-                self._files[path] = [size, mtime]
+            for entry in entries:
+                self._files[os.path.join(self.root, entry.path)] = [entry.size, entry.mtime]
             self.generation += 1
-        used, count = sum(f[2] for f in found), len(found)
+        used, count = sum(entry.size for entry in entries), len(entries)
         self._recount = False
         try:
-            self._position = ledger.snapshot(self._entries(), used, count)
+            self._position = ledger.snapshot(entries, used, count)
         except OSError as exc:
             logger.warning("cannot write the cache journal: %s", exc.strerror)
             self._record(ledger, [], used, count)

@@ -17,8 +17,9 @@ import threading
 from typing import Iterator, NamedTuple, Optional
 
 from ..infra.atomic import write_atomically
+from .layout import stored_files
 
-__all__ = ["JournalEntry", "Ledger", "LedgerHandle", "LedgerRecord"]
+__all__ = ["LEDGER_NAME", "JournalEntry", "Ledger", "LedgerHandle", "LedgerRecord", "scan"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,18 @@ class LedgerHandle:
         write_atomically(self._ledger.journal, data)
         record = self.write(used, count, new_epoch=True)
         return record.epoch, len(data)
+
+
+def scan(root: str) -> list:
+    """Every file stored under *root*, as the journal lists it (paths relative to
+    *root*), least recently used first: the disk's own account."""
+    found = []
+    for path in stored_files(root):
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            found.append((stat.st_mtime, path[len(root) + 1 :], stat.st_size))
+    found.sort()
+    return [JournalEntry(relative, size, mtime) for mtime, relative, size in found]
 
 
 def _format_entry(entry: JournalEntry) -> bytes:
