@@ -84,9 +84,17 @@ class FileStore(Protocol):
     def open_cached(self, target: Target) -> Optional[Opened]:
         """The stored file, marked recently used; None if it is not stored."""
 
+    def reserve(self, target: Target, temp: str, size: int) -> bool:
+        """Make room under the cap for a download of *size* bytes into *temp* before
+        it starts; False if it does not fit now (it is passed through)."""
+
+    def release(self, temp: str) -> None:
+        """Drop the reservation of the download into *temp* (it was not stored)."""
+
     def store(self, target: Target, temp: str, size: int) -> bool:
         """Give a verified temp file of *size* bytes the target's path, if it fits
-        under the cap; False if it was not taken (the caller removes it)."""
+        under the cap (its reservation, if any, becomes the stored file's); False if
+        it was not taken (the caller removes it)."""
 
     def count_upstream(self, target: Target, error: Optional[ProxpiError]) -> None:
         """Count one upstream file request's outcome (None: it answered)."""
@@ -121,6 +129,7 @@ class Download:
         self.asked = False
         self.lock = LockFile(lock_path(target.path))
         self.take_over = False  # another process's writer died: start a new download
+        self.reserved = False  # room is held for us under the cap (FileStore.reserve)
 
     @property
     def over(self) -> bool:
@@ -160,6 +169,9 @@ class Download:
             self.remove_temp()  # before the lock goes: the next holder finds no leftover
             raise
         finally:
+            if self.reserved:
+                with contextlib.suppress(OSError):
+                    self.store.release(self.temp)
             self.lock.release()
 
     def _fetch(self) -> None:
@@ -171,11 +183,15 @@ class Download:
         except OSError as exc:
             self._pass_through(exc)
             return
+        if target.size is not None and not self._reserve(target.size):
+            return
         self.asked = True  # from here on, the outcome is upstream's
         with self.upstream.open_file(target.url) as response:
             length = response.length
             if length is not None and target.size is not None and length != target.size:
                 raise IntegrityError(f"{target.filename}: upstream sends {length} bytes, the index says {target.size}")
+            if length is not None and target.size is None and not self._reserve(length):
+                return
             length = length if length is not None else target.size
             self.lock.record(f"{os.path.basename(self.temp)} {length if length is not None else '-'}")
             self._publish(started=True, length=length)
@@ -207,9 +223,21 @@ class Download:
             logger.warning("cannot cache %s (%s)", target.filename, exc.strerror)
             self.remove_temp()
         else:
-            if not self.store.store(target, self.temp, self.written):
+            stored = self.store.store(target, self.temp, self.written)
+            self.reserved = False  # store() took the reservation, or dropped it
+            if not stored:
                 self.remove_temp()
         self._publish(done=True, length=self.written)
+
+    def _reserve(self, size: int) -> bool:
+        """Room for the file under the cap before a byte is written, counted by every
+        process; False: it does not fit now, so its clients fetch it themselves."""
+        self.reserved = self.store.reserve(self.target, self.temp, size)
+        if not self.reserved:
+            logger.info("no room for %s (%d bytes) under the cache cap now; passing it through", self.target.filename, size)
+            self.remove_temp()
+            self._publish(disk_failed=True)
+        return self.reserved
 
     # ------------------------------------------------------------------ other processes
 

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from typing import Iterator, NamedTuple, Optional
 
-from ..infra.atomic import write_atomically
+from ..infra.atomic import write_all, write_atomically
 from .layout import stored_files
 
 __all__ = ["LEDGER_NAME", "JournalEntry", "Ledger", "LedgerHandle", "LedgerRecord", "scan"]
@@ -48,7 +48,8 @@ class Ledger:
     """What processes on one directory know of its stored files, without walking it.
 
     ``.ledger`` holds one fixed-width line: generation, bytes used, file count and the
-    journal's epoch. ``.journal`` lists, in order, the files stored and evicted since the
+    journal's epoch; then the reservations of the downloads in progress (their temp
+    file, relative to the directory, and the bytes it will take), one line each. ``.journal`` lists, in order, the files stored and evicted since the
     last snapshot (a rewrite that lists every file, least recently used first), so each
     process brings its own LRU view up to date by reading what others appended. Both
     change only under the exclusive lock on ``.ledger``, which is also the
@@ -56,6 +57,7 @@ class Ledger:
     """
 
     _FORMAT = "proxpi-ledger 2 {} {} {} {}\n"
+    _WIDTH = 80  # of the record line; the reservations follow
 
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, LEDGER_NAME)
@@ -96,7 +98,7 @@ class Ledger:
         return alone
 
     def _read(self) -> LedgerRecord:
-        parts = os.pread(self._fd, 200, 0).split()
+        parts = os.pread(self._fd, self._WIDTH, 0).split()
         if len(parts) == 6 and parts[:2] == [b"proxpi-ledger", b"2"] and all(p.isdigit() for p in parts[2:]):
             return LedgerRecord(*(int(p) for p in parts[2:]))
         return LedgerRecord(0, 0, 0, 0)  # new, or torn by a crash: a snapshot rewrites it
@@ -151,9 +153,36 @@ class LedgerHandle:
         old = self.record
         record = LedgerRecord(old.generation + 1, max(used, 0), max(count, 0), old.epoch + new_epoch)
         data = Ledger._FORMAT.format(*record).encode()
-        os.pwrite(self._ledger._fd, data.ljust(80), 0)  # fixed width: no truncate, no torn tail
+        os.pwrite(self._ledger._fd, data.ljust(Ledger._WIDTH), 0)  # fixed width: no truncate, no torn tail
         self.record = record
         return record
+
+    def reservations(self) -> dict:
+        """Temp file (relative path) -> the bytes its download reserved."""
+        fd = self._ledger._fd
+        data = os.pread(fd, max(os.fstat(fd).st_size - Ledger._WIDTH, 0), Ledger._WIDTH)
+        found = {}
+        for line in data.decode("utf-8", "replace").splitlines():
+            name, _, size = line.rpartition(" ")
+            if name and size.isdigit():
+                found[name] = int(size)
+        return found
+
+    def reserve(self, reservations: dict) -> None:
+        """Rewrite the reservations as *reservations* (relative path -> bytes).
+
+        :raises OSError: it could not be written (the old ones stay, or none).
+        """
+        fd = self._ledger._fd
+        data = "".join(f"{name} {size}\n" for name, size in reservations.items()).encode()
+        try:
+            if data:
+                write_all(fd, data, Ledger._WIDTH)
+            os.ftruncate(fd, Ledger._WIDTH + len(data))
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, Ledger._WIDTH)  # none rather than half of one
+            raise
 
     def changes(self, position: Optional[tuple]) -> tuple:
         """(entries, new position, whether they start from a snapshot) since

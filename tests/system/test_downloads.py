@@ -12,6 +12,7 @@ proxy can make a test wait.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import http.client as http_client
 import os
@@ -26,7 +27,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import pytest
 
 from tests.support.cache_dir import (
-    WAIT, file_path, files_tree, settled, sized_wheel, stored_content, stored_paths, wait_until,
+    WAIT, file_path, files_tree, peak_while, settled, sized_wheel, stored_content, stored_paths, wait_until,
 )
 from tests.support.dists import Dist
 from tests.support.pages import json_files, parse_anchors
@@ -488,6 +489,28 @@ def test_total_size_stays_under_cap(proxy, upstream_factory, dists):
         assert p.get(file_path(dist)).body == dist.content
         assert settled(p.settings.cache_dir)
         assert sum(files_tree(p.settings.cache_dir).values()) <= cap
+
+
+@pytest.mark.parametrize("fmt", ["json", "html"], ids=["index-size", "content-length"])
+def test_six_downloads_at_once_never_put_more_than_the_cap_plus_one_file_on_disk(proxy, upstream_factory, fmt):
+    chosen = [sized_wheel(f"six{n}", "1.0", 60_000) for n in range(6)]
+    up = upstream_factory(fmt, None)
+    for dist in chosen:
+        up.add(dist, metadata=False)
+    largest = max(dist.size for dist in chosen)
+    cap = 2 * largest + largest // 2  # room for two and a half
+    up.throttle(8192, 0.02)  # slow enough that all six are in flight together
+    p = proxy(up, cache_size=cap)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results, peak = peak_while(p.settings.cache_dir, lambda: list(pool.map(lambda d: p.get(file_path(d)), chosen)))
+    assert [(r.status, r.body) for r in results] == [(200, d.content) for d in chosen]
+    assert settled(p.settings.cache_dir)
+    assert peak <= cap + largest, (peak, cap)
+    assert 0 < sum(files_tree(p.settings.cache_dir).values()) <= cap
+    up.throttle(None)
+    for dist in chosen:  # those passed through are stored now there is room
+        assert p.get(file_path(dist)).body == dist.content
+    assert sum(files_tree(p.settings.cache_dir).values()) <= cap
 
 
 def test_file_larger_than_cap_size_known_is_streamed_whole_but_not_stored(proxy, upstream_factory, dists):

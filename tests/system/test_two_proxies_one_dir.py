@@ -14,7 +14,7 @@ import urllib.parse
 import pytest
 
 from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
-from tests.support.cache_dir import WAIT, file_path, files_tree, sized_wheel, stored_content, stored_paths, wait_until
+from tests.support.cache_dir import WAIT, file_path, files_tree, peak_while, sized_wheel, stored_content, stored_paths, wait_until
 from tests.support.proxy import ProxyProcess, temp_files
 
 
@@ -68,9 +68,15 @@ def test_total_size_stays_within_one_cap_across_processes(upstream_factory, tmp_
     one, two = _pair(up, cache_dir, "--cache-size", str(cap))
     try:
         up.throttle(16_384, 0.002)
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            asks = [pool.submit((one, two)[n % 2].get, file_path(d), timeout=30) for n, d in enumerate(wheels)]
-            results = [ask.result() for ask in asks]
+
+        def ask_all() -> list:
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                asks = [pool.submit((one, two)[n % 2].get, file_path(d), timeout=30) for n, d in enumerate(wheels)]
+                return [ask.result() for ask in asks]
+
+        # Downloads in flight count against the cap too, whichever process runs them.
+        results, peak = peak_while(cache_dir, ask_all)
+        assert peak <= cap + max(d.size for d in wheels), (peak, cap)
         up.throttle(None)
         assert [(r.status, r.body == d.content) for r, d in zip(results, wheels)] == [(200, True)] * len(wheels)
         assert wait_until(lambda: _settled(cache_dir))
