@@ -44,6 +44,9 @@ JOURNAL_MIN = 1 << 20
 # After a failed ledger write (a full disk), the accounting is recounted from the disk
 # at the next store or eviction, but at most this often (seconds): a walk is not free.
 RECOUNT_INTERVAL = 5.0
+# How often (seconds, at most) the ledger is checked to be still in the directory: a
+# cache dir deleted or replaced while serving is noticed within this long.
+ROOT_CHECK_INTERVAL = 1.0
 
 
 class Accounting:
@@ -63,10 +66,33 @@ class Accounting:
         self._position: Optional[tuple] = None  # how far into the journal our view is
         self._recount = False  # the ledger or journal may disagree with the disk: walk it
         self._next_recount = 0.0
+        self._next_root_check = 0.0
         self._scan()
+
+    def check_root(self) -> None:
+        """Notice a cache dir deleted or replaced under us (a cheap fstat and stat, at
+        most every ROOT_CHECK_INTERVAL): one ERROR naming it, the directory made
+        again, and the accounting recounted from what is on disk."""
+        now = time.monotonic()
+        with self.lock:
+            if now < self._next_root_check:
+                return
+            self._next_root_check = now + ROOT_CHECK_INTERVAL
+        if self._ledger.in_place():
+            return
+        logger.error("the cache dir %s was deleted or replaced while serving: making it again and recounting "
+                     "the files on disk", self.root)
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            self._ledger.reopen()
+            with self._ledger.locked() as ledger:
+                self._walk(ledger)
+        except OSError as exc:
+            logger.error("cannot make the cache dir %s again: %s", self.root, exc.strerror or exc)
 
     def stats(self) -> tuple:
         """(bytes used, file count), by every process sharing the directory."""
+        self.check_root()
         record = self._ledger.read()
         return record.used, record.count
 
@@ -212,6 +238,7 @@ class Accounting:
         # Under the directory-wide lock, so that downloads finishing together (here or
         # in other processes) cannot each find room for themselves and overrun the cap.
         stored = False
+        self.check_root()
         with self._ledger.locked() as ledger:
             self._sync(ledger)
             reserved = sum(self._unreserve(ledger, temp).values())  # ours becomes the stored file
@@ -236,6 +263,7 @@ class Accounting:
         the cap needs none: :meth:`store` refuses it, its clients get it whole."""
         if size > self.cap:
             return True
+        self.check_root()
         victims: list = []
         with self._ledger.locked() as ledger:
             self._sync(ledger)

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from typing import Iterator, NamedTuple, Optional
 
-from ..infra.atomic import write_all, write_atomically
+from ..infra.atomic import same_file, write_all, write_atomically
 from .layout import stored_files
 
 __all__ = ["LEDGER_NAME", "JournalEntry", "Ledger", "LedgerHandle", "LedgerRecord", "scan"]
@@ -71,6 +71,7 @@ class Ledger:
 
     def _open(self) -> None:
         self._pid = os.getpid()
+        self._private = False
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
@@ -78,6 +79,21 @@ class Ledger:
             # so nothing needs sharing: a private record will do.
             with tempfile.TemporaryFile() as private:
                 self._fd = os.dup(private.fileno())
+            self._private = True
+
+    def in_place(self) -> bool:
+        """Whether our ledger is still the file at its path (False: the directory was
+        deleted or replaced under us)."""
+        with self._thread_lock:
+            return self._private or self._fd < 0 or same_file(self._fd, self.path)
+
+    def reopen(self) -> None:
+        """Open the ledger at its path again (after :meth:`in_place` said False), and
+        count this process among the new directory's users."""
+        with self._thread_lock:
+            self._close_fds()
+            self._open()
+        self.register_user()
 
     def register_user(self) -> bool:
         """Count this process among the directory's users (a shared lock held until
@@ -135,10 +151,13 @@ class Ledger:
 
     def close(self) -> None:
         with self._thread_lock:
-            for fd in (self._fd, self._users_fd):
-                if fd >= 0:
-                    os.close(fd)
-            self._fd = self._users_fd = -1
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._users_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._users_fd = -1
 
 
 class LedgerHandle:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -16,9 +18,12 @@ from typing import Iterator
 import pytest
 
 from proxpi_min.cli.verify import run_verify
+from proxpi_min.files import accounting
 from proxpi_min.files import ledger as ledger_module
 from proxpi_min.files.ledger import JournalEntry, Ledger
-from tests.support.cache_dir import file_path, files_tree, settled, sized_wheel, stored_content, wait_until
+from tests.support.cache_dir import (
+    file_path, files_tree, settled, sized_wheel, stored_content, stored_paths, wait_until,
+)
 
 
 def verify(cache_dir, *args: str) -> tuple:
@@ -217,3 +222,49 @@ def test_full_tmpfs_passes_files_through_then_stores_them_once_space_returns(pro
         assert wait_until(lambda: stored_content(cache_dir, big.filename)) == big.content
         assert_bookkeeping_agrees(cache_dir)
         p.stop()
+
+
+# -- a cache dir lost while serving ------------------------------------------------
+
+
+def file_cache_status(p) -> tuple:
+    status = json.loads(p.get("/", {"Accept": "application/json"}).body)["file_cache"]
+    return status["used_bytes"], status["files"]
+
+
+def disk_status(cache_dir) -> tuple:
+    on_disk = files_tree(cache_dir)
+    return sum(on_disk.values()), len(on_disk)
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_cache_dir_deleted_or_replaced_while_serving_is_noticed(proxy, upstream_factory, monkeypatch, caplog, how):
+    monkeypatch.setattr(accounting, "ROOT_CHECK_INTERVAL", 0.0)  # checked at every look, not once a second
+    chosen = [sized_wheel(f"vanish{n}", "1.0", 10_000) for n in range(3)]
+    up = upstream_factory("json", None)
+    for dist in chosen:
+        up.add(dist)
+    p = proxy(up)
+    cache_dir = p.settings.cache_dir
+    for dist in chosen[:2]:
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+    assert file_cache_status(p) == disk_status(cache_dir)
+    kept = stored_paths(cache_dir, chosen[0].filename)[0]
+
+    shutil.rmtree(cache_dir)
+    if how == "replaced":  # a restore from a backup holding one of the two files
+        os.makedirs(os.path.dirname(kept))
+        Path(kept).write_bytes(chosen[0].content)
+    with caplog.at_level("ERROR"):
+        assert file_cache_status(p) == disk_status(cache_dir) == ((chosen[0].size, 1) if how == "replaced" else (0, 0))
+        assert file_cache_status(p) == disk_status(cache_dir)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and cache_dir in errors[0] and "deleted or replaced" in errors[0], errors
+
+    for dist in chosen:  # served, stored again where missing, counted
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+    assert settled(cache_dir)
+    assert file_cache_status(p) == disk_status(cache_dir) == (sum(d.size for d in chosen), 3)
+    assert_bookkeeping_agrees(cache_dir)
