@@ -237,6 +237,7 @@ def _verify(flags: dict) -> int:
 
 
 def _serve_command(flags: dict) -> int:
+    from ..files.layout import files_root
     from ..infra.tls import check_files
 
     try:
@@ -252,6 +253,8 @@ def _serve_command(flags: dict) -> int:
     try:
         try:
             os.makedirs(settings.cache_dir or temp_dir, exist_ok=True)
+            # Its files folder too: a cache dir that cannot hold files is a bad setting, not a failed start.
+            os.makedirs(files_root(settings.cache_dir or temp_dir), exist_ok=True)
         except OSError as exc:
             print(f"proxpi-min: error: {settings.source_of('cache_dir')}={settings.cache_dir!r} cannot be made "
                   f"({exc.strerror or exc})", file=sys.stderr)

@@ -291,6 +291,10 @@ class Download:
                 if adopted is not None:
                     adopted.file.close()
                 self._publish(done=True, length=self.written)
+            elif self._followed_whole(verifier):
+                # Not stored (over the cap), yet complete and verified by our own hash:
+                # our clients have it all from the handle we kept.
+                self._publish(done=True, length=self.written)
             else:
                 # The writer failed (it cleaned up) or died (its record is still there).
                 self.take_over = bool(self.lock.stale)
@@ -301,6 +305,15 @@ class Download:
         finally:
             self.lock.release()
         return True
+
+    def _followed_whole(self, verifier: Verifier) -> bool:
+        """Whether the temp file we follow, now let go of without being stored, holds
+        the whole file: every byte of the announced length, and the index's hash (the
+        only proof of the end when no length was announced)."""
+        self._read_followed(verifier)
+        if self.length is None and self.target.hash is None:
+            return False
+        return (self.length is None or self.written == self.length) and verifier.matches()
 
     def _read_followed(self, verifier: Verifier) -> None:
         """Hash what the writer added since we last looked, and let clients have it."""

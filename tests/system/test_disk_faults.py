@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +22,7 @@ from proxpi_min.cli.verify import run_verify
 from proxpi_min.files import accounting
 from proxpi_min.files import ledger as ledger_module
 from proxpi_min.files.ledger import JournalEntry, Ledger
+from tests.support.proxy import REPO_ROOT, proxy_env
 from tests.support.cache_dir import (
     file_path, files_tree, settled, sized_wheel, stored_content, stored_paths, wait_until,
 )
@@ -268,3 +270,16 @@ def test_a_cache_dir_deleted_or_replaced_while_serving_is_noticed(proxy, upstrea
     assert settled(cache_dir)
     assert file_cache_status(p) == disk_status(cache_dir) == (sum(d.size for d in chosen), 3)
     assert_bookkeeping_agrees(cache_dir)
+
+
+def test_a_cache_dir_that_cannot_hold_files_exits_2_with_one_line(tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    (cache_dir / "files").write_text("a file where the file cache's folder should be")
+    done = subprocess.run(
+        [sys.executable, "-m", "proxpi_min", "--port", "0", "--index-url", "http://127.0.0.1:9/simple/",
+         "--cache-dir", str(cache_dir)],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=proxy_env(),
+    )
+    assert done.returncode == 2, done
+    assert done.stderr.strip() == f"proxpi-min: error: --cache-dir={str(cache_dir)!r} cannot be made (File exists)"

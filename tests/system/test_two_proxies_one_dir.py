@@ -201,3 +201,26 @@ def test_proxy_follows_a_download_written_by_another_tool(upstream_factory, tmp_
             assert got == dist.content
         # Only a writer that gave up makes the proxy fetch (the rest, for its client).
         assert up.hits(dist.filename) == (1 if writer_ends == "given up" else 0)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "no-length"])
+def test_a_file_over_the_cap_followed_in_the_other_process_is_not_fetched_again(upstream_factory, tmp_path, chunked):
+    big = sized_wheel("oversized", "1.0", 120_000)
+    up = upstream_factory("html", None).send_chunked(chunked)  # HTML: the index gives no size
+    up.add(big, metadata=False)
+    cache_dir = str(tmp_path / "cache")
+    one, two = _pair(up, cache_dir, "--cache-size", str(big.size // 2))
+    try:
+        up.throttle(16_384, 0.02)  # the first download lasts a while: the other process follows it
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(one.get, file_path(big), timeout=30)
+            assert wait_until(lambda: temp_files(cache_dir)), "no download started"
+            second = pool.submit(two.get, file_path(big), timeout=30)
+            results = [first.result(), second.result()]
+        assert [(r.status, r.body == big.content) for r in results] == [(200, True), (200, True)]
+        assert up.hits(big.filename) == 1
+        assert wait_until(lambda: _settled(cache_dir))
+        assert stored_paths(cache_dir, big.filename) == []
+    finally:
+        _stop(one, two)
+    assert "ended early" not in one.stderr + two.stderr
