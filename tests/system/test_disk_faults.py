@@ -85,16 +85,25 @@ def faults(monkeypatch) -> Iterator[dict]:
     yield set_faults
 
 
+def wheels_stored(proxy, upstream_factory, name: str, count: int, stored: int) -> tuple:
+    """(a running proxy, its cache dir, *count* wheels it lists, the first *stored* of
+    them fetched and stored)."""
+    wheels = tuple(sized_wheel(f"{name}{n}", "1.0", 20_000) for n in range(count))
+    up = upstream_factory("json", None)
+    for dist in wheels:
+        up.add(dist)
+    p = proxy(up)
+    for dist in wheels[:stored]:
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename))
+    return p, p.settings.cache_dir, wheels
+
+
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
 def test_a_failed_journal_append_leaves_whole_records_and_the_client_a_whole_file(
     proxy, upstream_factory, faults, caplog, code
 ):
-    first, second, third = (sized_wheel(f"journal{n}", "1.0", 20_000) for n in range(3))
-    up = upstream_factory("json", None).add(first).add(second).add(third)
-    p = proxy(up)
-    cache_dir = p.settings.cache_dir
-    assert p.get(file_path(first)).body == first.content
-    assert wait_until(lambda: stored_content(cache_dir, first.filename))
+    p, cache_dir, (_, second, third) = wheels_stored(proxy, upstream_factory, "journal", 3, 1)
 
     faults[".journal"] = code
     with caplog.at_level("WARNING"):
@@ -115,13 +124,8 @@ def test_a_failed_journal_append_leaves_whole_records_and_the_client_a_whole_fil
     assert "malformed" not in caplog.text
 
 
-def test_a_failed_ledger_write_is_recounted_from_the_disk(proxy, upstream_factory, faults, caplog):
-    first, second, third = (sized_wheel(f"record{n}", "1.0", 20_000) for n in range(3))
-    up = upstream_factory("json", None).add(first).add(second).add(third)
-    p = proxy(up)
-    cache_dir = p.settings.cache_dir
-    assert p.get(file_path(first)).body == first.content
-    assert wait_until(lambda: stored_content(cache_dir, first.filename))
+def test_a_failed_ledger_write_is_recounted_from_the_disk(proxy, upstream_factory, faults):
+    p, cache_dir, (_, second, third) = wheels_stored(proxy, upstream_factory, "record", 3, 1)
 
     faults[".ledger"] = errno.EIO  # the journal takes the record, the total does not
     assert p.get(file_path(second)).body == second.content
@@ -149,15 +153,7 @@ def test_a_torn_journal_line_is_skipped_and_reported_once(tmp_path, caplog):
 
 
 def test_verify_catches_a_broken_ledger_and_repair_rebuilds_it(proxy, upstream_factory):
-    dists = [sized_wheel(f"counted{n}", "1.0", 10_000) for n in range(2)]
-    up = upstream_factory("json", None)
-    for dist in dists:
-        up.add(dist)
-    p = proxy(up)
-    cache_dir = p.settings.cache_dir
-    for dist in dists:
-        assert p.get(file_path(dist)).body == dist.content
-        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+    p, cache_dir, dists = wheels_stored(proxy, upstream_factory, "counted", 2, 2)
     p.stop()
     assert_bookkeeping_agrees(cache_dir)
 
@@ -242,15 +238,7 @@ def disk_status(cache_dir) -> tuple:
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_cache_dir_deleted_or_replaced_while_serving_is_noticed(proxy, upstream_factory, monkeypatch, caplog, how):
     monkeypatch.setattr(accounting, "ROOT_CHECK_INTERVAL", 0.0)  # checked at every look, not once a second
-    chosen = [sized_wheel(f"vanish{n}", "1.0", 10_000) for n in range(3)]
-    up = upstream_factory("json", None)
-    for dist in chosen:
-        up.add(dist)
-    p = proxy(up)
-    cache_dir = p.settings.cache_dir
-    for dist in chosen[:2]:
-        assert p.get(file_path(dist)).body == dist.content
-        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+    p, cache_dir, chosen = wheels_stored(proxy, upstream_factory, "vanish", 3, 2)
     assert file_cache_status(p) == disk_status(cache_dir)
     kept = stored_paths(cache_dir, chosen[0].filename)[0]
 
