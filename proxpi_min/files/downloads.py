@@ -232,7 +232,12 @@ class Download:
     def _reserve(self, size: int) -> bool:
         """Room for the file under the cap before a byte is written, counted by every
         process; False: it does not fit now, so its clients fetch it themselves."""
-        self.reserved = self.store.reserve(self.target, self.temp, size)
+        try:
+            self.reserved = self.store.reserve(self.target, self.temp, size)
+        except OSError as exc:  # the ledger cannot be locked or written: the disk's trouble
+            self.remove_temp()
+            self._pass_through(exc)
+            return False
         if not self.reserved:
             logger.info("no room for %s (%d bytes) under the cache cap now; passing it through", self.target.filename, size)
             self.remove_temp()

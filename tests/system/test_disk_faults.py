@@ -59,9 +59,10 @@ def _fd_name(fd: int) -> str:
 @pytest.fixture
 def faults(monkeypatch) -> Iterator[dict]:
     """The seam: ``os.write`` and ``os.pwrite``, as the ledger module calls them, fail
-    for the journal or the ledger file while ``faults[name]`` is set to an errno (the
-    journal's write lands half its bytes first, as a disk filling up mid-write does).
-    Every other write goes through: the fault is the ledger's alone."""
+    while ``faults[name]`` is set to an errno, for ``.journal`` (its write lands half
+    its bytes first, as a disk filling up mid-write does), ``.ledger`` (the total, at
+    offset 0) or ``reservations`` (the ledger past its record). Every other write goes
+    through: the fault is the ledger's alone."""
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc/self/fd to tell the ledger's writes apart")
     set_faults: dict = {}
@@ -75,7 +76,7 @@ def faults(monkeypatch) -> Iterator[dict]:
         return real_write(fd, data)
 
     def pwrite(fd, data, offset):
-        code = set_faults.get(".ledger")
+        code = set_faults.get(".ledger" if offset == 0 else "reservations")
         if code and _fd_name(fd).endswith("/.ledger"):
             raise OSError(code, os.strerror(code))
         return real_pwrite(fd, data, offset)
@@ -83,6 +84,13 @@ def faults(monkeypatch) -> Iterator[dict]:
     monkeypatch.setattr(ledger_module.os, "write", write)
     monkeypatch.setattr(ledger_module.os, "pwrite", pwrite)
     yield set_faults
+
+
+def get_whole(p, dist) -> None:
+    """GET *dist* through *p*: a whole, right file, whatever the disk did; its download over."""
+    result = p.get(file_path(dist))
+    assert result.status == 200 and result.body == dist.content
+    assert settled(p.settings.cache_dir)
 
 
 def wheels_stored(proxy, upstream_factory, name: str, count: int, stored: int) -> tuple:
@@ -107,9 +115,7 @@ def test_a_failed_journal_append_leaves_whole_records_and_the_client_a_whole_fil
 
     faults[".journal"] = code
     with caplog.at_level("WARNING"):
-        result = p.get(file_path(second))
-        assert result.status == 200 and result.body == second.content
-        assert settled(cache_dir)
+        get_whole(p, second)
     assert "cannot update the cache size ledger" in caplog.text
     # Not recorded, so not stored: a file the ledger does not know would escape the cap.
     assert stored_content(cache_dir, second.filename) is None
@@ -128,14 +134,26 @@ def test_a_failed_ledger_write_is_recounted_from_the_disk(proxy, upstream_factor
     p, cache_dir, (_, second, third) = wheels_stored(proxy, upstream_factory, "record", 3, 1)
 
     faults[".ledger"] = errno.EIO  # the journal takes the record, the total does not
-    assert p.get(file_path(second)).body == second.content
-    assert settled(cache_dir)
+    get_whole(p, second)
     faults.clear()
     assert p.get(file_path(third)).body == third.content
     assert wait_until(lambda: stored_content(cache_dir, third.filename))
     assert settled(cache_dir)
     assert_bookkeeping_agrees(cache_dir)
     assert p.get("/").status == 200
+
+
+def test_a_reservation_that_cannot_be_written_passes_the_file_through(proxy, upstream_factory, faults, caplog):
+    p, cache_dir, (_, second, _) = wheels_stored(proxy, upstream_factory, "reserve", 3, 1)
+    faults["reservations"] = errno.ENOSPC  # the ledger cannot grow to hold one more
+    with caplog.at_level("WARNING"):
+        get_whole(p, second)
+    assert "cannot reserve room for" in caplog.text
+    assert stored_content(cache_dir, second.filename) is None
+    faults.clear()
+    assert p.get(file_path(second)).body == second.content
+    assert wait_until(lambda: stored_content(cache_dir, second.filename))
+    assert_bookkeeping_agrees(cache_dir)
 
 
 def test_a_torn_journal_line_is_skipped_and_reported_once(tmp_path, caplog):
