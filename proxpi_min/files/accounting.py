@@ -235,10 +235,10 @@ class Accounting:
         path = target.path
         if size > self.cap:
             return False
+        self.check_root()
+        stored = False
         # Under the directory-wide lock, so that downloads finishing together (here or
         # in other processes) cannot each find room for themselves and overrun the cap.
-        stored = False
-        self.check_root()
         with self._ledger.locked() as ledger:
             self._sync(ledger)
             reserved = sum(self._unreserve(ledger, temp).values())  # ours becomes the stored file

@@ -49,11 +49,12 @@ class Ledger:
 
     ``.ledger`` holds one fixed-width line: generation, bytes used, file count and the
     journal's epoch; then the reservations of the downloads in progress (their temp
-    file, relative to the directory, and the bytes it will take), one line each. ``.journal`` lists, in order, the files stored and evicted since the
-    last snapshot (a rewrite that lists every file, least recently used first), so each
-    process brings its own LRU view up to date by reading what others appended. Both
-    change only under the exclusive lock on ``.ledger``, which is also the
-    directory-wide lock that stores and evictions take.
+    file, relative to the directory, and the bytes it will take), one line each.
+    ``.journal`` lists, in order, the files stored and evicted since the last snapshot
+    (a rewrite that lists every file, least recently used first), so each process
+    brings its own LRU view up to date by reading what others appended. Both change
+    only under the exclusive lock on ``.ledger``, which is also the directory-wide lock
+    that stores and evictions take. A journal record is whole or absent.
     """
 
     _FORMAT = "proxpi-ledger 2 {} {} {} {}\n"
