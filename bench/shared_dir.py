@@ -8,8 +8,9 @@ temp dir (or under --dir), then times, median of --reps: the start of the first
 process on the directory (``FileCache``: walk, stat, sort, journal snapshot, under the
 ledger lock); the start of a process joining it (reads the journal instead); a store's
 round trip as another process sees it (lock, read 100 new lines, append one, write the
-record, unlock); a ``Ledger.read`` (what the home page does). Standard library only;
-removes what it made.
+record, unlock); a ``Ledger.read`` (what the home page does); a download's reservation
+made and dropped (two more ledger round trips). Standard library only; removes what it
+made.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def main() -> int:
 
         def store_round_trip() -> None:
             nonlocal position
-            with cache._ledger.locked() as handle:  # another process adds 100 lines
+            with cache._accounting._ledger.locked() as handle:  # another process adds 100 lines
                 handle.append([JournalEntry(f"p/x/f-{n}.whl", 1, 1.0) for n in range(100)], None)
             with ledger.locked() as handle:
                 entries, position, _ = handle.changes(position)
@@ -83,6 +84,13 @@ def main() -> int:
 
         print(f"a store, with 100 lines from others to read: {timed(store_round_trip, args.reps * 20) * 1e6:.0f} us")
         print(f"ledger read (stats): {timed(ledger.read, args.reps * 200) * 1e6:.0f} us")
+
+        def reservation_round_trip() -> None:  # what a download adds: reserve, then release
+            for change in ({"p/x/.tmp-host-1-00": 1}, {}):
+                with ledger.locked() as handle:
+                    handle.reserve({**handle.reservations(), **change} if change else {})
+
+        print(f"a reservation made and dropped: {timed(reservation_round_trip, args.reps * 200) * 1e6:.0f} us")
         cache.close()
         ledger.close()
     finally:

@@ -43,7 +43,9 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         ca_bundle=settings.ca_bundle,
         proxies=settings.upstream_proxy,
     )
-    files = FileCache(files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics)
+    files = FileCache(
+        files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics, settings.download_min_rate
+    )
     stores = [(index, PageStore(cache_dir, index.url)) for index in settings.indexes]
     if settings.offline:
         # A copied cache dir is served whatever index URLs filled it: pages saved for

@@ -21,6 +21,7 @@ from ..core.settings import (
     DEFAULT_CACHE_SIZE,
     DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DOWNLOAD_MIN_RATE,
     DEFAULT_EXTRA_INDEX_TTL,
     DEFAULT_HOST,
     DEFAULT_INDEX_TTL,
@@ -74,6 +75,8 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument_group("upstream connections").add_argument
     add("--connect-timeout", help=f"upstream connect timeout in seconds (PROXPI_CONNECT_TIMEOUT, default {DEFAULT_CONNECT_TIMEOUT:g})")
     add("--read-timeout", help=f"upstream read timeout in seconds (PROXPI_READ_TIMEOUT, default {DEFAULT_READ_TIMEOUT:g})")
+    add("--download-min-rate",
+        help=f"cut a file download slower than this, bytes a second or 1K, 1M; 0: never (PROXPI_DOWNLOAD_MIN_RATE, default {_size_text(DEFAULT_DOWNLOAD_MIN_RATE)})")
     add("--upstream-proxy", metavar="URL", help="outbound HTTP proxy for every upstream, or 'none' to ignore HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (PROXPI_UPSTREAM_PROXY, default: those variables; NO_PROXY applies)")
     add("--ca-bundle", metavar="FILE", help="PEM file of the CAs trusted for upstream TLS, in place of the system store (PROXPI_CA_BUNDLE)")
     add("--disable-index-ssl-verification", action="store_const", const=True, help="do not verify upstream TLS certificates (PROXPI_DISABLE_INDEX_SSL_VERIFICATION=1)")
@@ -234,6 +237,7 @@ def _verify(flags: dict) -> int:
 
 
 def _serve_command(flags: dict) -> int:
+    from ..files.layout import files_root
     from ..infra.tls import check_files
 
     try:
@@ -249,6 +253,8 @@ def _serve_command(flags: dict) -> int:
     try:
         try:
             os.makedirs(settings.cache_dir or temp_dir, exist_ok=True)
+            # Its files folder too: a cache dir that cannot hold files is a bad setting, not a failed start.
+            os.makedirs(files_root(settings.cache_dir or temp_dir), exist_ok=True)
         except OSError as exc:
             print(f"proxpi-min: error: {settings.source_of('cache_dir')}={settings.cache_dir!r} cannot be made "
                   f"({exc.strerror or exc})", file=sys.stderr)

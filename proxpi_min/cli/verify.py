@@ -1,4 +1,5 @@
-"""The ``verify`` command: re-hash a cache dir's files and load its saved pages."""
+"""The ``verify`` command: re-hash a cache dir's files, load its saved pages, and hold
+the size ledger and its journal to the files on disk."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..core.simple import ProjectPage
 from ..files.downloads import CHUNK
 from ..files.integrity import Verifier
 from ..files.layout import Target, files_root, index_root, parse_stored, stored_files
+from ..files.ledger import LEDGER_NAME, Ledger, scan
 from ..index.page_store import LIST_KEY, PageStore
 from .progress import DEFAULT_JOBS, Progress
 
@@ -106,12 +108,67 @@ def _check_files(found: list, expected_metadata: dict, jobs: int, err: TextIO, t
     return results, total_bytes
 
 
+def _check_ledger(files_dir: str, rewrite: bool) -> list:
+    """[(path, problem)]: where the ledger's total or the journal's list of files
+    differs from the files on disk; with *rewrite*, both are rewritten from the disk.
+    Under the ledger's lock, so a proxy on the dir stores and evicts nothing meanwhile.
+    A dir no proxy has served yet has no ledger: the first one to start counts it."""
+    if not os.path.isfile(os.path.join(files_dir, LEDGER_NAME)):
+        return []
+    ledger = Ledger(files_dir)
+    try:
+        with ledger.locked() as handle:
+            on_disk = scan(files_dir)
+            used, count = sum(entry.size for entry in on_disk), len(on_disk)
+            journaled: dict = {}
+            for entry in handle.changes(None)[0]:  # replayed from its last snapshot
+                if entry.size < 0:
+                    journaled.pop(entry.path, None)
+                else:
+                    journaled[entry.path] = entry.size
+            bad = []
+            record = handle.record
+            if (record.used, record.count) != (used, count):
+                bad.append((ledger.path, f"records {record.count} files ({human_size(record.used)}), "
+                                         f"the disk holds {count} ({human_size(used)})"))
+            disk = {entry.path: entry.size for entry in on_disk}
+            if journaled != disk:
+                unlisted = sum(1 for path in disk if path not in journaled)
+                gone = sum(1 for path in journaled if path not in disk)
+                resized = sum(1 for path in disk if path in journaled and journaled[path] != disk[path])
+                bad.append((ledger.journal, f"{unlisted} files on disk missing, {gone} listed but gone, "
+                                            f"{resized} of another size"))
+            if rewrite:
+                handle.snapshot(on_disk, used, count)
+            return bad
+    finally:
+        ledger.close()
+
+
+def _accounting(files_dir: str, rewrite: bool, out: TextIO) -> list:
+    """The ledger checked (and, with *rewrite*, rewritten), each problem written to *out*."""
+    if not os.path.isdir(files_dir):
+        return []
+    try:
+        problems = _check_ledger(files_dir, rewrite)
+    except OSError as exc:
+        problems = [(files_dir, f"cannot {'rewrite' if rewrite else 'check'} the ledger: {exc.strerror}")]
+    else:
+        if rewrite:
+            out.write(f"rewrote the ledger and journal of {files_dir} from the disk\n")
+            return []
+    for path, problem in problems:
+        out.write(f"bad: {path}: {problem}\n")
+    return problems
+
+
 def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS, out: TextIO, err: TextIO, tty: bool = False) -> int:
     """Re-hash every stored file and load every saved page of *cache_dir*.
 
     A file is checked against the hash in its path; a ``.metadata`` file against the
-    hash a saved page gives for it. With *repair*, bad files and pages are deleted (the
-    next request fetches them again).
+    hash a saved page gives for it; the ledger's total and the journal's files against
+    the disk. With *repair*, bad files and pages are deleted (the next request fetches
+    them again), and the ledger and journal rewritten from the disk.
 
     :returns: 0 all good, 1 anything bad (each named once, on *out*), 2 not a cache dir.
     """
@@ -125,6 +182,7 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
     results, total_bytes = _check_files(found, expected_metadata, jobs, err, tty)
     bad = pages.bad + [(checked.path, checked.problem) for checked in results if checked.problem is not None]
     unchecked = sum(1 for checked in results if checked.unchecked)
+    accounting = _accounting(files_dir, False, out)
     removed = 0
     for path, problem in bad:
         out.write(f"bad: {path}: {problem}\n")
@@ -134,6 +192,9 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
                 removed += 1
             except OSError as exc:
                 out.write(f"cannot remove {path}: {exc.strerror}\n")
+    bad += accounting
+    if repair and (removed or accounting):  # the files removed above leave the ledger too
+        bad += _accounting(files_dir, True, out)
     out.write(
         f"verify: {len(results)} files ({human_size(total_bytes)}), {pages.count} saved pages: {len(bad)} bad"
         + (f", {removed} removed" if repair else "")

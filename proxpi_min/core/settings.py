@@ -30,6 +30,9 @@ DEFAULT_CACHE_SIZE = 5 * 1024**3  # proxpi's "5GB"
 # Finite by default so a hung upstream never hangs a client (proxpi's defaults).
 DEFAULT_CONNECT_TIMEOUT = 3.1
 DEFAULT_READ_TIMEOUT = 20.0
+# A file download slower than this many bytes a second (over downloads.RATE_WINDOW) is
+# cut: the read timeout alone lets an upstream trickle a byte per read forever.
+DEFAULT_DOWNLOAD_MIN_RATE = 1024
 # Idle keep-alive connections are closed after this long, so idle clients cannot pin
 # threads forever; long enough for a CI job's pauses between requests.
 DEFAULT_CLIENT_TIMEOUT = 60.0
@@ -109,6 +112,7 @@ class Settings:
     verify_ssl: bool = True
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    download_min_rate: int = DEFAULT_DOWNLOAD_MIN_RATE  # bytes/s; 0: no minimum
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -404,6 +408,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
         read_timeout=sources.number(
             "--read-timeout", "PROXPI_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
+        download_min_rate=sources.size("--download-min-rate", "PROXPI_DOWNLOAD_MIN_RATE", DEFAULT_DOWNLOAD_MIN_RATE),
         offline=sources.flag("--offline", "PROXPI_OFFLINE"),
         upstream_proxy=_proxy_settings(sources, env),
         ca_bundle=sources.text("--ca-bundle", "PROXPI_CA_BUNDLE"),

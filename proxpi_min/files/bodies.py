@@ -12,7 +12,7 @@ from typing import Optional
 from ..core.byteranges import ByteRange
 from ..core.errors import UpstreamError
 from ..index.upstream import FileResponse
-from .downloads import CHUNK, Download
+from .downloads import CHUNK, Download, RateGuard
 from .integrity import Verifier
 from .layout import Target
 
@@ -96,20 +96,24 @@ def relay(
     limit: Optional[int],
     skip: int = 0,
     verifier: Optional[Verifier] = None,
+    min_rate: int = 0,
 ) -> None:
     """Copy an upstream body to the client: *skip* bytes dropped first, then at most
     *limit* bytes (None: to the end). With a *verifier* (the whole file), the last byte
     is held back until the bytes match the index hash. Bytes sent are counted in
     *body*'s ``sent`` as they go, so a response cut short logs what it did send.
 
-    :raises UpstreamError: fewer than *limit* bytes came (IntegrityError: bad hash).
+    :raises UpstreamError: fewer than *limit* bytes came (IntegrityError: bad hash;
+        UpstreamTimeout: under *min_rate* bytes a second, see ``RateGuard``).
     """
     sent = 0
     held = b""
+    guard = RateGuard(min_rate, response.url)
     while limit is None or sent + len(held) < limit:
         chunk = response.read(CHUNK)
         if not chunk:
             break
+        guard.add(len(chunk))
         if skip:
             cut = min(skip, len(chunk))
             chunk, skip = chunk[cut:], skip - cut
@@ -232,6 +236,7 @@ class DownloadBody(FileBody):
                 limit=limit,
                 skip=self._position if response.status == 200 else 0,
                 verifier=verifier,
+                min_rate=download.min_rate,
             )
 
     def close(self) -> None:
@@ -252,8 +257,9 @@ class UpstreamBody(FileBody):
     """Bytes passed straight from an upstream response (not cached), hash-checked when
     it is the whole file: the last byte is held back until the hash matches."""
 
-    def __init__(self, response: FileResponse, target: Target, whole_file: bool) -> None:
+    def __init__(self, response: FileResponse, target: Target, whole_file: bool, min_rate: int = 0) -> None:
         self._response = response
+        self._min_rate = min_rate
         self._target = target
         self._verify = whole_file and target.hash is not None
         self.status = response.status
@@ -262,7 +268,7 @@ class UpstreamBody(FileBody):
 
     def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         verifier = Verifier(self._target.hash) if self._verify else None
-        relay(self._response, conn, chunked, self, limit=self.length, verifier=verifier)
+        relay(self._response, conn, chunked, self, limit=self.length, verifier=verifier, min_rate=self._min_rate)
 
     def close(self) -> None:
         self._response.close()

@@ -21,13 +21,13 @@ import time
 from typing import BinaryIO, NamedTuple, Optional, Protocol
 
 from ..core.byteranges import ByteRange
-from ..core.errors import IntegrityError, ProxpiError, UpstreamError
+from ..core.errors import IntegrityError, ProxpiError, UpstreamError, UpstreamTimeout
 from ..index.upstream import Upstream
 from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path, write_all
 from .integrity import Verifier
 from .layout import Target
 
-__all__ = ["CHUNK", "Download", "FileStore", "Opened"]
+__all__ = ["CHUNK", "Download", "FileStore", "Opened", "RateGuard"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ CHUNK = 1024 * 1024  # bytes per upstream read and per sendfile call while strea
 # How often a follower looks at another process's download (its file's size, its lock):
 # fast enough to stream, slow enough to cost nothing (no inotify on NFS).
 FOLLOW_POLL = 0.02
+# The minimum download rate is an average over each window this long (seconds): the
+# read timeout alone lets an upstream trickle a byte per read for ever.
+RATE_WINDOW = 30.0
 
 
 class Opened(NamedTuple):
@@ -44,15 +47,54 @@ class Opened(NamedTuple):
     size: int
 
 
+class RateGuard:
+    """Cuts an upstream transfer that averages under *min_rate* bytes a second over a
+    window of RATE_WINDOW seconds (0: never); *clock* is monotonic seconds."""
+
+    def __init__(self, min_rate: int, url: str, clock=time.monotonic) -> None:
+        self._min_rate = min_rate
+        self._url = url
+        self._clock = clock
+        self._start = clock()
+        self._count = 0
+
+    def add(self, count: int) -> None:
+        """Count *count* bytes just read.
+
+        :raises UpstreamTimeout: the window ended under the minimum rate.
+        """
+        if not self._min_rate:
+            return
+        self._count += count
+        now = self._clock()
+        elapsed = now - self._start
+        if elapsed < RATE_WINDOW:
+            return
+        if self._count < self._min_rate * elapsed:
+            raise UpstreamTimeout(
+                f"upstream sent {self._count} bytes in {elapsed:.0f} s, under the minimum of "
+                f"{self._min_rate} bytes a second: {self._url}"
+            )
+        self._start, self._count = now, 0
+
+
 class FileStore(Protocol):
     """The cache a download fills, as the download sees it (``file_cache.FileCache``)."""
 
     def open_cached(self, target: Target) -> Optional[Opened]:
         """The stored file, marked recently used; None if it is not stored."""
 
+    def reserve(self, target: Target, temp: str, size: int) -> bool:
+        """Make room under the cap for a download of *size* bytes into *temp* before
+        it starts; False if it does not fit now (it is passed through)."""
+
+    def release(self, temp: str) -> None:
+        """Drop the reservation of the download into *temp* (it was not stored)."""
+
     def store(self, target: Target, temp: str, size: int) -> bool:
         """Give a verified temp file of *size* bytes the target's path, if it fits
-        under the cap; False if it was not taken (the caller removes it)."""
+        under the cap (its reservation, if any, becomes the stored file's); False if
+        it was not taken (the caller removes it)."""
 
     def count_upstream(self, target: Target, error: Optional[ProxpiError]) -> None:
         """Count one upstream file request's outcome (None: it answered)."""
@@ -66,10 +108,11 @@ class Download:
     the file meanwhile, and handed to its :class:`FileStore` once verified. The writer
     thread publishes progress under ``cond``."""
 
-    def __init__(self, store: FileStore, upstream: Upstream, target: Target) -> None:
+    def __init__(self, store: FileStore, upstream: Upstream, target: Target, min_rate: int = 0) -> None:
         self.store = store
         self.upstream = upstream
         self.target = target
+        self.min_rate = min_rate  # bytes a second (RateGuard), for the download and its resumes
         self.cond = threading.Condition()
         self.started = False  # upstream answered; length is known (or None)
         self.length: Optional[int] = None
@@ -86,6 +129,7 @@ class Download:
         self.asked = False
         self.lock = LockFile(lock_path(target.path))
         self.take_over = False  # another process's writer died: start a new download
+        self.reserved = False  # room is held for us under the cap (FileStore.reserve)
 
     @property
     def over(self) -> bool:
@@ -125,6 +169,9 @@ class Download:
             self.remove_temp()  # before the lock goes: the next holder finds no leftover
             raise
         finally:
+            if self.reserved:
+                with contextlib.suppress(OSError):
+                    self.store.release(self.temp)
             self.lock.release()
 
     def _fetch(self) -> None:
@@ -136,19 +183,25 @@ class Download:
         except OSError as exc:
             self._pass_through(exc)
             return
+        if target.size is not None and not self._reserve(target.size):
+            return
         self.asked = True  # from here on, the outcome is upstream's
         with self.upstream.open_file(target.url) as response:
             length = response.length
             if length is not None and target.size is not None and length != target.size:
                 raise IntegrityError(f"{target.filename}: upstream sends {length} bytes, the index says {target.size}")
+            if length is not None and target.size is None and not self._reserve(length):
+                return
             length = length if length is not None else target.size
             self.lock.record(f"{os.path.basename(self.temp)} {length if length is not None else '-'}")
             self._publish(started=True, length=length)
             verifier = Verifier(target.hash)
+            guard = RateGuard(self.min_rate, target.url)
             while True:
                 chunk = response.read(CHUNK)
                 if not chunk:
                     break
+                guard.add(len(chunk))
                 if self.length is not None and self.written + len(chunk) > self.length:
                     raise IntegrityError(f"{target.filename}: upstream sends more than {self.length} bytes")
                 verifier.update(chunk)
@@ -170,9 +223,26 @@ class Download:
             logger.warning("cannot cache %s (%s)", target.filename, exc.strerror)
             self.remove_temp()
         else:
-            if not self.store.store(target, self.temp, self.written):
+            stored = self.store.store(target, self.temp, self.written)
+            self.reserved = False  # store() took the reservation, or dropped it
+            if not stored:
                 self.remove_temp()
         self._publish(done=True, length=self.written)
+
+    def _reserve(self, size: int) -> bool:
+        """Room for the file under the cap before a byte is written, counted by every
+        process; False: it does not fit now, so its clients fetch it themselves."""
+        try:
+            self.reserved = self.store.reserve(self.target, self.temp, size)
+        except OSError as exc:  # the ledger cannot be locked or written: the disk's trouble
+            self.remove_temp()
+            self._pass_through(exc)
+            return False
+        if not self.reserved:
+            logger.info("no room for %s (%d bytes) under the cache cap now; passing it through", self.target.filename, size)
+            self.remove_temp()
+            self._publish(disk_failed=True)
+        return self.reserved
 
     # ------------------------------------------------------------------ other processes
 
@@ -226,6 +296,10 @@ class Download:
                 if adopted is not None:
                     adopted.file.close()
                 self._publish(done=True, length=self.written)
+            elif self._followed_whole(verifier):
+                # Not stored (over the cap), yet complete and verified by our own hash:
+                # our clients have it all from the handle we kept.
+                self._publish(done=True, length=self.written)
             else:
                 # The writer failed (it cleaned up) or died (its record is still there).
                 self.take_over = bool(self.lock.stale)
@@ -236,6 +310,15 @@ class Download:
         finally:
             self.lock.release()
         return True
+
+    def _followed_whole(self, verifier: Verifier) -> bool:
+        """Whether the temp file we follow, now let go of without being stored, holds
+        the whole file: every byte of the announced length, and the index's hash (the
+        only proof of the end when no length was announced)."""
+        self._read_followed(verifier)
+        if self.length is None and self.target.hash is None:
+            return False
+        return (self.length is None or self.written == self.length) and verifier.matches()
 
     def _read_followed(self, verifier: Verifier) -> None:
         """Hash what the writer added since we last looked, and let clients have it."""

@@ -8,15 +8,20 @@ Its files sit among the stored ones, named with a leading dot (``.ledger``,
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
 import tempfile
 import threading
 from typing import Iterator, NamedTuple, Optional
 
-from ..infra.atomic import write_all, write_atomically
+from ..infra.atomic import same_file, write_all, write_atomically
+from .layout import stored_files
 
-__all__ = ["JournalEntry", "Ledger", "LedgerHandle", "LedgerRecord"]
+__all__ = ["LEDGER_NAME", "JournalEntry", "Ledger", "LedgerHandle", "LedgerRecord", "scan"]
+
+logger = logging.getLogger(__name__)
 
 LEDGER_NAME = ".ledger"
 JOURNAL_NAME = ".journal"
@@ -43,14 +48,17 @@ class Ledger:
     """What processes on one directory know of its stored files, without walking it.
 
     ``.ledger`` holds one fixed-width line: generation, bytes used, file count and the
-    journal's epoch. ``.journal`` lists, in order, the files stored and evicted since the
-    last snapshot (a rewrite that lists every file, least recently used first), so each
-    process brings its own LRU view up to date by reading what others appended. Both
-    change only under the exclusive lock on ``.ledger``, which is also the
-    directory-wide lock that stores and evictions take.
+    journal's epoch; then the reservations of the downloads in progress (their temp
+    file, relative to the directory, and the bytes it will take), one line each.
+    ``.journal`` lists, in order, the files stored and evicted since the last snapshot
+    (a rewrite that lists every file, least recently used first), so each process
+    brings its own LRU view up to date by reading what others appended. Both change
+    only under the exclusive lock on ``.ledger``, which is also the directory-wide lock
+    that stores and evictions take. A journal record is whole or absent.
     """
 
     _FORMAT = "proxpi-ledger 2 {} {} {} {}\n"
+    _WIDTH = 80  # of the record line; the reservations follow
 
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, LEDGER_NAME)
@@ -59,10 +67,12 @@ class Ledger:
         # on NFS: either way our own threads must take turns by themselves.
         self._thread_lock = threading.Lock()
         self._users_fd = -1
+        self._warned_malformed = False  # a malformed journal line is reported once
         self._open()
 
     def _open(self) -> None:
         self._pid = os.getpid()
+        self._private = False
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
@@ -70,6 +80,21 @@ class Ledger:
             # so nothing needs sharing: a private record will do.
             with tempfile.TemporaryFile() as private:
                 self._fd = os.dup(private.fileno())
+            self._private = True
+
+    def in_place(self) -> bool:
+        """Whether our ledger is still the file at its path (False: the directory was
+        deleted or replaced under us)."""
+        with self._thread_lock:
+            return self._private or self._fd < 0 or same_file(self._fd, self.path)
+
+    def reopen(self) -> None:
+        """Open the ledger at its path again (after :meth:`in_place` said False), and
+        count this process among the new directory's users."""
+        with self._thread_lock:
+            self._close_fds()
+            self._open()
+        self.register_user()
 
     def register_user(self) -> bool:
         """Count this process among the directory's users (a shared lock held until
@@ -90,7 +115,7 @@ class Ledger:
         return alone
 
     def _read(self) -> LedgerRecord:
-        parts = os.pread(self._fd, 200, 0).split()
+        parts = os.pread(self._fd, self._WIDTH, 0).split()
         if len(parts) == 6 and parts[:2] == [b"proxpi-ledger", b"2"] and all(p.isdigit() for p in parts[2:]):
             return LedgerRecord(*(int(p) for p in parts[2:]))
         return LedgerRecord(0, 0, 0, 0)  # new, or torn by a crash: a snapshot rewrites it
@@ -127,10 +152,13 @@ class Ledger:
 
     def close(self) -> None:
         with self._thread_lock:
-            for fd in (self._fd, self._users_fd):
-                if fd >= 0:
-                    os.close(fd)
-            self._fd = self._users_fd = -1
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._users_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._users_fd = -1
 
 
 class LedgerHandle:
@@ -145,9 +173,36 @@ class LedgerHandle:
         old = self.record
         record = LedgerRecord(old.generation + 1, max(used, 0), max(count, 0), old.epoch + new_epoch)
         data = Ledger._FORMAT.format(*record).encode()
-        os.pwrite(self._ledger._fd, data.ljust(80), 0)  # fixed width: no truncate, no torn tail
+        os.pwrite(self._ledger._fd, data.ljust(Ledger._WIDTH), 0)  # fixed width: no truncate, no torn tail
         self.record = record
         return record
+
+    def reservations(self) -> dict:
+        """Temp file (relative path) -> the bytes its download reserved."""
+        fd = self._ledger._fd
+        data = os.pread(fd, max(os.fstat(fd).st_size - Ledger._WIDTH, 0), Ledger._WIDTH)
+        found = {}
+        for line in data.decode("utf-8", "replace").splitlines():
+            name, _, size = line.rpartition(" ")
+            if name and size.isdigit():
+                found[name] = int(size)
+        return found
+
+    def reserve(self, reservations: dict) -> None:
+        """Rewrite the reservations as *reservations* (relative path -> bytes).
+
+        :raises OSError: it could not be written (the old ones stay, or none).
+        """
+        fd = self._ledger._fd
+        data = "".join(f"{name} {size}\n" for name, size in reservations.items()).encode()
+        try:
+            if data:
+                write_all(fd, data, Ledger._WIDTH)
+            os.ftruncate(fd, Ledger._WIDTH + len(data))
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, Ledger._WIDTH)  # none rather than half of one
+            raise
 
     def changes(self, position: Optional[tuple]) -> tuple:
         """(entries, new position, whether they start from a snapshot) since
@@ -163,20 +218,40 @@ class LedgerHandle:
         except FileNotFoundError:
             data = b""
         complete = data.rfind(b"\n") + 1  # a crash may have left half a line
-        entries = [entry for entry in map(_parse_entry, data[:complete].splitlines()) if entry is not None]
+        lines = [line for line in data[:complete].splitlines() if line]
+        entries = [entry for entry in map(_parse_entry, lines) if entry is not None]
+        if len(entries) < len(lines) and not self._ledger._warned_malformed:
+            self._ledger._warned_malformed = True
+            logger.warning("skipping %d malformed lines of %s", len(lines) - len(entries), self._ledger.journal)
         return entries, (self.record.epoch, offset + complete), snapshot
 
     def append(self, entries: list, position: Optional[tuple]) -> Optional[tuple]:
-        """Add *entries* at the journal's end; returns the position after them
-        (*position* must be where our last :meth:`changes` left us; None stays None:
-        the next :meth:`changes` reads it all)."""
+        """Add *entries* at the journal's end, all of them or none (one write; on a
+        failure the journal is cut back to where it was); returns the position after
+        them (*position* must be where our last :meth:`changes` left us; None stays
+        None: the next :meth:`changes` reads it all).
+
+        :raises OSError: the write failed (ENOSPC, EIO...): nothing was added.
+        """
         data = b"".join(_format_entry(entry) for entry in entries)
-        fd = os.open(self._ledger.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self._ledger.journal, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            write_all(fd, data)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a torn tail (a crash) stays a line of its own, skipped
+            try:
+                # One write: a record is whole or absent, never glued to a torn one.
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
-        return None if position is None else (position[0], position[1] + len(data))
+        if position is None or position[1] != size:
+            return position  # behind (or on a torn tail): the next read catches up
+        return position[0], size + len(data)
 
     def journal_size(self) -> int:
         with contextlib.suppress(OSError):
@@ -190,6 +265,18 @@ class LedgerHandle:
         write_atomically(self._ledger.journal, data)
         record = self.write(used, count, new_epoch=True)
         return record.epoch, len(data)
+
+
+def scan(root: str) -> list:
+    """Every file stored under *root*, as the journal lists it (paths relative to
+    *root*), least recently used first: the disk's own account."""
+    found = []
+    for path in stored_files(root):
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            found.append((stat.st_mtime, path[len(root) + 1 :], stat.st_size))
+    found.sort()
+    return [JournalEntry(relative, size, mtime) for mtime, relative, size in found]
 
 
 def _format_entry(entry: JournalEntry) -> bytes:

@@ -39,6 +39,7 @@ __all__ = [
     "pid_alive",
     "same_file",
     "remove_temp_files",
+    "temp_in_use",
     "temp_path",
     "write_all",
     "write_atomically",
@@ -114,15 +115,33 @@ def remove_temp_files(directory: str, at_start: bool = True) -> int:
     return removed
 
 
+def _owner(temp_name: str) -> tuple:
+    """(host, process id or -1) that a temp file's name gives."""
+    host, _, pid_text = temp_name[len(TEMP_PREFIX) :].rpartition("-")[0].rpartition("-")
+    return host, int(pid_text) if pid_text.isascii() and pid_text.isdigit() else -1
+
+
 def _owner_alive(temp_name: str) -> bool:
     """Whether the temp file's process may still be writing it (see remove_temp_files)."""
-    host, _, pid_text = temp_name[len(TEMP_PREFIX) :].rpartition("-")[0].rpartition("-")
+    host, pid = _owner(temp_name)
     if host != _host():
         return True  # another host's: judged by age
-    pid = int(pid_text) if pid_text.isascii() and pid_text.isdigit() else -1
     if pid in (-1, os.getpid()):
         return False
     return pid_alive(pid)
+
+
+def temp_in_use(path: str) -> bool:
+    """Whether a temp file is still being written: it exists and its process lives
+    (this host's, us included) or, another host's, it changed within STALE_TEMP."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return False
+    host, pid = _owner(os.path.basename(path))
+    if host == _host() and pid != -1:
+        return pid == os.getpid() or pid_alive(pid)
+    return time.time() - mtime <= STALE_TEMP
 
 
 def pid_alive(pid: int) -> bool:

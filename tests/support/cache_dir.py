@@ -8,6 +8,7 @@ import functools
 import os
 import random
 import string
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from .dists import Dist, make_wheel
 
-__all__ = ["WAIT", "file_path", "files_tree", "sized_wheel", "stored_content", "stored_paths", "wait_for", "wait_until"]
+__all__ = ["WAIT", "file_path", "files_tree", "peak_while", "sized_wheel", "stored_content", "stored_paths", "wait_for", "wait_until"]
 
 # How long a test waits for something a correct proxy does at once (first bytes of a
 # stream, a temp file appearing). Only a broken proxy ever makes a test wait this long.
@@ -98,3 +99,23 @@ def settled(cache_dir: str | os.PathLike, timeout: float = WAIT) -> bool:
         return not any(os.path.basename(rel).startswith(TEMP_PREFIX) for rel in files_tree(cache_dir))
 
     return wait_until(no_temp_file, timeout)
+
+
+def peak_while(cache_dir: str | os.PathLike, work: Callable[[], Any]) -> tuple:
+    """(what *work* returns, the most bytes :func:`files_tree` saw while it ran, temp
+    files included)."""
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], sum(files_tree(cache_dir).values()))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        stop.set()
+        sampler.join()
+    return result, peak[0]

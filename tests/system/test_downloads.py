@@ -12,6 +12,7 @@ proxy can make a test wait.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import http.client as http_client
 import os
@@ -26,7 +27,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import pytest
 
 from tests.support.cache_dir import (
-    WAIT, file_path, files_tree, settled, sized_wheel, stored_content, stored_paths, wait_until,
+    WAIT, file_path, files_tree, peak_while, settled, sized_wheel, stored_content, stored_paths, wait_until,
 )
 from tests.support.dists import Dist
 from tests.support.pages import json_files, parse_anchors
@@ -324,6 +325,27 @@ def test_failed_chunked_download_is_cut_short_not_stored(proxy, html_index, mode
     assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
 
 
+@pytest.mark.parametrize("cap", [1 << 30, 0], ids=["download", "pass-through"])
+def test_trickling_upstream_is_cut_by_the_minimum_rate(proxy, html_index, monkeypatch, caplog, cap):
+    # The rate is averaged over downloads.RATE_WINDOW (30 s); a short window keeps the test short.
+    from proxpi_min.files import downloads
+
+    monkeypatch.setattr(downloads, "RATE_WINDOW", 0.3)
+    dist = sized_wheel("trickle", "1.0", 30_000)
+    index = html_index(dist)
+    index.throttle(16, 0.05)  # about 320 bytes a second, every read well within the read timeout
+    p = proxy(index.url, cache_size=cap, download_min_rate=4096)
+    with caplog.at_level("WARNING"):
+        result = read_broken(p.url, file_path(dist))
+    assert isinstance(result, CutShort), f"a complete response: {result[0]}"
+    assert 0 <= result.received < dist.size
+    assert wait_until(lambda: files_tree(p.settings.cache_dir) == {}), files_tree(p.settings.cache_dir)
+    assert any("under the minimum of 4096 bytes a second" in r.getMessage() for r in caplog.records), caplog.text
+    index.throttle(None)
+    result = p.get(file_path(dist))  # a healthy upstream again: served whole
+    assert result.status == 200 and result.body == dist.content
+
+
 def test_kill_9_mid_download_leaves_nothing_partial(html_index, tmp_path):
     dist = sized_wheel("crashy", "1.0", 64_000)
     index = html_index(dist)
@@ -467,6 +489,28 @@ def test_total_size_stays_under_cap(proxy, upstream_factory, dists):
         assert p.get(file_path(dist)).body == dist.content
         assert settled(p.settings.cache_dir)
         assert sum(files_tree(p.settings.cache_dir).values()) <= cap
+
+
+@pytest.mark.parametrize("fmt", ["json", "html"], ids=["index-size", "content-length"])
+def test_six_downloads_at_once_never_put_more_than_the_cap_plus_one_file_on_disk(proxy, upstream_factory, fmt):
+    chosen = [sized_wheel(f"six{n}", "1.0", 60_000) for n in range(6)]
+    up = upstream_factory(fmt, None)
+    for dist in chosen:
+        up.add(dist, metadata=False)
+    largest = max(dist.size for dist in chosen)
+    cap = 2 * largest + largest // 2  # room for two and a half
+    up.throttle(8192, 0.02)  # slow enough that all six are in flight together
+    p = proxy(up, cache_size=cap)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results, peak = peak_while(p.settings.cache_dir, lambda: list(pool.map(lambda d: p.get(file_path(d)), chosen)))
+    assert [(r.status, r.body) for r in results] == [(200, d.content) for d in chosen]
+    assert settled(p.settings.cache_dir)
+    assert peak <= cap + largest, (peak, cap)
+    assert 0 < sum(files_tree(p.settings.cache_dir).values()) <= cap
+    up.throttle(None)
+    for dist in chosen:  # those passed through are stored now there is room
+        assert p.get(file_path(dist)).body == dist.content
+    assert sum(files_tree(p.settings.cache_dir).values()) <= cap
 
 
 def test_file_larger_than_cap_size_known_is_streamed_whole_but_not_stored(proxy, upstream_factory, dists):

@@ -14,7 +14,7 @@ import urllib.parse
 import pytest
 
 from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
-from tests.support.cache_dir import WAIT, file_path, files_tree, sized_wheel, stored_content, stored_paths, wait_until
+from tests.support.cache_dir import WAIT, file_path, files_tree, peak_while, sized_wheel, stored_content, stored_paths, wait_until
 from tests.support.proxy import ProxyProcess, temp_files
 
 
@@ -68,9 +68,15 @@ def test_total_size_stays_within_one_cap_across_processes(upstream_factory, tmp_
     one, two = _pair(up, cache_dir, "--cache-size", str(cap))
     try:
         up.throttle(16_384, 0.002)
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            asks = [pool.submit((one, two)[n % 2].get, file_path(d), timeout=30) for n, d in enumerate(wheels)]
-            results = [ask.result() for ask in asks]
+
+        def ask_all() -> list:
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                asks = [pool.submit((one, two)[n % 2].get, file_path(d), timeout=30) for n, d in enumerate(wheels)]
+                return [ask.result() for ask in asks]
+
+        # Downloads in flight count against the cap too, whichever process runs them.
+        results, peak = peak_while(cache_dir, ask_all)
+        assert peak <= cap + max(d.size for d in wheels), (peak, cap)
         up.throttle(None)
         assert [(r.status, r.body == d.content) for r, d in zip(results, wheels)] == [(200, True)] * len(wheels)
         assert wait_until(lambda: _settled(cache_dir))
@@ -175,11 +181,11 @@ def test_proxy_follows_a_download_written_by_another_tool(upstream_factory, tmp_
         response = connection.getresponse()
         assert response.status == 200
         assert response.read(10_000) == dist.content[:10_000]  # streamed as written
-        file.write(content[20_000:])
-        file.flush()
-        if writer_ends == "given up":
+        if writer_ends == "given up":  # midway (a temp file left whole and verified is kept)
             os.unlink(temp)
         else:
+            file.write(content[20_000:])
+            file.flush()
             os.replace(temp, final)
         lock.release()
         try:
@@ -194,3 +200,26 @@ def test_proxy_follows_a_download_written_by_another_tool(upstream_factory, tmp_
             assert got == dist.content
         # Only a writer that gave up makes the proxy fetch (the rest, for its client).
         assert up.hits(dist.filename) == (1 if writer_ends == "given up" else 0)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "no-length"])
+def test_a_file_over_the_cap_followed_in_the_other_process_is_not_fetched_again(upstream_factory, tmp_path, chunked):
+    big = sized_wheel("oversized", "1.0", 120_000)
+    up = upstream_factory("html", None).send_chunked(chunked)  # HTML: the index gives no size
+    up.add(big, metadata=False)
+    cache_dir = str(tmp_path / "cache")
+    one, two = _pair(up, cache_dir, "--cache-size", str(big.size // 2))
+    try:
+        up.throttle(16_384, 0.02)  # the first download lasts a while: the other process follows it
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(one.get, file_path(big), timeout=30)
+            assert wait_until(lambda: temp_files(cache_dir)), "no download started"
+            second = pool.submit(two.get, file_path(big), timeout=30)
+            results = [first.result(), second.result()]
+        assert [(r.status, r.body == big.content) for r in results] == [(200, True), (200, True)]
+        assert up.hits(big.filename) == 1
+        assert wait_until(lambda: _settled(cache_dir))
+        assert stored_paths(cache_dir, big.filename) == []
+    finally:
+        _stop(one, two)
+    assert "ended early" not in one.stderr + two.stderr

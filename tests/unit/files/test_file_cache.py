@@ -133,11 +133,11 @@ def test_FileCache_walks_the_dir_only_when_no_other_process_uses_it(tmp_path) ->
     unrecorded.parent.mkdir(parents=True)
     unrecorded.write_bytes(b"x" * 100)  # put there by hand: no journal line
     second = FileCache(str(root), 10_000, upstream=None)
-    assert (list(second._files), second.stats()) == ([], (0, 0)), "the second walked the directory"
+    assert (list(second._accounting.files), second.stats()) == ([], (0, 0)), "the second walked the directory"
     first.close()
     second.close()
     third = FileCache(str(root), 10_000, upstream=None)
-    assert (list(third._files), third.stats()) == ([str(unrecorded)], (100, 1))
+    assert (list(third._accounting.files), third.stats()) == ([str(unrecorded)], (100, 1))
     third.close()
 
 
@@ -150,7 +150,7 @@ def test_FileCache_counts_stored_files_only(tmp_path) -> None:
     cache = FileCache(str(root), 10_000, upstream=None)
     try:
         assert cache.stats() == (1000, 1)
-        assert list(cache._files) == [str(stored)]
+        assert list(cache._accounting.files) == [str(stored)]
         # A second process on the directory sees the same total without a walk.
         assert Ledger(str(root)).read().used == 1000
     finally:

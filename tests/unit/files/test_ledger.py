@@ -115,3 +115,20 @@ def test_Ledger_journal_skips_torn_and_foreign_lines(tmp_path) -> None:
     assert entries == [JournalEntry("a/x/a-1.whl", 5, 1.0), JournalEntry("a/x/a-1.whl")]
     assert position[1] == len((tmp_path / ".journal").read_bytes()) - len(b"+ 9 1.0 b/x/b")
     ledger.close()
+
+
+def test_reservations_follow_the_record_without_touching_it(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        handle.write(100, 2)
+        handle.reserve({"p/sha256-ab/.tmp-h-1-aa": 500, "q/unverified/.tmp-h-2-bb": 7})
+        handle.write(150, 3)
+        assert handle.reservations() == {"p/sha256-ab/.tmp-h-1-aa": 500, "q/unverified/.tmp-h-2-bb": 7}
+        handle.reserve({"q/unverified/.tmp-h-2-bb": 7})
+    assert ledger.read()[1:3] == (150, 3)
+    with ledger.locked() as handle:
+        assert handle.reservations() == {"q/unverified/.tmp-h-2-bb": 7}
+        handle.reserve({})
+        assert handle.reservations() == {}
+    assert os.path.getsize(tmp_path / ".ledger") == 80
+    ledger.close()

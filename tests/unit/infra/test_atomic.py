@@ -113,3 +113,18 @@ def test_start_sweep_removes_free_lock_files_only(tmp_path) -> None:
     finally:
         holder.stdin.close()
         holder.wait(10)
+
+
+def test_temp_in_use_follows_the_writer_process(tmp_path) -> None:
+    from proxpi_min.infra.atomic import temp_in_use
+
+    ours = temp_path(str(tmp_path))
+    assert not temp_in_use(ours)  # not there (yet, or any more)
+    open(ours, "wb").close()
+    assert temp_in_use(ours)
+    dead = child("pass")
+    dead.stdin.close()
+    dead.wait(30)
+    left = os.path.join(str(tmp_path), os.path.basename(ours).replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
+    open(left, "wb").close()
+    assert not temp_in_use(left)  # its process is gone: a download killed midway

@@ -1,0 +1,362 @@
+"""The file cache's accounting: its view of a cache dir's stored files (size and
+recency, least recently used first), kept in step with the ledger that every process
+on the directory shares, and the cap it holds them to.
+
+Recency is the file's mtime (touched on each hit), so LRU order survives restarts. The
+total and a journal of stores and evictions are kept in the ledger (``ledger.Ledger``),
+written by every store and eviction under its lock. Each process keeps its own view
+and, before it evicts, reads what the others journaled since, so only the first
+process to start on the directory walks it. Hits do not write the journal: a victim
+whose mtime shows a hit in another process is kept and moved to the recent end
+instead. Downloads in progress reserve their size in the ledger before they start, so
+that bytes in flight count against the cap too. A file is stored only once recorded;
+a failed ledger write, or a ledger that disagrees with its journal, is healed by a
+walk of the directory.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import heapq
+import logging
+import os
+import threading
+import time
+from typing import Optional
+
+from ..infra.atomic import remove_temp_files, temp_in_use
+from ..infra.metrics import Metrics
+from .layout import Target, parse_stored
+from .ledger import JournalEntry, Ledger, LedgerHandle, scan
+
+__all__ = ["TOUCH_INTERVAL", "Accounting"]
+
+logger = logging.getLogger(__name__)
+
+# A hit moves a file's mtime (its recency) at most this often: a busy file is not
+# worth a metadata write per request.
+TOUCH_INTERVAL = 1.0
+# The journal is rewritten as a snapshot past twice the size of one (about this many
+# bytes a line), and never below this size: a small cache keeps a short history.
+JOURNAL_LINE = 150
+JOURNAL_MIN = 1 << 20
+# After a failed ledger write (a full disk), the accounting is recounted from the disk
+# at the next store or eviction, but at most this often (seconds): a walk is not free.
+RECOUNT_INTERVAL = 5.0
+# How often (seconds, at most) the ledger is checked to be still in the directory: a
+# cache dir deleted or replaced while serving is noticed within this long.
+ROOT_CHECK_INTERVAL = 1.0
+
+
+class Accounting:
+    """The stored files under *root*, at most *cap* bytes in all, as this process and
+    the ledger know them. ``lock`` guards ``files`` and ``generation``; it is never
+    held across disk I/O (the ledger's lock is, being the directory's)."""
+
+    def __init__(self, root: str, cap: int, metrics: Metrics) -> None:
+        self.root = root
+        self.cap = cap
+        self.metrics = metrics
+        self.lock = threading.Lock()
+        # path -> [size, mtime as we last knew it], least recently used first
+        self.files: "collections.OrderedDict[str, list]" = collections.OrderedDict()
+        self.generation = 0  # changes whenever a file is stored or evicted
+        self._ledger = Ledger(root)
+        self._position: Optional[tuple] = None  # how far into the journal our view is
+        self._recount = False  # the ledger or journal may disagree with the disk: walk it
+        self._next_recount = 0.0
+        self._next_root_check = 0.0
+        self._scan()
+
+    def check_root(self) -> None:
+        """Notice a cache dir deleted or replaced under us (a cheap fstat and stat, at
+        most every ROOT_CHECK_INTERVAL): one ERROR naming it, the directory made
+        again, and the accounting recounted from what is on disk."""
+        now = time.monotonic()
+        with self.lock:
+            if now < self._next_root_check:
+                return
+            self._next_root_check = now + ROOT_CHECK_INTERVAL
+        if self._ledger.in_place():
+            return
+        logger.error("the cache dir %s was deleted or replaced while serving: making it again and recounting "
+                     "the files on disk", self.root)
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            self._ledger.reopen()
+            with self._ledger.locked() as ledger:
+                self._walk(ledger)
+        except OSError as exc:
+            logger.error("cannot make the cache dir %s again: %s", self.root, exc.strerror or exc)
+
+    def stats(self) -> tuple:
+        """(bytes used, file count), by every process sharing the directory."""
+        self.check_root()
+        record = self._ledger.read()
+        return record.used, record.count
+
+    def largest(self, count: int) -> list:
+        """The *count* largest stored files as (project, file name, size), from the
+        view in memory (no directory walk)."""
+        with self.lock:
+            found = heapq.nlargest(count, self.files.items(), key=lambda item: item[1][0])
+        out = []
+        for path, (size, _) in found:
+            stored = parse_stored(os.path.relpath(path, self.root))
+            out.append((stored.project, stored.filename, size))
+        return out
+
+    def knows(self, path: str) -> bool:
+        with self.lock:
+            return path in self.files
+
+    def hit(self, path: str, size: int, mtime: float, touched: bool) -> None:
+        """A stored file was opened: most recently used now (*mtime* its new one if
+        *touched*); one stored by another process joins the view."""
+        with self.lock:
+            known = self.files.get(path)
+            if known is None:
+                self.files[path] = [size, mtime]
+                self.generation += 1
+            else:
+                self.files.move_to_end(path)
+                if touched:
+                    known[1] = mtime
+
+    def forget(self, path: str) -> None:
+        """A file found gone (evicted by another process, removed by hand)."""
+        with self.lock:
+            if self.files.pop(path, None):
+                self.generation += 1
+
+    def close(self) -> None:
+        self._ledger.close()
+
+    def _scan(self) -> None:
+        """Adopt the files already under root: from a walk when no other process uses
+        the directory (healing any drift a crash left, rewriting the journal), else
+        from the journal those processes keep; oldest access first. Under the
+        directory-wide lock, so that no process stores or evicts meanwhile."""
+        alone = self._ledger.register_user()
+        if alone:  # else the first process swept them, and sweeps by age as it runs
+            removed = remove_temp_files(self.root)
+            if removed:
+                logger.info("removed %d leftover temp files", removed)
+        with self._ledger.locked() as ledger:
+            if alone:
+                self._walk(ledger)
+            else:
+                self._sync(ledger)
+            used, count, victims = self._make_room(ledger, 0)
+            self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
+        self._log_evicted(victims)
+
+    def _walk(self, ledger: LedgerHandle) -> None:
+        """Take the files on disk as they are: our view, the journal (a snapshot of it)
+        and the total (under the ledger's lock)."""
+        entries = scan(self.root)
+        with self.lock:
+            self.files.clear()
+            for entry in entries:
+                self.files[os.path.join(self.root, entry.path)] = [entry.size, entry.mtime]
+            self.generation += 1
+        used, count = sum(entry.size for entry in entries), len(entries)
+        self._recount = False
+        try:
+            self._position = ledger.snapshot(entries, used, count)
+        except OSError as exc:
+            logger.warning("cannot write the cache journal: %s", exc.strerror)
+            self._record(ledger, [], used, count)
+            self._recount = True  # the journal still tells the old story
+
+    def _relative(self, path: str) -> str:
+        return path[len(self.root) + 1 :]
+
+    def _entries(self) -> list:
+        """Our view as journal entries, least recently used first."""
+        with self.lock:
+            return [JournalEntry(self._relative(path), size, mtime) for path, (size, mtime) in self.files.items()]
+
+    def _sync(self, ledger: LedgerHandle) -> None:
+        """Bring our view up to date with what other processes stored and evicted
+        (under the ledger's lock): the journal's new lines, or its new snapshot."""
+        now = time.monotonic()
+        if self._recount and now >= self._next_recount:
+            self._next_recount = now + RECOUNT_INTERVAL
+            self._walk(ledger)
+            return
+        whole = self._position is None
+        try:
+            entries, position, snapshot = ledger.changes(self._position)
+        except OSError as exc:
+            logger.warning("cannot read the cache journal: %s", exc.strerror)
+            return
+        with self.lock:
+            if snapshot:
+                self.files.clear()
+            for entry in entries:
+                path = os.path.join(self.root, entry.path)
+                if entry.size < 0:
+                    self.files.pop(path, None)
+                else:
+                    self.files[path] = [entry.size, entry.mtime]
+                    self.files.move_to_end(path)
+            if entries or snapshot:
+                self.generation += 1
+            journaled = sum(size for size, _ in self.files.values()), len(self.files)
+        self._position = position
+        recorded = ledger.record.used, ledger.record.count
+        if (whole or snapshot) and journaled != recorded:
+            logger.warning(
+                "the cache ledger (%d bytes, %d files) disagrees with its journal (%d bytes, %d files): "
+                "recounting from the disk", *recorded, *journaled,
+            )
+            self._walk(ledger)
+
+    def _record(self, ledger: LedgerHandle, entries: list, used: int, count: int) -> bool:
+        """Journal *entries* and the new total (under the ledger's lock, synced); False
+        if they could not be written (a full disk): the next store or eviction
+        recounts from the disk."""
+        try:
+            if entries:
+                self._position = ledger.append(entries, self._position)
+            ledger.write(used, count)
+        except OSError as exc:
+            logger.warning("cannot update the cache size ledger: %s", exc.strerror)
+            self._position = None  # read the journal whole next time
+            self._recount = True
+            return False
+        return True
+
+    def store(self, target: Target, temp: str, size: int) -> bool:
+        """Move a verified download's temp file to its final name, if it fits under the
+        cap; False if it was not moved (the download removes it)."""
+        path = target.path
+        if size > self.cap:
+            return False
+        self.check_root()
+        stored = False
+        # Under the directory-wide lock, so that downloads finishing together (here or
+        # in other processes) cannot each find room for themselves and overrun the cap.
+        with self._ledger.locked() as ledger:
+            self._sync(ledger)
+            reserved = sum(self._unreserve(ledger, temp).values())  # ours becomes the stored file
+            if os.path.exists(path):  # stored meanwhile by a writer that took no lock
+                return False
+            used, count, victims = self._make_room(ledger, reserved + size)
+            entries = [JournalEntry(self._relative(victim)) for victim in victims]
+            # Counted before it appears: a crash in between over-counts (evicting a
+            # little early) rather than over-fills; the next start corrects it.
+            now = time.time()
+            # Stored only if recorded: a file the ledger does not know would escape the cap.
+            if self._record(ledger, entries + [JournalEntry(self._relative(path), size, now)], used + size, count + 1):
+                stored = self._rename(target, temp, size, now, ledger, used, count)
+            self._compact(ledger)
+        self._log_evicted(victims)
+        return stored
+
+    def reserve(self, target: Target, temp: str, size: int) -> bool:
+        """Make room for a download of *size* bytes into *temp* before it starts, so
+        that downloads in flight (in every process) count against the cap; False if
+        it does not fit beside those (it is passed through, not stored). A file over
+        the cap needs none: :meth:`store` refuses it, its clients get it whole."""
+        if size > self.cap:
+            return True
+        self.check_root()
+        victims: list = []
+        with self._ledger.locked() as ledger:
+            self._sync(ledger)
+            live = self._unreserve(ledger, temp)
+            reserved = sum(live.values())
+            fits = reserved + size <= self.cap
+            if fits:
+                used, count, victims = self._make_room(ledger, reserved + size)
+                fits = not victims or self._record(ledger, [JournalEntry(self._relative(v)) for v in victims], used, count)
+            if fits:
+                live[self._relative(temp)] = size
+                try:
+                    ledger.reserve(live)
+                except OSError as exc:
+                    logger.warning("cannot reserve room for %s: %s", target.filename, exc.strerror)
+                    fits = False
+        self._log_evicted(victims)
+        return fits
+
+    def release(self, temp: str) -> None:
+        """Drop the reservation of the download into *temp*."""
+        with self._ledger.locked() as ledger:
+            self._unreserve(ledger, temp)
+
+    def _unreserve(self, ledger: LedgerHandle, temp: str) -> dict:
+        """Drop *temp*'s reservation, and those of downloads no longer in progress (a
+        process killed); returns the others (under the ledger lock)."""
+        reservations = ledger.reservations()
+        leaving = self._relative(temp)
+        live = {
+            name: size for name, size in reservations.items()
+            if name != leaving and temp_in_use(os.path.join(self.root, name))
+        }
+        if live != reservations:
+            with contextlib.suppress(OSError):  # else they go with the next write
+                ledger.reserve(live)
+        return live
+
+    def _rename(self, target: Target, temp: str, size: int, now: float, ledger: LedgerHandle, used: int, count: int) -> bool:
+        """Give the recorded temp file its final name; if that fails, record it gone
+        again (*used* and *count*: the total without it)."""
+        try:
+            os.replace(temp, target.path)
+        except OSError as exc:
+            logger.warning("cannot store %s: %s", target.filename, exc.strerror)
+            self._record(ledger, [JournalEntry(self._relative(target.path))], used, count)
+            return False
+        with self.lock:
+            self.files[target.path] = [size, now]
+            self.generation += 1
+        return True
+
+    def _make_room(self, ledger: LedgerHandle, incoming: int) -> tuple:
+        """Evict least recently used files (whoever stored them) until *incoming* more
+        bytes fit; returns (used, count, evicted paths). Called under the ledger lock,
+        with our view synced."""
+        used, count = ledger.record.used, ledger.record.count
+        victims = []
+        while used + incoming > self.cap:
+            with self.lock:
+                if not self.files:
+                    break
+                path, (size, mtime) = self.files.popitem(last=False)
+                self.generation += 1
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # gone without the ledger knowing (e.g. removed by hand)
+                used, count = used - size, count - 1
+                victims.append(path)
+                continue
+            if stat.st_mtime > mtime + TOUCH_INTERVAL:  # a hit in another process
+                with self.lock:
+                    self.files.setdefault(path, [stat.st_size, stat.st_mtime])
+                continue
+            with contextlib.suppress(OSError):
+                # Clients still sending this file keep their open handle: unlink is safe.
+                os.unlink(path)
+            used, count = used - size, count - 1
+            victims.append(path)
+        return used, count, victims
+
+    def _compact(self, ledger: LedgerHandle) -> None:
+        """Rewrite the journal as a snapshot of our (synced) view once it has grown to
+        about twice the size of one, so that it stays proportional to the files."""
+        if ledger.journal_size() <= max(JOURNAL_MIN, 2 * JOURNAL_LINE * ledger.record.count):
+            return
+        try:
+            self._position = ledger.snapshot(self._entries(), ledger.record.used, ledger.record.count)
+        except OSError as exc:
+            logger.warning("cannot rewrite the cache journal: %s", exc.strerror)
+
+    def _log_evicted(self, paths: list) -> None:
+        if paths:
+            self.metrics.evictions.inc(amount=len(paths))
+        for path in paths:
+            logger.info("evicted %s", path)

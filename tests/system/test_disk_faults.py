@@ -1,0 +1,291 @@
+"""The cache dir on a bad day: a write to the journal or the ledger failing (ENOSPC,
+EIO), a really full disk (a small tmpfs, where mounting is allowed), a broken ledger
+for ``verify`` to catch. Clients always get whole files; the bookkeeping stays whole
+and agrees with the disk once the disk takes writes again."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from proxpi_min.cli.verify import run_verify
+from proxpi_min.files import accounting
+from proxpi_min.files import ledger as ledger_module
+from proxpi_min.files.ledger import JournalEntry, Ledger
+from tests.support.proxy import REPO_ROOT, proxy_env
+from tests.support.cache_dir import (
+    file_path, files_tree, settled, sized_wheel, stored_content, stored_paths, wait_until,
+)
+
+
+def verify(cache_dir, *args: str) -> tuple:
+    out = io.StringIO()
+    code = run_verify(str(cache_dir), repair="--repair" in args, out=out, err=io.StringIO())
+    return code, out.getvalue()
+
+
+def journal_lines(cache_dir) -> list:
+    data = (Path(cache_dir) / "files" / ".journal").read_bytes()
+    assert data == b"" or data.endswith(b"\n"), data[-80:]
+    return data.decode().splitlines()
+
+
+def assert_bookkeeping_agrees(cache_dir) -> None:
+    """The ledger's total and the journal's files are the disk's (what verify checks)."""
+    code, out = verify(cache_dir)
+    assert code == 0 and "0 bad" in out, out
+    on_disk = {path: size for path, size in files_tree(cache_dir).items()}
+    record = Ledger(os.path.join(cache_dir, "files")).read()
+    assert (record.used, record.count) == (sum(on_disk.values()), len(on_disk))
+
+
+def _fd_name(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def faults(monkeypatch) -> Iterator[dict]:
+    """The seam: ``os.write`` and ``os.pwrite``, as the ledger module calls them, fail
+    while ``faults[name]`` is set to an errno, for ``.journal`` (its write lands half
+    its bytes first, as a disk filling up mid-write does), ``.ledger`` (the total, at
+    offset 0) or ``reservations`` (the ledger past its record). Every other write goes
+    through: the fault is the ledger's alone."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to tell the ledger's writes apart")
+    set_faults: dict = {}
+    real_write, real_pwrite = os.write, os.pwrite
+
+    def write(fd, data):
+        code = set_faults.get(".journal")
+        if code and _fd_name(fd).endswith("/.journal"):
+            real_write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(code, os.strerror(code))
+        return real_write(fd, data)
+
+    def pwrite(fd, data, offset):
+        code = set_faults.get(".ledger" if offset == 0 else "reservations")
+        if code and _fd_name(fd).endswith("/.ledger"):
+            raise OSError(code, os.strerror(code))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(ledger_module.os, "write", write)
+    monkeypatch.setattr(ledger_module.os, "pwrite", pwrite)
+    yield set_faults
+
+
+def get_whole(p, dist) -> None:
+    """GET *dist* through *p*: a whole, right file, whatever the disk did; its download over."""
+    result = p.get(file_path(dist))
+    assert result.status == 200 and result.body == dist.content
+    assert settled(p.settings.cache_dir)
+
+
+def wheels_stored(proxy, upstream_factory, name: str, count: int, stored: int) -> tuple:
+    """(a running proxy, its cache dir, *count* wheels it lists, the first *stored* of
+    them fetched and stored)."""
+    wheels = tuple(sized_wheel(f"{name}{n}", "1.0", 20_000) for n in range(count))
+    up = upstream_factory("json", None)
+    for dist in wheels:
+        up.add(dist)
+    p = proxy(up)
+    for dist in wheels[:stored]:
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename))
+    return p, p.settings.cache_dir, wheels
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
+def test_a_failed_journal_append_leaves_whole_records_and_the_client_a_whole_file(
+    proxy, upstream_factory, faults, caplog, code
+):
+    p, cache_dir, (_, second, third) = wheels_stored(proxy, upstream_factory, "journal", 3, 1)
+
+    faults[".journal"] = code
+    with caplog.at_level("WARNING"):
+        get_whole(p, second)
+    assert "cannot update the cache size ledger" in caplog.text
+    # Not recorded, so not stored: a file the ledger does not know would escape the cap.
+    assert stored_content(cache_dir, second.filename) is None
+    assert all(line.startswith(("+ ", "- ")) for line in journal_lines(cache_dir))
+    assert_bookkeeping_agrees(cache_dir)
+
+    faults.clear()  # the disk takes writes again
+    for dist in (second, third):
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+    assert_bookkeeping_agrees(cache_dir)
+    assert "malformed" not in caplog.text
+
+
+def test_a_failed_ledger_write_is_recounted_from_the_disk(proxy, upstream_factory, faults):
+    p, cache_dir, (_, second, third) = wheels_stored(proxy, upstream_factory, "record", 3, 1)
+
+    faults[".ledger"] = errno.EIO  # the journal takes the record, the total does not
+    get_whole(p, second)
+    faults.clear()
+    assert p.get(file_path(third)).body == third.content
+    assert wait_until(lambda: stored_content(cache_dir, third.filename))
+    assert settled(cache_dir)
+    assert_bookkeeping_agrees(cache_dir)
+    assert p.get("/").status == 200
+
+
+def test_a_reservation_that_cannot_be_written_passes_the_file_through(proxy, upstream_factory, faults, caplog):
+    p, cache_dir, (_, second, _) = wheels_stored(proxy, upstream_factory, "reserve", 3, 1)
+    faults["reservations"] = errno.ENOSPC  # the ledger cannot grow to hold one more
+    with caplog.at_level("WARNING"):
+        get_whole(p, second)
+    assert "cannot reserve room for" in caplog.text
+    assert stored_content(cache_dir, second.filename) is None
+    faults.clear()
+    assert p.get(file_path(second)).body == second.content
+    assert wait_until(lambda: stored_content(cache_dir, second.filename))
+    assert_bookkeeping_agrees(cache_dir)
+
+
+def test_a_torn_journal_line_is_skipped_and_reported_once(tmp_path, caplog):
+    ledger = Ledger(str(tmp_path))
+    (tmp_path / ".journal").write_bytes(b"+ 10 1.000 a/b/c.whl\n+ 20 2.0")  # a crash mid-append
+    with caplog.at_level("WARNING"), ledger.locked() as handle:
+        handle.append([JournalEntry("d/e/f.whl", 30, 3.0)], None)
+        handle.append([JournalEntry("a/b/c.whl")], None)
+        for _ in range(2):
+            entries = handle.changes(None)[0]
+            assert entries == [JournalEntry("a/b/c.whl", 10, 1.0), JournalEntry("d/e/f.whl", 30, 3.0),
+                               JournalEntry("a/b/c.whl")]
+    assert caplog.text.count("skipping 1 malformed lines") == 1, caplog.text
+    ledger.close()
+
+
+def test_verify_catches_a_broken_ledger_and_repair_rebuilds_it(proxy, upstream_factory):
+    p, cache_dir, dists = wheels_stored(proxy, upstream_factory, "counted", 2, 2)
+    p.stop()
+    assert_bookkeeping_agrees(cache_dir)
+
+    files = Path(cache_dir) / "files"
+    with Ledger(str(files)).locked() as handle:  # one file short, as the issue saw it
+        handle.write(handle.record.used - dists[0].size, handle.record.count - 1)
+    with open(files / ".journal", "ab") as journal:
+        journal.write(b"+ 99 1.000 gone/sha256-00/gone-1.0-py3-none-any.whl\n")
+    code, out = verify(cache_dir)
+    assert code == 1, out
+    assert f"bad: {files / '.ledger'}: records 1 files" in out
+    assert f"bad: {files / '.journal'}: 0 files on disk missing, 1 listed but gone" in out
+
+    code, out = verify(cache_dir, "--repair")
+    assert code == 1 and "rewrote the ledger and journal" in out, out
+    assert_bookkeeping_agrees(cache_dir)
+    assert all(stored_content(cache_dir, dist.filename) == dist.content for dist in dists)
+
+
+# -- a really full disk ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=10)
+
+
+def test_full_tmpfs_passes_files_through_then_stores_them_once_space_returns(proxy, upstream_factory, tmp_path):
+    big = sized_wheel("fills", "1.0", 200_000)
+    small = sized_wheel("fits", "1.0", 5_000)
+    up = upstream_factory("json", None).add(big).add(small)
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        cache_dir = disk / "cache"
+        p = proxy(up, cache_dir=str(cache_dir))
+        assert p.get(file_path(small)).body == small.content
+        assert wait_until(lambda: stored_content(cache_dir, small.filename))
+        filler = disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # fill the disk to its last block
+            while os.write(fd, b"\0" * 4096):
+                pass
+        os.close(fd)
+        for _ in range(2):
+            result = p.get(file_path(big))
+            assert result.status == 200 and result.body == big.content
+            assert settled(cache_dir)
+        assert stored_content(cache_dir, big.filename) is None
+        journal_lines(cache_dir)  # whole lines only
+        assert_bookkeeping_agrees(cache_dir)
+
+        filler.unlink()  # space returns
+        assert p.get(file_path(big)).body == big.content
+        assert wait_until(lambda: stored_content(cache_dir, big.filename)) == big.content
+        assert_bookkeeping_agrees(cache_dir)
+        p.stop()
+
+
+# -- a cache dir lost while serving ------------------------------------------------
+
+
+def file_cache_status(p) -> tuple:
+    status = json.loads(p.get("/", {"Accept": "application/json"}).body)["file_cache"]
+    return status["used_bytes"], status["files"]
+
+
+def disk_status(cache_dir) -> tuple:
+    on_disk = files_tree(cache_dir)
+    return sum(on_disk.values()), len(on_disk)
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_cache_dir_deleted_or_replaced_while_serving_is_noticed(proxy, upstream_factory, monkeypatch, caplog, how):
+    monkeypatch.setattr(accounting, "ROOT_CHECK_INTERVAL", 0.0)  # checked at every look, not once a second
+    p, cache_dir, chosen = wheels_stored(proxy, upstream_factory, "vanish", 3, 2)
+    assert file_cache_status(p) == disk_status(cache_dir)
+    kept = stored_paths(cache_dir, chosen[0].filename)[0]
+
+    shutil.rmtree(cache_dir)
+    if how == "replaced":  # a restore from a backup holding one of the two files
+        os.makedirs(os.path.dirname(kept))
+        Path(kept).write_bytes(chosen[0].content)
+    with caplog.at_level("ERROR"):
+        assert file_cache_status(p) == disk_status(cache_dir) == ((chosen[0].size, 1) if how == "replaced" else (0, 0))
+        assert file_cache_status(p) == disk_status(cache_dir)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and cache_dir in errors[0] and "deleted or replaced" in errors[0], errors
+
+    for dist in chosen:  # served, stored again where missing, counted
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+    assert settled(cache_dir)
+    assert file_cache_status(p) == disk_status(cache_dir) == (sum(d.size for d in chosen), 3)
+    assert_bookkeeping_agrees(cache_dir)
+
+
+def test_a_cache_dir_that_cannot_hold_files_exits_2_with_one_line(tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    (cache_dir / "files").write_text("a file where the file cache's folder should be")
+    done = subprocess.run(
+        [sys.executable, "-m", "proxpi_min", "--port", "0", "--index-url", "http://127.0.0.1:9/simple/",
+         "--cache-dir", str(cache_dir)],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=proxy_env(),
+    )
+    assert done.returncode == 2, done
+    assert done.stderr.strip() == f"proxpi-min: error: --cache-dir={str(cache_dir)!r} cannot be made (File exists)"
