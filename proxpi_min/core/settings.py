@@ -44,6 +44,7 @@ DEFAULT_HOST = "127.0.0.1"
 LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
+DEFAULT_MAX_UPLOAD_SIZE = 1024**3  # one uploaded file, streamed to disk (README "Private packages")
 
 # A normalised project name (PEP 503), or an fnmatch pattern over such names.
 _PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]+\Z")
@@ -130,6 +131,12 @@ class Settings:
     min_age_unknown_deny: bool = False  # leave out files without an upload time
     deny: tuple[tuple[str, Optional[str]], ...] = ()  # (pattern, version or None)
     allow: tuple[str, ...] = ()  # patterns; empty: every project
+    upload_token: Optional[str] = dataclasses.field(default=None, repr=False)  # uploads on (docs/private-packages.md)
+    upload_tokens_file: Optional[str] = None  # lines "token [project-pattern...]"
+    max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
+    local_dir: Optional[str] = None  # a read-only folder of wheels and sdists
+    local_merge: bool = False  # local projects merged with the upstreams' instead of alone
+    min_age_local: bool = False  # the cooldown applies to local files too
     # (field, the flag or variable that set it) for the paths used at start (the cache
     # dir, TLS files), so that one that does not work is named as the user gave it.
     sources: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False, repr=False)
@@ -395,9 +402,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
         **_guard_rails(sources, indexes),
         cache_size=sources.size("--cache-size", "PROXPI_CACHE_SIZE", DEFAULT_CACHE_SIZE),
         cache_dir=sources.text("--cache-dir", "PROXPI_CACHE_DIR"),
-        verify_ssl=not sources.flag(
-            "--disable-index-ssl-verification", "PROXPI_DISABLE_INDEX_SSL_VERIFICATION"
-        ),
+        verify_ssl=not sources.flag("--disable-index-ssl-verification", "PROXPI_DISABLE_INDEX_SSL_VERIFICATION"),
         connect_timeout=sources.number(
             "--connect-timeout", "PROXPI_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
@@ -407,6 +412,9 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
         offline=sources.flag("--offline", "PROXPI_OFFLINE"),
         upstream_proxy=_proxy_settings(sources, env),
         ca_bundle=sources.text("--ca-bundle", "PROXPI_CA_BUNDLE"),
+        local_dir=sources.text("--local-dir", "PROXPI_LOCAL_DIR"),
+        local_merge=sources.flag("--local-merge", "PROXPI_LOCAL_MERGE"),
+        min_age_local=sources.flag("--min-age-local", "PROXPI_MIN_AGE_LOCAL"),
         sources=tuple(
             (field, sources.get(flag, var)[0])
             for field, flag, var in (
@@ -423,8 +431,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
 def _listening(sources: _Sources) -> dict:
     """The settings of the listening side: address, HTTPS, processes, logs, served pages."""
     port = sources.integer("--port", "PROXPI_PORT", DEFAULT_PORT, "is not a port number", maximum=65535)
-    # Accepted for compatibility with proxpi and validated, but unused: downloads are
-    # streamed to the client as they arrive, never redirected to the upstream.
+    # Accepted (proxpi has it) and validated, but unused: downloads are streamed, never redirected.
     sources.number("--download-timeout", "PROXPI_DOWNLOAD_TIMEOUT", 0.9)
     tls_cert, tls_key = _tls_files(sources)
     return {
@@ -432,8 +439,7 @@ def _listening(sources: _Sources) -> dict:
         "client_timeout": sources.number(
             "--client-timeout", "PROXPI_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
-        "host": sources.text("--host", "PROXPI_HOST") or DEFAULT_HOST,
-        "port": port,
+        "host": sources.text("--host", "PROXPI_HOST") or DEFAULT_HOST, "port": port,
         "admin_token": sources.text("--admin-token", "PROXPI_ADMIN_TOKEN"),
         "page_memory": sources.size("--page-memory", "PROXPI_PAGE_MEMORY", DEFAULT_PAGE_MEMORY),
         "workers": _workers(sources),
@@ -441,9 +447,11 @@ def _listening(sources: _Sources) -> dict:
             "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS,
             "must be a whole number >= 1", minimum=1,
         ),
-        "tls_cert": tls_cert,
-        "tls_key": tls_key,
+        "tls_cert": tls_cert, "tls_key": tls_key,
         "log_format": sources.choice("--log-format", "PROXPI_LOG_FORMAT", LOG_FORMATS),
+        "upload_token": sources.text("--upload-token", "PROXPI_UPLOAD_TOKEN"),
+        "upload_tokens_file": sources.text("--upload-tokens", "PROXPI_UPLOAD_TOKENS"),
+        "max_upload_size": sources.size("--max-upload-size", "PROXPI_MAX_UPLOAD_SIZE", DEFAULT_MAX_UPLOAD_SIZE),
     }
 
 
