@@ -99,6 +99,12 @@ def test_a_twine_upload_is_served_and_pip_installs_it_with_its_upstream_dependen
     _ok(run_pip(["install", "--target", str(tmp_path / "t"), "acme-app"], p.index_url))
     installed = sorted(path.name for path in (tmp_path / "t").iterdir())
     assert "acme_app.py" in installed and "alpha.py" in installed
+    # Shown apart from the file cache: the home page and /metrics.
+    home = json.loads(p.get("/", {"Accept": "application/json"}).body)
+    assert "served from it alone" in home["local_index"] and "1 uploaded files" in home["local_index"]
+    assert "Local index: " in p.get("/").text
+    metrics = p.get("/metrics").text
+    assert "proxpi_local_files 1" in metrics and f"proxpi_local_size_bytes {acme.size}" in metrics
 
 
 def test_an_sdist_upload(proxy, upstream_html):
