@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import urllib.parse
 import zipfile
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from tests.support.dists import Dist, make_sdist, make_wheel
-from tests.support.proxy import ProxyProcess, assert_healthy, http, pip_env, run_pip
+from tests.support.proxy import REPO_ROOT, ProxyProcess, assert_healthy, http, pip_env, run_pip
 from tests.support.uploads import basic_auth, encode_form, twine_fields
 
 TOKEN = "s3cret-token"
@@ -339,3 +340,27 @@ def test_two_workers_see_uploads_yanks_and_deletes(upstream_html, acme, tmp_path
         assert http("DELETE", f"{p.url}/local/acme-app/{acme.filename}", headers).status == 200
         for _ in range(8):
             assert p.get("/index/acme-app/").status == 404
+
+
+def test_warm_and_verify_know_the_local_files(proxy, upstream_html, acme, dists, tmp_path):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    assert _upload(p, acme).status == 200
+    cache = p.settings.cache_dir
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"acme-app==1.0 --hash=sha256:{acme.sha256}\nalpha==1.0 --hash=sha256:{dists.alpha_1.sha256}\n")
+    env = {**pip_env(), "PROXPI_UPLOAD_TOKEN": TOKEN}
+    warm = subprocess.run(
+        [sys.executable, "-m", "proxpi_min", "warm", "--cache-dir", cache, "--index-url", upstream_html.url,
+         str(requirements)],
+        cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    assert "1 fetched" in warm.stdout and "1 already cached" in warm.stdout
+    verify = [sys.executable, "-m", "proxpi_min", "verify", "--cache-dir", cache, "--repair"]
+    good = subprocess.run(verify, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stdout + good.stderr
+    stored = Path(cache) / "local" / "acme-app" / acme.filename
+    stored.write_bytes(acme.content + b"tampered")
+    bad = subprocess.run(verify, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and f"bad: {stored}" in bad.stdout
+    assert stored.exists()  # never removed: nothing could fetch an upload again
