@@ -180,7 +180,8 @@ class Catalog:
 
         :raises NotFound: none of the indices asked has it.
         """
-        generation = tuple([lookup.generation for lookup in lookups]) + ((local[0],) if local else ())
+        # The local index counts its own generations: kept apart from the indices'.
+        generation = (*[lookup.generation for lookup in lookups], ("local", local[0] if local else None))
         now = self._wall_clock()
         with self._lock:
             view = self._views.get(name)
