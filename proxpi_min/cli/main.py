@@ -250,6 +250,8 @@ def _serve_command(flags: dict) -> int:
         settings = parse_settings(os.environ, flags)
         check_files(settings)
         load_grants(settings)  # a token file that does not read stops the start
+        if settings.local_dir and not os.path.isdir(settings.local_dir):
+            raise ConfigError(f"--local-dir={settings.local_dir!r} is not a directory")
     except ConfigError as exc:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2

@@ -219,8 +219,8 @@ class Uploads:
             raise BadRequest(f"unsupported protocol_version {fields['protocol_version']!r} (only 1)")
         if form.filename is None:
             raise BadRequest("the form has no file (a 'content' part with a file name)")
-        filename = os.path.basename(form.filename.replace("\\", "/"))
-        dist = parse_dist_filename(check_filename(filename))
+        filename = form.filename
+        dist = parse_dist_filename(check_filename(filename))  # one safe path segment, never a path
         name, version = fields.get("name", ""), fields.get("version", "")
         if not name or canonicalize_name(name) != dist.project:
             raise BadRequest(f"the form's name {name!r} is not the project of {filename!r}")

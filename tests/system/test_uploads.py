@@ -168,7 +168,8 @@ def _no_metadata(dist: Dist) -> dict:
     [
         (lambda d: {"filename": "acme_app-1.0.whl"}, 400, "not a wheel name"),
         (lambda d: {"filename": "acme-app-1.0.tar.gz"}, 400, "not a project name"),
-        (lambda d: {"filename": "../acme_app-1.0-py3-none-any.whl"}, 400, "filetype"),
+        (lambda d: {"filename": "../acme_app-1.0-py3-none-any.whl"}, 400, "not a valid file name"),
+        (lambda d: {"filetype": "sdist"}, 400, "filetype 'sdist' does not fit"),
         (lambda d: {"name": "other-app"}, 400, "name 'other-app' is not the project"),
         (lambda d: {"version": "2.0"}, 400, "version '2.0' is not the version"),
         (lambda d: {"sha256_digest": "0" * 64}, 400, "sha256_digest does not match"),
@@ -179,7 +180,7 @@ def _no_metadata(dist: Dist) -> dict:
         (lambda d: {"token": "wrong"}, 403, "Invalid or non-existent authentication"),
         (lambda d: {"token": "team-b"}, 403, "may not publish project 'acme-app'"),
     ],
-    ids=["bad-name", "sdist-dashes", "path", "name", "version", "sha256", "blake2", "not-zip", "no-metadata",
+    ids=["bad-name", "sdist-dashes", "path", "filetype", "name", "version", "sha256", "blake2", "not-zip", "no-metadata",
          "action", "wrong-token", "other-team"],
 )
 def test_refusals_store_nothing(proxy, upstream_html, acme, tmp_path, change, status, reason):
@@ -187,8 +188,6 @@ def test_refusals_store_nothing(proxy, upstream_html, acme, tmp_path, change, st
     tokens.write_text(f"# team b publishes its own projects only\nteam-b  team-b-*  other\n{TOKEN}\n")
     p = proxy(upstream_html, upload_tokens_file=str(tokens))
     overrides = change(acme)
-    if overrides.get("filename") == "../acme_app-1.0-py3-none-any.whl":
-        overrides["filetype"] = "sdist"  # the path is dropped; then the type does not fit
     result = _upload(p, acme, **overrides)
     assert result.status == status, result.text
     # In the plain-text body, and in the status line, which twine and uv show.
@@ -364,3 +363,24 @@ def test_warm_and_verify_know_the_local_files(proxy, upstream_html, acme, dists,
     bad = subprocess.run(verify, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and f"bad: {stored}" in bad.stdout
     assert stored.exists()  # never removed: nothing could fetch an upload again
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--upload-tokens", "/nonexistent/tokens"], "--upload-tokens='/nonexistent/tokens' cannot be read"),
+        (["--local-dir", "/nonexistent/wheels"], "--local-dir='/nonexistent/wheels' is not a directory"),
+    ],
+)
+def test_a_bad_token_file_or_local_dir_stops_the_start(args, message):
+    result = subprocess.run([sys.executable, "-m", "proxpi_min", *args, "--check-config"], cwd=str(REPO_ROOT),
+                            env=pip_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_a_token_file_line_with_a_bad_pattern_stops_the_start(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("good-token acme-*\nbad-token acme/..\n")
+    result = subprocess.run([sys.executable, "-m", "proxpi_min", "--upload-tokens", str(tokens), "--check-config"],
+                            cwd=str(REPO_ROOT), env=pip_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "line 2" in result.stderr and "bad-token" not in result.stderr
