@@ -28,7 +28,7 @@ from ..core.distnames import is_dist_filename, parse_dist_filename
 from ..core.errors import Conflict, NotFound
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, ProjectPage
-from ..infra.atomic import LockFile, is_private, lock_path, write_atomically
+from ..infra.atomic import LOCK_PREFIX, TEMP_PREFIX, LockFile, is_private, lock_path, write_atomically
 from .bodies import CachedBody, FileBody
 from .layout import METADATA_SUFFIX
 
@@ -92,19 +92,19 @@ class LocalIndex:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    if not entry.name.startswith((".tmp-", ".lock-")):
+                    if not entry.name.startswith((TEMP_PREFIX, LOCK_PREFIX)):
                         yield entry.name, entry.path, entry.stat()
 
     def _dir_files(self) -> Iterator[tuple]:
-        """(project, file name, path) of every wheel and sdist of the --local-dir folders:
-        flat, or one folder per project."""
+        """(project, file name, path, stat) of every wheel and sdist of the --local-dir
+        folders: flat, or one folder per project."""
         for top in self.dirs:
             with contextlib.suppress(OSError):
                 for entry in sorted(os.scandir(top), key=lambda e: e.name):
                     paths = [entry] if entry.is_file() else sorted(os.scandir(entry.path), key=lambda e: e.name)
                     for item in paths:
                         if item.is_file() and is_dist_filename(item.name):
-                            yield parse_dist_filename(item.name).project, item.name, item.path
+                            yield parse_dist_filename(item.name).project, item.name, item.path, item.stat()
 
     def projects(self) -> list:
         """Every local project name (a project whose files were all deleted is gone)."""
@@ -115,14 +115,14 @@ class LocalIndex:
                     if entry.is_dir() and not is_private(entry.name):
                         if any(is_dist_filename(name) for name, _, _ in self._uploaded(entry.name)):
                             names.add(entry.name)
-        names.update(project for project, _, _ in self._dir_files())
+        names.update(found[0] for found in self._dir_files())
         return sorted(names)
 
     def page(self, project: NormalizedName) -> Optional[LocalPage]:
         """The local page of *project*, or None when it has no local file."""
         uploaded = sorted(self._uploaded(project))
-        listed = [(name, path) for found, name, path in self._dir_files() if found == project]
-        key = tuple((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, _, st in uploaded) + tuple(listed)
+        listed = [(name, path, st) for found, name, path, st in self._dir_files() if found == project]
+        key = tuple((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, _, st in uploaded + listed)
         with self._lock:
             cached = self._pages.get(project)
         if cached is not None and cached[0] == key:
@@ -133,9 +133,9 @@ class LocalIndex:
                 info = self._info(project, name)
                 if info is not None:
                     files[name] = _entry(name, path, info)
-        for name, path in listed:
+        for name, path, st in listed:
             if name not in files:
-                files[name] = _entry(name, path, self._dir_info(path))
+                files[name] = _entry(name, path, self._dir_info(path, st))
         if not files:
             return None
         versions = tuple(dict.fromkeys(parse_dist_filename(name).version for name in files))
@@ -152,9 +152,8 @@ class LocalIndex:
         except (OSError, ValueError):
             return None  # written before the file, so only a file put there by hand lacks one
 
-    def _dir_info(self, path: str) -> dict:
+    def _dir_info(self, path: str, st: os.stat_result) -> dict:
         """What an upload's info holds, for a --local-dir file (its hash computed once)."""
-        st = os.stat(path)
         key = (path, st.st_size, st.st_mtime_ns)
         digest = self._hashes.get(key)
         if digest is None:
@@ -169,7 +168,7 @@ class LocalIndex:
             info = self._info(project, filename)
             if info is not None and os.path.isfile(path):
                 return _Found(path, info)
-        for found, name, path in self._dir_files():
+        for found, name, path, _ in self._dir_files():
             if found == project and name == filename:
                 return _Found(path, {})
         return None

@@ -16,7 +16,15 @@ import urllib.parse
 from typing import Optional, Protocol
 
 from ..core.byteranges import ByteRange, parse_range
-from ..core.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, ProxpiError, RangeNotSatisfiable, Unauthorized
+from ..core.errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    ProxpiError,
+    RangeNotSatisfiable,
+    Unauthorized,
+)
 from ..core.names import NormalizedName, check_filename, parse_project_name
 from ..core.negotiate import accepts_gzip, choose_media_type, wants_json
 from ..core.settings import Settings

@@ -64,7 +64,8 @@ def load_grants(settings: Settings) -> Tuple[Grant, ...]:
         with open(path, encoding="utf-8") as file:
             lines = file.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--upload-tokens={path!r} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+        problem = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"--upload-tokens={path!r} cannot be read ({problem})") from None
     for number, line in enumerate(lines, 1):
         words = line.split("#", 1)[0].split()
         if not words:
@@ -72,7 +73,8 @@ def load_grants(settings: Settings) -> Tuple[Grant, ...]:
         try:
             grants.append(Grant(words[0].encode(), tuple(parse_pattern(word) for word in words[1:])))
         except ValueError as exc:
-            raise ConfigError(f"--upload-tokens={path!r} line {number}: {exc} is not a project name or pattern") from None
+            problem = f"line {number}: {exc} is not a project name or pattern"
+            raise ConfigError(f"--upload-tokens={path!r} {problem}") from None
     return tuple(grants)
 
 
@@ -127,7 +129,8 @@ class Uploads:
     def check_project(grant: Grant, project: NormalizedName) -> None:
         """:raises Forbidden: *grant*'s token may not publish *project*."""
         if not grant.allows(project):
-            raise Forbidden(f"this token may not publish project {project!r} (its patterns: {' '.join(grant.patterns)})")
+            patterns = " ".join(grant.patterns)
+            raise Forbidden(f"this token may not publish project {project!r} (its patterns: {patterns})")
 
     # ------------------------------------------------------------------ uploads
 
