@@ -236,11 +236,28 @@ def test_a_second_upload_of_a_name_is_refused_even_racing(proxy, upstream_html, 
     assert not [name for name in _stored(p) if "/.tmp-" in name or name.startswith(".tmp-")]
 
 
-def test_too_large_is_refused_before_reading(proxy, upstream_html, acme):
+def test_too_large_is_refused_as_it_arrives(proxy, upstream_html, acme):
     p = proxy(upstream_html, upload_token=TOKEN, max_upload_size=100)
     result = _upload(p, acme)
-    assert result.status == 413 and "PROXPI_MAX_UPLOAD_SIZE" in result.text
-    assert [name for name in _stored(p) if "." in name] == []
+    assert result.status == 413 and "PROXPI_MAX_UPLOAD_SIZE" in result.text and "100 B" in result.reason
+    assert _stored(p) == []
+    assert_healthy(p)
+
+
+def test_too_large_by_its_length_is_refused_before_reading(proxy, upstream_html):
+    p = proxy(upstream_html, upload_token=TOKEN, max_upload_size=1000)
+    connection = http_client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+    try:
+        connection.putrequest("POST", "/upload/")
+        for name, value in (("Content-Type", "multipart/form-data; boundary=b"), ("Authorization", basic_auth(TOKEN)),
+                            ("Content-Length", str(50 * 1024 * 1024))):
+            connection.putheader(name, value)
+        connection.endheaders()  # no body sent: the answer comes from the length alone
+        response = connection.getresponse()
+        assert response.status == 413 and response.getheader("Connection") == "close"
+    finally:
+        connection.close()
+    assert _stored(p) == []
     assert_healthy(p)
 
 
