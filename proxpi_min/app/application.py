@@ -12,8 +12,10 @@ from ..core.names import NormalizedName
 from ..core.home import render_home
 from ..core.settings import Settings
 from ..files.bodies import FileBody
+from ..index.catalog import LOCAL_ORIGIN
 from ..infra.metrics import Metrics
-from .proxy import Proxy
+from ..web.upload import Uploads, load_grants
+from .proxy import Proxy, uploads_on
 from .status import ProxyStatus
 
 __all__ = ["Application"]
@@ -32,6 +34,9 @@ class Application:
         # Pages come straight from the catalog: no call in between on the fast path.
         self.project_list = proxy.indexes.rendered_list
         self.project_page = proxy.indexes.rendered_project
+        self.uploads: Optional[Uploads] = None
+        if uploads_on(settings) and proxy.local is not None:
+            self.uploads = Uploads(proxy.local, load_grants(settings), settings.max_upload_size)
 
     def open_file(
         self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
@@ -39,6 +44,8 @@ class Application:
         entry, index = self._proxy.indexes.locate_file(project, filename)
         if metadata and entry.metadata is None:
             raise NotFound(f"the index has no metadata file for {entry.filename!r}")
+        if index == LOCAL_ORIGIN and self._proxy.local is not None:
+            return self._proxy.local.open(project, entry.filename, metadata, byte_range)
         return self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
 
     def home(self, index_url: str, as_json: bool) -> bytes:

@@ -3,13 +3,16 @@ built alike for ``serve`` and ``warm``."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import NamedTuple, Optional
 
 from ..core.policy import Policy
 from ..core.settings import IndexSettings, Settings
 from ..files.file_cache import FileCache
-from ..files.layout import files_root, index_root
-from ..index.catalog import Catalog
+from ..files.layout import files_root, index_root, local_root
+from ..files.local import LocalIndex
+from ..index.catalog import LOCAL_ORIGIN, Catalog
 from ..index.index_cache import IndexCache
 from ..index.page_store import PageStore
 from ..index.upstream import Upstream
@@ -28,6 +31,33 @@ class Proxy(NamedTuple):
     files: FileCache
     indexes: Catalog
     policy: Policy
+    local: Optional[LocalIndex] = None  # uploads and --local-dir (None: neither)
+
+
+def uploads_on(settings: Settings) -> bool:
+    """Whether the proxy takes uploads (a token is set)."""
+    return bool(settings.upload_token or settings.upload_tokens_file)
+
+
+def _local_index(settings: Settings, cache_dir: str) -> Optional[LocalIndex]:
+    """The local index: uploads (kept in the cache dir, served even once uploads are
+    off) and the --local-dir folder."""
+    root = local_root(cache_dir)
+    if uploads_on(settings) or os.path.isdir(root):
+        remove_temp_files(root)
+    else:
+        root = None
+    local = LocalIndex(root, (settings.local_dir,) if settings.local_dir else ())
+    return local if local.active else None
+
+
+def _local_policy(settings: Settings) -> Policy:
+    """The guard rails of local files: deny and allow as for any file; the cooldown
+    only with PROXPI_MIN_AGE_LOCAL (an upload is one's own, not a stranger's)."""
+    local = dataclasses.replace(
+        settings, pins=(), index_strategy="merge", min_age=settings.min_age if settings.min_age_local else 0.0
+    )
+    return Policy.from_settings(local, [LOCAL_ORIGIN])
 
 
 def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None) -> Proxy:
@@ -60,6 +90,7 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     policy = Policy.from_settings(settings, [index.url for index, _ in stores])
     # Pages are saved and compressed after their answer (Catalog.close finishes them).
     background = Background()
+    local = _local_index(settings, cache_dir)
     indexes = Catalog(
         [
             IndexCache(index, upstream, store, settings.offline, metrics=metrics, background=background)
@@ -72,8 +103,11 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         metrics=metrics,
         policy=policy,
         background=background,
+        local=local,
+        local_merge=settings.local_merge,
+        local_policy=_local_policy(settings),
     )
-    return Proxy(upstream, files, indexes, policy)
+    return Proxy(upstream, files, indexes, policy, local)
 
 
 def upstream_route(settings: Settings) -> str:

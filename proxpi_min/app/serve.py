@@ -32,6 +32,6 @@ class ProxyServer(Server):
         metrics = Metrics()
         proxy = build_proxy(settings, self.cache_dir, metrics)
         # The parts stay in sight: the start-up line shows the policy, tests look inside.
-        self.upstream, self.files, self.indexes, self.policy = proxy
+        self.upstream, self.files, self.indexes, self.policy, self.local = proxy
         status = ProxyStatus(settings, proxy, metrics, self.cache_dir, upstream_route(settings), run_dir)
         super().__init__(Application(settings, proxy, metrics, status), settings, listener)

@@ -9,6 +9,7 @@ from typing import List, NamedTuple, Optional, Sequence
 
 from .. import __version__
 from ..core.settings import Settings
+from ..core.units import human_size
 from ..infra.aggregate import Numbers, combine
 from ..infra.metrics import TOP, Metrics, Summary, total
 from ..infra.snapshots import Snapshots
@@ -44,6 +45,7 @@ class Status(NamedTuple):
     file_cache: FileCacheStatus
     indexes: list  # IndexCache.health of each index, merged over workers
     index_url: str  # the URL to give pip, as the client reached the proxy
+    local_index: Optional[str] = None  # the local index's mode and size, one line (None: no local index)
 
     def as_json(self) -> dict:
         """The JSON document (``Accept: application/json``), which the page renders too."""
@@ -58,6 +60,7 @@ class Status(NamedTuple):
             "file_cache": {**self.file_cache._asdict(), "largest": largest},
             "indexes": self.indexes,
             "index_url": self.index_url,
+            "local_index": self.local_index,
         }
 
 
@@ -97,6 +100,13 @@ class ProxyStatus:
             ("proxpi_file_cache_files", "Files stored in the cache dir.", lambda: files.stats()[1]),
         ):
             add(name, "gauge", help_text, lambda value=value: [({}, value())], shared=True)
+        # The local index's uploads, read from its folder: shared like the cache dir's.
+        local_stats = self._proxy.local.stats if self._proxy.local is not None else lambda: (0, 0)
+        for name, help_text, position in (
+            ("proxpi_local_files", "Uploaded files in the local index (never evicted).", 0),
+            ("proxpi_local_size_bytes", "Bytes of the uploaded files (not in the cache's cap).", 1),
+        ):
+            add(name, "gauge", help_text, lambda position=position: [({}, local_stats()[position])], shared=True)
         policy_counts = self._proxy.policy.counts
         add(
             "proxpi_policy_hidden_files_total",
@@ -155,7 +165,21 @@ class ProxyStatus:
             file_cache=file_cache,
             indexes=health,
             index_url=index_url,
+            local_index=self._local_line(),
         )
+
+    def _local_line(self) -> Optional[str]:
+        local = self._proxy.local
+        if local is None:
+            return None
+        files, size = local.stats()
+        mode = (
+            "merged with the upstreams' files (PROXPI_LOCAL_MERGE)" if self._settings.local_merge
+            else "a local project is served from it alone, no upstream asked"
+        )
+        uploads = "uploads on" if self._settings.upload_token or self._settings.upload_tokens_file else "uploads off"
+        folder = f"; also serving {local.dirs[0]}" if local.dirs else ""
+        return f"{mode}; {uploads}; {files} uploaded files, {human_size(size)}{folder}"
 
     def close(self) -> None:
         """Stop sharing this worker's numbers, after writing the last of them."""

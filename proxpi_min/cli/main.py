@@ -27,6 +27,7 @@ from ..core.settings import (
     DEFAULT_INDEX_TTL,
     DEFAULT_INDEX_URL,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UPLOAD_SIZE,
     DEFAULT_PAGE_MEMORY,
     DEFAULT_PORT,
     DEFAULT_READ_TIMEOUT,
@@ -88,6 +89,10 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
     add("--min-age-unknown", metavar=f"{{{','.join(MIN_AGE_UNKNOWN)}}}", help=f"files without an upload time under --min-age: served or left out (PROXPI_MIN_AGE_UNKNOWN, default {MIN_AGE_UNKNOWN[0]})")
     add("--deny", action="append", metavar="NAME[==VERSION]", help="refuse a project, a version of it, or a pattern of names, comma-separated, repeatable (PROXPI_DENY)")
     add("--allow", action="append", metavar="PATTERN", help="serve only these projects, comma-separated, repeatable (PROXPI_ALLOW)")
+    add = parser.add_argument_group("local index", "see docs/private-packages.md").add_argument
+    add("--local-dir", metavar="DIR", help="also serve the wheels and sdists of this folder, flat or a folder per project, read-only (PROXPI_LOCAL_DIR)")
+    add("--local-merge", action="store_const", const=True, help="merge a local project with the upstreams' files instead of serving it alone (PROXPI_LOCAL_MERGE=1)")
+    add("--min-age-local", action="store_const", const=True, help="apply --min-age to local files too (PROXPI_MIN_AGE_LOCAL=1)")
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +113,10 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     add("--workers", help=f"worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default {DEFAULT_WORKERS})")
     add("--max-connections", help=f"connections served at once per process; past it, 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
     add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
+    add = parser.add_argument_group("uploads", "see docs/private-packages.md").add_argument
+    add("--upload-token", metavar="TOKEN", help="take uploads (twine, uv publish) at /upload/ with this token, for every project (PROXPI_UPLOAD_TOKEN)")
+    add("--upload-tokens", metavar="FILE", help="take uploads with the tokens of FILE, lines 'token [project-pattern...]' (PROXPI_UPLOAD_TOKENS)")
+    add("--max-upload-size", help=f"largest uploaded file: bytes, or 500M, 1G (PROXPI_MAX_UPLOAD_SIZE, default {_size_text(DEFAULT_MAX_UPLOAD_SIZE)})")
     _add_index_options(parser)
 
 
@@ -239,10 +248,14 @@ def _verify(flags: dict) -> int:
 def _serve_command(flags: dict) -> int:
     from ..files.layout import files_root
     from ..infra.tls import check_files
+    from ..web.upload import load_grants
 
     try:
         settings = parse_settings(os.environ, flags)
         check_files(settings)
+        load_grants(settings)  # a token file that does not read stops the start
+        if settings.local_dir and not os.path.isdir(settings.local_dir):
+            raise ConfigError(f"--local-dir={settings.local_dir!r} is not a directory")
     except ConfigError as exc:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2

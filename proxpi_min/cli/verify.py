@@ -12,9 +12,10 @@ from ..core.errors import ProxpiError
 from ..core.units import human_size
 from ..core.simple import ProjectPage
 from ..files.downloads import CHUNK
-from ..files.integrity import Verifier
-from ..files.layout import Target, files_root, index_root, parse_stored, stored_files
+from ..files.integrity import FileHash, Verifier
+from ..files.layout import METADATA_SUFFIX, Target, files_root, index_root, local_root, parse_stored, stored_files
 from ..files.ledger import LEDGER_NAME, Ledger, scan
+from ..files.local import LocalIndex
 from ..index.page_store import LIST_KEY, PageStore
 from .progress import DEFAULT_JOBS, Progress
 
@@ -68,13 +69,31 @@ def _expected_metadata(cache_dir: str, pages: Iterable[ProjectPage]) -> dict:
     return expected
 
 
+def _local_files(cache_dir: str) -> dict:
+    """Path -> FileHash of every uploaded file of the local index and its metadata file,
+    as its info records them."""
+    root = local_root(cache_dir)
+    if not os.path.isdir(root):
+        return {}
+    local, expected = LocalIndex(root), {}
+    for project in local.projects():
+        found = local.page(project)
+        for entry in found.page.files if found is not None else ():
+            path = os.path.join(root, project, entry.filename)
+            expected[path] = FileHash(*entry.hashes[0])
+            if entry.metadata:
+                expected[path + METADATA_SUFFIX] = FileHash(*entry.metadata[0])
+    return expected
+
+
 def _check_file(path: str, rel: str, expected_metadata: dict) -> _Checked:
     stored = parse_stored(rel)
     try:
         size = os.path.getsize(path)
     except OSError as exc:
         return _Checked(path, 0, f"cannot read: {exc.strerror}")
-    want = expected_metadata.get(path) if stored.metadata else stored.hash
+    # Uploaded files and metadata files: the hash recorded apart; others: their path's.
+    want = expected_metadata.get(path, None if stored.metadata else stored.hash)
     if want is None:
         return _Checked(path, size, None, unchecked=True)
     verifier = Verifier(want)
@@ -166,9 +185,11 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
     """Re-hash every stored file and load every saved page of *cache_dir*.
 
     A file is checked against the hash in its path; a ``.metadata`` file against the
-    hash a saved page gives for it; the ledger's total and the journal's files against
-    the disk. With *repair*, bad files and pages are deleted (the next request fetches
-    them again), and the ledger and journal rewritten from the disk.
+    hash a saved page gives for it; an uploaded file (the local index) against the hash
+    recorded at its upload; the ledger's total and the journal's files against the disk.
+    With *repair*, bad files and pages are deleted (the next request fetches them
+    again), but never an uploaded file, which nothing could fetch; and the ledger and
+    journal are rewritten from the disk.
 
     :returns: 0 all good, 1 anything bad (each named once, on *out*), 2 not a cache dir.
     """
@@ -179,6 +200,9 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
     pages = _load_pages(cache_dir)
     expected_metadata = _expected_metadata(cache_dir, pages.projects)
     found = [(path, os.path.relpath(path, files_dir)) for path in stored_files(files_dir)]
+    local = _local_files(cache_dir)
+    expected_metadata.update(local)
+    found += [(path, path) for path in sorted(local)]
     results, total_bytes = _check_files(found, expected_metadata, jobs, err, tty)
     bad = pages.bad + [(checked.path, checked.problem) for checked in results if checked.problem is not None]
     unchecked = sum(1 for checked in results if checked.unchecked)
@@ -186,7 +210,7 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
     removed = 0
     for path, problem in bad:
         out.write(f"bad: {path}: {problem}\n")
-        if repair:
+        if repair and path not in local:
             try:
                 os.unlink(path)
                 removed += 1

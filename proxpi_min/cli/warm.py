@@ -119,7 +119,12 @@ def run_warm(
         targets, failures, skipped = _select(
             wanted, pages, filters, refusal or caches.indexes.refusal, caches.policy.not_found_note
         )
-        fetched, cached, more_failures = _fetch_files(caches.files, targets, jobs, err, tty)
+        # Files of the local index (uploads, --local-dir) are there already: not fetched.
+        held = caches.local.exists if caches.local is not None else (lambda project, filename: False)
+        local = [target for target in targets if held(target[0], target[1].filename)]
+        to_fetch = [target for target in targets if target not in local]
+        fetched, cached, more_failures = _fetch_files(caches.files, to_fetch, jobs, err, tty)
+        cached += [entry.filename for _, entry, _ in local]
     finally:
         caches.indexes.close()
         caches.files.close()

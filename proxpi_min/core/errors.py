@@ -5,10 +5,13 @@
     ProxpiError                      500
     +-- BadRequest                   400
     +-- Unauthorized                 401
+    |   +-- BasicUnauthorized        401  (uploads: a Basic challenge)
     +-- Forbidden                    403  (a guard rail refused it; see policy.py)
     +-- NotFound                     404
     +-- MethodNotAllowed             405  (carries the allowed methods)
     +-- NotAcceptable                406
+    +-- Conflict                     409  (an upload whose file name exists)
+    +-- PayloadTooLarge              413  (an upload past PROXPI_MAX_UPLOAD_SIZE)
     +-- RangeNotSatisfiable          416  (carries the file size)
     +-- Overloaded                   503  (the connection cap; carries Retry-After)
     +-- UpstreamError                502
@@ -26,13 +29,16 @@ from __future__ import annotations
 __all__ = [
     "BadRequest",
     "BadUpstreamPage",
+    "BasicUnauthorized",
     "ConfigError",
+    "Conflict",
     "Forbidden",
     "IntegrityError",
     "MethodNotAllowed",
     "NotAcceptable",
     "NotFound",
     "Overloaded",
+    "PayloadTooLarge",
     "ProxpiError",
     "RangeNotSatisfiable",
     "Unauthorized",
@@ -57,6 +63,13 @@ class BadRequest(ProxpiError):
 
 class Unauthorized(ProxpiError):
     status = 401
+    challenge = 'Bearer realm="proxpi-min"'  # the WWW-Authenticate header (RFC 9110 11.6.1)
+
+
+class BasicUnauthorized(Unauthorized):
+    """No credentials for an upload: twine and uv answer a Basic challenge (RFC 7617)."""
+
+    challenge = 'Basic realm="proxpi-min uploads"'
 
 
 class Forbidden(ProxpiError):
@@ -79,6 +92,14 @@ class MethodNotAllowed(ProxpiError):
 
 class NotAcceptable(ProxpiError):
     status = 406
+
+
+class Conflict(ProxpiError):
+    status = 409
+
+
+class PayloadTooLarge(ProxpiError):
+    status = 413
 
 
 class RangeNotSatisfiable(ProxpiError):

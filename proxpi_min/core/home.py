@@ -194,6 +194,7 @@ def render_home(status: Mapping, token_required: bool) -> bytes:
         *_sections(status),
         _policies(status.get("policies", ())),
         f"<p>Upstream connections: {_esc(route)}</p>\n" if route else "",
+        f"<p>Local index: {_esc(status['local_index'])}</p>\n" if status.get("local_index") else "",
         f'<p>Package index: <a href="/index/">{_esc(status.get("index_url", "/index/"))}</a> &middot; '
         '<a href="/metrics">/metrics</a> (Prometheus) &middot; this page as JSON: '
         "<code>Accept: application/json</code></p>\n",

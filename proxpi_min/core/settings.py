@@ -9,9 +9,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, Mapping, Optional, Sequence
 
-from .errors import ConfigError
 from .names import canonicalize_name
-from .units import parse_duration, parse_size
+from .sources import Sources, bad_value
 from .urls import redact_url
 
 __all__ = [
@@ -47,14 +46,13 @@ DEFAULT_HOST = "127.0.0.1"
 LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
+DEFAULT_MAX_UPLOAD_SIZE = 1024**3  # one uploaded file, streamed to disk (README "Private packages")
 
 # A normalised project name (PEP 503), or an fnmatch pattern over such names.
 _PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]+\Z")
 _VERSION = re.compile(r"^[A-Za-z0-9.+!_-]+\Z")
 INDEX_STRATEGIES = ("merge", "first-index")  # the first is the default
 MIN_AGE_UNKNOWN = ("allow", "deny")  # the first is the default
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +132,12 @@ class Settings:
     min_age_unknown_deny: bool = False  # leave out files without an upload time
     deny: tuple[tuple[str, Optional[str]], ...] = ()  # (pattern, version or None)
     allow: tuple[str, ...] = ()  # patterns; empty: every project
+    upload_token: Optional[str] = dataclasses.field(default=None, repr=False)  # uploads on (docs/private-packages.md)
+    upload_tokens_file: Optional[str] = None  # lines "token [project-pattern...]"
+    max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
+    local_dir: Optional[str] = None  # a read-only folder of wheels and sdists
+    local_merge: bool = False  # local projects merged with the upstreams' instead of alone
+    min_age_local: bool = False  # the cooldown applies to local files too
     # (field, the flag or variable that set it) for the paths used at start (the cache
     # dir, TLS files), so that one that does not work is named as the user gave it.
     sources: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False, repr=False)
@@ -160,115 +164,14 @@ def parse_pattern(text: str) -> str:
     return pattern
 
 
-class _Sources:
-    """Looks a setting up in the flags first, then the environment; names the source."""
-
-    def __init__(self, env: Mapping[str, str], flags: Mapping[str, Any]) -> None:
-        self._env = env
-        self._flags = flags
-
-    def get(self, flag: str, var: str) -> tuple[str, Any]:
-        value = self._flags.get(flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            return flag, value
-        return var, self._env.get(var)
-
-    def number(
-        self, flag: str, var: str, default: float, *, positive: bool = False, maximum: Optional[float] = None
-    ) -> float:
-        source, raw = self.get(flag, var)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise _bad(source, raw, "is not a number") from None
-        if value < 0 or (positive and value == 0) or value != value or value == float("inf"):
-            raise _bad(source, raw, "must be a positive number" if positive else "must be >= 0")
-        if maximum is not None and value > maximum:
-            raise _bad(source, raw, f"must be at most {maximum:g}")
-        return value
-
-    def size(self, flag: str, var: str, default: int) -> int:
-        source, raw = self.get(flag, var)
-        if raw is None or raw == "":
-            return default
-        try:
-            return parse_size(str(raw))
-        except ValueError:
-            raise _bad(source, raw, "is not a size (bytes, or a number with K, M, G or T)") from None
-
-    def flag(self, flag: str, var: str) -> bool:
-        source, raw = self.get(flag, var)
-        if raw is None or isinstance(raw, bool):
-            return bool(raw)
-        if raw.strip().lower() in _TRUE:
-            return True
-        if raw.strip().lower() in _FALSE:
-            return False
-        raise _bad(source, raw, "must be 1 or 0")
-
-    def text(self, flag: str, var: str) -> Optional[str]:
-        return self.get(flag, var)[1] or None
-
-    def duration(self, flag: str, var: str) -> float:
-        source, raw = self.get(flag, var)
-        if raw is None or raw == "":
-            return 0.0
-        try:
-            return parse_duration(str(raw))
-        except ValueError:
-            raise _bad(source, raw, "is not a duration (seconds, or a number with s, m, h, d or w)") from None
-
-    def integer(
-        self, flag: str, var: str, default: int, problem: str, *, minimum: int = 0, maximum: Optional[int] = None
-    ) -> int:
-        """A whole number written in ASCII digits, from *minimum* to *maximum*."""
-        source, raw = self.get(flag, var)
-        if raw is None or raw == "":
-            return default
-        text = str(raw).strip()
-        if not (text.isascii() and text.isdigit()):
-            raise _bad(source, raw, problem)
-        value = int(text)
-        if value < minimum or (maximum is not None and value > maximum):
-            raise _bad(source, raw, problem)
-        return value
-
-    def choice(self, flag: str, var: str, choices: Sequence[str]) -> str:
-        source, raw = self.get(flag, var)
-        if raw is None or raw == "":
-            return choices[0]
-        if raw.strip().lower() not in choices:
-            raise _bad(source, raw, f"must be one of: {', '.join(choices)}")
-        return raw.strip().lower()
-
-    def items(self, flag: str, var: str, *, split_flag: bool = False) -> tuple[str, list[str]]:
-        """A repeatable flag, or a comma-separated variable: (source, stripped items).
-        *split_flag*: each flag value is a comma-separated list too (project patterns,
-        which never hold a comma; an index URL, alone or in a pin, may)."""
-        source, raw = self.get(flag, var)
-        if raw is None:
-            return source, []
-        if isinstance(raw, str):
-            raw = [raw]
-        elif not split_flag:
-            return source, [item.strip() for item in raw if item.strip()]
-        return source, [item.strip() for value in raw for item in value.split(",") if item.strip()]
-
-
-def _bad(source: str, raw: Any, problem: str) -> ConfigError:
-    return ConfigError(f"{source}={raw!r} {problem}")
-
-
 def _index_url(source: str, raw: str) -> str:
     parts = urllib.parse.urlsplit(raw)
     if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
-        raise _bad(source, redact_url(raw), "is not an http, https or file URL")
+        raise bad_value(source, redact_url(raw), "is not an http, https or file URL")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise _bad(source, redact_url(raw), "has a bad port") from None
+        raise bad_value(source, redact_url(raw), "has a bad port") from None
     # PEP 503: project pages are relative to the base URL, which must end in "/".
     return raw if raw.endswith("/") else raw + "/"
 
@@ -279,32 +182,32 @@ def cpu_count() -> int:
     return count or 1
 
 
-def _workers(sources: _Sources) -> int:
+def _workers(sources: Sources) -> int:
     source, raw = sources.get("--workers", "PROXPI_WORKERS")
     if isinstance(raw, str) and raw.strip().lower() == "auto":
         return cpu_count()
     problem = "must be a number of processes, 0 or auto (one per CPU)"
     workers = sources.integer("--workers", "PROXPI_WORKERS", DEFAULT_WORKERS, problem) or cpu_count()
     if not hasattr(os, "fork") and workers > 1:
-        raise _bad(source, raw, "needs os.fork, which this platform lacks")
+        raise bad_value(source, raw, "needs os.fork, which this platform lacks")
     return workers
 
 
-def _ttl_list(sources: _Sources, count: int) -> list[float]:
+def _ttl_list(sources: Sources, count: int) -> list[float]:
     source, raw = sources.get("--extra-index-ttl", "PROXPI_EXTRA_INDEX_TTLS")
     if raw is None or raw == "" or raw == []:
         return [DEFAULT_EXTRA_INDEX_TTL] * count
     items: Sequence[Any] = [item for item in raw.split(",") if item.strip()] if isinstance(raw, str) else raw
     if len(items) != count:
-        raise _bad(source, raw, f"gives {len(items)} TTLs for {count} extra index URLs")
+        raise bad_value(source, raw, f"gives {len(items)} TTLs for {count} extra index URLs")
     ttls = []
     for item in items:
         try:
             ttl = float(item)
         except ValueError:
-            raise _bad(source, raw, "is not a list of numbers") from None
+            raise bad_value(source, raw, "is not a list of numbers") from None
         if not ttl >= 0:
-            raise _bad(source, raw, "must be >= 0")
+            raise bad_value(source, raw, "must be >= 0")
         ttls.append(ttl)
     return ttls
 
@@ -335,17 +238,17 @@ def _proxy_url(source: str, raw: str) -> str:
     url = raw.strip() if "://" in raw else "http://" + raw.strip()
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http":
-        raise _bad(source, redact_url(raw), "is not an http:// proxy (the only kind supported)")
+        raise bad_value(source, redact_url(raw), "is not an http:// proxy (the only kind supported)")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise _bad(source, redact_url(raw), "has a bad port") from None
+        raise bad_value(source, redact_url(raw), "has a bad port") from None
     if not parts.hostname:
-        raise _bad(source, redact_url(raw), "names no proxy host")
+        raise bad_value(source, redact_url(raw), "names no proxy host")
     return url
 
 
-def _proxy_settings(sources: _Sources, env: Mapping[str, str]) -> ProxySettings:
+def _proxy_settings(sources: Sources, env: Mapping[str, str]) -> ProxySettings:
     """The override wins over HTTP(S)_PROXY/ALL_PROXY; NO_PROXY applies to both, as
     with pip's --proxy and curl's -x."""
     found = _environment_proxies(env)
@@ -360,16 +263,16 @@ def _proxy_settings(sources: _Sources, env: Mapping[str, str]) -> ProxySettings:
     return ProxySettings(proxies, found.get("no", ("", ""))[1] if proxies else "")
 
 
-def _tls_files(sources: _Sources) -> tuple[Optional[str], Optional[str]]:
+def _tls_files(sources: Sources) -> tuple[Optional[str], Optional[str]]:
     """The certificate and key to serve HTTPS with: both or neither."""
     cert_source, cert = sources.get("--tls-cert", "PROXPI_TLS_CERT")
     key_source, key = sources.get("--tls-key", "PROXPI_TLS_KEY")
     if not cert and not key:
         return None, None
     if not key:
-        raise _bad(cert_source, cert, "needs --tls-key / PROXPI_TLS_KEY too (both or neither)")
+        raise bad_value(cert_source, cert, "needs --tls-key / PROXPI_TLS_KEY too (both or neither)")
     if not cert:
-        raise _bad(key_source, key, "needs --tls-cert / PROXPI_TLS_CERT too (both or neither)")
+        raise bad_value(key_source, key, "needs --tls-cert / PROXPI_TLS_CERT too (both or neither)")
     return cert, key
 
 
@@ -383,7 +286,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
 
     :raises ConfigError: naming the flag or variable and its value.
     """
-    sources = _Sources(env, flags)
+    sources = Sources(env, flags)
     source, root = sources.get("--index-url", "PROXPI_INDEX_URL")
     indexes = [
         IndexSettings(
@@ -399,9 +302,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
         **_guard_rails(sources, indexes),
         cache_size=sources.size("--cache-size", "PROXPI_CACHE_SIZE", DEFAULT_CACHE_SIZE),
         cache_dir=sources.text("--cache-dir", "PROXPI_CACHE_DIR"),
-        verify_ssl=not sources.flag(
-            "--disable-index-ssl-verification", "PROXPI_DISABLE_INDEX_SSL_VERIFICATION"
-        ),
+        verify_ssl=not sources.flag("--disable-index-ssl-verification", "PROXPI_DISABLE_INDEX_SSL_VERIFICATION"),
         connect_timeout=sources.number(
             "--connect-timeout", "PROXPI_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
@@ -412,6 +313,9 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
         offline=sources.flag("--offline", "PROXPI_OFFLINE"),
         upstream_proxy=_proxy_settings(sources, env),
         ca_bundle=sources.text("--ca-bundle", "PROXPI_CA_BUNDLE"),
+        local_dir=sources.text("--local-dir", "PROXPI_LOCAL_DIR"),
+        local_merge=sources.flag("--local-merge", "PROXPI_LOCAL_MERGE"),
+        min_age_local=sources.flag("--min-age-local", "PROXPI_MIN_AGE_LOCAL"),
         sources=tuple(
             (field, sources.get(flag, var)[0])
             for field, flag, var in (
@@ -425,11 +329,10 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
     return dataclasses.replace(settings, **_listening(sources)) if serving else settings
 
 
-def _listening(sources: _Sources) -> dict:
+def _listening(sources: Sources) -> dict:
     """The settings of the listening side: address, HTTPS, processes, logs, served pages."""
     port = sources.integer("--port", "PROXPI_PORT", DEFAULT_PORT, "is not a port number", maximum=65535)
-    # Accepted for compatibility with proxpi and validated, but unused: downloads are
-    # streamed to the client as they arrive, never redirected to the upstream.
+    # Accepted (proxpi has it) and validated, but unused: downloads are streamed, never redirected.
     sources.number("--download-timeout", "PROXPI_DOWNLOAD_TIMEOUT", 0.9)
     tls_cert, tls_key = _tls_files(sources)
     return {
@@ -437,8 +340,7 @@ def _listening(sources: _Sources) -> dict:
         "client_timeout": sources.number(
             "--client-timeout", "PROXPI_CLIENT_TIMEOUT", DEFAULT_CLIENT_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
-        "host": sources.text("--host", "PROXPI_HOST") or DEFAULT_HOST,
-        "port": port,
+        "host": sources.text("--host", "PROXPI_HOST") or DEFAULT_HOST, "port": port,
         "admin_token": sources.text("--admin-token", "PROXPI_ADMIN_TOKEN"),
         "page_memory": sources.size("--page-memory", "PROXPI_PAGE_MEMORY", DEFAULT_PAGE_MEMORY),
         "workers": _workers(sources),
@@ -446,9 +348,11 @@ def _listening(sources: _Sources) -> dict:
             "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS,
             "must be a whole number >= 1", minimum=1,
         ),
-        "tls_cert": tls_cert,
-        "tls_key": tls_key,
+        "tls_cert": tls_cert, "tls_key": tls_key,
         "log_format": sources.choice("--log-format", "PROXPI_LOG_FORMAT", LOG_FORMATS),
+        "upload_token": sources.text("--upload-token", "PROXPI_UPLOAD_TOKEN"),
+        "upload_tokens_file": sources.text("--upload-tokens", "PROXPI_UPLOAD_TOKENS"),
+        "max_upload_size": sources.size("--max-upload-size", "PROXPI_MAX_UPLOAD_SIZE", DEFAULT_MAX_UPLOAD_SIZE),
     }
 
 
@@ -456,29 +360,29 @@ def _patterns(source: str, items: Sequence[str]) -> tuple[str, ...]:
     try:
         return tuple(parse_pattern(item) for item in items)
     except ValueError as exc:
-        raise _bad(source, str(exc), "is not a project name or pattern") from None
+        raise bad_value(source, str(exc), "is not a project name or pattern") from None
 
 
 def _pin(source: str, item: str, indexes: Sequence[IndexSettings]) -> tuple[str, str]:
     pattern, equals, url = item.partition("=")
     if not equals or not url.strip():
-        raise _bad(source, item, "is not PATTERN=INDEX_URL")
+        raise bad_value(source, item, "is not PATTERN=INDEX_URL")
     wanted = url.strip() if url.strip().endswith("/") else url.strip() + "/"
     # The URL as configured, or as shown (without credentials) on the home page and logs.
     for index in indexes:
         if wanted in (index.url, index.display_url):
             return _patterns(source, [pattern])[0], index.url
-    raise _bad(source, redact_url(item), "names an index that is not configured (--index-url, --extra-index-url)")
+    raise bad_value(source, redact_url(item), "names an index that is not configured (--index-url, --extra-index-url)")
 
 
 def _deny(source: str, item: str) -> tuple[str, Optional[str]]:
     pattern, equals, version = item.partition("==")
     if equals and not _VERSION.match(version.strip()):
-        raise _bad(source, item, "is not NAME, NAME==VERSION or a pattern")
+        raise bad_value(source, item, "is not NAME, NAME==VERSION or a pattern")
     return _patterns(source, [pattern])[0], version.strip() if equals else None
 
 
-def _guard_rails(sources: _Sources, indexes: Sequence[IndexSettings]) -> dict:
+def _guard_rails(sources: Sources, indexes: Sequence[IndexSettings]) -> dict:
     """The policy settings (pins, index strategy, cooldown, deny and allow lists)."""
     pin_source, pins = sources.items("--pin", "PROXPI_PIN")
     exempt_source, exempt = sources.items("--min-age-exempt", "PROXPI_MIN_AGE_EXEMPT", split_flag=True)

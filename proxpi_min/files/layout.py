@@ -3,6 +3,7 @@
     <cache dir>/files/<project>/<algorithm>-<digest>/<filename>
     <cache dir>/files/<project>/<algorithm>-<digest>/<filename>.metadata   (PEP 658)
     <cache dir>/index/<hash of the index URL>/...                          (saved pages)
+    <cache dir>/local/<project>/<filename>[.metadata]                      (uploads, files.local)
 
 The folder is named by the index's hash of the distribution (``unverified`` when the
 index gives none); its PEP 658 metadata file sits beside it, under the same folder.
@@ -24,17 +25,20 @@ from .integrity import FileHash, best_hash
 __all__ = [
     "FILES_DIR",
     "INDEX_DIR",
+    "LOCAL_DIR",
     "METADATA_SUFFIX",
     "StoredFile",
     "Target",
     "files_root",
     "index_root",
+    "local_root",
     "parse_stored",
     "stored_files",
 ]
 
 FILES_DIR = "files"
 INDEX_DIR = "index"  # saved pages (``index.page_store`` writes under it)
+LOCAL_DIR = "local"  # uploaded packages (``files.local``): never evicted, not in the cap
 METADATA_SUFFIX = ".metadata"  # PEP 658: the metadata file's URL and name
 UNVERIFIED = "unverified"  # the folder of files the index gives no hash for
 
@@ -47,6 +51,11 @@ def files_root(cache_dir: str) -> str:
 def index_root(cache_dir: str) -> str:
     """The folder of saved index pages."""
     return os.path.join(cache_dir, INDEX_DIR)
+
+
+def local_root(cache_dir: str) -> str:
+    """The folder of the local index (uploaded packages)."""
+    return os.path.join(cache_dir, LOCAL_DIR)
 
 
 class Target:

@@ -8,7 +8,7 @@ import logging
 import operator
 import threading
 import time
-from typing import Callable, Iterable, NamedTuple, Optional, Union
+from typing import Callable, Iterable, NamedTuple, Optional, Protocol, Union
 
 from ..core.errors import Forbidden, NotFound
 from ..core.names import NormalizedName, canonicalize_name
@@ -20,7 +20,7 @@ from ..infra.background import Background
 from ..infra.metrics import Metrics
 from .rendered_pages import RenderedPages
 
-__all__ = ["Catalog", "FileLocation", "PageAnswer"]
+__all__ = ["LOCAL_ORIGIN", "Catalog", "FileLocation", "LocalPages", "PageAnswer"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,17 @@ _FILENAME = operator.itemgetter(0)  # FileEntry.filename
 # index), counted in files like index_cache.MAX_RESIDENT_FILES.
 MAX_VIEW_FILES = 100_000
 CLOSE_SECONDS = 30.0  # at most this long at shutdown for the saves still queued
+LOCAL_ORIGIN = "local"  # FileLocation.index of a file of the local index (uploads)
+
+
+class LocalPages(Protocol):
+    """The local index (``files.local.LocalIndex``) as the catalog reads it."""
+
+    def page(self, project: NormalizedName) -> Optional[tuple]:
+        """(generation, ProjectPage) of a local project, or None."""
+
+    def projects(self) -> list:
+        """Every local project's name."""
 
 
 class PageAnswer(NamedTuple):
@@ -55,6 +66,7 @@ class _View(NamedTuple):
     files: dict  # file name -> FileEntry kept
     origin: Union[str, dict]  # the one index's URL (without credentials), or file name -> URL
     asked: tuple  # positions of the indices asked
+    local: frozenset = frozenset()  # names of the files from the local index
 
 
 class Catalog:
@@ -64,7 +76,9 @@ class Catalog:
     then list only those, so pip never picks a file we cannot serve. *policy* (guard
     rails; none by default) is applied to every merged page, so pages in every format,
     offline pages, metadata files and direct file URLs agree; *wall_clock* is what
-    cooldowns count in.
+    cooldowns count in. A project of the *local* index is served from it alone, no
+    upstream asked (dependency confusion), unless *local_merge*; its files pass
+    *local_policy* (the guard rails without the cooldown, by default) instead.
     """
 
     def __init__(
@@ -78,8 +92,14 @@ class Catalog:
         policy: Optional[Policy] = None,
         wall_clock: Callable[[], float] = time.time,
         background: Optional[Background] = None,
+        local: Optional[LocalPages] = None,
+        local_merge: bool = False,
+        local_policy: Optional[Policy] = None,
     ) -> None:
         self.caches = caches
+        self._local = local
+        self._local_merge = local_merge
+        self._local_policy = local_policy if local_policy is not None else Policy([LOCAL_ORIGIN])
         self._background = background
         self.metrics = metrics or Metrics()
         # No policy is a policy that hides nothing: one way through for every page.
@@ -111,9 +131,9 @@ class Catalog:
         :raises Forbidden: the deny or allow list refuses it.
         :raises UpstreamError: an index failed and had no copy to serve instead.
         """
-        asked, lookups = self._ask(name)
+        asked, lookups, local = self._ask(name)
         hit = self._count(lookups, asked)
-        view = self._view(name, asked, lookups)
+        view = self._view(name, asked, lookups, local)
         # The instant since which this filtered answer holds: a cached page stays right
         # until a hidden file's cooldown ends (the view is then remade).
         generation = (*view.generation, view.filtered.since)
@@ -123,15 +143,15 @@ class Catalog:
         def make() -> bytes:
             page = view.filtered.page
             if self._offline and self._is_cached is not None:
-                page = page._replace(files=tuple(self._offline_files(name, page.files)))
+                page = page._replace(files=tuple(self._offline_files(name, page.files, view.local)))
             return render_project_page(page, media)
 
         rendered = self._pages.page(("project", name, media, compress), generation, make, compress)
         return PageAnswer(rendered, any(lookup.stale for lookup in lookups), hit, view.filtered.policies)
 
     def _ask(self, name: NormalizedName) -> tuple:
-        """(positions, lookups): the indices the policy asks for project *name*, in order,
-        and their answers now.
+        """(positions, lookups, local): the indices the policy asks for project *name*, in
+        order, their answers now, and the local index's (generation, page) or None.
 
         :raises Forbidden: the deny or allow list refuses the project (no index asked).
         """
@@ -139,8 +159,11 @@ class Catalog:
         if route.refusal is not None:
             self._policy.count_refused(route.refusal[0])
             raise Forbidden(route.refusal[1])
+        local = self._local.page(name) if self._local is not None else None
+        if local is not None and not self._local_merge:
+            return (), [], local  # a local project: the upstreams are not even asked
         if not route.first_only:
-            return route.positions, [self.caches[position].project(name) for position in route.positions]
+            return route.positions, [self.caches[position].project(name) for position in route.positions], local
         asked, lookups = [], []
         for position in route.positions:
             lookup = self.caches[position].project(name)
@@ -148,15 +171,17 @@ class Catalog:
             lookups.append(lookup)
             if lookup.value is not None:
                 break
-        return tuple(asked), lookups
+        return tuple(asked), lookups, local
 
-    def _view(self, name: NormalizedName, asked: tuple, lookups: list) -> _View:
+    def _view(self, name: NormalizedName, asked: tuple, lookups: list, local: Optional[tuple] = None) -> _View:
         """The project's page after the policies, from the answers *lookups* of the
-        indices at *asked*; remade when an index's page changed or a cooldown ended.
+        indices at *asked* and the *local* index's; remade when a page changed or a
+        cooldown ended.
 
         :raises NotFound: none of the indices asked has it.
         """
-        generation = tuple([lookup.generation for lookup in lookups])
+        # The local index counts its own generations: kept apart from the indices'.
+        generation = (*[lookup.generation for lookup in lookups], ("local", local[0] if local else None))
         now = self._wall_clock()
         with self._lock:
             view = self._views.get(name)
@@ -168,18 +193,29 @@ class Catalog:
             for i, lookup in zip(asked, lookups)
             if lookup.value is not None
         ]
-        if not pages:
+        if not pages and local is None:
             note = self._policy.not_found_note(name, asked)[1] or (
                 " in the offline cache" if self._offline else " on any index"
             )
             raise NotFound(f"project {name!r} is not{note}")
-        merged = pages[0][1] if len(pages) == 1 else merge_pages(name, [page for _, page in pages])
-        filtered = self._policy.files(merged, pages, now, cut_short=len(asked) < len(self.caches))
+        filtered = None
+        if pages:
+            merged = pages[0][1] if len(pages) == 1 else merge_pages(name, [page for _, page in pages])
+            filtered = self._policy.files(merged, pages, now, cut_short=len(asked) < len(self.caches))
+        origin = (redact_url(pages[0][0]) if len(pages) == 1 else _origins(pages)) if pages else LOCAL_ORIGIN
+        local_files: frozenset = frozenset()
+        if local is not None:
+            mine = self._local_policy.files(local[1], [(LOCAL_ORIGIN, local[1])], now, cut_short=False)
+            local_files = frozenset(entry.filename for entry in local[1].files)
+            if filtered is None:  # served from the local index alone
+                filtered = mine._replace(policies=",".join(filter(None, ("local", mine.policies))))
+            else:
+                filtered = _combine(name, mine, filtered)
+                origin = {**_origins(pages), **dict.fromkeys(local_files, LOCAL_ORIGIN)}
         kept = filtered.page.files
         # A wheel request must not scan botocore's files: mapped by name at C speed.
         files = dict(zip(map(_FILENAME, kept), kept))
-        origin = redact_url(pages[0][0]) if len(pages) == 1 else _origins(pages)
-        view = _View(generation, filtered, files, origin, asked)
+        view = _View(generation, filtered, files, origin, asked, local_files)
         with self._lock:
             old = self._views.pop(name, None)
             self._view_files -= len(old.files) + 1 if old is not None else 0
@@ -190,11 +226,13 @@ class Catalog:
                 self._view_files -= len(dropped.files) + 1
         return view
 
-    def _offline_files(self, name: NormalizedName, files: tuple):
-        """The files the cache holds, advertising metadata only where it holds that too
-        (pip fails on a .metadata link that 404s)."""
+    def _offline_files(self, name: NormalizedName, files: tuple, local: frozenset):
+        """The files the cache holds (and the local ones), advertising metadata only where
+        it holds that too (pip fails on a .metadata link that 404s)."""
         for entry in files:
-            if self._is_cached(name, entry, False):
+            if entry.filename in local:
+                yield entry
+            elif self._is_cached(name, entry, False):
                 if entry.metadata is not None and not self._is_cached(name, entry, True):
                     entry = entry._replace(metadata=None)
                 yield entry
@@ -211,6 +249,10 @@ class Catalog:
             generation = tuple(lookup.generation for lookup in lookups)
             stale = any(lookup.stale for lookup in lookups)
             hit = self._count(lookups, range(len(self.caches)))
+        if self._local is not None:
+            local_names = self._local.projects()
+            lists.append(ProjectList.from_names(local_names))
+            generation += (hash(tuple(local_names)),)
         policy = self._policy if self._policy.filters_list else None
 
         def make() -> bytes:
@@ -293,6 +335,19 @@ class Catalog:
     def invalidate_list(self) -> None:
         for cache in self.caches:
             cache.invalidate_list()
+
+
+def _combine(name: NormalizedName, local: Filtered, upstream: Filtered) -> Filtered:
+    """The local page merged before the upstream ones (a file name there wins), each
+    already filtered by its own policy (PROXPI_LOCAL_MERGE)."""
+    policies = sorted({p for p in (*local.policies.split(","), *upstream.policies.split(",")) if p})
+    return Filtered(
+        merge_pages(name, [local.page, upstream.page]),
+        {**upstream.hidden, **local.hidden},
+        ",".join(policies),
+        max(local.since, upstream.since),
+        min(local.until, upstream.until),
+    )
 
 
 def _origins(pages: Iterable[tuple]) -> dict:

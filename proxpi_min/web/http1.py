@@ -313,7 +313,7 @@ def error_headers(error: ProxpiError) -> list:
     if isinstance(error, MethodNotAllowed):
         headers.append(("Allow", ", ".join(error.allowed)))
     if isinstance(error, Unauthorized):
-        headers.append(("WWW-Authenticate", 'Bearer realm="proxpi-min"'))
+        headers.append(("WWW-Authenticate", error.challenge))
     if isinstance(error, Overloaded):
         headers.append(("Retry-After", str(error.retry_after)))
     return headers

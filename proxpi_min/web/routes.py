@@ -16,7 +16,15 @@ import urllib.parse
 from typing import Optional, Protocol
 
 from ..core.byteranges import ByteRange, parse_range
-from ..core.errors import Forbidden, MethodNotAllowed, NotFound, ProxpiError, RangeNotSatisfiable, Unauthorized
+from ..core.errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    ProxpiError,
+    RangeNotSatisfiable,
+    Unauthorized,
+)
 from ..core.names import NormalizedName, check_filename, parse_project_name
 from ..core.negotiate import accepts_gzip, choose_media_type, wants_json
 from ..core.settings import Settings
@@ -25,6 +33,7 @@ from ..files.bodies import FileBody, content_type_for
 from ..index.catalog import PageAnswer
 from ..infra.metrics import Metrics
 from ..infra.prometheus import CONTENT_TYPE as METRICS_TYPE
+from .upload import Uploads
 from .http1 import (
     CLIENT_GONE,
     LOG_ESCAPES,
@@ -44,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 _PAGE_METHODS = ("GET", "HEAD")
 _CACHE_METHODS = ("DELETE",)
+_LOCAL_METHODS = ("POST", "DELETE")  # yank, delete an uploaded file
 # Files never change once published (PyPI refuses a reused file name).
 _FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _ICON_CACHE_CONTROL = "public, max-age=604800"
@@ -59,6 +69,7 @@ class App(Protocol):
     settings: Settings
     metrics: Metrics  # each request is counted here
     page_cache_control: str  # Cache-Control of a fresh page
+    uploads: Optional[Uploads]  # POST /upload/ and /local/ (None: no upload token set)
 
     def project_list(self, media: str, compress: bool) -> PageAnswer:
         """The root page in *media*, gzipped if *compress*."""
@@ -134,9 +145,11 @@ class ProxyHandler(Http1Handler):
             self._done()
 
     # The usual methods, found without a call to __getattr__.
-    do_GET = do_HEAD = do_DELETE = _handle
+    do_GET = do_HEAD = do_DELETE = do_POST = _handle
 
     def _route(self) -> None:
+        if self.path.partition("?")[0] in ("/upload", "/upload/"):
+            return self._upload(self.server.app)  # the one route that reads its body
         self._discard_body()
         segments, query_string = split_target(self.path)
         query = dict(urllib.parse.parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
@@ -158,6 +171,9 @@ class ProxyHandler(Http1Handler):
         elif segments[0] == "index":
             self._allow(_PAGE_METHODS)
             self._index(app, segments[1:], query, query_string)
+        elif segments[0] == "local" and len(segments) == 3:
+            self._allow(_LOCAL_METHODS)
+            self._local(app, parse_project_name(segments[1]), check_filename(segments[2]), query)
         elif segments[0] == "cache" and len(segments) in (2, 3) and segments[2:] in ([], [""]):
             self._allow(_CACHE_METHODS)
             self._invalidate(app, segments[1])
@@ -290,6 +306,36 @@ class ProxyHandler(Http1Handler):
         logger.info("%s", message)
         self._send(200, [("Content-Type", "text/plain; charset=utf-8")], message.encode() + b"\n")
 
+    def _uploads(self, app: App) -> Uploads:
+        self._kind = "upload"  # refusals carry their reason in the status line, as PyPI's
+        if app.uploads is None:
+            raise NotFound("uploads are off: the proxy has no upload token (PROXPI_UPLOAD_TOKEN)")
+        return app.uploads
+
+    def _upload(self, app: App) -> None:
+        try:
+            self._allow(("POST",))
+            uploads = self._uploads(app)
+            grant = uploads.authorize(self.headers.get("authorization"), self.client_address[0])
+            message = uploads.receive(self.rfile, self.headers, grant)
+        except BaseException:
+            self.close_connection = True  # the body may be partly unread
+            raise
+        self._send(200, [("Content-Type", "text/plain; charset=utf-8")], message.encode() + b"\n")
+
+    def _local(self, app: App, project: NormalizedName, filename: str, query: dict) -> None:
+        uploads = self._uploads(app)
+        grant = uploads.authorize(self.headers.get("authorization"), self.client_address[0])
+        if self.command == "DELETE":
+            message = uploads.delete(grant, project, filename)
+        elif "yank" in query:
+            message = uploads.yank(grant, project, filename, query["yank"])
+        elif "unyank" in query:
+            message = uploads.yank(grant, project, filename, None)
+        else:
+            raise BadRequest("POST /local/<project>/<file> takes ?yank=<reason> or ?unyank")
+        self._send(200, [("Content-Type", "text/plain; charset=utf-8")], message.encode() + b"\n")
+
     # ------------------------------------------------------------------ responses
 
     def _redirect(self, location: str) -> None:
@@ -305,7 +351,8 @@ class ProxyHandler(Http1Handler):
         # A refusal's reason also goes in the status line: pip shows the reason phrase
         # ("403 Client Error: <reason> for url"), never the body (RFC 9112 4 allows any
         # reason phrase; clients must not depend on it).
-        reason = reason_phrase(error.message) if isinstance(error, Forbidden) else None
+        refusal = isinstance(error, Forbidden) or (self._kind == "upload" and error.status < 500)
+        reason = reason_phrase(error.message) if refusal else None
         self._send(error.status, error_headers(error), error_body(error), reason)
 
     # ------------------------------------------------------------------ logging

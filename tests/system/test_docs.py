@@ -11,7 +11,8 @@ from typing import NamedTuple, Optional
 import pytest
 
 from proxpi_min.core import settings as settings_module
-from proxpi_min.core.settings import parse_settings, parse_size
+from proxpi_min.core.settings import parse_settings
+from proxpi_min.core.units import parse_size
 from tests.support.prometheus import parse
 from tests.support.proxy import REPO_ROOT, proxy_env
 

@@ -456,3 +456,19 @@ def test_bad_url_errors_never_show_credentials(env, flags) -> None:
         parse_settings(env, flags)
     assert "s3cret" not in str(info.value)
     assert "proxy.example" in str(info.value) or "host.example" in str(info.value)
+
+
+# ---------------------------------------------------------------- private packages
+
+
+def test_private_package_settings() -> None:
+    assert (settings().upload_token, settings().max_upload_size, settings().local_merge) == (None, GIB, False)
+    result = settings(
+        {"PROXPI_UPLOAD_TOKEN": "s3cret", "PROXPI_MAX_UPLOAD_SIZE": "500M", "PROXPI_LOCAL_MERGE": "1"},
+        local_dir="/srv/wheels", min_age_local=True, upload_tokens="/etc/tokens",
+    )
+    assert (result.upload_token, result.max_upload_size, result.local_merge) == ("s3cret", 500 * MIB, True)
+    assert (result.local_dir, result.min_age_local, result.upload_tokens_file) == ("/srv/wheels", True, "/etc/tokens")
+    assert "s3cret" not in repr(result)  # a token never reaches a log line through repr
+    assert "PROXPI_MAX_UPLOAD_SIZE='lots'" in config_error({"PROXPI_MAX_UPLOAD_SIZE": "lots"})
+    assert "PROXPI_LOCAL_MERGE='maybe'" in config_error({"PROXPI_LOCAL_MERGE": "maybe"})

@@ -1,0 +1,311 @@
+"""The local index: packages uploaded to ``<cache dir>/local/<project>/`` and those of
+read-only ``--local-dir`` folders, as project pages and file bodies.
+
+Per uploaded file, beside it: ``<file>.metadata`` (a wheel's METADATA, PEP 658) and
+``.info-<file>`` (JSON: sha256, size, PEP 700 upload time, requires-python, PEP 592
+yank). Every write is atomic and the file itself comes last, by ``os.link`` (which
+never replaces), under the project's lock file: processes sharing the dir see a file
+whole or not at all, and of two uploads of one name the second gets a 409. Pages are
+read from the directory on each request (a stat per file), so every worker sees an
+upload, yank or delete at once. Nothing here is evicted or counted in the cache's cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import threading
+import time
+import urllib.parse
+import urllib.request
+from typing import Dict, Iterator, NamedTuple, Optional, Tuple
+
+from ..core.byteranges import ByteRange
+from ..core.distnames import is_dist_filename, parse_dist_filename
+from ..core.errors import Conflict, NotFound
+from ..core.names import NormalizedName
+from ..core.simple import FileEntry, ProjectPage
+from ..infra.atomic import LOCK_PREFIX, TEMP_PREFIX, LockFile, is_private, lock_path, write_atomically
+from .bodies import CachedBody, FileBody
+from .layout import METADATA_SUFFIX
+
+__all__ = ["LOCAL_ORIGIN", "LocalIndex", "LocalPage", "Upload"]
+
+LOCAL_ORIGIN = "local"  # the "index" a local file comes from, for the catalog and metrics
+_INFO_PREFIX = ".info-"
+_CHUNK = 1 << 20
+_generations = itertools.count(1)
+
+
+class Upload(NamedTuple):
+    """A checked upload, ready to be stored."""
+
+    project: NormalizedName
+    filename: str
+    temp: str  # its bytes, in a temp file under the local root (linked, never copied)
+    sha256: str
+    size: int
+    metadata: Optional[bytes]  # a wheel's METADATA
+    requires_python: Optional[str]
+
+
+class LocalPage(NamedTuple):
+    """A local project's page, and a number that changes whenever it does."""
+
+    generation: int
+    page: ProjectPage
+
+
+class _Found(NamedTuple):
+    path: str
+    info: dict
+
+
+class LocalIndex:
+    """Uploads under *root* (None: uploads off) and the files of *dirs* (read-only)."""
+
+    def __init__(self, root: Optional[str], dirs: Tuple[str, ...] = ()) -> None:
+        self.root = root
+        self.dirs = dirs
+        self._lock = threading.Lock()  # the memo dicts below
+        # One writer thread per process: on NFS, flock is per process (infra.atomic).
+        self._writing = threading.Lock()
+        self._pages: Dict[str, tuple] = {}  # project -> (key, LocalPage)
+        self._hashes: Dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of a --local-dir file
+        if root is not None:
+            os.makedirs(root, exist_ok=True)
+
+    @property
+    def active(self) -> bool:
+        return self.root is not None or bool(self.dirs)
+
+    # ------------------------------------------------------------------ reading
+
+    def _uploaded(self, project: str) -> Iterator[tuple]:
+        """(file name, path, stat) of each uploaded file of *project*, and its sidecars'."""
+        if self.root is None:
+            return
+        folder = os.path.join(self.root, project)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not entry.name.startswith((TEMP_PREFIX, LOCK_PREFIX)):
+                        yield entry.name, entry.path, entry.stat()
+
+    def _dir_files(self) -> Iterator[tuple]:
+        """(project, file name, path, stat) of every wheel and sdist of the --local-dir
+        folders: flat, or one folder per project."""
+        for top in self.dirs:
+            with contextlib.suppress(OSError):
+                for entry in sorted(os.scandir(top), key=lambda e: e.name):
+                    paths = [entry] if entry.is_file() else sorted(os.scandir(entry.path), key=lambda e: e.name)
+                    for item in paths:
+                        if item.is_file() and is_dist_filename(item.name):
+                            yield parse_dist_filename(item.name).project, item.name, item.path, item.stat()
+
+    def projects(self) -> list:
+        """Every local project name (a project whose files were all deleted is gone)."""
+        names = set()
+        if self.root is not None:
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(self.root):
+                    if entry.is_dir() and not is_private(entry.name):
+                        if any(is_dist_filename(name) for name, _, _ in self._uploaded(entry.name)):
+                            names.add(entry.name)
+        names.update(found[0] for found in self._dir_files())
+        return sorted(names)
+
+    def page(self, project: NormalizedName) -> Optional[LocalPage]:
+        """The local page of *project*, or None when it has no local file."""
+        uploaded = sorted(self._uploaded(project))
+        listed = [(name, path, st) for found, name, path, st in self._dir_files() if found == project]
+        key = tuple((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, _, st in uploaded + listed)
+        with self._lock:
+            cached = self._pages.get(project)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        files: Dict[str, FileEntry] = {}
+        for name, path, _ in uploaded:
+            if is_dist_filename(name):
+                info = self._info(project, name)
+                if info is not None:
+                    files[name] = _entry(name, path, info)
+        for name, path, st in listed:
+            if name not in files:
+                files[name] = _entry(name, path, self._dir_info(path, st))
+        if not files:
+            return None
+        versions = tuple(dict.fromkeys(parse_dist_filename(name).version for name in files))
+        result = LocalPage(next(_generations), ProjectPage(project, tuple(files.values()), versions, True))
+        with self._lock:
+            self._pages[project] = (key, result)
+        return result
+
+    def _info(self, project: str, filename: str) -> Optional[dict]:
+        assert self.root is not None
+        try:
+            with open(os.path.join(self.root, project, _INFO_PREFIX + filename), "rb") as file:
+                return json.load(file)
+        except (OSError, ValueError):
+            return None  # written before the file, so only a file put there by hand lacks one
+
+    def _dir_info(self, path: str, st: os.stat_result) -> dict:
+        """What an upload's info holds, for a --local-dir file (its hash computed once)."""
+        key = (path, st.st_size, st.st_mtime_ns)
+        digest = self._hashes.get(key)
+        if digest is None:
+            digest = _sha256(path)
+            with self._lock:
+                self._hashes[key] = digest
+        return {"sha256": digest, "size": st.st_size, "upload-time": upload_time(st.st_mtime)}
+
+    def _find(self, project: NormalizedName, filename: str) -> Optional[_Found]:
+        if self.root is not None:
+            path = os.path.join(self.root, project, filename)
+            info = self._info(project, filename)
+            if info is not None and os.path.isfile(path):
+                return _Found(path, info)
+        for found, name, path, _ in self._dir_files():
+            if found == project and name == filename:
+                return _Found(path, {})
+        return None
+
+    def open(self, project: NormalizedName, filename: str, metadata: bool, byte_range: Optional[ByteRange]) -> FileBody:
+        """The body of a local file, or of its metadata file.
+
+        :raises NotFound: no such local file.
+        """
+        found = self._find(project, filename)
+        if found is None or (metadata and not found.info.get("metadata-sha256")):
+            raise NotFound(f"{filename!r} is not a local file of project {project!r}")
+        path = found.path + (METADATA_SUFFIX if metadata else "")
+        digest = found.info.get("metadata-sha256" if metadata else "sha256")
+        file = open(path, "rb")
+        try:
+            body = CachedBody(file, os.fstat(file.fileno()).st_size, byte_range)
+        except BaseException:
+            file.close()
+            raise
+        body.etag = f'"{digest[:40]}"' if digest else None
+        return body
+
+    def stats(self) -> Tuple[int, int]:
+        """(files, bytes) of the uploaded files."""
+        count = size = 0
+        for project in self.projects():
+            for name, _, st in self._uploaded(project):
+                if is_dist_filename(name):
+                    count, size = count + 1, size + st.st_size
+        return count, size
+
+    # ------------------------------------------------------------------ writing
+
+    def exists(self, project: NormalizedName, filename: str) -> bool:
+        return self._find(project, filename) is not None
+
+    def store(self, upload: Upload) -> None:
+        """Store *upload* (its temp file is linked, then removed by the caller).
+
+        :raises Conflict: a file of that name exists, or was stored meanwhile.
+        """
+        assert self.root is not None
+        folder = os.path.join(self.root, upload.project)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, upload.filename)
+        info = {
+            "sha256": upload.sha256,
+            "size": upload.size,
+            "upload-time": upload_time(time.time()),
+            "requires-python": upload.requires_python,
+            "yanked": None,
+        }
+        with self._project_lock(folder):
+            if self.exists(upload.project, upload.filename):
+                raise Conflict(_exists(upload.filename))
+            if upload.metadata is not None:
+                write_atomically(path + METADATA_SUFFIX, upload.metadata)
+                info["metadata-sha256"] = hashlib.sha256(upload.metadata).hexdigest()
+            write_atomically(os.path.join(folder, _INFO_PREFIX + upload.filename), json.dumps(info).encode())
+            try:
+                os.link(upload.temp, path)  # never replaces: the name is taken at most once
+            except FileExistsError:
+                raise Conflict(_exists(upload.filename)) from None
+
+    def yank(self, project: NormalizedName, filename: str, reason: Optional[str]) -> None:
+        """Mark an uploaded file yanked with *reason* (PEP 592), or not (None).
+
+        :raises NotFound: no such uploaded file.
+        """
+        folder = self._uploaded_folder(project, filename)
+        with self._project_lock(folder):
+            info = self._info(project, filename)
+            if info is None:
+                raise NotFound(f"{filename!r} is not an uploaded file of project {project!r}")
+            info["yanked"] = reason
+            write_atomically(os.path.join(folder, _INFO_PREFIX + filename), json.dumps(info).encode())
+
+    def delete(self, project: NormalizedName, filename: str) -> None:
+        """Remove an uploaded file: the file first (gone from pages), then its sidecars.
+
+        :raises NotFound: no such uploaded file.
+        """
+        folder = self._uploaded_folder(project, filename)
+        with self._project_lock(folder):
+            try:
+                os.unlink(os.path.join(folder, filename))
+            except FileNotFoundError:
+                raise NotFound(f"{filename!r} is not an uploaded file of project {project!r}") from None
+            for sidecar in (filename + METADATA_SUFFIX, _INFO_PREFIX + filename):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, sidecar))
+
+    def _uploaded_folder(self, project: NormalizedName, filename: str) -> str:
+        if self.root is None or not os.path.isfile(os.path.join(self.root, project, filename)):
+            raise NotFound(f"{filename!r} is not an uploaded file of project {project!r}")
+        return os.path.join(self.root, project)
+
+    @contextlib.contextmanager
+    def _project_lock(self, folder: str) -> Iterator[None]:
+        """One writer of a project's folder at a time, across threads and processes."""
+        lock = LockFile(lock_path(os.path.join(folder, "project")))
+        with self._writing:
+            lock.acquire(wait=True)
+            try:
+                yield
+            finally:
+                lock.release()
+
+
+def upload_time(seconds: float) -> str:
+    """PEP 700 ``upload-time``: ISO 8601 in UTC, with microseconds."""
+    whole = int(seconds)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1e6):06d}Z"
+
+
+def _exists(filename: str) -> str:
+    return f"File already exists: {filename!r} (a file name is never reused; upload a new version)"
+
+
+def _entry(filename: str, path: str, info: dict) -> FileEntry:
+    metadata = info.get("metadata-sha256")
+    return FileEntry(
+        filename,
+        urllib.parse.urljoin("file:", urllib.request.pathname2url(path)),
+        (("sha256", info["sha256"]),),
+        info.get("requires-python") or None,
+        info.get("yanked"),
+        (("sha256", metadata),) if metadata else None,
+        info.get("size"),
+        info.get("upload-time"),
+    )
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,362 @@
+"""Uploads (``POST /upload/``, the API twine and ``uv publish`` speak): token checks,
+the form streamed to a temp file under a size cap, every refusal before anything is
+stored; and the yank and delete of uploaded files."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import email.parser
+import email.policy
+import fnmatch
+import hashlib
+import hmac
+import logging
+import os
+import queue
+import threading
+import zipfile
+import zlib
+from typing import BinaryIO, Callable, Mapping, NamedTuple, Optional, Tuple
+
+from ..core.distnames import parse_dist_filename
+from ..core.errors import BadRequest, BasicUnauthorized, ConfigError, Conflict, Forbidden, PayloadTooLarge
+from ..core.multipart import END, MultipartParser, PartHead, boundary_of
+from ..core.names import NormalizedName, canonicalize_name, check_filename
+from ..core.policy import same_version
+from ..core.settings import Settings, parse_pattern
+from ..core.units import human_size
+from ..files.local import LocalIndex, Upload
+from ..infra.atomic import temp_path, write_all
+
+__all__ = ["Grant", "Uploads", "load_grants"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 256 * 1024  # bytes read from the socket at a time
+_SPOOL_DEPTH = 16  # pieces read ahead of a spool thread (at most 4 MiB in memory)
+_SYNC_EVERY = 8 * 1024 * 1024  # bytes written between two fdatasync calls
+MAX_FIELDS = 1024 * 1024  # bytes of every form field but the file, together
+MAX_METADATA = 10 * 1024 * 1024  # a wheel's METADATA
+# Digests a form may carry (twine: sha256 and blake2_256; older clients: md5), checked.
+_DIGESTS = {"sha256_digest": "sha256", "blake2_256_digest": "blake2_256", "md5_digest": "md5"}
+_FILETYPES = {True: "bdist_wheel", False: "sdist"}
+
+
+class Grant(NamedTuple):
+    """An upload token and the projects it may publish (none named: every project)."""
+
+    token: bytes
+    patterns: Tuple[str, ...]
+
+    def allows(self, project: NormalizedName) -> bool:
+        return not self.patterns or any(fnmatch.fnmatchcase(project, pattern) for pattern in self.patterns)
+
+
+def load_grants(settings: Settings) -> Tuple[Grant, ...]:
+    """The tokens *settings* name: ``--upload-token`` (every project) and the lines of
+    ``--upload-tokens FILE`` (``token [project-pattern...]``; ``#`` starts a comment).
+
+    :raises ConfigError: the file cannot be read, or a line is not a token and patterns.
+    """
+    grants = [Grant(settings.upload_token.encode(), ())] if settings.upload_token else []
+    path = settings.upload_tokens_file
+    if not path:
+        return tuple(grants)
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"--upload-tokens={path!r} cannot be read ({problem})") from None
+    for number, line in enumerate(lines, 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        try:
+            grants.append(Grant(words[0].encode(), tuple(parse_pattern(word) for word in words[1:])))
+        except ValueError as exc:
+            problem = f"line {number}: {exc} is not a project name or pattern"
+            raise ConfigError(f"--upload-tokens={path!r} {problem}") from None
+    return tuple(grants)
+
+
+class _Form:
+    """What was read of an upload form: its fields and the file part."""
+
+    def __init__(self) -> None:
+        self.fields: dict = {}
+        self.field_bytes = 0
+        self.filename: Optional[str] = None
+        self.size = 0
+        self.digests: dict = {}  # form field name -> running hash
+        self.spools: tuple = ()  # one writes the file part, one hashes it
+
+
+class _Spool:
+    """Each piece of the file part handed to *work* in a helper thread, while the request
+    thread reads and splits the next bytes: os.write, fdatasync and hashlib release the
+    GIL, so reading, writing and hashing overlap (bench/README.md, "A large upload")."""
+
+    def __init__(self, work: Callable[[bytes], None]) -> None:
+        self._work = work
+        self._queue: "queue.Queue[Optional[bytes]]" = queue.Queue(_SPOOL_DEPTH)
+        self._error: Optional[OSError] = None
+        self._thread = threading.Thread(target=self._run, name="upload-spool", daemon=True)
+        self._thread.start()
+
+    def put(self, piece: bytes) -> None:
+        """:raises OSError: an earlier piece failed (a full disk)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(piece)
+
+    def _run(self) -> None:
+        while True:
+            piece = self._queue.get()
+            if piece is None:
+                return
+            if self._error is None:
+                try:
+                    self._work(piece)
+                except OSError as exc:
+                    self._error = exc
+
+    def finish(self) -> None:
+        """Wait for every piece to be done; raise what doing one raised."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+class _Writer:
+    """Writes pieces to *fd*, flushing them to disk every _SYNC_EVERY bytes, so that the
+    final fsync finds little left to write."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._unsynced = 0
+
+    def __call__(self, piece: bytes) -> None:
+        write_all(self._fd, piece)
+        self._unsynced += len(piece)
+        if self._unsynced >= _SYNC_EVERY:
+            os.fdatasync(self._fd)
+            self._unsynced = 0
+
+
+class Uploads:
+    """Checks and stores uploads into *local*, for the tokens *grants*."""
+
+    def __init__(self, local: LocalIndex, grants: Tuple[Grant, ...], max_size: int) -> None:
+        assert local.root is not None
+        self.local = local
+        self._grants = grants
+        self._max_size = max_size
+
+    # ------------------------------------------------------------------ tokens
+
+    def authorize(self, authorization: Optional[str], client: str) -> Grant:
+        """The grant of the token in an ``Authorization`` header: HTTP basic with the
+        token as password (twine: user ``__token__``), or ``Bearer <token>``.
+
+        :raises BasicUnauthorized: no credentials (twine then asks for them).
+        :raises Forbidden: wrong ones (one WARNING, without the token).
+        """
+        if not authorization:
+            raise BasicUnauthorized("uploads need a token: user __token__, the token as password")
+        scheme, _, credentials = authorization.strip().partition(" ")
+        given = b""
+        if scheme.lower() == "basic":
+            with contextlib.suppress(binascii.Error, ValueError):
+                given = base64.b64decode(credentials.strip(), validate=True).partition(b":")[2]
+        elif scheme.lower() == "bearer":
+            given = credentials.strip().encode("utf-8", "replace")
+        found = None
+        for grant in self._grants:  # every token compared, in constant time (no early exit)
+            if hmac.compare_digest(given, grant.token) and found is None:
+                found = grant
+        if found is None:
+            logger.warning("upload refused: wrong credentials from %s", client)
+            raise Forbidden("Invalid or non-existent authentication information")
+        return found
+
+    @staticmethod
+    def check_project(grant: Grant, project: NormalizedName) -> None:
+        """:raises Forbidden: *grant*'s token may not publish *project*."""
+        if not grant.allows(project):
+            patterns = " ".join(grant.patterns)
+            raise Forbidden(f"this token may not publish project {project!r} (its patterns: {patterns})")
+
+    # ------------------------------------------------------------------ uploads
+
+    def receive(self, body: BinaryIO, headers: Mapping[str, str], grant: Grant) -> str:
+        """Read an upload form from *body*, check it, store its file; the line to answer.
+
+        :raises BadRequest: the form or the file is refused (the message says why).
+        :raises PayloadTooLarge: past PROXPI_MAX_UPLOAD_SIZE.
+        :raises Conflict: the project has a file of that name.
+        :raises Forbidden: the token may not publish the project.
+        :raises ConnectionError: the body stopped short.
+        """
+        if "transfer-encoding" in headers:
+            raise BadRequest("an upload needs a Content-Length (chunked bodies are not taken)")
+        length_text = headers.get("content-length", "").strip()
+        if not (length_text.isascii() and length_text.isdigit()):
+            raise BadRequest("an upload needs a Content-Length")
+        length = int(length_text)
+        if length > self._max_size + MAX_FIELDS:
+            raise PayloadTooLarge(self._too_large())
+        parser = MultipartParser(boundary_of(headers.get("content-type")))
+        assert self.local.root is not None
+        temp = temp_path(self.local.root)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                form = self._read(body, length, parser, fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            upload = self._check(form, temp, grant)
+            self.local.store(upload)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        logger.info("stored upload %s/%s (%d bytes)", upload.project, upload.filename, upload.size)
+        return f"stored {upload.project}/{upload.filename} ({upload.size} bytes, sha256 {upload.sha256})"
+
+    def _too_large(self) -> str:
+        return f"the file is larger than the upload limit of {human_size(self._max_size)} (PROXPI_MAX_UPLOAD_SIZE)"
+
+    def _read(self, body: BinaryIO, length: int, parser: MultipartParser, fd: int) -> _Form:
+        """Feed the body to *parser*: the file part into *fd* (hashed on the way), the
+        other fields into memory."""
+        form = _Form()
+        try:
+            self._feed(body, length, parser, form, fd)
+        finally:
+            for spool in form.spools:
+                spool.finish()
+        parser.close()
+        return form
+
+    def _feed(self, body: BinaryIO, length: int, parser: MultipartParser, form: _Form, fd: int) -> None:
+        field: Optional[bytearray] = None
+        in_file = False
+        remaining = length
+        while remaining:
+            chunk = body.read(min(_CHUNK, remaining))
+            if not chunk:
+                raise ConnectionError("the upload stopped short")
+            remaining -= len(chunk)
+            for piece in parser.feed(chunk):
+                if isinstance(piece, PartHead):
+                    in_file = piece.name == "content" and piece.filename is not None
+                    if in_file:
+                        if form.filename is not None:
+                            raise BadRequest("the form has more than one file")
+                        form.filename = piece.filename
+                        form.digests = {name: _hasher(_DIGESTS[name]) for name in _DIGESTS if name in form.fields}
+                        form.digests.setdefault("sha256_digest", hashlib.sha256())
+                        digests = tuple(form.digests.values())
+                        form.spools = (_Spool(_Writer(fd)), _Spool(lambda piece: _update(digests, piece)))
+                    else:
+                        field = bytearray()
+                        form.fields.setdefault(piece.name, field)  # a repeated field keeps its first value
+                elif piece is END:
+                    in_file, field = False, None
+                elif in_file:
+                    form.size += len(piece)
+                    if form.size > self._max_size:
+                        raise PayloadTooLarge(self._too_large())
+                    for spool in form.spools:
+                        spool.put(piece)
+                elif field is not None:
+                    form.field_bytes += len(piece)
+                    if form.field_bytes > MAX_FIELDS:
+                        raise PayloadTooLarge(f"the form's fields pass {human_size(MAX_FIELDS)}")
+                    field += piece
+
+    def _check(self, form: _Form, temp: str, grant: Grant) -> Upload:
+        """Every check of an upload, before anything is stored; the upload to store."""
+        fields = {name: bytes(value).decode("utf-8", "replace").strip() for name, value in form.fields.items()}
+        if fields.get(":action", "file_upload") != "file_upload":
+            raise BadRequest(f"unsupported :action {fields[':action']!r} (only file_upload)")
+        if fields.get("protocol_version", "1") != "1":
+            raise BadRequest(f"unsupported protocol_version {fields['protocol_version']!r} (only 1)")
+        if form.filename is None:
+            raise BadRequest("the form has no file (a 'content' part with a file name)")
+        filename = form.filename
+        dist = parse_dist_filename(check_filename(filename))  # one safe path segment, never a path
+        name, version = fields.get("name", ""), fields.get("version", "")
+        if not name or canonicalize_name(name) != dist.project:
+            raise BadRequest(f"the form's name {name!r} is not the project of {filename!r}")
+        if not version or not same_version(version, dist.version):
+            raise BadRequest(f"the form's version {version!r} is not the version of {filename!r}")
+        filetype = fields.get("filetype")
+        if filetype and filetype != _FILETYPES[dist.wheel]:
+            raise BadRequest(f"filetype {filetype!r} does not fit {filename!r} ({_FILETYPES[dist.wheel]})")
+        for field, digest in form.digests.items():
+            wanted = fields.get(field)
+            if wanted and not hmac.compare_digest(wanted.lower(), digest.hexdigest()):
+                raise BadRequest(f"the {field} does not match the file's bytes: the upload is damaged")
+        self.check_project(grant, dist.project)
+        if self.local.exists(dist.project, filename):
+            raise Conflict(f"File already exists: {filename!r} (a file name is never reused; upload a new version)")
+        metadata, requires_python = None, fields.get("requires_python") or None
+        if dist.wheel:
+            metadata = _wheel_metadata(temp, filename)
+            headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(metadata)
+            if canonicalize_name(headers.get("Name", "")) != dist.project or not same_version(
+                headers.get("Version", ""), dist.version
+            ):
+                raise BadRequest(f"the METADATA of {filename!r} names another project or version")
+            requires_python = headers.get("Requires-Python") or None
+        sha256 = form.digests["sha256_digest"].hexdigest()
+        return Upload(dist.project, filename, temp, sha256, form.size, metadata, requires_python)
+
+    # ------------------------------------------------------------------ yank, delete
+
+    def yank(self, grant: Grant, project: NormalizedName, filename: str, reason: Optional[str]) -> str:
+        self.check_project(grant, project)
+        self.local.yank(project, filename, reason)
+        logger.info("yanked %s/%s", project, filename)
+        return f"yanked {project}/{filename}" if reason is not None else f"un-yanked {project}/{filename}"
+
+    def delete(self, grant: Grant, project: NormalizedName, filename: str) -> str:
+        self.check_project(grant, project)
+        self.local.delete(project, filename)
+        logger.info("deleted %s/%s", project, filename)
+        return f"deleted {project}/{filename}"
+
+
+def _update(digests: tuple, piece: bytes) -> None:
+    for digest in digests:
+        digest.update(piece)
+
+
+def _hasher(name: str):
+    return hashlib.blake2b(digest_size=32) if name == "blake2_256" else hashlib.new(name)
+
+
+def _wheel_metadata(path: str, filename: str) -> bytes:
+    """The METADATA of the wheel at *path* (binary distribution format: one
+    ``*.dist-info/METADATA`` at the top).
+
+    :raises BadRequest: not a zip, or no (or several) METADATA.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            found = [
+                info for info in archive.infolist()
+                if info.filename.count("/") == 1 and info.filename.endswith(".dist-info/METADATA")
+            ]
+            if len(found) != 1:
+                raise BadRequest(f"{filename!r} has {'no' if not found else 'more than one'} .dist-info/METADATA")
+            if found[0].file_size > MAX_METADATA:
+                raise BadRequest(f"{filename!r} has a METADATA larger than {human_size(MAX_METADATA)}")
+            return archive.read(found[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
+        raise BadRequest(f"{filename!r} is not a valid wheel: not a readable zip file ({exc})") from None

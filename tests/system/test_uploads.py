@@ -1,0 +1,403 @@
+"""Private packages: uploads as twine and uv publish send them, every refusal with nothing
+stored, the local index served beside the upstream (alone by default: no dependency
+confusion), --local-dir, yank and delete, offline uploads, two workers."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client as http_client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.parse
+import zipfile
+from io import BytesIO
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from tests.support.dists import Dist, make_sdist, make_wheel
+from tests.support.proxy import REPO_ROOT, ProxyProcess, assert_healthy, http, pip_env, run_pip
+from tests.support.uploads import basic_auth, encode_form, twine_fields
+
+TOKEN = "s3cret-token"
+needs_uv = pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv on PATH")
+needs_twine = pytest.mark.skipif(shutil.which("twine") is None, reason="needs twine on PATH (pip install twine)")
+
+
+class Answer(NamedTuple):
+    status: int
+    reason: str  # the status line's reason phrase: what twine and uv show
+    headers: Any
+    text: str
+
+
+def _post(url: str, path: str, headers: dict, body: bytes = b"") -> Answer:
+    parts = urllib.parse.urlsplit(url)
+    connection = http_client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.request("POST", path, body, headers)
+        response = connection.getresponse()
+        return Answer(response.status, response.reason, response.headers, response.read().decode())
+    finally:
+        connection.close()
+
+
+def _upload(proxy, dist: Dist, token: str = TOKEN, content: bytes | None = None, filename: str | None = None,
+            **fields) -> Answer:
+    """POST /upload/ as twine sends it (its form, headers and basic auth)."""
+    content_type, body = encode_form(
+        twine_fields(dist, **fields), filename or dist.filename, dist.content if content is None else content
+    )
+    headers = {"Content-Type": content_type, "User-Agent": "twine/6.1.0"}
+    if token is not None:
+        headers["Authorization"] = basic_auth(token)
+    return _post(proxy.url, "/upload/", headers, body)
+
+
+def _stored(proxy) -> list:
+    """Every name under the local index's folder (temp and lock files included)."""
+    root = Path(proxy.settings.cache_dir) / "local"
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*")) if root.exists() else []
+
+
+def _json_page(proxy, project: str) -> dict:
+    result = proxy.get(f"/index/{project}/", {"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert result.status == 200, result
+    return json.loads(result.body)
+
+
+def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def acme() -> Dist:
+    """An internal package needing alpha from the upstream."""
+    return make_wheel("acme-app", "1.0", requires=["alpha>=1.0"], requires_python=">=3.8")
+
+
+def test_a_twine_upload_is_served_and_pip_installs_it_with_its_upstream_dependency(proxy, upstream_html, acme, tmp_path):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    result = _upload(p, acme)
+    assert result.status == 200, result.text
+    assert acme.sha256 in result.text
+    assert "acme-app" in p.get("/index/").text
+    (entry,) = _json_page(p, "acme-app")["files"]
+    assert entry["filename"] == acme.filename
+    assert entry["hashes"] == {"sha256": acme.sha256}
+    assert entry["size"] == acme.size and entry["upload-time"].endswith("Z")
+    assert entry["requires-python"] == ">=3.8"
+    assert entry["core-metadata"] == {"sha256": acme.metadata_sha256}
+    metadata = p.get(f"/index/acme-app/{acme.filename}.metadata")
+    assert (metadata.status, metadata.body) == (200, acme.metadata)
+    assert p.get(f"/index/acme-app/{acme.filename}").body == acme.content
+    _ok(run_pip(["install", "--target", str(tmp_path / "t"), "acme-app"], p.index_url))
+    installed = sorted(path.name for path in (tmp_path / "t").iterdir())
+    assert "acme_app.py" in installed and "alpha.py" in installed
+    # Shown apart from the file cache: the home page and /metrics.
+    home = json.loads(p.get("/", {"Accept": "application/json"}).body)
+    assert "served from it alone" in home["local_index"] and "1 uploaded files" in home["local_index"]
+    assert "Local index: " in p.get("/").text
+    metrics = p.get("/metrics").text
+    assert "proxpi_local_files 1" in metrics and f"proxpi_local_size_bytes {acme.size}" in metrics
+
+
+def test_an_sdist_upload(proxy, upstream_html):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    sdist = make_sdist("acme-tool", "0.3")
+    assert _upload(p, sdist).status == 200
+    (entry,) = _json_page(p, "acme-tool")["files"]
+    assert entry["filename"] == "acme_tool-0.3.tar.gz" and "core-metadata" not in entry
+    assert p.get(f"/index/acme-tool/{sdist.filename}").body == sdist.content
+    assert p.get(f"/index/acme-tool/{sdist.filename}.metadata").status == 404
+
+
+@needs_uv
+def test_uv_publish_then_pip_installs(proxy, upstream_html, acme, tmp_path):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    wheel = tmp_path / acme.filename
+    wheel.write_bytes(acme.content)
+    env = {**pip_env(), "UV_NO_CONFIG": "1"}
+    published = subprocess.run(
+        ["uv", "publish", "--publish-url", f"{p.url}/upload/", "--token", TOKEN, str(wheel)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert published.returncode == 0, published.stderr
+    _ok(run_pip(["install", "--target", str(tmp_path / "t"), "acme-app"], p.index_url))
+    assert (tmp_path / "t" / "acme_app.py").exists()
+    # The same again: uv reports the refusal (PyPI's rule: a file name is never reused).
+    again = subprocess.run(
+        ["uv", "publish", "--publish-url", f"{p.url}/upload/", "--token", TOKEN, str(wheel)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert again.returncode != 0 and "409" in again.stderr
+
+
+@needs_twine
+def test_twine_upload(proxy, upstream_html, acme, tmp_path):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    wheel = tmp_path / acme.filename
+    wheel.write_bytes(acme.content)
+    env = {**pip_env(), "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": TOKEN, "TWINE_NON_INTERACTIVE": "1"}
+    _ok(subprocess.run(["twine", "upload", "--repository-url", f"{p.url}/upload/", str(wheel)],
+                       env=env, capture_output=True, text=True, timeout=120))
+    assert _json_page(p, "acme-app")["files"][0]["filename"] == acme.filename
+
+
+def _not_zip(dist: Dist) -> dict:
+    data = b"this is no zip file"
+    return {"content": data, "sha256_digest": hashlib.sha256(data).hexdigest(), "blake2_256_digest": None}
+
+
+def _no_metadata(dist: Dist) -> dict:
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("acme_app.py", "")
+    data = buffer.getvalue()
+    return {"content": data, "sha256_digest": hashlib.sha256(data).hexdigest(), "blake2_256_digest": None}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "reason"),
+    [
+        (lambda d: {"filename": "acme_app-1.0.whl"}, 400, "not a wheel name"),
+        (lambda d: {"filename": "acme-app-1.0.tar.gz"}, 400, "not a project name"),
+        (lambda d: {"filename": "../acme_app-1.0-py3-none-any.whl"}, 400, "not a valid file name"),
+        (lambda d: {"filetype": "sdist"}, 400, "filetype 'sdist' does not fit"),
+        (lambda d: {"name": "other-app"}, 400, "name 'other-app' is not the project"),
+        (lambda d: {"version": "2.0"}, 400, "version '2.0' is not the version"),
+        (lambda d: {"sha256_digest": "0" * 64}, 400, "sha256_digest does not match"),
+        (lambda d: {"blake2_256_digest": "0" * 64}, 400, "blake2_256_digest does not match"),
+        (_not_zip, 400, "not a readable zip"),
+        (_no_metadata, 400, "has no .dist-info/METADATA"),
+        (lambda d: {":action": "remove_pkg"}, 400, "unsupported :action"),
+        (lambda d: {"token": "wrong"}, 403, "Invalid or non-existent authentication"),
+        (lambda d: {"token": "team-b"}, 403, "may not publish project 'acme-app'"),
+    ],
+    ids=["bad-name", "sdist-dashes", "path", "filetype", "name", "version", "sha256", "blake2", "not-zip", "no-metadata",
+         "action", "wrong-token", "other-team"],
+)
+def test_refusals_store_nothing(proxy, upstream_html, acme, tmp_path, change, status, reason):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# team b publishes its own projects only\nteam-b  team-b-*  other\n{TOKEN}\n")
+    p = proxy(upstream_html, upload_tokens_file=str(tokens))
+    overrides = change(acme)
+    result = _upload(p, acme, **overrides)
+    assert result.status == status, result.text
+    # In the plain-text body, and in the status line, which twine and uv show.
+    assert reason in result.text and reason in result.reason
+    assert _stored(p) == []
+    assert p.get("/index/acme-app/").status == 404
+    assert_healthy(p)
+
+
+def test_credentials_missing_or_off(proxy, upstream_html, acme):
+    off = proxy(upstream_html)
+    assert _upload(off, acme).status == 404
+    p = proxy(upstream_html, upload_token=TOKEN)
+    result = _upload(p, acme, token=None)
+    assert result.status == 401
+    assert result.headers["WWW-Authenticate"].startswith("Basic ")
+    assert _stored(p) == []
+    assert p.get("/upload/").status == 405
+    wrong = _upload(p, acme, token="nope")
+    assert wrong.status == 403 and "WWW-Authenticate" not in wrong.headers
+
+
+def test_any_user_name_and_a_bearer_token_work(proxy, upstream_html):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    one, two = make_wheel("acme-one", "1.0"), make_wheel("acme-two", "1.0")
+    content_type, body = encode_form(twine_fields(one), one.filename, one.content)
+    assert p.request("POST", "/upload/", {"Content-Type": content_type,
+                                          "Authorization": basic_auth(TOKEN, "ci-bot")}, body).status == 200
+    content_type, body = encode_form(twine_fields(two), two.filename, two.content)
+    assert p.request("POST", "/upload/", {"Content-Type": content_type,
+                                          "Authorization": f"Bearer {TOKEN}"}, body).status == 200
+
+
+def test_a_second_upload_of_a_name_is_refused_even_racing(proxy, upstream_html, acme):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    statuses = []
+    threads = [threading.Thread(target=lambda: statuses.append(_upload(p, acme).status)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 409, 409, 409]
+    again = _upload(p, acme)
+    assert again.status == 409 and "File already exists" in again.text
+    assert p.get(f"/index/acme-app/{acme.filename}").body == acme.content
+    assert not [name for name in _stored(p) if "/.tmp-" in name or name.startswith(".tmp-")]
+
+
+def test_too_large_is_refused_as_it_arrives(proxy, upstream_html, acme):
+    p = proxy(upstream_html, upload_token=TOKEN, max_upload_size=100)
+    result = _upload(p, acme)
+    assert result.status == 413 and "PROXPI_MAX_UPLOAD_SIZE" in result.text and "100 B" in result.reason
+    assert _stored(p) == []
+    assert_healthy(p)
+
+
+def test_too_large_by_its_length_is_refused_before_reading(proxy, upstream_html):
+    p = proxy(upstream_html, upload_token=TOKEN, max_upload_size=1000)
+    connection = http_client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+    try:
+        connection.putrequest("POST", "/upload/")
+        for name, value in (("Content-Type", "multipart/form-data; boundary=b"), ("Authorization", basic_auth(TOKEN)),
+                            ("Content-Length", str(50 * 1024 * 1024))):
+            connection.putheader(name, value)
+        connection.endheaders()  # no body sent: the answer comes from the length alone
+        response = connection.getresponse()
+        assert response.status == 413 and response.getheader("Connection") == "close"
+    finally:
+        connection.close()
+    assert _stored(p) == []
+    assert_healthy(p)
+
+
+def test_a_local_project_shadows_the_upstream(proxy, upstream_html, dists, tmp_path):
+    # An "internal" alpha 0.5: the upstream's alpha 2.0 must never be installed.
+    internal = make_wheel("alpha", "0.5")
+    p = proxy(upstream_html, upload_token=TOKEN)
+    assert _upload(p, internal).status == 200
+    page = p.get("/index/alpha/")
+    assert "alpha-0.5-py3-none-any.whl" in page.text and "alpha-2.0" not in page.text
+    assert page.headers["X-Proxpi-Policy"] == "local"
+    assert p.get(f"/index/alpha/{dists.alpha_2.filename}").status == 404
+    _ok(run_pip(["download", "--no-deps", "-d", str(tmp_path), "alpha"], p.index_url))
+    assert sorted(os.listdir(tmp_path)) == [internal.filename]
+
+
+def test_merge_mode_serves_both(proxy, upstream_html, dists, tmp_path):
+    internal = make_wheel("alpha", "0.5")
+    p = proxy(upstream_html, upload_token=TOKEN, local_merge=True)
+    assert _upload(p, internal).status == 200
+    names = {entry["filename"] for entry in _json_page(p, "alpha")["files"]}
+    assert {internal.filename, dists.alpha_2.filename} <= names
+    _ok(run_pip(["download", "--no-deps", "-d", str(tmp_path), "alpha==0.5"], p.index_url))
+    _ok(run_pip(["download", "--no-deps", "-d", str(tmp_path), "alpha"], p.index_url))
+    assert sorted(os.listdir(tmp_path)) == [internal.filename, dists.alpha_2.filename]
+
+
+def test_yank_and_delete(proxy, upstream_html, acme):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    assert _upload(p, acme).status == 200
+    auth = {"Authorization": basic_auth(TOKEN)}
+    path = f"/local/acme-app/{acme.filename}"
+    assert _post(p.url, path + "?yank=broken%20build", {}).status == 401
+    assert _post(p.url, path + "?yank=broken%20build", auth).status == 200
+    assert _json_page(p, "acme-app")["files"][0]["yanked"] == "broken build"
+    assert _post(p.url, path + "?unyank", auth).status == 200
+    assert "yanked" not in _json_page(p, "acme-app")["files"][0]
+    assert p.request("DELETE", path, auth).status == 200
+    assert p.get("/index/acme-app/").status == 404
+    assert "acme-app" not in p.get("/index/").text
+    assert p.request("DELETE", path, auth).status == 404
+    # The name stays free to reuse once deleted (the file is gone).
+    assert _upload(p, acme).status == 200
+
+
+def test_guard_rails_apply_to_local_files(proxy, upstream_html, acme):
+    p = proxy(upstream_html, upload_token=TOKEN, deny=(("acme-app", None),), min_age=3600.0)
+    assert _upload(p, acme).status == 200
+    assert p.get("/index/acme-app/").status == 403
+    cooled = proxy(upstream_html, upload_token=TOKEN, min_age=3600.0, cache_dir=p.settings.cache_dir)
+    assert acme.filename in cooled.get("/index/acme-app/").text  # no cooldown for one's own uploads
+    strict = proxy(upstream_html, min_age=3600.0, min_age_local=True, cache_dir=p.settings.cache_dir)
+    assert acme.filename not in strict.get("/index/acme-app/").text
+
+
+def test_upload_while_offline(proxy, acme, tmp_path):
+    p = proxy("http://127.0.0.1:9/simple/", upload_token=TOKEN, offline=True)
+    assert _upload(p, make_wheel("alpha", "0.5")).status == 200
+    standalone = make_wheel("acme-solo", "1.0")
+    assert _upload(p, standalone).status == 200
+    _ok(run_pip(["download", "--no-deps", "-d", str(tmp_path), "acme-solo"], p.index_url))
+    assert os.listdir(tmp_path) == [standalone.filename]
+    listing = p.get("/index/").text
+    assert "acme-solo" in listing and "alpha" in listing
+
+
+def test_local_dir_is_served_read_only(proxy, upstream_html, tmp_path):
+    folder = tmp_path / "wheels"
+    (folder / "acme-lib").mkdir(parents=True)
+    flat, nested = make_wheel("acme-flat", "1.0"), make_wheel("acme-lib", "2.0")
+    (folder / flat.filename).write_bytes(flat.content)
+    (folder / "acme-lib" / nested.filename).write_bytes(nested.content)
+    (folder / "README.txt").write_text("not a distribution")
+    p = proxy(upstream_html, local_dir=str(folder))
+    listing = p.get("/index/").text
+    assert "acme-flat" in listing and "acme-lib" in listing
+    (entry,) = _json_page(p, "acme-lib")["files"]
+    assert entry["hashes"] == {"sha256": nested.sha256}
+    _ok(run_pip(["download", "--no-deps", "-d", str(tmp_path / "d"), "acme-flat", "acme-lib"], p.index_url))
+    assert sorted(os.listdir(tmp_path / "d")) == sorted([flat.filename, nested.filename])
+
+
+def test_two_workers_see_uploads_yanks_and_deletes(upstream_html, acme, tmp_path):
+    cache = tmp_path / "cache"
+    with ProxyProcess(["--index-url", upstream_html.url, "--workers", "2", "--cache-dir", str(cache)],
+                      env={"PROXPI_UPLOAD_TOKEN": TOKEN}) as p:
+        content_type, body = encode_form(twine_fields(acme), acme.filename, acme.content)
+        headers = {"Content-Type": content_type, "Authorization": basic_auth(TOKEN)}
+        assert _post(p.url, "/upload/", headers, body).status == 200
+        # Each request is a new connection: either worker may answer it.
+        for _ in range(8):
+            assert acme.filename in p.get("/index/acme-app/").text
+        assert _post(p.url, f"/local/acme-app/{acme.filename}?yank=bad", headers).status == 200
+        for _ in range(8):
+            assert 'data-yanked="bad"' in p.get("/index/acme-app/").text
+        assert http("DELETE", f"{p.url}/local/acme-app/{acme.filename}", headers).status == 200
+        for _ in range(8):
+            assert p.get("/index/acme-app/").status == 404
+
+
+def test_warm_and_verify_know_the_local_files(proxy, upstream_html, acme, dists, tmp_path):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    assert _upload(p, acme).status == 200
+    cache = p.settings.cache_dir
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"acme-app==1.0 --hash=sha256:{acme.sha256}\nalpha==1.0 --hash=sha256:{dists.alpha_1.sha256}\n")
+    env = {**pip_env(), "PROXPI_UPLOAD_TOKEN": TOKEN}
+    warm = subprocess.run(
+        [sys.executable, "-m", "proxpi_min", "warm", "--cache-dir", cache, "--index-url", upstream_html.url,
+         str(requirements)],
+        cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    assert "1 fetched" in warm.stdout and "1 already cached" in warm.stdout
+    verify = [sys.executable, "-m", "proxpi_min", "verify", "--cache-dir", cache, "--repair"]
+    good = subprocess.run(verify, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stdout + good.stderr
+    stored = Path(cache) / "local" / "acme-app" / acme.filename
+    stored.write_bytes(acme.content + b"tampered")
+    bad = subprocess.run(verify, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and f"bad: {stored}" in bad.stdout
+    assert stored.exists()  # never removed: nothing could fetch an upload again
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--upload-tokens", "/nonexistent/tokens"], "--upload-tokens='/nonexistent/tokens' cannot be read"),
+        (["--local-dir", "/nonexistent/wheels"], "--local-dir='/nonexistent/wheels' is not a directory"),
+    ],
+)
+def test_a_bad_token_file_or_local_dir_stops_the_start(args, message):
+    result = subprocess.run([sys.executable, "-m", "proxpi_min", *args, "--check-config"], cwd=str(REPO_ROOT),
+                            env=pip_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_a_token_file_line_with_a_bad_pattern_stops_the_start(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("good-token acme-*\nbad-token acme/..\n")
+    result = subprocess.run([sys.executable, "-m", "proxpi_min", "--upload-tokens", str(tokens), "--check-config"],
+                            cwd=str(REPO_ROOT), env=pip_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "line 2" in result.stderr and "bad-token" not in result.stderr
