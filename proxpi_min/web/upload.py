@@ -185,10 +185,11 @@ class Uploads:
 
     @staticmethod
     def check_project(grant: Grant, project: NormalizedName) -> None:
-        """:raises Forbidden: *grant*'s token may not publish *project*."""
+        """:raises BadRequest: *grant*'s token may not publish *project* (a refusal of the
+        upload, as a bad name is; wrong credentials are the 403)."""
         if not grant.allows(project):
             patterns = " ".join(grant.patterns)
-            raise Forbidden(f"this token may not publish project {project!r} (its patterns: {patterns})")
+            raise BadRequest(f"this token may not publish project {project!r} (its patterns: {patterns})")
 
     # ------------------------------------------------------------------ uploads
 
@@ -198,7 +199,7 @@ class Uploads:
         :raises BadRequest: the form or the file is refused (the message says why).
         :raises PayloadTooLarge: past PROXPI_MAX_UPLOAD_SIZE.
         :raises Conflict: the project has a file of that name.
-        :raises Forbidden: the token may not publish the project.
+        :raises BadRequest: the token may not publish the project.
         :raises ConnectionError: the body stopped short.
         """
         if "transfer-encoding" in headers:

@@ -178,7 +178,7 @@ def _no_metadata(dist: Dist) -> dict:
         (_no_metadata, 400, "has no .dist-info/METADATA"),
         (lambda d: {":action": "remove_pkg"}, 400, "unsupported :action"),
         (lambda d: {"token": "wrong"}, 403, "Invalid or non-existent authentication"),
-        (lambda d: {"token": "team-b"}, 403, "may not publish project 'acme-app'"),
+        (lambda d: {"token": "team-b"}, 400, "may not publish project 'acme-app'"),
     ],
     ids=["bad-name", "sdist-dashes", "path", "filetype", "name", "version", "sha256", "blake2", "not-zip", "no-metadata",
          "action", "wrong-token", "other-team"],
