@@ -25,7 +25,9 @@ from ..core.settings import (
     DEFAULT_HOST,
     DEFAULT_INDEX_TTL,
     DEFAULT_INDEX_URL,
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_THREADS,
     DEFAULT_PAGE_MEMORY,
     DEFAULT_PORT,
     DEFAULT_READ_TIMEOUT,
@@ -97,13 +99,15 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     add("--page-memory", help=f"memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default {_size_text(DEFAULT_PAGE_MEMORY)})")
     add("--binary-file-mime-type", action="store_const", const=True, help="serve files as application/octet-stream (PROXPI_BINARY_FILE_MIME_TYPE=1)")
     add("--download-timeout", help="accepted for compatibility, ignored: downloads always stream (PROXPI_DOWNLOAD_TIMEOUT)")
-    add("--client-timeout", help=f"idle client connection timeout in seconds (PROXPI_CLIENT_TIMEOUT, default {DEFAULT_CLIENT_TIMEOUT:g})")
+    add("--client-timeout", help=f"seconds an idle keep-alive connection, or a client that stops reading, is kept (PROXPI_CLIENT_TIMEOUT, default {DEFAULT_CLIENT_TIMEOUT:g})")
+    add("--header-timeout", help=f"seconds a client gets to send a whole request head (PROXPI_HEADER_TIMEOUT, default {DEFAULT_HEADER_TIMEOUT:g})")
     add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
     add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
     add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
     add("--log-format", metavar=f"{{{','.join(LOG_FORMATS)}}}", help=f"readable lines or one JSON object per line (PROXPI_LOG_FORMAT, default {LOG_FORMATS[0]})")
     add("--workers", help=f"worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default {DEFAULT_WORKERS})")
-    add("--max-connections", help=f"connections served at once per process; past it, 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
+    add("--max-connections", help=f"connections open at once per process; past it, the oldest idle ones close, then 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
+    add("--threads", help=f"requests answered at once per process, a thread each; past it, requests wait, then 503 (PROXPI_THREADS, default {DEFAULT_THREADS})")
     add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
     _add_index_options(parser)
 

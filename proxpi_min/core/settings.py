@@ -37,9 +37,15 @@ DEFAULT_CLIENT_TIMEOUT = 60.0
 # overflows far past any useful wait: a week is the ceiling.
 MAX_TIMEOUT = 7 * 24 * 3600.0
 DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
-# Connections one process serves at once, a thread and a descriptor each, so that slow
-# clients cannot exhaust either; past the cap a new connection is refused with 503 at once.
-DEFAULT_MAX_CONNECTIONS = 1000
+# Connections one process holds open, a descriptor and a few kilobytes each (no thread
+# while idle); past the cap the oldest idle ones are closed, then new ones get 503.
+DEFAULT_MAX_CONNECTIONS = 10_000
+# Requests one process answers at once, a thread each: enough for a fleet's slow
+# downloads; complete requests past it wait (see DEFAULT_HEADER_TIMEOUT), then get 503.
+DEFAULT_THREADS = 256
+# Seconds a client gets to send a whole request head (and a complete request to wait for
+# a thread): a trickling client cannot hold a connection longer.
+DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_HOST = "127.0.0.1"
 LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
@@ -117,6 +123,8 @@ class Settings:
     page_memory: int = DEFAULT_PAGE_MEMORY
     workers: int = DEFAULT_WORKERS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    threads: int = DEFAULT_THREADS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     log_format: str = LOG_FORMATS[0]
     upstream_proxy: ProxySettings = ProxySettings()
     ca_bundle: Optional[str] = None
@@ -440,6 +448,12 @@ def _listening(sources: _Sources) -> dict:
         "max_connections": sources.integer(
             "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS,
             "must be a whole number >= 1", minimum=1,
+        ),
+        "threads": sources.integer(
+            "--threads", "PROXPI_THREADS", DEFAULT_THREADS, "must be a whole number >= 1", minimum=1,
+        ),
+        "header_timeout": sources.number(
+            "--header-timeout", "PROXPI_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
         "tls_cert": tls_cert,
         "tls_key": tls_key,

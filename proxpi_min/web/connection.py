@@ -1,0 +1,209 @@
+"""One client connection across its requests: the socket, the bytes read ahead of the
+parser, the non-blocking reads and TLS handshake the selector does, and the file-like
+reader a request thread parses a head and body from."""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import struct
+from typing import Optional
+
+__all__ = ["Connection", "HEAD_HANDOFF", "Writer"]
+
+RECEIVE_SIZE = 65536
+# A head still incomplete after this many bytes goes to a request thread anyway, whose
+# parser answers 414 or 431 with http.server's limits.
+HEAD_HANDOFF = 65536
+
+
+class Connection:
+    """A client socket with its read-ahead buffer; the request parser reads it as a file
+    (:meth:`readline`, :meth:`read`), starting with what the selector already buffered."""
+
+    __slots__ = ("sock", "address", "tls", "handshaking", "buffer", "pos", "scanned", "since", "idle",
+                 "kernel_timeouts", "keep", "closed", "__weakref__")
+
+    def __init__(self, sock: socket.socket, address, now: float) -> None:
+        self.sock = sock
+        self.address = address
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.handshaking = self.tls  # the TLS handshake is still to be done
+        self.buffer = bytearray()
+        self.pos = 0  # bytes before this are parsed
+        self.scanned = 0  # bytes before this hold no head end
+        self.since = now  # when the head began arriving, or when the connection went idle
+        self.idle = False  # parked between requests, nothing of the next one read
+        self.kernel_timeouts: Optional[bool] = None  # decided at the first hand-over
+        self.keep = False  # set by the handler: the connection serves another request
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # ------------------------------------------------------------------ the selector's side
+
+    def handshake(self) -> None:
+        """Advance the TLS handshake without blocking. Raises ssl.SSLWantReadError or
+        SSLWantWriteError while it waits for the client, OSError on failure."""
+        self.sock.do_handshake()
+        self.handshaking = False
+
+    def receive(self) -> bool:
+        """Read what has arrived without blocking; False when the client has closed."""
+        while True:
+            try:
+                data = self.sock.recv(RECEIVE_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return True
+            if not data:
+                return False
+            self.buffer += data
+            # Over TLS, decrypted bytes may wait in the SSL object with the socket quiet.
+            if not (self.tls and self.sock.pending()):
+                return True
+
+    def head_complete(self) -> bool:
+        """A whole request head is buffered (or more than a head may be: see HEAD_HANDOFF)."""
+        buffer = self.buffer
+        start = max(self.scanned - 2, self.pos)
+        self.scanned = len(buffer)
+        # The empty line ending a head (RFC 9112 2.2 allows a bare LF).
+        return (
+            buffer.find(b"\n\r\n", start) >= 0
+            or buffer.find(b"\n\n", start) >= 0
+            or len(buffer) - self.pos >= HEAD_HANDOFF
+        )
+
+    def started(self) -> bool:
+        """Some of a request has arrived since the last one was answered."""
+        return len(self.buffer) > self.pos
+
+    def compact(self) -> None:
+        """Drop the bytes already parsed, before the connection is parked."""
+        del self.buffer[: self.pos]
+        self.pos = 0
+        self.scanned = 0
+
+    # ------------------------------------------------------------------ a request thread's side
+
+    def blocking(self, client_timeout: float) -> None:
+        """Make the socket blocking for a request thread, reads and writes timed out
+        after *client_timeout*: by the kernel over plain TCP (SO_RCVTIMEO, SO_SNDTIMEO,
+        set once; socket.settimeout would poll() before every call), otherwise (TLS,
+        whose blocking reads retry past a kernel timeout) by Python."""
+        if self.kernel_timeouts is None:
+            # Responses go out in one or few writes; never wait for Nagle's algorithm.
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.kernel_timeouts = not self.tls and _set_kernel_timeouts(self.sock, client_timeout)
+            if self.kernel_timeouts:
+                return
+        if self.kernel_timeouts:
+            self.sock.setblocking(True)
+        else:
+            self.sock.settimeout(client_timeout)
+
+    def next_ready(self, linger: float) -> bool:
+        """Another whole head is in, or arrives within *linger* seconds, so the thread
+        may answer it at once; False to park the connection (``keep`` cleared if the
+        client closed)."""
+        if self.head_complete():
+            return True
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        if not ((self.tls and self.sock.pending()) or poller.poll(linger * 1000)):
+            return False
+        try:
+            data = self.sock.recv(RECEIVE_SIZE) if self.tls else self.sock.recv(RECEIVE_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, socket.timeout):
+            return False
+        except OSError:  # a reset, a TLS error
+            data = b""
+        if not data:
+            self.keep = False
+            return False
+        self.buffer += data
+        return self.head_complete()
+
+    def readline(self, limit: int = -1) -> bytes:
+        """A line with its LF, at most *limit* bytes; shorter when the client closes
+        or times out (as a buffered socket file reads)."""
+        while True:
+            buffer = self.buffer
+            end = buffer.find(b"\n", self.pos)
+            if end >= 0 and (limit < 0 or end - self.pos < limit):
+                return self._take(end + 1 - self.pos)
+            if 0 <= limit <= len(buffer) - self.pos:
+                return self._take(limit)
+            if not self._fill():
+                return self._take(len(buffer) - self.pos)
+
+    def read(self, size: int) -> bytes:
+        """*size* bytes, fewer if the client closes or times out first."""
+        while len(self.buffer) - self.pos < size and self._fill():
+            pass
+        return self._take(min(size, len(self.buffer) - self.pos))
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self.buffer[self.pos : self.pos + size])
+        self.pos += size
+        if self.pos == len(self.buffer):
+            self.buffer.clear()
+            self.pos = self.scanned = 0
+        return data
+
+    def _fill(self) -> bool:
+        try:
+            data = self.sock.recv(RECEIVE_SIZE)
+        except (BlockingIOError, socket.timeout):  # the client timeout: the kernel's, or Python's
+            return False
+        if not data:
+            return False
+        self.buffer += data
+        return True
+
+    def close(self) -> None:
+        """Close the socket, saying goodbye as socketserver does (a shutdown first)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class Writer:
+    """The handler's ``wfile``: each write goes out whole, unbuffered."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def write(self, data: bytes) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
+def _set_kernel_timeouts(conn: socket.socket, seconds: float) -> bool:
+    """Make *conn* blocking, its reads and writes timed out by the kernel after
+    *seconds* without progress; False where the platform refuses the options.
+
+    A timed-out read then raises BlockingIOError (EAGAIN), as does a timed-out write."""
+    whole = int(seconds)
+    # struct timeval; at least 1 µs, since 0 means "never". Where timeval is not two C
+    # longs (32-bit builds with a 64-bit time_t), the kernel refuses the size: False.
+    timeval = struct.pack("ll", whole, max(int((seconds - whole) * 1_000_000), 0 if whole else 1))
+    try:
+        conn.settimeout(None)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except (OSError, AttributeError):  # AttributeError: no SO_RCVTIMEO here
+        return False
+    return True
