@@ -40,12 +40,8 @@ DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
 # Connections one process holds open, a descriptor and a few kilobytes each (no thread
 # while idle); past the cap the oldest idle ones are closed, then new ones get 503.
 DEFAULT_MAX_CONNECTIONS = 10_000
-# Requests one process answers at once, a thread each: enough for a fleet's slow
-# downloads; complete requests past it wait (see DEFAULT_HEADER_TIMEOUT), then get 503.
-DEFAULT_THREADS = 256
-# Seconds a client gets to send a whole request head (and a complete request to wait for
-# a thread): a trickling client cannot hold a connection longer.
-DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_THREADS = 256  # requests answered at once, a thread each (a fleet's slow downloads)
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a whole request head, and to wait for a thread
 DEFAULT_HOST = "127.0.0.1"
 LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
@@ -449,9 +445,7 @@ def _listening(sources: _Sources) -> dict:
             "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS,
             "must be a whole number >= 1", minimum=1,
         ),
-        "threads": sources.integer(
-            "--threads", "PROXPI_THREADS", DEFAULT_THREADS, "must be a whole number >= 1", minimum=1,
-        ),
+        "threads": sources.integer("--threads", "PROXPI_THREADS", DEFAULT_THREADS, "must be a whole number >= 1", minimum=1),
         "header_timeout": sources.number(
             "--header-timeout", "PROXPI_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
