@@ -311,9 +311,42 @@ def _describe(settings: Settings, address_text: str, cache_dir: str) -> str:
 
 
 def _log_listening(settings: Settings, address_text: str, cache_dir: str, policy: "Policy") -> None:
-    logger.info("listening on %s", _describe(settings, address_text, cache_dir))
+    descriptors = _raise_descriptor_limit()
+    logger.info(
+        "listening on %s; up to %d connections and %d request threads per process, %s descriptors",
+        _describe(settings, address_text, cache_dir),
+        settings.max_connections,
+        settings.threads,
+        descriptors if descriptors is not None else "unknown",
+    )
+    if descriptors is not None and descriptors < settings.max_connections + 100:
+        logger.warning(
+            "%d descriptors allowed (ulimit -n) for --max-connections %d: raise the hard limit "
+            "(LimitNOFILE=, docker --ulimit nofile=) or lower the cap", descriptors, settings.max_connections
+        )
     for line in policy.describe():
         logger.info("policy: %s", line)
+
+
+def _raise_descriptor_limit() -> Optional[int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is a descriptor;
+    forked workers inherit it); the soft limit now, None where unknown."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            # macOS refuses an infinite soft limit, and values past OPEN_MAX.
+            wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            except (ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, 10240), hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ValueError, OSError):
+        return None
 
 
 def _serve(server: "ProxyServer") -> int:
