@@ -102,9 +102,9 @@ def _cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _wrk(url: str, seconds: int) -> tuple:
+def _wrk(url: str, seconds: int, connections: int = 16) -> tuple:
     out = subprocess.run(
-        ["wrk", "-t1", "-c16", f"-d{seconds}s", "-s", str(LUA), "-H", f"Accept: {JSON_TYPE}", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(LUA), "-H", f"Accept: {JSON_TYPE}", url],
         capture_output=True, text=True, timeout=seconds + 60,
     ).stdout
     data = json.loads(out.split("WRK_JSON ", 1)[1])

@@ -23,14 +23,16 @@ class Connection:
     (:meth:`readline`, :meth:`read`), starting with what the selector already buffered."""
 
     __slots__ = ("sock", "address", "tls", "handshaking", "buffer", "pos", "scanned", "since", "idle",
-                 "kernel_timeouts", "keep", "closed", "__weakref__")
+                 "kernel_timeouts", "keep", "closed", "poller", "client_timeout", "linger", "__weakref__")
 
     def __init__(self, sock: socket.socket, address, now: float) -> None:
         self.sock = sock
         self.address = address
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.handshaking = self.tls  # the TLS handshake is still to be done
-        self.buffer = bytearray()
+        # Read ahead: a bytearray while the selector appends to it, bytes (sliced once
+        # per line) while a request thread parses it.
+        self.buffer: "bytes | bytearray" = bytearray()
         self.pos = 0  # bytes before this are parsed
         self.scanned = 0  # bytes before this hold no head end
         self.since = now  # when the head began arriving, or when the connection went idle
@@ -38,6 +40,8 @@ class Connection:
         self.kernel_timeouts: Optional[bool] = None  # decided at the first hand-over
         self.keep = False  # set by the handler: the connection serves another request
         self.closed = False
+        self.poller: Optional[select.poll] = None  # made by the first request thread to wait on it
+        self.client_timeout = self.linger = 0.0  # set at the first hand-over (see blocking)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -59,6 +63,8 @@ class Connection:
                 return True
             if not data:
                 return False
+            if isinstance(self.buffer, bytes):
+                self.buffer = bytearray(self.buffer)
             self.buffer += data
             # Over TLS, decrypted bytes may wait in the SSL object with the socket quiet.
             if not (self.tls and self.sock.pending()):
@@ -82,21 +88,24 @@ class Connection:
 
     def compact(self) -> None:
         """Drop the bytes already parsed, before the connection is parked."""
-        del self.buffer[: self.pos]
-        self.pos = 0
-        self.scanned = 0
+        self.buffer = self.buffer[self.pos :]
+        self.pos = self.scanned = 0
 
     # ------------------------------------------------------------------ a request thread's side
 
-    def blocking(self, client_timeout: float) -> None:
-        """Make the socket blocking for a request thread, reads and writes timed out
-        after *client_timeout*: by the kernel over plain TCP (SO_RCVTIMEO, SO_SNDTIMEO,
-        set once; socket.settimeout would poll() before every call), otherwise (TLS,
-        whose blocking reads retry past a kernel timeout) by Python."""
+    def blocking(self, client_timeout: float, linger: float) -> None:
+        """Make the socket blocking for a request thread, writes timed out after
+        *client_timeout*, reads too except the wait for a next request, which ends
+        after *linger* (see :meth:`next_ready`). By the kernel over plain TCP
+        (SO_RCVTIMEO, SO_SNDTIMEO, set once: socket.settimeout would poll() before every
+        call, giving up the GIL once more a request), otherwise (TLS, whose blocking
+        reads retry past a kernel timeout) by Python."""
+        self.buffer = bytes(self.buffer)
         if self.kernel_timeouts is None:
             # Responses go out in one or few writes; never wait for Nagle's algorithm.
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.kernel_timeouts = not self.tls and _set_kernel_timeouts(self.sock, client_timeout)
+            self.client_timeout, self.linger = client_timeout, linger
+            self.kernel_timeouts = not self.tls and _set_kernel_timeouts(self.sock, linger, client_timeout)
             if self.kernel_timeouts:
                 return
         if self.kernel_timeouts:
@@ -108,27 +117,45 @@ class Connection:
         """Another whole head is in, or arrives within *linger* seconds, so the thread
         may answer it at once; False to park the connection (``keep`` cleared if the
         client closed)."""
-        if self.head_complete():
+        if len(self.buffer) > self.pos and self.head_complete():  # pipelined
             return True
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        if not ((self.tls and self.sock.pending()) or poller.poll(linger * 1000)):
+        if self.kernel_timeouts and linger:  # a blocking read, ended by SO_RCVTIMEO
+            data = self._receive_now()
+        elif self.tls and self.sock.pending():  # decrypted already
+            data = self._receive_now()
+        else:
+            if self.poller is None:
+                self.poller = select.poll()
+                self.poller.register(self.sock.fileno(), select.POLLIN)
+            if not self.poller.poll(linger * 1000):
+                return False
+            data = self._receive_now()
+        if data is None:
             return False
-        try:
-            data = self.sock.recv(RECEIVE_SIZE) if self.tls else self.sock.recv(RECEIVE_SIZE, socket.MSG_DONTWAIT)
-        except (BlockingIOError, socket.timeout):
-            return False
-        except OSError:  # a reset, a TLS error
-            data = b""
         if not data:
             self.keep = False
             return False
-        self.buffer += data
+        self._append(data)
         return self.head_complete()
+
+    def _receive_now(self) -> Optional[bytes]:
+        """What has arrived (b"" if the client closed), or None if nothing has. Over
+        TLS a read waits for a whole record (bounded by the client timeout)."""
+        try:
+            return self.sock.recv(RECEIVE_SIZE)
+        except (BlockingIOError, socket.timeout):
+            return None
+        except OSError:  # a reset, a TLS error
+            return b""
 
     def readline(self, limit: int = -1) -> bytes:
         """A line with its LF, at most *limit* bytes; shorter when the client closes
         or times out (as a buffered socket file reads)."""
+        buffer, pos = self.buffer, self.pos
+        end = buffer.find(b"\n", pos) + 1
+        if end and (limit < 0 or end - pos <= limit):  # the usual case: the line is in
+            self.pos = end
+            return buffer[pos:end]
         while True:
             buffer = self.buffer
             end = buffer.find(b"\n", self.pos)
@@ -146,21 +173,28 @@ class Connection:
         return self._take(min(size, len(self.buffer) - self.pos))
 
     def _take(self, size: int) -> bytes:
-        data = bytes(self.buffer[self.pos : self.pos + size])
+        data = self.buffer[self.pos : self.pos + size]
         self.pos += size
-        if self.pos == len(self.buffer):
-            self.buffer.clear()
-            self.pos = self.scanned = 0
         return data
 
+    def _append(self, data: bytes) -> None:
+        self.buffer = self.buffer[self.pos :] + data
+        self.pos = self.scanned = 0
+
     def _fill(self) -> bool:
+        """Read more of a request, waiting up to the client timeout."""
+        if self.kernel_timeouts:
+            _set_timeout(self.sock, socket.SO_RCVTIMEO, self.client_timeout)
         try:
             data = self.sock.recv(RECEIVE_SIZE)
         except (BlockingIOError, socket.timeout):  # the client timeout: the kernel's, or Python's
             return False
+        finally:
+            if self.kernel_timeouts:
+                _set_timeout(self.sock, socket.SO_RCVTIMEO, self.linger)
         if not data:
             return False
-        self.buffer += data
+        self._append(data)
         return True
 
     def close(self) -> None:
@@ -191,19 +225,22 @@ class Writer:
         """Nothing is buffered."""
 
 
-def _set_kernel_timeouts(conn: socket.socket, seconds: float) -> bool:
-    """Make *conn* blocking, its reads and writes timed out by the kernel after
-    *seconds* without progress; False where the platform refuses the options.
-
-    A timed-out read then raises BlockingIOError (EAGAIN), as does a timed-out write."""
-    whole = int(seconds)
-    # struct timeval; at least 1 µs, since 0 means "never". Where timeval is not two C
-    # longs (32-bit builds with a 64-bit time_t), the kernel refuses the size: False.
-    timeval = struct.pack("ll", whole, max(int((seconds - whole) * 1_000_000), 0 if whole else 1))
+def _set_kernel_timeouts(conn: socket.socket, receive: float, send: float) -> bool:
+    """Make *conn* blocking, its reads timed out by the kernel after *receive* seconds
+    without progress and its writes after *send*; False where the platform refuses the
+    options. A timed-out read or write then raises BlockingIOError (EAGAIN)."""
     try:
         conn.settimeout(None)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-    except (OSError, AttributeError):  # AttributeError: no SO_RCVTIMEO here
+        _set_timeout(conn, socket.SO_RCVTIMEO, receive)
+        _set_timeout(conn, socket.SO_SNDTIMEO, send)
+    except (OSError, AttributeError, struct.error):  # AttributeError: no SO_RCVTIMEO here
         return False
     return True
+
+
+def _set_timeout(conn: socket.socket, option: int, seconds: float) -> None:
+    whole = int(seconds)
+    # struct timeval; at least 1 µs, since 0 means "never". Where timeval is not two C
+    # longs (32-bit builds with a 64-bit time_t), the kernel refuses the size.
+    timeval = struct.pack("ll", whole, max(int((seconds - whole) * 1_000_000), 0 if whole else 1))
+    conn.setsockopt(socket.SOL_SOCKET, option, timeval)

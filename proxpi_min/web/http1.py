@@ -93,9 +93,11 @@ class Connections(Protocol):
     client_timeout: float  # seconds a client may take to send or read anything
     in_flight: InFlight
 
+    linger_seconds: float  # how long a request thread waits for the next request
+
     def linger(self) -> float:
         """Seconds a request thread waits for the connection's next request before it
-        hands the connection back to the selector."""
+        hands the connection back to the selector: linger_seconds, or 0."""
 
 
 class Http1Handler(http.server.BaseHTTPRequestHandler):
@@ -181,7 +183,7 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         # the parser reads from it, answers go straight to the socket.
         self._connection = connection = self.request
         self.request = self.connection = connection.sock
-        connection.blocking(self.server.client_timeout)
+        connection.blocking(self.server.client_timeout, self.server.linger_seconds)
         self._kernel_timeouts = connection.kernel_timeouts
         self.rfile = connection
         self.wfile = Writer(connection.sock)

@@ -36,7 +36,7 @@ TLS_REFUSALS_WAITING = 64
 # A request thread waits this long for the connection's next request before parking it
 # with the selector: a client's next request on a busy keep-alive connection comes
 # sooner, and is answered without a hand-over.
-LINGER_SECONDS = 0.05
+LINGER_SECONDS = 0.25
 
 
 class _TlsRefusals:
@@ -91,6 +91,7 @@ class Server(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    linger_seconds = LINGER_SECONDS
     request_queue_size = 128
 
     def __init__(self, app: App, settings: Settings, listener: Optional[socket.socket] = None) -> None:
@@ -153,7 +154,7 @@ class Server(http.server.ThreadingHTTPServer):
 
     def linger(self) -> float:
         """A request thread waits for the next request only while no other waits."""
-        return 0.0 if self.connections.waiting() else LINGER_SECONDS
+        return 0.0 if self.connections.waiting() else self.linger_seconds
 
     def _refuse(self, request: socket.socket) -> None:
         """Answer 503 and close. Runs in the accepting thread only (so the counters
