@@ -163,10 +163,10 @@ class ConnectionLayer:
     def _close(self, connection: Connection, reason: str) -> None:
         """Close a connection not in the selector and count it."""
         logger.debug("closing the connection from %s: %s", connection.address[0], reason)
-        connection.close()
         with self._lock:
             self._open -= 1
-        self._closed(reason)
+        self._closed(reason)  # counted before the client can see the close
+        connection.close()
 
     # ------------------------------------------------------------------ the selector thread
 

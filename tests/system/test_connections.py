@@ -9,15 +9,8 @@ import ssl
 import threading
 import time
 
+from tests.support.cache_dir import wait_for as _wait_for
 from tests.support.proxy import http, raw_request, raw_status
-
-
-def _wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _open_connections(server) -> int:

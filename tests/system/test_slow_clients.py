@@ -9,17 +9,10 @@ import ssl
 import threading
 import time
 
+from tests.support.cache_dir import wait_for as _wait_for
 from tests.support.proxy import http
 
 KEEP = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-def _wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _read_response(stream) -> tuple:
@@ -47,6 +40,18 @@ def _closed_count(running, reason: str) -> float:
         if line.startswith(f'proxpi_connections_closed_total{{reason="{reason}"}} '):
             return float(line.split()[-1])
     raise AssertionError(f"no closings counted for {reason}")
+
+
+def _held_download(running, upstream, dist) -> tuple:
+    """A download held by the upstream mid-file: (the hold, the fetching thread, its result)."""
+    assert running.get("/index/alpha/").status == 200
+    hold = upstream.hold(dist)
+    result: dict = {}
+    path = f"/index/alpha/{dist.filename}"
+    fetch = threading.Thread(target=lambda: result.update(r=running.get(path, timeout=30)))
+    fetch.start()
+    _wait_for(lambda: upstream.hits(f"/files/alpha/{dist.filename}") > 0, "the download")
+    return hold, fetch, result
 
 
 def _parked(running, count: int) -> None:
@@ -133,13 +138,7 @@ def test_a_parked_connection_is_served_again_and_takes_pipelined_requests_in_ord
 
 def test_drain_closes_idle_connections_at_once_and_lets_active_ones_finish(proxy, upstream_html, dists):
     running = proxy(upstream_html)
-    path = f"/index/alpha/{dists.alpha_1.filename}"
-    assert running.get("/index/alpha/").status == 200
-    hold = upstream_html.hold(dists.alpha_1)
-    result = {}
-    fetch = threading.Thread(target=lambda: result.update(r=running.get(path, timeout=30)))
-    fetch.start()
-    _wait_for(lambda: upstream_html.hits(f"/files/alpha/{dists.alpha_1.filename}") > 0, "the download")
+    hold, fetch, result = _held_download(running, upstream_html, dists.alpha_1)
     with socket.create_connection(("127.0.0.1", running.port), timeout=10) as idle:
         idle.sendall(KEEP)
         assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
@@ -183,14 +182,8 @@ def test_a_stalled_tls_handshake_holds_no_thread(proxy, upstream_html, server_ce
 
 def test_past_the_thread_cap_a_request_waits_then_gets_503(proxy, upstream_html, dists):
     running = proxy(upstream_html, threads=1, header_timeout=1.0)
-    path = f"/index/alpha/{dists.alpha_1.filename}"
-    assert running.get("/index/alpha/").status == 200
-    hold = upstream_html.hold(dists.alpha_1)
-    result = {}
-    fetch = threading.Thread(target=lambda: result.update(r=running.get(path, timeout=30)))
-    fetch.start()
+    hold, fetch, result = _held_download(running, upstream_html, dists.alpha_1)
     try:
-        _wait_for(lambda: upstream_html.hits(f"/files/alpha/{dists.alpha_1.filename}") > 0, "the download")
         with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
             sock.sendall(KEEP)
             answer = _until_closed(sock)
