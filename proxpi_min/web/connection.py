@@ -23,7 +23,7 @@ class Connection:
     (:meth:`readline`, :meth:`read`), starting with what the selector already buffered."""
 
     __slots__ = ("sock", "address", "tls", "handshaking", "buffer", "pos", "scanned", "since", "idle",
-                 "kernel_timeouts", "keep", "closed", "poller", "client_timeout", "linger", "__weakref__")
+                 "kernel_timeouts", "keep", "gone", "closed", "poller", "client_timeout", "linger", "__weakref__")
 
     def __init__(self, sock: socket.socket, address, now: float) -> None:
         self.sock = sock
@@ -39,6 +39,7 @@ class Connection:
         self.idle = False  # parked between requests, nothing of the next one read
         self.kernel_timeouts: Optional[bool] = None  # decided at the first hand-over
         self.keep = False  # set by the handler: the connection serves another request
+        self.gone = False  # the client closed it between requests
         self.closed = False
         self.poller: Optional[select.poll] = None  # made by the first request thread to wait on it
         self.client_timeout = self.linger = 0.0  # set at the first hand-over (see blocking)
@@ -134,6 +135,7 @@ class Connection:
             return False
         if not data:
             self.keep = False
+            self.gone = True
             return False
         self._append(data)
         return self.head_complete()

@@ -117,7 +117,7 @@ class ConnectionLayer:
         if connection.keep and not self._draining:
             self.add(connection)
         else:
-            self._close(connection, "answered")
+            self._close(connection, "client-closed" if connection.gone else "answered")
         with self._lock:
             if self._waiting:
                 return self._waiting.popleft()[1]
