@@ -1,5 +1,5 @@
-"""HTTP/1.1 on the wire: the request parser, socket timeouts, the response head every
-answer goes out with, error responses, and the header rules (Date, ETag, targets)."""
+"""HTTP/1.1 on the wire: the request parser and handler, the response head every answer
+goes out with, error responses, and the header rules (Date, ETag, targets)."""
 
 from __future__ import annotations
 

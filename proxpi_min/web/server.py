@@ -185,6 +185,11 @@ class Server(http.server.ThreadingHTTPServer):
             self._refused_warned = now
             self._refused = 0
 
+    def shutdown(self) -> None:
+        """Stop accepting, and close the idle connections at once (see :meth:`drain`)."""
+        self.connections.drain()
+        super().shutdown()
+
     def drain(self, timeout: float) -> bool:
         """Close the idle connections, and wait up to *timeout* seconds for responses in
         flight; True if none is left. Answers from now on close their connection."""
