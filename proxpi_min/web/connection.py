@@ -10,12 +10,12 @@ import ssl
 import struct
 from typing import Optional
 
-__all__ = ["Connection", "HEAD_HANDOFF", "Writer"]
+__all__ = ["Connection", "HEAD_MAX", "Writer"]
 
 RECEIVE_SIZE = 65536
-# A head still incomplete after this many bytes goes to a request thread anyway, whose
-# parser answers 414 or 431 with http.server's limits.
-HEAD_HANDOFF = 65536
+# A request head is at most this long (http.server's limit for one line); a longer one is
+# answered 414 or 431 by the selector, never given a thread to trickle into.
+HEAD_MAX = 65536
 
 
 class Connection:
@@ -72,16 +72,21 @@ class Connection:
                 return True
 
     def head_complete(self) -> bool:
-        """A whole request head is buffered (or more than a head may be: see HEAD_HANDOFF)."""
+        """A whole request head is buffered, or more than a head may be (see :meth:`too_long`)."""
         buffer = self.buffer
         start = max(self.scanned - 2, self.pos)
         self.scanned = len(buffer)
         # The empty line ending a head (RFC 9112 2.2 allows a bare LF).
-        return (
-            buffer.find(b"\n\r\n", start) >= 0
-            or buffer.find(b"\n\n", start) >= 0
-            or len(buffer) - self.pos >= HEAD_HANDOFF
-        )
+        return buffer.find(b"\n\r\n", start) >= 0 or buffer.find(b"\n\n", start) >= 0 or self.too_long() > 0
+
+    def too_long(self) -> int:
+        """0, or the status for a head past HEAD_MAX bytes without its end (RFC 9110
+        15.5.15, RFC 6585 5): 414 if the request line alone is that long, else 431."""
+        if len(self.buffer) - self.pos < HEAD_MAX:
+            return 0
+        start = self.pos + (self.buffer.startswith(b"\n", self.pos) or 2 * self.buffer.startswith(b"\r\n", self.pos))
+        end = self.buffer.find(b"\n", start)
+        return 414 if end < 0 or end - start >= HEAD_MAX - 2 else 431
 
     def started(self) -> bool:
         """Some of a request has arrived since the last one was answered."""

@@ -16,7 +16,7 @@ import time
 from typing import Callable, Deque, NamedTuple, Optional, Tuple
 
 from .connection import Connection
-from .http1 import overloaded_response, timeout_response
+from .http1 import closing_response, overloaded_response
 
 __all__ = ["CLOSE_REASONS", "ConnectionLayer", "Counts", "Limits"]
 
@@ -27,6 +27,7 @@ CLOSE_REASONS = (
     "answered",  # after a response: Connection: close, HTTP/1.0, an error, a client gone mid-request
     "client-closed",  # the client closed while idle or sending a head
     "header-timeout",  # the head (or the TLS handshake) took longer than --header-timeout
+    "too-long",  # a head past 64 KiB: 414 or 431
     "idle-timeout",  # idle between requests longer than --client-timeout
     "evicted",  # the oldest idle one, to make room under --max-connections
     "queue-timeout",  # a complete request waited --header-timeout for a thread: 503
@@ -282,7 +283,12 @@ class ConnectionLayer:
             self._hand_over(connection, now)
 
     def _hand_over(self, connection: Connection, now: float) -> None:
-        """A whole head is in: to a request thread, or to wait for one."""
+        """A whole head is in: to a request thread, or to wait for one; a head too
+        long for one is answered here."""
+        status = connection.too_long()
+        if status:
+            _send_now(connection, closing_response(status, "the request head is too long"))
+            return self._drop(connection, "too-long")
         self._untrack(connection)
         self._selector.unregister(connection.sock)
         with self._lock:
@@ -306,7 +312,7 @@ class ConnectionLayer:
         while self._heads and next(iter(self._heads)).since + header_timeout <= now:
             connection = next(iter(self._heads))
             if connection.started() and not connection.handshaking:  # some of a request came
-                _send_now(connection, timeout_response())
+                _send_now(connection, closing_response(408, "the request head took too long"))
             self._drop(connection, "header-timeout")
         while self._idle and next(iter(self._idle)).since + idle_timeout <= now:
             self._drop(next(iter(self._idle)), "idle-timeout")

@@ -36,7 +36,7 @@ __all__ = [
     "reason_phrase",
     "response_head",
     "split_target",
-    "timeout_response",
+    "closing_response",
 ]
 
 logger = logging.getLogger(__name__)
@@ -318,11 +318,12 @@ def overloaded_response(message: str = "too many connections; retry in a second"
     return response_head(error.status, header_lines(headers), close=True) + body
 
 
-def timeout_response() -> bytes:
-    """The whole 408 a client gets when its request head took too long (RFC 9110 15.5.9)."""
-    body = b"408 Request Timeout: the request head took too long\n"
+def closing_response(status: int, message: str) -> bytes:
+    """The whole answer, closing the connection, to a request the selector refuses
+    before any thread reads it: 408 (RFC 9110 15.5.9), 414, 431."""
+    body = f"{status} {_REASONS[status]}: {message}\n".encode()
     headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-    return response_head(408, header_lines(headers), close=True) + body
+    return response_head(status, header_lines(headers), close=True) + body
 
 
 def reason_phrase(message: str) -> str:

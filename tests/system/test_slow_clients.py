@@ -80,6 +80,18 @@ def test_a_head_trickled_past_the_header_deadline_gets_408_and_is_counted(proxy,
     assert running.get("/health").status == 200
 
 
+def test_a_head_past_64_kib_is_answered_by_the_selector(proxy, upstream_json):
+    """No thread is given a head to trickle into: past 64 KiB without its end, 431."""
+    running = proxy(upstream_json)
+    threads = threading.active_count()
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\n" + b"X-Big: " + b"a" * 70_000)  # and no more
+        answer = _until_closed(sock)
+        assert threading.active_count() == threads
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert _closed_count(running, "too-long") == 1
+
+
 def test_a_thousand_idle_keep_alive_connections_hold_no_thread(proxy, upstream_json):
     running = proxy(upstream_json)
     threads = threading.active_count()

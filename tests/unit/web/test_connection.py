@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxpi_min.web.connection import HEAD_HANDOFF, Connection
+from proxpi_min.web.connection import HEAD_MAX, Connection
 
 
 class _Script:
@@ -37,7 +37,7 @@ def _connection(*chunks) -> Connection:
         ([b"GET / HTTP/1.1\r\nHost: x\r", b"\n\r", b"\n"], True),  # the end split across reads
         ([b"GET / HTTP/1.1\r\nHost: x\r\n"], False),
         ([b"GET / HT"], False),
-        ([b"x" * HEAD_HANDOFF], True),  # too long for a head: the parser answers 414 or 431
+        ([b"x" * HEAD_MAX], True),  # too long for a head: see too_long
     ],
 )
 def test_head_complete(chunks: list, complete: bool) -> None:
@@ -89,3 +89,19 @@ def test_compact_keeps_the_next_request_only() -> None:
     connection.compact()
     assert bytes(connection.buffer) == b"GET /b" and connection.started()
     assert not connection.head_complete()
+
+
+@pytest.mark.parametrize(
+    "head, status",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n", 0),
+        (b"GET /" + b"a" * HEAD_MAX, 414),
+        (b"\r\nGET /" + b"a" * HEAD_MAX, 414),  # after the empty line RFC 9112 2.2 allows
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * HEAD_MAX, 431),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * (HEAD_MAX // 8), 431),
+    ],
+)
+def test_too_long(head: bytes, status: int) -> None:
+    connection = _connection(head)
+    connection.receive()
+    assert connection.too_long() == status
