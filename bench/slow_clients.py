@@ -168,9 +168,15 @@ def main(argv: list) -> int:
 
     def rate(process, url, host, port) -> None:
         for connections in args.connections.split(","):
-            rates = [workers._wrk(url + "/index/six/", args.seconds, int(connections))[1] for _ in range(args.reps)]
-            runs = ", ".join(f"{r:,.0f}" for r in rates)
-            print(f"rate -c{connections} ({workers.ROOT}): median {statistics.median(rates):,.0f} req/s (runs: {runs})")
+            runs = []
+            for _ in range(args.reps):
+                cpu = workers._cpu_seconds(process.pid)
+                requests, rate, data = workers._wrk(url + "/index/six/", args.seconds, int(connections), strict=False)
+                cpu_us = (workers._cpu_seconds(process.pid) - cpu) / requests * 1e6
+                runs.append((rate, cpu_us, data["timeouts"], data["latency_p99_us"] / 1000))
+            text = ", ".join(f"{r:,.0f} req/s {c:.0f} us CPU {t} timeouts p99 {p:.0f} ms" for r, c, t, p in runs)
+            median = statistics.median(run[0] for run in runs)
+            print(f"rate -c{connections} ({workers.ROOT}): median {median:,.0f} req/s; runs: {text}")
 
     with tempfile.TemporaryDirectory(prefix="bench-slow-") as work:
         _with_proxy(args, flags, Path(work), {"slowloris": slowloris, "idle": idle, "rate": rate}[args.mode])
