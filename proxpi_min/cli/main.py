@@ -26,8 +26,10 @@ from ..core.settings import (
     DEFAULT_HOST,
     DEFAULT_INDEX_TTL,
     DEFAULT_INDEX_URL,
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_UPLOAD_SIZE,
+    DEFAULT_THREADS,
     DEFAULT_PAGE_MEMORY,
     DEFAULT_PORT,
     DEFAULT_READ_TIMEOUT,
@@ -105,13 +107,15 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     add("--page-memory", help=f"memory for rendered pages: bytes, or 256M (PROXPI_PAGE_MEMORY, default {_size_text(DEFAULT_PAGE_MEMORY)})")
     add("--binary-file-mime-type", action="store_const", const=True, help="serve files as application/octet-stream (PROXPI_BINARY_FILE_MIME_TYPE=1)")
     add("--download-timeout", help="accepted for compatibility, ignored: downloads always stream (PROXPI_DOWNLOAD_TIMEOUT)")
-    add("--client-timeout", help=f"idle client connection timeout in seconds (PROXPI_CLIENT_TIMEOUT, default {DEFAULT_CLIENT_TIMEOUT:g})")
+    add("--client-timeout", help=f"seconds an idle keep-alive connection, or a client that stops reading, is kept (PROXPI_CLIENT_TIMEOUT, default {DEFAULT_CLIENT_TIMEOUT:g})")
+    add("--header-timeout", help=f"seconds a client gets to send a whole request head (PROXPI_HEADER_TIMEOUT, default {DEFAULT_HEADER_TIMEOUT:g})")
     add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
     add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
     add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
     add("--log-format", metavar=f"{{{','.join(LOG_FORMATS)}}}", help=f"readable lines or one JSON object per line (PROXPI_LOG_FORMAT, default {LOG_FORMATS[0]})")
     add("--workers", help=f"worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default {DEFAULT_WORKERS})")
-    add("--max-connections", help=f"connections served at once per process; past it, 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
+    add("--max-connections", help=f"connections open at once per process; past it, the oldest idle ones close, then 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
+    add("--threads", help=f"requests answered at once per process, a thread each; past it, requests wait, then 503 (PROXPI_THREADS, default {DEFAULT_THREADS})")
     add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
     add = parser.add_argument_group("uploads", "see docs/private-packages.md").add_argument
     add("--upload-token", metavar="TOKEN", help="take uploads (twine, uv publish) at /upload/ with this token, for every project (PROXPI_UPLOAD_TOKEN)")
@@ -326,9 +330,42 @@ def _describe(settings: Settings, address_text: str, cache_dir: str) -> str:
 
 
 def _log_listening(settings: Settings, address_text: str, cache_dir: str, policy: "Policy") -> None:
-    logger.info("listening on %s", _describe(settings, address_text, cache_dir))
+    descriptors = _raise_descriptor_limit()
+    logger.info(
+        "listening on %s; up to %d connections and %d request threads per process, %s descriptors",
+        _describe(settings, address_text, cache_dir),
+        settings.max_connections,
+        settings.threads,
+        descriptors if descriptors is not None else "unknown",
+    )
+    if descriptors is not None and descriptors < settings.max_connections + 100:
+        logger.warning(
+            "%d descriptors allowed (ulimit -n) for --max-connections %d: raise the hard limit "
+            "(LimitNOFILE=, docker --ulimit nofile=) or lower the cap", descriptors, settings.max_connections
+        )
     for line in policy.describe():
         logger.info("policy: %s", line)
+
+
+def _raise_descriptor_limit() -> Optional[int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is a descriptor;
+    forked workers inherit it); the soft limit now, None where unknown."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            # macOS refuses an infinite soft limit, and values past OPEN_MAX.
+            wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            except (ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, 10240), hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ValueError, OSError):
+        return None
 
 
 def _serve(server: "ProxyServer") -> int:

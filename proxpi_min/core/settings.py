@@ -39,9 +39,11 @@ DEFAULT_CLIENT_TIMEOUT = 60.0
 # overflows far past any useful wait: a week is the ceiling.
 MAX_TIMEOUT = 7 * 24 * 3600.0
 DEFAULT_PAGE_MEMORY = 256 * 1024**2  # rendered pages kept in memory (bytes)
-# Connections one process serves at once, a thread and a descriptor each, so that slow
-# clients cannot exhaust either; past the cap a new connection is refused with 503 at once.
-DEFAULT_MAX_CONNECTIONS = 1000
+# Connections one process holds open, a descriptor and a few kilobytes each (no thread
+# while idle); past the cap the oldest idle ones are closed, then new ones get 503.
+DEFAULT_MAX_CONNECTIONS = 10_000
+DEFAULT_THREADS = 256  # requests answered at once, a thread each (a fleet's slow downloads)
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a whole request head, and to wait for a thread
 DEFAULT_HOST = "127.0.0.1"
 LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
@@ -119,6 +121,8 @@ class Settings:
     page_memory: int = DEFAULT_PAGE_MEMORY
     workers: int = DEFAULT_WORKERS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    threads: int = DEFAULT_THREADS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     log_format: str = LOG_FORMATS[0]
     upstream_proxy: ProxySettings = ProxySettings()
     ca_bundle: Optional[str] = None
@@ -347,6 +351,10 @@ def _listening(sources: Sources) -> dict:
         "max_connections": sources.integer(
             "--max-connections", "PROXPI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS,
             "must be a whole number >= 1", minimum=1,
+        ),
+        "threads": sources.integer("--threads", "PROXPI_THREADS", DEFAULT_THREADS, "must be a whole number >= 1", minimum=1),
+        "header_timeout": sources.number(
+            "--header-timeout", "PROXPI_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, positive=True, maximum=MAX_TIMEOUT
         ),
         "tls_cert": tls_cert, "tls_key": tls_key,
         "log_format": sources.choice("--log-format", "PROXPI_LOG_FORMAT", LOG_FORMATS),

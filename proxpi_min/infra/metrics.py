@@ -118,6 +118,9 @@ class Metrics:
         self.evictions = registry.counter(
             "proxpi_file_cache_evictions_total", "Files evicted from the cache dir to stay under the cap."
         )
+        self.connections_closed = registry.counter(
+            "proxpi_connections_closed_total", "Client connections closed, by reason.", ("reason",)
+        )
         for kind in ("page", "file"):  # shown as 0 from the start, not only once they happen
             self.hits_total.inc(kind, amount=0)
             self.misses_total.inc(kind, amount=0)
@@ -125,6 +128,17 @@ class Metrics:
             self.bytes_sent.inc(source, amount=0)
         self._ring = _MinuteRing()
         self._projects: "collections.Counter[str]" = collections.Counter()
+
+    def connection_gauges(self, counts: Callable[[], tuple]) -> None:
+        """Gauges of the server's connections; *counts* gives (open, idle, active)."""
+        for index, state, text in (
+            (0, "open", "Client connections open."),
+            (1, "idle", "Client connections idle between requests (no thread)."),
+            (2, "active", "Client connections being answered or waiting for a thread."),
+        ):
+            self.registry.collector(
+                f"proxpi_connections_{state}", "gauge", text, lambda index=index: [({}, counts()[index])]
+            )
 
     # ------------------------------------------------------------------ recording
 

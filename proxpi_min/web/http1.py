@@ -1,5 +1,5 @@
-"""HTTP/1.1 on the wire: the request parser, socket timeouts, the response head every
-answer goes out with, error responses, and the header rules (Date, ETag, targets)."""
+"""HTTP/1.1 on the wire: the request parser and handler, the response head every answer
+goes out with, error responses, and the header rules (Date, ETag, targets)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import itertools
 import logging
 import socket
 import ssl
-import struct
 import threading
 import time
 import urllib.parse
@@ -18,6 +17,7 @@ from typing import Iterable, List, NamedTuple, Optional, Protocol, Union
 
 from .. import __version__
 from ..core.errors import BadRequest, MethodNotAllowed, Overloaded, ProxpiError, Unauthorized
+from .connection import Writer
 
 __all__ = [
     "CLIENT_GONE",
@@ -36,6 +36,7 @@ __all__ = [
     "reason_phrase",
     "response_head",
     "split_target",
+    "closing_response",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,12 @@ class Connections(Protocol):
 
     client_timeout: float  # seconds a client may take to send or read anything
     in_flight: InFlight
+
+    linger_seconds: float  # how long a request thread waits for the next request
+
+    def linger(self) -> float:
+        """Seconds a request thread waits for the connection's next request before it
+        hands the connection back to the selector: linger_seconds, or 0."""
 
 
 class Http1Handler(http.server.BaseHTTPRequestHandler):
@@ -175,20 +182,28 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         return True
 
     def setup(self) -> None:
-        # Idle or slow clients are dropped after the client timeout. Over plain TCP the
-        # kernel applies it (SO_RCVTIMEO, SO_SNDTIMEO): socket.settimeout() would poll()
-        # before every recv and send, giving up the GIL twice for each. Over TLS, whose
-        # blocking reads retry past a kernel timeout, StreamRequestHandler applies it
-        # with settimeout().
-        self.timeout = self.server.client_timeout
-        self._kernel_timeouts = not isinstance(self.request, ssl.SSLSocket) and _set_kernel_timeouts(
-            self.request, self.timeout
-        )
-        if self._kernel_timeouts:
-            self.timeout = None
-        super().setup()
-        # Responses go out in one or few writes; never wait for Nagle's algorithm.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # The server hands over a Connection whose head is buffered (see .connections):
+        # the parser reads from it, answers go straight to the socket.
+        self._connection = connection = self.request
+        self.request = self.connection = connection.sock
+        connection.blocking(self.server.client_timeout, self.server.linger_seconds)
+        self._kernel_timeouts = connection.kernel_timeouts
+        self.rfile = connection
+        self.wfile = Writer(connection.sock)
+
+    def handle(self) -> None:
+        """Answer requests while their heads are already in (pipelined, or sent within
+        the server's linger); then the connection goes back to the server's selector,
+        kept (``keep``) unless it is to close."""
+        connection = self._connection
+        while True:
+            self.handle_one_request()
+            connection.keep = not self.close_connection
+            if not connection.keep or not connection.next_ready(self.server.linger()):
+                return
+
+    def finish(self) -> None:
+        """Nothing to flush or close: the connection outlives this request."""
 
     def _discard_body(self) -> None:
         """Read away a request body nobody needs, so that on a kept-alive connection it
@@ -323,13 +338,21 @@ def error_body(error: ProxpiError) -> bytes:
     return f"{error.status} {_REASONS[error.status]}: {error.message}\n".encode()
 
 
-def overloaded_response() -> bytes:
+def overloaded_response(message: str = "too many connections; retry in a second") -> bytes:
     """The whole 503 a connection past the cap gets, closing it, before any request is
-    read (see server.Server)."""
-    error = Overloaded("too many connections; retry in a second")
+    read (see server.Server), or a request that waited too long for a thread."""
+    error = Overloaded(message)
     body = error_body(error)
     headers = [*error_headers(error), ("Content-Length", str(len(body)))]
     return response_head(error.status, header_lines(headers), close=True) + body
+
+
+def closing_response(status: int, message: str) -> bytes:
+    """The whole answer, closing the connection, to a request the selector refuses
+    before any thread reads it: 408 (RFC 9110 15.5.9), 414, 431."""
+    body = f"{status} {_REASONS[status]}: {message}\n".encode()
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    return response_head(status, header_lines(headers), close=True) + body
 
 
 def reason_phrase(message: str) -> str:
@@ -341,26 +364,6 @@ def address_text(address: tuple) -> str:
     """A socket address as ``host:port`` (an IPv6 host in brackets, RFC 3986 3.2.2)."""
     host, port = address[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _set_kernel_timeouts(conn: socket.socket, seconds: float) -> bool:
-    """Make *conn* blocking, its reads and writes timed out by the kernel after
-    *seconds* without progress; False where the platform refuses the options.
-
-    A timed-out read then looks like the end of the stream to the buffered reader
-    (socket.SocketIO returns None on EAGAIN), and a timed-out write raises
-    BlockingIOError."""
-    whole = int(seconds)
-    # struct timeval; at least 1 µs, since 0 means "never". Where timeval is not two C
-    # longs (32-bit builds with a 64-bit time_t), the kernel refuses the size: False.
-    timeval = struct.pack("ll", whole, max(int((seconds - whole) * 1_000_000), 0 if whole else 1))
-    try:
-        conn.settimeout(None)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-    except (OSError, AttributeError):  # AttributeError: no SO_RCVTIMEO here
-        return False
-    return True
 
 
 _date = (0, "")

@@ -1,6 +1,7 @@
-"""The socket server: the listening socket, a thread per connection up to the cap (503
-past it, over TLS too), the TLS handshake, and the drain at shutdown. Each request goes
-to :class:`.routes.ProxyHandler`, which answers from the application object."""
+"""The socket server: the listening socket, the connection cap (503 past it, over TLS
+too), a thread per request being answered (idle connections and heads still arriving
+belong to :mod:`.connections`), and the drain at shutdown. Each request goes to
+:class:`.routes.ProxyHandler`, which answers from the application object."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import http.server
 import logging
 import queue
 import socket
-import ssl
+import socketserver
 import sys
 import threading
 import time
@@ -17,6 +18,8 @@ from typing import Callable, Optional
 
 from ..core.settings import Settings
 from ..infra.tls import server_context
+from .connection import Connection
+from .connections import CLOSE_REASONS, ConnectionLayer, Limits
 from .http1 import CLIENT_GONE, InFlight, address_text, overloaded_response
 from .routes import App, ProxyHandler
 
@@ -30,6 +33,10 @@ REFUSAL_WARNING_INTERVAL = 60.0
 # given this long, and closes at once the connections beyond this many waiting.
 TLS_REFUSAL_SECONDS = 1.0
 TLS_REFUSALS_WAITING = 64
+# A request thread waits this long for the connection's next request before parking it
+# with the selector: a client's next request on a busy keep-alive connection comes
+# sooner, and is answered without a hand-over.
+LINGER_SECONDS = 0.25
 
 
 class _TlsRefusals:
@@ -84,6 +91,7 @@ class Server(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    linger_seconds = LINGER_SECONDS
     request_queue_size = 128
 
     def __init__(self, app: App, settings: Settings, listener: Optional[socket.socket] = None) -> None:
@@ -93,11 +101,17 @@ class Server(http.server.ThreadingHTTPServer):
         self.in_flight = InFlight()
         self.client_timeout = settings.client_timeout
         self._max_connections = settings.max_connections
-        self._connections = 0
-        self._connections_lock = threading.Lock()
         self._refused = 0
         self._refused_warned = -float("inf")
         self._tls_refusals: Optional[_TlsRefusals] = None
+        closings = app.metrics.connections_closed
+        for reason in CLOSE_REASONS:  # shown as 0 from the start
+            closings.inc(reason, amount=0)
+        # A head is also held to the client timeout, the longest a client may be silent.
+        header_timeout = min(settings.header_timeout, settings.client_timeout)
+        limits = Limits(settings.max_connections, settings.threads, header_timeout, settings.client_timeout)
+        self.connections = ConnectionLayer(limits, self._start_thread, closings.inc)
+        app.metrics.connection_gauges(self.connections.counts)
         if listener is None:
             super().__init__((settings.host, settings.port), ProxyHandler)
         else:
@@ -107,9 +121,8 @@ class Server(http.server.ThreadingHTTPServer):
             self.server_address = listener.getsockname()
         self.address_text = address_text(self.server_address)
         if settings.tls_cert and settings.tls_key:
-            # Accepted connections are wrapped without a handshake; finish_request does
-            # it in the connection's own thread, so a slow or broken client never holds
-            # up the accept loop.
+            # Accepted connections are wrapped without a handshake; the selector does it
+            # without blocking, so a slow or broken client holds up no thread.
             self.socket = server_context(settings.tls_cert, settings.tls_key).wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
@@ -118,26 +131,30 @@ class Server(http.server.ThreadingHTTPServer):
     # ------------------------------------------------------------------ connections
 
     def process_request(self, request: socket.socket, client_address) -> None:
-        """A thread per connection, up to the cap; past it, 503 at once and no thread."""
-        with self._connections_lock:
-            full = self._connections >= self._max_connections
-            if not full:
-                self._connections += 1
-        if full:
+        """A new connection goes to the selector, which hands it to a request thread once
+        its head is in; past the cap (every connection busy), 503 at once."""
+        if not self.connections.admit():
             return self._refuse(request)
-        try:
-            super().process_request(request, client_address)
-        except BaseException:  # no thread started (e.g. none left): not counted
-            with self._connections_lock:
-                self._connections -= 1
-            raise
+        request.setblocking(False)
+        self.connections.add(Connection(request, client_address, time.monotonic()))
 
-    def process_request_thread(self, request: socket.socket, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections -= 1
+    def _start_thread(self, connection: Connection) -> None:
+        socketserver.ThreadingMixIn.process_request(self, connection, connection.address)
+
+    def process_request_thread(self, request: Connection, client_address) -> None:
+        """Answer a connection's requests, then those waiting for a thread, if any."""
+        connection: Optional[Connection] = request
+        while connection is not None:
+            try:
+                self.finish_request(connection, connection.address)
+            except Exception:
+                connection.keep = False
+                self.handle_error(connection.sock, connection.address)
+            connection = self.connections.done(connection)
+
+    def linger(self) -> float:
+        """A request thread waits for the next request only while no other waits."""
+        return 0.0 if self.connections.waiting() else self.linger_seconds
 
     def _refuse(self, request: socket.socket) -> None:
         """Answer 503 and close. Runs in the accepting thread only (so the counters
@@ -154,6 +171,7 @@ class Server(http.server.ThreadingHTTPServer):
             if not self._tls_refusals.offer(request):
                 self.shutdown_request(request)
             how = f"get 503 after a TLS handshake, one at a time (closed at once past {TLS_REFUSALS_WAITING} waiting)"
+        self.app.metrics.connections_closed.inc("refused")
         now = time.monotonic()
         self._refused += 1
         if now - self._refused_warned >= REFUSAL_WARNING_INTERVAL:
@@ -167,23 +185,16 @@ class Server(http.server.ThreadingHTTPServer):
             self._refused_warned = now
             self._refused = 0
 
-    def drain(self, timeout: float) -> bool:
-        """Wait up to *timeout* seconds for responses in flight; True if none is left.
-        Answers from now on close their connection."""
-        return self.in_flight.drain(timeout)
+    def shutdown(self) -> None:
+        """Stop accepting, and close the idle connections at once (see :meth:`drain`)."""
+        self.connections.drain()
+        super().shutdown()
 
-    def finish_request(self, request, client_address) -> None:
-        """Handle one connection: over TLS, the handshake first, bounded by the client
-        timeout. A failed one (a plain-HTTP request, a client that distrusts our
-        certificate, a port scanner) concerns only that client."""
-        if isinstance(request, ssl.SSLSocket):
-            request.settimeout(self.client_timeout)
-            try:
-                request.do_handshake()
-            except OSError as exc:  # ssl.SSLError, a reset, or the timeout
-                logger.debug("TLS handshake with %s failed: %s", client_address[0], exc)
-                return
-        super().finish_request(request, client_address)
+    def drain(self, timeout: float) -> bool:
+        """Close the idle connections, and wait up to *timeout* seconds for responses in
+        flight; True if none is left. Answers from now on close their connection."""
+        self.connections.drain()
+        return self.in_flight.drain(timeout)
 
     def handle_error(self, request, client_address) -> None:
         """A client that resets its connection is routine; anything else is a bug."""
@@ -194,8 +205,9 @@ class Server(http.server.ThreadingHTTPServer):
             logger.exception("error on the connection from %s", client_address[0])
 
     def server_close(self) -> None:
-        """Close the socket, the connections waiting for a TLS 503, then the app."""
+        """Close the socket, the idle connections, those waiting for a TLS 503, then the app."""
         super().server_close()
+        self.connections.close()
         if self._tls_refusals is not None:
             self._tls_refusals.close()
         self.app.close()

@@ -9,20 +9,12 @@ import ssl
 import threading
 import time
 
+from tests.support.cache_dir import wait_for as _wait_for
 from tests.support.proxy import http, raw_request, raw_status
 
 
-def _wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def _open_connections(server) -> int:
-    with server._connections_lock:
-        return server._connections
+    return server.connections.counts().open
 
 
 def test_connection_cap_refuses_with_503_then_serves_again(proxy, upstream_json, caplog):
@@ -54,14 +46,22 @@ def test_connection_cap_refuses_with_503_then_serves_again(proxy, upstream_json,
     assert running.get("/index/alpha/").status == 200
 
 
-def test_connection_cap_counts_keep_alive_connections_until_they_close(proxy, upstream_json):
-    running = proxy(upstream_json, max_connections=1)
-    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as kept:
-        kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert kept.recv(65536).startswith(b"HTTP/1.1 200")
-        assert http("GET", running.url + "/health").status == 503
-    _wait_for(lambda: _open_connections(running.server) == 0, "the connection to end")
-    assert http("GET", running.url + "/health").status == 200
+def test_connection_cap_closes_the_oldest_idle_connection_first(proxy, upstream_json):
+    """At the cap, an idle keep-alive connection makes room for a new one; only a cap
+    full of busy connections refuses."""
+    running = proxy(upstream_json, max_connections=2)
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as older, \
+            socket.create_connection(("127.0.0.1", running.port), timeout=10) as newer:
+        for kept in (older, newer):
+            kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(0.1)  # parked (past the request thread's linger), in this order
+        _wait_for(lambda: running.server.connections.counts().idle == 2, "both parked")
+        assert http("GET", running.url + "/health").status == 200
+        assert older.recv(65536) == b""  # the oldest idle one was closed
+        newer.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert newer.recv(65536).startswith(b"HTTP/1.1 200")
+    assert b'proxpi_connections_closed_total{reason="evicted"} 1' in running.get("/metrics").body
 
 
 def test_server_serves_a_socket_handed_over(upstream_json, tmp_path):

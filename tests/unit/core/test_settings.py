@@ -122,6 +122,8 @@ def test_settings_are_frozen() -> None:
         ("PROXPI_CONNECT_TIMEOUT", "1", "connect_timeout", "2", lambda s: s.connect_timeout, 2.0),
         ("PROXPI_READ_TIMEOUT", "1", "read_timeout", "2", lambda s: s.read_timeout, 2.0),
         ("PROXPI_CLIENT_TIMEOUT", "1", "client_timeout", "2", lambda s: s.client_timeout, 2.0),
+        ("PROXPI_HEADER_TIMEOUT", "1", "header_timeout", "2.5", lambda s: s.header_timeout, 2.5),
+        ("PROXPI_THREADS", "8", "threads", "16", lambda s: s.threads, 16),
         ("PROXPI_ADMIN_TOKEN", "env-token", "admin_token", "flag-token", lambda s: s.admin_token,
          "flag-token"),
         ("PROXPI_PAGE_MEMORY", "1M", "page_memory", "2M", lambda s: s.page_memory, 2 * MIB),
@@ -346,7 +348,8 @@ def test_credentials_are_kept_for_upstream_but_not_displayed() -> None:
 
 def test_workers_and_connection_cap_defaults() -> None:
     result = settings()
-    assert (result.workers, result.max_connections) == (1, 1000)
+    assert (result.workers, result.max_connections) == (1, 10_000)
+    assert (result.threads, result.header_timeout) == (256, 10.0)
 
 
 @pytest.mark.parametrize("value", ["0", "auto", "AUTO"])
@@ -368,6 +371,10 @@ def test_workers_and_connection_cap_from_env_and_flags() -> None:
         ({"PROXPI_WORKERS": "-1"}, ["PROXPI_WORKERS", "-1"]),
         ({"PROXPI_MAX_CONNECTIONS": "0"}, ["PROXPI_MAX_CONNECTIONS", "0"]),
         ({"PROXPI_MAX_CONNECTIONS": "1e3"}, ["PROXPI_MAX_CONNECTIONS", "1e3"]),
+        ({"PROXPI_THREADS": "0"}, ["PROXPI_THREADS", "0"]),
+        ({"PROXPI_THREADS": "lots"}, ["PROXPI_THREADS", "lots"]),
+        ({"PROXPI_HEADER_TIMEOUT": "0"}, ["PROXPI_HEADER_TIMEOUT", "0"]),
+        ({"PROXPI_HEADER_TIMEOUT": "1e12"}, ["PROXPI_HEADER_TIMEOUT", "1e12", "at most 604800"]),
     ],
 )
 def test_bad_workers_or_connection_cap(env: dict, names: list) -> None:

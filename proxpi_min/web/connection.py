@@ -1,0 +1,253 @@
+"""One client connection across its requests: the socket, the bytes read ahead of the
+parser, the non-blocking reads and TLS handshake the selector does, and the file-like
+reader a request thread parses a head and body from."""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import struct
+from typing import Optional
+
+__all__ = ["Connection", "HEAD_MAX", "Writer"]
+
+RECEIVE_SIZE = 65536
+# A request head is at most this long (http.server's limit for one line); a longer one is
+# answered 414 or 431 by the selector, never given a thread to trickle into.
+HEAD_MAX = 65536
+
+
+class Connection:
+    """A client socket with its read-ahead buffer; the request parser reads it as a file
+    (:meth:`readline`, :meth:`read`), starting with what the selector already buffered."""
+
+    __slots__ = ("sock", "address", "tls", "handshaking", "buffer", "pos", "scanned", "since", "idle",
+                 "kernel_timeouts", "keep", "gone", "closed", "poller", "client_timeout", "linger", "__weakref__")
+
+    def __init__(self, sock: socket.socket, address, now: float) -> None:
+        self.sock = sock
+        self.address = address
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.handshaking = self.tls  # the TLS handshake is still to be done
+        # Read ahead: a bytearray while the selector appends to it, bytes (sliced once
+        # per line) while a request thread parses it.
+        self.buffer: "bytes | bytearray" = bytearray()
+        self.pos = 0  # bytes before this are parsed
+        self.scanned = 0  # bytes before this hold no head end
+        self.since = now  # when the head began arriving, or when the connection went idle
+        self.idle = False  # parked between requests, nothing of the next one read
+        self.kernel_timeouts: Optional[bool] = None  # decided at the first hand-over
+        self.keep = False  # set by the handler: the connection serves another request
+        self.gone = False  # the client closed it between requests
+        self.closed = False
+        self.poller: Optional[select.poll] = None  # made by the first request thread to wait on it
+        self.client_timeout = self.linger = 0.0  # set at the first hand-over (see blocking)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # ------------------------------------------------------------------ the selector's side
+
+    def handshake(self) -> None:
+        """Advance the TLS handshake without blocking. Raises ssl.SSLWantReadError or
+        SSLWantWriteError while it waits for the client, OSError on failure."""
+        self.sock.do_handshake()
+        self.handshaking = False
+
+    def receive(self) -> bool:
+        """Read what has arrived without blocking; False when the client has closed."""
+        while True:
+            try:
+                data = self.sock.recv(RECEIVE_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return True
+            if not data:
+                return False
+            if isinstance(self.buffer, bytes):
+                self.buffer = bytearray(self.buffer)
+            self.buffer += data
+            # Over TLS, decrypted bytes may wait in the SSL object with the socket quiet.
+            if not (self.tls and self.sock.pending()):
+                return True
+
+    def head_complete(self) -> bool:
+        """A whole request head is buffered, or more than a head may be (see :meth:`too_long`)."""
+        buffer = self.buffer
+        start = max(self.scanned - 2, self.pos)
+        self.scanned = len(buffer)
+        # The empty line ending a head (RFC 9112 2.2 allows a bare LF).
+        return buffer.find(b"\n\r\n", start) >= 0 or buffer.find(b"\n\n", start) >= 0 or self.too_long() > 0
+
+    def too_long(self) -> int:
+        """0, or the status for a head past HEAD_MAX bytes without its end (RFC 9110
+        15.5.15, RFC 6585 5): 414 if the request line alone is that long, else 431."""
+        if len(self.buffer) - self.pos < HEAD_MAX:
+            return 0
+        start = self.pos + (self.buffer.startswith(b"\n", self.pos) or 2 * self.buffer.startswith(b"\r\n", self.pos))
+        end = self.buffer.find(b"\n", start)
+        return 414 if end < 0 or end - start >= HEAD_MAX - 2 else 431
+
+    def started(self) -> bool:
+        """Some of a request has arrived since the last one was answered."""
+        return len(self.buffer) > self.pos
+
+    def compact(self) -> None:
+        """Drop the bytes already parsed, before the connection is parked."""
+        self.buffer = self.buffer[self.pos :]
+        self.pos = self.scanned = 0
+
+    # ------------------------------------------------------------------ a request thread's side
+
+    def blocking(self, client_timeout: float, linger: float) -> None:
+        """Make the socket blocking for a request thread, writes timed out after
+        *client_timeout*, reads too except the wait for a next request, which ends
+        after *linger* (see :meth:`next_ready`). By the kernel over plain TCP
+        (SO_RCVTIMEO, SO_SNDTIMEO, set once: socket.settimeout would poll() before every
+        call, giving up the GIL once more a request), otherwise (TLS, whose blocking
+        reads retry past a kernel timeout) by Python."""
+        self.buffer = bytes(self.buffer)
+        if self.kernel_timeouts is None:
+            # Responses go out in one or few writes; never wait for Nagle's algorithm.
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.client_timeout, self.linger = client_timeout, linger
+            self.kernel_timeouts = not self.tls and _set_kernel_timeouts(self.sock, linger, client_timeout)
+            if self.kernel_timeouts:
+                return
+        if self.kernel_timeouts:
+            self.sock.setblocking(True)
+        else:
+            self.sock.settimeout(client_timeout)
+
+    def next_ready(self, linger: float) -> bool:
+        """Another whole head is in, or arrives within *linger* seconds, so the thread
+        may answer it at once; False to park the connection (``keep`` cleared if the
+        client closed)."""
+        if len(self.buffer) > self.pos and self.head_complete():  # pipelined
+            return True
+        if self.kernel_timeouts and linger:  # a blocking read, ended by SO_RCVTIMEO
+            data = self._receive_now()
+        elif self.tls and self.sock.pending():  # decrypted already
+            data = self._receive_now()
+        else:
+            if self.poller is None:
+                self.poller = select.poll()
+                self.poller.register(self.sock.fileno(), select.POLLIN)
+            if not self.poller.poll(linger * 1000):
+                return False
+            data = self._receive_now()
+        if data is None:
+            return False
+        if not data:
+            self.keep = False
+            self.gone = True
+            return False
+        self._append(data)
+        return self.head_complete()
+
+    def _receive_now(self) -> Optional[bytes]:
+        """What has arrived (b"" if the client closed), or None if nothing has. Over
+        TLS a read waits for a whole record (bounded by the client timeout)."""
+        try:
+            return self.sock.recv(RECEIVE_SIZE)
+        except (BlockingIOError, socket.timeout):
+            return None
+        except OSError:  # a reset, a TLS error
+            return b""
+
+    def readline(self, limit: int = -1) -> bytes:
+        """A line with its LF, at most *limit* bytes; shorter when the client closes
+        or times out (as a buffered socket file reads)."""
+        buffer, pos = self.buffer, self.pos
+        end = buffer.find(b"\n", pos) + 1
+        if end and (limit < 0 or end - pos <= limit):  # the usual case: the line is in
+            self.pos = end
+            return buffer[pos:end]
+        while True:
+            buffer = self.buffer
+            end = buffer.find(b"\n", self.pos)
+            if end >= 0 and (limit < 0 or end - self.pos < limit):
+                return self._take(end + 1 - self.pos)
+            if 0 <= limit <= len(buffer) - self.pos:
+                return self._take(limit)
+            if not self._fill():
+                return self._take(len(buffer) - self.pos)
+
+    def read(self, size: int) -> bytes:
+        """*size* bytes, fewer if the client closes or times out first."""
+        while len(self.buffer) - self.pos < size and self._fill():
+            pass
+        return self._take(min(size, len(self.buffer) - self.pos))
+
+    def _take(self, size: int) -> bytes:
+        data = self.buffer[self.pos : self.pos + size]
+        self.pos += size
+        return data
+
+    def _append(self, data: bytes) -> None:
+        self.buffer = self.buffer[self.pos :] + data
+        self.pos = self.scanned = 0
+
+    def _fill(self) -> bool:
+        """Read more of a request, waiting up to the client timeout."""
+        if self.kernel_timeouts:
+            _set_timeout(self.sock, socket.SO_RCVTIMEO, self.client_timeout)
+        try:
+            data = self.sock.recv(RECEIVE_SIZE)
+        except (BlockingIOError, socket.timeout):  # the client timeout: the kernel's, or Python's
+            return False
+        finally:
+            if self.kernel_timeouts:
+                _set_timeout(self.sock, socket.SO_RCVTIMEO, self.linger)
+        if not data:
+            return False
+        self._append(data)
+        return True
+
+    def close(self) -> None:
+        """Close the socket, saying goodbye as socketserver does (a shutdown first)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class Writer:
+    """The handler's ``wfile``: each write goes out whole, unbuffered."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def write(self, data: bytes) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
+def _set_kernel_timeouts(conn: socket.socket, receive: float, send: float) -> bool:
+    """Make *conn* blocking, its reads timed out by the kernel after *receive* seconds
+    without progress and its writes after *send*; False where the platform refuses the
+    options. A timed-out read or write then raises BlockingIOError (EAGAIN)."""
+    try:
+        conn.settimeout(None)
+        _set_timeout(conn, socket.SO_RCVTIMEO, receive)
+        _set_timeout(conn, socket.SO_SNDTIMEO, send)
+    except (OSError, AttributeError, struct.error):  # AttributeError: no SO_RCVTIMEO here
+        return False
+    return True
+
+
+def _set_timeout(conn: socket.socket, option: int, seconds: float) -> None:
+    whole = int(seconds)
+    # struct timeval; at least 1 µs, since 0 means "never". Where timeval is not two C
+    # longs (32-bit builds with a 64-bit time_t), the kernel refuses the size.
+    timeval = struct.pack("ll", whole, max(int((seconds - whole) * 1_000_000), 0 if whole else 1))
+    conn.setsockopt(socket.SOL_SOCKET, option, timeval)

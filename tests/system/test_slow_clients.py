@@ -1,0 +1,209 @@
+"""Connections that cost nothing while they wait: heads trickled past their deadline,
+idle keep-alive connections parked without a thread and served again (pipelined too),
+TLS handshakes that stall, the request-thread cap and its queue, and the drain."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+
+from tests.support.cache_dir import wait_for as _wait_for
+from tests.support.proxy import http
+
+KEEP = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def _read_response(stream) -> tuple:
+    """(status, headers dict, body) of one response with a Content-Length."""
+    status = int(stream.readline().split()[1])
+    headers = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, stream.read(int(headers.get("content-length", 0)))
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def _closed_count(running, reason: str) -> float:
+    for line in running.server.app.metrics_text().decode().splitlines():
+        if line.startswith(f'proxpi_connections_closed_total{{reason="{reason}"}} '):
+            return float(line.split()[-1])
+    raise AssertionError(f"no closings counted for {reason}")
+
+
+def _held_download(running, upstream, dist) -> tuple:
+    """A download held by the upstream mid-file: (the hold, the fetching thread, its result)."""
+    assert running.get("/index/alpha/").status == 200
+    hold = upstream.hold(dist)
+    result: dict = {}
+    path = f"/index/alpha/{dist.filename}"
+    fetch = threading.Thread(target=lambda: result.update(r=running.get(path, timeout=30)))
+    fetch.start()
+    _wait_for(lambda: upstream.hits(f"/files/alpha/{dist.filename}") > 0, "the download")
+    return hold, fetch, result
+
+
+def _parked(running, count: int) -> None:
+    _wait_for(lambda: running.server.connections.counts().idle >= count, f"{count} parked connections")
+
+
+def test_a_head_trickled_past_the_header_deadline_gets_408_and_is_counted(proxy, upstream_json):
+    running = proxy(upstream_json, header_timeout=1.0)
+    threads = threading.active_count()
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        started = time.monotonic()
+        try:
+            for byte in KEEP:  # a byte every 0.1 s: the whole head would take 3 s
+                sock.send(bytes([byte]))
+                time.sleep(0.1)
+                assert threading.active_count() == threads, "a thread was given to a trickling head"
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = _until_closed(sock)
+        assert time.monotonic() - started < 2.5
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"\r\nConnection: close\r\n" in answer, answer
+    # A connection that sent nothing is closed without a word.
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as silent:
+        assert _until_closed(silent) == b""
+    assert _closed_count(running, "header-timeout") == 2
+    assert running.get("/health").status == 200
+
+
+def test_a_head_past_64_kib_is_answered_by_the_selector(proxy, upstream_json):
+    """No thread is given a head to trickle into: past 64 KiB without its end, 431."""
+    running = proxy(upstream_json)
+    threads = threading.active_count()
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\n" + b"X-Big: " + b"a" * 70_000)  # and no more
+        answer = _until_closed(sock)
+        assert threading.active_count() == threads
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert _closed_count(running, "too-long") == 1
+
+
+def test_a_thousand_idle_keep_alive_connections_hold_no_thread(proxy, upstream_json):
+    running = proxy(upstream_json)
+    threads = threading.active_count()
+    idle = []
+    try:
+        for _ in range(1000):
+            sock = socket.create_connection(("127.0.0.1", running.port), timeout=20)
+            sock.sendall(KEEP)
+            idle.append(sock)
+        for sock in idle:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        _parked(running, 1000)
+        assert threading.active_count() < threads + 5
+        for _ in range(50):  # normal traffic, on new connections, all served
+            assert http("GET", running.url + "/index/alpha/").status == 200
+        counts = running.server.connections.counts()
+        assert counts.open >= 1000 and counts.idle >= 1000
+        gauges = running.get("/metrics").text
+        assert "\nproxpi_connections_idle 1000\n" in gauges or "\nproxpi_connections_idle 1001\n" in gauges
+        for sock in idle[:10]:  # and the parked ones are served again
+            sock.sendall(KEEP)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for sock in idle:
+            sock.close()
+    _wait_for(lambda: running.server.connections.counts().open == 0, "the connections closed")
+
+
+def test_a_parked_connection_is_served_again_and_takes_pipelined_requests_in_order(proxy, upstream_json):
+    running = proxy(upstream_json)
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(KEEP)
+        assert _read_response(stream)[0] == 200
+        _parked(running, 1)
+        sock.sendall(KEEP)
+        assert _read_response(stream)[0] == 200
+        _parked(running, 1)
+        # Three at once on the parked connection: answered in the order sent.
+        sock.sendall(
+            b"GET /index/alpha/ HTTP/1.1\r\nHost: x\r\nAccept: application/vnd.pypi.simple.v1+json\r\n\r\n"
+            + KEEP
+            + b"GET /index/nope-never/ HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        first, second, third = (_read_response(stream) for _ in range(3))
+        assert first[0] == 200 and b'"name"' in first[2] and b"alpha" in first[2]
+        assert second[0] == 200 and second[2].startswith(b"ok")
+        assert third[0] == 404
+        # A head split across the park: half now, half later.
+        sock.sendall(KEEP[:10])
+        time.sleep(0.2)
+        sock.sendall(KEEP[10:])
+        assert _read_response(stream)[0] == 200
+        stream.close()
+
+
+def test_drain_closes_idle_connections_at_once_and_lets_active_ones_finish(proxy, upstream_html, dists):
+    running = proxy(upstream_html)
+    hold, fetch, result = _held_download(running, upstream_html, dists.alpha_1)
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as idle:
+        idle.sendall(KEEP)
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+        _parked(running, 1)
+        drained = {}
+        drain = threading.Thread(target=lambda: drained.update(ok=running.server.drain(20)))
+        drain.start()
+        assert _until_closed(idle) == b""  # at once, while the download still runs
+        assert fetch.is_alive()
+        hold.open()
+        fetch.join(30)
+        drain.join(30)
+    assert result["r"].status == 200 and result["r"].body == dists.alpha_1.content
+    assert drained["ok"] is True
+    # The answered connection was closed, not parked: nothing is left open.
+    _wait_for(lambda: running.server.connections.counts().open == 0, "every connection closed")
+
+
+def test_a_stalled_tls_handshake_holds_no_thread(proxy, upstream_html, server_cert, test_ca):
+    running = proxy(upstream_html, header_timeout=1.0, tls_cert=str(server_cert.cert), tls_key=str(server_cert.key))
+    threads = threading.active_count()
+    stalled = [socket.create_connection(("127.0.0.1", running.port), timeout=10) for _ in range(20)]
+    try:
+        for sock in stalled[:10]:
+            sock.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello that stops short
+        time.sleep(0.3)
+        assert threading.active_count() == threads
+        context = ssl.create_default_context(cafile=str(test_ca.cert))
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as client:
+                client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert client.recv(65536).startswith(b"HTTP/1.1 200 ")
+        for sock in stalled:
+            assert _until_closed(sock) == b""
+    finally:
+        for sock in stalled:
+            sock.close()
+    _wait_for(lambda: running.server.connections.counts().open == 0, "the stalled connections closed")
+    assert _closed_count(running, "header-timeout") == 20
+
+
+def test_past_the_thread_cap_a_request_waits_then_gets_503(proxy, upstream_html, dists):
+    running = proxy(upstream_html, threads=1, header_timeout=1.0)
+    hold, fetch, result = _held_download(running, upstream_html, dists.alpha_1)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.sendall(KEEP)
+            answer = _until_closed(sock)
+        head = answer.partition(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1" in head, answer
+        assert b"every request thread is busy" in answer
+    finally:
+        hold.open()
+        fetch.join(30)
+    assert result["r"].status == 200 and result["r"].body == dists.alpha_1.content
+    assert _closed_count(running, "queue-timeout") == 1

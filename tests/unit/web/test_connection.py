@@ -1,0 +1,107 @@
+"""web.connection: a head is complete at its empty line (CRLF or bare LF); the parser's
+reads start with the bytes the selector buffered, then read on, and stop short when the
+client closes or times out."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxpi_min.web.connection import HEAD_MAX, Connection
+
+
+class _Script:
+    """Stands in for a socket: recv() gives the scripted chunks, then b"" (closed);
+    a BlockingIOError in the script is a timeout."""
+
+    def __init__(self, *chunks) -> None:
+        self.chunks = list(chunks)
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if not self.chunks:
+            return b""
+        chunk = self.chunks.pop(0)
+        if isinstance(chunk, Exception):
+            raise chunk
+        return chunk
+
+
+def _connection(*chunks) -> Connection:
+    return Connection(_Script(*chunks), ("127.0.0.1", 1), 0.0)
+
+
+@pytest.mark.parametrize(
+    "chunks, complete",
+    [
+        ([b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"], True),
+        ([b"GET / HTTP/1.1\nHost: x\n\n"], True),  # RFC 9112 2.2: a bare LF
+        ([b"GET / HTTP/1.1\r\nHost: x\r", b"\n\r", b"\n"], True),  # the end split across reads
+        ([b"GET / HTTP/1.1\r\nHost: x\r\n"], False),
+        ([b"GET / HT"], False),
+        ([b"x" * HEAD_MAX], True),  # too long for a head: see too_long
+    ],
+)
+def test_head_complete(chunks: list, complete: bool) -> None:
+    connection = _connection(*chunks)
+    for _ in chunks:
+        assert connection.receive()
+    assert connection.head_complete() is complete
+
+
+def test_receive_says_when_the_client_closed() -> None:
+    connection = _connection(b"GET")
+    assert connection.receive() and connection.started()
+    assert connection.receive() is False
+
+
+def test_the_parser_reads_the_buffered_head_then_the_socket() -> None:
+    connection = _connection(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab")
+    connection.receive()
+    connection.sock.chunks = [b"cde", b"GET /next HTTP/1.1\r\n\r\n"]
+    assert connection.readline(65537) == b"GET / HTTP/1.1\r\n"
+    assert connection.readline(65537) == b"Content-Length: 5\r\n"
+    assert connection.readline(65537) == b"\r\n"
+    assert connection.read(5) == b"abcde"  # two bytes buffered, three read on
+    assert connection.readline(65537) == b"GET /next HTTP/1.1\r\n"
+
+
+def test_readline_stops_at_its_limit_and_at_a_close() -> None:
+    connection = _connection(b"GET /aaaaaaaa")
+    connection.receive()
+    assert connection.readline(5) == b"GET /"
+    assert connection.readline() == b"aaaaaaaa"  # closed mid-line: what there was
+    assert connection.readline() == b""
+
+
+def test_a_timed_out_read_ends_a_body_short() -> None:
+    connection = _connection(b"DELETE / HTTP/1.1\r\n\r\nab")
+    connection.receive()
+    connection.sock.chunks = [BlockingIOError()]
+    connection.readline()
+    connection.readline()
+    assert connection.read(10) == b"ab"
+
+
+def test_compact_keeps_the_next_request_only() -> None:
+    connection = _connection(b"GET /a HTTP/1.1\r\n\r\nGET /b")
+    connection.receive()
+    connection.readline()
+    connection.readline()
+    connection.compact()
+    assert bytes(connection.buffer) == b"GET /b" and connection.started()
+    assert not connection.head_complete()
+
+
+@pytest.mark.parametrize(
+    "head, status",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n", 0),
+        (b"GET /" + b"a" * HEAD_MAX, 414),
+        (b"\r\nGET /" + b"a" * HEAD_MAX, 414),  # after the empty line RFC 9112 2.2 allows
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * HEAD_MAX, 431),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * (HEAD_MAX // 8), 431),
+    ],
+)
+def test_too_long(head: bytes, status: int) -> None:
+    connection = _connection(head)
+    connection.receive()
+    assert connection.too_long() == status
