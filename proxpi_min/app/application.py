@@ -7,11 +7,11 @@ import json
 from typing import Optional
 
 from ..core.byteranges import ByteRange
-from ..core.errors import NotFound
 from ..core.names import NormalizedName
 from ..core.home import render_home
 from ..core.settings import Settings
 from ..files.bodies import FileBody
+from ..files.layout import Target
 from ..infra.metrics import Metrics
 from .proxy import Proxy
 from .status import ProxyStatus
@@ -37,9 +37,12 @@ class Application:
         self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
     ) -> FileBody:
         entry, index = self._proxy.indexes.locate_file(project, filename)
-        if metadata and entry.metadata is None:
-            raise NotFound(f"the index has no metadata file for {entry.filename!r}")
-        return self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
+        if metadata and entry.metadata is None:  # the proxy's own, read from the wheel (or 404)
+            return self._proxy.metadata.open(project, entry, head, byte_range, index)
+        body = self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
+        if metadata and body.source == "cache" and not head:  # (a cold one: when stored)
+            self._proxy.metadata.upstream_served(project, Target(self._proxy.files.root, project, entry, True).path)
+        return body
 
     def home(self, index_url: str, as_json: bool) -> bytes:
         document = self._status.status(index_url).as_json()

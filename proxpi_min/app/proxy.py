@@ -9,9 +9,11 @@ from ..core.policy import Policy
 from ..core.settings import IndexSettings, Settings
 from ..files.file_cache import FileCache
 from ..files.layout import files_root, index_root
+from ..files.metadata import WheelMetadata
 from ..index.catalog import Catalog
 from ..index.index_cache import IndexCache
 from ..index.page_store import PageStore
+from ..index.prefetch import Prefetcher
 from ..index.upstream import Upstream
 from ..infra.background import Background
 from ..infra.metrics import Metrics
@@ -28,11 +30,14 @@ class Proxy(NamedTuple):
     files: FileCache
     indexes: Catalog
     policy: Policy
+    metadata: WheelMetadata  # PEP 658 metadata of wheels listed without
+    prefetch: Optional[Prefetcher] = None  # serving only, never offline
 
 
-def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None) -> Proxy:
+def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None, serving: bool = False) -> Proxy:
     """The upstream connections and the caches on *cache_dir*, as *settings* say: the
-    server's, and the ``warm`` command's (so both store files and pages alike)."""
+    server's (*serving*: with the prefetcher), and the ``warm`` command's (so both store
+    files and pages alike)."""
     metrics = metrics or Metrics()
     remove_temp_files(index_root(cache_dir))
     upstream = Upstream(
@@ -58,6 +63,7 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     policy = Policy.from_settings(settings, [index.url for index, _ in stores])
     # Pages are saved and compressed after their answer (Catalog.close finishes them).
     background = Background()
+    metadata = WheelMetadata(files, settings.metadata == "auto", settings.offline, metrics)
     indexes = Catalog(
         [
             IndexCache(index, upstream, store, settings.offline, metrics=metrics, background=background)
@@ -70,8 +76,13 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         metrics=metrics,
         policy=policy,
         background=background,
+        metadata=metadata if metadata.enabled else None,
     )
-    return Proxy(upstream, files, indexes, policy)
+    prefetch = None
+    if serving and settings.prefetch != "off" and not settings.offline:
+        prefetch = Prefetcher(indexes, settings.prefetch_jobs, metrics)
+        metadata.on_served = prefetch.metadata_served
+    return Proxy(upstream, files, indexes, policy, metadata, prefetch)
 
 
 def upstream_route(settings: Settings) -> str:

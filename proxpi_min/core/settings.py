@@ -44,6 +44,8 @@ DEFAULT_HOST = "127.0.0.1"
 LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
+METADATA_MODES, PREFETCH_MODES = ("auto", "off"), ("pages", "off")  # the first of each is the default
+DEFAULT_PREFETCH_JOBS = 8
 
 # A normalised project name (PEP 503), or an fnmatch pattern over such names.
 _PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]+\Z")
@@ -130,6 +132,9 @@ class Settings:
     min_age_unknown_deny: bool = False  # leave out files without an upload time
     deny: tuple[tuple[str, Optional[str]], ...] = ()  # (pattern, version or None)
     allow: tuple[str, ...] = ()  # patterns; empty: every project
+    metadata: str = METADATA_MODES[0]
+    prefetch: str = PREFETCH_MODES[0]
+    prefetch_jobs: int = DEFAULT_PREFETCH_JOBS
     # (field, the flag or variable that set it) for the paths used at start (the cache
     # dir, TLS files), so that one that does not work is named as the user gave it.
     sources: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False, repr=False)
@@ -407,6 +412,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
         offline=sources.flag("--offline", "PROXPI_OFFLINE"),
         upstream_proxy=_proxy_settings(sources, env),
         ca_bundle=sources.text("--ca-bundle", "PROXPI_CA_BUNDLE"),
+        metadata=sources.choice("--metadata", "PROXPI_METADATA", METADATA_MODES),
         sources=tuple(
             (field, sources.get(flag, var)[0])
             for field, flag, var in (
@@ -444,6 +450,8 @@ def _listening(sources: _Sources) -> dict:
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "log_format": sources.choice("--log-format", "PROXPI_LOG_FORMAT", LOG_FORMATS),
+        "prefetch": sources.choice("--prefetch", "PROXPI_PREFETCH", PREFETCH_MODES),
+        "prefetch_jobs": sources.integer("--prefetch-jobs", "PROXPI_PREFETCH_JOBS", DEFAULT_PREFETCH_JOBS, "must be a whole number >= 1", minimum=1),
     }
 
 

@@ -25,12 +25,13 @@ import logging
 import os
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from ..core.byteranges import ByteRange
 from ..core.errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry
+from ..core.wheelmeta import is_zip_probe
 from ..index.upstream import Upstream
 from ..infra.atomic import STALE_TEMP, remove_temp_files
 from ..infra.metrics import Metrics
@@ -50,6 +51,7 @@ TOUCH_INTERVAL = 1.0
 # bytes a line), and never below this size: a small cache keeps a short history.
 JOURNAL_LINE = 150
 JOURNAL_MIN = 1 << 20
+MAX_SIZES = 10_000  # sizes learned from upstream answers, for files listed without one
 
 
 class FileCache:
@@ -70,6 +72,9 @@ class FileCache:
         self._downloads: dict = {}
         self.generation = 0  # changes whenever a file is stored or evicted
         self._last_sweep = time.monotonic()
+        self._sizes: dict = {}  # path -> size upstream gave (HEAD, Content-Range) for pages without sizes
+        # Told of every file stored (files.metadata reads a wheel's METADATA then).
+        self.on_stored: Optional[Callable[[Target], None]] = None
         os.makedirs(root, exist_ok=True)
         self._ledger = Ledger(root)
         self._position: Optional[tuple] = None  # how far into the journal our view is
@@ -212,9 +217,10 @@ class FileCache:
         4. join a download: a GET follows the one shared download of the file, the one
            in progress or a new one (:class:`DownloadBody`), sent as it is written.
         5. range from upstream: a Range whose first byte the download does not have yet
-           (or whose request started it) is passed upstream at once (uv reads a wheel's
-           zip directory, at its end, this way) while the download goes on in the
-           background, so the next client finds the file cached.
+           (or whose request started it) is passed upstream at once while the download
+           goes on in the background, so the next client finds the file cached. A range
+           that only probes the zip's end (uv and pip read a wheel's directory there)
+           starts no download: nobody may ever want the whole wheel.
 
         *index* (the listing index's URL) labels the upstream requests in the metrics.
 
@@ -234,12 +240,15 @@ class FileCache:
         self.metrics.miss("file")
         if not self._storable(target):  # 2
             return self._pass_through(target, head, byte_range)
+        probe = byte_range is not None and is_zip_probe(byte_range, target.size or self._sizes.get(target.path))
         with self._lock:
-            download, start = self._register(target, start=not head)
+            download, start = self._register(target, start=not head and not probe)
             if download is not None:
                 download.add_client()
         if start:
             self._run(download)
+        if download is None and not head:  # 5, a probe of the zip's end
+            return self._pass_through(target, False, byte_range)
         if download is None:  # 3
             return SizeOnlyBody(target.size) if target.size is not None else self._pass_through(target, True, None)
         # 5: the client whose range started the download is answered from upstream at once
@@ -308,6 +317,12 @@ class FileCache:
             self.count_upstream(target, exc)
             raise
         self.count_upstream(target, None)
+        total = response.headers.get("Content-Range", "").rpartition("/")[2] if response.status == 206 else response.length
+        if total is not None and str(total).isdigit() and (head or response.status == 206):
+            with self._lock:
+                if len(self._sizes) >= MAX_SIZES:
+                    self._sizes.clear()
+                self._sizes[target.path] = int(total)
         if response.status == 416:
             response.close()
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
@@ -376,6 +391,8 @@ class FileCache:
             self._compact(ledger)
         self._log_evicted(victims)
         self._sweep_temp_files()
+        if stored and self.on_stored is not None:
+            self.on_stored(target)
         return stored
 
     def _make_room(self, ledger: LedgerHandle, incoming: int) -> tuple:

@@ -8,7 +8,7 @@ import logging
 import operator
 import threading
 import time
-from typing import Callable, Iterable, NamedTuple, Optional, Union
+from typing import Callable, Iterable, NamedTuple, Optional, Protocol, Union
 
 from ..core.errors import Forbidden, NotFound
 from ..core.names import NormalizedName, canonicalize_name
@@ -20,7 +20,7 @@ from ..infra.background import Background
 from ..infra.metrics import Metrics
 from .rendered_pages import RenderedPages
 
-__all__ = ["Catalog", "FileLocation", "PageAnswer"]
+__all__ = ["Catalog", "FileLocation", "MetadataAdvert", "PageAnswer"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,17 @@ class FileLocation(NamedTuple):
 
     entry: FileEntry
     index: str
+
+
+class MetadataAdvert(Protocol):
+    """What pages advertise of wheels their index lists without metadata (PEP 658),
+    implemented by ``files.metadata.WheelMetadata``."""
+
+    def advertise(self, project: NormalizedName, files: tuple) -> tuple:
+        """*files*, with the metadata the proxy serves itself advertised."""
+
+    def generation(self, project: NormalizedName) -> int:
+        """Changes whenever :meth:`advertise` would say something new for *project*."""
 
 
 class _View(NamedTuple):
@@ -78,8 +89,12 @@ class Catalog:
         policy: Optional[Policy] = None,
         wall_clock: Callable[[], float] = time.time,
         background: Optional[Background] = None,
+        metadata: Optional[MetadataAdvert] = None,
     ) -> None:
         self.caches = caches
+        self._metadata = metadata
+        # Told of each project page a client asks for (index.prefetch counts its hits).
+        self.page_requested: Optional[Callable[[NormalizedName], None]] = None
         self._background = background
         self.metrics = metrics or Metrics()
         # No policy is a policy that hides nothing: one way through for every page.
@@ -111,6 +126,8 @@ class Catalog:
         :raises Forbidden: the deny or allow list refuses it.
         :raises UpstreamError: an index failed and had no copy to serve instead.
         """
+        if self.page_requested is not None:
+            self.page_requested(name)
         asked, lookups = self._ask(name)
         hit = self._count(lookups, asked)
         view = self._view(name, asked, lookups)
@@ -119,15 +136,31 @@ class Catalog:
         generation = (*view.generation, view.filtered.since)
         if self._offline:
             generation += (self._cache_generation(),)
+        metadata = self._metadata
+        if metadata is not None:
+            generation += (metadata.generation(name),)
 
         def make() -> bytes:
             page = view.filtered.page
             if self._offline and self._is_cached is not None:
                 page = page._replace(files=tuple(self._offline_files(name, page.files)))
+            if metadata is not None:  # after the offline filter: a cached wheel has its METADATA
+                page = page._replace(files=metadata.advertise(name, page.files))
             return render_project_page(page, media)
 
         rendered = self._pages.page(("project", name, media, compress), generation, make, compress)
         return PageAnswer(rendered, any(lookup.stale for lookup in lookups), hit, view.filtered.policies)
+
+    def bring_in(self, name: NormalizedName) -> bool:
+        """Have project *name*'s page in memory, as a client's request would (same
+        guard rails, same one fetch per page), without counting a request: a prefetch.
+        True if an index had to ask upstream.
+
+        :raises NotFound, Forbidden, UpstreamError: as :meth:`rendered_project`.
+        """
+        asked, lookups = self._ask(name)
+        self._view(name, asked, lookups)
+        return not all(lookup.cached for lookup in lookups)
 
     def _ask(self, name: NormalizedName) -> tuple:
         """(positions, lookups): the indices the policy asks for project *name*, in order,
