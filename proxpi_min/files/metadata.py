@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import urllib.parse
 import zipfile
 from typing import Callable, Optional
 
@@ -42,6 +43,9 @@ __all__ = ["BytesBody", "WheelMetadata", "read_wheel_metadata"]
 logger = logging.getLogger(__name__)
 
 _MAX_MEMBER = 16 * 1024 * 1024  # a METADATA larger than this is no metadata we serve
+# Wheels whose metadata hash (or breakage) is remembered for pages; past this the memory
+# starts afresh (pages then say ``true`` until each is served again).
+MAX_KNOWN = 200_000
 
 
 class BytesBody(FileBody):
@@ -75,6 +79,7 @@ class WheelMetadata:
         self._known: dict = {}  # (project, wheel file name) -> sha256 of its metadata, or a BrokenWheel
         self._generations: dict = {}  # project -> changes of what its page advertises
         self._flights: dict = {}  # metadata path -> threading.Event set once it is done
+        self._no_ranges: set = set()  # hosts that answered a Range with the whole file
         # Also store the METADATA of every wheel downloaded (``warm``: an offline proxy
         # serves them); else a downloaded wheel is only checked against a stored copy.
         self.save_downloaded = False
@@ -112,6 +117,8 @@ class WheelMetadata:
     def _learn(self, project: str, filename: str, value) -> None:
         with self._lock:
             if self._known.get((project, filename)) != value:
+                if len(self._known) >= MAX_KNOWN:
+                    self._known = {}
                 self._known[(project, filename)] = value
                 self._generations[project] = self._generations.get(project, 0) + 1
 
@@ -183,8 +190,10 @@ class WheelMetadata:
         if data is None:
             if self._offline:
                 raise NotFound(f"{target.filename} is not in the offline cache")
-            data, how = self._from_ranges(wheel), "ranges"
+            host = urllib.parse.urlsplit(wheel.url).netloc
+            data, how = (None if host in self._no_ranges else self._from_ranges(wheel)), "ranges"
             if data is None:  # the upstream ignores Range: the whole wheel, stored
+                self._no_ranges.add(host)
                 if not self._files.ensure(project, entry):
                     raise UpstreamError(f"{entry.filename} cannot be stored to read its metadata")
                 data, how = self._from_cached_wheel(wheel), "download"
@@ -211,7 +220,10 @@ class WheelMetadata:
         data, start, total = got
         directory = central_directory(data, total)
         if directory.offset < start:
-            data, start, _ = self._range(wheel, f"bytes={directory.offset}-{total - 1}") or (b"", 0, 0)
+            got = self._range(wheel, f"bytes={directory.offset}-{total - 1}")
+            if got is None:
+                return None
+            data, start, _ = got
         at = directory.offset - start
         member = find_metadata(data[at : at + directory.size], wheel.filename)
         if member.compressed > _MAX_MEMBER:
@@ -219,8 +231,10 @@ class WheelMetadata:
         content = member_data(data[member.offset - start :], member) if member.offset >= start else None
         if content is None:
             first, stop = local_span(member)
-            data = (self._range(wheel, f"bytes={first}-{min(stop, total) - 1}") or (b"", 0, 0))[0]
-            content = member_data(data, member)
+            got = self._range(wheel, f"bytes={first}-{min(stop, total) - 1}")
+            if got is None:
+                return None
+            content = member_data(got[0], member)
         if content is None:
             raise BrokenWheel(f"{member.name} runs past the end of {wheel.filename}")
         return content

@@ -139,6 +139,14 @@ def test_served_metadata_checked_against_the_whole_wheel(proxy, bare, caplog):
     assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
 
 
+def test_head_of_metadata(proxy, bare):
+    p = proxy(bare)
+    result = p.request("HEAD", f"/index/beta/{bare.beta.filename}.metadata")
+    assert result.status == 200 and result.body == b""
+    assert int(result.headers["Content-Length"]) == len(bare.beta.metadata)
+    assert p.get(f"/index/beta/{bare.beta.filename}.metadata").body == bare.beta.metadata
+
+
 def test_metadata_off(proxy, bare):
     p = proxy(bare, metadata="off")
     assert "data-core-metadata" not in p.get("/index/beta/").text
@@ -161,6 +169,9 @@ def test_range_and_head_probes_start_no_download(proxy, bare):
     assert p.request("HEAD", url).status == 200
     tail = p.get(url, {"Range": "bytes=-100"})
     assert tail.status == 206 and tail.body == beta.content[-100:]
+    # The HTML page gives no size: the HEAD's answer told it, so this reads the end too.
+    near_end = p.get(url, {"Range": f"bytes={beta.size - 50}-"})
+    assert near_end.status == 206 and near_end.body == beta.content[-50:]
     assert _whole_gets(bare) == []
     assert p.server.files.downloads_in_progress() == 0
     assert p.get(url).body == beta.content  # the whole file: downloaded and stored
