@@ -37,7 +37,11 @@ class Application:
         self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
     ) -> FileBody:
         entry, index = self._proxy.indexes.locate_file(project, filename)
-        if metadata and entry.metadata is None:  # the proxy's own, read from the wheel (or 404)
+        # The proxy's own, read from the wheel (or 404): where the index has none, and
+        # offline where the index's copy was never fetched (the cached wheel has it).
+        if metadata and (
+            entry.metadata is None or (self.settings.offline and not self._proxy.files.has(project, entry, True))
+        ):
             return self._proxy.metadata.open(project, entry, head, byte_range, index)
         body = self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
         if metadata and body.source == "cache" and not head:  # (a cold one: when stored)

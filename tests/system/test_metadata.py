@@ -162,6 +162,15 @@ def test_offline_serves_metadata_of_cached_wheels(proxy, bare):
     assert offline.get(f"/index/alpha/{bare.alpha.filename}.metadata").body == bare.alpha.metadata
 
 
+def test_offline_reads_metadata_the_index_had_from_the_cached_wheel(proxy, upstream_html, dists):
+    online = proxy(upstream_html)  # beta's metadata is on the index, never fetched here
+    assert online.get(f"/index/beta/{dists.beta_1.filename}").status == 200
+    online.stop()
+    offline = proxy(upstream_html, cache_dir=online.settings.cache_dir, offline=True)
+    assert "data-core-metadata" in _anchor(offline.get("/index/beta/").text, dists.beta_1.filename)
+    assert offline.get(f"/index/beta/{dists.beta_1.filename}.metadata").body == dists.beta_1.metadata
+
+
 def test_range_and_head_probes_start_no_download(proxy, bare):
     p = proxy(bare)
     beta = bare.beta
