@@ -320,6 +320,8 @@ class WheelMetadata:
         except OSError:
             if self.save_downloaded:
                 self._save(project, target.filename, path, data, replace=False)
+            else:  # pages may give its hash already
+                self._learn(project, target.filename, hashlib.sha256(data).hexdigest())
             return
         if served != data:
             old, new = hashlib.sha256(served).hexdigest(), hashlib.sha256(data).hexdigest()
