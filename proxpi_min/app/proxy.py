@@ -80,7 +80,7 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     )
     prefetch = None
     if serving and settings.prefetch != "off" and not settings.offline:
-        prefetch = Prefetcher(indexes, settings.prefetch_jobs, metrics)
+        prefetch = Prefetcher(indexes, settings.prefetch_jobs, metrics, metadata if settings.prefetch == "metadata" else None)
         metadata.on_served = prefetch.metadata_served
     return Proxy(upstream, files, indexes, policy, metadata, prefetch)
 

@@ -108,7 +108,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     add("--log-format", metavar=f"{{{','.join(LOG_FORMATS)}}}", help=f"readable lines or one JSON object per line (PROXPI_LOG_FORMAT, default {LOG_FORMATS[0]})")
     add("--workers", help=f"worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default {DEFAULT_WORKERS})")
     add("--max-connections", help=f"connections served at once per process; past it, 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
-    add("--prefetch", metavar=f"{{{','.join(PREFETCH_MODES)}}}", help=f"fetch the pages of a served metadata's dependencies before they are asked for (PROXPI_PREFETCH, default {PREFETCH_MODES[0]})")
+    add("--prefetch", metavar=f"{{{','.join(PREFETCH_MODES)}}}", help=f"fetch the pages of a served metadata's dependencies before they are asked for; metadata: their likely wheels' metadata too (PROXPI_PREFETCH, default {PREFETCH_MODES[0]})")
     add("--prefetch-jobs", help=f"prefetches at once per process (PROXPI_PREFETCH_JOBS, default {DEFAULT_PREFETCH_JOBS})")
     add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
     _add_index_options(parser)

@@ -44,7 +44,7 @@ DEFAULT_HOST = "127.0.0.1"
 LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
-METADATA_MODES, PREFETCH_MODES = ("auto", "off"), ("pages", "off")  # the first of each is the default
+METADATA_MODES, PREFETCH_MODES = ("auto", "off"), ("pages", "metadata", "off")  # the first of each is the default
 DEFAULT_PREFETCH_JOBS = 8
 
 # A normalised project name (PEP 503), or an fnmatch pattern over such names.

@@ -265,17 +265,18 @@ class FileCache:
             file.close()
             raise
 
-    def ensure(self, project: NormalizedName, entry: FileEntry) -> bool:
-        """Store the file without a client: join the download of it in progress, or run
-        one in this thread, and wait until it is stored (the ``warm`` command).
+    def ensure(self, project: NormalizedName, entry: FileEntry, metadata: bool = False) -> bool:
+        """Store the file (or its ``.metadata``) without a client: join the download of
+        it in progress, or run one in this thread, and wait until it is stored (the
+        ``warm`` command, prefetch).
 
         :returns: whether the file is in the cache now (False: it cannot be stored:
             over the cap, or the cache dir cannot take it).
         :raises ProxpiError: UpstreamError (IntegrityError: bad bytes) or, offline,
             NotFound.
         """
-        target = Target(self.root, project, entry, False)
-        if self.has(project, entry):
+        target = Target(self.root, project, entry, metadata)
+        if self.has(project, entry, metadata):
             return True
         if not self._storable(target):
             return False
@@ -289,7 +290,7 @@ class FileCache:
                 if download.error is not None:
                     raise download.error
             if not download.take_over:  # else another process's writer died: the next one
-                return self.has(project, entry)
+                return self.has(project, entry, metadata)
 
     def _storable(self, target: Target) -> bool:
         """Whether a file not in the cache may be downloaded into it (False: over the

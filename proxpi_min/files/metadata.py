@@ -83,7 +83,8 @@ class WheelMetadata:
         # Also store the METADATA of every wheel downloaded (``warm``: an offline proxy
         # serves them); else a downloaded wheel is only checked against a stored copy.
         self.save_downloaded = False
-        self.on_served: Optional[Callable[[NormalizedName, bytes], None]] = None
+        # Told (project, wheel file name, metadata) of each metadata served.
+        self.on_served: Optional[Callable[[NormalizedName, str, bytes], None]] = None
         self._counter = self._metrics.registry.counter(
             "proxpi_metadata_extracted_total",
             "Wheel metadata the proxy extracted itself, by how (wheel, ranges, download) or what went wrong.",
@@ -140,7 +141,7 @@ class WheelMetadata:
             raise BrokenWheel(found.message)
         data = self._metadata(project, entry, index)
         if self.on_served is not None and not head:
-            self.on_served(project, data)
+            self.on_served(project, entry.filename, data)
         body = BytesBody(data, byte_range)
         body.etag = f'"{hashlib.sha256(data).hexdigest()[:40]}"'
         return body
@@ -294,7 +295,22 @@ class WheelMetadata:
                     data = file.read(_MAX_MEMBER)
             except OSError:
                 return
-            self.on_served(project, data)
+            self.on_served(project, os.path.basename(target_path)[: -len(METADATA_SUFFIX)], data)
+
+    def prefetch(self, project: NormalizedName, entry: FileEntry, index: str = "") -> bool:
+        """Have the metadata of *entry* stored before a client asks (the index's own, or
+        read from the wheel); False if it was stored already or cannot be had.
+
+        :raises ProxpiError: upstream failed, or the wheel is broken.
+        """
+        if self._files.has(project, entry, True):
+            return False
+        if entry.metadata is not None:
+            return self._files.ensure(project, entry, metadata=True)
+        if not self.enabled or not entry.filename.endswith(".whl"):
+            return False
+        self._metadata(project, entry, index)
+        return True
 
     def wheel_stored(self, target: Target) -> None:
         """A whole file was stored: for a wheel listed without metadata, check its

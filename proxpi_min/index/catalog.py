@@ -151,16 +151,16 @@ class Catalog:
         rendered = self._pages.page(("project", name, media, compress), generation, make, compress)
         return PageAnswer(rendered, any(lookup.stale for lookup in lookups), hit, view.filtered.policies)
 
-    def bring_in(self, name: NormalizedName) -> bool:
+    def bring_in(self, name: NormalizedName) -> tuple:
         """Have project *name*'s page in memory, as a client's request would (same
         guard rails, same one fetch per page), without counting a request: a prefetch.
-        True if an index had to ask upstream.
+        Returns (whether an index had to ask upstream, the page after the policies).
 
         :raises NotFound, Forbidden, UpstreamError: as :meth:`rendered_project`.
         """
         asked, lookups = self._ask(name)
-        self._view(name, asked, lookups)
-        return not all(lookup.cached for lookup in lookups)
+        view = self._view(name, asked, lookups)
+        return not all(lookup.cached for lookup in lookups), view.filtered.page
 
     def _ask(self, name: NormalizedName) -> tuple:
         """(positions, lookups): the indices the policy asks for project *name*, in order,

@@ -98,3 +98,33 @@ def test_no_prefetch_when_off_or_offline(proxy, index):
     assert offline.server.prefetch is None
     assert offline.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
     assert _pages(index) == ["/simple/beta/"]
+
+
+def test_metadata_mode_prefetches_the_wheel_the_client_picks(proxy, upstream_factory):
+    upstream = upstream_factory("json", None)
+    app = make_wheel("app", "1.0", requires=["lib"])
+    newest = make_wheel("lib", "2.0")
+    for dist in (app, make_wheel("lib", "1.0"), newest, make_wheel("lib", "3.0rc1")):
+        upstream.add(dist, metadata=False)
+    p = proxy(upstream, prefetch="metadata")
+    assert p.get(f"/index/app/{app.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(10)
+    assert [r.path for r in upstream.requests if "range" in r.headers] == [
+        f"/files/app/{app.filename}", f"/files/lib/{newest.filename}"]
+    assert p.get("/index/lib/").status == 200
+    assert p.get(f"/index/lib/{newest.filename}.metadata").body == newest.metadata
+    assert len([r for r in upstream.requests if not r.path.startswith("/simple/")]) == 2  # nothing more
+    samples = _metrics(p)
+    assert sample(samples, "proxpi_prefetch_total", kind="metadata", outcome="fetched") == 1
+    assert sample(samples, "proxpi_prefetch_used_total", kind="metadata") == 1
+    assert sample(samples, "proxpi_prefetch_used_total", kind="page") == 1
+
+
+def test_metadata_mode_fetches_the_index_own_metadata(proxy, upstream_factory, dists):
+    upstream = upstream_factory("html", "root")  # beta needs alpha; metadata upstream
+    p = proxy(upstream, prefetch="metadata")
+    assert p.get(f"/index/beta/{dists.beta_1.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(10)
+    assert upstream.hits(f"{dists.alpha_2.filename}.metadata") == 1
+    assert p.get(f"/index/alpha/{dists.alpha_2.filename}.metadata").body == dists.alpha_2.metadata
+    assert upstream.hits(f"{dists.alpha_2.filename}.metadata") == 1
