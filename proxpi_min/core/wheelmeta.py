@@ -14,6 +14,7 @@ from .errors import UpstreamError
 from .names import NormalizedName, canonicalize_name
 
 __all__ = [
+    "MAX_METADATA",
     "BrokenWheel",
     "CentralDirectory",
     "Member",
@@ -32,6 +33,7 @@ TAIL_READ = 64 * 1024
 # A range that starts this close to the end of a file only probes its zip directory
 # (uv, pip's lazy wheels): it starts no download of the whole file.
 PROBE_TAIL = 1024 * 1024
+MAX_METADATA = 16 * 1024 * 1024  # a METADATA larger than this is refused (a zip bomb, say)
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
 _EOCD64 = b"PK\x06\x06"
@@ -161,6 +163,8 @@ def member_data(data: bytes, member: Member) -> Optional[bytes]:
 
     :raises BrokenWheel: no local header there, bad compressed data or checksum.
     """
+    if member.size > MAX_METADATA or member.compressed > MAX_METADATA:
+        raise BrokenWheel(f"{member.name} is too large ({member.size} bytes)")
     if len(data) < _LOCAL_HEADER:
         return None
     if data[:4] != _LOCAL:
@@ -171,7 +175,8 @@ def member_data(data: bytes, member: Member) -> Optional[bytes]:
         return None
     raw = data[start : start + member.compressed]
     try:
-        content = zlib.decompress(raw, -15) if member.method == _DEFLATED else raw
+        # Never more than the directory said: a lying size cannot make us inflate a bomb.
+        content = zlib.decompressobj(-15).decompress(raw, member.size + 1) if member.method == _DEFLATED else raw
     except zlib.error as exc:
         raise BrokenWheel(f"{member.name} does not decompress: {exc}") from None
     if zlib.crc32(content) != member.crc or len(content) != member.size:

@@ -24,6 +24,7 @@ from ..core.errors import NotFound, ProxpiError, UpstreamError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..core.wheelmeta import (
+    MAX_METADATA,
     TAIL_READ,
     BrokenWheel,
     central_directory,
@@ -42,7 +43,6 @@ __all__ = ["BytesBody", "WheelMetadata", "read_wheel_metadata"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_MEMBER = 16 * 1024 * 1024  # a METADATA larger than this is no metadata we serve
 # Wheels whose metadata hash (or breakage) is remembered for pages; past this the memory
 # starts afresh (pages then say ``true`` until each is served again).
 MAX_KNOWN = 200_000
@@ -227,8 +227,6 @@ class WheelMetadata:
             data, start, _ = got
         at = directory.offset - start
         member = find_metadata(data[at : at + directory.size], wheel.filename)
-        if member.compressed > _MAX_MEMBER:
-            raise BrokenWheel(f"{member.name} is {member.compressed} bytes")
         content = member_data(data[member.offset - start :], member) if member.offset >= start else None
         if content is None:
             first, stop = local_span(member)
@@ -292,7 +290,7 @@ class WheelMetadata:
         if self.on_served is not None:
             try:
                 with open(target_path, "rb") as file:
-                    data = file.read(_MAX_MEMBER)
+                    data = file.read(MAX_METADATA)
             except OSError:
                 return
             self.on_served(project, os.path.basename(target_path)[: -len(METADATA_SUFFIX)], data)
@@ -365,7 +363,7 @@ def read_wheel_metadata(file, filename: str) -> bytes:
     try:
         with zipfile.ZipFile(file) as wheel:
             name = metadata_name(wheel.namelist(), filename)
-            if wheel.getinfo(name).file_size > _MAX_MEMBER:
+            if wheel.getinfo(name).file_size > MAX_METADATA:
                 raise BrokenWheel(f"{name} is {wheel.getinfo(name).file_size} bytes")
             return wheel.read(name)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as exc:

@@ -122,3 +122,13 @@ def test_requirements_without_extras():
     )
     assert requirements(metadata) == ["dep-one", "dep-two"]
     assert requirements(b"Name: x\n\n") == []
+
+
+def test_a_member_larger_than_its_directory_says_is_refused():
+    content = _zip([("pkg-1.0.dist-info/METADATA", METADATA + b"x" * 100_000)])
+    directory = central_directory(content, len(content))
+    member = find_metadata(content[directory.offset :], "pkg-1.0-py3-none-any.whl")
+    with pytest.raises(BrokenWheel, match="CRC"):
+        member_data(content[member.offset :], member._replace(size=10))  # inflates no further
+    with pytest.raises(BrokenWheel, match="too large"):
+        member_data(content[member.offset :], member._replace(size=1 << 40))
