@@ -44,6 +44,7 @@ class Status(NamedTuple):
     file_cache: FileCacheStatus
     indexes: list  # IndexCache.health of each index, merged over workers
     index_url: str  # the URL to give pip, as the client reached the proxy
+    prefetch: Optional[dict] = None  # {"fetched", "used"}: pages and metadata fetched ahead, and asked for
 
     def as_json(self) -> dict:
         """The JSON document (``Accept: application/json``), which the page renders too."""
@@ -58,6 +59,7 @@ class Status(NamedTuple):
             "file_cache": {**self.file_cache._asdict(), "largest": largest},
             "indexes": self.indexes,
             "index_url": self.index_url,
+            "prefetch": self.prefetch,
         }
 
 
@@ -155,9 +157,17 @@ class ProxyStatus:
             file_cache=file_cache,
             indexes=health,
             index_url=index_url,
+            prefetch=_prefetch(metrics) if self._proxy.prefetch is not None else None,
         )
 
     def close(self) -> None:
         """Stop sharing this worker's numbers, after writing the last of them."""
         if self.snapshots is not None:
             self.snapshots.close()
+
+
+def _prefetch(snapshot: dict) -> dict:
+    """Pages and metadata prefetched from upstream, and those a client then asked for."""
+    values = snapshot["families"].get("proxpi_prefetch_total", {}).get("values", [])
+    fetched = sum(value for labels, value in values if labels[-1] == "fetched")
+    return {"fetched": int(fetched), "used": int(total(snapshot, "proxpi_prefetch_used_total"))}

@@ -3,6 +3,7 @@ through the one flight per page, within the guard rails, never offline; its metr
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -41,6 +42,8 @@ def test_dependency_pages_fetched_before_the_client_asks(proxy, index):
     assert sample(samples, "proxpi_prefetch_total", kind="page", outcome="fetched") == 1
     assert sample(samples, "proxpi_prefetch_used_total", kind="page") == 1
     assert sample(samples, "proxpi_cache_hits_total", kind="page") == 1
+    assert json.loads(p.get("/", {"Accept": "application/json"}).body)["prefetch"] == {"fetched": 1, "used": 1}
+    assert "fetched ahead, then asked for" in p.get("/").text
 
 
 def test_upstream_metadata_drives_prefetch_too(proxy, upstream_factory, dists):
