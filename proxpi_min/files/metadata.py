@@ -51,8 +51,6 @@ MAX_KNOWN = 200_000
 class BytesBody(FileBody):
     """A small body held in memory (metadata extracted just now)."""
 
-    source = "upstream"
-
     def __init__(self, data: bytes, byte_range: Optional[ByteRange]) -> None:
         start, stop = self._ranged(byte_range, len(data))
         self._data = data[start:stop]
@@ -139,21 +137,23 @@ class WheelMetadata:
         found = self._known.get((project, entry.filename))
         if isinstance(found, BrokenWheel):
             raise BrokenWheel(found.message)
-        data = self._metadata(project, entry, index)
+        data, cached = self._metadata(project, entry, index)
+        (self._metrics.hit if cached else self._metrics.miss)("file")
         if self.on_served is not None and not head:
             self.on_served(project, entry.filename, data)
         body = BytesBody(data, byte_range)
+        body.source = "cache" if cached else "upstream"
         body.etag = f'"{hashlib.sha256(data).hexdigest()[:40]}"'
         return body
 
-    def _metadata(self, project: NormalizedName, entry: FileEntry, index: str) -> bytes:
-        """The metadata bytes: stored, from the cached wheel, or fetched (one flight
-        per file in this process)."""
+    def _metadata(self, project: NormalizedName, entry: FileEntry, index: str) -> tuple:
+        """(the metadata bytes, whether they came from the cache dir): stored, from the
+        cached wheel, or fetched (one flight per file in this process)."""
         target = Target(self._files.root, project, entry, True, index)
         while True:
             data = self._stored(project, entry, target)
             if data is not None:
-                return data
+                return data, True
             with self._lock:
                 flight = self._flights.get(target.path)
                 leader = flight is None
@@ -184,7 +184,7 @@ class WheelMetadata:
         self._learn(project, entry.filename, hashlib.sha256(data).hexdigest())
         return data
 
-    def _extract(self, project: NormalizedName, entry: FileEntry, target: Target) -> bytes:
+    def _extract(self, project: NormalizedName, entry: FileEntry, target: Target) -> tuple:
         wheel = Target(self._files.root, project, entry, False, target.index)
         data = self._from_cached_wheel(wheel)
         how = "wheel"
@@ -202,7 +202,7 @@ class WheelMetadata:
                     raise UpstreamError(f"{entry.filename} was evicted before its metadata was read")
         self._counter.inc(how)
         self._save(project, entry.filename, target.path, data, replace=False)
-        return data
+        return data, how == "wheel"
 
     def _from_cached_wheel(self, wheel: Target) -> Optional[bytes]:
         opened = self._files.open_cached(wheel)
