@@ -17,6 +17,7 @@ import socket
 import threading
 import urllib.parse
 import zipfile
+import zlib
 from typing import Callable, Optional
 
 from ..core.byteranges import ByteRange
@@ -366,6 +367,6 @@ def read_wheel_metadata(file, filename: str) -> bytes:
             if wheel.getinfo(name).file_size > MAX_METADATA:
                 raise BrokenWheel(f"{name} is {wheel.getinfo(name).file_size} bytes")
             return wheel.read(name)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
         raise BrokenWheel(f"{filename} does not read as a zip: {exc}") from None
 
