@@ -21,6 +21,7 @@ import argparse
 import collections
 import json
 import queue
+import shutil
 import socket
 import statistics
 import sys
@@ -157,6 +158,8 @@ def measure(args: argparse.Namespace) -> dict:
                         samples[(run, f"{kind} warm")].append(client(server.base))
                     finally:
                         server.stop()
+                        if not args.keep:  # a cold pip download leaves ~50 MB of wheels
+                            shutil.rmtree(server.cache_dir, ignore_errors=True)
     finally:
         relay.close()
         nginx.stop()
@@ -198,6 +201,7 @@ def main(argv: list) -> int:
     p.add_argument("--sets", type=Path, default=BENCH / "sets", help="bench sets directory")
     p.add_argument("--pyz", type=Path, default=None, help="run proxpi_min from this zipapp")
     p.add_argument("--flags", default="", help="extra flags for proxpi_min (a variant)")
+    p.add_argument("--keep", action="store_true", help="keep the proxies' cache dirs in bench/.cache/runs")
     args = p.parse_args(argv)
     args.servers = tuple(s for s in args.servers.split(",") if s)
     args.flags = tuple(args.flags.split())
