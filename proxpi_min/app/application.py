@@ -7,11 +7,11 @@ import json
 from typing import Optional
 
 from ..core.byteranges import ByteRange
-from ..core.errors import NotFound
 from ..core.names import NormalizedName
 from ..core.home import render_home
 from ..core.settings import Settings
 from ..files.bodies import FileBody
+from ..files.layout import Target
 from ..index.catalog import LOCAL_ORIGIN
 from ..infra.metrics import Metrics
 from ..web.upload import Uploads, load_grants
@@ -42,11 +42,18 @@ class Application:
         self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
     ) -> FileBody:
         entry, index = self._proxy.indexes.locate_file(project, filename)
-        if metadata and entry.metadata is None:
-            raise NotFound(f"the index has no metadata file for {entry.filename!r}")
         if index == LOCAL_ORIGIN and self._proxy.local is not None:
             return self._proxy.local.open(project, entry.filename, metadata, byte_range)
-        return self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
+        # The proxy's own, read from the wheel (or 404): where the index has none, and
+        # offline where the index's copy was never fetched (the cached wheel has it).
+        if metadata and (
+            entry.metadata is None or (self.settings.offline and not self._proxy.files.has(project, entry, True))
+        ):
+            return self._proxy.metadata.open(project, entry, head, byte_range, index)
+        body = self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
+        if metadata and body.source == "cache" and not head:  # (a cold one: when stored)
+            self._proxy.metadata.upstream_served(project, Target(self._proxy.files.root, project, entry, True).path)
+        return body
 
     def home(self, index_url: str, as_json: bool) -> bytes:
         document = self._status.status(index_url).as_json()

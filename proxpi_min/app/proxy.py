@@ -12,9 +12,11 @@ from ..core.settings import IndexSettings, Settings
 from ..files.file_cache import FileCache
 from ..files.layout import files_root, index_root, local_root
 from ..files.local import LocalIndex
+from ..files.metadata import WheelMetadata
 from ..index.catalog import LOCAL_ORIGIN, Catalog
 from ..index.index_cache import IndexCache
 from ..index.page_store import PageStore
+from ..index.prefetch import Prefetcher
 from ..index.upstream import Upstream
 from ..infra.background import Background
 from ..infra.metrics import Metrics
@@ -31,7 +33,9 @@ class Proxy(NamedTuple):
     files: FileCache
     indexes: Catalog
     policy: Policy
+    metadata: WheelMetadata  # PEP 658 metadata of wheels listed without
     local: Optional[LocalIndex] = None  # uploads and --local-dir (None: neither)
+    prefetch: Optional[Prefetcher] = None  # serving only, never offline
 
 
 def uploads_on(settings: Settings) -> bool:
@@ -60,9 +64,10 @@ def _local_policy(settings: Settings) -> Policy:
     return Policy.from_settings(local, [LOCAL_ORIGIN])
 
 
-def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None) -> Proxy:
+def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] = None, serving: bool = False) -> Proxy:
     """The upstream connections and the caches on *cache_dir*, as *settings* say: the
-    server's, and the ``warm`` command's (so both store files and pages alike)."""
+    server's (*serving*: with the prefetcher), and the ``warm`` command's (so both store
+    files and pages alike)."""
     metrics = metrics or Metrics()
     remove_temp_files(index_root(cache_dir))
     upstream = Upstream(
@@ -91,6 +96,7 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     # Pages are saved and compressed after their answer (Catalog.close finishes them).
     background = Background()
     local = _local_index(settings, cache_dir)
+    metadata = WheelMetadata(files, settings.metadata == "auto", settings.offline, metrics)
     indexes = Catalog(
         [
             IndexCache(index, upstream, store, settings.offline, metrics=metrics, background=background)
@@ -106,8 +112,13 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         local=local,
         local_merge=settings.local_merge,
         local_policy=_local_policy(settings),
+        metadata=metadata if metadata.enabled else None,
     )
-    return Proxy(upstream, files, indexes, policy, local)
+    prefetch = None
+    if serving and settings.prefetch != "off" and not settings.offline:
+        prefetch = Prefetcher(indexes, settings.prefetch_jobs, metrics, metadata if settings.prefetch == "metadata" else None)
+        metadata.on_served = prefetch.metadata_served
+    return Proxy(upstream, files, indexes, policy, metadata, local, prefetch)
 
 
 def upstream_route(settings: Settings) -> str:

@@ -30,8 +30,10 @@ class ProxyServer(Server):
         self.cache_dir = os.path.abspath(settings.cache_dir)
         os.makedirs(self.cache_dir, exist_ok=True)
         metrics = Metrics()
-        proxy = build_proxy(settings, self.cache_dir, metrics)
+        proxy = build_proxy(settings, self.cache_dir, metrics, serving=True)
         # The parts stay in sight: the start-up line shows the policy, tests look inside.
-        self.upstream, self.files, self.indexes, self.policy, self.local = proxy
+        self.upstream, self.files, self.indexes, self.policy = proxy[:4]
+        self.local = proxy.local
+        self.prefetch = proxy.prefetch
         status = ProxyStatus(settings, proxy, metrics, self.cache_dir, upstream_route(settings), run_dir)
         super().__init__(Application(settings, proxy, metrics, status), settings, listener)

@@ -46,6 +46,7 @@ class Status(NamedTuple):
     indexes: list  # IndexCache.health of each index, merged over workers
     index_url: str  # the URL to give pip, as the client reached the proxy
     local_index: Optional[str] = None  # the local index's mode and size, one line (None: no local index)
+    prefetch: Optional[dict] = None  # {"fetched", "used"}: pages and metadata fetched ahead, and asked for
 
     def as_json(self) -> dict:
         """The JSON document (``Accept: application/json``), which the page renders too."""
@@ -61,6 +62,7 @@ class Status(NamedTuple):
             "indexes": self.indexes,
             "index_url": self.index_url,
             "local_index": self.local_index,
+            "prefetch": self.prefetch,
         }
 
 
@@ -166,6 +168,7 @@ class ProxyStatus:
             indexes=health,
             index_url=index_url,
             local_index=self._local_line(),
+            prefetch=_prefetch(metrics) if self._proxy.prefetch is not None else None,
         )
 
     def _local_line(self) -> Optional[str]:
@@ -185,3 +188,10 @@ class ProxyStatus:
         """Stop sharing this worker's numbers, after writing the last of them."""
         if self.snapshots is not None:
             self.snapshots.close()
+
+
+def _prefetch(snapshot: dict) -> dict:
+    """Pages and metadata prefetched from upstream, and those a client then asked for."""
+    values = snapshot["families"].get("proxpi_prefetch_total", {}).get("values", [])
+    fetched = sum(value for labels, value in values if labels[-1] == "fetched")
+    return {"fetched": int(fetched), "used": int(total(snapshot, "proxpi_prefetch_used_total"))}

@@ -32,11 +32,14 @@ from ..core.settings import (
     DEFAULT_THREADS,
     DEFAULT_PAGE_MEMORY,
     DEFAULT_PORT,
+    DEFAULT_PREFETCH_JOBS,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_WORKERS,
     INDEX_STRATEGIES,
     LOG_FORMATS,
+    METADATA_MODES,
     MIN_AGE_UNKNOWN,
+    PREFETCH_MODES,
     Settings,
     parse_settings,
 )
@@ -75,6 +78,7 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
         help=f"TTL for each extra index, repeatable (PROXPI_EXTRA_INDEX_TTLS, default {DEFAULT_EXTRA_INDEX_TTL:g} each)")
     add("--cache-size",
         help=f"file cache size cap: bytes, or 500M, 5G; 0 disables (PROXPI_CACHE_SIZE, default {_size_text(DEFAULT_CACHE_SIZE)})")
+    add("--metadata", metavar=f"{{{','.join(METADATA_MODES)}}}", help=f"serve PEP 658 metadata for wheels the index lists without, read from the wheel (PROXPI_METADATA, default {METADATA_MODES[0]})")
     add = parser.add_argument_group("upstream connections").add_argument
     add("--connect-timeout", help=f"upstream connect timeout in seconds (PROXPI_CONNECT_TIMEOUT, default {DEFAULT_CONNECT_TIMEOUT:g})")
     add("--read-timeout", help=f"upstream read timeout in seconds (PROXPI_READ_TIMEOUT, default {DEFAULT_READ_TIMEOUT:g})")
@@ -116,6 +120,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     add("--workers", help=f"worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default {DEFAULT_WORKERS})")
     add("--max-connections", help=f"connections open at once per process; past it, the oldest idle ones close, then 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
     add("--threads", help=f"requests answered at once per process, a thread each; past it, requests wait, then 503 (PROXPI_THREADS, default {DEFAULT_THREADS})")
+    add("--prefetch", metavar=f"{{{','.join(PREFETCH_MODES)}}}", help=f"fetch the pages of a served metadata's dependencies before they are asked for; metadata: their likely wheels' metadata too (PROXPI_PREFETCH, default {PREFETCH_MODES[0]})")
+    add("--prefetch-jobs", help=f"prefetches at once per process (PROXPI_PREFETCH_JOBS, default {DEFAULT_PREFETCH_JOBS})")
     add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
     add = parser.add_argument_group("uploads", "see docs/private-packages.md").add_argument
     add("--upload-token", metavar="TOKEN", help="take uploads (twine, uv publish) at /upload/ with this token, for every project (PROXPI_UPLOAD_TOKEN)")

@@ -109,6 +109,7 @@ def run_warm(
         os.makedirs(settings.cache_dir, exist_ok=True)
         # The server's own caches, built the same way: files and pages land where it looks.
         caches = build_proxy(settings, os.path.abspath(settings.cache_dir))
+        caches.metadata.save_downloaded = True  # an offline proxy serves the metadata of what warm fetched
     except OSError as exc:
         err.write(f"proxpi-min warm: error: cache dir {settings.cache_dir!r}: {exc.strerror or exc}\n")
         return 2

@@ -64,6 +64,9 @@ def _summary(status: Mapping) -> str:
         _card("cache-files", "cached files", f"{files['files']:,}"),
         _card("downloads", "downloads in progress", f"{files['downloads_in_progress']:,}"),
     ]
+    if status.get("prefetch"):
+        prefetch = status["prefetch"]
+        cards.append(_card("prefetch", "fetched ahead, then asked for", f"{prefetch['used']:,} of {prefetch['fetched']:,}"))
     return '<h2>Since start</h2>\n<dl class="cards">\n' + "".join(cards) + "</dl>\n"
 
 

@@ -49,6 +49,8 @@ LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
 DEFAULT_MAX_UPLOAD_SIZE = 1024**3  # one uploaded file, streamed to disk (README "Private packages")
+METADATA_MODES, PREFETCH_MODES = ("auto", "off"), ("pages", "metadata", "off")  # the first of each is the default
+DEFAULT_PREFETCH_JOBS = 8
 
 # A normalised project name (PEP 503), or an fnmatch pattern over such names.
 _PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]+\Z")
@@ -142,6 +144,9 @@ class Settings:
     local_dir: Optional[str] = None  # a read-only folder of wheels and sdists
     local_merge: bool = False  # local projects merged with the upstreams' instead of alone
     min_age_local: bool = False  # the cooldown applies to local files too
+    metadata: str = METADATA_MODES[0]
+    prefetch: str = PREFETCH_MODES[0]
+    prefetch_jobs: int = DEFAULT_PREFETCH_JOBS
     # (field, the flag or variable that set it) for the paths used at start (the cache
     # dir, TLS files), so that one that does not work is named as the user gave it.
     sources: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False, repr=False)
@@ -320,6 +325,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
         local_dir=sources.text("--local-dir", "PROXPI_LOCAL_DIR"),
         local_merge=sources.flag("--local-merge", "PROXPI_LOCAL_MERGE"),
         min_age_local=sources.flag("--min-age-local", "PROXPI_MIN_AGE_LOCAL"),
+        metadata=sources.choice("--metadata", "PROXPI_METADATA", METADATA_MODES),
         sources=tuple(
             (field, sources.get(flag, var)[0])
             for field, flag, var in (
@@ -361,6 +367,8 @@ def _listening(sources: Sources) -> dict:
         "upload_token": sources.text("--upload-token", "PROXPI_UPLOAD_TOKEN"),
         "upload_tokens_file": sources.text("--upload-tokens", "PROXPI_UPLOAD_TOKENS"),
         "max_upload_size": sources.size("--max-upload-size", "PROXPI_MAX_UPLOAD_SIZE", DEFAULT_MAX_UPLOAD_SIZE),
+        "prefetch": sources.choice("--prefetch", "PROXPI_PREFETCH", PREFETCH_MODES),
+        "prefetch_jobs": sources.integer("--prefetch-jobs", "PROXPI_PREFETCH_JOBS", DEFAULT_PREFETCH_JOBS, "must be a whole number >= 1", minimum=1),
     }
 
 

@@ -17,12 +17,13 @@ import logging
 import os
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from ..core.byteranges import ByteRange
 from ..core.errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry
+from ..core.wheelmeta import is_zip_probe
 from ..index.upstream import Upstream
 from ..infra.atomic import STALE_TEMP, remove_temp_files
 from ..infra.metrics import Metrics
@@ -34,6 +35,8 @@ from .layout import Target
 __all__ = ["FileCache"]
 
 logger = logging.getLogger(__name__)
+
+MAX_SIZES = 10_000  # sizes learned from upstream answers, for files listed without one
 
 
 class FileCache:
@@ -58,6 +61,9 @@ class FileCache:
         self._lock = threading.Lock()  # guards _downloads and _last_sweep
         self._downloads: dict = {}
         self._last_sweep = time.monotonic()
+        self._sizes: dict = {}  # path -> size upstream gave (HEAD, Content-Range) for pages without sizes
+        # Told of every file stored (files.metadata reads a wheel's METADATA then).
+        self.on_stored: Optional[Callable[[Target], None]] = None
         os.makedirs(root, exist_ok=True)
         self._accounting = Accounting(root, cap, self.metrics)
 
@@ -115,9 +121,10 @@ class FileCache:
         4. join a download: a GET follows the one shared download of the file, the one
            in progress or a new one (:class:`DownloadBody`), sent as it is written.
         5. range from upstream: a Range whose first byte the download does not have yet
-           (or whose request started it) is passed upstream at once (uv reads a wheel's
-           zip directory, at its end, this way) while the download goes on in the
-           background, so the next client finds the file cached.
+           (or whose request started it) is passed upstream at once while the download
+           goes on in the background, so the next client finds the file cached. A range
+           that only probes the zip's end (uv and pip read a wheel's directory there)
+           starts no download: nobody may ever want the whole wheel.
 
         *index* (the listing index's URL) labels the upstream requests in the metrics.
 
@@ -137,12 +144,15 @@ class FileCache:
         self.metrics.miss("file")
         if not self._storable(target):  # 2
             return self._pass_through(target, head, byte_range)
+        probe = byte_range is not None and is_zip_probe(byte_range, target.size or self._sizes.get(target.path))
         with self._lock:
-            download, start = self._register(target, start=not head)
+            download, start = self._register(target, start=not head and not probe)
             if download is not None:
                 download.add_client()
         if start:
             self._run(download)
+        if download is None and not head:  # 5, a probe of the zip's end
+            return self._pass_through(target, False, byte_range)
         if download is None:  # 3
             return SizeOnlyBody(target.size) if target.size is not None else self._pass_through(target, True, None)
         # 5: the client whose range started the download is answered from upstream at once
@@ -159,17 +169,18 @@ class FileCache:
             file.close()
             raise
 
-    def ensure(self, project: NormalizedName, entry: FileEntry) -> bool:
-        """Store the file without a client: join the download of it in progress, or run
-        one in this thread, and wait until it is stored (the ``warm`` command).
+    def ensure(self, project: NormalizedName, entry: FileEntry, metadata: bool = False) -> bool:
+        """Store the file (or its ``.metadata``) without a client: join the download of
+        it in progress, or run one in this thread, and wait until it is stored (the
+        ``warm`` command, prefetch).
 
         :returns: whether the file is in the cache now (False: it cannot be stored:
             over the cap, or the cache dir cannot take it).
         :raises ProxpiError: UpstreamError (IntegrityError: bad bytes) or, offline,
             NotFound.
         """
-        target = Target(self.root, project, entry, False)
-        if self.has(project, entry):
+        target = Target(self.root, project, entry, metadata)
+        if self.has(project, entry, metadata):
             return True
         if not self._storable(target):
             return False
@@ -183,7 +194,7 @@ class FileCache:
                 if download.error is not None:
                     raise download.error
             if not download.take_over:  # else another process's writer died: the next one
-                return self.has(project, entry)
+                return self.has(project, entry, metadata)
 
     def _storable(self, target: Target) -> bool:
         """Whether a file not in the cache may be downloaded into it (False: over the
@@ -211,6 +222,12 @@ class FileCache:
             self.count_upstream(target, exc)
             raise
         self.count_upstream(target, None)
+        total = response.headers.get("Content-Range", "").rpartition("/")[2] if response.status == 206 else response.length
+        if total is not None and str(total).isdigit() and (head or response.status == 206):
+            with self._lock:
+                if len(self._sizes) >= MAX_SIZES:
+                    self._sizes.clear()
+                self._sizes[target.path] = int(total)
         if response.status == 416:
             response.close()
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
@@ -244,6 +261,8 @@ class FileCache:
         cap; False if it was not moved (the download removes it)."""
         stored = self._accounting.store(target, temp, size)
         self._sweep_temp_files()
+        if stored and self.on_stored is not None:
+            self.on_stored(target)
         return stored
 
     def reserve(self, target: Target, temp: str, size: int) -> bool:

@@ -72,6 +72,7 @@ class Target:
         self.url = entry.url + suffix
         self.hash: Optional[FileHash] = best_hash(entry.metadata or ()) if metadata else dist_hash
         self.size = None if metadata else entry.size
+        self.upstream_metadata = entry.metadata is not None  # the index has a .metadata for it
         # Files never change (PyPI refuses a reused file name), so their hash is a
         # strong validator; without one, there is no ETag.
         self.etag = f'"{self.hash.digest[:40]}"' if self.hash else None

@@ -20,7 +20,7 @@ from ..infra.background import Background
 from ..infra.metrics import Metrics
 from .rendered_pages import RenderedPages
 
-__all__ = ["LOCAL_ORIGIN", "Catalog", "FileLocation", "LocalPages", "PageAnswer"]
+__all__ = ["LOCAL_ORIGIN", "Catalog", "FileLocation", "LocalPages", "MetadataAdvert", "PageAnswer"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,18 @@ class FileLocation(NamedTuple):
 
     entry: FileEntry
     index: str
+
+
+class MetadataAdvert(Protocol):
+    """What pages advertise of wheels their index lists without metadata (PEP 658),
+    implemented by ``files.metadata.WheelMetadata``."""
+
+    def advertise(self, project: NormalizedName, files: tuple, local: frozenset = frozenset()) -> tuple:
+        """*files*, with the metadata the proxy serves itself advertised (not for the
+        files named in *local*, the local index's, which carry their own or none)."""
+
+    def generation(self, project: NormalizedName) -> int:
+        """Changes whenever :meth:`advertise` would say something new for *project*."""
 
 
 class _View(NamedTuple):
@@ -95,11 +107,15 @@ class Catalog:
         local: Optional[LocalPages] = None,
         local_merge: bool = False,
         local_policy: Optional[Policy] = None,
+        metadata: Optional[MetadataAdvert] = None,
     ) -> None:
         self.caches = caches
         self._local = local
         self._local_merge = local_merge
         self._local_policy = local_policy if local_policy is not None else Policy([LOCAL_ORIGIN])
+        self._metadata = metadata
+        # Told of each project page a client asks for (index.prefetch counts its hits).
+        self.page_requested: Optional[Callable[[NormalizedName], None]] = None
         self._background = background
         self.metrics = metrics or Metrics()
         # No policy is a policy that hides nothing: one way through for every page.
@@ -131,6 +147,8 @@ class Catalog:
         :raises Forbidden: the deny or allow list refuses it.
         :raises UpstreamError: an index failed and had no copy to serve instead.
         """
+        if self.page_requested is not None:
+            self.page_requested(name)
         asked, lookups, local = self._ask(name)
         hit = self._count(lookups, asked)
         view = self._view(name, asked, lookups, local)
@@ -139,15 +157,31 @@ class Catalog:
         generation = (*view.generation, view.filtered.since)
         if self._offline:
             generation += (self._cache_generation(),)
+        metadata = self._metadata
+        if metadata is not None:
+            generation += (metadata.generation(name),)
 
         def make() -> bytes:
             page = view.filtered.page
             if self._offline and self._is_cached is not None:
                 page = page._replace(files=tuple(self._offline_files(name, page.files, view.local)))
+            if metadata is not None:  # after the offline filter: a cached wheel has its METADATA
+                page = page._replace(files=metadata.advertise(name, page.files, view.local))
             return render_project_page(page, media)
 
         rendered = self._pages.page(("project", name, media, compress), generation, make, compress)
         return PageAnswer(rendered, any(lookup.stale for lookup in lookups), hit, view.filtered.policies)
+
+    def bring_in(self, name: NormalizedName) -> tuple:
+        """Have project *name*'s page in memory, as a client's request would (same
+        guard rails, same one fetch per page), without counting a request: a prefetch.
+        Returns (whether an index had to ask upstream, the page after the policies).
+
+        :raises NotFound, Forbidden, UpstreamError: as :meth:`rendered_project`.
+        """
+        asked, lookups, local = self._ask(name)
+        view = self._view(name, asked, lookups, local)
+        return not all(lookup.cached for lookup in lookups), view.filtered.page
 
     def _ask(self, name: NormalizedName) -> tuple:
         """(positions, lookups, local): the indices the policy asks for project *name*, in

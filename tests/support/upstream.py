@@ -133,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.status == 200 and etag and etag_matches(self.headers.get("If-None-Match"), etag):
             kept = [(k, v) for k, v in reply.headers if k in ("ETag", "Vary")]
             reply = Reply(304, kept, b"")
-        elif reply.status == 200 and reply.is_file and self.headers.get("Range"):
+        elif reply.status == 200 and reply.is_file and self.headers.get("Range") and upstream.honour_ranges:
             reply = self._apply_range(reply, self.headers["Range"])
         hold = None
         if reply.status == 200 and reply.is_file and send_body and fault is None:
@@ -324,6 +324,7 @@ class Upstream:
         self.fmt = fmt
         self.tls = tls
         self.state = IndexState()
+        self.honour_ranges = True  # False: answer a Range with the whole file (200), as some servers do
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None

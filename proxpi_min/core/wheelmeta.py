@@ -1,0 +1,215 @@
+"""A wheel's core metadata read from its zip bytes (PEP 427, 658), and its dependencies;
+pure: byte strings and offsets in, values out (APPNOTE.TXT for the zip format)."""
+
+from __future__ import annotations
+
+import email.parser
+import re
+import struct
+import zlib
+from typing import Iterable, NamedTuple, Optional
+
+from .byteranges import ByteRange
+from .errors import UpstreamError
+from .names import NormalizedName, canonicalize_name
+
+__all__ = [
+    "MAX_METADATA",
+    "BrokenWheel",
+    "CentralDirectory",
+    "Member",
+    "TAIL_READ",
+    "central_directory",
+    "find_metadata",
+    "is_zip_probe",
+    "member_data",
+    "metadata_name",
+    "requirements",
+]
+
+# The first read of a wheel's end: its end record and, for most wheels, the whole
+# central directory and the METADATA member too (they come last in a wheel).
+TAIL_READ = 64 * 1024
+# A range that starts this close to the end of a file only probes its zip directory
+# (uv, pip's lazy wheels): it starts no download of the whole file.
+PROBE_TAIL = 1024 * 1024
+MAX_METADATA = 16 * 1024 * 1024  # a METADATA larger than this is refused (a zip bomb, say)
+_EOCD = b"PK\x05\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_EOCD64 = b"PK\x06\x06"
+_CENTRAL = b"PK\x01\x02"
+_LOCAL = b"PK\x03\x04"
+_LOCAL_HEADER = 30  # bytes before a local header's name and extra field
+_CENTRAL_HEADER = 46
+_STORED, _DEFLATED = 0, 8
+# <name>-<version>.dist-info/METADATA at the top level (PEP 427)
+_METADATA = re.compile(r"([^/]+)\.dist-info/METADATA\Z")
+# "extra" compared in a marker: the requirement applies only with an extra.
+_EXTRA_MARKER = re.compile(r"\bextra\s*[=!]=")
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+class BrokenWheel(UpstreamError):
+    """The wheel is no zip, or has no readable ``.dist-info/METADATA`` (502)."""
+
+
+class CentralDirectory(NamedTuple):
+    """Where a zip's central directory lies, and the zip's size."""
+
+    offset: int
+    size: int
+    total: int  # the whole file's size
+
+
+class Member(NamedTuple):
+    """One zip member as the central directory describes it."""
+
+    name: str
+    offset: int  # of its local header
+    compressed: int
+    size: int
+    method: int
+    crc: int
+
+
+def central_directory(tail: bytes, total: int) -> CentralDirectory:
+    """Locate the central directory from the last ``len(tail)`` bytes of a zip of
+    *total* bytes (zip64 too).
+
+    :raises BrokenWheel: no end record in *tail*, or one that points outside the file.
+    """
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) - at < 22:
+        raise BrokenWheel("not a zip file: no end of central directory record")
+    size, offset = struct.unpack_from("<II", tail, at + 12)
+    locator = at - 20
+    if locator >= 0 and tail[locator : locator + 4] == _EOCD64_LOCATOR:
+        (record,) = struct.unpack_from("<Q", tail, locator + 8)
+        start = record - (total - len(tail))
+        if start < 0 or tail[start : start + 4] != _EOCD64:
+            raise BrokenWheel("broken zip64 end of central directory record")
+        size, offset = struct.unpack_from("<QQ", tail, start + 40)
+    if offset + size > total:
+        raise BrokenWheel("the central directory lies outside the file")
+    return CentralDirectory(offset, size, total)
+
+
+def metadata_name(names: Iterable[str], wheel_filename: str) -> str:
+    """The wheel's ``<name>-<version>.dist-info/METADATA`` among its member *names*:
+    the one whose folder matches the file name's, else the only one.
+
+    :raises BrokenWheel: none, or several and none matching.
+    """
+    found = [name for name in names if _METADATA.match(name)]
+    prefix = "-".join(wheel_filename.split("-")[:2]).lower()
+    for name in found:
+        if name.lower().startswith(prefix + ".dist-info/"):
+            return name
+    if len(found) == 1:
+        return found[0]
+    raise BrokenWheel(f"{wheel_filename} has {'no' if not found else 'more than one'} .dist-info/METADATA")
+
+
+def _members(directory: bytes) -> Iterable[Member]:
+    at = 0
+    while at + _CENTRAL_HEADER <= len(directory) and directory[at : at + 4] == _CENTRAL:
+        method, _, _, crc, compressed, size, name_length, extra_length, comment_length = struct.unpack_from(
+            "<HHHIIIHHH", directory, at + 10
+        )
+        (offset,) = struct.unpack_from("<I", directory, at + 42)
+        start = at + _CENTRAL_HEADER
+        name = directory[start : start + name_length].decode("utf-8", "replace")
+        extra = directory[start + name_length : start + name_length + extra_length]
+        if 0xFFFFFFFF in (compressed, size, offset):
+            size, compressed, offset = _zip64_sizes(extra, size, compressed, offset)
+        yield Member(name, offset, compressed, size, method, crc)
+        at = start + name_length + extra_length + comment_length
+
+
+def _zip64_sizes(extra: bytes, size: int, compressed: int, offset: int) -> tuple:
+    """The zip64 extra field's values for the fields saturated in the header."""
+    at = 0
+    while at + 4 <= len(extra):
+        kind, length = struct.unpack_from("<HH", extra, at)
+        if kind == 1:
+            values = list(struct.unpack_from(f"<{length // 8}Q", extra, at + 4))
+            if size == 0xFFFFFFFF and values:
+                size = values.pop(0)
+            if compressed == 0xFFFFFFFF and values:
+                compressed = values.pop(0)
+            if offset == 0xFFFFFFFF and values:
+                offset = values.pop(0)
+            break
+        at += 4 + length
+    return size, compressed, offset
+
+
+def find_metadata(directory: bytes, wheel_filename: str) -> Member:
+    """The METADATA member in the central directory's bytes.
+
+    :raises BrokenWheel: there is none (or several), or it is encrypted.
+    """
+    members = {member.name: member for member in _members(directory)}
+    member = members[metadata_name(members, wheel_filename)]
+    if member.method not in (_STORED, _DEFLATED):
+        raise BrokenWheel(f"{member.name} uses zip compression method {member.method}")
+    return member
+
+
+def member_data(data: bytes, member: Member) -> Optional[bytes]:
+    """The member's uncompressed bytes from *data*, the file's bytes from the member's
+    local header on; None if *data* is too short (read ``member.compressed`` bytes
+    past the name and extra field of its local header).
+
+    :raises BrokenWheel: no local header there, bad compressed data or checksum.
+    """
+    if member.size > MAX_METADATA or member.compressed > MAX_METADATA:
+        raise BrokenWheel(f"{member.name} is too large ({member.size} bytes)")
+    if len(data) < _LOCAL_HEADER:
+        return None
+    if data[:4] != _LOCAL:
+        raise BrokenWheel(f"no local header for {member.name}")
+    name_length, extra_length = struct.unpack_from("<HH", data, 26)
+    start = _LOCAL_HEADER + name_length + extra_length
+    if len(data) < start + member.compressed:
+        return None
+    raw = data[start : start + member.compressed]
+    try:
+        # Never more than the directory said: a lying size cannot make us inflate a bomb.
+        content = zlib.decompressobj(-15).decompress(raw, member.size + 1) if member.method == _DEFLATED else raw
+    except zlib.error as exc:
+        raise BrokenWheel(f"{member.name} does not decompress: {exc}") from None
+    if zlib.crc32(content) != member.crc or len(content) != member.size:
+        raise BrokenWheel(f"{member.name} fails its CRC check")
+    return content
+
+
+def local_span(member: Member) -> tuple:
+    """(first, last) bytes to read for *member* with its local header, allowing the
+    local extra field as long as the longest one tools write."""
+    return member.offset, member.offset + _LOCAL_HEADER + len(member.name.encode()) + 1024 + member.compressed
+
+
+def is_zip_probe(byte_range: ByteRange, size: Optional[int]) -> bool:
+    """Whether a range only reads a zip's end (its directory, the dist-info members
+    last in a wheel): a suffix range, or one starting within PROBE_TAIL of the end
+    (not at the first byte: that reads the file from its start)."""
+    if byte_range.first is None:
+        return True
+    return size is not None and 0 < byte_range.first and byte_range.first >= size - PROBE_TAIL
+
+
+def requirements(metadata: bytes) -> list:
+    """The projects (normalised names) the core metadata's ``Requires-Dist`` name, in
+    order, without those that apply only with an extra."""
+    message = email.parser.BytesHeaderParser().parsebytes(metadata)
+    out: list = []
+    for value in message.get_all("Requires-Dist") or ():
+        requirement, _, marker = str(value).partition(";")
+        match = _REQUIREMENT_NAME.match(requirement)
+        if match is None or _EXTRA_MARKER.search(marker):
+            continue
+        name: NormalizedName = canonicalize_name(match.group(1))
+        if name not in out:
+            out.append(name)
+    return out

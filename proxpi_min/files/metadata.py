@@ -1,0 +1,373 @@
+"""Core metadata (PEP 658) for wheels whose index gives none: read from the cached wheel,
+or from upstream with a few range requests, stored beside the wheel, advertised on pages.
+
+The metadata is stored where an index's own ``.metadata`` would be (``layout``: under
+the wheel's hash), so it is fetched once across processes and restarts. Once the whole
+wheel is stored, its METADATA is compared with the stored copy (an ERROR if they differ:
+the wheel's replaces it). A wheel that is no zip, or has no METADATA, is remembered:
+its ``.metadata`` answers 502 and pages stop advertising one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import urllib.parse
+import zipfile
+import zlib
+from typing import Callable, Optional
+
+from ..core.byteranges import ByteRange
+from ..core.errors import NotFound, ProxpiError, UpstreamError
+from ..core.names import NormalizedName
+from ..core.simple import FileEntry
+from ..core.wheelmeta import (
+    MAX_METADATA,
+    TAIL_READ,
+    BrokenWheel,
+    central_directory,
+    find_metadata,
+    local_span,
+    member_data,
+    metadata_name,
+)
+from ..infra.atomic import temp_path
+from ..infra.metrics import Metrics
+from .bodies import FileBody
+from .file_cache import FileCache
+from .layout import METADATA_SUFFIX, Target
+
+__all__ = ["BytesBody", "WheelMetadata", "read_wheel_metadata"]
+
+logger = logging.getLogger(__name__)
+
+# Wheels whose metadata hash (or breakage) is remembered for pages; past this the memory
+# starts afresh (pages then say ``true`` until each is served again).
+MAX_KNOWN = 200_000
+
+
+class BytesBody(FileBody):
+    """A small body held in memory (metadata extracted just now)."""
+
+    def __init__(self, data: bytes, byte_range: Optional[ByteRange]) -> None:
+        start, stop = self._ranged(byte_range, len(data))
+        self._data = data[start:stop]
+
+    def send(self, conn: socket.socket, head: bytes, chunked: bool) -> None:
+        conn.sendall(head + self._data)
+        self.sent = len(self._data)
+
+
+class WheelMetadata:
+    """The ``.metadata`` of wheels their index lists without one, for *files*' cache.
+
+    *on_served* is told the metadata of every ``.metadata`` answered (the prefetcher
+    reads its dependencies)."""
+
+    def __init__(
+        self, files: FileCache, enabled: bool = True, offline: bool = False, metrics: Optional[Metrics] = None
+    ) -> None:
+        self.enabled = enabled
+        self._offline = offline
+        self._files = files
+        self._metrics = metrics or files.metrics
+        self._lock = threading.Lock()
+        self._known: dict = {}  # (project, wheel file name) -> sha256 of its metadata, or a BrokenWheel
+        self._generations: dict = {}  # project -> changes of what its page advertises
+        self._flights: dict = {}  # metadata path -> threading.Event set once it is done
+        self._no_ranges: set = set()  # hosts that answered a Range with the whole file
+        # Also store the METADATA of every wheel downloaded (``warm``: an offline proxy
+        # serves them); else a downloaded wheel is only checked against a stored copy.
+        self.save_downloaded = False
+        # Told (project, wheel file name, metadata) of each metadata served.
+        self.on_served: Optional[Callable[[NormalizedName, str, bytes], None]] = None
+        self._counter = self._metrics.registry.counter(
+            "proxpi_metadata_extracted_total",
+            "Wheel metadata the proxy extracted itself, by how (wheel, ranges, download) or what went wrong.",
+            ("outcome",),
+        )
+        files.on_stored = self.wheel_stored
+
+    # ------------------------------------------------------------------ pages
+
+    def generation(self, project: NormalizedName) -> int:
+        """Changes whenever what :meth:`advertise` says for *project* changes."""
+        return self._generations.get(project, 0)
+
+    def advertise(self, project: NormalizedName, files: tuple, local: frozenset = frozenset()) -> tuple:
+        """*files* with metadata advertised for every wheel without: its sha256 once
+        known, else no hash (PEP 714 ``true``); none for a broken wheel, nor for the
+        files named in *local* (the local index's: the proxy does not read those)."""
+        if not self.enabled:
+            return files
+        known = self._known
+        out = []
+        for entry in files:
+            if entry.metadata is None and entry.filename.endswith(".whl") and entry.filename not in local:
+                found = known.get((project, entry.filename))
+                if found is None:
+                    entry = entry._replace(metadata=())
+                elif isinstance(found, str):
+                    entry = entry._replace(metadata=(("sha256", found),))
+            out.append(entry)
+        return tuple(out)
+
+    def _learn(self, project: str, filename: str, value) -> None:
+        with self._lock:
+            if self._known.get((project, filename)) != value:
+                if len(self._known) >= MAX_KNOWN:
+                    self._known = {}
+                self._known[(project, filename)] = value
+                self._generations[project] = self._generations.get(project, 0) + 1
+
+    # ------------------------------------------------------------------ serving
+
+    def open(
+        self, project: NormalizedName, entry: FileEntry, head: bool, byte_range: Optional[ByteRange], index: str = ""
+    ) -> FileBody:
+        """The ``.metadata`` of *entry*, a wheel its index lists without one.
+
+        :raises NotFound: turned off, not a wheel, or offline without the wheel.
+        :raises BrokenWheel: the wheel is no zip, or has no METADATA (502).
+        :raises UpstreamError: upstream failed.
+        """
+        if not self.enabled or not entry.filename.endswith(".whl"):
+            raise NotFound(f"the index has no metadata file for {entry.filename!r}")
+        found = self._known.get((project, entry.filename))
+        if isinstance(found, BrokenWheel):
+            raise BrokenWheel(found.message)
+        data, cached = self._metadata(project, entry, index)
+        (self._metrics.hit if cached else self._metrics.miss)("file")
+        if self.on_served is not None and not head:
+            self.on_served(project, entry.filename, data)
+        body = BytesBody(data, byte_range)
+        body.source = "cache" if cached else "upstream"
+        body.etag = f'"{hashlib.sha256(data).hexdigest()[:40]}"'
+        return body
+
+    def _metadata(self, project: NormalizedName, entry: FileEntry, index: str) -> tuple:
+        """(the metadata bytes, whether they came from the cache dir): stored, from the
+        cached wheel, or fetched (one flight per file in this process)."""
+        target = Target(self._files.root, project, entry, True, index)
+        while True:
+            data = self._stored(project, entry, target)
+            if data is not None:
+                return data, True
+            with self._lock:
+                flight = self._flights.get(target.path)
+                leader = flight is None
+                if leader:
+                    flight = self._flights[target.path] = threading.Event()
+            if not leader:
+                flight.wait()
+                found = self._known.get((project, entry.filename))
+                if isinstance(found, BrokenWheel):
+                    raise BrokenWheel(found.message)
+                continue
+            try:
+                return self._extract(project, entry, target)
+            except BrokenWheel as exc:
+                self._broken(project, entry.filename, exc)
+                raise
+            finally:
+                with self._lock:
+                    del self._flights[target.path]
+                flight.set()
+
+    def _stored(self, project: NormalizedName, entry: FileEntry, target: Target) -> Optional[bytes]:
+        opened = self._files.open_cached(target)
+        if opened is None:
+            return None
+        with opened.file:
+            data = opened.file.read()
+        self._learn(project, entry.filename, hashlib.sha256(data).hexdigest())
+        return data
+
+    def _extract(self, project: NormalizedName, entry: FileEntry, target: Target) -> tuple:
+        wheel = Target(self._files.root, project, entry, False, target.index)
+        data = self._from_cached_wheel(wheel)
+        how = "wheel"
+        if data is None:
+            if self._offline:
+                raise NotFound(f"{target.filename} is not in the offline cache")
+            host = urllib.parse.urlsplit(wheel.url).netloc
+            data, how = (None if host in self._no_ranges else self._from_ranges(wheel)), "ranges"
+            if data is None:  # the upstream ignores Range: the whole wheel, stored
+                self._no_ranges.add(host)
+                if not self._files.ensure(project, entry):
+                    raise UpstreamError(f"{entry.filename} cannot be stored to read its metadata")
+                data, how = self._from_cached_wheel(wheel), "download"
+                if data is None:
+                    raise UpstreamError(f"{entry.filename} was evicted before its metadata was read")
+        self._counter.inc(how)
+        self._save(project, entry.filename, target.path, data, replace=False)
+        return data, how == "wheel"
+
+    def _from_cached_wheel(self, wheel: Target) -> Optional[bytes]:
+        opened = self._files.open_cached(wheel)
+        if opened is None:
+            return None
+        with opened.file:
+            return read_wheel_metadata(opened.file, wheel.filename)
+
+    def _from_ranges(self, wheel: Target) -> Optional[bytes]:
+        """The METADATA member read with range requests (the zip's end, then the
+        directory or the member if the end did not hold them); None if the upstream
+        ignores Range."""
+        got = self._range(wheel, f"bytes=-{TAIL_READ}")
+        if got is None:
+            return None
+        data, start, total = got
+        directory = central_directory(data, total)
+        if directory.offset < start:
+            got = self._range(wheel, f"bytes={directory.offset}-{total - 1}")
+            if got is None:
+                return None
+            data, start, _ = got
+        at = directory.offset - start
+        member = find_metadata(data[at : at + directory.size], wheel.filename)
+        content = member_data(data[member.offset - start :], member) if member.offset >= start else None
+        if content is None:
+            first, stop = local_span(member)
+            got = self._range(wheel, f"bytes={first}-{min(stop, total) - 1}")
+            if got is None:
+                return None
+            content = member_data(got[0], member)
+        if content is None:
+            raise BrokenWheel(f"{member.name} runs past the end of {wheel.filename}")
+        return content
+
+    def _range(self, wheel: Target, header: str) -> Optional[tuple]:
+        """(bytes, offset of the first, file size) of a range of the wheel; None if
+        upstream sent the whole file instead (206 expected)."""
+        try:
+            response = self._files.upstream.open_file(wheel.url, "GET", header)
+        except ProxpiError as exc:
+            self._files.count_upstream(wheel, exc)
+            raise
+        self._files.count_upstream(wheel, None)
+        with response:
+            span, _, total = response.headers.get("Content-Range", "").partition("/")
+            first = span.rpartition(" ")[2].partition("-")[0]
+            if response.status != 206 or not (first.isdigit() and total.isdigit()):
+                return None
+            chunks = []
+            while True:
+                chunk = response.read(TAIL_READ)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        return b"".join(chunks), int(first), int(total)
+
+    # ------------------------------------------------------------------ storing
+
+    def _save(self, project: str, filename: str, path: str, data: bytes, replace: bool) -> None:
+        """Store *data* as the wheel's metadata at *path* (through the file cache, so
+        it is counted under the cap); *replace*: over a stored copy."""
+        self._learn(project, filename, hashlib.sha256(data).hexdigest())
+        temp = temp_path(os.path.dirname(path))
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(temp, "wb") as file:
+                file.write(data)
+            if replace:
+                os.replace(temp, path)
+            elif self._files.store(_Stored(path, filename + METADATA_SUFFIX), temp, len(data)):
+                return
+        except OSError as exc:
+            logger.warning("cannot store the metadata of %s: %s", filename, exc.strerror)
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+    def _broken(self, project: str, filename: str, exc: BrokenWheel) -> None:
+        logger.warning("no metadata for %s: %s", filename, exc.message)
+        self._counter.inc("broken")
+        self._learn(project, filename, exc)
+
+    def upstream_served(self, project: NormalizedName, target_path: str) -> None:
+        """An index's own ``.metadata``, stored at *target_path*, was served."""
+        if self.on_served is not None:
+            try:
+                with open(target_path, "rb") as file:
+                    data = file.read(MAX_METADATA)
+            except OSError:
+                return
+            self.on_served(project, os.path.basename(target_path)[: -len(METADATA_SUFFIX)], data)
+
+    def prefetch(self, project: NormalizedName, entry: FileEntry, index: str = "") -> bool:
+        """Have the metadata of *entry* stored before a client asks (the index's own, or
+        read from the wheel); False if it was stored already or cannot be had.
+
+        :raises ProxpiError: upstream failed, or the wheel is broken.
+        """
+        if self._files.has(project, entry, True):
+            return False
+        if entry.metadata is not None:
+            return self._files.ensure(project, entry, metadata=True)
+        if not self.enabled or not entry.filename.endswith(".whl"):
+            return False
+        self._metadata(project, entry, index)
+        return True
+
+    def wheel_stored(self, target: Target) -> None:
+        """A whole file was stored: for a wheel listed without metadata, check its
+        METADATA against the copy served before (or save it, see ``save_downloaded``);
+        for an index's own metadata file, tell ``on_served``."""
+        project = target.path.split(os.sep)[-3]
+        if target.filename.endswith(METADATA_SUFFIX) and isinstance(target, Target):
+            self.upstream_served(project, target.path)
+        if not self.enabled or not target.filename.endswith(".whl") or target.upstream_metadata:
+            return
+        try:
+            with open(target.path, "rb") as file:
+                data = read_wheel_metadata(file, target.filename)
+        except BrokenWheel as exc:
+            self._broken(project, target.filename, exc)
+            return
+        except OSError:
+            return
+        path = target.path + METADATA_SUFFIX
+        try:
+            with open(path, "rb") as file:
+                served = file.read()
+        except OSError:
+            if self.save_downloaded:
+                self._save(project, target.filename, path, data, replace=False)
+            else:  # pages may give its hash already
+                self._learn(project, target.filename, hashlib.sha256(data).hexdigest())
+            return
+        if served != data:
+            old, new = hashlib.sha256(served).hexdigest(), hashlib.sha256(data).hexdigest()
+            logger.error(
+                "the metadata served for %s (sha256 %s) differs from its wheel's METADATA (sha256 %s): replaced",
+                target.filename, old, new,
+            )
+            self._counter.inc("mismatch")
+            self._save(project, target.filename, path, data, replace=True)
+
+
+class _Stored:
+    """The little of a ``Target`` that ``FileCache.store`` reads."""
+
+    def __init__(self, path: str, filename: str) -> None:
+        self.path = path
+        self.filename = filename
+
+
+def read_wheel_metadata(file, filename: str) -> bytes:
+    """The METADATA member of the wheel open in *file*.
+
+    :raises BrokenWheel: no zip, no METADATA, or a member that does not read back.
+    """
+    try:
+        with zipfile.ZipFile(file) as wheel:
+            name = metadata_name(wheel.namelist(), filename)
+            if wheel.getinfo(name).file_size > MAX_METADATA:
+                raise BrokenWheel(f"{name} is {wheel.getinfo(name).file_size} bytes")
+            return wheel.read(name)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
+        raise BrokenWheel(f"{filename} does not read as a zip: {exc}") from None
+

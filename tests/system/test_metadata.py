@@ -1,0 +1,231 @@
+"""PEP 658 metadata for wheels their index lists without: advertised on pages, read from
+upstream with range requests (never the whole wheel), from the cached wheel, or from a
+whole download where the upstream ignores Range; broken wheels; Range and HEAD probes
+that start no download."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.support.dists import Dist, make_wheel
+from tests.support.proxy import proxy_env, run_pip
+from tests.support.upstream import Upstream
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+@pytest.fixture
+def bare(upstream_factory):
+    """An upstream that lists beta 1.0 (needs alpha) and alpha 1.0, without metadata."""
+    upstream = upstream_factory("html", None)
+    beta = make_wheel("beta", "1.0", requires=["alpha>=1.0", "gamma; extra == 'x'"])
+    alpha = make_wheel("alpha", "1.0")
+    upstream.add(beta, metadata=False)
+    upstream.add(alpha, metadata=False)
+    upstream.beta, upstream.alpha = beta, alpha
+    return upstream
+
+
+def _anchor(page: str, filename: str) -> str:
+    return next(line for line in page.splitlines() if f">{filename}</a>" in line)
+
+
+def _whole_gets(upstream: Upstream) -> list:
+    """Upstream GETs of a whole wheel (no Range)."""
+    return [r.path for r in upstream.requests
+            if r.method == "GET" and r.path.endswith(".whl") and "range" not in r.headers]
+
+
+def _ranges(upstream: Upstream) -> list:
+    return [r.headers["range"] for r in upstream.requests if "range" in r.headers]
+
+
+def test_metadata_read_with_ranges_and_advertised_with_its_hash(proxy, bare):
+    p = proxy(bare)
+    beta = bare.beta
+    assert 'data-core-metadata="true"' in _anchor(p.get("/index/beta/").text, beta.filename)
+    result = p.get(f"/index/beta/{beta.filename}.metadata")
+    assert result.status == 200
+    assert result.body == beta.metadata
+    assert _whole_gets(bare) == [] and len(_ranges(bare)) == 1  # a small wheel: its end holds it all
+    digest = hashlib.sha256(beta.metadata).hexdigest()
+    anchor = _anchor(p.get("/index/beta/").text, beta.filename)
+    assert f'data-core-metadata="sha256={digest}"' in anchor
+    assert f'data-dist-info-metadata="sha256={digest}"' in anchor
+    files = json.loads(p.get("/index/beta/", JSON).body)["files"]
+    assert files[0]["core-metadata"] == {"sha256": digest}
+    # Stored under the wheel's hash: a second proxy on the cache dir asks nobody.
+    stored = os.path.join(p.settings.cache_dir, "files", "beta", f"sha256-{beta.sha256}", beta.filename + ".metadata")
+    with open(stored, "rb") as file:
+        assert file.read() == beta.metadata
+    bare.reset_hits()
+    again = proxy(bare, cache_dir=p.settings.cache_dir)
+    assert again.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+    assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
+
+
+def test_large_wheel_member_read_with_a_second_range(proxy, upstream_factory):
+    upstream = upstream_factory("json", None)
+    # The METADATA first, then incompressible data: the zip's end does not reach it.
+    entries = [("big-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: big\nVersion: 1.0\n\n"),
+               ("big.bin", os.urandom(200_000)), ("big-1.0.dist-info/RECORD", b"")]
+    wheel = _wheel("big-1.0-py3-none-any.whl", entries)
+    upstream.add(wheel, metadata=False)
+    p = proxy(upstream)
+    assert p.get(f"/index/big/{wheel.filename}.metadata").body == entries[0][1]
+    assert _whole_gets(upstream) == [] and len(_ranges(upstream)) == 2
+
+
+def test_metadata_from_the_cached_wheel_asks_no_upstream(proxy, bare):
+    p = proxy(bare)
+    alpha = bare.alpha
+    assert p.get(f"/index/alpha/{alpha.filename}").body == alpha.content
+    bare.reset_hits()
+    assert p.get(f"/index/alpha/{alpha.filename}.metadata").body == alpha.metadata
+    assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
+
+
+def test_upstream_ignoring_range_gets_the_wheel_stored(proxy, bare):
+    bare.honour_ranges = False
+    p = proxy(bare)
+    beta = bare.beta
+    assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+    assert _whole_gets(bare) == [f"/files/beta/{beta.filename}"]
+    bare.reset_hits()
+    assert p.get(f"/index/beta/{beta.filename}").body == beta.content  # stored: no upstream
+    assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
+
+
+@pytest.mark.parametrize("kind", ["no zip", "no METADATA"])
+def test_broken_wheel_gets_502_and_loses_its_advertised_metadata(proxy, upstream_factory, kind):
+    upstream = upstream_factory("html", None)
+    content = b"this is no zip file" * 10 if kind == "no zip" else _wheel("bad-1.0-py3-none-any.whl", [("bad.py", b"")]).content
+    bad = _dist("bad-1.0-py3-none-any.whl", content)
+    upstream.add(bad, metadata=False)
+    p = proxy(upstream)
+    assert "data-core-metadata" in _anchor(p.get("/index/bad/").text, bad.filename)
+    result = p.get(f"/index/bad/{bad.filename}.metadata")
+    assert result.status == 502
+    assert ("zip" if kind == "no zip" else "METADATA") in result.text
+    assert "data-core-metadata" not in _anchor(p.get("/index/bad/").text, bad.filename)
+    assert "core-metadata" not in json.loads(p.get("/index/bad/", JSON).body)["files"][0]
+    assert p.get(f"/index/bad/{bad.filename}.metadata").status == 502
+    assert p.get(f"/index/bad/{bad.filename}").body == content  # the file itself still served
+    assert b'proxpi_metadata_extracted_total{outcome="broken"}' in p.get("/metrics").body
+
+
+def test_served_metadata_checked_against_the_whole_wheel(proxy, bare, caplog):
+    p = proxy(bare)
+    beta = bare.beta
+    stored = os.path.join(p.settings.cache_dir, "files", "beta", f"sha256-{beta.sha256}", beta.filename + ".metadata")
+    os.makedirs(os.path.dirname(stored))
+    with open(stored, "wb") as file:  # as if a different METADATA had been served before
+        file.write(b"Metadata-Version: 2.1\nName: beta\nVersion: 0.0\n\n")
+    with caplog.at_level(logging.ERROR, logger="proxpi_min.files.metadata"):
+        assert p.get(f"/index/beta/{beta.filename}").body == beta.content
+    wrong = hashlib.sha256(b"Metadata-Version: 2.1\nName: beta\nVersion: 0.0\n\n").hexdigest()
+    assert any(wrong in r.getMessage() and hashlib.sha256(beta.metadata).hexdigest() in r.getMessage()
+               for r in caplog.records if r.levelno == logging.ERROR)
+    assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+
+
+def test_head_of_metadata(proxy, bare):
+    p = proxy(bare)
+    result = p.request("HEAD", f"/index/beta/{bare.beta.filename}.metadata")
+    assert result.status == 200 and result.body == b""
+    assert int(result.headers["Content-Length"]) == len(bare.beta.metadata)
+    assert p.get(f"/index/beta/{bare.beta.filename}.metadata").body == bare.beta.metadata
+
+
+def test_metadata_off(proxy, bare):
+    p = proxy(bare, metadata="off")
+    assert "data-core-metadata" not in p.get("/index/beta/").text
+    assert p.get(f"/index/beta/{bare.beta.filename}.metadata").status == 404
+
+
+def test_offline_serves_metadata_of_cached_wheels(proxy, bare):
+    online = proxy(bare)
+    assert online.get(f"/index/alpha/{bare.alpha.filename}").status == 200
+    online.stop()
+    offline = proxy(bare, cache_dir=online.settings.cache_dir, offline=True)
+    assert 'data-core-metadata="true"' in _anchor(offline.get("/index/alpha/").text, bare.alpha.filename)
+    assert offline.get(f"/index/alpha/{bare.alpha.filename}.metadata").body == bare.alpha.metadata
+
+
+def test_offline_reads_metadata_the_index_had_from_the_cached_wheel(proxy, upstream_html, dists):
+    online = proxy(upstream_html)  # beta's metadata is on the index, never fetched here
+    assert online.get(f"/index/beta/{dists.beta_1.filename}").status == 200
+    online.stop()
+    offline = proxy(upstream_html, cache_dir=online.settings.cache_dir, offline=True)
+    assert "data-core-metadata" in _anchor(offline.get("/index/beta/").text, dists.beta_1.filename)
+    assert offline.get(f"/index/beta/{dists.beta_1.filename}.metadata").body == dists.beta_1.metadata
+
+
+def test_range_and_head_probes_start_no_download(proxy, bare):
+    p = proxy(bare)
+    beta = bare.beta
+    url = f"/index/beta/{beta.filename}"
+    assert p.request("HEAD", url).status == 200
+    tail = p.get(url, {"Range": "bytes=-100"})
+    assert tail.status == 206 and tail.body == beta.content[-100:]
+    # The HTML page gives no size: the HEAD's answer told it, so this reads the end too.
+    near_end = p.get(url, {"Range": f"bytes={beta.size - 50}-"})
+    assert near_end.status == 206 and near_end.body == beta.content[-50:]
+    assert _whole_gets(bare) == []
+    assert p.server.files.downloads_in_progress() == 0
+    assert p.get(url).body == beta.content  # the whole file: downloaded and stored
+    assert _whole_gets(bare) == [f"/files/beta/{beta.filename}"]
+
+
+def test_pip_resolves_without_whole_wheels(proxy, bare, tmp_path):
+    p = proxy(bare)
+    result = run_pip(["install", "--dry-run", "--ignore-installed", "--report", str(tmp_path / "r.json"), "beta"],
+                     p.index_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = {item["metadata"]["name"] for item in json.loads((tmp_path / "r.json").read_text())["install"]}
+    assert names == {"alpha", "beta"}
+    # Resolved from metadata: pip (before 23.3) downloads the chosen wheels even in a
+    # dry run, but only once resolved, after its last page.
+    paths = [r.path for r in bare.requests if r.method == "GET" and "range" not in r.headers]
+    last_page = max(i for i, path in enumerate(paths) if path.startswith("/simple/"))
+    assert [path for path in paths[:last_page] if path.endswith(".whl")] == []
+
+
+@pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv on PATH")
+def test_uv_resolves_without_whole_wheels_or_probes(proxy, bare, tmp_path):
+    p = proxy(bare)
+    (tmp_path / "in.txt").write_text("beta\n")
+    env = {**proxy_env(), "UV_CACHE_DIR": str(tmp_path / "uv-cache"), "UV_NO_CONFIG": "1",
+           "UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
+    for name in ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_INDEX", "VIRTUAL_ENV"):
+        env.pop(name, None)
+    result = subprocess.run(["uv", "pip", "compile", "--index-url", p.index_url, "in.txt"], cwd=str(tmp_path),
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "alpha==1.0" in result.stdout and "beta==1.0" in result.stdout
+    assert _whole_gets(bare) == []
+    assert [r for r in bare.requests if r.method == "HEAD"] == []
+    assert len(_ranges(bare)) == 2  # the proxy's own reads, one per wheel; none from uv
+
+
+def _wheel(filename: str, entries: list) -> Dist:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return _dist(filename, buffer.getvalue())
+
+
+def _dist(filename: str, content: bytes) -> Dist:
+    name, version = filename.split("-")[:2]
+    return Dist(filename, content, hashlib.sha256(content).hexdigest(), None, None, name, version)

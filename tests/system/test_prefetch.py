@@ -1,0 +1,133 @@
+"""Prefetch: a served .metadata's dependencies' pages fetched before the client asks,
+through the one flight per page, within the guard rails, never offline; its metrics."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from tests.support.dists import make_wheel
+from tests.support.prometheus import parse, sample
+
+
+@pytest.fixture
+def index(upstream_factory):
+    """beta needs alpha (and gamma only with an extra); no metadata upstream."""
+    upstream = upstream_factory("html", None)
+    upstream.beta = make_wheel("beta", "1.0", requires=["alpha>=1.0", "gamma; extra == 'x'"])
+    for dist in (upstream.beta, make_wheel("alpha", "1.0"), make_wheel("gamma", "1.0")):
+        upstream.add(dist, metadata=False)
+    return upstream
+
+
+def _metrics(p) -> dict:
+    return parse(p.get("/metrics").text)[1]
+
+
+def _pages(upstream) -> list:
+    return [r.path for r in upstream.requests if r.path.startswith("/simple/")]
+
+
+def test_dependency_pages_fetched_before_the_client_asks(proxy, index):
+    p = proxy(index)
+    assert p.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(10)
+    assert _pages(index) == ["/simple/beta/", "/simple/alpha/"]  # gamma: only with an extra
+    assert p.get("/index/alpha/").status == 200
+    assert _pages(index) == ["/simple/beta/", "/simple/alpha/"]  # answered from memory
+    samples = _metrics(p)
+    assert sample(samples, "proxpi_prefetch_total", kind="page", outcome="fetched") == 1
+    assert sample(samples, "proxpi_prefetch_used_total", kind="page") == 1
+    assert sample(samples, "proxpi_cache_hits_total", kind="page") == 1
+    assert json.loads(p.get("/", {"Accept": "application/json"}).body)["prefetch"] == {"fetched": 1, "used": 1}
+    assert "fetched ahead, then asked for" in p.get("/").text
+
+
+def test_upstream_metadata_drives_prefetch_too(proxy, upstream_factory, dists):
+    upstream = upstream_factory("json", "root")  # beta 1.0 needs alpha; metadata upstream
+    p = proxy(upstream)
+    assert p.get(f"/index/beta/{dists.beta_1.filename}.metadata").body == dists.beta_1.metadata
+    assert p.server.prefetch.wait(10)
+    assert "/simple/alpha/" in _pages(upstream)
+    # Cached now: served again from the cache dir, it prefetches again (the page is fresh).
+    assert p.get(f"/index/beta/{dists.beta_1.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(10)
+    assert sample(_metrics(p), "proxpi_prefetch_total", kind="page", outcome="fresh") == 1
+
+
+def test_client_joins_the_prefetch_of_a_page(proxy, index):
+    p = proxy(index)
+    upstream = p.server.upstream
+    fetch, release, calls = upstream.fetch_page, threading.Event(), []
+
+    def held_fetch(url, *args, **kwargs):
+        if url.endswith("/alpha/"):
+            calls.append(url)
+            release.wait(10)
+        return fetch(url, *args, **kwargs)
+
+    upstream.fetch_page = held_fetch
+    assert p.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
+    got = []
+    client = threading.Thread(target=lambda: got.append(p.get("/index/alpha/")))
+    client.start()
+    time.sleep(0.3)  # sequencing only: the client's request is waiting on the prefetch's fetch
+    release.set()
+    client.join(10)
+    assert got and got[0].status == 200 and "alpha-1.0" in got[0].text
+    assert len(calls) == 1
+    assert _pages(index).count("/simple/alpha/") == 1
+
+
+def test_prefetch_obeys_the_deny_list(proxy, index):
+    p = proxy(index, deny=(("alpha", None),))
+    assert p.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(10)
+    assert "/simple/alpha/" not in _pages(index)
+    assert sample(_metrics(p), "proxpi_prefetch_total", kind="page", outcome="refused") == 1
+
+
+def test_no_prefetch_when_off_or_offline(proxy, index):
+    off = proxy(index, prefetch="off")
+    assert off.server.prefetch is None
+    assert off.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
+    assert off.get(f"/index/beta/{index.beta.filename}").status == 200
+    assert _pages(index) == ["/simple/beta/"]
+    off.stop()
+    offline = proxy(index, cache_dir=off.settings.cache_dir, offline=True)
+    assert offline.server.prefetch is None
+    assert offline.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
+    assert _pages(index) == ["/simple/beta/"]
+
+
+def test_metadata_mode_prefetches_the_wheel_the_client_picks(proxy, upstream_factory):
+    upstream = upstream_factory("json", None)
+    app = make_wheel("app", "1.0", requires=["lib"])
+    newest = make_wheel("lib", "2.0")
+    for dist in (app, make_wheel("lib", "1.0"), newest, make_wheel("lib", "3.0rc1")):
+        upstream.add(dist, metadata=False)
+    p = proxy(upstream, prefetch="metadata")
+    assert p.get(f"/index/app/{app.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(10)
+    assert [r.path for r in upstream.requests if "range" in r.headers] == [
+        f"/files/app/{app.filename}", f"/files/lib/{newest.filename}"]
+    assert p.get("/index/lib/").status == 200
+    assert p.get(f"/index/lib/{newest.filename}.metadata").body == newest.metadata
+    assert len([r for r in upstream.requests if not r.path.startswith("/simple/")]) == 2  # nothing more
+    samples = _metrics(p)
+    assert sample(samples, "proxpi_prefetch_total", kind="metadata", outcome="fetched") == 1
+    assert sample(samples, "proxpi_prefetch_used_total", kind="metadata") == 1
+    assert sample(samples, "proxpi_prefetch_used_total", kind="page") == 1
+
+
+def test_metadata_mode_fetches_the_index_own_metadata(proxy, upstream_factory, dists):
+    upstream = upstream_factory("html", "root")  # beta needs alpha; metadata upstream
+    p = proxy(upstream, prefetch="metadata")
+    assert p.get(f"/index/beta/{dists.beta_1.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(10)
+    assert upstream.hits(f"{dists.alpha_2.filename}.metadata") == 1
+    assert p.get(f"/index/alpha/{dists.alpha_2.filename}.metadata").body == dists.alpha_2.metadata
+    assert upstream.hits(f"{dists.alpha_2.filename}.metadata") == 1

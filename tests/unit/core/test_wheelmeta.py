@@ -1,0 +1,134 @@
+"""core.wheelmeta: the zip's end, the central directory, the METADATA member, probes and
+Requires-Dist, from bytes."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from proxpi_min.core.byteranges import ByteRange
+from proxpi_min.core.wheelmeta import (
+    PROBE_TAIL,
+    BrokenWheel,
+    central_directory,
+    find_metadata,
+    is_zip_probe,
+    member_data,
+    metadata_name,
+    requirements,
+)
+
+METADATA = b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\nRequires-Dist: dep>=1\n\n"
+
+
+def _zip(entries, compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _read(content: bytes, filename: str = "pkg-1.0-py3-none-any.whl") -> bytes:
+    directory = central_directory(content[-100:] if len(content) > 100 else content, len(content))
+    tail = content[directory.offset :]
+    member = find_metadata(tail[: directory.size], filename)
+    return member_data(content[member.offset :], member)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_metadata_member_read_from_bytes(compression):
+    content = _zip([("pkg.py", b"x = 1\n" * 100), ("pkg-1.0.dist-info/METADATA", METADATA)], compression)
+    directory = central_directory(content, len(content))
+    member = find_metadata(content[directory.offset : directory.offset + directory.size], "pkg-1.0-py3-none-any.whl")
+    assert member.name == "pkg-1.0.dist-info/METADATA"
+    assert member_data(content[member.offset :], member) == METADATA
+    assert member_data(content[member.offset : member.offset + 40], member) is None  # too short: read more
+
+
+def test_end_record_found_in_a_short_tail():
+    content = _zip([("pkg-1.0.dist-info/METADATA", METADATA)])
+    tail = content[-30:]
+    directory = central_directory(tail, len(content))
+    assert directory.total == len(content) and directory.offset + directory.size <= len(content)
+
+
+def test_zip64_end_record():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
+        with archive.open("pkg-1.0.dist-info/METADATA", "w", force_zip64=True) as member:
+            member.write(METADATA)
+    content = buffer.getvalue()
+    directory = central_directory(content, len(content))
+    member = find_metadata(content[directory.offset : directory.offset + directory.size], "pkg-1.0-py3-none-any.whl")
+    assert member_data(content[member.offset :], member) == METADATA
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a zip at all" * 4, "not a zip"),
+        (_zip([("pkg.py", b"")]), "no .dist-info/METADATA"),
+    ],
+)
+def test_broken_wheels(content, message):
+    with pytest.raises(BrokenWheel, match=message) as caught:
+        _read(content)
+    assert caught.value.status == 502
+
+
+def test_corrupt_member_fails_its_check():
+    content = bytearray(_zip([("pkg-1.0.dist-info/METADATA", METADATA)], zipfile.ZIP_STORED))
+    at = bytes(content).index(b"Requires-Dist")
+    content[at] = ord("r")
+    with pytest.raises(BrokenWheel, match="CRC"):
+        _read(bytes(content))
+
+
+def test_directory_pointing_past_the_end():
+    content = _zip([("pkg-1.0.dist-info/METADATA", METADATA)])
+    with pytest.raises(BrokenWheel, match="outside"):
+        central_directory(content, 10)
+
+
+def test_metadata_name_prefers_the_wheels_own_folder():
+    names = ["other-2.0.dist-info/METADATA", "Pkg-1.0.dist-info/METADATA", "pkg/sub.dist-info/METADATA"]
+    assert metadata_name(names, "pkg-1.0-py3-none-any.whl") == "Pkg-1.0.dist-info/METADATA"
+    assert metadata_name(["x-1.dist-info/METADATA"], "pkg-1.0-py3-none-any.whl") == "x-1.dist-info/METADATA"
+    with pytest.raises(BrokenWheel, match="more than one"):
+        metadata_name(["a-1.dist-info/METADATA", "b-1.dist-info/METADATA"], "pkg-1.0-py3-none-any.whl")
+
+
+def test_zip_probes():
+    assert is_zip_probe(ByteRange(None, 100), None)
+    assert is_zip_probe(ByteRange(10 * PROBE_TAIL, None), 10 * PROBE_TAIL + 5)
+    assert not is_zip_probe(ByteRange(0, None), 10 * PROBE_TAIL)
+    assert not is_zip_probe(ByteRange(0, 99), 1000)  # the file's start, however small
+    assert is_zip_probe(ByteRange(900, None), 1000)
+    assert not is_zip_probe(ByteRange(100, 200), None)  # size unknown: only suffix ranges
+
+
+def test_requirements_without_extras():
+    metadata = (
+        b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n"
+        b"Requires-Dist: Dep_One>=1\n"
+        b"Requires-Dist: dep-two[fast] ; python_version >= '3.8'\n"
+        b"Requires-Dist: testonly ; extra == 'test'\n"
+        b"Requires-Dist: both ; python_version > '3' and extra == \"x\"\n"
+        b"Requires-Dist: dep.one\n"
+        b"\nbody Requires-Dist: not-a-header\n"
+    )
+    assert requirements(metadata) == ["dep-one", "dep-two"]
+    assert requirements(b"Name: x\n\n") == []
+
+
+def test_a_member_larger_than_its_directory_says_is_refused():
+    content = _zip([("pkg-1.0.dist-info/METADATA", METADATA + b"x" * 100_000)])
+    directory = central_directory(content, len(content))
+    member = find_metadata(content[directory.offset :], "pkg-1.0-py3-none-any.whl")
+    with pytest.raises(BrokenWheel, match="CRC"):
+        member_data(content[member.offset :], member._replace(size=10))  # inflates no further
+    with pytest.raises(BrokenWheel, match="too large"):
+        member_data(content[member.offset :], member._replace(size=1 << 40))
