@@ -158,7 +158,7 @@ def _trickle(release, where):
             handler.wfile.write(fast)
             for byte in slow:
                 handler.wfile.write(bytes([byte]))
-                if release.wait(2.0):
+                if release.wait(1.0):
                     break
         except OSError:
             pass
@@ -169,20 +169,20 @@ def _trickle(release, where):
 
 @pytest.mark.parametrize("where", ["status line", "chunk size", "body"])
 def test_trickling_page_is_cut_at_its_deadline(proxy, scripted, monkeypatch, where):
-    """A page sent one byte every 2 s passes a 3 s read timeout read after read; the
+    """A page sent one byte a second passes a 1.5 s read timeout read after read; the
     page deadline (PAGE_DEADLINE_READS read timeouts, lowered to one here) cuts it."""
     from proxpi_min.index import upstream as upstream_module
 
     monkeypatch.setattr(upstream_module, "PAGE_DEADLINE_READS", 1)
     scripted.routes["/simple/slow/"] = _trickle(scripted.release, where)
-    p = proxy(scripted.url, read_timeout=3.0)
+    p = proxy(scripted.url, read_timeout=1.5)
     started = time.monotonic()
     result = p.get("/index/slow/", timeout=BOUND)
     took = time.monotonic() - started
     scripted.release.set()
     assert result.status == 504, result
-    assert b"took over 3 s" in result.body, result.body
-    assert took < 8.0, f"cut after {took:.1f} s"
+    assert b"took over 1.5 s" in result.body, result.body
+    assert took < 6.0, f"cut after {took:.1f} s"
     assert_healthy(p)
 
 

@@ -125,10 +125,11 @@ def test_readme_table_has_every_flag_of_serving():
 def test_readme_flag_and_variable_of_each_row_are_one_setting():
     env, flags = _Recording(), _Recording()
     parse_settings(env, flags)
+    help_of = _serving_help()
     for row in _config_rows():
         assert row.flag.lstrip("-").replace("-", "_") in flags.asked, row
         # The flag's help, where it names a variable, names the row's.
-        named = set(re.findall(r"PROXPI_[A-Z_]+", _serving_help()[row.flag]))
+        named = set(re.findall(r"PROXPI_[A-Z_]+", help_of[row.flag]))
         assert named <= {row.variable}, (row, named)
 
 
