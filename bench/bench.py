@@ -53,7 +53,7 @@ LABELS = {
     # a reference that is another row's value (metric:server)
     "warm.pip:proxpi_min": "`pip download` via a cold proxpi_min",
 }
-CASES = ("small", "large", "large-gzip", "wheel", "root-list", "unknown", "download",
+CASES = ("small", "small-c256", "large", "large-gzip", "wheel", "root-list", "unknown", "download",
          "uv-compile", "pip-dry-run", "warm")
 
 
@@ -309,8 +309,9 @@ class Bench:
         log(f"nginx: upstream {self.nginx.upstream}, static copy {self.nginx.base}")
         log(f"upstream for the proxies: {self.index_url}")
         cases = [c for c in CASES if c in self.args.cases]
-        if any(c in cases for c in ("small", "large", "large-gzip", "wheel")):
-            self.case_wrk([c for c in cases if c in ("small", "large", "large-gzip", "wheel")])
+        wrk_cases = ("small", "small-c256", "large", "large-gzip", "wheel")
+        if any(c in cases for c in wrk_cases):
+            self.case_wrk([c for c in cases if c in wrk_cases])
         if "root-list" in cases:
             self.case_root_list()
         if "unknown" in cases:
@@ -332,6 +333,7 @@ class Bench:
     def case_wrk(self, cases: list) -> None:
         specs = {
             "small": ("six/", {}, 2, 16, "rps"),
+            "small-c256": ("six/", {}, 2, 256, "rps"),  # a fleet's many connections at once
             "large": ("botocore/", {}, 2, 16, "rps"),
             "large-gzip": ("botocore/", {"Accept-Encoding": "gzip"}, 2, 16, "rps"),
             "wheel": (f"numpy/{WHEEL}", {}, 2, 4, "mibps"),
@@ -576,6 +578,7 @@ class Bench:
 # metric, work, unit, which way is better, target (kind, reference, factor) or None
 ROWS = [
     ("small", "warm small page `/index/six/`, wrk -t2 -c16", "req/s", "ratio_min", "proxpi", 8),
+    ("small-c256", "same, wrk -t2 -c256", "req/s", "ratio_min", "proxpi", 8),
     ("large", "warm large page `/index/botocore/`", "req/s", "ratio_min", "proxpi", 50),
     ("large-gzip", "same, `Accept-Encoding: gzip`", "req/s", "ratio_min", "proxpi", 100),
     ("wheel", "cached 16 MB wheel, wrk -t2 -c4", "MiB/s", "ratio_min", "nginx", 0.9),

@@ -30,6 +30,7 @@ from tests.support.cache_dir import (
     WAIT, file_path, files_tree, peak_while, settled, sized_wheel, stored_content, stored_paths, wait_until,
 )
 from tests.support.dists import Dist
+from tests.support.markers import needs_pip_json_metadata
 from tests.support.pages import json_files, parse_anchors
 from tests.support.proxy import PIP_ACCEPT, ProxyProcess, run_pip
 from tests.support.upstream import Upstream
@@ -702,12 +703,7 @@ def test_metadata_not_advertised_upstream_is_404(proxy, upstream, dists):
     assert p.get(file_path(dists.alpha_2) + ".metadata").status == 200  # the route itself works
 
 
-def _pip_version() -> tuple:
-    import pip
-
-    return tuple(int(part) for part in re.findall(r"\d+", pip.__version__)[:2])
-
-
+@needs_pip_json_metadata
 def test_real_pip_resolves_from_metadata_files(proxy, upstream, dists, tmp_path):
     """pip's resolver learns beta's dependencies from beta's .metadata, not its wheel.
 
@@ -716,10 +712,6 @@ def test_real_pip_resolves_from_metadata_files(proxy, upstream, dists, tmp_path)
     checked is the order: both .metadata files, and alpha's page (found only through
     beta's metadata), come before any wheel.
     """
-    if _pip_version() < (23, 2):
-        # pip asks for JSON, where we send only PEP 714's "core-metadata", which pip
-        # reads from 23.2 on (the older key crashed pip 22.3-23.1, so it is never sent).
-        pytest.skip("pip before 23.2 does not read core-metadata in JSON pages")
     p = proxy(upstream)
     result = run_pip(["install", "--dry-run", "--ignore-installed", "beta"], p.index_url, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

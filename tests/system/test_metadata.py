@@ -18,6 +18,7 @@ import zipfile
 import pytest
 
 from tests.support.dists import Dist, make_wheel
+from tests.support.markers import needs_pip_json_metadata
 from tests.support.proxy import proxy_env, run_pip
 from tests.support.upstream import Upstream
 
@@ -187,6 +188,7 @@ def test_range_and_head_probes_start_no_download(proxy, bare):
     assert _whole_gets(bare) == [f"/files/beta/{beta.filename}"]
 
 
+@needs_pip_json_metadata
 def test_pip_resolves_without_whole_wheels(proxy, bare, tmp_path):
     p = proxy(bare)
     result = run_pip(["install", "--dry-run", "--ignore-installed", "--report", str(tmp_path / "r.json"), "beta"],
