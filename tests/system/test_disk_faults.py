@@ -176,7 +176,7 @@ def test_verify_catches_a_broken_ledger_and_repair_rebuilds_it(proxy, upstream_f
     assert_bookkeeping_agrees(cache_dir)
 
     files = Path(cache_dir) / "files"
-    with Ledger(str(files)).locked() as handle:  # one file short, as the issue saw it
+    with Ledger(str(files)).locked() as handle:  # one file short, as a torn append left it
         handle.write(handle.record.used - dists[0].size, handle.record.count - 1)
     with open(files / ".journal", "ab") as journal:
         journal.write(b"+ 99 1.000 gone/sha256-00/gone-1.0-py3-none-any.whl\n")
