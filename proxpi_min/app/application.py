@@ -20,6 +20,8 @@ from .status import ProxyStatus
 
 __all__ = ["Application"]
 
+PREFETCH_CLOSE_SECONDS = 5.0  # at shutdown, for prefetches under way to end
+
 
 class Application:
     """Answers the routes from *proxy*."""
@@ -71,9 +73,11 @@ class Application:
             self._proxy.indexes.invalidate_project(project)
 
     def close(self) -> None:
-        """Finish the pages being saved, write this worker's last numbers, close the
-        files and connections."""
+        """Stop prefetching, finish the pages being saved, write this worker's last
+        numbers, close the files and connections."""
         indexes, files, upstream = self._proxy.indexes, self._proxy.files, self._proxy.upstream
+        if self._proxy.prefetch is not None:
+            self._proxy.prefetch.close(PREFETCH_CLOSE_SECONDS)
         indexes.close()
         self._status.close()
         files.close()

@@ -123,7 +123,8 @@ def relay(
             verifier.update(chunk)
             chunk, held = held + chunk[:-1], chunk[-1:]
         if chunk:
-            send_chunk(conn, chunk, 0, len(chunk), chunked)
+            with guard.client_time():
+                send_chunk(conn, chunk, 0, len(chunk), chunked)
             sent += len(chunk)
             body.sent += len(chunk)
     if limit is not None and sent + len(held) < limit:

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from typing import BinaryIO, NamedTuple, Optional, Protocol
+from typing import BinaryIO, Iterator, NamedTuple, Optional, Protocol
 
 from ..core.byteranges import ByteRange
 from ..core.errors import IntegrityError, ProxpiError, UpstreamError, UpstreamTimeout
@@ -76,6 +76,16 @@ class RateGuard:
                 f"{self._min_rate} bytes a second: {self._url}"
             )
         self._start, self._count = now, 0
+
+    @contextlib.contextmanager
+    def client_time(self) -> Iterator[None]:
+        """Time spent inside waits on the client (a slow reader), not on the upstream:
+        it does not count against the upstream's rate."""
+        began = self._clock()
+        try:
+            yield
+        finally:
+            self._start += self._clock() - began
 
 
 class FileStore(Protocol):

@@ -240,7 +240,7 @@ class Catalog:
         local_files: frozenset = frozenset()
         if local is not None:
             mine = self._local_policy.files(local[1], [(LOCAL_ORIGIN, local[1])], now, cut_short=False)
-            local_files = frozenset(entry.filename for entry in local[1].files)
+            local_files = frozenset(entry.filename for entry in mine.page.files)  # what its policy kept
             if filtered is None:  # served from the local index alone
                 filtered = mine._replace(policies=",".join(filter(None, ("local", mine.policies))))
             else:

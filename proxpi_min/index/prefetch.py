@@ -20,7 +20,7 @@ from ..core.simple import FileEntry
 from ..core.wheelmeta import BrokenWheel, requirements
 from ..core.wheelpick import Tags, pick_wheel, wheel_tags
 from ..infra.metrics import Metrics
-from .catalog import Catalog
+from .catalog import LOCAL_ORIGIN, Catalog
 
 __all__ = ["MetadataSource", "Prefetcher"]
 
@@ -54,6 +54,7 @@ class Prefetcher:
         self._queued: set = set()  # names queued or being fetched
         self._threads = 0
         self._busy = 0
+        self._closed = False  # shutting down: nothing more is queued
         self._like: Optional[Tags] = None  # the last platform wheel a client asked about
         self._fetching: set = set()  # (project, wheel) whose metadata we are storing
         self._fetched: "collections.OrderedDict[tuple, None]" = collections.OrderedDict()  # (kind, ...)
@@ -73,8 +74,8 @@ class Prefetcher:
         """A client got the metadata of wheel *filename*: queue the pages of the
         projects it requires (an extra's left out)."""
         with self._lock:
-            if (project, filename) in self._fetching:
-                return  # our own prefetch being stored: the client drives the next level
+            if self._closed or (project, filename) in self._fetching:
+                return  # shutting down, or our own prefetch being stored (the client drives the next level)
         self._count_used(("metadata", project, filename))
         try:
             names = requirements(metadata)
@@ -147,7 +148,10 @@ class Prefetcher:
         outcome = "error"
         try:
             location = self._catalog.locate_file(name, entry.filename)
-            outcome = "fetched" if self._metadata.prefetch(name, location.entry, location.index) else "fresh"
+            if location.index == LOCAL_ORIGIN:  # the local index's own wheel: nothing to fetch
+                outcome = "fresh"
+            else:
+                outcome = "fetched" if self._metadata.prefetch(name, location.entry, location.index) else "fresh"
         except BrokenWheel:
             outcome = "broken"
         except (NotFound, Forbidden):
@@ -184,3 +188,12 @@ class Prefetcher:
         """Wait until nothing is queued or being fetched (tests, shutdown)."""
         with self._lock:
             return self._idle.wait_for(lambda: self._threads == 0, timeout)
+
+    def close(self, timeout: float) -> None:
+        """Queue nothing more, drop what waits, and give the fetches under way *timeout*
+        seconds to end, so that none writes to caches being closed."""
+        with self._lock:
+            self._closed = True
+            self._queued.difference_update(name for name, _ in self._queue)
+            self._queue.clear()
+        self.wait(timeout)

@@ -131,3 +131,13 @@ def test_metadata_mode_fetches_the_index_own_metadata(proxy, upstream_factory, d
     assert upstream.hits(f"{dists.alpha_2.filename}.metadata") == 1
     assert p.get(f"/index/alpha/{dists.alpha_2.filename}.metadata").body == dists.alpha_2.metadata
     assert upstream.hits(f"{dists.alpha_2.filename}.metadata") == 1
+
+
+def test_a_closed_prefetcher_queues_nothing(proxy, index):
+    """At shutdown the prefetcher stops first, so no fetch writes to closed caches."""
+    p = proxy(index)
+    p.server.prefetch.close(5)
+    assert p.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(5)
+    assert _pages(index) == ["/simple/beta/"]
+    assert sample(_metrics(p), "proxpi_prefetch_total", kind="page", outcome="fetched") == 0

@@ -43,3 +43,15 @@ def test_a_steady_transfer_and_no_minimum_pass():
         clock.now += RATE_WINDOW / 3
         steady.add(int(1000 * RATE_WINDOW / 3) + 1)
         unlimited.add(0)
+
+
+def test_time_waiting_on_a_slow_client_is_not_the_upstreams():
+    clock = Clock()
+    guard = RateGuard(1000, "u", clock)
+    with guard.client_time():
+        clock.now += 10 * RATE_WINDOW  # the client reads slowly
+    clock.now += RATE_WINDOW
+    guard.add(int(1000 * RATE_WINDOW))  # the upstream kept the rate while it was asked
+    clock.now += RATE_WINDOW
+    with pytest.raises(UpstreamTimeout):  # and is still judged when it stalls
+        guard.add(1)
