@@ -401,3 +401,16 @@ def test_a_token_file_line_with_a_bad_pattern_stops_the_start(tmp_path):
     result = subprocess.run([sys.executable, "-m", "proxpi_min", "--upload-tokens", str(tokens), "--check-config"],
                             cwd=str(REPO_ROOT), env=pip_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "line 2" in result.stderr and "bad-token" not in result.stderr
+
+
+def test_merge_mode_a_local_file_its_policy_hides_leaves_the_name_to_the_upstream(proxy, upstream_html, dists):
+    """Merged, a local file the cooldown hides does not claim its file name: the upstream
+    file of that name is listed and served, its own bytes under its own hash."""
+    same_name = make_wheel("alpha", "2.0", module_source="BUILT_HERE = True\n")
+    assert same_name.filename == dists.alpha_2.filename and same_name.content != dists.alpha_2.content
+    p = proxy(upstream_html, upload_token=TOKEN, local_merge=True)
+    assert _upload(p, same_name).status == 200
+    strict = proxy(upstream_html, local_merge=True, min_age=3600.0, min_age_local=True, cache_dir=p.settings.cache_dir)
+    listed = {entry["filename"]: entry for entry in _json_page(strict, "alpha")["files"]}
+    assert listed[dists.alpha_2.filename]["hashes"]["sha256"] == dists.alpha_2.sha256
+    assert strict.get(f"/index/alpha/{dists.alpha_2.filename}").body == dists.alpha_2.content
