@@ -37,6 +37,7 @@ __all__ = [
     "proxy_env",
     "raw_request",
     "raw_status",
+    "recv_until_closed",
     "run_pip",
     "start_proxy",
     "to_index_settings",
@@ -133,6 +134,21 @@ def _complete_response(data: bytes) -> bool:
         return False
     match = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
     return match is not None and len(rest) >= int(match.group(1))
+
+
+def recv_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes (a reset counts as a close); raises
+    socket.timeout if it keeps the connection open past *timeout*."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
 
 
 def raw_status(response: bytes) -> int | None:

@@ -32,7 +32,7 @@ import pytest
 from tests.support.cache_dir import file_path, sized_wheel, wait_for
 from tests.support.pages import json_files, parse_anchors
 from tests.support.scripted import Scripted
-from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_named, http, pip_env, run_pip, temp_files
+from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_named, http, pip_env, recv_until_closed, run_pip, temp_files
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 STALE_WARNING = '110 - "Response is Stale"'
@@ -613,20 +613,6 @@ def test_connect_timeout_to_a_silent_upstream_is_504(proxy, unanswered_listener)
     assert_healthy(p)
 
 
-def _recv_until_closed(sock, timeout):
-    """Everything the server sends until it closes; raises socket.timeout otherwise."""
-    sock.settimeout(timeout)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-
-
 def test_idle_clients_are_disconnected(proxy, upstream_html):
     p = proxy(upstream_html, client_timeout=1.0)
     kinds = {
@@ -644,7 +630,7 @@ def test_idle_clients_are_disconnected(proxy, upstream_html):
         started = time.monotonic()
         for kind, sock in sockets.items():
             try:
-                data = _recv_until_closed(sock, BOUND)
+                data = recv_until_closed(sock, BOUND)
             except socket.timeout:
                 pytest.fail(f"{kind}: the server never closed the idle connection")
             if kind.startswith("idle after"):
@@ -691,7 +677,7 @@ def test_client_that_stops_reading_a_file_is_disconnected(proxy, upstream_factor
         sock.connect(("127.0.0.1", p.port))
         sock.sendall(f"GET {file_path(big)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         time.sleep(3)  # reading nothing, well past the client timeout
-        data = _recv_until_closed(sock, BOUND)  # reading now: only what was sent before
+        data = recv_until_closed(sock, BOUND)  # reading now: only what was sent before
     finally:
         sock.close()
     assert data.startswith(b"HTTP/1.1 200") and len(data) < big.size

@@ -30,7 +30,7 @@ import pytest
 from tests.support.cache_dir import settled
 from tests.support.dists import make_wheel
 from tests.support.pages import json_files, parse_anchors
-from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_named, http, raw_request, raw_status, temp_files
+from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_named, http, raw_request, raw_status, recv_until_closed, temp_files
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 SECRET = "TOP-SECRET-" + os.urandom(8).hex()
@@ -410,15 +410,7 @@ def test_request_body_is_never_a_request(guarded, method, target):
     )
     with socket.create_connection(("127.0.0.1", p.port), timeout=10) as sock:
         sock.sendall(data)
-        received = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            received += chunk
+        received = recv_until_closed(sock, 10)
     # Discarding the body (two answers) or closing after the first are both fine.
     assert b"invalidated project" not in received, received
     assert 1 <= len(re.findall(rb"HTTP/1\.1 \d{3} ", received)) <= 2, received
