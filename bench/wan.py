@@ -146,6 +146,8 @@ def measure(args: argparse.Namespace) -> dict:
         for rep in range(args.reps):
             for kind in b.rotated(list(args.servers), rep):
                 for run, _, method in RUNS:
+                    if run not in args.runs:
+                        continue
                     client = getattr(clients, method)
                     b.log(f"rep {rep + 1}/{args.reps}: {run} {kind}")
                     if kind == "direct":
@@ -198,6 +200,7 @@ def main(argv: list) -> int:
     p.add_argument("--wan-ms", type=float, default=25.0, help="one-way delay in ms (default 25)")
     p.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
     p.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
+    p.add_argument("--runs", default=",".join(run for run, _, _ in RUNS), help="subset of the runs (default all)")
     p.add_argument("--sets", type=Path, default=BENCH / "sets", help="bench sets directory")
     p.add_argument("--pyz", type=Path, default=None, help="run proxpi_min from this zipapp")
     p.add_argument("--flags", default="", help="extra flags for proxpi_min (a variant)")
@@ -205,6 +208,7 @@ def main(argv: list) -> int:
     args = p.parse_args(argv)
     args.servers = tuple(s for s in args.servers.split(",") if s)
     args.flags = tuple(args.flags.split())
+    args.runs = tuple(r for r in args.runs.split(",") if r)
     samples = measure(args)
     text = table(samples, args.servers, args.wan_ms, args.reps)
     if args.flags:

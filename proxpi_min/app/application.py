@@ -41,7 +41,13 @@ class Application:
             self.uploads = Uploads(proxy.local, load_grants(settings), settings.max_upload_size)
 
     def open_file(
-        self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
+        self,
+        project: NormalizedName,
+        filename: str,
+        metadata: bool,
+        head: bool,
+        byte_range: Optional[ByteRange],
+        client: str = "",
     ) -> FileBody:
         entry, index = self._proxy.indexes.locate_file(project, filename)
         if index == LOCAL_ORIGIN and self._proxy.local is not None:
@@ -51,10 +57,17 @@ class Application:
         if metadata and (
             entry.metadata is None or (self.settings.offline and not self._proxy.files.has(project, entry, True))
         ):
-            return self._proxy.metadata.open(project, entry, head, byte_range, index)
-        body = self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
-        if metadata and body.source == "cache" and not head:  # (a cold one: when stored)
-            self._proxy.metadata.upstream_served(project, Target(self._proxy.files.root, project, entry, True).path)
+            body = self._proxy.metadata.open(project, entry, head, byte_range, index)
+        else:
+            body = self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
+            if metadata and body.source == "cache" and not head:  # (a cold one: when stored)
+                self._proxy.metadata.upstream_served(project, Target(self._proxy.files.root, project, entry, True).path)
+        ahead = self._proxy.download_ahead
+        if ahead is not None and not head:
+            if metadata:
+                ahead.metadata_read(client, project, entry, index)
+            elif byte_range is None:
+                ahead.file_requested(client, project, entry.filename)
         return body
 
     def home(self, index_url: str, as_json: bool) -> bytes:
@@ -76,8 +89,9 @@ class Application:
         """Stop prefetching, finish the pages being saved, write this worker's last
         numbers, close the files and connections."""
         indexes, files, upstream = self._proxy.indexes, self._proxy.files, self._proxy.upstream
-        if self._proxy.prefetch is not None:
-            self._proxy.prefetch.close(PREFETCH_CLOSE_SECONDS)
+        for prefetch in (self._proxy.prefetch, self._proxy.download_ahead):
+            if prefetch is not None:
+                prefetch.close(PREFETCH_CLOSE_SECONDS)
         indexes.close()
         self._status.close()
         files.close()

@@ -9,6 +9,7 @@ from typing import NamedTuple, Optional
 
 from ..core.policy import Policy
 from ..core.settings import IndexSettings, Settings
+from ..files.download_ahead import DownloadAhead
 from ..files.file_cache import FileCache
 from ..files.layout import files_root, index_root, local_root
 from ..files.local import LocalIndex
@@ -36,6 +37,7 @@ class Proxy(NamedTuple):
     metadata: WheelMetadata  # PEP 658 metadata of wheels listed without
     local: Optional[LocalIndex] = None  # uploads and --local-dir (None: neither)
     prefetch: Optional[Prefetcher] = None  # serving only, never offline
+    download_ahead: Optional[DownloadAhead] = None  # with the prefetcher
 
 
 def uploads_on(settings: Settings) -> bool:
@@ -114,11 +116,12 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         local_policy=_local_policy(settings),
         metadata=metadata if metadata.enabled else None,
     )
-    prefetch = None
+    prefetch = ahead = None
     if serving and settings.prefetch != "off" and not settings.offline:
         prefetch = Prefetcher(indexes, settings.prefetch_jobs, metrics, metadata if settings.prefetch == "metadata" else None)
         metadata.on_served = prefetch.metadata_served
-    return Proxy(upstream, files, indexes, policy, metadata, local, prefetch)
+        ahead = DownloadAhead(files, settings.prefetch_jobs, metrics)
+    return Proxy(upstream, files, indexes, policy, metadata, local, prefetch, ahead)
 
 
 def upstream_route(settings: Settings) -> str:

@@ -35,5 +35,6 @@ class ProxyServer(Server):
         self.upstream, self.files, self.indexes, self.policy = proxy[:4]
         self.local = proxy.local
         self.prefetch = proxy.prefetch
+        self.download_ahead = proxy.download_ahead
         status = ProxyStatus(settings, proxy, metrics, self.cache_dir, upstream_route(settings), run_dir)
         super().__init__(Application(settings, proxy, metrics, status), settings, listener)

@@ -169,17 +169,17 @@ class FileCache:
             file.close()
             raise
 
-    def ensure(self, project: NormalizedName, entry: FileEntry, metadata: bool = False) -> bool:
+    def ensure(self, project: NormalizedName, entry: FileEntry, metadata: bool = False, index: str = "") -> bool:
         """Store the file (or its ``.metadata``) without a client: join the download of
         it in progress, or run one in this thread, and wait until it is stored (the
-        ``warm`` command, prefetch).
+        ``warm`` command, prefetch); *index* labels its upstream requests.
 
         :returns: whether the file is in the cache now (False: it cannot be stored:
             over the cap, or the cache dir cannot take it).
         :raises ProxpiError: UpstreamError (IntegrityError: bad bytes) or, offline,
             NotFound.
         """
-        target = Target(self.root, project, entry, metadata)
+        target = Target(self.root, project, entry, metadata, index)
         if self.has(project, entry, metadata):
             return True
         if not self._storable(target):

@@ -58,14 +58,8 @@ class Prefetcher:
         self._like: Optional[Tags] = None  # the last platform wheel a client asked about
         self._fetching: set = set()  # (project, wheel) whose metadata we are storing
         self._fetched: "collections.OrderedDict[tuple, None]" = collections.OrderedDict()  # (kind, ...)
-        self._total = metrics.registry.counter(
-            "proxpi_prefetch_total",
-            "Prefetches of what a client will ask next, by kind and outcome.",
-            ("kind", "outcome"),
-        )
-        self._used = metrics.registry.counter(
-            "proxpi_prefetch_used_total", "Prefetched pages and metadata a client then asked for.", ("kind",)
-        )
+        self._total = metrics.prefetched
+        self._used = metrics.prefetch_used
         for kind in ("page", "metadata") if metadata is not None else ("page",):
             self._used.inc(kind, amount=0)
         catalog.page_requested = self.page_requested

@@ -121,6 +121,14 @@ class Metrics:
         self.connections_closed = registry.counter(
             "proxpi_connections_closed_total", "Client connections closed, by reason.", ("reason",)
         )
+        self.prefetched = registry.counter(
+            "proxpi_prefetch_total",
+            "Prefetches of what a client will ask next, by kind (page, metadata, file) and outcome.",
+            ("kind", "outcome"),
+        )
+        self.prefetch_used = registry.counter(
+            "proxpi_prefetch_used_total", "Prefetched pages, metadata and files a client then asked for.", ("kind",)
+        )
         for kind in ("page", "file"):  # shown as 0 from the start, not only once they happen
             self.hits_total.inc(kind, amount=0)
             self.misses_total.inc(kind, amount=0)

@@ -78,10 +78,17 @@ class App(Protocol):
         """A project's page in *media*, gzipped if *compress*."""
 
     def open_file(
-        self, project: NormalizedName, filename: str, metadata: bool, head: bool, byte_range: Optional[ByteRange]
+        self,
+        project: NormalizedName,
+        filename: str,
+        metadata: bool,
+        head: bool,
+        byte_range: Optional[ByteRange],
+        client: str = "",
     ) -> FileBody:
         """The body of a project's file *filename* (with *metadata*, of its metadata
-        file); the caller closes it."""
+        file); the caller closes it. *client* tells one client from another (its
+        address and User-Agent)."""
 
     def home(self, index_url: str, as_json: bool) -> bytes:
         """The home page: the status document, as JSON or as the dashboard's HTML."""
@@ -230,7 +237,8 @@ class ProxyHandler(Http1Handler):
         try:
             byte_range = parse_range(self.headers.get("range"))
             distribution = filename[: -len(_METADATA_SUFFIX)] if metadata else filename
-            body = app.open_file(project, distribution, metadata, head, byte_range)
+            client = f"{self.client_address[0]} {self.headers.get('user-agent', '')}"
+            body = app.open_file(project, distribution, metadata, head, byte_range, client)
         except RangeNotSatisfiable as exc:
             return self._send(
                 416,

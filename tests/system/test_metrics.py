@@ -99,6 +99,8 @@ def test_Metrics_exposition_has_the_documented_families() -> None:
         "proxpi_bytes_sent_total": "counter",
         "proxpi_file_cache_evictions_total": "counter",
         "proxpi_connections_closed_total": "counter",
+        "proxpi_prefetch_total": "counter",
+        "proxpi_prefetch_used_total": "counter",
     }
     assert sample(samples, "proxpi_requests_total", route="page", method="GET", status="200") == 1
     assert sample(samples, "proxpi_bytes_sent_total", source="cache") == 100

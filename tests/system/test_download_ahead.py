@@ -1,0 +1,107 @@
+"""Download ahead: once a client downloads a wheel after reading metadata, the other
+wheels it read the metadata of are fetched before it asks; a client that only
+resolves makes the proxy fetch no whole wheel."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.dists import make_wheel
+from tests.support.prometheus import parse, sample
+from tests.support.proxy import run_pip
+
+PIP = {"User-Agent": "pip/26.0 test"}
+
+
+@pytest.fixture
+def bare(upstream_factory):
+    """app 1.0 needs lib; lib 1.0 and 2.0; other 1.0: no metadata upstream."""
+    upstream = upstream_factory("html", None)
+    upstream.app = make_wheel("app", "1.0", requires=["lib"])
+    upstream.lib_1 = make_wheel("lib", "1.0")
+    upstream.lib_2 = make_wheel("lib", "2.0")
+    upstream.other = make_wheel("other", "1.0")
+    for dist in (upstream.app, upstream.lib_1, upstream.lib_2, upstream.other):
+        upstream.add(dist, metadata=False)
+    return upstream
+
+
+def _whole_gets(upstream) -> list:
+    return [r.path.rpartition("/")[2] for r in upstream.requests
+            if r.method == "GET" and r.path.endswith(".whl") and "range" not in r.headers]
+
+
+def _read_metadata(p, upstream, *dists, headers=PIP) -> None:
+    for dist in dists:
+        assert p.get(f"/index/{dist.project}/{dist.filename}.metadata", headers).status == 200
+
+
+def test_first_download_fetches_the_rest_of_the_resolution(proxy, bare):
+    p = proxy(bare)
+    _read_metadata(p, bare, bare.app, bare.lib_2, bare.other)
+    assert _whole_gets(bare) == []  # resolving fetches no whole wheel
+    assert p.get(f"/index/app/{bare.app.filename}", PIP).body == bare.app.content
+    assert p.server.download_ahead.wait(10)
+    assert sorted(_whole_gets(bare)) == sorted([bare.app.filename, bare.lib_2.filename, bare.other.filename])
+    for dist in (bare.lib_2, bare.other):
+        assert p.get(f"/index/{dist.project}/{dist.filename}", PIP).body == dist.content
+    assert len(_whole_gets(bare)) == 3  # the client's downloads were hits
+    samples = parse(p.get("/metrics").text)[1]
+    assert sample(samples, "proxpi_prefetch_total", kind="file", outcome="fetched") == 2
+    assert sample(samples, "proxpi_prefetch_used_total", kind="file") == 2
+
+
+def test_only_the_last_version_read_of_a_project_is_fetched(proxy, bare):
+    p = proxy(bare)
+    _read_metadata(p, bare, bare.app, bare.lib_2, bare.lib_1)  # a resolver backtracking to lib 1.0
+    assert p.get(f"/index/app/{bare.app.filename}", PIP).status == 200
+    assert p.server.download_ahead.wait(10)
+    assert sorted(_whole_gets(bare)) == sorted([bare.app.filename, bare.lib_1.filename])
+
+
+def test_another_clients_download_fetches_nothing_ahead(proxy, bare):
+    p = proxy(bare)
+    _read_metadata(p, bare, bare.app, bare.lib_2)
+    assert p.get(f"/index/other/{bare.other.filename}", {"User-Agent": "uv/0.9 test"}).status == 200
+    assert p.server.download_ahead.wait(10)
+    assert _whole_gets(bare) == [bare.other.filename]
+    # Nor does a probe of the zip's end or a HEAD from the resolving client itself.
+    assert p.get(f"/index/app/{bare.app.filename}", {**PIP, "Range": "bytes=-100"}).status == 206
+    assert p.request("HEAD", f"/index/app/{bare.app.filename}", PIP).status == 200
+    assert p.server.download_ahead.wait(10)
+    assert _whole_gets(bare) == [bare.other.filename]
+
+
+def test_a_failing_file_is_counted_and_the_proxy_goes_on(proxy, bare):
+    p = proxy(bare)
+    _read_metadata(p, bare, bare.app, bare.lib_2)
+    bare.fail(bare.file_url(bare.lib_2).partition(bare.base_url)[2], "500")
+    assert p.get(f"/index/app/{bare.app.filename}", PIP).status == 200
+    assert p.server.download_ahead.wait(10)
+    samples = parse(p.get("/metrics").text)[1]
+    assert sample(samples, "proxpi_prefetch_total", kind="file", outcome="error") == 1
+    assert p.get(f"/index/lib/{bare.lib_2.filename}", PIP).status == 502
+    assert p.get("/health").status == 200
+
+
+def test_no_download_ahead_when_prefetch_is_off_or_offline(proxy, bare):
+    off = proxy(bare, prefetch="off")
+    assert off.server.download_ahead is None
+    _read_metadata(off, bare, bare.app, bare.lib_2)
+    assert off.get(f"/index/app/{bare.app.filename}", PIP).status == 200
+    assert _whole_gets(bare) == [bare.app.filename]
+    off.stop()
+    offline = proxy(bare, cache_dir=off.settings.cache_dir, offline=True)
+    assert offline.server.download_ahead is None
+
+
+def test_pip_download_gets_each_wheel_from_upstream_once(proxy, bare, tmp_path):
+    p = proxy(bare)
+    result = run_pip(["download", "--dest", str(tmp_path), "app", "other"], p.index_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [bare.app.filename, bare.lib_2.filename, bare.other.filename])
+    assert p.server.download_ahead.wait(10)
+    assert sorted(_whole_gets(bare)) == sorted([bare.app.filename, bare.lib_2.filename, bare.other.filename])
+    # pip downloads one wheel after the other: the first fetched the other two ahead.
+    assert sample(parse(p.get("/metrics").text)[1], "proxpi_prefetch_used_total", kind="file") == 2
