@@ -22,7 +22,7 @@ from .urls import last_segment
 __all__ = [
     "FileEntry", "Hashes", "JSON_TYPE", "HTML_TYPE", "ProjectList", "ProjectPage", "TEXT_HTML",
     "VERIFY_HASHES", "best_hash", "is_hex", "media_type", "merge_lists", "merge_pages",
-    "parse_project_list", "parse_project_page", "servable",
+    "parse_project_list", "parse_project_page", "servable", "with_metadata",
 ]
 
 # The simple API's media types (PEP 691), and the plain HTML that PEP 503 pages are.
@@ -67,6 +67,11 @@ class FileEntry(NamedTuple):
 
 
 _new_entry = functools.partial(tuple.__new__, FileEntry)  # takes all ten fields, in order
+
+
+def with_metadata(entry: FileEntry, metadata: Optional[Hashes]) -> FileEntry:
+    """*entry* with its ``metadata`` replaced (what ``_replace`` does, a third of the time)."""
+    return _new_entry(entry[:5] + (metadata,) + entry[6:])
 
 
 class ProjectPage(NamedTuple):

@@ -18,6 +18,7 @@ __all__ = [
     "BrokenWheel",
     "CentralDirectory",
     "Member",
+    "HEAD_READ",
     "TAIL_READ",
     "central_directory",
     "find_metadata",
@@ -25,11 +26,18 @@ __all__ = [
     "member_data",
     "metadata_name",
     "requirements",
+    "tail_read",
 ]
 
 # The first read of a wheel's end: its end record and, for most wheels, the whole
 # central directory and the METADATA member too (they come last in a wheel).
 TAIL_READ = 64 * 1024
+# A larger wheel's first read grows with it: its central directory holds ~100 bytes a
+# member, about 1% of a wheel; capped, as on a slow link the bytes cost more than a turn.
+MAX_TAIL_READ = 512 * 1024
+# Platform wheels repaired by auditwheel or built by maturin have their dist-info first:
+# their METADATA lies within the first few KB, read alongside the end.
+HEAD_READ = 64 * 1024
 # A range that starts this close to the end of a file only probes its zip directory
 # (uv, pip's lazy wheels): it starts no download of the whole file.
 PROBE_TAIL = 1024 * 1024
@@ -70,6 +78,11 @@ class Member(NamedTuple):
     size: int
     method: int
     crc: int
+
+
+def tail_read(size: Optional[int]) -> int:
+    """How many bytes of its end to read first from a wheel of *size* bytes (None: unknown)."""
+    return TAIL_READ if not size else max(TAIL_READ, min(size // 64, MAX_TAIL_READ))
 
 
 def central_directory(tail: bytes, total: int) -> CentralDirectory:

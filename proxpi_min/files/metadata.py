@@ -23,8 +23,9 @@ from typing import Callable, Optional
 from ..core.byteranges import ByteRange
 from ..core.errors import NotFound, ProxpiError, UpstreamError
 from ..core.names import NormalizedName
-from ..core.simple import FileEntry
+from ..core.simple import FileEntry, with_metadata
 from ..core.wheelmeta import (
+    HEAD_READ,
     MAX_METADATA,
     TAIL_READ,
     BrokenWheel,
@@ -33,7 +34,9 @@ from ..core.wheelmeta import (
     local_span,
     member_data,
     metadata_name,
+    tail_read,
 )
+from ..core.wheelpick import wheel_tags
 from ..infra.atomic import temp_path
 from ..infra.metrics import Metrics
 from .bodies import FileBody
@@ -59,6 +62,27 @@ class BytesBody(FileBody):
     def send(self, conn: socket.socket, head: bytes, chunked: bool) -> None:
         conn.sendall(head + self._data)
         self.sent = len(self._data)
+
+
+class _RangeRead:
+    """One range of a wheel read in a thread of its own, beside the reads that need
+    its answer first; its failure only means the range is not there to use."""
+
+    def __init__(self, owner: "WheelMetadata", wheel: Target, header: str) -> None:
+        self._got: Optional[tuple] = None
+        self._thread = threading.Thread(target=self._read, args=(owner, wheel, header), daemon=True)
+        self._thread.start()
+
+    def _read(self, owner: "WheelMetadata", wheel: Target, header: str) -> None:
+        try:
+            self._got = owner._range(wheel, header)
+        except ProxpiError:
+            pass
+
+    def result(self) -> Optional[tuple]:
+        """(bytes, offset of the first, file size), or None if it failed."""
+        self._thread.join()
+        return self._got
 
 
 class WheelMetadata:
@@ -109,9 +133,9 @@ class WheelMetadata:
             if entry.metadata is None and entry.filename.endswith(".whl") and entry.filename not in local:
                 found = known.get((project, entry.filename))
                 if found is None:
-                    entry = entry._replace(metadata=())
+                    entry = with_metadata(entry, ())
                 elif isinstance(found, str):
-                    entry = entry._replace(metadata=(("sha256", found),))
+                    entry = with_metadata(entry, (("sha256", found),))
             out.append(entry)
         return tuple(out)
 
@@ -194,7 +218,7 @@ class WheelMetadata:
             if self._offline:
                 raise NotFound(f"{target.filename} is not in the offline cache")
             host = urllib.parse.urlsplit(wheel.url).netloc
-            data, how = (None if host in self._no_ranges else self._from_ranges(wheel)), "ranges"
+            data, how = (None if host in self._no_ranges else self._from_ranges(wheel, entry.size)), "ranges"
             if data is None:  # the upstream ignores Range: the whole wheel, stored
                 self._no_ranges.add(host)
                 if not self._files.ensure(project, entry):
@@ -213,11 +237,24 @@ class WheelMetadata:
         with opened.file:
             return read_wheel_metadata(opened.file, wheel.filename)
 
-    def _from_ranges(self, wheel: Target) -> Optional[bytes]:
+    def _from_ranges(self, wheel: Target, size: Optional[int]) -> Optional[bytes]:
         """The METADATA member read with range requests (the zip's end, then the
         directory or the member if the end did not hold them); None if the upstream
-        ignores Range."""
-        got = self._range(wheel, f"bytes=-{TAIL_READ}")
+        ignores Range. A platform wheel's start is read at the same time: its
+        METADATA is often there."""
+        tail = tail_read(size)
+        tags = wheel_tags(wheel.filename)
+        head = None
+        if (size is None or size > tail) and tags is not None and not tags.pure:
+            head = _RangeRead(self, wheel, f"bytes=0-{HEAD_READ - 1}")
+        try:
+            return self._from_end(wheel, tail, head)
+        finally:
+            if head is not None:
+                head.result()  # its connection back to the pool before we go on
+
+    def _from_end(self, wheel: Target, tail: int, head: Optional["_RangeRead"]) -> Optional[bytes]:
+        got = self._range(wheel, f"bytes=-{tail}")
         if got is None:
             return None
         data, start, total = got
@@ -230,6 +267,9 @@ class WheelMetadata:
         at = directory.offset - start
         member = find_metadata(data[at : at + directory.size], wheel.filename)
         content = member_data(data[member.offset - start :], member) if member.offset >= start else None
+        early = head.result() if content is None and head is not None else None
+        if early is not None and member.offset < len(early[0]):
+            content = member_data(early[0][member.offset :], member)
         if content is None:
             first, stop = local_span(member)
             got = self._range(wheel, f"bytes={first}-{min(stop, total) - 1}")

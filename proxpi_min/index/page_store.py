@@ -41,7 +41,7 @@ def _encode(value: Union[ProjectPage, ProjectList]) -> Any:
         return {"names": value.names}
     return {
         "name": value.name,
-        "files": [list(entry) for entry in value.files],
+        "files": value.files,  # tuples: json writes them as arrays
         "versions": list(value.versions),
         "all_sizes_known": value.all_sizes_known,
         "status": value.status,

@@ -87,6 +87,19 @@ def test_large_wheel_member_read_with_a_second_range(proxy, upstream_factory):
     assert _whole_gets(upstream) == [] and len(_ranges(upstream)) == 2
 
 
+def test_platform_wheel_start_read_beside_its_end(proxy, upstream_factory):
+    upstream = upstream_factory("json", None)
+    # As auditwheel and maturin write them: the dist-info first, the code after.
+    entries = [("fast-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: fast\nVersion: 1.0\n\n"),
+               ("fast.so", os.urandom(200_000)), ("fast-1.0.dist-info/RECORD", b"")]
+    wheel = _wheel("fast-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", entries)
+    upstream.add(wheel, metadata=False)
+    p = proxy(upstream)
+    assert p.get(f"/index/fast/{wheel.filename}.metadata").body == entries[0][1]
+    assert _whole_gets(upstream) == []
+    assert sorted(_ranges(upstream)) == ["bytes=-65536", "bytes=0-65535"]  # no third read
+
+
 def test_metadata_from_the_cached_wheel_asks_no_upstream(proxy, bare):
     p = proxy(bare)
     alpha = bare.alpha

@@ -11,6 +11,7 @@ import pytest
 from proxpi_min.core.byteranges import ByteRange
 from proxpi_min.core.wheelmeta import (
     PROBE_TAIL,
+    TAIL_READ,
     BrokenWheel,
     central_directory,
     find_metadata,
@@ -18,6 +19,7 @@ from proxpi_min.core.wheelmeta import (
     member_data,
     metadata_name,
     requirements,
+    tail_read,
 )
 
 METADATA = b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\nRequires-Dist: dep>=1\n\n"
@@ -132,3 +134,10 @@ def test_a_member_larger_than_its_directory_says_is_refused():
         member_data(content[member.offset :], member._replace(size=10))  # inflates no further
     with pytest.raises(BrokenWheel, match="too large"):
         member_data(content[member.offset :], member._replace(size=1 << 40))
+
+
+def test_tail_read_grows_with_the_wheel_within_bounds():
+    assert tail_read(None) == tail_read(0) == TAIL_READ
+    assert tail_read(1_000_000) == TAIL_READ
+    assert tail_read(16 << 20) == 256 << 10  # numpy's size: a 64th
+    assert tail_read(1 << 40) == 512 << 10
