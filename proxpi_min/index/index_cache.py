@@ -33,7 +33,7 @@ from ..core.units import backoff
 from ..core.urls import redact_url
 from ..infra.background import Background
 from ..infra.metrics import Metrics
-from .page_store import LIST_KEY, PageStore, SavedPage
+from .page_store import LIST_KEY, PageStore, RawPage, SavedPage
 from .upstream import Upstream
 
 __all__ = ["IndexCache", "Lookup", "Residency"]
@@ -72,7 +72,7 @@ class Lookup(NamedTuple):
 
 class _Entry:
     __slots__ = (
-        "value", "generation", "fetched", "url", "etag", "last_modified", "failures", "retry_at", "save_at"
+        "value", "generation", "fetched", "url", "etag", "last_modified", "failures", "retry_at", "save_at", "raw"
     )
 
     def __init__(self, value: Value, url: str, etag: Optional[str], last_modified: Optional[str], fetched: float) -> None:
@@ -85,6 +85,7 @@ class _Entry:
         self.failures = 0
         self.retry_at = 0.0
         self.save_at = 0.0  # not 0: the last save failed; try again from then on
+        self.raw: Optional[RawPage] = None  # the page as upstream sent it, until saved
 
     def lookup(self) -> Lookup:
         return Lookup(self.value, self.generation, self.failures > 0)
@@ -336,6 +337,8 @@ class IndexCache:
                     )
                 _check_plausible(value, entry)
                 new = _Entry(value, page_url, response.etag, response.last_modified, now)
+                if key != LIST_KEY:
+                    new.raw = RawPage(response.body, response.content_type)
         except UpstreamError as exc:
             return self._failed(key, entry, exc)
         self._succeeded(key, "ok")
@@ -357,9 +360,9 @@ class IndexCache:
         could not be saved, a later use of it tries again (see SAVE_RETRY)."""
         if entry.value is None:
             self._store.delete(key)
-        elif self._store.save(key, SavedPage(entry.value, entry.url, entry.etag, entry.last_modified)):
+        elif self._store.save(key, SavedPage(entry.value, entry.url, entry.etag, entry.last_modified), entry.raw):
             with self._lock:
-                entry.save_at = 0.0
+                entry.save_at, entry.raw = 0.0, None
                 if self._entries.get(key) is entry:  # not replaced by a newer page meanwhile
                     self._mark_resident(key, entry)
         else:

@@ -1,5 +1,11 @@
 """Index pages saved under the cache dir, so a restarted proxy can serve what it saw
-before even when no upstream answers (and so a copied cache dir works offline)."""
+before even when no upstream answers (and so a copied cache dir works offline).
+
+A project page is saved as the index sent it, after a line of JSON that says how to
+read it (format 2): writing the bytes costs next to nothing, where encoding the parsed
+page cost as much as parsing it. The project list, and pages saved by earlier versions,
+are the parsed value as JSON (format 1).
+"""
 
 from __future__ import annotations
 
@@ -14,15 +20,17 @@ from typing import Any, NamedTuple, Optional, Union
 from ..core.urls import redact_url
 from ..core.names import NormalizedName
 from ..infra.atomic import write_atomically
-from ..core.simple import FileEntry, ProjectList, ProjectPage
+from ..core.errors import BadUpstreamPage
+from ..core.simple import FileEntry, ProjectList, ProjectPage, parse_project_page, servable
 
-__all__ = ["OtherFormat", "PageStore", "SavedPage"]
+__all__ = ["OtherFormat", "PageStore", "RawPage", "SavedPage"]
 
 logger = logging.getLogger(__name__)
 
 LIST_KEY = "_list"  # never a project name: those start with a letter or digit
 URL_FILE = "_url"  # the index's URL (without credentials), for offline use of a copy
-_FORMAT = 1
+_FORMAT = 1  # the parsed value as JSON
+_RAW_FORMAT = 2  # a JSON head line, then the page as the index sent it
 
 
 class OtherFormat(ValueError):
@@ -34,6 +42,13 @@ class SavedPage(NamedTuple):
     url: str
     etag: Optional[str]
     last_modified: Optional[str]
+
+
+class RawPage(NamedTuple):
+    """A project page as the index sent it (what it was parsed from)."""
+
+    body: bytes
+    content_type: str
 
 
 def _encode(value: Union[ProjectPage, ProjectList]) -> Any:
@@ -117,30 +132,44 @@ class PageStore:
         """
         with open(self._path(key), "rb") as file:
             data = file.read()
+        head, _, body = data.partition(b"\n")
         try:
-            record = json.loads(data)
-            if record.get("format") != _FORMAT:
-                raise OtherFormat(f"format {record.get('format')!r}, not {_FORMAT}")
-            return SavedPage(_decode(record["value"]), record["url"], record["etag"], record["last_modified"])
+            record = json.loads(head)
+            if record.get("format") == _RAW_FORMAT and key != LIST_KEY:
+                page = parse_project_page(body, record["content_type"], record["url"], NormalizedName(key))
+                value: Union[ProjectPage, ProjectList] = servable(page)[0]
+            elif record.get("format") == _FORMAT:
+                value = _decode(record["value"])
+            else:
+                raise OtherFormat(f"format {record.get('format')!r}, not {_FORMAT} or {_RAW_FORMAT}")
+            return SavedPage(value, record["url"], record["etag"], record["last_modified"])
+        except BadUpstreamPage as exc:
+            raise ValueError(exc.message) from None
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
-    def save(self, key: str, page: SavedPage) -> bool:
-        """Save *page*; a failure (disk full, read-only) is logged and gives False."""
+    def save(self, key: str, page: SavedPage, raw: Optional[RawPage] = None) -> bool:
+        """Save *page*, as *raw* (what it was parsed from) if given; a failure (disk
+        full, read-only) is logged and gives False."""
         record = {
-            "format": _FORMAT,
+            "format": _FORMAT if raw is None else _RAW_FORMAT,
             "saved": time.time(),
             "url": page.url,
             "etag": page.etag,
             "last_modified": page.last_modified,
-            "value": _encode(page.value),
         }
+        if raw is None:
+            record["value"] = _encode(page.value)
+            data = json.dumps(record, separators=(",", ":")).encode()
+        else:
+            record["content_type"] = raw.content_type
+            data = json.dumps(record, separators=(",", ":")).encode() + b"\n" + raw.body
         try:
             os.makedirs(self.directory, exist_ok=True)
             if not self._url_written:
                 write_atomically(os.path.join(self.directory, URL_FILE), self._index_url.encode())
                 self._url_written = True
-            write_atomically(self._path(key), json.dumps(record, separators=(",", ":")).encode())
+            write_atomically(self._path(key), data)
         except OSError as exc:
             logger.warning("cannot save index page %s: %s", self._path(key), exc)
             return False

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 # Past this many jobs waiting, a new one runs in the caller's thread: a disk slower than
 # the pages coming in slows the requests down rather than holding every page in memory.
-MAX_PENDING = 64
+MAX_PENDING = 256
 
 
 class Background:

@@ -379,9 +379,9 @@ def test_pages_are_saved_after_the_answer_and_before_the_server_stops(
 
     real_save, opened = PageStore.save, threading.Event()
 
-    def held_save(store, key, page):
+    def held_save(store, key, page, raw=None):
         opened.wait(10)
-        return real_save(store, key, page)
+        return real_save(store, key, page, raw)
 
     monkeypatch.setattr(PageStore, "save", held_save)
     cache_dir = str(tmp_path / "cache")

@@ -10,9 +10,11 @@ import sys
 import time
 
 from proxpi_min.infra import atomic as page_store
-from proxpi_min.index.page_store import LIST_KEY, OtherFormat, PageStore, SavedPage
+from proxpi_min.index.page_store import LIST_KEY, OtherFormat, PageStore, RawPage, SavedPage
 from proxpi_min.infra.atomic import remove_temp_files, temp_path
-from proxpi_min.core.simple import FileEntry, ProjectList, ProjectPage
+from proxpi_min.core.simple import (
+    HTML_TYPE, JSON_TYPE, FileEntry, ProjectList, ProjectPage, parse_project_page, servable,
+)
 
 
 def test_PageStore_round_trip(tmp_path) -> None:
@@ -33,6 +35,41 @@ def test_PageStore_round_trip(tmp_path) -> None:
     assert again.load("alpha") == SavedPage(page, "https://index.example/simple/alpha/", '"e"', None)
     assert list(again.load(LIST_KEY).value) == ["Alpha", "beta"]
     assert again.saved_projects() == ["alpha"]
+
+
+RAW_JSON = (
+    b'{"meta":{"api-version":"1.1"},"name":"alpha","versions":["1.0"],"files":['
+    b'{"filename":"alpha-1.0-py3-none-any.whl","url":"../../files/alpha-1.0-py3-none-any.whl",'
+    b'"hashes":{"sha256":"' + b"ab" * 32 + b'"},"size":3,"yanked":"bad"},'
+    b'{"filename":"evil-1.0-py3-none-any.whl\\"><b>x.whl","url":"x.whl","hashes":{}}]}'
+)
+RAW_HTML = (
+    b'<!DOCTYPE html><html><body><h1>Links for alpha</h1>'
+    b'<a href="/files/alpha-1.0.tar.gz#sha256=' + b"cd" * 32 + b'" data-requires-python="&gt;=3.8">alpha-1.0.tar.gz</a>'
+    b"</body></html>"
+)
+
+
+@pytest.mark.parametrize("body, media", [(RAW_JSON, JSON_TYPE), (RAW_HTML, HTML_TYPE)])
+def test_PageStore_saves_a_project_page_as_the_index_sent_it(tmp_path, body, media) -> None:
+    url = "https://index.example/simple/alpha/"
+    page = servable(parse_project_page(body, media, url, "alpha"))[0]
+    store = PageStore(str(tmp_path), "https://index.example/simple/")
+    assert store.save("alpha", SavedPage(page, url, '"e"', "Mon"), RawPage(body, media))
+    with open(os.path.join(store.directory, "alpha.json"), "rb") as file:
+        assert file.read().partition(b"\n")[2] == body  # the bytes as sent, after the head line
+    # Read back as parsed and filtered when it was fetched (the unsafe name left out).
+    assert PageStore(str(tmp_path), "https://index.example/simple/").load("alpha") == SavedPage(page, url, '"e"', "Mon")
+    assert [entry.filename for entry in page.files] in (
+        ["alpha-1.0-py3-none-any.whl"], ["alpha-1.0.tar.gz"])
+
+
+def test_PageStore_refuses_a_saved_page_that_no_longer_parses(tmp_path) -> None:
+    store = PageStore(str(tmp_path), "https://index.example/simple/")
+    assert store.save("alpha", SavedPage(ProjectPage("alpha", (), ()), "u", None, None), RawPage(b"{not", JSON_TYPE))
+    with pytest.raises(ValueError, match="JSON"):
+        store.read("alpha")
+    assert store.load("alpha") is None
 
 
 def test_PageStore_names_its_directory_without_credentials(tmp_path) -> None:
