@@ -61,6 +61,9 @@ http {{
         listen {host}:{upstream_port} reuseport;
         root {cache}/upstream;
         access_log {run}/upstream-access.log bench;
+        # "/simple/x" redirects to "/simple/x/" on the origin the client used: an absolute
+        # redirect would name this port and lead a client round bench/wan.py's relay.
+        absolute_redirect off;
         location = /simple/ {{
             types {{ text/html html; application/vnd.pypi.simple.v1+json json; }}
             add_header Vary Accept;

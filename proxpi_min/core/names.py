@@ -92,10 +92,10 @@ def version_from_filename(filename: str, project: NormalizedName) -> Optional[st
     Returns None when the name does not start with the project name.
     """
     if filename.endswith(".whl"):
-        wheel = parse_wheel_name(filename)
-        if wheel is None or canonicalize_name(wheel.name) != project:
+        parts = filename[:-4].split("-")  # as parse_wheel_name, without its tag sets
+        if len(parts) < 5 or (parts[0] != project and canonicalize_name(parts[0]) != project):
             return None
-        return wheel.version
+        return parts[1]
     for suffix in _SDIST_SUFFIXES:
         if filename.endswith(suffix):
             stem = filename[: -len(suffix)]

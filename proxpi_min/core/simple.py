@@ -12,9 +12,9 @@ import json
 import re
 import sys
 import urllib.parse
-from html.parser import HTMLParser
 from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
+from .anchors import read_anchors
 from .errors import BadUpstreamPage
 from .names import NormalizedName, canonicalize_name, is_safe_filename, version_from_filename
 from .urls import last_segment
@@ -30,10 +30,6 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
 _HTML_TYPES = {HTML_TYPE, TEXT_HTML}
-# Where a simple page (PEP 503) has words of its own: "Links for <project>".
-_HEADINGS = frozenset({"title", "h1", "h2", "h3", "h4", "h5", "h6"})
-# Elements no simple page has, and maintenance, login and portal pages do.
-_FOREIGN = frozenset({"form", "input", "script", "iframe", "img", "button", "p", "table"})
 _LINE = re.compile(r"[^\n]+")
 _HEX = re.compile(r"[0-9a-fA-F]+\Z")
 # A last path segment that urljoin leaves as it is (no query, parameters, spaces or
@@ -164,6 +160,8 @@ def _split_fragment(url: str) -> tuple[str, Hashes]:
     """An href's URL without fragment, and the hash its fragment names (PEP 503)."""
     url, _, fragment = url.partition("#")
     name, sep, value = fragment.partition("=")
+    if name == "sha256":  # nearly every one: the quick way _json_hashes takes
+        return url, _json_hashes({name: value})
     return url, _good_hashes([(name, value)]) if sep else ()
 
 
@@ -218,67 +216,16 @@ class _Links:
 # ---------------------------------------------------------------------------- HTML
 
 
-class _AnchorParser(HTMLParser):
-    """Collects ``<a>`` elements (attributes and text) and honours ``<base href>``;
-    notes what says the page is a simple page or is not."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.anchors: list[tuple[dict, str]] = []
-        self.base: Optional[str] = None
-        self.status: Optional[str] = None
-        self.api_version: Optional[str] = None  # PEP 629's pypi:repository-version
-        self.foreign = False  # words outside headings and links, or a form, a script...
-        self._current: Optional[dict] = None
-        self._text: list[str] = []
-        self._headings = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag == "a":
-            self._current = dict(attrs)
-            self._text = []
-        elif tag == "base" and self.base is None:
-            self.base = dict(attrs).get("href")
-        elif tag == "meta":
-            found = dict(attrs)
-            if found.get("name") == "pypi:project-status":
-                self.status = found.get("content")
-            elif found.get("name") == "pypi:repository-version":
-                self.api_version = found.get("content")
-        elif tag in _HEADINGS:
-            self._headings += 1
-        elif tag in _FOREIGN:
-            self.foreign = True
-
-    def handle_data(self, data: str) -> None:
-        if self._current is not None:
-            self._text.append(data)
-        elif not self._headings and data.strip():
-            self.foreign = True
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._current is not None:
-            self.anchors.append((self._current, "".join(self._text).strip()))
-            self._current = None
-        elif tag in _HEADINGS and self._headings:
-            self._headings -= 1
-
-    @property
-    def simple(self) -> bool:  # says so (PEP 629, PEP 792 meta), or only headings (PEP 503)
-        return self.api_version is not None or self.status is not None or not self.foreign
-
-
-def _parse_html(body: bytes, url: str) -> _AnchorParser:
-    parser = _AnchorParser()
+def _parse_html(body: bytes, url: str) -> tuple:
+    """(the page's anchors and the rest of what its markup says, the URL its links
+    resolve against)."""
     try:
-        parser.feed(body.decode("utf-8", errors="replace"))
-        parser.close()
+        parsed = read_anchors(body.decode("utf-8", errors="replace"))
     except Exception as exc:  # html.parser gives up on some malformed markup
         raise BadUpstreamPage(f"upstream HTML does not parse: {exc!r}") from None
-    base = _absolute(parser.base, url) if parser.base else url
+    base = _absolute(parsed.base, url) if parsed.base else url
     # A <base> may move links within the page's own scheme only.
-    parser.base = base if _scheme(base) == _scheme(url) else url
-    return parser
+    return parsed, base if _scheme(base) == _scheme(url) else url
 
 
 def _html_metadata(attrs: dict) -> Optional[Hashes]:
@@ -306,16 +253,19 @@ def _file_from_html(attrs: dict, text: str, links: _Links) -> Optional[FileEntry
     filename = text or last_segment(url)
     yanked = attrs.get("data-yanked", False)
     gpg = attrs.get("data-gpg-sig")
-    return FileEntry(
-        filename=filename,
-        url=url,
-        hashes=hashes,
-        requires_python=_shared(attrs.get("data-requires-python")),
-        yanked=None if yanked is False else (yanked or ""),
-        metadata=_html_metadata(attrs),
-        gpg_sig=None if gpg is None else gpg.strip().lower() == "true",
-        provenance=_provenance(attrs.get("data-provenance")),
-    )
+    # Positional, in FileEntry's order: see _file_from_json.
+    return _new_entry((
+        filename,
+        url,
+        hashes,
+        _shared(attrs.get("data-requires-python")),
+        None if yanked is False else (yanked or ""),
+        _html_metadata(attrs),
+        None,
+        None,
+        None if gpg is None else gpg.strip().lower() == "true",
+        _provenance(attrs.get("data-provenance")),
+    ))
 
 
 def _shared(value: Optional[str]) -> Optional[str]:
@@ -430,8 +380,8 @@ def parse_project_page(
             status.get("status") if isinstance(status, dict) and isinstance(status.get("status"), str) else None,
         )
     if kind in _HTML_TYPES:
-        parsed = _parse_html(body, url)
-        links = _Links(parsed.base, url)
+        parsed, base = _parse_html(body, url)
+        links = _Links(base, url)
         entries = tuple(entry for entry in (_file_from_html(a, t, links) for a, t in parsed.anchors) if entry)
         if not entries and not parsed.simple:  # a maintenance, login or portal page
             raise BadUpstreamPage("upstream answered an HTML page that is not a simple-API page: no file links")

@@ -1,0 +1,196 @@
+"""The anchors of a simple page's HTML (PEP 503), and what says whether it is one; pure.
+
+Simple pages have one shape wherever they come from (PyPI, devpi, Nexus, pypiserver,
+GitLab, this proxy): a head, a heading, then one ``<a href="...">name</a>`` per file.
+Such a page is read by a scan of its anchors, four times quicker than ``html.parser``
+(bench/README.md). A page with anything else in it (a script, an attribute not in
+double quotes, an anchor in a heading or in a comment) is read by ``html.parser``;
+both read the usual shape alike (a test holds them to it).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+from html.parser import HTMLParser
+from typing import NamedTuple, Optional
+
+__all__ = ["Anchors", "read_anchors"]
+
+# Where a simple page (PEP 503) has words of its own: "Links for <project>".
+_HEADINGS = frozenset({"title", "h1", "h2", "h3", "h4", "h5", "h6"})
+# Elements no simple page has, and maintenance, login and portal pages do.
+_FOREIGN = frozenset({"form", "input", "script", "iframe", "img", "button", "p", "table"})
+
+# The usual shape, and nothing else, is left to the scan.
+_ATTRIBUTES = r'(?:\s+[a-z][a-z0-9_.:-]*="[^"<>]*")*'
+_ANCHOR = re.compile(rf"<a({_ATTRIBUTES})\s*>([^<]*)</a>")
+_ATTRIBUTE = re.compile(r'\s+([a-z][a-z0-9_.:-]*)="([^"<>]*)"')
+_LINE_BREAKS = re.compile(r"(?:\s|<br\s*/?>)*\Z")  # what lies between two files' anchors
+_PIECE = re.compile(r"<[^<>]*>|[^<]+|<")
+_TAG = re.compile(rf"<(/?)(html|head|body|title|meta|base|br|h[1-6])({_ATTRIBUTES})\s*(/?)>\Z")
+_DOCTYPE = re.compile(r"<!doctype[^<>]*>\Z", re.IGNORECASE)
+_COMMENT = re.compile(r"<!--[^<>]*-->\Z")  # PyPI ends its pages with <!--SERIAL n-->
+
+
+class Anchors(NamedTuple):
+    """What a page's markup says."""
+
+    anchors: list  # (attributes, text) of each <a> closed, in order
+    base: Optional[str]  # the first <base href>, as written
+    status: Optional[str]  # PEP 792's pypi:project-status
+    api_version: Optional[str]  # PEP 629's pypi:repository-version
+    foreign: bool  # words outside headings and links, or a form, a script...
+
+    @property
+    def simple(self) -> bool:  # says so (PEP 629, PEP 792 meta), or only headings (PEP 503)
+        return self.api_version is not None or self.status is not None or not self.foreign
+
+
+def read_anchors(text: str) -> Anchors:
+    """The anchors and the rest of what *text*, a page's HTML, says.
+
+    :raises Exception: ``html.parser`` gave up on the markup.
+    """
+    scanned = _scan(text)
+    return scanned if scanned is not None else _parse(text)
+
+
+# ---------------------------------------------------------------------------- the scan
+
+
+class _Scan:
+    """The scan's state between anchors: the head's tags and words."""
+
+    def __init__(self) -> None:
+        self.base: Optional[str] = None
+        self.status: Optional[str] = None
+        self.api_version: Optional[str] = None
+        self.foreign = False
+        self.headings = 0
+
+    def markup(self, text: str) -> bool:
+        """Take in *text*, markup between anchors; False if it is not of the usual shape."""
+        for piece in _PIECE.findall(text):
+            if piece[0] != "<":
+                if not self.headings and not self.foreign:
+                    self.foreign = bool(_unescape(piece).strip())
+                continue
+            tag = _TAG.match(piece)
+            if tag is None:
+                if _DOCTYPE.match(piece) is None and _COMMENT.match(piece) is None:
+                    return False
+                continue
+            closing, name, attributes, empty = tag.groups()
+            if closing:
+                if attributes or empty:
+                    return False
+                if name in _HEADINGS and self.headings:
+                    self.headings -= 1
+                continue
+            self._open(name, _attributes(attributes))
+            if empty and name in _HEADINGS and self.headings:
+                self.headings -= 1
+        return True
+
+    def _open(self, name: str, attributes: dict) -> None:
+        if name == "base" and self.base is None:
+            self.base = attributes.get("href")
+        elif name == "meta":
+            if attributes.get("name") == "pypi:project-status":
+                self.status = attributes.get("content")
+            elif attributes.get("name") == "pypi:repository-version":
+                self.api_version = attributes.get("content")
+        elif name in _HEADINGS:
+            self.headings += 1
+
+
+# Values repeat from file to file (">=3.8"): each is unescaped once.
+_unescape_value = functools.lru_cache(maxsize=1024)(html.unescape)
+
+
+def _unescape(text: str) -> str:
+    return html.unescape(text) if "&" in text else text
+
+
+def _attributes(text: str) -> dict:
+    pairs = _ATTRIBUTE.findall(text)
+    if "&" in text:
+        return {name: _unescape_value(value) if "&" in value else value for name, value in pairs}
+    return dict(pairs)
+
+
+def _scan(text: str) -> Optional[Anchors]:
+    """The page read by a scan of its anchors, or None if it is not of the usual shape."""
+    state = _Scan()
+    anchors = []
+    end = 0
+    for match in _ANCHOR.finditer(text):
+        start = match.start()
+        if _LINE_BREAKS.match(text, end, start) is None:
+            if not state.markup(text[end:start]):
+                return None
+        if state.headings:  # an anchor in a title: read as text or as a link, by Python version
+            return None
+        anchors.append((_attributes(match.group(1)), _unescape(match.group(2)).strip()))
+        end = match.end()
+    if not state.markup(text[end:]):
+        return None
+    return Anchors(anchors, state.base, state.status, state.api_version, state.foreign)
+
+
+# ---------------------------------------------------------------------------- html.parser
+
+
+class _AnchorParser(HTMLParser):
+    """Collects ``<a>`` elements (attributes and text) and ``<base href>``; notes what
+    says the page is a simple page or is not."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.anchors: list = []
+        self.base: Optional[str] = None
+        self.status: Optional[str] = None
+        self.api_version: Optional[str] = None
+        self.foreign = False
+        self._current: Optional[dict] = None
+        self._text: list = []
+        self._headings = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "a":
+            self._current = dict(attrs)
+            self._text = []
+        elif tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href")
+        elif tag == "meta":
+            found = dict(attrs)
+            if found.get("name") == "pypi:project-status":
+                self.status = found.get("content")
+            elif found.get("name") == "pypi:repository-version":
+                self.api_version = found.get("content")
+        elif tag in _HEADINGS:
+            self._headings += 1
+        elif tag in _FOREIGN:
+            self.foreign = True
+
+    def handle_data(self, data: str) -> None:
+        if self._current is not None:
+            self._text.append(data)
+        elif not self._headings and data.strip():
+            self.foreign = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._current is not None:
+            self.anchors.append((self._current, "".join(self._text).strip()))
+            self._current = None
+        elif tag in _HEADINGS and self._headings:
+            self._headings -= 1
+
+
+def _parse(text: str) -> Anchors:
+    parser = _AnchorParser()
+    parser.feed(text)
+    parser.close()
+    return Anchors(parser.anchors, parser.base, parser.status, parser.api_version, parser.foreign)
