@@ -52,6 +52,10 @@ class Application:
         entry, index = self._proxy.indexes.locate_file(project, filename)
         if index == LOCAL_ORIGIN and self._proxy.local is not None:
             return self._proxy.local.open(project, entry.filename, metadata, byte_range)
+        ahead = self._proxy.download_ahead
+        if ahead is not None and not metadata and not head and byte_range is None:
+            # Before this file's own download: the others start a round trip sooner.
+            ahead.file_requested(client, project, entry.filename)
         # The proxy's own, read from the wheel (or 404): where the index has none, and
         # offline where the index's copy was never fetched (the cached wheel has it).
         if metadata and (
@@ -62,12 +66,8 @@ class Application:
             body = self._proxy.files.open(project, entry, metadata=metadata, head=head, byte_range=byte_range, index=index)
             if metadata and body.source == "cache" and not head:  # (a cold one: when stored)
                 self._proxy.metadata.upstream_served(project, Target(self._proxy.files.root, project, entry, True).path)
-        ahead = self._proxy.download_ahead
-        if ahead is not None and not head:
-            if metadata:
-                ahead.metadata_read(client, project, entry, index)
-            elif byte_range is None:
-                ahead.file_requested(client, project, entry.filename)
+        if ahead is not None and metadata and not head:
+            ahead.metadata_read(client, project, entry, index)
         return body
 
     def home(self, index_url: str, as_json: bool) -> bytes:
