@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 
 # A client's metadata reads further apart than this belong to separate resolutions.
 SESSION_SECONDS = 300.0
-MAX_CLIENTS = 1000  # clients whose resolution is remembered; the oldest is dropped first
-MAX_WHEELS = 5000  # wheels remembered per resolution (a resolution is rarely a tenth of this)
+# Clients whose resolution is remembered (the oldest dropped first), and wheels per
+# resolution (a large one has a few hundred): some 200 bytes each, 100 MB at most.
+MAX_CLIENTS = 256
+MAX_WHEELS = 2000
 MAX_REMEMBERED = 10_000  # files queued ahead, remembered until a client asks for them
 
 

@@ -41,6 +41,7 @@ from ..infra.atomic import temp_path
 from ..infra.metrics import Metrics
 from .bodies import FileBody
 from .file_cache import FileCache
+from .integrity import Verifier
 from .layout import METADATA_SUFFIX, Target
 
 __all__ = ["BytesBody", "WheelMetadata", "read_wheel_metadata"]
@@ -258,6 +259,8 @@ class WheelMetadata:
         if got is None:
             return None
         data, start, total = got
+        if start == 0 and len(data) == total:
+            self._keep_whole(wheel, data)
         directory = central_directory(data, total)
         if directory.offset < start:
             got = self._range(wheel, f"bytes={directory.offset}-{total - 1}")
@@ -279,6 +282,28 @@ class WheelMetadata:
         if content is None:
             raise BrokenWheel(f"{member.name} runs past the end of {wheel.filename}")
         return content
+
+    def _keep_whole(self, wheel: Target, data: bytes) -> None:
+        """A range that held the whole wheel (a small one): stored as its download would
+        be, if it has the index's hash, so that installing it asks upstream nothing."""
+        if wheel.hash is None or os.path.exists(wheel.path):
+            return
+        verifier = Verifier(wheel.hash)
+        verifier.update(data)
+        if not verifier.matches():
+            logger.warning("%s from upstream does not match the index's %s", wheel.filename, wheel.hash.algorithm)
+            return
+        temp = temp_path(os.path.dirname(wheel.path))
+        try:
+            os.makedirs(os.path.dirname(wheel.path), exist_ok=True)
+            with open(temp, "wb") as file:
+                file.write(data)
+            if self._files.store(wheel, temp, len(data)):
+                return
+        except OSError as exc:
+            logger.warning("cannot cache %s: %s", wheel.filename, exc.strerror)
+        if os.path.exists(temp):
+            os.unlink(temp)
 
     def _range(self, wheel: Target, header: str) -> Optional[tuple]:
         """(bytes, offset of the first, file size) of a range of the wheel; None if

@@ -4,6 +4,8 @@ resolves makes the proxy fetch no whole wheel."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support.dists import make_wheel
@@ -13,14 +15,20 @@ from tests.support.proxy import run_pip
 PIP = {"User-Agent": "pip/26.0 test"}
 
 
+def _large(name: str, version: str, **kwargs):
+    # Past the 64 KiB a metadata read takes from a wheel's end: a smaller wheel comes
+    # whole with it, and is cached then.
+    return make_wheel(name, version, module_source=f"# {os.urandom(100_000).hex()}\n", **kwargs)
+
+
 @pytest.fixture
 def bare(upstream_factory):
     """app 1.0 needs lib; lib 1.0 and 2.0; other 1.0: no metadata upstream."""
     upstream = upstream_factory("html", None)
-    upstream.app = make_wheel("app", "1.0", requires=["lib"])
-    upstream.lib_1 = make_wheel("lib", "1.0")
-    upstream.lib_2 = make_wheel("lib", "2.0")
-    upstream.other = make_wheel("other", "1.0")
+    upstream.app = _large("app", "1.0", requires=["lib"])
+    upstream.lib_1 = _large("lib", "1.0")
+    upstream.lib_2 = _large("lib", "2.0")
+    upstream.other = _large("other", "1.0")
     for dist in (upstream.app, upstream.lib_1, upstream.lib_2, upstream.other):
         upstream.add(dist, metadata=False)
     return upstream

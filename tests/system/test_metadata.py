@@ -5,7 +5,10 @@ that start no download."""
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import hashlib
+import http.client
 import io
 import json
 import logging
@@ -98,6 +101,29 @@ def test_platform_wheel_start_read_beside_its_end(proxy, upstream_factory):
     assert p.get(f"/index/fast/{wheel.filename}.metadata").body == entries[0][1]
     assert _whole_gets(upstream) == []
     assert sorted(_ranges(upstream)) == ["bytes=-65536", "bytes=0-65535"]  # no third read
+
+
+def test_a_small_wheel_read_whole_for_its_metadata_is_cached(proxy, bare):
+    p = proxy(bare)
+    alpha = bare.alpha  # well under the 64 KiB read from its end
+    assert p.get(f"/index/alpha/{alpha.filename}.metadata").body == alpha.metadata
+    assert _ranges(bare) == ["bytes=-65536"]
+    assert p.get(f"/index/alpha/{alpha.filename}").body == alpha.content
+    assert _whole_gets(bare) == []  # served from the cache, checked against its hash
+
+
+def test_a_small_wheel_that_fails_its_hash_is_not_cached(proxy, upstream_factory):
+    upstream = upstream_factory("json", None)
+    good = make_wheel("omega", "1.0")
+    upstream.add(dataclasses.replace(good, sha256="00" * 32), metadata=False)  # the index lists another hash
+    p = proxy(upstream)
+    assert p.get(f"/index/omega/{good.filename}.metadata").body == good.metadata
+    stored = glob.glob(os.path.join(p.settings.cache_dir, "files", "omega", "*", good.filename))
+    assert stored == []  # nor then by the download, which cuts the client off before the end
+    with pytest.raises(http.client.IncompleteRead):
+        p.get(f"/index/omega/{good.filename}")
+    assert glob.glob(os.path.join(p.settings.cache_dir, "files", "omega", "*", good.filename)) == []
+    assert p.get("/health").status == 200
 
 
 def test_metadata_from_the_cached_wheel_asks_no_upstream(proxy, bare):
