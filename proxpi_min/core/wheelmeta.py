@@ -30,13 +30,14 @@ __all__ = [
 ]
 
 # The first read of a wheel's end: its end record and, for most wheels, the whole
-# central directory and the METADATA member too (they come last in a wheel).
-TAIL_READ = 64 * 1024
+# central directory and the METADATA member too (most tools write them last); a wheel
+# this small comes whole.
+TAIL_READ = 128 * 1024
 # A larger wheel's first read grows with it: its central directory holds ~100 bytes a
 # member, about 1% of a wheel; capped, as on a slow link the bytes cost more than a turn.
 MAX_TAIL_READ = 512 * 1024
-# Platform wheels repaired by auditwheel or built by maturin have their dist-info first:
-# their METADATA lies within the first few KB, read alongside the end.
+# auditwheel, maturin and pdm-backend write the dist-info first: a larger wheel's start
+# is read alongside its end.
 HEAD_READ = 64 * 1024
 # A range that starts this close to the end of a file only probes its zip directory
 # (uv, pip's lazy wheels): it starts no download of the whole file.

@@ -241,12 +241,13 @@ class WheelMetadata:
     def _from_ranges(self, wheel: Target, size: Optional[int]) -> Optional[bytes]:
         """The METADATA member read with range requests (the zip's end, then the
         directory or the member if the end did not hold them); None if the upstream
-        ignores Range. A platform wheel's start is read at the same time: its
-        METADATA is often there."""
+        ignores Range. The start of a wheel larger than that read is read at the same
+        time, its METADATA often being there; of size unknown (an HTML page), a platform
+        wheel's only (auditwheel and maturin put it there; most pure wheels are small)."""
         tail = tail_read(size)
         tags = wheel_tags(wheel.filename)
         head = None
-        if (size is None or size > tail) and tags is not None and not tags.pure:
+        if (size > tail) if size is not None else (tags is not None and not tags.pure):
             head = _RangeRead(self, wheel, f"bytes=0-{HEAD_READ - 1}")
         try:
             return self._from_end(wheel, tail, head)

@@ -16,9 +16,9 @@ PIP = {"User-Agent": "pip/26.0 test"}
 
 
 def _large(name: str, version: str, **kwargs):
-    # Past the 64 KiB a metadata read takes from a wheel's end: a smaller wheel comes
+    # Past the 128 KiB a metadata read takes from a wheel's end: a smaller wheel comes
     # whole with it, and is cached then.
-    return make_wheel(name, version, module_source=f"# {os.urandom(100_000).hex()}\n", **kwargs)
+    return make_wheel(name, version, module_source=f"# {os.urandom(200_000).hex()}\n", **kwargs)
 
 
 @pytest.fixture

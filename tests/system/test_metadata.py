@@ -100,14 +100,14 @@ def test_platform_wheel_start_read_beside_its_end(proxy, upstream_factory):
     p = proxy(upstream)
     assert p.get(f"/index/fast/{wheel.filename}.metadata").body == entries[0][1]
     assert _whole_gets(upstream) == []
-    assert sorted(_ranges(upstream)) == ["bytes=-65536", "bytes=0-65535"]  # no third read
+    assert sorted(_ranges(upstream)) == ["bytes=-131072", "bytes=0-65535"]  # no third read
 
 
 def test_a_small_wheel_read_whole_for_its_metadata_is_cached(proxy, bare):
     p = proxy(bare)
-    alpha = bare.alpha  # well under the 64 KiB read from its end
+    alpha = bare.alpha  # well under the 128 KiB read from its end
     assert p.get(f"/index/alpha/{alpha.filename}.metadata").body == alpha.metadata
-    assert _ranges(bare) == ["bytes=-65536"]
+    assert _ranges(bare) == ["bytes=-131072"]
     assert p.get(f"/index/alpha/{alpha.filename}").body == alpha.content
     assert _whole_gets(bare) == []  # served from the cache, checked against its hash
 
