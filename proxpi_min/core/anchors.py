@@ -23,13 +23,19 @@ _HEADINGS = frozenset({"title", "h1", "h2", "h3", "h4", "h5", "h6"})
 # Elements no simple page has, and maintenance, login and portal pages do.
 _FOREIGN = frozenset({"form", "input", "script", "iframe", "img", "button", "p", "table"})
 
-# The usual shape, and nothing else, is left to the scan.
-_ATTRIBUTES = r'(?:\s+[a-z][a-z0-9_.:-]*="[^"<>]*")*'
-_ANCHOR = re.compile(rf"<a({_ATTRIBUTES})\s*>([^<]*)</a>")
-_ATTRIBUTE = re.compile(r'\s+([a-z][a-z0-9_.:-]*)="([^"<>]*)"')
-_LINE_BREAKS = re.compile(r"(?:\s|<br\s*/?>)*\Z")  # what lies between two files' anchors
+# The usual shape, and nothing else, is left to the scan. Within a tag, only the spaces
+# that end a tag name for html.parser (a vertical tab or a no-break space do not).
+_SPACE = r"[\t\n\r\f ]"
+_ATTRIBUTES = rf'(?:{_SPACE}+[a-z][a-z0-9_.:-]*="[^"<>]*")*'
+_ANCHOR = re.compile(rf"<a({_ATTRIBUTES}){_SPACE}*>([^<]*)</a>")
+_ATTRIBUTE = re.compile(rf'{_SPACE}+([a-z][a-z0-9_.:-]*)="([^"<>]*)"')
+_LINE_BREAKS = re.compile(rf"(?:\s|<br{_SPACE}*/?>)*\Z")  # what lies between two files' anchors
 _PIECE = re.compile(r"<[^<>]*>|[^<]+|<")
-_TAG = re.compile(rf"<(/?)(html|head|body|title|meta|base|br|h[1-6])({_ATTRIBUTES})\s*(/?)>\Z")
+_TAG = re.compile(rf"<(/?)(html|head|body|title|meta|base|br|h[1-6])({_ATTRIBUTES}){_SPACE}*(/?)>\Z")
+# Character references every version of html.parser reads alike: ended by ";". Others
+# (``&reg=`` in a URL's query) newer versions leave as written in attribute values
+# (HTML5), older ones decode, so a page that has them is left to the html.parser at hand.
+_PLAIN_REFERENCE = re.compile(r"&(?:[a-zA-Z][a-zA-Z0-9]{0,31}|#[0-9]{1,6}|#[xX][0-9a-fA-F]{1,5});")
 _DOCTYPE = re.compile(r"<!doctype[^<>]*>\Z", re.IGNORECASE)
 _COMMENT = re.compile(r"<!--[^<>]*-->\Z")  # PyPI ends its pages with <!--SERIAL n-->
 
@@ -69,27 +75,39 @@ class _Scan:
         self.api_version: Optional[str] = None
         self.foreign = False
         self.headings = 0
+        self.in_title = False  # newer html.parser reads a title's content as text only
 
     def markup(self, text: str) -> bool:
         """Take in *text*, markup between anchors; False if it is not of the usual shape."""
         for piece in _PIECE.findall(text):
             if piece[0] != "<":
+                if not _plain(piece):
+                    return False
                 if not self.headings and not self.foreign:
                     self.foreign = bool(_unescape(piece).strip())
                 continue
             tag = _TAG.match(piece)
             if tag is None:
-                if _DOCTYPE.match(piece) is None and _COMMENT.match(piece) is None:
+                if self.in_title or (_DOCTYPE.match(piece) is None and _COMMENT.match(piece) is None):
                     return False
                 continue
             closing, name, attributes, empty = tag.groups()
+            if self.in_title and not (closing and name == "title"):
+                return False
             if closing:
                 if attributes or empty:
                     return False
+                self.in_title = False
                 if name in _HEADINGS and self.headings:
                     self.headings -= 1
                 continue
-            self._open(name, _attributes(attributes))
+            if name == "title" and (attributes or empty):
+                return False
+            found = _attributes(attributes)
+            if found is None:
+                return False
+            self._open(name, found)
+            self.in_title = name == "title"
             if empty and name in _HEADINGS and self.headings:
                 self.headings -= 1
         return True
@@ -110,13 +128,22 @@ class _Scan:
 _unescape_value = functools.lru_cache(maxsize=1024)(html.unescape)
 
 
+def _plain(text: str) -> bool:
+    """Whether every "&" in *text* starts a reference every html.parser reads alike."""
+    return "&" not in text or text.count("&") == len(_PLAIN_REFERENCE.findall(text))
+
+
 def _unescape(text: str) -> str:
     return html.unescape(text) if "&" in text else text
 
 
-def _attributes(text: str) -> dict:
+def _attributes(text: str) -> Optional[dict]:
+    """The attributes written in *text*, or None if a value has a reference read
+    differently by different html.parser versions."""
     pairs = _ATTRIBUTE.findall(text)
     if "&" in text:
+        if not _plain(text):
+            return None
         return {name: _unescape_value(value) if "&" in value else value for name, value in pairs}
     return dict(pairs)
 
@@ -133,7 +160,10 @@ def _scan(text: str) -> Optional[Anchors]:
                 return None
         if state.headings:  # an anchor in a title: read as text or as a link, by Python version
             return None
-        anchors.append((_attributes(match.group(1)), _unescape(match.group(2)).strip()))
+        attributes, words = _attributes(match.group(1)), match.group(2)
+        if attributes is None or not _plain(words):
+            return None
+        anchors.append((attributes, _unescape(words).strip()))
         end = match.end()
     if not state.markup(text[end:]):
         return None

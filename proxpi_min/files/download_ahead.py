@@ -33,6 +33,7 @@ SESSION_SECONDS = 300.0
 # resolution (a large one has a few hundred): some 200 bytes each, 100 MB at most.
 MAX_CLIENTS = 256
 MAX_WHEELS = 2000
+MAX_QUEUED = 10_000  # wheels waiting for a thread; past this, the rest are dropped
 MAX_REMEMBERED = 10_000  # files queued ahead, remembered until a client asks for them
 
 
@@ -69,6 +70,7 @@ class DownloadAhead:
         self._resolutions: "collections.OrderedDict[str, _Resolution]" = collections.OrderedDict()
         self._queue: "collections.deque[_Wheel]" = collections.deque()
         self._threads = 0
+        self._busy = 0
         self._closed = False
         # (project, filename) of the files queued ahead: a client asking for one counts
         # as a use, even while it is still being fetched (the client joins that download).
@@ -92,26 +94,35 @@ class DownloadAhead:
                 self._resolutions.popitem(last=False)
 
     def file_requested(self, client: str, project: NormalizedName, filename: str) -> None:
-        """*client* asked for the whole file *filename*: if it had resolved wheels, fetch
-        those not stored yet."""
+        """*client* asked for the whole file *filename*: if it is a wheel and the client
+        had resolved others, fetch those not stored yet. (An sdist is no sign: pip
+        downloads one in the middle of resolving, to build its metadata.)"""
         key = (project, filename)
         now = self._clock()
-        start = 0
+        start = dropped = 0
         with self._lock:
             if self._ahead.pop(key, False) is None:
                 self._metrics.prefetch_used.inc("file")
-            resolution = self._resolutions.pop(client, None)
-            if resolution is None or self._closed or now - resolution.last > SESSION_SECONDS:
+            if not filename.endswith(".whl") or client not in self._resolutions:
+                return
+            resolution = self._resolutions.pop(client)
+            if self._closed or now - resolution.last > SESSION_SECONDS:
                 return
             for wheel in resolution.wheels.values():
-                if (wheel.project, wheel.entry.filename) != key:
-                    self._queue.append(wheel)
-                    self._ahead[(wheel.project, wheel.entry.filename)] = None
+                if (wheel.project, wheel.entry.filename) == key:
+                    continue
+                if len(self._queue) >= MAX_QUEUED:
+                    dropped += 1
+                    continue
+                self._queue.append(wheel)
+                self._ahead[(wheel.project, wheel.entry.filename)] = None
             while len(self._ahead) > MAX_REMEMBERED:
                 self._ahead.popitem(last=False)
-            while self._threads < self._jobs and self._threads < len(self._queue):
+            while self._threads < self._jobs and self._threads < self._busy + len(self._queue):
                 self._threads += 1
                 start += 1
+        if dropped:
+            self._metrics.prefetched.inc("file", "dropped", amount=dropped)
         for _ in range(start):
             threading.Thread(target=self._work, name="proxpi-download-ahead", daemon=True).start()
 
@@ -123,7 +134,12 @@ class DownloadAhead:
                     self._idle.notify_all()
                     return
                 wheel = self._queue.popleft()
-            self._fetch(wheel)
+                self._busy += 1
+            try:
+                self._fetch(wheel)
+            finally:
+                with self._lock:
+                    self._busy -= 1
 
     def _fetch(self, wheel: _Wheel) -> None:
         outcome = "error"

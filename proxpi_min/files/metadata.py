@@ -248,12 +248,9 @@ class WheelMetadata:
         tags = wheel_tags(wheel.filename)
         head = None
         if (size > tail) if size is not None else (tags is not None and not tags.pure):
+            # Waited for only if used: unused, it ends on its own, its connection pooled.
             head = _RangeRead(self, wheel, f"bytes=0-{HEAD_READ - 1}")
-        try:
-            return self._from_end(wheel, tail, head)
-        finally:
-            if head is not None:
-                head.result()  # its connection back to the pool before we go on
+        return self._from_end(wheel, tail, head)
 
     def _from_end(self, wheel: Target, tail: int, head: Optional["_RangeRead"]) -> Optional[bytes]:
         got = self._range(wheel, f"bytes=-{tail}")
@@ -272,7 +269,7 @@ class WheelMetadata:
         member = find_metadata(data[at : at + directory.size], wheel.filename)
         content = member_data(data[member.offset - start :], member) if member.offset >= start else None
         early = head.result() if content is None and head is not None else None
-        if early is not None and member.offset < len(early[0]):
+        if early is not None and early[1] == 0 and early[2] == total and member.offset < len(early[0]):
             content = member_data(early[0][member.offset :], member)
         if content is None:
             first, stop = local_span(member)

@@ -367,7 +367,8 @@ class IndexCache:
                     self._mark_resident(key, entry)
         else:
             with self._lock:
-                entry.save_at = self._clock() + SAVE_RETRY
+                # Retried from the parsed page: the bytes sent are not kept all that time.
+                entry.save_at, entry.raw = self._clock() + SAVE_RETRY, None
 
     def _servable(self, page: ProjectPage) -> ProjectPage:
         """The page without the files we would refuse to serve; one WARNING if any."""

@@ -136,6 +136,9 @@ class PageStore:
         try:
             record = json.loads(head)
             if record.get("format") == _RAW_FORMAT and key != LIST_KEY:
+                # Written without fsync: a crash may leave a cut-off body, which may parse.
+                if len(body) != record["size"] or hashlib.sha256(body).hexdigest() != record["sha256"]:
+                    raise ValueError("the page saved is cut off or altered")
                 page = parse_project_page(body, record["content_type"], record["url"], NormalizedName(key))
                 value: Union[ProjectPage, ProjectList] = servable(page)[0]
             elif record.get("format") == _FORMAT:
@@ -162,7 +165,7 @@ class PageStore:
             record["value"] = _encode(page.value)
             data = json.dumps(record, separators=(",", ":")).encode()
         else:
-            record["content_type"] = raw.content_type
+            record.update(content_type=raw.content_type, size=len(raw.body), sha256=hashlib.sha256(raw.body).hexdigest())
             data = json.dumps(record, separators=(",", ":")).encode() + b"\n" + raw.body
         try:
             os.makedirs(self.directory, exist_ok=True)

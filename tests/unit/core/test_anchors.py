@@ -71,6 +71,12 @@ UNUSUAL = [
     '<html><body><a href="x.tar.gz"><b>x</b>.tar.gz</a></body></html>',
     '<?xml version="1.0"?><html><body><a href="x.tar.gz">x.tar.gz</a></body></html>',
     '<html><body><![CDATA[<a href="c.tar.gz">c</a>]]></body></html>',
+    '<html><body><a\x0bhref="x.whl">x.whl</a></body></html>',  # no space that ends a tag name
+    '<html><h1\xa0>Links</h1><a href="x.whl">x.whl</a></html>',
+    '<html><head><title><base href="https://evil.example/"></title></head><a href="x.whl">x.whl</a></html>',
+    '<title><title></title>hello',
+    '<html><body><a href="x.whl?sig=1&region=eu">x.whl</a></body></html>',  # read by version
+    '<html><body><a href="x.whl">x&reg.whl</a></body></html>',
 ]
 
 
@@ -105,6 +111,7 @@ PIECES = [
     '<a>', '</a>', '<a href="c">', "<!-- x -->", "<p>", '<meta name="pypi:project-status" content="archived">',
     '<meta name="pypi:repository-version" content="1.0"/>', '<base href="https://b.example/">', "<script>",
     "</script>", "<!DOCTYPE html>", "'", '"', ">", '<a href="d" data-yanked="">d &amp; e</a>', "<A HREF='z'>",
+    '<a href="e?x=1&region=2">e</a>', "&reg", "\x0b", "\xa0", "<title/>", '<title lang="en">',
 ]
 
 

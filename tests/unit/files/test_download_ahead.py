@@ -55,3 +55,13 @@ def test_a_resolution_is_fetched_once_and_not_after_close():
     ahead.metadata_read("uv b", "more", _wheel("more", "1.0"), "")
     ahead.file_requested("uv b", "app", "app-1.0-py3-none-any.whl")
     assert ahead.wait(5) and files.stored == ["lib-1.0-py3-none-any.whl"]
+
+
+def test_an_sdist_downloaded_while_resolving_fetches_nothing_ahead():
+    now = [0.0]
+    files, ahead = _ahead(now)
+    ahead.metadata_read("pip c", "lib", _wheel("lib", "1.0"), "")
+    ahead.file_requested("pip c", "old", "old-1.0.tar.gz")  # pip builds its metadata
+    assert ahead.wait(5) and files.stored == []
+    ahead.file_requested("pip c", "app", "app-1.0-py3-none-any.whl")
+    assert ahead.wait(5) and files.stored == ["lib-1.0-py3-none-any.whl"]

@@ -64,6 +64,22 @@ def test_PageStore_saves_a_project_page_as_the_index_sent_it(tmp_path, body, med
         ["alpha-1.0-py3-none-any.whl"], ["alpha-1.0.tar.gz"])
 
 
+def test_PageStore_refuses_a_saved_page_cut_off(tmp_path) -> None:
+    url = "https://index.example/simple/alpha/"
+    page = servable(parse_project_page(RAW_HTML, HTML_TYPE, url, "alpha"))[0]
+    store = PageStore(str(tmp_path), "https://index.example/simple/")
+    assert store.save("alpha", SavedPage(page, url, '"e"', None), RawPage(RAW_HTML, HTML_TYPE))
+    path = os.path.join(store.directory, "alpha.json")
+    with open(path, "rb") as file:
+        data = file.read()
+    for cut in (len(data) - 20, data.index(b"\n") + 1):  # a cut-off page still parses as HTML
+        with open(path, "wb") as file:
+            file.write(data[:cut])
+        with pytest.raises(ValueError, match="cut off"):
+            store.read("alpha")
+        assert store.load("alpha") is None
+
+
 def test_PageStore_refuses_a_saved_page_that_no_longer_parses(tmp_path) -> None:
     store = PageStore(str(tmp_path), "https://index.example/simple/")
     assert store.save("alpha", SavedPage(ProjectPage("alpha", (), ()), "u", None, None), RawPage(b"{not", JSON_TYPE))
