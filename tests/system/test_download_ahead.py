@@ -9,6 +9,7 @@ import os
 import pytest
 
 from tests.support.dists import make_wheel
+from tests.support.markers import needs_pip_json_metadata
 from tests.support.prometheus import parse, sample
 from tests.support.proxy import run_pip
 
@@ -103,6 +104,7 @@ def test_no_download_ahead_when_prefetch_is_off_or_offline(proxy, bare):
     assert offline.server.download_ahead is None
 
 
+@needs_pip_json_metadata
 def test_pip_download_gets_each_wheel_from_upstream_once(proxy, bare, tmp_path):
     p = proxy(bare)
     result = run_pip(["download", "--dest", str(tmp_path), "app", "other"], p.index_url)
