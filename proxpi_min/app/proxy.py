@@ -99,6 +99,8 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     background = Background()
     local = _local_index(settings, cache_dir)
     metadata = WheelMetadata(files, settings.metadata == "auto", settings.offline, metrics)
+    if serving and metadata.enabled:
+        metadata.learn_stored_later()
     indexes = Catalog(
         [
             IndexCache(index, upstream, store, settings.offline, metrics=metrics, background=background)

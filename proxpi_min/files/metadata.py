@@ -42,7 +42,7 @@ from ..infra.metrics import Metrics
 from .bodies import FileBody
 from .file_cache import FileCache
 from .integrity import Verifier
-from .layout import METADATA_SUFFIX, Target
+from .layout import METADATA_SUFFIX, Target, parse_stored, stored_files
 
 __all__ = ["BytesBody", "WheelMetadata", "read_wheel_metadata"]
 
@@ -139,6 +139,32 @@ class WheelMetadata:
                     entry = with_metadata(entry, (("sha256", found),))
             out.append(entry)
         return tuple(out)
+
+    def learn_stored_later(self) -> None:
+        """:meth:`learn_stored` in a thread of its own (serving starts meanwhile)."""
+        threading.Thread(target=self.learn_stored, name="proxpi-metadata-hashes", daemon=True).start()
+
+    def learn_stored(self) -> None:
+        """Learn the hash of every wheel's metadata stored in the cache dir (a restart, a
+        copied cache dir), so that pages give it rather than ``true`` from the start:
+        each of those small files is read once."""
+        root = self._files.root
+        for path in stored_files(root):
+            if len(self._known) >= MAX_KNOWN:
+                return
+            stored = parse_stored(os.path.relpath(path, root))
+            if not stored.metadata or not stored.filename.endswith(".whl" + METADATA_SUFFIX):
+                continue
+            try:
+                with open(path, "rb") as file:
+                    digest = hashlib.sha256(file.read(MAX_METADATA + 1)).hexdigest()
+            except OSError:  # evicted meanwhile
+                continue
+            filename = stored.filename[: -len(METADATA_SUFFIX)]
+            with self._lock:
+                new = (stored.project, filename) not in self._known
+            if new:  # what this process learnt itself since is newer
+                self._learn(stored.project, filename, digest)
 
     def _learn(self, project: str, filename: str, value) -> None:
         with self._lock:

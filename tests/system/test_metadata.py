@@ -20,6 +20,7 @@ import zipfile
 
 import pytest
 
+from tests.support.cache_dir import wait_for
 from tests.support.dists import Dist, make_wheel
 from tests.support.markers import needs_pip_json_metadata
 from tests.support.proxy import proxy_env, run_pip
@@ -74,6 +75,9 @@ def test_metadata_read_with_ranges_and_advertised_with_its_hash(proxy, bare):
         assert file.read() == beta.metadata
     bare.reset_hits()
     again = proxy(bare, cache_dir=p.settings.cache_dir)
+    # Its hash is on the page from the start, read from the stored copy.
+    wait_for(lambda: f'data-core-metadata="sha256={digest}"' in _anchor(again.get("/index/beta/").text, beta.filename),
+             "the stored metadata's hash on the page")
     assert again.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
     assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
 
