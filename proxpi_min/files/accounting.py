@@ -107,6 +107,11 @@ class Accounting:
             out.append((stored.project, stored.filename, size))
         return out
 
+    def paths(self) -> list:
+        """The path of every stored file, from the view in memory (no directory walk)."""
+        with self.lock:
+            return list(self.files)
+
     def knows(self, path: str) -> bool:
         with self.lock:
             return path in self.files

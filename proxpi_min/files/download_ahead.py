@@ -12,6 +12,7 @@ downloads nothing, so the proxy fetches no whole wheel for it.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from ..core.errors import ProxpiError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..infra.metrics import Metrics
+from ..infra.pool import WorkerPool
 from .file_cache import FileCache
 
 __all__ = ["DownloadAhead"]
@@ -62,15 +64,11 @@ class DownloadAhead:
         self, files: FileCache, jobs: int, metrics: Metrics, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._files = files
-        self._jobs = jobs
         self._metrics = metrics
         self._clock = clock
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._pool = WorkerPool(jobs, MAX_QUEUED, "proxpi-download-ahead")
         self._resolutions: "collections.OrderedDict[str, _Resolution]" = collections.OrderedDict()
-        self._queue: "collections.deque[_Wheel]" = collections.deque()
-        self._threads = 0
-        self._busy = 0
         self._closed = False
         # (project, filename) of the files queued ahead: a client asking for one counts
         # as a use, even while it is still being fetched (the client joins that download).
@@ -99,7 +97,7 @@ class DownloadAhead:
         downloads one in the middle of resolving, to build its metadata.)"""
         key = (project, filename)
         now = self._clock()
-        start = dropped = 0
+        dropped = 0
         with self._lock:
             if self._ahead.pop(key, False) is None:
                 self._metrics.prefetch_used.inc("file")
@@ -111,35 +109,14 @@ class DownloadAhead:
             for wheel in resolution.wheels.values():
                 if (wheel.project, wheel.entry.filename) == key:
                     continue
-                if len(self._queue) >= MAX_QUEUED:
+                if self._pool.submit(functools.partial(self._fetch, wheel)):
+                    self._ahead[(wheel.project, wheel.entry.filename)] = None
+                else:
                     dropped += 1
-                    continue
-                self._queue.append(wheel)
-                self._ahead[(wheel.project, wheel.entry.filename)] = None
             while len(self._ahead) > MAX_REMEMBERED:
                 self._ahead.popitem(last=False)
-            while self._threads < self._jobs and self._threads < self._busy + len(self._queue):
-                self._threads += 1
-                start += 1
         if dropped:
             self._metrics.prefetched.inc("file", "dropped", amount=dropped)
-        for _ in range(start):
-            threading.Thread(target=self._work, name="proxpi-download-ahead", daemon=True).start()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                if not self._queue or self._closed:
-                    self._threads -= 1
-                    self._idle.notify_all()
-                    return
-                wheel = self._queue.popleft()
-                self._busy += 1
-            try:
-                self._fetch(wheel)
-            finally:
-                with self._lock:
-                    self._busy -= 1
 
     def _fetch(self, wheel: _Wheel) -> None:
         outcome = "error"
@@ -152,7 +129,7 @@ class DownloadAhead:
                 outcome = "not_stored"  # over the cap, or the cache dir cannot take it
         except ProxpiError as exc:
             logger.warning("download ahead of %s failed: %s", wheel.entry.filename, exc.message)
-        except Exception:  # a thread of the pool must never go down with one file
+        except Exception:  # counted as an error like the others, then logged whole
             logger.exception("download ahead of %s failed", wheel.entry.filename)
         self._metrics.prefetched.inc("file", outcome)
         if outcome != "fetched":  # not ours to count: stored before, or not at all
@@ -161,13 +138,11 @@ class DownloadAhead:
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until nothing is queued or being fetched (tests, shutdown)."""
-        with self._lock:
-            return self._idle.wait_for(lambda: self._threads == 0, timeout)
+        return self._pool.wait(timeout)
 
     def close(self, timeout: float) -> None:
         """Queue nothing more, drop what waits, and give the downloads under way
         *timeout* seconds to end."""
         with self._lock:
             self._closed = True
-            self._queue.clear()
-        self.wait(timeout)
+        self._pool.close(timeout)

@@ -86,6 +86,10 @@ class FileCache:
         """The *count* largest stored files as (project, file name, size)."""
         return self._accounting.largest(count)
 
+    def stored_paths(self) -> list:
+        """The path of every stored file (files and metadata), as the cache knows them."""
+        return self._accounting.paths()
+
     def count_upstream(self, target: Target, error: Optional[ProxpiError]) -> None:
         """Count one upstream file request's outcome (None: it answered)."""
         outcome = "ok" if error is None else "timeout" if isinstance(error, UpstreamTimeout) else "error"

@@ -42,7 +42,7 @@ from ..infra.metrics import Metrics
 from .bodies import FileBody
 from .file_cache import FileCache
 from .integrity import Verifier
-from .layout import METADATA_SUFFIX, Target, parse_stored, stored_files
+from .layout import METADATA_SUFFIX, Target, parse_stored
 
 __all__ = ["BytesBody", "WheelMetadata", "read_wheel_metadata"]
 
@@ -147,9 +147,10 @@ class WheelMetadata:
     def learn_stored(self) -> None:
         """Learn the hash of every wheel's metadata stored in the cache dir (a restart, a
         copied cache dir), so that pages give it rather than ``true`` from the start:
-        each of those small files is read once."""
+        each of those small files is read once (found from the cache's view, which
+        start-up has already built: no second walk of the disk)."""
         root = self._files.root
-        for path in stored_files(root):
+        for path in self._files.stored_paths():
             if len(self._known) >= MAX_KNOWN:
                 return
             stored = parse_stored(os.path.relpath(path, root))
@@ -317,17 +318,7 @@ class WheelMetadata:
         if not verifier.matches():
             logger.warning("%s from upstream does not match the index's %s", wheel.filename, wheel.hash.algorithm)
             return
-        temp = temp_path(os.path.dirname(wheel.path))
-        try:
-            os.makedirs(os.path.dirname(wheel.path), exist_ok=True)
-            with open(temp, "wb") as file:
-                file.write(data)
-            if self._files.store(wheel, temp, len(data)):
-                return
-        except OSError as exc:
-            logger.warning("cannot cache %s: %s", wheel.filename, exc.strerror)
-        if os.path.exists(temp):
-            os.unlink(temp)
+        self._write(wheel, data)
 
     def _range(self, wheel: Target, header: str) -> Optional[tuple]:
         """(bytes, offset of the first, file size) of a range of the wheel; None if
@@ -357,17 +348,22 @@ class WheelMetadata:
         """Store *data* as the wheel's metadata at *path* (through the file cache, so
         it is counted under the cap); *replace*: over a stored copy."""
         self._learn(project, filename, hashlib.sha256(data).hexdigest())
-        temp = temp_path(os.path.dirname(path))
+        self._write(_Stored(path, filename + METADATA_SUFFIX), data, replace)
+
+    def _write(self, stored, data: bytes, replace: bool = False) -> None:
+        """Write *data* at *stored*'s path (a ``Target`` or ``_Stored``) through a temp
+        file: under the cap, through the file cache; *replace*: over a stored copy."""
+        temp = temp_path(os.path.dirname(stored.path))
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(os.path.dirname(stored.path), exist_ok=True)
             with open(temp, "wb") as file:
                 file.write(data)
             if replace:
-                os.replace(temp, path)
-            elif self._files.store(_Stored(path, filename + METADATA_SUFFIX), temp, len(data)):
+                os.replace(temp, stored.path)
+            elif self._files.store(stored, temp, len(data)):
                 return
         except OSError as exc:
-            logger.warning("cannot store the metadata of %s: %s", filename, exc.strerror)
+            logger.warning("cannot store %s: %s", stored.filename, exc.strerror)
         if os.path.exists(temp):
             os.unlink(temp)
 

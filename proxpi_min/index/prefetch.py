@@ -10,6 +10,7 @@ be, so guard rails apply and a client asking meanwhile joins the one fetch.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 from typing import Optional, Protocol
@@ -20,6 +21,7 @@ from ..core.simple import FileEntry
 from ..core.wheelmeta import BrokenWheel, requirements
 from ..core.wheelpick import Tags, pick_wheel, wheel_tags
 from ..infra.metrics import Metrics
+from ..infra.pool import WorkerPool
 from .catalog import LOCAL_ORIGIN, Catalog
 
 __all__ = ["MetadataSource", "Prefetcher"]
@@ -46,14 +48,10 @@ class Prefetcher:
         self, catalog: Catalog, jobs: int, metrics: Metrics, metadata: Optional[MetadataSource] = None
     ) -> None:
         self._catalog = catalog
-        self._jobs = jobs
         self._metadata = metadata
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._queue: "collections.deque[tuple]" = collections.deque()  # (name, tags to match)
+        self._pool = WorkerPool(jobs, MAX_QUEUED, "proxpi-prefetch")
         self._queued: set = set()  # names queued or being fetched
-        self._threads = 0
-        self._busy = 0
         self._closed = False  # shutting down: nothing more is queued
         self._like: Optional[Tags] = None  # the last platform wheel a client asked about
         self._fetching: set = set()  # (project, wheel) whose metadata we are storing
@@ -76,7 +74,6 @@ class Prefetcher:
         except (ValueError, UnicodeError):
             return
         like = wheel_tags(filename)
-        start = 0
         with self._lock:
             if like is not None and not like.pure:
                 self._like = like
@@ -84,34 +81,19 @@ class Prefetcher:
             for name in names:
                 if name == project or name in self._queued:
                     continue
-                if len(self._queue) >= MAX_QUEUED:
+                if self._pool.submit(functools.partial(self._prefetch, name, like)):
+                    self._queued.add(name)
+                else:
                     self._total.inc("page", "dropped")
-                    continue
-                self._queue.append((name, like))
-                self._queued.add(name)
-            while self._threads < self._jobs and self._threads < self._busy + len(self._queue):
-                self._threads += 1
-                start += 1
-        for _ in range(start):
-            threading.Thread(target=self._work, name="proxpi-prefetch", daemon=True).start()
 
-    def _work(self) -> None:
-        while True:
+    def _prefetch(self, name: NormalizedName, like: Optional[Tags]) -> None:
+        try:
+            page = self._page(name)
+            if page is not None and self._metadata is not None:
+                self._wheel_metadata(name, page, like)
+        finally:
             with self._lock:
-                if not self._queue:
-                    self._threads -= 1
-                    self._idle.notify_all()
-                    return
-                name, like = self._queue.popleft()
-                self._busy += 1
-            try:
-                page = self._page(name)
-                if page is not None and self._metadata is not None:
-                    self._wheel_metadata(name, page, like)
-            finally:
-                with self._lock:
-                    self._busy -= 1
-                    self._queued.discard(name)
+                self._queued.discard(name)
 
     def _page(self, name: NormalizedName):
         """The page, brought into memory (counted); None if there is none to use."""
@@ -180,14 +162,11 @@ class Prefetcher:
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until nothing is queued or being fetched (tests, shutdown)."""
-        with self._lock:
-            return self._idle.wait_for(lambda: self._threads == 0, timeout)
+        return self._pool.wait(timeout)
 
     def close(self, timeout: float) -> None:
         """Queue nothing more, drop what waits, and give the fetches under way *timeout*
         seconds to end, so that none writes to caches being closed."""
         with self._lock:
             self._closed = True
-            self._queued.difference_update(name for name, _ in self._queue)
-            self._queue.clear()
-        self.wait(timeout)
+        self._pool.close(timeout)
