@@ -12,7 +12,7 @@ from ..core.home import render_home
 from ..core.settings import Settings
 from ..files.bodies import FileBody
 from ..files.layout import Target
-from ..index.catalog import LOCAL_ORIGIN
+from ..index.catalog import LOCAL_ORIGIN, PageAnswer
 from ..infra.metrics import Metrics
 from ..web.upload import Uploads, load_grants
 from .proxy import Proxy, uploads_on
@@ -33,12 +33,16 @@ class Application:
         self._status = status
         # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
         self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
-        # Pages come straight from the catalog: no call in between on the fast path.
         self.project_list = proxy.indexes.rendered_list
-        self.project_page = proxy.indexes.rendered_project
         self.uploads: Optional[Uploads] = None
         if uploads_on(settings) and proxy.local is not None:
             self.uploads = Uploads(proxy.local, load_grants(settings), settings.max_upload_size)
+
+    def project_page(self, project: NormalizedName, media: str, compress: bool, client: str = "") -> PageAnswer:
+        answer = self._proxy.indexes.rendered_project(project, media, compress)
+        if self._proxy.prefetch is not None:
+            self._proxy.prefetch.page_read(client, project, not answer.hit)
+        return answer
 
     def open_file(
         self,
@@ -52,7 +56,9 @@ class Application:
         entry, index = self._proxy.indexes.locate_file(project, filename)
         if index == LOCAL_ORIGIN and self._proxy.local is not None:
             return self._proxy.local.open(project, entry.filename, metadata, byte_range)
-        ahead = self._proxy.download_ahead
+        ahead, prefetch = self._proxy.download_ahead, self._proxy.prefetch
+        if prefetch is not None and metadata and not head:  # before it is served: whose pick it is
+            prefetch.metadata_read(client, project, entry.filename)
         if ahead is not None and not metadata and not head and byte_range is None:
             # Before this file's own download: the others start a round trip sooner.
             ahead.file_requested(client, project, entry.filename)

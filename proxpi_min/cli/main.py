@@ -120,7 +120,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     add("--workers", help=f"worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default {DEFAULT_WORKERS})")
     add("--max-connections", help=f"connections open at once per process; past it, the oldest idle ones close, then 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
     add("--threads", help=f"requests answered at once per process, a thread each; past it, requests wait, then 503 (PROXPI_THREADS, default {DEFAULT_THREADS})")
-    add("--prefetch", metavar=f"{{{','.join(PREFETCH_MODES)}}}", help=f"fetch the pages of a served metadata's dependencies before they are asked for; metadata: their likely wheels' metadata too (PROXPI_PREFETCH, default {PREFETCH_MODES[0]})")
+    add("--prefetch", metavar=f"{{{','.join(PREFETCH_MODES)}}}", help=f"fetch the pages of a served metadata's dependencies before they are asked for, and with metadata the metadata of the wheel the client will likely pick; pages: the pages only (PROXPI_PREFETCH, default {PREFETCH_MODES[0]})")
     add("--prefetch-jobs", help=f"prefetches at once per process (PROXPI_PREFETCH_JOBS, default {DEFAULT_PREFETCH_JOBS})")
     add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
     add = parser.add_argument_group("uploads", "see docs/private-packages.md").add_argument

@@ -49,7 +49,7 @@ LOG_FORMATS = ("text", "json")  # the first is the default
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
 DEFAULT_MAX_UPLOAD_SIZE = 1024**3  # one uploaded file, streamed to disk (README "Private packages")
-METADATA_MODES, PREFETCH_MODES = ("auto", "off"), ("pages", "metadata", "off")  # the first of each is the default
+METADATA_MODES, PREFETCH_MODES = ("auto", "off"), ("metadata", "pages", "off")  # the first of each is the default
 DEFAULT_PREFETCH_JOBS = 8
 
 # A normalised project name (PEP 503), or an fnmatch pattern over such names.

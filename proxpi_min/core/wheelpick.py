@@ -1,20 +1,35 @@
 """The wheel a client will most likely pick next from a project's files, guessed from the
-wheel it just asked about (PEP 425 tags, PEP 440 versions in their common forms); pure."""
+wheels it asked about (PEP 425 tags, PEP 440 versions in their common forms) and from
+when the versions it picked were released (PEP 700 upload times); pure.
+
+A client installing from a lock file (or a ``--exclude-newer`` resolution) picks, for
+most projects, the newest release made before the lock: each pick says the lock was made
+after its version's release and before the next one's. Where most picks agree is the
+lock's time, and the newest release before it the likely next pick.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from typing import Iterable, NamedTuple, Optional
 
 from .simple import FileEntry
 
-__all__ = ["Tags", "pick_wheel", "wheel_tags"]
+__all__ = [
+    "LockTime", "Releases", "Tags", "client_tags", "joined", "lock_time", "pick_time", "pick_wheels", "releases",
+    "wheel_tags",
+]
 
-# <name>-<version>(-<build>)?-<python>-<abi>-<platform>.whl (PEP 427)
-_WHEEL = re.compile(r"[^-]+-([^-]+)(?:-\d[^-]*)?-([^-]+)-([^-]+)-([^-]+)\.whl\Z")
 # A final release (post-releases too): no pre-release, dev or local part.
 _FINAL = re.compile(r"(\d+(?:\.\d+)*)(?:\.?post(\d+))?\Z")
 _PURE = frozenset({"none"}), frozenset({"any"})
+_PLATFORM = re.compile(r"(manylinux|musllinux|macosx)_(\d+)_(\d+)_(.+)\Z")  # PEP 600, PEP 656, macOS
+_LEGACY = re.compile(r"(manylinux1|manylinux2010|manylinux2014)_(.+)\Z")  # PEP 513, 571, 599
+_LEGACY_GLIBC = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+_SDIST_SUFFIXES = (".tar.gz", ".zip")  # PEP 625
+_SECOND = 19  # "YYYY-MM-DDTHH:MM:SS": PEP 700 times are UTC, compared as text to the second
 
 
 class Tags(NamedTuple):
@@ -29,42 +44,219 @@ class Tags(NamedTuple):
         return (self.abi, self.platform) == _PURE
 
 
+class LockTime(NamedTuple):
+    """When a client's pins were chosen: at or after *after*, and before *before* (None:
+    no end known), both PEP 700 times to the second."""
+
+    after: str
+    before: Optional[str]
+
+
+class Releases(NamedTuple):
+    """A project's final versions with a file not yanked, read once from its page."""
+
+    times: dict  # version key -> time of its first upload, or None where no file says
+    wheels: dict  # version key -> [(Tags, FileEntry)] of its wheels not yanked
+    newest_first: tuple  # the keys of *wheels*
+
+
+@functools.lru_cache(maxsize=4096)  # a page repeats a few dozen tag sets thousands of times
+def _tags(python: str, abi: str, platform: str) -> Tags:
+    return Tags(frozenset(python.split(".")), frozenset(abi.split(".")), frozenset(platform.split(".")))
+
+
+@functools.lru_cache(maxsize=4096)  # and a version, once per file of it
+def _version_key(version: str) -> Optional[tuple]:
+    """*version* as a sortable key, or None for a pre-release, a dev or local version."""
+    if version.replace(".", "").isdigit():  # the common case, without the regex
+        release, post = version.split("."), -1
+    else:
+        match = _FINAL.match(version)
+        if match is None:
+            return None
+        release, post = match.group(1).split("."), int(match.group(2) or -1)
+    key = [int(part) for part in release]
+    while len(key) > 1 and key[-1] == 0:  # 1.0 == 1.0.0 (PEP 440)
+        key.pop()
+    return tuple(key), post
+
+
+def _parse(filename: str) -> Optional[tuple]:
+    """(version key, Tags or None for an sdist) of a final version's wheel or sdist
+    named *filename* (PEP 427, PEP 625), else None."""
+    if filename.endswith(".whl"):
+        parts = filename[:-4].split("-")
+        if len(parts) not in (5, 6):  # name-version(-build)-python-abi-platform
+            return None
+        version = _version_key(parts[1])
+        return None if version is None else (version, _tags(parts[-3], parts[-2], parts[-1]))
+    for suffix in _SDIST_SUFFIXES:
+        if filename.endswith(suffix):
+            version = _version_key(filename[: -len(suffix)].rpartition("-")[2])
+            return None if version is None else (version, None)
+    return None
+
+
 def wheel_tags(filename: str) -> Optional[Tags]:
     """The tag sets of a wheel file name, or None if it is no wheel name."""
-    match = _WHEEL.match(filename)
-    if match is None:
+    if not filename.endswith(".whl"):
         return None
-    return Tags(*(frozenset(match.group(i).split(".")) for i in (2, 3, 4)))
+    parts = filename[:-4].split("-")
+    return _tags(parts[-3], parts[-2], parts[-1]) if len(parts) in (5, 6) else None
 
 
-def _final_version(filename: str) -> Optional[tuple]:
-    match = _WHEEL.match(filename)
-    version = match and _FINAL.match(match.group(1))
-    if not version:
-        return None
-    return tuple(int(part) for part in version.group(1).split(".")), int(version.group(2) or -1)
-
-
-def pick_wheel(files: Iterable[FileEntry], like: Optional[Tags]) -> Optional[FileEntry]:
-    """Of the newest final, non-yanked version that has a wheel a client like *like*
-    (the tags of a wheel it asked about) can install, that wheel: one sharing its
-    interpreter, ABI and platform tags, else a pure ``py3`` one. None if there is none."""
-    best: Optional[tuple] = None
+def releases(files: Iterable[FileEntry]) -> Releases:
+    """The final versions of *files*, in one pass."""
+    first: dict = {}
+    wheels: dict = {}
+    listed: set = set()
     for entry in files:
-        if entry.yanked is not None:
+        parsed = _parse(entry.filename)
+        if parsed is None:
             continue
-        tags = wheel_tags(entry.filename)
-        version = _final_version(entry.filename)
-        if tags is None or version is None:
-            continue
-        if like is not None and not like.pure and tags.abi & like.abi and tags.platform & like.platform \
-                and tags.python & like.python:
-            fit = 2
-        elif tags.pure and "py3" in tags.python:
-            fit = 1
-        else:
-            continue
-        key = (version, fit)
+        version, tags = parsed
+        if entry.yanked is None:
+            listed.add(version)
+            if tags is not None:
+                wheels.setdefault(version, []).append((tags, entry))
+        if entry.upload_time:
+            time = entry.upload_time[:_SECOND]
+            if version not in first or time < first[version]:
+                first[version] = time
+    times = {version: first.get(version) for version in listed}
+    return Releases(times, wheels, tuple(sorted(wheels, reverse=True)))
+
+
+def pick_time(released: Releases, filename: str) -> Optional[LockTime]:
+    """What a client picking *filename* says of when its pins were chosen: after that
+    version's release, before the next final one's (*released*: its project's). None
+    where the page gives no upload times, or the pick is no final version."""
+    parsed = _parse(filename)
+    after = released.times.get(parsed[0]) if parsed is not None else None
+    if after is None:
+        return None
+    later = [time for key, time in released.times.items() if key > parsed[0] and time is not None]
+    return LockTime(after, min(later) if later else None)
+
+
+def lock_time(picks: Iterable[LockTime]) -> Optional[LockTime]:
+    """The span most *picks* agree on (the latest such, on a tie); None without picks. A
+    pin held back or moved ahead of the rest disagrees, and is outvoted."""
+    picks = list(picks)
+    best: Optional[tuple] = None
+    for candidate in picks:
+        time = candidate.after
+        agreeing = [pick for pick in picks if pick.after <= time and (pick.before is None or time < pick.before)]
+        key = (len(agreeing), time)
         if best is None or key > best[0]:
-            best = (key, entry)
+            ends = [pick.before for pick in agreeing if pick.before is not None]
+            best = (key, LockTime(time, min(ends) if ends else None))
     return None if best is None else best[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _platform(tag: str) -> tuple:
+    """(family and architecture, version) of a platform tag: pip takes the wheel needing
+    the newest glibc, musl or macOS the machine has (PEP 600, PEP 656)."""
+    match = _PLATFORM.match(tag)
+    if match is not None:
+        return (match.group(1), match.group(4)), (int(match.group(2)), int(match.group(3)))
+    match = _LEGACY.match(tag)
+    if match is not None:
+        return ("manylinux", match.group(2)), _LEGACY_GLIBC[match.group(1)]
+    return (tag, None), ()
+
+
+@functools.lru_cache(maxsize=1024)
+def _cpython(tags: frozenset) -> tuple:
+    """The CPython 3 minor versions among interpreter tags (``cp311`` -> 11)."""
+    return tuple(int(tag[3:]) for tag in tags if tag.startswith("cp3") and tag[3:].isdigit())
+
+
+def _fit(tags: Tags, like: Optional[Tags], newest: dict) -> Optional[tuple]:
+    """How well a wheel of *tags* suits a client like *like* (higher is better): its
+    interpreter and platform, else a pure ``py3`` wheel; None if it does not suit.
+    *newest*: the newest version of each platform family in *like* (its glibc, say)."""
+    if like is not None and not like.pure:
+        if tags.python & like.python and tags.abi & like.abi:
+            interpreter = 2
+        elif "abi3" in tags.abi and any(minor <= max(_cpython(like.python), default=0) for minor in _cpython(tags.python)):
+            interpreter = 1  # the stable ABI of an older CPython 3 (PEP 384), after an exact match
+        else:
+            interpreter = 0
+        if interpreter:
+            versions = [(version <= newest[family], version) for family, version in map(_platform, tags.platform)
+                        if family in newest]
+            if versions:
+                return 2, interpreter, max(versions)
+    if tags.pure and "py3" in tags.python:
+        return (1,)
+    return None
+
+
+def pick_wheels(released: Releases, like: Optional[Tags], lock: Optional[LockTime] = None) -> tuple:
+    """The wheels a client like *like* (the tags of the wheels it asked about) will
+    likely pick from a project's *released* versions: its interpreter's (else the stable
+    ABI's) for its platform, the newest platform version it has first, else a pure
+    ``py3`` one, of the newest version that has one. With *lock* (and upload times),
+    of the newest released before its end and, if another, of the newest released by
+    its start (the two ends of the span the lock was made in). () if there is none."""
+    newest: dict = {}  # platform family -> the newest version *like* has of it
+    for family, version in map(_platform, like.platform if like is not None else ()):
+        newest[family] = max(version, newest.get(family, version))
+    if lock is not None and all(time is None for time in released.times.values()):
+        lock = None  # no upload times (HTML pages): the newest
+    bounds = [None] if lock is None else [
+        lambda time: lock.before is None or time < lock.before, lambda time: time <= lock.after]
+    picked: list = []
+    for bound in bounds:
+        for version in released.newest_first:
+            time = released.times.get(version)
+            if bound is not None and (time is None or not bound(time)):
+                continue
+            fits = [(fit, entry) for fit, entry in
+                    ((_fit(tags, like, newest), entry) for tags, entry in released.wheels[version]) if fit is not None]
+            if fits:
+                entry = max(fits, key=lambda fit_entry: fit_entry[0])[1]
+                if entry not in picked:
+                    picked.append(entry)
+                break
+    return tuple(picked)
+
+
+def joined(tags: Optional[Tags], more: Tags) -> Tags:
+    """The tags of a client that asked for wheels of *tags* and of *more*."""
+    if tags is None:
+        return more
+    return Tags(tags.python | more.python, tags.abi | more.abi, tags.platform | more.platform)
+
+
+def client_tags(user_agent: str) -> Optional[Tags]:
+    """The interpreter and platform of a pip or uv client, from the JSON its User-Agent
+    carries after the installer's name (PyPI's download statistics read the same); None
+    where it says too little."""
+    _, _, data = user_agent.partition(" ")
+    try:
+        about = json.loads(data)
+        implementation, version = about["implementation"]["name"], about["implementation"]["version"]
+        system, cpu = about["system"]["name"], about["cpu"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    major, _, minor = str(version).partition(".")
+    if implementation != "CPython" or major != "3" or not minor.split(".")[0].isdigit():
+        return None
+    interpreter = frozenset({f"cp3{minor.split('.')[0]}"})
+    libc = (about.get("distro") or {}).get("libc") or {}
+    if system == "Linux" and libc.get("lib") in ("glibc", "musl"):
+        family = "manylinux" if libc["lib"] == "glibc" else "musllinux"
+        glibc = str(libc.get("version", "")).split(".")
+        if len(glibc) < 2 or not (glibc[0].isdigit() and glibc[1].isdigit()):
+            return None
+        platform = f"{family}_{glibc[0]}_{glibc[1]}_{cpu}"
+    elif system == "Darwin":
+        platform = f"macosx_11_0_{cpu}"  # the family and architecture are what count
+    elif system == "Windows" and cpu in ("AMD64", "x86_64"):
+        platform = "win_amd64"
+    else:
+        return None
+    return Tags(interpreter, interpreter, frozenset({platform}))

@@ -114,8 +114,6 @@ class Catalog:
         self._local_merge = local_merge
         self._local_policy = local_policy if local_policy is not None else Policy([LOCAL_ORIGIN])
         self._metadata = metadata
-        # Told of each project page a client asks for (index.prefetch counts its hits).
-        self.page_requested: Optional[Callable[[NormalizedName], None]] = None
         self._background = background
         self.metrics = metrics or Metrics()
         # No policy is a policy that hides nothing: one way through for every page.
@@ -147,8 +145,6 @@ class Catalog:
         :raises Forbidden: the deny or allow list refuses it.
         :raises UpstreamError: an index failed and had no copy to serve instead.
         """
-        if self.page_requested is not None:
-            self.page_requested(name)
         asked, lookups, local = self._ask(name)
         hit = self._count(lookups, asked)
         view = self._view(name, asked, lookups, local)

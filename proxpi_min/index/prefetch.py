@@ -5,6 +5,13 @@ optionally the metadata of the wheel the client will then pick.
 One level per metadata served (the client's next metadata drives the next), on a pool
 of *jobs* threads; a page is fetched through the catalog as a client's request would
 be, so guard rails apply and a client asking meanwhile joins the one fetch.
+
+The wheel a client will pick is guessed per client (its address and User-Agent): tags
+like the last platform wheel it asked about, and a version released when the versions
+it picked so far say its pins were chosen (:mod:`..core.wheelpick`). Once a client has
+picked, a page it asks for that was not in memory has the guessed metadata fetched
+at once too: pip reads a page before asking for one of its metadata files, and that
+read is time the fetch needs no more.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from ..core.errors import Forbidden, NotFound, ProxpiError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..core.wheelmeta import BrokenWheel, requirements
-from ..core.wheelpick import Tags, pick_wheel, wheel_tags
+from ..core.wheelpick import LockTime, Releases, Tags, client_tags, joined, lock_time, pick_time, pick_wheels, releases, wheel_tags
 from ..infra.metrics import Metrics
 from ..infra.pool import WorkerPool
 from .catalog import LOCAL_ORIGIN, Catalog
@@ -30,6 +37,20 @@ logger = logging.getLogger(__name__)
 
 MAX_QUEUED = 1000  # pages waiting for a thread; past this, prefetches are dropped
 MAX_REMEMBERED = 10_000  # prefetched pages and metadata remembered until a client asks
+MAX_CLIENTS = 256  # clients whose picks are remembered (the oldest dropped first)
+MAX_PICKS = 64  # a client's latest picks that say when its pins were chosen
+MAX_RELEASES = 256  # pages whose release times are kept (one pass over a page's files)
+
+
+class _Client:
+    """What one client's picks say of its next: its platform, when its pins were chosen."""
+
+    __slots__ = ("like", "picks", "pending")
+
+    def __init__(self, like: Optional[Tags]) -> None:
+        self.like = like  # its User-Agent's platform, and the tags of the platform wheels it asked about
+        self.picks: "collections.deque[LockTime]" = collections.deque(maxlen=MAX_PICKS)
+        self.pending: collections.deque = collections.deque(maxlen=MAX_PICKS)  # (project, wheel) not read yet
 
 
 class MetadataSource(Protocol):
@@ -42,7 +63,7 @@ class MetadataSource(Protocol):
 class Prefetcher:
     """Fetches the pages a served metadata's ``Requires-Dist`` names, *jobs* at once;
     with a *metadata* source, also the metadata of the wheel each page's client will
-    likely pick (tags like the wheel whose metadata was served)."""
+    likely pick, and of a page a client asked for that was not in memory."""
 
     def __init__(
         self, catalog: Catalog, jobs: int, metrics: Metrics, metadata: Optional[MetadataSource] = None
@@ -53,14 +74,89 @@ class Prefetcher:
         self._pool = WorkerPool(jobs, MAX_QUEUED, "proxpi-prefetch")
         self._queued: set = set()  # names queued or being fetched
         self._closed = False  # shutting down: nothing more is queued
-        self._like: Optional[Tags] = None  # the last platform wheel a client asked about
+        self._clients: "collections.OrderedDict[str, _Client]" = collections.OrderedDict()
+        self._readers: "collections.OrderedDict[tuple, str]" = collections.OrderedDict()  # (project, wheel) -> client
+        self._releases: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()  # project -> (files, times)
         self._fetching: set = set()  # (project, wheel) whose metadata we are storing
         self._fetched: "collections.OrderedDict[tuple, None]" = collections.OrderedDict()  # (kind, ...)
         self._total = metrics.prefetched
         self._used = metrics.prefetch_used
         for kind in ("page", "metadata") if metadata is not None else ("page",):
             self._used.inc(kind, amount=0)
-        catalog.page_requested = self.page_requested
+
+    def metadata_read(self, client: str, project: NormalizedName, filename: str) -> None:
+        """*client* asks for the metadata of *filename*: its pick, which says what it
+        will pick next (read by the next job that guesses for it: the page may have to
+        be fetched, which a client's request must not wait for)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._readers.pop((project, filename), None)
+            self._readers[(project, filename)] = client
+            while len(self._readers) > MAX_REMEMBERED:
+                self._readers.popitem(last=False)
+            self._client(client).pending.append((project, filename))
+
+    def _released(self, project: NormalizedName, files: tuple) -> Releases:
+        """:func:`releases` of *files*, project *project*'s, worked out once per page."""
+        with self._lock:
+            kept = self._releases.get(project)
+        if kept is not None and kept[0] is files:
+            return kept[1]
+        released = releases(files)
+        with self._lock:
+            self._releases.pop(project, None)
+            self._releases[project] = (files, released)
+            while len(self._releases) > MAX_RELEASES:
+                self._releases.popitem(last=False)
+        return released
+
+    def _client(self, client: str) -> _Client:
+        """*client*'s record, made the newest (the caller holds the lock)."""
+        known = self._clients.pop(client, None) or _Client(client_tags(client.partition(" ")[2]))
+        self._clients[client] = known
+        while len(self._clients) > MAX_CLIENTS:
+            self._clients.popitem(last=False)
+        return known
+
+    def _guess(self, client: Optional[str]) -> tuple:
+        """(tags, lock time) *client*'s next pick will likely have, each None if unknown,
+        once its picks not read yet are (in a job of the pool)."""
+        if client is None:
+            return None, None
+        with self._lock:
+            known = self._client(client)
+            pending = list(known.pending)
+            known.pending.clear()
+        for project, filename in pending:
+            try:
+                page = self._catalog.bring_in(project)[1]
+            except ProxpiError:
+                continue
+            picked = pick_time(self._released(project, page.files), filename)
+            tags = wheel_tags(filename)
+            with self._lock:
+                if picked is not None:
+                    known.picks.append(picked)
+                if tags is not None and not tags.pure:
+                    known.like = joined(known.like, tags)
+        with self._lock:
+            return known.like, lock_time(known.picks)
+
+    def page_read(self, client: str, project: NormalizedName, fetched: bool) -> None:
+        """*client* got project *project*'s page, *fetched* from upstream for it or not.
+        Counts a page prefetched for it; once it has picked before, fetches the metadata
+        it will likely ask for next, of a page new to memory or prefetched (its guess
+        then made before the client's picks said as much)."""
+        prefetched = self._count_used(("page", project))
+        if self._metadata is None or not (fetched or prefetched):
+            return
+        with self._lock:
+            known = self._clients.get(client)
+            if self._closed or project in self._queued or known is None or not (known.picks or known.pending):
+                return
+            if self._pool.submit(functools.partial(self._prefetch, project, client, asked=True)):
+                self._queued.add(project)
 
     def metadata_served(self, project: NormalizedName, filename: str, metadata: bytes) -> None:
         """A client got the metadata of wheel *filename*: queue the pages of the
@@ -68,35 +164,51 @@ class Prefetcher:
         with self._lock:
             if self._closed or (project, filename) in self._fetching:
                 return  # shutting down, or our own prefetch being stored (the client drives the next level)
+            client = self._readers.pop((project, filename), None)
         self._count_used(("metadata", project, filename))
         try:
             names = requirements(metadata)
         except (ValueError, UnicodeError):
             return
-        like = wheel_tags(filename)
         with self._lock:
-            if like is not None and not like.pure:
-                self._like = like
-            like = self._like if like is None or like.pure else like
             for name in names:
                 if name == project or name in self._queued:
                     continue
-                if self._pool.submit(functools.partial(self._prefetch, name, like)):
+                if self._pool.submit(functools.partial(self._prefetch, name, client)):
                     self._queued.add(name)
                 else:
                     self._total.inc("page", "dropped")
 
-    def _prefetch(self, name: NormalizedName, like: Optional[Tags]) -> None:
+    def _prefetch(self, name: NormalizedName, client: Optional[str], asked: bool = False) -> None:
+        """Bring in project *name*'s page (*asked*: *client* has just had it), then with
+        a metadata source, the metadata of the wheels *client* will likely pick."""
         try:
-            page = self._page(name)
-            if page is not None and self._metadata is not None:
-                self._wheel_metadata(name, page, like)
+            fetched, page = (True, self._in_memory(name)) if asked else self._page(name)
+            # A page that was in memory had clients before: their metadata is stored.
+            if page is None or not fetched or self._metadata is None:
+                return
+            like, lock = self._guess(client)
+            if asked and lock is None:
+                return  # its own page: guessed only once its picks say when it was pinned
+            guesses = pick_wheels(self._released(name, page.files), like, lock)
+            for entry in guesses[1:]:  # at once, not after the first
+                self._pool.submit(functools.partial(self._wheel_metadata, name, entry))
+            for entry in guesses[:1]:
+                self._wheel_metadata(name, entry)
         finally:
             with self._lock:
                 self._queued.discard(name)
 
-    def _page(self, name: NormalizedName):
-        """The page, brought into memory (counted); None if there is none to use."""
+    def _in_memory(self, name: NormalizedName):
+        """The page a client just got (in memory: nothing to count), or None."""
+        try:
+            return self._catalog.bring_in(name)[1]
+        except ProxpiError:
+            return None
+
+    def _page(self, name: NormalizedName) -> tuple:
+        """(whether it was fetched, the page) brought into memory (counted); the page is
+        None if there is none to use."""
         outcome, page = "error", None
         try:
             fetched, page = self._catalog.bring_in(name)
@@ -112,12 +224,9 @@ class Prefetcher:
         self._total.inc("page", outcome)
         if outcome == "fetched":
             self._remember(("page", name))
-        return page
+        return outcome == "fetched", page
 
-    def _wheel_metadata(self, name: NormalizedName, page, like: Optional[Tags]) -> None:
-        entry = pick_wheel(page.files, like)
-        if entry is None:
-            return
+    def _wheel_metadata(self, name: NormalizedName, entry: FileEntry) -> None:
         key = (name, entry.filename)
         with self._lock:
             self._fetching.add(key)
@@ -149,16 +258,15 @@ class Prefetcher:
             while len(self._fetched) > MAX_REMEMBERED:
                 self._fetched.popitem(last=False)
 
-    def _count_used(self, key: tuple) -> None:
-        if key in self._fetched:
-            with self._lock:
-                used = self._fetched.pop(key, False) is None
-            if used:
-                self._used.inc(key[0])
-
-    def page_requested(self, name: NormalizedName) -> None:
-        """A client asked for project *name*'s page: count it if we prefetched it."""
-        self._count_used(("page", name))
+    def _count_used(self, key: tuple) -> bool:
+        """Count a prefetched page or metadata a client asked for; True if it was one."""
+        if key not in self._fetched:
+            return False
+        with self._lock:
+            used = self._fetched.pop(key, False) is None
+        if used:
+            self._used.inc(key[0])
+        return used
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until nothing is queued or being fetched (tests, shutdown)."""

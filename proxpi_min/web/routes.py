@@ -74,8 +74,8 @@ class App(Protocol):
     def project_list(self, media: str, compress: bool) -> PageAnswer:
         """The root page in *media*, gzipped if *compress*."""
 
-    def project_page(self, project: NormalizedName, media: str, compress: bool) -> PageAnswer:
-        """A project's page in *media*, gzipped if *compress*."""
+    def project_page(self, project: NormalizedName, media: str, compress: bool, client: str = "") -> PageAnswer:
+        """A project's page in *media*, gzipped if *compress*; *client* as in :meth:`open_file`."""
 
     def open_file(
         self,
@@ -209,10 +209,14 @@ class ProxyHandler(Http1Handler):
             return self._redirect(f"/index/{project}/{suffix}")
         if segments[1] == "" and len(segments) == 2:
             media = self._media(query)
-            return self._page(app, media, app.project_page(project, media, self._gzip()))
+            return self._page(app, media, app.project_page(project, media, self._gzip(), self._client()))
         if len(segments) == 2:
             return self._file(app, project, check_filename(segments[1]))
         raise NotFound(f"no such page: {self._escaped_path()}")
+
+    def _client(self) -> str:
+        """One client told from another: its address and User-Agent."""
+        return f"{self.client_address[0]} {self.headers.get('user-agent', '')}"
 
     def _media(self, query: dict) -> str:
         return choose_media_type(self.headers.get("accept"), query.get("format"))
@@ -237,8 +241,7 @@ class ProxyHandler(Http1Handler):
         try:
             byte_range = parse_range(self.headers.get("range"))
             distribution = filename[: -len(_METADATA_SUFFIX)] if metadata else filename
-            client = f"{self.client_address[0]} {self.headers.get('user-agent', '')}"
-            body = app.open_file(project, distribution, metadata, head, byte_range, client)
+            body = app.open_file(project, distribution, metadata, head, byte_range, self._client())
         except RangeNotSatisfiable as exc:
             return self._send(
                 416,

@@ -10,7 +10,11 @@ import time
 import pytest
 
 from tests.support.dists import make_wheel
+from tests.support.markers import needs_pip_json_metadata
 from tests.support.prometheus import parse, sample
+from tests.support.proxy import run_pip
+
+PIP = {"User-Agent": "pip/26.0 test"}
 
 
 @pytest.fixture
@@ -32,7 +36,7 @@ def _pages(upstream) -> list:
 
 
 def test_dependency_pages_fetched_before_the_client_asks(proxy, index):
-    p = proxy(index)
+    p = proxy(index, prefetch="pages")
     assert p.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
     assert p.server.prefetch.wait(10)
     assert _pages(index) == ["/simple/beta/", "/simple/alpha/"]  # gamma: only with an extra
@@ -141,3 +145,80 @@ def test_a_closed_prefetcher_queues_nothing(proxy, index):
     assert p.server.prefetch.wait(5)
     assert _pages(index) == ["/simple/beta/"]
     assert sample(_metrics(p), "proxpi_prefetch_total", kind="page", outcome="fetched") == 0
+
+
+@pytest.fixture
+def dated(upstream_factory):
+    """JSON pages with upload times: app 1.0 (mid-2024, needs lib) and 2.0 (2025); lib
+    1.0 (2023), 1.5 (March 2024) and 2.0 (2025); tool 1.0 and 2.0; no metadata upstream.
+    A client pinned to app 1.0 locked in the second half of 2024: its lib is 1.5."""
+    upstream = upstream_factory("json", None)
+    upstream.app = make_wheel("app", "1.0", requires=["lib"])
+    upstream.lib_15 = make_wheel("lib", "1.5")
+    upstream.lib_2 = make_wheel("lib", "2.0")
+    upstream.tool_2 = make_wheel("tool", "2.0")
+    for dist, time in (
+        (upstream.app, "2024-06-01T10:00:00.000001Z"),
+        (make_wheel("app", "2.0", requires=["lib"]), "2025-01-01T10:00:00Z"),
+        (make_wheel("lib", "1.0"), "2023-01-01T10:00:00Z"),
+        (upstream.lib_15, "2024-03-01T10:00:00Z"),
+        (upstream.lib_2, "2025-03-01T10:00:00Z"),
+        (make_wheel("tool", "1.0"), "2024-05-01T10:00:00Z"),
+        (upstream.tool_2, "2025-02-01T10:00:00Z"),
+    ):
+        upstream.add(dist, metadata=False, upload_time=time)
+    return upstream
+
+
+def _ranged(upstream) -> list:
+    return [r.path.rpartition("/")[2] for r in upstream.requests if "range" in r.headers]
+
+
+def test_a_dependency_metadata_guessed_from_when_the_client_pinned(proxy, dated):
+    p = proxy(dated, prefetch="metadata")
+    assert p.get(f"/index/app/{dated.app.filename}.metadata", PIP).status == 200
+    assert p.server.prefetch.wait(10)
+    # app 1.0 came out in June 2024 and 2.0 in 2025: lib 1.5, not the newest.
+    assert _ranged(dated) == [dated.app.filename, dated.lib_15.filename]
+    assert p.get("/index/lib/", PIP).status == 200
+    assert p.get(f"/index/lib/{dated.lib_15.filename}.metadata", PIP).body == dated.lib_15.metadata
+    assert _ranged(dated) == [dated.app.filename, dated.lib_15.filename]  # nothing more asked
+    samples = _metrics(p)
+    assert sample(samples, "proxpi_prefetch_used_total", kind="metadata") == 1
+    assert sample(samples, "proxpi_prefetch_total", kind="metadata", outcome="fetched") == 1
+
+
+def test_a_page_the_client_asks_has_its_guessed_metadata_fetched_at_once(proxy, dated):
+    p = proxy(dated, prefetch="metadata")
+    # Before any pick, a page is only a page: nothing says which version comes next.
+    assert p.get("/index/tool/", PIP).status == 200
+    assert p.server.prefetch.wait(10)
+    assert _ranged(dated) == []
+    # Once the client picked app 1.0, a page it asks is followed by the metadata of the
+    # wheel it will likely pick: tool 1.0 is the newest tool of its lock's time.
+    assert p.get(f"/index/app/{dated.app.filename}.metadata", PIP).status == 200
+    p.server.prefetch.wait(10)
+    assert p.get("/index/lib/", PIP).status == 200  # prefetched already: its guess stands
+    tool_1 = "tool-1.0-py3-none-any.whl"
+    p.server.indexes.invalidate_project("tool")
+    assert p.get("/index/tool/", PIP).status == 200
+    assert p.server.prefetch.wait(10)
+    assert _ranged(dated)[-1] == tool_1 and dated.tool_2.filename not in _ranged(dated)
+    # Another client has picked nothing: its pages are only pages.
+    p.server.indexes.invalidate_project("tool")
+    assert p.get("/index/tool/", {"User-Agent": "uv/0.9 test"}).status == 200
+    assert p.server.prefetch.wait(10)
+    assert _ranged(dated).count(tool_1) == 1 and dated.tool_2.filename not in _ranged(dated)
+
+
+@needs_pip_json_metadata
+def test_pip_reads_the_guessed_metadata_without_another_upstream_read(proxy, dated, tmp_path):
+    p = proxy(dated, prefetch="metadata")
+    result = run_pip(["download", "--no-deps", "--dest", str(tmp_path), "app==1.0", "tool==1.0"], p.index_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert p.server.prefetch.wait(10)
+    tool_1 = "tool-1.0-py3-none-any.whl"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([dated.app.filename, tool_1])
+    # app's metadata said "pinned mid-2024": tool 1.0's metadata was read once, by the
+    # proxy's guess or by pip joining it; lib 1.5's for app's dependency; nothing else.
+    assert sorted(_ranged(dated)) == sorted([dated.app.filename, dated.lib_15.filename, tool_1])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxpi_min.core.simple import FileEntry
-from proxpi_min.core.wheelpick import pick_wheel, wheel_tags
+from proxpi_min.core.wheelpick import LockTime, Tags, client_tags, joined, lock_time, pick_time, pick_wheels, releases, wheel_tags
 
 LINUX = wheel_tags("numpy-2.1.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
 
@@ -25,8 +25,8 @@ def test_newest_final_version_with_a_fitting_wheel():
         "lib-3.0rc1-py3-none-any.whl", "lib-2.1.dev0-py3-none-any.whl", "lib-2.0.post1-py3-none-any.whl",
         "lib-9.0-py3-none-any.whl", yanked=("lib-9.0-py3-none-any.whl",),
     )
-    assert pick_wheel(files, LINUX).filename == "lib-2.0.post1-py3-none-any.whl"
-    assert pick_wheel(_files("lib-1.0.tar.gz"), LINUX) is None
+    assert pick_wheels(releases(files), LINUX)[0].filename == "lib-2.0.post1-py3-none-any.whl"
+    assert pick_wheels(releases(_files("lib-1.0.tar.gz")), LINUX) == ()
 
 
 def test_platform_wheel_like_the_last_one_else_pure():
@@ -35,6 +35,107 @@ def test_platform_wheel_like_the_last_one_else_pure():
         "fast-2.0-cp311-cp311-win_amd64.whl", "fast-2.0-cp312-cp312-manylinux_2_17_x86_64.whl",
         "fast-2.0-py3-none-any.whl", "fast-1.0-cp311-cp311-manylinux2014_x86_64.whl",
     )
-    assert pick_wheel(files, LINUX).filename.startswith("fast-2.0-cp311-cp311-manylinux")
-    assert pick_wheel(files, None).filename == "fast-2.0-py3-none-any.whl"
-    assert pick_wheel(files[:3], wheel_tags("x-1.0-py3-none-any.whl")) is None
+    assert pick_wheels(releases(files), LINUX)[0].filename.startswith("fast-2.0-cp311-cp311-manylinux")
+    assert pick_wheels(releases(files), None)[0].filename == "fast-2.0-py3-none-any.whl"
+    assert pick_wheels(releases(files[:3]), wheel_tags("x-1.0-py3-none-any.whl")) == ()
+
+
+def _released(*pairs, yanked=()):
+    """FileEntry per (file name, PEP 700 upload time)."""
+    return [
+        FileEntry(name, "https://x/" + name, upload_time=time, yanked="" if name in yanked else None)
+        for name, time in pairs
+    ]
+
+
+# lib's releases: 1.0 in 2023, 1.1 (sdist first) in March 2024, 2.0 in September 2024,
+# 2.1 yanked in October, 3.0 in 2025, a pre-release between.
+LIB = _released(
+    ("lib-1.0-py3-none-any.whl", "2023-01-10T10:00:00.000001Z"),
+    ("lib-1.1.tar.gz", "2024-03-01T09:00:00Z"),
+    ("lib-1.1-py3-none-any.whl", "2024-03-02T09:00:00.5Z"),
+    ("lib-2.0-py3-none-any.whl", "2024-09-01T12:00:00Z"),
+    ("lib-2.1-py3-none-any.whl", "2024-10-01T12:00:00Z"),
+    ("lib-3.0rc1-py3-none-any.whl", "2024-12-01T12:00:00Z"),
+    ("lib-3.0-py3-none-any.whl", "2025-02-01T12:00:00Z"),
+    yanked=("lib-2.1-py3-none-any.whl",),
+)
+
+
+def test_a_pick_says_the_lock_came_after_its_release_and_before_the_next():
+    assert pick_time(releases(LIB), "lib-1.1-py3-none-any.whl") == LockTime("2024-03-01T09:00:00", "2024-09-01T12:00:00")
+    # The yanked 2.1 and the pre-release do not count as a next release; the newest has none.
+    assert pick_time(releases(LIB), "lib-2.0-py3-none-any.whl") == LockTime("2024-09-01T12:00:00", "2025-02-01T12:00:00")
+    assert pick_time(releases(LIB), "lib-3.0-py3-none-any.whl") == LockTime("2025-02-01T12:00:00", None)
+    assert pick_time(releases(LIB), "lib-3.0rc1-py3-none-any.whl") is None
+    assert pick_time(releases(_files("lib-1.0-py3-none-any.whl")), "lib-1.0-py3-none-any.whl") is None  # no times (HTML)
+
+
+def test_the_lock_time_most_picks_agree_on():
+    assert lock_time([]) is None
+    picks = [
+        LockTime("2024-03-01T00:00:00", "2024-11-01T00:00:00"),
+        LockTime("2024-06-01T00:00:00", None),
+        LockTime("2024-08-01T00:00:00", "2024-10-01T00:00:00"),
+        LockTime("2020-01-01T00:00:00", "2021-01-01T00:00:00"),  # a pin held back: outvoted
+    ]
+    assert lock_time(picks) == LockTime("2024-08-01T00:00:00", "2024-10-01T00:00:00")
+    # Picks that never agree: the latest one wins the tie.
+    apart = [LockTime("2020-01-01T00:00:00", "2020-02-01T00:00:00"), LockTime("2022-01-01T00:00:00", None)]
+    assert lock_time(apart) == LockTime("2022-01-01T00:00:00", None)
+
+
+def test_the_wheels_released_at_either_end_of_the_lock_time():
+    def picked(lock):
+        return [entry.filename for entry in pick_wheels(releases(LIB), LINUX, lock)]
+
+    assert picked(None) == ["lib-3.0-py3-none-any.whl"]
+    assert picked(LockTime("2024-05-01T00:00:00", "2024-10-15T00:00:00")) == [
+        "lib-2.0-py3-none-any.whl", "lib-1.1-py3-none-any.whl",
+    ]
+    # A version counts from its first file, the sdist here: released by the lock's start.
+    assert picked(LockTime("2024-03-01T09:00:00", "2024-06-01T00:00:00")) == ["lib-1.1-py3-none-any.whl"]
+    assert picked(LockTime("2025-03-01T00:00:00", None)) == ["lib-3.0-py3-none-any.whl"]
+    assert picked(LockTime("2022-01-01T00:00:00", "2022-06-01T00:00:00")) == []  # nothing released yet
+    # A page without upload times (HTML): the newest, as without a lock time.
+    assert [e.filename for e in pick_wheels(releases(_files("lib-1.0-py3-none-any.whl", "lib-2.0-py3-none-any.whl")), LINUX,
+                                            LockTime("2024-01-01T00:00:00", None))] == ["lib-2.0-py3-none-any.whl"]
+
+
+def test_versions_compare_as_pep_440_releases():
+    files = _released(("lib-1.0.0-py3-none-any.whl", "2024-01-01T00:00:00Z"), ("lib-1.0.1-py3-none-any.whl", "2024-02-01T00:00:00Z"))
+    assert pick_time(releases(files), "lib-1.0-py3-none-any.whl") == LockTime("2024-01-01T00:00:00", "2024-02-01T00:00:00")
+
+
+def test_the_newest_platform_version_the_client_has_and_the_stable_abi():
+    files = _files(
+        "fast-2.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "fast-2.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "fast-2.0-cp311-cp311-manylinux_2_39_x86_64.whl",
+        "fast-2.0-cp311-cp311-musllinux_1_2_x86_64.whl",
+        "fast-2.0-cp311-cp311-manylinux_2_28_aarch64.whl",
+        "fast-2.0-py3-none-any.whl",
+    )
+    glibc_2_36 = Tags(frozenset({"cp311"}), frozenset({"cp311"}), frozenset({"manylinux_2_36_x86_64"}))
+    assert pick_wheels(releases(files), glibc_2_36)[0].filename == "fast-2.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+    # Known only from an older wheel it took: still the newest of what it has.
+    assert pick_wheels(releases(files), LINUX)[0].filename.startswith("fast-2.0-cp311-cp311-manylinux_2_17")
+    abi3 = _files("ext-1.0-cp38-abi3-manylinux_2_17_x86_64.whl", "ext-1.0-cp312-abi3-manylinux_2_17_x86_64.whl",
+                  "ext-1.0.tar.gz")
+    assert pick_wheels(releases(abi3), LINUX)[0].filename == "ext-1.0-cp38-abi3-manylinux_2_17_x86_64.whl"  # not cp312's
+
+
+def test_tags_joined_and_from_the_user_agent():
+    both = joined(LINUX, wheel_tags("x-1.0-cp311-cp311-manylinux_2_28_x86_64.whl"))
+    assert both.platform == LINUX.platform | {"manylinux_2_28_x86_64"} and joined(None, LINUX) == LINUX
+    pip = (
+        'pip/26.3 {"ci":null,"cpu":"x86_64","distro":{"id":"bookworm","libc":{"lib":"glibc","version":"2.36"},'
+        '"name":"Debian GNU/Linux","version":"12"},"implementation":{"name":"CPython","version":"3.11.2"},'
+        '"installer":{"name":"pip","version":"26.3"},"python":"3.11.2","system":{"name":"Linux","release":"6.1"}}'
+    )
+    assert client_tags(pip) == Tags(frozenset({"cp311"}), frozenset({"cp311"}), frozenset({"manylinux_2_36_x86_64"}))
+    musl = pip.replace('"glibc","version":"2.36"', '"musl","version":"1.2.4"')
+    assert client_tags(musl).platform == {"musllinux_1_2_x86_64"}
+    for told_too_little in ("curl/8.5.0", "pip/26.3 {not json", 'pip/26.3 {"cpu":"x86_64"}',
+                            pip.replace("CPython", "PyPy"), pip.replace('"Linux"', '"Plan9"')):
+        assert client_tags(told_too_little) is None
