@@ -39,9 +39,14 @@ class Application:
             self.uploads = Uploads(proxy.local, load_grants(settings), settings.max_upload_size)
 
     def project_page(self, project: NormalizedName, media: str, compress: bool, client: str = "") -> PageAnswer:
-        answer = self._proxy.indexes.rendered_project(project, media, compress)
-        if self._proxy.prefetch is not None:
-            self._proxy.prefetch.page_read(client, project, not answer.hit)
+        prefetch = self._proxy.prefetch
+        if prefetch is None:
+            return self._proxy.indexes.rendered_project(project, media, compress)
+        asked, answer = prefetch.page_asked(client), None
+        try:
+            answer = self._proxy.indexes.rendered_project(project, media, compress)
+        finally:
+            prefetch.page_read(client, project, answer is not None and not answer.hit, asked)
         return answer
 
     def open_file(

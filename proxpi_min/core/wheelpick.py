@@ -22,8 +22,8 @@ __all__ = [
     "wheel_tags",
 ]
 
-# A final release (post-releases too): no pre-release, dev or local part.
-_FINAL = re.compile(r"(\d+(?:\.\d+)*)(?:\.?post(\d+))?\Z")
+# A final release (epochs and post-releases too): no pre-release, dev or local part.
+_FINAL = re.compile(r"(?:([0-9]+)!)?([0-9]+(?:\.[0-9]+)*)(?:\.?post([0-9]+))?\Z")
 _PURE = frozenset({"none"}), frozenset({"any"})
 _PLATFORM = re.compile(r"(manylinux|musllinux|macosx)_(\d+)_(\d+)_(.+)\Z")  # PEP 600, PEP 656, macOS
 _LEGACY = re.compile(r"(manylinux1|manylinux2010|manylinux2014)_(.+)\Z")  # PEP 513, 571, 599
@@ -56,7 +56,7 @@ class Releases(NamedTuple):
     """A project's final versions with a file not yanked, read once from its page."""
 
     times: dict  # version key -> time of its first upload, or None where no file says
-    wheels: dict  # version key -> [(Tags, FileEntry)] of its wheels not yanked
+    wheels: dict  # version key -> [(Tags, build number, FileEntry)] of its wheels not yanked
     newest_first: tuple  # the keys of *wheels*
 
 
@@ -67,33 +67,32 @@ def _tags(python: str, abi: str, platform: str) -> Tags:
 
 @functools.lru_cache(maxsize=4096)  # and a version, once per file of it
 def _version_key(version: str) -> Optional[tuple]:
-    """*version* as a sortable key, or None for a pre-release, a dev or local version."""
-    if version.replace(".", "").isdigit():  # the common case, without the regex
-        release, post = version.split("."), -1
-    else:
-        match = _FINAL.match(version)
-        if match is None:
-            return None
-        release, post = match.group(1).split("."), int(match.group(2) or -1)
-    key = [int(part) for part in release]
-    while len(key) > 1 and key[-1] == 0:  # 1.0 == 1.0.0 (PEP 440)
-        key.pop()
-    return tuple(key), post
+    """*version* as a sortable key (PEP 440: epoch, release, post-release), or None for
+    a pre-release, a dev or local version, or no version at all."""
+    match = _FINAL.match(version)
+    if match is None:
+        return None
+    release = [int(part) for part in match.group(2).split(".")]
+    while len(release) > 1 and release[-1] == 0:  # 1.0 == 1.0.0
+        release.pop()
+    return int(match.group(1) or 0), tuple(release), int(match.group(3) or -1)
 
 
 def _parse(filename: str) -> Optional[tuple]:
-    """(version key, Tags or None for an sdist) of a final version's wheel or sdist
-    named *filename* (PEP 427, PEP 625), else None."""
+    """(version key, Tags or None for an sdist, build number) of a final version's
+    wheel or sdist named *filename* (PEP 427, PEP 625), else None."""
     if filename.endswith(".whl"):
         parts = filename[:-4].split("-")
         if len(parts) not in (5, 6):  # name-version(-build)-python-abi-platform
             return None
         version = _version_key(parts[1])
-        return None if version is None else (version, _tags(parts[-3], parts[-2], parts[-1]))
+        build = parts[2] if len(parts) == 6 else ""
+        number = int(build[: len(build) - len(build.lstrip("0123456789"))] or 0)  # its leading digits
+        return None if version is None else (version, _tags(parts[-3], parts[-2], parts[-1]), number)
     for suffix in _SDIST_SUFFIXES:
         if filename.endswith(suffix):
             version = _version_key(filename[: -len(suffix)].rpartition("-")[2])
-            return None if version is None else (version, None)
+            return None if version is None else (version, None, 0)
     return None
 
 
@@ -114,11 +113,11 @@ def releases(files: Iterable[FileEntry]) -> Releases:
         parsed = _parse(entry.filename)
         if parsed is None:
             continue
-        version, tags = parsed
+        version, tags, build = parsed
         if entry.yanked is None:
             listed.add(version)
             if tags is not None:
-                wheels.setdefault(version, []).append((tags, entry))
+                wheels.setdefault(version, []).append((tags, build, entry))
         if entry.upload_time:
             time = entry.upload_time[:_SECOND]
             if version not in first or time < first[version]:
@@ -135,7 +134,8 @@ def pick_time(released: Releases, filename: str) -> Optional[LockTime]:
     after = released.times.get(parsed[0]) if parsed is not None else None
     if after is None:
         return None
-    later = [time for key, time in released.times.items() if key > parsed[0] and time is not None]
+    # A later version released before this one (a fix to an older series) says nothing.
+    later = [time for key, time in released.times.items() if key > parsed[0] and time is not None and time > after]
     return LockTime(after, min(later) if later else None)
 
 
@@ -184,9 +184,9 @@ def _fit(tags: Tags, like: Optional[Tags], newest: dict) -> Optional[tuple]:
             interpreter = 1  # the stable ABI of an older CPython 3 (PEP 384), after an exact match
         else:
             interpreter = 0
-        if interpreter:
-            versions = [(version <= newest[family], version) for family, version in map(_platform, tags.platform)
-                        if family in newest]
+        if interpreter:  # of its platform, what its libc or OS can take (none newer than it has)
+            versions = [version for family, version in map(_platform, tags.platform)
+                        if family in newest and version <= newest[family]]
             if versions:
                 return 2, interpreter, max(versions)
     if tags.pure and "py3" in tags.python:
@@ -206,18 +206,23 @@ def pick_wheels(released: Releases, like: Optional[Tags], lock: Optional[LockTim
         newest[family] = max(version, newest.get(family, version))
     if lock is not None and all(time is None for time in released.times.values()):
         lock = None  # no upload times (HTML pages): the newest
-    bounds = [None] if lock is None else [
-        lambda time: lock.before is None or time < lock.before, lambda time: time <= lock.after]
+    if lock is None:
+        bounds: list = [None]
+    elif lock.before is None:  # every pick the newest of its project: no lock, it seems
+        bounds = [lambda time: True]
+    else:
+        bounds = [lambda time: time < lock.before, lambda time: time <= lock.after]
     picked: list = []
     for bound in bounds:
         for version in released.newest_first:
             time = released.times.get(version)
             if bound is not None and (time is None or not bound(time)):
                 continue
-            fits = [(fit, entry) for fit, entry in
-                    ((_fit(tags, like, newest), entry) for tags, entry in released.wheels[version]) if fit is not None]
-            if fits:
-                entry = max(fits, key=lambda fit_entry: fit_entry[0])[1]
+            fits = [(fit, build, entry) for fit, build, entry in
+                    ((_fit(tags, like, newest), build, entry) for tags, build, entry in released.wheels[version])
+                    if fit is not None]
+            if fits:  # the best fit, of the highest build number (PEP 427)
+                entry = max(fits, key=lambda fit: fit[:2])[2]
                 if entry not in picked:
                     picked.append(entry)
                 break
@@ -231,32 +236,50 @@ def joined(tags: Optional[Tags], more: Tags) -> Tags:
     return Tags(tags.python | more.python, tags.abi | more.abi, tags.platform | more.platform)
 
 
+def _object(document: object, key: str) -> dict:
+    """*document*'s member *key* if both are JSON objects, else an empty one."""
+    value = document.get(key) if isinstance(document, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _text(document: dict, key: str, pattern: str) -> Optional[re.Match]:
+    """*document*'s member *key* matched whole against *pattern*, if it is a string."""
+    value = document.get(key)
+    return re.fullmatch(pattern, value) if isinstance(value, str) else None
+
+
 def client_tags(user_agent: str) -> Optional[Tags]:
     """The interpreter and platform of a pip or uv client, from the JSON its User-Agent
     carries after the installer's name (PyPI's download statistics read the same); None
-    where it says too little."""
+    where it says too little. Any text may come: nothing is trusted to have a shape."""
     _, _, data = user_agent.partition(" ")
+    if not data.startswith("{"):
+        return None
     try:
         about = json.loads(data)
-        implementation, version = about["implementation"]["name"], about["implementation"]["version"]
-        system, cpu = about["system"]["name"], about["cpu"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, RecursionError):
         return None
-    major, _, minor = str(version).partition(".")
-    if implementation != "CPython" or major != "3" or not minor.split(".")[0].isdigit():
+    implementation, system, distro = (_object(about, key) for key in ("implementation", "system", "distro"))
+    python = _text(implementation, "version", r"3\.([0-9]{1,3})(?:\..*)?")
+    cpu = _text(about if isinstance(about, dict) else {}, "cpu", r"[A-Za-z0-9_]{1,32}")
+    if implementation.get("name") != "CPython" or python is None or cpu is None:
         return None
-    interpreter = frozenset({f"cp3{minor.split('.')[0]}"})
-    libc = (about.get("distro") or {}).get("libc") or {}
-    if system == "Linux" and libc.get("lib") in ("glibc", "musl"):
-        family = "manylinux" if libc["lib"] == "glibc" else "musllinux"
-        glibc = str(libc.get("version", "")).split(".")
-        if len(glibc) < 2 or not (glibc[0].isdigit() and glibc[1].isdigit()):
+    interpreter = frozenset({f"cp3{python.group(1)}"})
+    cpu_name, libc, version = cpu.group(0), _object(distro, "libc"), r"([0-9]{1,4})\.([0-9]{1,4})(?:\..*)?"
+    platform: frozenset
+    if system.get("name") == "Linux" and libc.get("lib") in ("glibc", "musl"):
+        release = _text(libc, "version", version)
+        if release is None:
             return None
-        platform = f"{family}_{glibc[0]}_{glibc[1]}_{cpu}"
-    elif system == "Darwin":
-        platform = f"macosx_11_0_{cpu}"  # the family and architecture are what count
-    elif system == "Windows" and cpu in ("AMD64", "x86_64"):
-        platform = "win_amd64"
+        family = "manylinux" if libc["lib"] == "glibc" else "musllinux"
+        platform = frozenset({f"{family}_{release.group(1)}_{release.group(2)}_{cpu_name}"})
+    elif system.get("name") == "Darwin" and _text(distro, "version", version) is not None:
+        release = _text(distro, "version", version)
+        major, minor = int(release.group(1)), int(release.group(2))
+        minor = 0 if major >= 11 else minor  # macOS 11 on: one tag per major release
+        platform = frozenset({f"macosx_{major}_{minor}_{cpu_name}", f"macosx_{major}_{minor}_universal2"})
+    elif system.get("name") == "Windows" and cpu_name in ("AMD64", "x86_64"):
+        platform = frozenset({"win_amd64"})
     else:
         return None
-    return Tags(interpreter, interpreter, frozenset({platform}))
+    return Tags(interpreter, interpreter, platform)

@@ -168,6 +168,13 @@ class Catalog:
         rendered = self._pages.page(("project", name, media, compress), generation, make, compress)
         return PageAnswer(rendered, any(lookup.stale for lookup in lookups), hit, view.filtered.policies)
 
+    def files_in_memory(self, name: NormalizedName) -> Optional[tuple]:
+        """Project *name*'s files after the policies, as last made for a client, if still
+        in memory; nothing is fetched."""
+        with self._lock:
+            view = self._views.get(name)
+        return None if view is None else view.filtered.page.files
+
     def bring_in(self, name: NormalizedName) -> tuple:
         """Have project *name*'s page in memory, as a client's request would (same
         guard rails, same one fetch per page), without counting a request: a prefetch.

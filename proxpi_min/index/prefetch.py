@@ -39,18 +39,22 @@ MAX_QUEUED = 1000  # pages waiting for a thread; past this, prefetches are dropp
 MAX_REMEMBERED = 10_000  # prefetched pages and metadata remembered until a client asks
 MAX_CLIENTS = 256  # clients whose picks are remembered (the oldest dropped first)
 MAX_PICKS = 64  # a client's latest picks that say when its pins were chosen
-MAX_RELEASES = 256  # pages whose release times are kept (one pass over a page's files)
+# Picks not read yet, the newest kept: a client asking in parallel (uv) picks dozens at
+# once, and a few say as much as all of them, for a pass over a page's files each.
+MAX_PENDING = 16
+MAX_RELEASE_FILES = 100_000  # files of the pages whose releases are kept (one pass over a page's files)
 
 
 class _Client:
     """What one client's picks say of its next: its platform, when its pins were chosen."""
 
-    __slots__ = ("like", "picks", "pending")
+    __slots__ = ("like", "picks", "pending", "asking")
 
     def __init__(self, like: Optional[Tags]) -> None:
         self.like = like  # its User-Agent's platform, and the tags of the platform wheels it asked about
         self.picks: "collections.deque[LockTime]" = collections.deque(maxlen=MAX_PICKS)
-        self.pending: collections.deque = collections.deque(maxlen=MAX_PICKS)  # (project, wheel) not read yet
+        self.pending: collections.deque = collections.deque(maxlen=MAX_PENDING)  # (project, wheel) not read yet
+        self.asking = 0  # its page requests under way
 
 
 class MetadataSource(Protocol):
@@ -76,8 +80,9 @@ class Prefetcher:
         self._closed = False  # shutting down: nothing more is queued
         self._clients: "collections.OrderedDict[str, _Client]" = collections.OrderedDict()
         self._readers: "collections.OrderedDict[tuple, str]" = collections.OrderedDict()  # (project, wheel) -> client
-        self._releases: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()  # project -> (files, times)
-        self._fetching: set = set()  # (project, wheel) whose metadata we are storing
+        self._releases: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()  # project -> (files, Releases)
+        self._release_files = 0
+        self._storing = threading.local()  # set in a thread storing a prefetched metadata
         self._fetched: "collections.OrderedDict[tuple, None]" = collections.OrderedDict()  # (kind, ...)
         self._total = metrics.prefetched
         self._used = metrics.prefetch_used
@@ -105,10 +110,11 @@ class Prefetcher:
             return kept[1]
         released = releases(files)
         with self._lock:
-            self._releases.pop(project, None)
+            old = self._releases.pop(project, None)
+            self._release_files += len(files) - (len(old[0]) if old is not None else 0)
             self._releases[project] = (files, released)
-            while len(self._releases) > MAX_RELEASES:
-                self._releases.popitem(last=False)
+            while self._release_files > MAX_RELEASE_FILES and len(self._releases) > 1:
+                self._release_files -= len(self._releases.popitem(last=False)[1][0])
         return released
 
     def _client(self, client: str) -> _Client:
@@ -129,11 +135,10 @@ class Prefetcher:
             pending = list(known.pending)
             known.pending.clear()
         for project, filename in pending:
-            try:
-                page = self._catalog.bring_in(project)[1]
-            except ProxpiError:
+            files = self._catalog.files_in_memory(project)  # gone since: the pick is not worth a fetch
+            if files is None:
                 continue
-            picked = pick_time(self._released(project, page.files), filename)
+            picked = pick_time(self._released(project, files), filename)
             tags = wheel_tags(filename)
             with self._lock:
                 if picked is not None:
@@ -143,17 +148,37 @@ class Prefetcher:
         with self._lock:
             return known.like, lock_time(known.picks)
 
-    def page_read(self, client: str, project: NormalizedName, fetched: bool) -> None:
-        """*client* got project *project*'s page, *fetched* from upstream for it or not.
-        Counts a page prefetched for it; once it has picked before, fetches the metadata
-        it will likely ask for next, of a page new to memory or prefetched (its guess
-        then made before the client's picks said as much)."""
-        prefetched = self._count_used(("page", project))
-        if self._metadata is None or not (fetched or prefetched):
-            return
+    def page_asked(self, client: str) -> object:
+        """*client* asks for a project page; pass what this returns to :meth:`page_read`."""
         with self._lock:
+            known = self._client(client)
+            known.asking += 1
+            return known
+
+    def _asking(self, client: Optional[str]) -> int:
+        """*client*'s page requests under way. A client that asks in parallel (uv) asks
+        for a page's metadata as soon as it has the page: a guess has no time to win,
+        only CPU time to take from the pages being answered."""
+        with self._lock:
+            known = self._clients.get(client) if client is not None else None
+            return 0 if known is None else known.asking
+
+    def page_read(self, client: str, project: NormalizedName, fetched: bool, asked: Optional[object]) -> None:
+        """*client* got project *project*'s page, *fetched* from upstream for it or not
+        (*asked*: what :meth:`page_asked` returned). Counts a page prefetched for it;
+        once it has picked before, fetches the metadata it will likely ask for next, of
+        a page new to memory or prefetched (its guess then made before the client's
+        picks said as much). Not for a client with other pages under way (see
+        :meth:`_asking`)."""
+        prefetched = self._count_used(("page", project))
+        with self._lock:
+            if isinstance(asked, _Client):
+                asked.asking -= 1
+            if self._metadata is None or not (fetched or prefetched):
+                return
             known = self._clients.get(client)
-            if self._closed or project in self._queued or known is None or not (known.picks or known.pending):
+            if self._closed or project in self._queued or known is None or not (known.picks or known.pending) \
+                    or known.asking > 0:
                 return
             if self._pool.submit(functools.partial(self._prefetch, project, client, asked=True)):
                 self._queued.add(project)
@@ -161,9 +186,11 @@ class Prefetcher:
     def metadata_served(self, project: NormalizedName, filename: str, metadata: bytes) -> None:
         """A client got the metadata of wheel *filename*: queue the pages of the
         projects it requires (an extra's left out)."""
+        if getattr(self._storing, "metadata", False):
+            return  # our own prefetch being stored: the client's request drives the next level
         with self._lock:
-            if self._closed or (project, filename) in self._fetching:
-                return  # shutting down, or our own prefetch being stored (the client drives the next level)
+            if self._closed:
+                return
             client = self._readers.pop((project, filename), None)
         self._count_used(("metadata", project, filename))
         try:
@@ -183,16 +210,18 @@ class Prefetcher:
         """Bring in project *name*'s page (*asked*: *client* has just had it), then with
         a metadata source, the metadata of the wheels *client* will likely pick."""
         try:
-            fetched, page = (True, self._in_memory(name)) if asked else self._page(name)
-            # A page that was in memory had clients before: their metadata is stored.
-            if page is None or not fetched or self._metadata is None:
+            page = self._in_memory(name) if asked else self._page(name)
+            # Past one page under way, the client asks in parallel (see :meth:`_asking`);
+            # a client that asks one at a time may have its next one under way.
+            if page is None or self._metadata is None or self._asking(client) > 1:
                 return
             like, lock = self._guess(client)
             if asked and lock is None:
                 return  # its own page: guessed only once its picks say when it was pinned
             guesses = pick_wheels(self._released(name, page.files), like, lock)
             for entry in guesses[1:]:  # at once, not after the first
-                self._pool.submit(functools.partial(self._wheel_metadata, name, entry))
+                if not self._pool.submit(functools.partial(self._wheel_metadata, name, entry)):
+                    self._total.inc("metadata", "dropped")
             for entry in guesses[:1]:
                 self._wheel_metadata(name, entry)
         finally:
@@ -206,9 +235,8 @@ class Prefetcher:
         except ProxpiError:
             return None
 
-    def _page(self, name: NormalizedName) -> tuple:
-        """(whether it was fetched, the page) brought into memory (counted); the page is
-        None if there is none to use."""
+    def _page(self, name: NormalizedName):
+        """The page, brought into memory (counted); None if there is none to use."""
         outcome, page = "error", None
         try:
             fetched, page = self._catalog.bring_in(name)
@@ -224,12 +252,11 @@ class Prefetcher:
         self._total.inc("page", outcome)
         if outcome == "fetched":
             self._remember(("page", name))
-        return outcome == "fetched", page
+        return page
 
     def _wheel_metadata(self, name: NormalizedName, entry: FileEntry) -> None:
         key = (name, entry.filename)
-        with self._lock:
-            self._fetching.add(key)
+        self._storing.metadata = True
         outcome = "error"
         try:
             location = self._catalog.locate_file(name, entry.filename)
@@ -246,8 +273,7 @@ class Prefetcher:
         except Exception:  # a prefetch must never take a thread of the pool down
             logger.exception("prefetch of the metadata of %s failed", entry.filename)
         finally:
-            with self._lock:
-                self._fetching.discard(key)
+            self._storing.metadata = False
         self._total.inc("metadata", outcome)
         if outcome == "fetched":
             self._remember(("metadata", *key))

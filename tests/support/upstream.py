@@ -136,8 +136,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif reply.status == 200 and reply.is_file and self.headers.get("Range") and upstream.honour_ranges:
             reply = self._apply_range(reply, self.headers["Range"])
         hold = None
-        if reply.status == 200 and reply.is_file and send_body and fault is None:
-            hold = state.take_hold(path.rpartition("/")[2])
+        if reply.status in (200, 206) and reply.is_file and send_body and fault is None:
+            hold = state.take_hold(path.rpartition("/")[2], ranged=reply.status == 206)
         self._send(reply, send_body, fault, hold)
 
     def _route(self, path: str) -> Reply:
@@ -474,10 +474,11 @@ class Upstream:
         self.state.set_chunked(on)
         return self
 
-    def hold(self, dist: Dist, first: int | None = None, mode: str = "ok") -> Hold:
-        """Hold the next GET of *dist*'s file after *first* bytes (default: half) until
-        the returned hold is opened; see :class:`Hold` for ``mode``."""
-        hold = Hold(dist.size // 2 if first is None else first, mode)
+    def hold(self, dist: Dist, first: int | None = None, mode: str = "ok", ranged: bool = False) -> Hold:
+        """Hold the next GET of *dist*'s file (with *ranged*, the next range of it)
+        after *first* bytes (default: half of the file) until the returned hold is
+        opened; see :class:`Hold` for ``mode``."""
+        hold = Hold(dist.size // 2 if first is None else first, mode, ranged)
         self.state.add_hold(dist.filename, hold)
         return hold
 

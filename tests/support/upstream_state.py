@@ -35,11 +35,12 @@ class Hold:
     :meth:`open` (or the backstop). ``mode``: "ok", "corrupt" (the first byte of the
     rest flipped) or "cut" (hang up instead of sending the rest)."""
 
-    def __init__(self, first: int, mode: str) -> None:
+    def __init__(self, first: int, mode: str, ranged: bool = False) -> None:
         if mode not in ("ok", "corrupt", "cut"):
             raise ValueError(f"unknown hold mode {mode!r}")
         self.first = first
         self.mode = mode
+        self.ranged = ranged  # holds a range response (206), not a whole one
         self.sent_first = threading.Event()  # the first part is on the wire
         self.passed = False  # the upstream went past the gate (opened or backstop)
         self._open = threading.Event()
@@ -174,11 +175,15 @@ class IndexState:
             self._holds.setdefault(filename, []).append(hold)
             self._all_holds.append(hold)
 
-    def take_hold(self, filename: str) -> Hold | None:
-        """The oldest hold waiting for this file's next GET (consuming it), or None."""
+    def take_hold(self, filename: str, ranged: bool = False) -> Hold | None:
+        """The oldest hold waiting for this file's next GET, whole or *ranged*
+        (consuming it), or None."""
         with self._lock:
-            holds = self._holds.get(filename)
-            return holds.pop(0) if holds else None
+            holds = [hold for hold in self._holds.get(filename, ()) if hold.ranged == ranged]
+            if not holds:
+                return None
+            self._holds[filename].remove(holds[0])
+            return holds[0]
 
     def open_holds(self) -> None:
         with self._lock:

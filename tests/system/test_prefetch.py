@@ -149,13 +149,15 @@ def test_a_closed_prefetcher_queues_nothing(proxy, index):
 
 @pytest.fixture
 def dated(upstream_factory):
-    """JSON pages with upload times: app 1.0 (mid-2024, needs lib) and 2.0 (2025); lib
-    1.0 (2023), 1.5 (March 2024) and 2.0 (2025); tool 1.0 and 2.0; no metadata upstream.
-    A client pinned to app 1.0 locked in the second half of 2024: its lib is 1.5."""
+    """JSON pages with upload times, no metadata upstream: app 1.0 (June 2024, needs lib)
+    and 2.0 (2025); lib 1.0 (2023), 1.5 (March 2024) and 2.0 (March 2025); tool 1.0 (May
+    2024) and 2.0 (December 2024). A client pinned to app 1.0 locked between June 2024
+    and 2025: its lib is 1.5."""
     upstream = upstream_factory("json", None)
     upstream.app = make_wheel("app", "1.0", requires=["lib"])
     upstream.lib_15 = make_wheel("lib", "1.5")
     upstream.lib_2 = make_wheel("lib", "2.0")
+    upstream.tool_1 = make_wheel("tool", "1.0")
     upstream.tool_2 = make_wheel("tool", "2.0")
     for dist, time in (
         (upstream.app, "2024-06-01T10:00:00.000001Z"),
@@ -163,8 +165,8 @@ def dated(upstream_factory):
         (make_wheel("lib", "1.0"), "2023-01-01T10:00:00Z"),
         (upstream.lib_15, "2024-03-01T10:00:00Z"),
         (upstream.lib_2, "2025-03-01T10:00:00Z"),
-        (make_wheel("tool", "1.0"), "2024-05-01T10:00:00Z"),
-        (upstream.tool_2, "2025-02-01T10:00:00Z"),
+        (upstream.tool_1, "2024-05-01T10:00:00Z"),
+        (upstream.tool_2, "2024-12-01T10:00:00Z"),
     ):
         upstream.add(dist, metadata=False, upload_time=time)
     return upstream
@@ -182,10 +184,20 @@ def test_a_dependency_metadata_guessed_from_when_the_client_pinned(proxy, dated)
     assert _ranged(dated) == [dated.app.filename, dated.lib_15.filename]
     assert p.get("/index/lib/", PIP).status == 200
     assert p.get(f"/index/lib/{dated.lib_15.filename}.metadata", PIP).body == dated.lib_15.metadata
+    assert p.server.prefetch.wait(10)
     assert _ranged(dated) == [dated.app.filename, dated.lib_15.filename]  # nothing more asked
     samples = _metrics(p)
     assert sample(samples, "proxpi_prefetch_used_total", kind="metadata") == 1
-    assert sample(samples, "proxpi_prefetch_total", kind="metadata", outcome="fetched") == 1
+
+
+def test_a_dependency_page_in_memory_still_has_its_metadata_guessed(proxy, dated):
+    """Another client had the page (a job for another interpreter, say): this client's
+    wheel of it may still be unread."""
+    p = proxy(dated, prefetch="metadata")
+    assert p.get("/index/lib/", {"User-Agent": "uv/0.9 test"}).status == 200
+    assert p.get(f"/index/app/{dated.app.filename}.metadata", PIP).status == 200
+    assert p.server.prefetch.wait(10)
+    assert _ranged(dated) == [dated.app.filename, dated.lib_15.filename]
 
 
 def test_a_page_the_client_asks_has_its_guessed_metadata_fetched_at_once(proxy, dated):
@@ -194,31 +206,59 @@ def test_a_page_the_client_asks_has_its_guessed_metadata_fetched_at_once(proxy, 
     assert p.get("/index/tool/", PIP).status == 200
     assert p.server.prefetch.wait(10)
     assert _ranged(dated) == []
-    # Once the client picked app 1.0, a page it asks is followed by the metadata of the
-    # wheel it will likely pick: tool 1.0 is the newest tool of its lock's time.
-    assert p.get(f"/index/app/{dated.app.filename}.metadata", PIP).status == 200
-    p.server.prefetch.wait(10)
-    assert p.get("/index/lib/", PIP).status == 200  # prefetched already: its guess stands
-    tool_1 = "tool-1.0-py3-none-any.whl"
-    p.server.indexes.invalidate_project("tool")
-    assert p.get("/index/tool/", PIP).status == 200
+    # tool 1.0 (May 2024; 2.0 came in December): app 1.0 is the app of that time.
+    assert p.get(f"/index/tool/{dated.tool_1.filename}.metadata", PIP).status == 200
+    assert p.get("/index/app/", PIP).status == 200
     assert p.server.prefetch.wait(10)
-    assert _ranged(dated)[-1] == tool_1 and dated.tool_2.filename not in _ranged(dated)
+    assert _ranged(dated) == [dated.tool_1.filename, dated.app.filename]
     # Another client has picked nothing: its pages are only pages.
-    p.server.indexes.invalidate_project("tool")
-    assert p.get("/index/tool/", {"User-Agent": "uv/0.9 test"}).status == 200
+    assert p.get("/index/lib/", {"User-Agent": "uv/0.9 test"}).status == 200
     assert p.server.prefetch.wait(10)
-    assert _ranged(dated).count(tool_1) == 1 and dated.tool_2.filename not in _ranged(dated)
+    assert _ranged(dated) == [dated.tool_1.filename, dated.app.filename]
+
+
+def test_a_client_joining_the_fetch_of_its_guess_drives_the_next_level(proxy, dated):
+    p = proxy(dated, prefetch="metadata")
+    assert p.get(f"/index/tool/{dated.tool_1.filename}.metadata", PIP).status == 200
+    hold = dated.hold(dated.app, first=0, ranged=True)
+    assert p.get("/index/app/", PIP).status == 200  # the guess, app 1.0's metadata, is held upstream
+    assert hold.sent_first.wait(10)
+    got = []
+    client = threading.Thread(target=lambda: got.append(p.get(f"/index/app/{dated.app.filename}.metadata", PIP)))
+    client.start()
+    time.sleep(0.3)  # sequencing only: the client's request is waiting on the guess's fetch
+    hold.open()
+    client.join(10)
+    assert got and got[0].body == dated.app.metadata
+    assert p.server.prefetch.wait(10)
+    assert "/simple/lib/" in _pages(dated)  # app needs lib: the client's metadata drove that
+    assert _ranged(dated).count(dated.app.filename) == 1
+
+
+def test_any_user_agent_is_only_a_hint(proxy, dated):
+    p = proxy(dated, prefetch="metadata")
+    for agent in (
+        'pip/26.0 {"implementation":{"name":"CPython","version":"3.11"},"system":{"name":"Linux"},'
+        '"cpu":"x86_64","distro":"x"}',
+        'pip/26.0 {"implementation":{"name":"CPython","version":"3.\u00b2"},"system":{"name":"Linux"},'
+        '"cpu":"x86_64","distro":{"libc":["glibc"]}}',
+        "pip/26.0 " + "[" * 5000,
+        "pip/26.0 {" * 100,
+    ):
+        assert p.get(f"/index/tool/{dated.tool_1.filename}.metadata", {"User-Agent": agent}).status == 200
+        assert p.get("/index/app/", {"User-Agent": agent}).status == 200
+        assert p.server.prefetch.wait(10)
+    assert p.get("/health").status == 200
 
 
 @needs_pip_json_metadata
 def test_pip_reads_the_guessed_metadata_without_another_upstream_read(proxy, dated, tmp_path):
     p = proxy(dated, prefetch="metadata")
-    result = run_pip(["download", "--no-deps", "--dest", str(tmp_path), "app==1.0", "tool==1.0"], p.index_url)
+    result = run_pip(["download", "--no-deps", "--dest", str(tmp_path), "app==1.0", "lib==1.5"], p.index_url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert p.server.prefetch.wait(10)
-    tool_1 = "tool-1.0-py3-none-any.whl"
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([dated.app.filename, tool_1])
-    # app's metadata said "pinned mid-2024": tool 1.0's metadata was read once, by the
-    # proxy's guess or by pip joining it; lib 1.5's for app's dependency; nothing else.
-    assert sorted(_ranged(dated)) == sorted([dated.app.filename, dated.lib_15.filename, tool_1])
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([dated.app.filename, dated.lib_15.filename])
+    # app 1.0 said "pinned mid-2024": the proxy fetched lib 1.5's metadata before pip
+    # asked (or pip joined that fetch); lib 2.0's was never read.
+    assert sorted(_ranged(dated)) == sorted([dated.app.filename, dated.lib_15.filename])
+    assert sample(_metrics(p), "proxpi_prefetch_total", kind="metadata", outcome="fetched") == 1

@@ -139,3 +139,57 @@ def test_tags_joined_and_from_the_user_agent():
     for told_too_little in ("curl/8.5.0", "pip/26.3 {not json", 'pip/26.3 {"cpu":"x86_64"}',
                             pip.replace("CPython", "PyPy"), pip.replace('"Linux"', '"Plan9"')):
         assert client_tags(told_too_little) is None
+
+
+def test_a_fix_to_an_older_series_says_nothing_of_the_lock_end():
+    files = _released(
+        ("d-4.2.0-py3-none-any.whl", "2023-04-01T00:00:00Z"),
+        ("d-5.0-py3-none-any.whl", "2023-12-01T00:00:00Z"),
+        ("d-4.2.16-py3-none-any.whl", "2024-09-01T00:00:00Z"),
+    )
+    assert pick_time(releases(files), "d-4.2.16-py3-none-any.whl") == LockTime("2024-09-01T00:00:00", None)
+    assert pick_time(releases(files), "d-4.2.0-py3-none-any.whl") == LockTime("2023-04-01T00:00:00", "2023-12-01T00:00:00")
+
+
+def test_odd_versions_epochs_and_build_numbers():
+    odd = _files("x-1..2-py3-none-any.whl", "x-.1.tar.gz", "x-1.-py3-none-any.whl", "x-\u00b2-py3-none-any.whl",
+                 "x-1.0+local-py3-none-any.whl", "x-1.0-py3-none-any.whl")
+    assert [e.filename for e in pick_wheels(releases(odd), None)] == ["x-1.0-py3-none-any.whl"]
+    epoch = _files("x-2.0-py3-none-any.whl", "x-1!1.0-py3-none-any.whl")
+    assert pick_wheels(releases(epoch), None)[0].filename == "x-1!1.0-py3-none-any.whl"
+    builds = _files("x-1.0-1-py3-none-any.whl", "x-1.0-2-py3-none-any.whl", "x-1.0-py3-none-any.whl")
+    assert pick_wheels(releases(builds), None)[0].filename == "x-1.0-2-py3-none-any.whl"
+
+
+def test_picks_all_of_the_newest_guess_the_newest_once():
+    lock = LockTime("2024-03-01T09:00:00", None)  # every pick the newest of its project
+    assert [e.filename for e in pick_wheels(releases(LIB), LINUX, lock)] == ["lib-3.0-py3-none-any.whl"]
+
+
+def test_no_wheel_newer_than_the_clients_glibc():
+    files = _files("fast-2.0-cp311-cp311-manylinux_2_28_x86_64.whl", "fast-2.0-py3-none-any.whl")
+    glibc_2_17 = Tags(frozenset({"cp311"}), frozenset({"cp311"}), frozenset({"manylinux_2_17_x86_64"}))
+    assert pick_wheels(releases(files), glibc_2_17)[0].filename == "fast-2.0-py3-none-any.whl"
+
+
+def test_user_agents_of_any_shape():
+    mac = ('pip/26.3 {"cpu":"arm64","distro":{"name":"macOS","version":"14.5"},'
+           '"implementation":{"name":"CPython","version":"3.12.1"},"system":{"name":"Darwin","release":"23.5.0"}}')
+    assert client_tags(mac) == Tags(frozenset({"cp312"}), frozenset({"cp312"}),
+                                    frozenset({"macosx_14_0_arm64", "macosx_14_0_universal2"}))
+    files = _files("m-1.0-cp312-cp312-macosx_11_0_arm64.whl", "m-1.0-cp312-cp312-macosx_15_0_arm64.whl",
+                   "m-1.0-cp312-cp312-macosx_10_9_universal2.whl")
+    assert pick_wheels(releases(files), client_tags(mac))[0].filename == "m-1.0-cp312-cp312-macosx_11_0_arm64.whl"
+    base = '"implementation":{"name":"CPython","version":"3.11"},"system":{"name":"Linux"},"cpu":"x86_64"'
+    for hostile in (
+        "pip/26.3 {" + base + ',"distro":"x"}',
+        "pip/26.3 {" + base + ',"distro":{"libc":["glibc"]}}',
+        "pip/26.3 {" + base + ',"distro":{"libc":{"lib":"glibc","version":2.36}}}',
+        "pip/26.3 {" + base.replace("3.11", "3.\u00b2") + "}",
+        "pip/26.3 {" + base.replace('"x86_64"', '"x86 64; rm"') + "}",
+        "pip/26.3 " + "[" * 5000,
+        "pip/26.3 " + "{\"a\":" * 5000,
+        "pip/26.3 [1, 2]",
+        "pip/26.3 {}",
+    ):
+        assert client_tags(hostile) is None, hostile
