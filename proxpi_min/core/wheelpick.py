@@ -23,9 +23,11 @@ __all__ = [
 ]
 
 # A final release (epochs and post-releases too): no pre-release, dev or local part.
-_FINAL = re.compile(r"(?:([0-9]+)!)?([0-9]+(?:\.[0-9]+)*)(?:\.?post([0-9]+))?\Z")
+# Numbers are bounded: int() refuses over 4,300 digits, and no real version needs 10.
+_FINAL = re.compile(r"(?:([0-9]{1,9})!)?([0-9]{1,9}(?:\.[0-9]{1,9}){0,15})(?:\.?post([0-9]{1,9}))?\Z")
 _PURE = frozenset({"none"}), frozenset({"any"})
-_PLATFORM = re.compile(r"(manylinux|musllinux|macosx)_(\d+)_(\d+)_(.+)\Z")  # PEP 600, PEP 656, macOS
+_SHARED_ABIS = frozenset({"abi3", "none"})  # not one interpreter's own ABI
+_PLATFORM = re.compile(r"(manylinux|musllinux|macosx)_([0-9]{1,9})_([0-9]{1,9})_(.+)\Z")  # PEP 600, PEP 656, macOS
 _LEGACY = re.compile(r"(manylinux1|manylinux2010|manylinux2014)_(.+)\Z")  # PEP 513, 571, 599
 _LEGACY_GLIBC = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 _SDIST_SUFFIXES = (".tar.gz", ".zip")  # PEP 625
@@ -86,8 +88,8 @@ def _parse(filename: str) -> Optional[tuple]:
         if len(parts) not in (5, 6):  # name-version(-build)-python-abi-platform
             return None
         version = _version_key(parts[1])
-        build = parts[2] if len(parts) == 6 else ""
-        number = int(build[: len(build) - len(build.lstrip("0123456789"))] or 0)  # its leading digits
+        build = re.match(r"[0-9]{0,9}", parts[2]).group(0) if len(parts) == 6 else ""  # its leading digits
+        number = int(build or 0)
         return None if version is None else (version, _tags(parts[-3], parts[-2], parts[-1]), number)
     for suffix in _SDIST_SUFFIXES:
         if filename.endswith(suffix):
@@ -134,8 +136,11 @@ def pick_time(released: Releases, filename: str) -> Optional[LockTime]:
     after = released.times.get(parsed[0]) if parsed is not None else None
     if after is None:
         return None
-    # A later version released before this one (a fix to an older series) says nothing.
-    later = [time for key, time in released.times.items() if key > parsed[0] and time is not None and time > after]
+    # A higher version out before this one (a newer series) says the client keeps below
+    # it (a pin to an older series): only the versions between say when it locked.
+    higher = [(key, time) for key, time in released.times.items() if key > parsed[0] and time is not None]
+    ceiling = min((key for key, time in higher if time <= after), default=None)
+    later = [time for key, time in higher if time > after and (ceiling is None or key < ceiling)]
     return LockTime(after, min(later) if later else None)
 
 
@@ -170,18 +175,22 @@ def _platform(tag: str) -> tuple:
 @functools.lru_cache(maxsize=1024)
 def _cpython(tags: frozenset) -> tuple:
     """The CPython 3 minor versions among interpreter tags (``cp311`` -> 11)."""
-    return tuple(int(tag[3:]) for tag in tags if tag.startswith("cp3") and tag[3:].isdigit())
+    return tuple(int(tag[3:]) for tag in tags if re.fullmatch(r"cp3[0-9]{1,3}", tag))
 
 
 def _fit(tags: Tags, like: Optional[Tags], newest: dict) -> Optional[tuple]:
     """How well a wheel of *tags* suits a client like *like* (higher is better): its
-    interpreter and platform, else a pure ``py3`` wheel; None if it does not suit.
+    interpreter and platform (its ABI, else the stable ABI, else none), else a pure
+    ``py3`` wheel; None if it does not suit.
     *newest*: the newest version of each platform family in *like* (its glibc, say)."""
     if like is not None and not like.pure:
-        if tags.python & like.python and tags.abi & like.abi:
-            interpreter = 2
+        # pip's order: its own ABI, the stable ABI of an older CPython 3 (PEP 384), none.
+        if tags.python & like.python and (tags.abi & like.abi) - _SHARED_ABIS:
+            interpreter = 3
         elif "abi3" in tags.abi and any(minor <= max(_cpython(like.python), default=0) for minor in _cpython(tags.python)):
-            interpreter = 1  # the stable ABI of an older CPython 3 (PEP 384), after an exact match
+            interpreter = 2
+        elif tags.abi == {"none"} and ("py3" in tags.python or tags.python & like.python):
+            interpreter = 1  # py3-none-<platform>: a binary that needs no Python ABI
         else:
             interpreter = 0
         if interpreter:  # of its platform, what its libc or OS can take (none newer than it has)

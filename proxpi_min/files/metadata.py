@@ -384,7 +384,8 @@ class WheelMetadata:
 
     def prefetch(self, project: NormalizedName, entry: FileEntry, index: str = "") -> bool:
         """Have the metadata of *entry* stored before a client asks (the index's own, or
-        read from the wheel); False if it was stored already or cannot be had.
+        read from the wheel); False if it was stored already, cannot be had, or would
+        cost the whole wheel (its index ignores ``Range``).
 
         :raises ProxpiError: upstream failed, or the wheel is broken.
         """
@@ -394,8 +395,9 @@ class WheelMetadata:
             return self._files.ensure(project, entry, metadata=True)
         if not self.enabled or not entry.filename.endswith(".whl"):
             return False
-        self._metadata(project, entry, index)
-        return True
+        if urllib.parse.urlsplit(entry.url).netloc in self._no_ranges:
+            return False  # its metadata would cost the whole wheel: not on a guess
+        return not self._metadata(project, entry, index)[1]  # not stored meanwhile (a client's fetch)
 
     def wheel_stored(self, target: Target) -> None:
         """A whole file was stored: for a wheel listed without metadata, check its

@@ -42,6 +42,7 @@ MAX_PICKS = 64  # a client's latest picks that say when its pins were chosen
 # Picks not read yet, the newest kept: a client asking in parallel (uv) picks dozens at
 # once, and a few say as much as all of them, for a pass over a page's files each.
 MAX_PENDING = 16
+MAX_USER_AGENT = 4096  # longer User-Agents are not read for a platform (pip's is ~400 bytes)
 MAX_RELEASE_FILES = 100_000  # files of the pages whose releases are kept (one pass over a page's files)
 
 
@@ -93,6 +94,9 @@ class Prefetcher:
         """*client* asks for the metadata of *filename*: its pick, which says what it
         will pick next (read by the next job that guesses for it: the page may have to
         be fetched, which a client's request must not wait for)."""
+        if self._metadata is None:
+            return  # pages only: no guesses to make
+        known = self._record(client)
         with self._lock:
             if self._closed:
                 return
@@ -100,7 +104,7 @@ class Prefetcher:
             self._readers[(project, filename)] = client
             while len(self._readers) > MAX_REMEMBERED:
                 self._readers.popitem(last=False)
-            self._client(client).pending.append((project, filename))
+            known.pending.append((project, filename))
 
     def _released(self, project: NormalizedName, files: tuple) -> Releases:
         """:func:`releases` of *files*, project *project*'s, worked out once per page."""
@@ -117,21 +121,30 @@ class Prefetcher:
                 self._release_files -= len(self._releases.popitem(last=False)[1][0])
         return released
 
-    def _client(self, client: str) -> _Client:
-        """*client*'s record, made the newest (the caller holds the lock)."""
-        known = self._clients.pop(client, None) or _Client(client_tags(client.partition(" ")[2]))
-        self._clients[client] = known
-        while len(self._clients) > MAX_CLIENTS:
-            self._clients.popitem(last=False)
-        return known
+    def _record(self, client: str) -> _Client:
+        """*client*'s record, made the newest; a new one reads its User-Agent, outside
+        the lock."""
+        with self._lock:
+            known = self._clients.pop(client, None)
+            if known is not None:
+                self._clients[client] = known
+                return known
+        agent = client.partition(" ")[2]
+        fresh = _Client(client_tags(agent) if len(agent) <= MAX_USER_AGENT else None)
+        with self._lock:
+            known = self._clients.pop(client, None) or fresh  # another thread's, if it came first
+            self._clients[client] = known
+            while len(self._clients) > MAX_CLIENTS:
+                self._clients.popitem(last=False)
+            return known
 
     def _guess(self, client: Optional[str]) -> tuple:
         """(tags, lock time) *client*'s next pick will likely have, each None if unknown,
         once its picks not read yet are (in a job of the pool)."""
         if client is None:
             return None, None
+        known = self._record(client)
         with self._lock:
-            known = self._client(client)
             pending = list(known.pending)
             known.pending.clear()
         for project, filename in pending:
@@ -148,12 +161,14 @@ class Prefetcher:
         with self._lock:
             return known.like, lock_time(known.picks)
 
-    def page_asked(self, client: str) -> object:
+    def page_asked(self, client: str) -> Optional[object]:
         """*client* asks for a project page; pass what this returns to :meth:`page_read`."""
+        if self._metadata is None:
+            return None  # pages only: no guesses to make
+        known = self._record(client)
         with self._lock:
-            known = self._client(client)
             known.asking += 1
-            return known
+        return known
 
     def _asking(self, client: Optional[str]) -> int:
         """*client*'s page requests under way. A client that asks in parallel (uv) asks
@@ -186,10 +201,12 @@ class Prefetcher:
     def metadata_served(self, project: NormalizedName, filename: str, metadata: bytes) -> None:
         """A client got the metadata of wheel *filename*: queue the pages of the
         projects it requires (an extra's left out)."""
-        if getattr(self._storing, "metadata", False):
-            return  # our own prefetch being stored: the client's request drives the next level
         with self._lock:
             if self._closed:
+                return
+            # Our own prefetch being stored drives no level: the client's request will,
+            # unless a client asked meanwhile and waits on this very store.
+            if getattr(self._storing, "metadata", False) and (project, filename) not in self._readers:
                 return
             client = self._readers.pop((project, filename), None)
         self._count_used(("metadata", project, filename))
@@ -257,6 +274,10 @@ class Prefetcher:
     def _wheel_metadata(self, name: NormalizedName, entry: FileEntry) -> None:
         key = (name, entry.filename)
         self._storing.metadata = True
+        with self._lock:  # now: a client asking meanwhile is a use
+            ours = ("metadata", *key) not in self._fetched
+        if ours:
+            self._remember(("metadata", *key))
         outcome = "error"
         try:
             location = self._catalog.locate_file(name, entry.filename)
@@ -275,8 +296,9 @@ class Prefetcher:
         finally:
             self._storing.metadata = False
         self._total.inc("metadata", outcome)
-        if outcome == "fetched":
-            self._remember(("metadata", *key))
+        if outcome != "fetched" and ours:
+            with self._lock:
+                self._fetched.pop(("metadata", *key), None)
 
     def _remember(self, key: tuple) -> None:
         with self._lock:

@@ -145,6 +145,8 @@ def test_upstream_ignoring_range_gets_the_wheel_stored(proxy, bare):
     beta = bare.beta
     assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
     assert _whole_gets(bare) == [f"/files/beta/{beta.filename}"]
+    assert p.server.prefetch.wait(10)  # alpha's page; not its metadata: a whole wheel from this upstream
+    assert _whole_gets(bare) == [f"/files/beta/{beta.filename}"]
     bare.reset_hits()
     assert p.get(f"/index/beta/{beta.filename}").body == beta.content  # stored: no upstream
     assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []

@@ -193,3 +193,33 @@ def test_user_agents_of_any_shape():
         "pip/26.3 {}",
     ):
         assert client_tags(hostile) is None, hostile
+
+
+def test_a_pin_to_an_older_series_is_dated_by_that_series_only():
+    files = _released(
+        ("d-4.2.15-py3-none-any.whl", "2024-08-01T00:00:00Z"),
+        ("d-5.0-py3-none-any.whl", "2023-12-01T00:00:00Z"),
+        ("d-4.2.16-py3-none-any.whl", "2024-09-03T00:00:00Z"),
+        ("d-5.1.2-py3-none-any.whl", "2024-10-08T00:00:00Z"),
+        ("d-4.2.17-py3-none-any.whl", "2024-12-04T00:00:00Z"),
+    )
+    # 5.1.2 came after 4.2.16 but says nothing: a client on 4.2 keeps below 5.0.
+    assert pick_time(releases(files), "d-4.2.16-py3-none-any.whl") == LockTime("2024-09-03T00:00:00", "2024-12-04T00:00:00")
+
+
+def test_pips_order_of_interpreter_tags():
+    files = _files("e-1.0-cp39-abi3-manylinux_2_28_x86_64.whl", "e-1.0-cp311-cp311-manylinux_2_17_x86_64.whl")
+    took_abi3 = joined(LINUX, wheel_tags("f-1.0-cp39-abi3-manylinux_2_17_x86_64.whl"))
+    assert pick_wheels(releases(files), took_abi3)[0].filename == "e-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+    tool = _files("ruff-0.8.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "ruff-0.8.0.tar.gz",
+                  "ruff-0.8.0-py3-none-win_amd64.whl")
+    assert pick_wheels(releases(tool), LINUX)[0].filename.startswith("ruff-0.8.0-py3-none-manylinux")
+
+
+def test_numbers_past_any_version():
+    huge = "9" * 5000
+    files = _files(f"x-{huge}-py3-none-any.whl", f"x-1.0-{huge}-py3-none-any.whl", f"x-{huge}!1.0.tar.gz",
+                   f"x-1.0-cp3{huge}-abi3-manylinux_2_17_x86_64.whl", f"x-1.0-cp311-cp311-manylinux_{huge}_17_x86_64.whl",
+                   "x-1.0-cp3\u00b9-abi3-manylinux_2_17_x86_64.whl", "x-0.9-py3-none-any.whl")
+    # Nothing raises; 1.0 has a pure wheel, of a build number read from its first digits.
+    assert pick_wheels(releases(files), LINUX)[0].filename == f"x-1.0-{huge}-py3-none-any.whl"
