@@ -73,7 +73,7 @@ http {{
             location ~ /$ {{
                 types {{ text/html html; application/vnd.pypi.simple.v1+json json; }}
                 add_header Vary Accept;
-                try_files $uri$simple_page =404;
+                try_files $uri{project_page} =404;
             }}
         }}
         location /files/ {{ }}
@@ -216,10 +216,11 @@ class Nginx(Server):
     name = "nginx"
     label = "nginx static copy"
 
-    def __init__(self, run_dir: Path, cache: Path, root_json: bool = False):
+    def __init__(self, run_dir: Path, cache: Path, root_json: bool = False, html_only: bool = False):
         super().__init__(run_dir)
         self.cache = cache
         self.root_json = root_json
+        self.html_only = html_only  # project pages in HTML whatever is asked (no sizes, no upload times)
         self.upstream_port = free_port()
         self.static_port = free_port()
         self.upstream = f"http://{LOOPBACK}:{self.upstream_port}/simple/"
@@ -232,6 +233,7 @@ class Nginx(Server):
             run=self.run_dir, cache=self.cache.resolve(), host=LOOPBACK,
             upstream_port=self.upstream_port, static_port=self.static_port,
             root_page="$simple_page" if self.root_json else "index.html",
+            project_page="index.html" if self.html_only else "$simple_page",
             user="user root;" if os.geteuid() == 0 else "",
         ))  # fmt: skip
         self._spawn(["nginx", "-p", str(self.run_dir), "-c", str(conf),

@@ -9,6 +9,7 @@ fresh ("cold": a new cache dir) and once more through the same proxy ("warm").
     python bench/wan.py                        # 3 repetitions, 25 ms each way
     python bench/wan.py --reps 5 --wan-ms 25 --servers proxpi_min,direct
     python bench/wan.py --servers proxpi_min --flags="--prefetch off"   # a variant
+    python bench/wan.py --html                 # the upstream's pages in HTML only
 
 It needs what ``bench/run.sh --prepare-only`` prepares in ``bench/.cache`` (the venv with
 pip, uv and proxpi 1.3, and the upstream tree); standard library only, loopback only.
@@ -136,7 +137,7 @@ def measure(args: argparse.Namespace) -> dict:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = b.CACHE / "runs" / f"wan-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    nginx = srv.Nginx(run_dir, b.CACHE).start()
+    nginx = srv.Nginx(run_dir, b.CACHE, html_only=args.html).start()
     relay = Relay((srv.LOOPBACK, nginx.upstream_port), args.wan_ms / 1000)
     index_url = f"http://{srv.LOOPBACK}:{relay.port}/simple/"
     clients = b.Clients(args.sets, run_dir)
@@ -205,6 +206,8 @@ def main(argv: list) -> int:
     p.add_argument("--pyz", type=Path, default=None, help="run proxpi_min from this zipapp")
     p.add_argument("--flags", default="", help="extra flags for proxpi_min (a variant)")
     p.add_argument("--keep", action="store_true", help="keep the proxies' cache dirs in bench/.cache/runs")
+    p.add_argument("--html", action="store_true",
+                   help="the upstream's project pages in HTML only (no sizes, no upload times), as devpi or Nexus")
     args = p.parse_args(argv)
     args.servers = tuple(s for s in args.servers.split(",") if s)
     args.flags = tuple(args.flags.split())
@@ -213,6 +216,8 @@ def main(argv: list) -> int:
     text = table(samples, args.servers, args.wan_ms, args.reps)
     if args.flags:
         text += f"\nproxpi-min with `{' '.join(args.flags)}`\n"
+    if args.html:
+        text += "\nThe upstream's project pages in HTML only (`--html`).\n"
     print(text)
     out = b.CACHE / "results" / f"wan-{time.strftime('%Y%m%d-%H%M%S')}"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -234,7 +234,8 @@ def assert_healthy(target: Any) -> None:
 
 
 def start_proxy(*, indexes: Sequence[Any], **overrides: Any) -> RunningProxy:
-    """Build ``Settings`` (127.0.0.1, port 0, short timeouts unless overridden),
+    """Build ``Settings`` (127.0.0.1, port 0, short timeouts, pages-only prefetch
+    unless overridden),
     bind a ``ProxyServer`` and serve it in a daemon thread.
 
     ``indexes``: the first is the root index (default TTL 1800 s), the rest are
@@ -252,6 +253,11 @@ def start_proxy(*, indexes: Sequence[Any], **overrides: Any) -> RunningProxy:
         "port": 0,
         "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
         "read_timeout": DEFAULT_READ_TIMEOUT,
+        # Tests count the upstream reads a request makes: the default prefetch's
+        # metadata guesses would add reads when their jobs happen to run first. The
+        # guesses have their tests (test_prefetch.py, prefetch="metadata"); a proxy
+        # run as a process (ProxyProcess) keeps the default.
+        "prefetch": "pages",
     }
     values.update(overrides)
     settings = Settings(indexes=index_settings, **values)
