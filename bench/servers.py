@@ -73,7 +73,7 @@ http {{
             location ~ /$ {{
                 types {{ text/html html; application/vnd.pypi.simple.v1+json json; }}
                 add_header Vary Accept;
-                try_files $uri{project_page} =404;
+                try_files ${{uri}}{project_page} =404;
             }}
         }}
         location /files/ {{ }}
