@@ -187,7 +187,7 @@ def _fit(tags: Tags, like: Optional[Tags], newest: dict) -> Optional[tuple]:
         # pip's order: its own ABI, the stable ABI of an older CPython 3 (PEP 384), none.
         if tags.python & like.python and (tags.abi & like.abi) - _SHARED_ABIS:
             interpreter = 3
-        elif "abi3" in tags.abi and any(minor <= max(_cpython(like.python), default=0) for minor in _cpython(tags.python)):
+        elif "abi3" in tags.abi and min(_cpython(tags.python), default=1000) <= max(_cpython(like.python), default=-1):
             interpreter = 2
         elif tags.abi == {"none"} and ("py3" in tags.python or tags.python & like.python):
             interpreter = 1  # py3-none-<platform>: a binary that needs no Python ABI

@@ -6,12 +6,13 @@ One level per metadata served (the client's next metadata drives the next), on a
 of *jobs* threads; a page is fetched through the catalog as a client's request would
 be, so guard rails apply and a client asking meanwhile joins the one fetch.
 
-The wheel a client will pick is guessed per client (its address and User-Agent): tags
-like the last platform wheel it asked about, and a version released when the versions
-it picked so far say its pins were chosen (:mod:`..core.wheelpick`). Once a client has
-picked, a page it asks for that was not in memory has the guessed metadata fetched
-at once too: pip reads a page before asking for one of its metadata files, and that
-read is time the fetch needs no more.
+The wheel a client will pick is guessed per client (its address and User-Agent): the
+interpreter and platform its User-Agent and the platform wheels it took say, and a
+version released when the versions it picked so far say its pins were chosen
+(:mod:`..core.wheelpick`). Once a client has picked, a page it asks for that was not
+in memory has the guessed metadata fetched at once too: pip reads a page before asking
+for one of its metadata files, and that read is time the fetch needs no more. A client
+asking for pages in parallel (uv) gets no guesses: it asks for the metadata at once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from ..core.errors import Forbidden, NotFound, ProxpiError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..core.wheelmeta import BrokenWheel, requirements
-from ..core.wheelpick import LockTime, Releases, Tags, client_tags, joined, lock_time, pick_time, pick_wheels, releases, wheel_tags
+from ..core.wheelpick import (
+    LockTime, Releases, Tags, client_tags, joined, lock_time, pick_time, pick_wheels, releases, wheel_tags,
+)
 from ..infra.metrics import Metrics
 from ..infra.pool import WorkerPool
 from .catalog import LOCAL_ORIGIN, Catalog
