@@ -227,18 +227,22 @@ class Prefetcher:
                     self._total.inc("page", "dropped")
 
     def _prefetch(self, name: NormalizedName, client: Optional[str], asked: bool = False) -> None:
-        """Bring in project *name*'s page (*asked*: *client* has just had it), then with
-        a metadata source, the metadata of the wheels *client* will likely pick."""
+        """Bring in project *name*'s page (*asked*: *client* has just had it, in memory),
+        then with a metadata source, the metadata of the wheels *client* will likely pick."""
         try:
-            page = self._in_memory(name) if asked else self._page(name)
+            if asked:
+                files = self._catalog.files_in_memory(name)
+            else:
+                page = self._page(name)
+                files = None if page is None else page.files
             # Past one page under way, the client asks in parallel (see :meth:`_asking`);
             # a client that asks one at a time may have its next one under way.
-            if page is None or self._metadata is None or self._asking(client) > 1:
+            if files is None or self._metadata is None or self._asking(client) > 1:
                 return
             like, lock = self._guess(client)
             if asked and lock is None:
                 return  # its own page: guessed only once its picks say when it was pinned
-            guesses = pick_wheels(self._released(name, page.files), like, lock)
+            guesses = pick_wheels(self._released(name, files), like, lock)
             for entry in guesses[1:]:  # at once, not after the first
                 if not self._pool.submit(functools.partial(self._wheel_metadata, name, entry)):
                     self._total.inc("metadata", "dropped")
@@ -247,13 +251,6 @@ class Prefetcher:
         finally:
             with self._lock:
                 self._queued.discard(name)
-
-    def _in_memory(self, name: NormalizedName):
-        """The page a client just got (in memory: nothing to count), or None."""
-        try:
-            return self._catalog.bring_in(name)[1]
-        except ProxpiError:
-            return None
 
     def _page(self, name: NormalizedName):
         """The page, brought into memory (counted); None if there is none to use."""
