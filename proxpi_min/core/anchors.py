@@ -20,6 +20,8 @@ __all__ = ["Anchors", "read_anchors"]
 
 # Where a simple page (PEP 503) has words of its own: "Links for <project>".
 _HEADINGS = frozenset({"title", "h1", "h2", "h3", "h4", "h5", "h6"})
+# What a <meta name=...> says of the page (PEP 792, PEP 629), as the field both readers set.
+_META = {"pypi:project-status": "status", "pypi:repository-version": "api_version"}
 # Elements no simple page has, and maintenance, login and portal pages do.
 _FOREIGN = frozenset({"form", "input", "script", "iframe", "img", "button", "p", "table"})
 
@@ -116,10 +118,8 @@ class _Scan:
         if name == "base" and self.base is None:
             self.base = attributes.get("href")
         elif name == "meta":
-            if attributes.get("name") == "pypi:project-status":
-                self.status = attributes.get("content")
-            elif attributes.get("name") == "pypi:repository-version":
-                self.api_version = attributes.get("content")
+            if attributes.get("name") in _META:
+                setattr(self, _META[attributes["name"]], attributes.get("content"))
         elif name in _HEADINGS:
             self.headings += 1
 
@@ -196,10 +196,8 @@ class _AnchorParser(HTMLParser):
             self.base = dict(attrs).get("href")
         elif tag == "meta":
             found = dict(attrs)
-            if found.get("name") == "pypi:project-status":
-                self.status = found.get("content")
-            elif found.get("name") == "pypi:repository-version":
-                self.api_version = found.get("content")
+            if found.get("name") in _META:
+                setattr(self, _META[found["name"]], found.get("content"))
         elif tag in _HEADINGS:
             self._headings += 1
         elif tag in _FOREIGN:

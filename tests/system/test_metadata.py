@@ -82,27 +82,31 @@ def test_metadata_read_with_ranges_and_advertised_with_its_hash(proxy, bare):
     assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
 
 
+def _metadata_first(upstream: Upstream, filename: str, payload: str) -> tuple:
+    """(the wheel, its METADATA) listed on *upstream*: the METADATA first, then 200 kB of
+    incompressible *payload*, which puts it beyond the read of the zip's end."""
+    name, version = filename.split("-")[:2]
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n".encode()
+    wheel = _wheel(filename, [(f"{name}-{version}.dist-info/METADATA", metadata), (payload, os.urandom(200_000)),
+                              (f"{name}-{version}.dist-info/RECORD", b"")])
+    upstream.add(wheel, metadata=False)
+    return wheel, metadata
+
+
 def test_large_wheel_member_read_with_a_second_range(proxy, upstream_factory):
     upstream = upstream_factory("json", None)
-    # The METADATA first, then incompressible data: the zip's end does not reach it.
-    entries = [("big-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: big\nVersion: 1.0\n\n"),
-               ("big.bin", os.urandom(200_000)), ("big-1.0.dist-info/RECORD", b"")]
-    wheel = _wheel("big-1.0-py3-none-any.whl", entries)
-    upstream.add(wheel, metadata=False)
+    wheel, metadata = _metadata_first(upstream, "big-1.0-py3-none-any.whl", "big.bin")
     p = proxy(upstream)
-    assert p.get(f"/index/big/{wheel.filename}.metadata").body == entries[0][1]
+    assert p.get(f"/index/big/{wheel.filename}.metadata").body == metadata
     assert _whole_gets(upstream) == [] and len(_ranges(upstream)) == 2
 
 
 def test_platform_wheel_start_read_beside_its_end(proxy, upstream_factory):
     upstream = upstream_factory("json", None)
     # As auditwheel and maturin write them: the dist-info first, the code after.
-    entries = [("fast-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: fast\nVersion: 1.0\n\n"),
-               ("fast.so", os.urandom(200_000)), ("fast-1.0.dist-info/RECORD", b"")]
-    wheel = _wheel("fast-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", entries)
-    upstream.add(wheel, metadata=False)
+    wheel, metadata = _metadata_first(upstream, "fast-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", "fast.so")
     p = proxy(upstream)
-    assert p.get(f"/index/fast/{wheel.filename}.metadata").body == entries[0][1]
+    assert p.get(f"/index/fast/{wheel.filename}.metadata").body == metadata
     assert _whole_gets(upstream) == []
     assert sorted(_ranges(upstream)) == ["bytes=-131072", "bytes=0-65535"]  # no third read
 
