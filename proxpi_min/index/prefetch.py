@@ -12,7 +12,8 @@ version released when the versions it picked so far say its pins were chosen
 (:mod:`..core.wheelpick`). Once a client has picked, a page it asks for that was not
 in memory has the guessed metadata fetched at once too: pip reads a page before asking
 for one of its metadata files, and that read is time the fetch needs no more. A client
-asking for pages in parallel (uv) gets no guesses: it asks for the metadata at once.
+that has asked for pages in parallel in the last minute (uv) gets no guesses: it asks
+for the metadata at once, and its picks are not even read.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import collections
 import functools
 import logging
 import threading
-from typing import Optional, Protocol
+import time
+from typing import Callable, Optional, Protocol
 
 from ..core.errors import Forbidden, NotFound, ProxpiError
 from ..core.names import NormalizedName
@@ -47,18 +49,22 @@ MAX_PICKS = 64  # a client's latest picks that say when its pins were chosen
 MAX_PENDING = 16
 MAX_USER_AGENT = 4096  # longer User-Agents are not read for a platform (pip's is ~400 bytes)
 MAX_RELEASE_FILES = 100_000  # files of the pages whose releases are kept (one pass over a page's files)
+# A client that had page requests under way at once is taken to ask in parallel for
+# this long: uv asks its late pages one at a time, a run of pip never two at once.
+PARALLEL_MEMORY = 60.0
 
 
 class _Client:
     """What one client's picks say of its next: its platform, when its pins were chosen."""
 
-    __slots__ = ("like", "picks", "pending", "asking")
+    __slots__ = ("like", "picks", "pending", "asking", "parallel_until")
 
     def __init__(self, like: Optional[Tags]) -> None:
         self.like = like  # its User-Agent's platform, and the tags of the platform wheels it asked about
         self.picks: "collections.deque[LockTime]" = collections.deque(maxlen=MAX_PICKS)
         self.pending: collections.deque = collections.deque(maxlen=MAX_PENDING)  # (project, wheel) not read yet
         self.asking = 0  # its page requests under way
+        self.parallel_until = float("-inf")  # when PARALLEL_MEMORY after its last overlapping page requests ends
 
 
 class MetadataSource(Protocol):
@@ -74,9 +80,15 @@ class Prefetcher:
     likely pick, and of a page a client asked for that was not in memory."""
 
     def __init__(
-        self, catalog: Catalog, jobs: int, metrics: Metrics, metadata: Optional[MetadataSource] = None
+        self,
+        catalog: Catalog,
+        jobs: int,
+        metrics: Metrics,
+        metadata: Optional[MetadataSource] = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._catalog = catalog
+        self._clock = clock
         self._metadata = metadata
         self._lock = threading.Lock()
         self._pool = WorkerPool(jobs, MAX_QUEUED, "proxpi-prefetch")
@@ -107,7 +119,8 @@ class Prefetcher:
             self._readers[(project, filename)] = client
             while len(self._readers) > MAX_REMEMBERED:
                 self._readers.popitem(last=False)
-            known.pending.append((project, filename))
+            if not self._in_parallel(known):
+                known.pending.append((project, filename))
 
     def _released(self, project: NormalizedName, files: tuple) -> Releases:
         """:func:`releases` of *files*, project *project*'s, worked out once per page."""
@@ -171,23 +184,29 @@ class Prefetcher:
         known = self._record(client)
         with self._lock:
             known.asking += 1
+            if known.asking > 1:
+                known.parallel_until = self._clock() + PARALLEL_MEMORY
+                known.pending.clear()
         return known
 
-    def _asking(self, client: Optional[str]) -> int:
-        """*client*'s page requests under way. A client that asks in parallel (uv) asks
-        for a page's metadata as soon as it has the page: a guess has no time to win,
-        only CPU time to take from the pages being answered."""
+    def _in_parallel(self, known: _Client) -> bool:
+        """Whether the client *known* asks in parallel (see PARALLEL_MEMORY). Such a
+        client (uv) asks for a page's metadata as soon as it has the page: a guess has
+        no time to win, only CPU time to take from the pages being answered. Lock held."""
+        return known.parallel_until > self._clock()
+
+    def _asks_in_parallel(self, client: Optional[str]) -> bool:
         with self._lock:
             known = self._clients.get(client) if client is not None else None
-            return 0 if known is None else known.asking
+            return known is not None and self._in_parallel(known)
 
     def page_read(self, client: str, project: NormalizedName, fetched: bool, asked: Optional[object]) -> None:
         """*client* got project *project*'s page, *fetched* from upstream for it or not
         (*asked*: what :meth:`page_asked` returned). Counts a page prefetched for it;
         once it has picked before, fetches the metadata it will likely ask for next, of
         a page new to memory or prefetched (its guess then made before the client's
-        picks said as much). Not for a client with other pages under way (see
-        :meth:`_asking`)."""
+        picks said as much). Not for a client with other pages under way, nor for one
+        that asks in parallel (see :meth:`_in_parallel`)."""
         prefetched = self._count_used(("page", project))
         with self._lock:
             if isinstance(asked, _Client):
@@ -196,10 +215,12 @@ class Prefetcher:
                 return
             known = self._clients.get(client)
             if self._closed or project in self._queued or known is None or not (known.picks or known.pending) \
-                    or known.asking > 0:
+                    or known.asking > 0 or self._in_parallel(known):
                 return
-            if self._pool.submit(functools.partial(self._prefetch, project, client, asked=True)):
-                self._queued.add(project)
+            self._queued.add(project)
+        if not self._pool.submit(functools.partial(self._prefetch, project, client, asked=True)):
+            with self._lock:
+                self._queued.discard(project)
 
     def metadata_served(self, project: NormalizedName, filename: str, metadata: bytes) -> None:
         """A client got the metadata of wheel *filename*: queue the pages of the
@@ -218,13 +239,14 @@ class Prefetcher:
         except (ValueError, UnicodeError):
             return
         with self._lock:
-            for name in names:
-                if name == project or name in self._queued:
-                    continue
-                if self._pool.submit(functools.partial(self._prefetch, name, client)):
-                    self._queued.add(name)
-                else:
-                    self._total.inc("page", "dropped")
+            new = [name for name in dict.fromkeys(names) if name != project and name not in self._queued]
+            self._queued.update(new)
+        # Outside the lock: a submit may start a thread, which waits for the GIL.
+        for name in new:
+            if not self._pool.submit(functools.partial(self._prefetch, name, client)):
+                self._total.inc("page", "dropped")
+                with self._lock:
+                    self._queued.discard(name)
 
     def _prefetch(self, name: NormalizedName, client: Optional[str], asked: bool = False) -> None:
         """Bring in project *name*'s page (*asked*: *client* has just had it, in memory),
@@ -235,9 +257,7 @@ class Prefetcher:
             else:
                 page = self._page(name)
                 files = None if page is None else page.files
-            # Past one page under way, the client asks in parallel (see :meth:`_asking`);
-            # a client that asks one at a time may have its next one under way.
-            if files is None or self._metadata is None or self._asking(client) > 1:
+            if files is None or self._metadata is None or self._asks_in_parallel(client):
                 return
             like, lock = self._guess(client)
             if asked and lock is None:

@@ -10,6 +10,7 @@ import types
 
 import pytest
 
+from proxpi_min.index import prefetch as prefetch_module
 from tests.support.dists import make_wheel
 from tests.support.markers import needs_pip_json_metadata
 from tests.support.prometheus import parse, sample
@@ -216,6 +217,41 @@ def test_a_page_the_client_asks_has_its_guessed_metadata_fetched_at_once(proxy, 
     assert p.get("/index/lib/", {"User-Agent": "uv/0.9 test"}).status == 200
     assert p.server.prefetch.wait(10)
     assert _ranged(dated) == [dated.tool_1.filename, dated.app.filename]
+
+
+def test_a_client_that_asks_in_parallel_gets_no_guesses_for_a_while(proxy, dated, monkeypatch):
+    """uv asks for its pages at once, then for each page's metadata at once: a guess has
+    no time to win there, and takes CPU time from the pages being answered."""
+    monkeypatch.setattr(prefetch_module, "PARALLEL_MEMORY", 1.0)
+    uv = {"User-Agent": "uv/0.9 test"}
+    p = proxy(dated, prefetch="metadata")
+    upstream = p.server.upstream
+    fetch, asked, release = upstream.fetch_page, threading.Event(), threading.Event()
+
+    def held_fetch(url, *args, **kwargs):
+        if url.endswith("/tool/"):
+            asked.set()
+            release.wait(10)
+        return fetch(url, *args, **kwargs)
+
+    upstream.fetch_page = held_fetch
+    first = threading.Thread(target=lambda: p.get("/index/tool/", uv))
+    first.start()
+    assert asked.wait(10)
+    assert p.get("/index/lib/", uv).status == 200  # while its tool page is under way
+    release.set()
+    first.join(10)
+    assert p.get(f"/index/app/{dated.app.filename}.metadata", uv).status == 200
+    assert p.get("/index/tool/", uv).status == 200
+    assert p.server.prefetch.wait(10)
+    assert _ranged(dated) == [dated.app.filename]  # lib's page prefetched, no metadata guessed
+    assert "/simple/lib/" in _pages(dated)
+    # A minute (here a second) later, with no overlap since, it is one at a time again.
+    time.sleep(1.1)
+    assert p.get(f"/index/tool/{dated.tool_1.filename}.metadata", uv).status == 200
+    assert p.get(f"/index/app/{dated.app.filename}.metadata", uv).status == 200
+    assert p.server.prefetch.wait(10)
+    assert _ranged(dated) == [dated.app.filename, dated.tool_1.filename, dated.lib_15.filename]
 
 
 def _joined(p, project: str, filename: str) -> None:
