@@ -4,6 +4,7 @@
   ``/simple/`` and ``/files/``) and the static copy (a proxy's layout, under ``/index/``).
 * ``Proxpi``: proxpi 1.3 under gunicorn, started as its Docker image starts it.
 * ``ProxpiMin``: this repository's proxy, ``python -m proxpi_min`` (or the zipapp).
+* ``Forward``: ``bench/forward.py``, a proxy that only forwards (no cache, no parsing).
 
 Every server answers ``base`` (its index URL, ending in ``/``) and ``rss()``.
 """
@@ -347,6 +348,32 @@ class ProxpiMin(Server):
                 raise RuntimeError(f"{self.name} exited: see {self.log_path}")
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not log {want!r} within {timeout} s")
+
+
+class Forward(Server):
+    """``bench/forward.py`` in front of *upstream* (host, port), streaming or, *whole*,
+    reading each answer whole first; its index URL is the upstream's path, the links of
+    the upstream's pages lead back to it."""
+
+    name = "forward"
+    label = "forward"
+
+    def __init__(self, run_dir: Path, upstream: tuple, tag: str = "", whole: bool = False):
+        super().__init__(run_dir)
+        self.name = f"forward{tag}"
+        self.log_path = run_dir / f"{self.name}.log"
+        self.upstream = upstream
+        self.whole = whole
+        self.port = free_port()
+        self.base = f"http://{LOOPBACK}:{self.port}/simple/"
+
+    def start(self) -> "Forward":
+        script = Path(__file__).with_name("forward.py")
+        upstream = f"{self.upstream[0]}:{self.upstream[1]}"
+        flags = ["--whole"] if self.whole else []
+        self._spawn([sys.executable, str(script), "--port", str(self.port), "--upstream", upstream, *flags])
+        self._wait_http(self.base)
+        return self
 
 
 def proxpi_min_available(repo: Path, python: str = sys.executable) -> tuple[bool, str]:

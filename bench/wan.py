@@ -10,6 +10,7 @@ fresh ("cold": a new cache dir) and once more through the same proxy ("warm").
     python bench/wan.py --reps 5 --wan-ms 25 --servers proxpi_min,direct
     python bench/wan.py --servers proxpi_min --flags="--prefetch off"   # a variant
     python bench/wan.py --html                 # the upstream's pages in HTML only
+    python bench/wan.py --servers direct,forward,forward-whole   # forwarding alone
 
 It needs what ``bench/run.sh --prepare-only`` prepares in ``bench/.cache`` (the venv with
 pip, uv and proxpi 1.3, and the upstream tree); standard library only, loopback only.
@@ -42,6 +43,11 @@ RUNS = (
     ("pip-download", "`pip download --no-deps`, download-16", "pip_download"),
 )
 SERVERS = ("direct", "proxpi_min", "proxpi")
+# Measured once per repetition (nothing to warm): direct, and bench/forward.py, the
+# floor under any threaded standard-library proxy, streaming ("forward") or reading each
+# answer whole first ("forward-whole", as a proxy that parses pages must). On request:
+# --servers direct,forward,forward-whole,...
+UNCACHED = ("direct", "forward", "forward-whole")
 CHUNK = 64 * 1024
 
 
@@ -155,6 +161,14 @@ def measure(args: argparse.Namespace) -> dict:
                         samples[(run, "direct")].append(client(index_url))
                         continue
                     tag += 1
+                    if kind in UNCACHED:
+                        whole = kind == "forward-whole"
+                        forward = srv.Forward(run_dir, (srv.LOOPBACK, relay.port), f"-{tag}", whole).start()
+                        try:
+                            samples[(run, kind)].append(client(forward.base))
+                        finally:
+                            forward.stop()
+                        continue
                     server = _proxy(kind, run_dir, index_url, tag, args.flags, args.pyz)
                     try:
                         samples[(run, f"{kind} cold")].append(client(server.base))
@@ -170,8 +184,11 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def table(samples: dict, servers: tuple, wan_ms: float, reps: int) -> str:
-    columns = [c for kind in servers for c in ((kind,) if kind == "direct" else (f"{kind} cold", f"{kind} warm"))]
-    label = {"proxpi_min cold": "proxpi-min, cold", "proxpi_min warm": "proxpi-min, warm",
+    columns = [
+        column for kind in servers
+        for column in ((kind,) if kind in UNCACHED else (f"{kind} cold", f"{kind} warm"))
+    ]
+    label = {"forward": "forward only", "forward-whole": "forward whole", "proxpi_min cold": "proxpi-min, cold", "proxpi_min warm": "proxpi-min, warm",
              "proxpi cold": "proxpi 1.3, cold", "proxpi warm": "proxpi 1.3, warm"}
     lines = [
         f"Upstream {wan_ms:g} ms away each way (relay in front of the local nginx upstream), "
@@ -200,7 +217,7 @@ def main(argv: list) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--wan-ms", type=float, default=25.0, help="one-way delay in ms (default 25)")
     p.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
-    p.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
+    p.add_argument("--servers", default=",".join(SERVERS), help=f"some of {','.join(SERVERS)},forward,forward-whole")
     p.add_argument("--runs", default=",".join(run for run, _, _ in RUNS), help="subset of the runs (default all)")
     p.add_argument("--sets", type=Path, default=BENCH / "sets", help="bench sets directory")
     p.add_argument("--pyz", type=Path, default=None, help="run proxpi_min from this zipapp")

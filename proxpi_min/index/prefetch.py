@@ -44,13 +44,13 @@ MAX_QUEUED = 1000  # pages waiting for a thread; past this, prefetches are dropp
 MAX_REMEMBERED = 10_000  # prefetched pages and metadata remembered until a client asks
 MAX_CLIENTS = 256  # clients whose picks are remembered (the oldest dropped first)
 MAX_PICKS = 64  # a client's latest picks that say when its pins were chosen
-# Picks not read yet, the newest kept: a client asking in parallel (uv) picks dozens at
-# once, and a few say as much as all of them, for a pass over a page's files each.
+# Picks not read yet, the newest kept: a burst of picks says little more than its last
+# few, and each costs a pass over its page's files.
 MAX_PENDING = 16
 MAX_USER_AGENT = 4096  # longer User-Agents are not read for a platform (pip's is ~400 bytes)
 MAX_RELEASE_FILES = 100_000  # files of the pages whose releases are kept (one pass over a page's files)
 # A client that had page requests under way at once is taken to ask in parallel for
-# this long: uv asks its late pages one at a time, a run of pip never two at once.
+# this long after: uv asks its late pages one at a time, a run of pip never two at once.
 PARALLEL_MEMORY = 60.0
 
 
@@ -64,7 +64,7 @@ class _Client:
         self.picks: "collections.deque[LockTime]" = collections.deque(maxlen=MAX_PICKS)
         self.pending: collections.deque = collections.deque(maxlen=MAX_PENDING)  # (project, wheel) not read yet
         self.asking = 0  # its page requests under way
-        self.parallel_until = float("-inf")  # when PARALLEL_MEMORY after its last overlapping page requests ends
+        self.parallel_until = float("-inf")  # PARALLEL_MEMORY after its page requests last overlapped
 
 
 class MetadataSource(Protocol):
@@ -85,10 +85,9 @@ class Prefetcher:
         jobs: int,
         metrics: Metrics,
         metadata: Optional[MetadataSource] = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._catalog = catalog
-        self._clock = clock
+        self._clock = time.monotonic
         self._metadata = metadata
         self._lock = threading.Lock()
         self._pool = WorkerPool(jobs, MAX_QUEUED, "proxpi-prefetch")
@@ -193,7 +192,7 @@ class Prefetcher:
         """Whether the client *known* asks in parallel (see PARALLEL_MEMORY). Such a
         client (uv) asks for a page's metadata as soon as it has the page: a guess has
         no time to win, only CPU time to take from the pages being answered. Lock held."""
-        return known.parallel_until > self._clock()
+        return known.asking > 1 or known.parallel_until > self._clock()
 
     def _asks_in_parallel(self, client: Optional[str]) -> bool:
         with self._lock:
@@ -211,6 +210,8 @@ class Prefetcher:
         with self._lock:
             if isinstance(asked, _Client):
                 asked.asking -= 1
+                if asked.asking > 0:  # still overlapping: the minute counts from its end
+                    asked.parallel_until = self._clock() + PARALLEL_MEMORY
             if self._metadata is None or not (fetched or prefetched):
                 return
             known = self._clients.get(client)
@@ -218,9 +219,7 @@ class Prefetcher:
                     or known.asking > 0 or self._in_parallel(known):
                 return
             self._queued.add(project)
-        if not self._pool.submit(functools.partial(self._prefetch, project, client, asked=True)):
-            with self._lock:
-                self._queued.discard(project)
+        self._submit([project], lambda name: functools.partial(self._prefetch, name, client, asked=True), "metadata")
 
     def metadata_served(self, project: NormalizedName, filename: str, metadata: bytes) -> None:
         """A client got the metadata of wheel *filename*: queue the pages of the
@@ -241,12 +240,23 @@ class Prefetcher:
         with self._lock:
             new = [name for name in dict.fromkeys(names) if name != project and name not in self._queued]
             self._queued.update(new)
-        # Outside the lock: a submit may start a thread, which waits for the GIL.
-        for name in new:
-            if not self._pool.submit(functools.partial(self._prefetch, name, client)):
-                self._total.inc("page", "dropped")
-                with self._lock:
-                    self._queued.discard(name)
+        self._submit(new, lambda name: functools.partial(self._prefetch, name, client), "page")
+
+    def _submit(self, names: list, job: Callable, kind: str) -> None:
+        """Queue ``job(name)`` for each of *names*, already in ``_queued``; a name whose
+        job was dropped (counted as a *kind* prefetch dropped) or failed to queue leaves
+        it. Outside the lock: a submit may start a thread, which waits for the GIL."""
+        pending = list(names)
+        try:
+            while pending:
+                if not self._pool.submit(job(pending[0])):
+                    self._total.inc(kind, "dropped")
+                    with self._lock:
+                        self._queued.discard(pending[0])
+                pending.pop(0)
+        finally:
+            with self._lock:
+                self._queued.difference_update(pending)
 
     def _prefetch(self, name: NormalizedName, client: Optional[str], asked: bool = False) -> None:
         """Bring in project *name*'s page (*asked*: *client* has just had it, in memory),

@@ -161,7 +161,7 @@ def dated(upstream_factory):
     upstream.lib_2 = make_wheel("lib", "2.0")
     upstream.tool_1 = make_wheel("tool", "1.0")
     upstream.tool_2 = make_wheel("tool", "2.0")
-    for dist, time in (
+    for dist, uploaded in (
         (upstream.app, "2024-06-01T10:00:00.000001Z"),
         (make_wheel("app", "2.0", requires=["lib"]), "2025-01-01T10:00:00Z"),
         (make_wheel("lib", "1.0"), "2023-01-01T10:00:00Z"),
@@ -170,7 +170,7 @@ def dated(upstream_factory):
         (upstream.tool_1, "2024-05-01T10:00:00Z"),
         (upstream.tool_2, "2024-12-01T10:00:00Z"),
     ):
-        upstream.add(dist, metadata=False, upload_time=time)
+        upstream.add(dist, metadata=False, upload_time=uploaded)
     return upstream
 
 
@@ -219,12 +219,13 @@ def test_a_page_the_client_asks_has_its_guessed_metadata_fetched_at_once(proxy, 
     assert _ranged(dated) == [dated.tool_1.filename, dated.app.filename]
 
 
-def test_a_client_that_asks_in_parallel_gets_no_guesses_for_a_while(proxy, dated, monkeypatch):
+def test_a_client_that_asks_in_parallel_gets_no_guesses_for_a_while(proxy, dated):
     """uv asks for its pages at once, then for each page's metadata at once: a guess has
     no time to win there, and takes CPU time from the pages being answered."""
-    monkeypatch.setattr(prefetch_module, "PARALLEL_MEMORY", 1.0)
     uv = {"User-Agent": "uv/0.9 test"}
     p = proxy(dated, prefetch="metadata")
+    now = [1000.0]
+    p.server.prefetch._clock = lambda: now[0]  # the minute, without waiting a minute
     upstream = p.server.upstream
     fetch, asked, release = upstream.fetch_page, threading.Event(), threading.Event()
 
@@ -235,23 +236,27 @@ def test_a_client_that_asks_in_parallel_gets_no_guesses_for_a_while(proxy, dated
         return fetch(url, *args, **kwargs)
 
     upstream.fetch_page = held_fetch
-    first = threading.Thread(target=lambda: p.get("/index/tool/", uv))
-    first.start()
+    first = []
+    thread = threading.Thread(target=lambda: first.append(p.get("/index/tool/", uv)))
+    thread.start()
     assert asked.wait(10)
     assert p.get("/index/lib/", uv).status == 200  # while its tool page is under way
     release.set()
-    first.join(10)
+    thread.join(10)
+    assert first and first[0].status == 200
     assert p.get(f"/index/app/{dated.app.filename}.metadata", uv).status == 200
     assert p.get("/index/tool/", uv).status == 200
     assert p.server.prefetch.wait(10)
-    assert _ranged(dated) == [dated.app.filename]  # lib's page prefetched, no metadata guessed
-    assert "/simple/lib/" in _pages(dated)
-    # A minute (here a second) later, with no overlap since, it is one at a time again.
-    time.sleep(1.1)
-    assert p.get(f"/index/tool/{dated.tool_1.filename}.metadata", uv).status == 200
+    assert _ranged(dated) == [dated.app.filename]  # no guess: neither lib's metadata nor tool's
+    # Still in parallel just under a minute after its pages overlapped; then one at a time.
+    now[0] += prefetch_module.PARALLEL_MEMORY - 1
     assert p.get(f"/index/app/{dated.app.filename}.metadata", uv).status == 200
     assert p.server.prefetch.wait(10)
-    assert _ranged(dated) == [dated.app.filename, dated.tool_1.filename, dated.lib_15.filename]
+    assert _ranged(dated) == [dated.app.filename]
+    now[0] += 2
+    assert p.get(f"/index/app/{dated.app.filename}.metadata", uv).status == 200
+    assert p.server.prefetch.wait(10)
+    assert _ranged(dated) == [dated.app.filename, dated.lib_15.filename]
 
 
 def _joined(p, project: str, filename: str) -> None:
