@@ -159,8 +159,9 @@ class Server:
     label = "server"
     proc: Optional[subprocess.Popen] = None
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, tag: str = ""):
         self.run_dir = run_dir
+        self.name = f"{self.name}{tag}"  # one log (and cache dir) per server started
         self.log_path = run_dir / f"{self.name}.log"
 
     def _spawn(self, cmd: list, env: Optional[dict] = None, cwd: Optional[Path] = None):
@@ -279,9 +280,7 @@ class Proxpi(Server):
     label = "proxpi 1.3"
 
     def __init__(self, run_dir: Path, venv: Path, index_url: str, tag: str = ""):
-        super().__init__(run_dir)
-        self.name = f"proxpi{tag}"
-        self.log_path = run_dir / f"{self.name}.log"
+        super().__init__(run_dir, tag)
         self.venv = venv
         self.index_url = index_url
         self.port = free_port()
@@ -315,9 +314,7 @@ class ProxpiMin(Server):
 
     def __init__(self, run_dir: Path, repo: Path, index_url: str, tag: str = "",
                  pyz: Optional[Path] = None, python: str = sys.executable):
-        super().__init__(run_dir)
-        self.name = f"proxpi_min{tag}"
-        self.log_path = run_dir / f"{self.name}.log"
+        super().__init__(run_dir, tag)
         self.repo = repo
         self.pyz = pyz
         self.python = python
@@ -359,9 +356,7 @@ class Forward(Server):
     label = "forward"
 
     def __init__(self, run_dir: Path, upstream: tuple, tag: str = "", whole: bool = False):
-        super().__init__(run_dir)
-        self.name = f"forward{tag}"
-        self.log_path = run_dir / f"{self.name}.log"
+        super().__init__(run_dir, tag)
         self.upstream = upstream
         self.whole = whole
         self.port = free_port()
