@@ -80,11 +80,7 @@ class Prefetcher:
     likely pick, and of a page a client asked for that was not in memory."""
 
     def __init__(
-        self,
-        catalog: Catalog,
-        jobs: int,
-        metrics: Metrics,
-        metadata: Optional[MetadataSource] = None,
+        self, catalog: Catalog, jobs: int, metrics: Metrics, metadata: Optional[MetadataSource] = None
     ) -> None:
         self._catalog = catalog
         self._clock = time.monotonic
@@ -244,19 +240,13 @@ class Prefetcher:
 
     def _submit(self, names: list, job: Callable, kind: str) -> None:
         """Queue ``job(name)`` for each of *names*, already in ``_queued``; a name whose
-        job was dropped (counted as a *kind* prefetch dropped) or failed to queue leaves
-        it. Outside the lock: a submit may start a thread, which waits for the GIL."""
-        pending = list(names)
-        try:
-            while pending:
-                if not self._pool.submit(job(pending[0])):
-                    self._total.inc(kind, "dropped")
-                    with self._lock:
-                        self._queued.discard(pending[0])
-                pending.pop(0)
-        finally:
-            with self._lock:
-                self._queued.difference_update(pending)
+        job was dropped (counted as a *kind* prefetch dropped) leaves it. Outside the
+        lock: a submit may start a thread, which waits for the GIL."""
+        for name in names:
+            if not self._pool.submit(job(name)):
+                self._total.inc(kind, "dropped")
+                with self._lock:
+                    self._queued.discard(name)
 
     def _prefetch(self, name: NormalizedName, client: Optional[str], asked: bool = False) -> None:
         """Bring in project *name*'s page (*asked*: *client* has just had it, in memory),

@@ -29,7 +29,8 @@ class WorkerPool:
         self._closed = False
 
     def submit(self, job: Callable[[], None]) -> bool:
-        """Queue *job*; False if it was dropped (closed, or the queue full)."""
+        """Queue *job*; False if it was dropped (closed, the queue full, or no thread to
+        run it could be started)."""
         with self._lock:
             if self._closed or len(self._jobs) >= self._max_queued:
                 return False
@@ -38,7 +39,15 @@ class WorkerPool:
             if start:
                 self._threads += 1
         if start:
-            threading.Thread(target=self._work, name=self._name, daemon=True).start()
+            try:
+                threading.Thread(target=self._work, name=self._name, daemon=True).start()
+            except RuntimeError:  # the process may start no more threads
+                with self._lock:
+                    self._threads -= 1
+                    self._idle.notify_all()
+                    if self._threads == 0 and job in self._jobs:  # no thread would ever run it
+                        self._jobs.remove(job)
+                        return False
         return True
 
     def _work(self) -> None:

@@ -33,3 +33,20 @@ def test_a_full_queue_and_a_closed_pool_drop_jobs():
     release.set()
     assert not pool.submit(lambda: ran.append("late"))
     assert pool.wait(5) and ran == []
+
+
+def test_a_job_no_thread_can_run_is_dropped(monkeypatch):
+    """The process may start no more threads (its limit): the job is refused, not queued
+    for a thread that never comes, and the pool takes jobs again once it can."""
+    pool = WorkerPool(2, 10, "test-pool")
+    ran = []
+
+    def refuse(thread):
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refuse)
+        assert not pool.submit(lambda: ran.append("refused"))
+    assert pool.wait(5)  # nothing counted as running
+    assert pool.submit(lambda: ran.append("later"))
+    assert pool.wait(5) and ran == ["later"]
