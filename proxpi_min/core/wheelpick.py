@@ -282,8 +282,7 @@ def client_tags(user_agent: str) -> Optional[Tags]:
             return None
         family = "manylinux" if libc["lib"] == "glibc" else "musllinux"
         platform = frozenset({f"{family}_{release.group(1)}_{release.group(2)}_{cpu_name}"})
-    elif system.get("name") == "Darwin" and _text(distro, "version", version) is not None:
-        release = _text(distro, "version", version)
+    elif system.get("name") == "Darwin" and (release := _text(distro, "version", version)) is not None:
         major, minor = int(release.group(1)), int(release.group(2))
         minor = 0 if major >= 11 else minor  # macOS 11 on: one tag per major release
         platform = frozenset({f"macosx_{major}_{minor}_{cpu_name}", f"macosx_{major}_{minor}_universal2"})
