@@ -16,6 +16,7 @@ import argparse
 import http.client
 import sys
 import threading
+from typing import Optional
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FORWARDED_REQUEST = ("accept", "accept-encoding", "range", "user-agent")
@@ -44,36 +45,27 @@ class Forwarder(BaseHTTPRequestHandler):
 
     def _forward(self, method: str) -> None:
         headers = {k: v for k, v in self.headers.items() if k.lower() in FORWARDED_REQUEST}
-        for attempt in range(2):  # once more on a new connection (the upstream closed a kept-alive one)
-            connection = getattr(self.connections, "upstream", None) or http.client.HTTPConnection(*self.upstream)
-            self.connections.upstream = connection
-            try:
-                connection.request(method, self.path, headers=headers)
-                response = connection.getresponse()
-                length = response.getheader("content-length")
-                streamed = not self.whole and method == "GET" and length is not None
-                body = b"" if streamed else response.read()
-                break
-            except (http.client.HTTPException, OSError):
-                connection.close()
-                self.connections.upstream = None
-                if attempt:
-                    self.send_error(502)
-                    return
+        asked = self._ask(method, self.path, headers, stream=not self.whole and method == "GET")
+        if asked is None:
+            self.send_error(502)
+            return
+        response, body = asked
+        streamed = body is None
         self.send_response(response.status)
         for name in FORWARDED_RESPONSE:
             value = response.getheader(name)
             if value:
                 self.send_header(name, value)
-        if method == "GET" and not streamed:
-            length = str(len(body))
+        length = response.getheader("content-length") if streamed or method == "HEAD" else str(len(body))
         if length is not None:
             self.send_header("Content-Length", length)
         self.end_headers()
         if method == "HEAD":
             return
-        self.wfile.write(body)
-        sent = len(body)
+        sent = 0
+        if not streamed:
+            self.wfile.write(body)
+            sent = len(body)
         while streamed:
             chunk = response.read1(CHUNK)
             if not chunk:
@@ -84,24 +76,46 @@ class Forwarder(BaseHTTPRequestHandler):
             self.log_error("%s: %d of %s bytes", self.path, sent, length)
             self.close_connection = True
 
+    def _ask(self, method: str, path: str, headers: dict, stream: bool = False) -> Optional[tuple]:
+        """(response, its body read whole) from upstream, on this thread's kept-alive
+        connection; with *stream*, an answer of known length comes with body None, to be
+        read from the response. None if the upstream cannot be reached."""
+        for attempt in range(2):  # once more on a new connection (the upstream closed a kept-alive one)
+            connection = getattr(self.connections, "upstream", None) or http.client.HTTPConnection(*self.upstream)
+            self.connections.upstream = connection
+            try:
+                connection.request(method, path, headers=headers)
+                response = connection.getresponse()
+                streamed = stream and response.getheader("content-length") is not None
+                return response, None if streamed else response.read()
+            except (http.client.HTTPException, OSError):
+                connection.close()
+                self.connections.upstream = None
+        return None
+
 
 class Server(ThreadingHTTPServer):
     request_queue_size = 256  # uv opens dozens of connections at once
 
 
-def main(argv: list) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def serve(argv: list, handler: type, doc: str) -> int:
+    """Serve *handler* (a Forwarder) on the port the command line *argv* gives."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", required=True, help="host:port of the upstream")
     p.add_argument("--whole", action="store_true", help="read each answer whole before sending it")
     args = p.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
-    Forwarder.upstream = (host, int(port))
-    Forwarder.whole = args.whole
-    server = Server(("127.0.0.1", args.port), Forwarder)
-    print(f"forwarding http://127.0.0.1:{args.port}/ to {args.upstream}", flush=True)
+    handler.upstream = (host, int(port))
+    handler.whole = args.whole
+    server = Server(("127.0.0.1", args.port), handler)
+    print(f"{handler.__name__} on http://127.0.0.1:{args.port}/, upstream {args.upstream}", flush=True)
     server.serve_forever()
     return 0
+
+
+def main(argv: list) -> int:
+    return serve(argv, Forwarder, __doc__)
 
 
 if __name__ == "__main__":

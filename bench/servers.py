@@ -354,6 +354,7 @@ class Forward(Server):
 
     name = "forward"
     label = "forward"
+    script = "forward.py"
 
     def __init__(self, run_dir: Path, upstream: tuple, tag: str = "", whole: bool = False):
         super().__init__(run_dir, tag)
@@ -363,12 +364,21 @@ class Forward(Server):
         self.base = f"http://{LOOPBACK}:{self.port}/simple/"
 
     def start(self) -> "Forward":
-        script = Path(__file__).with_name("forward.py")
+        script = Path(__file__).with_name(self.script)
         upstream = f"{self.upstream[0]}:{self.upstream[1]}"
         flags = ["--whole"] if self.whole else []
         self._spawn([sys.executable, str(script), "--port", str(self.port), "--upstream", upstream, *flags])
         self._wait_http(self.base)
         return self
+
+
+class PassThrough(Forward):
+    """``bench/passthrough.py`` in front of *upstream*: JSON pages passed through
+    rewritten and parsed after the answer, metadata read with ranges."""
+
+    name = "passthrough"
+    label = "passthrough"
+    script = "passthrough.py"
 
 
 def proxpi_min_available(repo: Path, python: str = sys.executable) -> tuple[bool, str]:

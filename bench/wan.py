@@ -11,6 +11,7 @@ fresh ("cold": a new cache dir) and once more through the same proxy ("warm").
     python bench/wan.py --servers proxpi_min --flags="--prefetch off"   # a variant
     python bench/wan.py --html                 # the upstream's pages in HTML only
     python bench/wan.py --servers direct,forward,forward-whole   # forwarding alone
+    python bench/wan.py --servers direct,passthrough   # pages passed through, parsed after
 
 It needs what ``bench/run.sh --prepare-only`` prepares in ``bench/.cache`` (the venv with
 pip, uv and proxpi 1.3, and the upstream tree); standard library only, loopback only.
@@ -45,9 +46,10 @@ RUNS = (
 SERVERS = ("direct", "proxpi_min", "proxpi")
 # Measured once per repetition (nothing to warm): direct, and bench/forward.py, the
 # floor under any threaded standard-library proxy, streaming ("forward") or reading each
-# answer whole first ("forward-whole", as a proxy that parses pages must). On request:
-# --servers direct,forward,forward-whole,...
-UNCACHED = ("direct", "forward", "forward-whole")
+# answer whole first ("forward-whole", as a proxy that parses pages must), and
+# bench/passthrough.py ("passthrough": pages rewritten and parsed after the answer). On
+# request: --servers direct,forward,forward-whole,passthrough,...
+UNCACHED = ("direct", "forward", "forward-whole", "passthrough")
 CHUNK = 64 * 1024
 
 
@@ -162,8 +164,11 @@ def measure(args: argparse.Namespace) -> dict:
                         continue
                     tag += 1
                     if kind in UNCACHED:
-                        whole = kind == "forward-whole"
-                        forward = srv.Forward(run_dir, (srv.LOOPBACK, relay.port), f"-{tag}", whole).start()
+                        upstream = (srv.LOOPBACK, relay.port)
+                        if kind == "passthrough":
+                            forward = srv.PassThrough(run_dir, upstream, f"-{tag}").start()
+                        else:
+                            forward = srv.Forward(run_dir, upstream, f"-{tag}", kind == "forward-whole").start()
                         try:
                             samples[(run, kind)].append(client(forward.base))
                         finally:
@@ -188,7 +193,7 @@ def table(samples: dict, servers: tuple, wan_ms: float, reps: int) -> str:
         column for kind in servers
         for column in ((kind,) if kind in UNCACHED else (f"{kind} cold", f"{kind} warm"))
     ]
-    label = {"forward": "forward only", "forward-whole": "forward whole", "proxpi_min cold": "proxpi-min, cold", "proxpi_min warm": "proxpi-min, warm",
+    label = {"forward": "forward only", "forward-whole": "forward whole", "passthrough": "pass-through", "proxpi_min cold": "proxpi-min, cold", "proxpi_min warm": "proxpi-min, warm",
              "proxpi cold": "proxpi 1.3, cold", "proxpi warm": "proxpi 1.3, warm"}
     lines = [
         f"Upstream {wan_ms:g} ms away each way (relay in front of the local nginx upstream), "
@@ -217,7 +222,7 @@ def main(argv: list) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--wan-ms", type=float, default=25.0, help="one-way delay in ms (default 25)")
     p.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
-    p.add_argument("--servers", default=",".join(SERVERS), help=f"some of {','.join(SERVERS)},forward,forward-whole")
+    p.add_argument("--servers", default=",".join(SERVERS), help=f"some of {','.join(SERVERS + UNCACHED[1:])}")
     p.add_argument("--runs", default=",".join(run for run, _, _ in RUNS), help="subset of the runs (default all)")
     p.add_argument("--sets", type=Path, default=BENCH / "sets", help="bench sets directory")
     p.add_argument("--pyz", type=Path, default=None, help="run proxpi_min from this zipapp")

@@ -135,25 +135,27 @@ def _json_file(entry: FileEntry) -> str:
     """One file's object, exactly as ``json.dumps(..., separators=(",", ":"))`` writes
     the dict it stands for (same keys, same order, strings through json's own escaping),
     written as text, which is quicker than building the dict for json."""
-    name = _json_string(entry.filename)
+    # Unpacked once: ten attribute lookups on a named tuple cost more than the rest.
+    filename, _, hashes, requires_python, yanked, metadata, size, upload_time, gpg_sig, provenance = entry
+    name = _json_string(filename)
     # An unreserved name is its own URL, and needs the same (no) escaping.
-    url = name if _UNRESERVED.match(entry.filename) else _json_string(urllib.parse.quote(entry.filename))
-    text = f'{{"filename":{name},"url":{url},"hashes":{_json_hashes(entry.hashes)}'
-    if entry.requires_python:
-        text += f',"requires-python":{_json_string(entry.requires_python)}'
-    if entry.yanked is not None:  # PEP 691: a reason string, or true
-        text += f',"yanked":{_json_string(entry.yanked)}' if entry.yanked else ',"yanked":true'
-    if entry.metadata is not None:
+    url = name if _UNRESERVED.match(filename) else _json_string(urllib.parse.quote(filename))
+    text = f'{{"filename":{name},"url":{url},"hashes":{_json_hashes(hashes)}'
+    if requires_python:
+        text += f',"requires-python":{_json_string(requires_python)}'
+    if yanked is not None:  # PEP 691: a reason string, or true
+        text += f',"yanked":{_json_string(yanked)}' if yanked else ',"yanked":true'
+    if metadata is not None:
         # PEP 714: never the old key "dist-info-metadata" (pip 22.3-23.1 crash on it).
-        text += f',"core-metadata":{_json_hashes(entry.metadata)}' if entry.metadata else ',"core-metadata":true'
-    if entry.size is not None:
-        text += f',"size":{int.__repr__(entry.size)}'
-    if entry.upload_time:
-        text += f',"upload-time":{_json_string(entry.upload_time)}'
-    if entry.gpg_sig is not None:
-        text += ',"gpg-sig":true' if entry.gpg_sig else ',"gpg-sig":false'
-    if entry.provenance:
-        text += f',"provenance":{_json_string(entry.provenance)}'
+        text += f',"core-metadata":{_json_hashes(metadata)}' if metadata else ',"core-metadata":true'
+    if size is not None:
+        text += f',"size":{int.__repr__(size)}'
+    if upload_time:
+        text += f',"upload-time":{_json_string(upload_time)}'
+    if gpg_sig is not None:
+        text += ',"gpg-sig":true' if gpg_sig else ',"gpg-sig":false'
+    if provenance:
+        text += f',"provenance":{_json_string(provenance)}'
     return text + "}"
 
 

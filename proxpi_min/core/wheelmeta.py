@@ -7,7 +7,7 @@ import email.parser
 import re
 import struct
 import zlib
-from typing import Iterable, NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 from .byteranges import ByteRange
 from .errors import UpstreamError
@@ -24,6 +24,7 @@ __all__ = [
     "find_metadata",
     "is_zip_probe",
     "member_data",
+    "metadata_from_ranges",
     "metadata_name",
     "requirements",
     "tail_read",
@@ -202,6 +203,54 @@ def local_span(member: Member) -> tuple:
     """(first, last) bytes to read for *member* with its local header, allowing the
     local extra field as long as the longest one tools write."""
     return member.offset, member.offset + _LOCAL_HEADER + len(member.name.encode()) + 1024 + member.compressed
+
+
+# A range of a file as read: (its bytes, the offset of the first, the file's size).
+RangeRead = tuple
+
+
+def metadata_from_ranges(
+    read_range: Callable[[str], Optional[RangeRead]],
+    wheel_filename: str,
+    tail: int,
+    early: Optional[Callable[[], Optional[RangeRead]]] = None,
+    on_whole: Optional[Callable[[bytes], None]] = None,
+) -> Optional[bytes]:
+    """The wheel's METADATA read with ``read_range(Range header value)``: its last
+    *tail* bytes, then the central directory if they did not hold it, then the member if
+    neither held it; *early* gives a read of the wheel's start made beside them, tried
+    before the member's own read; *on_whole* is told the whole wheel when the first read
+    held it. None if a read gave no range (the upstream ignores ``Range``).
+
+    :raises BrokenWheel: no zip, no METADATA, or a member past the end of the file.
+    """
+    got = read_range(f"bytes=-{tail}")
+    if got is None:
+        return None
+    data, start, total = got
+    if on_whole is not None and start == 0 and len(data) == total:
+        on_whole(data)
+    directory = central_directory(data, total)
+    if directory.offset < start:
+        got = read_range(f"bytes={directory.offset}-{total - 1}")
+        if got is None:
+            return None
+        data, start, _ = got
+    at = directory.offset - start
+    member = find_metadata(data[at : at + directory.size], wheel_filename)
+    content = member_data(data[member.offset - start :], member) if member.offset >= start else None
+    head = early() if content is None and early is not None else None
+    if head is not None and head[1] == 0 and head[2] == total and member.offset < len(head[0]):
+        content = member_data(head[0][member.offset :], member)
+    if content is None:
+        first, stop = local_span(member)
+        got = read_range(f"bytes={first}-{min(stop, total) - 1}")
+        if got is None:
+            return None
+        content = member_data(got[0], member)
+    if content is None:
+        raise BrokenWheel(f"{member.name} runs past the end of {wheel_filename}")
+    return content
 
 
 def is_zip_probe(byte_range: ByteRange, size: Optional[int]) -> bool:

@@ -10,6 +10,7 @@ its ``.metadata`` answers 502 and pages stop advertising one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -29,10 +30,7 @@ from ..core.wheelmeta import (
     MAX_METADATA,
     TAIL_READ,
     BrokenWheel,
-    central_directory,
-    find_metadata,
-    local_span,
-    member_data,
+    metadata_from_ranges,
     metadata_name,
     tail_read,
 )
@@ -277,36 +275,13 @@ class WheelMetadata:
         if (size > tail) if size is not None else (tags is not None and not tags.pure):
             # Waited for only if used: unused, it ends on its own, its connection pooled.
             head = _RangeRead(self, wheel, f"bytes=0-{HEAD_READ - 1}")
-        return self._from_end(wheel, tail, head)
-
-    def _from_end(self, wheel: Target, tail: int, head: Optional["_RangeRead"]) -> Optional[bytes]:
-        got = self._range(wheel, f"bytes=-{tail}")
-        if got is None:
-            return None
-        data, start, total = got
-        if start == 0 and len(data) == total:
-            self._keep_whole(wheel, data)
-        directory = central_directory(data, total)
-        if directory.offset < start:
-            got = self._range(wheel, f"bytes={directory.offset}-{total - 1}")
-            if got is None:
-                return None
-            data, start, _ = got
-        at = directory.offset - start
-        member = find_metadata(data[at : at + directory.size], wheel.filename)
-        content = member_data(data[member.offset - start :], member) if member.offset >= start else None
-        early = head.result() if content is None and head is not None else None
-        if early is not None and early[1] == 0 and early[2] == total and member.offset < len(early[0]):
-            content = member_data(early[0][member.offset :], member)
-        if content is None:
-            first, stop = local_span(member)
-            got = self._range(wheel, f"bytes={first}-{min(stop, total) - 1}")
-            if got is None:
-                return None
-            content = member_data(got[0], member)
-        if content is None:
-            raise BrokenWheel(f"{member.name} runs past the end of {wheel.filename}")
-        return content
+        return metadata_from_ranges(
+            functools.partial(self._range, wheel),
+            wheel.filename,
+            tail,
+            None if head is None else head.result,
+            functools.partial(self._keep_whole, wheel),
+        )
 
     def _keep_whole(self, wheel: Target, data: bytes) -> None:
         """A range that held the whole wheel (a small one): stored as its download would

@@ -17,6 +17,7 @@ from proxpi_min.core.wheelmeta import (
     find_metadata,
     is_zip_probe,
     member_data,
+    metadata_from_ranges,
     metadata_name,
     requirements,
     tail_read,
@@ -141,3 +142,78 @@ def test_tail_read_grows_with_the_wheel_within_bounds():
     assert tail_read(1_000_000) == TAIL_READ
     assert tail_read(16 << 20) == 256 << 10  # numpy's size: a 64th
     assert tail_read(1 << 40) == 512 << 10
+
+
+class _Ranges:
+    """Answers Range header values from *content*, as an index that honours Range does
+    (suffix and first-last ranges), and records each one asked; *honoured*: False
+    answers as an index that ignores Range."""
+
+    def __init__(self, content: bytes, honoured: bool = True) -> None:
+        self.content = content
+        self.honoured = honoured
+        self.asked: list = []
+
+    def __call__(self, header: str):
+        self.asked.append(header)
+        if not self.honoured:
+            return None
+        spec = header.removeprefix("bytes=")
+        total = len(self.content)
+        if spec.startswith("-"):
+            first, last = max(0, total - int(spec[1:])), total - 1
+        else:
+            first, last = (int(part) for part in spec.split("-"))
+        return self.content[first : min(last, total - 1) + 1], first, total
+
+
+def _large_wheel(metadata_first: bool) -> bytes:
+    # Incompressible padding (stored) between the METADATA and the directory.
+    padding = ("pkg/data.bin", bytes(range(256)) * 2048)
+    members = [("pkg-1.0.dist-info/METADATA", METADATA), padding]
+    return _zip(members if metadata_first else members[::-1], zipfile.ZIP_STORED)
+
+
+def test_a_small_wheel_takes_one_read_and_comes_whole():
+    content = _zip([("pkg.py", b"x = 1\n"), ("pkg-1.0.dist-info/METADATA", METADATA)])
+    ranges, whole = _Ranges(content), []
+    assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", TAIL_READ, on_whole=whole.append) == METADATA
+    assert ranges.asked == [f"bytes=-{TAIL_READ}"] and whole == [content]
+
+
+def test_metadata_at_the_end_of_a_large_wheel_takes_one_read():
+    content = _large_wheel(metadata_first=False)
+    ranges, whole = _Ranges(content), []
+    assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 4096, on_whole=whole.append) == METADATA
+    assert len(ranges.asked) == 1 and whole == []
+
+
+def test_metadata_at_the_start_is_read_as_a_member_or_from_the_early_read():
+    content = _large_wheel(metadata_first=True)
+    ranges = _Ranges(content)
+    assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 4096) == METADATA
+    assert ranges.asked[0] == "bytes=-4096" and ranges.asked[1].startswith("bytes=0-")
+    early = _Ranges(content)
+    start = early("bytes=0-65535")
+    ranges = _Ranges(content)
+    assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 4096, early=lambda: start) == METADATA
+    assert ranges.asked == ["bytes=-4096"]
+
+
+def test_a_directory_beyond_the_first_read_is_read_next():
+    names = [(f"pkg/module{n}.py", b"") for n in range(200)]  # a directory of ~9 KB
+    content = _zip([*names, ("pkg-1.0.dist-info/METADATA", METADATA)], zipfile.ZIP_STORED)
+    ranges = _Ranges(content)
+    assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 100) == METADATA
+    directory = central_directory(content, len(content))
+    assert ranges.asked[:2] == ["bytes=-100", f"bytes={directory.offset}-{len(content) - 1}"]
+
+
+def test_an_index_that_ignores_ranges_gives_none_and_a_non_zip_is_broken():
+    content = _zip([("pkg-1.0.dist-info/METADATA", METADATA)])
+    assert metadata_from_ranges(_Ranges(content, honoured=False), "pkg-1.0-py3-none-any.whl", TAIL_READ) is None
+    with pytest.raises(BrokenWheel, match="not a zip file"):
+        metadata_from_ranges(_Ranges(b"<html>not a wheel</html>"), "pkg-1.0-py3-none-any.whl", TAIL_READ)
+    without = _zip([("pkg.py", b"x = 1\n")])
+    with pytest.raises(BrokenWheel):
+        metadata_from_ranges(_Ranges(without), "pkg-1.0-py3-none-any.whl", TAIL_READ)
