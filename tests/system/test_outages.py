@@ -669,14 +669,14 @@ def test_client_that_stops_reading_a_file_is_disconnected(proxy, upstream_factor
     big = sized_wheel("stalled", "1.0", max(12_000_000, 4 * send_buffer))
     upstream = upstream_factory("html")
     upstream.add(big)
-    p = proxy(upstream, client_timeout=1.0)
+    p = proxy(upstream, client_timeout=0.5)
     assert p.get(file_path(big), timeout=BOUND).body == big.content  # now cached
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:
         sock.connect(("127.0.0.1", p.port))
         sock.sendall(f"GET {file_path(big)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        time.sleep(3)  # reading nothing, well past the client timeout
+        time.sleep(1.5)  # reading nothing, well past the client timeout
         data = recv_until_closed(sock, BOUND)  # reading now: only what was sent before
     finally:
         sock.close()
