@@ -149,14 +149,16 @@ class _Ranges:
     (suffix and first-last ranges), and records each one asked; *honoured*: False
     answers as an index that ignores Range."""
 
-    def __init__(self, content: bytes, honoured: bool = True) -> None:
+    def __init__(self, content: bytes, honoured: bool = True, answered: int = 3, short: bool = False) -> None:
         self.content = content
         self.honoured = honoured
+        self.answered = answered  # reads answered with a range, then None
+        self.short = short  # the third read gives 40 bytes, whatever was asked
         self.asked: list = []
 
     def __call__(self, header: str):
         self.asked.append(header)
-        if not self.honoured:
+        if not self.honoured or len(self.asked) > self.answered:
             return None
         spec = header.removeprefix("bytes=")
         total = len(self.content)
@@ -164,7 +166,10 @@ class _Ranges:
             first, last = max(0, total - int(spec[1:])), total - 1
         else:
             first, last = (int(part) for part in spec.split("-"))
-        return self.content[first : min(last, total - 1) + 1], first, total
+            assert first <= last < total, header  # within the file, as the function must ask
+        if self.short and len(self.asked) == 3:
+            last = first + 39
+        return self.content[first : last + 1], first, total
 
 
 def _large_wheel(metadata_first: bool) -> bytes:
@@ -193,11 +198,30 @@ def test_metadata_at_the_start_is_read_as_a_member_or_from_the_early_read():
     ranges = _Ranges(content)
     assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 4096) == METADATA
     assert ranges.asked[0] == "bytes=-4096" and ranges.asked[1].startswith("bytes=0-")
-    early = _Ranges(content)
-    start = early("bytes=0-65535")
+    start = _Ranges(content)("bytes=0-65535")
     ranges = _Ranges(content)
     assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 4096, early=lambda: start) == METADATA
     assert ranges.asked == ["bytes=-4096"]
+
+
+@pytest.mark.parametrize("early", [None, "elsewhere", "another size"])
+def test_an_early_read_that_does_not_fit_leaves_the_member_read(early):
+    content = _large_wheel(metadata_first=True)
+    start = {
+        None: None,
+        "elsewhere": (content[100:65636], 100, len(content)),  # not from byte 0
+        "another size": (content[:65536], 0, len(content) + 1),  # of another file
+    }[early]
+    ranges = _Ranges(content)
+    assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 4096, early=lambda: start) == METADATA
+    assert len(ranges.asked) == 2 and ranges.asked[1].startswith("bytes=0-")
+
+
+def test_the_early_read_is_waited_for_only_when_needed():
+    content = _large_wheel(metadata_first=False)
+    waited = []
+    assert metadata_from_ranges(_Ranges(content), "pkg-1.0-py3-none-any.whl", 4096, early=waited.append) == METADATA
+    assert waited == []
 
 
 def test_a_directory_beyond_the_first_read_is_read_next():
@@ -209,11 +233,34 @@ def test_a_directory_beyond_the_first_read_is_read_next():
     assert ranges.asked[:2] == ["bytes=-100", f"bytes={directory.offset}-{len(content) - 1}"]
 
 
+def test_the_member_read_stops_at_the_end_of_the_file():
+    content = _zip([("pkg-1.0.dist-info/METADATA", METADATA)])  # the member just before the directory
+    ranges = _Ranges(content)  # refuses a range past the end
+    assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 30) == METADATA
+    assert len(ranges.asked) == 3 and ranges.asked[2].endswith(f"-{len(content) - 1}")
+
+
+@pytest.mark.parametrize("answered", [1, 2])
+def test_a_later_read_without_a_range_gives_none(answered):
+    names = [(f"pkg/module{n}.py", b"") for n in range(200)]
+    content = _zip([("pkg-1.0.dist-info/METADATA", METADATA), *names], zipfile.ZIP_STORED)
+    ranges = _Ranges(content, answered=answered)  # the directory's read, or the member's, gets none
+    assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 100) is None
+    assert len(ranges.asked) == answered + 1
+
+
+def test_a_member_running_past_what_its_read_gave_is_broken():
+    content = _large_wheel(metadata_first=True)
+    ranges = _Ranges(content, short=True)
+    with pytest.raises(BrokenWheel, match="runs past the end"):
+        metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 100)
+
+
 def test_an_index_that_ignores_ranges_gives_none_and_a_non_zip_is_broken():
     content = _zip([("pkg-1.0.dist-info/METADATA", METADATA)])
     assert metadata_from_ranges(_Ranges(content, honoured=False), "pkg-1.0-py3-none-any.whl", TAIL_READ) is None
     with pytest.raises(BrokenWheel, match="not a zip file"):
         metadata_from_ranges(_Ranges(b"<html>not a wheel</html>"), "pkg-1.0-py3-none-any.whl", TAIL_READ)
     without = _zip([("pkg.py", b"x = 1\n")])
-    with pytest.raises(BrokenWheel):
+    with pytest.raises(BrokenWheel, match="METADATA"):
         metadata_from_ranges(_Ranges(without), "pkg-1.0-py3-none-any.whl", TAIL_READ)
