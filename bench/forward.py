@@ -16,8 +16,8 @@ import argparse
 import http.client
 import sys
 import threading
-from typing import Optional
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
 
 FORWARDED_REQUEST = ("accept", "accept-encoding", "range", "user-agent")
 FORWARDED_RESPONSE = ("content-type", "content-encoding", "content-range", "accept-ranges", "etag", "location")

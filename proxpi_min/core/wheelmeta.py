@@ -1,5 +1,6 @@
 """A wheel's core metadata read from its zip bytes (PEP 427, 658), and its dependencies;
-pure: byte strings and offsets in, values out (APPNOTE.TXT for the zip format)."""
+pure: byte strings and offsets in, values out (APPNOTE.TXT for the zip format); where
+ranges of the wheel must be read, the reading is the caller's, passed in."""
 
 from __future__ import annotations
 
