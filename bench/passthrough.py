@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forward import FORWARDED_RESPONSE, Forwarder, serve  # noqa: E402
 from proxpi_min.core import wheelmeta  # noqa: E402
+from proxpi_min.core.byteranges import parse_content_range  # noqa: E402
 from proxpi_min.core.render import render_project_page  # noqa: E402
 from proxpi_min.core.simple import JSON_TYPE, parse_project_page, servable  # noqa: E402
 
@@ -49,11 +50,9 @@ def _parse_pages() -> None:
 class PassThrough(Forwarder):
     def do_GET(self) -> None:
         project, rest = self._route()
-        if project is None:
-            self._forward("GET")
-        elif not rest:
+        if project is not None and not rest:
             self._page(project)
-        elif rest.endswith(".metadata"):
+        elif rest and rest.endswith(".metadata"):
             self._metadata(rest.removesuffix(".metadata"))
         else:
             self._forward("GET")
@@ -109,11 +108,8 @@ class PassThrough(Forwarder):
         asked = self._ask("GET", path, {"Range": header})
         if asked is None or asked[0].status != 206:
             return None
-        span, _, total = (asked[0].getheader("content-range") or "").partition("/")
-        first = span.rpartition(" ")[2].partition("-")[0]
-        if not (first.isdigit() and total.isdigit()):
-            return None
-        return asked[1], int(first), int(total)
+        where = parse_content_range(asked[0].getheader("content-range"))
+        return None if where is None else (asked[1], *where)
 
     def _send(self, status: int, body: bytes, response=None, content_type: str = "") -> None:
         """*body* (identity coding) with *response*'s headers that forward.py passes on,

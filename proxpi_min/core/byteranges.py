@@ -7,7 +7,7 @@ from typing import NamedTuple, Optional
 
 from .errors import RangeNotSatisfiable
 
-__all__ = ["ByteRange", "parse_range"]
+__all__ = ["ByteRange", "parse_content_range", "parse_range"]
 
 _DIGITS = re.compile(r"[0-9]*\Z")  # ASCII only: str.isdigit() admits "²" and "١"
 
@@ -58,3 +58,14 @@ def parse_range(header: Optional[str]) -> Optional[ByteRange]:
     if last and int(last) < int(first):
         return None
     return ByteRange(int(first), int(last) if last else None)
+
+
+def parse_content_range(value: Optional[str]) -> Optional[tuple[int, int]]:
+    """(offset of the first byte, the file's size) that a 206's Content-Range names
+    (``bytes first-last/size``, RFC 9110 14.4); None for any other shape, an unknown
+    size (``*``) among them."""
+    span, _, total = (value or "").partition("/")
+    first = span.rpartition(" ")[2].partition("-")[0]
+    if not (first and total and _DIGITS.match(first) and _DIGITS.match(total)):
+        return None
+    return int(first), int(total)

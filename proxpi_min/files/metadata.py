@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from typing import Callable, Optional
 
-from ..core.byteranges import ByteRange
+from ..core.byteranges import ByteRange, parse_content_range
 from ..core.errors import NotFound, ProxpiError, UpstreamError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
@@ -305,9 +305,8 @@ class WheelMetadata:
             raise
         self._files.count_upstream(wheel, None)
         with response:
-            span, _, total = response.headers.get("Content-Range", "").partition("/")
-            first = span.rpartition(" ")[2].partition("-")[0]
-            if response.status != 206 or not (first.isdigit() and total.isdigit()):
+            where = parse_content_range(response.headers.get("Content-Range"))
+            if response.status != 206 or where is None:
                 return None
             chunks = []
             while True:
@@ -315,7 +314,7 @@ class WheelMetadata:
                 if not chunk:
                     break
                 chunks.append(chunk)
-        return b"".join(chunks), int(first), int(total)
+        return b"".join(chunks), *where
 
     # ------------------------------------------------------------------ storing
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import pytest
 
-from proxpi_min.core.byteranges import ByteRange, parse_range
+from proxpi_min.core.byteranges import ByteRange, parse_content_range, parse_range
 from proxpi_min.core.errors import RangeNotSatisfiable
 
 
@@ -142,3 +142,20 @@ def test_parse_then_resolve(header: str, size: int, expected: tuple) -> None:
 def test_header_round_trips(byte_range: ByteRange, header: str) -> None:
     assert byte_range.header() == header
     assert parse_range(byte_range.header()) == byte_range
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("bytes 0-99/1000", (0, 1000)),
+        ("bytes 900-999/1000", (900, 1000)),
+        ("bytes */1000", None),  # a 416's: no range
+        ("bytes 0-99/*", None),  # size unknown
+        ("bytes 0-99", None),
+        ("bytes ²-99/1000", None),  # str.isdigit would take it, int() would not
+        ("", None),
+        (None, None),
+    ],
+)
+def test_content_range_gives_the_first_byte_and_the_size(value, expected):
+    assert parse_content_range(value) == expected
