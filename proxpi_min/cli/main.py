@@ -43,6 +43,7 @@ from ..core.settings import (
     Settings,
     parse_settings,
 )
+from ..core.units import parse_decimal
 from ..infra.logs import configure_logging
 from .progress import DEFAULT_JOBS
 
@@ -131,16 +132,18 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _jobs(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    jobs = parse_decimal(text)
+    if jobs is None or jobs < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs (1 or more)")
-    return int(text)
+    return jobs
 
 
 def _python_version(text: str) -> tuple:
-    major, dot, minor = text.partition(".")
-    if not (dot and major.isdigit() and minor.isdigit()):
+    major, _, minor = text.partition(".")
+    version = (parse_decimal(major), parse_decimal(minor))
+    if None in version:
         raise argparse.ArgumentTypeError(f"{text!r} is not a Python version like 3.11")
-    return int(major), int(minor)
+    return version
 
 
 def _add_warm_options(parser: argparse.ArgumentParser) -> None:

@@ -6,8 +6,9 @@ import re
 from typing import NamedTuple, Optional
 
 from .errors import RangeNotSatisfiable
+from .units import parse_decimal
 
-__all__ = ["ByteRange", "parse_content_range", "parse_range"]
+__all__ = ["ByteRange", "content_range_size", "parse_content_range", "parse_range"]
 
 _DIGITS = re.compile(r"[0-9]*\Z")  # ASCII only: str.isdigit() admits "²" and "١"
 
@@ -64,8 +65,12 @@ def parse_content_range(value: Optional[str]) -> Optional[tuple[int, int]]:
     """(offset of the first byte, the file's size) that a 206's Content-Range names
     (``bytes first-last/size``, RFC 9110 14.4); None for any other shape, an unknown
     size (``*``) among them."""
-    span, _, total = (value or "").partition("/")
-    first = span.rpartition(" ")[2].partition("-")[0]
-    if not (first and total and _DIGITS.match(first) and _DIGITS.match(total)):
-        return None
-    return int(first), int(total)
+    first = parse_decimal((value or "").partition("/")[0].rpartition(" ")[2].partition("-")[0])
+    size = content_range_size(value)
+    return None if first is None or size is None else (first, size)
+
+
+def content_range_size(value: Optional[str]) -> Optional[int]:
+    """The file's size that a Content-Range names, in a 206's ``bytes first-last/size``
+    or a 416's ``bytes */size`` (RFC 9110 14.4); None if unknown (``*``) or no number."""
+    return parse_decimal((value or "").partition("/")[2])

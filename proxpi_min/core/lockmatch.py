@@ -6,6 +6,7 @@ from typing import Iterable, NamedTuple, Optional
 
 from .lockfiles import Wanted
 from .names import parse_wheel_name, version_from_filename
+from .units import parse_decimal
 from .policy import same_version
 from .simple import FileEntry
 
@@ -76,7 +77,8 @@ def wheel_fits(filename: str, platforms: Iterable[str], python_version: Optional
     # PEP 384: an abi3 wheel built for cp3X runs on every CPython 3.Y with Y >= X.
     if "abi3" in wheel.abis:
         for tag in wheel.pythons:
-            if tag.startswith(f"cp{major}") and tag[3:].isdigit() and int(tag[3:]) <= minor:
+            built_for = parse_decimal(tag[3:]) if tag.startswith(f"cp{major}") else None
+            if built_for is not None and built_for <= minor:
                 return True
     return False
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import ConfigError
-from .units import parse_duration, parse_size
+from .units import parse_decimal, parse_duration, parse_size
 
 __all__ = ["Sources", "bad_value"]
 
@@ -81,10 +81,8 @@ class Sources:
         if raw is None or raw == "":
             return default
         text = str(raw).strip()
-        if not (text.isascii() and text.isdigit()):
-            raise bad_value(source, raw, problem)
-        value = int(text)
-        if value < minimum or (maximum is not None and value > maximum):
+        value = parse_decimal(text)
+        if value is None or value < minimum or (maximum is not None and value > maximum):
             raise bad_value(source, raw, problem)
         return value
 

@@ -1,17 +1,34 @@
-"""Sizes and durations: parsed from settings, written for people, and back-off delays."""
+"""Numbers, sizes and durations: parsed from settings, headers and our own files,
+written for people, and back-off delays."""
 
 from __future__ import annotations
 
 import re
+from typing import Optional
 
-__all__ = ["backoff", "format_duration", "human_duration", "human_size", "parse_duration", "parse_size"]
+__all__ = [
+    "backoff",
+    "format_duration",
+    "human_duration",
+    "human_size",
+    "parse_decimal",
+    "parse_duration",
+    "parse_size",
+]
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE | re.ASCII)
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # Past this many doublings every back-off is long at its maximum (and 2.0 ** 1024 overflows).
 _MAX_DOUBLINGS = 64
+
+
+def parse_decimal(text: Optional[str]) -> Optional[int]:
+    """*text* as a whole number if it is ASCII digits only, as HTTP (RFC 9110 5.5) and
+    our own files write numbers; None otherwise. ``str.isdigit`` admits ``"²"``, which
+    ``int`` refuses."""
+    return int(text) if text and text.isascii() and text.isdigit() else None
 
 
 def parse_size(text: str) -> int:

@@ -22,6 +22,7 @@ from typing import BinaryIO, Iterator, NamedTuple, Optional, Protocol
 
 from ..core.byteranges import ByteRange
 from ..core.errors import IntegrityError, ProxpiError, UpstreamError, UpstreamTimeout
+from ..core.units import parse_decimal
 from ..index.upstream import Upstream
 from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path, write_all
 from .integrity import Verifier
@@ -354,8 +355,7 @@ class Download:
             self.fd = os.open(os.path.join(os.path.dirname(self.target.path), name), os.O_RDONLY)
         except OSError:
             return  # renamed or removed meanwhile: the lock tells next
-        length = length.strip()
-        self._publish(started=True, length=int(length) if length.isdigit() else None)
+        self._publish(started=True, length=parse_decimal(length.strip()))
 
     def _remove_dead_temp(self, record: str) -> None:
         """Remove the temp file a dead lock holder was writing (ours to judge now)."""

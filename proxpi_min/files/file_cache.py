@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ..core.byteranges import ByteRange
+from ..core.byteranges import ByteRange, content_range_size
 from ..core.errors import NotFound, ProxpiError, RangeNotSatisfiable, UpstreamTimeout
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry
@@ -226,16 +226,16 @@ class FileCache:
             self.count_upstream(target, exc)
             raise
         self.count_upstream(target, None)
-        total = response.headers.get("Content-Range", "").rpartition("/")[2] if response.status == 206 else response.length
-        if total is not None and str(total).isdigit() and (head or response.status == 206):
+        ranged = response.status in (206, 416)
+        size = content_range_size(response.headers.get("Content-Range")) if ranged else response.length
+        if size is not None and (head or response.status == 206):
             with self._lock:
                 if len(self._sizes) >= MAX_SIZES:
                     self._sizes.clear()
-                self._sizes[target.path] = int(total)
+                self._sizes[target.path] = size
         if response.status == 416:
             response.close()
-            total = response.headers.get("Content-Range", "").rpartition("/")[2]
-            raise RangeNotSatisfiable(f"{header} is outside {target.filename}", int(total) if total.isdigit() else 0)
+            raise RangeNotSatisfiable(f"{header} is outside {target.filename}", 0 if size is None else size)
         return UpstreamBody(response, target, whole_file=response.status == 200 and not head, min_rate=self.min_rate)
 
     def open_cached(self, target: Target) -> Optional[Opened]:

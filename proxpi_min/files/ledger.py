@@ -16,6 +16,7 @@ import tempfile
 import threading
 from typing import Iterator, NamedTuple, Optional
 
+from ..core.units import parse_decimal
 from ..infra.atomic import same_file, write_all, write_atomically
 from .layout import stored_files
 
@@ -183,9 +184,10 @@ class LedgerHandle:
         data = os.pread(fd, max(os.fstat(fd).st_size - Ledger._WIDTH, 0), Ledger._WIDTH)
         found = {}
         for line in data.decode("utf-8", "replace").splitlines():
-            name, _, size = line.rpartition(" ")
-            if name and size.isdigit():
-                found[name] = int(size)
+            name, _, size_text = line.rpartition(" ")
+            size = parse_decimal(size_text)
+            if name and size is not None:
+                found[name] = size
         return found
 
     def reserve(self, reservations: dict) -> None:

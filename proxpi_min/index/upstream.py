@@ -26,6 +26,7 @@ from typing import Iterable, Iterator, NamedTuple, Optional
 from ..core.settings import ProxySettings
 from ..core.urls import redact_url
 from ..core.errors import NotFound, UpstreamError, UpstreamTimeout
+from ..core.units import parse_decimal
 from ..infra.tls import client_context
 from .local_upstream import local_file, local_page
 from .page_read import Deadline, read_page_body
@@ -144,8 +145,7 @@ class _HttpFileResponse(FileResponse):
     body has been read to its end."""
 
     def __init__(self, upstream: "Upstream", url: str, key: tuple, conn, response) -> None:
-        length = response.headers.get("Content-Length")
-        super().__init__(url, response.status, response.headers, int(length) if length and length.isdigit() else None)
+        super().__init__(url, response.status, response.headers, parse_decimal(response.headers.get("Content-Length")))
         self._upstream = upstream
         self._key = key
         self._conn = conn

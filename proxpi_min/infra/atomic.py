@@ -29,6 +29,8 @@ import socket
 import time
 from typing import Optional
 
+from ..core.units import parse_decimal
+
 __all__ = [
     "LOCK_PREFIX",
     "STALE_TEMP",
@@ -118,7 +120,8 @@ def remove_temp_files(directory: str, at_start: bool = True) -> int:
 def _owner(temp_name: str) -> tuple:
     """(host, process id or -1) that a temp file's name gives."""
     host, _, pid_text = temp_name[len(TEMP_PREFIX) :].rpartition("-")[0].rpartition("-")
-    return host, int(pid_text) if pid_text.isascii() and pid_text.isdigit() else -1
+    pid = parse_decimal(pid_text)
+    return host, -1 if pid is None else pid
 
 
 def _owner_alive(temp_name: str) -> bool:

@@ -11,6 +11,7 @@ import os
 import threading
 from typing import Callable, List
 
+from ..core.units import parse_decimal
 from .atomic import pid_alive, write_atomically
 
 __all__ = ["INTERVAL", "Snapshots"]
@@ -103,5 +104,5 @@ class Snapshots:
 def _alive(name: str) -> bool:
     """Whether the worker whose file is *name* still runs (the run dir is local, so its
     process id is one of this host's)."""
-    pid_text = name[len("worker-") :].partition("-")[0]
-    return pid_text.isdigit() and pid_alive(int(pid_text))
+    pid = parse_decimal(name[len("worker-") :].partition("-")[0])
+    return pid is not None and pid_alive(pid)

@@ -17,6 +17,7 @@ from typing import Iterable, List, NamedTuple, Optional, Protocol, Union
 
 from .. import __version__
 from ..core.errors import BadRequest, MethodNotAllowed, Overloaded, ProxpiError, Unauthorized
+from ..core.units import parse_decimal
 from .connection import Writer
 
 __all__ = [
@@ -214,10 +215,10 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         if "transfer-encoding" in self.headers:
             self.close_connection = True
             return
-        length = length.strip()
-        if not (length.isascii() and length.isdigit()) or int(length) > MAX_DISCARDED_BODY:
+        length = parse_decimal(length.strip())
+        if length is None or length > MAX_DISCARDED_BODY:
             self.close_connection = True
-        elif int(length) and len(self.rfile.read(int(length)) or b"") < int(length):
+        elif length and len(self.rfile.read(length) or b"") < length:
             # Closed or timed out mid-body: the request is not whole, so nothing is done.
             raise ConnectionError("the request body stopped short")
 

@@ -26,7 +26,7 @@ from ..core.multipart import END, MultipartParser, PartHead, boundary_of
 from ..core.names import NormalizedName, canonicalize_name, check_filename
 from ..core.policy import same_version
 from ..core.settings import Settings, parse_pattern
-from ..core.units import human_size
+from ..core.units import human_size, parse_decimal
 from ..files.local import LocalIndex, Upload
 from ..infra.atomic import temp_path, write_all
 
@@ -204,10 +204,9 @@ class Uploads:
         """
         if "transfer-encoding" in headers:
             raise BadRequest("an upload needs a Content-Length (chunked bodies are not taken)")
-        length_text = headers.get("content-length", "").strip()
-        if not (length_text.isascii() and length_text.isdigit()):
+        length = parse_decimal(headers.get("content-length", "").strip())
+        if length is None:
             raise BadRequest("an upload needs a Content-Length")
-        length = int(length_text)
         if length > self._max_size + MAX_FIELDS:
             raise PayloadTooLarge(self._too_large())
         parser = MultipartParser(boundary_of(headers.get("content-type")))

@@ -229,6 +229,52 @@ def test_real_empty_html_page_is_still_an_empty_project(proxy, scripted, kind):
     assert json.loads(result.body)["files"] == []
 
 
+# -- numbers in other digits ----------------------------------------------------------------
+
+
+def _raw_file(status: int, headers: dict, body: bytes):
+    """A route that sends *headers* as given (the scripted upstream would add its own
+    Content-Length) and closes the connection after *body*."""
+
+    def route(handler):
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.close_connection = True
+
+    return route
+
+
+def test_sizes_in_digits_other_than_ascii_are_no_sizes(proxy, scripted):
+    """A Content-Length or a Content-Range size written "²" (a digit to str.isdigit, not
+    to int) is no number, as any other junk there: the file is read to the connection's
+    close, a range answer is passed on, a 416 names no size; no 500."""
+    names = ("whole-1.0.tar.gz", "ranged-1.0.tar.gz", "outside-1.0.tar.gz")
+    files = [{"filename": name, "url": f"{scripted.base_url}/files/{name}", "hashes": {}} for name in names]
+    document = {"meta": {"api-version": "1.0"}, "name": "odd", "files": files}
+    scripted.routes["/simple/odd/"] = (200, {"Content-Type": JSON_TYPE}, json.dumps(document).encode())
+    scripted.routes["/files/whole-1.0.tar.gz"] = _raw_file(200, {"Content-Length": "\u00b2"}, b"the whole file")
+    scripted.routes["/files/ranged-1.0.tar.gz"] = _raw_file(206, {"Content-Range": "bytes 6-9/\u00b2"}, b"6789")
+    scripted.routes["/files/outside-1.0.tar.gz"] = _raw_file(416, {"Content-Range": "bytes */\u00b2"}, b"")
+    p = proxy(scripted.url)
+    assert p.get("/index/odd/").status == 200
+
+    whole = p.get("/index/odd/whole-1.0.tar.gz")
+    assert (whole.status, whole.body) == (200, b"the whole file"), whole
+    assert p.get("/index/odd/whole-1.0.tar.gz").body == b"the whole file"
+    assert scripted.hits["/files/whole-1.0.tar.gz"] == 1  # stored the first time
+    # Suffix ranges: probes of a zip's end, passed upstream without a download beside them.
+    ranged = p.get("/index/odd/ranged-1.0.tar.gz", {"Range": "bytes=-4"})
+    assert (ranged.status, ranged.body) == (206, b"6789"), ranged
+    outside = p.get("/index/odd/outside-1.0.tar.gz", {"Range": "bytes=-4"})
+    assert outside.status == 416, outside
+    assert outside.headers["Content-Range"] == "bytes */0"
+    assert_healthy(p)
+
+
 # -- a disk that will not take a page -----------------------------------------------------
 
 

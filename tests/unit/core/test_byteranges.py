@@ -6,7 +6,7 @@ from typing import Optional
 
 import pytest
 
-from proxpi_min.core.byteranges import ByteRange, parse_content_range, parse_range
+from proxpi_min.core.byteranges import ByteRange, content_range_size, parse_content_range, parse_range
 from proxpi_min.core.errors import RangeNotSatisfiable
 
 
@@ -153,9 +153,27 @@ def test_header_round_trips(byte_range: ByteRange, header: str) -> None:
         ("bytes 0-99/*", None),  # size unknown
         ("bytes 0-99", None),
         ("bytes ²-99/1000", None),  # str.isdigit would take it, int() would not
+        ("bytes 0-99/1²", None),
         ("", None),
         (None, None),
     ],
 )
 def test_content_range_gives_the_first_byte_and_the_size(value, expected):
     assert parse_content_range(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("bytes 0-99/1000", 1000),
+        ("bytes */1000", 1000),  # a 416's
+        ("bytes 0-99/*", None),
+        ("bytes */*", None),
+        ("bytes 0-99", None),
+        ("bytes */1²", None),
+        ("bytes */", None),
+        (None, None),
+    ],
+)
+def test_content_range_size(value, expected):
+    assert content_range_size(value) == expected

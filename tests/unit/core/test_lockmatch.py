@@ -20,6 +20,7 @@ from proxpi_min.core.simple import FileEntry
         ("a-1-cp310-cp310-win_amd64.whl", (), (3, 11), False),
         ("a-1-cp38-abi3-win_amd64.whl", (), (3, 11), True),
         ("a-1-cp312-abi3-win_amd64.whl", (), (3, 11), False),
+        ("a-1-cp3\u00b2-abi3-win_amd64.whl", (), (3, 11), False),  # a digit int() refuses
         ("a-1-py2.py3-none-any.whl", (), (3, 9), True),
         ("a-1-1build-py3-none-any.whl", (), (3, 9), True),
         ("broken.whl", (), None, False),

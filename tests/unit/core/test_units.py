@@ -1,10 +1,19 @@
-"""Unit tests for proxpi_min/core/units.py: sizes and durations read and written, back-off delays."""
+"""Unit tests for proxpi_min/core/units.py: numbers, sizes and durations read and written,
+back-off delays."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxpi_min.core.units import backoff, format_duration, human_duration, human_size, parse_duration, parse_size
+from proxpi_min.core.units import (
+    backoff,
+    format_duration,
+    human_duration,
+    human_size,
+    parse_decimal,
+    parse_duration,
+    parse_size,
+)
 
 DAY = 86400.0
 
@@ -33,7 +42,7 @@ def test_parse_duration(text: str, expected: float) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "d", "-1s", "1y", "1 h 5 m"])
+@pytest.mark.parametrize("text", ["", "d", "-1s", "1y", "1 h 5 m", "\u0665m"])
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -74,7 +83,7 @@ def test_backoff_doubles_up_to_its_maximum(failures: int, expected: float) -> No
     assert backoff(2.0, 300.0, failures) == expected
 
 
-@pytest.mark.parametrize("text", ["", "lots", "-1", "5X", "M", "5 G B", "1e9", "0x10", "5GiBB"])
+@pytest.mark.parametrize("text", ["", "lots", "-1", "5X", "M", "5 G B", "1e9", "0x10", "5GiBB", "\u0665G"])
 def test_parse_size_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_size(text)
@@ -82,3 +91,14 @@ def test_parse_size_refuses(text: str) -> None:
 
 def test_parse_size_plain_bytes_are_exact() -> None:
     assert parse_size("9007199254740993") == 9007199254740993
+
+
+@pytest.mark.parametrize(("text", "expected"), [("0", 0), ("42", 42), ("007", 7), ("9007199254740993", 9007199254740993)])
+def test_parse_decimal(text: str, expected: int) -> None:
+    assert parse_decimal(text) == expected
+
+
+# "²" passes str.isdigit and fails int(); "٥" (Arabic-Indic five) passes both.
+@pytest.mark.parametrize("text", [None, "", " 1", "1 ", "-1", "+1", "1.0", "1_000", "0x1f", "\u00b2", "\u0665", "1\u00b2"])
+def test_parse_decimal_takes_ascii_digits_only(text) -> None:
+    assert parse_decimal(text) is None

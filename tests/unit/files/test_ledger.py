@@ -132,3 +132,15 @@ def test_reservations_follow_the_record_without_touching_it(tmp_path) -> None:
         assert handle.reservations() == {}
     assert os.path.getsize(tmp_path / ".ledger") == 80
     ledger.close()
+
+
+def test_reservations_skip_lines_that_are_not_a_name_and_a_size(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        handle.write(100, 2)
+        handle.reserve({"p/x/.tmp-h-1-aa": 500})
+    with open(tmp_path / ".ledger", "ab") as file:  # torn or foreign lines after them
+        file.write("q/x/.tmp-h-2-bb \u00b2\nno-size\n 7\nr/x/.tmp-h-3-cc 12\n".encode())
+    with ledger.locked() as handle:
+        assert handle.reservations() == {"p/x/.tmp-h-1-aa": 500, "r/x/.tmp-h-3-cc": 12}
+    ledger.close()
