@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 from .errors import NotAcceptable
@@ -33,9 +34,11 @@ def _parse_weighted(header: str) -> list[tuple[str, float]]:
             name, _, number = param.partition("=")
             if name.strip().lower() == "q":
                 try:
-                    quality = min(max(float(number), 0.0), 1.0)
+                    quality = float(number)
                 except ValueError:
                     quality = 0.0
+                # NaN compares false with every q: beside it, another type's q counted for nothing.
+                quality = min(max(quality, 0.0), 1.0) if math.isfinite(quality) else 0.0
         items.append((value, quality))
     return items
 

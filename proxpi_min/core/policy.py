@@ -75,11 +75,13 @@ def _version_key(text: str) -> tuple:
     match = _RELEASE.match(public)
     if match is None:
         return public.replace("_", "-"), local
-    release = [int(part) for part in match.group(1).split(".")]
-    while len(release) > 1 and release[-1] == 0:
+    # Numbers compared as digits without leading zeros: int() refuses over 4,300 digits,
+    # and a page's "versions" may hold anything.
+    release = [part.lstrip("0") or "0" for part in match.group(1).split(".")]
+    while len(release) > 1 and release[-1] == "0":
         release.pop()
     labels = re.sub(r"[-_.]", "", match.group(2))
-    return ".".join(map(str, release)) + "|" + labels, re.sub(r"[-_]", ".", local)
+    return ".".join(release) + "|" + labels, re.sub(r"[-_]", ".", local)
 
 
 def _version_matches(denied: tuple, version: tuple) -> bool:

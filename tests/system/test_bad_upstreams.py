@@ -275,6 +275,28 @@ def test_sizes_in_digits_other_than_ascii_are_no_sizes(proxy, scripted):
     assert_healthy(p)
 
 
+def test_a_version_past_what_int_takes_does_not_break_the_page(proxy, scripted):
+    """PEP 700's "versions" may hold anything: one of 5,000 digits (int() refuses over
+    4,300) on a page whose newest file the cooldown hides is listed as sent."""
+    now = time.time()
+
+    def listed(name, age):
+        uploaded = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - age))
+        return {"filename": name, "url": f"{scripted.base_url}/files/{name}", "hashes": {}, "upload-time": uploaded}
+
+    huge = "9" * 5000
+    files = [listed("alpha-1.0.tar.gz", 30 * 86400), listed("alpha-2.0.tar.gz", 3600)]
+    document = {"meta": {"api-version": "1.1"}, "name": "alpha", "versions": ["1.0", "2.0", huge], "files": files}
+    scripted.routes["/simple/alpha/"] = (200, {"Content-Type": JSON_TYPE}, json.dumps(document).encode())
+    p = proxy(scripted.url, min_age=7 * 86400.0)
+    result = p.get("/index/alpha/", {"Accept": JSON_TYPE})
+    assert result.status == 200, result
+    served = json.loads(result.body)
+    assert [f["filename"] for f in served["files"]] == ["alpha-1.0.tar.gz"]
+    assert served["versions"] == ["1.0", huge]
+    assert_healthy(p)
+
+
 # -- a disk that will not take a page -----------------------------------------------------
 
 

@@ -74,6 +74,12 @@ LATEST_HTML = "application/vnd.pypi.simple.latest+html"
         # unknown parts are ignored
         (f"image/png, {JSON_TYPE};q=0.4", JSON_TYPE),
         (f"application/json, {HTML_TYPE};q=0.1", HTML_TYPE),
+        # a q that is no number in [0, 1] counts as 0
+        (f"text/html;q=nan, {JSON_TYPE};q=0.1", JSON_TYPE),
+        (f"{JSON_TYPE};q=NaN, text/html;q=0.5", TEXT_HTML),
+        (f"{JSON_TYPE};q=inf, text/html;q=0.5", TEXT_HTML),
+        (f"{JSON_TYPE};q=lots, text/html;q=0.5", TEXT_HTML),
+        (f"{JSON_TYPE};q=7, text/html;q=0.5", JSON_TYPE),  # clamped to 1
     ],
 )
 def test_choose_media_type(accept: Optional[str], expected: str) -> None:

@@ -182,6 +182,10 @@ def test_Policy_deny_version_hides_its_files_and_versions() -> None:
         ("1.0", "1.0.post1", False),
         ("1.0+local", "1.0", False),
         ("1.0", "1.0+local", True),  # PEP 440 "==" without a local label: every local build
+        ("01.00", "1", True),
+        ("1.010", "1.10", True),
+        ("1.01", "1.1", True),
+        ("1.01", "1.10", False),
     ],
 )
 def test_Policy_deny_version_compares_as_pep_440(denied, file_version, hidden) -> None:
@@ -192,6 +196,16 @@ def test_Policy_deny_version_compares_as_pep_440(denied, file_version, hidden) -
     if hidden:
         entry = result.hidden[f"alpha-{file_version}-py3-none-any.whl"]
         assert "deny-list entry" in policy.refusal(NormalizedName("alpha"), entry, T0)
+
+
+def test_Policy_versions_past_what_int_takes_are_compared_too() -> None:
+    # int() refuses over 4,300 digits; a page's "versions" list may hold anything.
+    huge = "9" * 5000
+    policy = Policy([ROOT], deny=[("alpha", "2.0"), ("alpha", huge + ".0")])
+    source = page("alpha", wheel("alpha", "1.0"), wheel("alpha", "2.0"), versions=("1.0", "2.0", huge, huge + "1"))
+    result = policy.files(source, [(ROOT, source)], T0, cut_short=False)
+    assert names(result.page.files) == ["alpha-1.0-py3-none-any.whl"]
+    assert result.page.versions == ("1.0", huge, huge + "1")
 
 
 # ---------------------------------------------------------------- cooldown
