@@ -73,17 +73,16 @@ class Connection:
 
     def head_complete(self) -> bool:
         """A whole request head is buffered, or more than a head may be (see :meth:`too_long`)."""
-        buffer = self.buffer
-        start = max(self.scanned - 2, self.pos)
-        self.scanned = len(buffer)
-        # The empty line ending a head (RFC 9112 2.2 allows a bare LF).
-        return buffer.find(b"\n\r\n", start) >= 0 or buffer.find(b"\n\n", start) >= 0 or self.too_long() > 0
+        if _head_end(self.buffer, max(self.scanned - 2, self.pos), len(self.buffer)):
+            return True  # *scanned* stays: the heads pipelined after this one are still to find
+        self.scanned = len(self.buffer)
+        return self.too_long() > 0
 
     def too_long(self) -> int:
         """0, or the status for a head past HEAD_MAX bytes without its end (RFC 9110
         15.5.15, RFC 6585 5): 414 if the request line alone is that long, else 431."""
-        if len(self.buffer) - self.pos < HEAD_MAX:
-            return 0
+        if len(self.buffer) - self.pos < HEAD_MAX or _head_end(self.buffer, self.pos, self.pos + HEAD_MAX):
+            return 0  # a head within bounds, its body or the next requests after it
         start = self.pos + (self.buffer.startswith(b"\n", self.pos) or 2 * self.buffer.startswith(b"\r\n", self.pos))
         end = self.buffer.find(b"\n", start)
         return 414 if end < 0 or end - start >= HEAD_MAX - 2 else 431
@@ -230,6 +229,12 @@ class Writer:
 
     def flush(self) -> None:
         """Nothing is buffered."""
+
+
+def _head_end(buffer, start: int, stop: int) -> bool:
+    """Whether the empty line that ends a head (RFC 9112 2.2 allows a bare LF) lies
+    within buffer[start:stop]."""
+    return buffer.find(b"\n\r\n", start, stop) >= 0 or buffer.find(b"\n\n", start, stop) >= 0
 
 
 def _set_kernel_timeouts(conn: socket.socket, receive: float, send: float) -> bool:

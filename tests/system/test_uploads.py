@@ -20,8 +20,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from tests.support.cache_dir import sized_wheel
 from tests.support.dists import Dist, make_sdist, make_wheel
-from tests.support.proxy import REPO_ROOT, ProxyProcess, assert_healthy, http, pip_env, run_pip
+from tests.support.proxy import REPO_ROOT, ProxyProcess, assert_healthy, http, pip_env, raw_request, run_pip
 from tests.support.uploads import basic_auth, encode_form, twine_fields
 
 TOKEN = "s3cret-token"
@@ -234,6 +235,23 @@ def test_a_second_upload_of_a_name_is_refused_even_racing(proxy, upstream_html, 
     assert again.status == 409 and "File already exists" in again.text
     assert p.get(f"/index/acme-app/{acme.filename}").body == acme.content
     assert not [name for name in _stored(p) if "/.tmp-" in name or name.startswith(".tmp-")]
+
+
+def test_an_upload_past_a_heads_limit_sent_in_one_write(proxy, upstream_html):
+    """A client may send the head and the body in one write: the proxy then holds more
+    than a head's limit (64 KiB) before the head is parsed, which is the body, not a
+    head too long."""
+    bulky = sized_wheel("bulky", "1.0", 200_000)
+    assert bulky.size > 2 * 65536
+    p = proxy(upstream_html, upload_token=TOKEN)
+    content_type, body = encode_form(twine_fields(bulky), bulky.filename, bulky.content)
+    head = (
+        f"POST /upload/ HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Authorization: {basic_auth(TOKEN)}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    answer = raw_request(p.url, head.encode() + body)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert p.get(f"/index/bulky/{bulky.filename}").body == bulky.content
 
 
 def test_too_large_is_refused_as_it_arrives(proxy, upstream_html, acme):

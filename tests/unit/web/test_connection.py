@@ -81,6 +81,18 @@ def test_a_timed_out_read_ends_a_body_short() -> None:
     assert connection.read(10) == b"ab"
 
 
+def test_heads_pipelined_behind_the_first_are_complete_as_soon_as_it_is_parsed() -> None:
+    # Else each would wait for the linger before its thread saw it (next_ready).
+    connection = _connection(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+    connection.receive()
+    for path in (b"/a", b"/a", b"/a"):
+        assert connection.head_complete()
+        assert connection.readline() == b"GET " + path + b" HTTP/1.1\r\n"
+        assert connection.readline() == b"Host: x\r\n"
+        assert connection.readline() == b"\r\n"
+    assert not connection.head_complete()
+
+
 def test_compact_keeps_the_next_request_only() -> None:
     connection = _connection(b"GET /a HTTP/1.1\r\n\r\nGET /b")
     connection.receive()
@@ -99,6 +111,11 @@ def test_compact_keeps_the_next_request_only() -> None:
         (b"\r\nGET /" + b"a" * HEAD_MAX, 414),  # after the empty line RFC 9112 2.2 allows
         (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * HEAD_MAX, 431),
         (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * (HEAD_MAX // 8), 431),
+        pytest.param(b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * (HEAD_MAX // 8) + b"\r\n", 431, id="end-past-the-limit"),
+        # A short head, then more than HEAD_MAX of its body or of pipelined requests.
+        pytest.param(b"POST /upload/ HTTP/1.1\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000, 0, id="body"),
+        pytest.param(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * (HEAD_MAX // 30), 0, id="pipelined"),
+        pytest.param(b"GET /health HTTP/1.1\nHost: x\n\n" + b"x" * HEAD_MAX, 0, id="bare-lf-then-body"),
     ],
 )
 def test_too_long(head: bytes, status: int) -> None:
