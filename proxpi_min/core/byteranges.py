@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple, Optional
 
 from .errors import RangeNotSatisfiable
 from .units import parse_decimal
 
 __all__ = ["ByteRange", "content_range_size", "parse_content_range", "parse_range"]
-
-_DIGITS = re.compile(r"[0-9]*\Z")  # ASCII only: str.isdigit() admits "²" and "١"
 
 
 class ByteRange(NamedTuple):
@@ -51,14 +48,15 @@ def parse_range(header: Optional[str]) -> Optional[ByteRange]:
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash or not _DIGITS.match(first) or not _DIGITS.match(last):
+    first_text, dash, last_text = spec.strip().partition("-")
+    first, last = parse_decimal(first_text), parse_decimal(last_text)
+    if not dash or (first_text and first is None) or (last_text and last is None):
         return None
-    if first == "":
-        return ByteRange(None, int(last)) if last else None
-    if last and int(last) < int(first):
+    if first is None:
+        return None if last is None else ByteRange(None, last)
+    if last is not None and last < first:
         return None
-    return ByteRange(int(first), int(last) if last else None)
+    return ByteRange(first, last)
 
 
 def parse_content_range(value: Optional[str]) -> Optional[tuple[int, int]]:

@@ -27,8 +27,13 @@ _MAX_DOUBLINGS = 64
 def parse_decimal(text: Optional[str]) -> Optional[int]:
     """*text* as a whole number if it is ASCII digits only, as HTTP (RFC 9110 5.5) and
     our own files write numbers; None otherwise. ``str.isdigit`` admits ``"²"``, which
-    ``int`` refuses."""
-    return int(text) if text and text.isascii() and text.isdigit() else None
+    ``int`` refuses, and ``int`` refuses more than 4,300 digits."""
+    if not (text and text.isascii() and text.isdigit()):
+        return None
+    try:
+        return int(text)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        return None
 
 
 def parse_size(text: str) -> int:

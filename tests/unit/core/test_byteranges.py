@@ -71,6 +71,11 @@ def test_parse_range_ignores_non_ascii_digits(header: str) -> None:
     assert parse_range(header) is None
 
 
+@pytest.mark.parametrize("spec", ["{n}-", "-{n}", "0-{n}", "{n}-{n}"])
+def test_parse_range_ignores_numbers_past_what_int_takes(spec: str) -> None:
+    assert parse_range("bytes=" + spec.format(n="9" * 5000)) is None
+
+
 @pytest.mark.parametrize(
     ("byte_range", "size", "expected"),
     [

@@ -3,6 +3,8 @@ back-off delays."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from proxpi_min.core.units import (
@@ -102,3 +104,10 @@ def test_parse_decimal(text: str, expected: int) -> None:
 @pytest.mark.parametrize("text", [None, "", " 1", "1 ", "-1", "+1", "1.0", "1_000", "0x1f", "\u00b2", "\u0665", "1\u00b2"])
 def test_parse_decimal_takes_ascii_digits_only(text) -> None:
     assert parse_decimal(text) is None
+
+
+@pytest.mark.skipif(not getattr(sys, "get_int_max_str_digits", lambda: 0)(), reason="int() takes any length here")
+def test_parse_decimal_refuses_what_int_refuses() -> None:
+    limit = sys.get_int_max_str_digits()
+    assert parse_decimal("9" * limit) == int("9" * limit)
+    assert parse_decimal("9" * (limit + 1)) is None
