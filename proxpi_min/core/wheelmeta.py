@@ -4,7 +4,9 @@ ranges of the wheel must be read, the reading is the caller's, passed in."""
 
 from __future__ import annotations
 
+import email.message
 import email.parser
+import email.policy
 import re
 import struct
 import zlib
@@ -26,6 +28,7 @@ __all__ = [
     "is_zip_probe",
     "member_data",
     "metadata_from_ranges",
+    "metadata_headers",
     "metadata_name",
     "requirements",
     "tail_read",
@@ -263,13 +266,19 @@ def is_zip_probe(byte_range: ByteRange, size: Optional[int]) -> bool:
     return size is not None and 0 < byte_range.first and byte_range.first >= size - PROBE_TAIL
 
 
+def metadata_headers(metadata: bytes) -> email.message.Message:
+    """The header fields of a core metadata file, each value a str. The file is UTF-8
+    (core metadata specification), bytes that are not are replaced: parsed as bytes,
+    a value with non-ASCII would come as an ``email.header.Header``."""
+    return email.parser.HeaderParser(policy=email.policy.compat32).parsestr(metadata.decode("utf-8", "replace"))
+
+
 def requirements(metadata: bytes) -> list:
     """The projects (normalised names) the core metadata's ``Requires-Dist`` name, in
     order, without those that apply only with an extra."""
-    message = email.parser.BytesHeaderParser().parsebytes(metadata)
     out: list = []
-    for value in message.get_all("Requires-Dist") or ():
-        requirement, _, marker = str(value).partition(";")
+    for value in metadata_headers(metadata).get_all("Requires-Dist") or ():
+        requirement, _, marker = value.partition(";")
         match = _REQUIREMENT_NAME.match(requirement)
         if match is None or _EXTRA_MARKER.search(marker):
             continue

@@ -183,7 +183,10 @@ class LocalIndex:
             raise NotFound(f"{filename!r} is not a local file of project {project!r}")
         path = found.path + (METADATA_SUFFIX if metadata else "")
         digest = found.info.get("metadata-sha256" if metadata else "sha256")
-        file = open(path, "rb")
+        try:
+            file = open(path, "rb")
+        except FileNotFoundError:  # deleted meanwhile, or by hand
+            raise NotFound(f"{filename!r} is not a local file of project {project!r}") from None
         try:
             body = CachedBody(file, os.fstat(file.fileno()).st_size, byte_range)
         except BaseException:
@@ -263,7 +266,9 @@ class LocalIndex:
                     os.unlink(os.path.join(folder, sidecar))
 
     def _uploaded_folder(self, project: NormalizedName, filename: str) -> str:
-        if self.root is None or not os.path.isfile(os.path.join(self.root, project, filename)):
+        # Distributions only: their sidecars (.metadata, info) go with them, never alone.
+        path = os.path.join(self.root, project, filename) if self.root is not None else ""
+        if not (path and is_dist_filename(filename) and os.path.isfile(path)):
             raise NotFound(f"{filename!r} is not an uploaded file of project {project!r}")
         return os.path.join(self.root, project)
 

@@ -25,6 +25,7 @@ from ..core.byteranges import ByteRange, parse_content_range
 from ..core.errors import NotFound, ProxpiError, UpstreamError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
+from ..core.units import human_size
 from ..core.wheelmeta import (
     HEAD_READ,
     MAX_METADATA,
@@ -427,8 +428,8 @@ def read_wheel_metadata(file, filename: str) -> bytes:
         with zipfile.ZipFile(file) as wheel:
             name = metadata_name(wheel.namelist(), filename)
             if wheel.getinfo(name).file_size > MAX_METADATA:
-                raise BrokenWheel(f"{name} is {wheel.getinfo(name).file_size} bytes")
+                raise BrokenWheel(f"{filename} has a METADATA larger than {human_size(MAX_METADATA)}")
             return wheel.read(name)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
-        raise BrokenWheel(f"{filename} does not read as a zip: {exc}") from None
+        raise BrokenWheel(f"{filename} is not a readable zip file ({exc})") from None
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import email.parser
-import email.policy
 import fnmatch
 import hashlib
 import hmac
@@ -16,8 +14,6 @@ import logging
 import os
 import queue
 import threading
-import zipfile
-import zlib
 from typing import BinaryIO, Callable, Mapping, NamedTuple, Optional, Tuple
 
 from ..core.distnames import parse_dist_filename
@@ -27,7 +23,9 @@ from ..core.names import NormalizedName, canonicalize_name, check_filename
 from ..core.policy import same_version
 from ..core.settings import Settings, parse_pattern
 from ..core.units import human_size, parse_decimal
+from ..core.wheelmeta import BrokenWheel, metadata_headers
 from ..files.local import LocalIndex, Upload
+from ..files.metadata import read_wheel_metadata
 from ..infra.atomic import temp_path, write_all
 
 __all__ = ["Grant", "Uploads", "load_grants"]
@@ -38,7 +36,6 @@ _CHUNK = 256 * 1024  # bytes read from the socket at a time
 _SPOOL_DEPTH = 16  # pieces read ahead of a spool thread (at most 4 MiB in memory)
 _SYNC_EVERY = 8 * 1024 * 1024  # bytes written between two fdatasync calls
 MAX_FIELDS = 1024 * 1024  # bytes of every form field but the file, together
-MAX_METADATA = 10 * 1024 * 1024  # a wheel's METADATA
 # Digests a form may carry (twine: sha256 and blake2_256; older clients: md5), checked.
 _DIGESTS = {"sha256_digest": "sha256", "blake2_256_digest": "blake2_256", "md5_digest": "md5"}
 _FILETYPES = {True: "bdist_wheel", False: "sdist"}
@@ -308,7 +305,7 @@ class Uploads:
         metadata, requires_python = None, fields.get("requires_python") or None
         if dist.wheel:
             metadata = _wheel_metadata(temp, filename)
-            headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(metadata)
+            headers = metadata_headers(metadata)
             if canonicalize_name(headers.get("Name", "")) != dist.project or not same_version(
                 headers.get("Version", ""), dist.version
             ):
@@ -342,21 +339,12 @@ def _hasher(name: str):
 
 
 def _wheel_metadata(path: str, filename: str) -> bytes:
-    """The METADATA of the wheel at *path* (binary distribution format: one
-    ``*.dist-info/METADATA`` at the top).
+    """The METADATA of the wheel at *path*.
 
-    :raises BadRequest: not a zip, or no (or several) METADATA.
+    :raises BadRequest: not a zip, no METADATA, or one too large to read.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
-            found = [
-                info for info in archive.infolist()
-                if info.filename.count("/") == 1 and info.filename.endswith(".dist-info/METADATA")
-            ]
-            if len(found) != 1:
-                raise BadRequest(f"{filename!r} has {'no' if not found else 'more than one'} .dist-info/METADATA")
-            if found[0].file_size > MAX_METADATA:
-                raise BadRequest(f"{filename!r} has a METADATA larger than {human_size(MAX_METADATA)}")
-            return archive.read(found[0])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
-        raise BadRequest(f"{filename!r} is not a valid wheel: not a readable zip file ({exc})") from None
+        with open(path, "rb") as file:
+            return read_wheel_metadata(file, filename)
+    except (BrokenWheel, OSError) as exc:
+        raise BadRequest(f"{filename!r} is not a valid wheel: {exc}") from None

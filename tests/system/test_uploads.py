@@ -164,6 +164,27 @@ def _no_metadata(dist: Dist) -> dict:
     return {"content": data, "sha256_digest": hashlib.sha256(data).hexdigest(), "blake2_256_digest": None}
 
 
+def _rezipped(dist: Dist, metadata=lambda text: text, encrypted: bool = False) -> dict:
+    """*dist*'s wheel with its METADATA passed through *metadata*, and each member
+    marked encrypted (general purpose flag bit 0, APPNOTE.TXT 4.4.4) if *encrypted*."""
+    buffer = BytesIO()
+    with zipfile.ZipFile(BytesIO(dist.content)) as source, zipfile.ZipFile(buffer, "w") as archive:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith(".dist-info/METADATA"):
+                data = metadata(data.decode()).encode()
+            archive.writestr(info, data)
+    data = bytearray(buffer.getvalue())
+    if encrypted:  # zipfile writes no such flag: set in each local and central header
+        for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            at = data.find(signature)
+            while at >= 0:
+                data[at + flags_at] |= 0x1
+                at = data.find(signature, at + 4)
+    data = bytes(data)
+    return {"content": data, "sha256_digest": hashlib.sha256(data).hexdigest(), "blake2_256_digest": None}
+
+
 @pytest.mark.parametrize(
     ("change", "status", "reason"),
     [
@@ -177,12 +198,15 @@ def _no_metadata(dist: Dist) -> dict:
         (lambda d: {"blake2_256_digest": "0" * 64}, 400, "blake2_256_digest does not match"),
         (_not_zip, 400, "not a readable zip"),
         (_no_metadata, 400, "has no .dist-info/METADATA"),
+        (lambda d: _rezipped(d, encrypted=True), 400, "not a valid wheel"),
+        (lambda d: _rezipped(d, lambda text: text.replace("Name: acme-app", "Name: acm\u00e9-app")), 400,
+         "names another project or version"),
         (lambda d: {":action": "remove_pkg"}, 400, "unsupported :action"),
         (lambda d: {"token": "wrong"}, 403, "Invalid or non-existent authentication"),
         (lambda d: {"token": "team-b"}, 400, "may not publish project 'acme-app'"),
     ],
     ids=["bad-name", "sdist-dashes", "path", "filetype", "name", "version", "sha256", "blake2", "not-zip", "no-metadata",
-         "action", "wrong-token", "other-team"],
+         "encrypted", "metadata-non-ascii-name", "action", "wrong-token", "other-team"],
 )
 def test_refusals_store_nothing(proxy, upstream_html, acme, tmp_path, change, status, reason):
     tokens = tmp_path / "tokens"
@@ -196,6 +220,20 @@ def test_refusals_store_nothing(proxy, upstream_html, acme, tmp_path, change, st
     assert _stored(p) == []
     assert p.get("/index/acme-app/").status == 404
     assert_healthy(p)
+
+
+def test_metadata_in_utf_8_beyond_ascii(proxy, upstream_html, acme):
+    """Core metadata is UTF-8: an author's name or a Requires-Python past ASCII is
+    taken as written."""
+    def edit(text: str) -> str:
+        return text.replace("Requires-Python: >=3.8", "Requires-Python: \u22653.8") + "Author: Jos\u00e9 M\u00fcller\n"
+
+    p = proxy(upstream_html, upload_token=TOKEN)
+    result = _upload(p, acme, **_rezipped(acme, edit))
+    assert result.status == 200, result.text
+    assert _json_page(p, "acme-app")["files"][0]["requires-python"] == "\u22653.8"
+    metadata = p.get(f"/index/acme-app/{acme.filename}.metadata")
+    assert metadata.status == 200 and "Jos\u00e9 M\u00fcller" in metadata.body.decode()
 
 
 def test_credentials_missing_or_off(proxy, upstream_html, acme):
@@ -308,6 +346,10 @@ def test_yank_and_delete(proxy, upstream_html, acme):
     assert _upload(p, acme).status == 200
     auth = {"Authorization": basic_auth(TOKEN)}
     path = f"/local/acme-app/{acme.filename}"
+    # A file's metadata goes with it, never alone: pages advertise it while the file stays.
+    for method, suffix in (("DELETE", ".metadata"), ("POST", ".metadata?yank=x")):
+        assert p.request(method, path + suffix, auth).status == 404
+    assert p.get(f"/index/acme-app/{acme.filename}.metadata").status == 200
     assert _post(p.url, path + "?yank=broken%20build", {}).status == 401
     assert _post(p.url, path + "?yank=broken%20build", auth).status == 200
     assert _json_page(p, "acme-app")["files"][0]["yanked"] == "broken build"
@@ -319,6 +361,14 @@ def test_yank_and_delete(proxy, upstream_html, acme):
     assert p.request("DELETE", path, auth).status == 404
     # The name stays free to reuse once deleted (the file is gone).
     assert _upload(p, acme).status == 200
+
+
+def test_a_metadata_file_removed_by_hand_is_not_found(proxy, upstream_html, acme):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    assert _upload(p, acme).status == 200
+    (Path(p.settings.cache_dir) / "local" / "acme-app" / (acme.filename + ".metadata")).unlink()
+    assert p.get(f"/index/acme-app/{acme.filename}.metadata").status == 404
+    assert p.get(f"/index/acme-app/{acme.filename}").body == acme.content
 
 
 def test_guard_rails_apply_to_local_files(proxy, upstream_html, acme):
