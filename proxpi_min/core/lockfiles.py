@@ -89,6 +89,8 @@ def _text(path: str, read: Reader) -> str:
         raise LockFileError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise LockFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a path no file can have (a NUL byte)
+        raise LockFileError(f"{path!r}: cannot read: {exc}") from None
 
 
 def load(path: str, read: Reader) -> ParsedLock:
@@ -122,7 +124,7 @@ def _load_toml(text: str, path: str) -> dict:
         ) from None
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer past what int() takes
         raise LockFileError(f"{path}: not valid TOML: {exc}") from None
 
 
@@ -281,6 +283,15 @@ def _project(package: dict) -> NormalizedName:
     return canonicalize_name(name)
 
 
+def _wanted(project: NormalizedName, version: Any, filename: Any, hashes: tuple, origin: str) -> Wanted:
+    """A file to fetch, its name and its version (if given) checked to be text."""
+    if version is not None and not isinstance(version, str):
+        raise ValueError(f"the version of {project}, {version!r}, is not a string")
+    if not isinstance(filename, str):
+        raise ValueError(f"a file name of {project}, {filename!r}, is not a string")
+    return Wanted(project, version, filename, hashes, origin)
+
+
 def _hash_table(hashes: Any, origin: str) -> tuple:
     if not isinstance(hashes, dict) or not hashes:
         raise LockFileError(f"{origin}: no hashes")
@@ -306,7 +317,7 @@ def _pylock(data: dict, path: str, wanted: list, notes: list) -> None:
             filename = file.get("name") or last_segment(file.get("url") or file.get("path") or "")
             if not filename:
                 raise LockFileError(f"{origin}: a file with neither name, url nor path")
-            wanted.append(Wanted(project, package.get("version"), filename, _hash_table(file.get("hashes"), origin), origin))
+            wanted.append(_wanted(project, package.get("version"), filename, _hash_table(file.get("hashes"), origin), origin))
 
 
 def _uv_lock(data: dict, path: str, wanted: list, notes: list) -> None:
@@ -330,7 +341,7 @@ def _uv_lock(data: dict, path: str, wanted: list, notes: list) -> None:
             filename = last_segment(file.get("url") or file.get("path") or "")
             if not filename or not file.get("hash"):
                 raise LockFileError(f"{origin}: a file without url or hash")
-            wanted.append(Wanted(project, package.get("version"), filename, (_hash(file["hash"], origin),), origin))
+            wanted.append(_wanted(project, package.get("version"), filename, (_hash(file["hash"], origin),), origin))
 
 
 def _poetry_lock(data: dict, path: str, wanted: list, notes: list) -> None:
@@ -347,6 +358,4 @@ def _poetry_lock(data: dict, path: str, wanted: list, notes: list) -> None:
         if files is None:
             files = old_files.get(package["name"], [])
         for file in _table_list(files, "files"):
-            wanted.append(
-                Wanted(project, package.get("version"), file["file"], (_hash(file["hash"], origin),), origin)
-            )
+            wanted.append(_wanted(project, package.get("version"), file["file"], (_hash(file["hash"], origin),), origin))

@@ -218,12 +218,38 @@ def test_pylock(tmp_path):
         ('lock-version = "1.0"\npackages = 3\n', "not a valid pylock lock file"),
         ('lock-version = "1.0"\n[[packages]]\nname = "a"\nwheels = [{url = "https://x/a-1-py3-none-any.whl"}]\n', "no hashes"),
         ("lock-version = \n", "not valid TOML"),
+        pytest.param("lock-version = " + "9" * 5000 + "\n", "not valid TOML", id="int-past-what-int-takes"),
+        (f'lock-version = "1.0"\n[[packages]]\nname = "a"\nwheels = [{{name = ["a-1-py3-none-any.whl"], hashes = {{sha256 = "{A}"}}}}]\n',
+         "a file name of a, .* is not a string"),
+        (f'lock-version = "1.0"\n[[packages]]\nname = "a"\nversion = 1\nsdist = {{name = "a-1.tar.gz", hashes = {{sha256 = "{A}"}}}}\n',
+         "the version of a, 1, is not a string"),
     ],
 )
 @needs_tomllib
 def test_pylock_errors(tmp_path, text, message):
     with pytest.raises(LockFileError, match=message):
         load(write(tmp_path, "pylock.toml", text))
+
+
+@needs_tomllib
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("poetry.lock", f'[[package]]\nname = "a"\nversion = "1"\nfiles = [{{file = {{x = 1}}, hash = "sha256:{A}"}}]\n',
+         "a file name of a, .* is not a string"),
+        ("uv.lock", f'[[package]]\nname = "a"\nversion = {{x = 1}}\nsource = {{registry = "https://x/simple"}}\n'
+                    f'sdist = {{url = "https://x/a-1.tar.gz", hash = "sha256:{A}"}}\n', "the version of a, .* is not a string"),
+    ],
+)
+def test_lock_files_name_files_and_versions_in_strings(tmp_path, name, text, message):
+    with pytest.raises(LockFileError, match=message):
+        load(write(tmp_path, name, text))
+
+
+def test_a_path_no_file_can_have_is_an_error(tmp_path):
+    path = write(tmp_path, "requirements.txt", "-r bad\x00name.txt\n")
+    with pytest.raises(LockFileError, match="cannot read"):
+        load(path)
 
 
 @needs_tomllib
