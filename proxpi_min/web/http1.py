@@ -7,6 +7,7 @@ import email.utils
 import http.server
 import itertools
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -48,6 +49,7 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 MAX_DISCARDED_BODY = 64 * 1024  # no route takes a body; bigger ones close the connection
 # Control characters are escaped in the log, so request text cannot forge log lines.
 LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 # The query parameters whose values reach the log; any other value (a token a client
 # put in the URL) is logged as "***".
 LOGGED_PARAMETERS = frozenset({"format"})
@@ -152,6 +154,9 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
                 return False
             minor = int(numbers[1])
         self.command, self.request_version = command, version
+        if _CONTROL.search(path):  # RFC 9112 3.2, RFC 3986 2: a target has none
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request target: control characters in {logged_target(path)}")
+            return False
         # As http.server (gh-87389): "//host/x" must not reach us as a network path.
         self.path = "/" + path.lstrip("/") if path.startswith("//") else path
         headers: dict = {}

@@ -144,14 +144,17 @@ def test_an_empty_line_before_the_request_is_skipped(running) -> None:
 
 def test_control_characters_never_reach_the_log(running, caplog) -> None:
     caplog.set_level(logging.INFO, logger="proxpi_min")
-    raw_request(running.url, b"\x1b[2J\x1b[31mFAKE /index/\x1b[0m HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw_request(running.url, b"\x1b[2J\x1b[31mFAKE /index/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    # RFC 9112 3.2: none in a target either (a redirect would echo them into Location).
+    refused = raw_request(running.url, b"GET /index\x1b[0m?format=\x00\x7f HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw_status(refused) == 400 and b"control characters" in refused
+    assert not any(byte in refused for byte in (b"\x1b", b"\x00", b"\x7f"))
     # The request's line is logged once its response is out: it may come just after.
     deadline = time.monotonic() + 5
-    while "FAKE" not in caplog.text and time.monotonic() < deadline:
+    while not ("FAKE" in caplog.text and "/index" in caplog.text) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert "FAKE" in caplog.text, "the request was not logged"
-    assert "\x1b" not in caplog.text
-    assert "\\x1b" in caplog.text
+    assert "FAKE" in caplog.text and "/index\\x1b[0m?format=\\x00\\x7f" in caplog.text, caplog.text
+    assert not any(char in caplog.text for char in "\x1b\x00\x7f")
 
 
 # -- headers for a front cache (nginx proxy_cache, a CDN) ---------------------------------
