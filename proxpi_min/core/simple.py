@@ -201,16 +201,22 @@ class _Links:
         head, slash, tail = path.rpartition("/")
         if not path or not _PLAIN_SEGMENT.match(tail) or tail in (".", ".."):
             # Rare shapes (a query, parameters, a bare fragment): the general rule.
-            url = _split_fragment(urllib.parse.urljoin(self._base, href))[0]
-            return (url, hashes) if _scheme(url) in self._allowed else None
+            url = self._join(href)
+            return (_split_fragment(url)[0], hashes) if url is not None else None
         key = head if slash else None  # "x.whl" and "/x.whl" are in different directories
         directory = self._directories.get(key, False)
         if directory is False:
-            directory = urllib.parse.urljoin(self._base, head + "/" if slash else "./")
-            if _scheme(directory) not in self._allowed:
-                directory = None
-            self._directories[key] = directory
+            directory = self._directories[key] = self._join(head + "/" if slash else "./")
         return None if directory is None else (directory + tail, hashes)
+
+    def _join(self, href: str) -> Optional[str]:
+        """*href* made absolute, or None: a scheme not allowed, or no URL (urljoin
+        refuses an unclosed IPv6 bracket)."""
+        try:
+            url = urllib.parse.urljoin(self._base, href)
+        except ValueError:
+            return None
+        return url if _scheme(url) in self._allowed else None
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -223,7 +229,11 @@ def _parse_html(body: bytes, url: str) -> tuple:
         parsed = read_anchors(body.decode("utf-8", errors="replace"))
     except Exception as exc:  # html.parser gives up on some malformed markup
         raise BadUpstreamPage(f"upstream HTML does not parse: {exc!r}") from None
-    base = _absolute(parsed.base, url) if parsed.base else url
+    try:
+        base = _absolute(parsed.base, url) if parsed.base else url
+        urllib.parse.urlsplit(base)  # an absolute <base> skips urljoin's checks
+    except ValueError:
+        raise BadUpstreamPage(f"upstream HTML's <base href> is no URL: {parsed.base!r}") from None
     # A <base> may move links within the page's own scheme only.
     return parsed, base if _scheme(base) == _scheme(url) else url
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 __all__ = ["last_segment", "redact_url"]
+
+# A URL's (or a scheme-less proxy address's) "user:password@", for a text urlsplit refuses.
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
 
 
 def redact_url(url: str) -> str:
     """*url* with any ``user:password@`` removed, also from a URL without a scheme
     (``user:password@proxy:3128``, as curl and pip take a proxy)."""
     scheme_less = "://" not in url
-    parts = urllib.parse.urlsplit("//" + url if scheme_less else url)
+    try:
+        parts = urllib.parse.urlsplit("//" + url if scheme_less else url)
+    except ValueError:  # not a URL (an unclosed IPv6 bracket): its credentials cut all the same
+        return _USERINFO.sub(r"\1", url)
     if "@" not in parts.netloc:
         return url
     redacted = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

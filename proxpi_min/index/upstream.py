@@ -73,6 +73,8 @@ def _translated(url: str) -> Iterator[None]:
     except (OSError, http.client.HTTPException, zlib.error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise UpstreamError(f"upstream unreachable ({reason}): {shown}") from exc
+    except UnicodeError as exc:  # a path not in ASCII, a host name IDNA refuses
+        raise UpstreamError(f"upstream URL cannot be asked for ({exc}): {shown}") from None
 
 
 def _basic_auth(parts: urllib.parse.SplitResult) -> Optional[str]:
@@ -334,7 +336,10 @@ class Upstream:
         new connection (GET and HEAD are idempotent). *deadline* watches the
         connection used.
         """
-        target = _Endpoint.parse(url)
+        try:
+            target = _Endpoint.parse(url)
+        except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range
+            raise UpstreamError(f"upstream URL does not parse ({exc}): {redact_url(url)}") from None
         key = self._pool_key(target)
         authorization = target.authorization or self._authorization_for(target)
         if authorization:
@@ -384,12 +389,17 @@ class Upstream:
                 conn.close()
             if not location:
                 raise UpstreamError(f"upstream redirect without Location: {redact_url(url)}")
-            next_url = urllib.parse.urljoin(url, location)
-            if urllib.parse.urlsplit(next_url).scheme not in ("http", "https"):
+            try:
+                next_url = urllib.parse.urljoin(url, location)
+                scheme = urllib.parse.urlsplit(next_url).scheme
+                same_host = scheme in ("http", "https") and _Endpoint.parse(next_url).key[:2] == _Endpoint.parse(url).key[:2]
+            except ValueError as exc:
+                raise UpstreamError(f"upstream redirect to a URL that does not parse ({exc}): {redact_url(url)}") from None
+            if scheme not in ("http", "https"):
                 raise UpstreamError(f"upstream redirect to a non-HTTP URL: {redact_url(url)}")
             if next_url in seen:
                 raise UpstreamError(f"upstream redirect loop at {redact_url(url)}")
-            if _Endpoint.parse(next_url).key[:2] != _Endpoint.parse(url).key[:2]:
+            if not same_host:
                 # Credentials stay with the host they were given for.
                 next_url = redact_url(next_url)
             seen.add(next_url)

@@ -229,6 +229,49 @@ def test_real_empty_html_page_is_still_an_empty_project(proxy, scripted, kind):
     assert json.loads(result.body)["files"] == []
 
 
+# -- URLs Python's own code refuses ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["http://[::1/x/", "http://127.0.0.1:99999/x/", "http://127.0.0.1:abc/x/", "/simple/\u00e9/", "http://a..b/x/"],
+    ids=["unclosed-ipv6", "port-out-of-range", "port-not-a-number", "path-not-ascii", "empty-host-label"],
+)
+def test_a_redirect_to_a_url_that_cannot_be_asked_for_is_a_502(proxy, scripted, caplog, location):
+    scripted.routes["/simple/odd/"] = (302, {"Location": location}, b"")
+    p = proxy(scripted.url)
+    result = p.get("/index/odd/")
+    assert result.status == 502, result
+    assert b"upstream" in result.body and b"URL" in result.body, result.body
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert_healthy(p)
+
+
+def test_links_urljoin_refuses_are_left_out_and_a_base_it_refuses_is_a_502(proxy, scripted, caplog):
+    files = [
+        {"filename": "links-1.0.tar.gz", "url": "//[::1/links-1.0.tar.gz", "hashes": {}},
+        {"filename": "links-2.0.tar.gz", "url": "/files/links-2.0.tar.gz", "hashes": {}},
+        {"filename": "links-3.0.tar.gz", "url": "http://127.0.0.1:99999/links-3.0.tar.gz", "hashes": {}},
+    ]
+    document = {"meta": {"api-version": "1.0"}, "name": "links", "files": files}
+    scripted.routes["/simple/links/"] = (200, {"Content-Type": JSON_TYPE}, json.dumps(document).encode())
+    scripted.routes["/simple/based/"] = (
+        200, {"Content-Type": "text/html"}, b'<html><head><base href="http://[::1/"></head><body>'
+        b'<a href="based-1.0.tar.gz">based-1.0.tar.gz</a></body></html>',
+    )
+    p = proxy(scripted.url)
+    page = p.get("/index/links/", {"Accept": JSON_TYPE})
+    assert page.status == 200, page
+    assert [f["filename"] for f in json.loads(page.body)["files"]] == ["links-2.0.tar.gz", "links-3.0.tar.gz"]
+    # A URL that parses but cannot be asked for: the file, not the page, fails.
+    refused = p.get("/index/links/links-3.0.tar.gz")
+    assert refused.status == 502 and b"does not parse" in refused.body, refused
+    based = p.get("/index/based/")
+    assert based.status == 502 and b"<base href> is no URL" in based.body, based
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert_healthy(p)
+
+
 # -- numbers in other digits ----------------------------------------------------------------
 
 

@@ -40,6 +40,10 @@ def test_redact_url_keeps_a_url_without_credentials_as_it_is() -> None:
         ("user:s3cret@proxy.example:3128", "proxy.example:3128"),
         ("user:s3cret@proxy.example:bad/", "proxy.example:bad/"),
         ("proxy.example:3128", "proxy.example:3128"),
+        # urlsplit refuses these (an unclosed IPv6 bracket): the credentials go all the same.
+        ("https://user:p@ss@[::1/simple/", "https://[::1/simple/"),
+        ("user:s3cret@[::1:3128", "[::1:3128"),
+        ("http://[::1/a@b/", "http://[::1/a@b/"),
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:
