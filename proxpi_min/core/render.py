@@ -110,7 +110,8 @@ def _encode_batched(parts: Iterable[str]) -> bytes:
         batch = "".join(itertools.islice(parts, 4096))
         if not batch:
             return out.getvalue()
-        out.write(batch.encode("utf-8"))
+        # "replace": a JSON page may carry a lone surrogate ("\ud800"), which UTF-8 cannot.
+        out.write(batch.encode("utf-8", "replace"))
 
 
 def _html_document(title: str, body: Iterable[str]) -> bytes:

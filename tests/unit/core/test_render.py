@@ -164,6 +164,18 @@ def test_html_requires_python_is_escaped() -> None:
     assert html_anchor(entry(requires_python="<4,>=3.8"))[0]["data-requires-python"] == "<4,>=3.8"
 
 
+def test_html_writes_a_lone_surrogate_a_json_page_may_carry_as_a_question_mark() -> None:
+    # JSON escapes it ("\\ud800"); UTF-8 has no code for it.
+    lone = "\ud800"
+    page = page_of(entry(requires_python=">=3" + lone, yanked=lone, provenance="https://p.example/" + lone))
+    attributes = anchors(render_project_page(page, TEXT_HTML))[0][0]
+    assert (attributes["data-requires-python"], attributes["data-yanked"]) == (">=3?", "?")
+    assert attributes["data-provenance"] == "https://p.example/?"
+    assert json_item(page.files[0])["requires-python"] == ">=3" + lone
+    listed = render_project_list(ProjectList.from_names(["a" + lone]), TEXT_HTML)
+    assert anchors(listed)[0][1] == "a?"
+
+
 def test_html_without_requires_python_has_no_attribute() -> None:
     assert "data-requires-python" not in html_anchor(entry())[0]
 
