@@ -105,7 +105,7 @@ def central_directory(tail: bytes, total: int) -> CentralDirectory:
     if locator >= 0 and tail[locator : locator + 4] == _EOCD64_LOCATOR:
         (record,) = struct.unpack_from("<Q", tail, locator + 8)
         start = record - (total - len(tail))
-        if start < 0 or tail[start : start + 4] != _EOCD64:
+        if start < 0 or tail[start : start + 4] != _EOCD64 or len(tail) < start + 56:
             raise BrokenWheel("broken zip64 end of central directory record")
         size, offset = struct.unpack_from("<QQ", tail, start + 40)
     if offset + size > total:
@@ -150,8 +150,8 @@ def _zip64_sizes(extra: bytes, size: int, compressed: int, offset: int) -> tuple
     at = 0
     while at + 4 <= len(extra):
         kind, length = struct.unpack_from("<HH", extra, at)
-        if kind == 1:
-            values = list(struct.unpack_from(f"<{length // 8}Q", extra, at + 4))
+        if kind == 1:  # as many 8-byte values as its length says and it holds
+            values = list(struct.unpack_from(f"<{min(length, len(extra) - at - 4) // 8}Q", extra, at + 4))
             if size == 0xFFFFFFFF and values:
                 size = values.pop(0)
             if compressed == 0xFFFFFFFF and values:
@@ -242,6 +242,8 @@ def metadata_from_ranges(
         data, start, _ = got
     at = directory.offset - start
     member = find_metadata(data[at : at + directory.size], wheel_filename)
+    if member.offset >= total:  # else its range would be refused as if ranges were
+        raise BrokenWheel(f"{member.name} lies past the end of {wheel_filename}")
     content = member_data(data[member.offset - start :], member) if member.offset >= start else None
     head = early() if content is None and early is not None else None
     if head is not None and head[1] == 0 and head[2] == total and member.offset < len(head[0]):
@@ -276,13 +278,11 @@ def metadata_headers(metadata: bytes) -> email.message.Message:
 def requirements(metadata: bytes) -> list:
     """The projects (normalised names) the core metadata's ``Requires-Dist`` name, in
     order, without those that apply only with an extra."""
-    out: list = []
+    out: dict = {}  # a dict keeps the order, and finds a repeated name at once
     for value in metadata_headers(metadata).get_all("Requires-Dist") or ():
         requirement, _, marker = value.partition(";")
         match = _REQUIREMENT_NAME.match(requirement)
         if match is None or _EXTRA_MARKER.search(marker):
             continue
-        name: NormalizedName = canonicalize_name(match.group(1))
-        if name not in out:
-            out.append(name)
-    return out
+        out[canonicalize_name(match.group(1))] = None
+    return list(out)

@@ -234,7 +234,7 @@ class Prefetcher:
         except (ValueError, UnicodeError):
             return
         with self._lock:
-            new = [name for name in dict.fromkeys(names) if name != project and name not in self._queued]
+            new = [name for name in names if name != project and name not in self._queued]
             self._queued.update(new)
         self._submit(new, lambda name: functools.partial(self._prefetch, name, client), "page")
 

@@ -4,6 +4,7 @@ Requires-Dist, from bytes."""
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 
 import pytest
@@ -80,6 +81,26 @@ def test_broken_wheels(content, message):
     with pytest.raises(BrokenWheel, match=message) as caught:
         _read(content)
     assert caught.value.status == 502
+
+
+def test_a_zip64_end_record_cut_short_is_broken():
+    # Its signature 46 bytes from the end, the locator and end record after it: the
+    # sizes it should hold (at +40) lie past the bytes there are.
+    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, 0, 1)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 1, 1, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    tail = b"PK\x06\x06" + locator + end
+    with pytest.raises(BrokenWheel, match="zip64"):
+        central_directory(tail, len(tail))
+
+
+def test_a_zip64_extra_field_shorter_than_it_says_gives_what_it_holds():
+    name = b"pkg-1.0.dist-info/METADATA"
+    extra = struct.pack("<HHQ", 1, 64, 100)  # says 64 bytes, holds 8: the compressed size
+    header = b"PK\x01\x02" + struct.pack(
+        "<HHHHHHIIIHHHHHII", 20, 20, 0, 8, 0, 0, 0, 0xFFFFFFFF, 120, len(name), len(extra), 0, 0, 0, 0, 0
+    )
+    member = find_metadata(header + name + extra, "pkg-1.0-py3-none-any.whl")
+    assert (member.compressed, member.size, member.offset) == (100, 120, 0)
 
 
 def test_corrupt_member_fails_its_check():
@@ -254,6 +275,17 @@ def test_a_member_running_past_what_its_read_gave_is_broken():
     ranges = _Ranges(content, short=True)
     with pytest.raises(BrokenWheel, match="runs past the end"):
         metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 100)
+
+
+def test_a_member_said_to_lie_past_the_end_is_broken_without_asking_for_it():
+    # Its range would be refused, and the refusal taken for an index that ignores Range.
+    content = bytearray(_zip([("pkg-1.0.dist-info/METADATA", METADATA)]))
+    directory = central_directory(bytes(content), len(content))
+    struct.pack_into("<I", content, directory.offset + 42, 10_000_000)
+    ranges = _Ranges(bytes(content))
+    with pytest.raises(BrokenWheel, match="past the end"):
+        metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 100)
+    assert ranges.asked == ["bytes=-100"]
 
 
 def test_an_index_that_ignores_ranges_gives_none_and_a_non_zip_is_broken():
