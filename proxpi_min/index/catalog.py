@@ -250,8 +250,12 @@ class Catalog:
                 filtered = _combine(name, mine, filtered)
                 origin = {**_origins(pages), **dict.fromkeys(local_files, LOCAL_ORIGIN)}
         kept = filtered.page.files
-        # A wheel request must not scan botocore's files: mapped by name at C speed.
-        files = dict(zip(map(_FILENAME, kept), kept))
+        # A wheel request must not scan botocore's files: mapped by name at C speed, the
+        # first of a name listed twice last, so that it wins.
+        files = dict(zip(map(_FILENAME, reversed(kept)), reversed(kept)))
+        if len(files) != len(kept):  # the page lists the one the file route serves
+            kept = tuple(entry for entry in kept if files[entry.filename] is entry)
+            filtered = filtered._replace(page=filtered.page._replace(files=kept))
         view = _View(generation, filtered, files, origin, asked, local_files)
         with self._lock:
             old = self._views.pop(name, None)

@@ -9,6 +9,7 @@ The memory test runs the proxy as a process and reads its resident size from
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -270,6 +271,23 @@ def test_links_urljoin_refuses_are_left_out_and_a_base_it_refuses_is_a_502(proxy
     assert based.status == 502 and b"<base href> is no URL" in based.body, based
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert_healthy(p)
+
+
+def test_a_file_name_listed_twice_is_listed_and_served_once_as_first_listed(proxy, scripted):
+    first, second = b"the first copy", b"the second copy"
+    files = [
+        {"filename": "dup-1.0.tar.gz", "url": f"/files/{n}/dup-1.0.tar.gz", "hashes": {"sha256": hashlib.sha256(d).hexdigest()}}
+        for n, d in (("one", first), ("two", second))
+    ]
+    document = {"meta": {"api-version": "1.0"}, "name": "dup", "files": files}
+    scripted.routes["/simple/dup/"] = (200, {"Content-Type": JSON_TYPE}, json.dumps(document).encode())
+    scripted.routes["/files/one/dup-1.0.tar.gz"] = (200, {}, first)
+    scripted.routes["/files/two/dup-1.0.tar.gz"] = (200, {}, second)
+    p = proxy(scripted.url)
+    listed = json.loads(p.get("/index/dup/", {"Accept": JSON_TYPE}).body)["files"]
+    assert [(f["filename"], f["hashes"]) for f in listed] == [("dup-1.0.tar.gz", files[0]["hashes"])]
+    assert p.get("/index/dup/dup-1.0.tar.gz").body == first
+    assert scripted.hits["/files/two/dup-1.0.tar.gz"] == 0
 
 
 # -- numbers in other digits ----------------------------------------------------------------
