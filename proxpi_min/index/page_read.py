@@ -61,6 +61,30 @@ def _cut(conn) -> None:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+class _Gunzip:
+    """Inflates a gzip body, which may hold several members one after another (RFC 1952
+    2.2); bytes after the last one that start no member are ignored."""
+
+    def __init__(self) -> None:
+        self._member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    @property
+    def ended(self) -> bool:
+        """The last member began has ended."""
+        return self._member.eof
+
+    def inflate(self, data: bytes, limit: int) -> bytes:
+        """What *data* inflates to, at most *limit* bytes (so that a small bomb cannot
+        blow up in memory)."""
+        out = self._member.decompress(data, limit)
+        # After a member's end, what arrives gathers in its unused_data.
+        while self._member.eof and self._member.unused_data[:2] == b"\x1f\x8b" and len(out) < limit:
+            rest = self._member.unused_data
+            self._member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out += self._member.decompress(rest, limit - len(out))
+        return out
+
+
 def read_page_body(response, shown_url: str, cap: int) -> bytes:
     """The body of *response* (an http.client response), gunzipped if it says gzip.
 
@@ -76,7 +100,7 @@ def read_page_body(response, shown_url: str, cap: int) -> bytes:
     if announced is not None and announced > cap:
         raise BadUpstreamPage(f"upstream page of {announced} bytes is over the {cap}-byte cap: {shown_url}")
     gzipped = (response.headers.get("Content-Encoding") or "").lower() == "gzip"
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+    decompressor = _Gunzip() if gzipped else None
     buffer = mmap.mmap(-1, cap + 1)
     try:
         received = 0
@@ -86,12 +110,11 @@ def read_page_body(response, shown_url: str, cap: int) -> bytes:
                 break
             received += len(piece)
             if decompressor is not None:
-                # max_length bounds the output: a small bomb cannot blow up in memory.
-                piece = decompressor.decompress(piece, cap + 1 - buffer.tell())
+                piece = decompressor.inflate(piece, cap + 1 - buffer.tell())
             if received > cap or buffer.tell() + len(piece) > cap:
                 raise BadUpstreamPage(f"upstream page over {cap} bytes: {shown_url}")
             buffer.write(piece)
-        if response.length or (decompressor is not None and received and not decompressor.eof):
+        if response.length or (decompressor is not None and received and not decompressor.ended):
             raise UpstreamError(f"upstream page cut short: {shown_url}")
         if response.length == 0:
             response.read()  # read1 leaves a fully read response open: finish it

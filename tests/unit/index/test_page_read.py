@@ -63,6 +63,18 @@ def test_a_gzip_body_is_inflated_and_a_bomb_refused_while_inflating() -> None:
         read_page_body(FakeResponse(bomb, encoding="GZIP", piece=1024), "u", 4096)
 
 
+@pytest.mark.parametrize("piece", [1, 7, 1000], ids=["byte-by-byte", "pieces", "whole"])
+def test_a_gzip_body_of_several_members_is_inflated_whole(piece: int) -> None:
+    # RFC 1952 2.2; bytes after the last member that start none are ignored, as before.
+    body = gzip.compress(b"<a>1</a>") + gzip.compress(b"<a>2</a>") + gzip.compress(b"") + b"\0\0"
+    assert read_page_body(FakeResponse(body, encoding="gzip", piece=piece), "u", 100) == b"<a>1</a><a>2</a>"
+    bombs = gzip.compress(b"x" * 30) * 5
+    with pytest.raises(BadUpstreamPage, match="over 100 bytes"):
+        read_page_body(FakeResponse(bombs, encoding="gzip", piece=piece), "u", 100)
+    with pytest.raises(UpstreamError, match="cut short"):
+        read_page_body(FakeResponse(body[:-30], encoding="gzip", piece=piece), "u", 100)
+
+
 @pytest.mark.parametrize(
     "response",
     [
