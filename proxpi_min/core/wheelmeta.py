@@ -14,7 +14,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 
 from .byteranges import ByteRange
 from .errors import UpstreamError
-from .names import NormalizedName, canonicalize_name
+from .names import canonicalize_name
 
 __all__ = [
     "MAX_METADATA",

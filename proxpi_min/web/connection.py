@@ -172,6 +172,10 @@ class Connection:
             if not self._fill():
                 return self._take(len(buffer) - self.pos)
 
+    def buffered(self) -> int:
+        """How many bytes past what was parsed are read already."""
+        return len(self.buffer) - self.pos
+
     def read(self, size: int) -> bytes:
         """*size* bytes, fewer if the client closes or times out first."""
         while len(self.buffer) - self.pos < size and self._fill():
