@@ -22,7 +22,7 @@ import zlib
 from typing import Callable, Optional
 
 from ..core.byteranges import ByteRange, parse_content_range
-from ..core.errors import NotFound, ProxpiError, UpstreamError
+from ..core.errors import NotFound, ProxpiError, UpstreamError, UpstreamTimeout
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
 from ..core.units import human_size
@@ -298,23 +298,34 @@ class WheelMetadata:
 
     def _range(self, wheel: Target, header: str) -> Optional[tuple]:
         """(bytes, offset of the first, file size) of a range of the wheel; None if
-        upstream sent the whole file instead (206 expected)."""
+        upstream sent the whole file instead (206 expected). The whole exchange has the
+        upstream's deadline: a client waits on it.
+
+        :raises UpstreamTimeout: past the deadline.
+        """
+        deadline = self._files.upstream.deadline()
         try:
-            response = self._files.upstream.open_file(wheel.url, "GET", header)
-        except ProxpiError as exc:
-            self._files.count_upstream(wheel, exc)
+            try:
+                response = self._files.upstream.open_file(wheel.url, "GET", header, deadline)
+            except ProxpiError as exc:
+                self._files.count_upstream(wheel, exc)
+                raise
+            self._files.count_upstream(wheel, None)
+            with response:
+                where = parse_content_range(response.headers.get("Content-Range"))
+                if response.status != 206 or where is None:
+                    return None
+                chunks = []
+                while chunk := response.read(TAIL_READ):
+                    chunks.append(chunk)
+            if deadline.expired:  # a cut can pass for the end
+                raise UpstreamError("cut at the deadline")
+        except UpstreamError:
+            if deadline.expired:
+                raise UpstreamTimeout(f"upstream took over {deadline.seconds:g} s for {header} of {wheel.filename}") from None
             raise
-        self._files.count_upstream(wheel, None)
-        with response:
-            where = parse_content_range(response.headers.get("Content-Range"))
-            if response.status != 206 or where is None:
-                return None
-            chunks = []
-            while True:
-                chunk = response.read(TAIL_READ)
-                if not chunk:
-                    break
-                chunks.append(chunk)
+        finally:
+            deadline.cancel()
         return b"".join(chunks), *where
 
     # ------------------------------------------------------------------ storing

@@ -469,18 +469,40 @@ class Upstream:
 
     # ------------------------------------------------------------------ files
 
-    def open_file(self, url: str, method: str = "GET", byte_range: Optional[str] = None) -> FileResponse:
+    def deadline(self) -> Deadline:
+        """A deadline for one exchange whose every read may take the read timeout: of
+        PAGE_DEADLINE_READS of them (an upstream sending a byte now and then)."""
+        return Deadline(PAGE_DEADLINE_READS * self._read_timeout)
+
+    def open_file(
+        self, url: str, method: str = "GET", byte_range: Optional[str] = None, deadline: Optional[Deadline] = None
+    ) -> FileResponse:
         """Start reading a file (status 200, or 206 when *byte_range* was honoured).
+        Its status line and headers come within :meth:`deadline`, or within *deadline*
+        if given: the caller's, which watches the body too and which the caller cancels.
 
         :raises NotFound: upstream has no such file.
-        :raises UpstreamError: unreachable, timed out, or another unexpected status.
+        :raises UpstreamError: unreachable, timed out (UpstreamTimeout: past the
+            deadline too), or another unexpected status.
         """
         if url.startswith("file:"):
             return local_file(url, byte_range)
         headers = {"Accept-Encoding": "identity"}
         if byte_range:
             headers["Range"] = byte_range
-        final_url, key, conn, response = self._follow(method, url, headers)
+        head_deadline = deadline or self.deadline()
+        try:
+            final_url, key, conn, response = self._follow(method, url, headers, head_deadline)
+        except UpstreamError:
+            if head_deadline.expired:
+                raise UpstreamTimeout(f"upstream took over {head_deadline.seconds:g} s: {redact_url(url)}") from None
+            raise
+        finally:
+            if deadline is None:
+                head_deadline.cancel()
+        if head_deadline.expired:  # cut just as it answered: the body cannot be read
+            conn.close()
+            raise UpstreamTimeout(f"upstream took over {head_deadline.seconds:g} s: {redact_url(url)}")
         if response.status in (200, 206):
             return _HttpFileResponse(self, final_url, key, conn, response)
         conn.close()

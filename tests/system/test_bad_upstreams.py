@@ -187,6 +187,52 @@ def test_trickling_page_is_cut_at_its_deadline(proxy, scripted, monkeypatch, whe
     assert_healthy(p)
 
 
+def _sent_slowly(release, fast: bytes, slow: bytes, every: float):
+    """A route that sends *fast*, then *slow* a byte each *every* seconds (or until
+    *release* is set)."""
+
+    def route(handler):
+        try:
+            handler.wfile.write(fast)
+            for byte in slow:
+                handler.wfile.write(bytes([byte]))
+                if release.wait(every):
+                    break
+        except OSError:
+            pass
+        handler.close_connection = True
+
+    return route
+
+
+@pytest.mark.parametrize("what", ["file head", "metadata range body"])
+def test_trickling_file_answers_are_cut_at_the_deadline(proxy, scripted, monkeypatch, what):
+    """A file's status line and headers, and a range read for a wheel's metadata whole,
+    come within the deadline pages have (PAGE_DEADLINE_READS read timeouts, lowered to
+    one here), however slowly the upstream keeps sending."""
+    from proxpi_min.index import upstream as upstream_module
+
+    monkeypatch.setattr(upstream_module, "PAGE_DEADLINE_READS", 1)
+    name = "slow-1.0.tar.gz" if what == "file head" else "slow-1.0-py3-none-any.whl"
+    files = [{"filename": name, "url": f"/files/{name}", "hashes": {}}]
+    document = {"meta": {"api-version": "1.0"}, "name": "slow", "files": files}
+    scripted.routes["/simple/slow/"] = (200, {"Content-Type": JSON_TYPE}, json.dumps(document).encode())
+    if what == "file head":
+        fast, slow = b"", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    else:
+        fast, slow = b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-99/100\r\nContent-Length: 100\r\n\r\n", b"x" * 100
+    scripted.routes[f"/files/{name}"] = _sent_slowly(scripted.release, fast, slow, 0.2)
+    p = proxy(scripted.url, read_timeout=0.5)
+    assert p.get("/index/slow/").status == 200
+    started = time.monotonic()
+    result = p.get(f"/index/slow/{name}" + ("" if what == "file head" else ".metadata"), timeout=BOUND)
+    took = time.monotonic() - started
+    scripted.release.set()
+    assert result.status == 504 and b"took over 0.5 s" in result.body, result
+    assert took < 5.0, f"cut after {took:.1f} s"
+    assert_healthy(p)
+
+
 # -- garbage for a new project ------------------------------------------------------------
 
 GARBAGE = {

@@ -30,10 +30,10 @@ class CountingUpstream(Upstream):
         self.gate = threading.Event()
         self.gate.set()
 
-    def open_file(self, url, method="GET", byte_range=None):
+    def open_file(self, url, method="GET", byte_range=None, deadline=None):
         self.opened += 1
         self.gate.wait(5)
-        return super().open_file(url, method, byte_range)
+        return super().open_file(url, method, byte_range, deadline)
 
 
 @pytest.fixture
