@@ -8,6 +8,7 @@ import select
 import socket
 import ssl
 import struct
+import time
 from typing import Optional
 
 __all__ = ["Connection", "HEAD_MAX", "Writer"]
@@ -172,14 +173,14 @@ class Connection:
             if not self._fill():
                 return self._take(len(buffer) - self.pos)
 
-    def buffered(self) -> int:
-        """How many bytes past what was parsed are read already."""
-        return len(self.buffer) - self.pos
-
-    def read(self, size: int) -> bytes:
-        """*size* bytes, fewer if the client closes or times out first."""
-        while len(self.buffer) - self.pos < size and self._fill():
-            pass
+    def read(self, size: int, within: Optional[float] = None) -> bytes:
+        """*size* bytes, fewer if the client closes or times out first, or, given
+        *within* seconds, once they have passed, however often bytes came."""
+        until = None if within is None else time.monotonic() + within
+        while len(self.buffer) - self.pos < size:
+            wait = None if until is None else min(self.client_timeout, until - time.monotonic())
+            if (wait is not None and wait <= 0) or not self._fill(wait):
+                break
         return self._take(min(size, len(self.buffer) - self.pos))
 
     def _take(self, size: int) -> bytes:
@@ -191,10 +192,13 @@ class Connection:
         self.buffer = self.buffer[self.pos :] + data
         self.pos = self.scanned = 0
 
-    def _fill(self) -> bool:
-        """Read more of a request, waiting up to the client timeout."""
+    def _fill(self, wait: Optional[float] = None) -> bool:
+        """Read more of a request, waiting up to *wait* seconds (the client timeout)."""
+        wait = self.client_timeout if wait is None else wait
         if self.kernel_timeouts:
-            _set_timeout(self.sock, socket.SO_RCVTIMEO, self.client_timeout)
+            _set_timeout(self.sock, socket.SO_RCVTIMEO, wait)
+        elif wait != self.client_timeout:
+            self.sock.settimeout(wait)
         try:
             data = self.sock.recv(RECEIVE_SIZE)
         except (BlockingIOError, socket.timeout):  # the client timeout: the kernel's, or Python's
@@ -202,6 +206,8 @@ class Connection:
         finally:
             if self.kernel_timeouts:
                 _set_timeout(self.sock, socket.SO_RCVTIMEO, self.linger)
+            elif wait != self.client_timeout:
+                self.sock.settimeout(self.client_timeout)
         if not data:
             return False
         self._append(data)

@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 PROTOCOL = "HTTP/1.1"  # keep-alive: every response has a length or is chunked
 SERVER = f"proxpi-min/{__version__}"
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
+MAX_DISCARDED_BODY = 64 * 1024  # no route takes a body; bigger ones close the connection
 # Control characters are escaped in the log, so request text cannot forge log lines.
 LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
@@ -211,18 +212,19 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         """Nothing to flush or close: the connection outlives this request."""
 
     def _discard_body(self) -> None:
-        """Drop a request body nobody needs, so that on a kept-alive connection it is
-        never taken for the next request: one already read with the head is skipped;
-        any other (chunked, or still to come) closes the connection instead of holding
-        a thread while a client sends it a byte at a time."""
+        """Read away a request body nobody needs, so that on a kept-alive connection it
+        is never taken for the next request; a large or chunked one closes instead.
+        The body has one client timeout in all: a client sending it a byte at a time
+        holds the thread no longer."""
         length = self.headers.get("content-length")
         if length is None and "transfer-encoding" not in self.headers:
             return  # the usual GET: no body
         length = None if "transfer-encoding" in self.headers else parse_decimal(length.strip())
-        if length is None or length > self.rfile.buffered():
+        if length is None or length > MAX_DISCARDED_BODY:
             self.close_connection = True
-        else:
-            self.rfile.read(length)
+        elif length and len(self.rfile.read(length, self.server.client_timeout)) < length:
+            # Closed or timed out mid-body: the request is not whole, so nothing is done.
+            raise ConnectionError("the request body stopped short")
 
     # ------------------------------------------------------------------ responses
 
