@@ -40,6 +40,7 @@ _TAG = re.compile(rf"<(/?)(html|head|body|title|meta|base|br|h[1-6])({_ATTRIBUTE
 _PLAIN_REFERENCE = re.compile(r"&(?:[a-zA-Z][a-zA-Z0-9]{0,31}|#[0-9]{1,6}|#[xX][0-9a-fA-F]{1,5});")
 _DOCTYPE = re.compile(r"<!doctype[^<>]*>\Z", re.IGNORECASE)
 _COMMENT = re.compile(r"<!--[^<>]*-->\Z")  # PyPI ends its pages with <!--SERIAL n-->
+MAX_UNCLOSED = 1000  # more "<" than ">" in a page given to html.parser (see _parse)
 
 
 class Anchors(NamedTuple):
@@ -218,6 +219,11 @@ class _AnchorParser(HTMLParser):
 
 
 def _parse(text: str) -> Anchors:
+    # html.parser takes time quadratic in the tags left open ("<a <a <a ...": 4,000 of
+    # them take over a second): a page with that many is refused before it is read.
+    unclosed = text.count("<") - text.count(">")
+    if unclosed > MAX_UNCLOSED:
+        raise ValueError(f"{unclosed} more '<' than '>': tags left open")
     parser = _AnchorParser()
     parser.feed(text)
     parser.close()

@@ -37,8 +37,9 @@ _HEX = re.compile(r"[0-9a-fA-F]+\Z")
 _PLAIN_SEGMENT = re.compile(r"[^/?#;\\\x00-\x20\x7f]+\Z")
 # The root page is nothing but anchors whose text is a project name (PEP 503): this
 # scan reads PyPI's far quicker, in far less memory, than html.parser; project pages,
-# whose attributes matter, still go through html.parser.
-_ANCHOR_TEXT = re.compile(rb"<a\b[^>]*>([^<]*)</a\s*>", re.IGNORECASE)
+# whose attributes matter, still go through html.parser. A tag ends before the next "<":
+# else each of "<a<a<a..." would scan to the end, in time quadratic in the page.
+_ANCHOR_TEXT = re.compile(rb"<a\b[^<>]*>([^<]*)</a\s*>", re.IGNORECASE)
 
 # (algorithm, hexdigest) pairs, algorithm names lowercase as hashlib spells them.
 Hashes = tuple  # tuple[tuple[str, str], ...]

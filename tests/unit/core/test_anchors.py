@@ -93,6 +93,16 @@ def test_anything_else_is_left_to_html_parser(text):
     assert anchors.read_anchors(text) == anchors._parse(text)
 
 
+@pytest.mark.parametrize("opened", ["<a ", '<a x="', "<"])
+def test_a_page_with_more_tags_left_open_than_html_parser_reads_in_time_is_refused(opened):
+    # html.parser's time grows with the square of them.
+    page = '<a href="x-1.tar.gz">x-1.tar.gz</a>\n' + opened * (anchors.MAX_UNCLOSED + 1)
+    with pytest.raises(ValueError, match="left open"):
+        anchors.read_anchors(page)
+    fewer = '<a href="x-1.tar.gz">x-1.tar.gz</a>\n<b>' + opened * 50
+    assert anchors.read_anchors(fewer).anchors == [({"href": "x-1.tar.gz"}, "x-1.tar.gz")]
+
+
 def test_what_the_pages_say():
     pypi = anchors.read_anchors(PYPI)
     assert [text for _, text in pypi.anchors] == ["demo-1.0.tar.gz", "demo-1.0-py3-none-any.whl", "demo-0.9.tar.gz"]

@@ -712,6 +712,12 @@ def test_parse_project_list_html() -> None:
     assert list(parse_project_list(body, "text/html; charset=utf-8")) == ["Foo.Bar", "baz", "A&B"]
 
 
+def test_parse_project_list_html_tags_end_before_the_next_one_begins() -> None:
+    # Else each "<a" of "<a<a<a..." would scan to the end of the page (300 KB: 29 s).
+    body = b'<a href="/simple/one/">one</a>' + b"<a" * 150_000 + b'<a href="/simple/two/">two</a>'
+    assert list(parse_project_list(body, "text/html")) == ["one", "two"]
+
+
 def test_parse_project_list_json() -> None:
     body = json.dumps(
         {
