@@ -6,9 +6,9 @@ from typing import Iterable, NamedTuple, Optional
 
 from .lockfiles import Wanted
 from .names import parse_wheel_name, version_from_filename
-from .units import parse_decimal
 from .policy import same_version
 from .simple import FileEntry
+from .units import parse_decimal
 
 __all__ = [
     "Failure",

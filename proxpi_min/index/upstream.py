@@ -392,7 +392,7 @@ class Upstream:
             try:
                 next_url = urllib.parse.urljoin(url, location)
                 scheme = urllib.parse.urlsplit(next_url).scheme
-                same_host = scheme in ("http", "https") and _Endpoint.parse(next_url).key[:2] == _Endpoint.parse(url).key[:2]
+                same_host = _Endpoint.parse(next_url).key[:2] == _Endpoint.parse(url).key[:2]
             except ValueError as exc:
                 raise UpstreamError(f"upstream redirect to a URL that does not parse ({exc}): {redact_url(url)}") from None
             if scheme not in ("http", "https"):
@@ -435,7 +435,7 @@ class Upstream:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        deadline = Deadline(PAGE_DEADLINE_READS * self._read_timeout)
+        deadline = self.deadline()
         try:
             final_url, key, conn, response = self._follow("GET", url, headers, deadline)
             try:
