@@ -214,4 +214,5 @@ def render_home(status: Mapping, token_required: bool) -> bytes:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"{HEAD}<title>proxpi-min</title>\n</head>\n<body>\n<h1>proxpi-min</h1>\n"
     )
-    return "".join([head, *body, "</body>\n</html>\n"]).encode("utf-8")
+    # "replace": a cache dir's name may hold bytes that are not UTF-8 (os.fsdecode's surrogates).
+    return "".join([head, *body, "</body>\n</html>\n"]).encode("utf-8", "replace")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -66,6 +67,12 @@ def test_render_home_escapes_everything() -> None:
     assert "<script>alert" not in page
     assert page.count(html.escape(HOSTILE, quote=True)) >= 5
     assert "<script>\nasync function invalidate" in page  # our own script, nothing else
+
+
+def test_render_home_writes_a_cache_dir_name_that_is_not_utf_8() -> None:
+    status = _status()
+    status["file_cache"]["directory"] = os.fsdecode(b"/srv/cache-caf\xe9")  # a Latin-1 name
+    assert "/srv/cache-caf?" in render_home(status, token_required=False).decode("utf-8")
 
 
 def test_render_home_is_well_formed_and_self_contained() -> None:
