@@ -130,10 +130,20 @@ class Accounting:
                     known[1] = mtime
 
     def forget(self, path: str) -> None:
-        """A file found gone (evicted by another process, removed by hand)."""
-        with self.lock:
-            if self.files.pop(path, None):
+        """A file found gone (evicted by another process, removed by hand): out of our
+        view and, unless another process's eviction took it out already, out of the
+        ledger, so that a new copy of it is not counted twice."""
+        with self._ledger.locked() as ledger:
+            self._sync(ledger)
+            with self.lock:
+                known = self.files.get(path)
+            if known is None or os.path.exists(path):  # evicted, or stored again meanwhile
+                return
+            with self.lock:
+                self.files.pop(path, None)
                 self.generation += 1
+            used, count = ledger.record.used - known[0], ledger.record.count - 1
+            self._record(ledger, [JournalEntry(self._relative(path))], used, count)
 
     def close(self) -> None:
         self._ledger.close()
@@ -326,7 +336,7 @@ class Accounting:
         bytes fit; returns (used, count, evicted paths). Called under the ledger lock,
         with our view synced."""
         used, count = ledger.record.used, ledger.record.count
-        victims = []
+        victims, stuck = [], []
         while used + incoming > self.cap:
             with self.lock:
                 if not self.files:
@@ -343,11 +353,20 @@ class Accounting:
                 with self.lock:
                     self.files.setdefault(path, [stat.st_size, stat.st_mtime])
                 continue
-            with contextlib.suppress(OSError):
+            try:
                 # Clients still sending this file keep their open handle: unlink is safe.
                 os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # it stays, and so stays counted
+                logger.warning("cannot evict %s: %s", path, exc.strerror)
+                stuck.append((path, size, mtime))
+                continue
             used, count = used - size, count - 1
             victims.append(path)
+        with self.lock:  # back in the view, most recently used: tried again at a later eviction
+            for path, size, mtime in stuck:
+                self.files[path] = [size, mtime]
         return used, count, victims
 
     def _compact(self, ledger: LedgerHandle) -> None:

@@ -250,6 +250,14 @@ class FileCache:
                 self._accounting.forget(target.path)
             return None
         stat = os.fstat(file.fileno())
+        if target.size is not None and stat.st_size != target.size:
+            # Cut short or changed by hand (what was stored had the index's size): fetched again.
+            file.close()
+            logger.warning("%s is %d bytes on disk, not the index's %d: removed", target.path, stat.st_size, target.size)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target.path)
+            self._accounting.forget(target.path)
+            return None
         now = time.time()
         touch = now - stat.st_mtime > TOUCH_INTERVAL
         self._accounting.hit(target.path, stat.st_size, now if touch else stat.st_mtime, touch)

@@ -627,6 +627,51 @@ def test_file_evicted_by_one_proxy_is_refetched_by_the_other(proxy, upstream_fac
     assert sum(files_tree(cache_dir).values()) <= cap
 
 
+def test_a_stored_file_removed_or_cut_short_by_hand_is_fetched_again_and_counted_once(proxy, upstream_factory, dists):
+    up = upstream_factory("json")  # the index gives each file's size
+    removed, cut = dists.alpha_1, dists.beta_1
+    p = proxy(up)
+    cache_dir = p.settings.cache_dir
+    for dist in (removed, cut):
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+    os.remove(stored_paths(cache_dir, removed.filename)[0])
+    with open(stored_paths(cache_dir, cut.filename)[0], "r+b") as file:
+        file.truncate(10)
+    for dist in (removed, cut):
+        assert p.get(file_path(dist)).body == dist.content  # never the short copy
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+        assert up.hits(dist.filename) == 2
+    assert settled(cache_dir)
+    on_disk = files_tree(cache_dir)
+    assert p.server.files.stats() == (sum(on_disk.values()), len(on_disk))
+
+
+def test_a_file_that_cannot_be_evicted_stays_counted(proxy, upstream_factory, tmp_path, monkeypatch, caplog):
+    (a, b, c), up, cache_dir, cap = _two_of_three_setup(upstream_factory, tmp_path)
+    p = proxy(up, cache_dir=cache_dir, cache_size=cap)
+    for dist in (a, b):
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+    # Run as root, no permission stops an unlink: the refusal is mocked, for A alone.
+    stuck = stored_paths(cache_dir, a.filename)[0]
+    unlink = os.unlink
+
+    def refusing(path, *args, **kwargs):
+        if os.fspath(path) == stuck:
+            raise PermissionError(13, "Permission denied", path)
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refusing)
+    assert p.get(file_path(c)).body == c.content
+    assert wait_until(lambda: stored_content(cache_dir, c.filename)) == c.content
+    assert settled(cache_dir)
+    on_disk = files_tree(cache_dir)
+    assert stuck in [os.path.join(cache_dir, "files", path) for path in on_disk]  # B went instead
+    assert p.server.files.stats() == (sum(on_disk.values()), len(on_disk))
+    assert "cannot evict" in caplog.text
+
+
 # =============================================================================
 # PEP 658 / 714 metadata files
 # =============================================================================
