@@ -48,6 +48,8 @@ HEAD_READ = 64 * 1024
 # (uv, pip's lazy wheels): it starts no download of the whole file.
 PROBE_TAIL = 1024 * 1024
 MAX_METADATA = 16 * 1024 * 1024  # a METADATA larger than this is refused (a zip bomb, say)
+# A zip directory larger than this is refused: ~100 bytes a member, so 160,000 members.
+MAX_DIRECTORY = 16 * 1024 * 1024
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
 _EOCD64 = b"PK\x06\x06"
@@ -110,6 +112,8 @@ def central_directory(tail: bytes, total: int) -> CentralDirectory:
         size, offset = struct.unpack_from("<QQ", tail, start + 40)
     if offset + size > total:
         raise BrokenWheel("the central directory lies outside the file")
+    if size > MAX_DIRECTORY:
+        raise BrokenWheel(f"a central directory of {size} bytes")
     return CentralDirectory(offset, size, total)
 
 
@@ -172,7 +176,13 @@ def find_metadata(directory: bytes, wheel_filename: str) -> Member:
     member = members[metadata_name(members, wheel_filename)]
     if member.method not in (_STORED, _DEFLATED):
         raise BrokenWheel(f"{member.name} uses zip compression method {member.method}")
+    _check_size(member)  # before its range is asked for
     return member
+
+
+def _check_size(member: Member) -> None:
+    if member.size > MAX_METADATA or member.compressed > MAX_METADATA:
+        raise BrokenWheel(f"{member.name} is too large ({max(member.size, member.compressed)} bytes)")
 
 
 def member_data(data: bytes, member: Member) -> Optional[bytes]:
@@ -182,8 +192,7 @@ def member_data(data: bytes, member: Member) -> Optional[bytes]:
 
     :raises BrokenWheel: no local header there, bad compressed data or checksum.
     """
-    if member.size > MAX_METADATA or member.compressed > MAX_METADATA:
-        raise BrokenWheel(f"{member.name} is too large ({member.size} bytes)")
+    _check_size(member)
     if len(data) < _LOCAL_HEADER:
         return None
     if data[:4] != _LOCAL:
@@ -236,7 +245,7 @@ def metadata_from_ranges(
         on_whole(data)
     directory = central_directory(data, total)
     if directory.offset < start:
-        got = read_range(f"bytes={directory.offset}-{total - 1}")
+        got = read_range(f"bytes={directory.offset}-{directory.offset + directory.size - 1}")
         if got is None:
             return None
         data, start, _ = got

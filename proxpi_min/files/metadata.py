@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from typing import Callable, Optional
 
-from ..core.byteranges import ByteRange, parse_content_range
+from ..core.byteranges import ByteRange, parse_content_range, parse_range
 from ..core.errors import NotFound, ProxpiError, UpstreamError, UpstreamTimeout
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
@@ -315,8 +315,13 @@ class WheelMetadata:
                 where = parse_content_range(response.headers.get("Content-Range"))
                 if response.status != 206 or where is None:
                     return None
-                chunks = []
+                asked = parse_range(header)
+                most = asked.last - asked.first + 1 if asked.first is not None else asked.last
+                chunks, got = [], 0
                 while chunk := response.read(TAIL_READ):
+                    got += len(chunk)
+                    if got > most:  # never more in memory than was asked for
+                        raise UpstreamError(f"upstream sent more than {header} of {wheel.filename}")
                     chunks.append(chunk)
             if deadline.expired:  # a cut can pass for the end
                 raise UpstreamError("cut at the deadline")

@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+from proxpi_min.core import wheelmeta
 from proxpi_min.core.byteranges import ByteRange
 from proxpi_min.core.wheelmeta import (
     PROBE_TAIL,
@@ -251,7 +252,8 @@ def test_a_directory_beyond_the_first_read_is_read_next():
     ranges = _Ranges(content)
     assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 100) == METADATA
     directory = central_directory(content, len(content))
-    assert ranges.asked[:2] == ["bytes=-100", f"bytes={directory.offset}-{len(content) - 1}"]
+    # The directory alone: what lies past it (the end record) was in the first read.
+    assert ranges.asked[:2] == ["bytes=-100", f"bytes={directory.offset}-{directory.offset + directory.size - 1}"]
 
 
 def test_the_member_read_stops_at_the_end_of_the_file():
@@ -275,6 +277,22 @@ def test_a_member_running_past_what_its_read_gave_is_broken():
     ranges = _Ranges(content, short=True)
     with pytest.raises(BrokenWheel, match="runs past the end"):
         metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 100)
+
+
+@pytest.mark.parametrize("lie", ["member-size", "directory-size"])
+def test_sizes_past_the_limits_are_refused_before_their_range_is_asked_for(lie, monkeypatch):
+    content = bytearray(_large_wheel(metadata_first=True))
+    directory = central_directory(bytes(content), len(content))
+    if lie == "member-size":  # the METADATA's compressed size, in its directory entry
+        struct.pack_into("<I", content, directory.offset + 20, 2**31)
+    else:  # the directory's size, in the end record, as if it began at the file's start
+        end = bytes(content).rindex(b"PK\x05\x06")
+        struct.pack_into("<II", content, end + 12, len(content) - 22, 0)
+        monkeypatch.setattr(wheelmeta, "MAX_DIRECTORY", 64 * 1024)  # for a wheel of 0.5 MB
+    ranges = _Ranges(bytes(content))
+    with pytest.raises(BrokenWheel, match="too large" if lie == "member-size" else "central directory of"):
+        metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", TAIL_READ)
+    assert ranges.asked == [f"bytes=-{TAIL_READ}"]
 
 
 def test_a_member_said_to_lie_past_the_end_is_broken_without_asking_for_it():
