@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import socket
+import tempfile
 import threading
 import urllib.parse
 import zipfile
@@ -39,6 +40,7 @@ from ..core.wheelpick import wheel_tags
 from ..infra.atomic import temp_path
 from ..infra.metrics import Metrics
 from .bodies import FileBody
+from .downloads import CHUNK, RateGuard
 from .file_cache import FileCache
 from .integrity import Verifier
 from .layout import METADATA_SUFFIX, Target, parse_stored
@@ -248,14 +250,47 @@ class WheelMetadata:
             data, how = (None if host in self._no_ranges else self._from_ranges(wheel, entry.size)), "ranges"
             if data is None:  # the upstream ignores Range: the whole wheel, stored
                 self._no_ranges.add(host)
-                if not self._files.ensure(project, entry):
-                    raise UpstreamError(f"{entry.filename} cannot be stored to read its metadata")
-                data, how = self._from_cached_wheel(wheel), "download"
-                if data is None:
-                    raise UpstreamError(f"{entry.filename} was evicted before its metadata was read")
+                if self._files.ensure(project, entry):
+                    data = self._from_cached_wheel(wheel)
+                    if data is None:
+                        raise UpstreamError(f"{entry.filename} was evicted before its metadata was read")
+                else:  # over the cap: read whole all the same, since pages advertise its metadata
+                    data = self._from_spooled_wheel(wheel)
+                how = "download"
         self._counter.inc(how)
         self._save(project, entry.filename, target.path, data, replace=False)
         return data, how == "wheel"
+
+    def _from_spooled_wheel(self, wheel: Target) -> bytes:
+        """The METADATA of a wheel the cache does not take, downloaded into an unnamed
+        temp file beside it, checked against the index's hash, and dropped.
+
+        :raises UpstreamError: it cannot be fetched or written (IntegrityError: bad hash).
+        """
+        try:
+            spool = tempfile.TemporaryFile(dir=self._files.root)
+        except OSError as exc:
+            raise UpstreamError(f"{wheel.filename} cannot be read for its metadata: {exc.strerror}") from None
+        with spool:
+            verifier = Verifier(wheel.hash)
+            guard = RateGuard(self._files.min_rate, wheel.url)
+            try:
+                response = self._files.upstream.open_file(wheel.url)
+            except ProxpiError as exc:
+                self._files.count_upstream(wheel, exc)
+                raise
+            self._files.count_upstream(wheel, None)
+            with response:
+                while chunk := response.read(CHUNK):
+                    guard.add(len(chunk))
+                    verifier.update(chunk)
+                    try:
+                        spool.write(chunk)
+                    except OSError as exc:
+                        raise UpstreamError(f"{wheel.filename} cannot be read for its metadata: {exc.strerror}") from None
+            verifier.check(f"{wheel.filename}: downloaded bytes do not match the index hash")
+            spool.seek(0)
+            return read_wheel_metadata(spool, wheel.filename)
 
     def _from_cached_wheel(self, wheel: Target) -> Optional[bytes]:
         opened = self._files.open_cached(wheel)

@@ -156,6 +156,18 @@ def test_upstream_ignoring_range_gets_the_wheel_stored(proxy, bare):
     assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
 
 
+def test_upstream_ignoring_range_and_a_wheel_over_the_cap_still_gives_its_metadata(proxy, bare, tmp_path):
+    """Pages advertise it: the wheel is read whole beside the cache, checked, dropped."""
+    bare.honour_ranges = False
+    p = proxy(bare, cache_size=0)
+    beta = bare.beta
+    assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+    assert _whole_gets(bare) == [f"/files/beta/{beta.filename}"]
+    assert [name for name in os.listdir(os.path.join(p.settings.cache_dir, "files")) if "tmp" in name] == []
+    json_page = json.loads(p.get("/index/beta/", JSON).body)
+    assert json_page["files"][0]["core-metadata"] == {"sha256": hashlib.sha256(beta.metadata).hexdigest()}
+
+
 @pytest.mark.parametrize("kind", ["no zip", "no METADATA"])
 def test_broken_wheel_gets_502_and_loses_its_advertised_metadata(proxy, upstream_factory, kind):
     upstream = upstream_factory("html", None)
