@@ -33,6 +33,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Forbidden",
+    "InsufficientStorage",
     "IntegrityError",
     "MethodNotAllowed",
     "NotAcceptable",
@@ -108,6 +109,12 @@ class RangeNotSatisfiable(ProxpiError):
     def __init__(self, message: str, size: int) -> None:
         super().__init__(message)
         self.size = size
+
+
+class InsufficientStorage(ProxpiError):
+    """The cache dir cannot take what the request sends (RFC 4918 11.5)."""
+
+    status = 507
 
 
 class Overloaded(ProxpiError):

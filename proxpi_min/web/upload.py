@@ -14,10 +14,19 @@ import logging
 import os
 import queue
 import threading
-from typing import BinaryIO, Callable, Mapping, NamedTuple, Optional, Tuple
+from typing import BinaryIO, Callable, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 from ..core.distnames import parse_dist_filename
-from ..core.errors import BadRequest, BasicUnauthorized, ConfigError, Conflict, Forbidden, PayloadTooLarge
+from ..core.errors import (
+    BadRequest,
+    BasicUnauthorized,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    InsufficientStorage,
+    PayloadTooLarge,
+    ProxpiError,
+)
 from ..core.multipart import END, MultipartParser, PartHead, boundary_of
 from ..core.names import NormalizedName, canonicalize_name, check_filename
 from ..core.policy import same_version
@@ -99,12 +108,12 @@ class _Spool:
     def __init__(self, work: Callable[[bytes], None]) -> None:
         self._work = work
         self._queue: "queue.Queue[Optional[bytes]]" = queue.Queue(_SPOOL_DEPTH)
-        self._error: Optional[OSError] = None
+        self._error: Optional[Exception] = None
         self._thread = threading.Thread(target=self._run, name="upload-spool", daemon=True)
         self._thread.start()
 
     def put(self, piece: bytes) -> None:
-        """:raises OSError: an earlier piece failed (a full disk)."""
+        """:raises ProxpiError: an earlier piece failed (InsufficientStorage: a full disk)."""
         if self._error is not None:
             raise self._error
         self._queue.put(piece)
@@ -117,7 +126,7 @@ class _Spool:
             if self._error is None:
                 try:
                     self._work(piece)
-                except OSError as exc:
+                except ProxpiError as exc:
                     self._error = exc
 
     def finish(self) -> None:
@@ -137,11 +146,21 @@ class _Writer:
         self._unsynced = 0
 
     def __call__(self, piece: bytes) -> None:
-        write_all(self._fd, piece)
-        self._unsynced += len(piece)
-        if self._unsynced >= _SYNC_EVERY:
-            os.fdatasync(self._fd)
-            self._unsynced = 0
+        with _disk():
+            write_all(self._fd, piece)
+            self._unsynced += len(piece)
+            if self._unsynced >= _SYNC_EVERY:
+                os.fdatasync(self._fd)
+                self._unsynced = 0
+
+
+@contextlib.contextmanager
+def _disk() -> Iterator[None]:
+    """An OSError of the upload's own files, as the 507 it is to the client (a full disk)."""
+    try:
+        yield
+    except OSError as exc:
+        raise InsufficientStorage(f"the cache dir cannot take the upload: {exc.strerror or exc}") from None
 
 
 class Uploads:
@@ -208,16 +227,20 @@ class Uploads:
             raise PayloadTooLarge(self._too_large())
         parser = MultipartParser(boundary_of(headers.get("content-type")))
         assert self.local.root is not None
-        temp = temp_path(self.local.root)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with _disk():
+            os.makedirs(self.local.root, exist_ok=True)  # again: the cache dir may have been removed
+            temp = temp_path(self.local.root)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
                 form = self._read(body, length, parser, fd)
-                os.fsync(fd)
+                with _disk():
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             upload = self._check(form, temp, grant)
-            self.local.store(upload)
+            with _disk():
+                self.local.store(upload)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(temp)

@@ -22,7 +22,8 @@ from proxpi_min.cli.verify import run_verify
 from proxpi_min.files import accounting
 from proxpi_min.files import ledger as ledger_module
 from proxpi_min.files.ledger import JournalEntry, Ledger
-from tests.support.proxy import REPO_ROOT, proxy_env
+from tests.support.proxy import REPO_ROOT, assert_healthy, http, proxy_env
+from tests.support.uploads import basic_auth, encode_form, twine_fields
 from tests.support.cache_dir import (
     file_path, files_tree, settled, sized_wheel, stored_content, stored_paths, wait_until,
 )
@@ -241,6 +242,35 @@ def test_full_tmpfs_passes_files_through_then_stores_them_once_space_returns(pro
 
 
 # -- a cache dir lost while serving ------------------------------------------------
+
+
+def test_an_upload_to_a_full_disk_is_a_507_and_one_after_the_cache_dir_is_removed_is_stored(
+    proxy, upstream_factory, tmp_path
+):
+    token = "s3cret-token"
+    wheels = [sized_wheel(f"upped{n}", "1.0", size) for n, size in enumerate((300_000, 3_000, 3_000))]
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        cache_dir = disk / "cache"
+        p = proxy(upstream_factory("json", None), cache_dir=str(cache_dir), upload_token=token)
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # fill the disk to its last block
+            while os.write(fd, b"\0" * 4096):
+                pass
+        os.close(fd)
+        full = _upload(p, wheels[0], token)
+        assert full.status == 507 and b"No space left on device" in full.body, full
+        os.remove(disk / "filler")
+        shutil.rmtree(cache_dir)
+        for wheel in wheels[1:]:  # the local index's folder is made again
+            assert _upload(p, wheel, token).status == 200
+            assert p.get(f"/index/{wheel.normalized}/{wheel.filename}").body == wheel.content
+        assert_healthy(p)
+
+
+def _upload(p, dist, token: str):
+    content_type, body = encode_form(twine_fields(dist), dist.filename, dist.content)
+    headers = {"Content-Type": content_type, "Authorization": basic_auth(token)}
+    return http("POST", p.url + "/upload/", headers, body)
 
 
 def file_cache_status(p) -> tuple:
