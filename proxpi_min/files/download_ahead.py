@@ -70,9 +70,10 @@ class DownloadAhead:
         self._pool = WorkerPool(jobs, MAX_QUEUED, "proxpi-download-ahead")
         self._resolutions: "collections.OrderedDict[str, _Resolution]" = collections.OrderedDict()
         self._closed = False
-        # (project, filename) of the files queued ahead: a client asking for one counts
-        # as a use, even while it is still being fetched (the client joins that download).
-        self._ahead: "collections.OrderedDict[tuple, None]" = collections.OrderedDict()
+        # (project, filename) of the files queued ahead -> whether their fetch began: a
+        # client asking for one counts as a use once it has, even while it is still being
+        # fetched (the client joins that download); not while it waits in the queue.
+        self._ahead: "collections.OrderedDict[tuple, bool]" = collections.OrderedDict()
         metrics.prefetch_used.inc("file", amount=0)
 
     def metadata_read(self, client: str, project: NormalizedName, entry: FileEntry, index: str) -> None:
@@ -99,7 +100,7 @@ class DownloadAhead:
         now = self._clock()
         dropped = 0
         with self._lock:
-            if self._ahead.pop(key, False) is None:
+            if self._ahead.pop(key, False):
                 self._metrics.prefetch_used.inc("file")
             if not filename.endswith(".whl") or client not in self._resolutions:
                 return
@@ -110,7 +111,7 @@ class DownloadAhead:
                 if (wheel.project, wheel.entry.filename) == key:
                     continue
                 if self._pool.submit(functools.partial(self._fetch, wheel)):
-                    self._ahead[(wheel.project, wheel.entry.filename)] = None
+                    self._ahead[(wheel.project, wheel.entry.filename)] = False  # queued
                 else:
                     dropped += 1
             while len(self._ahead) > MAX_REMEMBERED:
@@ -119,6 +120,10 @@ class DownloadAhead:
             self._metrics.prefetched.inc("file", "dropped", amount=dropped)
 
     def _fetch(self, wheel: _Wheel) -> None:
+        key = (wheel.project, wheel.entry.filename)
+        with self._lock:
+            if key in self._ahead:  # else its client asked while it was queued, and fetches it
+                self._ahead[key] = True
         outcome = "error"
         try:
             if self._files.has(wheel.project, wheel.entry):
@@ -134,7 +139,7 @@ class DownloadAhead:
         self._metrics.prefetched.inc("file", outcome)
         if outcome != "fetched":  # not ours to count: stored before, or not at all
             with self._lock:
-                self._ahead.pop((wheel.project, wheel.entry.filename), None)
+                self._ahead.pop(key, None)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until nothing is queued or being fetched (tests, shutdown)."""

@@ -201,9 +201,10 @@ class WheelMetadata:
         body.etag = f'"{hashlib.sha256(data).hexdigest()[:40]}"'
         return body
 
-    def _metadata(self, project: NormalizedName, entry: FileEntry, index: str) -> tuple:
+    def _metadata(self, project: NormalizedName, entry: FileEntry, index: str, guess: bool = False) -> tuple:
         """(the metadata bytes, whether they came from the cache dir): stored, from the
-        cached wheel, or fetched (one flight per file in this process)."""
+        cached wheel, or fetched (one flight per file in this process); on a *guess*,
+        (None, False) where they would cost the whole wheel."""
         target = Target(self._files.root, project, entry, True, index)
         while True:
             data = self._stored(project, entry, target)
@@ -221,7 +222,7 @@ class WheelMetadata:
                     raise BrokenWheel(found.message)
                 continue
             try:
-                return self._extract(project, entry, target)
+                return self._extract(project, entry, target, guess)
             except BrokenWheel as exc:
                 self._broken(project, entry.filename, exc)
                 raise
@@ -239,7 +240,7 @@ class WheelMetadata:
         self._learn(project, entry.filename, hashlib.sha256(data).hexdigest())
         return data
 
-    def _extract(self, project: NormalizedName, entry: FileEntry, target: Target) -> tuple:
+    def _extract(self, project: NormalizedName, entry: FileEntry, target: Target, guess: bool) -> tuple:
         wheel = Target(self._files.root, project, entry, False, target.index)
         data = self._from_cached_wheel(wheel)
         how = "wheel"
@@ -250,7 +251,9 @@ class WheelMetadata:
             data, how = (None if host in self._no_ranges else self._from_ranges(wheel, entry.size)), "ranges"
             if data is None:  # the upstream ignores Range: the whole wheel, stored
                 self._no_ranges.add(host)
-                if self._files.ensure(project, entry):
+                if guess:
+                    return None, False
+                if self._files.ensure(project, entry, index=wheel.index):
                     data = self._from_cached_wheel(wheel)
                     if data is None:
                         raise UpstreamError(f"{entry.filename} was evicted before its metadata was read")
@@ -418,12 +421,13 @@ class WheelMetadata:
         if self._files.has(project, entry, True):
             return False
         if entry.metadata is not None:
-            return self._files.ensure(project, entry, metadata=True)
+            return self._files.ensure(project, entry, metadata=True, index=index)
         if not self.enabled or not entry.filename.endswith(".whl"):
             return False
         if urllib.parse.urlsplit(entry.url).netloc in self._no_ranges:
             return False  # its metadata would cost the whole wheel: not on a guess
-        return not self._metadata(project, entry, index)[1]  # not stored meanwhile (a client's fetch)
+        data, stored = self._metadata(project, entry, index, guess=True)
+        return data is not None and not stored  # not stored meanwhile (a client's fetch)
 
     def wheel_stored(self, target: Target) -> None:
         """A whole file was stored: for a wheel listed without metadata, check its

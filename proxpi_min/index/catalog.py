@@ -177,24 +177,30 @@ class Catalog:
 
     def bring_in(self, name: NormalizedName) -> tuple:
         """Have project *name*'s page in memory, as a client's request would (same
-        guard rails, same one fetch per page), without counting a request: a prefetch.
-        Returns (whether an index had to ask upstream, the page after the policies).
+        guard rails, same one fetch per page), without counting a request or a refusal:
+        a prefetch. Returns (``"fetched"``: an index asked upstream, ``"fresh"``: all
+        from memory, ``"error"``: an index's refresh failed and its last good copy is
+        used; the page after the policies).
 
         :raises NotFound, Forbidden, UpstreamError: as :meth:`rendered_project`.
         """
-        asked, lookups, local = self._ask(name)
+        asked, lookups, local = self._ask(name, count=False)
         view = self._view(name, asked, lookups, local)
-        return not all(lookup.cached for lookup in lookups), view.filtered.page
+        if any(lookup.stale for lookup in lookups):
+            return "error", view.filtered.page
+        return "fresh" if all(lookup.cached for lookup in lookups) else "fetched", view.filtered.page
 
-    def _ask(self, name: NormalizedName) -> tuple:
+    def _ask(self, name: NormalizedName, count: bool = True) -> tuple:
         """(positions, lookups, local): the indices the policy asks for project *name*, in
         order, their answers now, and the local index's (generation, page) or None.
 
-        :raises Forbidden: the deny or allow list refuses the project (no index asked).
+        :raises Forbidden: the deny or allow list refuses the project (no index asked;
+            counted if *count*).
         """
         route = self._policy.route(name)
         if route.refusal is not None:
-            self._policy.count_refused(route.refusal[0])
+            if count:
+                self._policy.count_refused(route.refusal[0])
             raise Forbidden(route.refusal[1])
         local = self._local.page(name) if self._local is not None else None
         if local is not None and not self._local_merge:

@@ -276,8 +276,7 @@ class Prefetcher:
         """The page, brought into memory (counted); None if there is none to use."""
         outcome, page = "error", None
         try:
-            fetched, page = self._catalog.bring_in(name)
-            outcome = "fetched" if fetched else "fresh"
+            outcome, page = self._catalog.bring_in(name)
         except NotFound:
             outcome = "not_found"
         except Forbidden:
