@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from typing import Iterator, NamedTuple, Optional
 
 from ..core.units import parse_decimal
@@ -172,7 +173,10 @@ class LedgerHandle:
     def write(self, used: int, count: int, new_epoch: bool = False) -> LedgerRecord:
         """Record a new total; returns the record with its new generation."""
         old = self.record
-        record = LedgerRecord(old.generation + 1, max(used, 0), max(count, 0), old.epoch + new_epoch)
+        # A new epoch is the time in ns, never below the last: one after a record lost
+        # (read as 0) must still differ from every epoch a process has read before.
+        epoch = max(old.epoch + 1, time.time_ns()) if new_epoch else old.epoch
+        record = LedgerRecord(old.generation + 1, max(used, 0), max(count, 0), epoch)
         data = Ledger._FORMAT.format(*record).encode()
         os.pwrite(self._ledger._fd, data.ljust(Ledger._WIDTH), 0)  # fixed width: no truncate, no torn tail
         self.record = record
@@ -215,10 +219,12 @@ class LedgerHandle:
             offset = 0
         try:
             with open(self._ledger.journal, "rb") as file:
+                if os.fstat(file.fileno()).st_size < offset:  # removed or cut by hand: read it all
+                    offset = 0
                 file.seek(offset)
                 data = file.read()
         except FileNotFoundError:
-            data = b""
+            data, offset = b"", 0
         complete = data.rfind(b"\n") + 1  # a crash may have left half a line
         lines = [line for line in data[:complete].splitlines() if line]
         entries = [entry for entry in map(_parse_entry, lines) if entry is not None]

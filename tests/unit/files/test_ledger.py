@@ -134,6 +134,36 @@ def test_reservations_follow_the_record_without_touching_it(tmp_path) -> None:
     ledger.close()
 
 
+def test_a_rewrite_after_the_record_was_lost_is_still_a_new_epoch(tmp_path) -> None:
+    """A record read as zeros (torn, overwritten by hand) must not give the next rewrite
+    an epoch a process read before: that process would go on at its old offset."""
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        handle.snapshot([JournalEntry("a/x/a-1.whl", 5, 1.0)], 5, 1)
+        _, position, _ = handle.changes(None)  # what another process has read
+    with open(tmp_path / ".ledger", "r+b") as file:
+        file.write(b"garbage".ljust(80))
+    with ledger.locked() as handle:
+        assert handle.record.epoch == 0
+        handle.snapshot([JournalEntry("b/x/b-1.whl", 7, 1.5)], 7, 1)
+    with ledger.locked() as handle:
+        assert handle.changes(position) == ([JournalEntry("b/x/b-1.whl", 7, 1.5)], (handle.record.epoch, 22), True)
+    ledger.close()
+
+
+def test_a_journal_shorter_than_what_was_read_is_read_from_its_start(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        position = handle.append([JournalEntry("a/x/a-1.whl", 5, 1.0)] * 3, None)
+        _, position, _ = handle.changes(position)
+    (tmp_path / ".journal").unlink()  # removed by hand
+    with ledger.locked() as handle:
+        assert handle.changes(position)[:2] == ([], (handle.record.epoch, 0))
+        handle.append([JournalEntry("b/x/b-1.whl", 7, 1.5)], None)
+        assert handle.changes(position)[0] == [JournalEntry("b/x/b-1.whl", 7, 1.5)]
+    ledger.close()
+
+
 def test_reservations_skip_lines_that_are_not_a_name_and_a_size(tmp_path) -> None:
     ledger = Ledger(str(tmp_path))
     with ledger.locked() as handle:
