@@ -5,9 +5,11 @@ resolves makes the proxy fetch no whole wheel."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
+from tests.support.cache_dir import wait_for
 from tests.support.dists import make_wheel
 from tests.support.markers import needs_pip_json_metadata
 from tests.support.prometheus import parse, sample
@@ -91,6 +93,34 @@ def test_a_failing_file_is_counted_and_the_proxy_goes_on(proxy, bare):
     assert sample(samples, "proxpi_prefetch_total", kind="file", outcome="error") == 1
     assert p.get(f"/index/lib/{bare.lib_2.filename}", PIP).status == 502
     assert p.get("/health").status == 200
+
+
+def test_a_file_the_client_asks_for_while_queued_is_no_use(proxy, bare):
+    """The client fetches it itself then; once its fetch ahead began, the client joins
+    that, and it is a use."""
+    p = proxy(bare, prefetch_jobs=1)  # one at a time: other waits behind lib 2.0
+    _read_metadata(p, bare, bare.app, bare.lib_2, bare.other)
+    hold = bare.hold(bare.lib_2)
+    assert p.get(f"/index/app/{bare.app.filename}", PIP).status == 200
+    assert hold.sent_first.wait(10)  # lib 2.0 is being fetched ahead, other is queued
+    assert p.get(f"/index/other/{bare.other.filename}", PIP).body == bare.other.content
+    assert sample(parse(p.get("/metrics").text)[1], "proxpi_prefetch_used_total", kind="file") == 0
+    got = []
+    client = threading.Thread(target=lambda: got.append(p.get(f"/index/lib/{bare.lib_2.filename}", PIP)))
+    client.start()
+    # The client's request for lib 2.0 reaches the proxy (and joins the fetch) before
+    # the hold opens: it asks upstream for nothing more.
+    wait_for(lambda: sample(parse(p.get("/metrics").text)[1], "proxpi_prefetch_used_total", kind="file") == 1,
+             "the request for lib 2.0 counted")
+    hold.open()
+    client.join(10)
+    assert got and got[0].body == bare.lib_2.content
+    assert p.server.download_ahead.wait(10)
+    assert sorted(_whole_gets(bare)) == sorted([bare.app.filename, bare.lib_2.filename, bare.other.filename])
+    samples = parse(p.get("/metrics").text)[1]
+    assert sample(samples, "proxpi_prefetch_total", kind="file", outcome="fetched") == 1
+    assert sample(samples, "proxpi_prefetch_total", kind="file", outcome="fresh") == 1  # other, stored by then
+    assert sample(samples, "proxpi_prefetch_used_total", kind="file") == 1
 
 
 def test_no_download_ahead_when_prefetch_is_off_or_offline(proxy, bare):

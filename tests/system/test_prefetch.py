@@ -11,6 +11,7 @@ import types
 import pytest
 
 from proxpi_min.index import prefetch as prefetch_module
+from tests.support.cache_dir import sized_wheel, stored_paths
 from tests.support.dists import make_wheel
 from tests.support.markers import needs_pip_json_metadata
 from tests.support.prometheus import parse, sample
@@ -96,6 +97,35 @@ def test_prefetch_obeys_the_deny_list(proxy, index):
     assert sample(_metrics(p), "proxpi_prefetch_total", kind="page", outcome="refused") == 1
 
 
+@pytest.mark.parametrize("policy", ["deny", "allow"])
+def test_a_refused_prefetch_is_no_refusal_of_a_request(proxy, index, policy):
+    """No client asked for alpha: proxpi_policy_refused_total counts only what clients ask."""
+    p = proxy(index, **({"deny": (("alpha", None),)} if policy == "deny" else {"allow": ("beta",)}))
+    assert p.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(10)
+    samples = _metrics(p)
+    assert sample(samples, "proxpi_prefetch_total", kind="page", outcome="refused") == 1
+    assert sample(samples, "proxpi_policy_refused_total", policy=policy) == 0
+    assert p.get("/index/alpha/").status == 403  # a client's request still counts
+    assert sample(_metrics(p), "proxpi_policy_refused_total", policy=policy) == 1
+
+
+def test_a_prefetch_whose_refresh_failed_is_an_error(proxy, index):
+    """The stale copy kept is no page fetched ahead, and a client reading it no use of one."""
+    p = proxy((index, 0))  # TTL 0: every page is expired at once, no waiting
+    assert p.get("/index/alpha/").status == 200
+    index.fail(index.page_path("alpha"), "500")
+    assert p.get(f"/index/beta/{index.beta.filename}.metadata").status == 200
+    assert p.server.prefetch.wait(10)
+    samples = _metrics(p)
+    assert sample(samples, "proxpi_upstream_requests_total", index=index.url, kind="page", outcome="error") == 1
+    assert sample(samples, "proxpi_prefetch_total", kind="page", outcome="error") == 1
+    assert sample(samples, "proxpi_prefetch_total", kind="page", outcome="fetched") == 0
+    stale = p.get("/index/alpha/")  # in the refresh's back-off: the stale copy, upstream not asked
+    assert stale.status == 200 and stale.headers.get("X-Proxpi-Stale") == "1"
+    assert sample(_metrics(p), "proxpi_prefetch_used_total", kind="page") == 0
+
+
 def test_no_prefetch_when_off_or_offline(proxy, index):
     off = proxy(index, prefetch="off")
     assert off.server.prefetch is None
@@ -137,6 +167,50 @@ def test_metadata_mode_fetches_the_index_own_metadata(proxy, upstream_factory, d
     assert upstream.hits(f"{dists.alpha_2.filename}.metadata") == 1
     assert p.get(f"/index/alpha/{dists.alpha_2.filename}.metadata").body == dists.alpha_2.metadata
     assert upstream.hits(f"{dists.alpha_2.filename}.metadata") == 1
+
+
+@pytest.mark.parametrize("how", ["index-own", "whole-wheel"])
+def test_upstream_requests_for_metadata_are_counted_under_their_index(proxy, upstream_factory, dists, how):
+    """Never under index="": the prefetch of an index's own .metadata, and the whole
+    wheel read for its metadata from an index that ignores Range."""
+    upstream = upstream_factory("html", "root" if how == "index-own" else None)
+    if how == "index-own":  # beta needs alpha: alpha 2.0's .metadata, prefetched
+        p = proxy(upstream, prefetch="metadata")
+        assert p.get(f"/index/beta/{dists.beta_1.filename}.metadata").status == 200
+        assert p.server.prefetch.wait(10)
+        assert upstream.hits(f"{dists.alpha_2.filename}.metadata") == 1
+    else:
+        wheel = sized_wheel("alpha", "1.0", 300_000)  # past what one ranged read takes
+        upstream.add(wheel, metadata=False)
+        upstream.honour_ranges = False
+        p = proxy(upstream)
+        assert p.get(f"/index/alpha/{wheel.filename}.metadata").body == wheel.metadata
+        assert upstream.hits(f"/files/alpha/{wheel.filename}") == 2  # the range asked, then the whole wheel
+    files = len([r for r in upstream.requests if r.path.startswith("/files/")])
+    samples = _metrics(p)
+    assert sample(samples, "proxpi_upstream_requests_total", index=upstream.url, kind="file", outcome="ok") == files
+    assert not [key for key in samples if key[0] == "proxpi_upstream_requests_total" and ("index", "") in key[1]]
+
+
+def test_a_guess_never_reads_a_whole_wheel(proxy, upstream_factory):
+    """Also the first time the proxy finds that the index ignores Range: beta's metadata
+    came from its cached wheel, so alpha's guess is the first ranged read."""
+    upstream = upstream_factory("html", None)
+    upstream.honour_ranges = False
+    beta = make_wheel("beta", "1.0", requires=["alpha"])
+    alpha = sized_wheel("alpha", "1.0", 300_000)  # past what one ranged read takes
+    for dist in (beta, alpha):
+        upstream.add(dist, metadata=False)
+    p = proxy(upstream, prefetch="metadata")
+    assert p.get(f"/index/beta/{beta.filename}").status == 200
+    assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+    assert p.server.prefetch.wait(10)
+    alpha_gets = [r for r in upstream.requests if r.path.endswith(alpha.filename)]
+    assert [r.headers.get("range") is not None for r in alpha_gets] == [True]  # the guess, and no more
+    assert stored_paths(p.settings.cache_dir, alpha.filename) == []
+    assert sample(_metrics(p), "proxpi_prefetch_total", kind="metadata", outcome="fetched") == 0
+    # A client asking is no guess: it gets the metadata, from the whole wheel.
+    assert p.get(f"/index/alpha/{alpha.filename}.metadata").body == alpha.metadata
 
 
 def test_a_closed_prefetcher_queues_nothing(proxy, index):
