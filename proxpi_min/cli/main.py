@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -13,7 +14,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .. import __version__
 from ..core.errors import ConfigError
@@ -166,6 +167,21 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--jobs", type=_jobs, default=DEFAULT_JOBS, help="files hashed at once (default %(default)s)")
 
 
+class _Collect(argparse._AppendAction):
+    """``append`` into one list per flag for the whole command line: argparse gives a
+    command's flags a namespace of their own, whose list replaced the one the same flag
+    made before the command (``--deny a serve --deny b`` kept ``b`` alone)."""
+
+    def __init__(self, *args: Any, lists: dict, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lists = lists
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        collected = self._lists.setdefault(self.dest, [])
+        collected.append(values)
+        setattr(namespace, self.dest, collected)
+
+
 def _parser() -> argparse.ArgumentParser:
     """The whole command line: the subcommands, then the flags of ``serve``, which runs
     when no subcommand is given."""
@@ -174,7 +190,13 @@ def _parser() -> argparse.ArgumentParser:
         "warm": f"{PROG} warm --cache-dir DIR [OPTION ...] FILE ...",
         "verify": f"{PROG} verify --cache-dir DIR [--repair] [--jobs JOBS]",
     }
-    parser = argparse.ArgumentParser(
+    lists: dict = {}
+
+    def collecting(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.register("action", "append", functools.partial(_Collect, lists=lists))
+        return parser
+
+    parser = collecting(argparse.ArgumentParser(
         prog=PROG,
         usage="\n       ".join(usage.values()),
         description="A caching proxy for the Python Package Index. Every flag also has a "
@@ -183,19 +205,19 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,  # -h comes after the commands, under "general"
         # Only the flags given are set: those before "serve" and after it add up.
         argument_default=argparse.SUPPRESS,
-    )
+    ))
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", prog=PROG)
-    _add_serve_options(commands.add_parser(
+    _add_serve_options(collecting(commands.add_parser(
         "serve", usage=usage["serve"], argument_default=argparse.SUPPRESS, help="run the proxy (the default: the flags below are serve's)",
         description="Run the proxy until SIGTERM or SIGINT. Every flag also has a PROXPI_* "
         "environment variable (see README.md); flags win.",
-    ))
-    _add_warm_options(commands.add_parser(
+    )))
+    _add_warm_options(collecting(commands.add_parser(
         "warm", usage=usage["warm"], argument_default=argparse.SUPPRESS, help="fetch every file that lock files name into a cache dir",
         description="Fetch every file that lock files name into the cache dir, through the configured "
         "indices (never from the URLs in the lock files), for an offline proxy to serve. "
         "Exit status: 0 all in the cache, 1 some failed (each named), 2 unusable input.",
-    ))
+    )))
     _add_verify_options(commands.add_parser(
         "verify", usage=usage["verify"], argument_default=argparse.SUPPRESS, help="re-hash a cache dir's files and load its saved pages",
         description="Re-hash every file of a cache dir against the hash it is stored under, and "
@@ -259,7 +281,6 @@ def _verify(flags: dict) -> int:
 
 
 def _serve_command(flags: dict) -> int:
-    from ..files.layout import files_root
     from ..infra.tls import check_files
     from ..web.upload import load_grants
 
@@ -273,23 +294,33 @@ def _serve_command(flags: dict) -> int:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
     if flags.get("check_config"):  # for deployment checks: a unit file's or image's flags, before a restart
-        return _check_config(settings)
+        # The cache dir is made as a start would make it: the check says what the start will.
+        return 2 if settings.cache_dir and not _made(settings, settings.cache_dir) else _check_config(settings)
     # Without a cache dir, a temp one, made here once (shared by the workers) and removed at exit.
     temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
     try:
-        try:
-            os.makedirs(settings.cache_dir or temp_dir, exist_ok=True)
-            # Its files folder too: a cache dir that cannot hold files is a bad setting, not a failed start.
-            os.makedirs(files_root(settings.cache_dir or temp_dir), exist_ok=True)
-        except OSError as exc:
-            print(f"proxpi-min: error: {settings.source_of('cache_dir')}={settings.cache_dir!r} cannot be made "
-                  f"({exc.strerror or exc})", file=sys.stderr)
+        if not _made(settings, settings.cache_dir or temp_dir):
             return 2
         settings = dataclasses.replace(settings, cache_dir=os.path.abspath(settings.cache_dir or temp_dir))
         return _supervise(settings) if settings.workers > 1 else _serve_alone(settings)
     finally:
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _made(settings: Settings, cache_dir: str) -> bool:
+    """Make the cache dir and its files folder (a cache dir that cannot hold files is a
+    bad setting, not a failed start); False, the error said, if they cannot be made."""
+    from ..files.layout import files_root
+
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        os.makedirs(files_root(cache_dir), exist_ok=True)
+    except OSError as exc:
+        print(f"proxpi-min: error: {settings.source_of('cache_dir')}={settings.cache_dir!r} cannot be made "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return False
+    return True
 
 
 def _check_config(settings: Settings) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import urllib.parse
@@ -174,7 +175,10 @@ def parse_pattern(text: str) -> str:
 
 
 def _index_url(source: str, raw: str) -> str:
-    parts = urllib.parse.urlsplit(raw)
+    try:
+        parts = urllib.parse.urlsplit(raw)
+    except ValueError:  # an unclosed IPv6 bracket
+        raise bad_value(source, redact_url(raw), "is not an http, https or file URL") from None
     if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
         raise bad_value(source, redact_url(raw), "is not an http, https or file URL")
     try:
@@ -215,8 +219,8 @@ def _ttl_list(sources: Sources, count: int) -> list[float]:
             ttl = float(item)
         except ValueError:
             raise bad_value(source, raw, "is not a list of numbers") from None
-        if not ttl >= 0:
-            raise bad_value(source, raw, "must be >= 0")
+        if not 0 <= ttl < math.inf:
+            raise bad_value(source, raw, "must be >= 0 and finite")
         ttls.append(ttl)
     return ttls
 
@@ -245,7 +249,10 @@ def _environment_proxies(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
 def _proxy_url(source: str, raw: str) -> str:
     # Like curl and pip, "host:port" means an HTTP proxy.
     url = raw.strip() if "://" in raw else "http://" + raw.strip()
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket
+        raise bad_value(source, redact_url(raw), "is not a proxy URL") from None
     if parts.scheme != "http":
         raise bad_value(source, redact_url(raw), "is not an http:// proxy (the only kind supported)")
     try:

@@ -159,8 +159,15 @@ DEAD = "http://127.0.0.1:9/simple/"
         (["--index-url", "ftp://x/"], {}, ["--index-url", "ftp://x/"]),
         ([], {"PROXPI_INDEX_URL": "ftp://x/"}, ["PROXPI_INDEX_URL", "ftp://x/"]),
         ([], {"PROXPI_READ_TIMEOUT": "never"}, ["PROXPI_READ_TIMEOUT", "never"]),
+        # urlsplit refuses an unclosed IPv6 bracket: still a bad setting, not a traceback.
+        (["--index-url", "http://[::1"], {}, ["--index-url", "http://[::1"]),
+        (["--extra-index-url", "http://[x/simple/"], {}, ["--extra-index-url"]),
+        ([], {"HTTPS_PROXY": "http://[bad"}, ["HTTPS_PROXY", "http://[bad"]),
+        (["--extra-index-url", DEAD, "--extra-index-ttl", "inf"], {}, ["--extra-index-ttl", "finite"]),
+        (["--cache-dir", "/proc/no-such-dir"], {}, ["--cache-dir", "cannot be made"]),
     ],
-    ids=["size-env", "size-flag", "ttl-negative", "ttl-text", "ttl-count", "url-flag", "url-env", "read-timeout"],
+    ids=["size-env", "size-flag", "ttl-negative", "ttl-text", "ttl-count", "url-flag", "url-env", "read-timeout",
+         "url-ipv6", "extra-url-ipv6", "proxy-ipv6", "extra-ttl-inf", "cache-dir"],
 )
 def test_bad_setting_exits_2_with_one_line(args, env, named):
     result = _run(["--host", "127.0.0.1", "--port", "0", *args], env)
@@ -383,6 +390,15 @@ def test_check_config_validates_and_exits():
     assert bad.stderr.strip() == "proxpi-min: error: PROXPI_LOG_FORMAT='xml' must be one of: text, json"
     ok = _run(["serve", "--check-config", "--port", "5001"])
     assert ok.returncode == 0 and "http://127.0.0.1:5001/" in ok.stdout, ok.stderr
+    # Repeatable flags before "serve" and after it add up.
+    both = _run(["--deny", "evil", "--extra-index-url", DEAD, "serve", "--deny", "bad", "--check-config",
+                 "--extra-index-url", "http://127.0.0.1:10/simple/"])
+    assert both.returncode == 0, both.stderr
+    assert "policy: deny evil" in both.stdout and "policy: deny bad" in both.stdout
+    assert DEAD in both.stdout and "http://127.0.0.1:10/simple/" in both.stdout
+    # A cache dir the start could not make fails the check too.
+    bad = _run(["--check-config", "--cache-dir", "/proc/no-such-dir"])
+    assert bad.returncode == 2 and "cannot be made" in bad.stderr
 
 
 def _unit_settings(text):
