@@ -50,7 +50,9 @@ MAX_IDLE_PER_HOST = 8
 # dozens of files at once) must not each ask the resolver, which then fails or stalls.
 DNS_TTL = 60.0
 DNS_ATTEMPTS = 3  # a "temporary failure in name resolution" is worth asking again
-_RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# What a kept-alive connection the server closed (or reset, or, over TLS, ended) while it
+# sat idle gives at its next use.
+_RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 
@@ -168,7 +170,8 @@ class _HttpFileResponse(FileResponse):
             return
         if response.length == 0 and not response.isclosed():
             response.read()  # read1 leaves a fully read response open: finish it
-        if self._conn is not None and response.isclosed() and not response.will_close:
+        # Kept only when its answer came whole: one cut short left the connection dead.
+        if self._conn is not None and response.isclosed() and not response.will_close and not response.length:
             self._upstream._release(self._key, self._conn)
         elif self._conn is not None:
             self._conn.close()
@@ -306,11 +309,16 @@ class Upstream:
         conn.sock.settimeout(self._read_timeout)
         return conn
 
-    def _acquire(self, key: tuple):
+    def _acquire(self, key: tuple, fresh: bool = False):
+        """(a connection for *key*, whether it was kept alive from an earlier request);
+        *fresh*: a new one, and those kept for *key* closed (they idled as long as one
+        the server has just been found to have closed)."""
         with self._lock:
-            idle = self._idle.get(key)
-            if idle:
+            idle = self._idle.pop(key, []) if fresh else self._idle.get(key)
+            if idle and not fresh:
                 return idle.pop(), True
+        for conn in idle or ():
+            conn.close()
         return self._new_connection(key), False
 
     def _release(self, key: tuple, conn) -> None:
@@ -351,7 +359,7 @@ class Upstream:
             headers = {**headers, **proxy.headers}
         for attempt in (1, 2):
             with _translated(url):
-                conn, reused = self._acquire(key)
+                conn, reused = self._acquire(key, fresh=attempt == 2)
                 if deadline is not None:
                     deadline.watch(conn)
                 try:

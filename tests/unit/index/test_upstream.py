@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import http.server
+import socket
 import threading
+import time
 
 import pytest
 
@@ -102,3 +104,73 @@ def test_file_connections_are_reused_once_read_to_the_end() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _IdleCloser(http.server.BaseHTTPRequestHandler):
+    """Closes a kept-alive connection idle for 0.3 s (nginx's keepalive_timeout does the
+    same, later); answers slowly enough that three requests at once take three."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 0.3
+    started = threading.Barrier(3, timeout=5)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/burst/"):
+            self.started.wait()
+        body = b"<a href='x-1.0.tar.gz'>x-1.0.tar.gz</a>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_request_after_the_server_closed_every_idle_connection_takes_a_new_one() -> None:
+    _IdleCloser.started.reset()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _IdleCloser)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        upstream = Upstream(3, 3)
+        burst = [threading.Thread(target=upstream.fetch_page, args=(f"{base}/burst/{n}/", "text/html")) for n in range(3)]
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join(10)
+        assert sum(len(conns) for conns in upstream._idle.values()) == 3  # kept, then closed by the server
+        time.sleep(0.8)  # past the server's idle timeout: all three are closed now
+        assert upstream.fetch_page(f"{base}/after/", "text/html").status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_file_cut_short_does_not_give_its_connection_back() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.makefile("rb").readline()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 500)
+                conn.shutdown(socket.SHUT_WR)  # 500 of the 1,000 bytes said
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        upstream = Upstream(3, 3)
+        with upstream.open_file(f"http://127.0.0.1:{listener.getsockname()[1]}/cut.whl") as response:
+            received = b""
+            while chunk := response.read(65536):
+                received += chunk
+        assert len(received) == 500
+        assert not any(upstream._idle.values())
+    finally:
+        listener.close()
