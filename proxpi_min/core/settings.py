@@ -175,6 +175,7 @@ def parse_pattern(text: str) -> str:
 
 
 def _index_url(source: str, raw: str) -> str:
+    raw = raw.strip()  # a value read from a secret file ends in a newline
     try:
         parts = urllib.parse.urlsplit(raw)
     except ValueError:  # an unclosed IPv6 bracket

@@ -101,7 +101,7 @@ class PageStore:
         root = os.path.join(cache_dir, "index")
         with contextlib.suppress(OSError):
             for name in sorted(os.listdir(root)):
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, ValueError):  # ValueError: not UTF-8
                     with open(os.path.join(root, name, URL_FILE), encoding="utf-8") as file:
                         url = file.read().strip()
                     store = cls(cache_dir, url)
@@ -143,12 +143,14 @@ class PageStore:
                 value: Union[ProjectPage, ProjectList] = servable(page)[0]
             elif record.get("format") == _FORMAT:
                 value = _decode(record["value"])
+                if isinstance(value, ProjectList) != (key == LIST_KEY):
+                    raise ValueError("the page saved is of another kind than its name says")
             else:
                 raise OtherFormat(f"format {record.get('format')!r}, not {_FORMAT} or {_RAW_FORMAT}")
             return SavedPage(value, record["url"], record["etag"], record["last_modified"])
         except BadUpstreamPage as exc:
             raise ValueError(exc.message) from None
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, RecursionError) as exc:  # RecursionError: "[[[[..."
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
     def save(self, key: str, page: SavedPage, raw: Optional[RawPage] = None) -> bool:

@@ -87,6 +87,11 @@ def test_argparse_flags_left_unset_do_not_override_env() -> None:
     assert result.port == 8080
 
 
+def test_an_index_url_read_from_a_file_loses_its_newline() -> None:
+    result = settings({"PROXPI_INDEX_URL": "https://mirror.example/simple/\n"})
+    assert result.indexes[0].url == "https://mirror.example/simple/"
+
+
 def test_extra_indexes_get_the_default_ttl_of_180() -> None:
     result = settings({"PROXPI_EXTRA_INDEX_URLS": "https://a.example/simple/,https://b.example/"})
     assert result.indexes[1:] == (

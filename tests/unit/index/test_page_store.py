@@ -107,6 +107,31 @@ def test_PageStore_ignores_unreadable_pages(tmp_path) -> None:
     assert store.load("beta") is None
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 200_000, b'{"format":1,"url":"u","etag":null,"last_modified":null,"value":{"names":"alpha"}}'],
+    ids=["nested-past-the-recursion-limit", "a-project-list-saved-as-a-project"],
+)
+def test_PageStore_refuses_pages_made_by_hand(tmp_path, content) -> None:
+    store = PageStore(str(tmp_path), "https://index.example/simple/")
+    os.makedirs(store.directory)
+    with open(os.path.join(store.directory, "alpha.json"), "wb") as file:
+        file.write(content)
+    with pytest.raises(ValueError):
+        store.read("alpha")
+    assert store.load("alpha") is None
+
+
+def test_saved_indexes_skip_an_index_url_file_that_is_not_utf_8(tmp_path) -> None:
+    good = PageStore(str(tmp_path), "https://index.example/simple/")
+    assert good.save(LIST_KEY, SavedPage(ProjectList.from_names(["alpha"]), "u", None, None))
+    bad = os.path.join(str(tmp_path), "index", "0123")
+    os.makedirs(bad)
+    with open(os.path.join(bad, "_url"), "wb") as file:
+        file.write(b"\xff\xfe")
+    assert [url for url, _ in PageStore.saved_indexes(str(tmp_path))] == ["https://index.example/simple/"]
+
+
 def _named(directory, host, pid) -> str:
     path = os.path.join(directory, f"{page_store.TEMP_PREFIX}{host}-{pid}-abcd1234")
     open(path, "wb").close()
