@@ -1,5 +1,5 @@
 """Pre-fork supervisor: worker processes sharing one listening socket and a run dir,
-restarted when they die, stopped together on SIGTERM/SIGINT."""
+restarted when they die, stopped together on SIGTERM, SIGINT or SIGHUP."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ BACKOFF_MAX = 30.0
 # Workers get this long beyond their own drain to exit before they are killed.
 EXIT_GRACE = 5.0
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP too: the terminal that started it was closed; stopping unattended is the way out.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class _Slot:
@@ -56,7 +57,7 @@ class Supervisor:
     signal.
 
     ``work`` runs in the child and returns its exit status; it must install its own
-    SIGTERM/SIGINT handlers and, on SIGTERM, drain within *drain_seconds*. *run_dir* is
+    handlers for STOP_SIGNALS and, on SIGTERM, drain within *drain_seconds*. *run_dir* is
     a directory of this run for the workers to share what they know (their numbers,
     see :mod:`.snapshots`): a new temp dir, local (never the cache dir, which other
     proxies may share), removed when the supervisor returns.
@@ -77,7 +78,7 @@ class Supervisor:
         self._run_dir = ""
 
     def run(self) -> int:
-        """Supervise until SIGTERM or SIGINT and every worker has exited; returns 0."""
+        """Supervise until a stop signal (STOP_SIGNALS) and every worker has exited; returns 0."""
         self._run_dir = tempfile.mkdtemp(prefix="proxpi-run-")
         try:
             return self._supervise()
@@ -91,7 +92,7 @@ class Supervisor:
         # The C-level handler writes each signal's number to the pipe, which wakes the
         # select() below; the Python handlers have nothing left to do.
         previous_fd = signal.set_wakeup_fd(self._wakeup_write)
-        previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGCHLD, *_STOP_SIGNALS)}
+        previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGCHLD, *STOP_SIGNALS)}
         try:
             return self._loop()
         finally:
@@ -115,8 +116,8 @@ class Supervisor:
             timeout = max(0.0, min(waits)) if waits else None
             select.select([self._wakeup_read], [], [], timeout)
             received = self._signals()
-            if deadline is None and received & set(_STOP_SIGNALS):
-                name = signal.Signals(min(received & set(_STOP_SIGNALS))).name
+            if deadline is None and received & set(STOP_SIGNALS):
+                name = signal.Signals(min(received & set(STOP_SIGNALS))).name
                 logger.info("%s: stopping %d workers", name, self._running())
                 deadline = self._clock() + self._drain_seconds + EXIT_GRACE
                 for slot in self._slots:
@@ -159,7 +160,7 @@ class Supervisor:
         # The stop signals stay blocked in the child until its server has installed its
         # handlers (cli._serve unblocks them): one sent meanwhile then drains it, instead
         # of killing it by the default action.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
             self._child(slot.number)  # never returns
@@ -176,7 +177,7 @@ class Supervisor:
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for sig in _STOP_SIGNALS:  # blocked until the work installs its own handlers
+            for sig in STOP_SIGNALS:  # blocked until the work installs its own handlers
                 signal.signal(sig, signal.SIG_DFL)
             status = self._work(number, self._run_dir)
         except BaseException:

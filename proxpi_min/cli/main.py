@@ -57,7 +57,7 @@ __all__ = ["main"]
 logger = logging.getLogger("proxpi_min")
 
 PROG = "python proxpi.pyz"
-# On SIGTERM/SIGINT, responses in flight get this long to finish.
+# On a stop signal, responses in flight get this long to finish.
 DRAIN_SECONDS = 5.0
 
 
@@ -209,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", prog=PROG)
     _add_serve_options(collecting(commands.add_parser(
         "serve", usage=usage["serve"], argument_default=argparse.SUPPRESS, help="run the proxy (the default: the flags below are serve's)",
-        description="Run the proxy until SIGTERM or SIGINT. Every flag also has a PROXPI_* "
+        description="Run the proxy until SIGTERM, SIGINT or SIGHUP. Every flag also has a PROXPI_* "
         "environment variable (see README.md); flags win.",
     )))
     _add_warm_options(collecting(commands.add_parser(
@@ -409,21 +409,23 @@ def _raise_descriptor_limit() -> Optional[int]:
 
 
 def _serve(server: "ProxyServer") -> int:
-    """Serve until SIGTERM or SIGINT, then drain responses in flight; returns 0."""
+    """Serve until a stop signal (SIGTERM, SIGINT, SIGHUP), then drain responses in
+    flight; returns 0."""
+    from ..app.workers import STOP_SIGNALS
 
     def stop(signum: int, frame) -> None:
         logger.info("%s: stopping", signal.Signals(signum).name)
         # shutdown() waits for serve_forever(), which runs in this very thread.
         threading.Thread(target=server.shutdown, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
     # Everything made so far (modules, settings, the server) lives as long as the
     # process: out of the collector's sight, a full collection no longer walks it.
     gc.freeze()
     # A worker starts with them blocked (workers.Supervisor._start); one that came
     # meanwhile is delivered now, to the handler.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         server.serve_forever()
     finally:

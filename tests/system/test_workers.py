@@ -87,6 +87,22 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(upstream_html, dists):
     assert not os.path.exists(cache_dir), "the temp cache dir was not removed"
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sighup_stops_and_drains_as_sigterm_does(upstream_html, workers):
+    """The terminal that started it was closed: no worker is left serving the port."""
+    process = ProxyProcess(["--workers", workers, "--index-url", upstream_html.url])
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers") \
+            if workers == "2" else {}
+        _serves_alpha(process)
+        cache_dir = re.search(r"cache dir (\S+),", process.stderr).group(1)
+        process.process.send_signal(signal.SIGHUP)
+        assert process.wait(20) == 0, process.stderr
+    assert "SIGHUP" in process.stderr
+    assert not any(_alive(pid) for pid in pids.values()), "a worker outlived the parent"
+    assert not os.path.exists(cache_dir), "the temp cache dir was not removed"
+
+
 def test_killed_worker_is_restarted_and_port_keeps_answering(upstream_html, tmp_path):
     process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url, "--cache-dir", str(tmp_path)])
     with process:
