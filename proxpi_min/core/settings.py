@@ -174,18 +174,27 @@ def parse_pattern(text: str) -> str:
     return pattern
 
 
+def _shown(raw: str) -> str:
+    """A URL setting as an error shows it: without credentials, also where an unencoded
+    "/", "?" or "#" in a password hides them from urlsplit (all from the scheme to the
+    last "@" goes: a setting in error may be anything)."""
+    shown = redact_url(raw)
+    scheme, sep, rest = shown.rpartition("://") if "://" in shown else ("", "", shown)
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else shown
+
+
 def _index_url(source: str, raw: str) -> str:
     raw = raw.strip()  # a value read from a secret file ends in a newline
     try:
         parts = urllib.parse.urlsplit(raw)
     except ValueError:  # an unclosed IPv6 bracket
-        raise bad_value(source, redact_url(raw), "is not an http, https or file URL") from None
+        raise bad_value(source, _shown(raw), "is not an http, https or file URL") from None
     if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
-        raise bad_value(source, redact_url(raw), "is not an http, https or file URL")
+        raise bad_value(source, _shown(raw), "is not an http, https or file URL")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise bad_value(source, redact_url(raw), "has a bad port") from None
+        raise bad_value(source, _shown(raw), "has a bad port") from None
     # PEP 503: project pages are relative to the base URL, which must end in "/".
     return raw if raw.endswith("/") else raw + "/"
 
@@ -253,15 +262,15 @@ def _proxy_url(source: str, raw: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:  # an unclosed IPv6 bracket
-        raise bad_value(source, redact_url(raw), "is not a proxy URL") from None
+        raise bad_value(source, _shown(raw), "is not a proxy URL") from None
     if parts.scheme != "http":
-        raise bad_value(source, redact_url(raw), "is not an http:// proxy (the only kind supported)")
+        raise bad_value(source, _shown(raw), "is not an http:// proxy (the only kind supported)")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise bad_value(source, redact_url(raw), "has a bad port") from None
+        raise bad_value(source, _shown(raw), "has a bad port") from None
     if not parts.hostname:
-        raise bad_value(source, redact_url(raw), "names no proxy host")
+        raise bad_value(source, _shown(raw), "names no proxy host")
     return url
 
 
@@ -390,13 +399,13 @@ def _patterns(source: str, items: Sequence[str]) -> tuple[str, ...]:
 def _pin(source: str, item: str, indexes: Sequence[IndexSettings]) -> tuple[str, str]:
     pattern, equals, url = item.partition("=")
     if not equals or not url.strip():
-        raise bad_value(source, item, "is not PATTERN=INDEX_URL")
+        raise bad_value(source, _shown(item), "is not PATTERN=INDEX_URL")
     wanted = url.strip() if url.strip().endswith("/") else url.strip() + "/"
     # The URL as configured, or as shown (without credentials) on the home page and logs.
     for index in indexes:
         if wanted in (index.url, index.display_url):
             return _patterns(source, [pattern])[0], index.url
-    raise bad_value(source, redact_url(item), "names an index that is not configured (--index-url, --extra-index-url)")
+    raise bad_value(source, _shown(item), "names an index that is not configured (--index-url, --extra-index-url)")
 
 
 def _deny(source: str, item: str) -> tuple[str, Optional[str]]:

@@ -87,6 +87,22 @@ def test_argparse_flags_left_unset_do_not_override_env() -> None:
     assert result.port == 8080
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PROXPI_PIN": "acme-*https://ci:S3CRET@pkgs.example/simple/"},  # no "=": not PATTERN=URL
+        {"PROXPI_INDEX_URL": "https://ci:S3/CRET@pkgs.example/simple/"},  # a "/" in the password
+        {"PROXPI_EXTRA_INDEX_URLS": "https://ci:S3#CRET@pkgs.example:bad/"},
+        {"PROXPI_UPSTREAM_PROXY": "http://ci:S3?CRET@proxy.example:99999"},
+    ],
+    ids=["pin", "index-url", "extra-index-url", "proxy"],
+)
+def test_a_bad_url_setting_is_named_without_its_password(env) -> None:
+    message = config_error(env)
+    assert "S3" not in message and "CRET" not in message, message
+    assert "***@" in message
+
+
 def test_an_index_url_read_from_a_file_loses_its_newline() -> None:
     result = settings({"PROXPI_INDEX_URL": "https://mirror.example/simple/\n"})
     assert result.indexes[0].url == "https://mirror.example/simple/"
