@@ -85,10 +85,13 @@ class ProxySettings:
         """The proxy URL to reach ``scheme://host:port`` through, or None for direct."""
         if not self.proxies:
             return None
-        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if ":" in host:  # an IPv6 address, which urllib's matcher never finds: "::1", "[::1]"
+            entries = {entry.strip().strip("[]").lower() for entry in self.no_proxy.split(",")}
+            if host.lower() in entries or "*" in entries:
+                return None
         # urllib's own matcher: host names, domain suffixes, "*", IP addresses and
         # host:port entries, compared without case.
-        if self.no_proxy and urllib.request.proxy_bypass_environment(netloc, {"no": self.no_proxy}):
+        elif self.no_proxy and urllib.request.proxy_bypass_environment(f"{host}:{port}", {"no": self.no_proxy}):
             return None
         proxies = dict(self.proxies)
         return proxies.get(scheme) or proxies.get("all")

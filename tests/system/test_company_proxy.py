@@ -47,6 +47,10 @@ def proxy_for(env: dict, url_parts: tuple, **flags) -> "str | None":
         ({**CORP, "NO_PROXY": "pkgs:8443"}, ("https", "pkgs", 8443), None),
         ({**CORP, "NO_PROXY": "pkgs:8443"}, ("https", "pkgs", 443), "http://corp:3128"),
         ({**CORP, "NO_PROXY": "PyPI.org"}, ("https", "pypi.org", 443), None),
+        # IPv6 addresses, bare or in brackets, as pip and curl read them.
+        ({**CORP, "NO_PROXY": "::1,fd00::5"}, ("https", "::1", 8443), None),
+        ({**CORP, "NO_PROXY": "pypi.org, [FD00::5]"}, ("https", "fd00::5", 443), None),
+        ({**CORP, "NO_PROXY": "::1"}, ("https", "fd00::5", 443), "http://corp:3128"),
         # Under CGI an upper-case HTTP_PROXY may come from a client's header: ignored.
         ({"HTTP_PROXY": "http://evil:1", "REQUEST_METHOD": "GET"}, ("http", "a.org", 80), None),
     ],
