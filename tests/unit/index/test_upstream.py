@@ -106,26 +106,17 @@ def test_file_connections_are_reused_once_read_to_the_end() -> None:
         server.server_close()
 
 
-class _IdleCloser(http.server.BaseHTTPRequestHandler):
+class _IdleCloser(_Recorder):
     """Closes a kept-alive connection idle for 0.3 s (nginx's keepalive_timeout does the
-    same, later); answers slowly enough that three requests at once take three."""
+    same, later); three requests at once wait for each other, so take three."""
 
-    protocol_version = "HTTP/1.1"
     timeout = 0.3
     started = threading.Barrier(3, timeout=5)
 
     def do_GET(self) -> None:
         if self.path.startswith("/burst/"):
             self.started.wait()
-        body = b"<a href='x-1.0.tar.gz'>x-1.0.tar.gz</a>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
+        super().do_GET()
 
 
 def test_a_request_after_the_server_closed_every_idle_connection_takes_a_new_one() -> None:
