@@ -18,7 +18,6 @@ import os
 import socket
 import ssl
 import threading
-import time
 import urllib.parse
 import zlib
 from typing import Iterable, Iterator, NamedTuple, Optional
@@ -30,6 +29,7 @@ from ..core.units import parse_decimal
 from ..infra.tls import client_context
 from .local_upstream import local_file, local_page
 from .page_read import Deadline, read_page_body
+from .resolver import Resolver
 from .responses import FileResponse, PageResponse
 
 __all__ = ["FileResponse", "PageResponse", "Upstream"]
@@ -46,10 +46,6 @@ MAX_REDIRECTS = 5
 MAX_REDIRECT_BODY = 64 * 1024
 # Idle connections kept per upstream host; a few per core of concurrency is plenty.
 MAX_IDLE_PER_HOST = 8
-# Host name answers are reused this long: a burst of parallel downloads (uv fetches
-# dozens of files at once) must not each ask the resolver, which then fails or stalls.
-DNS_TTL = 60.0
-DNS_ATTEMPTS = 3  # a "temporary failure in name resolution" is worth asking again
 # What a kept-alive connection the server closed (or reset, or, over TLS, ended) while it
 # sat idle gives at its next use.
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
@@ -178,56 +174,6 @@ class _HttpFileResponse(FileResponse):
         response.close()
 
 
-class _Resolver:
-    """getaddrinfo with answers cached for DNS_TTL; one lookup per host at a time."""
-
-    def __init__(self, clock=time.monotonic) -> None:
-        self._clock = clock
-        self._answers: dict = {}  # (host, port) -> (expiry, addresses)
-        self._lookups: dict = {}  # (host, port) -> lock held while that host is looked up
-        self._lock = threading.Lock()
-
-    def addresses(self, host: str, port: int) -> list:
-        key = (host, port)
-        with self._lock:
-            answer = self._answers.get(key)
-            if answer is not None and answer[0] > self._clock():
-                return answer[1]
-            lookup = self._lookups.setdefault(key, threading.Lock())
-        with lookup:  # concurrent askers wait for the first one's answer
-            with self._lock:
-                answer = self._answers.get(key)
-                if answer is not None and answer[0] > self._clock():
-                    return answer[1]
-            for attempt in range(1, DNS_ATTEMPTS + 1):
-                try:
-                    addresses = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-                    break
-                except socket.gaierror as exc:
-                    if exc.errno != socket.EAI_AGAIN or attempt == DNS_ATTEMPTS:
-                        raise
-                    time.sleep(0.1 * attempt)
-            with self._lock:
-                self._answers[key] = (self._clock() + DNS_TTL, addresses)
-            return addresses
-
-    def create_connection(self, address: tuple, timeout: Optional[float], source_address=None) -> socket.socket:
-        """socket.create_connection, with cached name resolution."""
-        error: Optional[OSError] = None
-        for family, kind, proto, _, sockaddr in self.addresses(*address):
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.settimeout(timeout)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect(sockaddr)
-                return sock
-            except OSError as exc:
-                sock.close()
-                error = exc
-        raise error or OSError(f"no address for {address[0]}")
-
-
 class Upstream:
     """Fetches from upstream indices, keeping idle connections per host for reuse."""
 
@@ -256,7 +202,7 @@ class Upstream:
         self._pool_keys: dict[tuple, tuple] = {}  # (scheme, host, port) -> pool key
         self._idle: dict[tuple, list] = {}
         self._lock = threading.Lock()
-        self._resolver = _Resolver()
+        self._resolver = Resolver()
         self._credentials: dict = {}  # pool key -> [(index path, authorization)]
         for url in index_urls:
             target = _Endpoint.parse(url)
