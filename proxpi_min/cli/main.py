@@ -4,6 +4,7 @@ as proxpi is) builds the settings once and serves until a signal."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -294,8 +295,7 @@ def _serve_command(flags: dict) -> int:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
     if flags.get("check_config"):  # for deployment checks: a unit file's or image's flags, before a restart
-        # The cache dir is made as a start would make it: the check says what the start will.
-        return 2 if settings.cache_dir and not _made(settings, settings.cache_dir) else _check_config(settings)
+        return 2 if settings.cache_dir and not _could_make(settings, settings.cache_dir) else _check_config(settings)
     # Without a cache dir, a temp one, made here once (shared by the workers) and removed at exit.
     temp_dir = None if settings.cache_dir else tempfile.mkdtemp(prefix="proxpi-")
     try:
@@ -321,6 +321,24 @@ def _made(settings: Settings, cache_dir: str) -> bool:
               f"({exc.strerror or exc})", file=sys.stderr)
         return False
     return True
+
+
+def _could_make(settings: Settings, cache_dir: str) -> bool:
+    """Whether :func:`_made` would make the cache dir, found by making it as a start
+    would, then removing what the check made (it leaves no trace)."""
+    from ..files.layout import files_root
+
+    made = []  # the folders the check makes, deepest first
+    folder = files_root(os.path.abspath(cache_dir))
+    while not os.path.exists(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
+    try:
+        return _made(settings, cache_dir)
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def _check_config(settings: Settings) -> int:

@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -396,9 +397,12 @@ def test_check_config_validates_and_exits():
     assert both.returncode == 0, both.stderr
     assert "policy: deny evil" in both.stdout and "policy: deny bad" in both.stdout
     assert DEAD in both.stdout and "http://127.0.0.1:10/simple/" in both.stdout
-    # A cache dir the start could not make fails the check too.
+    # A cache dir the start could not make fails the check too; one it could is left as it was.
     bad = _run(["--check-config", "--cache-dir", "/proc/no-such-dir"])
     assert bad.returncode == 2 and "cannot be made" in bad.stderr
+    fresh = os.path.join(tempfile.mkdtemp(), "not", "yet")
+    assert _run(["--check-config", "--cache-dir", fresh]).returncode == 0
+    assert os.listdir(os.path.dirname(os.path.dirname(fresh))) == []
 
 
 def _unit_settings(text):
