@@ -23,7 +23,7 @@ import zlib
 from typing import Callable, Optional
 
 from ..core.byteranges import ByteRange, parse_content_range, parse_range
-from ..core.errors import NotFound, ProxpiError, UpstreamError, UpstreamTimeout
+from ..core.errors import NotFound, ProxpiError, UpstreamError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
 from ..core.units import human_size
@@ -343,30 +343,25 @@ class WheelMetadata:
         """
         deadline = self._files.upstream.deadline()
         try:
-            try:
-                response = self._files.upstream.open_file(wheel.url, "GET", header, deadline)
-            except ProxpiError as exc:
-                self._files.count_upstream(wheel, exc)
-                raise
-            self._files.count_upstream(wheel, None)
-            with response:
-                where = parse_content_range(response.headers.get("Content-Range"))
-                if response.status != 206 or where is None:
-                    return None
-                asked = parse_range(header)
-                most = asked.last - asked.first + 1 if asked.first is not None else asked.last
-                chunks, got = [], 0
-                while chunk := response.read(TAIL_READ):
-                    got += len(chunk)
-                    if got > most:  # never more in memory than was asked for
-                        raise UpstreamError(f"upstream sent more than {header} of {wheel.filename}")
-                    chunks.append(chunk)
-            if deadline.expired:  # a cut can pass for the end
-                raise UpstreamError("cut at the deadline")
-        except UpstreamError:
-            if deadline.expired:
-                raise UpstreamTimeout(f"upstream took over {deadline.seconds:g} s for {header} of {wheel.filename}") from None
-            raise
+            with deadline.enforced("upstream", f"{header} of {wheel.filename}"):
+                try:
+                    response = self._files.upstream.open_file(wheel.url, "GET", header, deadline)
+                except ProxpiError as exc:
+                    self._files.count_upstream(wheel, exc)
+                    raise
+                self._files.count_upstream(wheel, None)
+                with response:
+                    where = parse_content_range(response.headers.get("Content-Range"))
+                    if response.status != 206 or where is None:
+                        return None
+                    asked = parse_range(header)
+                    most = asked.last - asked.first + 1 if asked.first is not None else asked.last
+                    chunks, got = [], 0
+                    while chunk := response.read(TAIL_READ):
+                        got += len(chunk)
+                        if got > most:  # never more in memory than was asked for
+                            raise UpstreamError(f"upstream sent more than {header} of {wheel.filename}")
+                        chunks.append(chunk)
         finally:
             deadline.cancel()
         return b"".join(chunks), *where

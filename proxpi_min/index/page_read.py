@@ -8,9 +8,9 @@ import mmap
 import socket
 import threading
 import zlib
-from typing import Optional
+from typing import Iterator, Optional
 
-from ..core.errors import BadUpstreamPage, UpstreamError
+from ..core.errors import BadUpstreamPage, UpstreamError, UpstreamTimeout
 
 __all__ = ["Deadline", "read_page_body"]
 
@@ -38,6 +38,21 @@ class Deadline:
             expired = self.expired
         if expired:
             _cut(conn)
+
+    @contextlib.contextmanager
+    def enforced(self, what: str, where: str) -> Iterator[None]:
+        """Within the block, an UpstreamError once the deadline has passed (the cut
+        connection's, or a cut that passed for an end: checked as the block ends) is an
+        UpstreamTimeout: *what* took over the deadline, at *where*."""
+        try:
+            yield
+            if self.expired:
+                raise UpstreamError("cut at the deadline")
+        except UpstreamError:
+            if self.expired:
+                # from None: the cut's own error says less, and its frames hold the reads.
+                raise UpstreamTimeout(f"{what} took over {self.seconds:g} s: {where}") from None
+            raise
 
     def cancel(self) -> None:
         self._timer.cancel()

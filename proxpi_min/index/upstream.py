@@ -391,22 +391,16 @@ class Upstream:
             headers["If-Modified-Since"] = last_modified
         deadline = self.deadline()
         try:
-            final_url, key, conn, response = self._follow("GET", url, headers, deadline)
-            try:
-                with _translated(final_url):
-                    body = read_page_body(response, redact_url(final_url), MAX_PAGE_SIZE)
-                if deadline.expired:  # a cut can pass for an end (a chunk size of "00")
-                    raise UpstreamError("cut at the deadline")
-            except BaseException:
-                conn.close()
-                raise
-        except UpstreamError:
-            if deadline.expired:
-                # from None: the cut's own error says less, and its frames hold the reads.
-                raise UpstreamTimeout(
-                    f"upstream page took over {deadline.seconds:g} s: {redact_url(url)}"
-                ) from None
-            raise
+            with deadline.enforced("upstream page", redact_url(url)):
+                final_url, key, conn, response = self._follow("GET", url, headers, deadline)
+                try:
+                    with _translated(final_url):
+                        body = read_page_body(response, redact_url(final_url), MAX_PAGE_SIZE)
+                    if deadline.expired:  # a cut can pass for an end (a chunk size of "00")
+                        conn.close()
+                except BaseException:
+                    conn.close()
+                    raise
         finally:
             deadline.cancel()
         self._finish(key, conn, response)
@@ -446,17 +440,13 @@ class Upstream:
             headers["Range"] = byte_range
         head_deadline = deadline or self.deadline()
         try:
-            final_url, key, conn, response = self._follow(method, url, headers, head_deadline)
-        except UpstreamError:
-            if head_deadline.expired:
-                raise UpstreamTimeout(f"upstream took over {head_deadline.seconds:g} s: {redact_url(url)}") from None
-            raise
+            with head_deadline.enforced("upstream", redact_url(url)):
+                final_url, key, conn, response = self._follow(method, url, headers, head_deadline)
+                if head_deadline.expired:  # cut just as it answered: the body cannot be read
+                    conn.close()
         finally:
             if deadline is None:
                 head_deadline.cancel()
-        if head_deadline.expired:  # cut just as it answered: the body cannot be read
-            conn.close()
-            raise UpstreamTimeout(f"upstream took over {head_deadline.seconds:g} s: {redact_url(url)}")
         if response.status in (200, 206):
             return _HttpFileResponse(self, final_url, key, conn, response)
         conn.close()
