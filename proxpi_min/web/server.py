@@ -9,6 +9,7 @@ import contextlib
 import http.server
 import logging
 import queue
+import selectors
 import socket
 import socketserver
 import sys
@@ -104,6 +105,12 @@ class Server(http.server.ThreadingHTTPServer):
         self._refused = 0
         self._refused_warned = -float("inf")
         self._tls_refusals: Optional[_TlsRefusals] = None
+        # shutdown() wakes serve_forever() through this pair rather than at its next poll.
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_write.setblocking(False)
+        self._stop_asked = False
+        self._stopped = threading.Event()
+        self._stopped.set()
         closings = app.metrics.connections_closed
         for reason in CLOSE_REASONS:  # shown as 0 from the start
             closings.inc(reason, amount=0)
@@ -185,10 +192,35 @@ class Server(http.server.ThreadingHTTPServer):
             self._refused_warned = now
             self._refused = 0
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Accept connections until :meth:`shutdown`, which ends the loop at once (the
+        loop of socketserver notices it only at its next poll)."""
+        self._stopped.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_read, selectors.EVENT_READ)
+                while not self._stop_asked:
+                    ready = [key.fileobj for key, _ in selector.select(poll_interval)]
+                    if self._stop_asked:
+                        break
+                    if self._wake_read in ready:  # left by a shutdown before this serve
+                        self._wake_read.recv(64)
+                    if self in ready:
+                        self._handle_request_noblock()
+                    self.service_actions()
+        finally:
+            self._stop_asked = False
+            self._stopped.set()
+
     def shutdown(self) -> None:
-        """Stop accepting, and close the idle connections at once (see :meth:`drain`)."""
+        """Stop accepting, and close the idle connections at once (see :meth:`drain`);
+        returns once :meth:`serve_forever` has returned."""
         self.connections.drain()
-        super().shutdown()
+        self._stop_asked = True
+        with contextlib.suppress(BlockingIOError):  # a wake already waits: one is enough
+            self._wake_write.send(b"\0")
+        self._stopped.wait()
 
     def drain(self, timeout: float) -> bool:
         """Close the idle connections, and wait up to *timeout* seconds for responses in
@@ -207,6 +239,8 @@ class Server(http.server.ThreadingHTTPServer):
     def server_close(self) -> None:
         """Close the socket, the idle connections, those waiting for a TLS 503, then the app."""
         super().server_close()
+        self._wake_read.close()
+        self._wake_write.close()
         self.connections.close()
         if self._tls_refusals is not None:
             self._tls_refusals.close()

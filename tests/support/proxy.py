@@ -180,10 +180,8 @@ class RunningProxy:
         self.server = server
         self.settings = settings
         self.port: int = server.server_address[1]
-        # A short poll interval makes shutdown() (and so every test teardown) quick.
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.02},
             name=f"proxy-{self.port}",
             daemon=True,
         )

@@ -73,7 +73,7 @@ def test_server_serves_a_socket_handed_over(upstream_json, tmp_path):
                         cache_dir=str(tmp_path))
     listener = listening_socket(settings)
     servers = [ProxyServer(settings, listener) for _ in range(2)]  # as two workers would
-    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.02}) for s in servers]
+    threads = [threading.Thread(target=s.serve_forever) for s in servers]
     for thread in threads:
         thread.start()
     try:
@@ -88,6 +88,29 @@ def test_server_serves_a_socket_handed_over(upstream_json, tmp_path):
             thread.join(10)
         for server in servers:
             server.server_close()
+
+
+def test_shutdown_ends_serving_at_once_not_at_the_next_poll(upstream_json, tmp_path):
+    """A stop signal ends serving at once: shutdown() wakes the accepting loop, which
+    would otherwise notice only at its next poll (here an hour away)."""
+    from proxpi_min.core.settings import IndexSettings, Settings
+    from proxpi_min.app.serve import ProxyServer
+
+    settings = Settings(indexes=(IndexSettings(upstream_json.url, 60.0),), host="127.0.0.1", port=0,
+                        cache_dir=str(tmp_path))
+    server = ProxyServer(settings)
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600}, daemon=True)
+    serving.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert http("GET", url + "/health").status == 200
+        stopping = threading.Thread(target=server.shutdown, daemon=True)
+        stopping.start()
+        stopping.join(10)
+        serving.join(10)
+        assert not stopping.is_alive() and not serving.is_alive()
+    finally:
+        server.server_close()
 
 
 def test_connection_cap_over_tls_answers_503_after_a_handshake(proxy, upstream_json, server_cert, test_ca, caplog):
