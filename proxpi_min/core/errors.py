@@ -42,6 +42,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProxpiError",
     "RangeNotSatisfiable",
+    "RequestTooSlow",
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
@@ -93,6 +94,12 @@ class MethodNotAllowed(ProxpiError):
 
 class NotAcceptable(ProxpiError):
     status = 406
+
+
+class RequestTooSlow(ProxpiError):
+    """A request body that came too slowly (RFC 9110 15.5.9)."""
+
+    status = 408
 
 
 class Conflict(ProxpiError):

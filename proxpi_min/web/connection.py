@@ -1,6 +1,6 @@
 """One client connection across its requests: the socket, the bytes read ahead of the
-parser, the non-blocking reads and TLS handshake the selector does, and the file-like
-reader a request thread parses a head and body from."""
+parser, the non-blocking reads and TLS handshake the selector does, the file-like
+reader a request thread parses a head and body from, and the minimum rate of a body."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import struct
 import time
 from typing import Optional
 
-__all__ = ["Connection", "HEAD_MAX", "Writer"]
+__all__ = ["Connection", "HEAD_MAX", "MinimumRate", "Writer"]
 
 RECEIVE_SIZE = 65536
 # A request head is at most this long (http.server's limit for one line); a longer one is
@@ -223,6 +223,41 @@ class Connection:
         except OSError:
             pass
         self.sock.close()
+
+
+class MinimumRate:
+    """The minimum average rate of a body a route reads, which the client timeout alone
+    does not give (every byte restarts it). The body starts *grace* seconds ahead; each
+    byte read buys 1/*min_rate* seconds more, never more than *grace* ahead of the clock.
+    A body *grace* behind the rate is too slow; a slow start or a stall shorter than
+    *grace*, at a real sender's rate, is not. *clock*: monotonic seconds."""
+
+    __slots__ = ("_min_rate", "_grace", "_clock", "_until", "started", "received")
+
+    def __init__(self, min_rate: int, grace: float, clock=time.monotonic) -> None:
+        self._min_rate = min_rate
+        self._grace = grace
+        self._clock = clock
+        self.started = clock()
+        self._until = self.started + grace  # past this, with nothing more read, too slow
+        self.received = 0
+
+    def time_left(self) -> float:
+        """Seconds until the body is too slow unless more of it comes: the bound of a read."""
+        return self._until - self._clock()
+
+    def count(self, size: int) -> bool:
+        """Count *size* bytes just read; False if the body fell behind before they came."""
+        now = self._clock()
+        self.received += size
+        self._until += size / self._min_rate
+        if now >= self._until:
+            return False
+        self._until = min(self._until, now + self._grace)  # a burst buys one grace, not hours
+        return True
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started
 
 
 class Writer:

@@ -328,7 +328,7 @@ class ProxyHandler(Http1Handler):
             self._allow(("POST",))
             uploads = self._uploads(app)
             grant = uploads.authorize(self.headers.get("authorization"), self.client_address[0])
-            message = uploads.receive(self.rfile, self.headers, grant)
+            message = uploads.receive(self.rfile, self.headers, grant, self.client_address[0])
         except BaseException:
             self.close_connection = True  # the body may be partly unread
             raise

@@ -1,6 +1,6 @@
 """Uploads (``POST /upload/``, the API twine and ``uv publish`` speak): token checks,
-the form streamed to a temp file under a size cap, every refusal before anything is
-stored; and the yank and delete of uploaded files."""
+the form streamed to a temp file under a size cap and a minimum rate, every refusal
+before anything is stored; and the yank and delete of uploaded files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import logging
 import os
 import queue
 import threading
-from typing import BinaryIO, Callable, Iterator, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 from ..core.distnames import parse_dist_filename
 from ..core.errors import (
@@ -26,6 +26,7 @@ from ..core.errors import (
     InsufficientStorage,
     PayloadTooLarge,
     ProxpiError,
+    RequestTooSlow,
 )
 from ..core.multipart import END, MultipartParser, PartHead, boundary_of
 from ..core.names import NormalizedName, canonicalize_name, check_filename
@@ -36,6 +37,7 @@ from ..core.wheelmeta import BrokenWheel, metadata_headers
 from ..files.local import LocalIndex, Upload
 from ..files.metadata import read_wheel_metadata
 from ..infra.atomic import temp_path, write_all
+from .connection import Connection, MinimumRate
 
 __all__ = ["Grant", "Uploads", "load_grants"]
 
@@ -45,6 +47,10 @@ _CHUNK = 256 * 1024  # bytes read from the socket at a time
 _SPOOL_DEPTH = 16  # pieces read ahead of a spool thread (at most 4 MiB in memory)
 _SYNC_EVERY = 8 * 1024 * 1024  # bytes written between two fdatasync calls
 MAX_FIELDS = 1024 * 1024  # bytes of every form field but the file, together
+# Bytes a second an upload body must average after its first client timeout, as a
+# download must (PROXPI_DOWNLOAD_MIN_RATE's default): far under any real uploader's
+# link, far over a client trickling bytes to hold a request thread.
+MIN_UPLOAD_RATE = 1024
 # Digests a form may carry (twine: sha256 and blake2_256; older clients: md5), checked.
 _DIGESTS = {"sha256_digest": "sha256", "blake2_256_digest": "blake2_256", "md5_digest": "md5"}
 _FILETYPES = {True: "bdist_wheel", False: "sdist"}
@@ -209,13 +215,15 @@ class Uploads:
 
     # ------------------------------------------------------------------ uploads
 
-    def receive(self, body: BinaryIO, headers: Mapping[str, str], grant: Grant) -> str:
-        """Read an upload form from *body*, check it, store its file; the line to answer.
+    def receive(self, body: Connection, headers: Mapping[str, str], grant: Grant, client: str) -> str:
+        """Read an upload form from *body*, sent by *client*, check it, store its file;
+        the line to answer.
 
         :raises BadRequest: the form or the file is refused (the message says why).
         :raises PayloadTooLarge: past PROXPI_MAX_UPLOAD_SIZE.
         :raises Conflict: the project has a file of that name.
         :raises BadRequest: the token may not publish the project.
+        :raises RequestTooSlow: the body came under MIN_UPLOAD_RATE.
         :raises ConnectionError: the body stopped short.
         """
         if "transfer-encoding" in headers:
@@ -233,7 +241,7 @@ class Uploads:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
-                form = self._read(body, length, parser, fd)
+                form = self._read(_body(body, length, client), parser, fd)
                 with _disk():
                     os.fsync(fd)
             finally:
@@ -250,27 +258,22 @@ class Uploads:
     def _too_large(self) -> str:
         return f"the file is larger than the upload limit of {human_size(self._max_size)} (PROXPI_MAX_UPLOAD_SIZE)"
 
-    def _read(self, body: BinaryIO, length: int, parser: MultipartParser, fd: int) -> _Form:
-        """Feed the body to *parser*: the file part into *fd* (hashed on the way), the
-        other fields into memory."""
+    def _read(self, chunks: Iterable[bytes], parser: MultipartParser, fd: int) -> _Form:
+        """Feed the body's *chunks* to *parser*: the file part into *fd* (hashed on the
+        way), the other fields into memory."""
         form = _Form()
         try:
-            self._feed(body, length, parser, form, fd)
+            self._feed(chunks, parser, form, fd)
         finally:
             for spool in form.spools:
                 spool.finish()
         parser.close()
         return form
 
-    def _feed(self, body: BinaryIO, length: int, parser: MultipartParser, form: _Form, fd: int) -> None:
+    def _feed(self, chunks: Iterable[bytes], parser: MultipartParser, form: _Form, fd: int) -> None:
         field: Optional[bytearray] = None
         in_file = False
-        remaining = length
-        while remaining:
-            chunk = body.read(min(_CHUNK, remaining))
-            if not chunk:
-                raise ConnectionError("the upload stopped short")
-            remaining -= len(chunk)
+        for chunk in chunks:
             for piece in parser.feed(chunk):
                 if isinstance(piece, PartHead):
                     in_file = piece.name == "content" and piece.filename is not None
@@ -350,6 +353,30 @@ class Uploads:
         self.local.delete(project, filename)
         logger.info("deleted %s/%s", project, filename)
         return f"deleted {project}/{filename}"
+
+
+def _body(body: Connection, length: int, client: str) -> Iterator[bytes]:
+    """The *length* bytes of an upload body, in pieces as they come; the first client
+    timeout is free, after it the body must average MIN_UPLOAD_RATE (see MinimumRate).
+
+    :raises RequestTooSlow: the body fell behind that rate.
+    :raises ConnectionError: the client closed, or sent nothing for a client timeout.
+    """
+    rate = MinimumRate(MIN_UPLOAD_RATE, body.client_timeout)
+    remaining = length
+    while remaining:
+        chunk = body.read(min(_CHUNK, remaining), rate.time_left())
+        if not rate.count(len(chunk)):
+            received, seconds = rate.received, rate.elapsed()
+            logger.warning("upload from %s too slow: %d of %d bytes in %.1f s, cut", client, received, length, seconds)
+            raise RequestTooSlow(
+                f"the upload came too slowly: {received} bytes in {seconds:.1f} s, under the minimum of "
+                f"{MIN_UPLOAD_RATE} bytes a second"
+            )
+        if not chunk:
+            raise ConnectionError("the upload stopped short")
+        remaining -= len(chunk)
+        yield chunk
 
 
 def _update(digests: tuple, piece: bytes) -> None:

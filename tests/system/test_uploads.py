@@ -7,11 +7,14 @@ from __future__ import annotations
 import hashlib
 import http.client as http_client
 import json
+import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import zipfile
 from io import BytesIO
@@ -315,6 +318,60 @@ def test_too_large_by_its_length_is_refused_before_reading(proxy, upstream_html)
         connection.close()
     assert _stored(p) == []
     assert_healthy(p)
+
+
+def _answer_until_closed(sock: socket.socket) -> bytes:
+    """What the proxy sends until it closes the connection (or the socket times out)."""
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return received
+
+
+def test_an_upload_trickled_under_the_minimum_rate_gets_408_and_frees_the_thread(proxy, upstream_html, acme, caplog):
+    """Each byte within the client timeout restarts it, but not the minimum rate: a body
+    sent a byte at a time is cut one client timeout after it starts, answered 408, with
+    nothing stored, and the only request thread takes the next upload."""
+    caplog.set_level(logging.WARNING, logger="proxpi_min")
+    p = proxy(upstream_html, upload_token=TOKEN, threads=1, client_timeout=0.5)
+    content_type, body = encode_form(twine_fields(acme), acme.filename, acme.content)
+    head = (
+        f"POST /upload/ HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Authorization: {basic_auth(TOKEN)}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    stop = threading.Event()
+    with socket.create_connection(("127.0.0.1", p.port), timeout=4) as sock:
+        sock.sendall(head.encode())
+
+        def trickle() -> None:
+            for byte in body:  # a byte every 0.1 s: the whole body would take minutes
+                if stop.wait(0.1):
+                    return
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=trickle)
+        started = time.monotonic()
+        sender.start()
+        try:
+            answer = _answer_until_closed(sock)
+            seconds = time.monotonic() - started
+        finally:
+            stop.set()
+            sender.join()
+    assert seconds < 1.5, f"the trickled upload held its thread {seconds:.1f} s"
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in answer, answer
+    assert b"under the minimum of 1024 bytes a second" in answer
+    assert _stored(p) == []
+    assert p.get("/index/acme-app/").status == 404
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("127.0.0.1" in message and "too slow" in message for message in warnings), warnings
+    assert _upload(p, acme).status == 200
 
 
 def test_a_local_project_shadows_the_upstream(proxy, upstream_html, dists, tmp_path):

@@ -1,12 +1,12 @@
 """web.connection: a head is complete at its empty line (CRLF or bare LF); the parser's
 reads start with the bytes the selector buffered, then read on, and stop short when the
-client closes or times out."""
+client closes or times out; a body's minimum rate forgives a slow start, not a trickle."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxpi_min.web.connection import HEAD_MAX, Connection
+from proxpi_min.web.connection import HEAD_MAX, Connection, MinimumRate
 
 
 class _Script:
@@ -122,3 +122,54 @@ def test_too_long(head: bytes, status: int) -> None:
     connection = _connection(head)
     connection.receive()
     assert connection.too_long() == status
+
+
+class _Clock:
+    """Monotonic seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_minimum_rate_forgives_a_slow_start_within_the_grace() -> None:
+    clock = _Clock()
+    rate = MinimumRate(1000, 10.0, clock)
+    assert rate.time_left() == 10.0  # the first read may wait one grace
+    clock.now = 9.9
+    assert rate.count(0)
+    for _ in range(100):  # then 2000 bytes a second, for a minute
+        clock.now += 0.5
+        assert rate.count(1000)
+    assert rate.received == 100_000
+
+
+def test_minimum_rate_cuts_a_trickle_about_one_grace_after_the_start() -> None:
+    clock = _Clock()
+    rate = MinimumRate(1000, 10.0, clock)
+    while rate.count(1):  # a byte every second: each read within any client timeout
+        clock.now += 1.0
+    assert 10.0 <= clock.now <= 11.0 and rate.elapsed() == clock.now
+
+
+def test_minimum_rate_counts_a_read_that_ends_at_its_bound() -> None:
+    """A read bounded by time_left returns at that time with what came: those bytes count."""
+    clock = _Clock()
+    rate = MinimumRate(1000, 10.0, clock)
+    clock.now = rate.time_left()
+    assert rate.count(5000)
+    clock.now += rate.time_left()
+    assert not rate.count(0)
+
+
+def test_minimum_rate_a_burst_buys_one_grace_not_more() -> None:
+    clock = _Clock()
+    rate = MinimumRate(1000, 10.0, clock)
+    assert rate.count(100_000_000)  # a day's worth at the minimum rate, in an instant
+    assert rate.time_left() == 10.0
+    clock.now = 9.0
+    assert rate.count(0)  # a stall shorter than the grace
+    clock.now = 10.0
+    assert not rate.count(0)
