@@ -23,12 +23,12 @@ from typing import BinaryIO, Iterator, NamedTuple, Optional, Protocol
 from ..core.byteranges import ByteRange
 from ..core.errors import IntegrityError, ProxpiError, UpstreamError, UpstreamTimeout
 from ..core.units import parse_decimal
-from ..index.upstream import Upstream
+from ..index.upstream import FileResponse, Upstream
 from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path, write_all
 from .integrity import Verifier
 from .layout import Target
 
-__all__ = ["CHUNK", "Download", "FileStore", "Opened", "RateGuard"]
+__all__ = ["CHUNK", "Download", "FileStore", "Opened", "RateGuard", "VerifiedChunks"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,32 @@ class RateGuard:
             yield
         finally:
             self._start += self._clock() - began
+
+
+class VerifiedChunks:
+    """The body of *target* as upstream sends it, a chunk at a time: each chunk hashed
+    for the index's hash and counted against *min_rate* (see :class:`RateGuard`). What
+    a chunk is written to, and what a failed write means, is the reader's."""
+
+    def __init__(self, response: FileResponse, target: Target, min_rate: int) -> None:
+        self._response = response
+        self._filename = target.filename
+        self._verifier = Verifier(target.hash)
+        self._guard = RateGuard(min_rate, target.url)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """:raises UpstreamError: the read failed (UpstreamTimeout: under the minimum rate)."""
+        while chunk := self._response.read(CHUNK):
+            self._guard.add(len(chunk))
+            self._verifier.update(chunk)
+            yield chunk
+
+    def check(self) -> None:
+        """Compare the bytes read with the index hash, once the body has ended.
+
+        :raises IntegrityError: they do not match.
+        """
+        self._verifier.check(f"{self._filename}: downloaded bytes do not match the index hash")
 
 
 class FileStore(Protocol):
@@ -206,16 +232,10 @@ class Download:
             length = length if length is not None else target.size
             self.lock.record(f"{os.path.basename(self.temp)} {length if length is not None else '-'}")
             self._publish(started=True, length=length)
-            verifier = Verifier(target.hash)
-            guard = RateGuard(self.min_rate, target.url)
-            while True:
-                chunk = response.read(CHUNK)
-                if not chunk:
-                    break
-                guard.add(len(chunk))
+            body = VerifiedChunks(response, target, self.min_rate)
+            for chunk in body:
                 if self.length is not None and self.written + len(chunk) > self.length:
                     raise IntegrityError(f"{target.filename}: upstream sends more than {self.length} bytes")
-                verifier.update(chunk)
                 try:
                     write_all(self.fd, chunk, self.written)
                 except OSError as exc:
@@ -225,7 +245,7 @@ class Download:
                 self._publish(written=self.written + len(chunk))
         if self.length is not None and self.written != self.length:
             raise IntegrityError(f"{target.filename}: upstream sent {self.written} of {self.length} bytes")
-        verifier.check(f"{target.filename}: downloaded bytes do not match the index hash")
+        body.check()
         try:
             # On disk before it has its final name: a power cut cannot leave a short file
             # there, and on NFS other hosts read these bytes, not stale ones.

@@ -37,10 +37,12 @@ from ..core.wheelmeta import (
     tail_read,
 )
 from ..core.wheelpick import wheel_tags
+from ..index.page_read import Deadline
+from ..index.upstream import FileResponse
 from ..infra.atomic import temp_path
 from ..infra.metrics import Metrics
 from .bodies import FileBody
-from .downloads import CHUNK, RateGuard
+from .downloads import VerifiedChunks
 from .file_cache import FileCache
 from .integrity import Verifier
 from .layout import METADATA_SUFFIX, Target, parse_stored
@@ -275,23 +277,15 @@ class WheelMetadata:
         except OSError as exc:
             raise UpstreamError(f"{wheel.filename} cannot be read for its metadata: {exc.strerror}") from None
         with spool:
-            verifier = Verifier(wheel.hash)
-            guard = RateGuard(self._files.min_rate, wheel.url)
-            try:
-                response = self._files.upstream.open_file(wheel.url)
-            except ProxpiError as exc:
-                self._files.count_upstream(wheel, exc)
-                raise
-            self._files.count_upstream(wheel, None)
+            response = self._open_counted(wheel)
+            body = VerifiedChunks(response, wheel, self._files.min_rate)
             with response:
-                while chunk := response.read(CHUNK):
-                    guard.add(len(chunk))
-                    verifier.update(chunk)
+                for chunk in body:
                     try:
                         spool.write(chunk)
                     except OSError as exc:
                         raise UpstreamError(f"{wheel.filename} cannot be read for its metadata: {exc.strerror}") from None
-            verifier.check(f"{wheel.filename}: downloaded bytes do not match the index hash")
+            body.check()
             spool.seek(0)
             return read_wheel_metadata(spool, wheel.filename)
 
@@ -344,12 +338,7 @@ class WheelMetadata:
         deadline = self._files.upstream.deadline()
         try:
             with deadline.enforced("upstream", f"{header} of {wheel.filename}"):
-                try:
-                    response = self._files.upstream.open_file(wheel.url, "GET", header, deadline)
-                except ProxpiError as exc:
-                    self._files.count_upstream(wheel, exc)
-                    raise
-                self._files.count_upstream(wheel, None)
+                response = self._open_counted(wheel, header, deadline)
                 with response:
                     where = parse_content_range(response.headers.get("Content-Range"))
                     if response.status != 206 or where is None:
@@ -365,6 +354,22 @@ class WheelMetadata:
         finally:
             deadline.cancel()
         return b"".join(chunks), *where
+
+    def _open_counted(
+        self, wheel: Target, header: Optional[str] = None, deadline: Optional[Deadline] = None
+    ) -> FileResponse:
+        """A GET of the wheel (*header*: a Range; *deadline*: the caller's, see
+        ``Upstream.open_file``), counted as one upstream request by how it was answered.
+
+        :raises ProxpiError: upstream failed (counted).
+        """
+        try:
+            response = self._files.upstream.open_file(wheel.url, "GET", header, deadline)
+        except ProxpiError as exc:
+            self._files.count_upstream(wheel, exc)
+            raise
+        self._files.count_upstream(wheel, None)
+        return response
 
     # ------------------------------------------------------------------ storing
 

@@ -168,6 +168,19 @@ def test_upstream_ignoring_range_and_a_wheel_over_the_cap_still_gives_its_metada
     assert json_page["files"][0]["core-metadata"] == {"sha256": hashlib.sha256(beta.metadata).hexdigest()}
 
 
+def test_a_wheel_over_the_cap_that_fails_its_hash_gives_no_metadata(proxy, upstream_factory):
+    """Read whole beside the cache, it is checked before its METADATA is read."""
+    upstream = upstream_factory("html", None)
+    upstream.honour_ranges = False
+    good = make_wheel("omega", "1.0")
+    upstream.add(dataclasses.replace(good, sha256="00" * 32), metadata=False)  # the index lists another hash
+    p = proxy(upstream, cache_size=0)
+    answer = p.get(f"/index/omega/{good.filename}.metadata")
+    assert answer.status == 502 and "do not match the index hash" in answer.text
+    assert _whole_gets(upstream) == [f"/files/omega/{good.filename}"]
+    assert glob.glob(os.path.join(p.settings.cache_dir, "files", "omega", "*", "*")) == []  # no metadata kept
+
+
 @pytest.mark.parametrize("kind", ["no zip", "no METADATA"])
 def test_broken_wheel_gets_502_and_loses_its_advertised_metadata(proxy, upstream_factory, kind):
     upstream = upstream_factory("html", None)

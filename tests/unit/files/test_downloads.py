@@ -1,11 +1,19 @@
-"""downloads.RateGuard: the minimum transfer rate, on a clock the test moves."""
+"""downloads.RateGuard: the minimum transfer rate, on a clock the test moves;
+downloads.VerifiedChunks: an upstream body read through the hash and the rate."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import time
+
 import pytest
 
-from proxpi_min.core.errors import UpstreamTimeout
-from proxpi_min.files.downloads import RATE_WINDOW, RateGuard
+from proxpi_min.core.errors import IntegrityError, UpstreamTimeout
+from proxpi_min.core.simple import FileEntry
+from proxpi_min.files import downloads
+from proxpi_min.files.downloads import CHUNK, RATE_WINDOW, RateGuard, VerifiedChunks
+from proxpi_min.files.layout import Target
 
 
 class Clock:
@@ -55,3 +63,47 @@ def test_time_waiting_on_a_slow_client_is_not_the_upstreams():
     clock.now += RATE_WINDOW
     with pytest.raises(UpstreamTimeout):  # and is still judged when it stalls
         guard.add(1)
+
+
+BODY = b"w" * (CHUNK + 10)
+
+
+class Response:
+    """An upstream body read in the sizes asked for, *pause* seconds a read."""
+
+    def __init__(self, body: bytes, pause: float = 0.0) -> None:
+        self._body = io.BytesIO(body)
+        self._pause = pause
+        self.asked: list = []
+
+    def read(self, size: int) -> bytes:
+        self.asked.append(size)
+        time.sleep(self._pause)
+        return self._body.read(size)
+
+
+def _target(digest: str) -> Target:
+    entry = FileEntry("w-1.0-py3-none-any.whl", "http://u/w-1.0-py3-none-any.whl", (("sha256", digest),))
+    return Target("/c/files", "w", entry, metadata=False)
+
+
+def test_VerifiedChunks_gives_the_body_a_chunk_at_a_time_and_checks_its_hash():
+    response = Response(BODY)
+    body = VerifiedChunks(response, _target(hashlib.sha256(BODY).hexdigest()), min_rate=0)
+    assert [len(chunk) for chunk in body] == [CHUNK, 10]
+    assert response.asked == [CHUNK, CHUNK, CHUNK]  # the last read finds the end
+    body.check()
+
+
+def test_VerifiedChunks_check_refuses_bytes_without_the_index_hash():
+    body = VerifiedChunks(Response(BODY), _target("00" * 32), min_rate=0)
+    assert b"".join(body) == BODY
+    with pytest.raises(IntegrityError, match="w-1.0-py3-none-any.whl: downloaded bytes do not match the index hash"):
+        body.check()
+
+
+def test_VerifiedChunks_cuts_an_upstream_under_the_minimum_rate(monkeypatch):
+    monkeypatch.setattr(downloads, "RATE_WINDOW", 0.001)
+    body = VerifiedChunks(Response(BODY, pause=0.01), _target(hashlib.sha256(BODY).hexdigest()), min_rate=10**12)
+    with pytest.raises(UpstreamTimeout, match="under the minimum of 1000000000000 bytes a second: http://u/w-1.0"):
+        list(body)
