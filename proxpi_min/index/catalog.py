@@ -175,6 +175,15 @@ class Catalog:
             view = self._views.get(name)
         return None if view is None else view.filtered.page.files
 
+    def locate_file_in_memory(self, name: NormalizedName, filename: str) -> Optional[FileLocation]:
+        """The entry for *filename* in project *name*'s page after the policies, and
+        where it is listed, as last made if still in memory (None: not there, or not
+        listed); nothing is fetched."""
+        with self._lock:
+            view = self._views.get(name)
+        entry = None if view is None else view.files.get(filename)
+        return None if entry is None else _located(view, entry)
+
     def bring_in(self, name: NormalizedName) -> tuple:
         """Have project *name*'s page in memory, as a client's request would (same
         guard rails, same one fetch per page), without counting a request or a refusal:
@@ -362,8 +371,7 @@ class Catalog:
             raise
         entry = view.files.get(filename)
         if entry is not None:
-            origin = view.origin
-            return FileLocation(entry, origin if isinstance(origin, str) else origin.get(filename, ""))
+            return _located(view, entry)
         hidden = view.filtered.hidden.get(filename)
         if hidden is not None:
             reason = policy.refusal(name, hidden, self._wall_clock())
@@ -382,6 +390,12 @@ class Catalog:
     def invalidate_list(self) -> None:
         for cache in self.caches:
             cache.invalidate_list()
+
+
+def _located(view: _View, entry: FileEntry) -> FileLocation:
+    """*entry*, a file *view* keeps, with the index that listed it."""
+    origin = view.origin
+    return FileLocation(entry, origin if isinstance(origin, str) else origin.get(entry.filename, ""))
 
 
 def _combine(name: NormalizedName, local: Filtered, upstream: Filtered) -> Filtered:

@@ -299,7 +299,10 @@ class Prefetcher:
             self._remember(("metadata", *key))
         outcome = "error"
         try:
-            location = self._catalog.locate_file(name, entry.filename)
+            # Where the page this job made lists it: at an index TTL of 0, asking anew fetches the page again.
+            location = self._catalog.locate_file_in_memory(name, entry.filename)
+            if location is None:  # memory has dropped the page since
+                location = self._catalog.locate_file(name, entry.filename)
             if location.index == LOCAL_ORIGIN:  # the local index's own wheel: nothing to fetch
                 outcome = "fresh"
             else:

@@ -126,6 +126,18 @@ def test_a_prefetch_whose_refresh_failed_is_an_error(proxy, index):
     assert sample(_metrics(p), "proxpi_prefetch_used_total", kind="page") == 0
 
 
+def test_a_metadata_prefetch_asks_for_each_page_once_with_no_ttl(proxy, index):
+    """TTL 0: every page is stale as soon as it is fetched, so the guess must take its
+    wheel from the page its own job fetched, not ask the index for that page again."""
+    p = proxy((index, 0), prefetch="metadata")
+    assert p.get(f"/index/beta/{index.beta.filename}.metadata", PIP).status == 200
+    assert p.server.prefetch.wait(10)
+    assert _pages(index) == ["/simple/beta/", "/simple/alpha/"]
+    assert [r.path for r in index.requests if "range" in r.headers] == [
+        f"/files/beta/{index.beta.filename}", "/files/alpha/alpha-1.0-py3-none-any.whl"]
+    assert sample(_metrics(p), "proxpi_prefetch_total", kind="metadata", outcome="fetched") == 1
+
+
 def test_no_prefetch_when_off_or_offline(proxy, index):
     off = proxy(index, prefetch="off")
     assert off.server.prefetch is None
@@ -291,6 +303,15 @@ def test_a_page_the_client_asks_has_its_guessed_metadata_fetched_at_once(proxy, 
     assert p.get("/index/lib/", {"User-Agent": "uv/0.9 test"}).status == 200
     assert p.server.prefetch.wait(10)
     assert _ranged(dated) == [dated.tool_1.filename, dated.app.filename]
+
+
+def test_a_page_the_client_asks_is_not_fetched_again_for_its_guess_with_no_ttl(proxy, dated):
+    p = proxy((dated, 0), prefetch="metadata")
+    assert p.get(f"/index/tool/{dated.tool_1.filename}.metadata", PIP).status == 200
+    assert p.get("/index/app/", PIP).status == 200
+    assert p.server.prefetch.wait(10)
+    assert _ranged(dated) == [dated.tool_1.filename, dated.app.filename]
+    assert _pages(dated) == ["/simple/tool/", "/simple/app/"]  # the guess used the client's fetch
 
 
 def test_a_client_that_asks_in_parallel_gets_no_guesses_for_a_while(proxy, dated):
