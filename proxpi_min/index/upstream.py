@@ -197,7 +197,9 @@ class Upstream:
         if any, each upstream host is reached through."""
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._ssl_context = client_context(ca_bundle, verify_ssl)
+        self._trust = (ca_bundle, verify_ssl)
+        # Loading the system CA store takes ~20 ms: done at the first https connection.
+        self._ssl_context: Optional[ssl.SSLContext] = None
         self._proxies = proxies
         self._pool_keys: dict[tuple, tuple] = {}  # (scheme, host, port) -> pool key
         self._idle: dict[tuple, list] = {}
@@ -227,12 +229,18 @@ class Upstream:
             self._pool_keys[target.key] = key  # a racing thread computes the same
         return key
 
+    def _tls_context(self) -> ssl.SSLContext:
+        context = self._ssl_context
+        if context is None:  # threads racing here each build one; any of them serves
+            context = self._ssl_context = client_context(*self._trust)
+        return context
+
     def _new_connection(self, key: tuple):
         scheme, host, port, proxy = key
         address = (proxy.host, proxy.port) if proxy else (host, port)
         if scheme == "https":
             conn = http.client.HTTPSConnection(
-                *address, timeout=self._connect_timeout, context=self._ssl_context
+                *address, timeout=self._connect_timeout, context=self._tls_context()
             )
             if proxy:
                 # CONNECT first; TLS then checks the certificate against *host*.
