@@ -338,7 +338,7 @@ class Upstream:
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.02},
+            kwargs={"poll_interval": 0.002},
             name=f"fake-upstream-{self._port}",
             daemon=True,
         )
