@@ -18,26 +18,28 @@ PAGE_READ_SIZE = 1024 * 1024
 
 
 class Deadline:
-    """Cuts the connection of one page fetch once *seconds* have passed: the read
+    """Cuts the socket of one page fetch once *seconds* have passed: the read
     timeout bounds each read, so an upstream sending a byte now and then would
     otherwise hold the fetch (and every client waiting on it) for ever."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
-        self._conn = None
+        self._sock: Optional[socket.socket] = None
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
 
-    def watch(self, conn) -> None:
-        """Cut *conn* (an http.client connection) when the time is up."""
+    def watch(self, sock: socket.socket) -> None:
+        """Cut *sock* (an upstream connection's socket, plain or TLS) when the time is
+        up, at once if it is up already. Watched from the moment it is made, a socket
+        is cut even while http.client still reads a proxy's CONNECT answer on it."""
         with self._lock:
-            self._conn = conn
+            self._sock = sock
             expired = self.expired
         if expired:
-            _cut(conn)
+            _cut(sock)
 
     @contextlib.contextmanager
     def enforced(self, what: str, where: str) -> Iterator[None]:
@@ -57,23 +59,21 @@ class Deadline:
     def cancel(self) -> None:
         self._timer.cancel()
         with self._lock:
-            self._conn = None
+            self._sock = None
 
     def _expire(self) -> None:
         with self._lock:
             self.expired = True
-            conn = self._conn
-        if conn is not None:
-            _cut(conn)
+            sock = self._sock
+        if sock is not None:
+            _cut(sock)
 
 
-def _cut(conn) -> None:
-    """Shut the socket down under the reading thread, whose read then ends at once.
-    On the plain socket: an SSLSocket's own shutdown would drop its TLS state first."""
-    sock = conn.sock
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+def _cut(sock: socket.socket) -> None:
+    """Shut *sock* down under the reading thread, whose read then ends at once.
+    As a plain socket: an SSLSocket's own shutdown would drop its TLS state first."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _Gunzip:

@@ -235,7 +235,7 @@ class Upstream:
             context = self._ssl_context = client_context(*self._trust)
         return context
 
-    def _new_connection(self, key: tuple):
+    def _new_connection(self, key: tuple, deadline: Optional[Deadline] = None):
         scheme, host, port, proxy = key
         address = (proxy.host, proxy.port) if proxy else (host, port)
         if scheme == "https":
@@ -247,9 +247,17 @@ class Upstream:
                 conn.set_tunnel(host, port, headers=proxy.headers)
         else:
             conn = http.client.HTTPConnection(*address, timeout=self._connect_timeout)
+
+        def open_socket(where: tuple, timeout: Optional[float], source_address=None) -> socket.socket:
+            sock = self._resolver.create_connection(where, timeout, source_address)
+            if deadline is not None:  # connect() goes on to read a proxy's CONNECT answer on it
+                deadline.watch(sock)
+            return sock
+
         # http.client's documented-by-source hook for opening the socket: ours caches
-        # name resolution (TLS still checks the certificate against the host name).
-        conn._create_connection = self._resolver.create_connection
+        # name resolution (TLS still checks the certificate against the host name) and
+        # puts the socket under the deadline as soon as it exists.
+        conn._create_connection = open_socket
         try:
             conn.connect()
         except (ssl.SSLError, socket.timeout, TimeoutError):
@@ -263,17 +271,18 @@ class Upstream:
         conn.sock.settimeout(self._read_timeout)
         return conn
 
-    def _acquire(self, key: tuple, fresh: bool = False):
+    def _acquire(self, key: tuple, fresh: bool = False, deadline: Optional[Deadline] = None):
         """(a connection for *key*, whether it was kept alive from an earlier request);
         *fresh*: a new one, and those kept for *key* closed (they idled as long as one
-        the server has just been found to have closed)."""
+        the server has just been found to have closed). *deadline* watches a new one
+        while it connects."""
         with self._lock:
             idle = self._idle.pop(key, []) if fresh else self._idle.get(key)
             if idle and not fresh:
                 return idle.pop(), True
         for conn in idle or ():
             conn.close()
-        return self._new_connection(key), False
+        return self._new_connection(key, deadline), False
 
     def _release(self, key: tuple, conn) -> None:
         with self._lock:
@@ -296,7 +305,7 @@ class Upstream:
 
         A kept-alive connection the server closed while idle is retried once on a
         new connection (GET and HEAD are idempotent). *deadline* watches the
-        connection used.
+        connection used, from the moment a new one's socket is made.
         """
         try:
             target = _Endpoint.parse(url)
@@ -313,9 +322,9 @@ class Upstream:
             headers = {**headers, **proxy.headers}
         for attempt in (1, 2):
             with _translated(url):
-                conn, reused = self._acquire(key, fresh=attempt == 2)
-                if deadline is not None:
-                    deadline.watch(conn)
+                conn, reused = self._acquire(key, fresh=attempt == 2, deadline=deadline)
+                if deadline is not None:  # a kept connection's socket, or the TLS one wrapping the socket made
+                    deadline.watch(conn.sock)
                 try:
                     conn.request(method, path, headers=headers)
                     response = conn.getresponse()

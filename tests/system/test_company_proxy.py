@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import threading
+import time
 
 import pytest
 
 from proxpi_min.core.settings import ProxySettings, parse_settings
+from proxpi_min.index import upstream as upstream_module
 from proxpi_min.infra.tls import check_files
 from proxpi_min.core.errors import ConfigError
+from tests.support.raw_server import raw_server
 from tests.support.forward_proxy import TINYPROXY, ForwardProxy, Tinyproxy, basic, free_port
 
 # ---------------------------------------------------------------- proxy choice (pure)
@@ -210,6 +215,41 @@ def test_407_to_a_plain_http_request_names_the_proxy(proxy, upstream_html, forwa
     answer = running.get("/index/alpha/")
     assert answer.status == 502
     assert f"proxy http://127.0.0.1:{forward_proxy.port} refused the request: 407" in answer.text
+
+
+@pytest.fixture
+def trickling_proxy():
+    """An outbound proxy that answers CONNECT with ``200`` and then one header line every
+    0.2 s, never the blank line that ends its answer. Yields its URL; stopping it ends
+    every answer."""
+    stopped = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)  # the CONNECT request, not looked at
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stopped.wait(0.2):
+                    conn.sendall(b"X-Still-Deciding: yes\r\n")
+            except OSError:
+                pass  # the client hung up
+
+    with raw_server(answer) as port:
+        yield f"http://127.0.0.1:{port}"
+        stopped.set()
+
+
+def test_a_connect_answer_trickled_past_the_page_deadline_is_504(proxy, trickling_proxy, monkeypatch):
+    """Each line of the proxy's CONNECT answer comes within the connect timeout, so only
+    the page deadline (PAGE_DEADLINE_READS read timeouts, lowered to one here) ends the
+    tunnel's set-up: a 504 at the deadline, not a fetch held as long as the proxy likes."""
+    monkeypatch.setattr(upstream_module, "PAGE_DEADLINE_READS", 1)
+    running = proxy("https://index.example/simple/", upstream_proxy=through(trickling_proxy), read_timeout=0.5)
+    started = time.monotonic()
+    answer = running.get("/index/alpha/", timeout=10)
+    took = time.monotonic() - started
+    assert answer.status == 504 and b"upstream page took over 0.5 s" in answer.body, answer
+    assert took < 0.5 + 2.0, f"cut after {took:.1f} s"
 
 
 # ---------------------------------------------------------------- private CAs
