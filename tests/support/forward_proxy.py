@@ -158,7 +158,7 @@ class ForwardProxy:
         self._server = _Server(self)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.002}, daemon=True
         )
         self._thread.start()
 

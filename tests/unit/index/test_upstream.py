@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import http.server
 import socket
+import struct
 import threading
 import time
 
 import pytest
 
 from proxpi_min.index.upstream import Upstream
+from tests.support.raw_server import raw_server
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -34,7 +36,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 def recorder():
     _Recorder.seen = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.002}, daemon=True).start()
     yield f"127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -88,7 +90,7 @@ class _FileServer(http.server.BaseHTTPRequestHandler):
 def test_file_connections_are_reused_once_read_to_the_end() -> None:
     _FileServer.ports = set()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FileServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.002}, daemon=True).start()
     try:
         upstream = Upstream(3, 3)
         for name in ("a", "b", "c"):
@@ -123,7 +125,7 @@ def test_a_request_after_the_server_closed_every_idle_connection_takes_a_new_one
     _IdleCloser.started.reset()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _IdleCloser)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.002}, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         upstream = Upstream(3, 3)
@@ -141,27 +143,61 @@ def test_a_request_after_the_server_closed_every_idle_connection_takes_a_new_one
 
 
 def test_a_file_cut_short_does_not_give_its_connection_back() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.makefile("rb").readline()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 500)
+            conn.shutdown(socket.SHUT_WR)  # 500 of the 1,000 bytes said
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.makefile("rb").readline()
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 500)
-                conn.shutdown(socket.SHUT_WR)  # 500 of the 1,000 bytes said
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
+    with raw_server(answer) as port:
         upstream = Upstream(3, 3)
-        with upstream.open_file(f"http://127.0.0.1:{listener.getsockname()[1]}/cut.whl") as response:
+        with upstream.open_file(f"http://127.0.0.1:{port}/cut.whl") as response:
             received = b""
             while chunk := response.read(65536):
                 received += chunk
         assert len(received) == 500
         assert not any(upstream._idle.values())
-    finally:
-        listener.close()
+
+
+def test_a_request_on_a_tls_connection_reset_while_idle_goes_again_on_a_new_one(test_ca, server_cert) -> None:
+    """An https upstream drops its idle kept-alive connection with a TCP reset and no
+    TLS close_notify (as a load balancer dropping idle connections does): writing the
+    next request on it fails with ssl.SSLEOFError (a FIN alone would not: the ragged
+    end of a TLS read is taken for a RemoteDisconnected), and the request goes again on
+    a new connection."""
+    context = server_cert.context()
+    connections: list = []
+    reset_now, was_reset = threading.Event(), threading.Event()
+
+    def answer(raw: socket.socket) -> None:
+        connections.append(raw.getpeername())
+        reset_when_idle = len(connections) == 1
+        tls = context.wrap_socket(raw, server_side=True)
+        with tls.makefile("rb") as head:
+            while True:
+                while (line := head.readline()) not in (b"\r\n", b""):
+                    pass
+                if not line:
+                    break
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>")
+                if reset_when_idle:
+                    reset_now.wait(5)
+                    # A zero linger time makes close() an abort (RFC 9293 3.10.5): a reset, no close_notify first.
+                    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    break
+        tls.close()
+        if reset_when_idle:
+            was_reset.set()
+
+    upstream = Upstream(3, 3, ca_bundle=str(test_ca.cert))
+    with raw_server(answer) as port:
+        url = f"https://127.0.0.1:{port}/simple/alpha/"
+        try:
+            assert upstream.fetch_page(url, "text/html").status == 200
+            reset_now.set()
+            assert was_reset.wait(5)
+            page = upstream.fetch_page(url, "text/html")
+            assert (page.status, page.body) == (200, b"<html></html>")
+            assert len(connections) == 2
+        finally:
+            upstream.close()
