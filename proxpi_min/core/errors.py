@@ -35,6 +35,7 @@ __all__ = [
     "Forbidden",
     "InsufficientStorage",
     "IntegrityError",
+    "LengthRequired",
     "MethodNotAllowed",
     "NotAcceptable",
     "NotFound",
@@ -104,6 +105,12 @@ class RequestTooSlow(ProxpiError):
 
 class Conflict(ProxpiError):
     status = 409
+
+
+class LengthRequired(ProxpiError):
+    """A body sent without a Content-Length where one is needed (RFC 9110 15.5.12)."""
+
+    status = 411
 
 
 class PayloadTooLarge(ProxpiError):

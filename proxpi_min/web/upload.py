@@ -24,6 +24,7 @@ from ..core.errors import (
     Conflict,
     Forbidden,
     InsufficientStorage,
+    LengthRequired,
     PayloadTooLarge,
     ProxpiError,
     RequestTooSlow,
@@ -220,17 +221,18 @@ class Uploads:
         the line to answer.
 
         :raises BadRequest: the form or the file is refused (the message says why).
+        :raises LengthRequired: no Content-Length (a chunked body).
         :raises PayloadTooLarge: past PROXPI_MAX_UPLOAD_SIZE.
         :raises Conflict: the project has a file of that name.
         :raises BadRequest: the token may not publish the project.
         :raises RequestTooSlow: the body came under MIN_UPLOAD_RATE.
         :raises ConnectionError: the body stopped short.
         """
-        if "transfer-encoding" in headers:
-            raise BadRequest("an upload needs a Content-Length (chunked bodies are not taken)")
-        length = parse_decimal(headers.get("content-length", "").strip())
+        if "transfer-encoding" in headers or "content-length" not in headers:
+            raise LengthRequired("an upload needs a Content-Length (chunked bodies are not taken)")
+        length = parse_decimal(headers["content-length"].strip())
         if length is None:
-            raise BadRequest("an upload needs a Content-Length")
+            raise BadRequest(f"the Content-Length is not a number: {headers['content-length'][:40]!r}")
         if length > self._max_size + MAX_FIELDS:
             raise PayloadTooLarge(self._too_large())
         parser = MultipartParser(boundary_of(headers.get("content-type")))
