@@ -31,8 +31,13 @@ class Application:
         self.metrics = metrics
         self._proxy = proxy
         self._status = status
-        # Clients may reuse a page as long as we would ourselves (capped at PyPI's 600 s).
-        self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
+        if proxy.local is not None:
+            # An upload, yank or delete changes a page at once: a client or front cache
+            # keeps it, but checks its ETag on each use (RFC 9111 5.2.2.4).
+            self.page_cache_control = "no-cache"
+        else:
+            # For up to the index TTL, as we keep it ourselves (capped at PyPI's 600 s).
+            self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
         self.project_list = proxy.indexes.rendered_list
         self.uploads: Optional[Uploads] = None
         if uploads_on(settings) and proxy.local is not None:

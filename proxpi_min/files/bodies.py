@@ -60,6 +60,7 @@ class FileBody:
     content_range: Optional[str] = None
     sent = 0  # body bytes sent so far (for the request log)
     source = "upstream"  # where the bytes come from (request log, metrics)
+    immutable = True  # the bytes at this URL never change (False: a local file, whose name a delete frees)
 
     def send(self, conn: socket.socket, head: bytes, chunked: bool) -> None:
         """Send *head* (status line and headers), then the body."""

@@ -193,6 +193,7 @@ class LocalIndex:
             file.close()
             raise
         body.etag = f'"{digest[:40]}"' if digest else None
+        body.immutable = False
         return body
 
     def stats(self) -> Tuple[int, int]:

@@ -56,6 +56,9 @@ _CACHE_METHODS = ("DELETE",)
 _LOCAL_METHODS = ("POST", "DELETE")  # yank, delete an uploaded file
 # Files never change once published (PyPI refuses a reused file name).
 _FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+# A local file may: its name is freed by a delete. Kept, but checked by its ETag on each
+# use (RFC 9111 5.2.2.4).
+_REPLACEABLE_CACHE_CONTROL = "no-cache"
 _ICON_CACHE_CONTROL = "public, max-age=604800"
 _METADATA_SUFFIX = ".metadata"  # PEP 658: a file's metadata is at the file's URL plus this
 _CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
@@ -238,10 +241,18 @@ class ProxyHandler(Http1Handler):
         metadata = filename.endswith(_METADATA_SUFFIX)
         self._kind = "metadata" if metadata else "file"
         head = self.command == "HEAD"
+        # RFC 9110 14.2: Range applies to GET only; 13.1.5: If-Range with a date never
+        # matches here (no Last-Modified is sent), a weak tag never does.
+        byte_range = None if head else parse_range(self.headers.get("range"))
+        if_range = self.headers.get("if-range")
+        if byte_range is not None and if_range is not None and not if_range.startswith('"'):
+            byte_range = None
+        distribution = filename[: -len(_METADATA_SUFFIX)] if metadata else filename
         try:
-            byte_range = parse_range(self.headers.get("range"))
-            distribution = filename[: -len(_METADATA_SUFFIX)] if metadata else filename
             body = app.open_file(project, distribution, metadata, head, byte_range, self._client())
+            if byte_range is not None and if_range is not None and if_range != body.etag:
+                body.close()  # the client holds other bytes than these: the whole file
+                body = app.open_file(project, distribution, metadata, head, None, self._client())
         except RangeNotSatisfiable as exc:
             return self._send(
                 416,
@@ -259,7 +270,8 @@ class ProxyHandler(Http1Handler):
             body.close()
 
     def _send_file(self, body: FileBody, content_type: str, head: bool) -> None:
-        headers = [("Content-Type", content_type), ("Accept-Ranges", "bytes"), ("Cache-Control", _FILE_CACHE_CONTROL)]
+        cache_control = _FILE_CACHE_CONTROL if body.immutable else _REPLACEABLE_CACHE_CONTROL
+        headers = [("Content-Type", content_type), ("Accept-Ranges", "bytes"), ("Cache-Control", cache_control)]
         if body.etag:
             headers.append(("ETag", body.etag))
             if etag_matches(self.headers.get("if-none-match"), body.etag):

@@ -190,6 +190,35 @@ def test_files_are_immutable(running, dists) -> None:
     assert running.get(path, {"Range": "bytes=0-9"}).headers["Cache-Control"].endswith("immutable")
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["cold", "cached"])
+def test_if_range_gives_the_range_only_for_the_same_bytes(running, dists, cached) -> None:
+    """RFC 9110 13.1.5: a client resuming with If-Range gets its range only if it holds
+    these very bytes (the strong ETag); a date (no Last-Modified is sent) or a weak or
+    other tag gets the whole file."""
+    path = f"/index/alpha/{dists.alpha_1.filename}"
+    if cached:
+        running.get(path)
+    etag = running.request("HEAD", path).headers["ETag"]
+    whole = dists.alpha_1.content
+    ranged = running.get(path, {"Range": "bytes=0-9", "If-Range": etag})
+    assert (ranged.status, ranged.body) == (206, whole[:10])
+    for other in ('"0123456789abcdef"', "W/" + etag, "Sat, 01 Jan 2000 00:00:00 GMT"):
+        answer = running.get(path, {"Range": "bytes=0-9", "If-Range": other})
+        assert (answer.status, answer.body) == (200, whole), other
+        assert "Content-Range" not in answer.headers
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["cold", "cached"])
+def test_head_ignores_range(running, dists, cached) -> None:
+    """RFC 9110 14.2: Range is defined for GET only; a HEAD tells the whole file."""
+    path = f"/index/alpha/{dists.alpha_1.filename}"
+    if cached:
+        running.get(path)
+    answer = running.request("HEAD", path, {"Range": "bytes=0-9"})
+    assert answer.status == 200 and "Content-Range" not in answer.headers
+    assert answer.headers["Content-Length"] == str(len(dists.alpha_1.content))
+
+
 @pytest.mark.parametrize(
     "method, path, status",
     [

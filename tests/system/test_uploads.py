@@ -420,6 +420,54 @@ def test_yank_and_delete(proxy, upstream_html, acme):
     assert _upload(p, acme).status == 200
 
 
+def test_local_files_and_pages_are_checked_by_their_etag_on_each_use(proxy, upstream_html, acme):
+    """A delete frees a name for other bytes, and an upload changes a page at once: a
+    front cache or a client keeps them, but must ask again (no-cache, RFC 9111 5.2.2.4),
+    and the ETag tells the new bytes from the old."""
+    p = proxy(upstream_html, upload_token=TOKEN)
+    assert _upload(p, acme).status == 200
+    for path in ("/index/", "/index/acme-app/", "/index/alpha/"):  # local, merged or not
+        assert p.get(path).headers["Cache-Control"] == "no-cache", path
+    file_path = f"/index/acme-app/{acme.filename}"
+    first = {suffix: p.get(file_path + suffix) for suffix in ("", ".metadata")}
+    for suffix, answer in first.items():
+        assert answer.status == 200 and answer.headers["Cache-Control"] == "no-cache"
+        assert p.get(file_path + suffix, {"If-None-Match": answer.headers["ETag"]}).status == 304
+    assert p.request("DELETE", f"/local/acme-app/{acme.filename}", {"Authorization": basic_auth(TOKEN)}).status == 200
+    other = make_wheel("acme-app", "1.0", requires=("alpha>=1",))
+    assert other.filename == acme.filename and other.content != acme.content
+    assert _upload(p, other).status == 200
+    for suffix, answer in first.items():
+        again = p.get(file_path + suffix, {"If-None-Match": answer.headers["ETag"]})
+        assert again.status == 200 and again.headers["ETag"] != answer.headers["ETag"], suffix
+    assert p.get(file_path).body == other.content
+
+
+def test_upstream_pages_and_files_without_a_local_index_keep_their_lifetimes(proxy, upstream_html, dists):
+    p = proxy(upstream_html)
+    assert p.get("/index/alpha/").headers["Cache-Control"] == "max-age=600, public"
+    assert p.get(f"/index/alpha/{dists.alpha_1.filename}").headers["Cache-Control"].endswith("immutable")
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [{"Transfer-Encoding": "chunked"}, {}],
+    ids=["chunked", "no length"],
+)
+def test_an_upload_without_a_content_length_gets_411(proxy, upstream_html, framing):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    head = "".join(f"{name}: {value}\r\n" for name, value in framing.items())
+    body = b"0\r\n\r\n" if framing else b""
+    answer = raw_request(
+        p.url,
+        f"POST /upload/ HTTP/1.1\r\nHost: x\r\nAuthorization: {basic_auth(TOKEN)}\r\n"
+        f"Content-Type: multipart/form-data; boundary=x\r\n{head}Connection: close\r\n\r\n".encode() + body,
+    )
+    assert answer.startswith(b"HTTP/1.1 411 "), answer
+    assert b"an upload needs a Content-Length" in answer
+    assert _stored(p) == [] and p.get("/index/").status == 200
+
+
 def test_a_metadata_file_removed_by_hand_is_not_found(proxy, upstream_html, acme):
     p = proxy(upstream_html, upload_token=TOKEN)
     assert _upload(p, acme).status == 200
