@@ -6,6 +6,10 @@ the wheel's hash), so it is fetched once across processes and restarts. Once the
 wheel is stored, its METADATA is compared with the stored copy (an ERROR if they differ:
 the wheel's replaces it). A wheel that is no zip, or has no METADATA, is remembered:
 its ``.metadata`` answers 502 and pages stop advertising one.
+
+What is remembered belongs to the wheel with the index's hash it was read from (the
+folder it is stored under names it): an index that serves new bytes under an old file
+name lists a new hash, whose metadata is unknown until read from the new wheel.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import threading
 import urllib.parse
 import zipfile
 import zlib
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from ..core.byteranges import ByteRange, parse_content_range, parse_range
 from ..core.errors import NotFound, ProxpiError, UpstreamError
@@ -44,7 +48,7 @@ from ..infra.metrics import Metrics
 from .bodies import FileBody
 from .downloads import VerifiedChunks
 from .file_cache import FileCache
-from .integrity import Verifier
+from .integrity import FileHash, Verifier, best_hash
 from .layout import METADATA_SUFFIX, Target, parse_stored
 
 __all__ = ["BytesBody", "WheelMetadata", "read_wheel_metadata"]
@@ -103,7 +107,7 @@ class WheelMetadata:
         self._files = files
         self._metrics = metrics or files.metrics
         self._lock = threading.Lock()
-        self._known: dict = {}  # (project, wheel file name) -> sha256 of its metadata, or a BrokenWheel
+        self._known: dict = {}  # _Wheel -> sha256 of its metadata, or a BrokenWheel
         self._generations: dict = {}  # project -> changes of what its page advertises
         self._flights: dict = {}  # metadata path -> threading.Event set once it is done
         self._no_ranges: set = set()  # hosts that answered a Range with the whole file
@@ -135,7 +139,7 @@ class WheelMetadata:
         out = []
         for entry in files:
             if entry.metadata is None and entry.filename.endswith(".whl") and entry.filename not in local:
-                found = known.get((project, entry.filename))
+                found = known.get(_Wheel.listed(project, entry))
                 if found is None:
                     entry = with_metadata(entry, ())
                 elif isinstance(found, str):
@@ -164,19 +168,20 @@ class WheelMetadata:
                     digest = hashlib.sha256(file.read(MAX_METADATA + 1)).hexdigest()
             except OSError:  # evicted meanwhile
                 continue
-            filename = stored.filename[: -len(METADATA_SUFFIX)]
+            # Its folder names the hash of the wheel it was read from (None: "unverified").
+            wheel = _Wheel(stored.project, stored.filename[: -len(METADATA_SUFFIX)], stored.hash)
             with self._lock:
-                new = (stored.project, filename) not in self._known
+                new = wheel not in self._known
             if new:  # what this process learnt itself since is newer
-                self._learn(stored.project, filename, digest)
+                self._learn(wheel, digest)
 
-    def _learn(self, project: str, filename: str, value) -> None:
+    def _learn(self, wheel: _Wheel, value) -> None:
         with self._lock:
-            if self._known.get((project, filename)) != value:
+            if self._known.get(wheel) != value:
                 if len(self._known) >= MAX_KNOWN:
                     self._known = {}
-                self._known[(project, filename)] = value
-                self._generations[project] = self._generations.get(project, 0) + 1
+                self._known[wheel] = value
+                self._generations[wheel.project] = self._generations.get(wheel.project, 0) + 1
 
     # ------------------------------------------------------------------ serving
 
@@ -191,7 +196,7 @@ class WheelMetadata:
         """
         if not self.enabled or not entry.filename.endswith(".whl"):
             raise NotFound(f"the index has no metadata file for {entry.filename!r}")
-        found = self._known.get((project, entry.filename))
+        found = self._known.get(_Wheel.listed(project, entry))
         if isinstance(found, BrokenWheel):
             raise BrokenWheel(found.message)
         data, cached = self._metadata(project, entry, index)
@@ -208,8 +213,9 @@ class WheelMetadata:
         cached wheel, or fetched (one flight per file in this process); on a *guess*,
         (None, False) where they would cost the whole wheel."""
         target = Target(self._files.root, project, entry, True, index)
+        wheel = _Wheel.listed(project, entry)
         while True:
-            data = self._stored(project, entry, target)
+            data = self._stored(wheel, target)
             if data is not None:
                 return data, True
             with self._lock:
@@ -219,27 +225,27 @@ class WheelMetadata:
                     flight = self._flights[target.path] = threading.Event()
             if not leader:
                 flight.wait()
-                found = self._known.get((project, entry.filename))
+                found = self._known.get(wheel)
                 if isinstance(found, BrokenWheel):
                     raise BrokenWheel(found.message)
                 continue
             try:
                 return self._extract(project, entry, target, guess)
             except BrokenWheel as exc:
-                self._broken(project, entry.filename, exc)
+                self._broken(wheel, exc)
                 raise
             finally:
                 with self._lock:
                     del self._flights[target.path]
                 flight.set()
 
-    def _stored(self, project: NormalizedName, entry: FileEntry, target: Target) -> Optional[bytes]:
+    def _stored(self, wheel: _Wheel, target: Target) -> Optional[bytes]:
         opened = self._files.open_cached(target)
         if opened is None:
             return None
         with opened.file:
             data = opened.file.read()
-        self._learn(project, entry.filename, hashlib.sha256(data).hexdigest())
+        self._learn(wheel, hashlib.sha256(data).hexdigest())
         return data
 
     def _extract(self, project: NormalizedName, entry: FileEntry, target: Target, guess: bool) -> tuple:
@@ -263,7 +269,7 @@ class WheelMetadata:
                     data = self._from_spooled_wheel(wheel)
                 how = "download"
         self._counter.inc(how)
-        self._save(project, entry.filename, target.path, data, replace=False)
+        self._save(_Wheel.listed(project, entry), target.path, data, replace=False)
         return data, how == "wheel"
 
     def _from_spooled_wheel(self, wheel: Target) -> bytes:
@@ -373,11 +379,11 @@ class WheelMetadata:
 
     # ------------------------------------------------------------------ storing
 
-    def _save(self, project: str, filename: str, path: str, data: bytes, replace: bool) -> None:
+    def _save(self, wheel: _Wheel, path: str, data: bytes, replace: bool) -> None:
         """Store *data* as the wheel's metadata at *path* (through the file cache, so
         it is counted under the cap); *replace*: over a stored copy."""
-        self._learn(project, filename, hashlib.sha256(data).hexdigest())
-        self._write(_Stored(path, filename + METADATA_SUFFIX), data, replace)
+        self._learn(wheel, hashlib.sha256(data).hexdigest())
+        self._write(_Stored(path, wheel.filename + METADATA_SUFFIX), data, replace)
 
     def _write(self, stored, data: bytes, replace: bool = False) -> None:
         """Write *data* at *stored*'s path (a ``Target`` or ``_Stored``) through a temp
@@ -396,10 +402,10 @@ class WheelMetadata:
         if os.path.exists(temp):
             os.unlink(temp)
 
-    def _broken(self, project: str, filename: str, exc: BrokenWheel) -> None:
-        logger.warning("no metadata for %s: %s", filename, exc.message)
+    def _broken(self, wheel: _Wheel, exc: BrokenWheel) -> None:
+        logger.warning("no metadata for %s: %s", wheel.filename, exc.message)
         self._counter.inc("broken")
-        self._learn(project, filename, exc)
+        self._learn(wheel, exc)
 
     def upstream_served(self, project: NormalizedName, target_path: str) -> None:
         """An index's own ``.metadata``, stored at *target_path*, was served."""
@@ -438,11 +444,12 @@ class WheelMetadata:
             self.upstream_served(project, target.path)
         if not self.enabled or not target.filename.endswith(".whl") or target.upstream_metadata:
             return
+        wheel = _Wheel(project, target.filename, target.hash)
         try:
             with open(target.path, "rb") as file:
                 data = read_wheel_metadata(file, target.filename)
         except BrokenWheel as exc:
-            self._broken(project, target.filename, exc)
+            self._broken(wheel, exc)
             return
         except OSError:
             return
@@ -452,9 +459,9 @@ class WheelMetadata:
                 served = file.read()
         except OSError:
             if self.save_downloaded:
-                self._save(project, target.filename, path, data, replace=False)
+                self._save(wheel, path, data, replace=False)
             else:  # pages may give its hash already
-                self._learn(project, target.filename, hashlib.sha256(data).hexdigest())
+                self._learn(wheel, hashlib.sha256(data).hexdigest())
             return
         if served != data:
             old, new = hashlib.sha256(served).hexdigest(), hashlib.sha256(data).hexdigest()
@@ -463,7 +470,22 @@ class WheelMetadata:
                 target.filename, old, new,
             )
             self._counter.inc("mismatch")
-            self._save(project, target.filename, path, data, replace=True)
+            self._save(wheel, path, data, replace=True)
+
+
+class _Wheel(NamedTuple):
+    """The wheel a metadata was read from: its name and the index's hash of it (None
+    where the index gives none). PEP 658 ties a metadata file to one distribution
+    file, and an index may serve new bytes under an old name (PyPI never does)."""
+
+    project: str
+    filename: str
+    hash: Optional[FileHash]
+
+    @classmethod
+    def listed(cls, project: str, entry: FileEntry) -> _Wheel:
+        """The wheel *entry* lists now (``layout.Target`` names its folder by this hash)."""
+        return cls(project, entry.filename, best_hash(entry.hashes))
 
 
 class _Stored:

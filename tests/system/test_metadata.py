@@ -82,6 +82,51 @@ def test_metadata_read_with_ranges_and_advertised_with_its_hash(proxy, bare):
     assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
 
 
+def _advertised_sha256(p, project: str) -> str | None:
+    """The metadata sha256 the JSON page gives for *project*'s only file; None for
+    ``true`` (PEP 714: metadata without a hash)."""
+    advertised = json.loads(p.get(f"/index/{project}/", JSON).body)["files"][0]["core-metadata"]
+    return None if advertised is True else advertised["sha256"]
+
+
+@needs_pip_json_metadata
+def test_wheel_replaced_under_its_name_gets_the_hash_of_its_own_metadata(proxy, upstream_factory, tmp_path):
+    """A private index may serve new bytes under an old file name: the metadata read
+    from the old wheel is never advertised, nor served, for the new one."""
+    upstream = upstream_factory("json", None)
+    old = make_wheel("mutable", "1.0")
+    new = make_wheel("mutable", "1.0", requires=["alpha"])
+    assert old.filename == new.filename and old.sha256 != new.sha256
+    upstream.add(old, metadata=False)
+    p = proxy((upstream, 0))
+    assert p.get(f"/index/mutable/{old.filename}.metadata").body == old.metadata
+    assert _advertised_sha256(p, "mutable") == hashlib.sha256(old.metadata).hexdigest()
+
+    upstream.add(new, metadata=False)
+    files = json.loads(p.get("/index/mutable/", JSON).body)["files"]
+    assert files[0]["hashes"] == {"sha256": new.sha256}
+    assert files[0]["core-metadata"] is True  # not yet read from this wheel
+    result = run_pip(["download", "--no-deps", "-d", str(tmp_path / "first"), "mutable==1.0"], p.index_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "first" / new.filename).read_bytes() == new.content
+    served = p.get(f"/index/mutable/{new.filename}.metadata").body
+    assert served == new.metadata
+    assert _advertised_sha256(p, "mutable") == hashlib.sha256(served).hexdigest()
+    p.stop()
+
+    # Both stay stored, each under its wheel's hash: a restart must not learn the old one for the new wheel.
+    stored = glob.glob(os.path.join(p.settings.cache_dir, "files", "mutable", "*", new.filename + ".metadata"))
+    folders = {os.path.basename(os.path.dirname(path)) for path in stored}
+    assert folders == {f"sha256-{old.sha256}", f"sha256-{new.sha256}"}
+    again = proxy((upstream, 0), cache_dir=p.settings.cache_dir)
+    advertised = wait_for(lambda: _advertised_sha256(again, "mutable"), "the stored metadata's hash on the page")
+    served = again.get(f"/index/mutable/{new.filename}.metadata").body
+    assert served == new.metadata
+    assert advertised == hashlib.sha256(served).hexdigest()
+    result = run_pip(["download", "--no-deps", "-d", str(tmp_path / "again"), "mutable==1.0"], again.index_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _metadata_first(upstream: Upstream, filename: str, payload: str) -> tuple:
     """(the wheel, its METADATA) listed on *upstream*: the METADATA first, then 200 kB of
     incompressible *payload*, which puts it beyond the read of the zip's end."""
