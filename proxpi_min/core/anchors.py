@@ -21,7 +21,11 @@ __all__ = ["Anchors", "read_anchors"]
 # Where a simple page (PEP 503) has words of its own: "Links for <project>".
 _HEADINGS = frozenset({"title", "h1", "h2", "h3", "h4", "h5", "h6"})
 # What a <meta name=...> says of the page (PEP 792, PEP 629), as the field both readers set.
-_META = {"pypi:project-status": "status", "pypi:repository-version": "api_version"}
+_META = {
+    "pypi:project-status": "status",
+    "pypi:project-status-reason": "status_reason",
+    "pypi:repository-version": "api_version",
+}
 # Elements no simple page has, and maintenance, login and portal pages do.
 _FOREIGN = frozenset({"form", "input", "script", "iframe", "img", "button", "p", "table"})
 
@@ -49,6 +53,7 @@ class Anchors(NamedTuple):
     anchors: list  # (attributes, text) of each <a> closed, in order
     base: Optional[str]  # the first <base href>, as written
     status: Optional[str]  # PEP 792's pypi:project-status
+    status_reason: Optional[str]  # PEP 792's pypi:project-status-reason
     api_version: Optional[str]  # PEP 629's pypi:repository-version
     foreign: bool  # words outside headings and links, or a form, a script...
 
@@ -75,6 +80,7 @@ class _Scan:
     def __init__(self) -> None:
         self.base: Optional[str] = None
         self.status: Optional[str] = None
+        self.status_reason: Optional[str] = None
         self.api_version: Optional[str] = None
         self.foreign = False
         self.headings = 0
@@ -168,7 +174,7 @@ def _scan(text: str) -> Optional[Anchors]:
         end = match.end()
     if not state.markup(text[end:]):
         return None
-    return Anchors(anchors, state.base, state.status, state.api_version, state.foreign)
+    return Anchors(anchors, state.base, state.status, state.status_reason, state.api_version, state.foreign)
 
 
 # ---------------------------------------------------------------------------- html.parser
@@ -183,6 +189,7 @@ class _AnchorParser(HTMLParser):
         self.anchors: list = []
         self.base: Optional[str] = None
         self.status: Optional[str] = None
+        self.status_reason: Optional[str] = None
         self.api_version: Optional[str] = None
         self.foreign = False
         self._current: Optional[dict] = None
@@ -227,4 +234,6 @@ def _parse(text: str) -> Anchors:
     parser = _AnchorParser()
     parser.feed(text)
     parser.close()
-    return Anchors(parser.anchors, parser.base, parser.status, parser.api_version, parser.foreign)
+    return Anchors(
+        parser.anchors, parser.base, parser.status, parser.status_reason, parser.api_version, parser.foreign
+    )

@@ -1,4 +1,4 @@
-"""Simple-API pages (PEP 503, 691) rendered to bytes, compressed and tagged; pure functions."""
+"""Simple-API pages (PEP 503, 691, 700, 792) rendered to bytes, compressed and tagged; pure functions."""
 
 from __future__ import annotations
 
@@ -39,21 +39,25 @@ _GZIP_LEVEL = 3
 
 
 class Rendered(NamedTuple):
-    """A page rendered once, in one content coding, with a strong ETag."""
+    """A page rendered once, in one media type and content coding, with a strong ETag."""
 
     body: bytes
     etag: str
     encoding: Optional[str]  # "gzip", or None for the identity coding
 
 
-def render(body: bytes, compress: bool) -> Rendered:
-    """*body* ready to send: gzip-compressed if *compress* and worth it.
+def render(body: bytes, media: str, compress: bool) -> Rendered:
+    """*body*, a page in *media*, ready to send: gzip-compressed if *compress* and worth it.
 
-    Each coding gets its own ETag (RFC 9110 8.8.3: the tag names the bytes sent).
+    Each media type and each coding gets its own ETag: a strong tag names one
+    representation (RFC 9110 8.8.1), and text/html and the v1+html type send the same
+    bytes under two Content-Types; a coding sends other bytes (8.8.3).
     """
     # SHA-256 (96 bits of it): the SHA extensions of today's x86 and ARM CPUs make it
     # quicker than BLAKE2b.
-    plain = Rendered(body, f'"{hashlib.sha256(body).hexdigest()[:24]}"', None)
+    digest = hashlib.sha256(media.encode("ascii") + b"\n")
+    digest.update(body)
+    plain = Rendered(body, f'"{digest.hexdigest()[:24]}"', None)
     return gzipped(plain) if compress else plain
 
 
@@ -114,13 +118,29 @@ def _encode_batched(parts: Iterable[str]) -> bytes:
         out.write(batch.encode("utf-8", "replace"))
 
 
-def _html_document(title: str, body: Iterable[str]) -> bytes:
+_VERSION_META = '<meta name="pypi:repository-version" content="1.1">\n'
+
+
+def _html_document(title: str, meta: str, body: Iterable[str]) -> bytes:
     head = (
-        "<!DOCTYPE html>\n<html>\n<head>\n"
-        '<meta name="pypi:repository-version" content="1.1">\n'
+        f"<!DOCTYPE html>\n<html>\n<head>\n{meta}"
         f"<title>{_esc(title)}</title>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
     )
     return _encode_batched(itertools.chain((head,), body, ("</body>\n</html>\n",)))
+
+
+def _html_meta(page: ProjectPage) -> str:
+    """A project page's meta tags: its repository version (PEP 629) and status (PEP 792,
+    which the version must then say is 1.4)."""
+    if page.status is None:
+        return _VERSION_META
+    meta = (
+        '<meta name="pypi:repository-version" content="1.4">\n'
+        f'<meta name="pypi:project-status" content="{_esc(page.status)}">\n'
+    )
+    if page.status_reason:
+        meta += f'<meta name="pypi:project-status-reason" content="{_esc(page.status_reason)}">\n'
+    return meta
 
 
 def _json_hashes(hashes: Hashes) -> str:
@@ -160,19 +180,26 @@ def _json_file(entry: FileEntry) -> str:
     return text + "}"
 
 
+def _json_head(page: ProjectPage) -> dict:
+    """The JSON project page but its files, keys in PyPI's order."""
+    versions = list(page.versions)
+    # PEP 700 (1.1) makes "size" mandatory: without every size the page says 1.0, and so
+    # leaves out the status, which needs 1.4 (PEP 792).
+    if not page.all_sizes_known:
+        return {"meta": {"api-version": "1.0"}, "name": page.name, "versions": versions}
+    if page.status is None:
+        return {"meta": {"api-version": "1.1"}, "name": page.name, "versions": versions}
+    status = {"status": page.status, "reason": page.status_reason} if page.status_reason else {"status": page.status}
+    return {"meta": {"api-version": "1.4"}, "name": page.name, "project-status": status, "versions": versions}
+
+
 def render_project_page(page: ProjectPage, media: str) -> bytes:
     """The project page as bytes in *media* (HTML or PEP 691 JSON)."""
     if media == JSON_TYPE:
-        # PEP 700 (1.1) makes "size" mandatory; without every size we say 1.0.
-        head = {
-            "meta": {"api-version": "1.1" if page.all_sizes_known else "1.0"},
-            "name": page.name,
-            "versions": list(page.versions),
-        }
         # Written as json.dumps would write the whole document with "files" last.
-        text = json.dumps(head, separators=(",", ":"))[:-1]
+        text = json.dumps(_json_head(page), separators=(",", ":"))[:-1]
         return f'{text},"files":[{",".join(map(_json_file, page.files))}]}}'.encode("ascii")
-    return _html_document(f"Links for {page.name}", map(_html_link, page.files))
+    return _html_document(f"Links for {page.name}", _html_meta(page), map(_html_link, page.files))
 
 
 def render_project_list(projects: ProjectList, media: str) -> bytes:
@@ -186,6 +213,7 @@ def render_project_list(projects: ProjectList, media: str) -> bytes:
         )
     return _html_document(
         "Simple index",
+        _VERSION_META,
         (f'<a href="{_esc(canonicalize_name(name))}/">{_esc(name)}</a><br>\n' for name in projects),
     )
 

@@ -1,10 +1,11 @@
-"""The simple repository API's data (PEP 503, 592, 658, 691, 700, 714) and its parsers.
+"""The simple repository API's data (PEP 503, 592, 658, 691, 700, 714, 792) and its parsers.
 
 Parsing is pure: bytes, media type and the page's URL in, immutable values out.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
 import html
@@ -32,6 +33,16 @@ TEXT_HTML = "text/html"
 _HTML_TYPES = {HTML_TYPE, TEXT_HTML}
 _LINE = re.compile(r"[^\n]+")
 _HEX = re.compile(r"[0-9a-fA-F]+\Z")
+# A data-size: decimal digits, at most 19 so that it fits the 64-bit unsigned integer uv
+# reads "size" into.
+_SIZE = re.compile(r"[0-9]{1,19}\Z")
+# PEP 700: an upload time is UTC in ISO 8601, "yyyy-mm-ddThh:mm:ss", then up to six
+# digits of a second's fraction, then "Z".
+_UPLOAD_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,6})?Z\Z"
+)
+# PEP 792's status markers; a project that states none is active.
+_STATUSES = frozenset({"active", "archived", "quarantined", "deprecated"})
 # A last path segment that urljoin leaves as it is (no query, parameters, spaces or
 # control characters, which urllib.parse would strip or split off).
 _PLAIN_SEGMENT = re.compile(r"[^/?#;\\\x00-\x20\x7f]+\Z")
@@ -77,8 +88,9 @@ class ProjectPage(NamedTuple):
     name: NormalizedName
     files: tuple  # tuple[FileEntry, ...]
     versions: tuple  # tuple[str, ...]
-    all_sizes_known: bool = False  # True when every file has a size (JSON upstream)
-    status: Optional[str] = None  # PEP 792: "active", "archived", "quarantined", ...
+    all_sizes_known: bool = False  # True when every file has a size
+    status: Optional[str] = None  # PEP 792: "active", "archived", "quarantined", "deprecated"
+    status_reason: Optional[str] = None  # PEP 792: why the project has its status
 
 
 class ProjectList:
@@ -158,12 +170,19 @@ def is_hex(value: str) -> bool:
 
 
 def _split_fragment(url: str) -> tuple[str, Hashes]:
-    """An href's URL without fragment, and the hash its fragment names (PEP 503)."""
+    """An href's URL without fragment, and the hashes its fragment names (PEP 503).
+
+    Every "name=hexdigest" pair of the fragment counts, "&"-separated as pip reads them
+    ("#md5=...&sha256=...", "#sha256=...&egg=..."); other pairs are ignored, and so is a
+    name given again (pip checks the first).
+    """
     url, _, fragment = url.partition("#")
-    name, sep, value = fragment.partition("=")
-    if name == "sha256":  # nearly every one: the quick way _json_hashes takes
-        return url, _json_hashes({name: value})
-    return url, _good_hashes([(name, value)]) if sep else ()
+    if fragment.startswith("sha256=") and "&" not in fragment:  # nearly every one: the quick way
+        return url, _json_hashes({"sha256": fragment[7:]})
+    found: dict[str, str] = {}
+    for algorithm, digest in _good_hashes(pair.partition("=")[::2] for pair in fragment.split("&")):
+        found.setdefault(algorithm, digest)
+    return url, tuple(found.items())
 
 
 def _already_absolute(url: str) -> bool:
@@ -235,8 +254,9 @@ def _parse_html(body: bytes, url: str) -> tuple:
         urllib.parse.urlsplit(base)  # an absolute <base> skips urljoin's checks
     except ValueError:
         raise BadUpstreamPage(f"upstream HTML's <base href> is no URL: {parsed.base!r}") from None
-    # A <base> may move links within the page's own scheme only.
-    return parsed, base if _scheme(base) == _scheme(url) else url
+    # A <base> may move links to any http(s) URL, as pip and uv let it, or within the
+    # page's own scheme; _Links refuses a target the page's scheme does not allow.
+    return parsed, base if _scheme(base) in ("http", "https", _scheme(url)) else url
 
 
 def _html_metadata(attrs: dict) -> Optional[Hashes]:
@@ -272,11 +292,29 @@ def _file_from_html(attrs: dict, text: str, links: _Links) -> Optional[FileEntry
         _shared(attrs.get("data-requires-python")),
         None if yanked is False else (yanked or ""),
         _html_metadata(attrs),
-        None,
-        None,
+        _html_size(attrs.get("data-size")),
+        _html_upload_time(attrs.get("data-upload-time")),
         None if gpg is None else gpg.strip().lower() == "true",
         _provenance(attrs.get("data-provenance")),
     ))
+
+
+def _html_size(value: Optional[str]) -> Optional[int]:
+    # Not in any PEP, but uv reads it from HTML as JSON's "size" (PEP 700).
+    return int(value) if value and _SIZE.match(value) else None
+
+
+def _html_upload_time(value: Optional[str]) -> Optional[str]:
+    """*value* if it is a PEP 700 upload time of a real instant, else None (not in any
+    PEP for HTML, but uv reads it, and ``uv --exclude-newer`` drops files without it)."""
+    match = _UPLOAD_TIME.match(value) if value else None
+    if match is None:
+        return None
+    try:
+        datetime.datetime(*map(int, match.groups()))
+    except ValueError:  # a 30th of February, a 25th hour
+        return None
+    return value
 
 
 def _shared(value: Optional[str]) -> Optional[str]:
@@ -352,6 +390,23 @@ def _file_from_json(item: Any, links: _Links) -> Optional[FileEntry]:
 # ---------------------------------------------------------------------------- pages
 
 
+def _status(status: Any, reason: Any) -> tuple:
+    """(status, reason) as PEP 792 defines them: a status other than its four markers
+    is none stated, and a reason is kept only with the status it explains."""
+    if not isinstance(status, str) or status not in _STATUSES:
+        return None, None
+    return status, reason if isinstance(reason, str) and reason else None
+
+
+def _page(
+    project: NormalizedName, files: tuple, versions: tuple, sizes_known: bool, status: tuple
+) -> ProjectPage:
+    """The page, with no files if *status* (as :func:`_status` gives it) is quarantined."""
+    if status[0] == "quarantined":  # PEP 792: the index must not offer any of its files
+        return ProjectPage(project, (), versions, True, *status)
+    return ProjectPage(project, files, versions, sizes_known, *status)
+
+
 def _versions(files: Iterable[FileEntry], project: NormalizedName) -> tuple:
     seen = dict.fromkeys(
         version
@@ -382,21 +437,22 @@ def parse_project_page(
             versions = tuple(versions)
         else:
             versions = _versions(entries, project)
-        status = data.get("project-status")
-        return ProjectPage(
-            project,
-            entries,
-            versions,
-            all(entry.size is not None for entry in entries),
-            status.get("status") if isinstance(status, dict) and isinstance(status.get("status"), str) else None,
-        )
+        stated = data.get("project-status")
+        status = _status(stated.get("status"), stated.get("reason")) if isinstance(stated, dict) else (None, None)
+        return _page(project, entries, versions, all(entry.size is not None for entry in entries), status)
     if kind in _HTML_TYPES:
         parsed, base = _parse_html(body, url)
         links = _Links(base, url)
         entries = tuple(entry for entry in (_file_from_html(a, t, links) for a, t in parsed.anchors) if entry)
         if not entries and not parsed.simple:  # a maintenance, login or portal page
             raise BadUpstreamPage("upstream answered an HTML page that is not a simple-API page: no file links")
-        return ProjectPage(project, entries, _versions(entries, project), status=parsed.status)
+        return _page(
+            project,
+            entries,
+            _versions(entries, project),
+            all(entry.size is not None for entry in entries),
+            _status(parsed.status, parsed.status_reason),
+        )
     raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
 
 
@@ -440,7 +496,8 @@ def _anchor_text(raw: bytes) -> str:
 
 def merge_pages(project: NormalizedName, pages: Iterable[ProjectPage]) -> ProjectPage:
     """One page from several indices' pages, first index first; a file name listed by
-    several indices is kept from the first that lists it."""
+    several indices is kept from the first that lists it, the status (PEP 792) from the
+    first that states one, but for a quarantine while other indices list files."""
     pages = list(pages)
     files: dict[str, FileEntry] = {}
     versions: dict[str, None] = {}
@@ -450,7 +507,11 @@ def merge_pages(project: NormalizedName, pages: Iterable[ProjectPage]) -> Projec
         versions.update(dict.fromkeys(page.versions))
         for entry in page.files:
             files.setdefault(entry.filename, entry)
-    return ProjectPage(project, tuple(files.values()), tuple(versions), sizes_known, pages[0].status)
+    stated = next((page for page in pages if page.status is not None), pages[0])
+    status = (stated.status, stated.status_reason)
+    if status[0] == "quarantined" and files:  # that index withholds its own files, not the others'
+        status = (None, None)
+    return ProjectPage(project, tuple(files.values()), tuple(versions), sizes_known, *status)
 
 
 def merge_lists(lists: Iterable[ProjectList]) -> ProjectList:

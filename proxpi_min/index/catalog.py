@@ -165,7 +165,7 @@ class Catalog:
                 page = page._replace(files=metadata.advertise(name, page.files, view.local))
             return render_project_page(page, media)
 
-        rendered = self._pages.page(("project", name, media, compress), generation, make, compress)
+        rendered = self._pages.page(("project", name, media, compress), generation, make, media, compress)
         return PageAnswer(rendered, any(lookup.stale for lookup in lookups), hit, view.filtered.policies)
 
     def files_in_memory(self, name: NormalizedName) -> Optional[tuple]:
@@ -317,7 +317,7 @@ class Catalog:
                 merged = ProjectList.from_names(n for n in merged if policy.listed(canonicalize_name(n)))
             return render_project_list(merged, media)
 
-        return PageAnswer(self._pages.page(("list", media, compress), generation, make, compress), stale, hit)
+        return PageAnswer(self._pages.page(("list", media, compress), generation, make, media, compress), stale, hit)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait up to *timeout* seconds for the pages still being saved or compressed

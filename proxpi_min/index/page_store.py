@@ -60,6 +60,7 @@ def _encode(value: Union[ProjectPage, ProjectList]) -> Any:
         "versions": list(value.versions),
         "all_sizes_known": value.all_sizes_known,
         "status": value.status,
+        "status_reason": value.status_reason,
     }
 
 
@@ -80,6 +81,7 @@ def _decode(data: Any) -> Union[ProjectPage, ProjectList]:
         tuple(data["versions"]),
         data["all_sizes_known"],
         data.get("status"),
+        data.get("status_reason"),
     )
 
 

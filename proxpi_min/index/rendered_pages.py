@@ -29,8 +29,9 @@ class RenderedPages:
         self._pages: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def page(self, key: tuple, generation: tuple, make: Callable[[], bytes], compress: bool) -> Rendered:
-        """The page kept for *key* and *generation*, else ``make()`` rendered and kept.
+    def page(self, key: tuple, generation: tuple, make: Callable[[], bytes], media: str, compress: bool) -> Rendered:
+        """The page kept for *key* and *generation*, else ``make()`` (a page in *media*)
+        rendered and kept.
 
         Only the coding a client asked for is kept: pip and uv always take gzip, so the
         much larger identity form of most pages is never held in memory for long.
@@ -38,7 +39,7 @@ class RenderedPages:
         page = self._get(key, generation)
         if page is not None:
             return page
-        page = render(make(), False)
+        page = render(make(), media, False)
         # Answer first: this client (and any other until it is done) gets the page as it
         # is, which it may take whatever it accepts (RFC 9110 12.5.3), rather than wait
         # for the compression.

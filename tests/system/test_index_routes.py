@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import http.client as http_client
@@ -14,9 +15,10 @@ import urllib.parse
 
 import pytest
 
-from tests.support.dists import canonicalize
+from tests.support.dists import canonicalize, make_wheel
 from tests.support.pages import json_files, parse_anchors, resolve, split_href
 from tests.support.proxy import PIP_ACCEPT, assert_healthy, http, raw_request, raw_status
+from tests.support.scripted import Scripted
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 V1_HTML_TYPE = "application/vnd.pypi.simple.v1+html"
@@ -351,6 +353,22 @@ def test_accept_header_picks_json_html_or_406_and_pages_vary_on_accept(proxy, up
         assert b"<a " in result.body
 
 
+@pytest.mark.parametrize("path", ["/index/", "/index/alpha/"])
+def test_each_media_type_has_its_own_etag(proxy, upstream_html, path):
+    """RFC 9110 8.8.1: text/html and v1+html are sent with the same bytes, but are two
+    representations, so their strong ETags differ, and one's does not revalidate the other."""
+    p = proxy(upstream_html)
+    tags = {}
+    for media in ("text/html", V1_HTML_TYPE, JSON_TYPE):
+        result = p.get(path, {"Accept": media})
+        assert result.status == 200 and result.content_type == media, result
+        tags[media] = result.headers["ETag"]
+    assert len(set(tags.values())) == 3, tags
+    other = p.get(path, {"Accept": V1_HTML_TYPE, "If-None-Match": tags["text/html"]})
+    assert other.status == 200 and other.headers["ETag"] == tags[V1_HTML_TYPE]
+    assert p.get(path, {"Accept": "text/html", "If-None-Match": tags["text/html"]}).status == 304
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -476,6 +494,42 @@ def test_bad_upstream_file_is_not_served_as_good_nor_cached(proxy, upstream_html
     result = p.get(path)
     assert result.status == 200 and result.body == dist.content
     assert p.get(path).body == dist.content
+
+
+@pytest.fixture
+def scripted():
+    upstream = Scripted()
+    yield upstream
+    upstream.stop()
+
+
+def test_a_link_fragment_of_several_hashes_guards_the_file(proxy, scripted):
+    """pip reads a fragment of several "name=hexdigest" pairs ("#md5=...&sha256=...")
+    and refuses a file that does not match: through the proxy, so must the file route,
+    and both pages must carry the hashes."""
+    good = make_wheel("omega", "1.0")
+    tampered = make_wheel("omega", "1.0", module_source="# not what the index lists\n")
+    md5 = hashlib.md5(good.content).hexdigest()
+    link = f'<a href="/files/{good.filename}#md5={md5}&amp;sha256={good.sha256}&amp;egg=omega">{good.filename}</a>'
+    scripted.routes["/simple/omega/"] = (200, {"Content-Type": "text/html"}, link.encode())
+    scripted.routes[f"/files/{good.filename}"] = (200, {"Content-Type": "application/octet-stream"}, tampered.content)
+    p = proxy(scripted.url)
+    _, document = _json_page(p, "/index/omega/")
+    assert document["files"][0]["hashes"] == {"md5": md5, "sha256": good.sha256}
+    _, anchors = _html_page(p, "/index/omega/")
+    assert split_href(anchors[good.filename]["href"])[1] == f"sha256={good.sha256}"
+    for _ in range(2):  # refused, and not stored to be served the next time
+        try:
+            result = p.get(f"/index/omega/{good.filename}")
+        except (http_client.HTTPException, ConnectionError):
+            pass  # cut before its last byte: the bytes are checked as they stream
+        else:
+            assert result.status == 502 and "do not match the index hash" in result.text, result
+    for directory, _, names in os.walk(p.settings.cache_dir):
+        for name in names:  # a temp file may be removed while we look
+            with contextlib.suppress(FileNotFoundError), open(os.path.join(directory, name), "rb") as file:
+                assert file.read() != tampered.content, name
+    assert_healthy(p)
 
 
 # -- cache invalidation and TTL ------------------------------------------------------------

@@ -43,15 +43,19 @@ WITH_BASE = """<html><head><base href="https://mirror.example/files/"><title>Lin
 FOREIGN_WORDS = """<html><body><h1>Down for maintenance</h1>Back soon &amp; sorry.</body></html>"""
 ENTITY_SPACE = """<html><body>&#32;&nbsp;<a href="x.tar.gz">x&#46;tar&#46;gz</a></body></html>"""
 SELF_CLOSED_HEADING = """<html><body><h1/>words<a href="x.tar.gz">x.tar.gz</a></body></html>"""
+DEPRECATED = """<html><head><meta name="pypi:repository-version" content="1.4">
+<meta name="pypi:project-status" content="deprecated">
+<meta name="pypi:project-status-reason" content="use &quot;demo2&quot; &amp; more"><title>Links for demo</title></head>
+<body><h1>Links for demo</h1><a href="demo-1.0.tar.gz">demo-1.0.tar.gz</a></body></html>"""
 OURS = render_project_page(
     ProjectPage("demo", (
         FileEntry("demo-1.0.tar.gz", "https://f.example/demo-1.0.tar.gz", (("sha256", SHA),), ">=3.8", "bad <release>"),
         FileEntry("demo-1.0+local-py3-none-any.whl", "https://f.example/w.whl", (), None, None, (), 3, None, True),
-    ), ("1.0",)),
+    ), ("1.0",), status="archived", status_reason='moved to "demo2" <soon> & more'),
     HTML_TYPE,
 ).decode()
 
-USUAL = [PYPI, NEXUS, PYPISERVER, DEVPI, WITH_BASE, FOREIGN_WORDS, ENTITY_SPACE, SELF_CLOSED_HEADING, OURS,
+USUAL = [PYPI, NEXUS, PYPISERVER, DEVPI, WITH_BASE, FOREIGN_WORDS, ENTITY_SPACE, SELF_CLOSED_HEADING, OURS, DEPRECATED,
          "", "<html><body></body></html>", "just words"]
 UNUSUAL = [
     '<html><body><!-- <a href="hidden.tar.gz">hidden.tar.gz</a> --><a href="x.tar.gz">x.tar.gz</a></body></html>',
@@ -108,7 +112,12 @@ def test_what_the_pages_say():
     assert [text for _, text in pypi.anchors] == ["demo-1.0.tar.gz", "demo-1.0-py3-none-any.whl", "demo-0.9.tar.gz"]
     assert pypi.anchors[0][0]["data-requires-python"] == ">=3.8"
     assert pypi.anchors[2][0]["data-yanked"] == "broken & gone"
-    assert (pypi.status, pypi.api_version, pypi.simple) == ("active", "1.1", True)
+    assert (pypi.status, pypi.status_reason, pypi.api_version, pypi.simple) == ("active", None, "1.1", True)
+    deprecated = anchors.read_anchors(DEPRECATED)
+    assert (deprecated.status, deprecated.status_reason) == ("deprecated", 'use "demo2" & more')
+    ours = anchors.read_anchors(OURS)
+    assert (ours.status, ours.status_reason) == ("archived", 'moved to "demo2" <soon> & more')
+    assert ours.api_version == "1.4"
     assert anchors.read_anchors(WITH_BASE).base == "https://mirror.example/files/"
     maintenance = anchors.read_anchors(FOREIGN_WORDS)
     assert maintenance.anchors == [] and maintenance.foreign and not maintenance.simple
@@ -120,6 +129,7 @@ PIECES = [
     '<a href="a.tar.gz">a.tar.gz</a>', '<a href="b.whl#sha256=00" data-requires-python="&gt;=3.8">b.whl</a>',
     '<a>', '</a>', '<a href="c">', "<!-- x -->", "<p>", '<meta name="pypi:project-status" content="archived">',
     '<meta name="pypi:repository-version" content="1.0"/>', '<base href="https://b.example/">', "<script>",
+    '<meta name="pypi:project-status-reason" content="a &amp; b">',
     "</script>", "<!DOCTYPE html>", "'", '"', ">", '<a href="d" data-yanked="">d &amp; e</a>', "<A HREF='z'>",
     '<a href="e?x=1&region=2">e</a>', "&reg", "\x0b", "\xa0", "<title/>", '<title lang="en">',
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import urllib.parse
 from html.parser import HTMLParser
@@ -64,6 +65,13 @@ def anchors(body: bytes) -> list:
     parser.feed(body.decode("utf-8"))
     parser.close()
     return parser.anchors
+
+
+def meta(body: bytes) -> dict:
+    parser = _Anchors()
+    parser.feed(body.decode("utf-8"))
+    parser.close()
+    return parser.meta
 
 
 def entry(filename: str = "foo-1.0.tar.gz", **fields) -> FileEntry:
@@ -220,15 +228,34 @@ def test_html_gpg_sig(gpg: Optional[bool], value: Optional[str]) -> None:
     assert html_anchor(entry(gpg_sig=gpg))[0].get("data-gpg-sig") == value
 
 
+@pytest.mark.parametrize("media", [TEXT_HTML, HTML_TYPE])
+def test_html_project_status(media: str) -> None:
+    """PEP 792's meta tags, under a repository version of 1.4, which they need."""
+    reason = 'moved to "bar" <2> & more'
+    body = render_project_page(page_of(entry())._replace(status="deprecated", status_reason=reason), media)
+    assert meta(body) == {
+        "pypi:repository-version": "1.4",
+        "pypi:project-status": "deprecated",
+        "pypi:project-status-reason": reason,
+    }
+    assert b"<2>" not in body
+    assert meta(render_project_page(page_of(entry())._replace(status="archived"), media)) == {
+        "pypi:repository-version": "1.4",
+        "pypi:project-status": "archived",
+    }
+    assert meta(render_project_page(page_of(entry()), media)) == {"pypi:repository-version": "1.1"}
+
+
 def test_html_round_trips_through_the_parser() -> None:
     files = (
         entry("foo-1.0-py3-none-any.whl", requires_python=">=3.8", metadata=(("sha256", SHA_B),)),
         entry("foo-1.0+local.tar.gz", yanked="bad", metadata=None),
         entry("foo-1.1.tar.gz", yanked="", metadata=()),
     )
-    body = render_project_page(page_of(*files), TEXT_HTML)
+    body = render_project_page(page_of(*files)._replace(status="deprecated", status_reason="use <bar>"), TEXT_HTML)
     parsed = parse_project_page(body, "text/html; charset=utf-8", PAGE_URL, "foo")
     assert parsed.files == tuple(f._replace(url=PAGE_URL + f.filename.replace("+", "%2B")) for f in files)
+    assert (parsed.status, parsed.status_reason) == ("deprecated", "use <bar>")
 
 
 # ---------------------------------------------------------------- JSON project page
@@ -252,6 +279,25 @@ def test_json_page_document() -> None:
 def test_json_api_version_is_1_1_only_when_all_sizes_are_known(sizes_known: bool, version: str) -> None:
     page = page_of(entry(size=10 if sizes_known else None), sizes=sizes_known)
     assert json.loads(render_project_page(page, JSON_TYPE))["meta"]["api-version"] == version
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "sizes_known", "version", "expected"),
+    [
+        ("deprecated", "use bar", True, "1.4", {"status": "deprecated", "reason": "use bar"}),
+        ("quarantined", None, True, "1.4", {"status": "quarantined"}),
+        (None, None, True, "1.1", "absent"),
+        # PEP 792 needs 1.4, which needs every file's size (PEP 700): without, neither
+        ("deprecated", "use bar", False, "1.0", "absent"),
+    ],
+)
+def test_json_project_status(status, reason, sizes_known: bool, version: str, expected: object) -> None:
+    page = page_of(entry(size=10 if sizes_known else None), sizes=sizes_known)
+    document = json.loads(render_project_page(page._replace(status=status, status_reason=reason), JSON_TYPE))
+    assert document["meta"]["api-version"] == version
+    assert document.get("project-status", "absent") == expected
+    stated = ["project-status"] if expected != "absent" else []
+    assert list(document) == ["meta", "name", *stated, "versions", "files"]  # PyPI's order
 
 
 @pytest.mark.parametrize(
@@ -308,7 +354,9 @@ def test_json_round_trips_through_the_parser() -> None:
         entry("foo-1.0+local.tar.gz", yanked="bad", size=2),
         entry("foo-1.1.tar.gz", yanked="", metadata=(), size=3),
     )
-    page = page_of(*files, versions=("1.0", "1.0+local", "1.1"), sizes=True)
+    page = page_of(*files, versions=("1.0", "1.0+local", "1.1"), sizes=True)._replace(
+        status="archived", status_reason="no longer kept"
+    )
     parsed = parse_project_page(render_project_page(page, JSON_TYPE), JSON_TYPE, PAGE_URL, "foo")
     assert parsed == page._replace(
         files=tuple(f._replace(url=PAGE_URL + f.filename.replace("+", "%2B")) for f in files)
@@ -337,12 +385,13 @@ def _json_dumps_reference(page: ProjectPage) -> bytes:
         if f.provenance:
             item["provenance"] = f.provenance
         files.append(item)
-    document = {
-        "meta": {"api-version": "1.1" if page.all_sizes_known else "1.0"},
-        "name": page.name,
-        "versions": list(page.versions),
-        "files": files,
-    }
+    document: dict = {"meta": {"api-version": "1.1" if page.all_sizes_known else "1.0"}, "name": page.name}
+    if page.status is not None and page.all_sizes_known:
+        document["meta"]["api-version"] = "1.4"
+        document["project-status"] = {"status": page.status}
+        if page.status_reason:
+            document["project-status"]["reason"] = page.status_reason
+    document.update(versions=list(page.versions), files=files)
     return json.dumps(document, separators=(",", ":")).encode()
 
 
@@ -371,6 +420,7 @@ def test_json_text_is_what_json_dumps_writes_for_hostile_values(filename: str) -
         entry(filename, hashes=()),
     )
     page = page_of(*files, name=hostile, versions=(hostile, "1.0"), sizes=True)
+    page = page._replace(status="deprecated", status_reason=hostile)
     body = render_project_page(page, JSON_TYPE)
     assert body == _json_dumps_reference(page)
     document = json.loads(body)
@@ -378,6 +428,55 @@ def test_json_text_is_what_json_dumps_writes_for_hostile_values(filename: str) -
     assert document["files"][0]["hashes"] == {hostile: '"' + hostile}
     assert document["files"][1]["hashes"] == {"sha256": SHA_B, "md5": "0"}  # the last of a repeated name
     assert body.isascii()  # non-ASCII and U+2028/2029 escaped, as json.dumps does
+
+
+# ---------------------------------------------------------------- both upstream formats
+
+
+def test_html_upstream_size_and_upload_time_reach_the_json_page() -> None:
+    """uv reads data-size and data-upload-time from HTML; our JSON then carries them
+    (and says 1.1 once every file has a size), or ``uv --exclude-newer`` drops the files."""
+    body = (
+        f'<a href="foo-1.0.tar.gz#sha256={SHA}" data-size="10" data-upload-time="2024-01-01T00:00:00Z">'
+        "foo-1.0.tar.gz</a>\n"
+        f'<a href="foo-1.1.tar.gz#sha256={SHA}" data-size="20" data-upload-time="2024-02-01T00:00:00.5Z">'
+        "foo-1.1.tar.gz</a>\n"
+    ).encode()
+    page = parse_project_page(body, TEXT_HTML, PAGE_URL, "foo")
+    document = json.loads(render_project_page(page, JSON_TYPE))
+    assert document["meta"]["api-version"] == "1.1"
+    assert [(item["size"], item["upload-time"]) for item in document["files"]] == [
+        (10, "2024-01-01T00:00:00Z"),
+        (20, "2024-02-01T00:00:00.5Z"),
+    ]
+
+
+@pytest.mark.parametrize("media", [JSON_TYPE, TEXT_HTML, HTML_TYPE])
+def test_a_page_renders_alike_from_either_upstream_format(media: str) -> None:
+    """Sizes, upload times and status read from HTML are rendered as those read from JSON."""
+    reason = 'moved to "bar" & more'
+    html_body = (
+        '<html><head><meta name="pypi:project-status" content="deprecated">'
+        f'<meta name="pypi:project-status-reason" content="{html.escape(reason)}"></head><body>'
+        f'<a href="foo-1.0.tar.gz#sha256={SHA}" data-size="10" data-upload-time="2024-01-01T00:00:00Z">'
+        "foo-1.0.tar.gz</a>"
+        f'<a href="foo-1.1.tar.gz#sha256={SHA}" data-size="20">foo-1.1.tar.gz</a></body></html>'
+    ).encode()
+    json_body = json.dumps({
+        "meta": {"api-version": "1.4"},
+        "name": "foo",
+        "project-status": {"status": "deprecated", "reason": reason},
+        "files": [
+            {"filename": "foo-1.0.tar.gz", "url": "foo-1.0.tar.gz", "hashes": {"sha256": SHA}, "size": 10,
+             "upload-time": "2024-01-01T00:00:00Z"},
+            {"filename": "foo-1.1.tar.gz", "url": "foo-1.1.tar.gz", "hashes": {"sha256": SHA}, "size": 20},
+        ],
+    }).encode()
+    from_html = parse_project_page(html_body, TEXT_HTML, PAGE_URL, "foo")
+    from_json = parse_project_page(json_body, JSON_TYPE, PAGE_URL, "foo")
+    assert from_html == from_json
+    assert render_project_page(from_html, media) == render_project_page(from_json, media)
+
 
 # ---------------------------------------------------------------- project list
 
@@ -423,7 +522,7 @@ def test_render_empty_project_list_html() -> None:
 @pytest.mark.parametrize("size", [1024, 5000, 200_000])
 def test_render_gzip_round_trip(size: int) -> None:
     body = (b"<a href='x'>x</a>\n" * (size // 17 + 1))[:size]
-    rendered = render(body, compress=True)
+    rendered = render(body, TEXT_HTML, compress=True)
     assert rendered.encoding == "gzip"
     assert gzip.decompress(rendered.body) == body
     assert len(rendered.body) < size
@@ -432,21 +531,21 @@ def test_render_gzip_round_trip(size: int) -> None:
 @pytest.mark.parametrize("size", [1024, 5000])
 def test_render_identity_keeps_the_bytes(size: int) -> None:
     body = b"x" * size
-    rendered = render(body, compress=False)
+    rendered = render(body, TEXT_HTML, compress=False)
     assert rendered.encoding is None
     assert rendered.body == body
 
 
 @pytest.mark.parametrize("size", [0, 1, 1023])
 def test_render_small_bodies_are_not_gzipped(size: int) -> None:
-    rendered = render(b"x" * size, compress=True)
+    rendered = render(b"x" * size, TEXT_HTML, compress=True)
     assert rendered.encoding is None
     assert rendered.body == b"x" * size
 
 
 def test_render_etag_is_stable_and_strong() -> None:
     body = b"some page" * 500
-    one, two = render(body, compress=True), render(bytes(body), compress=True)
+    one, two = render(body, TEXT_HTML, compress=True), render(bytes(body), TEXT_HTML, compress=True)
     assert one.etag == two.etag
     assert one.body == two.body  # no timestamp in the gzip header
     assert one.etag.startswith('"') and one.etag.endswith('"') and len(one.etag) > 2
@@ -455,10 +554,19 @@ def test_render_etag_is_stable_and_strong() -> None:
 
 def test_render_each_coding_has_its_own_etag() -> None:
     body = b"some page" * 500
-    assert render(body, compress=True).etag != render(body, compress=False).etag
+    assert render(body, TEXT_HTML, compress=True).etag != render(body, TEXT_HTML, compress=False).etag
 
 
 @pytest.mark.parametrize("other", [b"some page" * 499, b"Some page" * 500, b""])
 @pytest.mark.parametrize("compress", [True, False])
 def test_render_etag_differs_for_other_bytes(other: bytes, compress: bool) -> None:
-    assert render(b"some page" * 500, compress).etag != render(other, compress).etag
+    assert render(b"some page" * 500, TEXT_HTML, compress).etag != render(other, TEXT_HTML, compress).etag
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_render_each_media_type_has_its_own_etag(compress: bool) -> None:
+    """RFC 9110 8.8.1: a strong ETag is unique across representations, and text/html and
+    v1+html are two, with one body."""
+    body = render_project_page(page_of(entry()), TEXT_HTML) * 20
+    tags = {render(body, media, compress).etag for media in (TEXT_HTML, HTML_TYPE, JSON_TYPE)}
+    assert len(tags) == 3

@@ -31,6 +31,7 @@ from proxpi_min.core.names import NormalizedName
 PAGE_URL = "https://index.example/simple/foo/"
 SHA = "a" * 64
 SHA_B = "b" * 64
+MD5 = "0123456789abcdef0123456789abcdef"
 
 
 def html_page(*anchors: str, head: str = "") -> bytes:
@@ -147,6 +148,15 @@ def test_html_page_like_pypis() -> None:
          "foo-1.0.tar.gz", "https://one.example/foo-1.0.tar.gz"),
         (PAGE_URL, '<base href="https://cdn.example/files/">', "https://other.example/foo-1.0.tar.gz",
          "https://other.example/foo-1.0.tar.gz"),
+        # an absolute http(s) <base> counts whatever the page's own scheme, as in pip and uv
+        ("http://index.example/simple/foo/", '<base href="https://cdn.example/pkgs/">', "foo-1.0.tar.gz",
+         "https://cdn.example/pkgs/foo-1.0.tar.gz"),
+        (PAGE_URL, '<base href="http://cdn.example/pkgs/">', "../foo-1.0.tar.gz", "http://cdn.example/foo-1.0.tar.gz"),
+        ("file:///srv/simple/foo/", '<base href="https://cdn.example/pkgs/">', "foo-1.0.tar.gz",
+         "https://cdn.example/pkgs/foo-1.0.tar.gz"),
+        # a <base> of a scheme links may not have is ignored: links resolve against the page
+        ("http://index.example/simple/foo/", '<base href="ftp://cdn.example/pkgs/">', "foo-1.0.tar.gz",
+         "http://index.example/simple/foo/foo-1.0.tar.gz"),
     ],
 )
 def test_html_relative_hrefs(page_url: str, head: str, href: str, expected: str) -> None:
@@ -160,7 +170,7 @@ def test_html_relative_hrefs(page_url: str, head: str, href: str, expected: str)
     [
         (f"#sha256={SHA}", (("sha256", SHA),)),
         (f"#sha256={SHA.upper()}", (("sha256", SHA),)),
-        ("#md5=0123456789abcdef0123456789abcdef", (("md5", "0123456789abcdef0123456789abcdef"),)),
+        (f"#md5={MD5}", (("md5", MD5),)),
         ("#sha512=" + "c" * 128, (("sha512", "c" * 128),)),
         ("#sha1=" + "d" * 40, (("sha1", "d" * 40),)),  # parsed; the renderer leaves it out
         ("#whirlpool=abcd", ()),  # not a hashlib-guaranteed algorithm
@@ -169,12 +179,28 @@ def test_html_relative_hrefs(page_url: str, head: str, href: str, expected: str)
         ("#", ()),
         ("#egg=foo", ()),
         ("", ()),
+        # every "&"-separated pair is read, as pip reads them; pairs not hashes are ignored
+        (f"#md5={MD5}&sha256={SHA}", (("md5", MD5), ("sha256", SHA))),
+        (f"#sha256={SHA}&egg=foo", (("sha256", SHA),)),
+        (f"#egg=foo-1.0&subdirectory=src&sha512={'c' * 128}", (("sha512", "c" * 128),)),
+        (f"#sha256=not-hex&md5={MD5}", (("md5", MD5),)),
+        (f"#md5={MD5}&sha256=", (("md5", MD5),)),
+        (f"#sha256&md5={MD5}", (("md5", MD5),)),
+        (f"#sha256={SHA}&sha256={SHA_B}", (("sha256", SHA),)),  # pip checks the first
+        (f"#sha256={SHA}&SHA256={SHA_B}", (("sha256", SHA),)),
     ],
 )
 def test_html_hash_fragment(fragment: str, hashes: tuple) -> None:
-    entry = one_html(f'<a href="https://f.example/foo-1.0.tar.gz{fragment}">foo-1.0.tar.gz</a>')
+    entry = one_html(f'<a href="https://f.example/foo-1.0.tar.gz{html.escape(fragment)}">foo-1.0.tar.gz</a>')
     assert entry.url == "https://f.example/foo-1.0.tar.gz"
     assert entry.hashes == hashes
+
+
+@pytest.mark.parametrize("href", ["foo-1.0.tar.gz", "../../files/foo-1.0.tar.gz", "foo-1.0.tar.gz?sig=1"])
+def test_html_hash_fragment_of_several_pairs_on_a_relative_link(href: str) -> None:
+    entry = one_html(f'<a href="{href}#md5={MD5}&amp;sha256={SHA}&amp;egg=foo">foo-1.0.tar.gz</a>')
+    assert entry.url == urllib.parse.urljoin(PAGE_URL, href)
+    assert entry.hashes == (("md5", MD5), ("sha256", SHA))
 
 
 @pytest.mark.parametrize("digest", ["0xabcd", "-abcd", "+abcd", "ab_cd", " abcd"])
@@ -265,6 +291,61 @@ def test_html_provenance(attribute: str, expected: Optional[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("attribute", "expected"),
+    [
+        ('data-size="123"', 123),
+        ('data-size="0"', 0),
+        ('data-size="9999999999999999999"', 9999999999999999999),
+        ('data-size="99999999999999999999"', None),  # more than uv's 64-bit "size" holds
+        ('data-size="-1"', None),
+        ('data-size="1.5"', None),
+        ('data-size="1e3"', None),
+        ('data-size=" 12"', None),
+        ('data-size="\u0661\u0662"', None),  # digits, but not decimal ASCII ones
+        ('data-size=""', None),
+        ("data-size", None),
+        ("", None),
+    ],
+)
+def test_html_size(attribute: str, expected: Optional[int]) -> None:
+    assert one_html(f'<a href="foo-1.0.tar.gz" {attribute}>foo-1.0.tar.gz</a>').size == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("2024-01-01T00:00:00Z", True),
+        ("2024-01-17T16:53:12.779164Z", True),
+        ("2024-01-17T16:53:12.7Z", True),
+        ("2024-02-29T23:59:59Z", True),
+        ("2024-01-17T16:53:12.1234567Z", False),  # PEP 700: at most six digits of fraction
+        ("2024-01-17T16:53:12.Z", False),
+        ("2024-01-17T16:53:12", False),  # no "Z": not said to be UTC
+        ("2024-01-17T16:53:12+00:00", False),
+        ("2024-01-17 16:53:12Z", False),
+        ("2024-1-17T16:53:12Z", False),
+        ("2023-02-29T00:00:00Z", False),  # no such day
+        ("2024-01-01T24:00:00Z", False),
+        ("0000-01-01T00:00:00Z", False),
+        ("2024-01-17", False),
+        ("yesterday", False),
+        ("", False),
+    ],
+)
+def test_html_upload_time(value: str, kept: bool) -> None:
+    entry = one_html(f'<a href="foo-1.0.tar.gz" data-upload-time="{value}">foo-1.0.tar.gz</a>')
+    assert entry.upload_time == (value if kept else None)
+    assert one_html('<a href="foo-1.0.tar.gz">foo-1.0.tar.gz</a>').upload_time is None
+
+
+@pytest.mark.parametrize(("sizes", "known"), [(["1", "2"], True), (["1", None], False), (["1", "x"], False)])
+def test_html_all_sizes_known(sizes: list, known: bool) -> None:
+    attributes = ["" if size is None else f' data-size="{size}"' for size in sizes]
+    anchors = [f'<a href="foo-{n}.tar.gz"{attribute}>foo-{n}.tar.gz</a>' for n, attribute in enumerate(attributes)]
+    assert parse_html(*anchors).all_sizes_known is known
+
+
+@pytest.mark.parametrize(
     ("anchor", "filename"),
     [
         ('<a href="x/foo-1.0.tar.gz">foo-1.0.tar.gz</a>', "foo-1.0.tar.gz"),
@@ -310,7 +391,7 @@ def test_html_content_types(content_type: str) -> None:
 
 def test_html_empty_page() -> None:
     page = parse_html()
-    assert page == ProjectPage("foo", (), (), False)
+    assert page == ProjectPage("foo", (), (), True)  # every file it lists (none) has a size
 
 
 @pytest.mark.parametrize(
@@ -441,18 +522,54 @@ def test_a_base_href_cannot_turn_http_links_into_file_urls(base) -> None:
     assert all(entry.url.startswith("https://") for entry in page.files)
 
 
+def html_status_page(*meta: tuple) -> bytes:
+    tags = "".join(f'<meta name="pypi:{name}" content="{html.escape(value)}">' for name, value in meta)
+    return f"<html><head>{tags}</head></html>".encode()
+
+
 @pytest.mark.parametrize(
-    "body, kind, status",
+    "body, kind, status, reason",
     [
         (b'{"meta":{"api-version":"1.4"},"name":"foo","files":[],"project-status":{"status":"quarantined"}}',
-         JSON_TYPE, "quarantined"),
-        (b'{"meta":{"api-version":"1.1"},"name":"foo","files":[]}', JSON_TYPE, None),
-        (b'<html><head><meta name="pypi:project-status" content="archived"></head></html>', "text/html", "archived"),
-        (b"<html></html>", "text/html", None),
+         JSON_TYPE, "quarantined", None),
+        (json_page([], **{"project-status": {"status": "deprecated", "reason": 'use "bar" <2>'}}),
+         JSON_TYPE, "deprecated", 'use "bar" <2>'),
+        (json_page([], **{"project-status": {"status": "archived", "reason": ""}}), JSON_TYPE, "archived", None),
+        (json_page([], **{"project-status": {"status": "archived", "reason": 5}}), JSON_TYPE, "archived", None),
+        # PEP 792 defines four markers: any other status is none stated, its reason with it
+        (json_page([], **{"project-status": {"status": "frozen", "reason": "x"}}), JSON_TYPE, None, None),
+        (json_page([], **{"project-status": {"status": "Deprecated"}}), JSON_TYPE, None, None),
+        (json_page([], **{"project-status": {"status": {"a": 1}}}), JSON_TYPE, None, None),
+        (json_page([], **{"project-status": {"reason": "x"}}), JSON_TYPE, None, None),
+        (json_page([], **{"project-status": "deprecated"}), JSON_TYPE, None, None),
+        (b'{"meta":{"api-version":"1.1"},"name":"foo","files":[]}', JSON_TYPE, None, None),
+        (html_status_page(("project-status", "archived")), "text/html", "archived", None),
+        (html_status_page(("project-status", "deprecated"), ("project-status-reason", 'use "bar" & <2>')),
+         "text/html", "deprecated", 'use "bar" & <2>'),
+        (html_status_page(("project-status-reason", "x"), ("project-status", "active")), "text/html", "active", "x"),
+        (html_status_page(("project-status", "frozen"), ("project-status-reason", "x")), "text/html", None, None),
+        (html_status_page(("project-status-reason", "x")), "text/html", None, None),
+        (b"<html></html>", "text/html", None, None),
     ],
 )
-def test_project_status_is_read(body, kind, status) -> None:
-    assert parse_project_page(body, kind, PAGE_URL, "foo").status == status
+def test_project_status_is_read(body, kind, status, reason) -> None:
+    page = parse_project_page(body, kind, PAGE_URL, "foo")
+    assert (page.status, page.status_reason) == (status, reason)
+
+
+@pytest.mark.parametrize("status", ["quarantined", "deprecated"])
+def test_a_quarantined_project_has_no_files(status: str) -> None:
+    """PEP 792: an index must not offer any file of a quarantined project."""
+    files = [json_file("foo-1.0.tar.gz"), json_file("foo-1.1.tar.gz")]  # no sizes
+    from_json = parse_json(files, versions=["1.0", "1.1"], **{"project-status": {"status": status}})
+    from_html = parse_html(
+        '<a href="foo-1.0.tar.gz">foo-1.0.tar.gz</a>', head=f'<meta name="pypi:project-status" content="{status}">'
+    )
+    quarantined = status == "quarantined"
+    assert len(from_json.files) == (0 if quarantined else 2) and len(from_html.files) == (0 if quarantined else 1)
+    assert from_json.versions == ("1.0", "1.1")
+    # No file lacks a size then: the page may say API 1.4, which PEP 792 needs.
+    assert from_json.all_sizes_known is from_html.all_sizes_known is quarantined
 
 
 @pytest.mark.parametrize(
@@ -782,6 +899,37 @@ def test_merge_pages_first_index_wins_per_filename() -> None:
 def test_merge_pages_sizes_known_only_if_known_everywhere(known: tuple, expected: bool) -> None:
     pages = [ProjectPage("foo", (), (), flag) for flag in known]
     assert merge_pages("foo", pages).all_sizes_known is expected
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ([(None, None), ("deprecated", "use bar"), ("archived", None)], ("deprecated", "use bar")),
+        ([("archived", None), ("deprecated", "use bar")], ("archived", None)),
+        ([(None, None), (None, None)], (None, None)),
+    ],
+)
+def test_merge_pages_takes_the_status_of_the_first_index_that_states_one(statuses: list, expected: tuple) -> None:
+    pages = [
+        ProjectPage("foo", (entry(f"foo-{n}.0.tar.gz", "https://x/", 1),), (f"{n}.0",), True, *status)
+        for n, status in enumerate(statuses)
+    ]
+    merged = merge_pages("foo", pages)
+    assert (merged.status, merged.status_reason) == expected
+    assert len(merged.files) == len(pages)
+
+
+def test_merge_pages_a_quarantine_withholds_only_its_own_index_files() -> None:
+    """A quarantining index offers no files (PEP 792); another index's files stay, and
+    then the merged page states no quarantine it would contradict."""
+    listed = ProjectPage("foo", (entry("foo-1.0.tar.gz", "https://one/x"),), ("1.0",), False)
+    quarantined = ProjectPage("foo", (), ("1.0",), True, "quarantined", "malware")
+    for pages in ([listed, quarantined], [quarantined, listed]):
+        merged = merge_pages("foo", pages)
+        assert merged == ProjectPage("foo", listed.files, ("1.0",), False, None, None)
+    empty = ProjectPage("foo", (), (), True)
+    assert merge_pages("foo", [empty, quarantined]) == ProjectPage("foo", (), ("1.0",), True, "quarantined", "malware")
+    assert merge_pages("foo", [ProjectPage("foo", (), (), True, "active"), quarantined]).status == "active"
 
 
 def test_merge_pages_single_page_is_unchanged() -> None:

@@ -28,6 +28,7 @@ def test_PageStore_round_trip(tmp_path) -> None:
         ("1.0",),
         True,
         "quarantined",
+        "malware",
     )
     assert store.save("alpha", SavedPage(page, "https://index.example/simple/alpha/", '"e"', None))
     assert store.save(LIST_KEY, SavedPage(ProjectList.from_names(["Alpha", "beta"]), "u", None, None))
