@@ -337,7 +337,20 @@ def _load_json(body: bytes) -> dict:
         raise BadUpstreamPage(f"upstream JSON does not parse: {exc}") from None
     if not isinstance(data, dict):
         raise BadUpstreamPage("upstream JSON is not an object")
+    meta = data.get("meta")
+    _check_api_version(meta.get("api-version") if isinstance(meta, dict) else None)
     return data
+
+
+def _check_api_version(version: Any) -> None:
+    """PEP 629: a page of a later major version than 1 is not to be read (a version
+    that does not parse is left to the page's shape to judge).
+
+    :raises BadUpstreamPage: it is one.
+    """
+    major = version.partition(".")[0] if isinstance(version, str) else ""
+    if major.isascii() and major.isdigit() and int(major) > 1:
+        raise BadUpstreamPage(f"upstream page is of API version {version[:20]!r}; only 1.x is read (PEP 629)")
 
 
 # PEP 714 name first; PEP 658's name and PyPI's "data-" spelling as fallbacks.
@@ -442,6 +455,7 @@ def parse_project_page(
         return _page(project, entries, versions, all(entry.size is not None for entry in entries), status)
     if kind in _HTML_TYPES:
         parsed, base = _parse_html(body, url)
+        _check_api_version(parsed.api_version)
         links = _Links(base, url)
         entries = tuple(entry for entry in (_file_from_html(a, t, links) for a, t in parsed.anchors) if entry)
         if not entries and not parsed.simple:  # a maintenance, login or portal page

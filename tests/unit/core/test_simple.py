@@ -582,6 +582,30 @@ def test_pages_that_break_the_parsers_are_bad_pages(body, kind) -> None:
         parse_project_page(body, kind, PAGE_URL, "foo")
 
 
+@pytest.mark.parametrize("version, read", [("1.0", True), ("1.4", True), ("1.99", True), ("x", True),
+                                            ("2.0", False), ("10.1", False)])
+def test_a_page_of_a_later_major_api_version_is_not_read(version: str, read: bool) -> None:
+    """PEP 629: a client must not read a page of a major version it does not know; the
+    proxy, which re-serves pages as 1.x, must not either."""
+    pages = [
+        (json.dumps({"meta": {"api-version": version}, "name": "foo", "files": []}).encode(), JSON_TYPE),
+        (f'<meta name="pypi:repository-version" content="{version}"><a href="foo-1.0.tar.gz">foo-1.0.tar.gz</a>'.encode(),
+         "text/html"),
+    ]
+    for body, kind in pages:
+        if read:
+            assert parse_project_page(body, kind, PAGE_URL, "foo").name == "foo"
+        else:
+            with pytest.raises(BadUpstreamPage, match="API version"):
+                parse_project_page(body, kind, PAGE_URL, "foo")
+    lists = json.dumps({"meta": {"api-version": version}, "projects": [{"name": "foo"}]}).encode()
+    if read:
+        assert list(parse_project_list(lists, JSON_TYPE)) == ["foo"]
+    else:
+        with pytest.raises(BadUpstreamPage, match="API version"):
+            parse_project_list(lists, JSON_TYPE)
+
+
 @pytest.mark.parametrize(
     ("page_url", "url", "expected"),
     [
