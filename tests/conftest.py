@@ -16,6 +16,7 @@ import pytest
 from tests.support.certs import OPENSSL, ServerCert, TestCA
 from tests.support.dists import Dist, make_sdist, make_wheel
 from tests.support.proxy import RunningProxy, make_venv, start_proxy
+from tests.support.scripted import Scripted
 from tests.support.upstream import Upstream
 
 
@@ -224,6 +225,14 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyFactory]:
     yield make
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Scripted]:
+    """An upstream whose every answer the test writes byte by byte (see support/scripted.py)."""
+    upstream = Scripted()
+    yield upstream
+    upstream.stop()
 
 
 @pytest.fixture(scope="session")

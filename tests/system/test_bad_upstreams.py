@@ -21,19 +21,11 @@ import pytest
 
 from tests.support.cache_dir import wait_for
 from tests.support.proxy import ProxyProcess, assert_healthy, raw_request, raw_status
-from tests.support.scripted import Scripted
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 GIB = 1024**3
 BLOCK = b"<a>" * (1024 * 1024 // 3)  # a megabyte of HTML-ish junk, sent again and again
 BOUND = 30.0  # "did not hang": far above any expected duration
-
-
-@pytest.fixture
-def scripted():
-    upstream = Scripted()
-    yield upstream
-    upstream.stop()
 
 
 def _endless(release, chunked: bool, announce: int | None = None):

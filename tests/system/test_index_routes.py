@@ -18,7 +18,6 @@ import pytest
 from tests.support.dists import canonicalize, make_wheel
 from tests.support.pages import json_files, parse_anchors, resolve, split_href
 from tests.support.proxy import PIP_ACCEPT, assert_healthy, http, raw_request, raw_status
-from tests.support.scripted import Scripted
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 V1_HTML_TYPE = "application/vnd.pypi.simple.v1+html"
@@ -494,13 +493,6 @@ def test_bad_upstream_file_is_not_served_as_good_nor_cached(proxy, upstream_html
     result = p.get(path)
     assert result.status == 200 and result.body == dist.content
     assert p.get(path).body == dist.content
-
-
-@pytest.fixture
-def scripted():
-    upstream = Scripted()
-    yield upstream
-    upstream.stop()
 
 
 def test_a_link_fragment_of_several_hashes_guards_the_file(proxy, scripted):

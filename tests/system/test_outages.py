@@ -31,7 +31,6 @@ import pytest
 
 from tests.support.cache_dir import file_path, sized_wheel, wait_for
 from tests.support.pages import json_files, parse_anchors
-from tests.support.scripted import Scripted
 from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_named, http, pip_env, recv_until_closed, run_pip, temp_files
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -102,13 +101,6 @@ def _stop_process(process, sig=signal.SIGTERM):
     if process.returncode is None:
         process.process.send_signal(sig)
     return process.wait(BOUND)
-
-
-@pytest.fixture
-def scripted():
-    upstream = Scripted()
-    yield upstream
-    upstream.stop()
 
 
 def _json_project(name, dists_and_urls):
