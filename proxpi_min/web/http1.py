@@ -62,6 +62,8 @@ _MAX_HEADER_LINE = 65536
 _MAX_HEADERS = 100
 # The versions clients send, by minor version; others are parsed in full.
 _MINOR_VERSIONS = {"HTTP/1.1": 1, "HTTP/1.0": 0}
+# What a Host value (RFC 3986 3.2.2 host, then an optional port) never holds.
+_BAD_HOST = re.compile(r"[\s/?#@\\,\x00-\x1f\x7f]")
 
 
 class InFlight:
@@ -177,7 +179,14 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
                 self.send_error(HTTPStatus.BAD_REQUEST, "Bad header line")
                 return False
             key, value = name.lower(), value.strip()
+            if key == "host" and (key in headers or _BAD_HOST.search(value)):
+                # RFC 9112 3.2: which host is meant must not be in doubt.
+                self.send_error(HTTPStatus.BAD_REQUEST, "more than one Host, or a Host that is no host[:port]")
+                return False
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        if minor >= 1 and "host" not in headers:
+            self.send_error(HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request needs a Host header (RFC 9112 3.2)")
+            return False
         self.headers = headers  # type: ignore[assignment]
         connection = headers.get("connection")
         tokens = {token.strip() for token in connection.lower().split(",")} if connection else ()

@@ -48,7 +48,15 @@ def test_request_line(running, request_line, status) -> None:
         (b"Host x\r\n", 400),
         (b"X-Long: " + b"a" * 70000 + b"\r\n", 431),
         (b"".join(b"X-%d: y\r\n" % i for i in range(101)), 431),
-        (b"".join(b"X-%d: y\r\n" % i for i in range(99)), 200),
+        (b"Host: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(98)), 200),
+        # RFC 9112 3.2: an HTTP/1.1 request names one host, a valid one.
+        (b"", 400),
+        (b"Host: a\r\nHost: b\r\n", 400),
+        (b"Host: a b\r\n", 400),
+        (b"Host: a, b\r\n", 400),
+        (b"Host: user@a\r\n", 400),
+        (b"Host: \r\n", 200),  # the empty host of a target without one
+        (b"Host: [::1]:5000\r\n", 200),
         # A body nobody reads, of a length past what int() takes: the connection closes.
         pytest.param(b"Host: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n", 200, id="content-length-5000-digits"),
     ],

@@ -612,7 +612,7 @@ def test_idle_clients_are_disconnected(proxy, upstream_html):
         "partial request": b"GET /health HTTP/1.1\r\n",
         "partial request line": b"GET /health HT",
         "partial header line": b"GET /health HTTP/1.1\r\nHost: x",
-        "body cut short": b"DELETE /cache/alpha/ HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
+        "body cut short": b"DELETE /cache/alpha/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
         "idle after a keep-alive request": b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
     }
     sockets = {kind: socket.create_connection(("127.0.0.1", p.port)) for kind in kinds}
