@@ -236,11 +236,14 @@ def metadata_from_ranges(
     held it. None if a read gave no range (the upstream ignores ``Range``).
 
     :raises BrokenWheel: no zip, no METADATA, or a member past the end of the file.
+    :raises UpstreamError: a read gave less than it asked for (cut short), or of a file
+        of another size: what it lacks proves nothing about the wheel.
     """
     got = read_range(f"bytes=-{tail}")
     if got is None:
         return None
     data, start, total = got
+    _check_whole(got, max(total - tail, 0), total, total, wheel_filename)
     if on_whole is not None and start == 0 and len(data) == total:
         on_whole(data)
     directory = central_directory(data, total)
@@ -248,6 +251,7 @@ def metadata_from_ranges(
         got = read_range(f"bytes={directory.offset}-{directory.offset + directory.size - 1}")
         if got is None:
             return None
+        _check_whole(got, directory.offset, directory.offset + directory.size, total, wheel_filename)
         data, start, _ = got
     at = directory.offset - start
     member = find_metadata(data[at : at + directory.size], wheel_filename)
@@ -259,13 +263,29 @@ def metadata_from_ranges(
         content = member_data(head[0][member.offset :], member)
     if content is None:
         first, stop = local_span(member)
-        got = read_range(f"bytes={first}-{min(stop, total) - 1}")
+        stop = min(stop, total)
+        got = read_range(f"bytes={first}-{stop - 1}")
         if got is None:
             return None
+        _check_whole(got, first, stop, total, wheel_filename)
         content = member_data(got[0], member)
     if content is None:
         raise BrokenWheel(f"{member.name} runs past the end of {wheel_filename}")
     return content
+
+
+def _check_whole(got: RangeRead, first: int, stop: int, total: int, wheel_filename: str) -> None:
+    """Check that *got* holds bytes *first* to *stop* of a file of *total* bytes, all of
+    them: a read lacking some (an answer cut short) proves nothing about the wheel.
+
+    :raises UpstreamError: it does not.
+    """
+    data, start, size = got
+    if (start, start + len(data), size) != (first, stop, total):
+        raise UpstreamError(
+            f"upstream's answer for bytes {first}-{stop - 1} of {wheel_filename} ({total} bytes) "
+            f"was incomplete: {len(data)} bytes from {start} of {size}"
+        )
 
 
 def is_zip_probe(byte_range: ByteRange, size: Optional[int]) -> bool:

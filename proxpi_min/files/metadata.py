@@ -5,7 +5,9 @@ The metadata is stored where an index's own ``.metadata`` would be (``layout``: 
 the wheel's hash), so it is fetched once across processes and restarts. Once the whole
 wheel is stored, its METADATA is compared with the stored copy (an ERROR if they differ:
 the wheel's replaces it). A wheel that is no zip, or has no METADATA, is remembered:
-its ``.metadata`` answers 502 and pages stop advertising one.
+its ``.metadata`` answers 502 and pages stop advertising one. Only bytes read whole
+prove that: an answer cut short is the upstream's failure, and the next request asks
+again; the requests waiting on a read that failed share its error.
 
 What is remembered belongs to the wheel with the index's hash it was read from (the
 folder it is stored under names it): an index that serves new bytes under an old file
@@ -72,6 +74,15 @@ class BytesBody(FileBody):
         self.sent = len(self._data)
 
 
+class _Flight:
+    """One read of a wheel's metadata in progress; the requests waiting for it share its
+    failure, which is not kept past it (the next request tries again)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Optional[BaseException] = None
+
+
 class _RangeRead:
     """One range of a wheel read in a thread of its own, beside the reads that need
     its answer first; its failure only means the range is not there to use."""
@@ -109,7 +120,7 @@ class WheelMetadata:
         self._lock = threading.Lock()
         self._known: dict = {}  # _Wheel -> sha256 of its metadata, or a BrokenWheel
         self._generations: dict = {}  # project -> changes of what its page advertises
-        self._flights: dict = {}  # metadata path -> threading.Event set once it is done
+        self._flights: dict = {}  # metadata path -> its _Flight, the one read in progress
         self._no_ranges: set = set()  # hosts that answered a Range with the whole file
         # Also store the METADATA of every wheel downloaded (``warm``: an offline proxy
         # serves them); else a downloaded wheel is only checked against a stored copy.
@@ -222,22 +233,24 @@ class WheelMetadata:
                 flight = self._flights.get(target.path)
                 leader = flight is None
                 if leader:
-                    flight = self._flights[target.path] = threading.Event()
+                    flight = self._flights[target.path] = _Flight()
             if not leader:
-                flight.wait()
-                found = self._known.get(wheel)
-                if isinstance(found, BrokenWheel):
-                    raise BrokenWheel(found.message)
-                continue
+                flight.done.wait()
+                if flight.error is not None:
+                    raise flight.error
+                continue  # it succeeded: stored (read above), or not (over the cap, a guess)
             try:
                 return self._extract(project, entry, target, guess)
-            except BrokenWheel as exc:
-                self._broken(wheel, exc)
+            except BaseException as exc:
+                # Its waiters fail with it, rather than each asking the failing upstream in turn.
+                flight.error = exc
+                if isinstance(exc, BrokenWheel):
+                    self._broken(wheel, exc)
                 raise
             finally:
                 with self._lock:
                     del self._flights[target.path]
-                flight.set()
+                flight.done.set()
 
     def _stored(self, wheel: _Wheel, target: Target) -> Optional[bytes]:
         opened = self._files.open_cached(target)

@@ -5,6 +5,7 @@ that start no download."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import glob
 import hashlib
@@ -16,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -242,6 +244,75 @@ def test_broken_wheel_gets_502_and_loses_its_advertised_metadata(proxy, upstream
     assert p.get(f"/index/bad/{bad.filename}.metadata").status == 502
     assert p.get(f"/index/bad/{bad.filename}").body == content  # the file itself still served
     assert b'proxpi_metadata_extracted_total{outcome="broken"}' in p.get("/metrics").body
+
+
+def _ranges_of(upstream: Upstream, dist: Dist) -> list:
+    return [r.headers["range"] for r in upstream.requests if "range" in r.headers and r.path.endswith(dist.filename)]
+
+
+def test_a_failed_read_fails_every_client_waiting_on_it_at_once_and_is_not_kept(proxy, bare):
+    """A stalled upstream: one range request, whose timeout every waiting client gets,
+    rather than each asking in turn and the last waiting for all of them."""
+    p = proxy(bare, read_timeout=1.0)
+    beta = bare.beta
+    bare.fail(beta.filename, "hang")
+
+    def fetch(_):
+        started = time.monotonic()
+        result = p.get(f"/index/beta/{beta.filename}.metadata", timeout=30)
+        return result.status, result.body, time.monotonic() - started
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(fetch, range(8)))
+    assert {(status, body) for status, body, _ in answers} == {answers[0][:2]}
+    assert answers[0][0] == 504 and b"timed out" in answers[0][1]
+    assert _ranges_of(bare, beta) == ["bytes=-131072"]
+    assert max(elapsed for *_, elapsed in answers) < 4.0  # one read timeout, not eight in a row
+    bare.clear_faults()
+    assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+
+
+def _advertised(p, project: str):
+    return json.loads(p.get(f"/index/{project}/", JSON).body)["files"][0].get("core-metadata")
+
+
+def test_a_range_answer_cut_short_is_an_upstream_failure_not_a_broken_wheel(proxy, bare):
+    p = proxy(bare)
+    beta = bare.beta
+    bare.fail(beta.filename, "truncate", times=1)  # half its body, then the connection drops
+    failed = p.get(f"/index/beta/{beta.filename}.metadata")
+    assert failed.status == 502 and "incomplete" in failed.text
+    assert _advertised(p, "beta") is True  # not taken for a broken wheel
+    assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+    assert _advertised(p, "beta") == {"sha256": hashlib.sha256(beta.metadata).hexdigest()}
+    assert len(_ranges_of(bare, beta)) == 2
+
+
+def test_a_partial_answer_shorter_than_its_content_range_is_not_a_broken_wheel(proxy, scripted):
+    """A 206 whose Content-Length and body give half of what its Content-Range names, the
+    connection kept: nothing fails on the wire, only the bytes are missing."""
+    wheel = make_wheel("cut", "1.0")
+    path = f"/files/{wheel.filename}"
+    page = {"meta": {"api-version": "1.1"}, "name": "cut", "versions": ["1.0"], "files": [
+        {"filename": wheel.filename, "url": scripted.base_url + path, "hashes": {"sha256": wheel.sha256}}]}
+    scripted.routes["/simple/cut/"] = (200, {"Content-Type": JSON["Accept"]}, json.dumps(page).encode())
+
+    def whole_file_as_a_range(handler):  # the range asked for, from the end, covers it
+        body = wheel.content if scripted.hits[path] > 1 else wheel.content[: wheel.size // 2]
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes 0-{wheel.size - 1}/{wheel.size}")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    scripted.routes[path] = whole_file_as_a_range
+    p = proxy(scripted.url)
+    failed = p.get(f"/index/cut/{wheel.filename}.metadata")
+    assert failed.status == 502 and "incomplete" in failed.text
+    assert _advertised(p, "cut") is True
+    assert p.get(f"/index/cut/{wheel.filename}.metadata").body == wheel.metadata
+    assert _advertised(p, "cut") == {"sha256": hashlib.sha256(wheel.metadata).hexdigest()}
+    assert scripted.hits[path] == 2
 
 
 def test_served_metadata_checked_against_the_whole_wheel(proxy, bare, caplog):

@@ -11,6 +11,7 @@ import pytest
 
 from proxpi_min.core import wheelmeta
 from proxpi_min.core.byteranges import ByteRange
+from proxpi_min.core.errors import UpstreamError
 from proxpi_min.core.wheelmeta import (
     PROBE_TAIL,
     TAIL_READ,
@@ -171,11 +172,11 @@ class _Ranges:
     (suffix and first-last ranges), and records each one asked; *honoured*: False
     answers as an index that ignores Range."""
 
-    def __init__(self, content: bytes, honoured: bool = True, answered: int = 3, short: bool = False) -> None:
+    def __init__(self, content: bytes, honoured: bool = True, answered: int = 3, cut: int = 0) -> None:
         self.content = content
         self.honoured = honoured
         self.answered = answered  # reads answered with a range, then None
-        self.short = short  # the third read gives 40 bytes, whatever was asked
+        self.cut = cut  # this read (counting from 1) gives 40 bytes, whatever was asked
         self.asked: list = []
 
     def __call__(self, header: str):
@@ -189,7 +190,7 @@ class _Ranges:
         else:
             first, last = (int(part) for part in spec.split("-"))
             assert first <= last < total, header  # within the file, as the function must ask
-        if self.short and len(self.asked) == 3:
+        if len(self.asked) == self.cut:
             last = first + 39
         return self.content[first : last + 1], first, total
 
@@ -226,13 +227,14 @@ def test_metadata_at_the_start_is_read_as_a_member_or_from_the_early_read():
     assert ranges.asked == ["bytes=-4096"]
 
 
-@pytest.mark.parametrize("early", [None, "elsewhere", "another size"])
+@pytest.mark.parametrize("early", [None, "elsewhere", "another size", "cut short"])
 def test_an_early_read_that_does_not_fit_leaves_the_member_read(early):
     content = _large_wheel(metadata_first=True)
     start = {
         None: None,
         "elsewhere": (content[100:65636], 100, len(content)),  # not from byte 0
         "another size": (content[:65536], 0, len(content) + 1),  # of another file
+        "cut short": (content[:80], 0, len(content)),  # ends within the METADATA member
     }[early]
     ranges = _Ranges(content)
     assert metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 4096, early=lambda: start) == METADATA
@@ -272,11 +274,42 @@ def test_a_later_read_without_a_range_gives_none(answered):
     assert len(ranges.asked) == answered + 1
 
 
-def test_a_member_running_past_what_its_read_gave_is_broken():
-    content = _large_wheel(metadata_first=True)
-    ranges = _Ranges(content, short=True)
-    with pytest.raises(BrokenWheel, match="runs past the end"):
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_a_read_cut_short_is_an_upstream_failure_not_a_broken_wheel(cut):
+    # The end's read, the directory's, the member's: each, whole, gives what the next needs.
+    names = [(f"pkg/module{n}.py", b"") for n in range(200)]
+    content = _zip([("pkg-1.0.dist-info/METADATA", METADATA), *names], zipfile.ZIP_STORED)
+    assert metadata_from_ranges(_Ranges(content), "pkg-1.0-py3-none-any.whl", 100) == METADATA
+    ranges = _Ranges(content, cut=cut)
+    with pytest.raises(UpstreamError, match="incomplete: 40 bytes") as raised:
         metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 100)
+    assert not isinstance(raised.value, BrokenWheel)
+    assert len(ranges.asked) == cut
+
+
+def test_a_read_of_a_file_of_another_size_is_an_upstream_failure():
+    # The wheel was replaced between two reads: their bytes are of different files.
+    names = [(f"pkg/module{n}.py", b"") for n in range(200)]
+    content = _zip([("pkg-1.0.dist-info/METADATA", METADATA), *names], zipfile.ZIP_STORED)
+    ranges = _Ranges(content)
+
+    def resized(header: str):
+        data, first, total = ranges(header)
+        return data, first, total + (len(ranges.asked) > 1)
+
+    with pytest.raises(UpstreamError, match=f"of {len(content) + 1}$") as raised:
+        metadata_from_ranges(resized, "pkg-1.0-py3-none-any.whl", 100)
+    assert not isinstance(raised.value, BrokenWheel)
+
+
+def test_a_member_running_past_the_end_of_the_file_is_broken():
+    content = bytearray(_zip([("pkg-1.0.dist-info/METADATA", METADATA)], zipfile.ZIP_STORED))
+    directory = central_directory(bytes(content), len(content))
+    struct.pack_into("<I", content, directory.offset + 20, len(content))  # its compressed size
+    ranges = _Ranges(bytes(content))
+    with pytest.raises(BrokenWheel, match="runs past the end"):
+        metadata_from_ranges(ranges, "pkg-1.0-py3-none-any.whl", 30)
+    assert ranges.asked[-1] == f"bytes=0-{len(content) - 1}"  # read whole: proven
 
 
 @pytest.mark.parametrize("lie", ["member-size", "directory-size"])
