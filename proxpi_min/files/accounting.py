@@ -274,10 +274,9 @@ class Accounting:
     def reserve(self, target: Target, temp: str, size: int) -> bool:
         """Make room for a download of *size* bytes into *temp* before it starts, so
         that downloads in flight (in every process) count against the cap; False if
-        it does not fit beside those (it is passed through, not stored). A file over
-        the cap needs none: :meth:`store` refuses it, its clients get it whole."""
+        it does not fit beside those, or is over the cap: it is not stored."""
         if size > self.cap:
-            return True
+            return False
         self.check_root()
         victims: list = []
         with self._ledger.locked() as ledger:

@@ -242,7 +242,8 @@ class DownloadBody(FileBody):
             )
 
     def close(self) -> None:
-        self._file.close()
+        if not self._file.closed:  # closing twice must not count the reader out twice
+            self._download.detach(self._file)
 
 
 class SizeOnlyBody(FileBody):

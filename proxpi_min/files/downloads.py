@@ -9,6 +9,13 @@ the last one only once the writer has renamed the file to its final name (it ver
 before it renames). If the writer dies (its lock is freed with its record still in the
 lock file), the follower's clients fetch the rest from upstream themselves, still
 hash-checked, and a new download takes over in this process.
+
+A file that will not be stored (over the cap, or no room beside the downloads in flight)
+is still fetched once: it is spooled to its temp file for its clients and not stored at
+the end, the temp file removed once the download has ended and its last reader is done.
+Spooled files are beyond the cap, so only one download at a time on a cache dir, in
+every process, may spool (it holds the dir's spool lock file); while one does, another
+such file is passed through to each of its clients.
 """
 
 from __future__ import annotations
@@ -118,12 +125,14 @@ class VerifiedChunks:
 class FileStore(Protocol):
     """The cache a download fills, as the download sees it (``file_cache.FileCache``)."""
 
+    cap: int  # bytes the stored files may take
+
     def open_cached(self, target: Target) -> Optional[Opened]:
         """The stored file, marked recently used; None if it is not stored."""
 
     def reserve(self, target: Target, temp: str, size: int) -> bool:
         """Make room under the cap for a download of *size* bytes into *temp* before
-        it starts; False if it does not fit now (it is passed through)."""
+        it starts; False if it does not fit now, or ever (it is not stored)."""
 
     def release(self, temp: str) -> None:
         """Drop the reservation of the download into *temp* (it was not stored)."""
@@ -138,6 +147,10 @@ class FileStore(Protocol):
 
     def finished(self, download: "Download") -> None:
         """The download's writer is done (stored, passed through or failed)."""
+
+    def spool_slot(self) -> LockFile:
+        """The lock a download holds while it spools a file that will not be stored
+        (one at a time on the cache dir, see the module docstring)."""
 
 
 class Download:
@@ -162,11 +175,15 @@ class Download:
         # Clients added that have not yet taken their own handle on the file: the writer
         # leaves the file open for them even if it finishes first.
         self.clients = 0
+        self.readers = 0  # handles on the temp file that clients still hold
         self._writer_finished = False
         self.asked = False
         self.lock = LockFile(lock_path(target.path))
         self.take_over = False  # another process's writer died: start a new download
         self.reserved = False  # room is held for us under the cap (FileStore.reserve)
+        # Held while the file is spooled, not stored: until the download has ended and
+        # its last reader is done, since an unlinked file still open keeps its disk space.
+        self._spool: Optional[LockFile] = None
 
     @property
     def over(self) -> bool:
@@ -236,6 +253,8 @@ class Download:
             for chunk in body:
                 if self.length is not None and self.written + len(chunk) > self.length:
                     raise IntegrityError(f"{target.filename}: upstream sends more than {self.length} bytes")
+                if self._outgrows_cap(len(chunk)) and not self._spool_or_pass(self.written + len(chunk)):
+                    return
                 try:
                     write_all(self.fd, chunk, self.written)
                 except OSError as exc:
@@ -246,6 +265,13 @@ class Download:
         if self.length is not None and self.written != self.length:
             raise IntegrityError(f"{target.filename}: upstream sent {self.written} of {self.length} bytes")
         body.check()
+        if self._spool is None:
+            self._store()
+        self._publish(done=True, length=self.written)
+
+    def _store(self) -> None:
+        """Hand the verified temp file to the store, or remove it if not taken."""
+        target = self.target
         try:
             # On disk before it has its final name: a power cut cannot leave a short file
             # there, and on NFS other hosts read these bytes, not stale ones.
@@ -258,22 +284,41 @@ class Download:
             self.reserved = False  # store() took the reservation, or dropped it
             if not stored:
                 self.remove_temp()
-        self._publish(done=True, length=self.written)
 
     def _reserve(self, size: int) -> bool:
         """Room for the file under the cap before a byte is written, counted by every
-        process; False: it does not fit now, so its clients fetch it themselves."""
+        process, or else the spool; False: neither, so its clients fetch it themselves."""
         try:
             self.reserved = self.store.reserve(self.target, self.temp, size)
         except OSError as exc:  # the ledger cannot be locked or written: the disk's trouble
             self.remove_temp()
             self._pass_through(exc)
             return False
-        if not self.reserved:
-            logger.info("no room for %s (%d bytes) under the cache cap now; passing it through", self.target.filename, size)
-            self.remove_temp()
-            self._publish(disk_failed=True)
-        return self.reserved
+        return self.reserved or self._spool_or_pass(size)
+
+    def _outgrows_cap(self, count: int) -> bool:
+        """Whether *count* more bytes take a download of unknown length, which holds
+        no room, past the cap: it cannot be stored, and must not grow unaccounted."""
+        return self.length is None and not self.reserved and self._spool is None and self.written + count > self.store.cap
+
+    def _spool_or_pass(self, size: int) -> bool:
+        """The file will not be stored: spool it for its clients if no other download
+        spools now; else pass it through to each of them (False)."""
+        slot = self.store.spool_slot()
+        try:
+            spooling = slot.acquire(wait=False)
+        except OSError:  # the lock file cannot be made: as if another download spooled
+            spooling = False
+        if spooling:
+            self._spool = slot
+            logger.info("no room for %s (%d bytes) under the cache cap now; spooling it for its clients, not storing it",
+                        self.target.filename, size)
+            return True
+        logger.info("no room for %s (%d bytes) under the cache cap now, and another file is spooled; passing it through",
+                    self.target.filename, size)
+        self.remove_temp()
+        self._publish(disk_failed=True)
+        return False
 
     # ------------------------------------------------------------------ other processes
 
@@ -412,9 +457,15 @@ class Download:
             self._close_if_unused()
 
     def _close_if_unused(self) -> None:
-        if self._writer_finished and self.clients == 0 and self.fd is not None:
+        if not self._writer_finished or self.clients:
+            return
+        if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        if self._spool is not None and self.readers == 0:  # the spool's bytes leave the disk now
+            self.remove_temp()
+            self._spool.release()
+            self._spool = None
 
     def add_client(self) -> None:
         """Count a client in (under the file cache's lock, as it finds the download).
@@ -429,8 +480,9 @@ class Download:
 
     def attach(self):
         """Wait until upstream answered, then give an added client its own handle on the
-        temp file (readable even after os.replace or unlink), or None if the file could
-        not be created.
+        temp file (readable even after os.replace or unlink), to give back with
+        :meth:`detach`; None if the cache dir could not take the file before upstream
+        answered (the client is passed through).
 
         :raises ProxpiError: the download failed before it started.
         """
@@ -439,10 +491,21 @@ class Download:
                 self.cond.wait_for(lambda: self.started or self.over)
                 if self.error is not None and not self.started:
                     raise self.error
-                return None if self.fd is None else os.fdopen(os.dup(self.fd), "rb")
+                if self.fd is None or (self.disk_failed and not self.started):
+                    return None
+                file = os.fdopen(os.dup(self.fd), "rb")
+                self.readers += 1
+                return file
             finally:
                 self.clients -= 1
                 self._close_if_unused()
+
+    def detach(self, file) -> None:
+        """Close a handle :meth:`attach` gave: a spooled file goes with the last one."""
+        file.close()
+        with self.cond:
+            self.readers -= 1
+            self._close_if_unused()
 
     # ------------------------------------------------------------------ readers
 

@@ -25,7 +25,7 @@ from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..core.wheelmeta import is_zip_probe
 from ..index.upstream import Upstream
-from ..infra.atomic import STALE_TEMP, remove_temp_files
+from ..infra.atomic import STALE_TEMP, LockFile, lock_path, remove_temp_files
 from ..infra.metrics import Metrics
 from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
 from .downloads import Download, Opened
@@ -118,17 +118,20 @@ class FileCache:
         """A body for the file (or its ``.metadata``); :meth:`_body` picks one of five:
 
         1. cached: the stored file (:class:`CachedBody`, a hit).
-        2. pass-through: a file over the cap, or one the cache dir cannot take, is sent
-           from upstream as it comes, hash-checked (:class:`UpstreamBody`).
+        2. pass-through: with no cache (a cap of 0), or for a file the cache dir cannot
+           take (nor spool, see ``downloads``), the file is sent from upstream as it
+           comes, hash-checked (:class:`UpstreamBody`).
         3. HEAD: with no download in progress, the index's size answers
            (:class:`SizeOnlyBody`), else a HEAD asked upstream; it starts no download.
         4. join a download: a GET follows the one shared download of the file, the one
-           in progress or a new one (:class:`DownloadBody`), sent as it is written.
+           in progress or a new one (:class:`DownloadBody`), sent as it is written; a
+           file over the cap is downloaded so too, spooled and not stored.
         5. range from upstream: a Range whose first byte the download does not have yet
            (or whose request started it) is passed upstream at once while the download
            goes on in the background, so the next client finds the file cached. A range
-           that only probes the zip's end (uv and pip read a wheel's directory there)
-           starts no download: nobody may ever want the whole wheel.
+           that only probes the zip's end (uv and pip read a wheel's directory there),
+           or one of a file over the cap, starts no download: nobody may ever want the
+           whole wheel, or it would not be cached.
 
         *index* (the listing index's URL) labels the upstream requests in the metrics.
 
@@ -146,11 +149,14 @@ class FileCache:
             self.metrics.hit("file")
             return self._cached_body(cached, byte_range)
         self.metrics.miss("file")
-        if not self._storable(target):  # 2
+        if not self._fetchable(target):  # 2
             return self._pass_through(target, head, byte_range)
-        probe = byte_range is not None and is_zip_probe(byte_range, target.size or self._sizes.get(target.path))
+        # A range starts a download only of a file that may be stored, and not for a
+        # probe of the zip's end.
+        starts = not head and (byte_range is None or (
+            self._storable(target) and not is_zip_probe(byte_range, target.size or self._sizes.get(target.path))))
         with self._lock:
-            download, start = self._register(target, start=not head and not probe)
+            download, start = self._register(target, start=starts)
             if download is not None:
                 download.add_client()
         if start:
@@ -170,7 +176,7 @@ class FileCache:
         try:  # 4
             return DownloadBody(download, file, byte_range)
         except BaseException:
-            file.close()
+            download.detach(file)
             raise
 
     def ensure(self, project: NormalizedName, entry: FileEntry, metadata: bool = False, index: str = "") -> bool:
@@ -200,15 +206,23 @@ class FileCache:
             if not download.take_over:  # else another process's writer died: the next one
                 return self.has(project, entry, metadata)
 
-    def _storable(self, target: Target) -> bool:
-        """Whether a file not in the cache may be downloaded into it (False: over the
-        cap, so it passes through).
+    def _fetchable(self, target: Target) -> bool:
+        """Whether a file not in the cache may be downloaded through the cache dir
+        (False: no cache, so it passes through).
 
         :raises NotFound: offline, where nothing is fetched.
         """
         if self._offline:
             raise NotFound(f"{target.filename} is not in the offline cache")
-        return self.cap > 0 and (target.size is None or target.size <= self.cap)
+        return self.cap > 0
+
+    def _storable(self, target: Target) -> bool:
+        """Whether a file not in the cache may be stored in it, as far as the index's
+        size tells (False: over the cap).
+
+        :raises NotFound: offline, where nothing is fetched.
+        """
+        return self._fetchable(target) and (target.size is None or target.size <= self.cap)
 
     @staticmethod
     def _cached_body(cached: Opened, byte_range: Optional[ByteRange]) -> FileBody:
@@ -283,6 +297,10 @@ class FileCache:
 
     def release(self, temp: str) -> None:
         self._accounting.release(temp)
+
+    def spool_slot(self) -> LockFile:
+        """The cache dir's one spool lock (``downloads.FileStore``)."""
+        return LockFile(lock_path(os.path.join(self.root, "spool")))
 
     def _sweep_temp_files(self) -> None:
         """Now and then, drop temp files nobody writes any more: those another host's

@@ -565,6 +565,99 @@ def test_file_larger_than_cap_size_unknown_is_streamed_whole_but_not_stored(prox
     assert index.hits(small.filename) == 1
 
 
+def _crowd_on_held_download(p: Any, hold: Any, dist: Dist, clients: int) -> list:
+    """*clients* concurrent GETs of *dist* while its upstream response is held midway:
+    each client's first bytes are waited for, then the hold is opened; returns each
+    client's (status, body), or (None, the error)."""
+    results: list[Any] = []
+    started = threading.Semaphore(0)
+
+    def client() -> None:
+        try:
+            conn, response = open_response(p.url, file_path(dist))
+            try:
+                first = response.read1(65536)
+                started.release()
+                results.append((response.status, first + response.read()))
+            finally:
+                conn.close()
+        except Exception as exc:  # reported by the caller
+            results.append((None, repr(exc)))
+            started.release()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        started.acquire(timeout=3 * BACKSTOP)
+    hold.open()
+    for thread in threads:
+        thread.join(3 * BACKSTOP)
+    return results
+
+
+def test_concurrent_clients_of_a_file_over_the_cap_share_one_upstream_get(proxy, upstream_factory):
+    big = sized_wheel("towering", "1.0", 60_000)
+    up = upstream_factory("json", None)  # JSON gives the size up front: over the cap before any GET
+    up.add(big, metadata=False)
+    cap = big.size // 2
+    p = proxy(up, cache_size=cap)
+    assert p.get(f"/index/{big.normalized}/").status == 200
+    hold = up.hold(big)
+
+    results, peak = peak_while(p.settings.cache_dir, lambda: _crowd_on_held_download(p, hold, big, 8))
+
+    assert results == [(200, big.content)] * 8
+    assert up.hits(big.filename) == 1
+    assert settled(p.settings.cache_dir)
+    assert files_tree(p.settings.cache_dir) == {}, "a file over the cap was left on disk"
+    assert peak <= cap + big.size, (peak, cap)
+
+
+def test_concurrent_clients_of_a_file_with_no_room_beside_a_download_share_one_upstream_get(proxy, upstream_factory):
+    other = sized_wheel("roomy", "1.0", 40_000)
+    big = sized_wheel("crowded", "1.0", 40_000)
+    up = upstream_factory("json", None)
+    up.add(other, metadata=False).add(big, metadata=False)
+    cap = max(other.size, big.size) + min(other.size, big.size) // 2  # either fits, not both
+    p = proxy(up, cache_size=cap)
+    for dist in (other, big):
+        assert p.get(f"/index/{dist.normalized}/").status == 200
+    other_hold, big_hold = up.hold(other), up.hold(big)
+    # The other download holds its room under the cap while its upstream is held.
+    other_conn, other_response = open_response(p.url, file_path(other))
+    try:
+        assert other_hold.sent_first.wait(WAIT)
+        results, peak = peak_while(p.settings.cache_dir, lambda: _crowd_on_held_download(p, big_hold, big, 8))
+        other_hold.open()
+        assert other_response.read() == other.content
+    finally:
+        other_conn.close()
+
+    assert results == [(200, big.content)] * 8
+    assert up.hits(big.filename) == 1
+    assert settled(p.settings.cache_dir)
+    assert stored_content(p.settings.cache_dir, other.filename) == other.content
+    assert sum(files_tree(p.settings.cache_dir).values()) <= cap
+    assert peak <= cap + big.size, (peak, cap)
+
+
+def test_files_over_the_cap_of_unknown_size_at_once_never_put_more_than_one_beyond_the_cap_on_disk(proxy, html_index):
+    chosen = [sized_wheel(f"wide{n}", "1.0", 40_000) for n in range(4)]
+    index = html_index(*chosen)  # HTML, no sizes: each is over the cap by its Content-Length only
+    largest = max(dist.size for dist in chosen)
+    cap = min(dist.size for dist in chosen) // 2
+    index.throttle(8192, 0.02)  # slow enough that all four are in flight together
+    p = proxy(index.url, cache_size=cap)
+    wanted = [dist for dist in chosen for _ in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(len(wanted)) as pool:
+        results, peak = peak_while(p.settings.cache_dir, lambda: list(pool.map(lambda d: p.get(file_path(d)), wanted)))
+    assert [(r.status, r.body) for r in results] == [(200, d.content) for d in wanted]
+    assert settled(p.settings.cache_dir)
+    assert peak <= cap + largest, (peak, cap)
+    assert files_tree(p.settings.cache_dir) == {}
+
+
 # =============================================================================
 # Two proxies on one cache dir
 # =============================================================================

@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,63 @@ def test_bad_bytes_never_go_out_whole_however_soon_they_are_checked(tmp_path, so
         ours.shutdown(socket.SHUT_WR)
         assert len(_read_exactly(theirs, len(DATA))) < len(DATA)
     body.close()
+
+
+def _temp_files(root) -> list:
+    return [p.name for p in Path(root).rglob(".tmp-*")]
+
+
+def _sent(body) -> bytes:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        body.send(ours, b"", chunked=False)
+        ours.shutdown(socket.SHUT_WR)
+        return _read_exactly(theirs, len(DATA) + 1)
+
+
+def test_FileCache_spools_one_file_over_the_cap_until_its_last_reader_is_done(tmp_path, source) -> None:
+    """A file over the cap is downloaded once into a temp file its readers share, kept
+    until the last of them is done; meanwhile another such file is not spooled too."""
+    other_path = tmp_path / "b-1.0-py3-none-any.whl"
+    other_path.write_bytes(DATA)
+    other = source._replace(filename=other_path.name, url=other_path.as_uri())
+    root = tmp_path / "files"
+    cache = FileCache(str(root), len(DATA) // 2, CountingUpstream())
+    cache.upstream.gate.clear()
+    opened: list = []
+    readers = [threading.Thread(target=lambda: opened.append(cache.open("a", source))) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    assert _wait(lambda: [d.clients for d in cache._downloads.values()] == [2]), "the second did not join"
+    cache.upstream.gate.set()
+    for reader in readers:
+        reader.join(5)
+    first, second = opened
+    assert cache.upstream.opened == 1
+    assert _wait(lambda: cache.downloads_in_progress() == 0)
+    assert len(_temp_files(root)) == 1, "the spool went before its readers were done"
+    passed = cache.open("b", other)  # over the cap too, while the spool is in use
+    assert _wait(lambda: cache.downloads_in_progress() == 0)
+    assert len(_temp_files(root)) == 1, "a second file spooled beyond the cap"
+    assert _sent(passed) == DATA
+    passed.close()
+    assert _sent(first) == DATA
+    first.close()
+    assert len(_temp_files(root)) == 1
+    assert _sent(second) == DATA
+    second.close()
+    assert _temp_files(root) == []
+    assert [p.name for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")] == []
+    cache.close()
+
+
+def _wait(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_FileCache_walks_the_dir_only_when_no_other_process_uses_it(tmp_path) -> None:
