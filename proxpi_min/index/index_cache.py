@@ -127,6 +127,9 @@ class _Flight:
         self.done = threading.Event()
         self.result: Optional[Lookup] = None
         self.error: Optional[BaseException] = None
+        # Set (under the cache's lock) by an invalidation after this fetch began: its
+        # answer still goes to the clients that asked before, but is not kept.
+        self.superseded = False
 
 
 class IndexCache:
@@ -180,13 +183,17 @@ class IndexCache:
         return self._get(LIST_KEY)
 
     def invalidate(self, key: str) -> None:
-        """Make the next request for *key* (a project name or LIST_KEY) ask upstream.
+        """Make the next request for *key* (a project name or LIST_KEY) ask upstream,
+        even while a fetch begun before is still under way (its answer is not kept).
 
         The entry keeps its validators and stays the fallback if upstream fails.
         """
         with self._lock:
             entry = self._entries.get(key)
             self._refusals.pop(key, None)
+            flight = self._flights.pop(key, None)
+            if flight is not None:  # requests from now on start a fetch of their own
+                flight.superseded = True
             if entry is not None:
                 entry.fetched = float("-inf")
                 entry.retry_at = 0.0
@@ -265,18 +272,20 @@ class IndexCache:
                 raise flight.error
             return flight.result
         try:
-            flight.result = self._refresh(key, entry)._replace(cached=False)
+            flight.result = self._refresh(key, entry, flight)._replace(cached=False)
             return flight.result
         except BaseException as exc:
             flight.error = exc
             raise
         finally:
             with self._lock:
-                del self._flights[key]
+                if self._flights.get(key) is flight:  # not already taken out by an invalidation
+                    del self._flights[key]
             flight.done.set()
 
-    def _refresh(self, key: str, entry: Optional[_Entry]) -> Lookup:
-        """Bring *key* up to date from its saved copy or upstream; runs without the lock."""
+    def _refresh(self, key: str, entry: Optional[_Entry], flight: _Flight) -> Lookup:
+        """Bring *key* up to date from its saved copy or upstream, as *flight*; runs
+        without the lock."""
         entry, answer = self._load_saved(key, entry)
         if answer is not None:
             return answer
@@ -285,7 +294,7 @@ class IndexCache:
                 entry = _Entry(None, "", None, None, float("-inf"))
                 self._store_entry(key, entry, droppable=False)
             return entry.lookup()
-        return self._fetch(key, entry)
+        return self._fetch(key, entry, flight)
 
     def _load_saved(self, key: str, entry: Optional[_Entry]) -> tuple:
         """(entry, answer): *entry* with its page read back from the saved copy if it was
@@ -307,9 +316,10 @@ class IndexCache:
                 self._store_entry(key, entry, droppable=True)
         return entry, None
 
-    def _fetch(self, key: str, entry: Optional[_Entry]) -> Lookup:
+    def _fetch(self, key: str, entry: Optional[_Entry], flight: _Flight) -> Lookup:
         """Ask upstream for *key*, conditionally when *entry* has validators: a 304 keeps
-        *entry*, a 404 or a new page replaces it, a failure serves it stale."""
+        *entry*, a 404 or a new page replaces it, a failure serves it stale. If *flight*
+        is superseded by the time the answer comes, the answer changes nothing kept."""
         url = self.settings.url if key == LIST_KEY else f"{self.settings.url}{key}/"
         try:
             response = self._upstream.fetch_page(
@@ -320,6 +330,8 @@ class IndexCache:
                 # Unchanged: refreshed without re-parsing (and without re-rendering).
                 self._succeeded(key, "not_modified")
                 with self._lock:
+                    if flight.superseded:  # current for the clients waiting; not kept as fresh
+                        return entry.lookup()._replace(stale=False)
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
                     self._restore_entry(key, entry)
                 return entry.lookup()
@@ -340,10 +352,9 @@ class IndexCache:
                 if key != LIST_KEY:
                     new.raw = RawPage(response.body, response.content_type)
         except UpstreamError as exc:
-            return self._failed(key, entry, exc)
+            return self._failed(key, entry, exc, flight)
         self._succeeded(key, "ok")
-        self._store_entry(key, new, droppable=False)
-        if self._store is not None:
+        if self._store_entry(key, new, droppable=False, flight=flight) and self._store is not None:
             self._save_later(key, new)
         return new.lookup()
 
@@ -382,10 +393,13 @@ class IndexCache:
             )
         return page
 
-    def _store_entry(self, key: str, entry: _Entry, droppable: bool) -> None:
+    def _store_entry(self, key: str, entry: _Entry, droppable: bool, flight: Optional[_Flight] = None) -> bool:
         """Store *entry*; a *droppable* one (its saved copy is current) may later leave
-        memory and be read back."""
+        memory and be read back. False: not stored, *flight* (the fetch that made it)
+        was superseded by an invalidation."""
         with self._lock:
+            if flight is not None and flight.superseded:
+                return False
             self._entries[key] = entry
             self._resident_files -= self._resident.pop(key, 0)
             if droppable:
@@ -397,6 +411,7 @@ class IndexCache:
                     forgotten = self._absent.popitem(last=False)[0]
                     if self._entries.get(forgotten) is not None and self._entries[forgotten].value is None:
                         del self._entries[forgotten]
+        return True
 
     def _mark_resident(self, key: str, entry: _Entry) -> None:
         """Count *entry*'s page as resident and drop the least recently used pages
@@ -424,33 +439,39 @@ class IndexCache:
             self._refusals.pop(key, None)
             self._last_success = time.time()
 
-    def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError) -> Lookup:
+    def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError, flight: _Flight) -> Lookup:
         outcome = "timeout" if isinstance(error, UpstreamTimeout) else "error"
         self.metrics.upstream.inc(self._label, "page", outcome)
+        costly = isinstance(error, (BadUpstreamPage, UpstreamTimeout))
+        delay = None
         with self._lock:
             self._last_failure = (time.time(), error.message)
-            if entry is not None:
+            # After an invalidation the next request asks upstream: no back-off then.
+            backs_off = not flight.superseded
+            if backs_off and entry is not None:
                 self._failing.add(key)
-        if entry is None and not isinstance(error, (BadUpstreamPage, UpstreamTimeout)):
-            logger.warning("%s (nothing cached to serve instead)", error.message)
-            raise error
-        if entry is None:  # a costly failure (a page too big, too slow): not repeated at once
-            with self._lock:
+                entry.failures += 1
+                delay = backoff(RETRY_FIRST, RETRY_MAX, entry.failures)
+                entry.retry_at = self._clock() + delay
+                self._restore_entry(key, entry)
+            elif backs_off and costly:  # a page too big, too slow: not repeated at once
                 last = self._refusals.pop(key, None)
                 failures = last.failures + 1 if last is not None else 1
                 delay = backoff(RETRY_FIRST, RETRY_MAX, failures)
                 self._refusals[key] = _Refusal(type(error), error.message, failures, self._clock() + delay)
                 while len(self._refusals) > MAX_REFUSALS:
                     self._refusals.popitem(last=False)
-            logger.warning("%s (nothing cached to serve instead; next try in %.0f s)", error.message, delay)
+        if entry is None:
+            if delay is None:
+                logger.warning("%s (nothing cached to serve instead)", error.message)
+            else:
+                logger.warning("%s (nothing cached to serve instead; next try in %.0f s)", error.message, delay)
             raise error
-        with self._lock:
-            entry.failures += 1
-            delay = backoff(RETRY_FIRST, RETRY_MAX, entry.failures)
-            entry.retry_at = self._clock() + delay
-            self._restore_entry(key, entry)
-        logger.warning("%s; serving the stale copy of %s, next try in %.0f s", error.message, key, delay)
-        return entry.lookup()
+        if delay is None:
+            logger.warning("%s; serving the stale copy of %s", error.message, key)
+        else:
+            logger.warning("%s; serving the stale copy of %s, next try in %.0f s", error.message, key, delay)
+        return entry.lookup()._replace(stale=True)
 
 
 def _check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[_Entry]) -> None:

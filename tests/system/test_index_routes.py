@@ -713,3 +713,38 @@ def test_file_cache_size_zero_stores_nothing(proxy, upstream_html, dists):
     assert p.get(path).body == dists.alpha_2.content
     assert _stored_dist_files(p.settings.cache_dir, dists) == {}
     assert upstream_html.hits(dists.alpha_2.filename) == 2
+
+
+def test_delete_cache_project_wins_over_a_page_fetch_under_way(proxy, scripted):
+    """A page fetch begun before DELETE /cache/<project> and answered after it serves
+    the client that was waiting, but is not kept as fresh: the next GET asks upstream
+    again and lists the release added meanwhile."""
+    releases = ["omega-1.0.tar.gz"]
+    asked, answer = threading.Event(), threading.Event()
+    answer.set()
+
+    def page(handler):
+        body = "".join(f'<a href="/files/{name}">{name}</a>\n' for name in releases).encode()
+        asked.set()
+        answer.wait(10)  # the page as it was when asked, sent once the test allows
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    scripted.routes["/simple/omega/"] = page
+    p = proxy(scripted.url)
+    assert set(_html_page(p, "/index/omega/")[1]) == {"omega-1.0.tar.gz"}
+    assert p.request("DELETE", "/cache/omega").status == 200  # the next GET refreshes the page
+    asked.clear()
+    answer.clear()
+    held = threading.Thread(target=p.get, args=("/index/omega/",))
+    held.start()
+    assert asked.wait(10)
+    assert p.request("DELETE", "/cache/omega").status == 200
+    releases.append("omega-2.0.tar.gz")
+    answer.set()
+    held.join(10)
+    assert set(_html_page(p, "/index/omega/")[1]) == {"omega-1.0.tar.gz", "omega-2.0.tar.gz"}
+    assert scripted.hits["/simple/omega/"] == 3

@@ -53,13 +53,13 @@ class FakeUpstream:
     def fetch_page(self, url, accept, etag=None, last_modified=None):
         self.calls.append((url, etag))
         name = url[len(BASE):].strip("/")
+        body = self.pages.get(name)  # a held answer is the page as it was when asked
         if self.gate is not None and self.gated in (None, name):
             self.gate.wait(5)
         if self.error is not None:
             raise self.error
-        if name not in self.pages:
+        if body is None:
             return PageResponse(404, b"", "", url, None, None)
-        body = self.pages[name]
         tag = f'"{hash(body)}"'
         if etag == tag:
             return PageResponse(304, b"", "", url, tag, None)
@@ -140,6 +140,106 @@ def test_IndexCache_invalidate_makes_next_request_ask(upstream, clock, tmp_path)
     cache.invalidate(alpha())
     cache.project(alpha())
     assert len(upstream.calls) == 2
+
+
+def list_body(names: list) -> bytes:
+    return json.dumps({"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}).encode()
+
+
+def wait_for_calls(upstream: FakeUpstream, count: int) -> bool:
+    """True once upstream has been asked *count* times; False if not within 5 s."""
+    deadline = time.monotonic() + 5
+    while len(upstream.calls) < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def start_held(upstream: FakeUpstream, ask) -> tuple:
+    """(thread, answers): *ask* running in a thread whose fetch upstream holds until
+    ``upstream.gate`` is set; returns once upstream has been asked."""
+    upstream.gate = threading.Event()
+    answers: list = []
+    asked = len(upstream.calls)
+    thread = threading.Thread(target=lambda: answers.append(ask()))
+    thread.start()
+    assert wait_for_calls(upstream, asked + 1)
+    return thread, answers
+
+
+def filenames_of(lookup) -> list:
+    return [f.filename for f in lookup.value.files]
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["new-page", "revalidation"])
+def test_IndexCache_invalidate_wins_over_a_fetch_already_under_way(upstream, clock, tmp_path, warm) -> None:
+    """A fetch begun before the invalidation and answered after it (a new page, or a
+    304 for the copy held) answers its own client, but is not kept as fresh: the next
+    request asks upstream again and sees the release added meanwhile."""
+    cache = make_cache(upstream, clock, tmp_path)
+    if warm:
+        cache.project(alpha())
+        clock.now += 61
+    held, answers = start_held(upstream, lambda: cache.project(alpha()))
+    cache.invalidate("alpha")
+    upstream.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"])
+    upstream.gate.set()
+    held.join(5)
+    assert filenames_of(answers[0]) == ["alpha-1.0.tar.gz"]  # the page as it was when asked
+    calls = len(upstream.calls)
+    assert filenames_of(cache.project(alpha())) == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
+    assert len(upstream.calls) == calls + 1
+
+
+def test_IndexCache_a_request_after_the_invalidation_does_not_wait_for_the_older_fetch(
+    upstream, clock, tmp_path
+) -> None:
+    """The fetch under way when the page is invalidated is not shared with later
+    requests: they start their own, whose answer stays, however the two finish."""
+    cache = make_cache(upstream, clock, tmp_path)
+    held, _ = start_held(upstream, lambda: cache.project(alpha()))
+    cache.invalidate("alpha")
+    upstream.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"])
+    answers: list = []
+    later = threading.Thread(target=lambda: answers.append(cache.project(alpha())))
+    later.start()
+    asked_again = wait_for_calls(upstream, 2)
+    upstream.gate.set()
+    held.join(5)
+    later.join(5)
+    assert asked_again
+    assert filenames_of(answers[0]) == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
+    assert filenames_of(cache.project(alpha())) == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
+    assert len(upstream.calls) == 2
+
+
+def test_IndexCache_invalidate_list_wins_over_a_fetch_already_under_way(upstream, clock, tmp_path) -> None:
+    upstream.pages[""] = list_body(["alpha"])
+    cache = make_cache(upstream, clock, tmp_path)
+    held, _ = start_held(upstream, cache.project_list)
+    cache.invalidate_list()
+    upstream.pages[""] = list_body(["alpha", "beta"])
+    upstream.gate.set()
+    held.join(5)
+    assert list(cache.project_list().value) == ["alpha", "beta"]
+
+
+def test_IndexCache_a_failure_begun_before_the_invalidation_sets_no_back_off(upstream, clock, tmp_path) -> None:
+    """Its client gets the stale copy, but the next request still asks upstream at once."""
+    cache = make_cache(upstream, clock, tmp_path)
+    cache.project(alpha())
+    clock.now += 61
+    held, answers = start_held(upstream, lambda: cache.project(alpha()))
+    cache.invalidate("alpha")
+    upstream.error = UpstreamError("down")
+    upstream.gate.set()
+    held.join(5)
+    assert answers[0].stale and filenames_of(answers[0]) == ["alpha-1.0.tar.gz"]
+    upstream.error = None
+    upstream.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"])
+    assert filenames_of(cache.project(alpha())) == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
+    assert len(upstream.calls) == 3
 
 
 def test_IndexCache_unknown_project_is_none_and_cached(upstream, clock, tmp_path) -> None:
