@@ -26,6 +26,7 @@ class _Checked(NamedTuple):
     size: int
     problem: Optional[str]  # None: good
     unchecked: bool = False  # no hash to check it against
+    gone: bool = False  # removed since the listing (evicted by a proxy on the dir): not bad
 
 
 class _Pages(NamedTuple):
@@ -34,10 +35,11 @@ class _Pages(NamedTuple):
     count: int
     projects: list  # [ProjectPage]: the project pages that load
     bad: list  # [(path, problem)]: the pages that do not
+    gone: int  # deleted since the listing (a proxy on the dir learnt upstream has no such page)
 
 
 def _load_pages(cache_dir: str) -> _Pages:
-    count, projects, bad = 0, [], []
+    count, projects, bad, gone = 0, [], [], 0
     for _, store in PageStore.saved_indexes(cache_dir):
         for name in sorted(os.listdir(store.directory)):
             if not name.endswith(".json"):
@@ -45,12 +47,15 @@ def _load_pages(cache_dir: str) -> _Pages:
             count += 1
             try:
                 saved = store.read(name[:-5])
+            except FileNotFoundError:
+                gone += 1
+                continue
             except (OSError, ValueError) as exc:
                 bad.append((os.path.join(store.directory, name), f"saved page does not load: {exc}"))
                 continue
             if name[:-5] != LIST_KEY and isinstance(saved.value, ProjectPage):
                 projects.append(saved.value)
-    return _Pages(count, projects, bad)
+    return _Pages(count, projects, bad, gone)
 
 
 def _expected_metadata(cache_dir: str, pages: Iterable[ProjectPage]) -> dict:
@@ -88,19 +93,19 @@ def _local_files(cache_dir: str) -> dict:
 
 def _check_file(path: str, rel: str, expected_metadata: dict) -> _Checked:
     stored = parse_stored(rel)
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        return _Checked(path, 0, f"cannot read: {exc.strerror}")
     # Uploaded files and metadata files: the hash recorded apart; others: their path's.
     want = expected_metadata.get(path, None if stored.metadata else stored.hash)
-    if want is None:
-        return _Checked(path, size, None, unchecked=True)
-    verifier = Verifier(want)
+    size = 0
     try:
+        size = os.path.getsize(path)
+        if want is None:
+            return _Checked(path, size, None, unchecked=True)
+        verifier = Verifier(want)
         with open(path, "rb") as file:
             for chunk in iter(lambda: file.read(CHUNK), b""):
                 verifier.update(chunk)
+    except FileNotFoundError:
+        return _Checked(path, size, None, gone=True)
     except OSError as exc:
         return _Checked(path, size, f"cannot read: {exc.strerror}")
     if not verifier.matches():
@@ -187,6 +192,8 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
     A file is checked against the hash in its path; a ``.metadata`` file against the
     hash a saved page gives for it; an uploaded file (the local index) against the hash
     recorded at its upload; the ledger's total and the journal's files against the disk.
+    A file or page gone between the listing and its check (a proxy serving from the dir
+    evicted it) is not bad: it is counted apart.
     With *repair*, bad files and pages are deleted (the next request fetches them
     again), but never an uploaded file, which nothing could fetch; and the ledger and
     journal are rewritten from the disk.
@@ -206,6 +213,7 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
     results, total_bytes = _check_files(found, expected_metadata, jobs, err, tty)
     bad = pages.bad + [(checked.path, checked.problem) for checked in results if checked.problem is not None]
     unchecked = sum(1 for checked in results if checked.unchecked)
+    gone = pages.gone + sum(1 for checked in results if checked.gone)
     accounting = _accounting(files_dir, False, out)
     removed = 0
     for path, problem in bad:
@@ -213,6 +221,8 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
         if repair and path not in local:
             try:
                 os.unlink(path)
+                removed += 1
+            except FileNotFoundError:  # evicted since its check: out of the cache all the same
                 removed += 1
             except OSError as exc:
                 out.write(f"cannot remove {path}: {exc.strerror}\n")
@@ -223,6 +233,7 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
         f"verify: {len(results)} files ({human_size(total_bytes)}), {pages.count} saved pages: {len(bad)} bad"
         + (f", {removed} removed" if repair else "")
         + (f", {unchecked} without a hash to check" if unchecked else "")
+        + (f", {gone} gone before their check" if gone else "")
         + "\n"
     )
     return 1 if bad else 0

@@ -21,7 +21,7 @@ from proxpi_min.cli.verify import run_verify
 from proxpi_min.cli.warm import run_warm
 from proxpi_min.core.lockmatch import Filters
 from proxpi_min.core.settings import parse_settings
-from tests.support.cache_dir import settled
+from tests.support.cache_dir import file_path, settled, sized_wheel
 from tests.support.markers import needs_tomllib
 from tests.support.proxy import REPO_ROOT, ProxyProcess, proxy_env, run_pip
 
@@ -409,6 +409,84 @@ def test_verify_checks_metadata_against_the_saved_page(proxy, upstream, dists, t
     metadata.write_bytes(metadata.read_bytes() + b"x")
     code, out, _ = verify(cache)
     assert code == 1 and f"bad: {metadata}: sha256 differs" in out
+
+
+class _Reporting(io.StringIO):
+    """A stream for verify that runs *action* once where verify reports: on the first
+    write holding *marker*, or (no marker) on the first flush, which the progress makes
+    after each file checked."""
+
+    def __init__(self, action, marker=None):
+        super().__init__()
+        self._action, self._marker = action, marker
+
+    def write(self, text):
+        if self._marker is not None and self._marker in text:
+            self._run()
+        return super().write(text)
+
+    def flush(self):
+        if self._marker is None:
+            self._run()
+        super().flush()
+
+    def _run(self):
+        action, self._action = self._action, None
+        if action is not None:
+            action()
+
+
+def _proxy_holding_two_wheels(proxy, upstream):
+    """(proxy, the two small wheels it has stored, a larger wheel its cap holds only
+    alone: serving that one evicts both)."""
+    kept = [sized_wheel(f"kept{n}", "1.0", 5_000) for n in range(2)]
+    evictor = sized_wheel("evicts", "1.0", 60_000)
+    for dist in (*kept, evictor):
+        upstream.add(dist)
+    p = proxy(upstream, cache_size=evictor.size + min(dist.size for dist in kept) - 1)
+    for dist in kept:
+        assert p.get(file_path(dist)).body == dist.content
+    assert settled(p.settings.cache_dir)
+    return p, kept, evictor
+
+
+@pytest.mark.parametrize("repair", [False, True], ids=["check", "repair"])
+def test_verify_skips_a_file_evicted_between_the_listing_and_its_check(proxy, upstream_html, repair):
+    """A file the proxy on the dir evicts after verify listed it is not bad: counted
+    apart, never removed, and verify exits 0.
+
+    Made certain without mocks: verify reports each file checked to its progress
+    stream (one at a time with one job), and on the first report that stream has the
+    proxy serve the larger wheel, which evicts the other small one before its check."""
+    p, kept, evictor = _proxy_holding_two_wheels(proxy, upstream_html)
+    out, err = io.StringIO(), _Reporting(lambda: p.get(file_path(evictor)))
+    code = run_verify(p.settings.cache_dir, repair=repair, jobs=1, out=out, err=err)
+    text = out.getvalue()
+    assert not any(stored(p.settings.cache_dir, dist).exists() for dist in kept)  # the race happened
+    assert code == 0, text
+    assert "bad:" not in text and "cannot remove" not in text
+    assert text.startswith("verify: 2 files") and "1 gone before their check" in text
+
+
+def test_verify_repair_of_a_bad_file_evicted_before_its_removal(proxy, upstream_html):
+    """A file found bad that the proxy evicts before --repair removes it: out of the
+    cache all the same, so counted removed, with no complaint.
+
+    Made certain without mocks: verify names a bad file on its output just before
+    removing it, and that stream then has the proxy serve the larger wheel, which
+    evicts it."""
+    p, kept, evictor = _proxy_holding_two_wheels(proxy, upstream_html)
+    victim = stored(p.settings.cache_dir, kept[0])
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    out = _Reporting(lambda: p.get(file_path(evictor)), marker=f"bad: {victim}:")
+    code = run_verify(p.settings.cache_dir, repair=True, jobs=1, out=out, err=io.StringIO())
+    text = out.getvalue()
+    assert code == 1  # it was bad when checked
+    assert f"bad: {victim}: sha256 differs" in text
+    assert "cannot remove" not in text and "1 bad, 1 removed" in text
+    assert not victim.exists()
 
 
 def test_verify_not_a_cache_dir(tmp_path, capsys):
