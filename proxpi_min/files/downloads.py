@@ -104,7 +104,7 @@ class VerifiedChunks:
     def __init__(self, response: FileResponse, target: Target, min_rate: int) -> None:
         self._response = response
         self._filename = target.filename
-        self._verifier = Verifier(target.hash)
+        self._verifier = Verifier(target.hash, target.filename)
         self._guard = RateGuard(min_rate, target.url)
 
     def __iter__(self) -> Iterator[bytes]:
