@@ -6,7 +6,9 @@ downloads the wheels, one after the other. A client's first whole download after
 metadata reads says its resolution is over: the other wheels whose metadata it read are
 fetched at once, a few at a time, so that its next downloads are hits or join a download
 under way. A client that only resolves (``pip install --dry-run``, ``uv pip compile``)
-downloads nothing, so the proxy fetches no whole wheel for it.
+downloads nothing, so the proxy fetches no whole wheel for it. The wheels ahead of their
+client take at most a share of the cache's cap; the rest wait for the client to ask for
+those first.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import os
 import threading
 import time
 from typing import Callable, NamedTuple, Optional
@@ -24,6 +27,7 @@ from ..core.simple import FileEntry
 from ..infra.metrics import Metrics
 from ..infra.pool import WorkerPool
 from .file_cache import FileCache
+from .layout import Target
 
 __all__ = ["DownloadAhead"]
 
@@ -37,6 +41,11 @@ MAX_CLIENTS = 256
 MAX_WHEELS = 2000
 MAX_QUEUED = 10_000  # wheels waiting for a thread; past this, the rest are dropped
 MAX_REMEMBERED = 10_000  # files queued ahead, remembered until a client asks for them
+# Fetching ahead must never fetch a file twice: the files ahead of their clients (queued,
+# being fetched, or stored and not asked for in SESSION_SECONDS) take at most this share of
+# the cap, so no download evicts them first; a file of unknown size is fetched alone,
+# counted as large as the largest ahead.
+AHEAD_SHARE = 0.5
 
 
 class _Wheel(NamedTuple):
@@ -56,6 +65,18 @@ class _Resolution:
         self.last = now
 
 
+class _Ahead:
+    """A file queued ahead of its client."""
+
+    __slots__ = ("began", "fetching", "size", "since")
+
+    def __init__(self, size: Optional[int], now: float) -> None:
+        self.began = False  # its fetch began: a client asking for it now counts as a use
+        self.fetching = True  # queued or being fetched
+        self.size = size  # the index's, the stored one once fetched; None: unknown
+        self.since = now  # when it was queued, then stored
+
+
 class DownloadAhead:
     """Fetches into *files* the wheels a client resolved, *jobs* at once, from its first
     whole download on; *clock* is monotonic seconds."""
@@ -70,10 +91,13 @@ class DownloadAhead:
         self._pool = WorkerPool(jobs, MAX_QUEUED, "proxpi-download-ahead")
         self._resolutions: "collections.OrderedDict[str, _Resolution]" = collections.OrderedDict()
         self._closed = False
-        # (project, filename) of the files queued ahead -> whether their fetch began: a
-        # client asking for one counts as a use once it has, even while it is still being
+        # (project, filename) of the files queued ahead -> their _Ahead: a client asking
+        # for one counts as a use once its fetch began, even while it is still being
         # fetched (the client joins that download); not while it waits in the queue.
-        self._ahead: "collections.OrderedDict[tuple, bool]" = collections.OrderedDict()
+        self._ahead: "collections.OrderedDict[tuple, _Ahead]" = collections.OrderedDict()
+        # (project, filename) -> (_Wheel, when its resolution ended): wheels to fetch
+        # ahead once those ahead of them leave room under the cap's share.
+        self._waiting: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
         metrics.prefetch_used.inc("file", amount=0)
 
     def metadata_read(self, client: str, project: NormalizedName, entry: FileEntry, index: str) -> None:
@@ -100,30 +124,29 @@ class DownloadAhead:
         now = self._clock()
         dropped = 0
         with self._lock:
-            if self._ahead.pop(key, False):
+            ahead = self._ahead.pop(key, None)
+            if ahead is not None and ahead.began:
                 self._metrics.prefetch_used.inc("file")
-            if not filename.endswith(".whl") or client not in self._resolutions:
-                return
-            resolution = self._resolutions.pop(client)
-            if self._closed or now - resolution.last > SESSION_SECONDS:
-                return
-            for wheel in resolution.wheels.values():
-                if (wheel.project, wheel.entry.filename) == key:
-                    continue
-                if self._pool.submit(functools.partial(self._fetch, wheel)):
-                    self._ahead[(wheel.project, wheel.entry.filename)] = False  # queued
-                else:
+            self._waiting.pop(key, None)  # the client fetches it itself
+            resolution = self._resolutions.pop(client, None) if filename.endswith(".whl") else None
+            if resolution is not None and not self._closed and now - resolution.last <= SESSION_SECONDS:
+                for wheel in resolution.wheels.values():
+                    wheel_key = (wheel.project, wheel.entry.filename)
+                    if wheel_key != key and wheel_key not in self._ahead:
+                        self._waiting[wheel_key] = (wheel, now)
+                while len(self._waiting) > MAX_QUEUED:
+                    self._waiting.popitem(last=False)
                     dropped += 1
-            while len(self._ahead) > MAX_REMEMBERED:
-                self._ahead.popitem(last=False)
+            dropped += self._queue_within_share(now)
         if dropped:
             self._metrics.prefetched.inc("file", "dropped", amount=dropped)
 
     def _fetch(self, wheel: _Wheel) -> None:
         key = (wheel.project, wheel.entry.filename)
         with self._lock:
-            if key in self._ahead:  # else its client asked while it was queued, and fetches it
-                self._ahead[key] = True
+            ahead = self._ahead.get(key)
+            if ahead is not None:  # else its client asked while it was queued, and fetches it
+                ahead.began = True
         outcome = "error"
         try:
             if self._files.has(wheel.project, wheel.entry):
@@ -137,9 +160,59 @@ class DownloadAhead:
         except Exception:  # counted as an error like the others, then logged whole
             logger.exception("download ahead of %s failed", wheel.entry.filename)
         self._metrics.prefetched.inc("file", outcome)
-        if outcome != "fetched":  # not ours to count: stored before, or not at all
-            with self._lock:
-                self._ahead.pop(key, None)
+        size = self._stored_size(wheel) if outcome == "fetched" else None
+        with self._lock:
+            ahead = self._ahead.get(key)
+            if ahead is not None and size is None:  # not ours to count: stored before, or not at all
+                del self._ahead[key]
+            elif ahead is not None:
+                ahead.fetching, ahead.size, ahead.since = False, size, self._clock()
+            dropped = self._queue_within_share(self._clock())
+        if dropped:
+            self._metrics.prefetched.inc("file", "dropped", amount=dropped)
+
+    def _stored_size(self, wheel: _Wheel) -> Optional[int]:
+        """The size of a wheel just fetched ahead (None: evicted already)."""
+        try:
+            return os.path.getsize(Target(self._files.root, wheel.project, wheel.entry, False).path)
+        except (OSError, ProxpiError):
+            return None
+
+    def _queue_within_share(self, now: float) -> int:
+        """Queue the waiting wheels that fit in the cap's share (AHEAD_SHARE) left, in
+        the order they came; forget those that never will (larger than the share) or whose
+        client went on (SESSION_SECONDS ago). Our lock is held. Returns how many the pool dropped."""
+        share = self._files.cap * AHEAD_SHARE
+        ahead_bytes, largest, fetching, unknown_fetching = 0, 0, False, False
+        for ahead in self._ahead.values():
+            if ahead.fetching:
+                fetching = True
+                unknown_fetching = unknown_fetching or ahead.size is None
+            elif now - ahead.since > SESSION_SECONDS:
+                continue  # its client went on: it is a cached file like any other
+            ahead_bytes += ahead.size or 0
+            largest = max(largest, ahead.size or 0)
+        dropped = 0
+        for key, (wheel, since) in list(self._waiting.items()):
+            size = wheel.entry.size
+            if self._closed or now - since > SESSION_SECONDS or (size is not None and size > share):
+                del self._waiting[key]
+                continue
+            fits = (not fetching and ahead_bytes + largest <= share) if size is None else (
+                not unknown_fetching and ahead_bytes + size <= share)
+            if not fits:
+                continue
+            del self._waiting[key]
+            if not self._pool.submit(functools.partial(self._fetch, wheel)):
+                dropped += 1
+                continue
+            self._ahead[key] = _Ahead(size, now)
+            ahead_bytes += size or 0
+            largest = max(largest, size or 0)
+            fetching, unknown_fetching = True, unknown_fetching or size is None
+        while len(self._ahead) > MAX_REMEMBERED:
+            self._ahead.popitem(last=False)
+        return dropped
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until nothing is queued or being fetched (tests, shutdown)."""
@@ -150,4 +223,5 @@ class DownloadAhead:
         *timeout* seconds to end."""
         with self._lock:
             self._closed = True
+            self._waiting.clear()
         self._pool.close(timeout)

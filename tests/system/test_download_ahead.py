@@ -24,10 +24,8 @@ def _large(name: str, version: str, **kwargs):
     return make_wheel(name, version, module_source=f"# {os.urandom(200_000).hex()}\n", **kwargs)
 
 
-@pytest.fixture
-def bare(upstream_factory):
-    """app 1.0 needs lib; lib 1.0 and 2.0; other 1.0: no metadata upstream."""
-    upstream = upstream_factory("html", None)
+def _bare(upstream_factory, fmt: str):
+    upstream = upstream_factory(fmt, None)
     upstream.app = _large("app", "1.0", requires=["lib"])
     upstream.lib_1 = _large("lib", "1.0")
     upstream.lib_2 = _large("lib", "2.0")
@@ -35,6 +33,18 @@ def bare(upstream_factory):
     for dist in (upstream.app, upstream.lib_1, upstream.lib_2, upstream.other):
         upstream.add(dist, metadata=False)
     return upstream
+
+
+@pytest.fixture
+def bare(upstream_factory):
+    """app 1.0 needs lib; lib 1.0 and 2.0; other 1.0: no metadata upstream, no sizes."""
+    return _bare(upstream_factory, "html")
+
+
+@pytest.fixture
+def bare_sized(upstream_factory):
+    """The same, from a JSON index that gives the sizes (PEP 700)."""
+    return _bare(upstream_factory, "json")
 
 
 def _whole_gets(upstream) -> list:
@@ -95,9 +105,10 @@ def test_a_failing_file_is_counted_and_the_proxy_goes_on(proxy, bare):
     assert p.get("/health").status == 200
 
 
-def test_a_file_the_client_asks_for_while_queued_is_no_use(proxy, bare):
+def test_a_file_the_client_asks_for_while_queued_is_no_use(proxy, bare_sized):
     """The client fetches it itself then; once its fetch ahead began, the client joins
-    that, and it is a use."""
+    that, and it is a use. (Their sizes known, both are queued at once.)"""
+    bare = bare_sized
     p = proxy(bare, prefetch_jobs=1)  # one at a time: other waits behind lib 2.0
     _read_metadata(p, bare, bare.app, bare.lib_2, bare.other)
     hold = bare.hold(bare.lib_2)
@@ -145,3 +156,20 @@ def test_pip_download_gets_each_wheel_from_upstream_once(proxy, bare, tmp_path):
     assert sorted(_whole_gets(bare)) == sorted([bare.app.filename, bare.lib_2.filename, bare.other.filename])
     # pip downloads one wheel after the other: the first fetched the other two ahead.
     assert sample(parse(p.get("/metrics").text)[1], "proxpi_prefetch_used_total", kind="file") == 2
+
+
+@pytest.mark.parametrize("fmt", ["html", "json"])  # HTML gives no sizes, JSON does (PEP 700)
+def test_a_small_cap_never_makes_a_wheel_fetched_twice(proxy, upstream_factory, fmt):
+    """Eight wheels of about 230 kB under a cap of 1.2 MB: fetched all at once, they
+    would evict one another before the client asks for them."""
+    upstream = upstream_factory(fmt, None)
+    wheels = [_large(f"lib{n}", "1.0") for n in range(8)]
+    for dist in wheels:
+        upstream.add(dist, metadata=False)
+    p = proxy(upstream, cache_size=1_200_000)
+    _read_metadata(p, upstream, *wheels)
+    for dist in wheels:  # pip downloads one after the other
+        assert p.get(f"/index/{dist.project}/{dist.filename}", PIP).body == dist.content
+    assert p.server.download_ahead.wait(10)
+    assert sorted(_whole_gets(upstream)) == sorted(dist.filename for dist in wheels)
+    assert sample(parse(p.get("/metrics").text)[1], "proxpi_prefetch_used_total", kind="file") >= 1
