@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import gzip
 import json
 import logging
 import os
@@ -355,15 +356,16 @@ def test_sizes_in_digits_other_than_ascii_are_no_sizes(proxy, scripted):
     files = [{"filename": name, "url": f"{scripted.base_url}/files/{name}", "hashes": {}} for name in names]
     document = {"meta": {"api-version": "1.0"}, "name": "odd", "files": files}
     scripted.routes["/simple/odd/"] = (200, {"Content-Type": JSON_TYPE}, json.dumps(document).encode())
-    scripted.routes["/files/whole-1.0.tar.gz"] = _raw_file(200, {"Content-Length": "\u00b2"}, b"the whole file")
+    whole_file = gzip.compress(b"the whole file", mtime=0)  # no hash: it must at least end as a gzip stream does
+    scripted.routes["/files/whole-1.0.tar.gz"] = _raw_file(200, {"Content-Length": "\u00b2"}, whole_file)
     scripted.routes["/files/ranged-1.0.tar.gz"] = _raw_file(206, {"Content-Range": "bytes 6-9/\u00b2"}, b"6789")
     scripted.routes["/files/outside-1.0.tar.gz"] = _raw_file(416, {"Content-Range": "bytes */\u00b2"}, b"")
     p = proxy(scripted.url)
     assert p.get("/index/odd/").status == 200
 
     whole = p.get("/index/odd/whole-1.0.tar.gz")
-    assert (whole.status, whole.body) == (200, b"the whole file"), whole
-    assert p.get("/index/odd/whole-1.0.tar.gz").body == b"the whole file"
+    assert (whole.status, whole.body) == (200, whole_file), whole
+    assert p.get("/index/odd/whole-1.0.tar.gz").body == whole_file
     assert scripted.hits["/files/whole-1.0.tar.gz"] == 1  # stored the first time
     # Suffix ranges: probes of a zip's end, passed upstream without a download beside them.
     ranged = p.get("/index/odd/ranged-1.0.tar.gz", {"Range": "bytes=-4"})
