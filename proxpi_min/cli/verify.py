@@ -11,7 +11,7 @@ from typing import Iterable, NamedTuple, Optional, TextIO
 from ..core.errors import ProxpiError
 from ..core.units import human_size
 from ..core.simple import ProjectPage
-from ..files.downloads import CHUNK
+from ..files.upstream_body import CHUNK
 from ..files.integrity import FileHash, Verifier
 from ..files.layout import METADATA_SUFFIX, Target, files_root, index_root, local_root, parse_stored, stored_files
 from ..files.ledger import LEDGER_NAME, Ledger, scan

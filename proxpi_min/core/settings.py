@@ -30,7 +30,7 @@ DEFAULT_CACHE_SIZE = 5 * 1024**3  # proxpi's "5GB"
 # Finite by default so a hung upstream never hangs a client (proxpi's defaults).
 DEFAULT_CONNECT_TIMEOUT = 3.1
 DEFAULT_READ_TIMEOUT = 20.0
-# A file download slower than this many bytes a second (over downloads.RATE_WINDOW) is
+# A file download slower than this many bytes a second (over upstream_body.RATE_WINDOW) is
 # cut: the read timeout alone lets an upstream trickle a byte per read forever.
 DEFAULT_DOWNLOAD_MIN_RATE = 1024
 # Idle keep-alive connections are closed after this long, so idle clients cannot pin

@@ -12,7 +12,8 @@ from typing import Optional
 from ..core.byteranges import ByteRange
 from ..core.errors import UpstreamError
 from ..index.upstream import FileResponse
-from .downloads import CHUNK, Download, RateGuard
+from .downloads import Download
+from .upstream_body import CHUNK, RateGuard
 from .integrity import Verifier
 from .layout import Target
 

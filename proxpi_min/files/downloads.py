@@ -25,27 +25,24 @@ import logging
 import os
 import threading
 import time
-from typing import BinaryIO, Iterator, NamedTuple, Optional, Protocol
+from typing import BinaryIO, NamedTuple, Optional, Protocol
 
 from ..core.byteranges import ByteRange
-from ..core.errors import IntegrityError, ProxpiError, UpstreamError, UpstreamTimeout
+from ..core.errors import IntegrityError, ProxpiError, UpstreamError
 from ..core.units import parse_decimal
-from ..index.upstream import FileResponse, Upstream
+from ..index.upstream import Upstream
 from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path, write_all
 from .integrity import Verifier
 from .layout import Target
+from .upstream_body import CHUNK, VerifiedChunks
 
-__all__ = ["CHUNK", "Download", "FileStore", "Opened", "RateGuard", "VerifiedChunks"]
+__all__ = ["Download", "FileStore", "Opened"]
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024  # bytes per upstream read and per sendfile call while streaming
 # How often a follower looks at another process's download (its file's size, its lock):
 # fast enough to stream, slow enough to cost nothing (no inotify on NFS).
 FOLLOW_POLL = 0.02
-# The minimum download rate is an average over each window this long (seconds): the
-# read timeout alone lets an upstream trickle a byte per read for ever.
-RATE_WINDOW = 30.0
 
 
 class Opened(NamedTuple):
@@ -53,73 +50,6 @@ class Opened(NamedTuple):
 
     file: BinaryIO
     size: int
-
-
-class RateGuard:
-    """Cuts an upstream transfer that averages under *min_rate* bytes a second over a
-    window of RATE_WINDOW seconds (0: never); *clock* is monotonic seconds."""
-
-    def __init__(self, min_rate: int, url: str, clock=time.monotonic) -> None:
-        self._min_rate = min_rate
-        self._url = url
-        self._clock = clock
-        self._start = clock()
-        self._count = 0
-
-    def add(self, count: int) -> None:
-        """Count *count* bytes just read.
-
-        :raises UpstreamTimeout: the window ended under the minimum rate.
-        """
-        if not self._min_rate:
-            return
-        self._count += count
-        now = self._clock()
-        elapsed = now - self._start
-        if elapsed < RATE_WINDOW:
-            return
-        if self._count < self._min_rate * elapsed:
-            raise UpstreamTimeout(
-                f"upstream sent {self._count} bytes in {elapsed:.0f} s, under the minimum of "
-                f"{self._min_rate} bytes a second: {self._url}"
-            )
-        self._start, self._count = now, 0
-
-    @contextlib.contextmanager
-    def client_time(self) -> Iterator[None]:
-        """Time spent inside waits on the client (a slow reader), not on the upstream:
-        it does not count against the upstream's rate."""
-        began = self._clock()
-        try:
-            yield
-        finally:
-            self._start += self._clock() - began
-
-
-class VerifiedChunks:
-    """The body of *target* as upstream sends it, a chunk at a time: each chunk hashed
-    for the index's hash and counted against *min_rate* (see :class:`RateGuard`). What
-    a chunk is written to, and what a failed write means, is the reader's."""
-
-    def __init__(self, response: FileResponse, target: Target, min_rate: int) -> None:
-        self._response = response
-        self._filename = target.filename
-        self._verifier = Verifier(target.hash, target.filename)
-        self._guard = RateGuard(min_rate, target.url)
-
-    def __iter__(self) -> Iterator[bytes]:
-        """:raises UpstreamError: the read failed (UpstreamTimeout: under the minimum rate)."""
-        while chunk := self._response.read(CHUNK):
-            self._guard.add(len(chunk))
-            self._verifier.update(chunk)
-            yield chunk
-
-    def check(self) -> None:
-        """Compare the bytes read with the index hash, once the body has ended.
-
-        :raises IntegrityError: they do not match.
-        """
-        self._verifier.check(f"{self._filename}: downloaded bytes do not match the index hash")
 
 
 class FileStore(Protocol):

@@ -48,7 +48,7 @@ from ..index.upstream import FileResponse
 from ..infra.atomic import temp_path
 from ..infra.metrics import Metrics
 from .bodies import FileBody
-from .downloads import VerifiedChunks
+from .upstream_body import VerifiedChunks
 from .file_cache import FileCache
 from .integrity import FileHash, Verifier, best_hash
 from .layout import METADATA_SUFFIX, Target, parse_stored

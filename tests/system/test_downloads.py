@@ -328,10 +328,10 @@ def test_failed_chunked_download_is_cut_short_not_stored(proxy, html_index, mode
 
 @pytest.mark.parametrize("cap", [1 << 30, 0], ids=["download", "pass-through"])
 def test_trickling_upstream_is_cut_by_the_minimum_rate(proxy, html_index, monkeypatch, caplog, cap):
-    # The rate is averaged over downloads.RATE_WINDOW (30 s); a short window keeps the test short.
-    from proxpi_min.files import downloads
+    # The rate is averaged over upstream_body.RATE_WINDOW (30 s); a short window keeps the test short.
+    from proxpi_min.files import upstream_body
 
-    monkeypatch.setattr(downloads, "RATE_WINDOW", 0.3)
+    monkeypatch.setattr(upstream_body, "RATE_WINDOW", 0.3)
     dist = sized_wheel("trickle", "1.0", 30_000)
     index = html_index(dist)
     index.throttle(16, 0.05)  # about 320 bytes a second, every read well within the read timeout

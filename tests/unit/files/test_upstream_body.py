@@ -1,5 +1,5 @@
-"""downloads.RateGuard: the minimum transfer rate, on a clock the test moves;
-downloads.VerifiedChunks: an upstream body read through the hash and the rate."""
+"""upstream_body.RateGuard: the minimum transfer rate, on a clock the test moves;
+upstream_body.VerifiedChunks: an upstream body read through the hash and the rate."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from proxpi_min.core.errors import IntegrityError, UpstreamTimeout
 from proxpi_min.core.simple import FileEntry
-from proxpi_min.files import downloads
-from proxpi_min.files.downloads import CHUNK, RATE_WINDOW, RateGuard, VerifiedChunks
+from proxpi_min.files import upstream_body
+from proxpi_min.files.upstream_body import CHUNK, RATE_WINDOW, RateGuard, VerifiedChunks
 from proxpi_min.files.layout import Target
 
 
@@ -103,7 +103,7 @@ def test_VerifiedChunks_check_refuses_bytes_without_the_index_hash():
 
 
 def test_VerifiedChunks_cuts_an_upstream_under_the_minimum_rate(monkeypatch):
-    monkeypatch.setattr(downloads, "RATE_WINDOW", 0.001)
+    monkeypatch.setattr(upstream_body, "RATE_WINDOW", 0.001)
     body = VerifiedChunks(Response(BODY, pause=0.01), _target(hashlib.sha256(BODY).hexdigest()), min_rate=10**12)
     with pytest.raises(UpstreamTimeout, match="under the minimum of 1000000000000 bytes a second: http://u/w-1.0"):
         list(body)
