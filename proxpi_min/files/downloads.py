@@ -233,7 +233,15 @@ class Download:
 
     def _spool_or_pass(self, size: int) -> bool:
         """The file will not be stored: spool it for its clients if no other download
-        spools now; else pass it through to each of them (False)."""
+        spools now; else pass it through to each of them (False). A download with no
+        client (``FileCache.ensure``: warm, prefetch) has nobody to spool for."""
+        with self.cond:
+            wanted = bool(self.clients or self.readers)
+        if not wanted:
+            logger.info("no room for %s (%d bytes) under the cache cap now; not fetched", self.target.filename, size)
+            self.remove_temp()
+            self._publish(disk_failed=True)
+            return False
         slot = self.store.spool_slot()
         try:
             spooling = slot.acquire(wait=False)

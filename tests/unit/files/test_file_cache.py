@@ -175,6 +175,27 @@ def test_FileCache_spools_one_file_over_the_cap_until_its_last_reader_is_done(tm
     cache.close()
 
 
+def test_FileCache_ensure_fetches_nothing_that_has_no_room_and_no_client(tmp_path, source) -> None:
+    """warm and prefetch store files: one with no room beside a download in flight is
+    not fetched (a spool is for clients, and there are none), nor held in the spool."""
+    other_path = tmp_path / "b-1.0-py3-none-any.whl"
+    other_path.write_bytes(DATA)
+    other = source._replace(filename=other_path.name, url=other_path.as_uri())
+    upstream = CountingUpstream()
+    cache = FileCache(str(tmp_path / "files"), len(DATA) * 3 // 2, upstream)
+    upstream.gate.clear()
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("a", cache.ensure("a", source)))
+    first.start()
+    assert _wait(lambda: upstream.opened == 1)
+    results["b"] = cache.ensure("b", other)  # while a's download holds the room
+    upstream.gate.set()
+    first.join(10)
+    assert results == {"a": True, "b": False}
+    assert upstream.opened == 1
+    assert LockFile(lock_path(str(tmp_path / "files" / "spool"))).acquire(wait=False)  # no spool held
+
+
 def _wait(predicate, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
