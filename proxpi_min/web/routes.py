@@ -249,10 +249,8 @@ class ProxyHandler(Http1Handler):
             byte_range = None
         distribution = filename[: -len(_METADATA_SUFFIX)] if metadata else filename
         try:
-            body = app.open_file(project, distribution, metadata, head, byte_range, self._client())
-            if byte_range is not None and if_range is not None and if_range != body.etag:
-                body.close()  # the client holds other bytes than these: the whole file
-                body = app.open_file(project, distribution, metadata, head, None, self._client())
+            open_file = functools.partial(app.open_file, project, distribution, metadata, head)
+            body = self._open_ranged(open_file, byte_range, if_range)
         except RangeNotSatisfiable as exc:
             return self._send(
                 416,
@@ -268,6 +266,24 @@ class ProxyHandler(Http1Handler):
             self._send_file(body, content_type_for(filename, app.settings.binary_file_mime_type), head)
         finally:
             body.close()
+
+    def _open_ranged(self, open_file, byte_range: Optional[ByteRange], if_range: Optional[str]) -> FileBody:
+        """``open_file(byte_range, client)``, or the whole file where *if_range* names
+        other bytes than these (RFC 9110 13.1.5), judged before the range (13.2.2)."""
+        try:
+            body = open_file(byte_range, self._client())
+        except RangeNotSatisfiable:
+            if byte_range is None or if_range is None:
+                raise
+            whole = open_file(None, self._client())
+            if whole.etag == if_range:  # these very bytes: the range stands unsatisfiable
+                whole.close()
+                raise
+            return whole
+        if byte_range is not None and if_range is not None and if_range != body.etag:
+            body.close()  # the client holds other bytes than these: the whole file
+            return open_file(None, self._client())
+        return body
 
     def _send_file(self, body: FileBody, content_type: str, head: bool) -> None:
         cache_control = _FILE_CACHE_CONTROL if body.immutable else _REPLACEABLE_CACHE_CONTROL

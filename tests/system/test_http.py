@@ -214,6 +214,10 @@ def test_if_range_gives_the_range_only_for_the_same_bytes(running, dists, cached
         answer = running.get(path, {"Range": "bytes=0-9", "If-Range": other})
         assert (answer.status, answer.body) == (200, whole), other
         assert "Content-Range" not in answer.headers
+    # 13.2.2: If-Range is judged before the range, which may then be past the end.
+    past_the_end = {"Range": f"bytes={len(whole) + 10}-"}
+    assert running.get(path, {**past_the_end, "If-Range": '"0123456789abcdef"'}).body == whole
+    assert running.get(path, {**past_the_end, "If-Range": etag}).status == 416
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["cold", "cached"])
