@@ -218,7 +218,9 @@ class Server(http.server.ThreadingHTTPServer):
         returns once :meth:`serve_forever` has returned."""
         self.connections.drain()
         self._stop_asked = True
-        with contextlib.suppress(BlockingIOError):  # a wake already waits: one is enough
+        # BlockingIOError: a wake already waits, one is enough; OSError: the server is
+        # closed already (a second stop signal while it drains).
+        with contextlib.suppress(OSError):
             self._wake_write.send(b"\0")
         self._stopped.wait()
 

@@ -111,6 +111,7 @@ def test_shutdown_ends_serving_at_once_not_at_the_next_poll(upstream_json, tmp_p
         assert not stopping.is_alive() and not serving.is_alive()
     finally:
         server.server_close()
+    server.shutdown()  # a second stop signal while the server drains and closes: nothing to do
 
 
 def test_connection_cap_over_tls_answers_503_after_a_handshake(proxy, upstream_json, server_cert, test_ca, caplog):
