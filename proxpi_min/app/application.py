@@ -14,6 +14,7 @@ from ..files.bodies import FileBody
 from ..files.layout import Target
 from ..index.catalog import LOCAL_ORIGIN, PageAnswer
 from ..infra.metrics import Metrics
+from ..web.routes import REPLACEABLE_CACHE_CONTROL
 from ..web.upload import Uploads, load_grants
 from .proxy import Proxy, uploads_on
 from .status import ProxyStatus
@@ -32,9 +33,8 @@ class Application:
         self._proxy = proxy
         self._status = status
         if proxy.local is not None:
-            # An upload, yank or delete changes a page at once: a client or front cache
-            # keeps it, but checks its ETag on each use (RFC 9111 5.2.2.4).
-            self.page_cache_control = "no-cache"
+            # An upload, yank or delete changes a page at once.
+            self.page_cache_control = REPLACEABLE_CACHE_CONTROL
         else:
             # For up to the index TTL, as we keep it ourselves (capped at PyPI's 600 s).
             self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"

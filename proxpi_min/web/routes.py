@@ -47,7 +47,7 @@ from .http1 import (
     split_target,
 )
 
-__all__ = ["App", "Host", "ProxyHandler"]
+__all__ = ["App", "Host", "ProxyHandler", "REPLACEABLE_CACHE_CONTROL"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ _CACHE_METHODS = ("DELETE",)
 _LOCAL_METHODS = ("POST", "DELETE")  # yank, delete an uploaded file
 # Files never change once published (PyPI refuses a reused file name).
 _FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
-# A local file may: its name is freed by a delete. Kept, but checked by its ETag on each
-# use (RFC 9111 5.2.2.4).
-_REPLACEABLE_CACHE_CONTROL = "no-cache"
+# A local file may: its name is freed by a delete; and with a local index, so may every
+# page. Kept, but checked by its ETag on each use (RFC 9111 5.2.2.4).
+REPLACEABLE_CACHE_CONTROL = "no-cache"
 _ICON_CACHE_CONTROL = "public, max-age=604800"
 _METADATA_SUFFIX = ".metadata"  # PEP 658: a file's metadata is at the file's URL plus this
 _CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
@@ -286,7 +286,7 @@ class ProxyHandler(Http1Handler):
         return body
 
     def _send_file(self, body: FileBody, content_type: str, head: bool) -> None:
-        cache_control = _FILE_CACHE_CONTROL if body.immutable else _REPLACEABLE_CACHE_CONTROL
+        cache_control = _FILE_CACHE_CONTROL if body.immutable else REPLACEABLE_CACHE_CONTROL
         headers = [("Content-Type", content_type), ("Accept-Ranges", "bytes"), ("Cache-Control", cache_control)]
         if body.etag:
             headers.append(("ETag", body.etag))
