@@ -30,7 +30,8 @@ from forward import FORWARDED_RESPONSE, Forwarder, serve  # noqa: E402
 from proxpi_min.core import wheelmeta  # noqa: E402
 from proxpi_min.core.byteranges import parse_content_range  # noqa: E402
 from proxpi_min.core.render import render_project_page  # noqa: E402
-from proxpi_min.core.simple import JSON_TYPE, parse_project_page, servable  # noqa: E402
+from proxpi_min.core.simple import JSON_TYPE, servable  # noqa: E402
+from proxpi_min.core.simple_parse import parse_project_page  # noqa: E402
 
 _LINK = re.compile(rb'"url":\s*"[^"]*/')
 _WHEEL = re.compile(rb'("filename":\s*"[^"]*\.whl",)')

@@ -1,60 +1,32 @@
-"""The simple repository API's data (PEP 503, 592, 658, 691, 700, 714, 792) and its parsers.
-
-Parsing is pure: bytes, media type and the page's URL in, immutable values out.
+"""The simple repository API's data (PEP 503, 592, 658, 691, 700, 714, 792): the values
+pages are parsed into (``simple_parse``) and rendered from (``render``), and what is done
+with them whole (merging several indices' pages).
 """
 
 from __future__ import annotations
 
-import datetime
 import functools
-import hashlib
-import html
-import json
 import re
-import sys
-import urllib.parse
 from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
-from .anchors import read_anchors
-from .errors import BadUpstreamPage
-from .names import NormalizedName, canonicalize_name, is_safe_filename, version_from_filename
-from .urls import last_segment
+from .names import NormalizedName, canonicalize_name, is_safe_filename
 
 __all__ = [
-    "FileEntry", "Hashes", "JSON_TYPE", "HTML_TYPE", "ProjectList", "ProjectPage", "TEXT_HTML",
-    "VERIFY_HASHES", "best_hash", "is_hex", "media_type", "merge_lists", "merge_pages",
-    "parse_project_list", "parse_project_page", "servable", "with_metadata",
+    "FileEntry", "Hashes", "JSON_TYPE", "HTML_TYPE", "HTML_TYPES", "ProjectList", "ProjectPage",
+    "TEXT_HTML", "VERIFY_HASHES", "best_hash", "is_hex", "make_entry", "media_type",
+    "merge_lists", "merge_pages", "servable", "with_metadata",
 ]
 
 # The simple API's media types (PEP 691), and the plain HTML that PEP 503 pages are.
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
-_HTML_TYPES = {HTML_TYPE, TEXT_HTML}
+HTML_TYPES = frozenset({HTML_TYPE, TEXT_HTML})
 _LINE = re.compile(r"[^\n]+")
 _HEX = re.compile(r"[0-9a-fA-F]+\Z")
-# A data-size: decimal digits, at most 19 so that it fits the 64-bit unsigned integer uv
-# reads "size" into.
-_SIZE = re.compile(r"[0-9]{1,19}\Z")
-# PEP 700: an upload time is UTC in ISO 8601, "yyyy-mm-ddThh:mm:ss", then up to six
-# digits of a second's fraction, then "Z".
-_UPLOAD_TIME = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,6})?Z\Z"
-)
-# PEP 792's status markers; a project that states none is active.
-_STATUSES = frozenset({"active", "archived", "quarantined", "deprecated"})
-# A last path segment that urljoin leaves as it is (no query, parameters, spaces or
-# control characters, which urllib.parse would strip or split off).
-_PLAIN_SEGMENT = re.compile(r"[^/?#;\\\x00-\x20\x7f]+\Z")
-# The root page is nothing but anchors whose text is a project name (PEP 503): this
-# scan reads PyPI's far quicker, in far less memory, than html.parser; project pages,
-# whose attributes matter, still go through html.parser. A tag ends before the next "<":
-# else each of "<a<a<a..." would scan to the end, in time quadratic in the page.
-_ANCHOR_TEXT = re.compile(rb"<a\b[^<>]*>([^<]*)</a\s*>", re.IGNORECASE)
 
 # (algorithm, hexdigest) pairs, algorithm names lowercase as hashlib spells them.
 Hashes = tuple  # tuple[tuple[str, str], ...]
-_ALGORITHMS = {name: sys.intern(name) for name in hashlib.algorithms_guaranteed}
 # The hashes a downloaded file is checked against, strongest first.
 VERIFY_HASHES = ("sha256", "sha512", "sha384", "blake2b", "sha3_256", "sha224", "sha1", "md5")
 
@@ -74,12 +46,14 @@ class FileEntry(NamedTuple):
     provenance: Optional[str] = None  # PEP 740, an absolute https URL
 
 
-_new_entry = functools.partial(tuple.__new__, FileEntry)  # takes all ten fields, in order
+# A FileEntry from all ten fields in order: tuple.__new__ directly, where FileEntry(...)
+# would run namedtuple's __new__ in Python (parsing makes one per file of every page).
+make_entry = functools.partial(tuple.__new__, FileEntry)
 
 
 def with_metadata(entry: FileEntry, metadata: Optional[Hashes]) -> FileEntry:
     """*entry* with its ``metadata`` replaced (what ``_replace`` does, a third of the time)."""
-    return _new_entry(entry[:5] + (metadata,) + entry[6:])
+    return make_entry(entry[:5] + (metadata,) + entry[6:])
 
 
 class ProjectPage(NamedTuple):
@@ -144,330 +118,9 @@ def media_type(content_type: Optional[str]) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def _json_hashes(hashes: dict) -> Hashes:
-    """:func:`_good_hashes` of a JSON "hashes" object, quicker for the usual one: a
-    single SHA-256 (runs for every file of every page)."""
-    if len(hashes) == 1:
-        value = hashes.get("sha256")
-        if value.__class__ is str and len(value) == 64 and _HEX.match(value):
-            return (("sha256", value.lower()),)
-    return _good_hashes(hashes.items()) if hashes else ()
-
-
-def _good_hashes(pairs: Iterable[tuple[str, Any]]) -> Hashes:
-    """Keep the pairs whose algorithm hashlib guarantees and whose value is hex."""
-    out = []
-    for name, value in pairs:
-        algorithm = _ALGORITHMS.get(name) or _ALGORITHMS.get(name.lower())
-        if algorithm is not None and isinstance(value, str) and is_hex(value):
-            out.append((algorithm, value.lower()))
-    return tuple(out)
-
-
 def is_hex(value: str) -> bool:
     """Whether *value* is a non-empty run of hexadecimal digits (a digest as written)."""
     return _HEX.match(value) is not None
-
-
-def _split_fragment(url: str) -> tuple[str, Hashes]:
-    """An href's URL without fragment, and the hashes its fragment names (PEP 503).
-
-    Every "name=hexdigest" pair of the fragment counts, "&"-separated as pip reads them
-    ("#md5=...&sha256=...", "#sha256=...&egg=..."); other pairs are ignored, and so is a
-    name given again (pip checks the first).
-    """
-    url, _, fragment = url.partition("#")
-    if fragment.startswith("sha256=") and "&" not in fragment:  # nearly every one: the quick way
-        return url, _json_hashes({"sha256": fragment[7:]})
-    found: dict[str, str] = {}
-    for algorithm, digest in _good_hashes(pair.partition("=")[::2] for pair in fragment.split("&")):
-        found.setdefault(algorithm, digest)
-    return url, tuple(found.items())
-
-
-def _already_absolute(url: str) -> bool:
-    # Most URLs are absolute already (PyPI's are): urljoin would cost half the parse.
-    return url.startswith(("https://", "http://")) and "/." not in url
-
-
-def _absolute(url: str, base: str) -> str:
-    return url if _already_absolute(url) else urllib.parse.urljoin(base, url)
-
-
-def _scheme(url: str) -> str:
-    return url.partition(":")[0].lower()
-
-
-class _Links:
-    """Resolves one page's file links to absolute URLs without fragment, refusing a
-    scheme we must not follow: a page from an http(s) index may only point at http(s)
-    files, never at file: URLs on our disk, whatever its links or its <base> say.
-
-    A page's relative links share a handful of directories (``/files/``, ``../../``, or
-    the page's own), so each directory is joined once and the file's name appended:
-    urljoin for each of a large project's links would cost half the parse.
-    """
-
-    def __init__(self, base: str, page_url: str) -> None:
-        self._base = base
-        self._allowed = ("http", "https", "file") if _scheme(page_url) == "file" else ("http", "https")
-        self._directories: dict = {}  # an href's part before its last "/" -> its URL, or None
-
-    def resolve(self, href: str) -> Optional[tuple]:
-        """(absolute URL without fragment, the hash the fragment names), or None."""
-        path, hashes = _split_fragment(href)
-        if _already_absolute(path):
-            return path, hashes
-        head, slash, tail = path.rpartition("/")
-        if not path or not _PLAIN_SEGMENT.match(tail) or tail in (".", ".."):
-            # Rare shapes (a query, parameters, a bare fragment): the general rule.
-            url = self._join(href)
-            return (_split_fragment(url)[0], hashes) if url is not None else None
-        key = head if slash else None  # "x.whl" and "/x.whl" are in different directories
-        directory = self._directories.get(key, False)
-        if directory is False:
-            directory = self._directories[key] = self._join(head + "/" if slash else "./")
-        return None if directory is None else (directory + tail, hashes)
-
-    def _join(self, href: str) -> Optional[str]:
-        """*href* made absolute, or None: a scheme not allowed, or no URL (urljoin
-        refuses an unclosed IPv6 bracket)."""
-        try:
-            url = urllib.parse.urljoin(self._base, href)
-        except ValueError:
-            return None
-        return url if _scheme(url) in self._allowed else None
-
-
-# ---------------------------------------------------------------------------- HTML
-
-
-def _parse_html(body: bytes, url: str) -> tuple:
-    """(the page's anchors and the rest of what its markup says, the URL its links
-    resolve against)."""
-    try:
-        parsed = read_anchors(body.decode("utf-8", errors="replace"))
-    except Exception as exc:  # html.parser gives up on some malformed markup
-        raise BadUpstreamPage(f"upstream HTML does not parse: {exc!r}") from None
-    try:
-        base = _absolute(parsed.base, url) if parsed.base else url
-        urllib.parse.urlsplit(base)  # an absolute <base> skips urljoin's checks
-    except ValueError:
-        raise BadUpstreamPage(f"upstream HTML's <base href> is no URL: {parsed.base!r}") from None
-    # A <base> may move links to any http(s) URL, as pip and uv let it, or within the
-    # page's own scheme; _Links refuses a target the page's scheme does not allow.
-    return parsed, base if _scheme(base) in ("http", "https", _scheme(url)) else url
-
-
-def _html_metadata(attrs: dict) -> Optional[Hashes]:
-    # PEP 714: data-core-metadata first, then the older PEP 658 name. "true" means a
-    # file without a hash; "false" or junk means none (pip would read those as present,
-    # so we never pass them on).
-    for key in ("data-core-metadata", "data-dist-info-metadata"):
-        value = attrs.get(key)
-        if value is None:
-            continue
-        if value.strip().lower() == "true":
-            return ()
-        name, sep, digest = value.partition("=")
-        # "<hashname>=<hexdigest>" says the file exists, even with a hash we cannot use.
-        return _good_hashes([(name, digest)]) if sep else None
-    return None
-
-
-def _file_from_html(attrs: dict, text: str, links: _Links) -> Optional[FileEntry]:
-    href = attrs.get("href")
-    resolved = links.resolve(href) if href else None
-    if resolved is None:
-        return None
-    url, hashes = resolved
-    filename = text or last_segment(url)
-    yanked = attrs.get("data-yanked", False)
-    gpg = attrs.get("data-gpg-sig")
-    # Positional, in FileEntry's order: see _file_from_json.
-    return _new_entry((
-        filename,
-        url,
-        hashes,
-        _shared(attrs.get("data-requires-python")),
-        None if yanked is False else (yanked or ""),
-        _html_metadata(attrs),
-        _html_size(attrs.get("data-size")),
-        _html_upload_time(attrs.get("data-upload-time")),
-        None if gpg is None else gpg.strip().lower() == "true",
-        _provenance(attrs.get("data-provenance")),
-    ))
-
-
-def _html_size(value: Optional[str]) -> Optional[int]:
-    # Not in any PEP, but uv reads it from HTML as JSON's "size" (PEP 700).
-    return int(value) if value and _SIZE.match(value) else None
-
-
-def _html_upload_time(value: Optional[str]) -> Optional[str]:
-    """*value* if it is a PEP 700 upload time of a real instant, else None (not in any
-    PEP for HTML, but uv reads it, and ``uv --exclude-newer`` drops files without it)."""
-    match = _UPLOAD_TIME.match(value) if value else None
-    if match is None:
-        return None
-    try:
-        datetime.datetime(*map(int, match.groups()))
-    except ValueError:  # a 30th of February, a 25th hour
-        return None
-    return value
-
-
-def _shared(value: Optional[str]) -> Optional[str]:
-    """One copy of a string that thousands of files repeat (e.g. ">=3.8")."""
-    return sys.intern(value) if value else None
-
-
-def _provenance(value: Any) -> Optional[str]:
-    # PEP 740: must be an absolute URL on a secure origin; anything else is dropped.
-    return value if isinstance(value, str) and value.startswith("https://") else None
-
-
-# ---------------------------------------------------------------------------- JSON
-
-
-def _load_json(body: bytes) -> dict:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise BadUpstreamPage(f"upstream JSON does not parse: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadUpstreamPage("upstream JSON is not an object")
-    meta = data.get("meta")
-    _check_api_version(meta.get("api-version") if isinstance(meta, dict) else None)
-    return data
-
-
-def _check_api_version(version: Any) -> None:
-    """PEP 629: a page of a later major version than 1 is not to be read (a version
-    that does not parse is left to the page's shape to judge).
-
-    :raises BadUpstreamPage: it is one.
-    """
-    major = version.partition(".")[0] if isinstance(version, str) else ""
-    if major.isascii() and major.isdigit() and int(major) > 1:
-        raise BadUpstreamPage(f"upstream page is of API version {version[:20]!r}; only 1.x is read (PEP 629)")
-
-
-# PEP 714 name first; PEP 658's name and PyPI's "data-" spelling as fallbacks.
-_METADATA_KEYS = ("core-metadata", "dist-info-metadata", "data-dist-info-metadata")
-
-
-def _json_metadata(item: dict) -> Optional[Hashes]:
-    for key in _METADATA_KEYS:
-        if key in item:
-            value = item[key]
-            if value is True:
-                return ()
-            if isinstance(value, dict):
-                return _good_hashes(value.items()) if value else ()
-            return None
-    return None
-
-
-def _file_from_json(item: Any, links: _Links) -> Optional[FileEntry]:
-    # Run once per file of every page fetched: kept to plain lookups, the rare keys
-    # tested for before anything is done with them.
-    if not isinstance(item, dict):
-        raise BadUpstreamPage("upstream JSON file entry is not an object")
-    filename, href, hashes = item.get("filename"), item.get("url"), item.get("hashes", {})
-    if not isinstance(filename, str) or not isinstance(href, str) or not isinstance(hashes, dict):
-        raise BadUpstreamPage("upstream JSON file entry lacks filename, url or hashes")
-    resolved = links.resolve(href)
-    if resolved is None:
-        return None
-    yanked = item.get("yanked", False)
-    size = item.get("size")
-    upload_time = item.get("upload-time")
-    requires_python = item.get("requires-python")
-    gpg = item.get("gpg-sig")
-    # tuple.__new__ directly: FileEntry(...) would run namedtuple's __new__ in Python.
-    return _new_entry((
-        filename,
-        resolved[0],
-        _json_hashes(hashes) or resolved[1],
-        _shared(requires_python) if isinstance(requires_python, str) else None,
-        (yanked if isinstance(yanked, str) else "") if yanked else None,
-        _json_metadata(item),
-        size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
-        upload_time if isinstance(upload_time, str) else None,
-        gpg if isinstance(gpg, bool) else None,
-        _provenance(item["provenance"]) if "provenance" in item else None,
-    ))
-
-
-# ---------------------------------------------------------------------------- pages
-
-
-def _status(status: Any, reason: Any) -> tuple:
-    """(status, reason) as PEP 792 defines them: a status other than its four markers
-    is none stated, and a reason is kept only with the status it explains."""
-    if not isinstance(status, str) or status not in _STATUSES:
-        return None, None
-    return status, reason if isinstance(reason, str) and reason else None
-
-
-def _page(
-    project: NormalizedName, files: tuple, versions: tuple, sizes_known: bool, status: tuple
-) -> ProjectPage:
-    """The page, with no files if *status* (as :func:`_status` gives it) is quarantined."""
-    if status[0] == "quarantined":  # PEP 792: the index must not offer any of its files
-        return ProjectPage(project, (), versions, True, *status)
-    return ProjectPage(project, files, versions, sizes_known, *status)
-
-
-def _versions(files: Iterable[FileEntry], project: NormalizedName) -> tuple:
-    seen = dict.fromkeys(
-        version
-        for version in (version_from_filename(entry.filename, project) for entry in files)
-        if version
-    )
-    return tuple(seen)
-
-
-def parse_project_page(
-    body: bytes, content_type: Optional[str], url: str, project: NormalizedName
-) -> ProjectPage:
-    """Parse a project page (PEP 503 HTML or PEP 691 JSON); relative URLs resolve
-    against *url*, the page's final URL.
-
-    :raises BadUpstreamPage: an unknown media type or a page of the wrong shape.
-    """
-    kind = media_type(content_type)
-    if kind == JSON_TYPE:
-        data = _load_json(body)
-        files = data.get("files")
-        if not isinstance(files, list):
-            raise BadUpstreamPage("upstream JSON project page has no 'files' list")
-        links = _Links(url, url)
-        entries = tuple(entry for entry in (_file_from_json(item, links) for item in files) if entry)
-        versions = data.get("versions")
-        if isinstance(versions, list) and all(isinstance(v, str) for v in versions):
-            versions = tuple(versions)
-        else:
-            versions = _versions(entries, project)
-        stated = data.get("project-status")
-        status = _status(stated.get("status"), stated.get("reason")) if isinstance(stated, dict) else (None, None)
-        return _page(project, entries, versions, all(entry.size is not None for entry in entries), status)
-    if kind in _HTML_TYPES:
-        parsed, base = _parse_html(body, url)
-        _check_api_version(parsed.api_version)
-        links = _Links(base, url)
-        entries = tuple(entry for entry in (_file_from_html(a, t, links) for a, t in parsed.anchors) if entry)
-        if not entries and not parsed.simple:  # a maintenance, login or portal page
-            raise BadUpstreamPage("upstream answered an HTML page that is not a simple-API page: no file links")
-        return _page(
-            project,
-            entries,
-            _versions(entries, project),
-            all(entry.size is not None for entry in entries),
-            _status(parsed.status, parsed.status_reason),
-        )
-    raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
 
 
 def servable(page: ProjectPage) -> tuple:
@@ -481,31 +134,6 @@ def servable(page: ProjectPage) -> tuple:
     if not refused:
         return page, ()
     return page._replace(files=tuple(e for e in page.files if is_safe_filename(e.filename))), refused
-
-
-def parse_project_list(body: bytes, content_type: Optional[str]) -> ProjectList:
-    """Parse the root page: the display names of the projects an index has.
-
-    :raises BadUpstreamPage: an unknown media type or a page of the wrong shape.
-    """
-    kind = media_type(content_type)
-    if kind == JSON_TYPE:
-        projects = _load_json(body).get("projects")
-        if not isinstance(projects, list):
-            raise BadUpstreamPage("upstream JSON project list has no 'projects' list")
-        names = [item.get("name") if isinstance(item, dict) else None for item in projects]
-    elif kind in _HTML_TYPES:
-        names = (_anchor_text(match.group(1)) for match in _ANCHOR_TEXT.finditer(body))
-    else:
-        raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
-    return ProjectList.from_names(
-        name for name in names if isinstance(name, str) and name and "\n" not in name
-    )
-
-
-def _anchor_text(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace").strip()
-    return html.unescape(text) if "&" in text else text
 
 
 def merge_pages(project: NormalizedName, pages: Iterable[ProjectPage]) -> ProjectPage:

@@ -25,10 +25,9 @@ from ..core.simple import (
     TEXT_HTML,
     ProjectList,
     ProjectPage,
-    parse_project_list,
-    parse_project_page,
     servable,
 )
+from ..core.simple_parse import parse_project_list, parse_project_page
 from ..core.units import backoff
 from ..core.urls import redact_url
 from ..infra.background import Background

@@ -21,7 +21,8 @@ from ..core.urls import redact_url
 from ..core.names import NormalizedName
 from ..infra.atomic import write_atomically
 from ..core.errors import BadUpstreamPage
-from ..core.simple import FileEntry, ProjectList, ProjectPage, parse_project_page, servable
+from ..core.simple import FileEntry, ProjectList, ProjectPage, servable
+from ..core.simple_parse import parse_project_page
 
 __all__ = ["OtherFormat", "PageStore", "RawPage", "SavedPage"]
 

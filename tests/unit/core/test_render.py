@@ -23,9 +23,8 @@ from proxpi_min.core.simple import (
     FileEntry,
     ProjectList,
     ProjectPage,
-    parse_project_list,
-    parse_project_page,
 )
+from proxpi_min.core.simple_parse import parse_project_list, parse_project_page
 
 SHA = "a" * 64
 SHA_B = "b" * 64

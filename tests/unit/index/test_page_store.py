@@ -12,9 +12,8 @@ import time
 from proxpi_min.infra import atomic as page_store
 from proxpi_min.index.page_store import LIST_KEY, OtherFormat, PageStore, RawPage, SavedPage
 from proxpi_min.infra.atomic import remove_temp_files, temp_path
-from proxpi_min.core.simple import (
-    HTML_TYPE, JSON_TYPE, FileEntry, ProjectList, ProjectPage, parse_project_page, servable,
-)
+from proxpi_min.core.simple import HTML_TYPE, JSON_TYPE, FileEntry, ProjectList, ProjectPage, servable
+from proxpi_min.core.simple_parse import parse_project_page
 
 
 def test_PageStore_round_trip(tmp_path) -> None:
