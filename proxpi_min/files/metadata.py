@@ -1,5 +1,6 @@
-"""Core metadata (PEP 658) for wheels whose index gives none: read from the cached wheel,
-or from upstream with a few range requests, stored beside the wheel, advertised on pages.
+"""Core metadata (PEP 658) for wheels whose index gives none: read (``wheel_reads``) from
+the cached wheel or from upstream with a few range requests, stored beside the wheel,
+advertised on pages.
 
 The metadata is stored where an index's own ``.metadata`` would be (``layout``: under
 the wheel's hash), so it is fetched once across processes and restarts. Once the whole
@@ -16,44 +17,27 @@ name lists a new hash, whose metadata is unknown until read from the new wheel.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
 import socket
-import tempfile
 import threading
-import urllib.parse
-import zipfile
-import zlib
 from typing import Callable, NamedTuple, Optional
 
-from ..core.byteranges import ByteRange, parse_content_range, parse_range
-from ..core.errors import NotFound, ProxpiError, UpstreamError
+from ..core.byteranges import ByteRange
+from ..core.errors import NotFound, UpstreamError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
-from ..core.units import human_size
-from ..core.wheelmeta import (
-    HEAD_READ,
-    MAX_METADATA,
-    TAIL_READ,
-    BrokenWheel,
-    metadata_from_ranges,
-    metadata_name,
-    tail_read,
-)
-from ..core.wheelpick import wheel_tags
-from ..index.page_read import Deadline
-from ..index.upstream import FileResponse
+from ..core.wheelmeta import MAX_METADATA, BrokenWheel
 from ..infra.atomic import temp_path
 from ..infra.metrics import Metrics
 from .bodies import FileBody
-from .upstream_body import VerifiedChunks
 from .file_cache import FileCache
-from .integrity import FileHash, Verifier, best_hash
+from .integrity import FileHash, best_hash
 from .layout import METADATA_SUFFIX, Target, parse_stored
+from .wheel_reads import WheelReader, read_wheel_metadata
 
-__all__ = ["BytesBody", "WheelMetadata", "read_wheel_metadata"]
+__all__ = ["BytesBody", "WheelMetadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,27 +67,6 @@ class _Flight:
         self.error: Optional[BaseException] = None
 
 
-class _RangeRead:
-    """One range of a wheel read in a thread of its own, beside the reads that need
-    its answer first; its failure only means the range is not there to use."""
-
-    def __init__(self, owner: "WheelMetadata", wheel: Target, header: str) -> None:
-        self._got: Optional[tuple] = None
-        self._thread = threading.Thread(target=self._read, args=(owner, wheel, header), daemon=True)
-        self._thread.start()
-
-    def _read(self, owner: "WheelMetadata", wheel: Target, header: str) -> None:
-        try:
-            self._got = owner._range(wheel, header)
-        except ProxpiError:
-            pass
-
-    def result(self) -> Optional[tuple]:
-        """(bytes, offset of the first, file size), or None if it failed."""
-        self._thread.join()
-        return self._got
-
-
 class WheelMetadata:
     """The ``.metadata`` of wheels their index lists without one, for *files*' cache.
 
@@ -124,7 +87,7 @@ class WheelMetadata:
         self._named: set = set()
         self._generations: dict = {}  # project -> changes of what its page advertises
         self._flights: dict = {}  # metadata path -> its _Flight, the one read in progress
-        self._no_ranges: set = set()  # hosts that answered a Range with the whole file
+        self._reader = WheelReader(files, self._write)
         # Also store the METADATA of every wheel downloaded (``warm``: an offline proxy
         # serves them); else a downloaded wheel is only checked against a stored copy.
         self.save_downloaded = False
@@ -267,132 +230,25 @@ class WheelMetadata:
 
     def _extract(self, project: NormalizedName, entry: FileEntry, target: Target, guess: bool) -> tuple:
         wheel = Target(self._files.root, project, entry, False, target.index)
-        data = self._from_cached_wheel(wheel)
+        data = self._reader.from_cache(wheel)
         how = "wheel"
         if data is None:
             if self._offline:
                 raise NotFound(f"{target.filename} is not in the offline cache")
-            host = urllib.parse.urlsplit(wheel.url).netloc
-            data, how = (None if host in self._no_ranges else self._from_ranges(wheel, entry.size)), "ranges"
+            data, how = self._reader.from_ranges(wheel, entry.size), "ranges"
             if data is None:  # the upstream ignores Range: the whole wheel, stored
-                self._no_ranges.add(host)
                 if guess:
                     return None, False
                 if self._files.ensure(project, entry, index=wheel.index):
-                    data = self._from_cached_wheel(wheel)
+                    data = self._reader.from_cache(wheel)
                     if data is None:
                         raise UpstreamError(f"{entry.filename} was evicted before its metadata was read")
                 else:  # over the cap: read whole all the same, since pages advertise its metadata
-                    data = self._from_spooled_wheel(wheel)
+                    data = self._reader.from_spool(wheel)
                 how = "download"
         self._counter.inc(how)
         self._save(_Wheel.listed(project, entry), target.path, data, replace=False)
         return data, how == "wheel"
-
-    def _from_spooled_wheel(self, wheel: Target) -> bytes:
-        """The METADATA of a wheel the cache does not take, downloaded into an unnamed
-        temp file beside it, checked against the index's hash, and dropped.
-
-        :raises UpstreamError: it cannot be fetched or written (IntegrityError: bad hash).
-        """
-        try:
-            spool = tempfile.TemporaryFile(dir=self._files.root)
-        except OSError as exc:
-            raise UpstreamError(f"{wheel.filename} cannot be read for its metadata: {exc.strerror}") from None
-        with spool:
-            response = self._open_counted(wheel)
-            body = VerifiedChunks(response, wheel, self._files.min_rate)
-            with response:
-                for chunk in body:
-                    try:
-                        spool.write(chunk)
-                    except OSError as exc:
-                        raise UpstreamError(f"{wheel.filename} cannot be read for its metadata: {exc.strerror}") from None
-            body.check()
-            spool.seek(0)
-            return read_wheel_metadata(spool, wheel.filename)
-
-    def _from_cached_wheel(self, wheel: Target) -> Optional[bytes]:
-        opened = self._files.open_cached(wheel)
-        if opened is None:
-            return None
-        with opened.file:
-            return read_wheel_metadata(opened.file, wheel.filename)
-
-    def _from_ranges(self, wheel: Target, size: Optional[int]) -> Optional[bytes]:
-        """The METADATA member read with range requests (the zip's end, then the
-        directory or the member if the end did not hold them); None if the upstream
-        ignores Range. The start of a wheel larger than that read is read at the same
-        time, its METADATA often being there; of size unknown (an HTML page), a platform
-        wheel's only (auditwheel and maturin put it there; most pure wheels are small)."""
-        tail = tail_read(size)
-        tags = wheel_tags(wheel.filename)
-        head = None
-        if (size > tail) if size is not None else (tags is not None and not tags.pure):
-            # Waited for only if used: unused, it ends on its own, its connection pooled.
-            head = _RangeRead(self, wheel, f"bytes=0-{HEAD_READ - 1}")
-        return metadata_from_ranges(
-            functools.partial(self._range, wheel),
-            wheel.filename,
-            tail,
-            None if head is None else head.result,
-            functools.partial(self._keep_whole, wheel),
-        )
-
-    def _keep_whole(self, wheel: Target, data: bytes) -> None:
-        """A range that held the whole wheel (a small one): stored as its download would
-        be, if it has the index's hash, so that installing it asks upstream nothing."""
-        if wheel.hash is None or os.path.exists(wheel.path):
-            return
-        verifier = Verifier(wheel.hash)
-        verifier.update(data)
-        if not verifier.matches():
-            logger.warning("%s from upstream does not match the index's %s", wheel.filename, wheel.hash.algorithm)
-            return
-        self._write(wheel, data)
-
-    def _range(self, wheel: Target, header: str) -> Optional[tuple]:
-        """(bytes, offset of the first, file size) of a range of the wheel; None if
-        upstream sent the whole file instead (206 expected). The whole exchange has the
-        upstream's deadline: a client waits on it.
-
-        :raises UpstreamTimeout: past the deadline.
-        """
-        deadline = self._files.upstream.deadline()
-        try:
-            with deadline.enforced("upstream", f"{header} of {wheel.filename}"):
-                response = self._open_counted(wheel, header, deadline)
-                with response:
-                    where = parse_content_range(response.headers.get("Content-Range"))
-                    if response.status != 206 or where is None:
-                        return None
-                    asked = parse_range(header)
-                    most = asked.last - asked.first + 1 if asked.first is not None else asked.last
-                    chunks, got = [], 0
-                    while chunk := response.read(TAIL_READ):
-                        got += len(chunk)
-                        if got > most:  # never more in memory than was asked for
-                            raise UpstreamError(f"upstream sent more than {header} of {wheel.filename}")
-                        chunks.append(chunk)
-        finally:
-            deadline.cancel()
-        return b"".join(chunks), *where
-
-    def _open_counted(
-        self, wheel: Target, header: Optional[str] = None, deadline: Optional[Deadline] = None
-    ) -> FileResponse:
-        """A GET of the wheel (*header*: a Range; *deadline*: the caller's, see
-        ``Upstream.open_file``), counted as one upstream request by how it was answered.
-
-        :raises ProxpiError: upstream failed (counted).
-        """
-        try:
-            response = self._files.upstream.open_file(wheel.url, "GET", header, deadline)
-        except ProxpiError as exc:
-            self._files.count_upstream(wheel, exc)
-            raise
-        self._files.count_upstream(wheel, None)
-        return response
 
     # ------------------------------------------------------------------ storing
 
@@ -447,7 +303,7 @@ class WheelMetadata:
             return self._files.ensure(project, entry, metadata=True, index=index)
         if not self.enabled or not entry.filename.endswith(".whl"):
             return False
-        if urllib.parse.urlsplit(entry.url).netloc in self._no_ranges:
+        if self._reader.ignores_ranges(entry.url):
             return False  # its metadata would cost the whole wheel: not on a guess
         data, stored = self._metadata(project, entry, index, guess=True)
         return data is not None and not stored  # not stored meanwhile (a client's fetch)
@@ -511,19 +367,3 @@ class _Stored:
     def __init__(self, path: str, filename: str) -> None:
         self.path = path
         self.filename = filename
-
-
-def read_wheel_metadata(file, filename: str) -> bytes:
-    """The METADATA member of the wheel open in *file*.
-
-    :raises BrokenWheel: no zip, no METADATA, or a member that does not read back.
-    """
-    try:
-        with zipfile.ZipFile(file) as wheel:
-            name = metadata_name(wheel.namelist(), filename)
-            if wheel.getinfo(name).file_size > MAX_METADATA:
-                raise BrokenWheel(f"{filename} has a METADATA larger than {human_size(MAX_METADATA)}")
-            return wheel.read(name)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
-        raise BrokenWheel(f"{filename} is not a readable zip file ({exc})") from None
-

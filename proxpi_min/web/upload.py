@@ -36,7 +36,7 @@ from ..core.settings import Settings, parse_pattern
 from ..core.units import human_size, parse_decimal
 from ..core.wheelmeta import BrokenWheel, metadata_headers
 from ..files.local import LocalIndex, Upload
-from ..files.metadata import read_wheel_metadata
+from ..files.wheel_reads import read_wheel_metadata
 from ..infra.atomic import temp_path, write_all
 from .connection import Connection, MinimumRate
 
