@@ -182,6 +182,8 @@ class DownloadAhead:
         """Queue the waiting wheels that fit in the cap's share (AHEAD_SHARE) left, in
         the order they came; forget those that never will (larger than the share) or whose
         client went on (SESSION_SECONDS ago). Our lock is held. Returns how many the pool dropped."""
+        if not self._waiting:  # most file requests: no scan of the files ahead under our lock
+            return 0
         share = self._files.cap * AHEAD_SHARE
         ahead_bytes, largest, fetching, unknown_fetching = 0, 0, False, False
         for ahead in self._ahead.values():
