@@ -10,10 +10,14 @@
     +-- NotFound                     404
     +-- MethodNotAllowed             405  (carries the allowed methods)
     +-- NotAcceptable                406
+    +-- RequestTooSlow               408  (an upload body below the minimum rate)
     +-- Conflict                     409  (an upload whose file name exists)
+    +-- LengthRequired               411  (an upload without Content-Length)
     +-- PayloadTooLarge              413  (an upload past PROXPI_MAX_UPLOAD_SIZE)
     +-- RangeNotSatisfiable          416  (carries the file size)
+    +-- UnknownMethod                501  (a method this server does not know)
     +-- Overloaded                   503  (the connection cap; carries Retry-After)
+    +-- InsufficientStorage          507  (the cache dir cannot take an upload)
     +-- UpstreamError                502
         +-- UpstreamTimeout          504
         +-- IntegrityError           502  (hash or size mismatch)
@@ -45,6 +49,7 @@ __all__ = [
     "RangeNotSatisfiable",
     "RequestTooSlow",
     "Unauthorized",
+    "UnknownMethod",
     "UpstreamError",
     "UpstreamTimeout",
 ]
@@ -123,6 +128,12 @@ class RangeNotSatisfiable(ProxpiError):
     def __init__(self, message: str, size: int) -> None:
         super().__init__(message)
         self.size = size
+
+
+class UnknownMethod(ProxpiError):
+    """A request method this server does not know (RFC 9110 15.6.2)."""
+
+    status = 501
 
 
 class InsufficientStorage(ProxpiError):

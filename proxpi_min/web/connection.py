@@ -24,7 +24,8 @@ class Connection:
     (:meth:`readline`, :meth:`read`), starting with what the selector already buffered."""
 
     __slots__ = ("sock", "address", "tls", "handshaking", "buffer", "pos", "scanned", "since", "idle",
-                 "kernel_timeouts", "keep", "gone", "closed", "poller", "client_timeout", "linger", "__weakref__")
+                 "kernel_timeouts", "keep", "gone", "closed", "poller", "client_timeout", "linger", "body_read",
+                 "__weakref__")
 
     def __init__(self, sock: socket.socket, address, now: float) -> None:
         self.sock = sock
@@ -44,6 +45,7 @@ class Connection:
         self.closed = False
         self.poller: Optional[select.poll] = None  # made by the first request thread to wait on it
         self.client_timeout = self.linger = 0.0  # set at the first hand-over (see blocking)
+        self.body_read = 0  # bytes read() has returned, in all: what of a body was read
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -181,7 +183,22 @@ class Connection:
             wait = None if until is None else min(self.client_timeout, until - time.monotonic())
             if (wait is not None and wait <= 0) or not self._fill(wait):
                 break
-        return self._take(min(size, len(self.buffer) - self.pos))
+        data = self._take(min(size, len(self.buffer) - self.pos))
+        self.body_read += len(data)
+        return data
+
+    def discard(self, size: int, within: float) -> int:
+        """Read and drop up to *size* bytes, for at most *within* seconds, ending early
+        when the client closes or is silent; how many were dropped."""
+        until = time.monotonic() + within
+        dropped = 0
+        while dropped < size:
+            wanted = min(RECEIVE_SIZE, size - dropped)
+            count = len(self.read(wanted, until - time.monotonic()))
+            dropped += count
+            if count < wanted:  # closed, silent for the client timeout, or out of time
+                break
+        return dropped
 
     def _take(self, size: int) -> bytes:
         data = self.buffer[self.pos : self.pos + size]

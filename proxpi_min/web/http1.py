@@ -12,6 +12,7 @@ import socket
 import ssl
 import threading
 import time
+import types
 import urllib.parse
 from http import HTTPStatus
 from typing import Iterable, List, NamedTuple, Optional, Protocol, Union
@@ -19,7 +20,7 @@ from typing import Iterable, List, NamedTuple, Optional, Protocol, Union
 from .. import __version__
 from ..core.errors import BadRequest, MethodNotAllowed, Overloaded, ProxpiError, Unauthorized
 from ..core.units import parse_decimal
-from .connection import Writer
+from .connection import Connection, Writer
 
 __all__ = [
     "CLIENT_GONE",
@@ -47,6 +48,11 @@ PROTOCOL = "HTTP/1.1"  # keep-alive: every response has a length or is chunked
 SERVER = f"proxpi-min/{__version__}"
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 MAX_DISCARDED_BODY = 64 * 1024  # no route takes a body; bigger ones close the connection
+# RFC 9112 9.6: a close with body bytes unread resets, which can destroy the answer unread;
+# so the rest is read away first, within these bounds (past them the reset is accepted).
+DRAIN_BYTES = 4 * 1024 * 1024
+DRAIN_SECONDS = 2.0  # or the client timeout, if shorter
+_NO_HEADERS = types.MappingProxyType({})  # a request whose head did not parse
 # Control characters are escaped in the log, so request text cannot forge log lines.
 LOG_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
@@ -212,13 +218,35 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         kept (``keep``) unless it is to close."""
         connection = self._connection
         while True:
+            self.headers = _NO_HEADERS  # type: ignore[assignment]  # not the last request's
+            body_read = connection.body_read
             self.handle_one_request()
             connection.keep = not self.close_connection
-            if not connection.keep or not connection.next_ready(self.server.linger()):
+            if not connection.keep:
+                return self._drain_body(connection, connection.body_read - body_read)
+            if not connection.next_ready(self.server.linger()):
                 return
 
     def finish(self) -> None:
         """Nothing to flush or close: the connection outlives this request."""
+
+    def _drain_body(self, connection: Connection, read: int) -> None:
+        """Before the connection closes, read away what is left of the body of a request
+        answered (*read*: bytes of it read already), within DRAIN_BYTES and DRAIN_SECONDS."""
+        headers = self.headers
+        if "content-length" not in headers and "transfer-encoding" not in headers:
+            return  # no body: nothing to wait for
+        if self._status in (0, 408):
+            return  # no answer to save (the client is gone), or a client too slow to wait for
+        length = None if "transfer-encoding" in headers else parse_decimal(headers["content-length"].strip())
+        # Chunked, or a length past parsing: the end is unknown, read to the bounds or the close.
+        left = DRAIN_BYTES if length is None else min(length - read, DRAIN_BYTES)
+        if left <= 0:
+            return
+        try:
+            connection.discard(left, min(DRAIN_SECONDS, self.server.client_timeout))
+        except OSError:  # a reset, a TLS error: the client is gone
+            pass
 
     def _discard_body(self) -> None:
         """Read away a request body nobody needs, so that on a kept-alive connection it
@@ -295,6 +323,9 @@ def split_target(target: str) -> Target:
         parts = urllib.parse.urlsplit(target)  # also the absolute form (RFC 9112 3.2.2)
     except ValueError:  # e.g. "http://[x/": an unclosed IPv6 host
         raise BadRequest("the request target is not a valid URL") from None
+    if not parts.netloc and not target.startswith("/"):
+        # RFC 9112 3.2: a path or an absolute URL; "*" (3.2.4) is for OPTIONS alone.
+        raise BadRequest("the request target is neither a path nor an absolute URL")
     try:
         segments = [urllib.parse.unquote(segment, errors="strict") for segment in parts.path.split("/")[1:]]
     except UnicodeDecodeError:

@@ -24,6 +24,7 @@ from ..core.errors import (
     ProxpiError,
     RangeNotSatisfiable,
     Unauthorized,
+    UnknownMethod,
 )
 from ..core.names import NormalizedName, check_filename, parse_project_name
 from ..core.negotiate import accepts_gzip, choose_media_type, wants_json
@@ -62,9 +63,10 @@ REPLACEABLE_CACHE_CONTROL = "no-cache"
 _ICON_CACHE_CONTROL = "public, max-age=604800"
 _METADATA_SUFFIX = ".metadata"  # PEP 658: a file's metadata is at the file's URL plus this
 _CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
-# Metrics label methods by name only for these (RFC 9110 9.3), so that made-up methods
-# cannot grow the number of time series without bound.
-_METHOD_LABELS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+# The methods this server knows (RFC 9110 9.3, and PATCH of RFC 5789): any other is 501
+# (RFC 9110 15.6.2), and metrics label it "other", so made-up ones cannot grow the time series.
+_KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+
 
 class App(Protocol):
     """What the routes ask of the proxy."""
@@ -122,8 +124,8 @@ class ProxyHandler(Http1Handler):
 
     def __getattr__(self, name: str):
         # http.server calls do_<METHOD> and answers 501 where there is none. Every
-        # method (GET, HEAD, DELETE and the rest) goes to _handle instead: the routes
-        # say which they allow, and a wrong one gets 405 with Allow.
+        # method goes to _handle instead, so that each is counted and logged: _route
+        # answers an unknown one 501, and a known one a route refuses gets 405 with Allow.
         if name.startswith("do_"):
             return self._handle
         raise AttributeError(name)
@@ -158,9 +160,16 @@ class ProxyHandler(Http1Handler):
     do_GET = do_HEAD = do_DELETE = do_POST = _handle
 
     def _route(self) -> None:
+        if self.command not in _KNOWN_METHODS:
+            self._discard_body()
+            raise UnknownMethod(f"{self.command[:40]!r} is not a method this server knows")
         if self.path.partition("?")[0] in ("/upload", "/upload/"):
             return self._upload(self.server.app)  # the one route that reads its body
         self._discard_body()
+        if self.path == "*" and self.command == "OPTIONS":
+            return self._options()  # any other method with "*" is refused by split_target
+        if self.command == "CONNECT":  # a client that took this server for its outbound proxy
+            raise BadRequest("this is a package index, not an outbound proxy: give its URL as the index URL")
         segments, query_string = split_target(self.path)
         query = dict(urllib.parse.parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
         app: App = self.server.app
@@ -193,6 +202,12 @@ class ProxyHandler(Http1Handler):
     def _allow(self, methods: tuple) -> None:
         if self.command not in methods:
             raise MethodNotAllowed(f"{self.command} is not allowed here", methods)
+
+    def _options(self) -> None:
+        """OPTIONS * asks about the server as a whole (RFC 9110 9.3.7): the methods some
+        resource here takes, in Allow, and no content."""
+        methods = ("GET", "HEAD", "POST", "DELETE") if self.server.app.uploads else ("GET", "HEAD", "DELETE")
+        self._send(200, [("Allow", ", ".join(methods))], b"")
 
     # ------------------------------------------------------------------ routes
 
@@ -402,7 +417,7 @@ class ProxyHandler(Http1Handler):
         method = str(self.command)
         metrics = self.server.app.metrics
         metrics.request(
-            self._kind, method if method in _METHOD_LABELS else "other", self._status, seconds, self._sent, self._source
+            self._kind, method if method in _KNOWN_METHODS else "other", self._status, seconds, self._sent, self._source
         )
         if self._project is not None and 0 < self._status < 400:
             metrics.project_requested(self._project)

@@ -3,6 +3,7 @@ library would normalise what these tests send)."""
 
 from __future__ import annotations
 
+import http.client
 import logging
 import socket
 import struct
@@ -32,6 +33,21 @@ def running(proxy, upstream_json):
         (b"GET /health HTTP/2.0", 505),
         (b"GET /health FTP/1.1", 400),
         (b"GET http://[x/health HTTP/1.1", 400),  # absolute form, an unclosed IPv6 host
+        (b"GET http://x/health HTTP/1.1", 200),  # absolute form (RFC 9112 3.2.2)
+        # RFC 9110 15.6.2: a method the server does not know is 501, not 405.
+        (b"FOO /index/ HTTP/1.1", 501),
+        (b"BREW /health HTTP/1.1", 501),
+        (b"FOO /upload/ HTTP/1.1", 501),
+        (b"get /health HTTP/1.1", 501),  # RFC 9110 9.1: methods are case-sensitive
+        (b"DELETE /health HTTP/1.1", 405),
+        (b"PATCH /index/ HTTP/1.1", 405),
+        # RFC 9112 3.2.4: the asterisk form is for OPTIONS only; 3.2: a target is a path
+        # (or an absolute URL), never a bare word.
+        (b"GET * HTTP/1.1", 400),
+        (b"POST * HTTP/1.1", 400),
+        (b"DELETE * HTTP/1.1", 400),
+        (b"GET health HTTP/1.1", 400),
+        (b"OPTIONS * HTTP/1.1", 200),
     ],
 )
 def test_request_line(running, request_line, status) -> None:
@@ -65,6 +81,54 @@ def test_header_lines(running, headers, status) -> None:
     response = raw_request(running.url, b"GET /health HTTP/1.1\r\n" + headers + b"\r\n")
     assert raw_status(response) == status
     assert raw_status(raw_request(running.url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
+
+
+def test_an_unknown_method_gets_501_and_a_known_one_refused_405_with_allow(running) -> None:
+    unknown = raw_request(running.url, b"FOO /index/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw_status(unknown) == 501 and b"\r\nAllow:" not in unknown
+    refused = raw_request(running.url, b"PUT /index/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw_status(refused) == 405 and b"\r\nAllow: GET, HEAD\r\n" in refused
+    # The connection stays usable after a 501: its small body was read away.
+    both = b"BREW /health HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert [raw_status(r) for r in read_responses(running.url, both, 2)] == [501, 200]
+
+
+def test_connect_says_this_is_no_outbound_proxy(running) -> None:
+    """A client given the proxy as its HTTPS_PROXY sends CONNECT: told what went wrong."""
+    answer = raw_request(running.url, b"CONNECT pypi.org:443 HTTP/1.1\r\nHost: pypi.org:443\r\n\r\n")
+    assert raw_status(answer) == 400 and b"not an outbound proxy" in answer
+
+
+def test_options_asterisk_tells_the_methods_of_the_server(running) -> None:
+    """RFC 9110 9.3.7: OPTIONS * asks about the server as a whole: 200, its methods in
+    Allow, no content; any other method with the asterisk form is a bad request."""
+    answer = raw_request(running.url, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw_status(answer) == 200
+    assert b"\r\nAllow: GET, HEAD, DELETE\r\n" in answer  # POST too only with uploads on
+    assert b"\r\nContent-Length: 0\r\n" in answer
+    for method in ("GET", "POST", "PUT"):
+        assert raw_status(raw_request(running.url, f"{method} * HTTP/1.1\r\nHost: x\r\n\r\n".encode())) == 400
+
+
+def test_a_refused_body_sent_whole_before_reading_gets_its_answer(running) -> None:
+    """RFC 9112 9.6: a body the proxy refuses (twine pointed at the index, or an unknown
+    method) is read away before the close, so http.client, which sends it all before
+    it reads, gets the answer and not a broken pipe."""
+    body = b"x" * 1_500_000
+    for method, status in (("POST", 405), ("BREW", 501)):
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+        try:
+            connection.connect()
+            # Loopback buffers take megabytes: a small send buffer keeps the body out of
+            # the kernel as a real link does, so the client still sends as the answer comes.
+            connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+            connection.request(method, "/index/alpha/", body=body)
+            response = connection.getresponse()
+            assert response.status == status and response.getheader("Connection") == "close"
+            assert response.read().startswith(f"{status} ".encode())
+        finally:
+            connection.close()
+    assert running.get("/health").status == 200
 
 
 def test_repeated_headers_are_joined(running) -> None:

@@ -376,7 +376,6 @@ def test_unsatisfiable_range_on_uncached_file(guarded, dists):
 @pytest.mark.parametrize(
     "method, target, allowed",
     [
-        ("FOO", "/index/", {"GET", "HEAD"}),
         ("PUT", "/index/alpha/", {"GET", "HEAD"}),
         ("POST", "/index/alpha/alpha-1.0-py3-none-any.whl", {"GET", "HEAD"}),
         ("PATCH", "/", {"GET", "HEAD"}),
@@ -393,6 +392,12 @@ def test_wrong_method_is_405_with_allow(guarded, method, target, allowed):
     match = re.search(rb"(?im)^allow:\s*(.*?)\s*$", response)
     assert match, response[:300]
     assert {m.strip().upper() for m in match.group(1).decode().split(",")} == allowed
+    guarded.check_intact()
+
+
+def test_unknown_method_is_501_and_changes_nothing(guarded):
+    status, response = _raw(guarded.proxy, "/cache/alpha", "FOO")
+    assert status == 501 and not re.search(rb"(?im)^allow:", response), response[:300]
     guarded.check_intact()
 
 

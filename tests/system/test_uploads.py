@@ -40,10 +40,17 @@ class Answer(NamedTuple):
     text: str
 
 
-def _post(url: str, path: str, headers: dict, body: bytes = b"") -> Answer:
+def _post(url: str, path: str, headers: dict, body: bytes = b"", send_buffer: int | None = None) -> Answer:
+    """POST with http.client, which sends the whole body before it reads the answer;
+    *send_buffer*: the socket's SO_SNDBUF."""
     parts = urllib.parse.urlsplit(url)
     connection = http_client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
+        if send_buffer is not None:
+            # Loopback buffers take megabytes: a small send buffer keeps the body out of
+            # the kernel as a real link does, so the client still sends as the answer comes.
+            connection.connect()
+            connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         connection.request("POST", path, body, headers)
         response = connection.getresponse()
         return Answer(response.status, response.reason, response.headers, response.read().decode())
@@ -316,6 +323,34 @@ def test_too_large_by_its_length_is_refused_before_reading(proxy, upstream_html)
         assert response.status == 413 and response.getheader("Connection") == "close"
     finally:
         connection.close()
+    assert _stored(p) == []
+    assert_healthy(p)
+
+
+@pytest.mark.parametrize(
+    "token, max_upload_size, status",
+    [
+        (None, 10_000_000, 401),  # refused before a byte of the body is read
+        ("nope", 10_000_000, 403),
+        (TOKEN, 1000, 413),  # by its Content-Length, before reading
+        (TOKEN, 100_000, 413),  # as it arrives: part of the body read, the rest not
+    ],
+    ids=["no credentials", "wrong token", "too large by its length", "too large as it arrives"],
+)
+def test_a_refused_upload_sent_whole_before_reading_gets_its_answer(proxy, upstream_html, token, max_upload_size,
+                                                                    status):
+    """RFC 9112 9.6: a client that sends its whole body before it reads the answer
+    (http.client; urllib3 under twine) gets the refusal and its reason, not a reset: the
+    proxy reads the rest of the body away before it closes."""
+    p = proxy(upstream_html, upload_token=TOKEN, max_upload_size=max_upload_size)
+    big = sized_wheel("big", "1.0", 2_000_000)  # about 1.5 MB
+    content_type, body = encode_form(twine_fields(big), big.filename, big.content)
+    headers = {"Content-Type": content_type}
+    if token is not None:
+        headers["Authorization"] = basic_auth(token)
+    answer = _post(p.url, "/upload/", headers, body, send_buffer=65536)
+    assert answer.status == status and answer.text.startswith(f"{status} "), answer
+    assert answer.headers["Connection"] == "close"
     assert _stored(p) == []
     assert_healthy(p)
 

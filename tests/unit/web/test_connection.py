@@ -24,6 +24,9 @@ class _Script:
             raise chunk
         return chunk
 
+    def settimeout(self, seconds) -> None:
+        """A timed-out recv is scripted as a BlockingIOError instead."""
+
 
 def _connection(*chunks) -> Connection:
     return Connection(_Script(*chunks), ("127.0.0.1", 1), 0.0)
@@ -79,6 +82,29 @@ def test_a_timed_out_read_ends_a_body_short() -> None:
     connection.readline()
     connection.readline()
     assert connection.read(10) == b"ab"
+
+
+def test_discard_drops_the_buffered_bytes_then_reads_on_to_its_size() -> None:
+    connection = _connection(b"POST / HTTP/1.1\r\n\r\nab")
+    connection.receive()
+    connection.sock.chunks = [b"cde", b"fgGET /next HTTP/1.1\r\n\r\n"]
+    connection.client_timeout = 5.0  # as the first hand-over sets it
+    connection.readline()
+    connection.readline()
+    assert connection.discard(7, 5.0) == 7
+    assert connection.body_read == 7  # counted as a body read
+    assert connection.readline() == b"GET /next HTTP/1.1\r\n"  # the bytes past it stay
+
+
+@pytest.mark.parametrize("end", [b"", BlockingIOError()], ids=["closed", "silent"])
+def test_discard_stops_when_the_client_closes_or_is_silent(end) -> None:
+    connection = _connection(b"POST / HTTP/1.1\r\n\r\nab")
+    connection.receive()
+    connection.sock.chunks = [b"cde", end, b"never read"]
+    connection.client_timeout = 5.0  # as the first hand-over sets it
+    connection.readline()
+    connection.readline()
+    assert connection.discard(1000, 5.0) == 5
 
 
 def test_heads_pipelined_behind_the_first_are_complete_as_soon_as_it_is_parsed() -> None:
