@@ -14,7 +14,6 @@ from ..files.bodies import FileBody
 from ..files.layout import Target
 from ..index.catalog import LOCAL_ORIGIN, PageAnswer
 from ..infra.metrics import Metrics
-from ..web.routes import REPLACEABLE_CACHE_CONTROL
 from ..web.upload import Uploads, load_grants
 from .proxy import Proxy, uploads_on
 from .status import ProxyStatus
@@ -32,12 +31,11 @@ class Application:
         self.metrics = metrics
         self._proxy = proxy
         self._status = status
-        if proxy.local is not None:
-            # An upload, yank or delete changes a page at once.
-            self.page_cache_control = REPLACEABLE_CACHE_CONTROL
-        else:
-            # For up to the index TTL, as we keep it ourselves (capped at PyPI's 600 s).
-            self.page_cache_control = f"max-age={int(min(min(i.ttl for i in settings.indexes), 600))}, public"
+        # For up to the index TTL, as we keep it ourselves (capped at PyPI's 600 s); with
+        # a local index not at all: an upload, yank or delete changes a page at once.
+        self.page_max_age: Optional[int] = None
+        if proxy.local is None:
+            self.page_max_age = int(min(min(i.ttl for i in settings.indexes), 600))
         self.project_list = proxy.indexes.rendered_list
         self.uploads: Optional[Uploads] = None
         if uploads_on(settings) and proxy.local is not None:

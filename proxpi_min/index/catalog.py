@@ -18,7 +18,7 @@ from ..core.simple import FileEntry, ProjectList, ProjectPage, merge_lists, merg
 from ..core.urls import redact_url
 from ..infra.background import Background
 from ..infra.metrics import Metrics
-from .rendered_pages import RenderedPages
+from .rendered_pages import RenderedPages, interim
 
 __all__ = ["LOCAL_ORIGIN", "Catalog", "FileLocation", "LocalPages", "MetadataAdvert", "PageAnswer"]
 
@@ -49,6 +49,8 @@ class PageAnswer(NamedTuple):
     stale: bool  # an index answered with its last good copy (upstream failing)
     hit: bool  # no index had to ask upstream
     policies: str = ""  # the guard rails that changed the page, comma-separated
+    fresh_for: Optional[float] = None  # seconds until an index asks upstream again; None: not counted
+    interim: bool = False  # the identity form a gzip client gets until the gzip one is made
 
 
 class FileLocation(NamedTuple):
@@ -166,7 +168,10 @@ class Catalog:
             return render_project_page(page, media)
 
         rendered = self._pages.page(("project", name, media, compress), generation, make, media, compress)
-        return PageAnswer(rendered, any(lookup.stale for lookup in lookups), hit, view.filtered.policies)
+        stale = any(lookup.stale for lookup in lookups)
+        return PageAnswer(
+            rendered, stale, hit, view.filtered.policies, _fresh_for(lookups), interim(rendered, compress)
+        )
 
     def files_in_memory(self, name: NormalizedName) -> Optional[tuple]:
         """Project *name*'s files after the policies, as last made for a client, if still
@@ -297,7 +302,7 @@ class Catalog:
         """The merged project list in *media*."""
         if self._offline:
             names = sorted({canonicalize_name(n) for cache in self.caches for n in cache.saved_projects()})
-            lists, generation, stale = [ProjectList.from_names(names)], (hash(tuple(names)),), False
+            lists, generation, stale, lookups = [ProjectList.from_names(names)], (hash(tuple(names)),), False, []
             hit = self._count([], ())  # read from the saved pages: nothing upstream to ask
         else:
             lookups = [cache.project_list() for cache in self.caches]
@@ -317,7 +322,8 @@ class Catalog:
                 merged = ProjectList.from_names(n for n in merged if policy.listed(canonicalize_name(n)))
             return render_project_list(merged, media)
 
-        return PageAnswer(self._pages.page(("list", media, compress), generation, make, media, compress), stale, hit)
+        rendered = self._pages.page(("list", media, compress), generation, make, media, compress)
+        return PageAnswer(rendered, stale, hit, "", _fresh_for(lookups), interim(rendered, compress))
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait up to *timeout* seconds for the pages still being saved or compressed
@@ -420,3 +426,10 @@ def _origins(pages: Iterable[tuple]) -> dict:
         for entry in page.files:
             origins.setdefault(entry.filename, label)
     return origins
+
+
+def _fresh_for(lookups: list) -> Optional[float]:
+    """How long a page made of *lookups* stays as it is: until the first of its indices
+    asks upstream again (None: no index counts it)."""
+    counted = [lookup.fresh_for for lookup in lookups if lookup.fresh_for is not None]
+    return min(counted) if counted else None

@@ -67,6 +67,8 @@ class Lookup(NamedTuple):
     generation: int  # changes whenever value does
     stale: bool  # the last refresh failed; value is the last good copy
     cached: bool = True  # answered from memory, without asking upstream or the disk
+    # Seconds it stays fresh here (the TTL less its age); None: not counted (offline, stale).
+    fresh_for: Optional[float] = None
 
 
 class _Entry:
@@ -240,6 +242,13 @@ class IndexCache:
         # In back-off after a failure: keep serving the stale copy without asking.
         return entry.failures > 0 and now < entry.retry_at
 
+    def _fresh_lookup(self, entry: _Entry, now: float) -> Lookup:
+        """*entry*'s answer at *now*, with how long it stays fresh here."""
+        answer = entry.lookup()
+        if self._offline or entry.failures or entry.fetched == float("-inf"):
+            return answer
+        return answer._replace(fresh_for=self.settings.ttl - (now - entry.fetched))
+
     def _get(self, key: str) -> Lookup:
         unsaved = None
         with self._lock:
@@ -250,7 +259,7 @@ class IndexCache:
                     self._resident.move_to_end(key)
                 if 0 < entry.save_at <= now:
                     entry.save_at, unsaved = now + SAVE_RETRY, entry
-                answer = entry.lookup()
+                answer = self._fresh_lookup(entry, now)
             else:
                 answer = None
                 refusal = self._refusals.get(key) if entry is None else None
@@ -306,7 +315,8 @@ class IndexCache:
             with self._lock:
                 entry.value = saved.value  # the same page, so the same generation
                 self._mark_resident(key, entry)
-            return entry, entry.lookup() if self._usable(entry, self._clock()) else None
+            now = self._clock()
+            return entry, self._fresh_lookup(entry, now) if self._usable(entry, now) else None
         if entry is None and self._store is not None:
             saved = self._store.load(key)
             if saved is not None:
@@ -333,7 +343,7 @@ class IndexCache:
                         return entry.lookup()._replace(stale=False)
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
                     self._restore_entry(key, entry)
-                return entry.lookup()
+                return self._fresh_lookup(entry, now)
             # Links resolve against the page's URL without credentials: file URLs, pages
             # and saved copies never carry them (Upstream adds them per host).
             page_url = redact_url(response.url)
@@ -355,7 +365,7 @@ class IndexCache:
         self._succeeded(key, "ok")
         if self._store_entry(key, new, droppable=False, flight=flight) and self._store is not None:
             self._save_later(key, new)
-        return new.lookup()
+        return self._fresh_lookup(new, now)
 
     def _save_later(self, key: str, entry: _Entry) -> None:
         """Save *entry* after the answer (or now, without a background)."""

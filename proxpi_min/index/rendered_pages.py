@@ -10,12 +10,18 @@ from typing import Callable, Optional
 from ..core.render import Rendered, gzipped, render, worth_compressing
 from ..infra.background import Background
 
-__all__ = ["RenderedPages"]
+__all__ = ["RenderedPages", "interim"]
 
 # A rendered page up to this size is answered uncompressed the first time and compressed
 # after the answer. A larger one (the root list of a whole index) is compressed first:
 # sending it uncompressed over a slow link costs more.
 ANSWER_FIRST_MAX = 4 << 20
+
+
+def interim(page: Rendered, compress: bool) -> bool:
+    """Whether *page*, kept for a client that takes gzip, is its identity form answered
+    first (see ANSWER_FIRST_MAX): its gzip form, with another ETag, takes its place."""
+    return compress and worth_compressing(page)
 
 
 class RenderedPages:

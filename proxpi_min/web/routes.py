@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import math
 import struct
 import time
 import urllib.parse
@@ -73,7 +74,7 @@ class App(Protocol):
 
     settings: Settings
     metrics: Metrics  # each request is counted here
-    page_cache_control: str  # Cache-Control of a fresh page
+    page_max_age: Optional[int]  # a fresh page's lifetime in seconds; None: checked on each use
     uploads: Optional[Uploads]  # POST /upload/ and /local/ (None: no upload token set)
 
     def project_list(self, media: str, compress: bool) -> PageAnswer:
@@ -245,8 +246,15 @@ class ProxyHandler(Http1Handler):
     def _page(self, app: App, media: str, answer: PageAnswer) -> None:
         page, stale, policies = answer.rendered, answer.stale, answer.policies
         self._source = "cache" if answer.hit else "upstream"
-        # A stale copy (upstream failing) must not outlive the outage in a front cache.
-        cache_control = "no-store" if stale else app.page_cache_control
+        if stale:
+            # A stale copy (upstream failing) must not outlive the outage in a front cache.
+            cache_control = "no-store"
+        elif answer.interim or app.page_max_age is None:
+            # A gzip client's identity form, answered before the gzip one is made, is
+            # asked for again before reuse: its ETag is not the gzip form's (RFC 9111 5.2.2.4).
+            cache_control = REPLACEABLE_CACHE_CONTROL
+        else:
+            cache_control = f"max-age={_lifetime(app.page_max_age, answer.fresh_for)}, public"
         if etag_matches(self.headers.get("if-none-match"), page.etag):
             return self._send(304, _page_headers(media, page.etag, cache_control, stale, policies, None, None), b"")
         headers = _page_headers(media, page.etag, cache_control, stale, policies, page.encoding, len(page.body))
@@ -473,6 +481,13 @@ def _page_headers(
     if length is not None:
         headers.append(("Content-Length", str(length)))
     return header_lines(headers)
+
+
+def _lifetime(max_age: int, fresh_for: Optional[float]) -> int:
+    """A page's max-age: no longer than the proxy keeps it before asking upstream again,
+    so that no cache in front holds a page past the index TTL from the upstream's answer
+    (said as the lifetime left, not with Age, which nginx does not read)."""
+    return max_age if fresh_for is None else max(0, min(max_age, math.ceil(fresh_for)))
 
 
 def _icon() -> bytes:

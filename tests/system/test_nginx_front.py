@@ -3,6 +3,8 @@ cache dir: pip installs through it, nginx caches what our headers allow and no m
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import os
 import shutil
 import socket
@@ -50,9 +52,17 @@ def _configure(instances: list, port: int, run_dir: Path) -> Path:
 
 @pytest.fixture
 def nginx_front(upstream_html, tmp_path):
+    with _front(upstream_html.url, tmp_path) as front:
+        yield front
+
+
+@contextlib.contextmanager
+def _front(index_url: str, tmp_path: Path, *args: str):
+    """nginx on a free port in front of two instances (started with *args too); yields
+    (nginx's URL, the instances)."""
     cache_dir = tmp_path / "proxy-cache"
     instances = [
-        ProxyProcess(["--index-url", upstream_html.url, "--cache-dir", str(cache_dir)]) for _ in range(2)
+        ProxyProcess(["--index-url", index_url, "--cache-dir", str(cache_dir), *args]) for _ in range(2)
     ]
     run_dir = tmp_path / "nginx"
     run_dir.mkdir()
@@ -118,3 +128,17 @@ def test_nginx_caches_pages_per_format_and_files_but_not_errors(nginx_front, dis
     assert http("GET", url + path).body == dists.alpha_1.content
     for path in ("/index/no-such-project/", "/health", "/"):
         assert [http("GET", url + path).headers.get("X-Cache-Status") for _ in range(2)] == ["MISS", "MISS"], path
+
+
+def test_nginx_keeps_the_gzip_form_not_the_first_uncompressed_answer(nginx_front):
+    url, _ = nginx_front
+    headers = {"Accept": PIP_ACCEPT, "Accept-Encoding": "gzip"}
+    first = http("GET", url + "/index/gamma/", headers)  # cold: answered before it is compressed
+    answers = [(first.headers.get("Content-Encoding"), first.headers["X-Cache-Status"])]
+    deadline = time.monotonic() + 10
+    while answers[-1] != ("gzip", "HIT") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        answer = http("GET", url + "/index/gamma/", headers)
+        answers.append((answer.headers.get("Content-Encoding"), answer.headers["X-Cache-Status"]))
+    assert answers[0] == (None, "MISS") and answers[-1] == ("gzip", "HIT"), answers
+    assert gzip.decompress(answer.body) == first.body

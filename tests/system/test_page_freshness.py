@@ -1,0 +1,57 @@
+"""What a front cache learns of a page's freshness: no longer than the proxy keeps it
+before asking the upstream again, and an uncompressed first answer to a gzip client that
+it must not keep in place of the gzip form."""
+
+from __future__ import annotations
+
+import gzip
+import time
+
+from tests.support.proxy import PIP_ACCEPT
+
+GZIP = {"Accept": PIP_ACCEPT, "Accept-Encoding": "gzip"}
+
+
+def test_a_page_kept_a_while_is_cacheable_for_what_is_left_of_its_ttl(proxy, upstream_json) -> None:
+    """A front cache keeps a page until the proxy's own copy would be refreshed, so no
+    page outlives the index TTL counted from the upstream's answer; a 304 says the same."""
+    running = proxy((upstream_json, 3.0))
+    for path in ("/index/alpha/", "/index/"):
+        fetched = running.get(path, {"Accept": PIP_ACCEPT})
+        assert fetched.status == 200 and fetched.headers["Cache-Control"] == "max-age=3, public", path
+    time.sleep(1.2)
+    for path in ("/index/alpha/", "/index/"):
+        kept = running.get(path, {"Accept": PIP_ACCEPT})
+        assert kept.status == 200 and kept.headers["Cache-Control"] == "max-age=2, public", path
+        assert "Age" not in kept.headers  # the lifetime left says it: nginx reads no Age
+        again = running.get(path, {"Accept": PIP_ACCEPT, "If-None-Match": kept.headers["ETag"]})
+        assert again.status == 304 and again.headers["Cache-Control"] == kept.headers["Cache-Control"]
+
+
+def _until_gzipped(running, path: str) -> object:
+    """The first gzip answer for *path*, once its compression after the answer is done."""
+    deadline = time.monotonic() + 10
+    while True:
+        answer = running.get(path, GZIP)
+        if answer.headers.get("Content-Encoding") == "gzip" or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.05)
+
+
+def test_the_uncompressed_first_answer_to_a_gzip_client_is_not_kept(proxy, upstream_json) -> None:
+    running = proxy(upstream_json)
+    path = "/index/gamma/"  # large enough to be worth compressing
+    first = running.get(path, GZIP)
+    assert first.status == 200 and "Content-Encoding" not in first.headers
+    assert first.headers["Cache-Control"] == "no-cache"  # RFC 9111 5.2.2.4: asked again before reuse
+    later = _until_gzipped(running, path)
+    assert later.headers.get("Content-Encoding") == "gzip" and later.headers["Cache-Control"] == "max-age=600, public"
+    assert gzip.decompress(later.body) == first.body and later.headers["ETag"] != first.headers["ETag"]
+    # A cache revalidating the identity form it kept gets the gzip form, then keeps that.
+    revalidated = running.get(path, {**GZIP, "If-None-Match": first.headers["ETag"]})
+    assert revalidated.status == 200 and revalidated.headers["ETag"] == later.headers["ETag"]
+    again = running.get(path, {**GZIP, "If-None-Match": later.headers["ETag"]})
+    assert again.status == 304 and again.headers["Cache-Control"] == "max-age=600, public"
+    # An identity client's form is final: kept for the page's lifetime.
+    plain = running.get(path, {"Accept": PIP_ACCEPT})
+    assert plain.headers["Cache-Control"] == "max-age=600, public"
