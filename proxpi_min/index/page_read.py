@@ -34,7 +34,8 @@ class Deadline:
     def watch(self, sock: socket.socket) -> None:
         """Cut *sock* (an upstream connection's socket, plain or TLS) when the time is
         up, at once if it is up already. Watched from the moment it is made, a socket
-        is cut even while http.client still reads a proxy's CONNECT answer on it."""
+        is cut even while http.client still reads a proxy's CONNECT answer on it. A TLS
+        socket is watched before its handshake: wrapping detaches the plain one."""
         with self._lock:
             self._sock = sock
             expired = self.expired

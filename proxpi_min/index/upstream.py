@@ -174,6 +174,30 @@ class _HttpFileResponse(FileResponse):
         response.close()
 
 
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPSConnection whose TLS handshake *deadline* can cut: wrapping detaches the
+    plain socket the deadline watched, and the handshake alone is bounded only by the
+    connect timeout (CPython gives it one deadline of the socket's timeout)."""
+
+    def __init__(self, *args, deadline: Optional[Deadline] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # the TCP connection, and a proxy's tunnel
+        # HTTPSConnection.connect, but with the TLS socket watched before the handshake.
+        self.sock = self._context.wrap_socket(
+            self.sock, server_hostname=self._tunnel_host or self.host, do_handshake_on_connect=False
+        )
+        if self._deadline is not None:
+            self._deadline.watch(self.sock)
+        try:
+            self.sock.do_handshake()
+        except BaseException:
+            self.close()
+            raise
+
+
 class Upstream:
     """Fetches from upstream indices, keeping idle connections per host for reuse."""
 
@@ -239,8 +263,8 @@ class Upstream:
         scheme, host, port, proxy = key
         address = (proxy.host, proxy.port) if proxy else (host, port)
         if scheme == "https":
-            conn = http.client.HTTPSConnection(
-                *address, timeout=self._connect_timeout, context=self._tls_context()
+            conn = _HTTPSConnection(
+                *address, timeout=self._connect_timeout, context=self._tls_context(), deadline=deadline
             )
             if proxy:
                 # CONNECT first; TLS then checks the certificate against *host*.

@@ -226,6 +226,37 @@ def test_trickling_file_answers_are_cut_at_the_deadline(proxy, scripted, monkeyp
     assert_healthy(p)
 
 
+@pytest.mark.parametrize("what", ["file head", "metadata range body"])
+def test_trickled_tls_handshake_of_a_file_host_is_cut_at_the_deadline(proxy, scripted, upstream_tls, test_ca, monkeypatch, what):
+    """A file on an https host whose TLS handshake comes a byte each 0.2 s, which the
+    20 s connect timeout alone would let run: a download's head, and a range read for
+    a wheel's metadata, are cut at the deadline (PAGE_DEADLINE_READS read timeouts,
+    lowered to one here) like an answer trickled after it."""
+    from proxpi_min.index import upstream as upstream_module
+    from tests.support.raw_server import Relay
+
+    monkeypatch.setattr(upstream_module, "PAGE_DEADLINE_READS", 1)
+    name = "slow-1.0.tar.gz" if what == "file head" else "slow-1.0-py3-none-any.whl"
+    with Relay(upstream_tls.port, every=0.2) as relay:
+        relay.trickle()
+        files = [{"filename": name, "url": f"https://127.0.0.1:{relay.port}/files/{name}", "hashes": {}}]
+        document = {"meta": {"api-version": "1.0"}, "name": "slow", "files": files}
+        scripted.routes["/simple/slow/"] = (200, {"Content-Type": JSON_TYPE}, json.dumps(document).encode())
+        p = proxy(scripted.url, read_timeout=0.5, connect_timeout=20.0, ca_bundle=str(test_ca.cert))
+        assert p.get("/index/slow/").status == 200
+        answers: list = []
+        started = time.monotonic()
+        path = f"/index/slow/{name}" + ("" if what == "file head" else ".metadata")
+        asking = threading.Thread(target=lambda: answers.append(p.get(path, timeout=BOUND)), daemon=True)
+        asking.start()
+        asking.join(10)
+        took = time.monotonic() - started
+        assert answers, f"no answer after {took:.1f} s"
+    assert answers[0].status == 504 and b"took over 0.5 s" in answers[0].body, answers[0]
+    assert took < 5.0, f"cut after {took:.1f} s"
+    assert_healthy(p)
+
+
 # -- garbage for a new project ------------------------------------------------------------
 
 GARBAGE = {

@@ -8,6 +8,8 @@ import logging
 import socket
 import ssl
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -17,7 +19,8 @@ from proxpi_min.core.errors import ConfigError
 from proxpi_min.infra.tls import check_files, server_context
 from tests.support.certs import OPENSSL
 from tests.support.forward_proxy import ForwardProxy, basic
-from tests.support.proxy import ProxyProcess, run_pip
+from tests.support.proxy import ProxyProcess, assert_healthy, run_pip
+from tests.support.raw_server import Relay
 
 
 def https_get(port: int, path: str, ca: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
@@ -130,6 +133,37 @@ def test_client_distrusting_our_certificate_does_not_disturb_others(tls_proxy, t
     with pytest.raises(ssl.SSLCertVerificationError):
         https_get(running.port, "/health", ssl.get_default_verify_paths().cafile or "/dev/null")
     assert https_get(running.port, "/health", str(test_ca.cert))[0] == 200
+
+
+# ---------------------------------------------------------------- upstream handshake
+
+
+@pytest.mark.parametrize("copy", ["none", "saved"])
+def test_upstream_handshake_trickled_is_cut_at_the_page_deadline(proxy, upstream_tls, test_ca, copy):
+    """An https upstream whose TLS handshake comes a byte each 0.05 s, which the 20 s
+    connect timeout alone would let run: the page deadline (six 0.1 s read timeouts,
+    0.6 s) cuts it, and the client gets its 504, or the saved copy, near the deadline."""
+    with Relay(upstream_tls.port, every=0.05) as relay:
+        index = (f"https://127.0.0.1:{relay.port}/simple/", 0.15)
+        p = proxy(index, read_timeout=0.1, connect_timeout=20.0, ca_bundle=str(test_ca.cert))
+        if copy == "saved":
+            assert p.get("/index/alpha/").status == 200
+            time.sleep(0.3)  # past the TTL
+        relay.trickle()  # drops the kept connection too: the refresh shakes hands again
+        answers: list = []
+        started = time.monotonic()
+        asking = threading.Thread(target=lambda: answers.append(p.get("/index/alpha/", timeout=30)), daemon=True)
+        asking.start()
+        asking.join(10)
+        took = time.monotonic() - started
+        assert answers, f"no answer after {took:.1f} s"
+    result = answers[0]
+    if copy == "saved":
+        assert (result.status, result.headers.get("X-Proxpi-Stale")) == (200, "1"), result
+    else:
+        assert result.status == 504 and b"took over 0.6 s" in result.body, result
+    assert took < 2.0, f"answered after {took:.1f} s"
+    assert_healthy(p)
 
 
 # ---------------------------------------------------------------- end to end

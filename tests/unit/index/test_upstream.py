@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import socket
 import struct
@@ -11,8 +12,9 @@ import time
 
 import pytest
 
+from proxpi_min.core.errors import UpstreamError, UpstreamTimeout
 from proxpi_min.index.upstream import Upstream
-from tests.support.raw_server import raw_server
+from tests.support.raw_server import Relay, raw_server
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -201,3 +203,45 @@ def test_a_request_on_a_tls_connection_reset_while_idle_goes_again_on_a_new_one(
             assert len(connections) == 2
         finally:
             upstream.close()
+
+
+@pytest.mark.parametrize("what", ["page", "file", "range under the caller's deadline"])
+def test_a_tls_handshake_trickled_by_the_upstream_is_cut_at_the_deadline(test_ca, server_cert, what) -> None:
+    """A real TLS server's handshake relayed a byte each 0.05 s: alone it is bounded by
+    the connect timeout (20 s here) only; the deadline (PAGE_DEADLINE_READS read
+    timeouts of 0.1 s: 0.6 s) cuts it as it cuts the answer that would follow."""
+    context = server_cert.context()
+
+    def answer(raw: socket.socket) -> None:
+        with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as tls:
+            tls.recv(1)
+
+    upstream = Upstream(20, 0.1, ca_bundle=str(test_ca.cert))
+    outcome: list = []
+
+    def fetch(url: str) -> None:
+        started = time.monotonic()
+        try:
+            if what == "page":
+                upstream.fetch_page(url, "text/html")
+            elif what == "file":
+                upstream.open_file(url).close()
+            else:
+                deadline = upstream.deadline()
+                try:
+                    upstream.open_file(url, "GET", "bytes=0-99", deadline).close()
+                finally:
+                    deadline.cancel()
+        except UpstreamError as exc:
+            outcome.append((exc, time.monotonic() - started))
+
+    with raw_server(answer) as port, Relay(port, every=0.05) as relay:
+        relay.trickle()
+        fetching = threading.Thread(target=fetch, args=(f"https://127.0.0.1:{relay.port}/x.whl",), daemon=True)
+        fetching.start()
+        fetching.join(10)  # the relay's end then cuts a handshake still going
+        assert not fetching.is_alive(), "the handshake went on past the deadline"
+    upstream.close()
+    (error, took), = outcome
+    assert isinstance(error, UpstreamTimeout) and "took over 0.6 s" in str(error), error
+    assert took < 2.0, f"cut after {took:.1f} s"
