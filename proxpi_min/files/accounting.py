@@ -27,7 +27,7 @@ from typing import Optional
 
 from ..infra.atomic import remove_temp_files, temp_in_use
 from ..infra.metrics import Metrics
-from .layout import Target, parse_stored
+from .layout import Target, parse_stored, remove_empty_folders
 from .ledger import JournalEntry, Ledger, LedgerHandle, scan
 
 __all__ = ["TOUCH_INTERVAL", "Accounting"]
@@ -154,18 +154,20 @@ class Accounting:
         from the journal those processes keep; oldest access first. Under the
         directory-wide lock, so that no process stores or evicts meanwhile."""
         alone = self._ledger.register_user()
-        if alone:  # else the first process swept them, and sweeps by age as it runs
-            removed = remove_temp_files(self.root)
-            if removed:
-                logger.info("removed %d leftover temp files", removed)
+        # Beside other processes too (a worker restarted after a kill): what a dead
+        # writer's free lock names goes now; other temp files only by age then.
+        removed = remove_temp_files(self.root, at_start=alone, folders=True)
+        if removed:
+            logger.info("removed %d leftover temp files", removed)
         with self._ledger.locked() as ledger:
             if alone:
                 self._walk(ledger)
             else:
                 self._sync(ledger)
+            self._unreserve(ledger, None)  # the room of downloads whose temp file just went
             used, count, victims = self._make_room(ledger, 0)
             self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
-        self._log_evicted(victims)
+        self._evicted(victims)
 
     def _walk(self, ledger: LedgerHandle) -> None:
         """Take the files on disk as they are: our view, the journal (a snapshot of it)
@@ -268,7 +270,7 @@ class Accounting:
             if self._record(ledger, entries + [JournalEntry(self._relative(path), size, now)], used + size, count + 1):
                 stored = self._rename(target, temp, size, now, ledger, used, count)
             self._compact(ledger)
-        self._log_evicted(victims)
+        self._evicted(victims)
         return stored
 
     def reserve(self, target: Target, temp: str, size: int) -> bool:
@@ -294,7 +296,7 @@ class Accounting:
                 except OSError as exc:
                     logger.warning("cannot reserve room for %s: %s", target.filename, exc.strerror)
                     fits = False
-        self._log_evicted(victims)
+        self._evicted(victims)
         return fits
 
     def release(self, temp: str) -> None:
@@ -302,11 +304,12 @@ class Accounting:
         with self._ledger.locked() as ledger:
             self._unreserve(ledger, temp)
 
-    def _unreserve(self, ledger: LedgerHandle, temp: str) -> dict:
-        """Drop *temp*'s reservation, and those of downloads no longer in progress (a
-        process killed); returns the others (under the ledger lock)."""
+    def _unreserve(self, ledger: LedgerHandle, temp: Optional[str]) -> dict:
+        """Drop *temp*'s reservation (None: none in particular), and those of downloads
+        no longer in progress (a process killed); returns the others (under the ledger
+        lock)."""
         reservations = ledger.reservations()
-        leaving = self._relative(temp)
+        leaving = None if temp is None else self._relative(temp)
         live = {
             name: size for name, size in reservations.items()
             if name != leaving and temp_in_use(os.path.join(self.root, name))
@@ -378,8 +381,11 @@ class Accounting:
         except OSError as exc:
             logger.warning("cannot rewrite the cache journal: %s", exc.strerror)
 
-    def _log_evicted(self, paths: list) -> None:
+    def _evicted(self, paths: list) -> None:
+        """Count and log evictions, and remove the folders they left empty (after the
+        ledger lock: a writer whose folder goes makes it again, see ``LockFile``)."""
         if paths:
             self.metrics.evictions.inc(amount=len(paths))
         for path in paths:
             logger.info("evicted %s", path)
+            remove_empty_folders(self.root, path)

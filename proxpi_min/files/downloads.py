@@ -138,7 +138,10 @@ class Download:
 
     def _run(self) -> None:
         try:
-            os.makedirs(os.path.dirname(self.temp), exist_ok=True)
+            # The lock file is the first in its folder: LockFile makes the folder again
+            # if an eviction in another process removes it meanwhile.
+            with contextlib.suppress(FileNotFoundError):
+                os.makedirs(os.path.dirname(self.temp), exist_ok=True)
             if not self.lock.acquire(wait=False) and self._follow():
                 return
         except OSError as exc:

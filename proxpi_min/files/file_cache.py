@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Callable, Optional
 
 from ..core.byteranges import ByteRange, content_range_size
@@ -25,12 +26,12 @@ from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..core.wheelmeta import is_zip_probe
 from ..index.upstream import Upstream
-from ..infra.atomic import STALE_TEMP, LockFile, lock_path, remove_temp_files
+from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path, remove_temp_files
 from ..infra.metrics import Metrics
 from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
 from .downloads import Download, Opened
 from .accounting import TOUCH_INTERVAL, Accounting
-from .layout import Target
+from .layout import Target, remove_empty_folders
 
 __all__ = ["FileCache"]
 
@@ -62,6 +63,7 @@ class FileCache:
         self._downloads: dict = {}
         self._last_sweep = time.monotonic()
         self._sizes: dict = {}  # path -> size upstream gave (HEAD, Content-Range) for pages without sizes
+        self._spools: "weakref.WeakSet[LockFile]" = weakref.WeakSet()  # spool locks handed to downloads
         # Told of every file stored (files.metadata reads a wheel's METADATA then).
         self.on_stored: Optional[Callable[[Target], None]] = None
         os.makedirs(root, exist_ok=True)
@@ -270,6 +272,7 @@ class FileCache:
             logger.warning("%s is %d bytes on disk, not the index's %d: removed", target.path, stat.st_size, target.size)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(target.path)
+            remove_empty_folders(self.root, target.path)
             self._accounting.forget(target.path)
             return None
         now = time.time()
@@ -300,18 +303,31 @@ class FileCache:
 
     def spool_slot(self) -> LockFile:
         """The cache dir's one spool lock (``downloads.FileStore``)."""
-        return LockFile(lock_path(os.path.join(self.root, "spool")))
+        slot = LockFile(lock_path(os.path.join(self.root, "spool")))
+        self._spools.add(slot)
+        return slot
 
     def _sweep_temp_files(self) -> None:
-        """Now and then, drop temp files nobody writes any more: those another host's
-        proxy left (e.g. a replaced container) are not ours to judge at start."""
+        """Now and then, drop what dead writers left (temp and lock files, and the
+        folders that empties) while we run: a process that dies beside ours (another
+        host's proxy, replaced) is swept by no start of ours."""
         now = time.monotonic()
         with self._lock:
             due = now - self._last_sweep > STALE_TEMP
             if due:
                 self._last_sweep = now
         if due:
-            remove_temp_files(self.root, at_start=False)
+            remove_temp_files(self.root, at_start=False, mine=self._may_hold, folders=True)
+
+    def _may_hold(self, lock: str) -> bool:
+        """Whether this process may hold the lock file at *lock*: that of a download it
+        runs or follows, or a spool lock it took (on NFS, its own lock would not keep
+        its own sweep out)."""
+        folder, name = os.path.split(lock)
+        with self._lock:
+            if os.path.join(folder, name[len(LOCK_PREFIX) :]) in self._downloads:
+                return True
+        return any(slot.held and slot.path == lock for slot in list(self._spools))
 
     def _register(self, target: Target, start: bool = True) -> tuple:
         """(the download of *target* in progress, or, if *start*, a new one registered

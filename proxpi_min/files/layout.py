@@ -33,6 +33,7 @@ __all__ = [
     "index_root",
     "local_root",
     "parse_stored",
+    "remove_empty_folders",
     "stored_files",
 ]
 
@@ -107,3 +108,18 @@ def stored_files(root: str) -> Iterator[str]:
         for name in sorted(names):
             if not is_private(name):
                 yield os.path.join(directory, name)
+
+
+def remove_empty_folders(root: str, path: str) -> None:
+    """Remove the folders that the removal of the stored file at *path* left empty: its
+    hash folder, then its project's (never *root*). rmdir takes only an empty folder, so
+    one a writer is in (its lock file is its first file there) stays."""
+    folder = os.path.dirname(path)
+    while folder.startswith(root + os.sep):
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:  # removed by another process: its parent may be empty still
+            pass
+        except OSError:  # not empty: nor is any folder above it
+            return
+        folder = os.path.dirname(folder)

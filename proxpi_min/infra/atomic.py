@@ -27,11 +27,12 @@ import fcntl
 import os
 import socket
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from ..core.units import parse_decimal
 
 __all__ = [
+    "FOLDER_GRACE",
     "LOCK_PREFIX",
     "STALE_TEMP",
     "TEMP_PREFIX",
@@ -50,6 +51,9 @@ __all__ = [
 TEMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".lock-"
 STALE_TEMP = 600.0  # seconds without a write after which another host's temp file is dead
+# Seconds a folder found empty is left: a writer may have just made it and not yet put
+# its first file in (one emptied by the sweep itself goes at once, see remove_temp_files).
+FOLDER_GRACE = 10.0
 
 
 def write_all(fd: int, data: bytes, offset: Optional[int] = None) -> None:
@@ -91,30 +95,100 @@ def temp_path(directory: str) -> str:
     return os.path.join(directory, f"{TEMP_PREFIX}{_host()}-{os.getpid()}-{os.urandom(4).hex()}")
 
 
-def remove_temp_files(directory: str, at_start: bool = True) -> int:
-    """Remove leftover temp files under *directory*; count them.
+def remove_temp_files(
+    directory: str,
+    at_start: bool = True,
+    mine: Optional[Callable[[str], bool]] = None,
+    folders: bool = False,
+) -> int:
+    """Remove what dead writers left under *directory*; count the temp files removed.
 
-    Ours to judge are those of this host: left alone while their process lives (a
-    second proxy on the same dir), removed once it is gone, or when it has our own
-    process id (a previous run, e.g. PID 1 in a restarted container). Another host's
-    (a shared volume) are removed only once untouched for STALE_TEMP seconds, since
-    a download in progress writes to its file all the time. Once running
-    (*at_start* false), only that age rule applies, to every owner.
+    A lock file that can be taken has no living holder: it goes, and so does the temp
+    file its record names, however young (the kernel, or the NFS server, frees a dead
+    holder's lock). A temp file that a held lock names is never removed, however old.
+    Other temp files (a spooled download's, an atomic write's) are judged by their
+    name at start (*at_start*, with no other process on the directory): left alone
+    while their process lives, removed once it is gone, or when it has our own
+    process id (a previous run, e.g. PID 1 in a restarted container); another host's
+    (a shared volume) only once untouched for STALE_TEMP seconds. Once running, or
+    beside other processes, only that age rule applies to them, whoever wrote them.
+
+    *mine* tells the lock files this process may hold itself (its downloads in
+    progress): they are not opened at all. With *folders*, a folder left empty goes
+    too: at once if the sweep emptied it (a writer locks its file first, and
+    ``LockFile`` makes its folder again), else once older than FOLDER_GRACE.
     """
     removed = 0
     now = time.time()
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            if name.startswith(LOCK_PREFIX) and at_start:
-                _remove_if_unlocked(path)
-            if not name.startswith(TEMP_PREFIX):
-                continue
-            with contextlib.suppress(OSError):
-                if (at_start and not _owner_alive(name)) or now - os.stat(path).st_mtime > STALE_TEMP:
-                    os.unlink(path)
-                    removed += 1
+    emptied: set = set()  # folders this sweep removed
+    for root, subfolders, names in os.walk(directory, topdown=False):
+        gone = _sweep_folder(root, names, at_start, mine, now)
+        removed += sum(1 for name in gone if name.startswith(TEMP_PREFIX))
+        if not folders or root == directory:
+            continue
+        if len(gone) < len(names) or any(os.path.join(root, name) not in emptied for name in subfolders):
+            continue
+        if gone or subfolders or _older(root, now - FOLDER_GRACE):
+            with contextlib.suppress(OSError):  # a writer got in meanwhile
+                os.rmdir(root)
+                emptied.add(root)
     return removed
+
+
+def _sweep_folder(folder: str, names: list, at_start: bool, mine: Optional[Callable[[str], bool]], now: float) -> set:
+    """The sweep of one folder's own files (see remove_temp_files); the names removed."""
+    gone, live, dead = set(), set(), set()
+    for name in names:  # the locks first: they tell which temp files are whose
+        path = os.path.join(folder, name)
+        if not name.startswith(LOCK_PREFIX) or (mine is not None and mine(path)):
+            continue
+        held, record = _judge_lock(path)
+        temp = record.partition(" ")[0]
+        (live if held else dead).add(temp)
+        if not held:
+            gone.add(name)
+    for name in names:
+        if not name.startswith(TEMP_PREFIX) or name in live:
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            if (name in dead or (at_start and not _owner_alive(name))
+                    or now - os.stat(path).st_mtime > STALE_TEMP):
+                os.unlink(path)
+                gone.add(name)
+    return gone
+
+
+def _judge_lock(path: str) -> tuple:
+    """(whether the lock file at *path* has a living holder, its record); one without
+    is removed. A file gone meanwhile had a holder that let go: held, as far as we know."""
+    try:
+        fd = os.open(path, os.O_RDWR)  # never O_CREAT: a lock file let go of is not made again
+    except OSError:
+        return True, ""
+    try:
+        record = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held (or no locks here: taken for held)
+            return True, record
+        if not same_file(fd, path):  # its holder let go as we opened it
+            return True, ""
+        record = os.pread(fd, 4096, 0).decode("utf-8", "replace")  # final: nobody writes it now
+        os.unlink(path)  # while locked: a waiter that gets this file retries on the path
+        return False, record
+    except OSError:
+        return True, ""
+    finally:
+        os.close(fd)
+
+
+def _older(path: str, before: float) -> bool:
+    """Whether *path* last changed before the time *before* (False if it is gone)."""
+    try:
+        return os.stat(path).st_mtime < before
+    except OSError:
+        return False
 
 
 def _owner(temp_name: str) -> tuple:
@@ -170,13 +244,6 @@ def lock_path(path: str) -> str:
     return os.path.join(directory, LOCK_PREFIX + name)
 
 
-def _remove_if_unlocked(path: str) -> None:
-    """Drop a lock file that its holder died with (nobody holds it now)."""
-    lock = LockFile(path)
-    if lock.acquire(wait=False):
-        lock.release()
-
-
 def same_file(fd: int, path: str) -> bool:
     """Whether the open *fd* is the file now at *path* (False if nothing is there)."""
     try:
@@ -203,7 +270,7 @@ class LockFile:
     def acquire(self, wait: bool) -> bool:
         """Take the lock (blocking if *wait*); False if another holds it."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -218,6 +285,22 @@ class LockFile:
             finally:
                 if fd is not None:
                     os.close(fd)
+
+    def _open(self) -> int:
+        """The lock file, made if need be; its folder too, if that went since the
+        writer made it (an eviction removed the last file in it)."""
+        for _ in range(3):  # removed again between the two calls: once more
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                with contextlib.suppress(FileNotFoundError):  # a parent removed as it was made
+                    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._fd is not None
 
     def record(self, text: str) -> None:
         """Say what the holder is doing (read by others with :func:`read_record`)."""

@@ -13,6 +13,7 @@ import urllib.parse
 
 import pytest
 
+from proxpi_min.files.ledger import Ledger
 from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
 from tests.support.cache_dir import WAIT, file_path, files_tree, peak_while, sized_wheel, stored_content, stored_paths, wait_until
 from tests.support.proxy import ProxyProcess, temp_files
@@ -223,3 +224,61 @@ def test_a_file_over_the_cap_followed_in_the_other_process_is_not_fetched_again(
     finally:
         _stop(one, two)
     assert "ended early" not in one.stderr + two.stderr
+
+
+def _leftovers(cache_dir: str) -> list:
+    """What is under the files root beyond the bookkeeping every cache dir has (the
+    ledger, its journal, the users' lock): stored files, temp and lock files, folders."""
+    root = os.path.join(cache_dir, "files")
+    found = []
+    for directory, folders, names in os.walk(root):
+        found += [os.path.relpath(os.path.join(directory, name), root) + "/" for name in folders]
+        found += [os.path.relpath(os.path.join(directory, name), root) for name in names
+                  if directory != root or name not in (".ledger", ".journal", ".users")]
+    return sorted(found)
+
+
+def test_a_writer_killed_mid_download_leaves_nothing_once_restarted_beside_the_other(upstream_factory, tmp_path):
+    """SIGKILL (an OOM kill) mid-download while another process serves the dir: once the
+    killed one is back (a worker restarted), nothing of its download stays on disk, and
+    the cap counts no room for it."""
+    dist = sized_wheel("oom", "1.0", 200_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    args = ["--index-url", up.url, "--cache-dir", cache_dir]
+    one, two = _pair(up, cache_dir)
+    restarted = None
+    try:
+        up.throttle(8_192, 0.03)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            doomed = pool.submit(one.get, file_path(dist), timeout=30)
+            assert wait_until(lambda: any(os.path.getsize(t) > 0 for t in temp_files(cache_dir) if os.path.exists(t)))
+            one.kill()
+            one.wait()
+            with pytest.raises((http.client.HTTPException, ConnectionError)):
+                doomed.result()
+        up.throttle(None)
+        assert [os.path.basename(p)[:6] for p in _leftovers(cache_dir) if not p.endswith("/")] == [".lock-", ".tmp-v"]
+        restarted = ProxyProcess(args)
+        assert _leftovers(cache_dir) == []
+        with Ledger(os.path.join(cache_dir, "files")).locked() as ledger:
+            assert ledger.reservations() == {}
+        for proxy in (two, restarted):
+            assert json.loads(proxy.get("/", {"Accept": "application/json"}).body)["file_cache"]["used_bytes"] == 0
+    finally:
+        _stop(*(p for p in (one, two, restarted) if p is not None))
+
+
+def test_an_eviction_in_one_process_leaves_no_empty_folders(upstream_factory, tmp_path):
+    a, b = sized_wheel("gone-a", "1.0", 20_000), sized_wheel("gone-b", "1.0", 20_000)
+    up = upstream_factory("json", None).add(a).add(b)
+    cache_dir = str(tmp_path / "cache")
+    one, two = _pair(up, cache_dir, "--cache-size", str(max(a.size, b.size) + 100))
+    try:
+        assert one.get(file_path(a)).body == a.content
+        assert wait_until(lambda: stored_content(cache_dir, a.filename)) == a.content
+        assert two.get(file_path(b)).body == b.content  # evicts a, stored by the other process
+        assert wait_until(lambda: _leftovers(cache_dir) == [f"{b.normalized}/", f"{b.normalized}/sha256-{b.sha256}/",
+                                                          f"{b.normalized}/sha256-{b.sha256}/{b.filename}"])
+    finally:
+        _stop(one, two)

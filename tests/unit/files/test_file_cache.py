@@ -257,3 +257,59 @@ def test_FileCache_in_a_directory_it_cannot_write(tmp_path, monkeypatch) -> None
         assert not (root / ".ledger").exists()
     finally:
         cache.close()
+
+
+def _folders(root) -> list:
+    return sorted(str(path.relative_to(root)) for path in Path(root).rglob("*") if path.is_dir())
+
+
+def test_FileCache_eviction_removes_the_folders_it_empties(tmp_path, source) -> None:
+    other_path = tmp_path / "b-1.0-py3-none-any.whl"
+    other_path.write_bytes(DATA)
+    other = source._replace(filename=other_path.name, url=other_path.as_uri())
+    root = tmp_path / "files"
+    cache = FileCache(str(root), len(DATA) + 10, CountingUpstream())
+    try:
+        assert cache.ensure("a", source) and cache.ensure("b", other)  # a evicted for b
+        assert _folders(root) == ["b", f"b/sha256-{source.hashes[0][1]}"]
+    finally:
+        cache.close()
+
+
+def test_FileCache_removes_the_folders_of_a_file_it_deletes(tmp_path, source) -> None:
+    """A stored file of the wrong size is deleted (fetched again): its folders go too."""
+    root = tmp_path / "files"
+    stored = root / "a" / f"sha256-{source.hashes[0][1]}" / source.filename
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(DATA[:-1])
+    cache = FileCache(str(root), 10**6, CountingUpstream(), offline=True)
+    try:
+        with pytest.raises(NotFound):
+            cache.open("a", source)
+        assert _folders(root) == []
+    finally:
+        cache.close()
+
+
+def test_FileCache_started_beside_a_live_process_removes_a_killed_writers_leftovers(tmp_path) -> None:
+    """A worker restarted after an OOM kill, or a proxy beside another: what the killed
+    download left (temp file, lock file, reservation, folders) goes at start."""
+    from tests.unit.infra.test_atomic import writing
+
+    root = tmp_path / "files"
+    live = FileCache(str(root), 10**6, upstream=None)  # uses the dir: the next is not alone
+    target = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"
+    writer, temp = writing(str(target))
+    with Ledger(str(root)).locked() as ledger:  # its room under the cap, as reserve() holds it
+        ledger.reserve({os.path.relpath(temp, root): 1000})
+    writer.kill()
+    writer.wait(10)
+    restarted = FileCache(str(root), 10**6, upstream=None)
+    try:
+        assert not os.path.exists(temp) and not os.path.exists(lock_path(str(target)))
+        assert _folders(root) == []
+        with Ledger(str(root)).locked() as ledger:
+            assert ledger.reservations() == {}
+    finally:
+        restarted.close()
+        live.close()

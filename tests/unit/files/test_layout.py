@@ -75,3 +75,17 @@ def test_stored_files_leave_out_bookkeeping(tmp_path) -> None:
         (folder / name).write_bytes(b"x")
     (tmp_path / ".ledger").write_bytes(b"x")
     assert list(stored_files(str(tmp_path))) == [str(folder / "a.whl"), str(folder / "b.whl")]
+
+
+def test_remove_empty_folders_of_a_removed_file_up_to_one_still_used(tmp_path) -> None:
+    from proxpi_min.files.layout import remove_empty_folders
+
+    for folder in ("p/sha256-ab", "p/sha256-cd", "q/sha256-ef"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "p" / "sha256-cd" / "p-2.whl").write_bytes(b"x")
+    remove_empty_folders(str(tmp_path), str(tmp_path / "p" / "sha256-ab" / "p-1.whl"))  # p holds p-2 still
+    remove_empty_folders(str(tmp_path), str(tmp_path / "q" / "sha256-ef" / "q-1.whl"))  # q goes, the root stays
+    remove_empty_folders(str(tmp_path), str(tmp_path / "p" / "sha256-cd" / "p-3.whl"))  # p-2 is there
+    left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*"))
+    assert left == ["p", "p/sha256-cd", "p/sha256-cd/p-2.whl"]
+    assert tmp_path.is_dir()

@@ -7,9 +7,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import pytest
+
 from proxpi_min.infra.atomic import (
+    STALE_TEMP,
     LockFile,
     is_private,
     lock_path,
@@ -128,3 +132,91 @@ def test_temp_in_use_follows_the_writer_process(tmp_path) -> None:
     left = os.path.join(str(tmp_path), os.path.basename(ours).replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
     open(left, "wb").close()
     assert not temp_in_use(left)  # its process is gone: a download killed midway
+
+
+# A child process that writes a download the way the proxy does: it takes the file's
+# lock, records its temp file in it, writes some bytes, says the temp file's path, and
+# waits on stdin; the test kills it (SIGKILL: its lock and temp file stay behind).
+WRITER = """
+import os, sys
+from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
+target = sys.argv[1]
+lock = LockFile(lock_path(target))
+assert lock.acquire(wait=False)
+temp = temp_path(os.path.dirname(target))
+lock.record(os.path.basename(temp) + " 1000")
+with open(temp, "wb") as file:
+    file.write(b"x" * 500)
+print(temp, flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def writing(target: str) -> tuple:
+    """(the writer process, its temp file) for *target*, mid-download."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    process = child(WRITER, target)
+    return process, process.stdout.readline().strip()
+
+
+@pytest.mark.parametrize("at_start", [True, False], ids=["start", "running"])
+def test_sweep_removes_a_killed_writers_temp_and_lock_however_young(tmp_path, at_start) -> None:
+    """Its free lock tells a dead writer: its files go at once, at start or running,
+    not STALE_TEMP seconds later; a live writer's stay, however old."""
+    dead_target, live_target = str(tmp_path / "p" / "h" / "p.whl"), str(tmp_path / "q" / "h" / "q.whl")
+    dead, dead_temp = writing(dead_target)
+    dead.kill()
+    dead.wait(10)
+    live, live_temp = writing(live_target)
+    try:
+        long_ago = time.time() - 2 * STALE_TEMP  # a stalled download is still its writer's
+        os.utime(live_temp, (long_ago, long_ago))
+        assert remove_temp_files(str(tmp_path), at_start=at_start) == 1
+        assert not os.path.exists(dead_temp) and not os.path.exists(lock_path(dead_target))
+        assert os.path.exists(live_temp) and os.path.exists(lock_path(live_target))
+    finally:
+        live.stdin.close()
+        live.wait(10)
+
+
+def test_sweep_never_opens_a_lock_file_this_process_may_hold(tmp_path) -> None:
+    """On NFS a process's own flock does not shut it out: its own downloads' lock
+    files are not judged by it at all."""
+    target = str(tmp_path / "p" / "h" / "p.whl")
+    writer, temp = writing(target)
+    writer.kill()
+    writer.wait(10)
+    assert remove_temp_files(str(tmp_path), at_start=False, mine=lambda path: path == lock_path(target)) == 0
+    assert os.path.exists(temp) and os.path.exists(lock_path(target))
+
+
+def test_sweep_removes_the_folders_it_empties_and_old_empty_ones(tmp_path) -> None:
+    """Folders go when the sweep empties them, or when found empty long ago; a folder
+    just made (its writer not yet in it) stays."""
+    writer, _ = writing(str(tmp_path / "dead" / "h" / "dead.whl"))
+    writer.kill()
+    writer.wait(10)
+    stored = tmp_path / "kept" / "h" / "kept.whl"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"x")
+    long_ago = time.time() - 3600
+    (tmp_path / "old" / "h").mkdir(parents=True)
+    for folder in (tmp_path / "old" / "h", tmp_path / "old"):
+        os.utime(folder, (long_ago, long_ago))
+    (tmp_path / "new" / "h").mkdir(parents=True)
+    remove_temp_files(str(tmp_path), at_start=False, folders=True)
+    left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*"))
+    assert left == ["kept", "kept/h", "kept/h/kept.whl", "new", "new/h"]
+
+
+def test_LockFile_makes_its_folder_again_when_it_was_removed(tmp_path) -> None:
+    """A folder emptied by an eviction goes: a writer about to lock a file in it (its
+    first file there) makes it again instead of failing."""
+    folder = tmp_path / "p" / "h"
+    folder.mkdir(parents=True)
+    lock = LockFile(lock_path(str(folder / "p.whl")))
+    folder.rmdir()
+    folder.parent.rmdir()
+    assert lock.acquire(wait=False)
+    lock.release()
