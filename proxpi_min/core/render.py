@@ -18,6 +18,7 @@ from .simple import JSON_TYPE, FileEntry, Hashes, ProjectList, ProjectPage, best
 __all__ = [
     "Rendered",
     "worth_compressing",
+    "gzip_etag",
     "gzipped",
     "render",
     "render_project_list",
@@ -70,7 +71,13 @@ def gzipped(page: Rendered) -> Rendered:
     """*page* (its identity form) in the gzip coding, if worth it, else *page*."""
     if not worth_compressing(page):
         return page
-    return Rendered(gzip.compress(page.body, _GZIP_LEVEL, mtime=0), page.etag[:-1] + '-gzip"', "gzip")
+    return Rendered(gzip.compress(page.body, _GZIP_LEVEL, mtime=0), gzip_etag(page.etag), "gzip")
+
+
+def gzip_etag(etag: str) -> str:
+    """The ETag of the gzip form of the page whose identity form has *etag*: another
+    one, as RFC 9110 8.8.3 asks of another content coding."""
+    return etag[:-1] + '-gzip"'
 
 
 # ---------------------------------------------------------------------------- pages

@@ -29,6 +29,7 @@ from ..core.errors import (
 )
 from ..core.names import NormalizedName, check_filename, parse_project_name
 from ..core.negotiate import accepts_gzip, choose_media_type, wants_json
+from ..core.render import gzip_etag
 from ..core.settings import Settings
 from ..core.simple import HTML_TYPE, JSON_TYPE, TEXT_HTML
 from ..files.bodies import FileBody, content_type_for
@@ -248,15 +249,21 @@ class ProxyHandler(Http1Handler):
         self._source = "cache" if answer.hit else "upstream"
         if stale:
             # A stale copy (upstream failing) must not outlive the outage in a front cache.
-            cache_control = "no-store"
-        elif answer.interim or app.page_max_age is None:
+            final_control = "no-store"
+        elif app.page_max_age is None:
+            final_control = REPLACEABLE_CACHE_CONTROL
+        else:
+            final_control = f"max-age={_lifetime(app.page_max_age, answer.fresh_for)}, public"
+        etag, cache_control = page.etag, final_control
+        if answer.interim and not stale:
             # A gzip client's identity form, answered before the gzip one is made, is
             # asked for again before reuse: its ETag is not the gzip form's (RFC 9111 5.2.2.4).
             cache_control = REPLACEABLE_CACHE_CONTROL
-        else:
-            cache_control = f"max-age={_lifetime(app.page_max_age, answer.fresh_for)}, public"
-        if etag_matches(self.headers.get("if-none-match"), page.etag):
-            return self._send(304, _page_headers(media, page.etag, cache_control, stale, policies, None, None), b"")
+            if etag_matches(self.headers.get("if-none-match"), gzip_etag(etag)):
+                # The gzip form a client kept from before (a restart of the proxy) is still this page.
+                etag, cache_control = gzip_etag(etag), final_control
+        if etag_matches(self.headers.get("if-none-match"), etag):
+            return self._send(304, _page_headers(media, etag, cache_control, stale, policies, None, None), b"")
         headers = _page_headers(media, page.etag, cache_control, stale, policies, page.encoding, len(page.body))
         self._send(200, headers, page.body)
 

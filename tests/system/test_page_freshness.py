@@ -55,3 +55,18 @@ def test_the_uncompressed_first_answer_to_a_gzip_client_is_not_kept(proxy, upstr
     # An identity client's form is final: kept for the page's lifetime.
     plain = running.get(path, {"Accept": PIP_ACCEPT})
     assert plain.headers["Cache-Control"] == "max-age=600, public"
+
+
+def test_a_gzip_form_kept_from_before_a_restart_is_still_good(proxy, upstream_json) -> None:
+    """After a restart the first answer to a gzip client is the identity form again; a
+    client that kept the gzip form (uv's cache) gets a 304, not the page twice over."""
+    path = "/index/gamma/"
+    kept = _until_gzipped(proxy(upstream_json), path)
+    assert kept.headers.get("Content-Encoding") == "gzip"
+    restarted = proxy(upstream_json)
+    again = restarted.get(path, {**GZIP, "If-None-Match": kept.headers["ETag"]})
+    assert again.status == 304 and again.headers["ETag"] == kept.headers["ETag"]
+    assert again.headers["Cache-Control"] == "max-age=600, public"
+    # The identity form it answers a client without that tag is still not to be kept.
+    plain_first = restarted.get(path, {**GZIP, "If-None-Match": '"other"'})
+    assert plain_first.status == 200
