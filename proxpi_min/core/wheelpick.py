@@ -16,10 +16,11 @@ import re
 from typing import Iterable, NamedTuple, Optional
 
 from .simple import FileEntry
+from .specifiers import python_satisfies
 
 __all__ = [
-    "LockTime", "Releases", "Tags", "client_tags", "joined", "lock_time", "pick_time", "pick_wheels", "releases",
-    "wheel_tags",
+    "LockTime", "Releases", "Tags", "client_python", "client_tags", "joined", "lock_time", "pick_time",
+    "pick_wheels", "releases", "wheel_tags",
 ]
 
 # A final release (epochs and post-releases too): no pre-release, dev or local part.
@@ -203,13 +204,17 @@ def _fit(tags: Tags, like: Optional[Tags], newest: dict) -> Optional[tuple]:
     return None
 
 
-def pick_wheels(released: Releases, like: Optional[Tags], lock: Optional[LockTime] = None) -> tuple:
+def pick_wheels(
+    released: Releases, like: Optional[Tags], lock: Optional[LockTime] = None, python: Optional[tuple] = None
+) -> tuple:
     """The wheels a client like *like* (the tags of the wheels it asked about) will
     likely pick from a project's *released* versions: its interpreter's (else the stable
     ABI's) for its platform, the newest platform version it has first, else a pure
     ``py3`` one, of the newest version that has one. With *lock* (and upload times),
     of the newest released before its end and, if another, of the newest released by
-    its start (the two ends of the span the lock was made in). () if there is none."""
+    its start (the two ends of the span the lock was made in). With *python* (the
+    client's version), only wheels whose Requires-Python it satisfies, as pip and uv
+    pass the others over. () if there is none."""
     newest: dict = {}  # platform family -> the newest version *like* has of it
     for family, version in map(_platform, like.platform if like is not None else ()):
         newest[family] = max(version, newest.get(family, version))
@@ -229,13 +234,17 @@ def pick_wheels(released: Releases, like: Optional[Tags], lock: Optional[LockTim
                 continue
             fits = [(fit, build, entry) for fit, build, entry in
                     ((_fit(tags, like, newest), build, entry) for tags, build, entry in released.wheels[version])
-                    if fit is not None]
+                    if fit is not None and _runs_on(entry, python)]
             if fits:  # the best fit, of the highest build number (PEP 427)
                 entry = max(fits, key=lambda fit: fit[:2])[2]
                 if entry not in picked:
                     picked.append(entry)
                 break
     return tuple(picked)
+
+
+def _runs_on(entry: FileEntry, python: Optional[tuple]) -> bool:
+    return python is None or not entry.requires_python or python_satisfies(entry.requires_python, python)
 
 
 def joined(tags: Optional[Tags], more: Tags) -> Tags:
@@ -257,20 +266,35 @@ def _text(document: dict, key: str, pattern: str) -> Optional[re.Match]:
     return re.fullmatch(pattern, value) if isinstance(value, str) else None
 
 
-def client_tags(user_agent: str) -> Optional[Tags]:
-    """The interpreter and platform of a pip or uv client, from the JSON its User-Agent
-    carries after the installer's name (PyPI's download statistics read the same); None
-    where it says too little. Any text may come: nothing is trusted to have a shape."""
+def _about(user_agent: str) -> dict:
+    """The JSON object a pip or uv User-Agent carries after the installer's name (PyPI's
+    download statistics read the same), or an empty one. Any text may come: nothing is
+    trusted to have a shape."""
     _, _, data = user_agent.partition(" ")
     if not data.startswith("{"):
-        return None
+        return {}
     try:
         about = json.loads(data)
     except (ValueError, RecursionError):
-        return None
+        return {}
+    return about if isinstance(about, dict) else {}
+
+
+def client_python(user_agent: str) -> Optional[tuple]:
+    """The version of the Python language a pip or uv client runs for (what
+    Requires-Python is checked against: PyPy's own version is not), as numbers; None
+    where its User-Agent does not say."""
+    python = _text(_about(user_agent), "python", r"([0-9]{1,4})\.([0-9]{1,4})(?:\.([0-9]{1,4}))?(?:[^0-9.].*)?")
+    return None if python is None else tuple(int(part) for part in python.groups() if part is not None)
+
+
+def client_tags(user_agent: str) -> Optional[Tags]:
+    """The interpreter and platform of a pip or uv client, from its User-Agent (see
+    :func:`_about`); None where it says too little."""
+    about = _about(user_agent)
     implementation, system, distro = (_object(about, key) for key in ("implementation", "system", "distro"))
     python = _text(implementation, "version", r"3\.([0-9]{1,3})(?:\..*)?")
-    cpu = _text(about if isinstance(about, dict) else {}, "cpu", r"[A-Za-z0-9_]{1,32}")
+    cpu = _text(about, "cpu", r"[A-Za-z0-9_]{1,32}")
     if implementation.get("name") != "CPython" or python is None or cpu is None:
         return None
     interpreter = frozenset({f"cp3{python.group(1)}"})

@@ -30,7 +30,7 @@ from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..core.wheelmeta import BrokenWheel, requirements
 from ..core.wheelpick import (
-    LockTime, Releases, Tags, client_tags, joined, lock_time, pick_time, pick_wheels, releases, wheel_tags,
+    LockTime, Releases, Tags, client_python, client_tags, joined, lock_time, pick_time, pick_wheels, releases, wheel_tags,
 )
 from ..infra.metrics import Metrics
 from ..infra.pool import WorkerPool
@@ -55,12 +55,14 @@ PARALLEL_MEMORY = 60.0
 
 
 class _Client:
-    """What one client's picks say of its next: its platform, when its pins were chosen."""
+    """What one client's picks say of its next: its platform and Python, when its pins
+    were chosen."""
 
-    __slots__ = ("like", "picks", "pending", "asking", "parallel_until")
+    __slots__ = ("like", "python", "picks", "pending", "asking", "parallel_until")
 
-    def __init__(self, like: Optional[Tags]) -> None:
+    def __init__(self, like: Optional[Tags], python: Optional[tuple]) -> None:
         self.like = like  # its User-Agent's platform, and the tags of the platform wheels it asked about
+        self.python = python  # its User-Agent's Python version, which Requires-Python is checked against
         self.picks: "collections.deque[LockTime]" = collections.deque(maxlen=MAX_PICKS)
         self.pending: collections.deque = collections.deque(maxlen=MAX_PENDING)  # (project, wheel) not read yet
         self.asking = 0  # its page requests under way
@@ -141,7 +143,8 @@ class Prefetcher:
                 self._clients[client] = known
                 return known
         agent = client.partition(" ")[2]
-        fresh = _Client(client_tags(agent) if len(agent) <= MAX_USER_AGENT else None)
+        readable = len(agent) <= MAX_USER_AGENT
+        fresh = _Client(client_tags(agent) if readable else None, client_python(agent) if readable else None)
         with self._lock:
             known = self._clients.pop(client, None) or fresh  # another thread's, if it came first
             self._clients[client] = known
@@ -150,10 +153,10 @@ class Prefetcher:
             return known
 
     def _guess(self, client: Optional[str]) -> tuple:
-        """(tags, lock time) *client*'s next pick will likely have, each None if unknown,
-        once its picks not read yet are (in a job of the pool)."""
+        """(tags, lock time, Python version) *client*'s next pick will likely have, each
+        None if unknown, once its picks not read yet are (in a job of the pool)."""
         if client is None:
-            return None, None
+            return None, None, None
         known = self._record(client)
         with self._lock:
             pending = list(known.pending)
@@ -170,7 +173,7 @@ class Prefetcher:
                 if tags is not None and not tags.pure:
                     known.like = joined(known.like, tags)
         with self._lock:
-            return known.like, lock_time(known.picks)
+            return known.like, lock_time(known.picks), known.python
 
     def page_asked(self, client: str) -> Optional[object]:
         """*client* asks for a project page; pass what this returns to :meth:`page_read`."""
@@ -259,10 +262,10 @@ class Prefetcher:
                 files = None if page is None else page.files
             if files is None or self._metadata is None or self._asks_in_parallel(client):
                 return
-            like, lock = self._guess(client)
+            like, lock, python = self._guess(client)
             if asked and lock is None:
                 return  # its own page: guessed only once its picks say when it was pinned
-            guesses = pick_wheels(self._released(name, files), like, lock)
+            guesses = pick_wheels(self._released(name, files), like, lock, python)
             for entry in guesses[1:]:  # at once, not after the first
                 if not self._pool.submit(functools.partial(self._wheel_metadata, name, entry)):
                     self._total.inc("metadata", "dropped")

@@ -171,6 +171,22 @@ def test_metadata_mode_prefetches_the_wheel_the_client_picks(proxy, upstream_fac
     assert sample(samples, "proxpi_prefetch_used_total", kind="page") == 1
 
 
+def test_a_guess_passes_over_wheels_whose_requires_python_the_client_lacks(proxy, upstream_factory):
+    """pip and uv pass over a version whose Requires-Python their Python does not
+    satisfy: so does the guess, read from the Python the client's User-Agent names."""
+    upstream = upstream_factory("json", None)
+    app = make_wheel("app", "1.0", requires=["lib"])
+    usable = make_wheel("lib", "1.0", requires_python=">=3.8")
+    for dist in (app, usable, make_wheel("lib", "2.0", requires_python=">=3.99")):
+        upstream.add(dist, metadata=False)
+    p = proxy(upstream, prefetch="metadata")
+    agent = {"User-Agent": 'pip/26.0 {"python":"3.11.4","implementation":{"name":"CPython","version":"3.11.4"}}'}
+    assert p.get(f"/index/app/{app.filename}.metadata", agent).status == 200
+    assert p.server.prefetch.wait(10)
+    assert [r.path for r in upstream.requests if "range" in r.headers] == [
+        f"/files/app/{app.filename}", f"/files/lib/{usable.filename}"]
+
+
 def test_metadata_mode_fetches_the_index_own_metadata(proxy, upstream_factory, dists):
     upstream = upstream_factory("html", "root")  # beta needs alpha; metadata upstream
     p = proxy(upstream, prefetch="metadata")

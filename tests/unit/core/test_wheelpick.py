@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from proxpi_min.core.simple import FileEntry
-from proxpi_min.core.wheelpick import LockTime, Tags, client_tags, joined, lock_time, pick_time, pick_wheels, releases, wheel_tags
+from proxpi_min.core.wheelpick import (
+    LockTime, Tags, client_python, client_tags, joined, lock_time, pick_time, pick_wheels, releases, wheel_tags,
+)
 
 LINUX = wheel_tags("numpy-2.1.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
 
@@ -223,3 +225,23 @@ def test_numbers_past_any_version():
                    "x-1.0-cp3\u00b9-abi3-manylinux_2_17_x86_64.whl", "x-0.9-py3-none-any.whl")
     # Nothing raises; 1.0 has a pure wheel, of a build number read from its first digits.
     assert pick_wheels(releases(files), LINUX)[0].filename == f"x-1.0-{huge}-py3-none-any.whl"
+
+
+def test_wheels_whose_requires_python_the_client_lacks_are_passed_over():
+    files = [
+        FileEntry("lib-1.0-py3-none-any.whl", "https://x/1", requires_python=">=3.8"),
+        FileEntry("lib-1.5-py3-none-any.whl", "https://x/1.5"),
+        FileEntry("lib-2.0-py3-none-any.whl", "https://x/2", requires_python=">=3.99"),
+    ]
+    released = releases(files)
+    assert pick_wheels(released, LINUX, python=(3, 11, 4))[0].filename == "lib-1.5-py3-none-any.whl"
+    assert pick_wheels(released, LINUX)[0].filename == "lib-2.0-py3-none-any.whl"  # Python unknown
+    assert pick_wheels(releases(files[2:]), LINUX, python=(3, 11, 4)) == ()
+
+
+def test_the_python_of_a_user_agent():
+    assert client_python('pip/26.3 {"python":"3.11.4","implementation":{"name":"PyPy","version":"7.3.17"}}') == (3, 11, 4)
+    assert client_python('uv/0.9.0 {"python":"3.13.0rc2"}') == (3, 13, 0)
+    assert client_python('pip/26.3 {"python":"3.9"}') == (3, 9)
+    for hostile in ('pip/26.3 {"python":3.11}', 'pip/26.3 {"python":"3.11.4.5"}', "pip/26.3", "pip/26.3 [1]", "x {"):
+        assert client_python(hostile) is None, hostile
