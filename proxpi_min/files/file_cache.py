@@ -270,10 +270,7 @@ class FileCache:
             # Cut short or changed by hand (what was stored had the index's size): fetched again.
             file.close()
             logger.warning("%s is %d bytes on disk, not the index's %d: removed", target.path, stat.st_size, target.size)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target.path)
-            remove_empty_folders(self.root, target.path)
-            self._accounting.forget(target.path)
+            self.remove(target.path)
             return None
         now = time.time()
         touch = now - stat.st_mtime > TOUCH_INTERVAL
@@ -293,6 +290,14 @@ class FileCache:
         if stored and self.on_stored is not None:
             self.on_stored(target)
         return stored
+
+    def remove(self, path: str) -> None:
+        """Remove the stored file at *path* (a wrong one, or one about to be replaced),
+        and the room it took under the cap."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        remove_empty_folders(self.root, path)
+        self._accounting.forget(path)
 
     def reserve(self, target: Target, temp: str, size: int) -> bool:
         """Room under the cap for a download before it starts (``downloads.FileStore``)."""

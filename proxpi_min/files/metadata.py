@@ -266,9 +266,9 @@ class WheelMetadata:
             os.makedirs(os.path.dirname(stored.path), exist_ok=True)
             with open(temp, "wb") as file:
                 file.write(data)
-            if replace:
-                os.replace(temp, stored.path)
-            elif self._files.store(stored, temp, len(data)):
+            if replace:  # the old copy's room given back, the new one's taken
+                self._files.remove(stored.path)
+            if self._files.store(stored, temp, len(data)):
                 return
         except OSError as exc:
             logger.warning("cannot store %s: %s", stored.filename, exc.strerror)

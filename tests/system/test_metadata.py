@@ -22,7 +22,7 @@ import zipfile
 
 import pytest
 
-from tests.support.cache_dir import wait_for
+from tests.support.cache_dir import files_tree, wait_for
 from tests.support.dists import Dist, make_wheel
 from tests.support.markers import needs_pip_json_metadata
 from tests.support.proxy import proxy_env, run_pip
@@ -328,6 +328,8 @@ def test_served_metadata_checked_against_the_whole_wheel(proxy, bare, caplog):
     assert any(wrong in r.getMessage() and hashlib.sha256(beta.metadata).hexdigest() in r.getMessage()
                for r in caplog.records if r.levelno == logging.ERROR)
     assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+    on_disk = files_tree(p.settings.cache_dir)  # the replaced copy counted as it is now
+    assert p.server.files.stats() == (sum(on_disk.values()), len(on_disk))
 
 
 def test_head_of_metadata(proxy, bare):
