@@ -154,20 +154,30 @@ class Accounting:
         from the journal those processes keep; oldest access first. Under the
         directory-wide lock, so that no process stores or evicts meanwhile."""
         alone = self._ledger.register_user()
-        # Beside other processes too (a worker restarted after a kill): what a dead
-        # writer's free lock names goes now; other temp files only by age then.
-        removed = remove_temp_files(self.root, at_start=alone, folders=True)
-        if removed:
-            logger.info("removed %d leftover temp files", removed)
+        if alone:
+            self._sweep(at_start=True)  # before the walk, which then counts stored files only
+        else:
+            # Beside other processes (a worker restarted after a kill) too, but without
+            # holding up the start: the sweep walks the whole tree, the join does not.
+            threading.Thread(target=self._sweep, args=(False,), name="proxpi-sweep", daemon=True).start()
         with self._ledger.locked() as ledger:
             if alone:
                 self._walk(ledger)
             else:
                 self._sync(ledger)
-            self._unreserve(ledger, None)  # the room of downloads whose temp file just went
             used, count, victims = self._make_room(ledger, 0)
             self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
         self._evicted(victims)
+
+    def _sweep(self, at_start: bool) -> None:
+        """Remove what dead writers left (``remove_temp_files``), then the room their
+        downloads had reserved."""
+        removed = remove_temp_files(self.root, at_start=at_start, folders=True)
+        if removed:
+            logger.info("removed %d leftover temp files", removed)
+        with contextlib.suppress(OSError):  # closed meanwhile: a stop while it ran
+            with self._ledger.locked() as ledger:
+                self._unreserve(ledger, None)
 
     def _walk(self, ledger: LedgerHandle) -> None:
         """Take the files on disk as they are: our view, the journal (a snapshot of it)

@@ -14,7 +14,7 @@ import urllib.parse
 import pytest
 
 from proxpi_min.files.ledger import Ledger
-from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
+from proxpi_min.infra.atomic import LOCK_PREFIX, TEMP_PREFIX, LockFile, lock_path, temp_path
 from tests.support.cache_dir import WAIT, file_path, files_tree, peak_while, sized_wheel, stored_content, stored_paths, wait_until
 from tests.support.proxy import ProxyProcess, temp_files
 
@@ -258,11 +258,17 @@ def test_a_writer_killed_mid_download_leaves_nothing_once_restarted_beside_the_o
             with pytest.raises((http.client.HTTPException, ConnectionError)):
                 doomed.result()
         up.throttle(None)
-        assert [os.path.basename(p)[:6] for p in _leftovers(cache_dir) if not p.endswith("/")] == [".lock-", ".tmp-v"]
+        kinds = [LOCK_PREFIX if name.startswith(LOCK_PREFIX) else TEMP_PREFIX if name.startswith(TEMP_PREFIX) else name
+                 for name in (os.path.basename(p) for p in _leftovers(cache_dir) if not p.endswith("/"))]
+        assert kinds == [LOCK_PREFIX, TEMP_PREFIX]
         restarted = ProxyProcess(args)
-        assert _leftovers(cache_dir) == []
-        with Ledger(os.path.join(cache_dir, "files")).locked() as ledger:
-            assert ledger.reservations() == {}
+        assert wait_until(lambda: _leftovers(cache_dir) == [])  # swept beside the start
+
+        def no_reservation() -> bool:
+            with Ledger(os.path.join(cache_dir, "files")).locked() as ledger:
+                return ledger.reservations() == {}
+
+        assert wait_until(no_reservation)
         for proxy in (two, restarted):
             assert json.loads(proxy.get("/", {"Accept": "application/json"}).body)["file_cache"]["used_bytes"] == 0
     finally:

@@ -18,6 +18,8 @@ from proxpi_min.files.ledger import Ledger
 from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
 from proxpi_min.core.simple import FileEntry
 from proxpi_min.index.upstream import Upstream
+from tests.support.cache_dir import wait_until
+from tests.support.writers import writing
 
 DATA = b"wheel bytes " * 1000
 
@@ -293,9 +295,8 @@ def test_FileCache_removes_the_folders_of_a_file_it_deletes(tmp_path, source) ->
 
 def test_FileCache_started_beside_a_live_process_removes_a_killed_writers_leftovers(tmp_path) -> None:
     """A worker restarted after an OOM kill, or a proxy beside another: what the killed
-    download left (temp file, lock file, reservation, folders) goes at start."""
-    from tests.unit.infra.test_atomic import writing
-
+    download left (temp file, lock file, reservation, folders) goes, in the background
+    of the start (it walks the whole tree)."""
     root = tmp_path / "files"
     live = FileCache(str(root), 10**6, upstream=None)  # uses the dir: the next is not alone
     target = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"
@@ -306,10 +307,14 @@ def test_FileCache_started_beside_a_live_process_removes_a_killed_writers_leftov
     writer.wait(10)
     restarted = FileCache(str(root), 10**6, upstream=None)
     try:
-        assert not os.path.exists(temp) and not os.path.exists(lock_path(str(target)))
-        assert _folders(root) == []
-        with Ledger(str(root)).locked() as ledger:
-            assert ledger.reservations() == {}
+        assert wait_until(lambda: not os.path.exists(temp) and not os.path.exists(lock_path(str(target))))
+        assert wait_until(lambda: _folders(root) == [])
+
+        def no_reservation() -> bool:
+            with Ledger(str(root)).locked() as ledger:
+                return ledger.reservations() == {}
+
+        assert wait_until(no_reservation)
     finally:
         restarted.close()
         live.close()

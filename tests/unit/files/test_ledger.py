@@ -8,7 +8,7 @@ import os
 import pytest
 
 from proxpi_min.files.ledger import JournalEntry, Ledger, LedgerRecord
-from tests.unit.infra.test_atomic import child
+from tests.support.writers import child
 
 # A child that adds 1 byte and 1 file to the ledger N times, each under the lock.
 ADDER = """

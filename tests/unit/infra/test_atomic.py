@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from proxpi_min.infra.atomic import (
     same_file,
     temp_path,
 )
-from tests.support.proxy import REPO_ROOT
+from tests.support.writers import child, writing
 
 # A child process that takes a lock file, records TEXT in it, says "held", and lets go
 # (cleanly) when its stdin closes; the test may instead kill it.
@@ -35,16 +34,6 @@ print("held", flush=True)
 sys.stdin.read()
 lock.release()
 """
-
-
-def child(code: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        cwd=str(REPO_ROOT),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
 
 
 def holding(path: str, record: str = "") -> subprocess.Popen:
@@ -137,29 +126,6 @@ def test_temp_in_use_follows_the_writer_process(tmp_path) -> None:
 # A child process that writes a download the way the proxy does: it takes the file's
 # lock, records its temp file in it, writes some bytes, says the temp file's path, and
 # waits on stdin; the test kills it (SIGKILL: its lock and temp file stay behind).
-WRITER = """
-import os, sys
-from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
-target = sys.argv[1]
-lock = LockFile(lock_path(target))
-assert lock.acquire(wait=False)
-temp = temp_path(os.path.dirname(target))
-lock.record(os.path.basename(temp) + " 1000")
-with open(temp, "wb") as file:
-    file.write(b"x" * 500)
-print(temp, flush=True)
-sys.stdin.read()
-lock.release()
-"""
-
-
-def writing(target: str) -> tuple:
-    """(the writer process, its temp file) for *target*, mid-download."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    process = child(WRITER, target)
-    return process, process.stdout.readline().strip()
-
-
 @pytest.mark.parametrize("at_start", [True, False], ids=["start", "running"])
 def test_sweep_removes_a_killed_writers_temp_and_lock_however_young(tmp_path, at_start) -> None:
     """Its free lock tells a dead writer: its files go at once, at start or running,
