@@ -93,6 +93,19 @@ def test_an_unknown_method_gets_501_and_a_known_one_refused_405_with_allow(runni
     assert [raw_status(r) for r in read_responses(running.url, both, 2)] == [501, 200]
 
 
+def test_an_answered_chunked_request_closes_without_waiting_for_more_body(running) -> None:
+    """Only a refused request's body is read away before the close: a chunked one that
+    was answered (its end not looked for) closes at once, its thread not held."""
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        started, received = time.monotonic(), b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        closed_after = time.monotonic() - started
+    assert raw_status(received) == 200
+    assert closed_after < 1.0, f"closed after {closed_after:.2f} s"  # the drain's bound is 2 s
+
+
 def test_connect_says_this_is_no_outbound_proxy(running) -> None:
     """A client given the proxy as its HTTPS_PROXY sends CONNECT: told what went wrong."""
     answer = raw_request(running.url, b"CONNECT pypi.org:443 HTTP/1.1\r\nHost: pypi.org:443\r\n\r\n")
