@@ -32,13 +32,25 @@ PYTHON = (3, 11, 4)
         ("===3.11", False),
         ("", True),
         (",", True),
-        # Not a specifier this reads (a pre-release bound, junk, '*' where PEP 440 has none):
-        # as pip takes an invalid Requires-Python, no reason to pass a file over.
+        # Pre-release and dev bounds: just before their release, no final release between.
         (">=3.8.0b1", True),
+        (">=3.11.4rc1", True),
+        (">=3.12.0a1", False),
+        ("<3.12.0a1", True),
+        ("<=3.11.4.dev0", False),
+        ("<4.0a0,>=3.99", False),  # every clause counts, whatever the order
+        (">=3.99,<4.0a0", False),
+        ("==3.11.4rc1", False),
+        ("!=3.11.4rc1", True),
+        # Not a valid specifier (junk, '*' where PEP 440 has none, a post-release not
+        # read here): as pip takes an invalid Requires-Python, no reason to pass a file
+        # over, whichever clause it is.
         ("python3", True),
         (">=3.*", True),
         ("~=3", True),
-        (">=3.99,junk", False),  # a clause that reads and fails is enough
+        (">=3.99,junk", True),
+        ("junk,>=3.99", True),
+        (">=3.99.post1", True),
     ],
 )
 def test_python_satisfies(specifier: str, satisfied: bool) -> None:
