@@ -263,8 +263,10 @@ class ProxyHandler(Http1Handler):
                 # The gzip form a client kept from before (a restart of the proxy) is still this page.
                 etag, cache_control = gzip_etag(etag), final_control
         if etag_matches(self.headers.get("if-none-match"), etag):
-            return self._send(304, _page_headers(media, etag, cache_control, stale, policies, None, None), b"")
-        headers = _page_headers(media, page.etag, cache_control, stale, policies, page.encoding, len(page.body))
+            headers = _page_headers(media, etag, stale, policies, None, None)
+            return self._send(304, headers + f"Cache-Control: {cache_control}\r\n", b"")
+        headers = _page_headers(media, page.etag, stale, policies, page.encoding, len(page.body))
+        headers += f"Cache-Control: {cache_control}\r\n"  # a max-age counting down: not in the cached lines
         self._send(200, headers, page.body)
 
     def _file(self, app: App, project: NormalizedName, filename: str) -> None:
@@ -465,18 +467,17 @@ class ProxyHandler(Http1Handler):
 def _page_headers(
     media: str,
     etag: str,
-    cache_control: str,
     stale: bool,
     policies: str,
     encoding: Optional[str],
     length: Optional[int],
 ) -> str:
-    """A page response's header lines, made once per page and not per request."""
+    """A page response's header lines but Cache-Control, made once per page and not per
+    request."""
     headers = [
         ("Content-Type", media + _CHARSET[media]),
         ("Vary", "Accept, Accept-Encoding"),
         ("ETag", etag),
-        ("Cache-Control", cache_control),
     ]
     if stale:
         # RFC 7234 5.5.1 warn-code 110; X-Proxpi-Stale for clients that drop Warning.
