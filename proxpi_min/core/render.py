@@ -17,12 +17,12 @@ from .simple import JSON_TYPE, FileEntry, Hashes, ProjectList, ProjectPage, best
 
 __all__ = [
     "Rendered",
-    "worth_compressing",
     "gzip_etag",
     "gzipped",
     "render",
     "render_project_list",
     "render_project_page",
+    "worth_compressing",
 ]
 
 # uv rejects any other algorithm in an HTML fragment; we check every hash ourselves, so

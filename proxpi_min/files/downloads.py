@@ -31,7 +31,7 @@ from ..core.byteranges import ByteRange
 from ..core.errors import IntegrityError, ProxpiError, UpstreamError
 from ..core.units import parse_decimal
 from ..index.upstream import Upstream
-from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, same_file, temp_path, write_all
+from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, record_temp, same_file, temp_path, write_all
 from .integrity import Verifier
 from .layout import Target
 from .upstream_body import CHUNK, VerifiedChunks
@@ -354,7 +354,7 @@ class Download:
 
     def _open_followed(self) -> None:
         """Open the temp file the lock's holder writes, once upstream answered it."""
-        name, _, length = self.lock.read_record().partition(" ")
+        name, _, length = self.lock.read_record().partition(" ")  # as _fetch records it
         if not length.strip() or not _is_temp_name(name):
             return
         try:
@@ -365,7 +365,7 @@ class Download:
 
     def _remove_dead_temp(self, record: str) -> None:
         """Remove the temp file a dead lock holder was writing (ours to judge now)."""
-        name = record.partition(" ")[0]
+        name = record_temp(record)
         if _is_temp_name(name):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(os.path.dirname(self.target.path), name))

@@ -32,7 +32,6 @@ from typing import Callable, Optional
 from ..core.units import parse_decimal
 
 __all__ = [
-    "FOLDER_GRACE",
     "LOCK_PREFIX",
     "STALE_TEMP",
     "TEMP_PREFIX",
@@ -40,6 +39,7 @@ __all__ = [
     "is_private",
     "lock_path",
     "pid_alive",
+    "record_temp",
     "same_file",
     "remove_temp_files",
     "temp_in_use",
@@ -143,7 +143,7 @@ def _sweep_folder(folder: str, names: list, at_start: bool, mine: Optional[Calla
         if not name.startswith(LOCK_PREFIX) or (mine is not None and mine(path)):
             continue
         held, record = _judge_lock(path)
-        temp = record.partition(" ")[0]
+        temp = record_temp(record)
         (live if held else dead).add(temp)
         if not held:
             gone.add(name)
@@ -157,6 +157,12 @@ def _sweep_folder(folder: str, names: list, at_start: bool, mine: Optional[Calla
                 os.unlink(path)
                 gone.add(name)
     return gone
+
+
+def record_temp(record: str) -> str:
+    """The temp file a lock file's record names: the record is that name, then what its
+    holder adds after a space (a download's length, see ``files.downloads``)."""
+    return record.partition(" ")[0]
 
 
 def _judge_lock(path: str) -> tuple:

@@ -102,6 +102,17 @@ def http(
         connection.close()
 
 
+def narrow_link(url: str, timeout: float = 30.0) -> http_client.HTTPConnection:
+    """An http.client connection to the host and port of *url*, its send buffer as small
+    as a real link keeps it: loopback buffers take megabytes, so a client would otherwise
+    hand a whole body to the kernel before the server reads a byte of it."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http_client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    connection.connect()
+    connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    return connection
+
+
 def raw_request(url: str, data: bytes, timeout: float = 10.0) -> bytes:
     """Send ``data`` as-is to the host and port of ``url``; return what comes back.
 

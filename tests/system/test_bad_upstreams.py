@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.cache_dir import wait_for
 from tests.support.proxy import ProxyProcess, assert_healthy, raw_request, raw_status
+from tests.support.raw_server import Relay
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 GIB = 1024**3
@@ -233,7 +234,6 @@ def test_trickled_tls_handshake_of_a_file_host_is_cut_at_the_deadline(proxy, scr
     a wheel's metadata, are cut at the deadline (PAGE_DEADLINE_READS read timeouts,
     lowered to one here) like an answer trickled after it."""
     from proxpi_min.index import upstream as upstream_module
-    from tests.support.raw_server import Relay
 
     monkeypatch.setattr(upstream_module, "PAGE_DEADLINE_READS", 1)
     name = "slow-1.0.tar.gz" if what == "file head" else "slow-1.0-py3-none-any.whl"

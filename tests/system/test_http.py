@@ -3,7 +3,6 @@ library would normalise what these tests send)."""
 
 from __future__ import annotations
 
-import http.client
 import logging
 import socket
 import struct
@@ -12,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from tests.support.proxy import raw_request, raw_status
+from tests.support.proxy import narrow_link, raw_request, raw_status
 
 
 @pytest.fixture
@@ -129,12 +128,8 @@ def test_a_refused_body_sent_whole_before_reading_gets_its_answer(running) -> No
     it reads, gets the answer and not a broken pipe."""
     body = b"x" * 1_500_000
     for method, status in (("POST", 405), ("BREW", 501)):
-        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+        connection = narrow_link(running.url, timeout=10)
         try:
-            connection.connect()
-            # Loopback buffers take megabytes: a small send buffer keeps the body out of
-            # the kernel as a real link does, so the client still sends as the answer comes.
-            connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
             connection.request(method, "/index/alpha/", body=body)
             response = connection.getresponse()
             assert response.status == status and response.getheader("Connection") == "close"

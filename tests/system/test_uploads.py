@@ -25,7 +25,7 @@ import pytest
 
 from tests.support.cache_dir import sized_wheel
 from tests.support.dists import Dist, make_sdist, make_wheel
-from tests.support.proxy import REPO_ROOT, ProxyProcess, assert_healthy, http, pip_env, raw_request, run_pip
+from tests.support.proxy import REPO_ROOT, ProxyProcess, assert_healthy, http, narrow_link, pip_env, raw_request, run_pip
 from tests.support.uploads import basic_auth, encode_form, twine_fields
 
 TOKEN = "s3cret-token"
@@ -40,17 +40,15 @@ class Answer(NamedTuple):
     text: str
 
 
-def _post(url: str, path: str, headers: dict, body: bytes = b"", send_buffer: int | None = None) -> Answer:
+def _post(url: str, path: str, headers: dict, body: bytes = b"", narrow: bool = False) -> Answer:
     """POST with http.client, which sends the whole body before it reads the answer;
-    *send_buffer*: the socket's SO_SNDBUF."""
-    parts = urllib.parse.urlsplit(url)
-    connection = http_client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    *narrow*: through a send buffer as small as a real link's."""
+    if narrow:
+        connection = narrow_link(url)
+    else:
+        parts = urllib.parse.urlsplit(url)
+        connection = http_client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        if send_buffer is not None:
-            # Loopback buffers take megabytes: a small send buffer keeps the body out of
-            # the kernel as a real link does, so the client still sends as the answer comes.
-            connection.connect()
-            connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         connection.request("POST", path, body, headers)
         response = connection.getresponse()
         return Answer(response.status, response.reason, response.headers, response.read().decode())
@@ -348,7 +346,7 @@ def test_a_refused_upload_sent_whole_before_reading_gets_its_answer(proxy, upstr
     headers = {"Content-Type": content_type}
     if token is not None:
         headers["Authorization"] = basic_auth(token)
-    answer = _post(p.url, "/upload/", headers, body, send_buffer=65536)
+    answer = _post(p.url, "/upload/", headers, body, narrow=True)
     assert answer.status == status and answer.text.startswith(f"{status} "), answer
     assert answer.headers["Connection"] == "close"
     assert _stored(p) == []
