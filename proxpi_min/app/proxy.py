@@ -16,6 +16,7 @@ from ..files.local import LocalIndex
 from ..files.metadata import WheelMetadata
 from ..index.catalog import LOCAL_ORIGIN, Catalog
 from ..index.index_cache import IndexCache
+from ..index.page_budget import SavedPagesBudget, pages_budget
 from ..index.page_store import PageStore
 from ..index.prefetch import Prefetcher
 from ..index.upstream import Upstream
@@ -83,7 +84,8 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     files = FileCache(
         files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics, settings.download_min_rate
     )
-    stores = [(index, PageStore(cache_dir, index.url)) for index in settings.indexes]
+    budget = SavedPagesBudget(os.path.join(cache_dir, "index"), pages_budget(settings.cache_size))
+    stores = [(index, PageStore(cache_dir, index.url, budget)) for index in settings.indexes]
     if settings.offline:
         # A copied cache dir is served whatever index URLs filled it: pages saved for
         # other indices come after the configured ones.

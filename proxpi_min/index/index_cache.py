@@ -343,6 +343,8 @@ class IndexCache:
                         return entry.lookup()._replace(stale=False)
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
                     self._restore_entry(key, entry)
+                if self._store is not None:  # the saved copy is as recent: last to be pruned
+                    self._later(functools.partial(self._store.touch, key))
                 return self._fresh_lookup(entry, now)
             # Links resolve against the page's URL without credentials: file URLs, pages
             # and saved copies never carry them (Upstream adds them per host).
@@ -368,11 +370,15 @@ class IndexCache:
         return self._fresh_lookup(new, now)
 
     def _save_later(self, key: str, entry: _Entry) -> None:
-        """Save *entry* after the answer (or now, without a background)."""
+        """Save *entry* after the answer."""
+        self._later(functools.partial(self._save, key, entry))
+
+    def _later(self, job: Callable[[], None]) -> None:
+        """Run *job* after the answer (or now, without a background)."""
         if self._background is None:
-            self._save(key, entry)
+            job()
         else:
-            self._background.submit(functools.partial(self._save, key, entry))
+            self._background.submit(job)
 
     def _save(self, key: str, entry: _Entry) -> None:
         """Save *entry*'s page for a restart (or forget the saved copy of a page upstream

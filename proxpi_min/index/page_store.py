@@ -23,6 +23,7 @@ from ..infra.atomic import write_atomically
 from ..core.errors import BadUpstreamPage
 from ..core.simple import FileEntry, ProjectList, ProjectPage, servable
 from ..core.simple_parse import parse_project_page
+from .page_budget import SavedPagesBudget
 
 __all__ = ["OtherFormat", "PageStore", "RawPage", "SavedPage"]
 
@@ -89,13 +90,14 @@ def _decode(data: Any) -> Union[ProjectPage, ProjectList]:
 class PageStore:
     """Saved pages of one index, under ``<cache dir>/index/<hash of the index URL>/``."""
 
-    def __init__(self, cache_dir: str, index_url: str) -> None:
+    def __init__(self, cache_dir: str, index_url: str, budget: Optional[SavedPagesBudget] = None) -> None:
         # Named by the URL without credentials: no password to guess from the name,
         # and a changed password keeps the saved pages.
         self._index_url = redact_url(index_url)
         digest = hashlib.sha256(self._index_url.encode()).hexdigest()[:16]
         self.directory = os.path.join(cache_dir, "index", digest)
         self._url_written = False
+        self._budget = budget  # what every store's pages may take together
 
     @classmethod
     def saved_indexes(cls, cache_dir: str) -> list:
@@ -181,11 +183,27 @@ class PageStore:
         except OSError as exc:
             logger.warning("cannot save index page %s: %s", self._path(key), exc)
             return False
+        if self._budget is not None:
+            self._budget.saved(self._path(key), len(data))
         return True
+
+    def touch(self, key: str) -> None:
+        """The saved page for *key* was fetched again, unchanged: the most recently
+        fetched now, the last a budget drops."""
+        path = self._path(key)
+        try:
+            os.utime(path)
+            size = os.stat(path).st_size
+        except OSError:  # none saved (it could not be), or pruned meanwhile
+            return
+        if self._budget is not None:
+            self._budget.saved(path, size)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self._path(key))
+        if self._budget is not None:
+            self._budget.deleted(self._path(key))
 
     def saved_projects(self) -> list[str]:
         """Names of the projects with a saved page."""

@@ -29,7 +29,9 @@ from typing import NamedTuple
 
 import pytest
 
+from proxpi_min.index import page_budget
 from tests.support.cache_dir import file_path, sized_wheel, wait_for
+from tests.support.dists import make_wheel
 from tests.support.pages import json_files, parse_anchors
 from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_named, http, pip_env, recv_until_closed, run_pip, temp_files
 
@@ -797,3 +799,27 @@ def test_signal_removes_temp_files_of_unfinished_downloads(scripted, tmp_path):
         process.wait(BOUND)
     assert temp_files(cache_dir) == []
     assert files_named(cache_dir, blob.filename) == []
+
+
+def test_saved_pages_stay_within_their_budget_the_least_recently_fetched_go(proxy, upstream_factory, monkeypatch):
+    """A proxy that runs for weeks saves a page per project asked: past their budget the
+    least recently fetched go, and a restart with the upstream down still serves the
+    pages fetched last."""
+    monkeypatch.setattr(page_budget, "MIN_BUDGET", 6_000)  # a few pages' worth
+    up = upstream_factory("json", None)
+    names = [f"p{i}" for i in range(12)]
+    for name in names:
+        up.add(make_wheel(name, "1.0"))
+    p = proxy(up, cache_size=0)
+    for name in names:
+        assert p.get(f"/index/{name}/").status == 200
+        assert p.server.indexes.flush(10)
+    saved = glob.glob(os.path.join(p.settings.cache_dir, "index", "*", "p*.json"))
+    assert 0 < sum(os.path.getsize(path) for path in saved) <= 6_000
+    kept = {os.path.basename(path)[:-5] for path in saved}
+    assert names[-1] in kept and names[0] not in kept
+    p.stop()
+    up.down()
+    restarted = proxy(up, cache_dir=p.settings.cache_dir, cache_size=0)
+    assert restarted.get(f"/index/{names[-1]}/").headers.get("X-Proxpi-Stale") == "1"
+    assert restarted.get(f"/index/{names[0]}/").status == 502
