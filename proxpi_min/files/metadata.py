@@ -18,6 +18,7 @@ name lists a new hash, whose metadata is unknown until read from the new wheel.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import socket
@@ -85,7 +86,8 @@ class WheelMetadata:
         # (project, file name) of the wheels in _known: most of a cold page's wheels are
         # in neither, and are told so without working out their _Wheel (~0.8 us each).
         self._named: set = set()
-        self._generations: dict = {}  # project -> changes of what its page advertises
+        self._generations: dict = {}  # project -> the number of the last change of what its page advertises
+        self._changes = itertools.count(1)
         self._flights: dict = {}  # metadata path -> its _Flight, the one read in progress
         self._reader = WheelReader(files, self._write)
         # Also store the METADATA of every wheel downloaded (``warm``: an offline proxy
@@ -156,10 +158,12 @@ class WheelMetadata:
         with self._lock:
             if self._known.get(wheel) != value:
                 if len(self._known) >= MAX_KNOWN:
-                    self._known, self._named = {}, set()
+                    self._known, self._named, self._generations = {}, set(), {}
                 self._known[wheel] = value
                 self._named.add((wheel.project, wheel.filename))
-                self._generations[wheel.project] = self._generations.get(wheel.project, 0) + 1
+                # From one counter: after a fresh start, no project's number repeats one
+                # its page was rendered with before (0 only where nothing is known).
+                self._generations[wheel.project] = next(self._changes)
 
     # ------------------------------------------------------------------ serving
 

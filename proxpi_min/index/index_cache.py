@@ -53,6 +53,10 @@ SAVE_RETRY = 5.0
 # Past this, the least recently used are dropped and read back from their saved copy.
 MAX_RESIDENT_FILES = 100_000
 MAX_ABSENT = 10_000  # names upstream said it does not have, remembered for their TTL
+# Pages dropped from memory whose validators and fetch time are kept (~0.5 KB each); past
+# this the least recently used are forgotten: read back from the saved copy as expired
+# when asked again, one conditional request.
+MAX_DROPPED = 100_000
 MAX_REFUSALS = 10_000  # pages never fetched whose last fetch failed, in their back-off
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
@@ -162,6 +166,7 @@ class IndexCache:
         # first, with their file counts.
         self._resident: "collections.OrderedDict[str, int]" = collections.OrderedDict()
         self._resident_files = 0
+        self._dropped: "collections.OrderedDict[str, None]" = collections.OrderedDict()  # LRU first
         self._absent: "collections.OrderedDict[str, None]" = collections.OrderedDict()
         self._failing: set = set()  # keys whose last refresh failed (served stale)
         self._refusals: "collections.OrderedDict[str, _Refusal]" = collections.OrderedDict()
@@ -417,6 +422,7 @@ class IndexCache:
                 return False
             self._entries[key] = entry
             self._resident_files -= self._resident.pop(key, 0)
+            self._dropped.pop(key, None)
             if droppable:
                 self._mark_resident(key, entry)
             if entry.value is None:  # "no such project": remembered, but not for ever
@@ -436,10 +442,17 @@ class IndexCache:
         self._resident_files -= self._resident.pop(key, 0)
         self._resident[key] = len(entry.value.files) + 1
         self._resident_files += self._resident[key]
+        self._dropped.pop(key, None)
         while self._resident_files > MAX_RESIDENT_FILES and len(self._resident) > 1:
             dropped, count = self._resident.popitem(last=False)
             self._resident_files -= count
             self._entries[dropped] = self._entries[dropped].dropped()
+            self._dropped[dropped] = None
+        while len(self._dropped) > MAX_DROPPED:
+            forgotten = self._dropped.popitem(last=False)[0]
+            kept = self._entries.get(forgotten)
+            if kept is not None and kept.value is _DROPPED and not kept.failures:
+                del self._entries[forgotten]
 
     def _restore_entry(self, key: str, entry: _Entry) -> None:
         """Put back *entry* (with its page) if it was dropped meanwhile. Lock held."""

@@ -357,6 +357,30 @@ def test_IndexCache_drops_least_recently_used_pages_and_reads_them_back(
     assert again == first  # same page, same version: rendered pages stay valid
 
 
+def test_IndexCache_forgets_the_least_recently_used_dropped_pages_past_a_bound(
+    upstream, clock, tmp_path, monkeypatch
+) -> None:
+    """What it keeps of a page dropped from memory (validators, fetch time) is bounded
+    too: a page forgotten is read back from its saved copy as expired, revalidated with
+    one conditional request."""
+    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
+    monkeypatch.setattr(index_cache, "MAX_DROPPED", 2)
+    names = [NormalizedName(f"p{i}") for i in range(6)]
+    for name in names:
+        upstream.pages[name] = page_body(name, [f"{name}-1.0.tar.gz"])
+    cache = make_cache(upstream, clock, tmp_path)
+    for name in names:
+        cache.project(name)
+    residency = cache.resident()
+    assert (residency.in_memory, residency.dropped) == ({"p5"}, {"p3", "p4"})  # the rest forgotten
+    calls = len(upstream.calls)
+    again = cache.project(names[0])  # forgotten: its saved copy, revalidated
+    assert again.value.files[0].filename == "p0-1.0.tar.gz"
+    assert len(upstream.calls) == calls + 1 and upstream.calls[-1][1] is not None  # with its ETag
+    cache.project(names[-2])  # dropped, not forgotten: read back, upstream not asked
+    assert len(upstream.calls) == calls + 1
+
+
 def test_IndexCache_without_store_never_drops(upstream, clock, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 1)
     upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
