@@ -232,16 +232,16 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
 
     def _drain_body(self, connection: Connection, read: int) -> None:
         """Before the connection closes, read away what is left of the body of a request
-        refused (*read*: bytes of it read already), within DRAIN_BYTES and DRAIN_SECONDS."""
+        answered (*read*: bytes of it read already), within DRAIN_BYTES and DRAIN_SECONDS."""
         headers = self.headers
         if "content-length" not in headers and "transfer-encoding" not in headers:
             return  # no body: nothing to wait for
-        if self._status < 400 or self._status == 408:
-            # Not refused (a chunked body's end is not looked for: it would cost the
-            # bounds each time), no answer to save (0: the client is gone), or a client
-            # too slow to wait for.
+        chunked = "transfer-encoding" in headers
+        if (chunked and self._status < 400) or self._status in (0, 408):
+            # An answered chunked body's end is not looked for (it would cost the bounds
+            # each time); no answer to save (0: the client is gone); a client too slow.
             return
-        length = None if "transfer-encoding" in headers else parse_decimal(headers["content-length"].strip())
+        length = None if chunked else parse_decimal(headers["content-length"].strip())
         # Chunked, or a length past parsing: the end is unknown, read to the bounds or the close.
         left = DRAIN_BYTES if length is None else min(length - read, DRAIN_BYTES)
         if left <= 0:
