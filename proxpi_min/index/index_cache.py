@@ -319,7 +319,10 @@ class IndexCache:
                 return None, None  # gone, or rewritten by another proxy: start afresh
             with self._lock:
                 entry.value = saved.value  # the same page, so the same generation
-                self._mark_resident(key, entry)
+                current = self._entries.get(key)
+                if current is None or current is entry:  # None: forgotten meanwhile (MAX_DROPPED)
+                    self._entries[key] = entry
+                    self._mark_resident(key, entry)
             now = self._clock()
             return entry, self._fresh_lookup(entry, now) if self._usable(entry, now) else None
         if entry is None and self._store is not None:
@@ -448,11 +451,14 @@ class IndexCache:
             self._resident_files -= count
             self._entries[dropped] = self._entries[dropped].dropped()
             self._dropped[dropped] = None
-        while len(self._dropped) > MAX_DROPPED:
+        for _ in range(len(self._dropped) - MAX_DROPPED):
             forgotten = self._dropped.popitem(last=False)[0]
             kept = self._entries.get(forgotten)
-            if kept is not None and kept.value is _DROPPED and not kept.failures:
-                del self._entries[forgotten]
+            if kept is not None and kept.value is _DROPPED:
+                if kept.failures:  # its stale copy's back-off is kept: forgotten later
+                    self._dropped[forgotten] = None
+                else:
+                    del self._entries[forgotten]
 
     def _restore_entry(self, key: str, entry: _Entry) -> None:
         """Put back *entry* (with its page) if it was dropped meanwhile. Lock held."""

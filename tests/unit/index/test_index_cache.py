@@ -381,6 +381,37 @@ def test_IndexCache_forgets_the_least_recently_used_dropped_pages_past_a_bound(
     assert len(upstream.calls) == calls + 1
 
 
+def test_IndexCache_a_page_forgotten_while_read_back_is_kept_whole(upstream, clock, tmp_path, monkeypatch) -> None:
+    """A dropped page forgotten (MAX_DROPPED) while another thread reads it back from its
+    saved copy: the page read back is kept as it is, and later drops find every page."""
+    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
+    monkeypatch.setattr(index_cache, "MAX_DROPPED", 1)
+    for name in ("p0", "p1", "p2", "p3"):
+        upstream.pages[name] = page_body(name, [f"{name}-1.0.tar.gz"])
+    cache = make_cache(upstream, clock, tmp_path)
+    cache.project(NormalizedName("p0"))
+    cache.project(NormalizedName("p1"))  # p0 dropped
+    loading, go_on = threading.Event(), threading.Event()
+    load = cache._store.load
+
+    def held_load(key):
+        saved = load(key)
+        if key == "p0":
+            loading.set()
+            go_on.wait(5)
+        return saved
+
+    monkeypatch.setattr(cache._store, "load", held_load)
+    reading = threading.Thread(target=cache.project, args=(NormalizedName("p0"),))
+    reading.start()
+    assert loading.wait(5)
+    cache.project(NormalizedName("p2"))  # p1 dropped, so p0 is forgotten meanwhile
+    go_on.set()
+    reading.join(5)
+    assert cache.project(NormalizedName("p3")).value is not None  # drops p0 again: no KeyError
+    assert cache.project(NormalizedName("p0")).value.files[0].filename == "p0-1.0.tar.gz"
+
+
 def test_IndexCache_without_store_never_drops(upstream, clock, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 1)
     upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
