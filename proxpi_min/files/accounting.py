@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from ..infra.atomic import remove_temp_files, temp_in_use
 from ..infra.metrics import Metrics
@@ -54,10 +54,11 @@ class Accounting:
     the ledger know them. ``lock`` guards ``files`` and ``generation``; it is never
     held across disk I/O (the ledger's lock is, being the directory's)."""
 
-    def __init__(self, root: str, cap: int, metrics: Metrics) -> None:
+    def __init__(self, root: str, cap: int, metrics: Metrics, mine: Optional[Callable[[str], bool]] = None) -> None:
         self.root = root
         self.cap = cap
         self.metrics = metrics
+        self._mine = mine  # the lock files this process may hold (see remove_temp_files)
         self.lock = threading.Lock()
         # path -> [size, mtime as we last knew it], least recently used first
         self.files: "collections.OrderedDict[str, list]" = collections.OrderedDict()
@@ -155,11 +156,11 @@ class Accounting:
         directory-wide lock, so that no process stores or evicts meanwhile."""
         alone = self._ledger.register_user()
         if alone:
-            self._sweep(at_start=True)  # before the walk, which then counts stored files only
+            self.sweep(at_start=True)  # before the walk, which then counts stored files only
         else:
             # Beside other processes (a worker restarted after a kill) too, but without
             # holding up the start: the sweep walks the whole tree, the join does not.
-            threading.Thread(target=self._sweep, args=(False,), name="proxpi-sweep", daemon=True).start()
+            threading.Thread(target=self.sweep, args=(False,), name="proxpi-sweep", daemon=True).start()
         with self._ledger.locked() as ledger:
             if alone:
                 self._walk(ledger)
@@ -169,10 +170,10 @@ class Accounting:
             self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
         self._evicted(victims)
 
-    def _sweep(self, at_start: bool) -> None:
+    def sweep(self, at_start: bool) -> None:
         """Remove what dead writers left (``remove_temp_files``), then the room their
         downloads had reserved."""
-        removed = remove_temp_files(self.root, at_start=at_start, folders=True)
+        removed = remove_temp_files(self.root, at_start=at_start, mine=self._mine, folders=True)
         if removed:
             logger.info("removed %d leftover temp files", removed)
         with contextlib.suppress(OSError):  # closed meanwhile: a stop while it ran

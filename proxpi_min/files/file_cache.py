@@ -26,7 +26,7 @@ from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..core.wheelmeta import is_zip_probe
 from ..index.upstream import Upstream
-from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path, remove_temp_files
+from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path
 from ..infra.metrics import Metrics
 from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
 from .downloads import Download, Opened
@@ -67,7 +67,8 @@ class FileCache:
         # Told of every file stored (files.metadata reads a wheel's METADATA then).
         self.on_stored: Optional[Callable[[Target], None]] = None
         os.makedirs(root, exist_ok=True)
-        self._accounting = Accounting(root, cap, self.metrics)
+        # Swept beside this process's first downloads: its own locks are never judged.
+        self._accounting = Accounting(root, cap, self.metrics, self._may_hold)
 
     @property
     def generation(self) -> int:
@@ -322,7 +323,7 @@ class FileCache:
             if due:
                 self._last_sweep = now
         if due:
-            remove_temp_files(self.root, at_start=False, mine=self._may_hold, folders=True)
+            self._accounting.sweep(at_start=False)
 
     def _may_hold(self, lock: str) -> bool:
         """Whether this process may hold the lock file at *lock*: that of a download it

@@ -262,7 +262,8 @@ def test_FileCache_in_a_directory_it_cannot_write(tmp_path, monkeypatch) -> None
 
 
 def _folders(root) -> list:
-    return sorted(str(path.relative_to(root)) for path in Path(root).rglob("*") if path.is_dir())
+    # os.walk, not Path.rglob: a sweep in another thread may remove a folder mid-walk.
+    return sorted(os.path.relpath(os.path.join(top, name), root) for top, names, _ in os.walk(root) for name in names)
 
 
 def test_FileCache_eviction_removes_the_folders_it_empties(tmp_path, source) -> None:
