@@ -84,7 +84,8 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     files = FileCache(
         files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics, settings.download_min_rate
     )
-    budget = SavedPagesBudget(os.path.join(cache_dir, "index"), pages_budget(settings.cache_size))
+    # ``warm`` keeps every page it reads, for an offline proxy: only a server prunes.
+    budget = SavedPagesBudget(index_root(cache_dir), pages_budget(settings.cache_size)) if serving else None
     stores = [(index, PageStore(cache_dir, index.url, budget)) for index in settings.indexes]
     if settings.offline:
         # A copied cache dir is served whatever index URLs filled it: pages saved for

@@ -352,7 +352,7 @@ class IndexCache:
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
                     self._restore_entry(key, entry)
                 if self._store is not None:  # the saved copy is as recent: last to be pruned
-                    self._later(functools.partial(self._store.touch, key))
+                    self._later(functools.partial(self._touch, key, entry))
                 return self._fresh_lookup(entry, now)
             # Links resolve against the page's URL without credentials: file URLs, pages
             # and saved copies never carry them (Upstream adds them per host).
@@ -387,6 +387,11 @@ class IndexCache:
             job()
         else:
             self._background.submit(job)
+
+    def _touch(self, key: str, entry: _Entry) -> None:
+        """*entry*, revalidated unchanged: its saved copy touched, or saved again if gone."""
+        if not self._store.touch(key):
+            self._save(key, entry)
 
     def _save(self, key: str, entry: _Entry) -> None:
         """Save *entry*'s page for a restart (or forget the saved copy of a page upstream

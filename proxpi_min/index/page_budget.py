@@ -82,19 +82,39 @@ class SavedPagesBudget:
             self._scanned_at = now
 
     def _prune(self) -> None:
-        """Remove the least recently fetched pages until within _PRUNED_TO of the budget."""
+        """Remove the least recently fetched pages until within _PRUNED_TO of the budget;
+        one saved or touched again since it was counted (by another process) stays, and
+        the next oldest go in its place."""
+        for _ in range(3):  # a page kept is counted anew; more rounds only if others save meanwhile
+            if not self._prune_once():
+                return
+
+    def _prune_once(self) -> bool:
+        """One round of :meth:`_prune`; whether a page it chose was kept."""
         with self._lock:
             victims = []
             goal = self.budget * _PRUNED_TO
-            for path, (_, size) in sorted(self._pages.items(), key=lambda item: item[1][0]):
+            for path, (mtime, size) in sorted(self._pages.items(), key=lambda item: item[1][0]):
                 if self._total <= goal:
                     break
-                victims.append(path)
+                victims.append((path, mtime))
                 self._total -= size
                 del self._pages[path]
-        for path in victims:
-            with contextlib.suppress(OSError):  # another process pruned it first
+        removed = kept = 0
+        for path, mtime in victims:
+            try:
+                stat = os.stat(path)
+                if stat.st_mtime > mtime:
+                    with self._lock:  # newer than we knew: counted again, as it is now
+                        self._total += stat.st_size - self._pages.pop(path, (0.0, 0))[1]
+                        self._pages[path] = (stat.st_mtime, stat.st_size)
+                    kept += 1
+                    continue
                 os.unlink(path)
-        if victims:
+                removed += 1
+            except OSError:  # another process pruned it first
+                pass
+        if removed:
             logger.info("removed %d saved pages, least recently fetched, to keep them within %d bytes",
-                        len(victims), self.budget)
+                        removed, self.budget)
+        return kept > 0

@@ -187,17 +187,19 @@ class PageStore:
             self._budget.saved(self._path(key), len(data))
         return True
 
-    def touch(self, key: str) -> None:
+    def touch(self, key: str) -> bool:
         """The saved page for *key* was fetched again, unchanged: the most recently
-        fetched now, the last a budget drops."""
+        fetched now, the last a budget drops. False if none is saved (it could not be,
+        or was pruned): save it again."""
         path = self._path(key)
         try:
             os.utime(path)
             size = os.stat(path).st_size
-        except OSError:  # none saved (it could not be), or pruned meanwhile
-            return
+        except OSError:
+            return False
         if self._budget is not None:
             self._budget.saved(path, size)
+        return True
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(OSError):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 
+from proxpi_min.core.settings import IndexSettings
+from proxpi_min.core.simple import ProjectPage
+from proxpi_min.index.index_cache import IndexCache
 from proxpi_min.index.page_budget import MIN_BUDGET, PAGES_SHARE, SavedPagesBudget, pages_budget
 from proxpi_min.index.page_store import PageStore, SavedPage
-from proxpi_min.core.simple import ProjectPage
+from tests.unit.index.test_index_cache import BASE, Clock, FakeUpstream, page_body
 
 
 def _page(name: str, files: int = 0) -> SavedPage:
@@ -52,7 +55,7 @@ def test_other_processes_pages_count_from_the_first_save(tmp_path):
     size = _size(other, "a")
     ours = PageStore(str(tmp_path), "https://one.example/simple/", SavedPagesBudget(str(tmp_path / "index"), 3 * size))
     ours.save("d", _page("d", 50))  # four pages over a budget of three: the oldest go
-    assert "d" in _saved(tmp_path) and len(_saved(tmp_path)) <= 2
+    assert _saved(tmp_path) == {"c", "d"}
 
 
 def test_a_deleted_page_gives_its_room_back(tmp_path):
@@ -67,3 +70,32 @@ def test_a_deleted_page_gives_its_room_back(tmp_path):
     store.save("b", _page("b", 50))
     store.save("c", _page("c", 50))
     assert _saved(tmp_path) == {"b", "c"}
+
+
+def test_a_page_saved_again_by_another_process_since_it_was_counted_stays(tmp_path):
+    store = PageStore(str(tmp_path), "https://one.example/simple/")
+    store.save("probe", _page("probe", 50))
+    size = _size(store, "probe")
+    store.delete("probe")
+    budget = SavedPagesBudget(str(tmp_path / "index"), 10**9)
+    ours = PageStore(str(tmp_path), "https://one.example/simple/", budget)
+    ours.save("a", _page("a", 50))
+    ours.save("b", _page("b", 50))
+    later = os.path.getmtime(os.path.join(ours.directory, "a.json")) + 5
+    os.utime(os.path.join(ours.directory, "a.json"), (later, later))  # another process saved it since
+    budget.budget = int(2.5 * size)
+    ours.save("c", _page("c", 50))  # "a" is the oldest we know of, but not on disk
+    assert _saved(tmp_path) == {"a", "c"}
+
+
+def test_a_page_revalidated_whose_saved_copy_was_pruned_is_saved_again(tmp_path):
+    upstream, clock = FakeUpstream(), Clock()
+    upstream.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz"])
+    store = PageStore(str(tmp_path), BASE)
+    cache = IndexCache(IndexSettings(BASE, 60), upstream, store, clock=clock)
+    cache.project("alpha")
+    os.unlink(os.path.join(store.directory, "alpha.json"))  # pruned
+    clock.now += 61
+    cache.project("alpha")  # revalidated: a 304
+    assert upstream.calls[-1][1] is not None  # a conditional request
+    assert store.load("alpha") is not None
