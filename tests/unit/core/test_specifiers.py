@@ -42,9 +42,10 @@ PYTHON = (3, 11, 4)
         (">=3.99,<4.0a0", False),
         ("==3.11.4rc1", False),
         ("!=3.11.4rc1", True),
-        # Not a valid specifier (junk, '*' where PEP 440 has none, a post-release not
-        # read here): as pip takes an invalid Requires-Python, no reason to pass a file
-        # over, whichever clause it is.
+        # Not a valid specifier (junk, '*' where PEP 440 has none), or a clause not read
+        # here (a post-release bound, valid PEP 440 but for no Python release): taken as
+        # pip takes an invalid Requires-Python, no reason to pass a file over, whichever
+        # clause it is.
         ("python3", True),
         (">=3.*", True),
         ("~=3", True),

@@ -123,9 +123,6 @@ def test_temp_in_use_follows_the_writer_process(tmp_path) -> None:
     assert not temp_in_use(left)  # its process is gone: a download killed midway
 
 
-# A child process that writes a download the way the proxy does: it takes the file's
-# lock, records its temp file in it, writes some bytes, says the temp file's path, and
-# waits on stdin; the test kills it (SIGKILL: its lock and temp file stay behind).
 @pytest.mark.parametrize("at_start", [True, False], ids=["start", "running"])
 def test_sweep_removes_a_killed_writers_temp_and_lock_however_young(tmp_path, at_start) -> None:
     """Its free lock tells a dead writer: its files go at once, at start or running,
