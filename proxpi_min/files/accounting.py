@@ -47,6 +47,8 @@ RECOUNT_INTERVAL = 5.0
 # How often (seconds, at most) the ledger is checked to be still in the directory: a
 # cache dir deleted or replaced while serving is noticed within this long.
 ROOT_CHECK_INTERVAL = 1.0
+# At a stop, how long the start's sweep (told to end) may take to finish its folder.
+SWEEP_JOIN_SECONDS = 1.0
 
 
 class Accounting:
@@ -59,6 +61,8 @@ class Accounting:
         self.cap = cap
         self.metrics = metrics
         self._mine = mine  # the lock files this process may hold (see remove_temp_files)
+        self._sweeping: Optional[threading.Thread] = None  # the sweep at a start beside other processes
+        self._stopping = threading.Event()
         self.lock = threading.Lock()
         # path -> [size, mtime as we last knew it], least recently used first
         self.files: "collections.OrderedDict[str, list]" = collections.OrderedDict()
@@ -147,6 +151,9 @@ class Accounting:
             self._record(ledger, [JournalEntry(self._relative(path))], used, count)
 
     def close(self) -> None:
+        self._stopping.set()
+        if self._sweeping is not None:
+            self._sweeping.join(SWEEP_JOIN_SECONDS)
         self._ledger.close()
 
     def _scan(self) -> None:
@@ -160,7 +167,8 @@ class Accounting:
         else:
             # Beside other processes (a worker restarted after a kill) too, but without
             # holding up the start: the sweep walks the whole tree, the join does not.
-            threading.Thread(target=self.sweep, args=(False,), name="proxpi-sweep", daemon=True).start()
+            self._sweeping = threading.Thread(target=self.sweep, args=(False,), name="proxpi-sweep", daemon=True)
+            self._sweeping.start()
         with self._ledger.locked() as ledger:
             if alone:
                 self._walk(ledger)
@@ -173,7 +181,7 @@ class Accounting:
     def sweep(self, at_start: bool) -> None:
         """Remove what dead writers left (``remove_temp_files``), then the room their
         downloads had reserved."""
-        removed = remove_temp_files(self.root, at_start=at_start, mine=self._mine, folders=True)
+        removed = remove_temp_files(self.root, at_start, self._mine, folders=True, stop=self._stopping.is_set)
         if removed:
             logger.info("removed %d leftover temp files", removed)
         with contextlib.suppress(OSError):  # closed meanwhile: a stop while it ran

@@ -100,6 +100,7 @@ def remove_temp_files(
     at_start: bool = True,
     mine: Optional[Callable[[str], bool]] = None,
     folders: bool = False,
+    stop: Optional[Callable[[], bool]] = None,
 ) -> int:
     """Remove what dead writers left under *directory*; count the temp files removed.
 
@@ -116,12 +117,15 @@ def remove_temp_files(
     *mine* tells the lock files this process may hold itself (its downloads in
     progress): they are not opened at all. With *folders*, a folder left empty goes
     too: at once if the sweep emptied it (a writer locks its file first, and
-    ``LockFile`` makes its folder again), else once older than FOLDER_GRACE.
+    ``LockFile`` makes its folder again), else once older than FOLDER_GRACE. *stop*, asked
+    before each folder, ends the sweep early.
     """
     removed = 0
     now = time.time()
     emptied: set = set()  # folders this sweep removed
     for root, subfolders, names in os.walk(directory, topdown=False):
+        if stop is not None and stop():  # the process is stopping: the rest next time
+            break
         gone = _sweep_folder(root, names, at_start, mine, now)
         removed += sum(1 for name in gone if name.startswith(TEMP_PREFIX))
         if not folders or root == directory:
