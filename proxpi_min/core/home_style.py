@@ -1,8 +1,10 @@
-"""The home page's inline style sheet (wide and narrow layouts) and its one script."""
+"""The home page's inline style sheet (wide and narrow layouts), its one script and its icon."""
 
 from __future__ import annotations
 
-__all__ = ["HEAD", "SCRIPT"]
+import struct
+
+__all__ = ["FAVICON", "HEAD", "SCRIPT"]
 
 # One request, nothing from elsewhere: the style sheet is inline, the chart inline SVG.
 # The viewport line makes phones lay the page out at their width instead of zooming out.
@@ -52,3 +54,23 @@ async function invalidate(target) {
 }
 </script>
 """
+
+
+def _icon() -> bytes:
+    """A 16x16 blue square with a white "P", as a 1-bit ICO file."""
+    rows = [0] * 3 + [0x7C0, 0x7E0, 0x630, 0x630, 0x630, 0x7E0, 0x7C0, 0x600, 0x600, 0x600] + [0] * 3
+    width = height = 16
+    entry_at = 6 + 16  # ICONDIR, then one ICONDIRENTRY
+    pixels = b"".join(struct.pack(">H2x", row) for row in reversed(rows))  # bottom-up, 4-byte rows
+    mask = bytes(4 * height)  # every pixel opaque
+    bitmap = (
+        struct.pack("<IiiHHIIiiII", 40, width, 2 * height, 1, 1, 0, 0, 0, 0, 2, 0)  # BITMAPINFOHEADER
+        + bytes((0xB0, 0x6A, 0x1F, 0)) + bytes((0xFF, 0xFF, 0xFF, 0))  # palette (BGRx): blue, white
+        + pixels
+        + mask
+    )
+    header = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", width, height, 2, 0, 1, 1, len(bitmap), entry_at)
+    return header + bitmap
+
+
+FAVICON = _icon()  # GET /favicon.ico

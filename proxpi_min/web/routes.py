@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-import math
-import struct
 import time
 import urllib.parse
 from typing import Optional, Protocol
@@ -27,16 +25,16 @@ from ..core.errors import (
     Unauthorized,
     UnknownMethod,
 )
+from ..core.home_style import FAVICON
 from ..core.names import NormalizedName, check_filename, parse_project_name
 from ..core.negotiate import accepts_gzip, choose_media_type, wants_json
 from ..core.render import gzip_etag
 from ..core.settings import Settings
-from ..core.simple import HTML_TYPE, JSON_TYPE, TEXT_HTML
 from ..files.bodies import FileBody, content_type_for
 from ..index.catalog import PageAnswer
 from ..infra.metrics import Metrics
 from ..infra.prometheus import CONTENT_TYPE as METRICS_TYPE
-from .upload import Uploads
+from .caching import FILE_CACHE_CONTROL, ICON_CACHE_CONTROL, REPLACEABLE_CACHE_CONTROL, page_headers, page_lifetime
 from .http1 import (
     CLIENT_GONE,
     LOG_ESCAPES,
@@ -45,26 +43,19 @@ from .http1 import (
     error_body,
     error_headers,
     etag_matches,
-    header_lines,
     reason_phrase,
     split_target,
 )
+from .upload import Uploads
 
-__all__ = ["App", "Host", "ProxyHandler", "REPLACEABLE_CACHE_CONTROL"]
+__all__ = ["App", "Host", "ProxyHandler"]
 
 logger = logging.getLogger(__name__)
 
 _PAGE_METHODS = ("GET", "HEAD")
 _CACHE_METHODS = ("DELETE",)
 _LOCAL_METHODS = ("POST", "DELETE")  # yank, delete an uploaded file
-# Files never change once published (PyPI refuses a reused file name).
-_FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
-# A local file may: its name is freed by a delete; and with a local index, so may every
-# page. Kept, but checked by its ETag on each use (RFC 9111 5.2.2.4).
-REPLACEABLE_CACHE_CONTROL = "no-cache"
-_ICON_CACHE_CONTROL = "public, max-age=604800"
 _METADATA_SUFFIX = ".metadata"  # PEP 658: a file's metadata is at the file's URL plus this
-_CHARSET = {TEXT_HTML: "; charset=utf-8", HTML_TYPE: "; charset=utf-8", JSON_TYPE: ""}
 # The methods this server knows (RFC 9110 9.3, and PATCH of RFC 5789): any other is 501
 # (RFC 9110 15.6.2), and metrics label it "other", so made-up ones cannot grow the time series.
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
@@ -188,7 +179,7 @@ class ProxyHandler(Http1Handler):
         elif segments == ["favicon.ico"]:
             # Browsers ask for it with every page of the dashboard.
             self._allow(_PAGE_METHODS)
-            self._send(200, [("Content-Type", "image/x-icon"), ("Cache-Control", _ICON_CACHE_CONTROL)], _FAVICON)
+            self._send(200, [("Content-Type", "image/x-icon"), ("Cache-Control", ICON_CACHE_CONTROL)], FAVICON)
         elif segments[0] == "index":
             self._allow(_PAGE_METHODS)
             self._index(app, segments[1:], query, query_string)
@@ -253,7 +244,7 @@ class ProxyHandler(Http1Handler):
         elif app.page_max_age is None:
             final_control = REPLACEABLE_CACHE_CONTROL
         else:
-            final_control = f"max-age={_lifetime(app.page_max_age, answer.fresh_for)}, public"
+            final_control = f"max-age={page_lifetime(app.page_max_age, answer.fresh_for)}, public"
         etag, cache_control = page.etag, final_control
         if answer.interim and not stale:
             # A gzip client's identity form, answered before the gzip one is made, is
@@ -263,9 +254,9 @@ class ProxyHandler(Http1Handler):
                 # The gzip form a client kept from before (a restart of the proxy) is still this page.
                 etag, cache_control = gzip_etag(etag), final_control
         if etag_matches(self.headers.get("if-none-match"), etag):
-            headers = _page_headers(media, etag, stale, policies, None, None)
+            headers = page_headers(media, etag, stale, policies, None, None)
             return self._send(304, headers + f"Cache-Control: {cache_control}\r\n", b"")
-        headers = _page_headers(media, page.etag, stale, policies, page.encoding, len(page.body))
+        headers = page_headers(media, page.etag, stale, policies, page.encoding, len(page.body))
         headers += f"Cache-Control: {cache_control}\r\n"  # a max-age counting down: not in the cached lines
         self._send(200, headers, page.body)
 
@@ -318,7 +309,7 @@ class ProxyHandler(Http1Handler):
         return body
 
     def _send_file(self, body: FileBody, content_type: str, head: bool) -> None:
-        cache_control = _FILE_CACHE_CONTROL if body.immutable else REPLACEABLE_CACHE_CONTROL
+        cache_control = FILE_CACHE_CONTROL if body.immutable else REPLACEABLE_CACHE_CONTROL
         headers = [("Content-Type", content_type), ("Accept-Ranges", "bytes"), ("Cache-Control", cache_control)]
         if body.etag:
             headers.append(("ETag", body.etag))
@@ -461,58 +452,3 @@ class ProxyHandler(Http1Handler):
                 }
             },
         )
-
-
-@functools.lru_cache(maxsize=1024)
-def _page_headers(
-    media: str,
-    etag: str,
-    stale: bool,
-    policies: str,
-    encoding: Optional[str],
-    length: Optional[int],
-) -> str:
-    """A page response's header lines but Cache-Control, made once per page and not per
-    request."""
-    headers = [
-        ("Content-Type", media + _CHARSET[media]),
-        ("Vary", "Accept, Accept-Encoding"),
-        ("ETag", etag),
-    ]
-    if stale:
-        # RFC 7234 5.5.1 warn-code 110; X-Proxpi-Stale for clients that drop Warning.
-        headers += [("Warning", '110 - "Response is Stale"'), ("X-Proxpi-Stale", "1")]
-    if policies:
-        headers.append(("X-Proxpi-Policy", policies))  # the guard rails that changed the page
-    if encoding:
-        headers.append(("Content-Encoding", encoding))
-    if length is not None:
-        headers.append(("Content-Length", str(length)))
-    return header_lines(headers)
-
-
-def _lifetime(max_age: int, fresh_for: Optional[float]) -> int:
-    """A page's max-age: no longer than the proxy keeps it before asking upstream again,
-    so that no cache in front holds a page past the index TTL from the upstream's answer
-    (said as the lifetime left, not with Age, which nginx does not read)."""
-    return max_age if fresh_for is None else max(0, min(max_age, math.ceil(fresh_for)))
-
-
-def _icon() -> bytes:
-    """A 16x16 blue square with a white "P", as a 1-bit ICO file."""
-    rows = [0] * 3 + [0x7C0, 0x7E0, 0x630, 0x630, 0x630, 0x7E0, 0x7C0, 0x600, 0x600, 0x600] + [0] * 3
-    width = height = 16
-    entry_at = 6 + 16  # ICONDIR, then one ICONDIRENTRY
-    pixels = b"".join(struct.pack(">H2x", row) for row in reversed(rows))  # bottom-up, 4-byte rows
-    mask = bytes(4 * height)  # every pixel opaque
-    bitmap = (
-        struct.pack("<IiiHHIIiiII", 40, width, 2 * height, 1, 1, 0, 0, 0, 0, 2, 0)  # BITMAPINFOHEADER
-        + bytes((0xB0, 0x6A, 0x1F, 0)) + bytes((0xFF, 0xFF, 0xFF, 0))  # palette (BGRx): blue, white
-        + pixels
-        + mask
-    )
-    header = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", width, height, 2, 0, 1, 1, len(bitmap), entry_at)
-    return header + bitmap
-
-
-_FAVICON = _icon()  # GET /favicon.ico
