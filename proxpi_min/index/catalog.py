@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 _FILENAME = operator.itemgetter(0)  # FileEntry.filename
 # Pages after the policies (each a new tuple over the same entries, and a file-name
-# index), counted in files like index_cache.MAX_RESIDENT_FILES.
+# index), counted in files like residence.MAX_RESIDENT_FILES.
 MAX_VIEW_FILES = 100_000
 CLOSE_SECONDS = 30.0  # at most this long at shutdown for the saves still queued
 LOCAL_ORIGIN = "local"  # FileLocation.index of a file of the local index (uploads)

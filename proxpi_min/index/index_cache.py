@@ -32,6 +32,7 @@ from ..core.units import backoff
 from ..core.urls import redact_url
 from ..infra.background import Background
 from ..infra.metrics import Metrics
+from .residence import Residence
 from .page_store import LIST_KEY, PageStore, RawPage, SavedPage
 from .upstream import Upstream
 
@@ -49,14 +50,6 @@ RETRY_MAX = 300.0
 # least this long after the failed attempt.
 SAVE_RETRY = 5.0
 
-# Parsed project pages kept in memory, counted in files (about a kilobyte each, parsed).
-# Past this, the least recently used are dropped and read back from their saved copy.
-MAX_RESIDENT_FILES = 100_000
-MAX_ABSENT = 10_000  # names upstream said it does not have, remembered for their TTL
-# Pages dropped from memory whose validators and fetch time are kept (~0.5 KB each); past
-# this the least recently used are forgotten: read back from the saved copy as expired
-# when asked again, one conditional request.
-MAX_DROPPED = 100_000
 MAX_REFUSALS = 10_000  # pages never fetched whose last fetch failed, in their back-off
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
@@ -95,16 +88,20 @@ class _Entry:
     def lookup(self) -> Lookup:
         return Lookup(self.value, self.generation, self.failures > 0)
 
+    @property
+    def held(self) -> bool:
+        return self.value is not _DROPPED
+
     def dropped(self) -> "_Entry":
-        """A copy without the page (see MAX_RESIDENT_FILES). A copy, so that a thread
-        holding this entry still finds its page in it."""
+        """A copy without the page (see ``residence``). A copy, so that a thread holding
+        this entry still finds its page in it."""
         copy = _Entry(_DROPPED, self.url, self.etag, self.last_modified, self.fetched)
         copy.generation, copy.failures, copy.retry_at = self.generation, self.failures, self.retry_at
         return copy
 
 
 class Residency(NamedTuple):
-    """Which pages of an index are held in memory now (see MAX_RESIDENT_FILES)."""
+    """Which pages of an index are held in memory now (see ``residence``)."""
 
     in_memory: frozenset  # keys whose answer is in memory (pages, the list, "no such page")
     dropped: frozenset  # keys whose page left memory, read back from its saved copy when asked
@@ -161,13 +158,8 @@ class IndexCache:
         self._clock = clock
         self._background = background
         self._entries: dict[str, _Entry] = {}
+        self._residence = Residence(self._entries)  # what of them stays in memory
         self._flights: dict[str, _Flight] = {}
-        # Keys whose parsed page is in memory and could be read back if dropped: LRU
-        # first, with their file counts.
-        self._resident: "collections.OrderedDict[str, int]" = collections.OrderedDict()
-        self._resident_files = 0
-        self._dropped: "collections.OrderedDict[str, None]" = collections.OrderedDict()  # LRU first
-        self._absent: "collections.OrderedDict[str, None]" = collections.OrderedDict()
         self._failing: set = set()  # keys whose last refresh failed (served stale)
         self._refusals: "collections.OrderedDict[str, _Refusal]" = collections.OrderedDict()
         # For the dashboard: Unix times of the last good and failed answers, and why.
@@ -260,8 +252,7 @@ class IndexCache:
             now = self._clock()
             entry = self._entries.get(key)
             if entry is not None and entry.value is not _DROPPED and self._usable(entry, now):
-                if key in self._resident:
-                    self._resident.move_to_end(key)
+                self._residence.used(key)
                 if 0 < entry.save_at <= now:
                     entry.save_at, unsaved = now + SAVE_RETRY, entry
                 answer = self._fresh_lookup(entry, now)
@@ -319,10 +310,7 @@ class IndexCache:
                 return None, None  # gone, or rewritten by another proxy: start afresh
             with self._lock:
                 entry.value = saved.value  # the same page, so the same generation
-                current = self._entries.get(key)
-                if current is None or current is entry:  # None: forgotten meanwhile (MAX_DROPPED)
-                    self._entries[key] = entry
-                    self._mark_resident(key, entry)
+                self._residence.read_back(key, entry)
             now = self._clock()
             return entry, self._fresh_lookup(entry, now) if self._usable(entry, now) else None
         if entry is None and self._store is not None:
@@ -350,7 +338,7 @@ class IndexCache:
                     if flight.superseded:  # current for the clients waiting; not kept as fresh
                         return entry.lookup()._replace(stale=False)
                     entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
-                    self._restore_entry(key, entry)
+                    self._residence.restore(key, entry)
                 if self._store is not None:  # the saved copy is as recent: last to be pruned
                     self._later(functools.partial(self._touch, key, entry))
                 return self._fresh_lookup(entry, now)
@@ -403,7 +391,7 @@ class IndexCache:
             with self._lock:
                 entry.save_at, entry.raw = 0.0, None
                 if self._entries.get(key) is entry:  # not replaced by a newer page meanwhile
-                    self._mark_resident(key, entry)
+                    self._residence.mark(key, entry)
         else:
             with self._lock:
                 # Retried from the parsed page: the bytes sent are not kept all that time.
@@ -428,48 +416,8 @@ class IndexCache:
         with self._lock:
             if flight is not None and flight.superseded:
                 return False
-            self._entries[key] = entry
-            self._resident_files -= self._resident.pop(key, 0)
-            self._dropped.pop(key, None)
-            if droppable:
-                self._mark_resident(key, entry)
-            if entry.value is None:  # "no such project": remembered, but not for ever
-                self._absent[key] = None
-                self._absent.move_to_end(key)
-                while len(self._absent) > MAX_ABSENT:
-                    forgotten = self._absent.popitem(last=False)[0]
-                    if self._entries.get(forgotten) is not None and self._entries[forgotten].value is None:
-                        del self._entries[forgotten]
+            self._residence.put(key, entry, droppable)
         return True
-
-    def _mark_resident(self, key: str, entry: _Entry) -> None:
-        """Count *entry*'s page as resident and drop the least recently used pages
-        past MAX_RESIDENT_FILES. Called with the lock held."""
-        if not isinstance(entry.value, ProjectPage):
-            return
-        self._resident_files -= self._resident.pop(key, 0)
-        self._resident[key] = len(entry.value.files) + 1
-        self._resident_files += self._resident[key]
-        self._dropped.pop(key, None)
-        while self._resident_files > MAX_RESIDENT_FILES and len(self._resident) > 1:
-            dropped, count = self._resident.popitem(last=False)
-            self._resident_files -= count
-            self._entries[dropped] = self._entries[dropped].dropped()
-            self._dropped[dropped] = None
-        for _ in range(len(self._dropped) - MAX_DROPPED):
-            forgotten = self._dropped.popitem(last=False)[0]
-            kept = self._entries.get(forgotten)
-            if kept is not None and kept.value is _DROPPED:
-                if kept.failures:  # its stale copy's back-off is kept: forgotten later
-                    self._dropped[forgotten] = None
-                else:
-                    del self._entries[forgotten]
-
-    def _restore_entry(self, key: str, entry: _Entry) -> None:
-        """Put back *entry* (with its page) if it was dropped meanwhile. Lock held."""
-        if self._entries.get(key) is not entry:
-            self._entries[key] = entry
-            self._mark_resident(key, entry)
 
     def _succeeded(self, key: str, outcome: str) -> None:
         self.metrics.upstream.inc(self._label, "page", outcome)
@@ -492,7 +440,7 @@ class IndexCache:
                 entry.failures += 1
                 delay = backoff(RETRY_FIRST, RETRY_MAX, entry.failures)
                 entry.retry_at = self._clock() + delay
-                self._restore_entry(key, entry)
+                self._residence.restore(key, entry)
             elif backs_off and costly:  # a page too big, too slow: not repeated at once
                 last = self._refusals.pop(key, None)
                 failures = last.failures + 1 if last is not None else 1

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from proxpi_min.index import index_cache
+from proxpi_min.index import index_cache, residence
 from proxpi_min.index import catalog as catalog_module, rendered_pages
 from proxpi_min.infra.background import Background
 from proxpi_min.core.settings import IndexSettings
@@ -343,7 +343,7 @@ def test_Catalog_offline_pages_from_saved_copies_count_as_hits_not_upstream(
 def test_IndexCache_drops_least_recently_used_pages_and_reads_them_back(
     upstream, clock, tmp_path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 4)  # two one-file pages fit
+    monkeypatch.setattr(residence, "MAX_RESIDENT_FILES", 4)  # two one-file pages fit
     for name in ("beta", "gamma"):
         upstream.pages[name] = page_body(name, [f"{name}-1.0.tar.gz"])
     cache = make_cache(upstream, clock, tmp_path)
@@ -363,8 +363,8 @@ def test_IndexCache_forgets_the_least_recently_used_dropped_pages_past_a_bound(
     """What it keeps of a page dropped from memory (validators, fetch time) is bounded
     too: a page forgotten is read back from its saved copy as expired, revalidated with
     one conditional request."""
-    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
-    monkeypatch.setattr(index_cache, "MAX_DROPPED", 2)
+    monkeypatch.setattr(residence, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
+    monkeypatch.setattr(residence, "MAX_DROPPED", 2)
     names = [NormalizedName(f"p{i}") for i in range(6)]
     for name in names:
         upstream.pages[name] = page_body(name, [f"{name}-1.0.tar.gz"])
@@ -384,8 +384,8 @@ def test_IndexCache_forgets_the_least_recently_used_dropped_pages_past_a_bound(
 def test_IndexCache_a_page_forgotten_while_read_back_is_kept_whole(upstream, clock, tmp_path, monkeypatch) -> None:
     """A dropped page forgotten (MAX_DROPPED) while another thread reads it back from its
     saved copy: the page read back is kept as it is, and later drops find every page."""
-    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
-    monkeypatch.setattr(index_cache, "MAX_DROPPED", 1)
+    monkeypatch.setattr(residence, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
+    monkeypatch.setattr(residence, "MAX_DROPPED", 1)
     for name in ("p0", "p1", "p2", "p3"):
         upstream.pages[name] = page_body(name, [f"{name}-1.0.tar.gz"])
     cache = make_cache(upstream, clock, tmp_path)
@@ -413,7 +413,7 @@ def test_IndexCache_a_page_forgotten_while_read_back_is_kept_whole(upstream, clo
 
 
 def test_IndexCache_without_store_never_drops(upstream, clock, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 1)
+    monkeypatch.setattr(residence, "MAX_RESIDENT_FILES", 1)
     upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
     cache = make_cache(upstream, clock, tmp_path, store=False)
     cache.project(alpha())
@@ -476,7 +476,7 @@ def test_IndexCache_a_page_dropped_while_in_use_stays_whole_for_its_user(
 ) -> None:
     """Dropping replaces the entry; a thread revalidating the old one (a 304) still
     returns its page, and the page is put back."""
-    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
+    monkeypatch.setattr(residence, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
     upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
     cache = make_cache(upstream, clock, tmp_path)
     first = cache.project(alpha())
@@ -496,7 +496,7 @@ def test_IndexCache_a_page_dropped_while_in_use_stays_whole_for_its_user(
 
 
 def test_IndexCache_forgets_old_unknown_names(upstream, clock, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(index_cache, "MAX_ABSENT", 3)
+    monkeypatch.setattr(residence, "MAX_ABSENT", 3)
     cache = make_cache(upstream, clock, tmp_path)
     for number in range(10):
         assert cache.project(NormalizedName(f"nope{number}")).value is None
@@ -660,7 +660,7 @@ def test_IndexCache_answers_before_the_page_is_saved(upstream, clock, tmp_path) 
 def test_IndexCache_a_page_not_yet_saved_is_never_dropped(upstream, clock, tmp_path, monkeypatch) -> None:
     """Only a page whose saved copy is current may leave memory: nothing is lost while
     its save waits, and once saved it is read back, not fetched again."""
-    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
+    monkeypatch.setattr(residence, "MAX_RESIDENT_FILES", 2)  # one one-file page fits
     upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
     background, opened = gated_background()
     cache = saving_later(upstream, clock, tmp_path, background)
@@ -681,7 +681,7 @@ def test_IndexCache_a_page_not_yet_saved_is_never_dropped(upstream, clock, tmp_p
 def test_IndexCache_a_failed_save_is_logged_and_the_page_still_served(
     upstream, clock, tmp_path, monkeypatch, caplog
 ) -> None:
-    monkeypatch.setattr(index_cache, "MAX_RESIDENT_FILES", 2)
+    monkeypatch.setattr(residence, "MAX_RESIDENT_FILES", 2)
     upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
     (tmp_path / "index").write_bytes(b"in the way")  # no directory can be made there
     background = Background()
