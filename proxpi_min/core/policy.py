@@ -63,25 +63,48 @@ def _utc(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-_RELEASE = re.compile(r"v?(\d+(?:\.\d+)*)(.*)\Z", re.ASCII)
+_RELEASE = re.compile(r"v?(?:(\d+)!)?(\d+(?:\.\d+)*)(.*)\Z", re.ASCII)
+# PEP 440's labels after the release, in every spelling it accepts: a pre-release, a
+# post-release (also written "-N"), a dev release, each with its separators optional.
+_LABELS = re.compile(
+    r"(?:[-_.]?(a|b|c|rc|alpha|beta|pre|preview)[-_.]?(\d*))?"
+    r"(?:[-_](\d+)|[-_.]?(?:post|rev|r)[-_.]?(\d*))?"
+    r"(?:[-_.]?(dev)[-_.]?(\d*))?\Z",
+    re.ASCII,
+)
+_PRE_LABELS = {"a": "a", "alpha": "a", "b": "b", "beta": "b", "c": "rc", "rc": "rc", "pre": "rc", "preview": "rc"}
+
+
+def _number(digits: str) -> str:
+    # Compared as digits without leading zeros: int() refuses over 4,300 digits, and a
+    # page's "versions" may hold anything.
+    return digits.lstrip("0") or "0"
 
 
 def _version_key(text: str) -> tuple:
     """(public, local) of a version as written in a file name (PEP 427 escapes "-" as
-    "_"), a page or a deny entry, for equality as PEP 440 defines it: the release padded
-    with zeros (``2.0`` is ``2.0.0``), case and the separators of the pre, post and dev
-    labels aside (``1.0-RC1`` is ``1.0rc1``)."""
+    "_"), a page or a deny entry, for equality as PEP 440 defines it: the epoch 0 and the
+    release padded with zeros (``2.0`` is ``0!2.0.0``), the labels in their normal form
+    (``1.0-RC01`` and ``1.0c1`` are ``1.0rc1``, ``1.0-1`` is ``1.0.post1``)."""
     public, _, local = text.strip().lower().partition("+")
     match = _RELEASE.match(public)
     if match is None:
         return public.replace("_", "-"), local
-    # Numbers compared as digits without leading zeros: int() refuses over 4,300 digits,
-    # and a page's "versions" may hold anything.
-    release = [part.lstrip("0") or "0" for part in match.group(1).split(".")]
+    epoch, release_text, rest = match.groups()
+    release = [_number(part) for part in release_text.split(".")]
     while len(release) > 1 and release[-1] == "0":
         release.pop()
-    labels = re.sub(r"[-_.]", "", match.group(2))
-    return ".".join(release) + "|" + labels, re.sub(r"[-_]", ".", local)
+    labels = _LABELS.match(rest)
+    if labels is None:  # not PEP 440: the labels as written, separators aside
+        normal = "|" + re.sub(r"[-_.]", "", rest)
+    else:
+        pre, pre_n, post_implicit, post_n, dev, dev_n = labels.groups()
+        normal = (
+            (f"{_PRE_LABELS[pre]}{_number(pre_n)}" if pre else "")
+            + (f".post{_number(post_implicit or post_n)}" if post_implicit is not None or post_n is not None else "")
+            + (f".dev{_number(dev_n)}" if dev else "")
+        )
+    return f"{_number(epoch or '0')}!" + ".".join(release) + normal, re.sub(r"[-_]", ".", local)
 
 
 def _version_matches(denied: tuple, version: tuple) -> bool:

@@ -186,6 +186,27 @@ def test_Policy_deny_version_hides_its_files_and_versions() -> None:
         ("1.010", "1.10", True),
         ("1.01", "1.1", True),
         ("1.01", "1.10", False),
+        # Every spelling PEP 440 gives one version: the labels' long forms, their numbers'
+        # leading zeros and missing ones, the implicit post-release, epoch 0.
+        ("2.0beta1", "2.0b1", True),
+        ("2.0b1", "2.0beta1", True),
+        ("3.0c1", "3.0rc1", True),
+        ("3.0pre1", "3.0rc1", True),
+        ("3.0preview1", "3.0rc1", True),
+        ("3.0rc01", "3.0rc1", True),
+        ("1.0alpha", "1.0a0", True),
+        ("1.0-1", "1.0.post1", True),
+        ("1.0.post1", "1.0_1", True),  # a file name's "_" for the "-" of "1.0-1" (PEP 427)
+        ("1.0rev1", "1.0.post1", True),
+        ("1.0r", "1.0.post0", True),
+        ("1.0.dev", "1.0.dev0", True),
+        ("0!1.0", "1.0", True),
+        ("1!1.0", "1.0", False),
+        ("1.0a1", "1.0b1", False),
+        ("1.0", "1.0.dev0", False),
+        ("1.0.post0", "1.0", False),
+        ("1.0a1.dev2", "1.0a1dev2", True),
+        ("1.0a1.dev2", "1.0a1", False),
     ],
 )
 def test_Policy_deny_version_compares_as_pep_440(denied, file_version, hidden) -> None:
