@@ -10,6 +10,7 @@ import select
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from typing import Callable, Optional
 
@@ -34,6 +35,13 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 # Workers get this long beyond their own drain to exit before they are killed.
 EXIT_GRACE = 5.0
+# When every worker has failed this many times in a row (each within HEALTHY_UPTIME of
+# its start) and none runs, the supervisor gives up: exit status 1, for the service
+# manager to act on, rather than a port that takes connections nobody answers.
+GIVE_UP_FAILURES = 5
+# How often a worker checks that its supervisor still lives (seconds): killed outright,
+# it leaves its workers to stop themselves rather than hold the port as orphans.
+PARENT_CHECK = 1.0
 
 # SIGHUP too: the terminal that started it was closed; stopping unattended is the way out.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -78,7 +86,8 @@ class Supervisor:
         self._run_dir = ""
 
     def run(self) -> int:
-        """Supervise until a stop signal (STOP_SIGNALS) and every worker has exited; returns 0."""
+        """Supervise until a stop signal (STOP_SIGNALS) and every worker has exited:
+        returns 0; or 1 when no worker can be started (see GIVE_UP_FAILURES)."""
         self._run_dir = tempfile.mkdtemp(prefix="proxpi-run-")
         try:
             return self._supervise()
@@ -124,6 +133,9 @@ class Supervisor:
                     slot.restart_at = None
                     self._signal(slot, signal.SIGTERM)
             self._reap(stopping=deadline is not None)
+            if deadline is None and self._hopeless():
+                logger.error("no worker could be started %d times in a row: giving up", GIVE_UP_FAILURES)
+                return 1
             if deadline is not None:
                 if not self._running():
                     logger.info("stopped")
@@ -148,6 +160,9 @@ class Supervisor:
     def _running(self) -> int:
         return sum(slot.pid is not None for slot in self._slots)
 
+    def _hopeless(self) -> bool:
+        return all(slot.pid is None and slot.failures >= GIVE_UP_FAILURES for slot in self._slots)
+
     @staticmethod
     def _signal(slot: _Slot, signum: int) -> None:
         if slot.pid is not None:
@@ -161,18 +176,25 @@ class Supervisor:
         # handlers (cli._serve unblocks them): one sent meanwhile then drains it, instead
         # of killing it by the default action.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        pid = os.fork()
+        supervisor = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # a process limit or no memory: as a worker that died at once
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            self._failed(slot, f"could not be started ({exc.strerror})")
+            return
         if pid == 0:
-            self._child(slot.number)  # never returns
+            self._child(slot.number, supervisor)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         slot.pid = pid
         logger.info("worker %d started (pid %d)", slot.number, pid)
 
-    def _child(self, number: int) -> None:
+    def _child(self, number: int, supervisor: int) -> None:
         """Run the work in the forked child and exit, never returning into the caller's
         stack (whose cleanup, such as removing the temp cache dir, is the parent's)."""
         status = 1
         try:
+            _watch_parent(supervisor)
             signal.set_wakeup_fd(-1)
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
@@ -203,11 +225,15 @@ class Supervisor:
                 if status != 0:
                     logger.warning("worker %d (pid %d) %s", slot.number, pid, how)
                 continue
-            now = self._clock()
-            slot.failures = slot.failures + 1 if now - slot.started < HEALTHY_UPTIME else 0
-            delay = backoff(BACKOFF_FIRST, BACKOFF_MAX, slot.failures)
-            slot.restart_at = now + delay
-            logger.warning("worker %d (pid %d) %s; restarting it in %.1f s", slot.number, pid, how, delay)
+            self._failed(slot, f"(pid {pid}) {how}")
+
+    def _failed(self, slot: _Slot, how: str) -> None:
+        """Schedule *slot*'s restart, after a back-off if it did not run long."""
+        now = self._clock()
+        slot.failures = slot.failures + 1 if now - slot.started < HEALTHY_UPTIME else 0
+        delay = backoff(BACKOFF_FIRST, BACKOFF_MAX, slot.failures)
+        slot.restart_at = now + delay
+        logger.warning("worker %d %s; restarting it in %.1f s", slot.number, how, delay)
 
 
 def _describe(code: int) -> str:
@@ -217,6 +243,18 @@ def _describe(code: int) -> str:
         return f"killed by {signal.Signals(-code).name}"
     except ValueError:
         return f"killed by signal {-code}"
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: once its supervisor is gone (killed outright), stop as on SIGTERM."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK)
+        logger.warning("the supervisor (pid %d) is gone: stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="proxpi-parent-watch", daemon=True).start()
 
 
 def _ignore(signum: int, frame) -> None:

@@ -137,6 +137,26 @@ def test_killed_worker_is_restarted_and_port_keeps_answering(upstream_html, tmp_
     assert os.path.isdir(tmp_path)  # a given cache dir is kept
 
 
+def test_workers_stop_when_their_supervisor_is_killed_outright(upstream_html, tmp_path):
+    """kill -9 of the supervisor (no systemd cgroup, no container to end them): its
+    workers stop on their own instead of holding the port as orphans."""
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url, "--cache-dir", str(tmp_path)])
+    with process:
+        pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
+        _serves_alpha(process)
+        os.kill(process.process.pid, signal.SIGKILL)
+        _wait_for(lambda: not any(_running(pid) for pid in pids.values()), "the orphaned workers to stop", 10)
+
+
+def _running(pid: int) -> bool:
+    """Whether *pid* runs (a zombie no reaper collected does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_worker_killed_mid_download_is_restarted_and_the_file_completed(upstream_factory, tmp_path):
     dist = sized_wheel("killed", "1.0", 200_000)
     up = upstream_factory("json", None).add(dist)
@@ -264,6 +284,27 @@ def test_supervisor_backs_off_a_crash_loop(monkeypatch):
     now[0] += workers.HEALTHY_UPTIME
     supervisor._reap(stopping=False)
     assert (slot.restart_at, slot.failures) == (now[0], 0)
+
+
+def test_supervisor_backs_off_a_fork_that_fails_and_gives_up_with_no_worker_running(monkeypatch):
+    """A fork refused (a process limit, no memory) is a worker that died at once; when
+    every worker has failed GIVE_UP_FAILURES times in a row, the supervisor gives up."""
+    now = [100.0]
+    supervisor = workers.Supervisor(2, lambda number, run_dir: 0, 1.0, clock=lambda: now[0])
+
+    def refused():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refused)
+    first, second = supervisor._slots
+    for _ in range(workers.GIVE_UP_FAILURES):
+        supervisor._start(first)
+        assert first.pid is None and first.restart_at > now[0]
+    assert first.failures == workers.GIVE_UP_FAILURES
+    assert not supervisor._hopeless()  # the other may yet start
+    for _ in range(workers.GIVE_UP_FAILURES):
+        supervisor._start(second)
+    assert supervisor._hopeless()
 
 
 def test_worker_log_lines_name_the_worker():
