@@ -65,7 +65,9 @@ class Supervisor:
     signal.
 
     ``work`` runs in the child and returns its exit status; it must install its own
-    handlers for STOP_SIGNALS and, on SIGTERM, drain within *drain_seconds*. *run_dir* is
+    handlers for STOP_SIGNALS and, on SIGTERM, drain within *drain_seconds*. *on_stop*
+    runs at a stop signal (closing the listening socket the parent holds, so that new
+    connections are refused once the workers close theirs). *run_dir* is
     a directory of this run for the workers to share what they know (their numbers,
     see :mod:`.snapshots`): a new temp dir, local (never the cache dir, which other
     proxies may share), removed when the supervisor returns.
@@ -77,10 +79,12 @@ class Supervisor:
         work: Callable[[int, str], int],
         drain_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        on_stop: Callable[[], None] = lambda: None,
     ) -> None:
         self._slots = [_Slot(number) for number in range(1, count + 1)]
         self._work = work
         self._drain_seconds = drain_seconds
+        self._on_stop = on_stop  # at a stop signal, before the workers are told
         self._clock = clock
         self._wakeup_read = self._wakeup_write = -1
         self._run_dir = ""
@@ -128,6 +132,7 @@ class Supervisor:
             if deadline is None and received & set(STOP_SIGNALS):
                 name = signal.Signals(min(received & set(STOP_SIGNALS))).name
                 logger.info("%s: stopping %d workers", name, self._running())
+                self._on_stop()
                 deadline = self._clock() + self._drain_seconds + EXIT_GRACE
                 for slot in self._slots:
                     slot.restart_at = None

@@ -447,6 +447,7 @@ def _serve(server: "ProxyServer") -> int:
     try:
         server.serve_forever()
     finally:
+        server.stop_listening()
         if not server.drain(DRAIN_SECONDS):
             logger.warning("stopping with responses still in flight")
         server.server_close()
@@ -476,6 +477,6 @@ def _supervise(settings: Settings) -> int:
     policy = Policy.from_settings(settings)
     _log_listening(settings, address_text(listener.getsockname()), settings.cache_dir, policy)
     try:
-        return Supervisor(settings.workers, work, DRAIN_SECONDS).run()
+        return Supervisor(settings.workers, work, DRAIN_SECONDS, on_stop=listener.close).run()
     finally:
         listener.close()

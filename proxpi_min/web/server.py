@@ -224,6 +224,11 @@ class Server(http.server.ThreadingHTTPServer):
             self._wake_write.send(b"\0")
         self._stopped.wait()
 
+    def stop_listening(self) -> None:
+        """Close the listening socket (this process's hold on it): a connection tried from
+        now on is refused, not queued until the drain ends and then reset."""
+        self.socket.close()
+
     def drain(self, timeout: float) -> bool:
         """Close the idle connections, and wait up to *timeout* seconds for responses in
         flight; True if none is left. Answers from now on close their connection."""
