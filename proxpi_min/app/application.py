@@ -13,6 +13,7 @@ from ..core.settings import Settings
 from ..files.bodies import FileBody
 from ..files.layout import Target
 from ..index.catalog import LOCAL_ORIGIN, PageAnswer
+from ..infra.invalidations import Invalidations
 from ..infra.metrics import Metrics
 from ..web.upload import Uploads, load_grants
 from .proxy import Proxy, uploads_on
@@ -26,7 +27,10 @@ PREFETCH_CLOSE_SECONDS = 5.0  # at shutdown, for prefetches under way to end
 class Application:
     """Answers the routes from *proxy*."""
 
-    def __init__(self, settings: Settings, proxy: Proxy, metrics: Metrics, status: ProxyStatus) -> None:
+    def __init__(
+        self, settings: Settings, proxy: Proxy, metrics: Metrics, status: ProxyStatus, run_dir: Optional[str] = None
+    ) -> None:
+        """*run_dir*: with ``--workers``, where an invalidation reaches the other workers."""
         self.settings = settings
         self.metrics = metrics
         self._proxy = proxy
@@ -40,6 +44,10 @@ class Application:
         self.uploads: Optional[Uploads] = None
         if uploads_on(settings) and proxy.local is not None:
             self.uploads = Uploads(proxy.local, load_grants(settings), settings.max_upload_size)
+        self._invalidations: Optional[Invalidations] = None
+        if run_dir is not None:
+            self._invalidations = Invalidations(run_dir, self._forget)
+            self._invalidations.start()
 
     def project_page(self, project: NormalizedName, media: str, compress: bool, client: str = "") -> PageAnswer:
         prefetch = self._proxy.prefetch
@@ -94,15 +102,23 @@ class Application:
         return self._status.metrics_text()
 
     def invalidate(self, project: Optional[NormalizedName]) -> None:
+        self._forget(project)
+        if self._invalidations is not None:
+            self._invalidations.tell(project)
+
+    def _forget(self, project: Optional[str]) -> None:
+        """Make the next request for *project*'s page (None: the project list) ask upstream."""
         if project is None:
             self._proxy.indexes.invalidate_list()
         else:
-            self._proxy.indexes.invalidate_project(project)
+            self._proxy.indexes.invalidate_project(NormalizedName(project))
 
     def close(self) -> None:
         """Stop prefetching, finish the pages being saved, write this worker's last
         numbers, close the files and connections."""
         indexes, files, upstream = self._proxy.indexes, self._proxy.files, self._proxy.upstream
+        if self._invalidations is not None:
+            self._invalidations.close()
         for prefetch in (self._proxy.prefetch, self._proxy.download_ahead):
             if prefetch is not None:
                 prefetch.close(PREFETCH_CLOSE_SECONDS)

@@ -37,4 +37,4 @@ class ProxyServer(Server):
         self.prefetch = proxy.prefetch
         self.download_ahead = proxy.download_ahead
         status = ProxyStatus(settings, proxy, metrics, self.cache_dir, upstream_route(settings), run_dir)
-        super().__init__(Application(settings, proxy, metrics, status), settings, listener)
+        super().__init__(Application(settings, proxy, metrics, status, run_dir), settings, listener)

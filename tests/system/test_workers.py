@@ -18,7 +18,8 @@ import pytest
 from proxpi_min.app import workers
 from proxpi_min.infra.snapshots import INTERVAL
 from tests.support.cache_dir import file_path, sized_wheel, stored_content, wait_until
-from tests.support.proxy import ProxyProcess, temp_files
+from tests.support.dists import make_wheel
+from tests.support.proxy import ProxyProcess, http, temp_files
 from tests.support.prometheus import parse, sample
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="--workers needs os.fork")
@@ -135,6 +136,22 @@ def test_killed_worker_is_restarted_and_port_keeps_answering(upstream_html, tmp_
         assert process.wait(20) == 0, process.stderr
     assert not any(_alive(pid) for pid in (*pids.values(), *new.values()))
     assert os.path.isdir(tmp_path)  # a given cache dir is kept
+
+
+def test_an_invalidation_reaches_every_worker(upstream_html, tmp_path):
+    """DELETE /cache/<project> is answered by one worker; the next requests, whichever
+    worker takes them, ask upstream and list the new release."""
+    process = ProxyProcess(["--workers", "3", "--index-url", upstream_html.url, "--cache-dir", str(tmp_path)])
+    with process:
+        _wait_for(lambda: len(_worker_pids(process)) == 3, "three workers")
+        for _ in range(12):  # each worker, most likely, has the page in memory
+            _serves_alpha(process)
+        release = make_wheel("alpha", "9.0")
+        upstream_html.add(release)
+        assert http("DELETE", process.url + "/cache/alpha").status == 200
+        time.sleep(0.6)  # the others read it within INTERVAL
+        pages = [process.get("/index/alpha/").body for _ in range(12)]
+        assert all(release.filename.encode() in page for page in pages)
 
 
 def test_workers_stop_when_their_supervisor_is_killed_outright(upstream_html, tmp_path):
