@@ -21,8 +21,8 @@ class ProxyServer(Server):
     """The proxy one process serves: its caches on the settings' cache dir (the command
     line makes a temp one when none is given), answering on the settings' address or on
     *listener*, a listening socket worker processes share (see
-    :func:`.web.server.listening_socket`); a worker's numbers go to *run_dir*, where its
-    siblings' are (see :mod:`.infra.snapshots`)."""
+    :func:`.web.server.listening_socket`); a worker shares its numbers and invalidations
+    with its siblings in *run_dir* (see :mod:`.infra.snapshots`, :mod:`.infra.invalidations`)."""
 
     def __init__(
         self, settings: Settings, listener: Optional[socket.socket] = None, run_dir: Optional[str] = None

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from ..core.units import backoff
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "mark_serving"]
 
 # The parent opens the socket and forks; every worker accepts from that one socket. This
 # rather than one SO_REUSEPORT socket per worker: it works wherever fork does;
@@ -35,9 +35,9 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 # Workers get this long beyond their own drain to exit before they are killed.
 EXIT_GRACE = 5.0
-# When every worker has failed this many times in a row (each within HEALTHY_UPTIME of
-# its start) and none runs, the supervisor gives up: exit status 1, for the service
-# manager to act on, rather than a port that takes connections nobody answers.
+# When every worker has failed to start this many times in a row (died before it said it
+# serves, see mark_serving) and none runs, the supervisor gives up: exit status 1, for the
+# service manager to act on, rather than a port that takes connections nobody answers.
 GIVE_UP_FAILURES = 5
 # How often a worker checks that its supervisor still lives (seconds): killed outright,
 # it leaves its workers to stop themselves rather than hold the port as orphans.
@@ -50,13 +50,14 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 class _Slot:
     """One worker position: the process in it and its crash history."""
 
-    __slots__ = ("number", "pid", "started", "failures", "restart_at")
+    __slots__ = ("number", "pid", "started", "failures", "failed_starts", "restart_at")
 
     def __init__(self, number: int) -> None:
         self.number = number
         self.pid: Optional[int] = None
         self.started = 0.0
-        self.failures = 0
+        self.failures = 0  # deaths in a row within HEALTHY_UPTIME of a start: the back-off
+        self.failed_starts = 0  # deaths in a row before serving: the give-up rule
         self.restart_at: Optional[float] = 0.0  # None: running or not to restart
 
 
@@ -67,10 +68,10 @@ class Supervisor:
     ``work`` runs in the child and returns its exit status; it must install its own
     handlers for STOP_SIGNALS and, on SIGTERM, drain within *drain_seconds*. *on_stop*
     runs at a stop signal (closing the listening socket the parent holds, so that new
-    connections are refused once the workers close theirs). *run_dir* is
-    a directory of this run for the workers to share what they know (their numbers,
-    see :mod:`.snapshots`): a new temp dir, local (never the cache dir, which other
-    proxies may share), removed when the supervisor returns.
+    connections are refused once the workers close theirs). *run_dir* is a directory
+    of this run for the workers to share what they know (their numbers, invalidations,
+    whether they serve): a new temp dir, local (never the cache dir, which other proxies
+    may share), removed when the supervisor returns.
     """
 
     def __init__(
@@ -166,7 +167,7 @@ class Supervisor:
         return sum(slot.pid is not None for slot in self._slots)
 
     def _hopeless(self) -> bool:
-        return all(slot.pid is None and slot.failures >= GIVE_UP_FAILURES for slot in self._slots)
+        return all(slot.pid is None and slot.failed_starts >= GIVE_UP_FAILURES for slot in self._slots)
 
     @staticmethod
     def _signal(slot: _Slot, signum: int) -> None:
@@ -186,7 +187,7 @@ class Supervisor:
             pid = os.fork()
         except OSError as exc:  # a process limit or no memory: as a worker that died at once
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            self._failed(slot, f"could not be started ({exc.strerror})")
+            self._failed(slot, f"could not be started ({exc.strerror})", served=False)
             return
         if pid == 0:
             self._child(slot.number, supervisor)  # never returns
@@ -230,11 +231,20 @@ class Supervisor:
                 if status != 0:
                     logger.warning("worker %d (pid %d) %s", slot.number, pid, how)
                 continue
-            self._failed(slot, f"(pid {pid}) {how}")
+            self._failed(slot, f"(pid {pid}) {how}", served=self._served(pid))
 
-    def _failed(self, slot: _Slot, how: str) -> None:
+    def _served(self, pid: int) -> bool:
+        """Whether the worker *pid*, gone, had said it serves (its mark is removed)."""
+        try:
+            os.unlink(_serving_mark(self._run_dir, pid))
+        except OSError:
+            return False
+        return True
+
+    def _failed(self, slot: _Slot, how: str, served: bool) -> None:
         """Schedule *slot*'s restart, after a back-off if it did not run long."""
         now = self._clock()
+        slot.failed_starts = 0 if served else slot.failed_starts + 1
         slot.failures = slot.failures + 1 if now - slot.started < HEALTHY_UPTIME else 0
         delay = backoff(BACKOFF_FIRST, BACKOFF_MAX, slot.failures)
         slot.restart_at = now + delay
@@ -248,6 +258,16 @@ def _describe(code: int) -> str:
         return f"killed by {signal.Signals(-code).name}"
     except ValueError:
         return f"killed by signal {-code}"
+
+
+def mark_serving(run_dir: str) -> None:
+    """In a worker: say it serves (its start did not fail), for the give-up rule."""
+    with contextlib.suppress(OSError):  # the run dir going away: the supervisor is stopping
+        open(_serving_mark(run_dir, os.getpid()), "wb").close()
+
+
+def _serving_mark(run_dir: str, pid: int) -> str:
+    return os.path.join(run_dir, f"serving-{pid}")
 
 
 def _watch_parent(parent: int) -> None:

@@ -461,7 +461,7 @@ def _supervise(settings: Settings) -> int:
     from ..app.serve import ProxyServer
     from ..web.http1 import address_text
     from ..web.server import listening_socket
-    from ..app.workers import Supervisor
+    from ..app.workers import Supervisor, mark_serving
 
     configure_logging(settings.log_format)
     try:
@@ -471,7 +471,9 @@ def _supervise(settings: Settings) -> int:
 
     def work(number: int, run_dir: str) -> int:
         configure_logging(settings.log_format, number, batched=True)
-        return _serve(ProxyServer(settings, listener, run_dir))  # the supervisor flushes the log
+        server = ProxyServer(settings, listener, run_dir)
+        mark_serving(run_dir)
+        return _serve(server)  # the supervisor flushes the log
 
     # The workers build the same policy from the same settings; the parent only shows it.
     policy = Policy.from_settings(settings)

@@ -157,7 +157,11 @@ def test_an_invalidation_reaches_every_worker(upstream_html, tmp_path):
 def test_workers_stop_when_their_supervisor_is_killed_outright(upstream_html, tmp_path):
     """kill -9 of the supervisor (no systemd cgroup, no container to end them): its
     workers stop on their own instead of holding the port as orphans."""
-    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url, "--cache-dir", str(tmp_path)])
+    temp = tmp_path / "temp"  # the run dir a supervisor killed outright cannot remove
+    temp.mkdir()
+    cache_dir = str(tmp_path / "cache")
+    process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url, "--cache-dir", cache_dir],
+                           env={"TMPDIR": str(temp)})
     with process:
         pids = _wait_for(lambda: len(_worker_pids(process)) == 2 and _worker_pids(process), "two workers")
         _serves_alpha(process)
@@ -322,6 +326,27 @@ def test_supervisor_backs_off_a_fork_that_fails_and_gives_up_with_no_worker_runn
     for _ in range(workers.GIVE_UP_FAILURES):
         supervisor._start(second)
     assert supervisor._hopeless()
+
+
+def test_supervisor_gives_up_on_workers_that_never_serve_not_on_ones_that_did(monkeypatch):
+    """Real forks of this process: workers that die before they serve end the supervisor
+    (exit 1) after GIVE_UP_FAILURES each; workers that served and died keep being
+    restarted until a stop signal (exit 0)."""
+    monkeypatch.setattr(workers, "BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr(workers, "BACKOFF_MAX", 0.02)
+    monkeypatch.setattr(workers, "GIVE_UP_FAILURES", 3)
+    assert workers.Supervisor(2, lambda number, run_dir: 1, 0.1).run() == 1
+
+    def served_then_died(number: int, run_dir: str) -> int:
+        workers.mark_serving(run_dir)
+        return 1
+
+    stop = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    stop.start()
+    try:
+        assert workers.Supervisor(2, served_then_died, 0.1).run() == 0
+    finally:
+        stop.cancel()
 
 
 def test_worker_log_lines_name_the_worker():
