@@ -28,9 +28,10 @@ class Invalidations:
         self._interval = interval
         self._token = f"{os.getpid()}-{os.urandom(4).hex()}"  # a restarted worker's lines are not its own
         try:
-            self._offset = os.path.getsize(self._path)  # a worker starts with nothing to forget
+            stat = os.stat(self._path)  # a worker starts with nothing to forget
+            self._file, self._offset = stat.st_ino, stat.st_size
         except OSError:
-            self._offset = 0
+            self._file, self._offset = None, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="invalidations", daemon=True)
 
@@ -57,6 +58,9 @@ class Invalidations:
         """Forget what the other workers invalidated since the last read."""
         try:
             with open(self._path, "rb") as file:
+                stat = os.fstat(file.fileno())
+                if stat.st_ino != self._file or stat.st_size < self._offset:  # a new file: read from its start
+                    self._file, self._offset = stat.st_ino, 0
                 file.seek(self._offset)
                 data = file.read()
         except OSError:  # none yet, or the run dir is being removed

@@ -60,3 +60,13 @@ def test_the_watcher_reads_on_its_own_and_stops(tmp_path):
         assert wait_until(lambda: forgot == ["alpha"])
     finally:
         watcher.close()
+
+
+def test_a_file_removed_and_made_anew_is_read_from_its_start(tmp_path):
+    (teller, _), (reader, forgot) = _worker(tmp_path), _worker(tmp_path)
+    teller.tell("alpha")
+    reader.read()
+    os.remove(os.path.join(tmp_path, NAME))  # by hand, say
+    teller.tell("beta")
+    reader.read()
+    assert forgot == ["alpha", "beta"]
