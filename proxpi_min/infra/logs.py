@@ -119,7 +119,8 @@ class BatchedStream(logging.Handler):
                 except Exception:  # as logging does: a bad record must not stop the log
                     self.handleError(record)
             with contextlib.suppress(OSError, ValueError):  # stderr gone: nowhere to say so
-                for chunk in _whole_lines(lines, select.PIPE_BUF):
+                encoding = getattr(self.stream, "encoding", None) or "utf-8"
+                for chunk in _whole_lines(lines, select.PIPE_BUF, encoding):
                     self.stream.write(chunk)
                     self.stream.flush()
 
@@ -131,13 +132,14 @@ class BatchedStream(logging.Handler):
         super().close()
 
 
-def _whole_lines(lines: list, size: int):
-    """*lines* joined into writes of at most *size* bytes each, never splitting one (a
-    longer line alone): POSIX keeps a pipe write of up to PIPE_BUF bytes whole, so the
-    lines of several workers on one pipe (journald, docker) never interleave."""
+def _whole_lines(lines: list, size: int, encoding: str = "utf-8"):
+    """*lines* joined into writes of at most *size* bytes each (in *encoding*), never
+    splitting one (a longer line alone): POSIX keeps a pipe write of up to PIPE_BUF bytes
+    whole, so lines that short from several workers on one pipe (journald, docker)
+    never interleave."""
     chunk, length = [], 0
     for line in lines:
-        count = len(line.encode("utf-8", "replace"))
+        count = len(line.encode(encoding, "backslashreplace"))
         if chunk and length + count > size:
             yield "".join(chunk)
             chunk, length = [], 0
