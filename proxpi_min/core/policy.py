@@ -104,7 +104,9 @@ def _version_key(text: str) -> tuple:
             + (f".post{_number(post_implicit or post_n)}" if post_implicit is not None or post_n is not None else "")
             + (f".dev{_number(dev_n)}" if dev else "")
         )
-    return f"{_number(epoch or '0')}!" + ".".join(release) + normal, re.sub(r"[-_]", ".", local)
+    # A local label's segments compare as numbers where they are digits (PEP 440).
+    segments = (_number(part) if part.isdigit() else part for part in re.split(r"[-_.]", local))
+    return f"{_number(epoch or '0')}!" + ".".join(release) + normal, ".".join(segments) if local else ""
 
 
 def _version_matches(denied: tuple, version: tuple) -> bool:

@@ -32,8 +32,8 @@ from ..core.units import backoff
 from ..core.urls import redact_url
 from ..infra.background import Background
 from ..infra.metrics import Metrics
-from .residence import Residence
 from .page_store import LIST_KEY, PageStore, RawPage, SavedPage
+from .residence import Residence
 from .upstream import Upstream
 
 __all__ = ["IndexCache", "Lookup", "Residency"]

@@ -207,6 +207,8 @@ def test_Policy_deny_version_hides_its_files_and_versions() -> None:
         ("1.0.post0", "1.0", False),
         ("1.0a1.dev2", "1.0a1dev2", True),
         ("1.0a1.dev2", "1.0a1", False),
+        ("1.0+ubuntu-01", "1.0+ubuntu.1", True),  # local segments of digits compare as numbers
+        ("1.0+ubuntu.1", "1.0+ubuntu.2", False),
     ],
 )
 def test_Policy_deny_version_compares_as_pep_440(denied, file_version, hidden) -> None:
