@@ -10,8 +10,10 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -223,6 +225,12 @@ def test_sigterm_drains_a_response_in_flight(upstream_html, dists, tmp_path):
         fetch.start()
         _wait_for(lambda: upstream_html.hits(f"/files/alpha/{dists.alpha_1.filename}") > 0, "the download")
         process.terminate()
+        _wait_for(lambda: "SIGTERM: stopping 2 workers" in process.stderr, "the stop")
+        time.sleep(0.3)  # the workers close their copies of the listening socket
+        assert fetch.is_alive(), "the download ended too early for this check"
+        parts = urllib.parse.urlsplit(process.url)
+        with pytest.raises(ConnectionRefusedError):  # the parent closed its own too
+            socket.create_connection((parts.hostname, parts.port), timeout=2).close()
         fetch.join(30)
         assert process.wait(20) == 0, process.stderr
     assert result["r"].status == 200 and result["r"].body == dists.alpha_1.content
