@@ -2,56 +2,63 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import select
 import sys
+from typing import Iterator
 
 from proxpi_min.infra import logs
 
 
-def test_batched_log_writes_every_line_in_order_by_close(monkeypatch):
-    stream = io.StringIO()
+class Recording(io.StringIO):
+    """A stderr that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+@contextlib.contextmanager
+def batched_to(stream: io.StringIO, monkeypatch) -> Iterator[logging.Logger]:
+    """A logger whose records go through a BatchedStream to *stream* as stderr, closed
+    (every record written) on leaving."""
     monkeypatch.setattr(sys, "stderr", stream)
     handler = logs.BatchedStream(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("test-batched-log")
+    logger = logging.getLogger(f"test-batched-log-{id(stream)}")
     logger.propagate = False
     logger.addHandler(handler)
     try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_batched_log_writes_every_line_in_order_by_close(monkeypatch):
+    stream = Recording()
+    with batched_to(stream, monkeypatch) as logger:
         for number in range(2500):  # more than one batch
             logger.warning("line %d", number)
         logger.warning("bad %d", "not a number")  # reported, and the log goes on
         logger.warning("last")
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
     lines = stream.getvalue().splitlines()
     assert [line for line in lines if line.startswith("line ")] == [f"line {number}" for number in range(2500)]
     assert "last" in lines and "not a number" in stream.getvalue()
+
+
 def test_batched_log_writes_whole_lines_no_more_than_a_pipe_keeps_whole(monkeypatch):
     """Several workers share one stderr pipe (journald, docker): each write is whole
     lines of at most PIPE_BUF bytes, which POSIX never interleaves with another's."""
-    class Recording(io.StringIO):
-        def __init__(self) -> None:
-            super().__init__()
-            self.writes: list = []
-
-        def write(self, text: str) -> int:
-            self.writes.append(text)
-            return super().write(text)
-
     stream = Recording()
-    monkeypatch.setattr(sys, "stderr", stream)
-    handler = logs.BatchedStream(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("test-batched-log-pipe")
-    logger.propagate = False
-    logger.addHandler(handler)
-    try:
+    with batched_to(stream, monkeypatch) as logger:
         for number in range(3000):
             logger.warning("a request line of some length, number %d %s", number, "x" * 60)
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
     assert len(stream.writes) > 1
     assert all(len(text.encode()) <= select.PIPE_BUF and text.endswith("\n") for text in stream.writes)
     assert len(stream.getvalue().splitlines()) == 3000
