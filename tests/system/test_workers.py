@@ -11,6 +11,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -21,7 +23,7 @@ from proxpi_min.app import workers
 from proxpi_min.infra.snapshots import INTERVAL
 from tests.support.cache_dir import file_path, sized_wheel, stored_content, wait_until
 from tests.support.dists import make_wheel
-from tests.support.proxy import ProxyProcess, http, temp_files
+from tests.support.proxy import REPO_ROOT, ProxyProcess, http, temp_files
 from tests.support.prometheus import parse, sample
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="--workers needs os.fork")
@@ -336,25 +338,34 @@ def test_supervisor_backs_off_a_fork_that_fails_and_gives_up_with_no_worker_runn
     assert supervisor._hopeless()
 
 
-def test_supervisor_gives_up_on_workers_that_never_serve_not_on_ones_that_did(monkeypatch):
-    """Real forks of this process: workers that die before they serve end the supervisor
-    (exit 1) after GIVE_UP_FAILURES each; workers that served and died keep being
-    restarted until a stop signal (exit 0)."""
-    monkeypatch.setattr(workers, "BACKOFF_FIRST", 0.01)
-    monkeypatch.setattr(workers, "BACKOFF_MAX", 0.02)
-    monkeypatch.setattr(workers, "GIVE_UP_FAILURES", 3)
-    assert workers.Supervisor(2, lambda number, run_dir: 1, 0.1).run() == 1
+# A supervisor of real forks, in a process of its own (forking the test process, with
+# its threads, could leave a child waiting on a lock no thread of it holds).
+GIVE_UP = """
+import os, signal, sys
+from proxpi_min.app import workers
+workers.BACKOFF_FIRST, workers.BACKOFF_MAX, workers.GIVE_UP_FAILURES = 0.01, 0.02, 3
 
-    def served_then_died(number: int, run_dir: str) -> int:
-        workers.mark_serving(run_dir)
-        return 1
+def served_then_died(number, run_dir):
+    workers.mark_serving(run_dir)
+    return 1
 
-    stop = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
-    stop.start()
-    try:
-        assert workers.Supervisor(2, served_then_died, 0.1).run() == 0
-    finally:
-        stop.cancel()
+if sys.argv[1] == "served":
+    # A stop signal a second later; a timer, not a thread: forks stay single-threaded.
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+work = served_then_died if sys.argv[1] == "served" else (lambda number, run_dir: 1)
+sys.exit(workers.Supervisor(2, work, 0.1).run())
+"""
+
+
+@pytest.mark.parametrize(("workers_do", "status"), [("never serve", 1), ("served", 0)])
+def test_supervisor_gives_up_on_workers_that_never_serve_not_on_ones_that_did(workers_do, status):
+    """Workers that die before they serve end the supervisor (exit 1) after
+    GIVE_UP_FAILURES each; workers that served and died keep being restarted until a
+    stop signal (exit 0)."""
+    ran = subprocess.run([sys.executable, "-c", GIVE_UP, workers_do.split()[0]], cwd=str(REPO_ROOT),
+                         capture_output=True, text=True, timeout=30)
+    assert ran.returncode == status, ran.stderr
 
 
 def test_worker_log_lines_name_the_worker():
