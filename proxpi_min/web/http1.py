@@ -233,16 +233,14 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
     def _drain_body(self, connection: Connection, read: int) -> None:
         """Before the connection closes, read away what is left of the body of a request
         answered (*read*: bytes of it read already), within DRAIN_BYTES and DRAIN_SECONDS."""
-        headers = self.headers
-        if "content-length" not in headers and "transfer-encoding" not in headers:
+        length = _body_length(self.headers)
+        if length == 0:
             return  # no body: nothing to wait for
-        chunked = "transfer-encoding" in headers
-        if (chunked and self._status < 400) or self._status in (0, 408):
+        if ("transfer-encoding" in self.headers and self._status < 400) or self._status in (0, 408):
             # An answered chunked body's end is not looked for (it would cost the bounds
             # each time); no answer to save (0: the client is gone); a client too slow.
             return
-        length = None if chunked else parse_decimal(headers["content-length"].strip())
-        # Chunked, or a length past parsing: the end is unknown, read to the bounds or the close.
+        # An end not known ahead: read to the bounds or the close.
         left = DRAIN_BYTES if length is None else min(length - read, DRAIN_BYTES)
         if left <= 0:
             return
@@ -256,10 +254,9 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         is never taken for the next request; a large or chunked one closes instead.
         The body has one client timeout in all: a client sending it a byte at a time
         holds the thread no longer."""
-        length = self.headers.get("content-length")
-        if length is None and "transfer-encoding" not in self.headers:
+        length = _body_length(self.headers)
+        if length == 0:
             return  # the usual GET: no body
-        length = None if "transfer-encoding" in self.headers else parse_decimal(length.strip())
         if length is None or length > MAX_DISCARDED_BODY:
             self.close_connection = True
         elif length and len(self.rfile.read(length, self.server.client_timeout)) < length:
@@ -350,6 +347,15 @@ def logged_target(target: str) -> str:
                 pairs.append(f"{name}=***" if equals else "***")
         path = f"{path}?{'&'.join(pairs)}"
     return path.translate(LOG_ESCAPES)
+
+
+def _body_length(headers) -> Optional[int]:
+    """A request body's length as its head announces it (RFC 9112 6.3): 0 for no body,
+    None for an end not known ahead (chunked, or a length past parsing)."""
+    if "transfer-encoding" in headers:
+        return None
+    length = headers.get("content-length")
+    return 0 if length is None else parse_decimal(length.strip())
 
 
 def response_head(status: int, lines: str, close: bool, reason: Optional[str] = None) -> bytes:
