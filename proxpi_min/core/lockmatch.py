@@ -6,7 +6,7 @@ from typing import Iterable, NamedTuple, Optional
 
 from .lockfiles import Wanted
 from .names import parse_wheel_name, version_from_filename
-from .policy import same_version
+from .versions import same_version
 from .simple import FileEntry
 from .units import parse_decimal
 

@@ -25,8 +25,9 @@ from .settings import Settings
 from .simple import FileEntry, ProjectPage
 from .units import format_duration
 from .urls import redact_url
+from .versions import matches, version_key
 
-__all__ = ["Filtered", "Policy", "Route", "parse_upload_time", "same_version"]
+__all__ = ["Filtered", "Policy", "Route", "parse_upload_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,63 +62,6 @@ def parse_upload_time(text: Optional[str]) -> Optional[float]:
 
 def _utc(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-_RELEASE = re.compile(r"v?(?:(\d+)!)?(\d+(?:\.\d+)*)(.*)\Z", re.ASCII)
-# PEP 440's labels after the release, in every spelling it accepts: a pre-release, a
-# post-release (also written "-N"), a dev release, each with its separators optional.
-_LABELS = re.compile(
-    r"(?:[-_.]?(a|b|c|rc|alpha|beta|pre|preview)[-_.]?(\d*))?"
-    r"(?:[-_](\d+)|[-_.]?(?:post|rev|r)[-_.]?(\d*))?"
-    r"(?:[-_.]?(dev)[-_.]?(\d*))?\Z",
-    re.ASCII,
-)
-_PRE_LABELS = {"a": "a", "alpha": "a", "b": "b", "beta": "b", "c": "rc", "rc": "rc", "pre": "rc", "preview": "rc"}
-
-
-def _number(digits: str) -> str:
-    # Compared as digits without leading zeros: int() refuses over 4,300 digits, and a
-    # page's "versions" may hold anything.
-    return digits.lstrip("0") or "0"
-
-
-def _version_key(text: str) -> tuple:
-    """(public, local) of a version as written in a file name (PEP 427 escapes "-" as
-    "_"), a page or a deny entry, for equality as PEP 440 defines it: the epoch 0 and the
-    release padded with zeros (``2.0`` is ``0!2.0.0``), the labels in their normal form
-    (``1.0-RC01`` and ``1.0c1`` are ``1.0rc1``, ``1.0-1`` is ``1.0.post1``)."""
-    public, _, local = text.strip().lower().partition("+")
-    match = _RELEASE.match(public)
-    if match is None:
-        return public.replace("_", "-"), local
-    epoch, release_text, rest = match.groups()
-    release = [_number(part) for part in release_text.split(".")]
-    while len(release) > 1 and release[-1] == "0":
-        release.pop()
-    labels = _LABELS.match(rest)
-    if labels is None:  # not PEP 440: the labels as written, separators aside
-        normal = "|" + re.sub(r"[-_.]", "", rest)
-    else:
-        pre, pre_n, post_implicit, post_n, dev, dev_n = labels.groups()
-        normal = (
-            (f"{_PRE_LABELS[pre]}{_number(pre_n)}" if pre else "")
-            + (f".post{_number(post_implicit or post_n)}" if post_implicit is not None or post_n is not None else "")
-            + (f".dev{_number(dev_n)}" if dev else "")
-        )
-    # A local label's segments compare as numbers where they are digits (PEP 440).
-    segments = (_number(part) if part.isdigit() else part for part in re.split(r"[-_.]", local))
-    return f"{_number(epoch or '0')}!" + ".".join(release) + normal, ".".join(segments) if local else ""
-
-
-def _version_matches(denied: tuple, version: tuple) -> bool:
-    # PEP 440 "==": a version without a local label matches every local build of it.
-    return denied[0] == version[0] and (not denied[1] or denied[1] == version[1])
-
-
-def same_version(wanted: str, version: str) -> bool:
-    """Whether *version* (from a file name or a page) is *wanted*, as PEP 440 "=="
-    compares them (see :func:`_version_key`)."""
-    return _version_matches(_version_key(wanted), _version_key(version))
 
 
 class Route(NamedTuple):
@@ -163,7 +107,7 @@ class Policy:
         self._exempt = tuple(min_age_exempt)
         self._unknown_deny = unknown_age_deny
         self._deny_projects = tuple(pattern for pattern, version in deny if version is None)
-        self._deny_versions = tuple((p, _version_key(v), v) for p, v in deny if v is not None)
+        self._deny_versions = tuple((p, version_key(v), v) for p, v in deny if v is not None)
         self._allow = tuple(allow)
         # Whether anything can change a page: with no policy, callers skip all of this.
         self.active = bool(pins or first_index or min_age or deny or allow)
@@ -323,8 +267,8 @@ class Policy:
         version = version_from_filename(entry.filename, project)
         if version is None:
             return None
-        key = _version_key(version)
-        return next((denied for denied in denied_versions if _version_matches(denied[1], key)), None)
+        key = version_key(version)
+        return next((denied for denied in denied_versions if matches(denied[1], key)), None)
 
     # ------------------------------------------------------------------ reporting
 
@@ -376,7 +320,7 @@ class Policy:
 def _kept_versions(page: ProjectPage, kept: list, hidden: Iterable[FileEntry]) -> tuple:
     """PEP 700 ``versions`` without the versions whose files were all left out."""
     project = page.name
-    keep = {_version_key(v) for v in (version_from_filename(e.filename, project) for e in kept) if v}
-    gone = {_version_key(v) for v in (version_from_filename(e.filename, project) for e in hidden) if v}
+    keep = {version_key(v) for v in (version_from_filename(e.filename, project) for e in kept) if v}
+    gone = {version_key(v) for v in (version_from_filename(e.filename, project) for e in hidden) if v}
     gone -= keep
-    return tuple(version for version in page.versions if _version_key(version) not in gone)
+    return tuple(version for version in page.versions if version_key(version) not in gone)

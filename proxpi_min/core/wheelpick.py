@@ -17,15 +17,13 @@ from typing import Iterable, NamedTuple, Optional
 
 from .simple import FileEntry
 from .specifiers import python_satisfies
+from .versions import final_key
 
 __all__ = [
     "LockTime", "Releases", "Tags", "client_python", "client_tags", "joined", "lock_time", "pick_time",
     "pick_wheels", "releases", "wheel_tags",
 ]
 
-# A final release (epochs and post-releases too): no pre-release, dev or local part.
-# Numbers are bounded: int() refuses over 4,300 digits, and no real version needs 10.
-_FINAL = re.compile(r"(?:([0-9]{1,9})!)?([0-9]{1,9}(?:\.[0-9]{1,9}){0,15})(?:\.?post([0-9]{1,9}))?\Z")
 _PURE = frozenset({"none"}), frozenset({"any"})
 _SHARED_ABIS = frozenset({"abi3", "none"})  # not one interpreter's own ABI
 _PLATFORM = re.compile(r"(manylinux|musllinux|macosx)_([0-9]{1,9})_([0-9]{1,9})_(.+)\Z")  # PEP 600, PEP 656, macOS
@@ -68,19 +66,6 @@ def _tags(python: str, abi: str, platform: str) -> Tags:
     return Tags(frozenset(python.split(".")), frozenset(abi.split(".")), frozenset(platform.split(".")))
 
 
-@functools.lru_cache(maxsize=4096)  # and a version, once per file of it
-def _version_key(version: str) -> Optional[tuple]:
-    """*version* as a sortable key (PEP 440: epoch, release, post-release), or None for
-    a pre-release, a dev or local version, or no version at all."""
-    match = _FINAL.match(version)
-    if match is None:
-        return None
-    release = [int(part) for part in match.group(2).split(".")]
-    while len(release) > 1 and release[-1] == 0:  # 1.0 == 1.0.0
-        release.pop()
-    return int(match.group(1) or 0), tuple(release), int(match.group(3) or -1)
-
-
 def _parse(filename: str) -> Optional[tuple]:
     """(version key, Tags or None for an sdist, build number) of a final version's
     wheel or sdist named *filename* (PEP 427, PEP 625), else None."""
@@ -88,13 +73,13 @@ def _parse(filename: str) -> Optional[tuple]:
         parts = filename[:-4].split("-")
         if len(parts) not in (5, 6):  # name-version(-build)-python-abi-platform
             return None
-        version = _version_key(parts[1])
+        version = final_key(parts[1])
         build = re.match(r"[0-9]{0,9}", parts[2]).group(0) if len(parts) == 6 else ""  # its leading digits
         number = int(build or 0)
         return None if version is None else (version, _tags(parts[-3], parts[-2], parts[-1]), number)
     for suffix in _SDIST_SUFFIXES:
         if filename.endswith(suffix):
-            version = _version_key(filename[: -len(suffix)].rpartition("-")[2])
+            version = final_key(filename[: -len(suffix)].rpartition("-")[2])
             return None if version is None else (version, None, 0)
     return None
 

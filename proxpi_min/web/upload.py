@@ -31,7 +31,7 @@ from ..core.errors import (
 )
 from ..core.multipart import END, MultipartParser, PartHead, boundary_of
 from ..core.names import NormalizedName, canonicalize_name, check_filename
-from ..core.policy import same_version
+from ..core.versions import same_version
 from ..core.settings import Settings, parse_pattern
 from ..core.units import human_size, parse_decimal
 from ..core.wheelmeta import BrokenWheel, metadata_headers

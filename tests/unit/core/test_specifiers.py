@@ -42,16 +42,30 @@ PYTHON = (3, 11, 4)
         (">=3.99,<4.0a0", False),
         ("==3.11.4rc1", False),
         ("!=3.11.4rc1", True),
-        # Not a valid specifier (junk, '*' where PEP 440 has none), or a clause not read
-        # here (a post-release bound, valid PEP 440 but for no Python release): taken as
-        # pip takes an invalid Requires-Python, no reason to pass a file over, whichever
-        # clause it is.
+        # Post-releases come after their release; a local label holds for no release.
+        (">=3.99.post1", False),
+        (">=3.11.4.post1", False),
+        ("<=3.11.4.post1", True),
+        (">3.11.3.post1", True),
+        ("==3.11.4.post0", False),
+        ("==3.11.4+local", False),
+        ("!=3.11.4+local", True),
+        # Other spellings of one version, and prefixes padded with zeros.
+        ("==3.11.04", True),
+        (">=V3.8", True),
+        ("==3.11.4.0.*", True),
+        ("~=3.11.4rc1", True),  # >=3.11.4rc1, ==3.11.*
+        (">=1!3.0", False),  # an epoch above any Python's 0
+        # Not a valid specifier (junk, '*' where PEP 440 has none, a local label or a
+        # post-release where it has none): taken as pip takes an invalid Requires-Python,
+        # no reason to pass a file over, whichever clause it is.
         ("python3", True),
         (">=3.*", True),
         ("~=3", True),
         (">=3.99,junk", True),
         ("junk,>=3.99", True),
-        (">=3.99.post1", True),
+        (">=3.99+local", True),
+        ("==3.99.post1.*", True),
     ],
 )
 def test_python_satisfies(specifier: str, satisfied: bool) -> None:
