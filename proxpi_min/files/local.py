@@ -89,22 +89,33 @@ class LocalIndex:
         if self.root is None:
             return
         folder = os.path.join(self.root, project)
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if not entry.name.startswith((TEMP_PREFIX, LOCK_PREFIX)):
-                        yield entry.name, entry.path, entry.stat()
+        try:
+            entries = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with entries:
+            for entry in entries:
+                if entry.name.startswith((TEMP_PREFIX, LOCK_PREFIX)):
+                    continue
+                try:
+                    found = entry.stat()
+                except FileNotFoundError:  # deleted since the listing: the others stand
+                    continue
+                yield entry.name, entry.path, found
 
     def _dir_files(self) -> Iterator[tuple]:
         """(project, file name, path, stat) of every wheel and sdist of the --local-dir
         folders: flat, or one folder per project."""
         for top in self.dirs:
-            with contextlib.suppress(OSError):
-                for entry in sorted(os.scandir(top), key=lambda e: e.name):
-                    paths = [entry] if entry.is_file() else sorted(os.scandir(entry.path), key=lambda e: e.name)
-                    for item in paths:
-                        if item.is_file() and is_dist_filename(item.name):
-                            yield parse_dist_filename(item.name).project, item.name, item.path, item.stat()
+            for entry in _listing(top):
+                for item in [entry] if entry.is_file() else _listing(entry.path):
+                    if not (item.is_file() and is_dist_filename(item.name)):
+                        continue
+                    try:
+                        found = item.stat()
+                    except OSError:  # removed since the listing: the others stand
+                        continue
+                    yield parse_dist_filename(item.name).project, item.name, item.path, found
 
     def projects(self) -> list:
         """Every local project name (a project whose files were all deleted is gone)."""
@@ -283,6 +294,15 @@ class LocalIndex:
                 yield
             finally:
                 lock.release()
+
+
+def _listing(folder: str) -> list:
+    """The entries of *folder* by name, or none if it cannot be read."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except OSError:
+        return []
 
 
 def upload_time(seconds: float) -> str:

@@ -102,3 +102,20 @@ def test_a_local_dir_flat_or_per_project(tmp_path) -> None:
         body.close()
     with pytest.raises(NotFound):
         local.open(ACME, nested.filename, True, None)  # no metadata file for a --local-dir wheel
+
+
+def test_an_entry_gone_between_listing_and_stat_leaves_the_others(tmp_path) -> None:
+    # A dangling symbolic link stands for a file deleted between readdir and stat: its
+    # stat fails as the deleted file's would. Several, so that one is listed first.
+    local = LocalIndex(str(tmp_path / "local"))
+    wheel = make_wheel("acme-app", "1.0")
+    local.store(_upload(local, wheel))
+    folder = tmp_path / "wheels" / "acme-app"
+    folder.mkdir(parents=True)
+    listed = make_wheel("acme-app", "2.0")
+    (folder / listed.filename).write_bytes(listed.content)
+    for number in range(8):
+        for where in (tmp_path / "local" / "acme-app", folder, tmp_path / "wheels"):
+            (where / f"acme_app-0.{number}-py3-none-any.whl").symlink_to(tmp_path / "deleted")
+    local = LocalIndex(str(tmp_path / "local"), (str(tmp_path / "wheels"),))
+    assert sorted(e.filename for e in local.page(ACME).page.files) == [wheel.filename, listed.filename]
