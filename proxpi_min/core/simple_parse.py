@@ -186,7 +186,9 @@ def _file_from_html(attrs: dict, text: str, links: _Links) -> Optional[FileEntry
     if resolved is None:
         return None
     url, hashes = resolved
-    filename = text or last_segment(url)
+    # pip and uv name a file by its URL; PEP 503's "text matches the file name" is not
+    # always kept (nginx's autoindex cuts long names, hand-written pages describe).
+    filename = last_segment(url) or text
     yanked = attrs.get("data-yanked", False)
     gpg = attrs.get("data-gpg-sig")
     # Positional, in FileEntry's order (make_entry).
@@ -386,7 +388,8 @@ def parse_project_list(body: bytes, content_type: Optional[str]) -> ProjectList:
             raise BadUpstreamPage("upstream JSON project list has no 'projects' list")
         names = [item.get("name") if isinstance(item, dict) else None for item in projects]
     elif kind in HTML_TYPES:
-        names = (_anchor_text(match.group(1)) for match in _ANCHOR_TEXT.finditer(body))
+        # A directory listing as a root page (python -m http.server) writes "name/".
+        names = (_anchor_text(match.group(1)).rstrip("/") for match in _ANCHOR_TEXT.finditer(body))
     else:
         raise BadUpstreamPage(f"upstream answered with unknown media type {kind!r}")
     return ProjectList.from_names(

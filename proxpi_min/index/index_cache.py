@@ -348,13 +348,16 @@ class IndexCache:
             if response.status == 404:
                 new = _Entry(None, page_url, None, None, now)
             else:
-                if key == LIST_KEY:
-                    value = parse_project_list(response.body, response.content_type)
-                else:
-                    value = self._servable(
-                        parse_project_page(response.body, response.content_type, page_url, NormalizedName(key))
-                    )
-                _check_plausible(value, entry)
+                try:
+                    if key == LIST_KEY:
+                        value = parse_project_list(response.body, response.content_type)
+                    else:
+                        value = self._servable(
+                            parse_project_page(response.body, response.content_type, page_url, NormalizedName(key))
+                        )
+                    _check_plausible(value, entry)
+                except BadUpstreamPage as exc:  # which index, of several, sent it
+                    raise BadUpstreamPage(f"{exc}: {page_url}") from None
                 new = _Entry(value, page_url, response.etag, response.last_modified, now)
                 if key != LIST_KEY:
                     new.raw = RawPage(response.body, response.content_type)

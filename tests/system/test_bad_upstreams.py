@@ -275,6 +275,7 @@ def test_garbage_html_for_a_new_project_is_not_an_empty_project(proxy, scripted,
     result = p.get("/index/newbie/")
     assert result.status == 502, result
     assert b"not a simple-API page" in result.body, result.body
+    assert f"{scripted.url}newbie/".encode() in result.body, "which index sent it"
     assert p.server.indexes.flush(10)
     assert not glob.glob(os.path.join(p.settings.cache_dir, "index", "*", "newbie.json"))
     assert_healthy(p)

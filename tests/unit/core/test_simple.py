@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import html
 import json
+import urllib.parse
 from typing import Optional
 
 import pytest
@@ -167,9 +168,10 @@ def test_servable_leaves_out_names_the_file_route_refuses(kind):
     good = "evil-1.0-py3-none-any.whl"
     if kind == "html":
         body = (
+            # A file is named by its URL, as pip and uv name it, whatever the link's text.
             f'<a href="/f/{good}#sha256={"a" * 64}">{good}</a>'
-            f'<a href="/f/x.whl#sha256={"b" * 64}">{html.escape(EVIL_NAME)}</a>'
-            f'<a href="/f/y.whl">../../etc/passwd</a>'
+            f'<a href="/f/{html.escape(urllib.parse.quote(EVIL_NAME))}#sha256={"b" * 64}">x.whl</a>'
+            f'<a href="/f/..%2F..%2Fetc%2Fpasswd">y.whl</a>'
         ).encode()
         content_type = "text/html"
     else:

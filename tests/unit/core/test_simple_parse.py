@@ -320,9 +320,16 @@ def test_html_all_sizes_known(sizes: list, known: bool) -> None:
         ('<a href="x/foo-1.0.tar.gz">foo-1.0.tar.gz</a>', "foo-1.0.tar.gz"),
         ('<a href="x/foo-1.0.tar.gz">\n  foo-1.0.tar.gz\n</a>', "foo-1.0.tar.gz"),
         ('<a href="x/foo-1.0.tar.gz"><span>foo-1.0.tar.gz</span></a>', "foo-1.0.tar.gz"),
-        # no text: the last path segment of the URL, percent-decoded
+        # the last path segment of the URL, percent-decoded, as pip and uv read it
         ('<a href="x/torch-2.3.0%2Bcu121-cp311-none-any.whl#sha256=ab"></a>',
          "torch-2.3.0+cu121-cp311-none-any.whl"),
+        # whatever the text says: nginx's autoindex cuts names over 50 characters
+        ('<a href="numpy-2.1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl">'
+         "numpy-2.1.0-cp311-cp311-manylinux_2_17_x86_64.m..&gt;</a>",
+         "numpy-2.1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"),
+        ('<a href="/dl/v1.0/foo-1.0-py3-none-any.whl?token=x">foo 1.0 (wheel)</a>', "foo-1.0-py3-none-any.whl"),
+        # a URL ending in "/" names no file: the text does
+        ('<a href="x/foo-1.0.tar.gz/">foo-1.0.tar.gz</a>', "foo-1.0.tar.gz"),
     ],
 )
 def test_html_filename(anchor: str, filename: str) -> None:
@@ -820,6 +827,11 @@ def test_parse_project_list_html() -> None:
         b"</body></html>"
     )
     assert list(parse_project_list(body, "text/html; charset=utf-8")) == ["Foo.Bar", "baz", "A&B"]
+
+
+def test_parse_project_list_of_a_directory_listing() -> None:
+    body = b'<ul><li><a href="foo-bar/">foo-bar/</a></li><li><a href="baz/">baz/</a></li></ul>'
+    assert list(parse_project_list(body, "text/html")) == ["foo-bar", "baz"]
 
 
 def test_parse_project_list_html_tags_end_before_the_next_one_begins() -> None:
