@@ -135,6 +135,7 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         ``self.headers`` becomes a plain dict keyed by lowercase name, repeated fields
         joined with ", " (RFC 9110 5.3)."""
         self.command = None
+        self.path = ""  # not the last request's, for the log line of a refusal
         self.request_version = self.default_request_version
         self.close_connection = True
         if self.raw_requestline in (b"\r\n", b"\n"):
@@ -162,11 +163,11 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
                 return False
             minor = int(numbers[1])
         self.command, self.request_version = command, version
+        # As http.server (gh-87389): "//host/x" must not reach us as a network path.
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
         if _CONTROL.search(path):  # RFC 9112 3.2, RFC 3986 2: a target has none
             self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request target: control characters in {logged_target(path)}")
             return False
-        # As http.server (gh-87389): "//host/x" must not reach us as a network path.
-        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
         headers: dict = {}
         for count in itertools.count():
             line = self.rfile.readline(_MAX_HEADER_LINE + 1)
@@ -292,7 +293,6 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """http.server's own refusals (400, 414, 431, 505) as one plain-text line, like
         every other error, instead of its HTML page; the connection is closed."""
-        self.log_error("code %d, message %s", code, message)
         self.close_connection = True
         body = f"{code} {_REASONS.get(code, 'Error')}: {message or _REASONS.get(code, 'Error')}\n".encode()
         headers = [*error_headers(ProxpiError(message or "")), ("Content-Length", str(len(body)))]

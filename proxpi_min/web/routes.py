@@ -152,6 +152,16 @@ class ProxyHandler(Http1Handler):
     # The usual methods, found without a call to __getattr__.
     do_GET = do_HEAD = do_DELETE = do_POST = _handle
 
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """A request the head's parsing refused (400, 414, 431, 505), counted and logged
+        as every answered request is."""
+        self._started = time.monotonic()
+        self._kind, self._source, self._project = "other", None, None
+        if self.command is None:  # the request line was refused: no method to log
+            self.command = "-"
+        super().send_error(code, message, explain)
+        self._done()
+
     def _route(self) -> None:
         if self.command not in _KNOWN_METHODS:
             self._discard_body()

@@ -11,6 +11,7 @@ import urllib.parse
 
 import pytest
 
+from tests.support.prometheus import parse, sample
 from tests.support.proxy import narrow_link, raw_request, raw_status
 
 
@@ -220,6 +221,23 @@ def test_an_empty_line_before_the_request_is_skipped(running) -> None:
     # The line after the empty one has the same length limit as a first line.
     long_line = b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n"
     assert raw_status(raw_request(running.url, b"\r\n" + long_line + b"Host: x\r\n\r\n")) == 414
+
+
+def test_requests_the_heads_parsing_refuses_are_counted_and_logged(running, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="proxpi_min")
+    assert raw_status(raw_request(running.url, b"garbage\r\n\r\n")) == 400
+    assert raw_status(raw_request(running.url, b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n")) == 505
+    assert raw_status(raw_request(running.url, b"GET /health HTTP/1.1\r\nNo colon\r\n\r\n")) == 400
+    _, samples = parse(running.get("/metrics").body.decode())
+    assert sample(samples, "proxpi_requests_total", route="other", method="other", status="400") == 1
+    assert sample(samples, "proxpi_requests_total", route="other", method="other", status="505") == 1
+    assert sample(samples, "proxpi_requests_total", route="other", method="GET", status="400") == 1
+    # One line each, as for every request; the method and target where they were read.
+    deadline = time.monotonic() + 5
+    while caplog.text.count('" 400 ') + caplog.text.count('" 505 ') < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert caplog.text.count('"- " 400 ') == 1 and caplog.text.count('"- " 505 ') == 1, caplog.text
+    assert caplog.text.count('"GET /health" 400 ') == 1, caplog.text
 
 
 def test_control_characters_never_reach_the_log(running, caplog) -> None:
