@@ -103,7 +103,11 @@ class Accounting:
 
     def largest(self, count: int) -> list:
         """The *count* largest stored files as (project, file name, size), from the
-        view in memory (no directory walk)."""
+        view in memory (no directory walk), brought up to date with what other
+        processes on the directory stored and evicted."""
+        with contextlib.suppress(OSError):  # closed: a stop meanwhile; the view as it is
+            with self._ledger.locked() as ledger:
+                self._sync(ledger)
         with self.lock:
             found = heapq.nlargest(count, self.files.items(), key=lambda item: item[1][0])
         out = []

@@ -222,6 +222,23 @@ def test_FileCache_walks_the_dir_only_when_no_other_process_uses_it(tmp_path) ->
     third.close()
 
 
+def test_FileCache_largest_files_include_what_another_process_stored_and_evicted(tmp_path, source) -> None:
+    # Two caches on one directory, each with its own ledger lock: two processes (workers).
+    root = str(tmp_path / "files")
+    storing, asked = FileCache(root, len(DATA) + 10, Upstream(1.0, 1.0)), FileCache(root, len(DATA) + 10, upstream=None)
+    try:
+        assert storing.ensure("a", source) is True
+        assert asked.largest(10) == [("a", source.filename, len(DATA))]
+        other = tmp_path / "b-1.0-py3-none-any.whl"
+        other.write_bytes(DATA)
+        entry = FileEntry(other.name, other.as_uri(), (("sha256", hashlib.sha256(DATA).hexdigest()),), size=len(DATA))
+        assert storing.ensure("b", entry) is True  # evicts a: both do not fit
+        assert asked.largest(10) == [("b", other.name, len(DATA))]
+    finally:
+        storing.close()
+        asked.close()
+
+
 def test_FileCache_counts_stored_files_only(tmp_path) -> None:
     root = tmp_path / "files"
     stored = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"
