@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import functools
 import gc
 import logging
@@ -28,6 +29,7 @@ from ..core.settings import (
     DEFAULT_HOST,
     DEFAULT_INDEX_TTL,
     DEFAULT_INDEX_URL,
+    DEFAULT_LOGGING_LEVEL,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_UPLOAD_SIZE,
@@ -39,7 +41,9 @@ from ..core.settings import (
     DEFAULT_WORKERS,
     INDEX_STRATEGIES,
     LOG_FORMATS,
+    LOGGING_LEVELS,
     METADATA_MODES,
+    OLD_EXTRA_INDEX_TTLS,
     MIN_AGE_UNKNOWN,
     PREFETCH_MODES,
     Settings,
@@ -78,7 +82,8 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
     add("--index-ttl", help=f"root index cache TTL in seconds, 0 disables (PROXPI_INDEX_TTL, default {DEFAULT_INDEX_TTL:g})")
     add("--extra-index-url", action="append", help="extra index URL, repeatable (PROXPI_EXTRA_INDEX_URLS, comma-separated)")
     add("--extra-index-ttl", action="append",
-        help=f"TTL for each extra index, repeatable (PROXPI_EXTRA_INDEX_TTLS, default {DEFAULT_EXTRA_INDEX_TTL:g} each)")
+        help=f"TTL for each extra index, repeatable (PROXPI_EXTRA_INDEX_TTLS, or proxpi's older "
+        f"{OLD_EXTRA_INDEX_TTLS}, which must agree with it if both are set; default {DEFAULT_EXTRA_INDEX_TTL:g} each)")
     add("--cache-size",
         help=f"file cache size cap: bytes, or 500M, 5G; 0 disables (PROXPI_CACHE_SIZE, default {_size_text(DEFAULT_CACHE_SIZE)})")
     add("--metadata", metavar=f"{{{','.join(METADATA_MODES)}}}", help=f"serve PEP 658 metadata for wheels the index lists without, read from the wheel (PROXPI_METADATA, default {METADATA_MODES[0]})")
@@ -120,13 +125,16 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
     add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
     add("--log-format", metavar=f"{{{','.join(LOG_FORMATS)}}}", help=f"readable lines or one JSON object per line (PROXPI_LOG_FORMAT, default {LOG_FORMATS[0]})")
+    add("--logging-level", metavar="LEVEL",
+        help=f"log records at this level and above: {', '.join(LOGGING_LEVELS)}, any case; WARNING leaves out the "
+        f"start-up and request lines (PROXPI_LOGGING_LEVEL, default {DEFAULT_LOGGING_LEVEL})")
     add("--workers", help=f"worker processes on one port; 0 or auto: one per CPU (PROXPI_WORKERS, default {DEFAULT_WORKERS})")
     add("--max-connections", help=f"connections open at once per process; past it, the oldest idle ones close, then 503 (PROXPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})")
     add("--threads", help=f"requests answered at once per process, a thread each; past it, requests wait, then 503 (PROXPI_THREADS, default {DEFAULT_THREADS})")
     add("--prefetch", metavar=f"{{{','.join(PREFETCH_MODES)}}}", help=f"fetch the pages of a served metadata's dependencies before they are asked for, and with metadata the metadata of the wheel the client will likely pick; pages: the pages only (PROXPI_PREFETCH, default {PREFETCH_MODES[0]})")
     add("--prefetch-jobs", help=f"prefetches at once per process (PROXPI_PREFETCH_JOBS, default {DEFAULT_PREFETCH_JOBS})")
     add("--check-config", action="store_true", help="validate the settings, print them and exit 0 (2 if one is bad)")
-    add = parser.add_argument_group("uploads", "see docs/private-packages.md").add_argument
+    add = parser.add_argument_group("uploads", "they need --cache-dir; see docs/private-packages.md").add_argument
     add("--upload-token", metavar="TOKEN", help="take uploads (twine, uv publish) at /upload/ with this token, for every project (PROXPI_UPLOAD_TOKEN)")
     add("--upload-tokens", metavar="FILE", help="take uploads with the tokens of FILE, lines 'token [project-pattern...]' (PROXPI_UPLOAD_TOKENS)")
     add("--max-upload-size", help=f"largest uploaded file: bytes, or 500M, 1G (PROXPI_MAX_UPLOAD_SIZE, default {_size_text(DEFAULT_MAX_UPLOAD_SIZE)})")
@@ -309,18 +317,25 @@ def _serve_command(flags: dict) -> int:
 
 
 def _made(settings: Settings, cache_dir: str) -> bool:
-    """Make the cache dir and its files folder (a cache dir that cannot hold files is a
-    bad setting, not a failed start); False, the error said, if they cannot be made."""
+    """Make the cache dir and its files folder, writable by us (a cache dir that cannot
+    hold files is a bad setting, not a failed start); False, the error said, if not."""
     from ..files.layout import files_root
 
+    folders = (cache_dir, files_root(cache_dir))
+    problem = f"is not writable by this user (uid {os.geteuid()})"
     try:
-        os.makedirs(cache_dir, exist_ok=True)
-        os.makedirs(files_root(cache_dir), exist_ok=True)
+        for folder in folders:
+            os.makedirs(folder, exist_ok=True)
     except OSError as exc:
-        print(f"proxpi-min: error: {settings.source_of('cache_dir')}={settings.cache_dir!r} cannot be made "
-              f"({exc.strerror or exc})", file=sys.stderr)
-        return False
-    return True
+        # One that exists but refuses us (a volume another user filled) is not "cannot be made".
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not os.path.isdir(cache_dir):
+            problem = f"cannot be made ({exc.strerror or exc})"
+    else:
+        # Folders another user made before: found now, not by every download failing.
+        if all(os.access(folder, os.W_OK | os.X_OK) for folder in folders):
+            return True
+    print(f"proxpi-min: error: {settings.source_of('cache_dir')}={settings.cache_dir!r} {problem}", file=sys.stderr)
+    return False
 
 
 def _could_make(settings: Settings, cache_dir: str) -> bool:
@@ -356,7 +371,7 @@ def _serve_alone(settings: Settings) -> int:
     """One process serves (``--workers 1``); returns the exit status."""
     from ..app.serve import ProxyServer
 
-    configure_logging(settings.log_format, batched=True)
+    configure_logging(settings.log_format, settings.logging_level, batched=True)
     try:
         try:
             server = ProxyServer(settings)
@@ -463,14 +478,14 @@ def _supervise(settings: Settings) -> int:
     from ..web.server import listening_socket
     from ..app.workers import Supervisor, mark_serving
 
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.logging_level)
     try:
         listener = listening_socket(settings)
     except OSError as exc:
         return _cannot_start(settings, exc)
 
     def work(number: int, run_dir: str) -> int:
-        configure_logging(settings.log_format, number, batched=True)
+        configure_logging(settings.log_format, settings.logging_level, number, batched=True)
         server = ProxyServer(settings, listener, run_dir)
         mark_serving(run_dir)
         return _serve(server)  # the supervisor flushes the log

@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Mapping, Optional, Sequence
 
+from .errors import ConfigError
 from .names import canonicalize_name
 from .sources import Sources, bad_value
 from .urls import redact_url
@@ -26,6 +27,8 @@ __all__ = [
 DEFAULT_INDEX_URL = "https://pypi.org/simple/"
 DEFAULT_INDEX_TTL = 30 * 60.0  # proxpi's defaults: 30 minutes for the root index ...
 DEFAULT_EXTRA_INDEX_TTL = 3 * 60.0  # ... and 3 minutes for each extra index
+# proxpi's older name of PROXPI_EXTRA_INDEX_TTLS, still read: alone, or agreeing with it.
+OLD_EXTRA_INDEX_TTLS = "PROXPI_EXTRA_INDEX_TTL"
 DEFAULT_CACHE_SIZE = 5 * 1024**3  # proxpi's "5GB"
 # Finite by default so a hung upstream never hangs a client (proxpi's defaults).
 DEFAULT_CONNECT_TIMEOUT = 3.1
@@ -47,6 +50,9 @@ DEFAULT_THREADS = 256  # requests answered at once, a thread each (a fleet's slo
 DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a whole request head, and to wait for a thread
 DEFAULT_HOST = "127.0.0.1"
 LOG_FORMATS = ("text", "json")  # the first is the default
+# Python's logging level names, which proxpi's PROXPI_LOGGING_LEVEL takes (any case here).
+LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTSET", "WARN", "FATAL")
+DEFAULT_LOGGING_LEVEL = "INFO"
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
 DEFAULT_MAX_UPLOAD_SIZE = 1024**3  # one uploaded file, streamed to disk (README "Private packages")
@@ -130,6 +136,7 @@ class Settings:
     threads: int = DEFAULT_THREADS
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     log_format: str = LOG_FORMATS[0]
+    logging_level: str = DEFAULT_LOGGING_LEVEL  # one of LOGGING_LEVELS
     upstream_proxy: ProxySettings = ProxySettings()
     ca_bundle: Optional[str] = None
     tls_cert: Optional[str] = None
@@ -221,6 +228,21 @@ def _workers(sources: Sources) -> int:
 
 def _ttl_list(sources: Sources, count: int) -> list[float]:
     source, raw = sources.get("--extra-index-ttl", "PROXPI_EXTRA_INDEX_TTLS")
+    ttls = _ttls(source, raw, count)
+    if source == "--extra-index-ttl":
+        return ttls
+    # proxpi's only name before 1.2.1, which proxpi still reads and deployments still set (its issue #57).
+    old_source, old_raw = sources.get("--extra-index-ttl", OLD_EXTRA_INDEX_TTLS)
+    if old_raw is None or old_raw == "":
+        return ttls
+    old_ttls = _ttls(old_source, old_raw, count)
+    if raw is None or raw == "" or old_ttls == ttls:
+        return old_ttls
+    # proxpi took the old name first, we would take the new one: neither guess is safe.
+    raise bad_value(old_source, old_raw, f"differs from PROXPI_EXTRA_INDEX_TTLS={raw!r}: set one of them")
+
+
+def _ttls(source: str, raw: Any, count: int) -> list[float]:
     if raw is None or raw == "" or raw == []:
         return [DEFAULT_EXTRA_INDEX_TTL] * count
     items: Sequence[Any] = [item for item in raw.split(",") if item.strip()] if isinstance(raw, str) else raw
@@ -356,7 +378,35 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
             )
         ),
     )
-    return dataclasses.replace(settings, **_listening(sources)) if serving else settings
+    if not serving:
+        return settings
+    return dataclasses.replace(settings, **_listening(sources), **_uploads(sources, settings.cache_dir))
+
+
+def _uploads(sources: Sources, cache_dir: Optional[str]) -> dict:
+    """The upload settings; a token needs a cache dir set, the only place uploads outlive the process."""
+    token_source, token = sources.get("--upload-token", "PROXPI_UPLOAD_TOKEN")
+    file_source, tokens_file = sources.get("--upload-tokens", "PROXPI_UPLOAD_TOKENS")
+    if (token or tokens_file) and not cache_dir:
+        # Gone at exit, an upload's name would fall back to the upstreams' project of that name.
+        raise ConfigError(
+            f"{token_source if token else file_source} needs PROXPI_CACHE_DIR (--cache-dir): uploads are "
+            "kept in the cache dir, and the temp dir used without one is removed at exit"
+        )
+    return {
+        "upload_token": token or None,
+        "upload_tokens_file": tokens_file or None,
+        "max_upload_size": sources.size("--max-upload-size", "PROXPI_MAX_UPLOAD_SIZE", DEFAULT_MAX_UPLOAD_SIZE),
+    }
+
+
+def _logging_level(sources: Sources) -> str:
+    source, raw = sources.get("--logging-level", "PROXPI_LOGGING_LEVEL")
+    if raw is None or raw.strip() == "":
+        return DEFAULT_LOGGING_LEVEL
+    if raw.strip().upper() not in LOGGING_LEVELS:
+        raise bad_value(source, raw, f"must be one of: {', '.join(LOGGING_LEVELS)} (any case)")
+    return raw.strip().upper()
 
 
 def _listening(sources: Sources) -> dict:
@@ -384,9 +434,7 @@ def _listening(sources: Sources) -> dict:
         ),
         "tls_cert": tls_cert, "tls_key": tls_key,
         "log_format": sources.choice("--log-format", "PROXPI_LOG_FORMAT", LOG_FORMATS),
-        "upload_token": sources.text("--upload-token", "PROXPI_UPLOAD_TOKEN"),
-        "upload_tokens_file": sources.text("--upload-tokens", "PROXPI_UPLOAD_TOKENS"),
-        "max_upload_size": sources.size("--max-upload-size", "PROXPI_MAX_UPLOAD_SIZE", DEFAULT_MAX_UPLOAD_SIZE),
+        "logging_level": _logging_level(sources),
         "prefetch": sources.choice("--prefetch", "PROXPI_PREFETCH", PREFETCH_MODES),
         "prefetch_jobs": sources.integer("--prefetch-jobs", "PROXPI_PREFETCH_JOBS", DEFAULT_PREFETCH_JOBS, "must be a whole number >= 1", minimum=1),
     }

@@ -9,8 +9,10 @@ from .units import parse_decimal, parse_duration, parse_size
 
 __all__ = ["Sources", "bad_value"]
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+# Every value flag() takes: a refusal names them all.
+_FLAG_VALUES = f"{', '.join(_TRUE)} (on) or {', '.join(_FALSE[:-1])}, empty (off), in any case"
 
 
 class Sources:
@@ -59,7 +61,7 @@ class Sources:
             return True
         if raw.strip().lower() in _FALSE:
             return False
-        raise bad_value(source, raw, "must be 1 or 0")
+        raise bad_value(source, raw, f"must be {_FLAG_VALUES}")
 
     def text(self, flag: str, var: str) -> Optional[str]:
         return self.get(flag, var)[1] or None

@@ -149,14 +149,15 @@ def _whole_lines(lines: list, size: int, encoding: str = "utf-8"):
         yield "".join(chunk)
 
 
-def configure_logging(log_format: str, worker: Optional[int] = None, batched: bool = False) -> None:
-    """Log to stderr: one line per record; *batched* for a server (see BatchedStream)."""
+def configure_logging(log_format: str, level: str, worker: Optional[int] = None, batched: bool = False) -> None:
+    """Log to stderr the records at *level* (a logging level name) and above, one line
+    each; *batched* for a server (see BatchedStream)."""
     if batched:
         handler: logging.Handler = BatchedStream(formatter(log_format, worker))
     else:
         handler = logging.StreamHandler()
         handler.setFormatter(formatter(log_format, worker))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     # One line per request: skip what the format never shows (logging HOWTO,
     # "Optimization"): caller frames, thread and process names.
     logging._srcfile = None  # type: ignore[attr-defined]

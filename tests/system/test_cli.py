@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
 
 import pytest
 
@@ -166,9 +170,20 @@ DEAD = "http://127.0.0.1:9/simple/"
         ([], {"HTTPS_PROXY": "http://[bad"}, ["HTTPS_PROXY", "http://[bad"]),
         (["--extra-index-url", DEAD, "--extra-index-ttl", "inf"], {}, ["--extra-index-ttl", "finite"]),
         (["--cache-dir", "/proc/no-such-dir"], {}, ["--cache-dir", "cannot be made"]),
+        (
+            [],
+            {"PROXPI_EXTRA_INDEX_URLS": DEAD, "PROXPI_EXTRA_INDEX_TTL": "0", "PROXPI_EXTRA_INDEX_TTLS": "60"},
+            ["PROXPI_EXTRA_INDEX_TTL='0' differs from PROXPI_EXTRA_INDEX_TTLS='60'"],
+        ),
+        ([], {"PROXPI_LOGGING_LEVEL": "loud"}, ["PROXPI_LOGGING_LEVEL='loud' must be one of: DEBUG, INFO, WARNING"]),
+        (["--logging-level", "loud"], {}, ["--logging-level='loud'"]),
+        ([], {"PROXPI_OFFLINE": "y"}, ["PROXPI_OFFLINE='y' must be 1, true, yes, on (on) or 0, false, no, off"]),
+        (["--upload-token", "s3cret"], {}, ["--upload-token needs PROXPI_CACHE_DIR", "temp dir", "removed at exit"]),
+        ([], {"PROXPI_UPLOAD_TOKENS": "/etc/tokens"}, ["PROXPI_UPLOAD_TOKENS needs PROXPI_CACHE_DIR"]),
     ],
     ids=["size-env", "size-flag", "ttl-negative", "ttl-text", "ttl-count", "url-flag", "url-env", "read-timeout",
-         "url-ipv6", "extra-url-ipv6", "proxy-ipv6", "extra-ttl-inf", "cache-dir"],
+         "url-ipv6", "extra-url-ipv6", "proxy-ipv6", "extra-ttl-inf", "cache-dir", "old-ttl-name-differs",
+         "logging-level-env", "logging-level-flag", "boolean", "upload-token-temp-dir", "upload-tokens-temp-dir"],
 )
 def test_bad_setting_exits_2_with_one_line(args, env, named):
     result = _run(["--host", "127.0.0.1", "--port", "0", *args], env)
@@ -220,6 +235,48 @@ def test_env_variables_configure_indexes_and_ttls(upstream_factory, dists, tmp_p
         assert dists.alpha_3.filename in page
     assert root.hits("/simple/alpha/") == 2  # TTL 0
     assert extra.hits("/simple/alpha/") == 1  # TTL 1800
+
+
+def test_proxpis_older_extra_index_ttl_name_sets_the_ttl(upstream_factory):
+    """PROXPI_EXTRA_INDEX_TTL, all proxpi read before 1.2.1 (and reads still): not ignored."""
+    root = upstream_factory("html", "root")
+    extra = upstream_factory("html", "extra")
+    env = {"PROXPI_INDEX_URL": root.url, "PROXPI_EXTRA_INDEX_URLS": extra.url, "PROXPI_EXTRA_INDEX_TTL": "0"}
+    with ProxyProcess([], env) as process:
+        _alpha_page(process)
+        _alpha_page(process)
+    assert extra.hits("/simple/alpha/") == 2  # TTL 0, not the default 180
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_logging_level_applies_to_every_process(upstream_html, workers):
+    """PROXPI_LOGGING_LEVEL=warning (proxpi's variable): no INFO line from the process, the
+    supervisor or any worker, request lines included; warnings are still written."""
+    from tests.support.forward_proxy import free_port
+
+    port = free_port()
+    # More connections than descriptors: a warning at start.
+    args = [sys.executable, "-m", "proxpi_min", "--host", "127.0.0.1", "--port", str(port), "--index-url",
+            upstream_html.url, "--workers", workers, "--max-connections", "1000000000"]
+    with subprocess.Popen(args, cwd=str(REPO_ROOT), env=proxy_env({"PROXPI_LOGGING_LEVEL": "warning"}),
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as served:
+        try:
+            deadline = time.monotonic() + 15
+            while True:  # no start-up line at this level: ask until it answers
+                try:
+                    http("GET", f"http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                except OSError:
+                    assert served.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.05)
+            for _ in range(4):
+                assert http("GET", f"http://127.0.0.1:{port}/index/alpha/").status == 200
+        finally:
+            served.terminate()
+        stderr = served.communicate(timeout=15)[1]
+    assert served.returncode == 0, stderr
+    assert "WARNING proxpi_min: " in stderr and "descriptors allowed" in stderr, stderr
+    assert not [line for line in stderr.splitlines() if " INFO " in line], stderr
 
 
 def test_flags_win_over_env(upstream_html):
@@ -317,6 +374,70 @@ def test_unusable_cache_dir_exits_2_with_one_line(tmp_path, via):
         named = f"PROXPI_CACHE_DIR={path!r} cannot be made"
     assert result.returncode == 2
     assert result.stderr.strip() == f"proxpi-min: error: {named} (Not a directory)", result.stderr
+
+
+NOBODY = 65534  # the uid a test run as root drops to, so that permissions bind
+
+
+def _main_as_a_user(args):
+    """``main(args)`` in a forked child that is not root (root, for whom permissions do not
+    bind, becomes nobody there), without PROXPI_* variables: (exit status, stderr)."""
+    from proxpi_min.cli import main as cli
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: it never returns into pytest
+        status, stderr = 70, io.StringIO()
+        try:
+            for name in [name for name in os.environ if name.startswith("PROXPI_")]:
+                del os.environ[name]
+            if os.geteuid() == 0:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    cli.main(["--check-config"])  # its lazy imports, from a Python nobody may not read
+                try:
+                    os.setgroups([])
+                    os.setgid(NOBODY)
+                    os.setuid(NOBODY)
+                except OSError as exc:
+                    status = 77
+                    raise SystemExit(f"cannot become uid {NOBODY}: {exc}")
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                status = cli.main(args)
+        except BaseException:
+            stderr.write(traceback.format_exc())
+        finally:
+            os.write(write_end, stderr.getvalue().encode())
+            os._exit(status)
+    os.close(write_end)
+    with open(read_end, "rb") as pipe:
+        text = pipe.read().decode()
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status == 77:
+        pytest.skip(f"running as root, and {text.strip().splitlines()[-1]}")
+    return status, text
+
+
+@pytest.mark.parametrize(
+    "modes", [{".": 0o555}, {".": 0o777, "files": 0o555}], ids=["the-cache-dir", "its-files-folder"]
+)
+def test_a_cache_dir_this_user_cannot_write_is_named_not_writable(modes):
+    """An existing cache dir (a docker volume that another image's root filled) that this user may not
+    write in: not writable, said at start, not 'cannot be made' nor each download failing."""
+    cache_dir = tempfile.mkdtemp()  # not pytest's tmp_path: that is the test user's alone
+    try:
+        for name, mode in modes.items():
+            os.makedirs(os.path.join(cache_dir, name), exist_ok=True)
+            os.chmod(os.path.join(cache_dir, name), mode)
+        before = sorted(os.listdir(cache_dir))
+        status, stderr = _main_as_a_user(["--check-config", "--cache-dir", cache_dir])
+        uid = NOBODY if os.geteuid() == 0 else os.geteuid()
+        assert status == 2, stderr
+        assert stderr == f"proxpi-min: error: --cache-dir={cache_dir!r} is not writable by this user (uid {uid})\n"
+        assert sorted(os.listdir(cache_dir)) == before
+    finally:
+        for directory, _, _ in os.walk(cache_dir):
+            os.chmod(directory, 0o755)
+        shutil.rmtree(cache_dir)
 
 
 def test_serve_subcommand_serves_and_removes_its_temp_cache_dir(upstream_html):

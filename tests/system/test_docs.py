@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional
 import pytest
 
 from proxpi_min.core import settings as settings_module
-from proxpi_min.core.settings import parse_settings
+from proxpi_min.core.settings import OLD_EXTRA_INDEX_TTLS, parse_settings
 from proxpi_min.core.units import parse_size
 from tests.support.prometheus import parse
 from tests.support.proxy import REPO_ROOT, proxy_env
@@ -24,6 +24,8 @@ README_MAX_LINES = 360  # about 350: a manual a user reads through, not a refere
 NOT_SETTINGS = {"--help", "--version", "--check-config"}
 # Every parse below sees one extra index, so that a TTL per extra index is valid.
 EXTRA_INDEX = {"PROXPI_EXTRA_INDEX_URLS": "http://127.0.0.1:9/simple/"}
+# proxpi's older names, read too: each is named in its setting's row, not a row of its own.
+OLDER_NAMES = {OLD_EXTRA_INDEX_TTLS: "PROXPI_EXTRA_INDEX_TTLS"}
 
 
 class ConfigRow(NamedTuple):
@@ -114,7 +116,10 @@ def test_readme_table_has_every_variable_the_parser_reads():
     parse_settings(env, flags)
     read = {key for key in env.asked if key.startswith("PROXPI_")}
     assert read, "the parser read no PROXPI_ variable"
-    assert {row.variable for row in _config_rows()} == read
+    assert {row.variable for row in _config_rows()} == read - set(OLDER_NAMES)
+    table = _section(README.read_text(), "Configuration")
+    for older, variable in OLDER_NAMES.items():
+        assert re.search(rf"^\| `{variable}` \|.*`{older}`", table, re.M), older
 
 
 def test_readme_table_has_every_flag_of_serving():
@@ -130,7 +135,8 @@ def test_readme_flag_and_variable_of_each_row_are_one_setting():
         assert row.flag.lstrip("-").replace("-", "_") in flags.asked, row
         # The flag's help, where it names a variable, names the row's.
         named = set(re.findall(r"PROXPI_[A-Z_]+", help_of[row.flag]))
-        assert named <= {row.variable}, (row, named)
+        older = {name for name, variable in OLDER_NAMES.items() if variable == row.variable}
+        assert named <= {row.variable} | older, (row, named)
 
 
 def test_readme_defaults_are_the_parsers_defaults():

@@ -493,10 +493,75 @@ def test_private_package_settings() -> None:
     assert (settings().upload_token, settings().max_upload_size, settings().local_merge) == (None, GIB, False)
     result = settings(
         {"PROXPI_UPLOAD_TOKEN": "s3cret", "PROXPI_MAX_UPLOAD_SIZE": "500M", "PROXPI_LOCAL_MERGE": "1"},
-        local_dir="/srv/wheels", min_age_local=True, upload_tokens="/etc/tokens",
+        local_dir="/srv/wheels", min_age_local=True, upload_tokens="/etc/tokens", cache_dir="/srv/cache",
     )
     assert (result.upload_token, result.max_upload_size, result.local_merge) == ("s3cret", 500 * MIB, True)
     assert (result.local_dir, result.min_age_local, result.upload_tokens_file) == ("/srv/wheels", True, "/etc/tokens")
     assert "s3cret" not in repr(result)  # a token never reaches a log line through repr
     assert "PROXPI_MAX_UPLOAD_SIZE='lots'" in config_error({"PROXPI_MAX_UPLOAD_SIZE": "lots"})
     assert "PROXPI_LOCAL_MERGE='maybe'" in config_error({"PROXPI_LOCAL_MERGE": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "named"),
+    [({"PROXPI_UPLOAD_TOKEN": "s3cret"}, {}, "PROXPI_UPLOAD_TOKEN"), ({}, {"upload_token": "s3cret"}, "--upload-token"),
+     ({"PROXPI_UPLOAD_TOKENS": "/etc/tokens"}, {}, "PROXPI_UPLOAD_TOKENS"),
+     ({}, {"upload_tokens": "/etc/tokens"}, "--upload-tokens")],
+)
+def test_uploads_without_a_cache_dir_are_refused(env, flags, named) -> None:
+    """Uploads in the temp dir would be lost at exit, and their names then served from upstream."""
+    message = config_error(env, **flags)
+    assert message.startswith(f"{named} needs PROXPI_CACHE_DIR") and "removed at exit" in message
+    assert "s3cret" not in message
+    assert settings({**env, "PROXPI_CACHE_DIR": "/srv/cache"}, **flags).cache_dir == "/srv/cache"
+    assert parse_settings(env, flags, serving=False).upload_token is None  # warm takes no uploads
+
+
+# ---------------------------------------------------------------- proxpi's other names and logging
+
+
+EXTRA = {"PROXPI_EXTRA_INDEX_URLS": "https://a.example/,https://b.example/"}
+
+
+def test_proxpis_older_extra_index_ttl_name_is_read() -> None:
+    """proxpi before 1.2.1 read only PROXPI_EXTRA_INDEX_TTL, and 1.3 reads it still."""
+    assert [i.ttl for i in settings({**EXTRA, "PROXPI_EXTRA_INDEX_TTL": "0,60"}).indexes[1:]] == [0.0, 60.0]
+    both = {**EXTRA, "PROXPI_EXTRA_INDEX_TTL": "0,60", "PROXPI_EXTRA_INDEX_TTLS": "0, 60"}
+    assert [i.ttl for i in settings(both).indexes[1:]] == [0.0, 60.0]  # set alike for either proxpi: fine
+    flagged = settings(both, extra_index_ttl=["5", "6"])
+    assert [i.ttl for i in flagged.indexes[1:]] == [5.0, 6.0]  # the flag beats both
+    assert config_error({**EXTRA, "PROXPI_EXTRA_INDEX_TTL": "0,x"}).startswith("PROXPI_EXTRA_INDEX_TTL='0,x'")
+    # proxpi takes the older name first, we the newer: when they differ, neither is guessed.
+    message = config_error({**both, "PROXPI_EXTRA_INDEX_TTLS": "0,61"})
+    assert message == "PROXPI_EXTRA_INDEX_TTL='0,60' differs from PROXPI_EXTRA_INDEX_TTLS='0,61': set one of them"
+
+
+def test_logging_level_takes_pythons_level_names_in_any_case() -> None:
+    assert settings().logging_level == "INFO"
+    assert settings({"PROXPI_LOGGING_LEVEL": " warning "}).logging_level == "WARNING"
+    assert settings({"PROXPI_LOGGING_LEVEL": "ERROR"}, logging_level="debug").logging_level == "DEBUG"
+    assert settings({"PROXPI_LOGGING_LEVEL": "warn"}).logging_level == "WARN"  # logging takes its aliases too
+    assert config_error({"PROXPI_LOGGING_LEVEL": "verbose"}) == (
+        "PROXPI_LOGGING_LEVEL='verbose' must be one of: DEBUG, INFO, WARNING, ERROR, CRITICAL, NOTSET, WARN, FATAL "
+        "(any case)"
+    )
+    assert parse_settings({"PROXPI_LOGGING_LEVEL": "verbose"}, {}, serving=False).logging_level == "INFO"
+
+
+def test_logging_levels_are_the_names_python_logging_takes() -> None:
+    import logging
+
+    from proxpi_min.core.settings import LOGGING_LEVELS
+
+    assert set(LOGGING_LEVELS) == set(logging._nameToLevel)  # what proxpi's basicConfig(level=...) takes
+
+
+@pytest.mark.parametrize("value", ["y", "n", "2", "enabled"])
+def test_a_refused_boolean_names_every_value_taken(value: str) -> None:
+    message = config_error({"PROXPI_OFFLINE": value})
+    taken = "1, true, yes, on (on) or 0, false, no, off, empty (off), in any case"
+    assert message == f"PROXPI_OFFLINE={value!r} must be {taken}"
+    for on in ("1", "true", "yes", "on"):
+        assert settings({"PROXPI_OFFLINE": on.upper()}).offline is True
+    for off in ("0", "false", "no", "off", ""):
+        assert settings({"PROXPI_OFFLINE": off.upper()}).offline is False

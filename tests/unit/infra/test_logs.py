@@ -9,6 +9,8 @@ import select
 import sys
 from typing import Iterator
 
+import pytest
+
 from proxpi_min.infra import logs
 
 
@@ -62,3 +64,31 @@ def test_batched_log_writes_whole_lines_no_more_than_a_pipe_keeps_whole(monkeypa
     assert len(stream.writes) > 1
     assert all(len(text.encode()) <= select.PIPE_BUF and text.endswith("\n") for text in stream.writes)
     assert len(stream.getvalue().splitlines()) == 3000
+
+
+@pytest.fixture
+def root_logging():
+    """The root logger's handlers, level and logging's switches, put back after the test."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging._srcfile, logging.logThreads, logging.logProcesses,
+             logging.logMultiprocessing)
+    yield root
+    for handler in root.handlers[:]:
+        if handler not in saved[0]:
+            handler.close()
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing = saved[2:]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_configure_logging_keeps_the_records_at_the_level_and_above(monkeypatch, root_logging, batched):
+    stream = Recording()
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure_logging("text", "WARNING", batched=batched)
+    logger = logging.getLogger("proxpi_min.web.routes")
+    logger.info("a request line")
+    logger.warning("upstream trouble")
+    for handler in root_logging.handlers:
+        handler.close()  # the batched writer writes out what is queued
+    assert "upstream trouble" in stream.getvalue() and "a request line" not in stream.getvalue()
