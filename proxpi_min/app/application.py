@@ -35,11 +35,8 @@ class Application:
         self.metrics = metrics
         self._proxy = proxy
         self._status = status
-        # For up to the index TTL, as we keep it ourselves (capped at PyPI's 600 s); with
-        # a local index not at all: an upload, yank or delete changes a page at once.
-        self.page_max_age: Optional[int] = None
-        if proxy.local is None:
-            self.page_max_age = int(min(min(i.ttl for i in settings.indexes), 600))
+        # For up to the index TTL, as we keep it ourselves (capped at PyPI's 600 s).
+        self._ttl_max_age = int(min(min(i.ttl for i in settings.indexes), 600))
         self.project_list = proxy.indexes.rendered_list
         self.uploads: Optional[Uploads] = None
         if uploads_on(settings) and proxy.local is not None:
@@ -48,6 +45,13 @@ class Application:
         if run_dir is not None:
             self._invalidations = Invalidations(run_dir, self._forget)
             self._invalidations.start()
+
+    @property
+    def page_max_age(self) -> Optional[int]:
+        """None while a local index serves (an upload, yank or delete changes a page at
+        once), from the moment another proxy's first upload makes its folder."""
+        local = self._proxy.local
+        return None if local is not None and local.active else self._ttl_max_age
 
     def project_page(self, project: NormalizedName, media: str, compress: bool, client: str = "") -> PageAnswer:
         prefetch = self._proxy.prefetch

@@ -36,7 +36,7 @@ class Proxy(NamedTuple):
     indexes: Catalog
     policy: Policy
     metadata: WheelMetadata  # PEP 658 metadata of wheels listed without
-    local: Optional[LocalIndex] = None  # uploads and --local-dir (None: neither)
+    local: Optional[LocalIndex] = None  # uploads, --local-dir, a server's watched folder (None: none)
     prefetch: Optional[Prefetcher] = None  # serving only, never offline
     download_ahead: Optional[DownloadAhead] = None  # with the prefetcher
 
@@ -46,16 +46,18 @@ def uploads_on(settings: Settings) -> bool:
     return bool(settings.upload_token or settings.upload_tokens_file)
 
 
-def _local_index(settings: Settings, cache_dir: str) -> Optional[LocalIndex]:
+def _local_index(settings: Settings, cache_dir: str, serving: bool) -> Optional[LocalIndex]:
     """The local index: uploads (kept in the cache dir, served even once uploads are
-    off) and the --local-dir folder."""
+    off; a server without them watches for the folder, which another proxy on the cache
+    dir makes on its first upload) and the --local-dir folder."""
     root = local_root(cache_dir)
+    dirs = (settings.local_dir,) if settings.local_dir else ()
     if uploads_on(settings) or os.path.isdir(root):
         remove_temp_files(root)
-    else:
-        root = None
-    local = LocalIndex(root, (settings.local_dir,) if settings.local_dir else ())
-    return local if local.active else None
+        return LocalIndex(root, dirs)
+    if serving:
+        return LocalIndex(root, dirs, watch=True)
+    return LocalIndex(None, dirs) if dirs else None
 
 
 def _local_policy(settings: Settings) -> Policy:
@@ -84,8 +86,9 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     files = FileCache(
         files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics, settings.download_min_rate
     )
-    # ``warm`` keeps every page it reads, for an offline proxy: only a server prunes.
-    budget = SavedPagesBudget(index_root(cache_dir), pages_budget(settings.cache_size)) if serving else None
+    # ``warm`` keeps every page it reads, for an offline proxy: only a server online prunes.
+    pruning = serving and not settings.offline
+    budget = SavedPagesBudget(index_root(cache_dir), pages_budget(settings.cache_size)) if pruning else None
     stores = [(index, PageStore(cache_dir, index.url, budget)) for index in settings.indexes]
     if settings.offline:
         # A copied cache dir is served whatever index URLs filled it: pages saved for
@@ -100,7 +103,7 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     policy = Policy.from_settings(settings, [index.url for index, _ in stores])
     # Pages are saved and compressed after their answer (Catalog.close finishes them).
     background = Background()
-    local = _local_index(settings, cache_dir)
+    local = _local_index(settings, cache_dir, serving)
     metadata = WheelMetadata(files, settings.metadata == "auto", settings.offline, metrics)
     if serving and metadata.enabled:
         metadata.learn_stored_later()

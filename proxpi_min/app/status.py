@@ -109,7 +109,7 @@ class ProxyStatus:
             ("proxpi_local_size_bytes", "Bytes of the uploaded files (not in the cache's cap).", 1),
         ):
             add(name, "gauge", help_text, lambda position=position: [({}, local_stats()[position])], shared=True)
-        policy_counts = self._proxy.policy.counts
+        policy_counts = self._proxy.indexes.policy_counts
         add(
             "proxpi_policy_hidden_files_total",
             "counter",
@@ -173,7 +173,7 @@ class ProxyStatus:
 
     def _local_line(self) -> Optional[str]:
         local = self._proxy.local
-        if local is None:
+        if local is None or not local.active:  # a server watching for another's uploads
             return None
         files, size = local.stats()
         mode = (

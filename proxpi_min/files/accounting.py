@@ -56,9 +56,14 @@ class Accounting:
     the ledger know them. ``lock`` guards ``files`` and ``generation``; it is never
     held across disk I/O (the ledger's lock is, being the directory's)."""
 
-    def __init__(self, root: str, cap: int, metrics: Metrics, mine: Optional[Callable[[str], bool]] = None) -> None:
+    def __init__(
+        self, root: str, cap: int, metrics: Metrics, mine: Optional[Callable[[str], bool]] = None, evicts: bool = True
+    ) -> None:
         self.root = root
         self.cap = cap
+        # Offline nothing evicted could be fetched again: what warm stored stays, over the
+        # cap or not, and a file that does not fit under it is not stored.
+        self._evicts = evicts
         self.metrics = metrics
         self._mine = mine  # the lock files this process may hold (see remove_temp_files)
         self._sweeping: Optional[threading.Thread] = None  # the sweep at a start beside other processes
@@ -285,6 +290,8 @@ class Accounting:
             if os.path.exists(path):  # stored meanwhile by a writer that took no lock
                 return False
             used, count, victims = self._make_room(ledger, reserved + size)
+            if not self._evicts and used + reserved + size > self.cap:
+                return False
             entries = [JournalEntry(self._relative(victim)) for victim in victims]
             # Counted before it appears: a crash in between over-counts (evicting a
             # little early) rather than over-fills; the next start corrects it.
@@ -308,7 +315,7 @@ class Accounting:
             self._sync(ledger)
             live = self._unreserve(ledger, temp)
             reserved = sum(live.values())
-            fits = reserved + size <= self.cap
+            fits = reserved + size <= self.cap and (self._evicts or ledger.record.used + reserved + size <= self.cap)
             if fits:
                 used, count, victims = self._make_room(ledger, reserved + size)
                 fits = not victims or self._record(ledger, [JournalEntry(self._relative(v)) for v in victims], used, count)
@@ -362,7 +369,7 @@ class Accounting:
         with our view synced."""
         used, count = ledger.record.used, ledger.record.count
         victims, stuck = [], []
-        while used + incoming > self.cap:
+        while self._evicts and used + incoming > self.cap:
             with self.lock:
                 if not self.files:
                     break

@@ -68,7 +68,7 @@ class FileCache:
         self.on_stored: Optional[Callable[[Target], None]] = None
         os.makedirs(root, exist_ok=True)
         # Swept beside this process's first downloads: its own locks are never judged.
-        self._accounting = Accounting(root, cap, self.metrics, self._may_hold)
+        self._accounting = Accounting(root, cap, self.metrics, self._may_hold, evicts=not offline)
 
     @property
     def generation(self) -> int:

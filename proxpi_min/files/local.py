@@ -5,9 +5,11 @@ Per uploaded file, beside it: ``<file>.metadata`` (a wheel's METADATA, PEP 658) 
 ``.info-<file>`` (JSON: sha256, size, PEP 700 upload time, requires-python, PEP 592
 yank). Every write is atomic and the file itself comes last, by ``os.link`` (which
 never replaces), under the project's lock file: processes sharing the dir see a file
-whole or not at all, and of two uploads of one name the second gets a 409. Pages are
-read from the directory on each request (a stat per file), so every worker sees an
-upload, yank or delete at once. Nothing here is evicted or counted in the cache's cap.
+whole or not at all, and of two uploads of one file the second gets a 409, unless its
+bytes are the same (a re-run publish job, a 200 as on PyPI). Pages are read from the
+directory on each request (a stat per file), so every worker, and every proxy on the
+cache dir, sees an upload, yank or delete at once. Nothing here is evicted or counted in
+the cache's cap.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from typing import Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, NamedTuple, Optional, Tuple
 
 from ..core.byteranges import ByteRange
 from ..core.distnames import is_dist_filename, parse_dist_filename
 from ..core.errors import Conflict, NotFound
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, ProjectPage
+from ..core.versions import version_key
 from ..infra.atomic import LOCK_PREFIX, TEMP_PREFIX, LockFile, is_private, lock_path, write_atomically
 from .bodies import CachedBody, FileBody
 from .layout import METADATA_SUFFIX
@@ -37,6 +40,9 @@ __all__ = ["LOCAL_ORIGIN", "LocalIndex", "LocalPage", "Upload"]
 LOCAL_ORIGIN = "local"  # the "index" a local file comes from, for the catalog and metrics
 _INFO_PREFIX = ".info-"
 _CHUNK = 1 << 20
+# Seconds between two looks for a watched uploads folder not made yet: a proxy sharing the
+# cache dir makes it on its first upload, and no request may pay a syscall for it.
+WATCH_SECONDS = 1.0
 _generations = itertools.count(1)
 
 
@@ -65,30 +71,57 @@ class _Found(NamedTuple):
 
 
 class LocalIndex:
-    """Uploads under *root* (None: uploads off) and the files of *dirs* (read-only)."""
+    """Uploads under *root* (None: none) and the files of *dirs* (read-only); a *watch*ed
+    root is not made here but looked for until another proxy on the cache dir makes it
+    (at most once a WATCH_SECONDS of *clock*), then read for good."""
 
-    def __init__(self, root: Optional[str], dirs: Tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        root: Optional[str],
+        dirs: Tuple[str, ...] = (),
+        watch: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.root = root
         self.dirs = dirs
+        self._found = root is not None and not watch  # the root exists (once seen, for good)
+        self._clock = clock
+        self._next_look = 0.0
         self._lock = threading.Lock()  # the memo dicts below
+        # The --local-dir folders' files by project, and the folders' mtimes they were
+        # listed at (looked at again at most once a WATCH_SECONDS).
+        self._dir_listing: Tuple[tuple, Dict[str, list]] = ((), {})
+        self._next_dir_look = 0.0
+        self._folder_stats: Dict[str, tuple] = {}  # upload folder -> (mtime, files, bytes)
         # One writer thread per process: on NFS, flock is per process (infra.atomic).
         self._writing = threading.Lock()
         self._pages: Dict[str, tuple] = {}  # project -> (key, LocalPage)
         self._hashes: Dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of a --local-dir file
-        if root is not None:
+        if self._found:
             os.makedirs(root, exist_ok=True)
 
     @property
     def active(self) -> bool:
-        return self.root is not None or bool(self.dirs)
+        """Whether there is a local index to serve now (pages then change at once)."""
+        return self._uploads_root() is not None or bool(self.dirs)
+
+    def _uploads_root(self) -> Optional[str]:
+        """The root of the uploads, once it exists (a race of two looks costs a stat)."""
+        if not self._found and self.root is not None:
+            now = self._clock()
+            if now >= self._next_look:
+                self._next_look = now + WATCH_SECONDS
+                self._found = os.path.isdir(self.root)
+        return self.root if self._found else None
 
     # ------------------------------------------------------------------ reading
 
     def _uploaded(self, project: str) -> Iterator[tuple]:
         """(file name, path, stat) of each uploaded file of *project*, and its sidecars'."""
-        if self.root is None:
+        root = self._uploads_root()
+        if root is None:
             return
-        folder = os.path.join(self.root, project)
+        folder = os.path.join(root, project)
         try:
             entries = os.scandir(folder)
         except (FileNotFoundError, NotADirectoryError):
@@ -103,36 +136,60 @@ class LocalIndex:
                     continue
                 yield entry.name, entry.path, found
 
-    def _dir_files(self) -> Iterator[tuple]:
-        """(project, file name, path, stat) of every wheel and sdist of the --local-dir
-        folders: flat, or one folder per project."""
-        for top in self.dirs:
-            for entry in _listing(top):
-                for item in [entry] if entry.is_file() else _listing(entry.path):
-                    if not (item.is_file() and is_dist_filename(item.name)):
-                        continue
-                    try:
-                        found = item.stat()
-                    except OSError:  # removed since the listing: the others stand
-                        continue
-                    yield parse_dist_filename(item.name).project, item.name, item.path, found
+    def _dir_projects(self) -> Dict[str, list]:
+        """Project -> [(file name, path)] of the wheels and sdists of the --local-dir
+        folders (flat, or one folder per project): listed again only once a folder's
+        mtime changed (a file added, removed or renamed), looked at once a WATCH_SECONDS
+        at most, so that a page request never walks them."""
+        now = self._clock()
+        with self._lock:
+            stamps, projects = self._dir_listing
+            if not self.dirs or now < self._next_dir_look:
+                return projects
+            self._next_dir_look = now + WATCH_SECONDS
+        folders = [(top, _listing(top)) for top in self.dirs]
+        folders += [(entry.path, None) for _, entries in folders for entry in entries if entry.is_dir()]
+        new_stamps = tuple((path, _mtime(path)) for path, _ in folders)
+        if new_stamps == stamps:
+            return projects
+        if not all(_settled(mtime) for _, mtime in new_stamps):
+            new_stamps = ()  # a change within the mtime's resolution may follow: list again next time
+        projects = {}
+        for path, entries in folders:
+            for item in _listing(path) if entries is None else entries:
+                if item.is_file() and is_dist_filename(item.name):
+                    projects.setdefault(parse_dist_filename(item.name).project, []).append((item.name, item.path))
+        with self._lock:
+            self._dir_listing = (new_stamps, projects)
+        return projects
+
+    def _dir_files(self, project: str) -> list:
+        """(file name, path, stat) of *project*'s files in the --local-dir folders."""
+        found = []
+        for name, path in self._dir_projects().get(project, ()):
+            try:
+                found.append((name, path, os.stat(path)))
+            except OSError:  # removed since the listing: the others stand
+                continue
+        return found
 
     def projects(self) -> list:
         """Every local project name (a project whose files were all deleted is gone)."""
         names = set()
-        if self.root is not None:
+        root = self._uploads_root()
+        if root is not None:
             with contextlib.suppress(OSError):
-                for entry in os.scandir(self.root):
+                for entry in os.scandir(root):
                     if entry.is_dir() and not is_private(entry.name):
                         if any(is_dist_filename(name) for name, _, _ in self._uploaded(entry.name)):
                             names.add(entry.name)
-        names.update(found[0] for found in self._dir_files())
+        names.update(self._dir_projects())
         return sorted(names)
 
     def page(self, project: NormalizedName) -> Optional[LocalPage]:
         """The local page of *project*, or None when it has no local file."""
         uploaded = sorted(self._uploaded(project))
-        listed = [(name, path, st) for found, name, path, st in self._dir_files() if found == project]
+        listed = self._dir_files(project)
         key = tuple((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, _, st in uploaded + listed)
         with self._lock:
             cached = self._pages.get(project)
@@ -174,13 +231,14 @@ class LocalIndex:
         return {"sha256": digest, "size": st.st_size, "upload-time": upload_time(st.st_mtime)}
 
     def _find(self, project: NormalizedName, filename: str) -> Optional[_Found]:
-        if self.root is not None:
-            path = os.path.join(self.root, project, filename)
+        root = self._uploads_root()
+        if root is not None:
+            path = os.path.join(root, project, filename)
             info = self._info(project, filename)
             if info is not None and os.path.isfile(path):
                 return _Found(path, info)
-        for found, name, path, _ in self._dir_files():
-            if found == project and name == filename:
+        for name, path, _ in self._dir_files(project):
+            if name == filename:
                 return _Found(path, {})
         return None
 
@@ -208,23 +266,40 @@ class LocalIndex:
         return body
 
     def stats(self) -> Tuple[int, int]:
-        """(files, bytes) of the uploaded files."""
-        count = size = 0
-        for project in self.projects():
-            for name, _, st in self._uploaded(project):
-                if is_dist_filename(name):
-                    count, size = count + 1, size + st.st_size
-        return count, size
+        """(files, bytes) of the uploaded files, for every scrape of /metrics: a project's
+        folder is listed again only once its mtime changed (an upload or a delete), so a
+        scrape costs one stat a project."""
+        root = self._uploads_root()
+        if root is None:
+            return 0, 0
+        with self._lock:
+            known = self._folder_stats
+        current = {}
+        for entry in _listing(root):
+            if is_private(entry.name) or not entry.is_dir():
+                continue
+            mtime = _mtime(entry.path)
+            counted = known.get(entry.name)
+            if counted is None or counted[0] != mtime:
+                sizes = [st.st_size for name, _, st in self._uploaded(entry.name) if is_dist_filename(name)]
+                counted = (mtime if _settled(mtime) else None, len(sizes), sum(sizes))
+            current[entry.name] = counted
+        with self._lock:
+            self._folder_stats = current
+        return sum(counted[1] for counted in current.values()), sum(counted[2] for counted in current.values())
 
     # ------------------------------------------------------------------ writing
 
     def exists(self, project: NormalizedName, filename: str) -> bool:
         return self._find(project, filename) is not None
 
-    def store(self, upload: Upload) -> None:
-        """Store *upload* (its temp file is linked, then removed by the caller).
+    def store(self, upload: Upload) -> bool:
+        """Store *upload* (its temp file is linked, then removed by the caller); False,
+        nothing written, when the same file (name and sha256) is stored already.
 
-        :raises Conflict: a file of that name exists, or was stored meanwhile.
+        :raises Conflict: the project has a file of that name with other bytes (or put
+            there by hand), one whose name differs only in spelling, or (an sdist) the
+            release's sdist.
         """
         assert self.root is not None
         folder = os.path.join(self.root, upload.project)
@@ -238,8 +313,14 @@ class LocalIndex:
             "yanked": None,
         }
         with self._project_lock(folder):
-            if self.exists(upload.project, upload.filename):
+            taken = self._taken_by(upload.project, upload.filename)
+            if taken == upload.filename:
+                stored = self._find(upload.project, upload.filename)  # a --local-dir file's info: {}
+                if stored is not None and stored.info.get("sha256") == upload.sha256:
+                    return False
                 raise Conflict(_exists(upload.filename))
+            if taken is not None:
+                raise Conflict(_clash(upload.filename, taken))
             if upload.metadata is not None:
                 write_atomically(path + METADATA_SUFFIX, upload.metadata)
                 info["metadata-sha256"] = hashlib.sha256(upload.metadata).hexdigest()
@@ -248,6 +329,18 @@ class LocalIndex:
                 os.link(upload.temp, path)  # never replaces: the name is taken at most once
             except FileExistsError:
                 raise Conflict(_exists(upload.filename)) from None
+        return True
+
+    def _taken_by(self, project: NormalizedName, filename: str) -> Optional[str]:
+        """The local file of *project* that *filename* would be: itself (uploaded, by
+        hand, or in a --local-dir folder), one spelled otherwise, or the release's sdist."""
+        assert self.root is not None
+        names = [entry.name for entry in _listing(os.path.join(self.root, project))]
+        names += [name for name, _ in self._dir_projects().get(project, ())]
+        if filename in names:
+            return filename
+        wanted = _one_per_release(filename)
+        return next((name for name in names if is_dist_filename(name) and _one_per_release(name) == wanted), None)
 
     def yank(self, project: NormalizedName, filename: str, reason: Optional[str]) -> None:
         """Mark an uploaded file yanked with *reason* (PEP 592), or not (None).
@@ -296,6 +389,19 @@ class LocalIndex:
                 lock.release()
 
 
+def _mtime(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _settled(mtime: Optional[int]) -> bool:
+    """Whether a folder's mtime is old enough to tell a later change (file systems keep
+    it to a few ms, some to a second or two)."""
+    return mtime is not None and time.time() - mtime / 1e9 > 2.0
+
+
 def _listing(folder: str) -> list:
     """The entries of *folder* by name, or none if it cannot be read."""
     try:
@@ -313,6 +419,21 @@ def upload_time(seconds: float) -> str:
 
 def _exists(filename: str) -> str:
     return f"File already exists: {filename!r} (a file name is never reused; upload a new version)"
+
+
+def _one_per_release(filename: str) -> tuple:
+    """What a release holds once, as PyPI compares it: the project (PEP 503) and version
+    (PEP 440) normalized, then a wheel's build and compatibility tags in lower case, or
+    its one sdist (.tar.gz or .zip)."""
+    dist = parse_dist_filename(filename)
+    rest = filename[:-4].lower().split("-")[2:] if dist.wheel else ["sdist"]
+    return dist.project, version_key(dist.version), tuple(rest)
+
+
+def _clash(filename: str, stored: str) -> str:
+    if not parse_dist_filename(filename).wheel:
+        return f"Only one sdist may be uploaded per release: {stored!r} is stored, {filename!r} refused"
+    return f"File already exists: {filename!r} is {stored!r} spelled otherwise (names compare normalized, as on PyPI)"
 
 
 def _entry(filename: str, path: str, info: dict) -> FileEntry:

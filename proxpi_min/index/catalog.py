@@ -310,8 +310,8 @@ class Catalog:
             generation = tuple(lookup.generation for lookup in lookups)
             stale = any(lookup.stale for lookup in lookups)
             hit = self._count(lookups, range(len(self.caches)))
-        if self._local is not None:
-            local_names = self._local.projects()
+        local_names = self._local.projects() if self._local is not None else []
+        if local_names:  # none (a server watching for uploads): the upstreams' list, not merged again
             lists.append(ProjectList.from_names(local_names))
             generation += (hash(tuple(local_names)),)
         policy = self._policy if self._policy.filters_list else None
@@ -388,6 +388,12 @@ class Catalog:
             policy.count_refused(which)
             logger.info("refused %s/%s: not listed%s", name, filename, note)
         raise NotFound(f"{filename!r} is not a file of project {name!r}{note}")
+
+    def policy_counts(self) -> dict:
+        """What the policies counted (:meth:`Policy.counts`), the local files' among them."""
+        counts = collections.Counter(self._policy.counts())
+        counts.update(self._local_policy.counts())
+        return dict(counts)
 
     def invalidate_project(self, name: NormalizedName) -> None:
         for cache in self.caches:

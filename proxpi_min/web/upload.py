@@ -21,7 +21,6 @@ from ..core.errors import (
     BadRequest,
     BasicUnauthorized,
     ConfigError,
-    Conflict,
     Forbidden,
     InsufficientStorage,
     LengthRequired,
@@ -223,7 +222,8 @@ class Uploads:
         :raises BadRequest: the form or the file is refused (the message says why).
         :raises LengthRequired: no Content-Length (a chunked body).
         :raises PayloadTooLarge: past PROXPI_MAX_UPLOAD_SIZE.
-        :raises Conflict: the project has a file of that name.
+        :raises Conflict: the project has that file with other bytes, or its release
+            has it spelled otherwise (LocalIndex.store); the same bytes again are a 200.
         :raises BadRequest: the token may not publish the project.
         :raises RequestTooSlow: the body came under MIN_UPLOAD_RATE.
         :raises ConnectionError: the body stopped short.
@@ -250,11 +250,14 @@ class Uploads:
                 os.close(fd)
             upload = self._check(form, temp, grant)
             with _disk():
-                self.local.store(upload)
+                stored = self.local.store(upload)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
-        logger.info("stored upload %s/%s (%d bytes)", upload.project, upload.filename, upload.size)
+        if stored:
+            logger.info("stored upload %s/%s (%d bytes)", upload.project, upload.filename, upload.size)
+        else:  # a re-run publish job: answered as PyPI does, as if stored
+            logger.info("upload %s/%s is stored already, the same bytes: kept", upload.project, upload.filename)
         return f"stored {upload.project}/{upload.filename} ({upload.size} bytes, sha256 {upload.sha256})"
 
     def _too_large(self) -> str:
@@ -305,7 +308,8 @@ class Uploads:
                     field += piece
 
     def _check(self, form: _Form, temp: str, grant: Grant) -> Upload:
-        """Every check of an upload, before anything is stored; the upload to store."""
+        """Every check of an upload but against the files stored (LocalIndex.store makes
+        those under the project's lock, racing uploads too); the upload to store."""
         fields = {name: bytes(value).decode("utf-8", "replace").strip() for name, value in form.fields.items()}
         if fields.get(":action", "file_upload") != "file_upload":
             raise BadRequest(f"unsupported :action {fields[':action']!r} (only file_upload)")
@@ -328,8 +332,6 @@ class Uploads:
             if wanted and not hmac.compare_digest(wanted.lower(), digest.hexdigest()):
                 raise BadRequest(f"the {field} does not match the file's bytes: the upload is damaged")
         self.check_project(grant, dist.project)
-        if self.local.exists(dist.project, filename):
-            raise Conflict(f"File already exists: {filename!r} (a file name is never reused; upload a new version)")
         metadata, requires_python = None, fields.get("requires_python") or None
         if dist.wheel:
             metadata = _wheel_metadata(temp, filename)

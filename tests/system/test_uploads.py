@@ -1,6 +1,7 @@
 """Private packages: uploads as twine and uv publish send them, every refusal with nothing
-stored, the local index served beside the upstream (alone by default: no dependency
-confusion), --local-dir, yank and delete, offline uploads, two workers."""
+stored, the same file again answered as stored (as on PyPI), the local index served
+beside the upstream (alone by default: no dependency confusion), --local-dir, yank and
+delete, offline uploads, two workers, a proxy without uploads on the publisher's cache dir."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import pytest
 
 from tests.support.cache_dir import sized_wheel
 from tests.support.dists import Dist, make_sdist, make_wheel
+from tests.support.prometheus import parse, sample
 from tests.support.proxy import REPO_ROOT, ProxyProcess, assert_healthy, http, narrow_link, pip_env, raw_request, run_pip
 from tests.support.uploads import basic_auth, encode_form, twine_fields
 
@@ -140,12 +142,15 @@ def test_uv_publish_then_pip_installs(proxy, upstream_html, acme, tmp_path):
     assert published.returncode == 0, published.stderr
     _ok(run_pip(["install", "--target", str(tmp_path / "t"), "acme-app"], p.index_url))
     assert (tmp_path / "t" / "acme_app.py").exists()
-    # The same again: uv reports the refusal (PyPI's rule: a file name is never reused).
-    again = subprocess.run(
-        ["uv", "publish", "--publish-url", f"{p.url}/upload/", "--token", TOKEN, str(wheel)],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert again.returncode != 0 and "409" in again.stderr
+    # The same file again (a re-run publish job) succeeds, as on PyPI; other bytes under
+    # the name are refused, and uv reports it (PyPI's rule: a file name is never reused).
+    command = ["uv", "publish", "--publish-url", f"{p.url}/upload/", "--token", TOKEN, str(wheel)]
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    wheel.write_bytes(make_wheel("acme-app", "1.0", module_source="REBUILT = True\n").content)
+    other = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert other.returncode != 0 and "409" in other.stderr
+    assert p.get(f"/index/acme-app/{acme.filename}").body == acme.content
 
 
 @needs_twine
@@ -270,17 +275,95 @@ def test_any_user_name_and_a_bearer_token_work(proxy, upstream_html):
 
 def test_a_second_upload_of_a_name_is_refused_even_racing(proxy, upstream_html, acme):
     p = proxy(upstream_html, upload_token=TOKEN)
-    statuses = []
-    threads = [threading.Thread(target=lambda: statuses.append(_upload(p, acme).status)) for _ in range(4)]
+    builds = [make_wheel("acme-app", "1.0", module_source=f"BUILD = {number}\n") for number in range(4)]
+    statuses = {}
+    threads = [threading.Thread(target=lambda b=b: statuses.update({b.sha256: _upload(p, b).status})) for b in builds]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(statuses) == [200, 409, 409, 409]
-    again = _upload(p, acme)
+    assert sorted(statuses.values()) == [200, 409, 409, 409]
+    (winner,) = [build for build in builds if statuses[build.sha256] == 200]
+    again = _upload(p, builds[1] if winner is builds[0] else builds[0])
     assert again.status == 409 and "File already exists" in again.text
-    assert p.get(f"/index/acme-app/{acme.filename}").body == acme.content
+    assert p.get(f"/index/acme-app/{acme.filename}").body == winner.content
+    assert _json_page(p, "acme-app")["files"][0]["hashes"] == {"sha256": winner.sha256}
     assert not [name for name in _stored(p) if "/.tmp-" in name or name.startswith(".tmp-")]
+
+
+def test_the_same_file_again_is_answered_as_stored_even_racing(proxy, upstream_html, acme):
+    """A re-run publish job: twine (whose --skip-existing is PyPI's only) and uv publish
+    fail on a 409; PyPI answers 200 where the name and hashes match, and so do we, with
+    the first answer's body and nothing rewritten."""
+    p = proxy(upstream_html, upload_token=TOKEN)
+    first = _upload(p, acme)
+    assert first.status == 200, first.text
+    assert _post(p.url, f"/local/acme-app/{acme.filename}?yank=bad", {"Authorization": basic_auth(TOKEN)}).status == 200
+    before = _json_page(p, "acme-app")["files"]
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(_upload(p, acme))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [(answer.status, answer.text) for answer in answers] == [(200, first.text)] * 4
+    assert _json_page(p, "acme-app")["files"] == before  # upload time and yank kept
+    assert not [name for name in _stored(p) if ".tmp-" in name]
+
+
+def test_a_file_put_there_by_hand_is_never_listed_under_an_uploads_hash(proxy, upstream_html):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    by_hand = make_wheel("acme-hand", "1.0", module_source="BY_HAND = True\n")
+    folder = Path(p.settings.cache_dir) / "local" / "acme-hand"
+    folder.mkdir(parents=True)
+    (folder / by_hand.filename).write_bytes(by_hand.content)
+    refused = _upload(p, make_wheel("acme-hand", "1.0"))
+    assert refused.status == 409 and "File already exists" in refused.reason
+    assert _stored(p) == ["acme-hand", f"acme-hand/{by_hand.filename}"]  # no sidecar written
+    assert p.get("/index/acme-hand/").status == 404
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "reason"),
+    [
+        ("dupname-1.0-py3-none-any.whl", "DupName-1.0-py3-none-any.whl", "spelled otherwise"),
+        ("dupname-1.0-py3-none-any.whl", "dupname-1.0.0-py3-none-any.whl", "spelled otherwise"),
+        ("dupname-1.0.tar.gz", "dupname-1.0.zip", "Only one sdist may be uploaded per release"),
+        ("dupname-1.0.tar.gz", "DupName-1.0.tar.gz", "Only one sdist may be uploaded per release"),
+    ],
+    ids=["case", "version-spelling", "zip-beside-tar", "sdist-case"],
+)
+def test_a_release_holds_one_file_per_normalized_name_and_one_sdist(proxy, upstream_html, first, second, reason):
+    """As PyPI: names compared normalized (PEP 503 project, PEP 440 version, tags in any
+    case), one sdist per release."""
+    p = proxy(upstream_html, upload_token=TOKEN)
+    dist = (make_wheel if first.endswith(".whl") else make_sdist)("dupname", "1.0")
+    assert _upload(p, dist, filename=first).status == 200
+    refused = _upload(p, dist, filename=second)  # the same bytes too: PyPI refuses them as well
+    assert refused.status == 409 and reason in refused.reason and repr(first) in refused.text
+    assert [entry["filename"] for entry in _json_page(p, "dupname")["files"]] == [first]
+    assert sorted(_stored(p)) == sorted(["dupname", f"dupname/{first}", f"dupname/.info-{first}"]
+                                        + ([f"dupname/{first}.metadata"] if first.endswith(".whl") else []))
+
+
+def test_a_proxy_without_uploads_serves_those_another_proxy_on_its_cache_dir_makes(proxy, upstream_html, dists):
+    """The reader started first, before the local folder existed: it looks for it once a
+    second, then serves local projects from it, pages checked on each use."""
+    reader = proxy(upstream_html)
+    cache = reader.settings.cache_dir
+    page = reader.get("/index/alpha/")
+    assert dists.alpha_2.filename in page.text and page.headers["Cache-Control"] == "max-age=600, public"
+    publisher = proxy(upstream_html, upload_token=TOKEN, cache_dir=cache)
+    internal = make_wheel("alpha", "0.5")
+    assert _upload(publisher, internal).status == 200
+    deadline = time.monotonic() + 3.0
+    while internal.filename not in reader.get("/index/alpha/").text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page = reader.get("/index/alpha/")
+    assert internal.filename in page.text and dists.alpha_2.filename not in page.text
+    assert page.headers["X-Proxpi-Policy"] == "local" and page.headers["Cache-Control"] == "no-cache"
+    assert reader.get(f"/index/alpha/{internal.filename}").body == internal.content
+    assert "alpha" in reader.get("/index/").text
 
 
 def test_an_upload_past_a_heads_limit_sent_in_one_write(proxy, upstream_html):
@@ -480,6 +563,7 @@ def test_upstream_pages_and_files_without_a_local_index_keep_their_lifetimes(pro
     p = proxy(upstream_html)
     assert p.get("/index/alpha/").headers["Cache-Control"] == "max-age=600, public"
     assert p.get(f"/index/alpha/{dists.alpha_1.filename}").headers["Cache-Control"].endswith("immutable")
+    assert json.loads(p.get("/", {"Accept": "application/json"}).body)["local_index"] is None
 
 
 @pytest.mark.parametrize(
@@ -517,6 +601,9 @@ def test_guard_rails_apply_to_local_files(proxy, upstream_html, acme):
     assert acme.filename in cooled.get("/index/acme-app/").text  # no cooldown for one's own uploads
     strict = proxy(upstream_html, min_age=3600.0, min_age_local=True, cache_dir=p.settings.cache_dir)
     assert acme.filename not in strict.get("/index/acme-app/").text
+    # The local file the cooldown hid is counted as any other.
+    hidden = parse(strict.get("/metrics").text)[1]
+    assert sample(hidden, "proxpi_policy_hidden_files_total", policy="cooldown") == 1
 
 
 def test_upload_while_offline(proxy, acme, tmp_path):
@@ -595,17 +682,18 @@ def test_warm_and_verify_know_the_local_files(proxy, upstream_html, acme, dists,
         (["--local-dir", "/nonexistent/wheels"], "--local-dir='/nonexistent/wheels' is not a directory"),
     ],
 )
-def test_a_bad_token_file_or_local_dir_stops_the_start(args, message):
-    result = subprocess.run([sys.executable, "-m", "proxpi_min", *args, "--check-config"], cwd=str(REPO_ROOT),
-                            env=pip_env(), capture_output=True, text=True, timeout=60)
+def test_a_bad_token_file_or_local_dir_stops_the_start(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "proxpi_min", *args, "--cache-dir", str(tmp_path), "--check-config"],
+                            cwd=str(REPO_ROOT), env=pip_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and message in result.stderr
 
 
 def test_a_token_file_line_with_a_bad_pattern_stops_the_start(tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("good-token acme-*\nbad-token acme/..\n")
-    result = subprocess.run([sys.executable, "-m", "proxpi_min", "--upload-tokens", str(tokens), "--check-config"],
-                            cwd=str(REPO_ROOT), env=pip_env(), capture_output=True, text=True, timeout=60)
+    command = [sys.executable, "-m", "proxpi_min", "--upload-tokens", str(tokens), "--cache-dir", str(tmp_path / "cache")]
+    result = subprocess.run([*command, "--check-config"], cwd=str(REPO_ROOT), env=pip_env(), capture_output=True,
+                            text=True, timeout=60)
     assert result.returncode == 2 and "line 2" in result.stderr and "bad-token" not in result.stderr
 
 

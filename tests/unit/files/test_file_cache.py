@@ -239,6 +239,22 @@ def test_FileCache_largest_files_include_what_another_process_stored_and_evicted
         asked.close()
 
 
+@pytest.mark.parametrize("offline_cap", [0, len(DATA) // 2])
+def test_FileCache_offline_never_evicts_what_was_warmed(tmp_path, source, offline_cap) -> None:
+    root = str(tmp_path / "files")
+    warming = FileCache(root, 10 * len(DATA), Upstream(1.0, 1.0))
+    assert warming.ensure("a", source) is True
+    warming.close()
+    stored = tmp_path / "files" / "a" / f"sha256-{source.hashes[0][1]}" / source.filename
+    offline = FileCache(root, offline_cap, upstream=None, offline=True)  # a cap smaller than what was warmed
+    try:
+        assert stored.read_bytes() == DATA and offline.stats() == (len(DATA), 1)
+        assert offline.has("a", source, False)
+    finally:
+        offline.close()
+    assert stored.exists()
+
+
 def test_FileCache_counts_stored_files_only(tmp_path) -> None:
     root = tmp_path / "files"
     stored = root / "p" / "sha256-ab" / "p-1.0-py3-none-any.whl"
