@@ -109,8 +109,12 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         metadata.learn_stored_later()
     indexes = Catalog(
         [
-            IndexCache(index, upstream, store, settings.offline, metrics=metrics, background=background)
-            for index, store in stores
+            # An extra index's refusal of a project it lacks is no failure of the merged page.
+            IndexCache(
+                index, upstream, store, settings.offline, metrics=metrics, background=background,
+                refusal_is_absence=position > 0,
+            )
+            for position, (index, store) in enumerate(stores)
         ],
         settings.page_memory,
         offline=settings.offline,

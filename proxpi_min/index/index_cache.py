@@ -146,10 +146,15 @@ class IndexCache:
         clock: Callable[[], float] = time.monotonic,
         metrics: Optional[Metrics] = None,
         background: Optional[Background] = None,
+        refusal_is_absence: bool = False,
     ) -> None:
         """*background*: where pages are saved after the answer has gone out (without
-        one, they are saved before it)."""
+        one, they are saved before it). *refusal_is_absence*: a 401 or 403 for a page
+        means this index has no such project (an extra index on cloud storage, such as
+        PyTorch's, refuses the projects it does not have; pip and uv skip such an index)."""
         self.settings = settings
+        self._absent = (401, 403, 404, 410) if refusal_is_absence else (404, 410)
+        self._refusal_told = False
         self.metrics = metrics or Metrics()
         self._label = settings.display_url
         self._upstream = upstream
@@ -328,7 +333,8 @@ class IndexCache:
         url = self.settings.url if key == LIST_KEY else f"{self.settings.url}{key}/"
         try:
             response = self._upstream.fetch_page(
-                url, UPSTREAM_ACCEPT, entry.etag if entry else None, entry.last_modified if entry else None
+                url, UPSTREAM_ACCEPT, entry.etag if entry else None, entry.last_modified if entry else None,
+                self._absent,
             )
             now = self._clock()
             if response.status == 304 and entry is not None:
@@ -345,7 +351,13 @@ class IndexCache:
             # Links resolve against the page's URL without credentials: file URLs, pages
             # and saved copies never carry them (Upstream adds them per host).
             page_url = redact_url(response.url)
-            if response.status == 404:
+            if response.status in self._absent:
+                if response.status in (401, 403) and not self._refusal_told:
+                    self._refusal_told = True
+                    logger.warning(
+                        "index %s answered %d for %s: taken as not having it, as for every project it refuses "
+                        "(an extra index)", self._label, response.status, page_url,
+                    )
                 new = _Entry(None, page_url, None, None, now)
             else:
                 try:

@@ -20,7 +20,7 @@ import ssl
 import threading
 import urllib.parse
 import zlib
-from typing import Iterable, Iterator, NamedTuple, Optional
+from typing import Collection, Iterable, Iterator, NamedTuple, Optional
 
 from ..core.settings import ProxySettings
 from ..core.urls import redact_url
@@ -415,10 +415,12 @@ class Upstream:
         accept: str,
         etag: Optional[str] = None,
         last_modified: Optional[str] = None,
+        absent: Collection[int] = (404, 410),
     ) -> PageResponse:
         """GET an index page; conditional when *etag*/*last_modified* are given.
 
-        :returns: a 200, 304 or 404 answer.
+        :returns: a 200 or 304 answer, or one of the statuses *absent* (the index has no
+            such page).
         :raises UpstreamError: unreachable, timed out (UpstreamTimeout: also when the
             whole fetch takes over PAGE_DEADLINE_READS read timeouts), a 5xx or other
             unexpected status, or a body over MAX_PAGE_SIZE (BadUpstreamPage).
@@ -445,10 +447,10 @@ class Upstream:
         finally:
             deadline.cancel()
         self._finish(key, conn, response)
-        if response.status not in (200, 304, 404, 410):
+        if response.status not in (200, 304) and response.status not in absent:
             raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
         return PageResponse(
-            404 if response.status == 410 else response.status,
+            response.status,
             body,
             response.headers.get("Content-Type", ""),
             final_url,

@@ -523,3 +523,19 @@ def test_access_line_of_a_range_cut_short_says_what_was_sent(proxy, upstream_htm
     assert 0 < got < dist.size - 10
     lines = [r.getMessage() for r in caplog.records if f'"GET /index/alpha/{dist.filename}"' in r.getMessage()]
     assert any(f'" 206 {got} ' in line for line in lines), (got, lines)
+
+
+def test_an_extra_index_that_refuses_projects_it_lacks_leaves_the_page_to_the_others(proxy, upstream_html, scripted, dists, caplog):
+    # Cloud storage behind an extra index (PyTorch's) answers 403 for what it lacks.
+    for path in ("/simple/alpha/", "/simple/beta/"):
+        scripted.routes[path] = (403, {"Content-Type": "application/xml"}, b"<Error><Code>AccessDenied</Code></Error>")
+    p = proxy(upstream_html, scripted.url)
+    for project in ("alpha", "beta"):
+        page = p.get(f"/index/{project}/")
+        assert page.status == 200 and dists.alpha_1.filename in p.get("/index/alpha/").text, page
+    assert p.get("/index/nothing-anywhere/").status == 404
+    told = [r for r in caplog.records if "taken as not having it" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelname == "WARNING", "told once, not per project"
+    # The root index's refusal is no absence: its projects must not come from elsewhere.
+    refusing_root = proxy(scripted.url, upstream_html)
+    assert refusing_root.get("/index/alpha/").status == 502

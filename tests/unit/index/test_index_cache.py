@@ -50,7 +50,7 @@ class FakeUpstream:
         self.gate: threading.Event | None = None
         self.gated: str | None = None  # only this project's fetches wait (None: all)
 
-    def fetch_page(self, url, accept, etag=None, last_modified=None):
+    def fetch_page(self, url, accept, etag=None, last_modified=None, absent=(404, 410)):
         self.calls.append((url, etag))
         name = url[len(BASE):].strip("/")
         body = self.pages.get(name)  # a held answer is the page as it was when asked
