@@ -110,9 +110,7 @@ class Accounting:
         """The *count* largest stored files as (project, file name, size), from the
         view in memory (no directory walk), brought up to date with what other
         processes on the directory stored and evicted."""
-        with contextlib.suppress(OSError):  # closed: a stop meanwhile; the view as it is
-            with self._ledger.locked() as ledger:
-                self._sync(ledger)
+        self.catch_up()
         with self.lock:
             found = heapq.nlargest(count, self.files.items(), key=lambda item: item[1][0])
         out = []
@@ -120,6 +118,12 @@ class Accounting:
             stored = parse_stored(os.path.relpath(path, self.root))
             out.append((stored.project, stored.filename, size))
         return out
+
+    def catch_up(self) -> None:
+        """Bring the view up to date with what other processes stored and evicted."""
+        with contextlib.suppress(OSError):  # closed: a stop meanwhile; the view as it is
+            with self._ledger.locked() as ledger:
+                self._sync(ledger)
 
     def paths(self) -> list:
         """The path of every stored file, from the view in memory (no directory walk)."""

@@ -38,6 +38,7 @@ __all__ = ["FileCache"]
 logger = logging.getLogger(__name__)
 
 MAX_SIZES = 10_000  # sizes learned from upstream answers, for files listed without one
+OFFLINE_CATCH_UP = 2.0  # seconds between two reads of what other processes stored, offline
 
 
 class FileCache:
@@ -62,6 +63,7 @@ class FileCache:
         self._lock = threading.Lock()  # guards _downloads and _last_sweep
         self._downloads: dict = {}
         self._last_sweep = time.monotonic()
+        self._next_catch_up = 0.0
         self._sizes: dict = {}  # path -> size upstream gave (HEAD, Content-Range) for pages without sizes
         self._spools: "weakref.WeakSet[LockFile]" = weakref.WeakSet()  # spool locks handed to downloads
         # Told of every file stored (files.metadata reads a wheel's METADATA then).
@@ -72,7 +74,14 @@ class FileCache:
 
     @property
     def generation(self) -> int:
-        """Changes whenever a file is stored or evicted (by any process we heard of)."""
+        """Changes whenever a file is stored or evicted (by any process we heard of).
+        Offline, this process stores nothing that would make it hear: what others
+        (``warm``) did is read every OFFLINE_CATCH_UP seconds."""
+        if self._offline:
+            now = time.monotonic()
+            if now >= self._next_catch_up:
+                self._next_catch_up = now + OFFLINE_CATCH_UP
+                self._accounting.catch_up()
         return self._accounting.generation
 
     # ------------------------------------------------------------------ stats

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import collections
 import functools
-import itertools
 import logging
 import threading
 import time
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 from ..core.errors import BadUpstreamPage, UpstreamError, UpstreamTimeout
 from ..core.names import NormalizedName
@@ -32,11 +31,12 @@ from ..core.units import backoff
 from ..core.urls import redact_url
 from ..infra.background import Background
 from ..infra.metrics import Metrics
+from .page_entry import DROPPED, Lookup, PageEntry
 from .page_store import LIST_KEY, PageStore, RawPage, SavedPage
 from .residence import Residence
 from .upstream import Upstream
 
-__all__ = ["IndexCache", "Lookup", "Residency"]
+__all__ = ["IndexCache", "Residency"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,56 +49,11 @@ RETRY_MAX = 300.0
 # A page that could not be saved (disk full, read-only) is saved again on a use at
 # least this long after the failed attempt.
 SAVE_RETRY = 5.0
+# Offline, a page's saved copy is looked at again after this long: warm, or a newer copy
+# of the directory, may have rewritten it (read again only then).
+OFFLINE_RECHECK = 2.0
 
 MAX_REFUSALS = 10_000  # pages never fetched whose last fetch failed, in their back-off
-
-Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
-_DROPPED: Any = object()  # an entry whose page was dropped from memory (see above)
-_generations = itertools.count(1)
-
-
-class Lookup(NamedTuple):
-    """One index's answer for a page, as the catalog merges it."""
-
-    value: Value
-    generation: int  # changes whenever value does
-    stale: bool  # the last refresh failed; value is the last good copy
-    cached: bool = True  # answered from memory, without asking upstream or the disk
-    # Seconds it stays fresh here (the TTL less its age); None: not counted (offline, stale).
-    fresh_for: Optional[float] = None
-
-
-class _Entry:
-    __slots__ = (
-        "value", "generation", "fetched", "url", "etag", "last_modified", "failures", "retry_at", "save_at", "raw"
-    )
-
-    def __init__(self, value: Value, url: str, etag: Optional[str], last_modified: Optional[str], fetched: float) -> None:
-        self.value = value
-        self.generation = next(_generations)
-        self.fetched = fetched
-        self.url = url
-        self.etag = etag
-        self.last_modified = last_modified
-        self.failures = 0
-        self.retry_at = 0.0
-        self.save_at = 0.0  # not 0: the last save failed; try again from then on
-        self.raw: Optional[RawPage] = None  # the page as upstream sent it, until saved
-
-    def lookup(self) -> Lookup:
-        return Lookup(self.value, self.generation, self.failures > 0)
-
-    @property
-    def held(self) -> bool:
-        return self.value is not _DROPPED
-
-    def dropped(self) -> "_Entry":
-        """A copy without the page (see ``residence``). A copy, so that a thread holding
-        this entry still finds its page in it."""
-        copy = _Entry(_DROPPED, self.url, self.etag, self.last_modified, self.fetched)
-        copy.generation, copy.failures, copy.retry_at = self.generation, self.failures, self.retry_at
-        return copy
-
 
 class Residency(NamedTuple):
     """Which pages of an index are held in memory now (see ``residence``)."""
@@ -162,7 +117,7 @@ class IndexCache:
         self._offline = offline
         self._clock = clock
         self._background = background
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, PageEntry] = {}
         self._residence = Residence(self._entries)  # what of them stays in memory
         self._flights: dict[str, _Flight] = {}
         self._failing: set = set()  # keys whose last refresh failed (served stale)
@@ -231,20 +186,20 @@ class IndexCache:
     def resident(self) -> Residency:
         """The keys whose answers are in memory now, and those dropped from it."""
         with self._lock:
-            dropped = frozenset(key for key, entry in self._entries.items() if entry.value is _DROPPED)
+            dropped = frozenset(key for key, entry in self._entries.items() if entry.value is DROPPED)
             return Residency(frozenset(self._entries) - dropped, dropped)
 
     # ------------------------------------------------------------------ lookup
 
-    def _usable(self, entry: _Entry, now: float) -> bool:
+    def _usable(self, entry: PageEntry, now: float) -> bool:
         if self._offline:
-            return True
+            return now - entry.fetched < OFFLINE_RECHECK
         if now - entry.fetched < self.settings.ttl:
             return True
         # In back-off after a failure: keep serving the stale copy without asking.
         return entry.failures > 0 and now < entry.retry_at
 
-    def _fresh_lookup(self, entry: _Entry, now: float) -> Lookup:
+    def _fresh_lookup(self, entry: PageEntry, now: float) -> Lookup:
         """*entry*'s answer at *now*, with how long it stays fresh here."""
         answer = entry.lookup()
         if self._offline or entry.failures or entry.fetched == float("-inf"):
@@ -256,7 +211,7 @@ class IndexCache:
         with self._lock:
             now = self._clock()
             entry = self._entries.get(key)
-            if entry is not None and entry.value is not _DROPPED and self._usable(entry, now):
+            if entry is not None and entry.value is not DROPPED and self._usable(entry, now):
                 self._residence.used(key)
                 if 0 < entry.save_at <= now:
                     entry.save_at, unsaved = now + SAVE_RETRY, entry
@@ -292,24 +247,39 @@ class IndexCache:
                     del self._flights[key]
             flight.done.set()
 
-    def _refresh(self, key: str, entry: Optional[_Entry], flight: _Flight) -> Lookup:
+    def _refresh(self, key: str, entry: Optional[PageEntry], flight: _Flight) -> Lookup:
         """Bring *key* up to date from its saved copy or upstream, as *flight*; runs
         without the lock."""
+        if self._offline:
+            return self._reread(key, entry)
         entry, answer = self._load_saved(key, entry)
         if answer is not None:
             return answer
-        if self._offline:
-            if entry is None:  # this index never had it: as if upstream said 404
-                entry = _Entry(None, "", None, None, float("-inf"))
-                self._store_entry(key, entry, droppable=False)
-            return entry.lookup()
         return self._fetch(key, entry, flight)
 
-    def _load_saved(self, key: str, entry: Optional[_Entry]) -> tuple:
+    def _reread(self, key: str, entry: Optional[PageEntry]) -> Lookup:
+        """Offline: *key*'s saved copy (none: as if upstream said 404), read again only
+        once its file changed since *entry* was read."""
+        stamp = self._store.stamp(key) if self._store is not None else None
+        now = self._clock()
+        if entry is not None and entry.held and entry.stamp == stamp:
+            with self._lock:
+                entry.fetched = now
+            return entry.lookup()
+        saved = self._store.load(key) if self._store is not None and stamp is not None else None
+        if saved is None:
+            entry = PageEntry(None, "", None, None, now)
+        else:
+            entry = PageEntry(saved.value, saved.url, saved.etag, saved.last_modified, now)
+        entry.stamp = stamp
+        self._store_entry(key, entry, droppable=saved is not None)
+        return entry.lookup()
+
+    def _load_saved(self, key: str, entry: Optional[PageEntry]) -> tuple:
         """(entry, answer): *entry* with its page read back from the saved copy if it was
         dropped, or the saved copy as an expired entry if *key* was never in memory; the
         answer when the page read back is still fresh (else None: ask upstream)."""
-        if entry is not None and entry.value is _DROPPED:
+        if entry is not None and entry.value is DROPPED:
             saved = self._store.load(key) if self._store is not None else None
             if saved is None or saved.etag != entry.etag:
                 return None, None  # gone, or rewritten by another proxy: start afresh
@@ -322,11 +292,11 @@ class IndexCache:
             saved = self._store.load(key)
             if saved is not None:
                 # Loaded as expired-but-usable: revalidated now, the fallback if that fails.
-                entry = _Entry(saved.value, saved.url, saved.etag, saved.last_modified, float("-inf"))
+                entry = PageEntry(saved.value, saved.url, saved.etag, saved.last_modified, float("-inf"))
                 self._store_entry(key, entry, droppable=True)
         return entry, None
 
-    def _fetch(self, key: str, entry: Optional[_Entry], flight: _Flight) -> Lookup:
+    def _fetch(self, key: str, entry: Optional[PageEntry], flight: _Flight) -> Lookup:
         """Ask upstream for *key*, conditionally when *entry* has validators: a 304 keeps
         *entry*, a 404 or a new page replaces it, a failure serves it stale. If *flight*
         is superseded by the time the answer comes, the answer changes nothing kept."""
@@ -358,7 +328,7 @@ class IndexCache:
                         "index %s answered %d for %s: taken as not having it, as for every project it refuses "
                         "(an extra index)", self._label, response.status, page_url,
                     )
-                new = _Entry(None, page_url, None, None, now)
+                new = PageEntry(None, page_url, None, None, now)
             else:
                 try:
                     if key == LIST_KEY:
@@ -370,7 +340,7 @@ class IndexCache:
                     _check_plausible(value, entry)
                 except BadUpstreamPage as exc:  # which index, of several, sent it
                     raise BadUpstreamPage(f"{exc}: {page_url}") from None
-                new = _Entry(value, page_url, response.etag, response.last_modified, now)
+                new = PageEntry(value, page_url, response.etag, response.last_modified, now)
                 if key != LIST_KEY:
                     new.raw = RawPage(response.body, response.content_type)
         except UpstreamError as exc:
@@ -380,7 +350,7 @@ class IndexCache:
             self._save_later(key, new)
         return self._fresh_lookup(new, now)
 
-    def _save_later(self, key: str, entry: _Entry) -> None:
+    def _save_later(self, key: str, entry: PageEntry) -> None:
         """Save *entry* after the answer."""
         self._later(functools.partial(self._save, key, entry))
 
@@ -391,12 +361,12 @@ class IndexCache:
         else:
             self._background.submit(job)
 
-    def _touch(self, key: str, entry: _Entry) -> None:
+    def _touch(self, key: str, entry: PageEntry) -> None:
         """*entry*, revalidated unchanged: its saved copy touched, or saved again if gone."""
         if not self._store.touch(key):
             self._save(key, entry)
 
-    def _save(self, key: str, entry: _Entry) -> None:
+    def _save(self, key: str, entry: PageEntry) -> None:
         """Save *entry*'s page for a restart (or forget the saved copy of a page upstream
         no longer has). Once saved, the page may leave memory and be read back; if it
         could not be saved, a later use of it tries again (see SAVE_RETRY)."""
@@ -424,7 +394,7 @@ class IndexCache:
             )
         return page
 
-    def _store_entry(self, key: str, entry: _Entry, droppable: bool, flight: Optional[_Flight] = None) -> bool:
+    def _store_entry(self, key: str, entry: PageEntry, droppable: bool, flight: Optional[_Flight] = None) -> bool:
         """Store *entry*; a *droppable* one (its saved copy is current) may later leave
         memory and be read back. False: not stored, *flight* (the fetch that made it)
         was superseded by an invalidation."""
@@ -441,7 +411,7 @@ class IndexCache:
             self._refusals.pop(key, None)
             self._last_success = time.time()
 
-    def _failed(self, key: str, entry: Optional[_Entry], error: UpstreamError, flight: _Flight) -> Lookup:
+    def _failed(self, key: str, entry: Optional[PageEntry], error: UpstreamError, flight: _Flight) -> Lookup:
         outcome = "timeout" if isinstance(error, UpstreamTimeout) else "error"
         self.metrics.upstream.inc(self._label, "page", outcome)
         costly = isinstance(error, (BadUpstreamPage, UpstreamTimeout))
@@ -476,7 +446,7 @@ class IndexCache:
         return entry.lookup()._replace(stale=True)
 
 
-def _check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[_Entry]) -> None:
+def _check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[PageEntry]) -> None:
     """Refuse an answer that would wipe out a good copy: an empty page or list where
     the copy we have lists something is far likelier an upstream fault than real.
     Except a quarantined project (PEP 792), whose files an index must no longer offer."""

@@ -118,6 +118,14 @@ class PageStore:
         # key is LIST_KEY or a NormalizedName, checked by names.parse_project_name
         return os.path.join(self.directory, key + ".json")
 
+    def stamp(self, key: str) -> Optional[tuple]:
+        """What tells the saved page of *key* changed (rewritten, replaced); None: none saved."""
+        try:
+            found = os.stat(self._path(key))
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+
     def load(self, key: str) -> Optional[SavedPage]:
         """The saved page for *key* (a project name or LIST_KEY), if any and readable."""
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from proxpi_min.core.errors import IntegrityError, NotFound
+from proxpi_min.files import file_cache as file_cache_module
 from proxpi_min.files.file_cache import FileCache
 from proxpi_min.files.ledger import Ledger
 from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
@@ -253,6 +254,20 @@ def test_FileCache_offline_never_evicts_what_was_warmed(tmp_path, source, offlin
     finally:
         offline.close()
     assert stored.exists()
+
+
+def test_FileCache_offline_hears_what_warm_stores_beside_it(tmp_path, source, monkeypatch) -> None:
+    monkeypatch.setattr(file_cache_module, "OFFLINE_CATCH_UP", 0.0)  # every look reads the journal
+    root = str(tmp_path / "files")
+    offline = FileCache(root, 10 * len(DATA), upstream=None, offline=True)
+    warming = FileCache(root, 10 * len(DATA), Upstream(1.0, 1.0))
+    try:
+        before = offline.generation
+        assert warming.ensure("a", source) is True
+        assert offline.generation != before, "offline pages would keep listing the files as they were"
+    finally:
+        warming.close()
+        offline.close()
 
 
 def test_FileCache_counts_stored_files_only(tmp_path) -> None:

@@ -16,7 +16,7 @@ from proxpi_min.index import catalog as catalog_module, rendered_pages
 from proxpi_min.infra.background import Background
 from proxpi_min.core.settings import IndexSettings
 from proxpi_min.core.errors import BadUpstreamPage, Forbidden, NotFound, UpstreamError
-from proxpi_min.index.index_cache import IndexCache
+from proxpi_min.index.index_cache import OFFLINE_RECHECK, IndexCache
 from proxpi_min.infra.aggregate import merged_health
 from proxpi_min.index.catalog import Catalog
 from proxpi_min.core.names import NormalizedName
@@ -321,6 +321,30 @@ def test_IndexCache_offline_uses_saved_pages_only(upstream, clock, tmp_path) -> 
     assert offline.project(NormalizedName("beta")).value is None  # as if upstream had none
     assert len(upstream.calls) == calls
     assert offline.saved_projects() == ["alpha"]
+
+
+def test_IndexCache_offline_reads_a_saved_page_again_once_warm_rewrote_it(upstream, clock, tmp_path, monkeypatch) -> None:
+    make_cache(upstream, clock, tmp_path).project(alpha())
+    offline = make_cache(upstream, clock, tmp_path, offline=True)
+    first = offline.project(alpha())
+    assert offline.project(NormalizedName("beta")).value is None
+    reads = []
+    real_load = PageStore.load
+    monkeypatch.setattr(PageStore, "load", lambda store, key: reads.append(key) or real_load(store, key))
+    clock.now += OFFLINE_RECHECK
+    assert offline.project(alpha()).generation == first.generation and reads == []  # unchanged: not read
+    # warm, in another process, saves a new alpha page and a first beta page.
+    upstream.pages["alpha"] = page_body("alpha", ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"])
+    upstream.pages["beta"] = page_body("beta", ["beta-1.0.tar.gz"])
+    warming = make_cache(upstream, clock, tmp_path, ttl=0.0)
+    for name in ("alpha", "beta"):
+        warming.project(NormalizedName(name))
+    assert len(offline.project(alpha()).value.files) == 1  # within the recheck: as read
+    clock.now += OFFLINE_RECHECK
+    assert [e.filename for e in offline.project(alpha()).value.files] == ["alpha-1.0.tar.gz", "alpha-2.0.tar.gz"]
+    assert offline.project(NormalizedName("beta")).value.files[0].filename == "beta-1.0.tar.gz"
+    offline.invalidate("alpha")  # DELETE /cache/alpha: looked at again at once
+    assert offline.project(alpha()).value is not None
 
 
 @pytest.mark.parametrize("first_time", [True, False])
