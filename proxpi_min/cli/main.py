@@ -164,7 +164,7 @@ def _add_warm_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--jobs", type=_jobs, default=DEFAULT_JOBS, help="files fetched at once (default %(default)s)")
     group.add_argument("--wheels-only", action="store_true", help="skip sdists")
     group.add_argument("--platform", action="append", default=[],
-                       help="only wheels for this platform tag (and 'any'), repeatable, e.g. manylinux_2_17_x86_64")
+                       help="only wheels that run on a machine of this platform tag (older manylinux, musllinux and macOS tags of its CPU too, and 'any'), repeatable, e.g. manylinux_2_28_x86_64")
     group.add_argument("--python-version", type=_python_version, help="only wheels for this Python, e.g. 3.11")
     _add_index_options(parser)
 
@@ -172,7 +172,9 @@ def _add_warm_options(parser: argparse.ArgumentParser) -> None:
 def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("verify")
     group.add_argument("--cache-dir", help="the cache directory, required (PROXPI_CACHE_DIR)")
-    group.add_argument("--repair", action="store_true", help="delete bad files, so that the next request fetches them again")
+    group.add_argument("--repair", action="store_true", help="delete bad files, so that the next request fetches them again, and what killed writers left")
+    group.add_argument("--offline", action="store_true",
+                       help="the dir is for an offline proxy: a stored file no saved page lists (which it cannot serve) fails the check")
     group.add_argument("--jobs", type=_jobs, default=DEFAULT_JOBS, help="files hashed at once (default %(default)s)")
 
 
@@ -225,13 +227,13 @@ def _parser() -> argparse.ArgumentParser:
         "warm", usage=usage["warm"], argument_default=argparse.SUPPRESS, help="fetch every file that lock files name into a cache dir",
         description="Fetch every file that lock files name into the cache dir, through the configured "
         "indices (never from the URLs in the lock files), for an offline proxy to serve. "
-        "Exit status: 0 all in the cache, 1 some failed (each named), 2 unusable input.",
+        "Exit status: 0 all in the cache, 1 some failed (each named), 2 unusable input, 130 interrupted (Ctrl-C).",
     )))
     _add_verify_options(commands.add_parser(
         "verify", usage=usage["verify"], argument_default=argparse.SUPPRESS, help="re-hash a cache dir's files and load its saved pages",
         description="Re-hash every file of a cache dir against the hash it is stored under, and "
-        "load every saved index page. Exit status: 0 all good, 1 something bad (each named), "
-        "2 not a cache dir.",
+        "load every saved index page, and name the stored files no saved page lists. Exit status: "
+        "0 all good, 1 something bad (with --offline, or not listed; each named), 2 not a cache dir.",
     ))
     general = parser.add_argument_group("general")
     general.add_argument("-h", "--help", action="help", help="show this help and exit")
@@ -285,7 +287,8 @@ def _verify(flags: dict) -> int:
         print("proxpi-min verify: error: --cache-dir (or PROXPI_CACHE_DIR) is required", file=sys.stderr)
         return 2
     return run_verify(
-        cache_dir, repair=flags.get("repair", False), jobs=flags["jobs"], out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty()
+        cache_dir, repair=flags.get("repair", False), offline=flags.get("offline", False), jobs=flags["jobs"],
+        out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty(),
     )
 
 

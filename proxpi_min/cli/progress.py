@@ -33,6 +33,7 @@ class Progress:
         self._started = clock()
         self._drawn = float("-inf")
         self._lock = threading.Lock()
+        self._finished = False  # nothing is written after finish (warm's abandoned downloads may end later)
         self.done = 0
         self.done_bytes = 0
         self.moved_bytes = 0  # fetched (or hashed) now, for the rate
@@ -52,6 +53,8 @@ class Progress:
     def advance(self, size: int, moved: bool, message: Optional[str] = None) -> None:
         """One more file done (*moved*: its bytes were fetched or hashed now)."""
         with self._lock:
+            if self._finished:
+                return
             self.done += 1
             self.done_bytes += size
             if moved:
@@ -70,6 +73,8 @@ class Progress:
     def note(self, message: str) -> None:
         """A line of its own (a warning), above the progress line on a terminal."""
         with self._lock:
+            if self._finished:
+                return
             if self._tty:
                 self._stream.write(f"\r\x1b[K{message}\n{self.line()}")
             else:
@@ -78,6 +83,7 @@ class Progress:
 
     def finish(self) -> None:
         with self._lock:
+            self._finished = True
             if self._tty:
                 self._stream.write(f"\r\x1b[K{self.line()}\n")
                 self._stream.flush()

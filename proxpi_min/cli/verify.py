@@ -1,10 +1,12 @@
-"""The ``verify`` command: re-hash a cache dir's files, load its saved pages, and hold
-the size ledger and its journal to the files on disk."""
+"""The ``verify`` command: re-hash a cache dir's files, load its saved pages, hold the
+size ledger and its journal to the files on disk, find the files no saved page lists
+and what killed writers left."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import fcntl
 import os
 from typing import Iterable, NamedTuple, Optional, TextIO
 
@@ -17,9 +19,12 @@ from ..files.layout import METADATA_SUFFIX, Target, files_root, index_root, loca
 from ..files.ledger import LEDGER_NAME, Ledger, scan
 from ..files.local import LocalIndex
 from ..index.page_store import LIST_KEY, PageStore
+from ..infra.atomic import LOCK_PREFIX, TEMP_PREFIX, remove_temp_files, temp_in_use
 from .progress import DEFAULT_JOBS, Progress
 
 __all__ = ["run_verify"]
+
+NAMED_UNLISTED = 3  # file names given of a project's files no saved page lists; the rest counted
 
 class _Checked(NamedTuple):
     path: str
@@ -186,19 +191,95 @@ def _accounting(files_dir: str, rewrite: bool, out: TextIO) -> list:
     return problems
 
 
-def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS, out: TextIO, err: TextIO, tty: bool = False) -> int:
+def _unlisted(files_dir: str, results: list, pages: Iterable[ProjectPage]) -> dict:
+    """Project folder -> the names of its good stored files that no saved page lists: an
+    offline proxy lists only the files a saved page names (online, the page is fetched
+    again). Metadata files go with their wheel; files put by hand elsewhere are left out."""
+    stored = {
+        checked.path for checked in results
+        if checked.problem is None and not checked.gone and not checked.path.endswith(METADATA_SUFFIX)
+        and checked.path.startswith(files_dir + os.sep) and os.path.relpath(checked.path, files_dir).count(os.sep) == 2
+    }
+    for page in pages:
+        for entry in page.files:
+            with contextlib.suppress(ProxpiError):
+                stored.discard(Target(files_dir, page.name, entry, False).path)
+    unlisted: dict = {}
+    for path in sorted(stored):
+        folder = os.path.join(files_dir, os.path.relpath(path, files_dir).split(os.sep)[0])
+        unlisted.setdefault(folder, []).append(os.path.basename(path))
+    return unlisted
+
+
+def _leftovers(cache_dir: str) -> list:
+    """The temp and lock files (``infra.atomic``) under *cache_dir* that no living
+    writer holds: what a killed one left."""
+    found = []
+    for root in (files_root(cache_dir), index_root(cache_dir), local_root(cache_dir)):
+        for folder, _, names in os.walk(root):
+            for name in names:
+                path = os.path.join(folder, name)
+                if (name.startswith(LOCK_PREFIX) and not _lock_held(path)) or (
+                    name.startswith(TEMP_PREFIX) and not temp_in_use(path)
+                ):
+                    found.append(path)
+    return found
+
+
+def _lock_held(path: str) -> bool:
+    """Whether a writer holds the lock file at *path* (or it went meanwhile). A shared
+    lock is refused only then; taken, it is let go at once and the file left in place."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _sweep_leftovers(cache_dir: str, files_dir: str) -> bool:
+    """Remove what killed writers left, as a proxy's start does when alone on the dir;
+    False (nothing removed) when a proxy or ``warm`` uses it: its own sweep will."""
+    # Every process on the dir counts itself in the ledger's users; no ledger: none ever did.
+    ledger = Ledger(files_dir) if os.path.isfile(os.path.join(files_dir, LEDGER_NAME)) else None
+    try:
+        if ledger is not None and not ledger.register_user():
+            return False
+        remove_temp_files(files_dir, folders=True)
+        remove_temp_files(index_root(cache_dir))
+        remove_temp_files(local_root(cache_dir))
+        return True
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def run_verify(
+    cache_dir: str, *, repair: bool = False, offline: bool = False, jobs: int = DEFAULT_JOBS, out: TextIO, err: TextIO,
+    tty: bool = False,
+) -> int:
     """Re-hash every stored file and load every saved page of *cache_dir*.
 
     A file is checked against the hash in its path; a ``.metadata`` file against the
     hash a saved page gives for it; an uploaded file (the local index) against the hash
     recorded at its upload; the ledger's total and the journal's files against the disk.
     A file or page gone between the listing and its check (a proxy serving from the dir
-    evicted it) is not bad: it is counted apart.
+    evicted it) is not bad: it is counted apart. A good file that no saved page lists
+    is named by project: an offline proxy cannot serve it (*offline*: the dir is to be
+    served so, and such a file fails the check; online the page is fetched again, and
+    pruned pages leave such files). Temp and lock files a killed writer left are counted.
     With *repair*, bad files and pages are deleted (the next request fetches them
-    again), but never an uploaded file, which nothing could fetch; and the ledger and
-    journal are rewritten from the disk.
+    again), but never an uploaded file, which nothing could fetch; the ledger and
+    journal are rewritten from the disk; what killed writers left is removed unless a
+    proxy uses the dir. Files no saved page lists stay: their bytes are good.
 
-    :returns: 0 all good, 1 anything bad (each named once, on *out*), 2 not a cache dir.
+    :returns: 0 all good, 1 anything bad or (*offline*) not listed (each named once, on
+        *out*), 2 not a cache dir.
     """
     files_dir = files_root(cache_dir)
     if not os.path.isdir(files_dir) and not os.path.isdir(index_root(cache_dir)):
@@ -214,6 +295,8 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
     bad = pages.bad + [(checked.path, checked.problem) for checked in results if checked.problem is not None]
     unchecked = sum(1 for checked in results if checked.unchecked)
     gone = pages.gone + sum(1 for checked in results if checked.gone)
+    unlisted = _unlisted(files_dir, results, pages.projects)
+    leftovers = _leftovers(cache_dir)
     accounting = _accounting(files_dir, False, out)
     removed = 0
     for path, problem in bad:
@@ -226,14 +309,25 @@ def run_verify(cache_dir: str, *, repair: bool = False, jobs: int = DEFAULT_JOBS
                 removed += 1
             except OSError as exc:
                 out.write(f"cannot remove {path}: {exc.strerror}\n")
+    for folder, names in unlisted.items():
+        more = f" and {len(names) - NAMED_UNLISTED} more" if len(names) > NAMED_UNLISTED else ""
+        out.write(f"not listed: {folder}: no saved page lists {', '.join(names[:NAMED_UNLISTED])}{more}\n")
     bad += accounting
     if repair and (removed or accounting):  # the files removed above leave the ledger too
         bad += _accounting(files_dir, True, out)
+    left = f"{len(leftovers)} temp and lock files a killed writer left"
+    if repair and leftovers:
+        swept = _sweep_leftovers(cache_dir, files_dir)
+        left += f", {sum(1 for path in leftovers if not os.path.lexists(path))} removed" if swept else (
+            ", kept: a proxy uses the dir and sweeps them")
+    not_listed = sum(len(names) for names in unlisted.values())
     out.write(
         f"verify: {len(results)} files ({human_size(total_bytes)}), {pages.count} saved pages: {len(bad)} bad"
         + (f", {removed} removed" if repair else "")
+        + (f", {not_listed} on no saved page (an offline proxy cannot serve them)" if not_listed else "")
         + (f", {unchecked} without a hash to check" if unchecked else "")
         + (f", {gone} gone before their check" if gone else "")
+        + (f", {left}" if leftovers else "")
         + "\n"
     )
-    return 1 if bad else 0
+    return 1 if bad or (offline and unlisted) else 0

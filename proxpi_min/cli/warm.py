@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import concurrent.futures
+import collections
 import os
+import threading
 import time
 from typing import Callable, Optional, TextIO
 
@@ -27,7 +28,9 @@ from ..app.proxy import build_proxy
 from ..files.layout import Target
 from .progress import DEFAULT_JOBS, Progress, capture_logs
 
-__all__ = ["Refusal", "run_warm"]
+__all__ = ["INTERRUPTED", "Refusal", "run_warm"]
+
+INTERRUPTED = 130  # 128 + SIGINT: the status a shell gives a command Ctrl-C stopped
 
 # The policy seam: (project, entry) -> why the proxy would refuse to serve the file, or
 # None. By default the server's guard rails (Catalog.refusal) answer.
@@ -64,18 +67,58 @@ def _why_nothing(lock: ParsedLock) -> str:
     return f"no {'[[packages]]' if lock.format == 'pylock' else '[[package]]'} tables in it"
 
 
+def _run_each(work: Callable, items: list, jobs: int) -> None:
+    """``work(item)`` for every item, *jobs* at a time, in daemon threads. Ctrl-C
+    (KeyboardInterrupt in this thread) starts no more and returns at once: the items
+    under way end with the process (ThreadPoolExecutor would wait for them, at exit too).
+
+    :raises KeyboardInterrupt: once the rest is called off.
+    """
+    pending = collections.deque(items)
+    stop = threading.Event()
+    errors: list = []
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                item = pending.popleft()
+            except IndexError:
+                return
+            try:
+                work(item)
+            except Exception as exc:  # a bug: raised in the caller, as pool.map would
+                errors.append(exc)
+                stop.set()
+
+    threads = [threading.Thread(target=worker, name="proxpi-warm", daemon=True) for _ in range(min(jobs, len(items)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    if errors:
+        raise errors[0]
+
+
 def _fetch_pages(indexes, projects: list, jobs: int) -> dict:
     """project -> merged ProjectPage or the ProxpiError that stopped it (pages are saved
-    by the index caches, so the offline proxy lists these projects)."""
+    by the index caches, so the offline proxy lists these projects).
 
-    def page(project: NormalizedName):
+    :raises KeyboardInterrupt: Ctrl-C.
+    """
+    pages: dict = {}
+
+    def page(project: NormalizedName) -> None:
         try:
-            return project, indexes.project_page(project)
+            pages[project] = indexes.project_page(project)
         except ProxpiError as exc:
-            return project, exc
+            pages[project] = exc
 
-    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        return dict(pool.map(page, projects))
+    _run_each(page, projects, jobs)
+    return pages
 
 
 def run_warm(
@@ -92,8 +135,21 @@ def run_warm(
     """Fetch every file the lock files at *paths* name into ``settings.cache_dir``.
 
     :returns: 0 when every wanted file is in the cache, 1 when any failed, 2 for
-        unusable input (named on *err* in one line).
+        unusable input (named on *err* in one line), INTERRUPTED after Ctrl-C (what was
+        done summed up; the downloads under way are left, never a partial file).
     """
+    try:
+        return _warm(settings, paths, jobs, filters, refusal, out, err, tty)
+    except KeyboardInterrupt:  # Ctrl-C outside the pages and downloads: a start, an end
+        err.write("proxpi-min warm: interrupted\n")
+        return INTERRUPTED
+
+
+def _warm(
+    settings: Settings, paths: list, jobs: int, filters: Filters, refusal: Optional[Refusal],
+    out: TextIO, err: TextIO, tty: bool,
+) -> int:
+    """:func:`run_warm`, Ctrl-C outside the pages and downloads left to it."""
     if not settings.cache_dir:
         err.write("proxpi-min warm: error: --cache-dir (or PROXPI_CACHE_DIR) is required\n")
         return 2
@@ -115,7 +171,11 @@ def run_warm(
         return 2
     started = time.monotonic()
     try:
-        pages = _fetch_pages(caches.indexes, list(wanted), jobs)
+        try:
+            pages = _fetch_pages(caches.indexes, list(wanted), jobs)
+        except KeyboardInterrupt:
+            out.write(f"warm: interrupted while reading the pages of {len(wanted)} projects: no file fetched\n")
+            return INTERRUPTED
         # The server's guard rails unless the caller gives its own.
         targets, failures, skipped = _select(
             wanted, pages, filters, refusal or caches.indexes.refusal, caches.policy.not_found_note
@@ -124,24 +184,26 @@ def run_warm(
         held = caches.local.exists if caches.local is not None else (lambda project, filename: False)
         local = [target for target in targets if held(target[0], target[1].filename)]
         to_fetch = [target for target in targets if target not in local]
-        fetched, cached, more_failures = _fetch_files(caches.files, to_fetch, jobs, err, tty)
+        fetched, cached, more_failures, interrupted = _fetch_files(caches.files, to_fetch, jobs, err, tty)
         cached += [entry.filename for _, entry, _ in local]
     finally:
         caches.indexes.close()
-        caches.files.close()
+        caches.files.close()  # removes the temp files of the downloads left under way
         caches.upstream.close()
     failures += more_failures
     elapsed = time.monotonic() - started
     fetched_bytes = sum(size for _, size in fetched)
+    not_done = len(targets) - len(fetched) - len(cached) - len(more_failures)
     out.write(
         f"warm: {len(targets) + len(failures) - len(more_failures) + skipped} files wanted: {len(fetched)} fetched"
         f" ({human_size(fetched_bytes)} in {elapsed:.1f} s), {len(cached)} already cached,"
-        f" {len(failures)} failed" + (f", {skipped} skipped by filters" if skipped else "") + "\n"
+        f" {len(failures)} failed" + (f", {skipped} skipped by filters" if skipped else "")
+        + (f", {not_done} not done (interrupted)" if interrupted else "") + "\n"
     )
     for failure in failures:
         detail = f" ({failure.detail})" if failure.detail else ""
         out.write(f"failed: {failure.what}: {failure.reason}{detail} [{failure.origin}]\n")
-    return 1 if failures else 0
+    return INTERRUPTED if interrupted else 1 if failures else 0
 
 
 def _select(
@@ -183,8 +245,9 @@ def _select(
 
 
 def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tuple:
-    """(fetched [(name, size)], cached [name], failures): each target stored through the
-    file cache, *jobs* at a time."""
+    """(fetched [(name, size)], cached [name], failures, interrupted): each target
+    stored through the file cache, *jobs* at a time, until Ctrl-C (*interrupted*: the
+    files done by then)."""
     sizes = [entry.size for _, entry, _ in targets]
     total_bytes = 0 if None in sizes else sum(sizes)
     progress = Progress(err, "warm", len(targets), total_bytes, tty)
@@ -214,8 +277,10 @@ def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tup
         progress.advance(entry.size or 0, False, f"failed {entry.filename}: {failure.reason}")
 
     try:
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            list(pool.map(one, targets))
+        _run_each(one, targets, jobs)
+    except KeyboardInterrupt:
+        # Copies: the downloads left under way may still add to the lists.
+        return list(fetched), list(cached), list(failures), True
     finally:
         undo()
         progress.finish()
@@ -224,7 +289,7 @@ def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tup
     for project, entry, origin in targets:
         if entry.filename in done and not files.has(project, entry):
             failures.append(Failure(entry.filename, origin, NOT_STORED, "evicted: the cache size cap is too small for the set"))
-    return fetched, cached, failures
+    return fetched, cached, failures, False
 
 
 def _stored_size(files, project: NormalizedName, entry: FileEntry) -> int:

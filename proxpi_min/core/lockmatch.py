@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Iterable, NamedTuple, Optional
 
 from .lockfiles import Wanted
@@ -20,6 +22,7 @@ __all__ = [
     "REFUSED",
     "UPSTREAM_ERROR",
     "match_files",
+    "platform_fits",
     "wheel_fits",
 ]
 
@@ -29,6 +32,17 @@ HASH_DIFFERS = "hash differs"
 UPSTREAM_ERROR = "upstream error"
 REFUSED = "refused by policy"
 NOT_STORED = "not stored"
+
+# Tags read as core.wheelpick reads them (its reader is private to it), the target's too.
+_PLATFORM = re.compile(r"(manylinux|musllinux|macosx)_([0-9]{1,9})_([0-9]{1,9})_(.+)\Z")  # PEP 600, PEP 656, macOS
+_LEGACY = re.compile(r"(manylinux1|manylinux2010|manylinux2014)_(.+)\Z")
+_LEGACY_GLIBC = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}  # PEP 513, 571, 599
+# The macOS binary formats a CPU runs besides its own (packaging.tags._mac_binary_formats).
+_MAC_FORMATS = {
+    "arm64": frozenset({"universal2"}),
+    "x86_64": frozenset({"intel", "fat64", "fat32", "universal2", "universal"}),
+    "i386": frozenset({"intel", "fat32", "fat", "universal"}),
+}
 
 
 class Failure(NamedTuple):
@@ -51,7 +65,7 @@ class Filters(NamedTuple):
     """Which of the wanted files to fetch (the rest are skipped, not failed)."""
 
     wheels_only: bool = False
-    platforms: tuple = ()  # wheel platform tags; "any" always fits
+    platforms: tuple = ()  # the target machines' platform tags (see platform_fits); "any" always fits
     python_version: Optional[tuple] = None  # (3, 11)
 
     def keeps(self, filename: str) -> bool:
@@ -61,26 +75,70 @@ class Filters(NamedTuple):
 
 
 def wheel_fits(filename: str, platforms: Iterable[str], python_version: Optional[tuple]) -> bool:
-    """Whether a wheel (PEP 427 name, PEP 425 compressed tags) fits one of *platforms*
-    and *python_version* (either empty: no condition)."""
+    """Whether a wheel (PEP 427 name, PEP 425 compressed tags) runs on a machine of one
+    of *platforms* (see :func:`platform_fits`) and on *python_version* (either empty:
+    no condition)."""
     wheel = parse_wheel_name(filename)
     if wheel is None:
         return False
-    platforms = set(platforms)
-    if platforms and "any" not in wheel.platforms and not wheel.platforms & platforms:
+    platforms = tuple(platforms)
+    if platforms and not any(platform_fits(tag, target) for tag in wheel.platforms for target in platforms):
         return False
-    if python_version is None:
-        return True
+    return python_version is None or _python_fits(wheel.pythons, wheel.abis, python_version)
+
+
+def _python_fits(pythons: frozenset, abis: frozenset, python_version: tuple) -> bool:
+    """Whether CPython *python_version* takes a wheel of these tags, as pip does
+    (packaging.tags): ``cpXY``, ``pyX``, ``pyXY`` of its minor or an older one."""
     major, minor = python_version
-    if wheel.pythons & {f"py{major}", f"py{major}{minor}", f"cp{major}{minor}"}:
+    if pythons & {f"py{major}", f"cp{major}{minor}"}:
         return True
-    # PEP 384: an abi3 wheel built for cp3X runs on every CPython 3.Y with Y >= X.
-    if "abi3" in wheel.abis:
-        for tag in wheel.pythons:
-            built_for = parse_decimal(tag[3:]) if tag.startswith(f"cp{major}") else None
-            if built_for is not None and built_for <= minor:
-                return True
+    for tag in pythons:
+        if tag.startswith(f"py{major}"):
+            built_for = parse_decimal(tag[len(f"py{major}"):])
+        elif tag.startswith(f"cp{major}") and "abi3" in abis:  # PEP 384: runs on every later 3.Y
+            built_for = parse_decimal(tag[len(f"cp{major}"):])
+        else:
+            continue
+        if built_for is not None and built_for <= minor:
+            return True
     return False
+
+
+@functools.lru_cache(maxsize=1024)  # a lock repeats a few dozen platform tags
+def _platform(tag: str) -> Optional[tuple]:
+    """(family, architecture, version) of a Linux or macOS platform tag, else None."""
+    match = _PLATFORM.match(tag)
+    if match is not None:
+        return match.group(1), match.group(4), (int(match.group(2)), int(match.group(3)))
+    match = _LEGACY.match(tag)
+    if match is not None:
+        return "manylinux", match.group(2), _LEGACY_GLIBC[match.group(1)]
+    if tag.startswith("linux_"):
+        return "linux", tag[len("linux_"):], ()
+    return None
+
+
+def platform_fits(tag: str, target: str) -> bool:
+    """Whether a wheel of platform *tag* runs on a machine whose own tag is *target*, as
+    pip reads the tags (packaging.tags): a glibc no newer than the target's (PEP 600,
+    the legacy manylinux1/2010/2014 read as 2.5/2.12/2.17), a musl of the same major
+    and no newer minor (PEP 656), a macOS no newer, of the target's CPU or a universal
+    format holding it; a plain ``linux_<arch>`` build on either libc; ``any``. Other
+    tags (``win_amd64``) fit only themselves."""
+    if tag in (target, "any"):
+        return True
+    wheel, machine = _platform(tag), _platform(target)
+    if wheel is None or machine is None or machine[0] == "linux":
+        return False
+    family, arch, version = wheel
+    if family == "linux":  # packaging.tags._linux_platforms: last, after the libc's own tags
+        return machine[0] in ("manylinux", "musllinux") and arch == machine[1]
+    if family != machine[0] or version > machine[2]:
+        return False
+    if family == "musllinux" and version[0] != machine[2][0]:
+        return False
+    return arch == machine[1] or (family == "macosx" and arch in _MAC_FORMATS.get(machine[1], ()))
 
 
 def _short(hashes: Iterable[tuple]) -> str:

@@ -85,7 +85,7 @@ def _warm_copy_verify(upstream, lock: Path, tmp_path: Path) -> Path:
     upstream.stop()
     airgapped = tmp_path / "airgapped-cache"
     shutil.copytree(connected, airgapped)
-    verified = _proxpi(["verify", "--cache-dir", str(airgapped)])
+    verified = _proxpi(["verify", "--offline", "--cache-dir", str(airgapped)])
     assert verified.returncode == 0 and "0 bad" in verified.stdout, verified.stdout + verified.stderr
     return airgapped
 
@@ -120,7 +120,7 @@ def test_the_guide_writes_the_routes_these_tests_run():
     for command in (
         "uv pip compile --generate-hashes requirements.in -o requirements.txt",
         f"python proxpi.pyz warm --cache-dir {DOC_CACHE_DIR} requirements.txt",
-        f"python proxpi.pyz verify --cache-dir {DOC_CACHE_DIR}",
+        f"python proxpi.pyz verify --offline --cache-dir {DOC_CACHE_DIR}",
         f"python proxpi.pyz --offline --cache-dir {DOC_CACHE_DIR} &",
         f"pip install --require-hashes -r requirements.txt --index-url {DOC_INDEX_URL}",
         f"uv pip install -r requirements.txt --index-url {DOC_INDEX_URL}",

@@ -74,7 +74,9 @@ def test_help_lists_the_commands_first():
         ("serve", FLAGS + ("--check-config",), ("--jobs", "--wheels-only", "--repair")),
         ("warm", tuple(f for f in FLAGS if f not in SERVE_ONLY) + ("--jobs", "--wheels-only", "--platform",
                                                                    "--python-version", "FILE"), SERVE_ONLY),
-        ("verify", ("--cache-dir", "--repair", "--jobs"), SERVE_ONLY + ("--index-url",)),
+        # verify's --offline: check the dir as an offline proxy will serve it.
+        ("verify", ("--cache-dir", "--repair", "--offline", "--jobs"),
+         tuple(f for f in SERVE_ONLY if f != "--offline") + ("--index-url",)),
     ],
 )
 def test_command_help_shows_its_own_flags_only(command, flags, absent):

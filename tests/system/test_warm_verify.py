@@ -8,8 +8,10 @@ import os
 import pty
 import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from proxpi_min.cli.verify import run_verify
 from proxpi_min.cli.warm import run_warm
 from proxpi_min.core.lockmatch import Filters
 from proxpi_min.core.settings import parse_settings
+from proxpi_min.files.ledger import Ledger
+from proxpi_min.infra.atomic import LockFile, temp_path
 from tests.support.cache_dir import file_path, settled, sized_wheel
 from tests.support.markers import needs_tomllib
 from tests.support.proxy import REPO_ROOT, ProxyProcess, proxy_env, run_pip
@@ -360,12 +364,93 @@ def test_warm_progress_line_on_a_terminal(upstream, dists, tmp_path):
     assert "fetched " not in text  # no per-file lines on a terminal
 
 
+def _private_names(cache) -> list:
+    """The temp and lock files under the cache dir's files (bookkeeping a writer leaves)."""
+    return sorted(p.name for p in (Path(cache) / "files").rglob(".*") if p.name.startswith((".tmp-", ".lock-")))
+
+
+def test_warm_ctrl_c_stops_at_once_and_sums_up(upstream_factory, dists, tmp_path):
+    """Ctrl-C (SIGINT) while a download hangs: nothing more starts, the download under
+    way is left (no partial file at its name), a summary of what was done, exit 130, no
+    traceback; the next run sweeps what the abandoned download left and finishes."""
+    upstream = upstream_factory("json")
+    hold = upstream.hold(dists.alpha_2)  # until the upstream's backstop (4 s) or open()
+    lock = write_lock("requirements", tmp_path, [dists.beta_1, dists.alpha_2, dists.delta])  # fetched in this order
+    cache = tmp_path / "cache"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxpi_min", "warm", "--jobs", "1", "--index-url", upstream.url,
+         "--cache-dir", str(cache), str(lock)],
+        cwd=REPO_ROOT, env=proxy_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert hold.sent_first.wait(30)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        took = time.monotonic() - interrupted
+    finally:
+        process.kill()
+    assert process.returncode == 130, out + err
+    assert took < 2.5, f"{took:.1f} s after SIGINT"  # not held until the download ends
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert out.startswith("warm: 3 files wanted: 1 fetched (") and out.endswith(
+        ", 0 already cached, 0 failed, 2 not done (interrupted)\n"), out
+    assert stored(cache, dists.beta_1).read_bytes() == dists.beta_1.content
+    assert not stored(cache, dists.alpha_2).exists()
+    assert upstream.hits(upstream.file_path(dists.delta)) == 0
+    # The download's temp file went with it; its lock file stays, its holder gone.
+    assert _private_names(cache) == [f".lock-{dists.alpha_2.filename}"]
+
+    hold.open()
+    code, out, _ = warm_in_process(cache, upstream, str(lock))
+    assert code == 0 and "3 files wanted: 2 fetched" in out and "1 already cached" in out, out
+    assert _private_names(cache) == []
+    assert stored(cache, dists.alpha_2).read_bytes() == dists.alpha_2.content
+
+
+def test_warm_ctrl_c_while_pages_are_read(upstream_factory, dists, tmp_path):
+    """Ctrl-C while a project's page hangs: exit 130 at once, saying nothing was fetched."""
+    upstream = upstream_factory("json")
+    upstream.fail("/simple/beta/", "hang")
+    lock = write_lock("requirements", tmp_path, [dists.alpha_2, dists.beta_1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxpi_min", "warm", "--index-url", upstream.url,
+         "--cache-dir", str(tmp_path / "cache"), str(lock)],
+        cwd=REPO_ROOT, env=proxy_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not upstream.hits("/simple/beta/") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 130, out + err
+    assert out == "warm: interrupted while reading the pages of 2 projects: no file fetched\n"
+    assert "Traceback" not in err, err
+    assert upstream.hits(upstream.file_path(dists.alpha_2)) == 0
+
+
+def test_warm_ctrl_c_between_the_pages_and_the_downloads(upstream_json, dists, tmp_path):
+    """Ctrl-C elsewhere (here as the guard rails are asked, in the main thread): exit 130 in a line."""
+    lock = write_lock("requirements", tmp_path, [dists.beta_1])
+
+    def interrupt(project, entry):
+        raise KeyboardInterrupt
+
+    out, err = io.StringIO(), io.StringIO()
+    settings = parse_settings({}, {"index_url": upstream_json.url, "cache_dir": str(tmp_path / "cache")})
+    assert run_warm(settings, [str(lock)], refusal=interrupt, out=out, err=err) == 130
+    assert (out.getvalue(), err.getvalue()) == ("", "proxpi-min warm: interrupted\n")
+
+
 # -- verify -------------------------------------------------------------------------------
 
 
 def verify(cache_dir, *args: str) -> tuple:
     out, err = io.StringIO(), io.StringIO()
-    code = run_verify(str(cache_dir), repair="--repair" in args, out=out, err=err)
+    code = run_verify(str(cache_dir), repair="--repair" in args, offline="--offline" in args, out=out, err=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -394,7 +479,76 @@ def test_verify_catches_a_flipped_byte_and_repairs(upstream, dists, tmp_path):
     code, out, _ = verify(cache, "--repair")
     assert code == 1 and "2 bad, 2 removed" in out
     assert not victim.exists() and not page.exists()
+    # alpha's files are good, but with its page gone an offline proxy lists none of them.
+    code, out, _ = verify(cache, "--offline")
+    assert code == 1 and "0 bad, 2 on no saved page" in out, out
+    assert f"not listed: {cache / 'files' / 'alpha'}: no saved page lists alpha-2.0" in out
+    assert warm_in_process(cache, upstream, str(lock))[0] == 0  # the page saved again, beta fetched again
     assert verify(cache)[0] == 0
+
+
+def test_verify_names_stored_files_no_saved_page_lists(upstream_json, dists, tmp_path):
+    """A copy of files/ without index/: every file is good, yet an offline proxy lists
+    none (it lists only the files a saved page names): named per project, exit 1 with
+    --offline (online, the pages are fetched again: named, exit 0)."""
+    lock = write_lock("requirements", tmp_path, [dists.alpha_2, dists.alpha_2_sdist, dists.beta_1])
+    cache, copy = tmp_path / "cache", tmp_path / "copy"
+    assert warm_in_process(cache, upstream_json, str(lock))[0] == 0
+    shutil.copytree(cache / "files", copy / "files")
+    assert verify(copy)[0] == 0
+    code, out, _ = verify(copy, "--offline")
+    assert code == 1, out
+    lines = out.splitlines()
+    alpha = next(line for line in lines if line.startswith(f"not listed: {copy / 'files' / 'alpha'}: no saved page lists "))
+    assert dists.alpha_2.filename in alpha and dists.alpha_2_sdist.filename in alpha
+    assert f"not listed: {copy / 'files' / 'beta'}: no saved page lists {dists.beta_1.filename}" in lines
+    assert lines[-1].startswith("verify: 3 files (") and lines[-1].endswith(
+        ", 0 saved pages: 0 bad, 3 on no saved page (an offline proxy cannot serve them)")
+    assert verify(copy, "--repair", "--offline")[0] == 1 and stored(copy, dists.beta_1).exists()  # good bytes: kept
+
+    shutil.copytree(cache / "index", copy / "index")
+    assert verify(copy, "--offline")[0] == 0
+
+
+def test_verify_counts_what_killed_writers_left_and_repair_sweeps_it(upstream_json, dists, tmp_path):
+    """Temp and lock files no writer holds are counted (not bad); --repair removes them
+    unless a process uses the dir; a lock a writer holds is never counted nor removed."""
+    lock = write_lock("requirements", tmp_path, [dists.beta_1])
+    cache = tmp_path / "cache"
+    assert warm_in_process(cache, upstream_json, str(lock))[0] == 0
+    folder = stored(cache, dists.beta_1).parent
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    # A temp file named for this host and a process gone, and its lock file, which the
+    # kernel let go of as that writer was killed.
+    dead_temp = folder / Path(temp_path(str(folder))).name.replace(f"-{os.getpid()}-", f"-{ended.pid}-")
+    dead_lock = folder / ".lock-beta-2.0-py3-none-any.whl"
+    dead_lock.write_text(f"{dead_temp.name} 100")
+    dead_temp.write_bytes(b"x" * 50)
+    live = LockFile(str(folder / f".lock-{dists.beta_1.filename}"))
+    assert live.acquire(wait=False)  # a writer at work
+    try:
+        code, out, _ = verify(cache)
+        assert code == 0 and out.endswith(", 2 temp and lock files a killed writer left\n"), out
+        assert dead_lock.exists() and dead_temp.exists()
+
+        user = Ledger(str(cache / "files"))  # a proxy on the dir, as each counts itself
+        user.register_user()
+        try:
+            code, out, _ = verify(cache, "--repair")
+        finally:
+            user.close()
+        kept = ", 2 temp and lock files a killed writer left, kept: a proxy uses the dir and sweeps them\n"
+        assert code == 0 and out.endswith(kept), out
+        assert dead_lock.exists() and dead_temp.exists()
+
+        code, out, _ = verify(cache, "--repair")
+        assert code == 0 and out.endswith(", 2 temp and lock files a killed writer left, 2 removed\n"), out
+        assert not dead_lock.exists() and not dead_temp.exists()
+        assert Path(live.path).exists()
+        assert verify(cache)[1].endswith(": 0 bad\n")
+    finally:
+        live.release()
 
 
 def test_verify_checks_metadata_against_the_saved_page(proxy, upstream, dists, tmp_path):
