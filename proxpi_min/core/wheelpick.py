@@ -15,6 +15,7 @@ import json
 import re
 from typing import Iterable, NamedTuple, Optional
 
+from .platforms import platform_parts
 from .simple import FileEntry
 from .specifiers import python_satisfies
 from .versions import final_key
@@ -26,9 +27,6 @@ __all__ = [
 
 _PURE = frozenset({"none"}), frozenset({"any"})
 _SHARED_ABIS = frozenset({"abi3", "none"})  # not one interpreter's own ABI
-_PLATFORM = re.compile(r"(manylinux|musllinux|macosx)_([0-9]{1,9})_([0-9]{1,9})_(.+)\Z")  # PEP 600, PEP 656, macOS
-_LEGACY = re.compile(r"(manylinux1|manylinux2010|manylinux2014)_(.+)\Z")  # PEP 513, 571, 599
-_LEGACY_GLIBC = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 _SDIST_SUFFIXES = (".tar.gz", ".zip")  # PEP 625
 _SECOND = 19  # "YYYY-MM-DDTHH:MM:SS": PEP 700 times are UTC, compared as text to the second
 
@@ -149,13 +147,8 @@ def lock_time(picks: Iterable[LockTime]) -> Optional[LockTime]:
 def _platform(tag: str) -> tuple:
     """(family and architecture, version) of a platform tag: pip takes the wheel needing
     the newest glibc, musl or macOS the machine has (PEP 600, PEP 656)."""
-    match = _PLATFORM.match(tag)
-    if match is not None:
-        return (match.group(1), match.group(4)), (int(match.group(2)), int(match.group(3)))
-    match = _LEGACY.match(tag)
-    if match is not None:
-        return ("manylinux", match.group(2)), _LEGACY_GLIBC[match.group(1)]
-    return (tag, None), ()
+    parts = platform_parts(tag)
+    return ((tag, None), ()) if parts is None else ((parts[0], parts[1]), parts[2])
 
 
 @functools.lru_cache(maxsize=1024)
