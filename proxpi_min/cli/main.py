@@ -122,7 +122,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     add("--client-timeout", help=f"seconds an idle keep-alive connection, or a client that stops reading, is kept (PROXPI_CLIENT_TIMEOUT, default {DEFAULT_CLIENT_TIMEOUT:g})")
     add("--header-timeout", help=f"seconds a client gets to send a whole request head (PROXPI_HEADER_TIMEOUT, default {DEFAULT_HEADER_TIMEOUT:g})")
     add("--admin-token", help="require 'Authorization: Bearer TOKEN' for DELETE (PROXPI_ADMIN_TOKEN)")
-    add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key (PROXPI_TLS_CERT)")
+    add("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate, then its chain; needs --tls-key (PROXPI_TLS_CERT)")
     add("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert, unencrypted (PROXPI_TLS_KEY)")
     add("--log-format", metavar=f"{{{','.join(LOG_FORMATS)}}}", help=f"readable lines or one JSON object per line (PROXPI_LOG_FORMAT, default {LOG_FORMATS[0]})")
     add("--logging-level", metavar="LEVEL",

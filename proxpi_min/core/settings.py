@@ -13,11 +13,11 @@ from typing import Any, Mapping, Optional, Sequence
 from .errors import ConfigError
 from .names import canonicalize_name
 from .sources import Sources, bad_value
-from .urls import redact_url
+from .proxies import ProxySettings, proxy_settings
+from .urls import redact_setting, redact_url
 
 __all__ = [
     "IndexSettings",
-    "ProxySettings",
     "Settings",
     "cpu_count",
     "parse_pattern",
@@ -77,40 +77,6 @@ class IndexSettings:
     def display_url(self) -> str:
         """The URL without credentials, for pages and logs."""
         return redact_url(self.url)
-
-
-@dataclasses.dataclass(frozen=True)
-class ProxySettings:
-    """Outbound HTTP proxies: one URL per target scheme (``http``, ``https``, or ``all``
-    as the fallback) and the ``NO_PROXY`` list, as urllib, pip and curl read them."""
-
-    proxies: tuple[tuple[str, str], ...] = ()
-    no_proxy: str = ""
-
-    def proxy_for(self, scheme: str, host: str, port: int) -> Optional[str]:
-        """The proxy URL to reach ``scheme://host:port`` through, or None for direct."""
-        if not self.proxies:
-            return None
-        if ":" in host:  # an IPv6 address, which urllib's matcher never finds: "::1", "[::1]"
-            entries = {entry.strip().strip("[]").lower() for entry in self.no_proxy.split(",")}
-            if host.lower() in entries or "*" in entries:
-                return None
-        # urllib's own matcher: host names, domain suffixes, "*", IP addresses and
-        # host:port entries, compared without case.
-        elif self.no_proxy and urllib.request.proxy_bypass_environment(f"{host}:{port}", {"no": self.no_proxy}):
-            return None
-        proxies = dict(self.proxies)
-        return proxies.get(scheme) or proxies.get("all")
-
-    def __repr__(self) -> str:  # credentials stay out of any repr of Settings
-        return f"ProxySettings({self.describe()!r})"
-
-    def describe(self) -> str:
-        """For the start-up line; without credentials."""
-        if not self.proxies:
-            return "no outbound proxy"
-        text = ", ".join(f"{scheme} via {redact_url(url)}" for scheme, url in self.proxies)
-        return f"outbound proxy: {text}" + (f" (not for {self.no_proxy})" if self.no_proxy else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,27 +150,21 @@ def parse_pattern(text: str) -> str:
     return pattern
 
 
-def _shown(raw: str) -> str:
-    """A URL setting as an error shows it: without credentials, also where an unencoded
-    "/", "?" or "#" in a password hides them from urlsplit (all from the scheme to the
-    last "@" goes: a setting in error may be anything)."""
-    shown = redact_url(raw)
-    scheme, sep, rest = shown.rpartition("://") if "://" in shown else ("", "", shown)
-    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else shown
-
-
 def _index_url(source: str, raw: str) -> str:
     raw = raw.strip()  # a value read from a secret file ends in a newline
     try:
         parts = urllib.parse.urlsplit(raw)
     except ValueError:  # an unclosed IPv6 bracket
-        raise bad_value(source, _shown(raw), "is not an http, https or file URL") from None
+        raise bad_value(source, redact_setting(raw), "is not an http, https or file URL") from None
     if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
-        raise bad_value(source, _shown(raw), "is not an http, https or file URL")
+        raise bad_value(source, redact_setting(raw), "is not an http, https or file URL")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise bad_value(source, _shown(raw), "has a bad port") from None
+        raise bad_value(source, redact_setting(raw), "has a bad port") from None
+    if "@" in parts.path + parts.query + parts.fragment:
+        # "https://user:12/34@host/simple/" parses as host "user": its password would show.
+        raise bad_value(source, redact_setting(raw), "has an '@' past its host: percent-encode '/', '?' and '#' in its credentials")
     # PEP 503: project pages are relative to the base URL, which must end in "/".
     return raw if raw.endswith("/") else raw + "/"
 
@@ -260,60 +220,6 @@ def _ttls(source: str, raw: Any, count: int) -> list[float]:
     return ttls
 
 
-def _environment_proxies(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
-    """``urllib.request.getproxies_environment()`` over *env* instead of os.environ:
-    scheme (``http``, ``no``, ...) -> (variable name, value). The lower-case spelling
-    wins; an empty lower-case variable unsets the scheme; under CGI (REQUEST_METHOD
-    set) an upper-case HTTP_PROXY is ignored, since a client's "Proxy:" header sets
-    it (CVE-2016-1000110)."""
-    found: dict[str, tuple[str, str]] = {}
-    for name, value in env.items():
-        if value and name.lower().endswith("_proxy"):
-            found[name.lower()[:-6]] = (name, value)
-    if "REQUEST_METHOD" in env:
-        found.pop("http", None)
-    for name, value in env.items():
-        if name.endswith("_proxy"):
-            if value:
-                found[name[:-6]] = (name, value)
-            else:
-                found.pop(name[:-6], None)
-    return found
-
-
-def _proxy_url(source: str, raw: str) -> str:
-    # Like curl and pip, "host:port" means an HTTP proxy.
-    url = raw.strip() if "://" in raw else "http://" + raw.strip()
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:  # an unclosed IPv6 bracket
-        raise bad_value(source, _shown(raw), "is not a proxy URL") from None
-    if parts.scheme != "http":
-        raise bad_value(source, _shown(raw), "is not an http:// proxy (the only kind supported)")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise bad_value(source, _shown(raw), "has a bad port") from None
-    if not parts.hostname:
-        raise bad_value(source, _shown(raw), "names no proxy host")
-    return url
-
-
-def _proxy_settings(sources: Sources, env: Mapping[str, str]) -> ProxySettings:
-    """The override wins over HTTP(S)_PROXY/ALL_PROXY; NO_PROXY applies to both, as
-    with pip's --proxy and curl's -x."""
-    found = _environment_proxies(env)
-    source, override = sources.get("--upstream-proxy", "PROXPI_UPSTREAM_PROXY")
-    if override and override.strip().lower() == "none":
-        return ProxySettings()
-    if override:
-        chosen = {"all": (source, override)}
-    else:
-        chosen = {scheme: found[scheme] for scheme in ("http", "https", "all") if scheme in found}
-    proxies = tuple((scheme, _proxy_url(name, value)) for scheme, (name, value) in sorted(chosen.items()))
-    return ProxySettings(proxies, found.get("no", ("", ""))[1] if proxies else "")
-
-
 def _tls_files(sources: Sources) -> tuple[Optional[str], Optional[str]]:
     """The certificate and key to serve HTTPS with: both or neither."""
     cert_source, cert = sources.get("--tls-cert", "PROXPI_TLS_CERT")
@@ -362,7 +268,7 @@ def parse_settings(env: Mapping[str, str], flags: Mapping[str, Any], *, serving:
         ),
         download_min_rate=sources.size("--download-min-rate", "PROXPI_DOWNLOAD_MIN_RATE", DEFAULT_DOWNLOAD_MIN_RATE),
         offline=sources.flag("--offline", "PROXPI_OFFLINE"),
-        upstream_proxy=_proxy_settings(sources, env),
+        upstream_proxy=proxy_settings(sources, env),
         ca_bundle=sources.text("--ca-bundle", "PROXPI_CA_BUNDLE"),
         local_dir=sources.text("--local-dir", "PROXPI_LOCAL_DIR"),
         local_merge=sources.flag("--local-merge", "PROXPI_LOCAL_MERGE"),
@@ -450,13 +356,13 @@ def _patterns(source: str, items: Sequence[str]) -> tuple[str, ...]:
 def _pin(source: str, item: str, indexes: Sequence[IndexSettings]) -> tuple[str, str]:
     pattern, equals, url = item.partition("=")
     if not equals or not url.strip():
-        raise bad_value(source, _shown(item), "is not PATTERN=INDEX_URL")
+        raise bad_value(source, redact_setting(item), "is not PATTERN=INDEX_URL")
     wanted = url.strip() if url.strip().endswith("/") else url.strip() + "/"
     # The URL as configured, or as shown (without credentials) on the home page and logs.
     for index in indexes:
         if wanted in (index.url, index.display_url):
             return _patterns(source, [pattern])[0], index.url
-    raise bad_value(source, _shown(item), "names an index that is not configured (--index-url, --extra-index-url)")
+    raise bad_value(source, redact_setting(item), "names an index that is not configured (--index-url, --extra-index-url)")
 
 
 def _deny(source: str, item: str) -> tuple[str, Optional[str]]:

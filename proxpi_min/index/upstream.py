@@ -10,7 +10,6 @@ failures while a body is being read.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import logging
@@ -20,9 +19,9 @@ import ssl
 import threading
 import urllib.parse
 import zlib
-from typing import Collection, Iterable, Iterator, NamedTuple, Optional
+from typing import Collection, Iterable, Iterator, Optional
 
-from ..core.settings import ProxySettings
+from ..core.proxies import ProxySettings
 from ..core.urls import redact_url
 from ..core.errors import NotFound, UpstreamError, UpstreamTimeout
 from ..core.units import parse_decimal
@@ -30,6 +29,7 @@ from ..infra.tls import client_context
 from .local_upstream import local_file, local_page
 from .page_read import Deadline, read_page_body
 from .resolver import Resolver
+from .endpoints import Endpoint, Proxy, proxy_refusal, via_proxy
 from .responses import FileResponse, PageResponse
 
 __all__ = ["FileResponse", "PageResponse", "Upstream"]
@@ -73,71 +73,6 @@ def _translated(url: str) -> Iterator[None]:
         raise UpstreamError(f"upstream unreachable ({reason}): {shown}") from exc
     except UnicodeError as exc:  # a path not in ASCII, a host name IDNA refuses
         raise UpstreamError(f"upstream URL cannot be asked for ({exc}): {shown}") from None
-
-
-def _basic_auth(parts: urllib.parse.SplitResult) -> Optional[str]:
-    """The ``Basic`` credentials (RFC 7617) of a URL's ``user:password@``, if any."""
-    if parts.username is None:
-        return None
-    pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-    return "Basic " + base64.b64encode(pair.encode()).decode()
-
-
-class _Endpoint(NamedTuple):
-    """A URL split for http.client: (scheme, host, port), path and the basic-auth header."""
-
-    key: tuple
-    path: str
-    authorization: Optional[str]
-
-    @classmethod
-    def parse(cls, url: str) -> "_Endpoint":
-        parts = urllib.parse.urlsplit(url)
-        default_port = 443 if parts.scheme == "https" else 80
-        key = (parts.scheme, parts.hostname or "", parts.port or default_port)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(key, path, _basic_auth(parts))
-
-    @property
-    def absolute(self) -> str:
-        """The absolute form a proxy needs (RFC 9112 3.2.2), without credentials."""
-        scheme, host, port = self.key
-        netloc = f"[{host}]" if ":" in host else host
-        if port != (443 if scheme == "https" else 80):
-            netloc += f":{port}"
-        return f"{scheme}://{netloc}{self.path}"
-
-
-class _Proxy(NamedTuple):
-    """An outbound proxy: where to connect, the credentials to send, and its URL
-    without them (the only form that reaches logs and error messages)."""
-
-    host: str
-    port: int
-    authorization: Optional[str]
-    shown: str
-
-    @classmethod
-    def parse(cls, url: str) -> "_Proxy":
-        parts = urllib.parse.urlsplit(url)
-        return cls(parts.hostname or "", parts.port or 80, _basic_auth(parts), redact_url(url))
-
-    @property
-    def headers(self) -> dict:
-        return {"Proxy-Authorization": self.authorization} if self.authorization else {}
-
-
-def _refusal(exc: OSError) -> str:
-    """What a proxy did, from the error of connecting through it."""
-    text = str(exc.args[0]) if exc.args else ""
-    # http.client's words when the proxy answers CONNECT with anything but 200.
-    if text.startswith("Tunnel connection failed: "):
-        return "refused the tunnel: " + text[len("Tunnel connection failed: "):]
-    return f"unreachable ({exc.strerror or type(exc).__name__})"
-
-
-def _via(key: tuple) -> str:
-    return f" (via proxy {key[3].shown})" if key[3] else ""
 
 
 class _HttpFileResponse(FileResponse):
@@ -231,25 +166,25 @@ class Upstream:
         self._resolver = Resolver()
         self._credentials: dict = {}  # pool key -> [(index path, authorization)]
         for url in index_urls:
-            target = _Endpoint.parse(url)
+            target = Endpoint.parse(url)
             if target.authorization:
                 self._credentials.setdefault(target.key, []).append((target.path, target.authorization))
 
     # ------------------------------------------------------------------ connections
 
-    def _authorization_for(self, target: _Endpoint) -> Optional[str]:
+    def _authorization_for(self, target: Endpoint) -> Optional[str]:
         candidates = self._credentials.get(target.key)
         if not candidates:
             return None
         return max(candidates, key=lambda item: len(os.path.commonprefix([item[0], target.path])))[1]
 
-    def _pool_key(self, target: _Endpoint) -> tuple:
+    def _pool_key(self, target: Endpoint) -> tuple:
         """(scheme, host, port, proxy or None): connections are pooled per proxy and
         target, since a CONNECT tunnel leads to one target only."""
         key = self._pool_keys.get(target.key)
         if key is None:
             proxy = self._proxies.proxy_for(*target.key)
-            key = (*target.key, _Proxy.parse(proxy) if proxy else None)
+            key = (*target.key, Proxy.parse(proxy) if proxy else None)
             self._pool_keys[target.key] = key  # a racing thread computes the same
         return key
 
@@ -284,12 +219,17 @@ class Upstream:
         conn._create_connection = open_socket
         try:
             conn.connect()
-        except (ssl.SSLError, socket.timeout, TimeoutError):
-            raise  # the target's certificate or a slow network: _translated says which
-        except OSError as exc:
+        except ssl.SSLError:
+            raise  # the target's certificate: _translated says so
+        except (socket.timeout, TimeoutError) as exc:
+            if proxy is None:
+                raise  # a slow network: _translated says so
+            raise UpstreamTimeout(f"upstream timed out connecting through proxy {proxy.shown}, for {host}:{port}") from exc
+        except (OSError, http.client.HTTPException) as exc:
             if proxy is None:
                 raise
-            raise UpstreamError(f"proxy {proxy.shown} {_refusal(exc)}, for {host}:{port}") from exc
+            refusal = proxy_refusal(exc) if isinstance(exc, OSError) else f"answered no HTTP ({type(exc).__name__})"
+            raise UpstreamError(f"proxy {proxy.shown} {refusal}, for {host}:{port}") from exc
         # The connect timeout was for connecting; from here on, each read may take
         # up to the read timeout.
         conn.sock.settimeout(self._read_timeout)
@@ -332,7 +272,7 @@ class Upstream:
         connection used, from the moment a new one's socket is made.
         """
         try:
-            target = _Endpoint.parse(url)
+            target = Endpoint.parse(url)
         except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range
             raise UpstreamError(f"upstream URL does not parse ({exc}): {redact_url(url)}") from None
         key = self._pool_key(target)
@@ -387,7 +327,7 @@ class Upstream:
             try:
                 next_url = urllib.parse.urljoin(url, location)
                 scheme = urllib.parse.urlsplit(next_url).scheme
-                same_host = _Endpoint.parse(next_url).key[:2] == _Endpoint.parse(url).key[:2]
+                same_host = Endpoint.parse(next_url).key[:2] == Endpoint.parse(url).key[:2]
             except ValueError as exc:
                 raise UpstreamError(f"upstream redirect to a URL that does not parse ({exc}): {redact_url(url)}") from None
             if scheme not in ("http", "https"):
@@ -447,8 +387,11 @@ class Upstream:
         finally:
             deadline.cancel()
         self._finish(key, conn, response)
-        if response.status not in (200, 304) and response.status not in absent:
-            raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
+        # Through a forward proxy (plain http, no tunnel) a refusal may be the proxy's own:
+        # never taken for the index saying it lacks the page.
+        proxied_refusal = key[3] is not None and key[0] == "http" and response.status in (401, 403)
+        if response.status not in (200, 304) and (response.status not in absent or proxied_refusal):
+            raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{via_proxy(key)}")
         return PageResponse(
             response.status,
             body,
@@ -497,4 +440,4 @@ class Upstream:
             raise NotFound(f"upstream has no file at {redact_url(final_url)}")
         if response.status == 416:
             return _HttpFileResponse(self, final_url, key, None, response)
-        raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{_via(key)}")
+        raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{via_proxy(key)}")

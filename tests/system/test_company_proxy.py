@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from proxpi_min.core.settings import ProxySettings, parse_settings
+from proxpi_min.core.proxies import ProxySettings
+from proxpi_min.core.settings import parse_settings
 from proxpi_min.index import upstream as upstream_module
 from proxpi_min.infra.tls import check_files
 from proxpi_min.core.errors import ConfigError
@@ -56,6 +57,12 @@ def proxy_for(env: dict, url_parts: tuple, **flags) -> "str | None":
         ({**CORP, "NO_PROXY": "::1,fd00::5"}, ("https", "::1", 8443), None),
         ({**CORP, "NO_PROXY": "pypi.org, [FD00::5]"}, ("https", "fd00::5", 443), None),
         ({**CORP, "NO_PROXY": "::1"}, ("https", "fd00::5", 443), "http://corp:3128"),
+        # Networks, as curl and pip read them (urllib reads none).
+        ({**CORP, "NO_PROXY": "pypi.org,10.0.0.0/8"}, ("https", "10.20.30.40", 443), None),
+        ({**CORP, "NO_PROXY": "10.0.0.0/8"}, ("https", "11.0.0.1", 443), "http://corp:3128"),
+        ({**CORP, "NO_PROXY": "127.0.0.1/32"}, ("https", "127.0.0.1", 8443), None),
+        ({**CORP, "NO_PROXY": "::1/128"}, ("https", "::1", 443), None),
+        ({**CORP, "NO_PROXY": "10.0.0.0/8"}, ("https", "ten.example", 443), "http://corp:3128"),
         # Under CGI an upper-case HTTP_PROXY may come from a client's header: ignored.
         ({"HTTP_PROXY": "http://evil:1", "REQUEST_METHOD": "GET"}, ("http", "a.org", 80), None),
     ],
@@ -86,6 +93,9 @@ def test_upstream_proxy_none_ignores_the_environment(value):
         ({"all_proxy": "https://user:secret@corp:3128"}, "all_proxy="),
         ({"PROXPI_UPSTREAM_PROXY": "http://user:secret@corp:99999"}, "PROXPI_UPSTREAM_PROXY="),
         ({"HTTP_PROXY": "http://user:secret@:3128"}, "HTTP_PROXY="),
+        # An unencoded "/" in a password after digits parses as a port and a path.
+        ({"HTTPS_PROXY": "http://user:1234/secret@corp:3128"}, "HTTPS_PROXY="),
+        ({"PROXPI_INDEX_URL": "https://user:1234/secret@pkgs.example/simple/"}, "PROXPI_INDEX_URL="),
     ],
 )
 def test_bad_proxy_url_is_a_config_error_without_credentials(env, named):
@@ -102,6 +112,12 @@ def test_proxy_description_has_no_credentials():
     assert "alice" not in text and "s3cret" not in text
     assert "s3cret" not in repr(settings)
     assert ProxySettings().describe() == "no outbound proxy"
+
+
+def test_all_proxy_unused_beside_both_scheme_proxies_is_not_checked():
+    # curl never reads ALL_PROXY then: a developer's SOCKS one must not stop the start.
+    env = {"HTTPS_PROXY": "http://s:1", "HTTP_PROXY": "http://h:2", "ALL_PROXY": "socks5://x:1080"}
+    assert proxy_for(env, ("https", "a.org", 443)) == "http://s:1"
 
 
 def test_other_schemes_proxy_variables_are_ignored():
@@ -156,6 +172,39 @@ def test_http_upstream_through_proxy_in_absolute_form(proxy, upstream_html, dist
     ]
     # The proxy's credentials stop at the proxy.
     assert all("proxy-authorization" not in r.headers for r in upstream_html.requests)
+
+
+def test_a_forward_proxy_refusing_an_http_extra_index_is_no_absence(proxy, upstream_html, forward_proxy, caplog):
+    # Through a proxy in absolute form, a 403 may be the proxy's: the extra index's files
+    # must not quietly vanish from the merged page (pip would pick the root's).
+    extra = f"http://127.0.0.1:{free_port()}/simple/"
+    direct = f"127.0.0.1:{upstream_html.port}"  # the root index is reached without the proxy
+    running = proxy(upstream_html, (extra, 0), upstream_proxy=through(forward_proxy.url, no_proxy=direct))
+    forward_proxy.refuse = True
+    page = running.get("/index/alpha/")
+    assert page.status == 502 and "403" in page.text and f"via proxy http://127.0.0.1:{forward_proxy.port}" in page.text
+
+
+@pytest.mark.parametrize("answer", ["silent", "garbage"])
+def test_a_proxy_silent_or_not_speaking_http_is_named(proxy, upstream_tls, test_ca, answer):
+    release = threading.Event()
+
+    def respond(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(4096)  # the CONNECT
+            if answer == "garbage":
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            release.wait(5)
+
+    with raw_server(respond) as port:
+        running = proxy(upstream_tls, upstream_proxy=through(f"http://127.0.0.1:{port}"), ca_bundle=str(test_ca.cert),
+                        connect_timeout=0.3)
+        try:
+            page = running.get("/index/alpha/")
+        finally:
+            release.set()
+    expected = (504, "timed out connecting through proxy") if answer == "silent" else (502, "answered no HTTP")
+    assert page.status == expected[0] and expected[1] in page.text and f"127.0.0.1:{port}" in page.text, page.text
 
 
 def test_no_proxy_hosts_are_reached_directly(proxy, upstream_html, forward_proxy):
