@@ -335,7 +335,8 @@ def _made(settings: Settings, cache_dir: str) -> bool:
             problem = f"cannot be made ({exc.strerror or exc})"
     else:
         # Folders another user made before: found now, not by every download failing.
-        if all(os.access(folder, os.W_OK | os.X_OK) for folder in folders):
+        # Offline nothing is downloaded: a read-only copy (a USB disk) is served as it is.
+        if settings.offline or all(os.access(folder, os.W_OK | os.X_OK) for folder in folders):
             return True
     print(f"proxpi-min: error: {settings.source_of('cache_dir')}={settings.cache_dir!r} {problem}", file=sys.stderr)
     return False

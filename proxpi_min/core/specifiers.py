@@ -27,9 +27,11 @@ def _compare(python: tuple, version: Version) -> int:
     have, want = (0, _padded(python, length)), (version.epoch, _padded(version.release, length))
     if have != want:
         return -1 if have < want else 1
-    if version.post is not None:
+    if version.pre is not None:  # 3.8rc1.post1 is still before 3.8
+        return 1
+    if version.post is not None:  # 3.8.post1.dev0 is after 3.8
         return -1
-    return 0 if version.pre is None and version.dev is None else 1
+    return 0 if version.dev is None else 1
 
 
 def _holds(operator: str, version: Version, prefix: bool, python: tuple) -> bool:
@@ -59,10 +61,8 @@ def _clauses(specifier: str) -> Optional[list]:
         if match is None:
             return None
         operator, written, star = match.groups()
-        if operator == "===":  # arbitrary equality: the text itself
-            if star:
-                return None
-            clauses.append((operator, written, False))
+        if operator == "===":  # arbitrary equality: the text itself, "*" and all
+            clauses.append((operator, written + (star or ""), False))
             continue
         version = parse_version(written)
         if version is None:

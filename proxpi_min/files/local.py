@@ -99,6 +99,9 @@ class LocalIndex:
         self._hashes: Dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of a --local-dir file
         if self._found:
             os.makedirs(root, exist_ok=True)
+        # Listed here, before any request: one asking during a later listing gets the
+        # last one, never none.
+        self._dir_projects()
 
     @property
     def active(self) -> bool:

@@ -322,6 +322,9 @@ class IndexCache:
             # and saved copies never carry them (Upstream adds them per host).
             page_url = redact_url(response.url)
             if response.status in self._absent:
+                if response.status in (401, 403) and entry is not None and entry.value is not None:
+                    # It had the project: a lapsed credential, not its absence (stale, as a 5xx).
+                    raise UpstreamError(f"upstream answered {response.status}: {page_url}")
                 if response.status in (401, 403) and not self._refusal_told:
                     self._refusal_told = True
                     logger.warning(

@@ -157,8 +157,8 @@ class ProxyHandler(Http1Handler):
         as every answered request is."""
         self._started = time.monotonic()
         self._kind, self._source, self._project = "other", None, None
-        if self.command is None:  # the request line was refused: no method to log
-            self.command = "-"
+        if not self.command:  # the request line was refused (None, or "" for a 414): nothing of it to log
+            self.command, self.path = "-", ""
         super().send_error(code, message, explain)
         self._done()
 

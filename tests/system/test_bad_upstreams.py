@@ -539,3 +539,15 @@ def test_an_extra_index_that_refuses_projects_it_lacks_leaves_the_page_to_the_ot
     # The root index's refusal is no absence: its projects must not come from elsewhere.
     refusing_root = proxy(scripted.url, upstream_html)
     assert refusing_root.get("/index/alpha/").status == 502
+
+
+def test_an_extra_index_that_had_the_project_and_now_refuses_is_served_stale(proxy, upstream_html, scripted, dists):
+    # A private extra index whose token lapsed: its files must not quietly leave the page.
+    private = {"filename": "alpha-9.0.tar.gz", "url": "/files/alpha-9.0.tar.gz", "hashes": {"sha256": "a" * 64}}
+    document = {"meta": {"api-version": "1.0"}, "name": "alpha", "files": [private]}
+    scripted.routes["/simple/alpha/"] = (200, {"Content-Type": JSON_TYPE}, json.dumps(document).encode())
+    p = proxy(upstream_html, (scripted.url, 0))
+    assert "alpha-9.0.tar.gz" in p.get("/index/alpha/").text
+    scripted.routes["/simple/alpha/"] = (401, {"Content-Type": "text/plain"}, b"token expired\n")
+    page = p.get("/index/alpha/")
+    assert page.status == 200 and "alpha-9.0.tar.gz" in page.text and page.headers["X-Proxpi-Stale"] == "1", page

@@ -436,6 +436,10 @@ def test_a_cache_dir_this_user_cannot_write_is_named_not_writable(modes):
         assert status == 2, stderr
         assert stderr == f"proxpi-min: error: --cache-dir={cache_dir!r} is not writable by this user (uid {uid})\n"
         assert sorted(os.listdir(cache_dir)) == before
+        # Offline nothing is written: a read-only copy (a USB disk) is served as it is.
+        if "files" in modes:
+            status, stderr = _main_as_a_user(["--check-config", "--offline", "--cache-dir", cache_dir])
+            assert status == 0, stderr
     finally:
         for directory, _, _ in os.walk(cache_dir):
             os.chmod(directory, 0o755)

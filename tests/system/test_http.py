@@ -240,6 +240,18 @@ def test_requests_the_heads_parsing_refuses_are_counted_and_logged(running, capl
     assert caplog.text.count('"GET /health" 400 ') == 1, caplog.text
 
 
+def test_a_request_line_too_long_after_a_kept_alive_request_logs_nothing_of_the_last(running, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="proxpi_min")
+    first = b"GET /health?token=s3cret HTTP/1.1\r\nHost: x\r\n\r\n"
+    response = raw_request(running.url, first + b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b" 414 " in response
+    deadline = time.monotonic() + 5
+    while '" 414 ' not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (line,) = [r.getMessage() for r in caplog.records if '" 414 ' in r.getMessage()]
+    assert '"- " 414' in line, line
+
+
 def test_control_characters_never_reach_the_log(running, caplog) -> None:
     caplog.set_level(logging.INFO, logger="proxpi_min")
     raw_request(running.url, b"\x1b[2J\x1b[31mFAKE /index/ HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -30,6 +30,7 @@ PYTHON = (3, 11, 4)
         ("<=3.11.4", True),
         ("===3.11.4", True),
         ("===3.11", False),
+        ("===3.11.*", False),  # arbitrary equality compares the text, "*" and all
         ("", True),
         (",", True),
         # Pre-release and dev bounds: just before their release, no final release between.
@@ -49,6 +50,7 @@ PYTHON = (3, 11, 4)
         (">3.11.3.post1", True),
         ("==3.11.4.post0", False),
         ("==3.11.4+local", False),
+        (">=3.11.4rc1.post1", True),  # a post-release of a pre-release: still before the release
         ("!=3.11.4+local", True),
         # Other spellings of one version, and prefixes padded with zeros.
         ("==3.11.04", True),
