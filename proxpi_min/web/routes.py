@@ -263,7 +263,9 @@ class ProxyHandler(Http1Handler):
             if etag_matches(self.headers.get("if-none-match"), gzip_etag(etag)):
                 # The gzip form a client kept from before (a restart of the proxy) is still this page.
                 etag, cache_control = gzip_etag(etag), final_control
-        if etag_matches(self.headers.get("if-none-match"), etag):
+        # A stale page is sent whole: a 304 would leave a front cache's copy as it was,
+        # fresh again (nginx applies no 304's headers to it, RFC 9111 4.3.4 aside).
+        if not stale and etag_matches(self.headers.get("if-none-match"), etag):
             headers = page_headers(media, etag, stale, policies, None, None)
             return self._send(304, headers + f"Cache-Control: {cache_control}\r\n", b"")
         headers = page_headers(media, page.etag, stale, policies, page.encoding, len(page.body))

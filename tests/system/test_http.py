@@ -368,6 +368,10 @@ def test_stale_page_is_not_stored(proxy, upstream_json) -> None:
     assert stale.status == 200 and stale.headers["X-Proxpi-Stale"] == "1"
     assert stale.headers["Cache-Control"] == "no-store"
     assert stale.headers["Vary"] == "Accept, Accept-Encoding"
+    # A front cache revalidating its copy gets the whole stale page, never a 304 that
+    # would leave its copy fresh for another max-age.
+    revalidated = running.get("/index/alpha/", {"If-None-Match": fresh.headers["ETag"]})
+    assert revalidated.status == 200 and revalidated.headers["Cache-Control"] == "no-store"
 
 
 def test_favicon_is_a_small_icon_kept_a_week(running) -> None:

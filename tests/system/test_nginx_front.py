@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.dists import make_wheel
 from tests.support.proxy import REPO_ROOT, ProxyProcess, http, run_pip
+from tests.support.uploads import basic_auth, encode_form, twine_fields
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian package nginx)")
@@ -142,3 +144,27 @@ def test_nginx_keeps_the_gzip_form_not_the_first_uncompressed_answer(nginx_front
         answers.append((answer.headers.get("Content-Encoding"), answer.headers["X-Cache-Status"]))
     assert answers[0] == (None, "MISS") and answers[-1] == ("gzip", "HIT"), answers
     assert gzip.decompress(answer.body) == first.body
+
+
+def test_clients_revalidate_pages_ranges_and_heads_pass_through_uploads_stream(upstream_html, dists, tmp_path):
+    with _front(upstream_html.url, tmp_path, "--upload-token", "t0k") as (url, _):
+        # nginx sends no Age: its copy's max-age would count again in a client's.
+        page = http("GET", url + "/index/alpha/", {"Accept": PIP_ACCEPT})
+        assert page.headers["Cache-Control"] == "no-cache"
+        path = f"/files/alpha/{dists.alpha_2.filename}"
+        # uv's probe of a wheel's end and a HEAD reach the instance as they are: no whole file.
+        probe = http("GET", url + f"/index/alpha/{dists.alpha_2.filename}", {"Range": "bytes=-100"})
+        assert probe.status == 206 and probe.body == dists.alpha_2.content[-100:]
+        head = http("HEAD", url + f"/index/alpha/{dists.alpha_2.filename}")
+        assert head.status == 200 and head.headers["Content-Length"] == str(dists.alpha_2.size)
+        time.sleep(0.3)  # a whole download would have started by now
+        gets = [r.headers.get("range") for r in upstream_html.requests if r.path == path and r.method == "GET"]
+        assert gets == ["bytes=-100"], gets  # (the HEAD asked upstream the size an HTML page lacks)
+        whole = http("GET", url + f"/index/alpha/{dists.alpha_2.filename}")
+        assert whole.body == dists.alpha_2.content and whole.headers["Cache-Control"].endswith("immutable")
+        # An upload past nginx's default 1 MB body limit.
+        big = make_wheel("bigpkg", "1.0", module_source="X = '" + os.urandom(1_500_000).hex() + "'\n")
+        assert big.size > 1024 * 1024
+        content_type, body = encode_form(twine_fields(big), big.filename, big.content)
+        stored = http("POST", url + "/upload/", {"Content-Type": content_type, "Authorization": basic_auth("t0k")}, body)
+        assert stored.status == 200, stored.body
