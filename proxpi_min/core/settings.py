@@ -60,6 +60,8 @@ METADATA_MODES, PREFETCH_MODES = ("auto", "off"), ("metadata", "pages", "off")  
 DEFAULT_PREFETCH_JOBS = 8
 
 # A normalised project name (PEP 503), or an fnmatch pattern over such names.
+# An "@" followed by what reads as a host ("pkgs.example", "proxy:3128"), in a URL's path.
+_HOST_AFTER_AT = re.compile(r"@[^/?#@]*[.:][^/?#@]*(?:[/?#]|\Z)")
 _PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]+\Z")
 _VERSION = re.compile(r"^[A-Za-z0-9.+!_-]+\Z")
 INDEX_STRATEGIES = ("merge", "first-index")  # the first is the default
@@ -162,8 +164,9 @@ def _index_url(source: str, raw: str) -> str:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise bad_value(source, redact_setting(raw), "has a bad port") from None
-    if "@" in parts.path + parts.query + parts.fragment:
+    if parts.scheme != "file" and _HOST_AFTER_AT.search(parts.path + parts.query + parts.fragment):
         # "https://user:12/34@host/simple/" parses as host "user": its password would show.
+        # ("feed@Release", an Azure Artifacts view, names no host after its "@".)
         raise bad_value(source, redact_setting(raw), "has an '@' past its host: percent-encode '/', '?' and '#' in its credentials")
     # PEP 503: project pages are relative to the base URL, which must end in "/".
     return raw if raw.endswith("/") else raw + "/"

@@ -282,7 +282,7 @@ class Accounting:
         """Move a verified download's temp file to its final name, if it fits under the
         cap; False if it was not moved (the download removes it)."""
         path = target.path
-        if size > self.cap:
+        if size > self.cap or self._stopping.is_set():  # closed: a download outlived its cache (warm's Ctrl-C)
             return False
         self.check_root()
         stored = False
@@ -311,7 +311,7 @@ class Accounting:
         """Make room for a download of *size* bytes into *temp* before it starts, so
         that downloads in flight (in every process) count against the cap; False if
         it does not fit beside those, or is over the cap: it is not stored."""
-        if size > self.cap:
+        if size > self.cap or self._stopping.is_set():
             return False
         self.check_root()
         victims: list = []

@@ -53,9 +53,10 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 
 
 @contextlib.contextmanager
-def _translated(url: str) -> Iterator[None]:
-    """Turn socket, TLS and HTTP-library failures into :class:`UpstreamError`."""
-    shown = redact_url(url)
+def _translated(url: str, via: str = "") -> Iterator[None]:
+    """Turn socket, TLS and HTTP-library failures into :class:`UpstreamError`; *via*:
+    the forward proxy the request went through (``via_proxy``), named too."""
+    shown = redact_url(url) + via
     try:
         yield
     except (socket.timeout, TimeoutError) as exc:
@@ -281,11 +282,12 @@ class Upstream:
             headers = {**headers, "Authorization": authorization}
         path = target.path
         proxy = key[3]
-        if proxy and target.key[0] == "http":  # no tunnel: the proxy reads each request
+        forwarded = proxy is not None and target.key[0] == "http"  # no tunnel: the proxy reads each request
+        if forwarded:
             path = target.absolute
             headers = {**headers, **proxy.headers}
         for attempt in (1, 2):
-            with _translated(url):
+            with _translated(url, via_proxy(key) if forwarded else ""):
                 conn, reused = self._acquire(key, fresh=attempt == 2, deadline=deadline)
                 if deadline is not None:  # a kept connection's socket, or the TLS one wrapping the socket made
                     deadline.watch(conn.sock)
@@ -377,7 +379,7 @@ class Upstream:
             with deadline.enforced("upstream page", redact_url(url)):
                 final_url, key, conn, response = self._follow("GET", url, headers, deadline)
                 try:
-                    with _translated(final_url):
+                    with _translated(final_url, via_proxy(key) if key[0] == "http" else ""):
                         body = read_page_body(response, redact_url(final_url), MAX_PAGE_SIZE)
                     if deadline.expired:  # a cut can pass for an end (a chunk size of "00")
                         conn.close()

@@ -154,7 +154,7 @@ class Metrics:
         """One answered request; *source* ("cache", "upstream" or None) says where its
         body bytes came from."""
         now = self._clock()
-        self.requests.inc(route, method, str(status))
+        self.requests.inc(route, method, str(int(status)))  # an HTTPStatus's str() is its name before 3.11
         self.duration.observe(seconds, route)
         if source is not None and sent:
             self.bytes_sent.inc(source, amount=sent)

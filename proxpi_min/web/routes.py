@@ -157,7 +157,6 @@ class ProxyHandler(Http1Handler):
         as every answered request is."""
         self._started = time.monotonic()
         self._kind, self._source, self._project = "other", None, None
-        code = int(code)  # an HTTPStatus, whose str() is its name before Python 3.11
         if not self.command:  # the request line was refused (None, or "" for a 414): nothing of it to log
             self.command, self.path = "-", ""
         super().send_error(code, message, explain)

@@ -114,6 +114,13 @@ def test_proxy_description_has_no_credentials():
     assert ProxySettings().describe() == "no outbound proxy"
 
 
+def test_an_at_sign_in_an_index_path_that_names_no_host_is_taken():
+    # Azure Artifacts feed views ("feed@Release"); a file:// folder named with an "@".
+    for url in ("https://user:tok@pkgs.dev.azure.com/org/_packaging/feed@Release/pypi/simple/",
+                "file:///srv/builds@2024/simple/"):
+        assert parse_settings({"PROXPI_INDEX_URL": url}, {}).indexes[0].url == url
+
+
 def test_all_proxy_unused_beside_both_scheme_proxies_is_not_checked():
     # curl never reads ALL_PROXY then: a developer's SOCKS one must not stop the start.
     env = {"HTTPS_PROXY": "http://s:1", "HTTP_PROXY": "http://h:2", "ALL_PROXY": "socks5://x:1080"}
@@ -185,8 +192,9 @@ def test_a_forward_proxy_refusing_an_http_extra_index_is_no_absence(proxy, upstr
     assert page.status == 502 and "403" in page.text and f"via proxy http://127.0.0.1:{forward_proxy.port}" in page.text
 
 
+@pytest.mark.parametrize("scheme", ["https", "http"])
 @pytest.mark.parametrize("answer", ["silent", "garbage"])
-def test_a_proxy_silent_or_not_speaking_http_is_named(proxy, upstream_tls, test_ca, answer):
+def test_a_proxy_silent_or_not_speaking_http_is_named(proxy, upstream_tls, upstream_html, test_ca, answer, scheme):
     release = threading.Event()
 
     def respond(conn: socket.socket) -> None:
@@ -197,13 +205,17 @@ def test_a_proxy_silent_or_not_speaking_http_is_named(proxy, upstream_tls, test_
             release.wait(5)
 
     with raw_server(respond) as port:
-        running = proxy(upstream_tls, upstream_proxy=through(f"http://127.0.0.1:{port}"), ca_bundle=str(test_ca.cert),
-                        connect_timeout=0.3)
+        index = upstream_tls if scheme == "https" else upstream_html
+        running = proxy(index, upstream_proxy=through(f"http://127.0.0.1:{port}"), ca_bundle=str(test_ca.cert),
+                        connect_timeout=0.3, read_timeout=0.3)
         try:
             page = running.get("/index/alpha/")
         finally:
             release.set()
-    expected = (504, "timed out connecting through proxy") if answer == "silent" else (502, "answered no HTTP")
+    if scheme == "https":  # the CONNECT is where it fails
+        expected = (504, "timed out connecting through proxy") if answer == "silent" else (502, "answered no HTTP")
+    else:  # the request itself, read by the proxy
+        expected = (504, "timed out") if answer == "silent" else (502, "BadStatusLine")
     assert page.status == expected[0] and expected[1] in page.text and f"127.0.0.1:{port}" in page.text, page.text
 
 

@@ -15,6 +15,7 @@ import pytest
 from proxpi_min.core.errors import IntegrityError, NotFound
 from proxpi_min.files import file_cache as file_cache_module
 from proxpi_min.files.file_cache import FileCache
+from proxpi_min.files.layout import Target
 from proxpi_min.files.ledger import Ledger
 from proxpi_min.infra.atomic import LockFile, lock_path, temp_path
 from proxpi_min.core.simple import FileEntry
@@ -268,6 +269,19 @@ def test_FileCache_offline_hears_what_warm_stores_beside_it(tmp_path, source, mo
     finally:
         warming.close()
         offline.close()
+
+
+def test_FileCache_a_download_finishing_after_its_cache_closed_stores_nothing_quietly(tmp_path, source) -> None:
+    # warm's Ctrl-C: a download under way outlives the cache it was started for.
+    root = str(tmp_path / "files")
+    cache = FileCache(root, 10 * len(DATA), Upstream(1.0, 1.0))
+    target = Target(root, "a", source, False)
+    os.makedirs(os.path.dirname(target.path))
+    temp = temp_path(os.path.dirname(target.path))
+    Path(temp).write_bytes(DATA)
+    cache.close()
+    assert cache._accounting.store(target, temp, len(DATA)) is False
+    assert not os.path.exists(target.path)
 
 
 def test_FileCache_counts_stored_files_only(tmp_path) -> None:
