@@ -103,11 +103,11 @@ def _help_defaults(parser):
 def test_help_defaults_are_the_settings_defaults():
     """Each default the help gives, passed as the flag, changes nothing: it is the
     default parse_settings takes (from the same constants)."""
-    from proxpi_min.cli import main as cli
+    from proxpi_min.cli.options import command_line
     from proxpi_min.cli.progress import DEFAULT_JOBS
     from proxpi_min.core.settings import parse_settings
 
-    parser = cli._parser()
+    parser = command_line()
     subcommands = parser._subparsers._group_actions[0].choices
     defaults = parse_settings({}, {})
     checked = set()
