@@ -150,6 +150,8 @@ class LocalIndex:
             if not self.dirs or now < self._next_dir_look:
                 return projects
             self._next_dir_look = now + WATCH_SECONDS
+        if stamps and all(_mtime(path) == mtime for path, mtime in stamps):
+            return projects  # a folder added or removed changes its parent's mtime too
         folders = [(top, _listing(top)) for top in self.dirs]
         folders += [(entry.path, None) for _, entries in folders for entry in entries if entry.is_dir()]
         new_stamps = tuple((path, _mtime(path)) for path, _ in folders)
