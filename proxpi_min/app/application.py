@@ -55,7 +55,7 @@ class Application:
 
     def project_page(self, project: NormalizedName, media: str, compress: bool, client: str = "") -> PageAnswer:
         prefetch = self._proxy.prefetch
-        if prefetch is None:
+        if prefetch is None or _is_proxy(client):
             return self._proxy.indexes.rendered_project(project, media, compress)
         asked, answer = prefetch.page_asked(client), None
         try:
@@ -77,6 +77,10 @@ class Application:
         if index == LOCAL_ORIGIN and self._proxy.local is not None:
             return self._proxy.local.open(project, entry.filename, metadata, byte_range)
         ahead, prefetch = self._proxy.download_ahead, self._proxy.prefetch
+        if _is_proxy(client):
+            # Another proxpi-min in front guesses and downloads ahead for its own clients:
+            # its metadata reads (its guesses among them) are no client's picks.
+            ahead = prefetch = None
         if prefetch is not None and metadata and not head:  # before it is served: whose pick it is
             prefetch.metadata_read(client, project, entry.filename)
         if ahead is not None and not metadata and not head and byte_range is None:
@@ -130,3 +134,9 @@ class Application:
         self._status.close()
         files.close()
         upstream.close()
+
+
+def _is_proxy(client: str) -> bool:
+    """Whether *client* (its address and User-Agent) is another proxpi-min (a regional
+    proxy whose index this one is)."""
+    return client.partition(" ")[2].startswith("proxpi-min/")

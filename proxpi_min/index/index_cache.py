@@ -34,6 +34,7 @@ from ..infra.metrics import Metrics
 from .page_entry import DROPPED, Lookup, PageEntry
 from .page_store import LIST_KEY, PageStore, RawPage, SavedPage
 from .residence import Residence
+from .responses import PageResponse
 from .upstream import Upstream
 
 __all__ = ["IndexCache", "Residency"]
@@ -313,7 +314,7 @@ class IndexCache:
                 with self._lock:
                     if flight.superseded:  # current for the clients waiting; not kept as fresh
                         return entry.lookup()._replace(stale=False)
-                    entry.fetched, entry.failures, entry.retry_at = now, 0, 0.0
+                    entry.fetched, entry.failures, entry.retry_at = _fetched(response, now, self.settings.ttl), 0, 0.0
                     self._residence.restore(key, entry)
                 if self._store is not None:  # the saved copy is as recent: last to be pruned
                     self._later(functools.partial(self._touch, key, entry))
@@ -331,7 +332,7 @@ class IndexCache:
                         "index %s answered %d for %s: taken as not having it, as for every project it refuses "
                         "(an extra index)", self._label, response.status, page_url,
                     )
-                new = PageEntry(None, page_url, None, None, now)
+                new = PageEntry(None, page_url, None, None, _fetched(response, now, self.settings.ttl))
             else:
                 try:
                     if key == LIST_KEY:
@@ -343,7 +344,7 @@ class IndexCache:
                     _check_plausible(value, entry)
                 except BadUpstreamPage as exc:  # which index, of several, sent it
                     raise BadUpstreamPage(f"{exc}: {page_url}") from None
-                new = PageEntry(value, page_url, response.etag, response.last_modified, now)
+                new = PageEntry(value, page_url, response.etag, response.last_modified, _fetched(response, now, self.settings.ttl))
                 if key != LIST_KEY:
                     new.raw = RawPage(response.body, response.content_type)
         except UpstreamError as exc:
@@ -447,6 +448,13 @@ class IndexCache:
         else:
             logger.warning("%s; serving the stale copy of %s, next try in %.0f s", error.message, key, delay)
         return entry.lookup()._replace(stale=True)
+
+
+def _fetched(response: PageResponse, now: float, ttl: float) -> float:
+    """When a page counts as fetched: *now*, or a TTL ago (expired, answered with no
+    lifetime left) where its index says to ask again each time (a proxpi-min with
+    uploads, or serving a stale copy)."""
+    return now - ttl if response.ask_again else now
 
 
 def _check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[PageEntry]) -> None:

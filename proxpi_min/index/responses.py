@@ -17,6 +17,9 @@ class PageResponse(NamedTuple):
     url: str  # the final URL, after redirects: relative links resolve against it
     etag: Optional[str]
     last_modified: Optional[str]
+    # The index says the page is not to be reused without asking again (RFC 9111 5.2.2:
+    # no-cache, no-store, max-age=0): a proxpi-min with a local index, or serving stale.
+    ask_again: bool = False
 
 
 class FileResponse:

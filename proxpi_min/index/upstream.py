@@ -21,6 +21,7 @@ import urllib.parse
 import zlib
 from typing import Collection, Iterable, Iterator, Optional
 
+from .. import __version__
 from ..core.proxies import ProxySettings
 from ..core.urls import redact_url
 from ..core.errors import NotFound, UpstreamError, UpstreamTimeout
@@ -33,6 +34,9 @@ from .endpoints import Endpoint, Proxy, proxy_refusal, via_proxy
 from .responses import FileResponse, PageResponse
 
 __all__ = ["FileResponse", "PageResponse", "Upstream"]
+
+# The User-Agent of every upstream request.
+USER_AGENT = f"proxpi-min/{__version__}"
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,12 @@ MAX_IDLE_PER_HOST = 8
 # sat idle gives at its next use.
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
 _REDIRECTS = {301, 302, 303, 307, 308}
+
+
+def _ask_again(cache_control: str) -> bool:
+    """Whether a page's Cache-Control forbids reusing it unasked (RFC 9111 5.2.2)."""
+    directives = {part.strip().lower().partition("=")[0]: part.strip().partition("=")[2] for part in cache_control.split(",")}
+    return "no-cache" in directives or "no-store" in directives or directives.get("max-age", "").strip() == "0"
 
 
 @contextlib.contextmanager
@@ -277,6 +287,8 @@ class Upstream:
         except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range
             raise UpstreamError(f"upstream URL does not parse ({exc}): {redact_url(url)}") from None
         key = self._pool_key(target)
+        # Named, so that another proxpi-min (a central one) tells a proxy from its clients.
+        headers = {"User-Agent": USER_AGENT, **headers}
         authorization = target.authorization or self._authorization_for(target)
         if authorization:
             headers = {**headers, "Authorization": authorization}
@@ -401,6 +413,7 @@ class Upstream:
             final_url,
             response.headers.get("ETag"),
             response.headers.get("Last-Modified"),
+            _ask_again(response.headers.get("Cache-Control", "")),
         )
 
     # ------------------------------------------------------------------ files

@@ -57,6 +57,19 @@ def _read_metadata(p, upstream, *dists, headers=PIP) -> None:
         assert p.get(f"/index/{dist.project}/{dist.filename}.metadata", headers).status == 200
 
 
+def test_another_proxpi_min_in_front_gets_no_download_ahead(proxy, bare):
+    # A regional proxy's metadata reads are its many clients' (and its own guesses):
+    # it downloads ahead for its clients itself.
+    regional = {"User-Agent": "proxpi-min/0.9"}
+    p = proxy(bare)
+    _read_metadata(p, bare, bare.app, bare.lib_2, bare.other, headers=regional)
+    assert p.get(f"/index/app/{bare.app.filename}", regional).body == bare.app.content
+    assert p.server.download_ahead.wait(10)
+    assert _whole_gets(bare) == [bare.app.filename]
+    # This proxy names itself so to its own index, a central proxpi-min maybe.
+    assert all(r.headers["user-agent"].startswith("proxpi-min/") for r in bare.requests)
+
+
 def test_first_download_fetches_the_rest_of_the_resolution(proxy, bare):
     p = proxy(bare)
     _read_metadata(p, bare, bare.app, bare.lib_2, bare.other)

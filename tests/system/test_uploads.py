@@ -708,3 +708,14 @@ def test_merge_mode_a_local_file_its_policy_hides_leaves_the_name_to_the_upstrea
     listed = {entry["filename"]: entry for entry in _json_page(strict, "alpha")["files"]}
     assert listed[dists.alpha_2.filename]["hashes"]["sha256"] == dists.alpha_2.sha256
     assert strict.get(f"/index/alpha/{dists.alpha_2.filename}").body == dists.alpha_2.content
+
+
+def test_a_regional_proxy_asks_a_central_one_with_uploads_on_each_use(proxy, upstream_html, acme):
+    # The central's pages say no-cache (an upload changes them at once): the regional,
+    # whose index it is, asks again each time rather than keep them for its own TTL.
+    central = proxy(upstream_html, upload_token=TOKEN)
+    regional = proxy(central.url + "/index/")
+    assert regional.get("/index/acme-app/").status == 404
+    assert _upload(central, acme).status == 200
+    page = regional.get("/index/acme-app/")
+    assert page.status == 200 and acme.filename in page.text and "max-age=0" in page.headers["Cache-Control"]
