@@ -6,7 +6,7 @@
     +-- BadRequest                   400
     +-- Unauthorized                 401
     |   +-- BasicUnauthorized        401  (uploads: a Basic challenge)
-    +-- Forbidden                    403  (a guard rail refused it; see policy.py)
+    +-- Forbidden                    403  (a guard rail refused it, here or at a proxpi-min index)
     +-- NotFound                     404
     +-- MethodNotAllowed             405  (carries the allowed methods)
     +-- NotAcceptable                406
@@ -29,6 +29,8 @@ The handler maps these to responses in one place; anything else is a bug (500).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 __all__ = [
     "BadRequest",
@@ -81,9 +83,14 @@ class BasicUnauthorized(Unauthorized):
 
 
 class Forbidden(ProxpiError):
-    """A policy refuses the project or file; the message is the one-line reason."""
+    """A policy refuses the project or file; the message is the one-line reason, and
+    *policy* the policy's name where the refusal tells it (``X-Proxpi-Policy``)."""
 
     status = 403
+
+    def __init__(self, message: str, policy: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.policy = policy
 
 
 class NotFound(ProxpiError):

@@ -215,7 +215,7 @@ class Catalog:
         if route.refusal is not None:
             if count:
                 self._policy.count_refused(route.refusal[0])
-            raise Forbidden(route.refusal[1])
+            raise Forbidden(route.refusal[1], route.refusal[0])
         local = self._local.page(name) if self._local is not None else None
         if local is not None and not self._local_merge:
             return (), [], local  # a local project: the upstreams are not even asked

@@ -24,7 +24,7 @@ from typing import Collection, Iterable, Iterator, Optional
 from .. import __version__
 from ..core.proxies import ProxySettings
 from ..core.urls import redact_url
-from ..core.errors import NotFound, UpstreamError, UpstreamTimeout
+from ..core.errors import Forbidden, NotFound, UpstreamError, UpstreamTimeout
 from ..core.units import parse_decimal
 from ..infra.tls import client_context
 from .local_upstream import local_file, local_page
@@ -60,6 +60,12 @@ def _ask_again(cache_control: str) -> bool:
     """Whether a page's Cache-Control forbids reusing it unasked (RFC 9111 5.2.2)."""
     directives = {part.strip().lower().partition("=")[0]: part.strip().partition("=")[2] for part in cache_control.split(",")}
     return "no-cache" in directives or "no-store" in directives or directives.get("max-age", "").strip() == "0"
+
+
+def _first_line(body: bytes) -> str:
+    """An error answer's reason ("403 Forbidden: <reason>"), as a line safe to pass on."""
+    line = "".join(char for char in body[:500].decode("utf-8", "replace").partition("\n")[0] if char.isprintable())
+    return line.partition(": ")[2] or line or "refused"
 
 
 @contextlib.contextmanager
@@ -401,6 +407,11 @@ class Upstream:
         finally:
             deadline.cancel()
         self._finish(key, conn, response)
+        if response.status == 403 and response.headers.get("X-Proxpi-Policy"):
+            # A proxpi-min's guard rail (a central proxy's deny list): its refusal, passed
+            # on, where a stale copy would hand out what it refuses.
+            policy = "".join(char for char in response.headers["X-Proxpi-Policy"][:40] if char.isprintable())
+            raise Forbidden(f"{_first_line(body)} (by the index {redact_url(final_url)})", policy)
         # Through a forward proxy (plain http, no tunnel) a refusal may be the proxy's own:
         # never taken for the index saying it lacks the page.
         proxied_refusal = key[3] is not None and key[0] == "http" and response.status in (401, 403)

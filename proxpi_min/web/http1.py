@@ -18,7 +18,7 @@ from http import HTTPStatus
 from typing import Iterable, List, NamedTuple, Optional, Protocol, Union
 
 from .. import __version__
-from ..core.errors import BadRequest, MethodNotAllowed, Overloaded, ProxpiError, Unauthorized
+from ..core.errors import BadRequest, Forbidden, MethodNotAllowed, Overloaded, ProxpiError, Unauthorized
 from ..core.units import parse_decimal
 from .connection import Connection, Writer
 
@@ -385,6 +385,8 @@ def error_headers(error: ProxpiError) -> list:
         headers.append(("WWW-Authenticate", error.challenge))
     if isinstance(error, Overloaded):
         headers.append(("Retry-After", str(error.retry_after)))
+    if isinstance(error, Forbidden) and error.policy:  # a proxy in front passes the refusal on
+        headers.append(("X-Proxpi-Policy", error.policy))
     return headers
 
 

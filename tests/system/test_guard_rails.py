@@ -276,3 +276,19 @@ def test_offline_applies_the_same_policies(proxy, public, wheels, tmp_path) -> N
     assert offline.get("/index/alpha/", {"Accept": PIP_ACCEPT}).headers["X-Proxpi-Policy"] == "cooldown"
     assert offline.get("/index/evil/").status == 403
     assert offline.get(f"/index/evil/{wheels.evil.filename}").status == 403
+
+
+def test_a_deny_on_a_central_proxy_reaches_a_regional_one_that_held_the_project(proxy, upstream_html, scripted):
+    # Incident response on the central: the regional must not keep handing the project
+    # out from its stale copy. What a central with --deny answers, the scripted index
+    # answers once it has served the page.
+    central = proxy(upstream_html, deny=(("alpha", None),))
+    refusal = central.get("/index/alpha/")
+    assert refusal.status == 403 and refusal.headers["X-Proxpi-Policy"] == "deny"
+    scripted.routes["/index/alpha/"] = (200, {"Content-Type": "text/html"}, b'<a href="alpha-1.0.tar.gz">alpha-1.0.tar.gz</a>')
+    regional = proxy((scripted.base_url + "/index/", 0))
+    assert "alpha-1.0.tar.gz" in regional.get("/index/alpha/").text
+    scripted.routes["/index/alpha/"] = (403, {"Content-Type": "text/plain", "X-Proxpi-Policy": "deny"}, refusal.body)
+    refused = regional.get("/index/alpha/")
+    assert refused.status == 403 and "deny-list entry 'alpha'" in refused.text and "X-Proxpi-Stale" not in refused.headers
+    assert refused.text.count("403 Forbidden") == 1, refused.text
