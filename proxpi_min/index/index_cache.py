@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable, NamedTuple, Optional, Union
 
-from ..core.errors import BadUpstreamPage, UpstreamError, UpstreamTimeout
+from ..core.errors import BadUpstreamPage, Forbidden, UpstreamError, UpstreamTimeout
 from ..core.names import NormalizedName
 from ..core.settings import IndexSettings
 from ..core.simple import (
@@ -332,7 +332,8 @@ class IndexCache:
                         "index %s answered %d for %s: taken as not having it, as for every project it refuses "
                         "(an extra index)", self._label, response.status, page_url,
                     )
-                new = PageEntry(None, page_url, None, None, _fetched(response, now, self.settings.ttl))
+                # Kept for the TTL whatever its headers say: errors say no-store (a proxpi-min's).
+                new = PageEntry(None, page_url, None, None, now)
             else:
                 try:
                     if key == LIST_KEY:
@@ -347,12 +348,28 @@ class IndexCache:
                 new = PageEntry(value, page_url, response.etag, response.last_modified, _fetched(response, now, self.settings.ttl))
                 if key != LIST_KEY:
                     new.raw = RawPage(response.body, response.content_type)
+        except Forbidden as refused:  # a proxpi-min index's policy refuses the project
+            return self._refused(key, refused, flight)
         except UpstreamError as exc:
             return self._failed(key, entry, exc, flight)
         self._succeeded(key, "ok")
         if self._store_entry(key, new, droppable=False, flight=flight) and self._store is not None:
             self._save_later(key, new)
         return self._fresh_lookup(new, now)
+
+    def _refused(self, key: str, refused: Forbidden, flight: _Flight) -> Lookup:
+        """A proxpi-min index's policy refuses *key*: an extra index's refusal but a deny
+        is its not having the project (its allow list is its own); else the refusal is
+        passed on, and the page kept as absent (its saved copy deleted: an outage later
+        must not serve it again), asked again on each use."""
+        now = self._clock()
+        passed_on = refused.policy == "deny" or 403 not in self._absent
+        entry = PageEntry(None, "", None, None, now - self.settings.ttl if passed_on else now)
+        if self._store_entry(key, entry, droppable=False, flight=flight) and self._store is not None:
+            self._save_later(key, entry)
+        if passed_on:
+            raise refused
+        return self._fresh_lookup(entry, now)
 
     def _save_later(self, key: str, entry: PageEntry) -> None:
         """Save *entry* after the answer."""

@@ -292,3 +292,14 @@ def test_a_deny_on_a_central_proxy_reaches_a_regional_one_that_held_the_project(
     refused = regional.get("/index/alpha/")
     assert refused.status == 403 and "deny-list entry 'alpha'" in refused.text and "X-Proxpi-Stale" not in refused.headers
     assert refused.text.count("403 Forbidden") == 1, refused.text
+    # The central down later (a restart with its new deny list): the copy is gone for good.
+    scripted.routes["/index/alpha/"] = (503, {"Content-Type": "text/plain"}, b"restarting\n")
+    assert regional.get("/index/alpha/").status != 200
+
+
+def test_a_central_proxys_allow_list_as_an_extra_index_is_its_own(proxy, upstream_html, dists):
+    # As an extra index, a central that serves only its own projects lacks the others.
+    central = proxy(upstream_html, allow=("acme-*",))
+    regional = proxy(upstream_html, (central.url + "/index/", 0))
+    page = regional.get("/index/alpha/")
+    assert page.status == 200 and dists.alpha_1.filename in page.text, page.text

@@ -715,7 +715,9 @@ def test_a_regional_proxy_asks_a_central_one_with_uploads_on_each_use(proxy, ups
     # whose index it is, asks again each time rather than keep them for its own TTL.
     central = proxy(upstream_html, upload_token=TOKEN)
     regional = proxy(central.url + "/index/")
-    assert regional.get("/index/acme-app/").status == 404
     assert _upload(central, acme).status == 200
     page = regional.get("/index/acme-app/")
     assert page.status == 200 and acme.filename in page.text and "max-age=0" in page.headers["Cache-Control"]
+    newer = make_wheel("acme-app", "2.0")
+    assert _upload(central, newer).status == 200
+    assert newer.filename in regional.get("/index/acme-app/").text
