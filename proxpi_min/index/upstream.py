@@ -62,9 +62,14 @@ def _ask_again(cache_control: str) -> bool:
     return "no-cache" in directives or "no-store" in directives or directives.get("max-age", "").strip() == "0"
 
 
+def _printable(text: str) -> str:
+    """*text* without what a header or a log line must not carry (controls, line breaks)."""
+    return "".join(char for char in text if char.isprintable())
+
+
 def _first_line(body: bytes) -> str:
     """An error answer's reason ("403 Forbidden: <reason>"), as a line safe to pass on."""
-    line = "".join(char for char in body[:500].decode("utf-8", "replace").partition("\n")[0] if char.isprintable())
+    line = _printable(body[:500].decode("utf-8", "replace").partition("\n")[0])
     return line.partition(": ")[2] or line or "refused"
 
 
@@ -410,7 +415,7 @@ class Upstream:
         if response.status == 403 and response.headers.get("X-Proxpi-Policy"):
             # A proxpi-min's guard rail (a central proxy's deny list): its refusal, passed
             # on, where a stale copy would hand out what it refuses.
-            policy = "".join(char for char in response.headers["X-Proxpi-Policy"][:40] if char.isprintable())
+            policy = _printable(response.headers["X-Proxpi-Policy"][:40])
             raise Forbidden(f"{_first_line(body)} (by the index {redact_url(final_url)})", policy)
         # Through a forward proxy (plain http, no tunnel) a refusal may be the proxy's own:
         # never taken for the index saying it lacks the page.
