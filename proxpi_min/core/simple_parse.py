@@ -82,7 +82,9 @@ def _split_fragment(url: str) -> tuple[str, Hashes]:
     name given again (pip checks the first).
     """
     url, _, fragment = url.partition("#")
-    if fragment.startswith("sha256=") and "&" not in fragment:  # nearly every one: the quick way
+    if not fragment:  # a JSON page's links (PEP 691 gives hashes apart)
+        return url, ()
+    if fragment.startswith("sha256=") and "&" not in fragment:  # nearly every HTML link: the quick way
         return url, _json_hashes({"sha256": fragment[7:]})
     found: dict[str, str] = {}
     for algorithm, digest in _good_hashes(pair.partition("=")[::2] for pair in fragment.split("&")):

@@ -151,6 +151,12 @@ class Accounting:
         """A file found gone (evicted by another process, removed by hand): out of our
         view and, unless another process's eviction took it out already, out of the
         ledger, so that a new copy of it is not counted twice."""
+        with self.lock:
+            if path not in self.files:
+                # Every cold request misses a file nobody stored: that must not queue on
+                # the directory-wide lock. A file only another process knew, removed by
+                # hand, is forgotten when that process or our next sync finds it gone.
+                return
         with self._ledger.locked() as ledger:
             self._sync(ledger)
             with self.lock:

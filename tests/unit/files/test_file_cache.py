@@ -381,3 +381,26 @@ def test_FileCache_started_beside_a_live_process_removes_a_killed_writers_leftov
     finally:
         restarted.close()
         live.close()
+
+
+def test_FileCache_a_miss_does_not_wait_for_another_process_holding_the_directory_lock(tmp_path, source) -> None:
+    # Two caches on one directory, each with its own ledger lock: two processes (workers).
+    root = str(tmp_path / "files")
+    cache, other = FileCache(root, 10 * len(DATA), Upstream(1.0, 1.0)), FileCache(root, 10 * len(DATA), upstream=None)
+    try:
+        assert cache.ensure("a", source) is True
+        unknown = Target(root, "b", FileEntry("b-1.0-py3-none-any.whl", "file:///nowhere/b-1.0-py3-none-any.whl"), False)
+        answers: list = []
+        with other._accounting._ledger.locked():  # the other process is storing a file
+            asking = threading.Thread(target=lambda: answers.append(cache.open_cached(unknown)), daemon=True)
+            asking.start()
+            asking.join(5)
+            assert answers == [None], "a cold miss waited for another process's store"
+        # A file this process stored, removed by hand, still leaves the count on its miss.
+        stored = Target(root, "a", source, False)
+        os.unlink(stored.path)
+        assert cache.open_cached(stored) is None
+        assert cache.stats() == (0, 0)
+    finally:
+        cache.close()
+        other.close()
