@@ -17,6 +17,7 @@ name lists a new hash, whose metadata is unknown until read from the new wheel.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -31,6 +32,7 @@ from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
 from ..core.wheelmeta import MAX_METADATA, BrokenWheel
 from ..infra.atomic import temp_path
+from ..infra.background import Background
 from ..infra.metrics import Metrics
 from .bodies import FileBody
 from .file_cache import FileCache
@@ -75,7 +77,12 @@ class WheelMetadata:
     reads its dependencies)."""
 
     def __init__(
-        self, files: FileCache, enabled: bool = True, offline: bool = False, metrics: Optional[Metrics] = None
+        self,
+        files: FileCache,
+        enabled: bool = True,
+        offline: bool = False,
+        metrics: Optional[Metrics] = None,
+        background: Optional[Background] = None,
     ) -> None:
         self.enabled = enabled
         self._offline = offline
@@ -89,6 +96,10 @@ class WheelMetadata:
         self._generations: dict = {}  # project -> the number of the last change of what its page advertises
         self._changes = itertools.count(1)
         self._flights: dict = {}  # metadata path -> its _Flight, the one read in progress
+        # What was read is stored after the answer (None: before it): a store waits on
+        # the directory-wide lock, which a cold resolution's reads would queue on.
+        self._background = background
+        self._unstored: dict = {}  # metadata path -> the bytes read, until stored
         self._reader = WheelReader(files, self._write)
         # Also store the METADATA of every wheel downloaded (``warm``: an offline proxy
         # serves them); else a downloaded wheel is only checked against a stored copy.
@@ -224,6 +235,10 @@ class WheelMetadata:
                 flight.done.set()
 
     def _stored(self, wheel: _Wheel, target: Target) -> Optional[bytes]:
+        with self._lock:
+            data = self._unstored.get(target.path)
+        if data is not None:
+            return data
         opened = self._files.open_cached(target)
         if opened is None:
             return None
@@ -260,7 +275,25 @@ class WheelMetadata:
         """Store *data* as the wheel's metadata at *path* (through the file cache, so
         it is counted under the cap); *replace*: over a stored copy."""
         self._learn(wheel, hashlib.sha256(data).hexdigest())
-        self._write(_Stored(path, wheel.filename + METADATA_SUFFIX), data, replace)
+        self._write_later(_Stored(path, wheel.filename + METADATA_SUFFIX), data, replace)
+
+    def _write_later(self, stored, data: bytes, replace: bool = False) -> None:
+        """:meth:`_write`, after the answer when there is a background to run it; until
+        then, a metadata file is served from memory."""
+        if self._background is None:
+            self._write(stored, data, replace)
+            return
+        with self._lock:
+            self._unstored[stored.path] = data
+        self._background.submit(functools.partial(self._write_now, stored, data, replace))
+
+    def _write_now(self, stored, data: bytes, replace: bool) -> None:
+        try:
+            self._write(stored, data, replace)
+        finally:
+            with self._lock:
+                if self._unstored.get(stored.path) is data:
+                    del self._unstored[stored.path]
 
     def _write(self, stored, data: bytes, replace: bool = False) -> None:
         """Write *data* at *stored*'s path (a ``Target`` or ``_Stored``) through a temp
@@ -331,9 +364,12 @@ class WheelMetadata:
         except OSError:
             return
         path = target.path + METADATA_SUFFIX
+        with self._lock:
+            served = self._unstored.get(path)
         try:
-            with open(path, "rb") as file:
-                served = file.read()
+            if served is None:
+                with open(path, "rb") as file:
+                    served = file.read()
         except OSError:
             if self.save_downloaded:
                 self._save(wheel, path, data, replace=False)

@@ -17,11 +17,13 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 
 import pytest
 
+from proxpi_min.files.ledger import Ledger
 from tests.support.cache_dir import files_tree, wait_for
 from tests.support.dists import Dist, make_wheel
 from tests.support.markers import needs_pip_json_metadata
@@ -71,8 +73,9 @@ def test_metadata_read_with_ranges_and_advertised_with_its_hash(proxy, bare):
     assert f'data-dist-info-metadata="sha256={digest}"' in anchor
     files = json.loads(p.get("/index/beta/", JSON).body)["files"]
     assert files[0]["core-metadata"] == {"sha256": digest}
-    # Stored under the wheel's hash: a second proxy on the cache dir asks nobody.
+    # Stored under the wheel's hash (after the answer): a second proxy on the cache dir asks nobody.
     stored = os.path.join(p.settings.cache_dir, "files", "beta", f"sha256-{beta.sha256}", beta.filename + ".metadata")
+    wait_for(lambda: os.path.exists(stored), "the metadata stored")
     with open(stored, "rb") as file:
         assert file.read() == beta.metadata
     bare.reset_hits()
@@ -423,3 +426,30 @@ def _wheel(filename: str, entries: list) -> Dist:
 def _dist(filename: str, content: bytes) -> Dist:
     name, version = filename.split("-")[:2]
     return Dist(filename, content, hashlib.sha256(content).hexdigest(), None, None, name, version)
+
+
+def test_a_metadata_answer_does_not_wait_for_its_store(proxy, upstream_factory):
+    """Another process storing a file holds the cache dir's lock: that delays the stored
+    copy of a metadata read, not its answer."""
+    upstream = upstream_factory("html", None)
+    big = make_wheel("big", "1.0", module_source=f"DATA = {os.urandom(300_000).hex()!r}\n")
+    assert big.size > 2 * 131072  # more than the proxy's first read of its end: not kept whole
+    upstream.add(big, metadata=False)
+    p = proxy(upstream)
+    stored = os.path.join(p.settings.cache_dir, "files", "big", f"sha256-{big.sha256}", big.filename + ".metadata")
+    assert p.get("/index/big/").status == 200
+    other = Ledger(os.path.join(p.settings.cache_dir, "files"))
+    answers: list = []
+    try:
+        with other.locked():
+            asking = threading.Thread(target=lambda: answers.append(p.get(f"/index/big/{big.filename}.metadata")))
+            asking.daemon = True
+            asking.start()
+            asking.join(10)
+            assert [answer.body for answer in answers] == [big.metadata], "the answer waited for the lock"
+            assert not os.path.exists(stored)
+    finally:
+        other.close()
+    wait_for(lambda: os.path.exists(stored), "the metadata stored once the lock was free")
+    with open(stored, "rb") as file:
+        assert file.read() == big.metadata
