@@ -5,6 +5,7 @@ delete, offline uploads, two workers, a proxy without uploads on the publisher's
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client as http_client
 import json
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.parse
@@ -323,6 +325,47 @@ def test_a_file_put_there_by_hand_is_never_listed_under_an_uploads_hash(proxy, u
     assert p.get("/index/acme-hand/").status == 404
 
 
+def _tar_gz(members: dict) -> bytes:
+    buffer = BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, BytesIO(data))
+    return buffer.getvalue()
+
+
+def _zip(members: dict) -> bytes:
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "reason"),
+    [
+        ("acme_app-1.0.tar.gz", b"", "is not a valid sdist"),
+        ("acme_app-1.0.tar.gz", b"a text file, not gzip", "is not a valid sdist"),
+        ("acme_app-1.0.tar.gz", gzip.compress(b"gzip, but no tar inside"), "is not a valid sdist"),
+        ("acme_app-1.0.tar.gz", _tar_gz({"acme_app-1.0/setup.py": b""}), "no PKG-INFO in its top folder"),
+        ("acme_app-1.0.tar.gz", _tar_gz({"acme_app-1.0/src/PKG-INFO": b""}), "no PKG-INFO in its top folder"),
+        ("acme_app-1.0.zip", _zip({"acme_app-1.0/setup.py": b""}), "no PKG-INFO in its top folder"),
+        ("acme_app-1.0.zip", _tar_gz({"acme_app-1.0/PKG-INFO": b""}), "is not a valid sdist"),
+    ],
+    ids=["empty", "not-gzip", "not-tar", "no-pkg-info", "nested-pkg-info", "zip-no-pkg-info", "tar-named-zip"],
+)
+def test_an_sdist_that_is_not_an_archive_with_pkg_info_is_refused(proxy, upstream_html, filename, content, reason):
+    """As PyPI: listed, it would fail every install that picks it."""
+    p = proxy(upstream_html, upload_token=TOKEN)
+    result = _upload(p, make_sdist("acme-app", "1.0"), content=content, filename=filename,
+                     sha256_digest=hashlib.sha256(content).hexdigest(), blake2_256_digest=None)
+    assert result.status == 400 and reason in result.reason, result.text
+    assert _stored(p) == [] and p.get("/index/acme-app/").status == 404
+    assert_healthy(p)
+
+
 @pytest.mark.parametrize(
     ("first", "second", "reason"),
     [
@@ -339,7 +382,12 @@ def test_a_release_holds_one_file_per_normalized_name_and_one_sdist(proxy, upstr
     p = proxy(upstream_html, upload_token=TOKEN)
     dist = (make_wheel if first.endswith(".whl") else make_sdist)("dupname", "1.0")
     assert _upload(p, dist, filename=first).status == 200
-    refused = _upload(p, dist, filename=second)  # the same bytes too: PyPI refuses them as well
+    if second.endswith(".zip"):  # the same release as a zip sdist
+        content = _zip({"dupname-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: dupname\nVersion: 1.0\n"})
+        refused = _upload(p, dist, content=content, filename=second,
+                          sha256_digest=hashlib.sha256(content).hexdigest(), blake2_256_digest=None)
+    else:
+        refused = _upload(p, dist, filename=second)  # the same bytes too: PyPI refuses them as well
     assert refused.status == 409 and reason in refused.reason and repr(first) in refused.text
     assert [entry["filename"] for entry in _json_page(p, "dupname")["files"]] == [first]
     assert sorted(_stored(p)) == sorted(["dupname", f"dupname/{first}", f"dupname/.info-{first}"]
