@@ -34,7 +34,6 @@ from ..infra.metrics import Metrics
 from .page_entry import DROPPED, Lookup, PageEntry
 from .page_store import LIST_KEY, PageStore, RawPage, SavedPage
 from .residence import Residence
-from .responses import PageResponse
 from .upstream import Upstream
 
 __all__ = ["IndexCache", "Residency"]
@@ -314,7 +313,9 @@ class IndexCache:
                 with self._lock:
                     if flight.superseded:  # current for the clients waiting; not kept as fresh
                         return entry.lookup()._replace(stale=False)
-                    entry.fetched, entry.failures, entry.retry_at = _fetched(response, now, self.settings.ttl), 0, 0.0
+                    if response.ask_again is not None:
+                        entry.ask_again = response.ask_again
+                    entry.fetched, entry.failures, entry.retry_at = _fetched(entry.ask_again, now, self.settings.ttl), 0, 0.0
                     self._residence.restore(key, entry)
                 if self._store is not None:  # the saved copy is as recent: last to be pruned
                     self._later(functools.partial(self._touch, key, entry))
@@ -345,7 +346,9 @@ class IndexCache:
                     _check_plausible(value, entry)
                 except BadUpstreamPage as exc:  # which index, of several, sent it
                     raise BadUpstreamPage(f"{exc}: {page_url}") from None
-                new = PageEntry(value, page_url, response.etag, response.last_modified, _fetched(response, now, self.settings.ttl))
+                ask_again = bool(response.ask_again)
+                new = PageEntry(value, page_url, response.etag, response.last_modified, _fetched(ask_again, now, self.settings.ttl))
+                new.ask_again = ask_again
                 if key != LIST_KEY:
                     new.raw = RawPage(response.body, response.content_type)
         except Forbidden as refused:  # a proxpi-min index's policy refuses the project
@@ -467,11 +470,11 @@ class IndexCache:
         return entry.lookup()._replace(stale=True)
 
 
-def _fetched(response: PageResponse, now: float, ttl: float) -> float:
+def _fetched(ask_again: bool, now: float, ttl: float) -> float:
     """When a page counts as fetched: *now*, or a TTL ago (expired, answered with no
     lifetime left) where its index says to ask again each time (a proxpi-min with
     uploads, or serving a stale copy)."""
-    return now - ttl if response.ask_again else now
+    return now - ttl if ask_again else now
 
 
 def _check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[PageEntry]) -> None:

@@ -33,7 +33,7 @@ class PageEntry:
 
     __slots__ = (
         "value", "generation", "fetched", "url", "etag", "last_modified", "failures", "retry_at", "save_at", "raw",
-        "stamp",
+        "stamp", "ask_again",
     )
 
     def __init__(self, value: Value, url: str, etag: Optional[str], last_modified: Optional[str], fetched: float) -> None:
@@ -48,6 +48,7 @@ class PageEntry:
         self.save_at = 0.0  # not 0: the last save failed; try again from then on
         self.raw: Optional[RawPage] = None  # the page as upstream sent it, until saved
         self.stamp: Optional[tuple] = None  # offline: the saved copy's, when read (PageStore.stamp)
+        self.ask_again = False  # its index said not to reuse it unasked (see PageResponse)
 
     def lookup(self) -> Lookup:
         return Lookup(self.value, self.generation, self.failures > 0)
@@ -61,4 +62,5 @@ class PageEntry:
         this entry still finds its page in it."""
         copy = PageEntry(DROPPED, self.url, self.etag, self.last_modified, self.fetched)
         copy.generation, copy.failures, copy.retry_at = self.generation, self.failures, self.retry_at
+        copy.ask_again = self.ask_again
         return copy

@@ -19,7 +19,8 @@ class PageResponse(NamedTuple):
     last_modified: Optional[str]
     # The index says the page is not to be reused without asking again (RFC 9111 5.2.2:
     # no-cache, no-store, max-age=0): a proxpi-min with a local index, or serving stale.
-    ask_again: bool = False
+    # None: a 304 without Cache-Control, which leaves the stored page's as it was (4.3.4).
+    ask_again: Optional[bool] = False
 
 
 class FileResponse:

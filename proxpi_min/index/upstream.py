@@ -422,6 +422,7 @@ class Upstream:
         proxied_refusal = key[3] is not None and key[0] == "http" and response.status in (401, 403)
         if response.status not in (200, 304) and (response.status not in absent or proxied_refusal):
             raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{via_proxy(key)}")
+        cache_control = response.headers.get("Cache-Control")
         return PageResponse(
             response.status,
             body,
@@ -429,7 +430,7 @@ class Upstream:
             final_url,
             response.headers.get("ETag"),
             response.headers.get("Last-Modified"),
-            _ask_again(response.headers.get("Cache-Control", "")),
+            None if response.status == 304 and cache_control is None else _ask_again(cache_control or ""),
         )
 
     # ------------------------------------------------------------------ files

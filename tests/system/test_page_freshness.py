@@ -1,10 +1,11 @@
 """What a front cache learns of a page's freshness: no longer than the proxy keeps it
 before asking the upstream again, and an uncompressed first answer to a gzip client that
-it must not keep in place of the gzip form."""
+it must not keep in place of the gzip form; and what the proxy learns from its index's."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import time
 
 from tests.support.proxy import PIP_ACCEPT
@@ -67,3 +68,32 @@ def test_a_gzip_form_kept_from_before_a_restart_is_still_good(proxy, upstream_js
     again = restarted.get(path, {**GZIP, "If-None-Match": kept.headers["ETag"]})
     assert again.status == 304 and again.headers["ETag"] == kept.headers["ETag"]
     assert again.headers["Cache-Control"] == "max-age=600, public"
+
+
+def test_a_304_without_cache_control_keeps_the_no_cache_its_page_said(proxy, scripted) -> None:
+    """RFC 9111 4.3.4: a 304 updates only the header fields it carries. A page its index
+    said not to reuse unasked (a central proxpi-min with uploads) stays so when the
+    index's revalidations leave Cache-Control out."""
+    page = {"meta": {"api-version": "1.0"}, "name": "tiered", "files": [
+        {"filename": "tiered-1.0.tar.gz", "url": "/files/tiered-1.0.tar.gz", "hashes": {"sha256": "ab" * 32}}]}
+    body = json.dumps(page).encode()
+
+    def answer(handler) -> None:
+        if handler.headers.get("If-None-Match") == '"v1"':
+            handler.send_response(304)
+            handler.send_header("ETag", '"v1"')
+            handler.end_headers()
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
+        handler.send_header("ETag", '"v1"')
+        handler.send_header("Cache-Control", "no-cache")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    scripted.routes["/simple/tiered/"] = answer
+    running = proxy(scripted.url)
+    for _ in range(3):
+        assert "tiered-1.0.tar.gz" in running.get("/index/tiered/").text
+    assert scripted.hits["/simple/tiered/"] == 3
