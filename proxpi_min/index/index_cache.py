@@ -315,6 +315,7 @@ class IndexCache:
                         return entry.lookup()._replace(stale=False)
                     if response.ask_again is not None:
                         entry.ask_again = response.ask_again
+                    entry.upstream_stale = response.stale
                     entry.fetched, entry.failures, entry.retry_at = _fetched(entry.ask_again, now, self.settings.ttl), 0, 0.0
                     self._residence.restore(key, entry)
                 if self._store is not None:  # the saved copy is as recent: last to be pruned
@@ -348,7 +349,7 @@ class IndexCache:
                     raise BadUpstreamPage(f"{exc}: {page_url}") from None
                 ask_again = bool(response.ask_again)
                 new = PageEntry(value, page_url, response.etag, response.last_modified, _fetched(ask_again, now, self.settings.ttl))
-                new.ask_again = ask_again
+                new.ask_again, new.upstream_stale = ask_again, response.stale
                 if key != LIST_KEY:
                     new.raw = RawPage(response.body, response.content_type)
         except Forbidden as refused:  # a proxpi-min index's policy refuses the project

@@ -33,7 +33,7 @@ class PageEntry:
 
     __slots__ = (
         "value", "generation", "fetched", "url", "etag", "last_modified", "failures", "retry_at", "save_at", "raw",
-        "stamp", "ask_again",
+        "stamp", "ask_again", "upstream_stale",
     )
 
     def __init__(self, value: Value, url: str, etag: Optional[str], last_modified: Optional[str], fetched: float) -> None:
@@ -49,9 +49,10 @@ class PageEntry:
         self.raw: Optional[RawPage] = None  # the page as upstream sent it, until saved
         self.stamp: Optional[tuple] = None  # offline: the saved copy's, when read (PageStore.stamp)
         self.ask_again = False  # its index said not to reuse it unasked (see PageResponse)
+        self.upstream_stale = False  # its index served it stale (a proxpi-min in an outage)
 
     def lookup(self) -> Lookup:
-        return Lookup(self.value, self.generation, self.failures > 0)
+        return Lookup(self.value, self.generation, self.failures > 0 or self.upstream_stale)
 
     @property
     def held(self) -> bool:
@@ -62,5 +63,5 @@ class PageEntry:
         this entry still finds its page in it."""
         copy = PageEntry(DROPPED, self.url, self.etag, self.last_modified, self.fetched)
         copy.generation, copy.failures, copy.retry_at = self.generation, self.failures, self.retry_at
-        copy.ask_again = self.ask_again
+        copy.ask_again, copy.upstream_stale = self.ask_again, self.upstream_stale
         return copy

@@ -21,6 +21,7 @@ class PageResponse(NamedTuple):
     # no-cache, no-store, max-age=0): a proxpi-min with a local index, or serving stale.
     # None: a 304 without Cache-Control, which leaves the stored page's as it was (4.3.4).
     ask_again: Optional[bool] = False
+    stale: bool = False  # the index says it served a stale copy (a proxpi-min in an outage)
 
 
 class FileResponse:

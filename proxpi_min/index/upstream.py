@@ -431,6 +431,8 @@ class Upstream:
             response.headers.get("ETag"),
             response.headers.get("Last-Modified"),
             None if response.status == 304 and cache_control is None else _ask_again(cache_control or ""),
+            # RFC 7234 5.5.1's warn-code 110, or the header a proxpi-min adds beside it.
+            response.headers.get("X-Proxpi-Stale") == "1" or (response.headers.get("Warning") or "").startswith("110"),
         )
 
     # ------------------------------------------------------------------ files

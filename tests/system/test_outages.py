@@ -820,3 +820,21 @@ def test_saved_pages_stay_within_their_budget_the_least_recently_fetched_go(prox
     restarted = proxy(up, cache_dir=p.settings.cache_dir, cache_size=0)
     assert restarted.get(f"/index/{names[-1]}/").headers.get("X-Proxpi-Stale") == "1"
     assert restarted.get(f"/index/{names[0]}/").status == 502
+
+
+def test_a_central_proxys_stale_copy_is_stale_at_the_regional_one_too(proxy, upstream_html, dists):
+    """Proxies in tiers: the central's index is down and it serves its copy stale; the
+    regional's clients are told so as well, and no longer once the central recovers."""
+    central = proxy((upstream_html, TTL), read_timeout=1.0)
+    regional = proxy((central.url + "/index/", TTL))
+    _assert_fresh(regional.get("/index/alpha/"))
+    upstream_html.down()
+    _expire()
+    stale = regional.get("/index/alpha/", timeout=BOUND + 5)
+    _assert_stale(stale)
+    assert dists.alpha_1.filename in set(parse_anchors(stale.body))
+    upstream_html.up()
+    deadline = time.monotonic() + RETRY_FIRST + BOUND
+    while regional.get("/index/alpha/").headers.get("X-Proxpi-Stale") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _assert_fresh(regional.get("/index/alpha/"))
