@@ -13,10 +13,7 @@ import hmac
 import logging
 import os
 import queue
-import tarfile
 import threading
-import zipfile
-import zlib
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 from ..core.distnames import parse_dist_filename
@@ -33,6 +30,7 @@ from ..core.errors import (
 )
 from ..core.multipart import END, MultipartParser, PartHead, boundary_of
 from ..core.names import NormalizedName, canonicalize_name, check_filename
+from ..core.sdists import check_sdist
 from ..core.versions import same_version
 from ..core.settings import Settings, parse_pattern
 from ..core.units import human_size, parse_decimal
@@ -50,8 +48,6 @@ _CHUNK = 256 * 1024  # bytes read from the socket at a time
 _SPOOL_DEPTH = 16  # pieces read ahead of a spool thread (at most 4 MiB in memory)
 _SYNC_EVERY = 8 * 1024 * 1024  # bytes written between two fdatasync calls
 MAX_FIELDS = 1024 * 1024  # bytes of every form field but the file, together
-# How far into an sdist's tar stream PKG-INFO is looked for: a gzip bomb inflates no further.
-MAX_SDIST_SCAN = 2 * 1024**3
 # Bytes a second an upload body must average after its first client timeout, as a
 # download must (PROXPI_DOWNLOAD_MIN_RATE's default): far under any real uploader's
 # link, far over a client trickling bytes to hold a request thread.
@@ -347,7 +343,8 @@ class Uploads:
                 raise BadRequest(f"the METADATA of {filename!r} names another project or version")
             requires_python = headers.get("Requires-Python") or None
         else:
-            _check_sdist(temp, filename)
+            with open(temp, "rb") as file:
+                check_sdist(file, filename)
         sha256 = form.digests["sha256_digest"].hexdigest()
         return Upload(dist.project, filename, temp, sha256, form.size, metadata, requires_python)
 
@@ -410,31 +407,3 @@ def _wheel_metadata(path: str, filename: str) -> bytes:
     except (BrokenWheel, OSError) as exc:
         raise BadRequest(f"{filename!r} is not a valid wheel: {exc}") from None
 
-
-def _check_sdist(path: str, filename: str) -> None:
-    """An sdist is the archive its name says, with a PKG-INFO in its top folder, as
-    PyPI checks: an empty or damaged file would be listed, and fail every install.
-
-    :raises BadRequest: it is not.
-    """
-    try:
-        if filename.endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
-                if any(_is_pkg_info(name) for name in archive.namelist()):
-                    return
-        else:
-            with tarfile.open(path, "r:gz") as archive:
-                while archive.offset <= MAX_SDIST_SCAN:
-                    member = archive.next()
-                    if member is None:
-                        break
-                    if _is_pkg_info(member.name):
-                        return
-    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        raise BadRequest(f"{filename!r} is not a valid sdist: {exc}") from None
-    raise BadRequest(f"{filename!r} is not a valid sdist: no PKG-INFO in its top folder")
-
-
-def _is_pkg_info(name: str) -> bool:
-    parts = name.removeprefix("./").split("/")
-    return len(parts) == 2 and parts[1] == "PKG-INFO"
