@@ -151,12 +151,6 @@ class Accounting:
         """A file found gone (evicted by another process, removed by hand): out of our
         view and, unless another process's eviction took it out already, out of the
         ledger, so that a new copy of it is not counted twice."""
-        with self.lock:
-            if path not in self.files:
-                # Every cold request misses a file nobody stored: that must not queue on
-                # the directory-wide lock. A file only another process knew, removed by
-                # hand, is forgotten when that process or our next sync finds it gone.
-                return
         with self._ledger.locked() as ledger:
             self._sync(ledger)
             with self.lock:
@@ -168,6 +162,16 @@ class Accounting:
                 self.generation += 1
             used, count = ledger.record.used - known[0], ledger.record.count - 1
             self._record(ledger, [JournalEntry(self._relative(path))], used, count)
+
+    def missed(self, path: str) -> None:
+        """A file looked for and not found: :meth:`forget` it if this process counted it.
+        Every cold request misses a file nobody stored, and must not queue on the
+        directory-wide lock for it; one only another process counted, removed by hand,
+        is taken out of the count when it is stored again (see :meth:`store`)."""
+        with self.lock:
+            if path not in self.files:
+                return
+        self.forget(path)
 
     def close(self) -> None:
         self._stopping.set()
@@ -299,6 +303,13 @@ class Accounting:
             reserved = sum(self._unreserve(ledger, temp).values())  # ours becomes the stored file
             if os.path.exists(path):  # stored meanwhile by a writer that took no lock
                 return False
+            with self.lock:
+                known = self.files.pop(path, None)
+                if known is not None:
+                    self.generation += 1
+            if known is not None:  # counted, yet not on disk (removed by hand): out of the count first
+                record = ledger.record
+                self._record(ledger, [JournalEntry(self._relative(path))], record.used - known[0], record.count - 1)
             used, count, victims = self._make_room(ledger, reserved + size)
             if not self._evicts and used + reserved + size > self.cap:
                 return False

@@ -273,7 +273,7 @@ class FileCache:
             with self._lock:
                 downloading = target.path in self._downloads
             if not downloading:  # evicted by another process (else our download stores it)
-                self._accounting.forget(target.path)
+                self._accounting.missed(target.path)
             return None
         stat = os.fstat(file.fileno())
         if target.size is not None and stat.st_size != target.size:

@@ -404,3 +404,27 @@ def test_FileCache_a_miss_does_not_wait_for_another_process_holding_the_director
     finally:
         cache.close()
         other.close()
+
+
+@pytest.mark.parametrize("damage", ["removed", "truncated"])
+def test_FileCache_a_file_another_process_stored_then_damaged_is_counted_once_when_fetched_again(
+    tmp_path, source, damage
+) -> None:
+    # Two caches on one directory, each with its own ledger lock: two processes (workers).
+    root = str(tmp_path / "files")
+    here, other = FileCache(root, 10 * len(DATA), Upstream(1.0, 1.0)), FileCache(root, 10 * len(DATA), Upstream(1.0, 1.0))
+    try:
+        assert other.ensure("a", source) is True
+        target = Target(root, "a", source, False)
+        if damage == "removed":  # by hand, or a temp cleaner
+            os.unlink(target.path)
+        else:
+            os.truncate(target.path, 10)
+        assert here.open_cached(target) is None
+        assert here.ensure("a", source) is True
+        with open(target.path, "rb") as file:
+            assert file.read() == DATA
+        assert here.stats() == (len(DATA), 1)
+    finally:
+        here.close()
+        other.close()
