@@ -104,7 +104,10 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     # Pages are saved and compressed after their answer (Catalog.close finishes them).
     background = Background()
     local = _local_index(settings, cache_dir, serving)
-    metadata = WheelMetadata(files, settings.metadata == "auto", settings.offline, metrics, background)
+    # Stored after the answer when serving; `warm` stores each before it reports it.
+    metadata = WheelMetadata(
+        files, settings.metadata == "auto", settings.offline, metrics, background if serving else None
+    )
     if serving and metadata.enabled:
         metadata.learn_stored_later()
     indexes = Catalog(

@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 # Wheels whose metadata hash (or breakage) is remembered for pages; past this the memory
 # starts afresh (pages then say ``true`` until each is served again).
 MAX_KNOWN = 200_000
+# Metadata read and not yet stored, held in memory at most: past it, one is stored before
+# its answer (a disk or a lock slower than the reads).
+MAX_UNSTORED_BYTES = 64 * 1024 * 1024
 
 
 class BytesBody(FileBody):
@@ -100,6 +103,7 @@ class WheelMetadata:
         # the directory-wide lock, which a cold resolution's reads would queue on.
         self._background = background
         self._unstored: dict = {}  # metadata path -> the bytes read, until stored
+        self._unstored_bytes = 0
         self._reader = WheelReader(files, self._write)
         # Also store the METADATA of every wheel downloaded (``warm``: an offline proxy
         # serves them); else a downloaded wheel is only checked against a stored copy.
@@ -280,11 +284,14 @@ class WheelMetadata:
     def _write_later(self, stored, data: bytes, replace: bool = False) -> None:
         """:meth:`_write`, after the answer when there is a background to run it; until
         then, a metadata file is served from memory."""
-        if self._background is None:
+        with self._lock:
+            later = self._background is not None and self._unstored_bytes + len(data) <= MAX_UNSTORED_BYTES
+            if later:
+                self._unstored_bytes += len(data) - len(self._unstored.get(stored.path, b""))
+                self._unstored[stored.path] = data
+        if not later:
             self._write(stored, data, replace)
             return
-        with self._lock:
-            self._unstored[stored.path] = data
         self._background.submit(functools.partial(self._write_now, stored, data, replace))
 
     def _write_now(self, stored, data: bytes, replace: bool) -> None:
@@ -294,6 +301,7 @@ class WheelMetadata:
             with self._lock:
                 if self._unstored.get(stored.path) is data:
                     del self._unstored[stored.path]
+                    self._unstored_bytes -= len(data)
 
     def _write(self, stored, data: bytes, replace: bool = False) -> None:
         """Write *data* at *stored*'s path (a ``Target`` or ``_Stored``) through a temp

@@ -331,12 +331,14 @@ class Catalog:
         return self._background is None or self._background.flush(timeout)
 
     def close(self, timeout: float = CLOSE_SECONDS) -> bool:
-        """At shutdown: finish saving the pages answered so far (so that a restarted or
-        offline proxy finds them all); later ones are saved before their answer. A disk
+        """At shutdown: finish saving the pages and metadata answered so far (so that a
+        restarted or offline proxy finds them all); later ones are saved before their answer. A disk
         that hangs is waited for *timeout* seconds at most (a WARNING says so)."""
         if self._background is None or self._background.close(timeout):
             return True
-        logger.warning("stopping with %d pages still to be saved or compressed", self._background.pending)
+        logger.warning(
+            "stopping with %d pages or metadata files still to be saved or compressed", self._background.pending
+        )
         return False
 
     def project_page(self, name: NormalizedName) -> ProjectPage:

@@ -1,5 +1,5 @@
-"""Work a client need not wait for (saving a page, compressing a rendered one), run in
-order by one daemon thread after the answer has gone out."""
+"""Work a client need not wait for (saving a page, compressing a rendered one, storing a
+wheel's metadata), run in order by one daemon thread after the answer has gone out."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ import zipfile
 
 import pytest
 
+from proxpi_min.files import metadata as metadata_module
 from proxpi_min.files.ledger import Ledger
 from tests.support.cache_dir import files_tree, wait_for
 from tests.support.dists import Dist, make_wheel
@@ -428,9 +429,13 @@ def _dist(filename: str, content: bytes) -> Dist:
     return Dist(filename, content, hashlib.sha256(content).hexdigest(), None, None, name, version)
 
 
-def test_a_metadata_answer_does_not_wait_for_its_store(proxy, upstream_factory):
+@pytest.mark.parametrize("held", ["memory", "past-its-bound"])
+def test_a_metadata_answer_does_not_wait_for_its_store(proxy, upstream_factory, monkeypatch, held):
     """Another process storing a file holds the cache dir's lock: that delays the stored
-    copy of a metadata read, not its answer."""
+    copy of a metadata read, not its answer; unless the reads not yet stored already
+    hold their bound of memory (here: none at all)."""
+    if held == "past-its-bound":
+        monkeypatch.setattr(metadata_module, "MAX_UNSTORED_BYTES", 0)
     upstream = upstream_factory("html", None)
     big = make_wheel("big", "1.0", module_source=f"DATA = {os.urandom(300_000).hex()!r}\n")
     assert big.size > 2 * 131072  # more than the proxy's first read of its end: not kept whole
@@ -445,11 +450,16 @@ def test_a_metadata_answer_does_not_wait_for_its_store(proxy, upstream_factory):
             asking = threading.Thread(target=lambda: answers.append(p.get(f"/index/big/{big.filename}.metadata")))
             asking.daemon = True
             asking.start()
-            asking.join(10)
-            assert [answer.body for answer in answers] == [big.metadata], "the answer waited for the lock"
-            assert not os.path.exists(stored)
+            asking.join(10 if held == "memory" else 0.5)
+            if held == "memory":
+                assert [answer.body for answer in answers] == [big.metadata], "the answer waited for the lock"
+                assert not os.path.exists(stored)
+            else:
+                assert answers == [], "answered before its store, past the bound"
     finally:
         other.close()
+    asking.join(10)
+    assert [answer.body for answer in answers] == [big.metadata]
     wait_for(lambda: os.path.exists(stored), "the metadata stored once the lock was free")
     with open(stored, "rb") as file:
         assert file.read() == big.metadata
