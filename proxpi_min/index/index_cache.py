@@ -293,6 +293,7 @@ class IndexCache:
             if saved is not None:
                 # Loaded as expired-but-usable: revalidated now, the fallback if that fails.
                 entry = PageEntry(saved.value, saved.url, saved.etag, saved.last_modified, float("-inf"))
+                entry.ask_again = saved.ask_again
                 self._store_entry(key, entry, droppable=True)
         return entry, None
 
@@ -316,7 +317,8 @@ class IndexCache:
                     if response.ask_again is not None:
                         entry.ask_again = response.ask_again
                     entry.upstream_stale = response.stale
-                    entry.fetched, entry.failures, entry.retry_at = _fetched(entry.ask_again, now, self.settings.ttl), 0, 0.0
+                    fetched = _fetched(entry.ask_again, now, self.settings.ttl)
+                    entry.fetched, entry.failures, entry.retry_at = fetched, 0, 0.0
                     self._residence.restore(key, entry)
                 if self._store is not None:  # the saved copy is as recent: last to be pruned
                     self._later(functools.partial(self._touch, key, entry))
@@ -348,7 +350,8 @@ class IndexCache:
                 except BadUpstreamPage as exc:  # which index, of several, sent it
                     raise BadUpstreamPage(f"{exc}: {page_url}") from None
                 ask_again = bool(response.ask_again)
-                new = PageEntry(value, page_url, response.etag, response.last_modified, _fetched(ask_again, now, self.settings.ttl))
+                fetched = _fetched(ask_again, now, self.settings.ttl)
+                new = PageEntry(value, page_url, response.etag, response.last_modified, fetched)
                 new.ask_again, new.upstream_stale = ask_again, response.stale
                 if key != LIST_KEY:
                     new.raw = RawPage(response.body, response.content_type)
@@ -395,9 +398,10 @@ class IndexCache:
         """Save *entry*'s page for a restart (or forget the saved copy of a page upstream
         no longer has). Once saved, the page may leave memory and be read back; if it
         could not be saved, a later use of it tries again (see SAVE_RETRY)."""
+        saved = SavedPage(entry.value, entry.url, entry.etag, entry.last_modified, entry.ask_again)
         if entry.value is None:
             self._store.delete(key)
-        elif self._store.save(key, SavedPage(entry.value, entry.url, entry.etag, entry.last_modified), entry.raw):
+        elif self._store.save(key, saved, entry.raw):
             with self._lock:
                 entry.save_at, entry.raw = 0.0, None
                 if self._entries.get(key) is entry:  # not replaced by a newer page meanwhile

@@ -44,6 +44,7 @@ class SavedPage(NamedTuple):
     url: str
     etag: Optional[str]
     last_modified: Optional[str]
+    ask_again: bool = False  # its index said not to reuse it unasked (kept across a restart)
 
 
 class RawPage(NamedTuple):
@@ -160,7 +161,8 @@ class PageStore:
                     raise ValueError("the page saved is of another kind than its name says")
             else:
                 raise OtherFormat(f"format {record.get('format')!r}, not {_FORMAT} or {_RAW_FORMAT}")
-            return SavedPage(value, record["url"], record["etag"], record["last_modified"])
+            ask_again = record.get("ask_again") is True
+            return SavedPage(value, record["url"], record["etag"], record["last_modified"], ask_again)
         except BadUpstreamPage as exc:
             raise ValueError(exc.message) from None
         except (KeyError, TypeError, AttributeError, RecursionError) as exc:  # RecursionError: "[[[[..."
@@ -176,6 +178,8 @@ class PageStore:
             "etag": page.etag,
             "last_modified": page.last_modified,
         }
+        if page.ask_again:
+            record["ask_again"] = True
         if raw is None:
             record["value"] = _encode(page.value)
             data = json.dumps(record, separators=(",", ":")).encode()

@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -54,12 +55,20 @@ MAX_IDLE_PER_HOST = 8
 # sat idle gives at its next use.
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
 _REDIRECTS = {301, 302, 303, 307, 308}
+_STALE_WARNING = re.compile(r"(?:^|,)\s*110\s")
 
 
 def _ask_again(cache_control: str) -> bool:
     """Whether a page's Cache-Control forbids reusing it unasked (RFC 9111 5.2.2)."""
     directives = {part.strip().lower().partition("=")[0]: part.strip().partition("=")[2] for part in cache_control.split(",")}
     return "no-cache" in directives or "no-store" in directives or directives.get("max-age", "").strip() == "0"
+
+
+def _served_stale(headers) -> bool:
+    """Whether a page's index says it served a stale copy: the header a proxpi-min adds,
+    or RFC 7234's warn-code 110 (5.5.1) in any Warning field."""
+    warnings = ",".join(headers.get_all("Warning") or ())
+    return headers.get("X-Proxpi-Stale") == "1" or _STALE_WARNING.search(warnings) is not None
 
 
 def _printable(text: str) -> str:
@@ -431,8 +440,7 @@ class Upstream:
             response.headers.get("ETag"),
             response.headers.get("Last-Modified"),
             None if response.status == 304 and cache_control is None else _ask_again(cache_control or ""),
-            # RFC 7234 5.5.1's warn-code 110, or the header a proxpi-min adds beside it.
-            response.headers.get("X-Proxpi-Stale") == "1" or (response.headers.get("Warning") or "").startswith("110"),
+            _served_stale(response.headers),
         )
 
     # ------------------------------------------------------------------ files

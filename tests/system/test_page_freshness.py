@@ -97,3 +97,8 @@ def test_a_304_without_cache_control_keeps_the_no_cache_its_page_said(proxy, scr
     for _ in range(3):
         assert "tiered-1.0.tar.gz" in running.get("/index/tiered/").text
     assert scripted.hits["/simple/tiered/"] == 3
+    running.stop()  # the saved copy remembers it too
+    restarted = proxy(scripted.url, cache_dir=running.settings.cache_dir)
+    for _ in range(3):
+        assert "tiered-1.0.tar.gz" in restarted.get("/index/tiered/").text
+    assert scripted.hits["/simple/tiered/"] == 6
