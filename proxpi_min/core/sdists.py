@@ -35,8 +35,6 @@ def check_sdist(file: BinaryIO, filename: str) -> None:
         else:
             with gzip.GzipFile(fileobj=file, mode="rb") as stream:
                 found = _tar_has_pkg_info(stream)
-    except BadRequest:
-        raise
     except Exception as exc:  # whatever a damaged archive makes zipfile, gzip or tarfile raise
         raise BadRequest(f"{filename!r} is not a valid sdist: {exc}") from None
     if not found:
@@ -47,8 +45,8 @@ def _tar_has_pkg_info(stream: BinaryIO) -> bool:
     """Whether the tar read from *stream* names a PKG-INFO in its top folder, reading
     its headers and skipping its members' data; False past :data:`MAX_SCAN` bytes.
 
-    :raises tarfile.HeaderError: a header that does not parse (or checksum).
-    :raises BadRequest: an extended header past :data:`MAX_EXTENDED_HEADER`.
+    :raises tarfile.TarError: a header that does not parse (or checksum), an extended
+        header past :data:`MAX_EXTENDED_HEADER`, a tar cut short.
     """
     scanned = 0
     long_name = None  # a GNU long name (type L), for the member that follows
@@ -65,7 +63,7 @@ def _tar_has_pkg_info(stream: BinaryIO) -> bool:
         scanned += _BLOCK + padded
         if member.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE):
             if member.size > MAX_EXTENDED_HEADER:
-                raise BadRequest(f"a tar header of {member.size} bytes: not an sdist's")
+                raise tarfile.ReadError(f"a tar header of {member.size} bytes")
             data = _read_exactly(stream, padded)[: member.size]
             if member.type == tarfile.GNUTYPE_LONGNAME:
                 long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
