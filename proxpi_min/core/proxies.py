@@ -29,9 +29,9 @@ class ProxySettings:
             return None
         if _in_networks(host, self.no_proxy):
             return None
-        if ":" in host:  # an IPv6 address, which urllib's matcher never finds: "::1", "[::1]"
-            entries = {entry.strip().strip("[]").lower() for entry in self.no_proxy.split(",")}
-            if host.lower() in entries or "*" in entries:
+        if ":" in host:  # an IPv6 address, which urllib's matcher never finds: "::1", "[::1]", "[::1]:8443"
+            address = host.strip("[]").lower()
+            if any(_ipv6_entry_matches(entry, address, port) for entry in self.no_proxy.split(",")):
                 return None
         # urllib's own matcher: host names, domain suffixes, "*", IP addresses and
         # host:port entries, compared without case.
@@ -49,6 +49,17 @@ class ProxySettings:
             return "no outbound proxy"
         text = ", ".join(f"{scheme} via {redact_url(url)}" for scheme, url in self.proxies)
         return f"outbound proxy: {text}" + (f" (not for {self.no_proxy})" if self.no_proxy else "")
+
+
+def _ipv6_entry_matches(entry: str, address: str, port: int) -> bool:
+    """Whether a NO_PROXY *entry* (``*``, ``::1``, ``[::1]``, ``[::1]:8443``) names the
+    IPv6 *address* (lower case, no brackets) on *port*."""
+    entry = entry.strip().lower()
+    if entry.startswith("["):
+        entry, _, rest = entry[1:].partition("]")
+        if rest and rest != f":{port}":
+            return False
+    return entry in ("*", address)
 
 
 def _in_networks(host: str, no_proxy: str) -> bool:

@@ -57,6 +57,8 @@ def proxy_for(env: dict, url_parts: tuple, **flags) -> "str | None":
         ({**CORP, "NO_PROXY": "::1,fd00::5"}, ("https", "::1", 8443), None),
         ({**CORP, "NO_PROXY": "pypi.org, [FD00::5]"}, ("https", "fd00::5", 443), None),
         ({**CORP, "NO_PROXY": "::1"}, ("https", "fd00::5", 443), "http://corp:3128"),
+        ({**CORP, "NO_PROXY": "[::1]:8443"}, ("https", "::1", 8443), None),
+        ({**CORP, "NO_PROXY": "[::1]:8443"}, ("https", "::1", 443), "http://corp:3128"),
         # Networks, as curl and pip read them (urllib reads none).
         ({**CORP, "NO_PROXY": "pypi.org,10.0.0.0/8"}, ("https", "10.20.30.40", 443), None),
         ({**CORP, "NO_PROXY": "10.0.0.0/8"}, ("https", "11.0.0.1", 443), "http://corp:3128"),
