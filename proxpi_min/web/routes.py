@@ -56,6 +56,8 @@ _PAGE_METHODS = ("GET", "HEAD")
 _CACHE_METHODS = ("DELETE",)
 _LOCAL_METHODS = ("POST", "DELETE")  # yank, delete an uploaded file
 _METADATA_SUFFIX = ".metadata"  # PEP 658: a file's metadata is at the file's URL plus this
+# What proxpi answers /health and a DELETE /cache/... with: probes and scripts read it.
+_SUCCESS = b'{"status": "success", "data": null}\n'
 # The methods this server knows (RFC 9110 9.3, and PATCH of RFC 5789): any other is 501
 # (RFC 9110 15.6.2), and metrics label it "other", so made-up ones cannot grow the time series.
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
@@ -185,7 +187,7 @@ class ProxyHandler(Http1Handler):
             self._send(200, [("Content-Type", METRICS_TYPE), ("Cache-Control", "no-store")], app.metrics_text())
         elif segments == ["health"]:
             self._allow(_PAGE_METHODS)
-            self._send(200, [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")], b"ok\n")
+            self._send(200, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], _SUCCESS)
         elif segments == ["favicon.ico"]:
             # Browsers ask for it with every page of the dashboard.
             self._allow(_PAGE_METHODS)
@@ -378,7 +380,7 @@ class ProxyHandler(Http1Handler):
             app.invalidate(project)
             message = f"invalidated project {project}"
         logger.info("%s", message)
-        self._send(200, [("Content-Type", "text/plain; charset=utf-8")], message.encode() + b"\n")
+        self._send(200, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], _SUCCESS)
 
     def _uploads(self, app: App) -> Uploads:
         self._kind = "upload"  # refusals carry their reason in the status line, as PyPI's

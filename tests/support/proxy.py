@@ -12,6 +12,7 @@ variables, and ``--index-url <proxy>/index/`` as the only source.
 from __future__ import annotations
 
 import http.client as http_client
+import json
 import os
 import re
 import socket
@@ -237,9 +238,9 @@ class RunningProxy:
 
 
 def assert_healthy(target: Any) -> None:
-    """The proxy *target* (a RunningProxy or ProxyProcess) answers ``/health`` with 200 ``ok``."""
+    """The proxy *target* (a RunningProxy or ProxyProcess) answers ``/health`` with 200, as proxpi."""
     result = target.get("/health")
-    assert (result.status, result.body.strip()) == (200, b"ok")
+    assert (result.status, json.loads(result.body)) == (200, {"status": "success", "data": None})
 
 
 def start_proxy(*, indexes: Sequence[Any], **overrides: Any) -> RunningProxy:

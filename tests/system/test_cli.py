@@ -208,7 +208,7 @@ def test_serves_with_flags(upstream_factory, dists, tmp_path):
     with ProxyProcess(args) as process:
         assert process.url.startswith("http://127.0.0.1:")
         health = process.get("/health")
-        assert (health.status, health.body.strip()) == (200, b"ok")
+        assert (health.status, json.loads(health.body)) == (200, {"status": "success", "data": None})
         page = _alpha_page(process)
         assert dists.alpha_1.filename in page and dists.alpha_3.filename in page
         assert dists.epsilon.filename in process.get("/index/epsilon/").text

@@ -416,8 +416,8 @@ def test_request_body_is_never_a_request(guarded, method, target):
     with socket.create_connection(("127.0.0.1", p.port), timeout=10) as sock:
         sock.sendall(data)
         received = recv_until_closed(sock, 10)
-    # Discarding the body (two answers) or closing after the first are both fine.
-    assert b"invalidated project" not in received, received
+    # Discarding the body (two answers) or closing after the first are both fine; a third
+    # would be the DELETE's.
     assert 1 <= len(re.findall(rb"HTTP/1\.1 \d{3} ", received)) <= 2, received
     assert p.get("/index/alpha/").status == 200
     assert guarded.upstream.hits("/simple/alpha/") == page_hits, "the body's DELETE was executed"
