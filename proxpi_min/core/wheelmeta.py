@@ -57,7 +57,8 @@ _CENTRAL = b"PK\x01\x02"
 _LOCAL = b"PK\x03\x04"
 _LOCAL_HEADER = 30  # bytes before a local header's name and extra field
 _CENTRAL_HEADER = 46
-_STORED, _DEFLATED = 0, 8
+# The compression methods zipfile reads (APPNOTE.TXT 4.4.5), so the same wheels as pip.
+_STORED, _DEFLATED, _BZIP2, _LZMA = 0, 8, 12, 14
 # <name>-<version>.dist-info/METADATA at the top level (PEP 427)
 _METADATA = re.compile(r"([^/]+)\.dist-info/METADATA\Z")
 # "extra" compared in a marker: the requirement applies only with an extra.
@@ -174,7 +175,7 @@ def find_metadata(directory: bytes, wheel_filename: str) -> Member:
     """
     members = {member.name: member for member in _members(directory)}
     member = members[metadata_name(members, wheel_filename)]
-    if member.method not in (_STORED, _DEFLATED):
+    if member.method not in (_STORED, _DEFLATED, _BZIP2, _LZMA):
         raise BrokenWheel(f"{member.name} uses zip compression method {member.method}")
     _check_size(member)  # before its range is asked for
     return member
@@ -201,15 +202,44 @@ def member_data(data: bytes, member: Member) -> Optional[bytes]:
     start = _LOCAL_HEADER + name_length + extra_length
     if len(data) < start + member.compressed:
         return None
-    raw = data[start : start + member.compressed]
     try:
-        # Never more than the directory said: a lying size cannot make us inflate a bomb.
-        content = zlib.decompressobj(-15).decompress(raw, member.size + 1) if member.method == _DEFLATED else raw
-    except zlib.error as exc:
+        content = _decompressed(data[start : start + member.compressed], member)
+    except (zlib.error, OSError, EOFError, ValueError, ImportError) as exc:  # bad data; a module this Python lacks
         raise BrokenWheel(f"{member.name} does not decompress: {exc}") from None
     if zlib.crc32(content) != member.crc or len(content) != member.size:
         raise BrokenWheel(f"{member.name} fails its CRC check")
     return content
+
+
+def _decompressed(raw: bytes, member: Member) -> bytes:
+    """*raw*, a member's data, decompressed; never to more than the directory said plus
+    a byte (a lying size cannot make us inflate a bomb).
+
+    :raises ValueError: an LZMA member without LZMA1 properties.
+    """
+    limit = member.size + 1
+    if member.method == _DEFLATED:
+        return zlib.decompressobj(-15).decompress(raw, limit)
+    if member.method == _BZIP2:
+        import bz2  # an optional module of the standard library, as zipfile uses it
+
+        return bz2.BZ2Decompressor().decompress(raw, limit)
+    if member.method == _LZMA:
+        import lzma
+
+        # APPNOTE.TXT 5.8.8: a version (2 bytes), the properties' length (2), then LZMA1's
+        # properties: lc, lp and pb in one byte, the dictionary size in four; then the stream.
+        if len(raw) < 9 or struct.unpack_from("<H", raw, 2)[0] != 5:
+            raise ValueError("no LZMA1 properties")
+        packed, dict_size = raw[4], struct.unpack_from("<I", raw, 5)[0]
+        lzma1 = {
+            "id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": packed % 9, "lp": packed // 9 % 5, "pb": packed // 45
+        }
+        try:
+            return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma1]).decompress(raw[9:], limit)
+        except lzma.LZMAError as exc:
+            raise ValueError(str(exc)) from None
+    return raw
 
 
 def local_span(member: Member) -> tuple:

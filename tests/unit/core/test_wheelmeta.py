@@ -44,7 +44,8 @@ def _read(content: bytes, filename: str = "pkg-1.0-py3-none-any.whl") -> bytes:
     return member_data(content[member.offset :], member)
 
 
-@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+# Every method zipfile reads, so every wheel pip reads (a build tool may pick bzip2 or LZMA).
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
 def test_metadata_member_read_from_bytes(compression):
     content = _zip([("pkg.py", b"x = 1\n" * 100), ("pkg-1.0.dist-info/METADATA", METADATA)], compression)
     directory = central_directory(content, len(content))
@@ -52,6 +53,17 @@ def test_metadata_member_read_from_bytes(compression):
     assert member.name == "pkg-1.0.dist-info/METADATA"
     assert member_data(content[member.offset :], member) == METADATA
     assert member_data(content[member.offset : member.offset + 40], member) is None  # too short: read more
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_damaged_bzip2_or_lzma_member_is_a_broken_wheel(compression):
+    content = bytearray(_zip([("pkg-1.0.dist-info/METADATA", METADATA * 20)], compression))
+    directory = central_directory(bytes(content), len(content))
+    member = find_metadata(bytes(content[directory.offset : directory.offset + directory.size]), "pkg-1.0-py3-none-any.whl")
+    data_start = member.offset + 30 + len(member.name)
+    content[data_start + 12 : data_start + 40] = bytes(28)
+    with pytest.raises(BrokenWheel, match="does not decompress|fails its CRC check"):
+        member_data(bytes(content[member.offset :]), member)
 
 
 def test_end_record_found_in_a_short_tail():
