@@ -244,7 +244,9 @@ class FileCache:
             cached.file.close()
             raise
 
-    def _pass_through(self, target: Target, head: bool, byte_range: Optional[ByteRange]) -> FileBody:
+    def _pass_through(
+        self, target: Target, head: bool, byte_range: Optional[ByteRange], whole_for_range: bool = True
+    ) -> FileBody:
         header = byte_range.header() if byte_range else None
         try:
             response = self.upstream.open_file(target.url, "HEAD" if head else "GET", header)
@@ -252,6 +254,14 @@ class FileCache:
             self.count_upstream(target, exc)
             raise
         self.count_upstream(target, None)
+        if header is not None and response.status == 200 and not head and whole_for_range:
+            # The upstream ignores Range: a 200 would be a whole file where our HEAD said
+            # Accept-Ranges (pip's lazy wheels write it at the range's offset). The file
+            # is downloaded through the cache, and the range answered from it.
+            if self._fetchable(target) and self._storable(target):
+                response.close()
+                body = self._range_of_download(target, byte_range)
+                return body if body is not None else self._pass_through(target, head, byte_range, False)
         ranged = response.status in (206, 416)
         size = content_range_size(response.headers.get("Content-Range")) if ranged else response.length
         if size is not None and (head or response.status == 206):
@@ -263,6 +273,27 @@ class FileCache:
             response.close()
             raise RangeNotSatisfiable(f"{header} is outside {target.filename}", 0 if size is None else size)
         return UpstreamBody(response, target, whole_file=response.status == 200 and not head, min_rate=self.min_rate)
+
+    def _range_of_download(self, target: Target, byte_range: ByteRange) -> Optional[FileBody]:
+        """*byte_range* answered from the file's download (started or joined), once its
+        length is known; None if it cannot be (the cache dir refused the file, or the
+        upstream gave no length)."""
+        with self._lock:
+            download, start = self._register(target)
+            download.add_client()
+        if start:
+            self._run(download)
+        file = download.attach()
+        if file is None:
+            return None
+        try:
+            if download.length is None:
+                download.detach(file)
+                return None
+            return DownloadBody(download, file, byte_range)
+        except BaseException:
+            download.detach(file)
+            raise
 
     def open_cached(self, target: Target) -> Optional[Opened]:
         """The stored file, opened for reading and marked recently used; None if it is

@@ -992,6 +992,26 @@ def test_range_on_an_uncached_file_is_answered_correctly(proxy, upstream, dists)
     assert p.get(file_path(dist)).body == content
 
 
+@pytest.mark.parametrize("header", ["bytes=-100", "bytes=100-199"], ids=["zip-probe", "from-the-start"])
+def test_a_range_of_an_uncached_file_from_an_index_that_ignores_ranges_is_still_a_range(
+    proxy, upstream, dists, header
+):
+    """The HEAD said Accept-Ranges: the upstream's whole-file 200 is not passed on (pip's
+    lazy wheels write it at the range's offset); the file is downloaded through the
+    cache and the range answered from it."""
+    dist = dists.alpha_2
+    upstream.honour_ranges = False
+    p = proxy(upstream)
+    assert p.request("HEAD", file_path(dist)).headers["Accept-Ranges"] == "bytes"
+    status, headers, body = p.get(file_path(dist), {"Range": header})
+    start, stop = (dist.size - 100, dist.size) if header == "bytes=-100" else (100, 200)
+    assert (status, body, headers["Content-Range"]) == (206, dist.content[start:stop], f"bytes {start}-{stop - 1}/{dist.size}")
+    hits = upstream.hits(dist.filename, None)
+    assert p.get(file_path(dist), {"Range": "bytes=0-9"}).body == dist.content[:10]  # from the cache now
+    assert p.get(file_path(dist)).body == dist.content
+    assert upstream.hits(dist.filename, None) == hits
+
+
 def test_range_on_an_uncached_file_is_passed_upstream_and_prefetches_the_file(proxy, upstream, dists):
     """A range is answered at once from upstream as a Range. A probe of the zip's end
     (uv and pip read a wheel's directory there) starts no download; a range from the
