@@ -7,6 +7,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import socket
+import ssl
 from typing import Optional
 
 from ..core.byteranges import ByteRange
@@ -146,9 +147,31 @@ def send_chunk(conn: socket.socket, data_or_file, offset: int, count: int, chunk
     if isinstance(data_or_file, bytes):
         conn.sendall(data_or_file)
     else:
-        conn.sendfile(data_or_file, offset, count)
+        _send_file_range(conn, data_or_file, offset, count)
     if chunked:
         conn.sendall(b"\r\n")
+
+
+def _send_file_range(conn: socket.socket, file, offset: int, count: int) -> None:
+    """*count* bytes of *file* from *offset*: with sendfile on a plain socket (zero copy),
+    else (TLS) read with pread. Never through the file's own position: the handles the
+    clients of one download hold share it (``os.dup``), and socket.sendfile's fallback
+    for TLS seeks and reads there, so concurrent clients would send each other's bytes.
+
+    :raises ConnectionError: the file ended first (never a body short of its length).
+    """
+    if isinstance(conn, ssl.SSLSocket):
+        fd, sent = file.fileno(), 0
+        while sent < count:
+            data = os.pread(fd, min(count - sent, CHUNK), offset + sent)
+            if not data:
+                break
+            conn.sendall(data)
+            sent += len(data)
+    else:
+        sent = conn.sendfile(file, offset, count)
+    if sent != count:
+        raise ConnectionError(f"{count - sent} of {count} bytes of the file were not there to send")
 
 
 class CachedBody(FileBody):
@@ -170,7 +193,8 @@ class CachedBody(FileBody):
 
     def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         if self.length:
-            self.sent = conn.sendfile(self._file, self._start, self.length)
+            _send_file_range(conn, self._file, self._start, self.length)
+            self.sent = self.length
 
     def close(self) -> None:
         self._file.close()

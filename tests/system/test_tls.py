@@ -3,6 +3,7 @@ speak plain HTTP or nothing, and real pip through HTTPS -> outbound proxy -> HTT
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import socket
@@ -17,6 +18,7 @@ from proxpi_min.cli import main as cli
 from proxpi_min.core.settings import parse_settings
 from proxpi_min.core.errors import ConfigError
 from proxpi_min.infra.tls import check_files, server_context
+from tests.support.cache_dir import sized_wheel
 from tests.support.certs import OPENSSL
 from tests.support.forward_proxy import ForwardProxy, basic
 from tests.support.proxy import ProxyProcess, assert_healthy, run_pip
@@ -202,3 +204,29 @@ def test_pip_installs_through_https_proxy_outbound_proxy_and_private_ca(
     assert f"upstream CAs from {test_ca.cert}" in startup
     assert f"https via http://127.0.0.1:{outbound.port}" in startup
     assert "s3cret" not in running.stderr
+
+
+def test_clients_joining_one_download_over_https_each_get_the_whole_file(
+    proxy, upstream_factory, server_cert, test_ca
+):
+    """Clients of one file still downloading read the temp file through handles that
+    share its position (os.dup): over TLS, where sendfile cannot be used, each must
+    read at its own offset, or they send each other's bytes and stall short."""
+    dist = sized_wheel("shared", "1.0", 2_000_000)
+    index = upstream_factory("html", None)
+    index.add(dist, metadata=False)
+    running = proxy(index.url, tls_cert=str(server_cert.cert), tls_key=str(server_cert.key))
+    assert https_get(running.port, "/index/shared/", str(test_ca.cert))[0] == 200
+    hold = index.hold(dist)  # the first half goes out, the rest once every client has joined
+    path = f"/index/shared/{dist.filename}"
+    results: list = []
+    clients = [threading.Thread(target=lambda: results.append(https_get(running.port, path, str(test_ca.cert))))
+               for _ in range(3)]
+    for client in clients:
+        client.start()
+    assert hold.sent_first.wait(10)
+    time.sleep(0.3)  # the clients read what is written so far
+    hold.open()
+    for client in clients:
+        client.join(15)
+    assert [(status, hashlib.sha256(body).hexdigest()) for status, body in results] == [(200, dist.sha256)] * 3
