@@ -402,9 +402,14 @@ class FileCache:
                 self._run(new)
 
     def close(self) -> None:
-        """Remove this process's temp files (downloads in progress are abandoned)."""
+        """Abandon the downloads in progress: their temp files, their room under the cap
+        and their lock files go (another process may then fetch the file at once)."""
         with self._lock:
             downloads = list(self._downloads.values())
         for download in downloads:
             download.remove_temp()
+            with contextlib.suppress(OSError):
+                self.release(download.temp)
+            with contextlib.suppress(OSError):  # its writer lets go of the lock as the process ends
+                os.unlink(download.lock.path)
         self._accounting.close()

@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import pytest
 
+from proxpi_min.files.ledger import Ledger
 from tests.support.cache_dir import (
     WAIT, file_path, files_tree, peak_while, settled, sized_wheel, stored_content, stored_paths, wait_until,
 )
@@ -145,6 +146,36 @@ def test_uncached_file_streams_through_while_written_to_temp(proxy, html_index, 
     assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
     assert list(files_tree(p.settings.cache_dir)) == [os.path.relpath(
         stored_paths(p.settings.cache_dir, dist.filename)[0], os.path.join(p.settings.cache_dir, "files"))]
+
+
+def test_a_stop_mid_download_leaves_no_lock_file_nor_reservation(proxy, html_index):
+    """A download the stop abandons gives everything back: its temp file, its room
+    under the cap (other processes on the cache dir count it) and its lock file."""
+    dist = sized_wheel("abandoned", "1.0", 96_000)
+    index = html_index(dist)
+    p = proxy(index.url)
+    assert p.get(f"/index/{dist.normalized}/").status == 200
+    hold = index.hold(dist)
+    conn, response = open_response(p.url, file_path(dist))
+    root = os.path.join(p.settings.cache_dir, "files")
+
+    def writing() -> list:
+        return sorted(name for _, _, names in os.walk(root) for name in names if name.startswith((".lock-", ".tmp-")))
+
+    try:
+        assert response.status == 200 and response.read1(65536)
+        assert len(writing()) == 2  # the lock file and the temp file
+        p.stop()
+    finally:
+        conn.close()
+        hold.open()
+    assert writing() == []
+    ledger = Ledger(root)
+    try:
+        with ledger.locked() as held:
+            assert held.reservations() == {}
+    finally:
+        ledger.close()
 
 
 def test_upstream_without_length_is_sent_chunked_never_with_a_wrong_length(proxy, html_index):
