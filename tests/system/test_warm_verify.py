@@ -371,8 +371,8 @@ def _private_names(cache) -> list:
 
 def test_warm_ctrl_c_stops_at_once_and_sums_up(upstream_factory, dists, tmp_path):
     """Ctrl-C (SIGINT) while a download hangs: nothing more starts, the download under
-    way is left (no partial file at its name), a summary of what was done, exit 130, no
-    traceback; the next run sweeps what the abandoned download left and finishes."""
+    way is left (nothing of it stays), a summary of what was done, exit 130, no
+    traceback; the next run finishes."""
     upstream = upstream_factory("json")
     hold = upstream.hold(dists.alpha_2)  # until the upstream's backstop (4 s) or open()
     lock = write_lock("requirements", tmp_path, [dists.beta_1, dists.alpha_2, dists.delta])  # fetched in this order
@@ -398,8 +398,8 @@ def test_warm_ctrl_c_stops_at_once_and_sums_up(upstream_factory, dists, tmp_path
     assert stored(cache, dists.beta_1).read_bytes() == dists.beta_1.content
     assert not stored(cache, dists.alpha_2).exists()
     assert upstream.hits(upstream.file_path(dists.delta)) == 0
-    # The download's temp file went with it; its lock file stays, its holder gone.
-    assert _private_names(cache) == [f".lock-{dists.alpha_2.filename}"]
+    # The download's temp file and lock file went with it.
+    assert _private_names(cache) == []
 
     hold.open()
     code, out, _ = warm_in_process(cache, upstream, str(lock))
