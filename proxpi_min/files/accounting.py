@@ -173,6 +173,10 @@ class Accounting:
                 return
         self.forget(path)
 
+    def stop(self) -> None:
+        """Take no more reservations nor stores: the cache is closing."""
+        self._stopping.set()
+
     def close(self) -> None:
         self._stopping.set()
         if self._sweeping is not None:

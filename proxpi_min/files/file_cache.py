@@ -258,7 +258,8 @@ class FileCache:
             # The upstream ignores Range: a 200 would be a whole file where our HEAD said
             # Accept-Ranges (pip's lazy wheels write it at the range's offset). The file
             # is downloaded through the cache, and the range answered from it.
-            if self._fetchable(target) and self._storable(target):
+            known_length = response.length is not None or target.size is not None
+            if known_length and self._fetchable(target) and self._storable(target):
                 response.close()
                 body = self._range_of_download(target, byte_range)
                 return body if body is not None else self._pass_through(target, head, byte_range, False)
@@ -404,12 +405,14 @@ class FileCache:
     def close(self) -> None:
         """Abandon the downloads in progress: their temp files, their room under the cap
         and their lock files go (another process may then fetch the file at once)."""
+        self._accounting.stop()  # no download reserves room or stores from now on
         with self._lock:
             downloads = list(self._downloads.values())
         for download in downloads:
             download.remove_temp()
             with contextlib.suppress(OSError):
                 self.release(download.temp)
-            with contextlib.suppress(OSError):  # its writer lets go of the lock as the process ends
-                os.unlink(download.lock.path)
+            if download.lock.held:  # ours, not another process's whose writing we follow
+                with contextlib.suppress(OSError):  # its writer lets go of the lock as the process ends
+                    os.unlink(download.lock.path)
         self._accounting.close()

@@ -328,10 +328,13 @@ class LockFile:
             return ""
 
     def release(self) -> None:
-        """Remove the file, then let go (waiters retry on the path; see acquire)."""
+        """Remove the file, then let go (waiters retry on the path; see acquire). A file
+        at the path that is not ours (ours was removed, another holder made a new one)
+        stays."""
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        if same_file(self._fd, self.path):
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
         os.close(self._fd)
         self._fd = None

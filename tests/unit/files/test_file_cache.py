@@ -428,3 +428,32 @@ def test_FileCache_a_file_another_process_stored_then_damaged_is_counted_once_wh
     finally:
         here.close()
         other.close()
+
+
+def test_FileCache_a_closing_follower_leaves_the_writers_lock_file(tmp_path, source) -> None:
+    # Two caches on one directory (two processes): the first writes the file, the
+    # second's client follows that download; the second closing (a worker stopping)
+    # must not remove the lock the first still holds, or a third would fetch it again.
+    root = str(tmp_path / "files")
+    slow = CountingUpstream()
+    slow.gate.clear()
+    writer, follower = FileCache(root, 10 * len(DATA), slow), FileCache(root, 10 * len(DATA), Upstream(1.0, 1.0))
+    target = Target(root, "a", source, False)
+    lock = lock_path(target.path)
+    try:
+        storing = threading.Thread(target=writer.ensure, args=("a", source), daemon=True)
+        storing.start()
+        assert wait_until(lambda: os.path.exists(lock))
+        following = threading.Thread(target=lambda: follower.open("a", source).close(), daemon=True)
+        following.start()
+        assert wait_until(lambda: follower.downloads_in_progress() == 1)
+        follower.close()
+        assert os.path.exists(lock), "the follower removed the writer's lock file"
+        slow.gate.set()
+        storing.join(10)
+        with open(target.path, "rb") as file:
+            assert file.read() == DATA
+        assert slow.opened == 1
+    finally:
+        slow.gate.set()
+        writer.close()
