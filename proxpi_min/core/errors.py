@@ -3,6 +3,7 @@
 ::
 
     ProxpiError                      500
+    +-- FileCutShort                 500  (a file on disk shorter than the body sent from it)
     +-- BadRequest                   400
     +-- Unauthorized                 401
     |   +-- BasicUnauthorized        401  (uploads: a Basic challenge)
@@ -37,6 +38,7 @@ __all__ = [
     "BadUpstreamPage",
     "BasicUnauthorized",
     "ConfigError",
+    "FileCutShort",
     "Conflict",
     "Forbidden",
     "InsufficientStorage",
@@ -65,6 +67,15 @@ class ProxpiError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class FileCutShort(ProxpiError):
+    """A file on disk ended before the body sent from it (changed in place): the
+    response, its headers out, is cut short."""
+
+    def __init__(self, message: str, sent: int) -> None:
+        super().__init__(message)
+        self.sent = sent  # the bytes that went
 
 
 class BadRequest(ProxpiError):

@@ -11,7 +11,7 @@ import ssl
 from typing import Optional
 
 from ..core.byteranges import ByteRange
-from ..core.errors import UpstreamError
+from ..core.errors import FileCutShort, UpstreamError
 from ..index.upstream import FileResponse
 from .downloads import Download
 from .upstream_body import CHUNK, RateGuard
@@ -152,13 +152,14 @@ def send_chunk(conn: socket.socket, data_or_file, offset: int, count: int, chunk
         conn.sendall(b"\r\n")
 
 
-def _send_file_range(conn: socket.socket, file, offset: int, count: int) -> None:
-    """*count* bytes of *file* from *offset*: with sendfile on a plain socket (zero copy),
-    else (TLS) read with pread. Never through the file's own position: the handles the
-    clients of one download hold share it (``os.dup``), and socket.sendfile's fallback
-    for TLS seeks and reads there, so concurrent clients would send each other's bytes.
+def _send_file_range(conn: socket.socket, file, offset: int, count: int) -> int:
+    """Send *count* bytes of *file* from *offset*, and return how many went: with
+    sendfile on a plain socket (zero copy), else (TLS) read with pread. Never through
+    the file's own position: the handles the clients of one download hold share it
+    (``os.dup``), and socket.sendfile's fallback for TLS seeks and reads there, so
+    concurrent clients would send each other's bytes.
 
-    :raises ConnectionError: the file ended first (never a body short of its length).
+    :raises FileCutShort: the file ended first (never a body short of its length).
     """
     if isinstance(conn, ssl.SSLSocket):
         fd, sent = file.fileno(), 0
@@ -171,7 +172,9 @@ def _send_file_range(conn: socket.socket, file, offset: int, count: int) -> None
     else:
         sent = conn.sendfile(file, offset, count)
     if sent != count:
-        raise ConnectionError(f"{count - sent} of {count} bytes of the file were not there to send")
+        raise FileCutShort(f"the file on disk ended {count - sent} bytes short of what was to be sent", sent)
+    return sent
+
 
 
 class CachedBody(FileBody):
@@ -193,8 +196,11 @@ class CachedBody(FileBody):
 
     def _send_body(self, conn: socket.socket, chunked: bool) -> None:
         if self.length:
-            _send_file_range(conn, self._file, self._start, self.length)
-            self.sent = self.length
+            try:
+                self.sent = _send_file_range(conn, self._file, self._start, self.length)
+            except FileCutShort as exc:
+                self.sent = exc.sent
+                raise
 
     def close(self) -> None:
         self._file.close()
