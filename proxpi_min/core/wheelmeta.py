@@ -204,7 +204,7 @@ def member_data(data: bytes, member: Member) -> Optional[bytes]:
         return None
     try:
         content = _decompressed(data[start : start + member.compressed], member)
-    except (zlib.error, OSError, EOFError, ValueError, ImportError) as exc:  # bad data; a module this Python lacks
+    except (zlib.error, OSError, EOFError, ValueError, MemoryError, ImportError) as exc:  # bad data; a missing module
         raise BrokenWheel(f"{member.name} does not decompress: {exc}") from None
     if zlib.crc32(content) != member.crc or len(content) != member.size:
         raise BrokenWheel(f"{member.name} fails its CRC check")
@@ -231,7 +231,9 @@ def _decompressed(raw: bytes, member: Member) -> bytes:
         # properties: lc, lp and pb in one byte, the dictionary size in four; then the stream.
         if len(raw) < 9 or struct.unpack_from("<H", raw, 2)[0] != 5:
             raise ValueError("no LZMA1 properties")
-        packed, dict_size = raw[4], struct.unpack_from("<I", raw, 5)[0]
+        # liblzma allocates the dictionary the header asks for up front: never more than
+        # the member's size needs (a crafted 4 GiB dictionary would be a MemoryError).
+        packed, dict_size = raw[4], max(4096, min(struct.unpack_from("<I", raw, 5)[0], member.size))
         lzma1 = {
             "id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": packed % 9, "lp": packed // 9 % 5, "pb": packed // 45
         }

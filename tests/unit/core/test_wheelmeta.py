@@ -66,6 +66,28 @@ def test_a_damaged_bzip2_or_lzma_member_is_a_broken_wheel(compression):
         member_data(bytes(content[member.offset :]), member)
 
 
+def test_an_lzma_member_asks_for_no_larger_dictionary_than_it_needs(monkeypatch):
+    # liblzma allocates the dictionary a header asks for, whatever the member's size: a
+    # crafted header asking 4 GiB is a MemoryError on a small machine.
+    import lzma
+
+    content = bytearray(_zip([("pkg-1.0.dist-info/METADATA", METADATA)], zipfile.ZIP_LZMA))
+    directory = central_directory(bytes(content), len(content))
+    member = find_metadata(bytes(content[directory.offset : directory.offset + directory.size]), "pkg-1.0-py3-none-any.whl")
+    data_start = member.offset + 30 + len(member.name)
+    content[data_start + 5 : data_start + 9] = struct.pack("<I", 0xFFFFFFFF)
+    asked: list = []
+    real = lzma.LZMADecompressor
+
+    def recording(*args, **kwargs):
+        asked.extend(filter_["dict_size"] for filter_ in kwargs["filters"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lzma, "LZMADecompressor", recording)
+    assert member_data(bytes(content[member.offset :]), member) == METADATA
+    assert asked and max(asked) <= max(4096, member.size)
+
+
 def test_end_record_found_in_a_short_tail():
     content = _zip([("pkg-1.0.dist-info/METADATA", METADATA)])
     tail = content[-30:]
