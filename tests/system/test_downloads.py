@@ -1043,6 +1043,19 @@ def test_a_range_of_an_uncached_file_from_an_index_that_ignores_ranges_is_still_
     assert upstream.hits(dist.filename, None) == hits
 
 
+def test_a_zip_probe_of_a_file_of_unknown_length_from_an_index_that_ignores_ranges_asks_once(proxy, html_index):
+    # Neither the page nor the upstream gives a length: no range can be answered from a
+    # download, so the upstream's whole-file answer is passed on, from one request.
+    dist = sized_wheel("lengthless", "1.0", 96_000)
+    index = html_index(dist, chunked=True)
+    index.honour_ranges = False
+    p = proxy(index.url)
+    assert p.get(f"/index/{dist.normalized}/").status == 200
+    status, _, body = p.get(file_path(dist), {"Range": "bytes=-100"})
+    assert (status, body) == (200, dist.content)
+    assert index.hits(dist.filename, None) == 1
+
+
 def test_range_on_an_uncached_file_is_passed_upstream_and_prefetches_the_file(proxy, upstream, dists):
     """A range is answered at once from upstream as a Range. A probe of the zip's end
     (uv and pip read a wheel's directory there) starts no download; a range from the
