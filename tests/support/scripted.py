@@ -9,7 +9,17 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["Scripted"]
+__all__ = ["Scripted", "reply"]
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, headers: dict, body: bytes) -> None:
+    """Answer *handler*'s request with *status*, *headers*, a Content-Length and *body*."""
+    handler.send_response(status)
+    for name, value in headers.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 class Scripted:
@@ -38,13 +48,7 @@ class Scripted:
                 if callable(route):
                     route(self)
                     return
-                status, headers, body = route
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                reply(self, *route)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

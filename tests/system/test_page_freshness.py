@@ -9,6 +9,9 @@ import json
 import time
 
 from tests.support.proxy import PIP_ACCEPT
+from tests.support.scripted import reply
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 GZIP = {"Accept": PIP_ACCEPT, "Accept-Encoding": "gzip"}
 
@@ -80,17 +83,9 @@ def test_a_304_without_cache_control_keeps_the_no_cache_its_page_said(proxy, scr
 
     def answer(handler) -> None:
         if handler.headers.get("If-None-Match") == '"v1"':
-            handler.send_response(304)
-            handler.send_header("ETag", '"v1"')
-            handler.end_headers()
-            return
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
-        handler.send_header("ETag", '"v1"')
-        handler.send_header("Cache-Control", "no-cache")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+            reply(handler, 304, {"ETag": '"v1"'}, b"")
+        else:
+            reply(handler, 200, {"Content-Type": JSON_TYPE, "ETag": '"v1"', "Cache-Control": "no-cache"}, body)
 
     scripted.routes["/simple/tiered/"] = answer
     running = proxy(scripted.url)
