@@ -286,8 +286,10 @@ class WheelMetadata:
         then, a metadata file is served from memory."""
         with self._lock:
             later = self._background is not None and self._unstored_bytes + len(data) <= MAX_UNSTORED_BYTES
+            earlier = self._unstored.pop(stored.path, b"")  # an older copy waiting: this one wins
+            self._unstored_bytes -= len(earlier)
             if later:
-                self._unstored_bytes += len(data) - len(self._unstored.get(stored.path, b""))
+                self._unstored_bytes += len(data)
                 self._unstored[stored.path] = data
         if not later:
             self._write(stored, data, replace)
