@@ -1037,6 +1037,7 @@ def test_a_range_of_an_uncached_file_from_an_index_that_ignores_ranges_is_still_
     status, headers, body = p.get(file_path(dist), {"Range": header})
     start, stop = (dist.size - 100, dist.size) if header == "bytes=-100" else (100, 200)
     assert (status, body, headers["Content-Range"]) == (206, dist.content[start:stop], f"bytes {start}-{stop - 1}/{dist.size}")
+    assert wait_until(lambda: stored_content(p.settings.cache_dir, dist.filename)) == dist.content
     hits = upstream.hits(dist.filename, None)
     assert p.get(file_path(dist), {"Range": "bytes=0-9"}).body == dist.content[:10]  # from the cache now
     assert p.get(file_path(dist)).body == dist.content
