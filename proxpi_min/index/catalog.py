@@ -332,8 +332,9 @@ class Catalog:
 
     def close(self, timeout: float = CLOSE_SECONDS) -> bool:
         """At shutdown: finish saving the pages and metadata answered so far (so that a
-        restarted or offline proxy finds them all); later ones are saved before their answer. A disk
-        that hangs is waited for *timeout* seconds at most (a WARNING says so)."""
+        restarted or offline proxy finds them all); later ones are saved before their
+        answer. A disk that hangs is waited for *timeout* seconds at most (a WARNING
+        says so)."""
         if self._background is None or self._background.close(timeout):
             return True
         logger.warning(

@@ -398,10 +398,11 @@ class IndexCache:
         """Save *entry*'s page for a restart (or forget the saved copy of a page upstream
         no longer has). Once saved, the page may leave memory and be read back; if it
         could not be saved, a later use of it tries again (see SAVE_RETRY)."""
-        saved = SavedPage(entry.value, entry.url, entry.etag, entry.last_modified, entry.ask_again)
         if entry.value is None:
             self._store.delete(key)
-        elif self._store.save(key, saved, entry.raw):
+            return
+        saved = SavedPage(entry.value, entry.url, entry.etag, entry.last_modified, entry.ask_again)
+        if self._store.save(key, saved, entry.raw):
             with self._lock:
                 entry.save_at, entry.raw = 0.0, None
                 if self._entries.get(key) is entry:  # not replaced by a newer page meanwhile
