@@ -314,14 +314,16 @@ class IndexCache:
                 with self._lock:
                     if flight.superseded:  # current for the clients waiting; not kept as fresh
                         return entry.lookup()._replace(stale=False)
-                    if response.ask_again is not None:
+                    # RFC 9111 4.3.4: the 304's own Cache-Control, if any, replaces the page's.
+                    changed = response.ask_again is not None and response.ask_again != entry.ask_again
+                    if changed:
                         entry.ask_again = response.ask_again
                     entry.upstream_stale = response.stale
                     fetched = _fetched(entry.ask_again, now, self.settings.ttl)
                     entry.fetched, entry.failures, entry.retry_at = fetched, 0, 0.0
                     self._residence.restore(key, entry)
                 if self._store is not None:  # the saved copy is as recent: last to be pruned
-                    self._later(functools.partial(self._touch, key, entry))
+                    self._later(functools.partial(self._save if changed else self._touch, key, entry))
                 return self._fresh_lookup(entry, now)
             # Links resolve against the page's URL without credentials: file URLs, pages
             # and saved copies never carry them (Upstream adds them per host).

@@ -97,3 +97,33 @@ def test_a_304_without_cache_control_keeps_the_no_cache_its_page_said(proxy, scr
     for _ in range(3):
         assert "tiered-1.0.tar.gz" in restarted.get("/index/tiered/").text
     assert scripted.hits["/simple/tiered/"] == 6
+
+
+def test_a_304_that_lifts_a_no_cache_is_remembered_across_a_restart(proxy, scripted) -> None:
+    """A 304 carrying Cache-Control replaces the page's (RFC 9111 4.3.4), in the saved
+    copy too: after a restart (which revalidates a saved page once) the page is reused
+    for its TTL, not asked again every time."""
+    page = {"meta": {"api-version": "1.0"}, "name": "tiered", "files": [
+        {"filename": "tiered-1.0.tar.gz", "url": "/files/tiered-1.0.tar.gz", "hashes": {"sha256": "ab" * 32}}]}
+    body = json.dumps(page).encode()
+    lifted = []
+
+    def answer(handler) -> None:
+        if handler.headers.get("If-None-Match") != '"v1"':
+            reply(handler, 200, {"Content-Type": JSON_TYPE, "ETag": '"v1"', "Cache-Control": "no-cache"}, body)
+        elif not lifted:  # the first revalidation lifts the no-cache; later 304s say nothing
+            lifted.append(True)
+            reply(handler, 304, {"ETag": '"v1"', "Cache-Control": "max-age=600"}, b"")
+        else:
+            reply(handler, 304, {"ETag": '"v1"'}, b"")
+
+    scripted.routes["/simple/tiered/"] = answer
+    running = proxy(scripted.url)
+    for _ in range(3):  # asked again once (the 304), then reused
+        assert "tiered-1.0.tar.gz" in running.get("/index/tiered/").text
+    assert scripted.hits["/simple/tiered/"] == 2
+    running.stop()
+    restarted = proxy(scripted.url, cache_dir=running.settings.cache_dir)
+    for _ in range(3):
+        assert "tiered-1.0.tar.gz" in restarted.get("/index/tiered/").text
+    assert scripted.hits["/simple/tiered/"] == 3
