@@ -6,6 +6,7 @@ file; for ``metadata``, which decides which to use and stores what it read.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import tempfile
@@ -39,6 +40,18 @@ __all__ = ["WheelReader", "read_wheel_metadata"]
 
 logger = logging.getLogger(__name__)
 
+# A wheel read whole for its METADATA where the cache dir cannot spool it (a full disk)
+# is held in memory up to this size; a larger one is a 502.
+MEMORY_SPOOL = 32 * 1024 * 1024
+
+
+class _SpoolRefused(Exception):
+    """The disk refused a spooled wheel's bytes (*reason*, its strerror)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
 
 class WheelReader:
     """Reads wheels' METADATA for *files*' cache; *keep* stores a small wheel that a
@@ -55,26 +68,46 @@ class WheelReader:
 
     def from_spool(self, wheel: Target) -> bytes:
         """The METADATA of a wheel the cache does not take, downloaded into an unnamed
-        temp file beside it, checked against the index's hash, and dropped.
+        temp file beside it (or, where the disk cannot take that either, into memory
+        up to MEMORY_SPOOL bytes), checked against the index's hash, and dropped.
 
-        :raises UpstreamError: it cannot be fetched or written (IntegrityError: bad hash).
+        :raises UpstreamError: it cannot be fetched or held (IntegrityError: bad hash).
         """
         try:
-            spool = tempfile.TemporaryFile(dir=self._files.root)
-        except OSError as exc:
-            raise UpstreamError(f"{wheel.filename} cannot be read for its metadata: {exc.strerror}") from None
-        with spool:
-            response = self._open_counted(wheel)
-            body = VerifiedChunks(response, wheel, self._files.min_rate)
-            with response:
-                for chunk in body:
-                    try:
-                        spool.write(chunk)
-                    except OSError as exc:
-                        raise UpstreamError(f"{wheel.filename} cannot be read for its metadata: {exc.strerror}") from None
-            body.check()
+            # Unbuffered: a full disk fails the write that fills it, not a later flush.
+            with tempfile.TemporaryFile(dir=self._files.root, buffering=0) as spool:
+                return self._spooled(wheel, spool, None)
+        except _SpoolRefused as exc:
+            refusal = exc.reason
+        except OSError as exc:  # the temp file cannot be made or closed
+            refusal = exc.strerror or str(exc)
+        logger.warning("%s read in memory for its metadata: the cache dir cannot spool it (%s)", wheel.filename, refusal)
+        return self._spooled(wheel, io.BytesIO(), MEMORY_SPOOL, refusal)
+
+    def _spooled(self, wheel: Target, spool, limit: Optional[int], refusal: str = "") -> bytes:
+        """The METADATA of *wheel* downloaded whole into *spool*, at most *limit* bytes.
+
+        :raises _SpoolRefused: the spool cannot be written or read back.
+        """
+        response = self._open_counted(wheel)
+        body = VerifiedChunks(response, wheel, self._files.min_rate)
+        with response:
+            for chunk in body:
+                if limit is not None and spool.tell() + len(chunk) > limit:
+                    raise UpstreamError(
+                        f"{wheel.filename} cannot be read for its metadata: the cache dir cannot spool it ({refusal})"
+                        f" and it is over {human_size(limit)}"
+                    )
+                try:
+                    spool.write(chunk)
+                except OSError as exc:
+                    raise _SpoolRefused(exc.strerror or str(exc)) from None
+        body.check()
+        try:
             spool.seek(0)
             return read_wheel_metadata(spool, wheel.filename)
+        except OSError as exc:
+            raise _SpoolRefused(exc.strerror or str(exc)) from None
 
     def from_cache(self, wheel: Target) -> Optional[bytes]:
         opened = self._files.open_cached(wheel)

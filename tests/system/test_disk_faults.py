@@ -241,6 +241,34 @@ def test_full_tmpfs_passes_files_through_then_stores_them_once_space_returns(pro
         p.stop()
 
 
+def test_metadata_from_an_index_that_ignores_ranges_is_read_in_memory_when_the_disk_is_full(
+    proxy, upstream_factory, tmp_path, caplog
+):
+    """The wheel must be read whole for its METADATA, and neither the cache nor a spool
+    beside it can take it: it is read in memory (pages advertise the metadata, and pip
+    fails on an error for it), never a 500."""
+    tiny, large = sized_wheel("tinyone", "1.0", 3_000), sized_wheel("largeone", "1.0", 300_000)
+    up = upstream_factory("html", None).add(tiny, metadata=False).add(large, metadata=False)
+    up.honour_ranges = False
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        cache_dir = disk / "cache"
+        p = proxy(up, cache_dir=str(cache_dir))
+        assert p.get("/index/").status == 200
+        filler = disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # fill the disk to its last block
+            while os.write(fd, b"\0" * 4096):
+                pass
+        os.close(fd)
+        for dist in (tiny, large):
+            answer = p.get(file_path(dist) + ".metadata")
+            assert (answer.status, answer.body) == (200, dist.metadata), answer.text[:300]
+        assert "cannot spool it" in caplog.text
+        assert settled(cache_dir)
+        assert_healthy(p)
+        p.stop()
+
+
 # -- a cache dir lost while serving ------------------------------------------------
 
 
