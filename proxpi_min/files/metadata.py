@@ -313,6 +313,10 @@ class WheelMetadata:
             os.makedirs(os.path.dirname(stored.path), exist_ok=True)
             with open(temp, "wb") as file:
                 file.write(data)
+                file.flush()
+                # On disk before it has its final name, as a download's: a crash must not
+                # leave an empty file there that later answers as the metadata or wheel.
+                os.fsync(file.fileno())
             if replace:  # the old copy's room given back, the new one's taken
                 self._files.remove(stored.path)
             if self._files.store(stored, temp, len(data)):
