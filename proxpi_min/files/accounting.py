@@ -134,6 +134,12 @@ class Accounting:
         with self.lock:
             return path in self.files
 
+    def size_of(self, path: str) -> Optional[int]:
+        """The size *path* had when this process counted it; None if it counts none."""
+        with self.lock:
+            known = self.files.get(path)
+        return None if known is None else known[0]
+
     def hit(self, path: str, size: int, mtime: float, touched: bool) -> None:
         """A stored file was opened: most recently used now (*mtime* its new one if
         *touched*); one stored by another process joins the view."""

@@ -13,6 +13,7 @@ cache: one download per file across them (a lock file per download, see
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -101,6 +102,10 @@ class FileCache:
     def stored_paths(self) -> list:
         """The path of every stored file (files and metadata), as the cache knows them."""
         return self._accounting.paths()
+
+    def stored_size(self, path: str) -> Optional[int]:
+        """The size the file at *path* was counted with (None: not counted)."""
+        return self._accounting.size_of(path)
 
     def count_upstream(self, target: Target, error: Optional[ProxpiError]) -> None:
         """Count one upstream file request's outcome (None: it answered)."""
@@ -308,10 +313,10 @@ class FileCache:
                 self._accounting.missed(target.path)
             return None
         stat = os.fstat(file.fileno())
-        if target.size is not None and stat.st_size != target.size:
-            # Cut short or changed by hand (what was stored had the index's size): fetched again.
+        expected = self._size_expected(target, stat.st_size)
+        if expected is not None:  # cut short or changed by hand: fetched again
             file.close()
-            logger.warning("%s is %d bytes on disk, not the index's %d: removed", target.path, stat.st_size, target.size)
+            logger.warning("%s is %d bytes on disk, not %s: removed", target.path, stat.st_size, expected)
             self.remove(target.path)
             return None
         now = time.time()
@@ -321,6 +326,21 @@ class FileCache:
             with contextlib.suppress(OSError):
                 os.utime(file.fileno())  # recency that survives a restart, seen by every process
         return Opened(file, stat.st_size)
+
+    def _size_expected(self, target: Target, size: int) -> Optional[str]:
+        """What a stored file of *size* bytes should have had instead, if it was damaged;
+        None if *size* may be right."""
+        if target.size is not None:
+            return None if size == target.size else f"the index's {target.size}"
+        if target.hash is None:  # a file without a hash may be replaced upstream and stored anew
+            return None
+        # What has a hash never changes: a size other than the one stored is damage.
+        stored = self.stored_size(target.path)
+        if stored is not None and stored != size:
+            return f"the {stored} stored"
+        if size == 0 and hashlib.new(target.hash.algorithm).hexdigest() != target.hash.digest:
+            return "the bytes its hash names"  # a crash before the write-back leaves 0 bytes
+        return None
 
     # ------------------------------------------------------------------ storing
 

@@ -751,8 +751,12 @@ def test_file_evicted_by_one_proxy_is_refetched_by_the_other(proxy, upstream_fac
     assert sum(files_tree(cache_dir).values()) <= cap
 
 
-def test_a_stored_file_removed_or_cut_short_by_hand_is_fetched_again_and_counted_once(proxy, upstream_factory, dists):
-    up = upstream_factory("json")  # the index gives each file's size
+@pytest.mark.parametrize("kind", ["json", "html"], ids=["size-on-the-page", "size-as-stored"])
+def test_a_stored_file_removed_or_cut_short_by_hand_is_fetched_again_and_counted_once(
+    proxy, upstream_factory, dists, kind
+):
+    # A JSON page gives each file's size; without one, the hashed file's size as stored.
+    up = upstream_factory(kind)
     removed, cut = dists.alpha_1, dists.beta_1
     p = proxy(up)
     cache_dir = p.settings.cache_dir
@@ -769,6 +773,24 @@ def test_a_stored_file_removed_or_cut_short_by_hand_is_fetched_again_and_counted
     assert settled(cache_dir)
     on_disk = files_tree(cache_dir)
     assert p.server.files.stats() == (sum(on_disk.values()), len(on_disk))
+
+
+def test_a_stored_file_emptied_by_a_crash_is_fetched_again_after_a_restart(proxy, upstream_factory, dists):
+    """A crash before the write-back leaves a stored file at 0 bytes: with no size on
+    the page, its hash (not the empty file's) says it is damaged."""
+    up = upstream_factory("html")
+    dist = dists.alpha_1
+    p = proxy(up)
+    cache_dir = p.settings.cache_dir
+    assert p.get(file_path(dist)).body == dist.content
+    assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+    p.stop()
+    with open(stored_paths(cache_dir, dist.filename)[0], "r+b") as file:
+        file.truncate(0)
+    restarted = proxy(up, cache_dir=cache_dir)
+    assert restarted.get(file_path(dist)).body == dist.content
+    assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+    assert up.hits(dist.filename) == 2
 
 
 def test_a_file_that_cannot_be_evicted_stays_counted(proxy, upstream_factory, tmp_path, monkeypatch, caplog):
