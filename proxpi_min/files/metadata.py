@@ -30,7 +30,7 @@ from ..core.byteranges import ByteRange
 from ..core.errors import NotFound, UpstreamError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
-from ..core.wheelmeta import MAX_METADATA, BrokenWheel
+from ..core.wheelmeta import MAX_METADATA, BrokenWheel, metadata_headers
 from ..infra.atomic import temp_path
 from ..infra.background import Background
 from ..infra.metrics import Metrics
@@ -159,9 +159,16 @@ class WheelMetadata:
                 continue
             try:
                 with open(path, "rb") as file:
-                    digest = hashlib.sha256(file.read(MAX_METADATA + 1)).hexdigest()
+                    data = file.read(MAX_METADATA + 1)
             except OSError:  # evicted meanwhile
                 continue
+            counted = self._files.stored_size(path)
+            if (counted is not None and counted != len(data)) or not _names_itself(data):
+                # Cut short or emptied (a crash, a hand): its hash must not be advertised.
+                logger.warning("%s is not a whole metadata file (%d bytes): removed", path, len(data))
+                self._files.remove(path)
+                continue
+            digest = hashlib.sha256(data).hexdigest()
             # Its folder names the hash of the wheel it was read from (None: "unverified").
             wheel = _Wheel(stored.project, stored.filename[: -len(METADATA_SUFFIX)], stored.hash)
             with self._lock:
@@ -398,6 +405,12 @@ class WheelMetadata:
             )
             self._counter.inc("mismatch")
             self._save(wheel, path, data, replace=True)
+
+
+def _names_itself(metadata: bytes) -> bool:
+    """Whether *metadata* has the Name and Version every core metadata file has."""
+    headers = metadata_headers(metadata)
+    return bool(headers.get("Name") and headers.get("Version"))
 
 
 class _Wheel(NamedTuple):

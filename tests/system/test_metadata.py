@@ -88,6 +88,24 @@ def test_metadata_read_with_ranges_and_advertised_with_its_hash(proxy, bare):
     assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
 
 
+@pytest.mark.parametrize("damage", [b"", b"\x00" * 64, b"Metadata-Version: 2.1\nNam"], ids=["emptied", "zeroed", "cut"])
+def test_a_damaged_stored_metadata_is_not_advertised_after_a_restart_but_read_again(proxy, bare, damage):
+    """What a crash or a hand leaves of a stored metadata file (its hash was never
+    recorded) is removed when a restart learns the stored hashes, not advertised."""
+    p = proxy(bare)
+    beta = bare.beta
+    assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+    stored = os.path.join(p.settings.cache_dir, "files", "beta", f"sha256-{beta.sha256}", beta.filename + ".metadata")
+    wait_for(lambda: os.path.exists(stored), "the metadata stored")
+    p.stop()
+    with open(stored, "wb") as file:
+        file.write(damage)
+    again = proxy(bare, cache_dir=p.settings.cache_dir)
+    wait_for(lambda: not os.path.exists(stored), "the damaged copy removed")
+    assert 'data-core-metadata="true"' in _anchor(again.get("/index/beta/").text, beta.filename)
+    assert again.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
+
+
 def _advertised_sha256(p, project: str) -> str | None:
     """The metadata sha256 the JSON page gives for *project*'s only file; None for
     ``true`` (PEP 714: metadata without a hash)."""
