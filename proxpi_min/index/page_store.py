@@ -97,7 +97,6 @@ class PageStore:
         self._index_url = redact_url(index_url)
         digest = hashlib.sha256(self._index_url.encode()).hexdigest()[:16]
         self.directory = os.path.join(cache_dir, "index", digest)
-        self._url_written = False
         self._budget = budget  # what every store's pages may take together
 
     @classmethod
@@ -188,9 +187,9 @@ class PageStore:
             data = json.dumps(record, separators=(",", ":")).encode() + b"\n" + raw.body
         try:
             os.makedirs(self.directory, exist_ok=True)
-            if not self._url_written:
-                write_atomically(os.path.join(self.directory, URL_FILE), self._index_url.encode())
-                self._url_written = True
+            url_file = os.path.join(self.directory, URL_FILE)
+            if not os.path.exists(url_file):  # the first save, or the folder was removed since
+                write_atomically(url_file, self._index_url.encode())
             write_atomically(self._path(key), data)
         except OSError as exc:
             logger.warning("cannot save index page %s: %s", self._path(key), exc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from proxpi_min.cli.verify import run_verify
 from proxpi_min.files import accounting
 from proxpi_min.files import ledger as ledger_module
 from proxpi_min.files.ledger import JournalEntry, Ledger
+from proxpi_min.index.page_store import URL_FILE
 from tests.support.proxy import REPO_ROOT, assert_healthy, http, proxy_env
 from tests.support.uploads import basic_auth, encode_form, twine_fields
 from tests.support.cache_dir import (
@@ -334,6 +336,10 @@ def test_a_cache_dir_deleted_or_replaced_while_serving_is_noticed(proxy, upstrea
     assert settled(cache_dir)
     assert file_cache_status(p) == disk_status(cache_dir) == (sum(d.size for d in chosen), 3)
     assert_bookkeeping_agrees(cache_dir)
+    # The page first fetched since is saved with its index's URL beside it (what verify
+    # and an offline start match saved pages by).
+    saved = wait_until(lambda: glob.glob(os.path.join(cache_dir, "index", "*", f"{chosen[2].normalized}.json")))
+    assert os.path.exists(os.path.join(os.path.dirname(saved[0]), URL_FILE))
 
 
 def test_a_cache_dir_that_cannot_hold_files_exits_2_with_one_line(tmp_path):
