@@ -144,7 +144,7 @@ def _check_ledger(files_dir: str, rewrite: bool) -> list:
     A dir no proxy has served yet has no ledger: the first one to start counts it."""
     if not os.path.isfile(os.path.join(files_dir, LEDGER_NAME)):
         return []
-    ledger = Ledger(files_dir)
+    ledger = Ledger(files_dir, read_only=not rewrite)
     try:
         with ledger.locked() as handle:
             on_disk = scan(files_dir)

@@ -62,7 +62,7 @@ class Ledger:
     _FORMAT = "proxpi-ledger 2 {} {} {} {}\n"
     _WIDTH = 80  # of the record line; the reservations follow
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, read_only: bool = False) -> None:
         self.path = os.path.join(directory, LEDGER_NAME)
         self.journal = os.path.join(directory, JOURNAL_NAME)
         # flock is per open file here (one fd shared by our threads) and per process
@@ -70,11 +70,15 @@ class Ledger:
         self._thread_lock = threading.Lock()
         self._users_fd = -1
         self._warned_malformed = False  # a malformed journal line is reported once
+        self._read_only = read_only  # only read (``verify`` of a copy on read-only media)
         self._open()
 
     def _open(self) -> None:
         self._pid = os.getpid()
         self._private = False
+        if self._read_only:
+            self._fd = os.open(self.path, os.O_RDONLY)  # flock needs no write access
+            return
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:

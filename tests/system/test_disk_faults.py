@@ -271,6 +271,21 @@ def test_metadata_from_an_index_that_ignores_ranges_is_read_in_memory_when_the_d
         p.stop()
 
 
+def test_verify_of_a_cache_dir_on_read_only_media_reads_its_ledger(proxy, upstream_factory, tmp_path):
+    dist = sized_wheel("kept", "1.0", 5_000)
+    up = upstream_factory("json", None).add(dist)
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        cache_dir = disk / "cache"
+        p = proxy(up, cache_dir=str(cache_dir))
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+        p.stop()
+        done = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        code, out = verify(cache_dir)
+        assert code == 0 and "0 bad" in out, out
+
+
 # -- a cache dir lost while serving ------------------------------------------------
 
 
