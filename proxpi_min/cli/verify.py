@@ -12,6 +12,7 @@ from typing import Iterable, NamedTuple, Optional, TextIO
 
 from ..core.errors import ProxpiError
 from ..core.units import human_size
+from ..core.wheelmeta import MAX_METADATA, names_itself
 from ..core.simple import ProjectPage
 from ..files.upstream_body import CHUNK
 from ..files.integrity import FileHash, Verifier
@@ -103,6 +104,10 @@ def _check_file(path: str, rel: str, expected_metadata: dict) -> _Checked:
     size = 0
     try:
         size = os.path.getsize(path)
+        if want is None and stored.metadata:  # read from a wheel here: no hash recorded
+            with open(path, "rb") as file:
+                if not names_itself(file.read(MAX_METADATA + 1)):
+                    return _Checked(path, size, "a metadata file without Name and Version: emptied or cut short")
         if want is None:
             return _Checked(path, size, None, unchecked=True)
         verifier = Verifier(want)

@@ -25,6 +25,7 @@ __all__ = [
     "TAIL_READ",
     "central_directory",
     "find_metadata",
+    "names_itself",
     "is_zip_probe",
     "member_data",
     "metadata_from_ranges",
@@ -334,6 +335,13 @@ def metadata_headers(metadata: bytes) -> email.message.Message:
     (core metadata specification), bytes that are not are replaced: parsed as bytes,
     a value with non-ASCII would come as an ``email.header.Header``."""
     return email.parser.HeaderParser(policy=email.policy.compat32).parsestr(metadata.decode("utf-8", "replace"))
+
+
+def names_itself(metadata: bytes) -> bool:
+    """Whether *metadata* has the Name and Version every core metadata file has (an
+    emptied or cut file, what a crash or a hand leaves, often has not)."""
+    headers = metadata_headers(metadata)
+    return bool(headers.get("Name") and headers.get("Version"))
 
 
 def requirements(metadata: bytes) -> list:

@@ -30,7 +30,7 @@ from ..core.byteranges import ByteRange
 from ..core.errors import NotFound, UpstreamError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
-from ..core.wheelmeta import MAX_METADATA, BrokenWheel, metadata_headers
+from ..core.wheelmeta import MAX_METADATA, BrokenWheel, names_itself
 from ..infra.atomic import temp_path
 from ..infra.background import Background
 from ..infra.metrics import Metrics
@@ -163,7 +163,7 @@ class WheelMetadata:
             except OSError:  # evicted meanwhile
                 continue
             counted = self._files.stored_size(path)
-            if (counted is not None and counted != len(data)) or not _names_itself(data):
+            if (counted is not None and counted != len(data)) or not names_itself(data):
                 # Cut short or emptied (a crash, a hand): its hash must not be advertised.
                 logger.warning("%s is not a whole metadata file (%d bytes): removed", path, len(data))
                 self._files.remove(path)
@@ -405,12 +405,6 @@ class WheelMetadata:
             )
             self._counter.inc("mismatch")
             self._save(wheel, path, data, replace=True)
-
-
-def _names_itself(metadata: bytes) -> bool:
-    """Whether *metadata* has the Name and Version every core metadata file has."""
-    headers = metadata_headers(metadata)
-    return bool(headers.get("Name") and headers.get("Version"))
 
 
 class _Wheel(NamedTuple):

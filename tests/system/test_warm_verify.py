@@ -26,6 +26,7 @@ from proxpi_min.core.settings import parse_settings
 from proxpi_min.files.ledger import Ledger
 from proxpi_min.infra.atomic import LockFile, temp_path
 from tests.support.cache_dir import file_path, settled, sized_wheel
+from tests.support.dists import make_wheel
 from tests.support.markers import needs_tomllib
 from tests.support.proxy import REPO_ROOT, ProxyProcess, proxy_env, run_pip
 
@@ -563,6 +564,24 @@ def test_verify_checks_metadata_against_the_saved_page(proxy, upstream, dists, t
     metadata.write_bytes(metadata.read_bytes() + b"x")
     code, out, _ = verify(cache)
     assert code == 1 and f"bad: {metadata}: sha256 differs" in out
+
+
+def test_verify_catches_an_emptied_metadata_file_the_proxy_read_from_a_wheel(proxy, upstream_factory):
+    """Metadata read from a wheel has no hash recorded apart: an empty or cut copy (a
+    crash, a hand) is told by its missing Name and Version."""
+    up = upstream_factory("html", None)
+    dist = make_wheel("plain", "1.0")
+    up.add(dist, metadata=False)
+    p = proxy(up)
+    assert p.get(f"/index/plain/{dist.filename}.metadata").body == dist.metadata
+    assert settled(p.settings.cache_dir)
+    cache = Path(p.settings.cache_dir)
+    metadata = next(m for m in (cache / "files").glob("plain/*/*.metadata") if not m.name.startswith("."))
+    p.stop()
+    assert verify(cache)[0] == 0
+    metadata.write_bytes(b"")
+    code, out, _ = verify(cache)
+    assert code == 1 and f"bad: {metadata}: a metadata file without Name and Version" in out, out
 
 
 class _Reporting(io.StringIO):
