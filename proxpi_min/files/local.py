@@ -327,9 +327,11 @@ class LocalIndex:
             if taken is not None:
                 raise Conflict(_clash(upload.filename, taken))
             if upload.metadata is not None:
-                write_atomically(path + METADATA_SUFFIX, upload.metadata)
+                write_atomically(path + METADATA_SUFFIX, upload.metadata, durable=True)
                 info["metadata-sha256"] = hashlib.sha256(upload.metadata).hexdigest()
-            write_atomically(os.path.join(folder, _INFO_PREFIX + upload.filename), json.dumps(info).encode())
+            # Durable: the only copy of a private package, and its hash with it.
+            info_path = os.path.join(folder, _INFO_PREFIX + upload.filename)
+            write_atomically(info_path, json.dumps(info).encode(), durable=True)
             try:
                 os.link(upload.temp, path)  # never replaces: the name is taken at most once
             except FileExistsError:
@@ -358,7 +360,8 @@ class LocalIndex:
             if info is None:
                 raise NotFound(f"{filename!r} is not an uploaded file of project {project!r}")
             info["yanked"] = reason
-            write_atomically(os.path.join(folder, _INFO_PREFIX + filename), json.dumps(info).encode())
+            info_path = os.path.join(folder, _INFO_PREFIX + filename)
+            write_atomically(info_path, json.dumps(info).encode(), durable=True)
 
     def delete(self, project: NormalizedName, filename: str) -> None:
         """Remove an uploaded file: the file first (gone from pages), then its sidecars.

@@ -149,7 +149,7 @@ class PageStore:
         try:
             record = json.loads(head)
             if record.get("format") == _RAW_FORMAT and key != LIST_KEY:
-                # Written without fsync: a crash may leave a cut-off body, which may parse.
+                # A body cut off (a copy cut short, a disk's fault) may still parse.
                 if len(body) != record["size"] or hashlib.sha256(body).hexdigest() != record["sha256"]:
                     raise ValueError("the page saved is cut off or altered")
                 page = parse_project_page(body, record["content_type"], record["url"], NormalizedName(key))
@@ -189,8 +189,9 @@ class PageStore:
             os.makedirs(self.directory, exist_ok=True)
             url_file = os.path.join(self.directory, URL_FILE)
             if not os.path.exists(url_file):  # the first save, or the folder was removed since
-                write_atomically(url_file, self._index_url.encode())
-            write_atomically(self._path(key), data)
+                write_atomically(url_file, self._index_url.encode(), durable=True)
+            # Durable: a machine restarted during an outage serves what was saved.
+            write_atomically(self._path(key), data, durable=True)
         except OSError as exc:
             logger.warning("cannot save index page %s: %s", self._path(key), exc)
             return False

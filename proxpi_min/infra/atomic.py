@@ -72,13 +72,18 @@ def write_all(fd: int, data: bytes, offset: Optional[int] = None) -> None:
             offset += written
 
 
-def write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes, durable: bool = False) -> None:
     """Write *data* to *path* through a temp file and ``os.replace``, so that a reader
-    (or a restart after kill -9) sees the old content or the new, never a part."""
+    (or a restart after kill -9) sees the old content or the new, never a part;
+    *durable*: also after a crash of the machine (the bytes are on disk before the
+    name is, else a crash may leave the name on an empty file)."""
     temp = temp_path(os.path.dirname(path))
     try:
         with open(temp, "wb") as file:
             file.write(data)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -443,10 +443,10 @@ def test_page_not_saved_on_a_full_disk_is_saved_once_space_returns(proxy, upstre
     full = threading.Event()
     full.set()
 
-    def write(path, data):
+    def write(path, data, durable=False):
         if full.is_set():
             raise OSError(28, "No space left on device", path)
-        return real_write(path, data)
+        return real_write(path, data, durable)
 
     monkeypatch.setattr(page_store, "write_atomically", write)
     monkeypatch.setattr(index_cache, "SAVE_RETRY", 0.2)

@@ -790,10 +790,10 @@ def test_IndexCache_a_page_not_saved_is_saved_on_a_later_use_once_the_disk_allow
     real_write = page_store.write_atomically
     full = [True]
 
-    def write(path, data):
+    def write(path, data, durable=False):
         if full[0]:
             raise OSError(28, "No space left on device")
-        return real_write(path, data)
+        return real_write(path, data, durable)
 
     monkeypatch.setattr(page_store, "write_atomically", write)
     cache = make_cache(upstream, clock, tmp_path)
@@ -816,7 +816,7 @@ def test_IndexCache_a_page_still_not_saved_is_tried_once_per_SAVE_RETRY(upstream
 
     tries = []
 
-    def write(path, data):
+    def write(path, data, durable=False):
         tries.append(path)
         raise OSError(5, "Input/output error")
 

@@ -37,6 +37,17 @@ def test_PageStore_round_trip(tmp_path) -> None:
     assert again.saved_projects() == ["alpha"]
 
 
+def test_PageStore_saves_durably(tmp_path, monkeypatch) -> None:
+    # A crash of the machine cannot be made here: the files synced are recorded instead.
+    synced = []
+    monkeypatch.setattr(page_store.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    store = PageStore(str(tmp_path), "https://index.example/simple/")
+    assert store.save("alpha", SavedPage(ProjectPage("alpha", (), ()), "https://index.example/simple/alpha/", None, None))
+    # Each through its temp file: the index's URL, then the page.
+    assert [os.path.basename(path).startswith(".tmp") for path in synced] == [True, True]
+    assert store.load("alpha") is not None
+
+
 RAW_JSON = (
     b'{"meta":{"api-version":"1.1"},"name":"alpha","versions":["1.0"],"files":['
     b'{"filename":"alpha-1.0-py3-none-any.whl","url":"../../files/alpha-1.0-py3-none-any.whl",'

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from proxpi_min.infra import atomic
 from proxpi_min.infra.atomic import (
     STALE_TEMP,
     LockFile,
@@ -19,6 +20,7 @@ from proxpi_min.infra.atomic import (
     remove_temp_files,
     same_file,
     temp_path,
+    write_atomically,
 )
 from tests.support.writers import child, writing
 
@@ -183,3 +185,17 @@ def test_LockFile_makes_its_folder_again_when_it_was_removed(tmp_path) -> None:
     folder.parent.rmdir()
     assert lock.acquire(wait=False)
     lock.release()
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_write_atomically_durable_syncs_the_bytes_before_they_get_the_name(tmp_path, monkeypatch, durable) -> None:
+    # A crash of the machine cannot be made here: what fsync was called on, and when, is
+    # recorded instead (the real fsync still runs).
+    seen = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (seen.append(("fsync", os.fstat(fd).st_size)), real_fsync(fd)))
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (seen.append(("replace", None)), real_replace(a, b)))
+    target = tmp_path / "page.json"
+    write_atomically(str(target), b"x" * 1000, durable=durable)
+    assert target.read_bytes() == b"x" * 1000
+    assert seen == ([("fsync", 1000), ("replace", None)] if durable else [("replace", None)])
