@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+from ..core.units import human_size
 from ..infra.atomic import remove_temp_files, temp_in_use
 from ..infra.metrics import Metrics
 from .layout import Target, parse_stored, remove_empty_folders
@@ -49,6 +50,9 @@ RECOUNT_INTERVAL = 5.0
 ROOT_CHECK_INTERVAL = 1.0
 # At a stop, how long the start's sweep (told to end) may take to finish its folder.
 SWEEP_JOIN_SECONDS = 1.0
+# Room left free on the cache dir's disk for pages, metadata and the journal, as a share
+# of the disk (1/20), at most this many bytes, when the disk holds less than the cap.
+DISK_MARGIN_MAX = 256 << 20
 
 
 class Accounting:
@@ -78,6 +82,7 @@ class Accounting:
         self._next_recount = 0.0
         self._next_root_check = 0.0
         self._scan()
+        self._check_disk_size()
 
     def check_root(self) -> None:
         """Notice a cache dir deleted or replaced under us (a cheap fstat and stat, at
@@ -346,9 +351,10 @@ class Accounting:
             self._sync(ledger)
             live = self._unreserve(ledger, temp)
             reserved = sum(live.values())
-            fits = reserved + size <= self.cap and (self._evicts or ledger.record.used + reserved + size <= self.cap)
+            cap = self._cap_now(ledger.record.used)
+            fits = reserved + size <= cap and (self._evicts or ledger.record.used + reserved + size <= cap)
             if fits:
-                used, count, victims = self._make_room(ledger, reserved + size)
+                used, count, victims = self._make_room(ledger, reserved + size, cap)
                 fits = not victims or self._record(ledger, [JournalEntry(self._relative(v)) for v in victims], used, count)
             if fits:
                 live[self._relative(temp)] = size
@@ -394,13 +400,37 @@ class Accounting:
             self.generation += 1
         return True
 
-    def _make_room(self, ledger: LedgerHandle, incoming: int) -> tuple:
+    def _check_disk_size(self) -> None:
+        """One WARNING at the start if the cap is more than the cache dir's disk holds."""
+        try:
+            disk = os.statvfs(self.root)
+        except OSError:
+            return
+        if disk.f_blocks * disk.f_frsize < self.cap:
+            logger.warning(
+                "the cache cap (%s) is more than the disk of %s holds (%s): files are stored as far as it has room",
+                human_size(self.cap), self.root, human_size(disk.f_blocks * disk.f_frsize),
+            )
+
+    def _cap_now(self, used: int) -> int:
+        """The cap, or less where the disk holds less: the *used* bytes stored plus the
+        disk's free space, less a margin. A cap larger than the disk would otherwise
+        have every file passed through, none stored, once the disk is full."""
+        try:
+            disk = os.statvfs(self.root)
+        except OSError:
+            return self.cap
+        margin = min(DISK_MARGIN_MAX, disk.f_blocks * disk.f_frsize // 20)
+        return min(self.cap, used + disk.f_bavail * disk.f_frsize - margin)
+
+    def _make_room(self, ledger: LedgerHandle, incoming: int, cap: Optional[int] = None) -> tuple:
         """Evict least recently used files (whoever stored them) until *incoming* more
-        bytes fit; returns (used, count, evicted paths). Called under the ledger lock,
-        with our view synced."""
+        bytes fit under *cap* (None: the cap); returns (used, count, evicted paths).
+        Called under the ledger lock, with our view synced."""
+        cap = self.cap if cap is None else cap
         used, count = ledger.record.used, ledger.record.count
         victims, stuck = [], []
-        while self._evicts and used + incoming > self.cap:
+        while self._evicts and used + incoming > cap:
             with self.lock:
                 if not self.files:
                     break

@@ -286,6 +286,26 @@ def test_verify_of_a_cache_dir_on_read_only_media_reads_its_ledger(proxy, upstre
         assert code == 0 and "0 bad" in out, out
 
 
+def test_a_cap_larger_than_the_disk_evicts_to_make_room_on_it(proxy, upstream_factory, tmp_path, caplog):
+    """Once the disk is full, a new file is stored in place of the least recently used
+    ones, as under the cap; it was passed through, and nothing stored again, for good."""
+    wheels = [sized_wheel(f"roomy{n}", "1.0", 250_000) for n in range(6)]
+    up = upstream_factory("json", None)
+    for dist in wheels:
+        up.add(dist)
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        cache_dir = disk / "cache"
+        p = proxy(up, cache_dir=str(cache_dir), cache_size=100 << 20)
+        assert "is more than the disk of" in caplog.text
+        for dist in wheels:
+            assert p.get(file_path(dist)).body == dist.content
+            assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content, dist.filename
+        assert stored_content(cache_dir, wheels[0].filename) is None  # the oldest made room
+        assert settled(cache_dir)
+        assert_bookkeeping_agrees(cache_dir)
+        p.stop()
+
+
 # -- a cache dir lost while serving ------------------------------------------------
 
 
