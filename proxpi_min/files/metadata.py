@@ -50,6 +50,10 @@ MAX_KNOWN = 200_000
 # Metadata read and not yet stored, held in memory at most: past it, one is stored before
 # its answer (a disk or a lock slower than the reads).
 MAX_UNSTORED_BYTES = 64 * 1024 * 1024
+# From a host that ignores Range, a wheel read whole for its metadata: the client waits
+# for all of it before a byte of the answer (pip's read timeout is 15 s; 8 MiB in that
+# time is a link of 0.6 MB/s).
+WHOLE_FOR_METADATA = 8 * 1024 * 1024
 
 
 class BytesBody(FileBody):
@@ -121,20 +125,27 @@ class WheelMetadata:
 
     def generation(self, project: NormalizedName) -> int:
         """Changes whenever what :meth:`advertise` says for *project* changes."""
-        return self._generations.get(project, 0)
+        # Both only grow, so their sum changes whenever either does.
+        return self._generations.get(project, 0) + self._reader.hosts_ignoring_ranges
 
     def advertise(self, project: NormalizedName, files: tuple, local: frozenset = frozenset()) -> tuple:
         """*files* with metadata advertised for every wheel without: its sha256 once
         known, else no hash (PEP 714 ``true``); none for a broken wheel, nor for the
-        files named in *local* (the local index's: the proxy does not read those)."""
+        files named in *local* (the local index's: the proxy does not read those), nor,
+        until it is known, for a wheel of a host that ignores Range that is larger than
+        WHOLE_FOR_METADATA or of unknown size: its metadata would cost the whole wheel
+        before the answer's first byte, past a client's read timeout on a slow link."""
         if not self.enabled:
             return files
         known, named = self._known, self._named
+        ignoring = self._reader.hosts_ignoring_ranges > 0
         out = []
         for entry in files:
             if entry.metadata is None and entry.filename.endswith(".whl") and entry.filename not in local:
                 found = known.get(_Wheel.listed(project, entry)) if (project, entry.filename) in named else None
-                if found is None:
+                if found is None and ignoring and not _small(entry) and self._reader.ignores_ranges(entry.url):
+                    pass  # the client reads the wheel itself, streamed as it comes
+                elif found is None:
                     entry = with_metadata(entry, ())
                 elif isinstance(found, str):
                     entry = with_metadata(entry, (("sha256", found),))
@@ -405,6 +416,10 @@ class WheelMetadata:
             )
             self._counter.inc("mismatch")
             self._save(wheel, path, data, replace=True)
+
+
+def _small(entry: FileEntry) -> bool:
+    return entry.size is not None and entry.size <= WHOLE_FOR_METADATA
 
 
 class _Wheel(NamedTuple):

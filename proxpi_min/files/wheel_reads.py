@@ -66,6 +66,11 @@ class WheelReader:
         """Whether the host of *url* answered a range request with the whole file."""
         return urllib.parse.urlsplit(url).netloc in self._no_ranges
 
+    @property
+    def hosts_ignoring_ranges(self) -> int:
+        """How many hosts answered a range request with the whole file (only grows)."""
+        return len(self._no_ranges)
+
     def from_spool(self, wheel: Target) -> bytes:
         """The METADATA of a wheel the cache does not take, downloaded into an unnamed
         temp file beside it (or, where the disk cannot take that either, into memory

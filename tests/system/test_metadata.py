@@ -225,6 +225,24 @@ def test_upstream_ignoring_range_gets_the_wheel_stored(proxy, bare):
     assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
 
 
+@pytest.mark.parametrize("kind", ["html", "json"], ids=["size-unknown", "size-small"])
+def test_a_host_that_ignores_range_gets_metadata_advertised_only_where_it_is_cheap(proxy, upstream_factory, kind):
+    """Once a host is known to ignore Range, a wheel's metadata costs the whole wheel
+    before the answer's first byte: advertised only for a wheel the page says is small
+    (a large one would keep the client past its read timeout), or whose metadata is known."""
+    up = upstream_factory(kind, None)
+    up.honour_ranges = False
+    first, other = make_wheel("first", "1.0"), make_wheel("other", "1.0")
+    up.add(first, metadata=False).add(other, metadata=False)
+    p = proxy(up)
+    assert 'core-metadata' in p.get("/index/other/", JSON).text  # nothing known of the host yet
+    assert p.get(f"/index/first/{first.filename}.metadata").body == first.metadata  # read whole
+    files = json.loads(p.get("/index/other/", JSON).body)["files"]
+    assert ("core-metadata" in files[0]) == (kind == "json")  # JSON pages give the size
+    files = json.loads(p.get("/index/first/", JSON).body)["files"]
+    assert files[0]["core-metadata"] == {"sha256": hashlib.sha256(first.metadata).hexdigest()}
+
+
 def test_upstream_ignoring_range_and_a_wheel_over_the_cap_still_gives_its_metadata(proxy, bare, tmp_path):
     """Pages advertise it: the wheel is read whole beside the cache, checked, dropped."""
     bare.honour_ranges = False
