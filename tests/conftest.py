@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests.support import proxy as support_proxy
 from tests.support.certs import OPENSSL, ServerCert, TestCA
 from tests.support.dists import Dist, make_sdist, make_wheel
 from tests.support.proxy import RunningProxy, make_venv, start_proxy
@@ -55,6 +56,15 @@ def _no_proxy_variables() -> Iterator[None]:
         patch.delenv(name, raising=False)
     patch.setenv("NO_PROXY", "127.0.0.1,localhost")
     patch.setenv("no_proxy", "127.0.0.1,localhost")
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_modules_of_proxy_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A temp dir for the modules ``python -m proxpi_min`` processes compile (see proxy_env)."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(support_proxy, "PYCACHE_PREFIX", str(tmp_path_factory.mktemp("pycache")))
     yield
     patch.undo()
 
@@ -237,6 +247,6 @@ def scripted() -> Iterator[Scripted]:
 
 @pytest.fixture(scope="session")
 def pip_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One venv with pip (bundled with Python, installed offline) for end-to-end
-    installs; returns its python. Prefer ``pip install --target`` where possible."""
+    """One venv (without pip: run_pip drives it with this interpreter's) for
+    end-to-end installs; returns its python. Prefer ``pip install --target`` where possible."""
     return make_venv(tmp_path_factory.mktemp("venv") / "env")

@@ -51,6 +51,9 @@ PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 )
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+# Where proxy processes keep the modules they compile when PYTHONDONTWRITEBYTECODE keeps
+# them from beside the sources (set by conftest.py): else each start compiles them all again.
+PYCACHE_PREFIX: str | None = None
 
 # Timeouts the in-process proxy gets unless a test overrides them: long enough
 # for a loaded CI machine, short enough that a hang fails a test instead of CI.
@@ -300,9 +303,12 @@ def pip_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def proxy_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
     """The environment for ``python -m proxpi_min``: no PROXPI_*/PIP_* variables
-    from the machine, then ``extra`` on top (a None value removes a key)."""
+    from the machine, compiled modules kept in PYCACHE_PREFIX (if set) rather than not at
+    all, then ``extra`` on top (a None value removes a key)."""
     env = _scrubbed(("PROXPI_", "PIP_"), None)
     env["PYTHONUNBUFFERED"] = "1"
+    if PYCACHE_PREFIX is not None and env.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        env["PYTHONPYCACHEPREFIX"] = PYCACHE_PREFIX
     for key, value in (extra or {}).items():
         if value is None:
             env.pop(key, None)
@@ -324,9 +330,11 @@ def run_pip(
 ) -> subprocess.CompletedProcess:
     """``python -m pip ARGS`` against ``index_url`` only, with the scrubbed
     environment (plus ``env``, e.g. the CA pip trusts); output is captured as text
-    and never raises on failure."""
+    and never raises on failure. Another *python* (a venv's) is driven by this
+    interpreter's pip (``--python``), so it needs no pip of its own."""
+    target = [] if str(python) == sys.executable else ["--python", str(python)]
     command = [
-        str(python), "-m", "pip", *args,
+        sys.executable, "-m", "pip", *target, *args,
         "--index-url", index_url,
         "--disable-pip-version-check",
         "--no-cache-dir",
@@ -347,9 +355,10 @@ def run_pip(
 
 
 def make_venv(path: str | os.PathLike, python: str | os.PathLike = sys.executable) -> Path:
-    """Create a venv (with pip, from the copy bundled with Python) and return its python."""
+    """Create a venv without pip (``run_pip(python=...)`` drives it with this
+    interpreter's pip: installing pip into it takes seconds) and return its python."""
     subprocess.run(
-        [str(python), "-m", "venv", str(path)],
+        [str(python), "-m", "venv", "--without-pip", str(path)],
         env=pip_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -114,7 +114,7 @@ def test_oversized_page_is_not_fetched_again_by_every_client(proxy, scripted, mo
     assert [r.status for r in results] == [502] * 5
     assert all(b"over" in r.body for r in results), [r.body for r in results]
     assert scripted.hits["/simple/huge/"] == 1
-    time.sleep(1.2)  # past the doubled back-off of the first failure
+    time.sleep(0.8)  # past the back-off of the first failure (RETRY_FIRST, lowered above)
     assert p.get("/index/huge/", timeout=60).status == 502
     assert scripted.hits["/simple/huge/"] == 2
     assert_healthy(p)
@@ -138,7 +138,7 @@ def test_gzip_bomb_page_is_refused(proxy, scripted, monkeypatch):
 
 
 def _trickle(release, where):
-    """A route that sends its answer one byte every 2 s, the slow part being the status
+    """A route that sends its answer one byte every 0.2 s, the slow part being the status
     line, a chunk-size line, or the body."""
 
     def route(handler):
@@ -153,7 +153,7 @@ def _trickle(release, where):
             handler.wfile.write(fast)
             for byte in slow:
                 handler.wfile.write(bytes([byte]))
-                if release.wait(1.0):
+                if release.wait(0.2):
                     break
         except OSError:
             pass
@@ -164,19 +164,19 @@ def _trickle(release, where):
 
 @pytest.mark.parametrize("where", ["status line", "chunk size", "body"])
 def test_trickling_page_is_cut_at_its_deadline(proxy, scripted, monkeypatch, where):
-    """A page sent one byte a second passes a 1.5 s read timeout read after read; the
+    """A page sent a byte each 0.2 s passes a 0.5 s read timeout read after read; the
     page deadline (PAGE_DEADLINE_READS read timeouts, lowered to one here) cuts it."""
     from proxpi_min.index import upstream as upstream_module
 
     monkeypatch.setattr(upstream_module, "PAGE_DEADLINE_READS", 1)
     scripted.routes["/simple/slow/"] = _trickle(scripted.release, where)
-    p = proxy(scripted.url, read_timeout=1.5)
+    p = proxy(scripted.url, read_timeout=0.5)
     started = time.monotonic()
     result = p.get("/index/slow/", timeout=BOUND)
     took = time.monotonic() - started
     scripted.release.set()
     assert result.status == 504, result
-    assert b"took over 1.5 s" in result.body, result.body
+    assert b"took over 0.5 s" in result.body, result.body
     assert took < 6.0, f"cut after {took:.1f} s"
     assert_healthy(p)
 

@@ -18,7 +18,8 @@ import traceback
 
 import pytest
 
-from tests.support.proxy import REPO_ROOT, ProxyProcess, http, proxy_env
+from tests.support.cache_dir import wait_for
+from tests.support.proxy import REPO_ROOT, ProxyProcess, http, proxy_env, temp_files
 
 FLAGS = (
     "--index-url", "--index-ttl", "--extra-index-url", "--extra-index-ttl", "--cache-size",
@@ -307,7 +308,7 @@ def test_sigkill_mid_download_then_restart_serves_good_file(upstream_html, dists
     dist = dists.alpha_2
     cache_dir = tmp_path / "cache"
     args = ["--index-url", upstream_html.url, "--cache-dir", str(cache_dir)]
-    upstream_html.throttle(max(1, dist.size // 20), 0.1)  # about 2 s
+    hold = upstream_html.hold(dist)  # half the file goes out, the rest only after the kill
     with ProxyProcess(args) as first:
         _alpha_page(first)
         outcome = []
@@ -320,16 +321,15 @@ def test_sigkill_mid_download_then_restart_serves_good_file(upstream_html, dists
 
         thread = threading.Thread(target=download)
         thread.start()
-        deadline = time.monotonic() + 10
-        while upstream_html.hits(dist.filename) == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)  # part of the file is on its way
+        assert hold.sent_first.wait(10)
+        wait_for(lambda: any(os.path.getsize(t) for t in temp_files(cache_dir) if os.path.exists(t)),
+                 "part of the file in a temp file", 10)
         first.kill()
         first.wait(10)
         thread.join(20)
+        hold.open()
     assert outcome and not (hasattr(outcome[0], "body") and outcome[0].body == dist.content)
 
-    upstream_html.throttle(None)
     with ProxyProcess(args) as second:
         result = second.get(f"/index/alpha/{dist.filename}")
         assert result.status == 200 and result.body == dist.content

@@ -192,11 +192,14 @@ def test_keep_alive_serves_pipelined_requests(running) -> None:
 )
 def test_connection_header(running, request_text, closes) -> None:
     parts = urllib.parse.urlsplit(running.url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=1) as sock:
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
         sock.sendall(request_text)
         received = b""
         while b"success" not in received:
             received += sock.recv(65536)
+        # A close comes right after the answer: wait long for one that is due, briefly
+        # (loopback) to see that none comes.
+        sock.settimeout(5 if closes else 0.3)
         try:
             closed = sock.recv(1) == b""
         except socket.timeout:

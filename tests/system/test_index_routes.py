@@ -660,7 +660,7 @@ def test_upstream_down_nothing_cached_is_502(proxy, upstream_html):
 
 
 def test_upstream_hanging_is_504(proxy, upstream_html):
-    p = proxy(upstream_html, read_timeout=1.0)
+    p = proxy(upstream_html, read_timeout=0.5)
     upstream_html.fail("/simple/alpha/", "hang")
     started = time.monotonic()
     status = p.get("/index/alpha/", timeout=20).status

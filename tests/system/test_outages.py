@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import pytest
 
-from proxpi_min.index import page_budget
+from proxpi_min.index import index_cache, page_budget
 from tests.support.cache_dir import file_path, sized_wheel, wait_for
 from tests.support.dists import make_wheel
 from tests.support.pages import json_files, parse_anchors
@@ -37,7 +37,7 @@ from tests.support.proxy import PIP_ACCEPT, ProxyProcess, assert_healthy, files_
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 STALE_WARNING = '110 - "Response is Stale"'
-TTL = 0.15  # seconds; pages expire quickly on purpose
+TTL = 0.05  # seconds; pages expire quickly on purpose
 RETRY_FIRST = 2.0  # the runtime's first back-off after a failed refresh
 BOUND = 10.0  # "did not hang forever": far above any expected duration
 
@@ -46,7 +46,7 @@ BOUND = 10.0  # "did not hang forever": far above any expected duration
 
 
 def _expire():
-    time.sleep(TTL + 0.1)
+    time.sleep(TTL + 0.05)
 
 
 def _assert_fresh(result):
@@ -135,7 +135,7 @@ def _break(upstream, mode, new_dist):
 @pytest.mark.parametrize("mode", ["down", "hang", "500", "503", "close", "truncate"])
 def test_stale_copy_served_when_refresh_fails(proxy, upstream_html, dists, caplog, mode):
     caplog.set_level(logging.WARNING, logger="proxpi_min")
-    p = proxy((upstream_html, TTL), read_timeout=1.0)
+    p = proxy((upstream_html, TTL), read_timeout=0.5)  # what "hang" waits
     first = p.get("/index/alpha/")
     _assert_fresh(first)
     listed = set(parse_anchors(first.body))
@@ -184,7 +184,9 @@ def test_stale_project_list_when_upstream_down(proxy, upstream_html, caplog):
     assert len(_proxpi_warnings(caplog)) == 1
 
 
-def test_failed_refresh_serves_stale_during_back_off_then_fresh(proxy, upstream_html, dists):
+def test_failed_refresh_serves_stale_during_back_off_then_fresh(proxy, upstream_html, dists, monkeypatch):
+    back_off = RETRY_FIRST / 2  # shorter than the runtime's: only its two sides are tested
+    monkeypatch.setattr(index_cache, "RETRY_FIRST", back_off)
     p = proxy((upstream_html, TTL))
     _assert_fresh(p.get("/index/alpha/"))
     upstream_html.fail("/simple/alpha/", "500")
@@ -198,11 +200,11 @@ def test_failed_refresh_serves_stale_during_back_off_then_fresh(proxy, upstream_
     upstream_html.clear_faults()
     upstream_html.add(dists.alpha_3)
     result = p.get("/index/alpha/")
-    if time.monotonic() - failed_at < RETRY_FIRST - 0.2:
+    if time.monotonic() - failed_at < back_off - 0.2:
         _assert_stale(result)
         assert upstream_html.hits("/simple/alpha/") == 1
     # After the back-off, the next request asks upstream and gets the fresh page.
-    time.sleep(RETRY_FIRST + 0.3)
+    time.sleep(back_off + 0.3)
     fresh = p.get("/index/alpha/")
     _assert_fresh(fresh)
     assert dists.alpha_3.filename in parse_anchors(fresh.body)
@@ -212,7 +214,7 @@ def test_failed_refresh_serves_stale_during_back_off_then_fresh(proxy, upstream_
 
 @pytest.mark.parametrize("mode, status", [("down", 502), ("500", 502), ("hang", 504)])
 def test_gateway_error_only_without_any_copy(proxy, upstream_html, mode, status):
-    p = proxy((upstream_html, TTL), read_timeout=1.0)
+    p = proxy((upstream_html, TTL), read_timeout=0.5)  # what "hang" waits
     _assert_fresh(p.get("/index/beta/"))
     if mode == "down":
         upstream_html.down()
@@ -522,7 +524,7 @@ def test_offline_with_only_cache_dir_serves_what_was_cached(proxy, upstream_html
 
 
 def test_hanging_upstream_file_gives_504_in_bounded_time(proxy, upstream_html, dists):
-    p = proxy(upstream_html, read_timeout=1.0)
+    p = proxy(upstream_html, read_timeout=0.5)
     _assert_fresh(p.get("/index/alpha/"))
     upstream_html.fail(dists.alpha_1.filename, "hang")
     started = time.monotonic()
@@ -549,7 +551,7 @@ def test_upstream_stalling_mid_body_is_cut_in_bounded_time(proxy, scripted, dist
         scripted.release.wait(60)
 
     scripted.routes[file_path] = stall
-    p = proxy(scripted.url, read_timeout=1.0)
+    p = proxy(scripted.url, read_timeout=0.5)
     started = time.monotonic()
     try:
         status, _, body = p.get(f"/index/alpha/{dist.filename}", timeout=BOUND + 5)
@@ -599,7 +601,7 @@ def unanswered_listener():
 
 
 def test_connect_timeout_to_a_silent_upstream_is_504(proxy, unanswered_listener):
-    p = proxy(unanswered_listener, connect_timeout=0.5, read_timeout=1.0)
+    p = proxy(unanswered_listener, connect_timeout=0.25, read_timeout=1.0)
     started = time.monotonic()
     result = p.get("/index/alpha/", timeout=BOUND + 5)
     assert time.monotonic() - started < BOUND
@@ -608,7 +610,7 @@ def test_connect_timeout_to_a_silent_upstream_is_504(proxy, unanswered_listener)
 
 
 def test_idle_clients_are_disconnected(proxy, upstream_html):
-    p = proxy(upstream_html, client_timeout=1.0)
+    p = proxy(upstream_html, client_timeout=0.5)
     kinds = {
         "silent": b"",
         "partial request": b"GET /health HTTP/1.1\r\n",
@@ -666,11 +668,13 @@ def test_client_that_stops_reading_a_file_is_disconnected(proxy, upstream_factor
     p = proxy(upstream, client_timeout=0.5)
     assert p.get(file_path(big), timeout=BOUND).body == big.content  # now cached
     sock = socket.socket()
+    sock.settimeout(BOUND)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:
         sock.connect(("127.0.0.1", p.port))
         sock.sendall(f"GET {file_path(big)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        time.sleep(1.5)  # reading nothing, well past the client timeout
+        assert sock.recv(1, socket.MSG_PEEK)  # the answer has begun; from here on, reading nothing
+        wait_for(lambda: p.server.connections.counts().open == 0, "the proxy to drop the client", 1.5)
         data = recv_until_closed(sock, BOUND)  # reading now: only what was sent before
     finally:
         sock.close()
@@ -685,6 +689,8 @@ def test_many_idle_connections_do_not_block_others(proxy, upstream_html, dists):
     try:
         for _ in range(200):
             idle.append(socket.create_connection(("127.0.0.1", p.port), timeout=5))
+            if len(idle) % 64 == 0:  # within the listen backlog: past it a SYN is dropped, retried 1 s later
+                wait_for(lambda: p.server.connections.counts().open >= len(idle), "the connections accepted", BOUND)
         idle[0].sendall(b"GET /index/ HTTP/1.1\r\n")  # one half-sent request, too
         started = time.monotonic()
         assert_healthy(p)
@@ -701,10 +707,10 @@ def test_many_idle_connections_do_not_block_others(proxy, upstream_html, dists):
 # -- SIGTERM / SIGINT -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig, pieces", [(signal.SIGTERM, 12), (signal.SIGINT, 6)], ids=["SIGTERM", "SIGINT"])
-def test_signal_lets_download_in_flight_finish(upstream_html, dists, tmp_path, sig, pieces):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_lets_download_in_flight_finish(upstream_html, dists, tmp_path, sig):
     dist = dists.alpha_2
-    upstream_html.throttle(max(1, dist.size // pieces), 0.2)  # 2.4 s or 1.2 s
+    hold = upstream_html.hold(dist)  # half the file goes out, the rest once the signal is in
     cache_dir = tmp_path / "cache"
     process = ProxyProcess(["--index-url", upstream_html.url, "--cache-dir", str(cache_dir)])
     try:
@@ -720,8 +726,9 @@ def test_signal_lets_download_in_flight_finish(upstream_html, dists, tmp_path, s
         thread = threading.Thread(target=download)
         thread.start()
         wait_for(lambda: upstream_html.hits(dist.filename) >= 1, "the download to start", BOUND)
-        time.sleep(0.3)
+        assert hold.sent_first.wait(BOUND)
         process.process.send_signal(sig)
+        wait_for(lambda: f"{sig.name}: stopping" in process.stderr, "the signal to be handled", BOUND)
         if sig == signal.SIGTERM:
             # Stopped accepting while the download still runs: a new connection is
             # refused at once, not queued until the drain ends and then reset.
@@ -730,6 +737,7 @@ def test_signal_lets_download_in_flight_finish(upstream_html, dists, tmp_path, s
             with pytest.raises(ConnectionRefusedError):
                 parts = urllib.parse.urlsplit(process.url)
                 socket.create_connection((parts.hostname, parts.port), timeout=2).close()
+        hold.open()
         thread.join(BOUND + 5)
         assert results and not isinstance(results[0], Exception), results
         assert (results[0].status, results[0].body) == (200, dist.content)

@@ -153,9 +153,9 @@ def test_an_invalidation_reaches_every_worker(upstream_html, tmp_path):
         release = make_wheel("alpha", "9.0")
         upstream_html.add(release)
         assert http("DELETE", process.url + "/cache/alpha").status == 200
-        time.sleep(0.6)  # the others read it within INTERVAL
-        pages = [process.get("/index/alpha/").body for _ in range(12)]
-        assert all(release.filename.encode() in page for page in pages)
+        # The others read it within their INTERVAL: by 0.6 s, every answer lists the release.
+        assert wait_until(lambda: all(release.filename.encode() in process.get("/index/alpha/").body
+                                      for _ in range(12)), 0.6), "a worker still serves the page it had"
 
 
 def test_workers_stop_when_their_supervisor_is_killed_outright(upstream_html, tmp_path):
@@ -216,7 +216,7 @@ def test_worker_killed_mid_download_is_restarted_and_the_file_completed(upstream
 
 
 def test_sigterm_drains_a_response_in_flight(upstream_html, dists, tmp_path):
-    upstream_html.throttle(64, 0.1)  # the ~1 KB wheel trickles in over a second or so
+    hold = upstream_html.hold(dists.alpha_1)  # half the wheel goes out, the rest once the port is closed
     process = ProxyProcess(["--workers", "2", "--index-url", upstream_html.url, "--cache-dir", str(tmp_path)])
     with process:
         _wait_for(lambda: len(_worker_pids(process)) == 2, "two workers")
@@ -225,7 +225,7 @@ def test_sigterm_drains_a_response_in_flight(upstream_html, dists, tmp_path):
             target=lambda: result.update(r=process.get(f"/index/alpha/{dists.alpha_1.filename}", timeout=30))
         )
         fetch.start()
-        _wait_for(lambda: upstream_html.hits(f"/files/alpha/{dists.alpha_1.filename}") > 0, "the download")
+        _wait_for(lambda: hold.sent_first.is_set(), "the download")
         process.terminate()
         _wait_for(lambda: "SIGTERM: stopping 2 workers" in process.stderr, "the stop")
         time.sleep(0.3)  # the workers close their copies of the listening socket
@@ -233,12 +233,22 @@ def test_sigterm_drains_a_response_in_flight(upstream_html, dists, tmp_path):
         parts = urllib.parse.urlsplit(process.url)
         with pytest.raises(ConnectionRefusedError):  # the parent closed its own too
             socket.create_connection((parts.hostname, parts.port), timeout=2).close()
+        hold.open()
         fetch.join(30)
         assert process.wait(20) == 0, process.stderr
     assert result["r"].status == 200 and result["r"].body == dists.alpha_1.content
     log = process.stderr
     # The worker was told to stop while the response was still going out.
     assert log.index("SIGTERM: stopping") < log.index(f'"GET /index/alpha/{dists.alpha_1.filename}" 200'), log
+
+
+def _alpha_in_files(run_dir) -> int:
+    """Requests for alpha the workers' files in *run_dir* count, summed (each file is
+    replaced whole, never read half written)."""
+    return sum(
+        dict(json.loads(path.read_bytes())["metrics"]["projects"]).get("alpha", 0)
+        for path in run_dir.glob("worker-*.json")
+    )
 
 
 def _scrape(process: ProxyProcess) -> tuple:
@@ -271,7 +281,8 @@ def test_metrics_and_home_page_count_every_worker(upstream_html, tmp_path):
             _serves_alpha(process)
             served += 1
             assert served < 500, "one worker took every connection"
-        time.sleep(INTERVAL * 1.5)  # every worker's file written since
+        # Every worker's file written since, by its own timer (no scrape yet), within 1.5 INTERVALs.
+        assert wait_until(lambda: _alpha_in_files(run_dir) == served, INTERVAL * 1.5), "a worker's file lags"
         assert len(list(run_dir.glob("worker-*.json"))) == 2
         scrapes = [_scrape(process) for _ in range(12)]
         for _, samples in scrapes:
@@ -289,7 +300,8 @@ def test_metrics_and_home_page_count_every_worker(upstream_html, tmp_path):
 
         os.kill(pids[1], signal.SIGKILL)  # its numbers stay in the sum
         _wait_for(lambda: _worker_pids(process).get(1) not in (None, pids[1]), "a restart")
-        time.sleep(INTERVAL * 1.5)
+        # The restarted worker's file beside the killed one's (counted below), within 1.5 INTERVALs.
+        wait_until(lambda: len(list(run_dir.glob("worker-*.json"))) == 3, INTERVAL * 1.5)
         scrapes += [_scrape(process) for _ in range(6)]
         for _, samples in scrapes[-6:]:
             assert sample(samples, "proxpi_requests_total", route="page", method="GET", status="200") == served
