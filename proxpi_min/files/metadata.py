@@ -27,7 +27,7 @@ import threading
 from typing import Callable, NamedTuple, Optional
 
 from ..core.byteranges import ByteRange
-from ..core.errors import NotFound, UpstreamError
+from ..core.errors import IntegrityError, NotFound, UpstreamError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
 from ..core.wheelmeta import MAX_METADATA, BrokenWheel, names_itself
@@ -250,6 +250,10 @@ class WheelMetadata:
                 flight.error = exc
                 if isinstance(exc, BrokenWheel):
                     self._broken(wheel, exc)
+                elif isinstance(exc, IntegrityError):
+                    # Not the wheel its index lists: pages stop advertising its metadata,
+                    # so clients fetch the wheel and tell the mismatch themselves.
+                    self._broken(wheel, BrokenWheel(exc.message))
                 raise
             finally:
                 with self._lock:
