@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional
 
 from ..core.errors import BadUpstreamPage, Forbidden, UpstreamError, UpstreamTimeout
 from ..core.names import NormalizedName
@@ -22,7 +22,6 @@ from ..core.simple import (
     HTML_TYPE,
     JSON_TYPE,
     TEXT_HTML,
-    ProjectList,
     ProjectPage,
     servable,
 )
@@ -31,7 +30,7 @@ from ..core.units import backoff
 from ..core.urls import redact_url
 from ..infra.background import Background
 from ..infra.metrics import Metrics
-from .page_entry import DROPPED, Lookup, PageEntry
+from .page_entry import DROPPED, Lookup, PageEntry, check_plausible, fetched_at
 from .page_store import LIST_KEY, PageStore, RawPage, SavedPage
 from .residence import Residence
 from .upstream import Upstream
@@ -309,22 +308,8 @@ class IndexCache:
             )
             now = self._clock()
             if response.status == 304 and entry is not None:
-                # Unchanged: refreshed without re-parsing (and without re-rendering).
-                self._succeeded(key, "not_modified")
-                with self._lock:
-                    if flight.superseded:  # current for the clients waiting; not kept as fresh
-                        return entry.lookup()._replace(stale=False)
-                    # RFC 9111 4.3.4: the 304's own Cache-Control, if any, replaces the page's.
-                    changed = response.ask_again is not None and response.ask_again != entry.ask_again
-                    if changed:
-                        entry.ask_again = response.ask_again
-                    entry.upstream_stale = response.stale
-                    fetched = _fetched(entry.ask_again, now, self.settings.ttl)
-                    entry.fetched, entry.failures, entry.retry_at = fetched, 0, 0.0
-                    self._residence.restore(key, entry)
-                if self._store is not None:  # the saved copy is as recent: last to be pruned
-                    self._later(functools.partial(self._save if changed else self._touch, key, entry))
-                return self._fresh_lookup(entry, now)
+                # RFC 9111 4.3.4: the 304's own Cache-Control, if any, replaces the page's.
+                return self._unchanged(key, entry, flight, now, response.ask_again, response.stale)
             # Links resolve against the page's URL without credentials: file URLs, pages
             # and saved copies never carry them (Upstream adds them per host).
             page_url = redact_url(response.url)
@@ -348,11 +333,15 @@ class IndexCache:
                         value = self._servable(
                             parse_project_page(response.body, response.content_type, page_url, NormalizedName(key))
                         )
-                    _check_plausible(value, entry)
+                    check_plausible(value, entry)
                 except BadUpstreamPage as exc:  # which index, of several, sent it
                     raise BadUpstreamPage(f"{exc}: {page_url}") from None
                 ask_again = bool(response.ask_again)
-                fetched = _fetched(ask_again, now, self.settings.ttl)
+                if entry is not None and value == entry.value and (response.etag, response.last_modified) == (
+                    entry.etag, entry.last_modified
+                ):  # the same page again (an index without validators): kept, with its renderings
+                    return self._unchanged(key, entry, flight, now, ask_again, response.stale, "ok")
+                fetched = fetched_at(ask_again, now, self.settings.ttl)
                 new = PageEntry(value, page_url, response.etag, response.last_modified, fetched)
                 new.ask_again, new.upstream_stale = ask_again, response.stale
                 if key != LIST_KEY:
@@ -365,6 +354,26 @@ class IndexCache:
         if self._store_entry(key, new, droppable=False, flight=flight) and self._store is not None:
             self._save_later(key, new)
         return self._fresh_lookup(new, now)
+
+    def _unchanged(
+        self, key: str, entry: PageEntry, flight: _Flight, now: float, ask_again: Optional[bool], stale: bool,
+        outcome: str = "not_modified",
+    ) -> Lookup:
+        """*entry*, confirmed by its index: refreshed without re-rendering; *ask_again*
+        (None: unsaid) replaces what its page said."""
+        self._succeeded(key, outcome)
+        with self._lock:
+            if flight.superseded:  # current for the clients waiting; not kept as fresh
+                return entry.lookup()._replace(stale=False)
+            changed = ask_again is not None and ask_again != entry.ask_again
+            if changed:
+                entry.ask_again = ask_again
+            entry.upstream_stale = stale
+            entry.fetched, entry.failures, entry.retry_at = fetched_at(entry.ask_again, now, self.settings.ttl), 0, 0.0
+            self._residence.restore(key, entry)
+        if self._store is not None:  # the saved copy is as recent: last to be pruned
+            self._later(functools.partial(self._save if changed else self._touch, key, entry))
+        return self._fresh_lookup(entry, now)
 
     def _refused(self, key: str, refused: Forbidden, flight: _Flight) -> Lookup:
         """A proxpi-min index's policy refuses *key*: an extra index's refusal but a deny
@@ -476,25 +485,3 @@ class IndexCache:
         else:
             logger.warning("%s; serving the stale copy of %s, next try in %.0f s", error.message, key, delay)
         return entry.lookup()._replace(stale=True)
-
-
-def _fetched(ask_again: bool, now: float, ttl: float) -> float:
-    """When a page counts as fetched: *now*, or a TTL ago (expired, answered with no
-    lifetime left) where its index says to ask again each time (a proxpi-min with
-    uploads, or serving a stale copy)."""
-    return now - ttl if ask_again else now
-
-
-def _check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[PageEntry]) -> None:
-    """Refuse an answer that would wipe out a good copy: an empty page or list where
-    the copy we have lists something is far likelier an upstream fault than real.
-    Except a quarantined project (PEP 792), whose files an index must no longer offer."""
-    if old is None or old.value is None or len(_items(value)) or not len(_items(old.value)):
-        return
-    if isinstance(value, ProjectPage) and value.status == "quarantined":
-        return
-    raise BadUpstreamPage("upstream answered an empty page where it listed files before")
-
-
-def _items(value: Union[ProjectPage, ProjectList]):
-    return value.files if isinstance(value, ProjectPage) else value

@@ -6,10 +6,11 @@ from __future__ import annotations
 import itertools
 from typing import Any, NamedTuple, Optional, Union
 
+from ..core.errors import BadUpstreamPage
 from ..core.simple import ProjectList, ProjectPage
 from .page_store import RawPage
 
-__all__ = ["DROPPED", "Lookup", "PageEntry", "Value"]
+__all__ = ["DROPPED", "Lookup", "PageEntry", "Value", "check_plausible", "fetched_at"]
 
 Value = Union[ProjectPage, ProjectList, None]  # None: upstream says there is no such page
 DROPPED: Any = object()  # the value of an entry whose page left memory (see ``residence``)
@@ -65,3 +66,25 @@ class PageEntry:
         copy.generation, copy.failures, copy.retry_at = self.generation, self.failures, self.retry_at
         copy.ask_again, copy.upstream_stale = self.ask_again, self.upstream_stale
         return copy
+
+
+def fetched_at(ask_again: bool, now: float, ttl: float) -> float:
+    """When a page counts as fetched: *now*, or a TTL ago (expired, answered with no
+    lifetime left) where its index says to ask again each time (a proxpi-min with
+    uploads, or serving a stale copy)."""
+    return now - ttl if ask_again else now
+
+
+def check_plausible(value: Union[ProjectPage, ProjectList], old: Optional[PageEntry]) -> None:
+    """Refuse an answer that would wipe out a good copy: an empty page or list where
+    the copy we have lists something is far likelier an upstream fault than real.
+    Except a quarantined project (PEP 792), whose files an index must no longer offer."""
+    if old is None or old.value is None or len(_items(value)) or not len(_items(old.value)):
+        return
+    if isinstance(value, ProjectPage) and value.status == "quarantined":
+        return
+    raise BadUpstreamPage("upstream answered an empty page where it listed files before")
+
+
+def _items(value: Union[ProjectPage, ProjectList]):
+    return value.files if isinstance(value, ProjectPage) else value

@@ -127,3 +127,20 @@ def test_a_304_that_lifts_a_no_cache_is_remembered_across_a_restart(proxy, scrip
     for _ in range(3):
         assert "tiered-1.0.tar.gz" in restarted.get("/index/tiered/").text
     assert scripted.hits["/simple/tiered/"] == 3
+
+
+def test_a_page_fetched_again_unchanged_from_an_index_without_validators_keeps_its_gzip_form(proxy, scripted) -> None:
+    """An index that sends no ETag nor Last-Modified answers each refresh in full: the
+    same page again is kept as it was (its ETag, its compressed form), not taken as new."""
+    files = [{"filename": f"plenty-1.{n}.tar.gz", "url": f"/files/plenty-1.{n}.tar.gz", "hashes": {"sha256": f"{n:064x}"}}
+             for n in range(400)]  # large enough to be worth compressing
+    body = json.dumps({"meta": {"api-version": "1.0"}, "name": "plenty", "files": files}).encode()
+    scripted.routes["/simple/plenty/"] = (200, {"Content-Type": JSON_TYPE}, body)
+    running = proxy((scripted.url, 0.0))  # every request asks the index again
+    first = running.get("/index/plenty/", GZIP)
+    assert first.status == 200 and "Content-Encoding" not in first.headers
+    later = _until_gzipped(running, "/index/plenty/")
+    assert later.headers.get("Content-Encoding") == "gzip", later.headers
+    again = running.get("/index/plenty/", GZIP)
+    assert again.headers.get("Content-Encoding") == "gzip" and again.headers["ETag"] == later.headers["ETag"]
+    assert scripted.hits["/simple/plenty/"] >= 3  # each one asked, as the TTL of 0 says
