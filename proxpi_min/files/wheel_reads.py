@@ -30,6 +30,7 @@ from ..core.wheelmeta import (
 )
 from ..core.wheelpick import wheel_tags
 from ..index.page_read import Deadline
+from ..infra.atomic import write_all
 from ..index.upstream import FileResponse
 from .file_cache import FileCache
 from .integrity import Verifier
@@ -94,6 +95,8 @@ class WheelReader:
 
         :raises _SpoolRefused: the spool cannot be written or read back.
         """
+        # An unbuffered file's single write may take part of a chunk: write_all goes on.
+        write = spool.write if isinstance(spool, io.BytesIO) else functools.partial(write_all, spool.fileno())
         response = self._open_counted(wheel)
         body = VerifiedChunks(response, wheel, self._files.min_rate)
         with response:
@@ -104,7 +107,7 @@ class WheelReader:
                         f" and it is over {human_size(limit)}"
                     )
                 try:
-                    spool.write(chunk)
+                    write(chunk)
                 except OSError as exc:
                     raise _SpoolRefused(exc.strerror or str(exc)) from None
         body.check()
