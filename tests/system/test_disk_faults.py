@@ -306,6 +306,46 @@ def test_a_cap_larger_than_the_disk_evicts_to_make_room_on_it(proxy, upstream_fa
         p.stop()
 
 
+@pytest.mark.parametrize("short_by", [100, 20_000], ids=["a-little", "a-chunk"])
+def test_a_wheel_spooled_for_its_metadata_onto_a_disk_that_fills_up_midway_is_read_whole(
+    proxy, upstream_factory, tmp_path, short_by
+):
+    """The disk takes part of a chunk, then no more: the spool is never read cut short
+    (a broken wheel remembered for good), the wheel is read in memory instead."""
+    wheel = sized_wheel("spilled", "1.0", 1_500_000)
+    up = upstream_factory("html", None).add(wheel, metadata=False)
+    up.honour_ranges = False
+    with small_tmpfs(tmp_path / "disk", "4m") as disk:
+        p = proxy(up, cache_dir=str(disk / "cache"), cache_size=0)  # spooled beside the cache
+        assert p.get("/index/spilled/").status == 200
+        assert wait_until(lambda: glob.glob(str(disk / "cache" / "index" / "*" / "spilled.json")))
+        room = os.statvfs(disk)
+        with open(disk / "filler", "wb") as filler:
+            filler.write(b"\0" * (room.f_bavail * room.f_frsize - (wheel.size - short_by)))
+        answer = p.get(f"/index/spilled/{wheel.filename}.metadata")
+        assert (answer.status, answer.body) == (200, wheel.metadata), answer.text[:300]
+        p.stop()
+
+
+def test_an_emptied_file_on_a_read_only_disk_is_a_miss_not_a_500(proxy, upstream_factory, tmp_path):
+    dist = sized_wheel("emptied", "1.0", 5_000)
+    up = upstream_factory("html", None).add(dist)  # a hash, no size
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        cache_dir = disk / "cache"
+        p = proxy(up, cache_dir=str(cache_dir))
+        assert p.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+        p.stop()
+        with open(stored_paths(cache_dir, dist.filename)[0], "r+b") as file:
+            file.truncate(0)  # a crash before the write-back
+        done = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        again = proxy(up, cache_dir=str(cache_dir), offline=True)  # a copy on read-only media
+        assert again.get(file_path(dist)).status == 404  # not served empty, and not a 500
+        assert_healthy(again)
+        again.stop()
+
+
 # -- a cache dir lost while serving ------------------------------------------------
 
 
