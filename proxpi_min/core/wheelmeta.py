@@ -48,6 +48,10 @@ HEAD_READ = 64 * 1024
 # A range that starts this close to the end of a file only probes its zip directory
 # (uv, pip's lazy wheels): it starts no download of the whole file.
 PROBE_TAIL = 1024 * 1024
+# A header line naming the project, and one giving its version, with a value (field
+# names are case-insensitive, as in email headers).
+_NAME_FIELD = re.compile(rb"^name:[ \t]*\S", re.IGNORECASE | re.MULTILINE)
+_VERSION_FIELD = re.compile(rb"^version:[ \t]*\S", re.IGNORECASE | re.MULTILINE)
 MAX_METADATA = 16 * 1024 * 1024  # a METADATA larger than this is refused (a zip bomb, say)
 # A zip directory larger than this is refused: ~100 bytes a member, so 160,000 members.
 MAX_DIRECTORY = 16 * 1024 * 1024
@@ -339,9 +343,9 @@ def metadata_headers(metadata: bytes) -> email.message.Message:
 
 def names_itself(metadata: bytes) -> bool:
     """Whether *metadata* has the Name and Version every core metadata file has (an
-    emptied or cut file, what a crash or a hand leaves, often has not)."""
-    headers = metadata_headers(metadata)
-    return bool(headers.get("Name") and headers.get("Version"))
+    emptied or cut file, what a crash or a hand leaves, often has not); a scan, not a
+    parse: a restart checks every stored metadata file."""
+    return bool(_NAME_FIELD.search(metadata) and _VERSION_FIELD.search(metadata))
 
 
 def requirements(metadata: bytes) -> list:

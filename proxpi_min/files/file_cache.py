@@ -107,6 +107,10 @@ class FileCache:
         """The size the file at *path* was counted with (None: not counted)."""
         return self._accounting.size_of(path)
 
+    def catch_up(self) -> None:
+        """Bring the view of stored files up to what other processes stored since."""
+        self._accounting.catch_up()
+
     def count_upstream(self, target: Target, error: Optional[ProxpiError]) -> None:
         """Count one upstream file request's outcome (None: it answered)."""
         outcome = "ok" if error is None else "timeout" if isinstance(error, UpstreamTimeout) else "error"
@@ -317,7 +321,10 @@ class FileCache:
         if expected is not None:  # cut short or changed by hand: fetched again
             file.close()
             logger.warning("%s is %d bytes on disk, not %s: removed", target.path, stat.st_size, expected)
-            self.remove(target.path)
+            try:
+                self.remove(target.path)
+            except OSError as exc:  # a read-only disk: not served all the same
+                logger.warning("cannot remove %s: %s", target.path, exc.strerror)
             return None
         now = time.time()
         touch = now - stat.st_mtime > TOUCH_INTERVAL
@@ -334,8 +341,12 @@ class FileCache:
             return None if size == target.size else f"the index's {target.size}"
         if target.hash is None:  # a file without a hash may be replaced upstream and stored anew
             return None
-        # What has a hash never changes: a size other than the one stored is damage.
+        # What has a hash never changes: a size other than the one stored is damage,
+        # once our view has caught up with what other processes stored since.
         stored = self.stored_size(target.path)
+        if stored is not None and stored != size:
+            self.catch_up()
+            stored = self.stored_size(target.path)
         if stored is not None and stored != size:
             return f"the {stored} stored"
         if size == 0 and hashlib.new(target.hash.algorithm).hexdigest() != target.hash.digest:

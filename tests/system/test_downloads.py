@@ -793,6 +793,25 @@ def test_a_stored_file_emptied_by_a_crash_is_fetched_again_after_a_restart(proxy
     assert up.hits(dist.filename) == 2
 
 
+def test_a_file_healed_by_another_process_is_not_taken_for_damage_by_this_one(proxy, upstream_factory, dists):
+    """Two processes on one cache dir: what one stored in place of an emptied copy is
+    the other's to serve once its view has caught up, not a size mismatch to remove."""
+    up = upstream_factory("html")  # a hash, no size
+    dist = dists.alpha_1
+    first = proxy(up)
+    cache_dir = first.settings.cache_dir
+    assert first.get(file_path(dist)).body == dist.content
+    assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+    first.stop()
+    with open(stored_paths(cache_dir, dist.filename)[0], "r+b") as file:
+        file.truncate(0)  # a crash before the write-back
+    one, other = proxy(up, cache_dir=cache_dir), proxy(up, cache_dir=cache_dir)
+    assert one.get(file_path(dist)).body == dist.content  # removed and fetched again
+    assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+    assert other.get(file_path(dist)).body == dist.content
+    assert up.hits(dist.filename) == 2  # the first store and the heal, no third
+
+
 def test_a_file_that_cannot_be_evicted_stays_counted(proxy, upstream_factory, tmp_path, monkeypatch, caplog):
     (a, b, c), up, cache_dir, cap = _two_of_three_setup(upstream_factory, tmp_path)
     p = proxy(up, cache_dir=cache_dir, cache_size=cap)
