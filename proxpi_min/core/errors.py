@@ -22,6 +22,7 @@
     +-- UpstreamError                502
         +-- UpstreamTimeout          504
         +-- IntegrityError           502  (hash or size mismatch)
+        |   +-- HashMismatch         502  (whole bytes of another hash)
         +-- BadUpstreamPage          502  (an answer that does not parse)
 
     ConfigError(ValueError)               bad setting at start-up, exit status 2
@@ -39,6 +40,7 @@ __all__ = [
     "BasicUnauthorized",
     "ConfigError",
     "FileCutShort",
+    "HashMismatch",
     "Conflict",
     "Forbidden",
     "InsufficientStorage",
@@ -179,6 +181,11 @@ class UpstreamTimeout(UpstreamError):
 
 class IntegrityError(UpstreamError):
     """Downloaded bytes do not match the hash or size the index announced."""
+
+
+class HashMismatch(IntegrityError):
+    """Bytes that came whole (all the length announced) but not of the index's hash: the
+    file is not the one listed, where a cut transfer would be worth asking again."""
 
 
 class BadUpstreamPage(UpstreamError):

@@ -10,7 +10,7 @@ import struct
 import zlib
 from typing import Callable, NamedTuple, Optional
 
-from ..core.errors import IntegrityError
+from ..core.errors import HashMismatch, IntegrityError
 from ..core import simple
 from ..core.simple import Hashes
 
@@ -196,10 +196,11 @@ class Verifier:
         return self._archive_end is None or self._archive_end.complete()
 
     def check(self, message: str) -> None:
-        """:raises IntegrityError: (with *message*) the bytes do not have the expected
-        hash; with none, the archive does not end here (the message says so)."""
+        """:raises HashMismatch: (with *message*) the bytes do not have the expected
+            hash, which the caller has made sure are all of them.
+        :raises IntegrityError: with no hash, the archive does not end here."""
         if self.matches():
             return
         if self._hasher is not None:
-            raise IntegrityError(message)
+            raise HashMismatch(message)
         raise IntegrityError(f"{self._filename}: the bytes end before the end of the {self._format} archive")

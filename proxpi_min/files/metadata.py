@@ -17,6 +17,7 @@ name lists a new hash, whose metadata is unknown until read from the new wheel.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -27,7 +28,7 @@ import threading
 from typing import Callable, NamedTuple, Optional
 
 from ..core.byteranges import ByteRange
-from ..core.errors import IntegrityError, NotFound, UpstreamError
+from ..core.errors import HashMismatch, NotFound, UpstreamError
 from ..core.names import NormalizedName
 from ..core.simple import FileEntry, with_metadata
 from ..core.wheelmeta import MAX_METADATA, BrokenWheel, names_itself
@@ -123,10 +124,9 @@ class WheelMetadata:
 
     # ------------------------------------------------------------------ pages
 
-    def generation(self, project: NormalizedName) -> int:
+    def generation(self, project: NormalizedName) -> tuple:
         """Changes whenever what :meth:`advertise` says for *project* changes."""
-        # Both only grow, so their sum changes whenever either does.
-        return self._generations.get(project, 0) + self._reader.hosts_ignoring_ranges
+        return self._generations.get(project, 0), self._reader.hosts_ignoring_ranges
 
     def advertise(self, project: NormalizedName, files: tuple, local: frozenset = frozenset()) -> tuple:
         """*files* with metadata advertised for every wheel without: its sha256 once
@@ -174,10 +174,14 @@ class WheelMetadata:
             except OSError:  # evicted meanwhile
                 continue
             counted = self._files.stored_size(path)
+            if counted is not None and counted != len(data):  # another process's copy since?
+                self._files.catch_up()
+                counted = self._files.stored_size(path)
             if (counted is not None and counted != len(data)) or not names_itself(data):
                 # Cut short or emptied (a crash, a hand): its hash must not be advertised.
                 logger.warning("%s is not a whole metadata file (%d bytes): removed", path, len(data))
-                self._files.remove(path)
+                with contextlib.suppress(OSError):  # a read-only disk: left, and not learnt
+                    self._files.remove(path)
                 continue
             digest = hashlib.sha256(data).hexdigest()
             # Its folder names the hash of the wheel it was read from (None: "unverified").
@@ -250,7 +254,7 @@ class WheelMetadata:
                 flight.error = exc
                 if isinstance(exc, BrokenWheel):
                     self._broken(wheel, exc)
-                elif isinstance(exc, IntegrityError):
+                elif isinstance(exc, HashMismatch):
                     # Not the wheel its index lists: pages stop advertising its metadata,
                     # so clients fetch the wheel and tell the mismatch themselves.
                     self._broken(wheel, BrokenWheel(exc.message))

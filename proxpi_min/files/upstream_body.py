@@ -8,7 +8,7 @@ import contextlib
 import time
 from typing import Iterator
 
-from ..core.errors import UpstreamTimeout
+from ..core.errors import IntegrityError, UpstreamTimeout
 from ..index.upstream import FileResponse
 from .integrity import Verifier
 from .layout import Target
@@ -72,17 +72,23 @@ class VerifiedChunks:
         self._filename = target.filename
         self._verifier = Verifier(target.hash, target.filename)
         self._guard = RateGuard(min_rate, target.url)
+        self._count = 0
 
     def __iter__(self) -> Iterator[bytes]:
         """:raises UpstreamError: the read failed (UpstreamTimeout: under the minimum rate)."""
         while chunk := self._response.read(CHUNK):
             self._guard.add(len(chunk))
             self._verifier.update(chunk)
+            self._count += len(chunk)
             yield chunk
 
     def check(self) -> None:
         """Compare the bytes read with the index hash, once the body has ended.
 
-        :raises IntegrityError: they do not match.
+        :raises HashMismatch: they do not match.
+        :raises IntegrityError: fewer bytes came than announced (a cut, not a mismatch).
         """
+        length = self._response.length
+        if length is not None and self._count != length:
+            raise IntegrityError(f"{self._filename}: upstream sent {self._count} of {length} bytes")
         self._verifier.check(f"{self._filename}: downloaded bytes do not match the index hash")

@@ -25,7 +25,7 @@ import pytest
 
 from proxpi_min.files import metadata as metadata_module
 from proxpi_min.files.ledger import Ledger
-from tests.support.cache_dir import files_tree, wait_for
+from tests.support.cache_dir import files_tree, wait_for, wait_until
 from tests.support.dists import Dist, make_wheel
 from tests.support.markers import needs_pip_json_metadata
 from tests.support.proxy import proxy_env, run_pip
@@ -273,6 +273,23 @@ def test_a_wheel_over_the_cap_that_fails_its_hash_gives_no_metadata(proxy, upstr
     assert _whole_gets(upstream) == [f"/files/omega/{good.filename}"]
 
 
+@pytest.mark.parametrize("cache_size", [None, 0], ids=["stored", "spooled"])
+def test_a_wheel_cut_short_when_read_whole_for_its_metadata_is_asked_for_again(proxy, upstream_factory, cache_size):
+    """A transfer cut midway is the upstream's failure, not a wheel of another hash: the
+    next request reads it again, and its metadata stays advertised."""
+    up = upstream_factory("json", None)  # sizes on the page: advertised from a host that ignores Range
+    up.honour_ranges = False
+    first, wheel = make_wheel("first", "1.0"), make_wheel("omega", "1.0")
+    up.add(first, metadata=False).add(wheel, metadata=False)
+    p = proxy(up) if cache_size is None else proxy(up, cache_size=0)
+    assert p.get(f"/index/first/{first.filename}.metadata").status == 200  # the host now known to ignore Range
+    up.fail(f"/files/omega/{wheel.filename}", "truncate", times=1)
+    assert p.get(f"/index/omega/{wheel.filename}.metadata").status == 502
+    assert p.get(f"/index/omega/{wheel.filename}.metadata").body == wheel.metadata
+    assert json.loads(p.get("/index/omega/", JSON).body)["files"][0]["core-metadata"] == {
+        "sha256": hashlib.sha256(wheel.metadata).hexdigest()}
+
+
 @pytest.mark.parametrize("kind", ["no zip", "no METADATA"])
 def test_broken_wheel_gets_502_and_loses_its_advertised_metadata(proxy, upstream_factory, kind):
     upstream = upstream_factory("html", None)
@@ -373,8 +390,12 @@ def test_served_metadata_checked_against_the_whole_wheel(proxy, bare, caplog):
     assert any(wrong in r.getMessage() and hashlib.sha256(beta.metadata).hexdigest() in r.getMessage()
                for r in caplog.records if r.levelno == logging.ERROR)
     assert p.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
-    on_disk = files_tree(p.settings.cache_dir)  # the replaced copy counted as it is now
-    assert p.server.files.stats() == (sum(on_disk.values()), len(on_disk))
+
+    def counted_as_on_disk() -> bool:  # the replaced copy counted as it is, once written
+        on_disk = files_tree(p.settings.cache_dir)
+        return p.server.files.stats() == (sum(on_disk.values()), len(on_disk))
+
+    assert wait_until(counted_as_on_disk)
 
 
 def test_head_of_metadata(proxy, bare):

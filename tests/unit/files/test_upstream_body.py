@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+from typing import Optional
 
 import pytest
 
-from proxpi_min.core.errors import IntegrityError, UpstreamTimeout
+from proxpi_min.core.errors import HashMismatch, IntegrityError, UpstreamTimeout
 from proxpi_min.core.simple import FileEntry
 from proxpi_min.files import upstream_body
 from proxpi_min.files.upstream_body import CHUNK, RATE_WINDOW, RateGuard, VerifiedChunks
@@ -71,9 +72,10 @@ BODY = b"w" * (CHUNK + 10)
 class Response:
     """An upstream body read in the sizes asked for, *pause* seconds a read."""
 
-    def __init__(self, body: bytes, pause: float = 0.0) -> None:
+    def __init__(self, body: bytes, pause: float = 0.0, length: Optional[int] = None) -> None:
         self._body = io.BytesIO(body)
         self._pause = pause
+        self.length = length  # announced (Content-Length), or None
         self.asked: list = []
 
     def read(self, size: int) -> bytes:
@@ -95,11 +97,22 @@ def test_VerifiedChunks_gives_the_body_a_chunk_at_a_time_and_checks_its_hash():
     body.check()
 
 
-def test_VerifiedChunks_check_refuses_bytes_without_the_index_hash():
-    body = VerifiedChunks(Response(BODY), _target("00" * 32), min_rate=0)
+@pytest.mark.parametrize("length", [None, len(BODY)], ids=["unannounced", "announced"])
+def test_VerifiedChunks_check_refuses_bytes_without_the_index_hash(length):
+    body = VerifiedChunks(Response(BODY, length=length), _target("00" * 32), min_rate=0)
     assert b"".join(body) == BODY
-    with pytest.raises(IntegrityError, match="w-1.0-py3-none-any.whl: downloaded bytes do not match the index hash"):
+    with pytest.raises(HashMismatch, match="w-1.0-py3-none-any.whl: downloaded bytes do not match the index hash"):
         body.check()
+
+
+def test_VerifiedChunks_check_tells_a_body_cut_short_from_a_mismatch():
+    # Fewer bytes than announced: the upstream's failure, worth asking again, whatever
+    # the hash of what came says.
+    body = VerifiedChunks(Response(BODY[:100], length=len(BODY)), _target(hashlib.sha256(BODY).hexdigest()), min_rate=0)
+    assert b"".join(body) == BODY[:100]
+    with pytest.raises(IntegrityError, match=f"upstream sent 100 of {len(BODY)} bytes") as raised:
+        body.check()
+    assert not isinstance(raised.value, HashMismatch)
 
 
 def test_VerifiedChunks_cuts_an_upstream_under_the_minimum_rate(monkeypatch):
