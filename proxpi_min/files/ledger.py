@@ -131,7 +131,9 @@ class Ledger:
         """Hold the directory-wide lock; the handle reads and rewrites the record."""
         with self._thread_lock:
             self._check_open()
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            # Shared when only reading: it keeps writers out all the same, and an exclusive
+            # lock needs a file open for writing on NFS (flock(2)).
+            fcntl.flock(self._fd, fcntl.LOCK_SH if self._read_only else fcntl.LOCK_EX)
             try:
                 yield LedgerHandle(self)
             finally:
