@@ -351,7 +351,7 @@ class Accounting:
             self._sync(ledger)
             live = self._unreserve(ledger, temp)
             reserved = sum(live.values())
-            cap = self._cap_now(ledger.record.used)
+            cap = self._cap_now(ledger.record.used, live)
             fits = reserved + size <= cap and (self._evicts or ledger.record.used + reserved + size <= cap)
             if fits:
                 used, count, victims = self._make_room(ledger, reserved + size, cap)
@@ -412,21 +412,30 @@ class Accounting:
                 human_size(self.cap), self.root, human_size(disk.f_blocks * disk.f_frsize),
             )
 
-    def _cap_now(self, used: int) -> int:
-        """The cap, or less where the disk holds less: the *used* bytes stored plus the
-        disk's free space, less a margin. A cap larger than the disk would otherwise
-        have every file passed through, none stored, once the disk is full."""
+    def _cap_now(self, used: int, live: dict) -> int:
+        """The cap, or less on a disk that holds less than the cap: the *used* bytes
+        stored, what the downloads in flight (*live*) have written, and the disk's free
+        space, less a margin. Else, once such a disk is full, every file would pass
+        through and none be stored again."""
         try:
             disk = os.statvfs(self.root)
         except OSError:
             return self.cap
-        margin = min(DISK_MARGIN_MAX, disk.f_blocks * disk.f_frsize // 20)
-        return min(self.cap, used + disk.f_bavail * disk.f_frsize - margin)
+        total = disk.f_blocks * disk.f_frsize
+        if not total or total >= self.cap:  # room enough, or a disk that tells no size (FUSE)
+            return self.cap
+        written = 0
+        for name in live:
+            with contextlib.suppress(OSError):  # done meanwhile
+                written += os.stat(os.path.join(self.root, name)).st_size
+        margin = min(DISK_MARGIN_MAX, total // 20)
+        return min(self.cap, used + written + disk.f_bavail * disk.f_frsize - margin)
 
     def _make_room(self, ledger: LedgerHandle, incoming: int, cap: Optional[int] = None) -> tuple:
         """Evict least recently used files (whoever stored them) until *incoming* more
         bytes fit under *cap* (None: the cap); returns (used, count, evicted paths).
         Called under the ledger lock, with our view synced."""
+        disk_bound = cap is not None and cap < self.cap
         cap = self.cap if cap is None else cap
         used, count = ledger.record.used, ledger.record.count
         victims, stuck = [], []
@@ -440,6 +449,8 @@ class Accounting:
                 stat = os.stat(path)
             except FileNotFoundError:  # gone without the ledger knowing (e.g. removed by hand)
                 used, count = used - size, count - 1
+                if disk_bound:  # not on the disk: taking it out of the count frees none of it
+                    cap -= size
                 victims.append(path)
                 continue
             if stat.st_mtime > mtime + TOUCH_INTERVAL:  # a hit in another process
