@@ -213,6 +213,17 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=10)
 
 
+def fill(disk: Path) -> Path:
+    """Fill *disk* to its last block; returns the file that does."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while os.write(fd, b"\0" * 4096):
+            pass
+    os.close(fd)
+    return filler
+
+
 def test_full_tmpfs_passes_files_through_then_stores_them_once_space_returns(proxy, upstream_factory, tmp_path):
     big = sized_wheel("fills", "1.0", 200_000)
     small = sized_wheel("fits", "1.0", 5_000)
@@ -222,12 +233,7 @@ def test_full_tmpfs_passes_files_through_then_stores_them_once_space_returns(pro
         p = proxy(up, cache_dir=str(cache_dir))
         assert p.get(file_path(small)).body == small.content
         assert wait_until(lambda: stored_content(cache_dir, small.filename))
-        filler = disk / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        with contextlib.suppress(OSError):  # fill the disk to its last block
-            while os.write(fd, b"\0" * 4096):
-                pass
-        os.close(fd)
+        filler = fill(disk)
         for _ in range(2):
             result = p.get(file_path(big))
             assert result.status == 200 and result.body == big.content
@@ -256,12 +262,7 @@ def test_metadata_from_an_index_that_ignores_ranges_is_read_in_memory_when_the_d
         cache_dir = disk / "cache"
         p = proxy(up, cache_dir=str(cache_dir))
         assert p.get("/index/").status == 200
-        filler = disk / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        with contextlib.suppress(OSError):  # fill the disk to its last block
-            while os.write(fd, b"\0" * 4096):
-                pass
-        os.close(fd)
+        filler = fill(disk)
         for dist in (tiny, large):
             answer = p.get(file_path(dist) + ".metadata")
             assert (answer.status, answer.body) == (200, dist.metadata), answer.text[:300]
@@ -271,17 +272,27 @@ def test_metadata_from_an_index_that_ignores_ranges_is_read_in_memory_when_the_d
         p.stop()
 
 
+def stored_by_a_stopped_proxy(proxy, up, dist, disk: Path) -> Path:
+    """The cache dir on *disk* where a proxy, stopped since, stored *dist*."""
+    cache_dir = disk / "cache"
+    p = proxy(up, cache_dir=str(cache_dir))
+    assert p.get(file_path(dist)).body == dist.content
+    assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+    p.stop()
+    return cache_dir
+
+
+def read_only(disk: Path) -> None:
+    done = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+
+
 def test_verify_of_a_cache_dir_on_read_only_media_reads_its_ledger(proxy, upstream_factory, tmp_path):
     dist = sized_wheel("kept", "1.0", 5_000)
     up = upstream_factory("json", None).add(dist)
     with small_tmpfs(tmp_path / "disk", "1m") as disk:
-        cache_dir = disk / "cache"
-        p = proxy(up, cache_dir=str(cache_dir))
-        assert p.get(file_path(dist)).body == dist.content
-        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
-        p.stop()
-        done = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True, timeout=10)
-        assert done.returncode == 0, done.stderr
+        cache_dir = stored_by_a_stopped_proxy(proxy, up, dist, disk)
+        read_only(disk)
         code, out = verify(cache_dir)
         assert code == 0 and "0 bad" in out, out
 
@@ -331,15 +342,10 @@ def test_an_emptied_file_on_a_read_only_disk_is_a_miss_not_a_500(proxy, upstream
     dist = sized_wheel("emptied", "1.0", 5_000)
     up = upstream_factory("html", None).add(dist)  # a hash, no size
     with small_tmpfs(tmp_path / "disk", "1m") as disk:
-        cache_dir = disk / "cache"
-        p = proxy(up, cache_dir=str(cache_dir))
-        assert p.get(file_path(dist)).body == dist.content
-        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
-        p.stop()
+        cache_dir = stored_by_a_stopped_proxy(proxy, up, dist, disk)
         with open(stored_paths(cache_dir, dist.filename)[0], "r+b") as file:
             file.truncate(0)  # a crash before the write-back
-        done = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True, timeout=10)
-        assert done.returncode == 0, done.stderr
+        read_only(disk)
         again = proxy(up, cache_dir=str(cache_dir), offline=True)  # a copy on read-only media
         assert again.get(file_path(dist)).status == 404  # not served empty, and not a 500
         assert_healthy(again)

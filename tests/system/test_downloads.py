@@ -775,11 +775,9 @@ def test_a_stored_file_removed_or_cut_short_by_hand_is_fetched_again_and_counted
     assert p.server.files.stats() == (sum(on_disk.values()), len(on_disk))
 
 
-def test_a_stored_file_emptied_by_a_crash_is_fetched_again_after_a_restart(proxy, upstream_factory, dists):
-    """A crash before the write-back leaves a stored file at 0 bytes: with no size on
-    the page, its hash (not the empty file's) says it is damaged."""
-    up = upstream_factory("html")
-    dist = dists.alpha_1
+def _stored_then_emptied(proxy, up, dist) -> str:
+    """A cache dir where a stopped proxy stored *dist*, then left at 0 bytes as a crash
+    before the write-back does."""
     p = proxy(up)
     cache_dir = p.settings.cache_dir
     assert p.get(file_path(dist)).body == dist.content
@@ -787,6 +785,15 @@ def test_a_stored_file_emptied_by_a_crash_is_fetched_again_after_a_restart(proxy
     p.stop()
     with open(stored_paths(cache_dir, dist.filename)[0], "r+b") as file:
         file.truncate(0)
+    return cache_dir
+
+
+def test_a_stored_file_emptied_by_a_crash_is_fetched_again_after_a_restart(proxy, upstream_factory, dists):
+    """A crash before the write-back leaves a stored file at 0 bytes: with no size on
+    the page, its hash (not the empty file's) says it is damaged."""
+    up = upstream_factory("html")
+    dist = dists.alpha_1
+    cache_dir = _stored_then_emptied(proxy, up, dist)
     restarted = proxy(up, cache_dir=cache_dir)
     assert restarted.get(file_path(dist)).body == dist.content
     assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
@@ -798,13 +805,7 @@ def test_a_file_healed_by_another_process_is_not_taken_for_damage_by_this_one(pr
     the other's to serve once its view has caught up, not a size mismatch to remove."""
     up = upstream_factory("html")  # a hash, no size
     dist = dists.alpha_1
-    first = proxy(up)
-    cache_dir = first.settings.cache_dir
-    assert first.get(file_path(dist)).body == dist.content
-    assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
-    first.stop()
-    with open(stored_paths(cache_dir, dist.filename)[0], "r+b") as file:
-        file.truncate(0)  # a crash before the write-back
+    cache_dir = _stored_then_emptied(proxy, up, dist)
     one, other = proxy(up, cache_dir=cache_dir), proxy(up, cache_dir=cache_dir)
     assert one.get(file_path(dist)).body == dist.content  # removed and fetched again
     assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
