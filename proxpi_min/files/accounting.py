@@ -212,7 +212,7 @@ class Accounting:
                 self._walk(ledger)
             else:
                 self._sync(ledger)
-            used, count, victims = self._make_room(ledger, 0)
+            used, count, victims, _ = self._make_room(ledger, 0)
             self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
         self._evicted(victims)
 
@@ -325,7 +325,7 @@ class Accounting:
             if known is not None:  # counted, yet not on disk (removed by hand): out of the count first
                 record = ledger.record
                 self._record(ledger, [JournalEntry(self._relative(path))], record.used - known[0], record.count - 1)
-            used, count, victims = self._make_room(ledger, reserved + size)
+            used, count, victims, _ = self._make_room(ledger, reserved + size)
             if not self._evicts and used + reserved + size > self.cap:
                 return False
             entries = [JournalEntry(self._relative(victim)) for victim in victims]
@@ -354,8 +354,9 @@ class Accounting:
             cap = self._cap_now(ledger.record.used, live)
             fits = reserved + size <= cap and (self._evicts or ledger.record.used + reserved + size <= cap)
             if fits:
-                used, count, victims = self._make_room(ledger, reserved + size, cap)
-                fits = not victims or self._record(ledger, [JournalEntry(self._relative(v)) for v in victims], used, count)
+                used, count, victims, cap = self._make_room(ledger, reserved + size, cap)
+                recorded = not victims or self._record(ledger, [JournalEntry(self._relative(v)) for v in victims], used, count)
+                fits = recorded and used + reserved + size <= cap  # files counted but gone freed no room
             if fits:
                 live[self._relative(temp)] = size
                 try:
@@ -413,28 +414,27 @@ class Accounting:
             )
 
     def _cap_now(self, used: int, live: dict) -> int:
-        """The cap, or less on a disk that holds less than the cap: the *used* bytes
-        stored, what the downloads in flight (*live*) have written, and the disk's free
-        space, less a margin. Else, once such a disk is full, every file would pass
-        through and none be stored again."""
+        """The cap, or less where the disk has less room (a cap larger than the disk,
+        or other data filling it): the *used* bytes stored, what the downloads in flight
+        (*live*) have written, and the disk's free space, less a margin. Else, once the
+        disk is full, every file would pass through and none be stored again."""
         try:
             disk = os.statvfs(self.root)
         except OSError:
             return self.cap
         total = disk.f_blocks * disk.f_frsize
-        if not total or total >= self.cap:  # room enough, or a disk that tells no size (FUSE)
+        room = used + disk.f_bavail * disk.f_frsize - min(DISK_MARGIN_MAX, total // 20)
+        if not total or room >= self.cap:  # room enough (what is written only adds), or a disk that tells no size
             return self.cap
-        written = 0
         for name in live:
             with contextlib.suppress(OSError):  # done meanwhile
-                written += os.stat(os.path.join(self.root, name)).st_size
-        margin = min(DISK_MARGIN_MAX, total // 20)
-        return min(self.cap, used + written + disk.f_bavail * disk.f_frsize - margin)
+                room += os.stat(os.path.join(self.root, name)).st_size
+        return min(self.cap, room)
 
     def _make_room(self, ledger: LedgerHandle, incoming: int, cap: Optional[int] = None) -> tuple:
         """Evict least recently used files (whoever stored them) until *incoming* more
-        bytes fit under *cap* (None: the cap); returns (used, count, evicted paths).
-        Called under the ledger lock, with our view synced."""
+        bytes fit under *cap* (None: the cap); returns (used, count, evicted paths, the
+        cap as it turned out). Called under the ledger lock, with our view synced."""
         disk_bound = cap is not None and cap < self.cap
         cap = self.cap if cap is None else cap
         used, count = ledger.record.used, ledger.record.count
@@ -471,7 +471,7 @@ class Accounting:
         with self.lock:  # back in the view, most recently used: tried again at a later eviction
             for path, size, mtime in stuck:
                 self.files[path] = [size, mtime]
-        return used, count, victims
+        return used, count, victims, cap
 
     def _compact(self, ledger: LedgerHandle) -> None:
         """Rewrite the journal as a snapshot of our (synced) view once it has grown to

@@ -37,11 +37,13 @@ def _on_disk(root: str) -> int:
 
 @pytest.fixture
 def disk(monkeypatch):
-    """A disk of ``disk["size"]`` bytes (0: one that tells no size) holding what is on it."""
-    sized = {"size": 2000, "root": None}
+    """A disk of ``disk["size"]`` bytes (0: one that tells no size) holding what is under
+    ``disk["root"]`` and ``disk["other"]`` bytes more."""
+    sized = {"size": 2000, "root": None, "other": 0}  # other: bytes of other data on the disk
 
     def statvfs(path):
-        return types.SimpleNamespace(f_frsize=1, f_blocks=sized["size"], f_bavail=sized["size"] - _on_disk(sized["root"]))
+        free = sized["size"] - _on_disk(sized["root"]) - sized["other"]
+        return types.SimpleNamespace(f_frsize=1, f_blocks=sized["size"], f_bavail=free)
 
     monkeypatch.setattr(accounting.os, "statvfs", statvfs)
     return sized
@@ -82,3 +84,23 @@ def test_the_cap_alone_counts_on_a_disk_that_tells_no_size_or_holds_more(tmp_pat
     cache = Accounting(root, 2_000, Metrics())
     assert cache.reserve(_target(root, "a"), _temp(root, 0), 1_000)
     assert len(cache.files) == 10
+
+
+def test_a_disk_larger_than_the_cap_that_other_data_fills_evicts_too(tmp_path, disk):
+    root = disk["root"] = str(tmp_path)
+    disk["size"] = 3_000
+    _stored(root, 10, 100)
+    disk["other"] = 1_700
+    cache = Accounting(root, 2_500, Metrics())
+    assert cache.reserve(_target(root, "a"), _temp(root, 0), 1_000)  # 300 free, 150 of them the margin
+    assert len(cache.files) == 1  # nine files made the room
+
+
+def test_files_counted_but_gone_make_no_room_and_the_reservation_is_refused(tmp_path, disk):
+    root = disk["root"] = str(tmp_path)
+    _stored(root, 10, 100)
+    cache = Accounting(root, 10**9, Metrics())
+    for path in list(cache.files)[:5]:
+        os.unlink(path)  # by hand: still counted
+    # 1,500 bytes free past the margin in truth; the count says 2,400 could be made.
+    assert not cache.reserve(_target(root, "a"), _temp(root, 0), 2_350)
