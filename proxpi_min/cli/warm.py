@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable, Optional, TextIO
 
-from ..core.errors import Forbidden, IntegrityError, NotFound, ProxpiError
+from ..core.errors import Forbidden, HashMismatch, NotFound, ProxpiError
 from ..core.units import human_size
 from ..core.lockfiles import LockFileError, ParsedLock, load
 from ..core.lockmatch import (
@@ -262,7 +262,7 @@ def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tup
             return
         try:
             stored = files.ensure(project, entry)
-        except IntegrityError as exc:
+        except HashMismatch as exc:
             failure = Failure(entry.filename, origin, HASH_DIFFERS, exc.message)
         except ProxpiError as exc:
             failure = Failure(entry.filename, origin, UPSTREAM_ERROR, exc.message)

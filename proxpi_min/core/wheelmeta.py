@@ -50,8 +50,9 @@ HEAD_READ = 64 * 1024
 PROBE_TAIL = 1024 * 1024
 # A header line naming the project, and one giving its version, with a value (field
 # names are case-insensitive, as in email headers).
-_NAME_FIELD = re.compile(rb"^name:[ \t]*\S", re.IGNORECASE | re.MULTILINE)
-_VERSION_FIELD = re.compile(rb"^version:[ \t]*\S", re.IGNORECASE | re.MULTILINE)
+# A value may be folded onto the next line (RFC 5322 2.2.3).
+_NAME_FIELD = re.compile(rb"^name:[ \t]*(?:\r?\n[ \t]+)*\S", re.IGNORECASE | re.MULTILINE)
+_VERSION_FIELD = re.compile(rb"^version:[ \t]*(?:\r?\n[ \t]+)*\S", re.IGNORECASE | re.MULTILINE)
 MAX_METADATA = 16 * 1024 * 1024  # a METADATA larger than this is refused (a zip bomb, say)
 # A zip directory larger than this is refused: ~100 bytes a member, so 160,000 members.
 MAX_DIRECTORY = 16 * 1024 * 1024

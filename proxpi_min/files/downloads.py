@@ -308,7 +308,8 @@ class Download:
                 size = os.fstat(self.fd).st_size
                 if self.written != size or (self.length is not None and self.written != self.length):
                     raise IntegrityError(f"{self.target.filename}: read {self.written} of {size} bytes")
-                verifier.check(f"{self.target.filename}: stored bytes do not match the index hash")
+                if not verifier.matches():  # the writer checked them: a stale read (NFS), not another file
+                    raise IntegrityError(f"{self.target.filename}: stored bytes do not match the index hash")
                 adopted = self.store.open_cached(self.target)  # into our view of the cache
                 if adopted is not None:
                     adopted.file.close()

@@ -27,7 +27,7 @@ from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..core.wheelmeta import is_zip_probe
 from ..index.upstream import Upstream
-from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path
+from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path, same_file
 from ..infra.metrics import Metrics
 from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
 from .downloads import Download, Opened
@@ -319,7 +319,9 @@ class FileCache:
         stat = os.fstat(file.fileno())
         expected = self._size_expected(target, stat.st_size)
         if expected is not None:  # cut short or changed by hand: fetched again
-            file.close()
+            with file:
+                if not same_file(file.fileno(), target.path):  # another process put a new copy there
+                    return None
             logger.warning("%s is %d bytes on disk, not %s: removed", target.path, stat.st_size, expected)
             try:
                 self.remove(target.path)

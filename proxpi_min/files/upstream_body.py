@@ -73,6 +73,8 @@ class VerifiedChunks:
         self._verifier = Verifier(target.hash, target.filename)
         self._guard = RateGuard(min_rate, target.url)
         self._count = 0
+        # The length announced, else the index's size: a body that ends short of it was cut.
+        self._length = response.length if response.length is not None else target.size
 
     def __iter__(self) -> Iterator[bytes]:
         """:raises UpstreamError: the read failed (UpstreamTimeout: under the minimum rate)."""
@@ -86,9 +88,8 @@ class VerifiedChunks:
         """Compare the bytes read with the index hash, once the body has ended.
 
         :raises HashMismatch: they do not match.
-        :raises IntegrityError: fewer bytes came than announced (a cut, not a mismatch).
+        :raises IntegrityError: other than the bytes announced came (a cut, not a mismatch).
         """
-        length = self._response.length
-        if length is not None and self._count != length:
-            raise IntegrityError(f"{self._filename}: upstream sent {self._count} of {length} bytes")
+        if self._length is not None and self._count != self._length:
+            raise IntegrityError(f"{self._filename}: upstream sent {self._count} of {self._length} bytes")
         self._verifier.check(f"{self._filename}: downloaded bytes do not match the index hash")

@@ -22,6 +22,7 @@ from proxpi_min.core.wheelmeta import (
     member_data,
     metadata_from_ranges,
     metadata_name,
+    names_itself,
     requirements,
     tail_read,
 )
@@ -381,3 +382,19 @@ def test_an_index_that_ignores_ranges_gives_none_and_a_non_zip_is_broken():
     without = _zip([("pkg.py", b"x = 1\n")])
     with pytest.raises(BrokenWheel, match="METADATA"):
         metadata_from_ranges(_Ranges(without), "pkg-1.0-py3-none-any.whl", TAIL_READ)
+
+
+@pytest.mark.parametrize(
+    "metadata, whole",
+    [
+        (b"Metadata-Version: 2.1\nName: x\nVersion: 1.0\n\nbody", True),
+        (b"Metadata-Version: 2.1\r\nName: x\r\nVersion: 1.0\r\n", True),
+        (b"Metadata-Version: 2.1\nName:\n  folded\nVersion:\r\n 1.0\n", True),  # RFC 5322 folding
+        (b"", False),
+        (b"\x00" * 64, False),
+        (b"Metadata-Version: 2.1\nNam", False),
+        (b"Metadata-Version: 2.1\nName: x\nVersion:\n", False),
+    ],
+)
+def test_names_itself_tells_a_whole_metadata_file_from_an_emptied_or_cut_one(metadata, whole):
+    assert names_itself(metadata) is whole

@@ -105,6 +105,17 @@ def test_VerifiedChunks_check_refuses_bytes_without_the_index_hash(length):
         body.check()
 
 
+def test_VerifiedChunks_check_takes_the_index_size_where_no_length_is_announced():
+    # A body delimited by the connection's close, cut: the index's size tells it short.
+    entry = FileEntry("w-1.0-py3-none-any.whl", "http://u/w-1.0-py3-none-any.whl",
+                      (("sha256", hashlib.sha256(BODY).hexdigest()),), size=len(BODY))
+    body = VerifiedChunks(Response(BODY[:100]), Target("/c/files", "w", entry, metadata=False), min_rate=0)
+    assert b"".join(body) == BODY[:100]
+    with pytest.raises(IntegrityError, match=f"upstream sent 100 of {len(BODY)} bytes") as raised:
+        body.check()
+    assert not isinstance(raised.value, HashMismatch)
+
+
 def test_VerifiedChunks_check_tells_a_body_cut_short_from_a_mismatch():
     # Fewer bytes than announced: the upstream's failure, worth asking again, whatever
     # the hash of what came says.
