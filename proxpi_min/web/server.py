@@ -93,7 +93,10 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     linger_seconds = LINGER_SECONDS
-    request_queue_size = 128
+    # Connections the kernel holds while none is accepted yet (Linux caps it at
+    # net.core.somaxconn): a fleet's jobs starting together must not have their SYNs
+    # dropped and retried a second later (RFC 6298's initial retransmission timeout).
+    request_queue_size = 1024
 
     def __init__(self, app: App, settings: Settings, listener: Optional[socket.socket] = None) -> None:
         # What the handlers read (see routes.ProxyHandler); set before binding: a failed

@@ -3,14 +3,20 @@ and serving a listening socket handed over by a parent (``--workers``)."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import select
+import signal
 import socket
 import ssl
 import threading
 import time
 
+import pytest
+
 from tests.support.cache_dir import wait_for as _wait_for
-from tests.support.proxy import http, raw_request, raw_status
+from tests.support.proxy import ProxyProcess, http, raw_request, raw_status, recv_until_closed
 
 
 def _open_connections(server) -> int:
@@ -170,3 +176,44 @@ def test_connections_waiting_for_a_tls_503_are_closed_at_shutdown(proxy, upstrea
         held.close()
         for sock in silent:
             sock.close()
+
+
+def test_a_burst_of_connections_while_the_proxy_is_busy_waits_in_the_backlog(upstream_json, tmp_path):
+    """600 clients connecting while no connection is accepted (the process stopped:
+    SIGSTOP, as a real busy moment cannot be held still) are all held by the kernel and
+    then served; a backlog of 128 would leave ~470 SYNs dropped, retried a second later."""
+    burst = 600
+    with open("/proc/sys/net/core/somaxconn") as limit:
+        if int(limit.read()) < burst:
+            pytest.skip("net.core.somaxconn caps every listen backlog below the burst")
+    with ProxyProcess(["--index-url", upstream_json.url, "--cache-dir", str(tmp_path / "cache")]) as process:
+        port = int(process.url.rsplit(":", 1)[1])
+        os.kill(process.process.pid, signal.SIGSTOP)
+        clients = []
+        try:
+            for _ in range(burst):
+                sock = socket.socket()
+                sock.setblocking(False)
+                assert sock.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS)
+                clients.append(sock)
+            # A SYN the kernel drops stays unanswered for a second (its first retry):
+            # well past the time loopback takes to complete the others.
+            established = set()
+            deadline = time.monotonic() + 0.5
+            while len(established) < burst and time.monotonic() < deadline:
+                _, writable, _ = select.select([], [s for s in clients if s not in established], [], 0.05)
+                established.update(s for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+        finally:
+            os.kill(process.process.pid, signal.SIGCONT)
+        try:
+            assert len(established) == burst
+            for sock in clients:
+                sock.setblocking(True)
+                sock.settimeout(20)
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            statuses = [raw_status(recv_until_closed(sock, 20)) for sock in clients]
+            assert statuses.count(200) == burst, sorted(set(statuses), key=str)
+        finally:
+            for sock in clients:
+                sock.close()
+        assert http("GET", process.url + "/health").status == 200
