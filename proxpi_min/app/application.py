@@ -3,6 +3,7 @@ page, the metrics text and invalidation, answered from one :class:`.Proxy`."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Optional
 
@@ -40,7 +41,9 @@ class Application:
         self.project_list = proxy.indexes.rendered_list
         self.uploads: Optional[Uploads] = None
         if uploads_on(settings) and proxy.local is not None:
-            self.uploads = Uploads(proxy.local, load_grants(settings), settings.max_upload_size)
+            local, files = proxy.local, proxy.files
+            make_room = functools.partial(files.make_room_beside, local.root)
+            self.uploads = Uploads(local, load_grants(settings), settings.max_upload_size, make_room)
         self._invalidations: Optional[Invalidations] = None
         if run_dir is not None:
             self._invalidations = Invalidations(run_dir, self._forget)

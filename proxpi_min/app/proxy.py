@@ -4,6 +4,7 @@ built alike for ``serve`` and ``warm``."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import NamedTuple, Optional
 
@@ -26,6 +27,8 @@ from ..infra.atomic import remove_temp_files
 from ..infra.tls import describe_trust
 
 __all__ = ["Proxy", "build_proxy", "upstream_route"]
+
+logger = logging.getLogger(__name__)
 
 
 class Proxy(NamedTuple):
@@ -54,7 +57,11 @@ def _local_index(settings: Settings, cache_dir: str, serving: bool) -> Optional[
     dirs = (settings.local_dir,) if settings.local_dir else ()
     if uploads_on(settings) or os.path.isdir(root):
         remove_temp_files(root)
-        return LocalIndex(root, dirs)
+        local = LocalIndex(root, dirs)
+        removed = local.remove_orphans() if serving else 0
+        if removed:
+            logger.info("removed %d metadata and info files of uploads that did not finish", removed)
+        return local
     if serving:
         return LocalIndex(root, dirs, watch=True)
     return LocalIndex(None, dirs) if dirs else None

@@ -9,7 +9,7 @@ from typing import Optional
 
 from .versions import Version, parse_version
 
-__all__ = ["python_satisfies"]
+__all__ = ["is_valid_specifier", "python_satisfies"]
 
 # One clause: an operator and a version, "*" after it for a prefix (PEP 440).
 _CLAUSE = re.compile(r"\s*(~=|===|==|!=|<=|>=|<|>)\s*(\S+?)(\.\*)?\s*\Z")
@@ -76,6 +76,11 @@ def _clauses(specifier: str) -> Optional[list]:
             return None  # PEP 440: ~= needs two parts
         clauses.append((operator, version, bool(star)))
     return clauses
+
+
+def is_valid_specifier(specifier: str) -> bool:
+    """Whether *specifier* is a PEP 440 version specifier (empty: no clause, valid)."""
+    return _clauses(specifier) is not None
 
 
 @functools.lru_cache(maxsize=1024)  # a few dozen distinct specifiers across a whole index

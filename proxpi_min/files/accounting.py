@@ -367,6 +367,26 @@ class Accounting:
         self._evicted(victims)
         return fits
 
+    def make_room_beside(self, path: str, size: int) -> None:
+        """Evict least recently used files until the disk has *size* bytes free beside
+        its margin, for a file written at *path* outside the cache (an upload); nothing
+        where *path* is on another disk, or room enough is free."""
+        try:
+            same_disk = os.stat(path).st_dev == os.stat(self.root).st_dev
+        except OSError:
+            return
+        _, free = _disk(self.root)
+        short = size - free
+        if not same_disk or short <= 0 or self._stopping.is_set():
+            return
+        self.check_root()
+        with self._ledger.locked() as ledger:
+            self._sync(ledger)
+            used, count, victims, _ = self._make_room(ledger, 0, max(0, ledger.record.used - short))
+            if victims:
+                self._record(ledger, [JournalEntry(self._relative(victim)) for victim in victims], used, count)
+        self._evicted(victims)
+
     def release(self, temp: str) -> None:
         """Drop the reservation of the download into *temp*."""
         with self._ledger.locked() as ledger:
@@ -403,14 +423,11 @@ class Accounting:
 
     def _check_disk_size(self) -> None:
         """One WARNING at the start if the cap is more than the cache dir's disk holds."""
-        try:
-            disk = os.statvfs(self.root)
-        except OSError:
-            return
-        if disk.f_blocks * disk.f_frsize < self.cap:
+        total, _ = _disk(self.root)
+        if total and total < self.cap:
             logger.warning(
                 "the cache cap (%s) is more than the disk of %s holds (%s): files are stored as far as it has room",
-                human_size(self.cap), self.root, human_size(disk.f_blocks * disk.f_frsize),
+                human_size(self.cap), self.root, human_size(total),
             )
 
     def _cap_now(self, used: int, live: dict) -> int:
@@ -418,12 +435,8 @@ class Accounting:
         or other data filling it): the *used* bytes stored, what the downloads in flight
         (*live*) have written, and the disk's free space, less a margin. Else, once the
         disk is full, every file would pass through and none be stored again."""
-        try:
-            disk = os.statvfs(self.root)
-        except OSError:
-            return self.cap
-        total = disk.f_blocks * disk.f_frsize
-        room = used + disk.f_bavail * disk.f_frsize - min(DISK_MARGIN_MAX, total // 20)
+        total, free = _disk(self.root)
+        room = used + free
         if not total or room >= self.cap:  # room enough (what is written only adds), or a disk that tells no size
             return self.cap
         for name in live:
@@ -491,3 +504,14 @@ class Accounting:
         for path in paths:
             logger.info("evicted %s", path)
             remove_empty_folders(self.root, path)
+
+
+def _disk(path: str) -> tuple:
+    """(size, free bytes less the margin kept free) of the disk of *path*; (0, 0) where
+    it tells none."""
+    try:
+        disk = os.statvfs(path)
+    except OSError:
+        return 0, 0
+    total = disk.f_blocks * disk.f_frsize
+    return total, disk.f_bavail * disk.f_frsize - min(DISK_MARGIN_MAX, total // 20)

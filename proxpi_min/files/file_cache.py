@@ -381,6 +381,11 @@ class FileCache:
     def release(self, temp: str) -> None:
         self._accounting.release(temp)
 
+    def make_room_beside(self, path: str, size: int) -> None:
+        """Free disk space for *size* bytes written at *path*, outside the cache, by
+        evicting cached files (they can be fetched again)."""
+        self._accounting.make_room_beside(path, size)
+
     def spool_slot(self) -> LockFile:
         """The cache dir's one spool lock (``downloads.FileStore``)."""
         slot = LockFile(lock_path(os.path.join(self.root, "spool")))

@@ -39,6 +39,9 @@ __all__ = ["LOCAL_ORIGIN", "LocalIndex", "LocalPage", "Upload"]
 
 LOCAL_ORIGIN = "local"  # the "index" a local file comes from, for the catalog and metrics
 _INFO_PREFIX = ".info-"
+# In a project's folder once its last file is deleted: the name stays the local index's
+# (its page empty), so that the upstream's project of that name is not served instead.
+_RESERVED = ".reserved"
 _CHUNK = 1 << 20
 # Seconds between two looks for a watched uploads folder not made yet: a proxy sharing the
 # cache dir makes it on its first upload, and no request may pay a syscall for it.
@@ -210,11 +213,25 @@ class LocalIndex:
             if name not in files:
                 files[name] = _entry(name, path, self._dir_info(path, st))
         if not files:
-            return None
+            return self._reserved(project)
         versions = tuple(dict.fromkeys(parse_dist_filename(name).version for name in files))
         result = LocalPage(next(_generations), ProjectPage(project, tuple(files.values()), versions, True))
         with self._lock:
             self._pages[project] = (key, result)
+        return result
+
+    def _reserved(self, project: NormalizedName) -> Optional[LocalPage]:
+        """The empty page of a project whose files were all deleted, or None."""
+        root = self._uploads_root()
+        if root is None or not os.path.exists(os.path.join(root, project, _RESERVED)):
+            return None
+        with self._lock:
+            cached = self._pages.get(project)
+        if cached is not None and cached[0] == _RESERVED:
+            return cached[1]
+        result = LocalPage(next(_generations), ProjectPage(project, (), (), True))
+        with self._lock:
+            self._pages[project] = (_RESERVED, result)
         return result
 
     def _info(self, project: str, filename: str) -> Optional[dict]:
@@ -242,9 +259,9 @@ class LocalIndex:
             info = self._info(project, filename)
             if info is not None and os.path.isfile(path):
                 return _Found(path, info)
-        for name, path, _ in self._dir_files(project):
+        for name, path, st in self._dir_files(project):
             if name == filename:
-                return _Found(path, {})
+                return _Found(path, self._dir_info(path, st))
         return None
 
     def open(self, project: NormalizedName, filename: str, metadata: bool, byte_range: Optional[ByteRange]) -> FileBody:
@@ -326,16 +343,20 @@ class LocalIndex:
                 raise Conflict(_exists(upload.filename))
             if taken is not None:
                 raise Conflict(_clash(upload.filename, taken))
-            if upload.metadata is not None:
-                write_atomically(path + METADATA_SUFFIX, upload.metadata, durable=True)
-                info["metadata-sha256"] = hashlib.sha256(upload.metadata).hexdigest()
-            # Durable: the only copy of a private package, and its hash with it.
             info_path = os.path.join(folder, _INFO_PREFIX + upload.filename)
-            write_atomically(info_path, json.dumps(info).encode(), durable=True)
             try:
+                if upload.metadata is not None:
+                    write_atomically(path + METADATA_SUFFIX, upload.metadata, durable=True)
+                    info["metadata-sha256"] = hashlib.sha256(upload.metadata).hexdigest()
+                # Durable: the only copy of a private package, and its hash with it.
+                write_atomically(info_path, json.dumps(info).encode(), durable=True)
                 os.link(upload.temp, path)  # never replaces: the name is taken at most once
-            except FileExistsError:
-                raise Conflict(_exists(upload.filename)) from None
+            except BaseException as exc:
+                _remove(path + METADATA_SUFFIX, info_path)  # a full disk must not keep half an upload
+                if isinstance(exc, FileExistsError):  # put there by hand meanwhile
+                    raise Conflict(_exists(upload.filename)) from None
+                raise
+            _remove(os.path.join(folder, _RESERVED))
         return True
 
     def _taken_by(self, project: NormalizedName, filename: str) -> Optional[str]:
@@ -374,9 +395,42 @@ class LocalIndex:
                 os.unlink(os.path.join(folder, filename))
             except FileNotFoundError:
                 raise NotFound(f"{filename!r} is not an uploaded file of project {project!r}") from None
-            for sidecar in (filename + METADATA_SUFFIX, _INFO_PREFIX + filename):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(folder, sidecar))
+            _remove(*(os.path.join(folder, sidecar) for sidecar in (filename + METADATA_SUFFIX, _INFO_PREFIX + filename)))
+            if not any(is_dist_filename(entry.name) for entry in _listing(folder)):
+                write_atomically(os.path.join(folder, _RESERVED), b"", durable=True)
+
+    def release(self, project: NormalizedName) -> None:
+        """Give up the name of a project whose files were all deleted: the upstreams'
+        project of that name is served from then on.
+
+        :raises NotFound: no such project here with all its files deleted.
+        :raises Conflict: it still has files.
+        """
+        folder = os.path.join(self.root, project) if self.root is not None else ""
+        if not folder or not os.path.isdir(folder):
+            raise NotFound(f"{project!r} is not a local project")
+        with self._project_lock(folder):
+            if any(is_dist_filename(entry.name) for entry in _listing(folder)):
+                raise Conflict(f"{project!r} still has files: delete each of them first")
+            try:
+                os.unlink(os.path.join(folder, _RESERVED))
+            except FileNotFoundError:
+                raise NotFound(f"{project!r} is not a local project whose files were all deleted") from None
+
+    def remove_orphans(self) -> int:
+        """Remove the metadata and info files of uploads that are not there (a kill
+        between their writes and the file's), each project under its lock; how many."""
+        removed = 0
+        for entry in _listing(self.root) if self.root is not None else ():
+            if is_private(entry.name) or not entry.is_dir():
+                continue
+            with self._project_lock(entry.path):
+                names = {item.name for item in _listing(entry.path)}
+                for name in names:
+                    owner = name[len(_INFO_PREFIX):] if name.startswith(_INFO_PREFIX) else name[: -len(METADATA_SUFFIX)]
+                    if (name.startswith(_INFO_PREFIX) or name.endswith(METADATA_SUFFIX)) and owner not in names:
+                        removed += _remove(os.path.join(entry.path, name))
+        return removed
 
     def _uploaded_folder(self, project: NormalizedName, filename: str) -> str:
         # Distributions only: their sidecars (.metadata, info) go with them, never alone.
@@ -395,6 +449,16 @@ class LocalIndex:
                 yield
             finally:
                 lock.release()
+
+
+def _remove(*paths: str) -> int:
+    """Remove those of *paths* that exist; how many were."""
+    removed = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            removed += 1
+    return removed
 
 
 def _mtime(path: str) -> Optional[int]:

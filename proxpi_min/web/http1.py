@@ -138,6 +138,7 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         self.path = ""  # not the last request's, for the log line of a refusal
         self.request_version = self.default_request_version
         self.close_connection = True
+        self.expects_continue = False
         if self.raw_requestline in (b"\r\n", b"\n"):
             # RFC 9112 2.2: an empty line before the request line is to be skipped.
             self.raw_requestline = self.rfile.readline(65537)
@@ -199,9 +200,16 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         tokens = {token.strip() for token in connection.lower().split(",")} if connection else ()
         # RFC 9112 9.3: HTTP/1.1 persists unless told to close; HTTP/1.0 only if asked.
         self.close_connection = "close" in tokens or (minor == 0 and "keep-alive" not in tokens)
-        if minor >= 1 and headers.get("expect", "").lower() == "100-continue":
-            return self.handle_expect_100()
+        # The 100 waits for a route that reads the body, and for its checks of the head
+        # (an upload's token and size): a refusal then costs the client no body.
+        self.expects_continue = minor >= 1 and headers.get("expect", "").lower() == "100-continue"
         return True
+
+    def go_ahead(self) -> None:
+        """Tell a client waiting for it (``Expect: 100-continue``) to send its body."""
+        if self.expects_continue:
+            self.expects_continue = False
+            self.handle_expect_100()
 
     def setup(self) -> None:
         # The server hands over a Connection whose head is buffered (see .connections):
@@ -258,7 +266,8 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         length = _body_length(self.headers)
         if length == 0:
             return  # the usual GET: no body
-        if length is None or length > MAX_DISCARDED_BODY:
+        if length is None or length > MAX_DISCARDED_BODY or self.expects_continue:
+            # A client that waits for a 100 sends its body only after a second or so.
             self.close_connection = True
         elif length and len(self.rfile.read(length, self.server.client_timeout)) < length:
             # Closed or timed out mid-body: the request is not whole, so nothing is done.

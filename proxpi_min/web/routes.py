@@ -195,6 +195,12 @@ class ProxyHandler(Http1Handler):
         elif segments[0] == "index":
             self._allow(_PAGE_METHODS)
             self._index(app, segments[1:], query, query_string)
+        elif segments[0] == "local" and len(segments) == 3 and segments[2] == "":
+            self._allow(("DELETE",))
+            uploads = self._uploads(app)
+            grant = uploads.authorize(self.headers.get("authorization"), self.client_address[0])
+            message = uploads.release(grant, parse_project_name(segments[1]))
+            self._send(200, [("Content-Type", "text/plain; charset=utf-8")], message.encode() + b"\n")
         elif segments[0] == "local" and len(segments) == 3:
             self._allow(_LOCAL_METHODS)
             self._local(app, parse_project_name(segments[1]), check_filename(segments[2]), query)
@@ -202,11 +208,16 @@ class ProxyHandler(Http1Handler):
             self._allow(_CACHE_METHODS)
             self._invalidate(app, segments[1])
         else:
-            raise NotFound(f"no such page: {self._escaped_path()}")
+            raise NotFound(f"no such page: {self._escaped_path()}{self._upload_hint()}")
 
     def _allow(self, methods: tuple) -> None:
         if self.command not in methods:
-            raise MethodNotAllowed(f"{self.command} is not allowed here", methods)
+            raise MethodNotAllowed(f"{self.command} is not allowed here{self._upload_hint()}", methods)
+
+    def _upload_hint(self) -> str:
+        # twine and uv publish print the reason: a publish URL of another server's shape
+        # (pypiserver's "/", "/legacy/") then says where uploads go.
+        return "; uploads go to /upload/" if self.command == "POST" else ""
 
     def _options(self) -> None:
         """OPTIONS * asks about the server as a whole (RFC 9110 9.3.7): the methods some
@@ -393,7 +404,7 @@ class ProxyHandler(Http1Handler):
             self._allow(("POST",))
             uploads = self._uploads(app)
             grant = uploads.authorize(self.headers.get("authorization"), self.client_address[0])
-            message = uploads.receive(self.rfile, self.headers, grant, self.client_address[0])
+            message = uploads.receive(self.rfile, self.headers, grant, self.client_address[0], self.go_ahead)
         except BaseException:
             self.close_connection = True  # the body may be partly unread
             raise

@@ -33,6 +33,7 @@ from ..core.names import NormalizedName, canonicalize_name, check_filename
 from ..core.sdists import check_sdist
 from ..core.versions import same_version
 from ..core.settings import Settings, parse_pattern
+from ..core.specifiers import is_valid_specifier
 from ..core.units import human_size, parse_decimal
 from ..core.wheelmeta import BrokenWheel, metadata_headers
 from ..files.local import LocalIndex, Upload
@@ -83,15 +84,23 @@ def load_grants(settings: Settings) -> Tuple[Grant, ...]:
     except (OSError, UnicodeDecodeError) as exc:
         problem = getattr(exc, "strerror", None) or exc
         raise ConfigError(f"--upload-tokens={path!r} cannot be read ({problem})") from None
+    lines_of: dict = {grant.token: "--upload-token" for grant in grants}
     for number, line in enumerate(lines, 1):
         words = line.split("#", 1)[0].split()
         if not words:
             continue
+        token = words[0].encode()
+        if token in lines_of:  # which of its lines would count is no reader's guess
+            problem = f"line {number}: a token given already ({lines_of[token]}); list its projects on one line"
+            raise ConfigError(f"--upload-tokens={path!r} {problem}")
+        lines_of[token] = f"line {number}"
         try:
-            grants.append(Grant(words[0].encode(), tuple(parse_pattern(word) for word in words[1:])))
+            grants.append(Grant(token, tuple(parse_pattern(word) for word in words[1:])))
         except ValueError as exc:
             problem = f"line {number}: {exc} is not a project name or pattern"
             raise ConfigError(f"--upload-tokens={path!r} {problem}") from None
+    if len(lines_of) == (1 if settings.upload_token else 0):
+        raise ConfigError(f"--upload-tokens={path!r} lists no token: no upload could be made with it")
     return tuple(grants)
 
 
@@ -173,11 +182,14 @@ def _disk() -> Iterator[None]:
 class Uploads:
     """Checks and stores uploads into *local*, for the tokens *grants*."""
 
-    def __init__(self, local: LocalIndex, grants: Tuple[Grant, ...], max_size: int) -> None:
+    def __init__(
+        self, local: LocalIndex, grants: Tuple[Grant, ...], max_size: int, make_room: Callable[[int], None]
+    ) -> None:
         assert local.root is not None
         self.local = local
         self._grants = grants
         self._max_size = max_size
+        self._make_room = make_room  # frees disk space from cached files for an upload
 
     # ------------------------------------------------------------------ tokens
 
@@ -216,9 +228,13 @@ class Uploads:
 
     # ------------------------------------------------------------------ uploads
 
-    def receive(self, body: Connection, headers: Mapping[str, str], grant: Grant, client: str) -> str:
+    def receive(
+        self, body: Connection, headers: Mapping[str, str], grant: Grant, client: str, go_ahead: Callable[[], None]
+    ) -> str:
         """Read an upload form from *body*, sent by *client*, check it, store its file;
-        the line to answer.
+        the line to answer. *go_ahead* is called once the request's head is accepted,
+        before the body is read (a client that sent ``Expect: 100-continue`` waits for
+        it, RFC 9110 10.1.1).
 
         :raises BadRequest: the form or the file is refused (the message says why).
         :raises LengthRequired: no Content-Length (a chunked body).
@@ -238,6 +254,9 @@ class Uploads:
             raise PayloadTooLarge(self._too_large())
         parser = MultipartParser(boundary_of(headers.get("content-type")))
         assert self.local.root is not None
+        # Cached files can be fetched again, an upload is the only copy: they make room.
+        self._make_room(length)
+        go_ahead()
         with _disk():
             os.makedirs(self.local.root, exist_ok=True)  # again: the cache dir may have been removed
             temp = temp_path(self.local.root)
@@ -328,9 +347,13 @@ class Uploads:
         filetype = fields.get("filetype")
         if filetype and filetype != _FILETYPES[dist.wheel]:
             raise BadRequest(f"filetype {filetype!r} does not fit {filename!r} ({_FILETYPES[dist.wheel]})")
-        for field, digest in form.digests.items():
-            wanted = fields.get(field)
-            if wanted and not hmac.compare_digest(wanted.lower(), digest.hexdigest()):
+        digests = dict(form.digests)
+        late = [field for field in _DIGESTS if fields.get(field) and field not in digests]
+        if late:  # sent after the file part: its bytes are hashed again from the disk
+            digests.update(_file_digests(temp, late))
+        for field, digest in digests.items():
+            wanted = fields.get(field, "").lower().encode("utf-8", "replace")
+            if wanted and not hmac.compare_digest(wanted, digest.hexdigest().encode("ascii")):
                 raise BadRequest(f"the {field} does not match the file's bytes: the upload is damaged")
         self.check_project(grant, dist.project)
         metadata, requires_python = None, fields.get("requires_python") or None
@@ -345,6 +368,8 @@ class Uploads:
         else:
             with open(temp, "rb") as file:
                 check_sdist(file, filename)
+        if requires_python is not None and not is_valid_specifier(requires_python):
+            raise BadRequest(f"the Requires-Python of {filename!r} is not a version specifier: {requires_python[:80]!r}")
         sha256 = form.digests["sha256_digest"].hexdigest()
         return Upload(dist.project, filename, temp, sha256, form.size, metadata, requires_python)
 
@@ -361,6 +386,12 @@ class Uploads:
         self.local.delete(project, filename)
         logger.info("deleted %s/%s", project, filename)
         return f"deleted {project}/{filename}"
+
+    def release(self, grant: Grant, project: NormalizedName) -> str:
+        self.check_project(grant, project)
+        self.local.release(project)
+        logger.info("released the name %s: the upstreams' project of that name is served", project)
+        return f"released {project}: its name is the upstreams' again"
 
 
 def _body(body: Connection, length: int, client: str) -> Iterator[bytes]:
@@ -394,6 +425,15 @@ def _update(digests: tuple, piece: bytes) -> None:
 
 def _hasher(name: str):
     return hashlib.blake2b(digest_size=32) if name == "blake2_256" else hashlib.new(name)
+
+
+def _file_digests(path: str, fields: list) -> dict:
+    """Form field name -> the hash it names of the file at *path*, for *fields*."""
+    digests = {field: _hasher(_DIGESTS[field]) for field in fields}
+    with _disk(), open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(_CHUNK), b""):
+            _update(tuple(digests.values()), chunk)
+    return digests
 
 
 def _wheel_metadata(path: str, filename: str) -> bytes:

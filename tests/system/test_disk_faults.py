@@ -434,3 +434,29 @@ def test_a_cache_dir_that_cannot_hold_files_exits_2_with_one_line(tmp_path):
     )
     assert done.returncode == 2, done
     assert done.stderr.strip() == f"proxpi-min: error: --cache-dir={str(cache_dir)!r} cannot be made (File exists)"
+
+
+def test_an_upload_evicts_cached_files_where_the_disk_has_no_room_for_it(proxy, upstream_factory, tmp_path):
+    """Cached files can be fetched again, an upload is the only copy: on a disk the
+    cache filled, the least recently used cached files make room for it."""
+    cached = [sized_wheel(f"cached{n}", "1.0", 1_300_000) for n in range(3)]  # about 1 MB each
+    private = sized_wheel("private", "1.0", 1_700_000)
+    up = upstream_factory("json", None)
+    for dist in cached:
+        up.add(dist)
+    with small_tmpfs(tmp_path / "disk", "4m") as disk:
+        cache_dir = disk / "cache"
+        p = proxy(up, cache_dir=str(cache_dir), upload_token="t0ken")
+        for dist in cached:
+            assert p.get(file_path(dist)).body == dist.content
+            assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+        assert os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize < len(private.content)
+        content_type, body = encode_form(twine_fields(private), private.filename, private.content)
+        answer = http("POST", p.url + "/upload/", {"Content-Type": content_type, "Authorization": basic_auth("t0ken")},
+                      body, timeout=30)
+        assert answer.status == 200, answer.body
+        assert p.get(file_path(private)).body == private.content
+        assert stored_content(cache_dir, cached[0].filename) is None  # the least recently used went
+        assert settled(cache_dir)
+        assert_bookkeeping_agrees(cache_dir)
+        p.stop()

@@ -210,6 +210,7 @@ def _rezipped(dist: Dist, metadata=lambda text: text, encrypted: bool = False) -
         (lambda d: {"name": "other-app"}, 400, "name 'other-app' is not the project"),
         (lambda d: {"version": "2.0"}, 400, "version '2.0' is not the version"),
         (lambda d: {"sha256_digest": "0" * 64}, 400, "sha256_digest does not match"),
+        (lambda d: {"sha256_digest": "\u00e9" * 64}, 400, "sha256_digest does not match"),
         (lambda d: {"blake2_256_digest": "0" * 64}, 400, "blake2_256_digest does not match"),
         (_not_zip, 400, "not a readable zip"),
         (_no_metadata, 400, "has no .dist-info/METADATA"),
@@ -220,7 +221,8 @@ def _rezipped(dist: Dist, metadata=lambda text: text, encrypted: bool = False) -
         (lambda d: {"token": "wrong"}, 403, "Invalid or non-existent authentication"),
         (lambda d: {"token": "team-b"}, 400, "may not publish project 'acme-app'"),
     ],
-    ids=["bad-name", "sdist-dashes", "path", "filetype", "name", "version", "sha256", "blake2", "not-zip", "no-metadata",
+    ids=["bad-name", "sdist-dashes", "path", "filetype", "name", "version", "sha256", "sha256-non-ascii", "blake2",
+         "not-zip", "no-metadata",
          "encrypted", "metadata-non-ascii-name", "action", "wrong-token", "other-team"],
 )
 def test_refusals_store_nothing(proxy, upstream_html, acme, tmp_path, change, status, reason):
@@ -238,15 +240,17 @@ def test_refusals_store_nothing(proxy, upstream_html, acme, tmp_path, change, st
 
 
 def test_metadata_in_utf_8_beyond_ascii(proxy, upstream_html, acme):
-    """Core metadata is UTF-8: an author's name or a Requires-Python past ASCII is
-    taken as written."""
-    def edit(text: str) -> str:
-        return text.replace("Requires-Python: >=3.8", "Requires-Python: \u22653.8") + "Author: Jos\u00e9 M\u00fcller\n"
-
+    """Core metadata is UTF-8: an author's name past ASCII is taken as written; a
+    Requires-Python that is no PEP 440 specifier (one written with "\u2265") is refused,
+    its reason readable in the body and, as far as a status line carries it, there."""
     p = proxy(upstream_html, upload_token=TOKEN)
-    result = _upload(p, acme, **_rezipped(acme, edit))
+    refused = _upload(p, acme, **_rezipped(acme, lambda text: text.replace("Requires-Python: >=3.8", "Requires-Python: \u22653.8")))
+    assert refused.status == 400 and "Requires-Python" in refused.reason, refused.text
+    assert "'\u22653.8'" in refused.text
+    assert _stored(p) == []
+    result = _upload(p, acme, **_rezipped(acme, lambda text: text + "Author: Jos\u00e9 M\u00fcller\n"))
     assert result.status == 200, result.text
-    assert _json_page(p, "acme-app")["files"][0]["requires-python"] == "\u22653.8"
+    assert _json_page(p, "acme-app")["files"][0]["requires-python"] == ">=3.8"
     metadata = p.get(f"/index/acme-app/{acme.filename}.metadata")
     assert metadata.status == 200 and "Jos\u00e9 M\u00fcller" in metadata.body.decode()
 
@@ -577,11 +581,39 @@ def test_yank_and_delete(proxy, upstream_html, acme):
     assert _post(p.url, path + "?unyank", auth).status == 200
     assert "yanked" not in _json_page(p, "acme-app")["files"][0]
     assert p.request("DELETE", path, auth).status == 200
-    assert p.get("/index/acme-app/").status == 404
+    # The name stays the local index's, its page empty, until it is released.
+    assert _json_page(p, "acme-app")["files"] == []
     assert "acme-app" not in p.get("/index/").text
     assert p.request("DELETE", path, auth).status == 404
-    # The name stays free to reuse once deleted (the file is gone).
+    # The file name is free to reuse once deleted (the file is gone).
     assert _upload(p, acme).status == 200
+    still = p.request("DELETE", "/local/acme-app/", auth)
+    assert still.status == 409 and "delete each of them first" in still.text
+    assert p.request("DELETE", path, auth).status == 200
+    assert p.request("DELETE", "/local/acme-app/", {}).status == 401
+    assert p.request("DELETE", "/local/acme-app/", auth).status == 200
+    assert p.get("/index/acme-app/").status == 404  # no upstream has it
+    assert p.request("DELETE", "/local/acme-app/", auth).status == 404
+
+
+def test_a_private_project_deleted_whole_is_not_served_from_upstream(proxy, upstream_html, dists, tmp_path):
+    """Deleting a private project's last file must not hand its name to the public
+    index's project of that name (dependency confusion) until the name is released."""
+    internal = make_wheel("alpha", "0.5")
+    p = proxy(upstream_html, upload_token=TOKEN)
+    auth = {"Authorization": basic_auth(TOKEN)}
+    assert _upload(p, internal).status == 200
+    assert p.request("DELETE", f"/local/alpha/{internal.filename}", auth).status == 200
+    page = p.get("/index/alpha/")
+    assert page.status == 200 and page.headers["X-Proxpi-Policy"] == "local"
+    assert _json_page(p, "alpha")["files"] == []
+    result = run_pip(["download", "--no-deps", "-d", str(tmp_path), "alpha"], p.index_url)
+    assert result.returncode != 0 and "from versions: none" in result.stderr, result.stderr
+    assert p.get(f"/index/alpha/{dists.alpha_2.filename}").status == 404
+    released = p.request("DELETE", "/local/alpha/", auth)
+    assert released.status == 200 and "released alpha" in released.text
+    _ok(run_pip(["download", "--no-deps", "-d", str(tmp_path), "alpha"], p.index_url))
+    assert os.listdir(tmp_path) == [dists.alpha_2.filename]
 
 
 def test_local_files_and_pages_are_checked_by_their_etag_on_each_use(proxy, upstream_html, acme):
@@ -696,6 +728,9 @@ def test_two_workers_see_uploads_yanks_and_deletes(upstream_html, acme, tmp_path
             assert 'data-yanked="bad"' in p.get("/index/acme-app/").text
         assert http("DELETE", f"{p.url}/local/acme-app/{acme.filename}", headers).status == 200
         for _ in range(8):
+            assert acme.filename not in p.get("/index/acme-app/").text
+        assert http("DELETE", f"{p.url}/local/acme-app/", headers).status == 200
+        for _ in range(8):
             assert p.get("/index/acme-app/").status == 404
 
 
@@ -769,3 +804,134 @@ def test_a_regional_proxy_asks_a_central_one_with_uploads_on_each_use(proxy, ups
     newer = make_wheel("acme-app", "2.0")
     assert _upload(central, newer).status == 200
     assert newer.filename in regional.get("/index/acme-app/").text
+
+
+def test_a_digest_sent_after_the_file_is_checked_too(proxy, upstream_html, acme):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    fields = twine_fields(acme, sha256_digest=None, blake2_256_digest=None)
+    content_type, body = encode_form(fields, acme.filename, acme.content)
+    boundary = content_type.partition("boundary=")[2]
+    for md5, status in (("0" * 32, 400), (hashlib.md5(acme.content).hexdigest(), 200)):
+        late = (f'--{boundary}\r\nContent-Disposition: form-data; name="md5_digest"\r\n\r\n{md5}\r\n'
+                f"--{boundary}--\r\n").encode()
+        answer = _post(p.url, "/upload/", {"Content-Type": content_type, "Authorization": basic_auth(TOKEN)},
+                       body[: -len(f"--{boundary}--\r\n")] + late)
+        assert answer.status == status, answer.text
+        if status == 400:
+            assert "md5_digest does not match" in answer.reason and _stored(p) == []
+
+
+def test_an_sdist_whose_requires_python_is_no_specifier_is_refused(proxy, upstream_html):
+    sdist = make_sdist("acme-src", "1.0")
+    p = proxy(upstream_html, upload_token=TOKEN)
+    answer = _upload(p, sdist, requires_python='"><script>x</script>')
+    assert answer.status == 400 and "is not a version specifier" in answer.reason, answer.text
+    assert _stored(p) == []
+    assert _upload(p, sdist, requires_python=">=3.8, !=3.9.*").status == 200
+    assert _json_page(p, "acme-src")["files"][0]["requires-python"] == ">=3.8, !=3.9.*"
+
+
+def _head_then_wait(url: str, head: bytes) -> tuple:
+    """Send an upload's head with ``Expect: 100-continue``; (socket, what came back)."""
+    parts = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    sock.sendall(head)
+    return sock, sock.recv(65536)
+
+
+def test_the_100_continue_comes_after_the_token_and_the_length_are_checked(proxy, upstream_html, acme):
+    """RFC 9110 10.1.1: a client that waits for 100 before its body learns of a refusal
+    the head already earns without sending the body."""
+    p = proxy(upstream_html, upload_token=TOKEN, max_upload_size=100_000)
+    content_type, body = encode_form(twine_fields(acme), acme.filename, acme.content)
+
+    def head(token: str, length: int) -> bytes:
+        return (f"POST /upload/ HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                f"Authorization: {basic_auth(token)}\r\nContent-Length: {length}\r\n"
+                "Expect: 100-continue\r\n\r\n").encode()
+
+    for token, length, status in (("wrong", len(body), 403), (TOKEN, 10_000_000, 413)):
+        sock, answer = _head_then_wait(p.url, head(token, length))
+        with sock:
+            assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:80]
+    sock, answer = _head_then_wait(p.url, head(TOKEN, len(body)))
+    with sock:
+        assert answer == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert _answer_until_closed_or_whole(sock).startswith(b"HTTP/1.1 200 ")
+    assert _stored(p) != []
+
+
+def _answer_until_closed_or_whole(sock: socket.socket) -> bytes:
+    received = b""
+    while b"\r\n\r\n" not in received or not received.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def test_a_post_elsewhere_says_where_uploads_go(proxy, upstream_html):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    for path, status in (("/", 405), ("/index/", 405), ("/legacy/", 404)):
+        answer = _post(p.url, path, {"Authorization": basic_auth(TOKEN)}, b"x")
+        assert answer.status == status and "uploads go to /upload/" in answer.text, (path, answer)
+    assert "uploads go" not in p.get("/legacy/").text
+
+
+def test_an_upload_whose_store_fails_leaves_no_metadata_behind(proxy, upstream_html, acme):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    blocker = Path(p.settings.cache_dir) / "local" / "acme-app" / f".info-{acme.filename}"
+    blocker.mkdir(parents=True)  # the info file cannot take its name: the store fails half-way
+    answer = _upload(p, acme)
+    assert answer.status == 507, answer.text
+    assert [name for name in _stored(p) if ".lock-" not in name] == ["acme-app", f"acme-app/.info-{acme.filename}"]
+    blocker.rmdir()
+    assert _upload(p, acme).status == 200
+    assert p.get(f"/index/acme-app/{acme.filename}.metadata").body == acme.metadata
+
+
+def test_metadata_and_info_of_an_upload_that_did_not_finish_are_removed_at_start(proxy, upstream_html, acme):
+    p = proxy(upstream_html, upload_token=TOKEN)
+    assert _upload(p, acme).status == 200
+    folder = Path(p.settings.cache_dir) / "local" / "acme-app"
+    p.stop()
+    # What a kill between an upload's sidecars and its file leaves.
+    (folder / "acme_app-2.0-py3-none-any.whl.metadata").write_text("Name: acme-app\nVersion: 2.0\n")
+    (folder / ".info-acme_app-2.0-py3-none-any.whl").write_text("{}")
+    again = proxy(upstream_html, upload_token=TOKEN, cache_dir=p.settings.cache_dir)
+    assert [name for name in _stored(again) if ".lock-" not in name] == [
+        "acme-app", f"acme-app/.info-{acme.filename}", f"acme-app/{acme.filename}", f"acme-app/{acme.filename}.metadata"
+    ]
+    assert again.get(f"/index/acme-app/{acme.filename}").body == acme.content
+
+
+def test_the_same_bytes_as_a_local_dir_file_are_answered_as_stored(proxy, upstream_html, acme, tmp_path):
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    (folder / acme.filename).write_bytes(acme.content)
+    p = proxy(upstream_html, upload_token=TOKEN, local_dir=str(folder))
+    assert _upload(p, acme).status == 200
+    other = make_wheel("acme-app", "1.0", module_source="CHANGED = True\n")
+    assert other.filename == acme.filename and other.content != acme.content
+    assert _upload(p, other).status == 409
+    assert not [name for name in _stored(p) if acme.filename in name]  # a folder's file is never copied
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("team-a acme-*\nteam-a other-*\n", "line 2: a token given already (line 1)"),
+        ("# nobody yet\n\n", "lists no token"),
+    ],
+    ids=["a token twice", "no token"],
+)
+def test_a_token_file_with_a_token_twice_or_none_stops_the_start(tmp_path, text, message):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(text)
+    command = [sys.executable, "-m", "proxpi_min", "--upload-tokens", str(tokens), "--cache-dir", str(tmp_path / "cache")]
+    result = subprocess.run([*command, "--check-config"], cwd=str(REPO_ROOT), env=pip_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "team-a" not in result.stderr

@@ -84,10 +84,28 @@ def test_yank_and_delete_change_the_page_at_once(tmp_path) -> None:
     assert [e.filename for e in local.page(ACME).page.files] == [sdist.filename]
     assert not os.path.exists(tmp_path / "local" / "acme-app" / (wheel.filename + ".metadata"))
     local.delete(ACME, sdist.filename)
-    assert local.page(ACME) is None and local.projects() == []
+    # The name stays held, its page empty, until released; it is listed no more.
+    assert local.page(ACME).page.files == () and local.projects() == []
     for action in (lambda: local.delete(ACME, sdist.filename), lambda: local.yank(ACME, sdist.filename, "x")):
         with pytest.raises(NotFound):
             action()
+    local.release(ACME)
+    assert local.page(ACME) is None
+    with pytest.raises(NotFound):
+        local.release(ACME)
+
+
+def test_an_upload_after_the_last_delete_holds_the_name_as_before(tmp_path) -> None:
+    local = LocalIndex(str(tmp_path / "local"))
+    wheel = make_wheel("acme-app", "1.0")
+    local.store(_upload(local, wheel))
+    local.delete(ACME, wheel.filename)
+    local.store(_upload(local, wheel))
+    with pytest.raises(Conflict):
+        local.release(ACME)
+    local.delete(ACME, wheel.filename)
+    local.release(ACME)
+    assert local.page(ACME) is None
 
 
 def test_a_local_dir_flat_or_per_project(tmp_path) -> None:
