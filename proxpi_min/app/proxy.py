@@ -82,6 +82,9 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
     files and pages alike)."""
     metrics = metrics or Metrics()
     remove_temp_files(index_root(cache_dir))
+    if not settings.verify_ssl:  # said where a WARNING level log shows it, not only in the start line
+        logger.warning("index certificates are not verified (PROXPI_DISABLE_INDEX_SSL_VERIFICATION): anyone on "
+                       "the way can answer for the index, its pages and so the hashes files are checked against")
     upstream = Upstream(
         settings.connect_timeout,
         settings.read_timeout,

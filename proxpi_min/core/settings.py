@@ -160,16 +160,35 @@ def _index_url(source: str, raw: str) -> str:
         raise bad_value(source, redact_setting(raw), "is not an http, https or file URL") from None
     if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
         raise bad_value(source, redact_setting(raw), "is not an http, https or file URL")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise bad_value(source, redact_setting(raw), "has a bad port") from None
     if parts.scheme != "file" and _HOST_AFTER_AT.search(parts.path + parts.query + parts.fragment):
         # "https://user:12/34@host/simple/" parses as host "user": its password would show.
         # ("feed@Release", an Azure Artifacts view, names no host after its "@".)
         raise bad_value(source, redact_setting(raw), "has an '@' past its host: percent-encode '/', '?' and '#' in its credentials")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        # Also what a "," in a password gives (a list of URLs is split at it), or a "#".
+        raise bad_value(source, _shown_cut(raw), "has a bad port (or credentials to percent-encode: ',' as %2C, '#' as %23, '?' as %3F)") from None
+    if parts.query or parts.fragment or raw.endswith(("?", "#")):
+        # PEP 503: a project's page is the base URL's path and its name: a query (a token
+        # in it, perhaps: not shown) would end up before the name.
+        shown = redact_setting(urllib.parse.urlunsplit(parts._replace(query="", fragment="")))
+        raise bad_value(source, shown + "?...", "has a query or fragment, which an index URL cannot have")
     # PEP 503: project pages are relative to the base URL, which must end in "/".
     return raw if raw.endswith("/") else raw + "/"
+
+
+def _shown_cut(raw: str) -> str:
+    """An index URL setting as an error shows it (:func:`redact_setting`), and without
+    what follows a ":" that is no port: the start of a password that a "," cut off
+    (lists of URLs are split at commas)."""
+    shown = redact_setting(raw)
+    head, sep, rest = shown.partition("://")
+    netloc, slash, path = rest.partition("/")
+    host, colon, port = netloc.rpartition(":")
+    if sep and colon and not port.isdigit() and not netloc.endswith("]"):
+        return f"{head}://{host}:***{slash}{path}"
+    return shown
 
 
 def cpu_count() -> int:
@@ -365,7 +384,7 @@ def _pin(source: str, item: str, indexes: Sequence[IndexSettings]) -> tuple[str,
     for index in indexes:
         if wanted in (index.url, index.display_url):
             return _patterns(source, [pattern])[0], index.url
-    raise bad_value(source, redact_setting(item), "names an index that is not configured (--index-url, --extra-index-url)")
+    raise bad_value(source, _shown_cut(item), "names an index that is not configured (--index-url, --extra-index-url)")
 
 
 def _deny(source: str, item: str) -> tuple[str, Optional[str]]:

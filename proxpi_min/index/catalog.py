@@ -51,6 +51,7 @@ class PageAnswer(NamedTuple):
     policies: str = ""  # the guard rails that changed the page, comma-separated
     fresh_for: Optional[float] = None  # seconds until an index asks upstream again; None: not counted
     interim: bool = False  # the identity form a gzip client gets until the gzip one is made
+    fetched: bool = False  # an index sent its page now: the answer's bytes came from upstream
 
 
 class FileLocation(NamedTuple):
@@ -170,7 +171,8 @@ class Catalog:
         rendered = self._pages.page(("project", name, media, compress), generation, make, media, compress)
         stale = any(lookup.stale for lookup in lookups)
         return PageAnswer(
-            rendered, stale, hit, view.filtered.policies, _fresh_for(lookups), interim(rendered, compress)
+            rendered, stale, hit, view.filtered.policies, _fresh_for(lookups), interim(rendered, compress),
+            any(lookup.fetched for lookup in lookups),
         )
 
     def files_in_memory(self, name: NormalizedName) -> Optional[tuple]:
@@ -323,7 +325,8 @@ class Catalog:
             return render_project_list(merged, media)
 
         rendered = self._pages.page(("list", media, compress), generation, make, media, compress)
-        return PageAnswer(rendered, stale, hit, "", _fresh_for(lookups), interim(rendered, compress))
+        fetched = any(lookup.fetched for lookup in lookups)
+        return PageAnswer(rendered, stale, hit, "", _fresh_for(lookups), interim(rendered, compress), fetched)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait up to *timeout* seconds for the pages still being saved or compressed

@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional
 
 from ..core.urls import redact_url
 
-__all__ = ["Endpoint", "Proxy", "basic_auth", "proxy_refusal", "via_proxy"]
+__all__ = ["Endpoint", "Proxy", "basic_auth", "printable", "proxy_refusal", "via_proxy"]
 
 
 def basic_auth(parts: urllib.parse.SplitResult) -> Optional[str]:
@@ -69,9 +69,14 @@ def proxy_refusal(exc: OSError) -> str:
     """What a proxy did, from the error of connecting through it."""
     text = str(exc.args[0]) if exc.args else ""
     # http.client's words when the proxy answers CONNECT with anything but 200.
-    if text.startswith("Tunnel connection failed: "):
-        return "refused the tunnel: " + text[len("Tunnel connection failed: "):]
+    if text.startswith("Tunnel connection failed: "):  # the proxy's reason phrase: any bytes
+        return "refused the tunnel: " + printable(text[len("Tunnel connection failed: "):][:200])
     return f"unreachable ({exc.strerror or type(exc).__name__})"
+
+
+def printable(text: str) -> str:
+    """*text* without what a header or a log line must not carry (controls, line breaks)."""
+    return "".join(char for char in text if char.isprintable())
 
 
 def via_proxy(key: tuple) -> str:

@@ -45,6 +45,9 @@ UPSTREAM_ACCEPT = f"{JSON_TYPE}, {HTML_TYPE};q=0.2, {TEXT_HTML};q=0.01"
 # failure, up to the maximum) and serve the stale copy meanwhile.
 RETRY_FIRST = 2.0
 RETRY_MAX = 300.0
+# An index's 401 or 403 taken as absence is logged at most this often (seconds): an
+# extra index refuses every project it lacks, a lapsed credential every project.
+REFUSAL_WARN_SECONDS = 600.0
 # A page that could not be saved (disk full, read-only) is saved again on a use at
 # least this long after the failed attempt.
 SAVE_RETRY = 5.0
@@ -108,7 +111,7 @@ class IndexCache:
         PyTorch's, refuses the projects it does not have; pip and uv skip such an index)."""
         self.settings = settings
         self._absent = (401, 403, 404, 410) if refusal_is_absence else (404, 410)
-        self._refusal_told = False
+        self._refusal_warned = -float("inf")  # when a 401 or 403 taken as absence was last logged
         self.metrics = metrics or Metrics()
         self._label = settings.display_url
         self._upstream = upstream
@@ -301,6 +304,7 @@ class IndexCache:
         *entry*, a 404 or a new page replaces it, a failure serves it stale. If *flight*
         is superseded by the time the answer comes, the answer changes nothing kept."""
         url = self.settings.url if key == LIST_KEY else f"{self.settings.url}{key}/"
+        refusal = None
         try:
             response = self._upstream.fetch_page(
                 url, UPSTREAM_ACCEPT, entry.etag if entry else None, entry.last_modified if entry else None,
@@ -317,12 +321,8 @@ class IndexCache:
                 if response.status in (401, 403) and entry is not None and entry.value is not None:
                     # It had the project: a lapsed credential, not its absence (stale, as a 5xx).
                     raise UpstreamError(f"upstream answered {response.status}: {page_url}")
-                if response.status in (401, 403) and not self._refusal_told:
-                    self._refusal_told = True
-                    logger.warning(
-                        "index %s answered %d for %s: taken as not having it, as for every project it refuses "
-                        "(an extra index)", self._label, response.status, page_url,
-                    )
+                if response.status in (401, 403):
+                    refusal = f"index {self._label} answered {response.status} for {page_url}"
                 # Kept for the TTL whatever its headers say: errors say no-store (a proxpi-min's).
                 new = PageEntry(None, page_url, None, None, now)
             else:
@@ -350,10 +350,13 @@ class IndexCache:
             return self._refused(key, refused, flight)
         except UpstreamError as exc:
             return self._failed(key, entry, exc, flight)
-        self._succeeded(key, "ok")
+        if refusal is None:
+            self._succeeded(key, "ok")
+        else:
+            self._refusal(key, refusal)
         if self._store_entry(key, new, droppable=False, flight=flight) and self._store is not None:
             self._save_later(key, new)
-        return self._fresh_lookup(new, now)
+        return self._fresh_lookup(new, now)._replace(fetched=True)
 
     def _unchanged(
         self, key: str, entry: PageEntry, flight: _Flight, now: float, ask_again: Optional[bool], stale: bool,
@@ -451,6 +454,21 @@ class IndexCache:
             self._failing.discard(key)
             self._refusals.pop(key, None)
             self._last_success = time.time()
+
+    def _refusal(self, key: str, message: str) -> None:
+        """An index's 401 or 403, taken as its not having the project (an extra index):
+        counted and shown as what it may also be, a credential that lapsed."""
+        self.metrics.upstream.inc(self._label, "page", "refused")
+        now = time.time()
+        with self._lock:
+            self._failing.discard(key)
+            self._last_failure = (now, message)
+            warn = now - self._refusal_warned >= REFUSAL_WARN_SECONDS
+            if warn:
+                self._refusal_warned = now
+        if warn:
+            logger.warning("%s: taken as not having it, as for every project it refuses; a lapsed credential looks "
+                           "the same", message)
 
     def _failed(self, key: str, entry: Optional[PageEntry], error: UpstreamError, flight: _Flight) -> Lookup:
         outcome = "timeout" if isinstance(error, UpstreamTimeout) else "error"

@@ -26,6 +26,7 @@ class Lookup(NamedTuple):
     cached: bool = True  # answered from memory, without asking upstream or the disk
     # Seconds it stays fresh here (the TTL less its age); None: not counted (offline, stale).
     fresh_for: Optional[float] = None
+    fetched: bool = False  # the index sent the page now (not a 304, not a stale copy)
 
 
 class PageEntry:

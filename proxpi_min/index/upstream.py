@@ -31,7 +31,7 @@ from ..infra.tls import client_context
 from .local_upstream import local_file, local_page
 from .page_read import Deadline, read_page_body
 from .resolver import Resolver
-from .endpoints import Endpoint, Proxy, proxy_refusal, via_proxy
+from .endpoints import Endpoint, Proxy, printable, proxy_refusal, via_proxy
 from .responses import FileResponse, PageResponse
 
 __all__ = ["FileResponse", "PageResponse", "Upstream"]
@@ -71,14 +71,9 @@ def _served_stale(headers) -> bool:
     return headers.get("X-Proxpi-Stale") == "1" or _STALE_WARNING.search(warnings) is not None
 
 
-def _printable(text: str) -> str:
-    """*text* without what a header or a log line must not carry (controls, line breaks)."""
-    return "".join(char for char in text if char.isprintable())
-
-
 def _first_line(body: bytes) -> str:
     """An error answer's reason ("403 Forbidden: <reason>"), as a line safe to pass on."""
-    line = _printable(body[:500].decode("utf-8", "replace").partition("\n")[0])
+    line = printable(body[:500].decode("utf-8", "replace").partition("\n")[0])
     return line.partition(": ")[2] or line or "refused"
 
 
@@ -424,7 +419,7 @@ class Upstream:
         if response.status == 403 and response.headers.get("X-Proxpi-Policy"):
             # A proxpi-min's guard rail (a central proxy's deny list): its refusal, passed
             # on, where a stale copy would hand out what it refuses.
-            policy = _printable(response.headers["X-Proxpi-Policy"][:40])
+            policy = printable(response.headers["X-Proxpi-Policy"][:40])
             raise Forbidden(f"{_first_line(body)} (by the index {redact_url(final_url)})", policy)
         # Through a forward proxy (plain http, no tunnel) a refusal may be the proxy's own:
         # never taken for the index saying it lacks the page.

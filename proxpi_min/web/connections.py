@@ -31,10 +31,14 @@ CLOSE_REASONS = (
     "idle-timeout",  # idle between requests longer than --client-timeout
     "evicted",  # the oldest idle one, to make room under --max-connections
     "queue-timeout",  # a complete request waited --header-timeout for a thread: 503
-    "tls-failed",  # a failed TLS handshake
+    "tls-failed",  # a failed TLS handshake, or a TLS client on a plain-HTTP port
     "shutdown",  # the server stopped or drains
     "refused",  # past --max-connections with none idle: 503 at once
 )
+
+
+# A TLS record of the handshake type, any TLS version (RFC 8446 5.1): a ClientHello.
+_TLS_HANDSHAKE = b"\x16\x03"
 
 
 class Limits(NamedTuple):
@@ -274,6 +278,11 @@ class ConnectionLayer:
             alive = False
         if not alive:
             return self._drop(connection, "client-closed")
+        if not connection.tls and connection.buffer.startswith(_TLS_HANDSHAKE, connection.pos):
+            # An https:// URL for a plain-HTTP port: no answer it could read, and none
+            # to wait --header-timeout for.
+            logger.debug("TLS handshake from %s on a plain-HTTP port: closed", connection.address[0])
+            return self._drop(connection, "tls-failed")
         if connection.idle and connection.started():  # the next request begins: its head deadline runs
             self._untrack(connection)
             connection.idle = False

@@ -260,7 +260,7 @@ class ProxyHandler(Http1Handler):
 
     def _page(self, app: App, media: str, answer: PageAnswer) -> None:
         page, stale, policies = answer.rendered, answer.stale, answer.policies
-        self._source = "cache" if answer.hit else "upstream"
+        self._source = "upstream" if answer.fetched else "cache"
         if stale:
             # A stale copy (upstream failing) must not outlive the outage in a front cache.
             final_control = "no-store"

@@ -536,6 +536,13 @@ def test_an_extra_index_that_refuses_projects_it_lacks_leaves_the_page_to_the_ot
     assert p.get("/index/nothing-anywhere/").status == 404
     told = [r for r in caplog.records if "taken as not having it" in r.getMessage()]
     assert len(told) == 1 and told[0].levelname == "WARNING", "told once, not per project"
+    assert "lapsed credential" in told[0].getMessage()
+    # Counted apart from what an index has: an alert can tell a lapsed token from absence.
+    metrics = p.get("/metrics").text
+    refused = f'proxpi_upstream_requests_total{{index="{scripted.url}",kind="page",outcome="refused"}}'
+    assert f"\n{refused} 2\n" in metrics, metrics  # alpha, beta; its 404 for the third is an ok
+    status = json.loads(p.get("/", {"Accept": "application/json"}).text)
+    assert any("answered 403" in str(index) for index in status["indexes"]), status["indexes"]
     # The root index's refusal is no absence: its projects must not come from elsewhere.
     refusing_root = proxy(scripted.url, upstream_html)
     assert refusing_root.get("/index/alpha/").status == 502

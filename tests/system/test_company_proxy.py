@@ -329,6 +329,14 @@ def test_untrusted_upstream_certificate_is_502_with_a_certificate_warning(proxy,
     assert upstream_tls.hits("/simple/alpha/") == 0
 
 
+def test_verification_turned_off_serves_and_says_so_at_the_warning_level(proxy, upstream_tls, caplog):
+    caplog.set_level(logging.WARNING, logger="proxpi_min")
+    running = proxy(upstream_tls, verify_ssl=False)
+    assert running.get("/index/alpha/").status == 200
+    (record,) = warnings_of(caplog)
+    assert "index certificates are not verified" in record.getMessage()
+
+
 def test_ca_bundle_makes_the_private_ca_trusted(proxy, upstream_tls, test_ca):
     assert proxy(upstream_tls, ca_bundle=str(test_ca.cert)).get("/index/alpha/").status == 200
 
@@ -370,3 +378,21 @@ def test_https_upstream_through_tinyproxy_tunnels_once_and_bad_credentials_are_5
             # tinyproxy answers wrong credentials with 401, none with 407.
             assert answer.status == 502
             assert re.search(r"refused the tunnel: 40[17] ", answer.text), answer.text
+
+
+def test_a_proxys_reason_phrase_reaches_no_client_or_log_with_its_control_characters(
+    proxy, upstream_tls, test_ca, caplog
+):
+    caplog.set_level(logging.WARNING, logger="proxpi_min")
+
+    def respond(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(4096)  # the CONNECT
+            conn.sendall(b"HTTP/1.1 407 denied \x1b[31mRED\x1b[0m\x07 by policy\r\nContent-Length: 0\r\n\r\n")
+
+    with raw_server(respond) as port:
+        running = proxy(upstream_tls, upstream_proxy=through(f"http://127.0.0.1:{port}"), ca_bundle=str(test_ca.cert))
+        page = running.get("/index/alpha/")
+    assert page.status == 502 and "denied [31mRED[0m by policy" in page.text, page.text
+    assert "\x1b" not in page.text and "\x07" not in page.text
+    assert "\x1b" not in caplog.text and "denied" in caplog.text

@@ -144,3 +144,25 @@ def test_a_page_fetched_again_unchanged_from_an_index_without_validators_keeps_i
     again = running.get("/index/plenty/", GZIP)
     assert again.headers.get("Content-Encoding") == "gzip" and again.headers["ETag"] == later.headers["ETag"]
     assert scripted.hits["/simple/plenty/"] >= 3  # each one asked, as the TTL of 0 says
+
+
+def test_a_page_its_index_confirms_with_a_304_counts_as_sent_from_the_cache(proxy, scripted) -> None:
+    """The dashboard's upstream traffic saved counts bytes by where they came from: a
+    page revalidated (304), or served stale, was sent from the proxy's copy."""
+    page = {"meta": {"api-version": "1.0"}, "name": "tiered", "files": [
+        {"filename": "tiered-1.0.tar.gz", "url": "/files/tiered-1.0.tar.gz", "hashes": {"sha256": "ab" * 32}}]}
+    body = json.dumps(page).encode()
+
+    def answer(handler) -> None:
+        if handler.headers.get("If-None-Match") == '"v1"':
+            reply(handler, 304, {"ETag": '"v1"'}, b"")
+        else:
+            reply(handler, 200, {"Content-Type": JSON_TYPE, "ETag": '"v1"', "Cache-Control": "no-cache"}, body)
+
+    scripted.routes["/simple/tiered/"] = answer
+    running = proxy(scripted.url)
+    sizes = [len(running.get("/index/tiered/").body) for _ in range(3)]
+    assert scripted.hits["/simple/tiered/"] == 3
+    metrics = running.get("/metrics").text
+    assert f'\nproxpi_bytes_sent_total{{source="upstream"}} {sizes[0]}\n' in metrics, metrics
+    assert f'\nproxpi_bytes_sent_total{{source="cache"}} {sizes[1] + sizes[2]}\n' in metrics

@@ -9,6 +9,8 @@ import ssl
 import threading
 import time
 
+import pytest
+
 from tests.support.cache_dir import wait_for as _wait_for
 from tests.support.proxy import http
 
@@ -240,4 +242,19 @@ def test_a_body_no_route_reads_has_one_client_timeout_in_all(proxy, upstream_jso
             stop.set()
             sender.join()
     assert answer == b""
+    assert http("GET", running.url + "/health").status == 200
+
+
+def test_an_https_client_on_the_plain_http_port_is_closed_at_once(proxy, upstream_json):
+    """pip given https:// for a plain-HTTP proxy must fail at once, not after the head
+    timeout for each of its retries."""
+    running = proxy(upstream_json, header_timeout=30)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", running.port), timeout=20) as sock:
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            context.wrap_socket(sock, server_hostname="127.0.0.1")
+    assert time.monotonic() - started < 10  # well under the 30 s head timeout it would wait
+    assert _closed_count(running, "tls-failed") == 1
     assert http("GET", running.url + "/health").status == 200

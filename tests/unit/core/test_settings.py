@@ -269,7 +269,7 @@ def test_cache_size_reads_every_size_spelling(text: str, expected: int) -> None:
         ({"PROXPI_INDEX_URL": "https:///simple/"}, ["PROXPI_INDEX_URL", "https:///simple/"]),
         ({"PROXPI_INDEX_URL": "javascript:alert(1)"}, ["PROXPI_INDEX_URL", "javascript:alert(1)"]),
         ({"PROXPI_INDEX_URL": "http://h.example:99999/"}, ["PROXPI_INDEX_URL", "99999"]),
-        ({"PROXPI_INDEX_URL": "http://h.example:abc/"}, ["PROXPI_INDEX_URL", "abc"]),
+        ({"PROXPI_INDEX_URL": "http://h.example:abc/"}, ["PROXPI_INDEX_URL", "h.example:***/' has a bad port"]),
         ({"PROXPI_EXTRA_INDEX_URLS": "ftp://x.example/"}, ["PROXPI_EXTRA_INDEX_URLS", "ftp://x.example/"]),
         ({"PROXPI_PORT": "x"}, ["PROXPI_PORT", "x"]),
         ({"PROXPI_PORT": "70000"}, ["PROXPI_PORT", "70000"]),
@@ -484,6 +484,24 @@ def test_bad_url_errors_never_show_credentials(env, flags) -> None:
         parse_settings(env, flags)
     assert "s3cret" not in str(info.value)
     assert "proxy.example" in str(info.value) or "host.example" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "problem"),
+    [
+        # A "," in a password splits a list of URLs: the part before it has no "@".
+        ({"PROXPI_EXTRA_INDEX_URLS": "https://bot:s3cr,etPW@host.example/simple/"}, {}, "'https://bot:***' has a bad port"),
+        ({"PROXPI_PIN": "a=https://bot:s3cr,etPW@host.example/simple/"}, {"extra_index_url": ["https://host.example/simple/"]},
+         "names an index that is not configured"),
+        ({}, {"index_url": "https://bot:s3cr#etPW@host.example/simple/"}, "percent-encode"),
+        ({}, {"index_url": "https://host.example/simple/?token=s3cret"}, "'https://host.example/simple/?...' has a query"),
+        ({}, {"index_url": "https://host.example/simple/#s3cret"}, "has a query or fragment"),
+    ],
+    ids=["comma-split", "comma-split-pin", "hash", "query", "fragment"],
+)
+def test_index_urls_cut_in_their_credentials_or_with_a_query_are_refused_unshown(env, flags, problem) -> None:
+    message = config_error(env, **flags)
+    assert problem in message and "s3cr" not in message, message
 
 
 # ---------------------------------------------------------------- private packages

@@ -102,8 +102,9 @@ def test_IndexCache_serves_from_memory_within_ttl(upstream, clock, tmp_path) -> 
     clock.now += 59
     second = cache.project(alpha())
     assert len(upstream.calls) == 1
-    assert first._replace(cached=True, fresh_for=1.0) == second  # what is left of its TTL
+    assert first._replace(cached=True, fresh_for=1.0, fetched=False) == second  # what is left of its TTL
     assert (first.cached, second.cached) == (False, True)  # the second from memory: a page hit
+    assert (first.fetched, second.fetched) == (True, False)  # the bytes came from upstream once
     assert [f.filename for f in first.value.files] == ["alpha-1.0.tar.gz"]
 
 
@@ -378,7 +379,7 @@ def test_IndexCache_drops_least_recently_used_pages_and_reads_them_back(
     calls = len(upstream.calls)
     again = cache.project(alpha())
     assert len(upstream.calls) == calls  # read back from its saved copy, not fetched
-    assert again == first  # same page, same version: rendered pages stay valid
+    assert again == first._replace(fetched=False)  # same page, same version: rendered pages stay valid
 
 
 def test_IndexCache_forgets_the_least_recently_used_dropped_pages_past_a_bound(
