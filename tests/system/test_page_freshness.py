@@ -73,10 +73,9 @@ def test_a_gzip_form_kept_from_before_a_restart_is_still_good(proxy, upstream_js
     assert again.headers["Cache-Control"] == "max-age=600, public"
 
 
-def test_a_304_without_cache_control_keeps_the_no_cache_its_page_said(proxy, scripted) -> None:
-    """RFC 9111 4.3.4: a 304 updates only the header fields it carries. A page its index
-    said not to reuse unasked (a central proxpi-min with uploads) stays so when the
-    index's revalidations leave Cache-Control out."""
+def _revalidated_with_304s(scripted) -> None:
+    """/simple/tiered/: a page with an ETag its index says not to reuse unasked, then a
+    304 without Cache-Control for each revalidation."""
     page = {"meta": {"api-version": "1.0"}, "name": "tiered", "files": [
         {"filename": "tiered-1.0.tar.gz", "url": "/files/tiered-1.0.tar.gz", "hashes": {"sha256": "ab" * 32}}]}
     body = json.dumps(page).encode()
@@ -88,6 +87,13 @@ def test_a_304_without_cache_control_keeps_the_no_cache_its_page_said(proxy, scr
             reply(handler, 200, {"Content-Type": JSON_TYPE, "ETag": '"v1"', "Cache-Control": "no-cache"}, body)
 
     scripted.routes["/simple/tiered/"] = answer
+
+
+def test_a_304_without_cache_control_keeps_the_no_cache_its_page_said(proxy, scripted) -> None:
+    """RFC 9111 4.3.4: a 304 updates only the header fields it carries. A page its index
+    said not to reuse unasked (a central proxpi-min with uploads) stays so when the
+    index's revalidations leave Cache-Control out."""
+    _revalidated_with_304s(scripted)
     running = proxy(scripted.url)
     for _ in range(3):
         assert "tiered-1.0.tar.gz" in running.get("/index/tiered/").text
@@ -149,17 +155,7 @@ def test_a_page_fetched_again_unchanged_from_an_index_without_validators_keeps_i
 def test_a_page_its_index_confirms_with_a_304_counts_as_sent_from_the_cache(proxy, scripted) -> None:
     """The dashboard's upstream traffic saved counts bytes by where they came from: a
     page revalidated (304), or served stale, was sent from the proxy's copy."""
-    page = {"meta": {"api-version": "1.0"}, "name": "tiered", "files": [
-        {"filename": "tiered-1.0.tar.gz", "url": "/files/tiered-1.0.tar.gz", "hashes": {"sha256": "ab" * 32}}]}
-    body = json.dumps(page).encode()
-
-    def answer(handler) -> None:
-        if handler.headers.get("If-None-Match") == '"v1"':
-            reply(handler, 304, {"ETag": '"v1"'}, b"")
-        else:
-            reply(handler, 200, {"Content-Type": JSON_TYPE, "ETag": '"v1"', "Cache-Control": "no-cache"}, body)
-
-    scripted.routes["/simple/tiered/"] = answer
+    _revalidated_with_304s(scripted)
     running = proxy(scripted.url)
     sizes = [len(running.get("/index/tiered/").body) for _ in range(3)]
     assert scripted.hits["/simple/tiered/"] == 3
