@@ -58,7 +58,9 @@ class Application:
 
     def project_page(self, project: NormalizedName, media: str, compress: bool, client: str = "") -> PageAnswer:
         prefetch = self._proxy.prefetch
-        if prefetch is None or _is_proxy(client):
+        if _is_proxy(client):  # another proxpi-min judges for its own clients what it can serve
+            return self._proxy.indexes.rendered_project(project, media, compress, all_files=True)
+        if prefetch is None:
             return self._proxy.indexes.rendered_project(project, media, compress)
         asked, answer = prefetch.page_asked(client), None
         try:
@@ -90,9 +92,14 @@ class Application:
             # Before this file's own download: the others start a round trip sooner.
             ahead.file_requested(client, project, entry.filename)
         # The proxy's own, read from the wheel (or 404): where the index has none, and
-        # offline where the index's copy was never fetched (the cached wheel has it).
+        # offline or in an outage where the index's copy was never fetched (the cached
+        # wheel has it).
         if metadata and (
-            entry.metadata is None or (self.settings.offline and not self._proxy.files.has(project, entry, True))
+            entry.metadata is None
+            or (
+                (self.settings.offline or self._proxy.indexes.index_down(index))
+                and not self._proxy.files.has(project, entry, True)
+            )
         ):
             body = self._proxy.metadata.open(project, entry, head, byte_range, index)
         else:

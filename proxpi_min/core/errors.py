@@ -175,7 +175,11 @@ class UpstreamError(ProxpiError):
     status = 502
 
 
-class UpstreamTimeout(UpstreamError):
+class UpstreamUnreachable(UpstreamError):
+    """No HTTP answer came: the connection was refused, reset or cut."""
+
+
+class UpstreamTimeout(UpstreamUnreachable):
     status = 504
 
 

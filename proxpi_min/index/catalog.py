@@ -8,6 +8,7 @@ import logging
 import operator
 import threading
 import time
+import urllib.parse
 from typing import Callable, Iterable, NamedTuple, Optional, Protocol, Union
 
 from ..core.errors import Forbidden, NotFound
@@ -87,8 +88,9 @@ class _View(NamedTuple):
 class Catalog:
     """All configured indices as one: merged pages, rendered once per change.
 
-    *is_cached* (offline mode) tells whether the file cache holds a file; project pages
-    then list only those, so pip never picks a file we cannot serve. *policy* (guard
+    *is_cached* tells whether the file cache holds a file; offline, project pages list
+    only those, so pip never picks a file we cannot serve, and so do the stale pages of
+    an index failing as a whole, for the files on its own host. *policy* (guard
     rails; none by default) is applied to every merged page, so pages in every format,
     offline pages, metadata files and direct file URLs agree; *wall_clock* is what
     cooldowns count in. A project of the *local* index is served from it alone, no
@@ -141,8 +143,9 @@ class Catalog:
                 self.metrics.stale.inc(self.caches[position].settings.display_url)
         return hit
 
-    def rendered_project(self, name: NormalizedName, media: str, compress: bool) -> PageAnswer:
-        """The merged project page in *media*.
+    def rendered_project(self, name: NormalizedName, media: str, compress: bool, all_files: bool = False) -> PageAnswer:
+        """The merged project page in *media*; *all_files*: also, online, those of an
+        index failing as a whole that the cache does not hold.
 
         :raises NotFound: no index has the project.
         :raises Forbidden: the deny or allow list refuses it.
@@ -159,16 +162,21 @@ class Catalog:
         metadata = self._metadata
         if metadata is not None:
             generation += (metadata.generation(name),)
+        down = frozenset()
+        if self._is_cached is not None and not self._offline and not all_files:
+            down = self._hosts_down(asked)
+        if down:
+            generation += (down, self._cache_generation())
 
         def make() -> bytes:
             page = view.filtered.page
-            if self._offline and self._is_cached is not None:
-                page = page._replace(files=tuple(self._offline_files(name, page.files, view.local)))
+            if (self._offline or down) and self._is_cached is not None:
+                page = page._replace(files=tuple(self._offline_files(name, page.files, view.local, down)))
             if metadata is not None:  # after the offline filter: a cached wheel has its METADATA
                 page = page._replace(files=metadata.advertise(name, page.files, view.local))
             return render_project_page(page, media)
 
-        rendered = self._pages.page(("project", name, media, compress), generation, make, media, compress)
+        rendered = self._pages.page(("project", name, media, compress, bool(down)), generation, make, media, compress)
         stale = any(lookup.stale for lookup in lookups)
         return PageAnswer(
             rendered, stale, hit, view.filtered.policies, _fresh_for(lookups), interim(rendered, compress),
@@ -289,11 +297,21 @@ class Catalog:
                 self._view_files -= len(dropped.files) + 1
         return view
 
-    def _offline_files(self, name: NormalizedName, files: tuple, local: frozenset):
-        """The files the cache holds (and the local ones), advertising metadata only where
-        it holds that too (pip fails on a .metadata link that 404s)."""
+    def index_down(self, index: str) -> bool:
+        """Whether the index *index* (its URL without credentials, as a FileLocation
+        names it) is failing as a whole now."""
+        return any(cache.unreachable() and redact_url(cache.settings.url) == index for cache in self.caches)
+
+    def _hosts_down(self, positions: Iterable[int]) -> frozenset:
+        """The hosts of the indices at *positions* that are failing as a whole now."""
+        return frozenset(_host(self.caches[at].settings.url) for at in positions if self.caches[at].unreachable())
+
+    def _offline_files(self, name: NormalizedName, files: tuple, local: frozenset, down: frozenset = frozenset()):
+        """The files the cache holds (and the local ones; with *down*, those on other
+        hosts than these), advertising metadata only where it holds that too (pip fails
+        on a .metadata link that 404s)."""
         for entry in files:
-            if entry.filename in local:
+            if entry.filename in local or (down and _host(entry.url) not in down):
                 yield entry
             elif self._is_cached(name, entry, False):
                 if entry.metadata is not None and not self._is_cached(name, entry, True):
@@ -445,3 +463,9 @@ def _fresh_for(lookups: list) -> Optional[float]:
     asks upstream again (None: no index counts it)."""
     counted = [lookup.fresh_for for lookup in lookups if lookup.fresh_for is not None]
     return min(counted) if counted else None
+
+
+def _host(url: str) -> tuple:
+    """(host, port) of *url*, as a file's and its index's are compared."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname, parts.port

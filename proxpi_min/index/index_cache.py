@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable, NamedTuple, Optional
 
-from ..core.errors import BadUpstreamPage, Forbidden, UpstreamError, UpstreamTimeout
+from ..core.errors import BadUpstreamPage, Forbidden, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from ..core.names import NormalizedName
 from ..core.settings import IndexSettings
 from ..core.simple import (
@@ -127,9 +127,20 @@ class IndexCache:
         # For the dashboard: Unix times of the last good and failed answers, and why.
         self._last_success: Optional[float] = None
         self._last_failure: Optional[tuple] = None
+        # The index as a whole failing (no HTTP answer: timeouts, refused connections):
+        # until this clock time, a page with a copy is served stale without asking, as one
+        # in back-off is; else each page past its TTL would wait out a hanging index's
+        # read timeout.
+        self._index_failures = 0
+        self._index_retry_at = 0.0
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
+
+    def unreachable(self) -> bool:
+        """Whether the index as a whole is failing now (timeouts, refused connections),
+        so that its stale pages are served without asking (see _index_retry_at)."""
+        return self._clock() < self._index_retry_at
 
     def project(self, name: NormalizedName) -> Lookup:
         """The project's page from this index (value None if upstream has none).
@@ -146,11 +157,14 @@ class IndexCache:
         """Make the next request for *key* (a project name or LIST_KEY) ask upstream,
         even while a fetch begun before is still under way (its answer is not kept).
 
-        The entry keeps its validators and stays the fallback if upstream fails.
+        The entry keeps its validators and stays the fallback if upstream fails; the
+        index is no longer taken as failing as a whole (asked again now, and at a new
+        failure taken so again).
         """
         with self._lock:
             entry = self._entries.get(key)
             self._refusals.pop(key, None)
+            self._index_failures, self._index_retry_at = 0, 0.0
             flight = self._flights.pop(key, None)
             if flight is not None:  # requests from now on start a fetch of their own
                 flight.superseded = True
@@ -257,6 +271,8 @@ class IndexCache:
         entry, answer = self._load_saved(key, entry)
         if answer is not None:
             return answer
+        if entry is not None and entry.held and self._clock() < self._index_retry_at:
+            return entry.lookup()._replace(stale=True)
         return self._fetch(key, entry, flight)
 
     def _reread(self, key: str, entry: Optional[PageEntry]) -> Lookup:
@@ -454,6 +470,7 @@ class IndexCache:
             self._failing.discard(key)
             self._refusals.pop(key, None)
             self._last_success = time.time()
+            self._index_failures, self._index_retry_at = 0, 0.0
 
     def _refusal(self, key: str, message: str) -> None:
         """An index's 401 or 403, taken as its not having the project (an extra index):
@@ -463,6 +480,7 @@ class IndexCache:
         with self._lock:
             self._failing.discard(key)
             self._last_failure = (now, message)
+            self._index_failures, self._index_retry_at = 0, 0.0  # it answered
             warn = now - self._refusal_warned >= REFUSAL_WARN_SECONDS
             if warn:
                 self._refusal_warned = now
@@ -477,6 +495,9 @@ class IndexCache:
         delay = None
         with self._lock:
             self._last_failure = (time.time(), error.message)
+            if isinstance(error, UpstreamUnreachable):  # the index, not this page (a 500 may be)
+                self._index_failures += 1
+                self._index_retry_at = self._clock() + backoff(RETRY_FIRST, RETRY_MAX, self._index_failures)
             # After an invalidation the next request asks upstream: no back-off then.
             backs_off = not flight.superseded
             if backs_off and entry is not None:

@@ -25,7 +25,7 @@ from typing import Collection, Iterable, Iterator, Optional
 from .. import __version__
 from ..core.proxies import ProxySettings
 from ..core.urls import redact_url
-from ..core.errors import Forbidden, NotFound, UpstreamError, UpstreamTimeout
+from ..core.errors import Forbidden, NotFound, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from ..core.units import parse_decimal
 from ..infra.tls import client_context
 from .local_upstream import local_file, local_page
@@ -88,15 +88,17 @@ def _translated(url: str, via: str = "") -> Iterator[None]:
         raise UpstreamTimeout(f"upstream timed out: {shown}") from exc
     except ssl.SSLCertVerificationError as exc:
         host = urllib.parse.urlsplit(url).hostname
-        raise UpstreamError(
-            f"upstream certificate problem for {host} ({exc.verify_message}; is its CA trusted? "
-            f"see PROXPI_CA_BUNDLE): {shown}"
-        ) from exc
+        if "mismatch" in (exc.verify_message or ""):  # a certificate for another name
+            hint = "does the URL name the host its certificate is for?"
+        else:
+            hint = "is its CA trusted? see PROXPI_CA_BUNDLE"
+        raise UpstreamError(f"upstream certificate problem for {host} ({exc.verify_message}; {hint}): {shown}") from exc
     except ssl.SSLError as exc:
         raise UpstreamError(f"upstream TLS failure ({exc.reason}): {shown}") from exc
-    except (OSError, http.client.HTTPException, zlib.error) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise UpstreamError(f"upstream unreachable ({reason}): {shown}") from exc
+    except OSError as exc:  # no HTTP answer: refused, reset, closed unanswered (RemoteDisconnected)
+        raise UpstreamUnreachable(f"upstream unreachable ({exc.strerror or type(exc).__name__}): {shown}") from exc
+    except (http.client.HTTPException, zlib.error) as exc:  # an answer, but a broken one
+        raise UpstreamError(f"upstream answer broken ({type(exc).__name__}): {shown}") from exc
     except UnicodeError as exc:  # a path not in ASCII, a host name IDNA refuses
         raise UpstreamError(f"upstream URL cannot be asked for ({exc}): {shown}") from None
 

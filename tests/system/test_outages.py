@@ -140,6 +140,9 @@ def test_stale_copy_served_when_refresh_fails(proxy, upstream_html, dists, caplo
     _assert_fresh(first)
     listed = set(parse_anchors(first.body))
     assert dists.alpha_1.filename in listed
+    assert p.get(f"/index/alpha/{dists.alpha_1.filename}").body == dists.alpha_1.content
+    if mode in ("down", "hang", "close"):  # no answer at all: files on the index's host are out of reach too
+        listed = {dists.alpha_1.filename}
     _break(upstream_html, mode, dists.alpha_3)
     _expire()
     caplog.clear()
@@ -210,6 +213,51 @@ def test_failed_refresh_serves_stale_during_back_off_then_fresh(proxy, upstream_
     assert dists.alpha_3.filename in parse_anchors(fresh.body)
     assert upstream_html.hits("/simple/alpha/") >= 2
     _assert_fresh(p.get("/index/alpha/"))
+
+
+def test_a_hanging_index_costs_one_read_timeout_not_one_per_page(proxy, upstream_html, dists):
+    """Once a page's refresh timed out, the index's other pages with a copy are served
+    stale at once during the back-off, and so are the files they list, which the
+    file route finds in them: a CI run against a hanging index waits one read timeout,
+    not one per project."""
+    p = proxy((upstream_html, TTL), read_timeout=1.0)
+    for project in ("alpha", "beta", "gamma"):
+        _assert_fresh(p.get(f"/index/{project}/"))
+    cached = p.get(f"/index/alpha/{dists.alpha_1.filename}")
+    assert cached.body == dists.alpha_1.content
+    upstream_html.fail(None, "hang")
+    _expire()
+    upstream_html.reset_hits()
+    _assert_stale(p.get("/index/alpha/", timeout=BOUND + 5))  # waits the read timeout
+    started = time.monotonic()
+    for project in ("beta", "gamma"):
+        _assert_stale(p.get(f"/index/{project}/"))
+    assert p.get(f"/index/alpha/{dists.alpha_1.filename}").body == dists.alpha_1.content
+    assert time.monotonic() - started < 1.0  # none of them waited a read timeout
+    assert upstream_html.hits("/simple/beta/") == upstream_html.hits("/simple/gamma/") == 0
+    assert_healthy(p)
+
+
+@pytest.mark.parametrize("mode", ["down", "hang"])
+def test_in_an_outage_a_stale_page_lists_only_the_cached_files_of_the_failing_host(
+    proxy, upstream_html, dists, tmp_path, mode
+):
+    """An unpinned install during an outage gets a version the cache holds, not the
+    newest one the stale page lists and nobody downloaded (a 502 for pip)."""
+    p = proxy((upstream_html, TTL), read_timeout=0.5)
+    assert dists.alpha_2.filename in p.get("/index/alpha/").text
+    assert p.get(f"/index/alpha/{dists.alpha_1.filename}").body == dists.alpha_1.content
+    if mode == "down":
+        upstream_html.down()
+    else:
+        upstream_html.fail(None, "hang")
+    _expire()
+    stale = p.get("/index/alpha/", timeout=BOUND + 5)
+    _assert_stale(stale)
+    assert set(parse_anchors(stale.body)) == {dists.alpha_1.filename}
+    target = tmp_path / "d"
+    _ok(run_pip(["download", "--no-deps", "-d", str(target), "alpha"], p.index_url))
+    assert os.listdir(target) == [dists.alpha_1.filename]
 
 
 @pytest.mark.parametrize("mode, status", [("down", 502), ("500", 502), ("hang", 504)])
