@@ -209,7 +209,7 @@ class Accounting:
             self._sweeping.start()
         with self._ledger.locked() as ledger:
             if alone:
-                self._walk(ledger)
+                self._walk(ledger, drop_changed=True)
             else:
                 self._sync(ledger)
             used, count, victims, _ = self._make_room(ledger, 0)
@@ -226,10 +226,13 @@ class Accounting:
             with self._ledger.locked() as ledger:
                 self._unreserve(ledger, None)
 
-    def _walk(self, ledger: LedgerHandle) -> None:
+    def _walk(self, ledger: LedgerHandle, drop_changed: bool = False) -> None:
         """Take the files on disk as they are: our view, the journal (a snapshot of it)
-        and the total (under the ledger's lock)."""
+        and the total (under the ledger's lock); *drop_changed*: but for those of
+        another size than the journal recorded, which are removed."""
         entries = scan(self.root)
+        if drop_changed:
+            entries = self._without_changed(ledger, entries)
         with self.lock:
             self.files.clear()
             for entry in entries:
@@ -243,6 +246,37 @@ class Accounting:
             logger.warning("cannot write the cache journal: %s", exc.strerror)
             self._record(ledger, [], used, count)
             self._recount = True  # the journal still tells the old story
+
+    def _without_changed(self, ledger: LedgerHandle, entries: list) -> list:
+        """*entries* (the disk's) without the files whose size is not the one the
+        journal recorded when they were stored (whole and verified): cut or changed
+        while no process ran, e.g. a copy of the cache dir cut short. Removed: an index
+        that gives no size could not tell, and they would be served as they are."""
+        try:
+            journaled, _, _ = ledger.changes(None)
+        except OSError:
+            return entries
+        recorded: dict = {}
+        for entry in journaled:
+            if entry.size < 0:
+                recorded.pop(entry.path, None)
+            else:
+                recorded[entry.path] = entry.size
+        kept = []
+        for entry in entries:
+            size = recorded.get(entry.path, entry.size)
+            if size != entry.size:
+                path = os.path.join(self.root, entry.path)
+                try:
+                    os.unlink(path)
+                except OSError as exc:  # a read-only disk: it stays, counted as it is
+                    logger.warning("%s is %d bytes on disk, not the %d stored, and stays: %s", path, entry.size,
+                                   size, exc.strerror)
+                else:
+                    logger.warning("%s is %d bytes on disk, not the %d stored: removed", path, entry.size, size)
+                    continue
+            kept.append(entry)
+        return kept
 
     def _relative(self, path: str) -> str:
         return path[len(self.root) + 1 :]

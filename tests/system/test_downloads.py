@@ -775,16 +775,16 @@ def test_a_stored_file_removed_or_cut_short_by_hand_is_fetched_again_and_counted
     assert p.server.files.stats() == (sum(on_disk.values()), len(on_disk))
 
 
-def _stored_then_emptied(proxy, up, dist) -> str:
+def _stored_then_emptied(proxy, up, dist, size: int = 0) -> str:
     """A cache dir where a stopped proxy stored *dist*, then left at 0 bytes as a crash
-    before the write-back does."""
+    before the write-back does (or cut to *size*, as a copy cut short)."""
     p = proxy(up)
     cache_dir = p.settings.cache_dir
     assert p.get(file_path(dist)).body == dist.content
     assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
     p.stop()
     with open(stored_paths(cache_dir, dist.filename)[0], "r+b") as file:
-        file.truncate(0)
+        file.truncate(size)
     return cache_dir
 
 
@@ -798,6 +798,24 @@ def test_a_stored_file_emptied_by_a_crash_is_fetched_again_after_a_restart(proxy
     assert restarted.get(file_path(dist)).body == dist.content
     assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
     assert up.hits(dist.filename) == 2
+
+
+def test_a_stored_file_cut_while_no_proxy_ran_is_removed_at_the_start(proxy, upstream_factory, dists, caplog):
+    """A copy of the cache dir cut short: with no size on the page, the size its journal
+    recorded at the store says the file is not whole; served as it is, a front cache
+    would keep it for a year."""
+    up = upstream_factory("html")  # a hash, no size
+    dist = dists.alpha_1
+    cache_dir = _stored_then_emptied(proxy, up, dist, size=100)
+    restarted = proxy(up, cache_dir=cache_dir)
+    assert f"is 100 bytes on disk, not the {len(dist.content)} stored: removed" in caplog.text
+    assert stored_content(cache_dir, dist.filename) is None
+    assert restarted.get(file_path(dist)).body == dist.content
+    assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+    assert up.hits(dist.filename) == 2
+    assert settled(cache_dir)
+    on_disk = files_tree(cache_dir)
+    assert restarted.server.files.stats() == (sum(on_disk.values()), len(on_disk))
 
 
 def test_a_file_healed_by_another_process_is_not_taken_for_damage_by_this_one(proxy, upstream_factory, dists):
