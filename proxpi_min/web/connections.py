@@ -61,12 +61,22 @@ class Counts(NamedTuple):
 class ConnectionLayer:
     """Owns connections while nothing is being answered on them. *start* runs a request
     thread for a connection whose head is in (the server's ThreadingMixIn); each such
-    thread calls :meth:`done` after its requests. *closed* counts a closing by reason."""
+    thread calls :meth:`done` after its requests. *closed* counts a closing by reason.
+    *probe* gives the whole answer to a head that needs no thread (a liveness probe) and
+    whether it closes the connection, or None: it is answered here when every thread is
+    busy, rather than left to wait."""
 
-    def __init__(self, limits: Limits, start: Callable[[Connection], None], closed: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        start: Callable[[Connection], None],
+        closed: Callable[[str], None],
+        probe: Callable[[bytes], Optional[tuple]] = lambda head: None,
+    ) -> None:
         self._limits = limits
         self._start = start
         self._closed = closed
+        self._probe = probe
         self._lock = threading.Lock()
         # Shared under the lock.
         self._open = 0
@@ -298,6 +308,23 @@ class ConnectionLayer:
         if status:
             _send_now(connection, closing_response(status, "the request head is too long"))
             return self._drop(connection, "too-long")
+        with self._lock:
+            busy = self._active >= self._limits.threads
+        end = connection.buffer.find(b"\r\n\r\n", connection.pos) + 4 if busy else 3
+        probed = self._probe(bytes(connection.buffer[connection.pos : end])) if end > 3 else None
+        if probed is not None:  # a load balancer's probe must not wait out a stuck upstream
+            answer, close = probed
+            _send_now(connection, answer)
+            if close:
+                return self._drop(connection, "answered")
+            self._untrack(connection)
+            connection.pos = connection.scanned = end
+            connection.compact()
+            connection.idle, connection.since = not connection.started(), now
+            self._track(connection)
+            if connection.head_complete():  # pipelined after it
+                self._hand_over(connection, now)
+            return
         self._untrack(connection)
         self._selector.unregister(connection.sock)
         with self._lock:

@@ -43,12 +43,14 @@ from .http1 import (
     error_body,
     error_headers,
     etag_matches,
+    header_lines,
     reason_phrase,
+    response_head,
     split_target,
 )
 from .upload import Uploads
 
-__all__ = ["App", "Host", "ProxyHandler"]
+__all__ = ["App", "Host", "ProxyHandler", "probe_answer"]
 
 logger = logging.getLogger(__name__)
 
@@ -477,3 +479,16 @@ class ProxyHandler(Http1Handler):
                 }
             },
         )
+
+
+def probe_answer(head: bytes) -> Optional[tuple]:
+    """(the whole answer, whether it closes the connection) to ``GET /health`` or ``HEAD
+    /health``, for a head that waits while every request thread is busy; None for any
+    other (RFC 9112 9.3: HTTP/1.1 persists unless told to close, HTTP/1.0 the reverse)."""
+    method, _, rest = head.partition(b" ")
+    if method not in (b"GET", b"HEAD") or not rest.startswith((b"/health HTTP/1.1\r\n", b"/health HTTP/1.0\r\n")):
+        return None
+    connection = next((line[11:].strip().lower() for line in head.lower().split(b"\r\n") if line.startswith(b"connection:")), b"")
+    close = b"close" in connection or (rest.startswith(b"/health HTTP/1.0") and b"keep-alive" not in connection)
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Content-Length", str(len(_SUCCESS)))]
+    return response_head(200, header_lines(headers), close=close) + (_SUCCESS if method == b"GET" else b""), close

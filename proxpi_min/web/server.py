@@ -22,7 +22,7 @@ from ..infra.tls import server_context
 from .connection import Connection
 from .connections import CLOSE_REASONS, ConnectionLayer, Limits
 from .http1 import CLIENT_GONE, InFlight, address_text, overloaded_response
-from .routes import App, ProxyHandler
+from .routes import App, ProxyHandler, probe_answer
 
 __all__ = ["Server", "listening_socket"]
 
@@ -120,7 +120,7 @@ class Server(http.server.ThreadingHTTPServer):
         # A head is also held to the client timeout, the longest a client may be silent.
         header_timeout = min(settings.header_timeout, settings.client_timeout)
         limits = Limits(settings.max_connections, settings.threads, header_timeout, settings.client_timeout)
-        self.connections = ConnectionLayer(limits, self._start_thread, closings.inc)
+        self.connections = ConnectionLayer(limits, self._start_thread, closings.inc, probe_answer)
         app.metrics.connection_gauges(self.connections.counts)
         if listener is None:
             super().__init__((settings.host, settings.port), ProxyHandler)

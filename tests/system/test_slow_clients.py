@@ -201,7 +201,7 @@ def test_past_the_thread_cap_a_request_waits_then_gets_503(proxy, upstream_html,
     hold, fetch, result = _held_download(running, upstream_html, dists.alpha_1)
     try:
         with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
-            sock.sendall(KEEP)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = _until_closed(sock)
         head = answer.partition(b"\r\n\r\n")[0]
         assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1" in head, answer
@@ -211,6 +211,32 @@ def test_past_the_thread_cap_a_request_waits_then_gets_503(proxy, upstream_html,
         fetch.join(30)
     assert result["r"].status == 200 and result["r"].body == dists.alpha_1.content
     assert _closed_count(running, "queue-timeout") == 1
+
+
+def test_a_health_probe_is_answered_while_every_request_thread_is_busy(proxy, upstream_html, dists):
+    """A load balancer's probe while a stuck upstream holds every thread: the process
+    is alive, and a restart would not help; other requests still wait, then get 503."""
+    running = proxy(upstream_html, threads=1, header_timeout=0.5)
+    hold, fetch, result = _held_download(running, upstream_html, dists.alpha_1)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = _until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in answer, answer
+        assert answer.endswith(b'\r\n\r\n{"status": "success", "data": null}\n')
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            for _ in range(2):  # kept alive, as any HTTP/1.1 answer
+                sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = sock.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n"), answer
+                assert b"Connection: close" not in answer
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.sendall(b"GET /index/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _until_closed(sock).startswith(b"HTTP/1.1 503 ")
+    finally:
+        hold.open()
+        fetch.join(30)
+    assert result["r"].status == 200
 
 
 def test_a_body_no_route_reads_has_one_client_timeout_in_all(proxy, upstream_json):
