@@ -4,10 +4,12 @@ TLS handshakes that stall, the request-thread cap and its queue, and the drain."
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
 import time
+from typing import Iterator
 
 import pytest
 
@@ -44,8 +46,10 @@ def _closed_count(running, reason: str) -> float:
     raise AssertionError(f"no closings counted for {reason}")
 
 
-def _held_download(running, upstream, dist) -> tuple:
-    """A download held by the upstream mid-file: (the hold, the fetching thread, its result)."""
+@contextlib.contextmanager
+def _held_download(running, upstream, dist) -> Iterator[tuple]:
+    """A download held by the upstream mid-file while the block runs (or until its hold
+    is opened), released after: yields (the hold, the fetching thread, its result)."""
     assert running.get("/index/alpha/").status == 200
     hold = upstream.hold(dist)
     result: dict = {}
@@ -53,7 +57,11 @@ def _held_download(running, upstream, dist) -> tuple:
     fetch = threading.Thread(target=lambda: result.update(r=running.get(path, timeout=30)))
     fetch.start()
     _wait_for(lambda: upstream.hits(f"/files/alpha/{dist.filename}") > 0, "the download")
-    return hold, fetch, result
+    try:
+        yield hold, fetch, result
+    finally:
+        hold.open()
+        fetch.join(30)
 
 
 def _parked(running, count: int) -> None:
@@ -154,8 +162,8 @@ def test_a_parked_connection_is_served_again_and_takes_pipelined_requests_in_ord
 
 def test_drain_closes_idle_connections_at_once_and_lets_active_ones_finish(proxy, upstream_html, dists):
     running = proxy(upstream_html)
-    hold, fetch, result = _held_download(running, upstream_html, dists.alpha_1)
-    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as idle:
+    with _held_download(running, upstream_html, dists.alpha_1) as (hold, fetch, result), \
+            socket.create_connection(("127.0.0.1", running.port), timeout=10) as idle:
         idle.sendall(KEEP)
         assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
         _parked(running, 1)
@@ -198,17 +206,13 @@ def test_a_stalled_tls_handshake_holds_no_thread(proxy, upstream_html, server_ce
 
 def test_past_the_thread_cap_a_request_waits_then_gets_503(proxy, upstream_html, dists):
     running = proxy(upstream_html, threads=1, header_timeout=0.5)
-    hold, fetch, result = _held_download(running, upstream_html, dists.alpha_1)
-    try:
+    with _held_download(running, upstream_html, dists.alpha_1) as (_, _, result):
         with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = _until_closed(sock)
         head = answer.partition(b"\r\n\r\n")[0]
         assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1" in head, answer
         assert b"every request thread is busy" in answer
-    finally:
-        hold.open()
-        fetch.join(30)
     assert result["r"].status == 200 and result["r"].body == dists.alpha_1.content
     assert _closed_count(running, "queue-timeout") == 1
 
@@ -217,8 +221,7 @@ def test_a_health_probe_is_answered_while_every_request_thread_is_busy(proxy, up
     """A load balancer's probe while a stuck upstream holds every thread: the process
     is alive, and a restart would not help; other requests still wait, then get 503."""
     running = proxy(upstream_html, threads=1, header_timeout=0.5)
-    hold, fetch, result = _held_download(running, upstream_html, dists.alpha_1)
-    try:
+    with _held_download(running, upstream_html, dists.alpha_1) as (_, _, result):
         with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             answer = _until_closed(sock)
@@ -233,9 +236,6 @@ def test_a_health_probe_is_answered_while_every_request_thread_is_busy(proxy, up
         with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
             sock.sendall(b"GET /index/ HTTP/1.1\r\nHost: x\r\n\r\n")
             assert _until_closed(sock).startswith(b"HTTP/1.1 503 ")
-    finally:
-        hold.open()
-        fetch.join(30)
     assert result["r"].status == 200
 
 
