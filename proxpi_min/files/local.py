@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -37,12 +38,15 @@ from .layout import METADATA_SUFFIX
 
 __all__ = ["LOCAL_ORIGIN", "LocalIndex", "LocalPage", "Upload"]
 
+logger = logging.getLogger(__name__)
+
 LOCAL_ORIGIN = "local"  # the "index" a local file comes from, for the catalog and metrics
 _INFO_PREFIX = ".info-"
 # In a project's folder once its last file is deleted: the name stays the local index's
 # (its page empty), so that the upstream's project of that name is not served instead.
 _RESERVED = ".reserved"
 _CHUNK = 1 << 20
+_DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
 # Seconds between two looks for a watched uploads folder not made yet: a proxy sharing the
 # cache dir makes it on its first upload, and no request may pay a syscall for it.
 WATCH_SECONDS = 1.0
@@ -100,6 +104,7 @@ class LocalIndex:
         self._writing = threading.Lock()
         self._pages: Dict[str, tuple] = {}  # project -> (key, LocalPage)
         self._hashes: Dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of a --local-dir file
+        self._told_unnamed: set = set()  # --local-dir files of a distribution's suffix but no such name
         if self._found:
             os.makedirs(root, exist_ok=True)
         # Listed here, before any request: one asking during a later listing gets the
@@ -167,6 +172,12 @@ class LocalIndex:
             for item in _listing(path) if entries is None else entries:
                 if item.is_file() and is_dist_filename(item.name):
                     projects.setdefault(parse_dist_filename(item.name).project, []).append((item.name, item.path))
+                elif item.name.endswith(_DIST_SUFFIXES) and item.path not in self._told_unnamed:
+                    # An sdist of old setuptools ("acme-billing-1.0.tar.gz") says no
+                    # project unambiguously: said once, so that it is not missed silently.
+                    self._told_unnamed.add(item.path)
+                    logger.warning("%s is not named as a wheel (PEP 427) or an sdist (PEP 625) is: not served",
+                                   item.path)
         with self._lock:
             self._dir_listing = (new_stamps, projects)
         return projects

@@ -697,14 +697,17 @@ def test_upload_while_offline(proxy, acme, tmp_path):
     assert "acme-solo" in listing and "alpha" in listing
 
 
-def test_local_dir_is_served_read_only(proxy, upstream_html, tmp_path):
+def test_local_dir_is_served_read_only(proxy, upstream_html, tmp_path, caplog):
     folder = tmp_path / "wheels"
     (folder / "acme-lib").mkdir(parents=True)
     flat, nested = make_wheel("acme-flat", "1.0"), make_wheel("acme-lib", "2.0")
     (folder / flat.filename).write_bytes(flat.content)
     (folder / "acme-lib" / nested.filename).write_bytes(nested.content)
     (folder / "README.txt").write_text("not a distribution")
+    (folder / "acme-lib-old-1.0.tar.gz").write_bytes(b"an sdist of old setuptools")
     p = proxy(upstream_html, local_dir=str(folder))
+    told = [r.getMessage() for r in caplog.records if "is not named as a wheel" in r.getMessage()]
+    assert len(told) == 1 and "acme-lib-old-1.0.tar.gz" in told[0], told
     listing = p.get("/index/").text
     assert "acme-flat" in listing and "acme-lib" in listing
     (entry,) = _json_page(p, "acme-lib")["files"]
