@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable, Optional, TextIO
 
-from ..core.errors import Forbidden, HashMismatch, NotFound, ProxpiError
+from ..core.errors import BadUpstreamPage, Forbidden, HashMismatch, NotFound, ProxpiError, UpstreamError
 from ..core.units import human_size
 from ..core.lockfiles import LockFileError, ParsedLock, load
 from ..core.lockmatch import (
@@ -31,6 +31,7 @@ from .progress import DEFAULT_JOBS, Progress, capture_logs
 __all__ = ["INTERRUPTED", "Refusal", "run_warm"]
 
 INTERRUPTED = 130  # 128 + SIGINT: the status a shell gives a command Ctrl-C stopped
+RETRY_DELAYS = (1.0, 3.0)  # seconds before each retry of an upstream failure that may pass
 
 # The policy seam: (project, entry) -> why the proxy would refuse to serve the file, or
 # None. By default the server's guard rails (Catalog.refusal) answer.
@@ -103,6 +104,20 @@ def _run_each(work: Callable, items: list, jobs: int) -> None:
         raise errors[0]
 
 
+def _retrying(call: Callable):
+    """*call*(), asked again after RETRY_DELAYS where the upstream failed in a way that
+    may pass (a 503 or 429, a timeout, a cut transfer): a warm run before going offline
+    must not fail on one busy moment of the index."""
+    for delay in RETRY_DELAYS:
+        try:
+            return call()
+        except (BadUpstreamPage, HashMismatch):  # the same answer again
+            raise
+        except UpstreamError:
+            time.sleep(delay)
+    return call()
+
+
 def _fetch_pages(indexes, projects: list, jobs: int) -> dict:
     """project -> merged ProjectPage or the ProxpiError that stopped it (pages are saved
     by the index caches, so the offline proxy lists these projects).
@@ -113,7 +128,7 @@ def _fetch_pages(indexes, projects: list, jobs: int) -> dict:
 
     def page(project: NormalizedName) -> None:
         try:
-            pages[project] = indexes.project_page(project)
+            pages[project] = _retrying(lambda: indexes.project_page(project))
         except ProxpiError as exc:
             pages[project] = exc
 
@@ -261,7 +276,7 @@ def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tup
             progress.advance(_stored_size(files, project, entry), False)
             return
         try:
-            stored = files.ensure(project, entry)
+            stored = _retrying(lambda: files.ensure(project, entry))
         except HashMismatch as exc:
             failure = Failure(entry.filename, origin, HASH_DIFFERS, exc.message)
         except ProxpiError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from proxpi_min.cli import main as cli
+from proxpi_min.cli import warm as warm_module
 from proxpi_min.cli.progress import Progress
 from proxpi_min.cli.verify import run_verify
 from proxpi_min.cli.warm import run_warm
@@ -170,7 +171,8 @@ def test_warm_wheels_only(upstream, dists, tmp_path):
 
 
 @needs_tomllib
-def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path):
+def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path, monkeypatch):
+    monkeypatch.setattr(warm_module, "RETRY_DELAYS", (0.0, 0.0))  # the 500 stays: no wait for its retries
     upstream = upstream_factory("json")
     upstream.fail(upstream.file_path(dists.beta_1), "500")
     lock = write_lock("pylock", tmp_path, [dists.alpha_1, dists.beta_1, dists.epsilon])
@@ -186,6 +188,20 @@ def test_warm_names_each_failure_and_exits_1(upstream_factory, dists, tmp_path):
     assert failed[2].startswith(f"failed: {dists.beta_1.filename}: upstream error (")
     assert failed[3].startswith(f"failed: {dists.epsilon.filename}: not on any index")
     assert "3 files wanted" not in out and "4 failed" in out
+
+
+@needs_tomllib
+@pytest.mark.parametrize("fault", ["503", "close", "truncate"])
+def test_warm_asks_again_after_a_failure_that_may_pass(upstream_factory, dists, tmp_path, monkeypatch, fault):
+    monkeypatch.setattr(warm_module, "RETRY_DELAYS", (0.05, 0.05))
+    upstream = upstream_factory("json")
+    upstream.fail(upstream.file_path(dists.beta_1), fault, times=1)
+    upstream.fail("/simple/alpha/", fault, times=1)
+    lock = write_lock("pylock", tmp_path, [dists.alpha_1, dists.beta_1])
+    code, out, _ = warm_in_process(tmp_path / "cache", upstream, str(lock))
+    assert code == 0, out
+    assert "2 files wanted: 2 fetched" in out
+    assert upstream.hits(upstream.file_path(dists.beta_1)) == 2
 
 
 @needs_tomllib
