@@ -183,6 +183,11 @@ class UpstreamTimeout(UpstreamUnreachable):
     status = 504
 
 
+class AnswerTooSlow(UpstreamTimeout):
+    """An answer that kept coming, too slowly for its deadline: this page's trouble, not
+    (as a silence is) its index's."""
+
+
 class IntegrityError(UpstreamError):
     """Downloaded bytes do not match the hash or size the index announced."""
 

@@ -409,14 +409,16 @@ class Accounting:
             same_disk = os.stat(path).st_dev == os.stat(self.root).st_dev
         except OSError:
             return
-        _, free = _disk(self.root)
+        total, free = _disk(self.root)
         short = size - free
-        if not same_disk or short <= 0 or self._stopping.is_set():
+        if not total or not same_disk or short <= 0 or self._stopping.is_set():
             return
         self.check_root()
         with self._ledger.locked() as ledger:
             self._sync(ledger)
-            used, count, victims, _ = self._make_room(ledger, 0, max(0, ledger.record.used - short))
+            if short > ledger.record.used:  # evicting every file would not make the room
+                return
+            used, count, victims, _ = self._make_room(ledger, 0, ledger.record.used - short)
             if victims:
                 self._record(ledger, [JournalEntry(self._relative(victim)) for victim in victims], used, count)
         self._evicted(victims)

@@ -223,19 +223,16 @@ class LocalIndex:
         for name, path, st in listed:
             if name not in files:
                 files[name] = _entry(name, path, self._dir_info(path, st))
-        if not files:
-            return self._reserved(project)
+        if not files:  # the marker read in the same listing: no moment without either
+            return self._reserved(project) if any(name == _RESERVED for name, _, _ in uploaded) else None
         versions = tuple(dict.fromkeys(parse_dist_filename(name).version for name in files))
         result = LocalPage(next(_generations), ProjectPage(project, tuple(files.values()), versions, True))
         with self._lock:
             self._pages[project] = (key, result)
         return result
 
-    def _reserved(self, project: NormalizedName) -> Optional[LocalPage]:
-        """The empty page of a project whose files were all deleted, or None."""
-        root = self._uploads_root()
-        if root is None or not os.path.exists(os.path.join(root, project, _RESERVED)):
-            return None
+    def _reserved(self, project: NormalizedName) -> LocalPage:
+        """The empty page of a project whose files were all deleted."""
         with self._lock:
             cached = self._pages.get(project)
         if cached is not None and cached[0] == _RESERVED:
@@ -345,6 +342,7 @@ class LocalIndex:
             "requires-python": upload.requires_python,
             "yanked": None,
         }
+        self._find(upload.project, upload.filename)  # a --local-dir file's hash: not under the lock
         with self._project_lock(folder):
             taken = self._taken_by(upload.project, upload.filename)
             if taken == upload.filename:
@@ -402,13 +400,14 @@ class LocalIndex:
         """
         folder = self._uploaded_folder(project, filename)
         with self._project_lock(folder):
+            if [entry.name for entry in _listing(folder) if is_dist_filename(entry.name)] == [filename]:
+                # The last one: the name held before the file goes (a failure keeps the file).
+                write_atomically(os.path.join(folder, _RESERVED), b"", durable=True)
             try:
                 os.unlink(os.path.join(folder, filename))
             except FileNotFoundError:
                 raise NotFound(f"{filename!r} is not an uploaded file of project {project!r}") from None
             _remove(*(os.path.join(folder, sidecar) for sidecar in (filename + METADATA_SUFFIX, _INFO_PREFIX + filename)))
-            if not any(is_dist_filename(entry.name) for entry in _listing(folder)):
-                write_atomically(os.path.join(folder, _RESERVED), b"", durable=True)
 
     def release(self, project: NormalizedName) -> None:
         """Give up the name of a project whose files were all deleted: the upstreams'
@@ -463,10 +462,11 @@ class LocalIndex:
 
 
 def _remove(*paths: str) -> int:
-    """Remove those of *paths* that exist; how many were."""
+    """Remove those of *paths* that exist and can be (what cannot is left to the sweep
+    at the next start); how many were."""
     removed = 0
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(path)
             removed += 1
     return removed

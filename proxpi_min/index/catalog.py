@@ -177,7 +177,8 @@ class Catalog:
             return render_project_page(page, media)
 
         rendered = self._pages.page(("project", name, media, compress, bool(down)), generation, make, media, compress)
-        stale = any(lookup.stale for lookup in lookups)
+        # Filtered for an outage: a front cache must not keep it past the outage.
+        stale = bool(down) or any(lookup.stale for lookup in lookups)
         return PageAnswer(
             rendered, stale, hit, view.filtered.policies, _fresh_for(lookups), interim(rendered, compress),
             any(lookup.fetched for lookup in lookups),
@@ -466,6 +467,7 @@ def _fresh_for(lookups: list) -> Optional[float]:
 
 
 def _host(url: str) -> tuple:
-    """(host, port) of *url*, as a file's and its index's are compared."""
+    """(host, port) of *url*, as a file's and its index's are compared (a port left out
+    is its scheme's)."""
     parts = urllib.parse.urlsplit(url)
-    return parts.hostname, parts.port
+    return parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)

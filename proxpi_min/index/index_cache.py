@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable, NamedTuple, Optional
 
-from ..core.errors import BadUpstreamPage, Forbidden, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from ..core.errors import AnswerTooSlow, BadUpstreamPage, Forbidden, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from ..core.names import NormalizedName
 from ..core.settings import IndexSettings
 from ..core.simple import (
@@ -495,9 +495,13 @@ class IndexCache:
         delay = None
         with self._lock:
             self._last_failure = (time.time(), error.message)
-            if isinstance(error, UpstreamUnreachable):  # the index, not this page (a 500 may be)
+            now = self._clock()
+            # The index, not this page (as a 500 or a slow page may be); counted once a
+            # back-off: pages failing together are one failure of the index.
+            silent = isinstance(error, UpstreamUnreachable) and not isinstance(error, AnswerTooSlow)
+            if silent and now >= self._index_retry_at:
                 self._index_failures += 1
-                self._index_retry_at = self._clock() + backoff(RETRY_FIRST, RETRY_MAX, self._index_failures)
+                self._index_retry_at = now + backoff(RETRY_FIRST, RETRY_MAX, self._index_failures)
             # After an invalidation the next request asks upstream: no back-off then.
             backs_off = not flight.superseded
             if backs_off and entry is not None:

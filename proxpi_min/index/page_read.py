@@ -10,7 +10,7 @@ import threading
 import zlib
 from typing import Iterator, Optional
 
-from ..core.errors import BadUpstreamPage, UpstreamError, UpstreamTimeout
+from ..core.errors import AnswerTooSlow, BadUpstreamPage, UpstreamError
 
 __all__ = ["Deadline", "read_page_body"]
 
@@ -46,7 +46,7 @@ class Deadline:
     def enforced(self, what: str, where: str) -> Iterator[None]:
         """Within the block, an UpstreamError once the deadline has passed (the cut
         connection's, or a cut that passed for an end: checked as the block ends) is an
-        UpstreamTimeout: *what* took over the deadline, at *where*."""
+        AnswerTooSlow (an UpstreamTimeout): *what* took over the deadline, at *where*."""
         try:
             yield
             if self.expired:
@@ -54,7 +54,7 @@ class Deadline:
         except UpstreamError:
             if self.expired:
                 # from None: the cut's own error says less, and its frames hold the reads.
-                raise UpstreamTimeout(f"{what} took over {self.seconds:g} s: {where}") from None
+                raise AnswerTooSlow(f"{what} took over {self.seconds:g} s: {where}") from None
             raise
 
     def cancel(self) -> None:

@@ -62,9 +62,9 @@ class ConnectionLayer:
     """Owns connections while nothing is being answered on them. *start* runs a request
     thread for a connection whose head is in (the server's ThreadingMixIn); each such
     thread calls :meth:`done` after its requests. *closed* counts a closing by reason.
-    *probe* gives the whole answer to a head that needs no thread (a liveness probe) and
-    whether it closes the connection, or None: it is answered here when every thread is
-    busy, rather than left to wait."""
+    *probe* gives the whole answer to what a connection sent, when that is one head that
+    needs no thread (a liveness probe), and whether it closes the connection, or None:
+    it is answered here when every thread is busy, rather than left to wait."""
 
     def __init__(
         self,
@@ -310,20 +310,19 @@ class ConnectionLayer:
             return self._drop(connection, "too-long")
         with self._lock:
             busy = self._active >= self._limits.threads
-        end = connection.buffer.find(b"\r\n\r\n", connection.pos) + 4 if busy else 3
-        probed = self._probe(bytes(connection.buffer[connection.pos : end])) if end > 3 else None
+        probed = self._probe(bytes(connection.buffer[connection.pos :])) if busy else None
         if probed is not None:  # a load balancer's probe must not wait out a stuck upstream
             answer, close = probed
-            _send_now(connection, answer)
-            if close:
+            try:
+                whole = connection.sock.send(answer) == len(answer)
+            except OSError:  # ssl.SSLWantWriteError too
+                whole = False
+            if close or not whole:
                 return self._drop(connection, "answered")
             self._untrack(connection)
-            connection.pos = connection.scanned = end
-            connection.compact()
-            connection.idle, connection.since = not connection.started(), now
+            connection.buffer, connection.pos, connection.scanned = bytearray(), 0, 0
+            connection.idle, connection.since = True, now
             self._track(connection)
-            if connection.head_complete():  # pipelined after it
-                self._hand_over(connection, now)
             return
         self._untrack(connection)
         self._selector.unregister(connection.sock)

@@ -171,12 +171,13 @@ class _Writer:
 
 
 @contextlib.contextmanager
-def _disk() -> Iterator[None]:
-    """An OSError of the upload's own files, as the 507 it is to the client (a full disk)."""
+def _disk(what: str = "the upload") -> Iterator[None]:
+    """An OSError of the local index's own files, as the 507 it is to the client (a full
+    disk); *what* the cache dir could not take."""
     try:
         yield
     except OSError as exc:
-        raise InsufficientStorage(f"the cache dir cannot take the upload: {exc.strerror or exc}") from None
+        raise InsufficientStorage(f"the cache dir cannot take {what}: {exc.strerror or exc}") from None
 
 
 class Uploads:
@@ -377,19 +378,25 @@ class Uploads:
 
     def yank(self, grant: Grant, project: NormalizedName, filename: str, reason: Optional[str]) -> str:
         self.check_project(grant, project)
-        self.local.yank(project, filename, reason)
+        with _disk("the yank"):
+            self.local.yank(project, filename, reason)
         logger.info("yanked %s/%s", project, filename)
         return f"yanked {project}/{filename}" if reason is not None else f"un-yanked {project}/{filename}"
 
     def delete(self, grant: Grant, project: NormalizedName, filename: str) -> str:
         self.check_project(grant, project)
-        self.local.delete(project, filename)
+        with _disk("the delete"):
+            self.local.delete(project, filename)
         logger.info("deleted %s/%s", project, filename)
         return f"deleted {project}/{filename}"
 
     def release(self, grant: Grant, project: NormalizedName) -> str:
         self.check_project(grant, project)
-        self.local.release(project)
+        with _disk("the release"):
+            self.local.release(project)
+        if self.local.page(project) is not None:  # a --local-dir folder still has its files
+            logger.info("released the name %s; the --local-dir folder still serves it", project)
+            return f"released {project}: the --local-dir folder still serves it"
         logger.info("released the name %s: the upstreams' project of that name is served", project)
         return f"released {project}: its name is the upstreams' again"
 

@@ -260,6 +260,19 @@ def test_in_an_outage_a_stale_page_lists_only_the_cached_files_of_the_failing_ho
     assert os.listdir(target) == [dists.alpha_1.filename]
 
 
+def test_a_fresh_page_listed_short_for_an_outage_is_not_kept_by_a_front_cache(proxy, upstream_html, dists):
+    p = proxy((upstream_html, 60.0))
+    fresh = p.get("/index/alpha/")
+    assert fresh.headers["Cache-Control"] == "max-age=60, public"
+    assert p.get(f"/index/alpha/{dists.alpha_1.filename}").body == dists.alpha_1.content
+    upstream_html.down()
+    assert p.get("/index/never-fetched/").status == 502  # the index gives no answer
+    during = p.get("/index/alpha/")  # still within its TTL, but listed for the outage
+    _assert_stale(during)
+    assert set(parse_anchors(during.body)) == {dists.alpha_1.filename}
+    assert during.headers["Cache-Control"] == "no-store"
+
+
 @pytest.mark.parametrize("mode, status", [("down", 502), ("500", 502), ("hang", 504)])
 def test_gateway_error_only_without_any_copy(proxy, upstream_html, mode, status):
     p = proxy((upstream_html, TTL), read_timeout=0.5)  # what "hang" waits

@@ -104,3 +104,25 @@ def test_files_counted_but_gone_make_no_room_and_the_reservation_is_refused(tmp_
         os.unlink(path)  # by hand: still counted
     # 1,500 bytes free past the margin in truth; the count says 2,400 could be made.
     assert not cache.reserve(_target(root, "a"), _temp(root, 0), 2_350)
+
+
+@pytest.mark.parametrize(
+    ("size", "other", "upload", "kept"),
+    [
+        (2000, 900, 500, 1),  # 3 x 300 cached, 200 free (less the 100 margin): the two oldest go
+        (2000, 900, 5000, 3),  # more than evicting them all frees: none goes for nothing
+        (0, 0, 500, 3),  # a disk that tells no size: nothing to go by
+    ],
+    ids=["room made", "impossible", "no size"],
+)
+def test_an_upload_is_made_room_for_only_where_evicting_can_make_it(tmp_path, disk, size, other, upload, kept):
+    root = disk["root"] = str(tmp_path / "files")
+    disk["size"], disk["other"] = size, other
+    _stored(root, 3, 300)
+    cache = Accounting(root, 10_000, Metrics())
+    try:
+        cache.make_room_beside(root, upload)
+        assert len(cache.paths()) == kept
+        assert cache.stats() == (_on_disk(root), kept)
+    finally:
+        cache.close()

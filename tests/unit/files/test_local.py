@@ -95,6 +95,18 @@ def test_yank_and_delete_change_the_page_at_once(tmp_path) -> None:
         local.release(ACME)
 
 
+def test_the_last_delete_holds_the_name_before_the_file_goes(tmp_path) -> None:
+    """Where the name cannot be held (here its marker's place is taken by a folder), the
+    last file stays: never a moment, or a failure, that leaves the name to the upstreams."""
+    local = LocalIndex(str(tmp_path / "local"))
+    wheel = make_wheel("acme-app", "1.0")
+    local.store(_upload(local, wheel))
+    (tmp_path / "local" / "acme-app" / ".reserved").mkdir()
+    with pytest.raises(OSError):
+        local.delete(ACME, wheel.filename)
+    assert [e.filename for e in local.page(ACME).page.files] == [wheel.filename]
+
+
 def test_an_upload_after_the_last_delete_holds_the_name_as_before(tmp_path) -> None:
     local = LocalIndex(str(tmp_path / "local"))
     wheel = make_wheel("acme-app", "1.0")

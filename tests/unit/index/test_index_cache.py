@@ -15,7 +15,7 @@ from proxpi_min.index import index_cache, residence
 from proxpi_min.index import catalog as catalog_module, rendered_pages
 from proxpi_min.infra.background import Background
 from proxpi_min.core.settings import IndexSettings
-from proxpi_min.core.errors import BadUpstreamPage, Forbidden, NotFound, UpstreamError
+from proxpi_min.core.errors import AnswerTooSlow, BadUpstreamPage, Forbidden, NotFound, UpstreamError, UpstreamUnreachable
 from proxpi_min.index.index_cache import OFFLINE_RECHECK, IndexCache
 from proxpi_min.infra.aggregate import merged_health
 from proxpi_min.index.catalog import Catalog
@@ -864,3 +864,25 @@ def test_IndexCache_a_cheap_failure_of_a_new_page_is_retried_at_once(upstream, c
         with pytest.raises(UpstreamError):
             cache.project(alpha())
     assert len(upstream.calls) == 3
+
+
+def test_IndexCache_pages_failing_together_are_one_failure_of_their_index(upstream, clock, tmp_path) -> None:
+    """A resolver asking for many new pages of a silent index at once: one failure of
+    the index (its back-off the first one's), not one per page doubling it to minutes."""
+    cache = make_cache(upstream, clock, tmp_path, store=False)
+    upstream.error = UpstreamUnreachable("upstream unreachable (Connection refused)")
+    for name in ("a", "b", "c", "d", "e", "f", "g", "h", "i"):
+        with pytest.raises(UpstreamError):
+            cache.project(NormalizedName(name))
+    assert cache.unreachable()
+    clock.now += index_cache.RETRY_FIRST
+    assert not cache.unreachable()
+
+
+@pytest.mark.parametrize("error", [UpstreamError("upstream answered 500: x"), AnswerTooSlow("upstream page took over 120 s: x")])
+def test_IndexCache_a_page_of_its_own_failing_is_no_failure_of_the_index(upstream, clock, tmp_path, error) -> None:
+    cache = make_cache(upstream, clock, tmp_path, store=False)
+    upstream.error = error
+    with pytest.raises(UpstreamError):
+        cache.project(alpha())
+    assert not cache.unreachable()
