@@ -31,7 +31,11 @@ _SEPARATORS = re.compile(r"[-_.]+")
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!~-]*\Z")
 _MAX_FILENAME = 255
 
-_SDIST_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz", ".zip", ".tar")
+# Every archive pip takes as an sdist (in any case), so that a deny of a version finds
+# its files whatever their compression.
+_SDIST_SUFFIXES = (
+    ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.lzma", ".tar.lz", ".tgz", ".tbz", ".txz", ".tlz", ".zip", ".tar"
+)
 
 
 def canonicalize_name(name: str) -> NormalizedName:
@@ -96,8 +100,9 @@ def version_from_filename(filename: str, project: NormalizedName) -> Optional[st
         if len(parts) < 5 or (parts[0] != project and canonicalize_name(parts[0]) != project):
             return None
         return parts[1]
+    lowered = filename.lower()
     for suffix in _SDIST_SUFFIXES:
-        if filename.endswith(suffix):
+        if lowered.endswith(suffix):
             stem = filename[: -len(suffix)]
             break
     else:

@@ -247,7 +247,7 @@ class Policy:
         uploaded = parse_upload_time(entry.upload_time)
         if uploaded is None:
             return (
-                f"{entry.filename!r} has no upload time, so its age is unknown "
+                f"{entry.filename!r} has no upload time (or none that is a time), so its age is unknown "
                 f"(PROXPI_MIN_AGE_UNKNOWN=deny)"
             )
         return (
@@ -263,10 +263,11 @@ class Policy:
     @staticmethod
     def _denied_version(entry: FileEntry, project: NormalizedName, denied_versions: list) -> Optional[tuple]:
         """The first of *denied_versions* (see :meth:`_deny_versions_of`) naming
-        *entry*'s version, or None."""
+        *entry*'s version, or None; the first of them for a file whose name tells no
+        version (it may be one of those: a name the installer reads otherwise)."""
         version = version_from_filename(entry.filename, project)
         if version is None:
-            return None
+            return denied_versions[0] if denied_versions else None
         key = version_key(version)
         return next((denied for denied in denied_versions if matches(denied[1], key)), None)
 

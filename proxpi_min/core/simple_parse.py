@@ -35,9 +35,10 @@ __all__ = ["parse_project_list", "parse_project_page"]
 # reads "size" into.
 _SIZE = re.compile(r"[0-9]{1,19}\Z")
 # PEP 700: an upload time is UTC in ISO 8601, "yyyy-mm-ddThh:mm:ss", then up to six
-# digits of a second's fraction, then "Z".
+# digits of a second's fraction, then "Z"; each field in its range.
 _UPLOAD_TIME = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,6})?Z\Z"
+    r"([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{1,6})?Z\Z"
 )
 # PEP 792's status markers; a project that states none is active.
 _STATUSES = frozenset({"active", "archived", "quarantined", "deprecated"})
@@ -202,7 +203,7 @@ def _file_from_html(attrs: dict, text: str, links: _Links) -> Optional[FileEntry
         None if yanked is False else (yanked or ""),
         _html_metadata(attrs),
         _html_size(attrs.get("data-size")),
-        _html_upload_time(attrs.get("data-upload-time")),
+        _upload_time(attrs.get("data-upload-time")),
         None if gpg is None else gpg.strip().lower() == "true",
         _provenance(attrs.get("data-provenance")),
     ))
@@ -213,16 +214,24 @@ def _html_size(value: Optional[str]) -> Optional[int]:
     return int(value) if value and _SIZE.match(value) else None
 
 
-def _html_upload_time(value: Optional[str]) -> Optional[str]:
-    """*value* if it is a PEP 700 upload time of a real instant, else None (not in any
-    PEP for HTML, but uv reads it, and ``uv --exclude-newer`` drops files without it)."""
-    match = _UPLOAD_TIME.match(value) if value else None
+def _upload_time(value: Any) -> Optional[str]:
+    """*value* if it is a PEP 700 upload time of a real instant ("t" and "z" as RFC 3339
+    allows them, made upper case), else None: uv refuses a whole page for one it cannot
+    read, and the cooldown must not take one for a time (in HTML, where no PEP has it,
+    uv reads it all the same, and ``uv --exclude-newer`` drops files without it)."""
+    if value.__class__ is not str:
+        return None
+    match = _UPLOAD_TIME.match(value)
     if match is None:
-        return None
-    try:
-        datetime.datetime(*map(int, match.groups()))
-    except ValueError:  # a 30th of February, a 25th hour
-        return None
+        value = value.upper()
+        match = _UPLOAD_TIME.match(value)
+        if match is None:
+            return None
+    if match.group(3) > "28" or match.group(1) == "0000":  # else a day of every month, of a year
+        try:
+            datetime.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+        except ValueError:  # a 30th of February
+            return None
     return value
 
 
@@ -302,7 +311,7 @@ def _file_from_json(item: Any, links: _Links) -> Optional[FileEntry]:
         (yanked if isinstance(yanked, str) else "") if yanked else None,
         _json_metadata(item),
         size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
-        upload_time if isinstance(upload_time, str) else None,
+        _upload_time(upload_time),
         gpg if isinstance(gpg, bool) else None,
         _provenance(item["provenance"]) if "provenance" in item else None,
     ))

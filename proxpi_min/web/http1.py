@@ -266,8 +266,10 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         length = _body_length(self.headers)
         if length == 0:
             return  # the usual GET: no body
-        if length is None or length > MAX_DISCARDED_BODY or self.expects_continue:
-            # A client that waits for a 100 sends its body only after a second or so.
+        # A client that waits for a 100 sends its body only after a second or so, unless
+        # it sent it at once (already here: read away as any other).
+        waits = self.expects_continue and len(self._connection.buffer) - self._connection.pos < (length or 0)
+        if length is None or length > MAX_DISCARDED_BODY or waits:
             self.close_connection = True
         elif length and len(self.rfile.read(length, self.server.client_timeout)) < length:
             # Closed or timed out mid-body: the request is not whole, so nothing is done.

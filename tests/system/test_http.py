@@ -215,6 +215,8 @@ def test_expect_100_continue_where_no_body_is_read(running) -> None:
     for head, closes in (
         (b"GET /health HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", False),
         (b"DELETE /cache/alpha/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", True),
+        # Sent at once all the same: read away as any body, the connection kept.
+        (b"DELETE /cache/alpha/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nabcde", False),
     ):
         with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
             sock.sendall(head)

@@ -200,6 +200,12 @@ def test_check_filename_refuses(filename: str) -> None:
         ("foo-1.0.tgz", "foo", "1.0"),
         ("foo-1.0.tar.xz", "foo", "1.0"),
         ("foo-1.0.tar", "foo", "1.0"),
+        # every archive pip takes as an sdist, in any case
+        ("foo-1.0.txz", "foo", "1.0"),
+        ("foo-1.0.tlz", "foo", "1.0"),
+        ("foo-1.0.tar.lz", "foo", "1.0"),
+        ("foo-1.0.tar.lzma", "foo", "1.0"),
+        ("foo-1.0.TAR.GZ", "foo", "1.0"),
         ("foo-1.0-beta.tar.gz", "foo", "1.0-beta"),  # legacy version with a dash
         ("foo-1!2.0.tar.gz", "foo", "1!2.0"),
     ],

@@ -167,6 +167,16 @@ def test_Policy_deny_version_hides_its_files_and_versions() -> None:
     assert policy.counts() == {("hidden", "deny"): 1, ("refused", "deny"): 1}
 
 
+def test_Policy_deny_version_hides_the_files_whose_name_tells_no_version() -> None:
+    """pip installs "alpha-2.0.txz"; an egg or a name of no known shape may be the denied
+    version too: with a version of a project denied, a file of unknown version goes."""
+    policy = Policy([ROOT], deny=[("alpha", "2.0")])
+    files = [FileEntry(name, f"http://x/{name}") for name in ("alpha-2.0.txz", "alpha-2.0-py2.7.egg", "alpha-1.0.tar.gz")]
+    source = page("alpha", wheel("alpha", "1.0"), *files)
+    result = policy.files(source, [(ROOT, source)], T0, cut_short=False)
+    assert names(result.page.files) == ["alpha-1.0-py3-none-any.whl", "alpha-1.0.tar.gz"]
+
+
 @pytest.mark.parametrize(
     ("denied", "file_version", "hidden"),
     [

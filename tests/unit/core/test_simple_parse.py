@@ -307,6 +307,29 @@ def test_html_upload_time(value: str, kept: bool) -> None:
     assert one_html('<a href="foo-1.0.tar.gz">foo-1.0.tar.gz</a>').upload_time is None
 
 
+@pytest.mark.parametrize(
+    ("value", "passed_on"),
+    [
+        ("2024-01-17T16:53:12.779164Z", "2024-01-17T16:53:12.779164Z"),
+        ("2024-01-17t16:53:12.779164z", "2024-01-17T16:53:12.779164Z"),  # RFC 3339 allows it
+        ("2024-13-17T16:53:12Z", None),  # uv refuses a whole page for one such time
+        ("2024-02-30T16:53:12Z", None),
+        ("2024-01-17T16:53Z", None),
+        ("20240117T165312Z", None),
+        (" 2024-01-17T16:53:12Z", None),
+        ("\uff12\uff10\uff12\uff14-01-17T16:53:12Z", None),  # full-width digits
+        (1705510392, None),
+    ],
+)
+def test_json_upload_time_is_passed_on_only_as_a_time(value, passed_on) -> None:
+    """What is no time is no time for the cooldown either (its files are then of
+    unknown age, as PROXPI_MIN_AGE_UNKNOWN says)."""
+    body = {"meta": {"api-version": "1.1"}, "name": "foo", "files": [
+        {"filename": "foo-1.0.tar.gz", "url": "foo-1.0.tar.gz", "hashes": {}, "upload-time": value}]}
+    page = parse_project_page(json.dumps(body).encode(), JSON_TYPE, "https://x/simple/foo/", NormalizedName("foo"))
+    assert page.files[0].upload_time == passed_on
+
+
 @pytest.mark.parametrize(("sizes", "known"), [(["1", "2"], True), (["1", None], False), (["1", "x"], False)])
 def test_html_all_sizes_known(sizes: list, known: bool) -> None:
     attributes = ["" if size is None else f' data-size="{size}"' for size in sizes]
