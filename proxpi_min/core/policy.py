@@ -162,6 +162,12 @@ class Policy:
         """Whether the deny or allow list takes names out of the project list."""
         return bool(self._deny_projects or self._allow)
 
+    @property
+    def list_policies(self) -> str:
+        """The guard rails that take names out of the project list, comma-separated, as
+        a page's X-Proxpi-Policy names them."""
+        return ",".join(name for name, on in (("allow", self._allow), ("deny", self._deny_projects)) if on)
+
     def listed(self, project: NormalizedName) -> bool:
         """Whether *project* stays in the project list: the deny and allow lists refuse
         its page, so it is not offered (not counted: nobody asked for it)."""

@@ -179,8 +179,11 @@ class Catalog:
         rendered = self._pages.page(("project", name, media, compress, bool(down)), generation, make, media, compress)
         # Filtered for an outage: a front cache must not keep it past the outage.
         stale = bool(down) or any(lookup.stale for lookup in lookups)
+        fresh_for = _fresh_for(lookups)
+        if fresh_for is not None and view.filtered.until < float("inf"):  # a hidden file's cooldown ends
+            fresh_for = min(fresh_for, max(0.0, view.filtered.until - self._wall_clock()))
         return PageAnswer(
-            rendered, stale, hit, view.filtered.policies, _fresh_for(lookups), interim(rendered, compress),
+            rendered, stale, hit, view.filtered.policies, fresh_for, interim(rendered, compress),
             any(lookup.fetched for lookup in lookups),
         )
 
@@ -345,7 +348,8 @@ class Catalog:
 
         rendered = self._pages.page(("list", media, compress), generation, make, media, compress)
         fetched = any(lookup.fetched for lookup in lookups)
-        return PageAnswer(rendered, stale, hit, "", _fresh_for(lookups), interim(rendered, compress), fetched)
+        policies = self._policy.list_policies if policy is not None else ""
+        return PageAnswer(rendered, stale, hit, policies, _fresh_for(lookups), interim(rendered, compress), fetched)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait up to *timeout* seconds for the pages still being saved or compressed

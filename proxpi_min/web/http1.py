@@ -195,6 +195,11 @@ class Http1Handler(http.server.BaseHTTPRequestHandler):
         if minor >= 1 and "host" not in headers:
             self.send_error(HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request needs a Host header (RFC 9112 3.2)")
             return False
+        length = headers.get("content-length")
+        if length is not None and "transfer-encoding" not in headers and parse_decimal(length.strip()) is None:
+            # RFC 9112 6.3: framing that cannot be trusted ends the connection, with a 400.
+            self.send_error(HTTPStatus.BAD_REQUEST, "the Content-Length is not one number (RFC 9112 6.3)")
+            return False
         self.headers = headers  # type: ignore[assignment]
         connection = headers.get("connection")
         tokens = {token.strip() for token in connection.lower().split(",")} if connection else ()

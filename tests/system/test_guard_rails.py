@@ -180,6 +180,17 @@ def test_cooldown_refuses_the_new_file_in_every_format(proxy, public, wheels, tm
     assert counts[("refused", "cooldown")] == 4 and counts[("hidden", "cooldown")] >= 1
 
 
+def test_a_page_is_cacheable_no_longer_than_until_a_hidden_file_comes_out(proxy, public) -> None:
+    """alpha 2.0 was uploaded an hour ago; with a cooldown of an hour and a minute, it
+    comes out in about a minute: a front cache must not keep the page without it for the
+    index TTL (600 s)."""
+    p = proxy(public, min_age=3660)
+    page = p.get("/index/alpha/")
+    assert page.headers["X-Proxpi-Policy"] == "cooldown"
+    max_age = int(page.headers["Cache-Control"].partition("max-age=")[2].partition(",")[0])
+    assert 0 < max_age <= 60, page.headers["Cache-Control"]
+
+
 @pytest.mark.parametrize(("unknown", "installs"), [("allow", True), ("deny", False)])
 def test_cooldown_and_files_without_upload_time(
     proxy, public, upstream_factory, wheels, unknown, installs, tmp_path, caplog
@@ -245,8 +256,11 @@ def test_allow_list_serves_only_matching_projects(proxy, public, internal, wheel
 
 def test_deny_list_leaves_denied_projects_out_of_the_project_list(proxy, public) -> None:
     p = proxy(public, deny=(("evil*", None),))
-    names = [item["name"] for item in json.loads(p.get("/index/", {"Accept": PIP_ACCEPT}).body)["projects"]]
+    listed = p.get("/index/", {"Accept": PIP_ACCEPT})
+    names = [item["name"] for item in json.loads(listed.body)["projects"]]
     assert "alpha" in names and not [name for name in names if name.startswith("evil")]
+    assert listed.headers["X-Proxpi-Policy"] == "deny"  # a page a policy changed says so
+    assert "X-Proxpi-Policy" not in proxy(public).get("/index/").headers
 
 
 def test_home_page_lists_the_policies(proxy, public, internal) -> None:

@@ -73,8 +73,8 @@ def test_request_line(running, request_line, status) -> None:
         (b"Host: user@a\r\n", 400),
         (b"Host: \r\n", 200),  # the empty host of a target without one
         (b"Host: [::1]:5000\r\n", 200),
-        # A body nobody reads, of a length past what int() takes: the connection closes.
-        pytest.param(b"Host: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n", 200, id="content-length-5000-digits"),
+        # A length past what int() takes: framing that cannot be read (RFC 9112 6.3).
+        pytest.param(b"Host: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n", 400, id="content-length-5000-digits"),
     ],
 )
 def test_header_lines(running, headers, status) -> None:
@@ -410,3 +410,18 @@ def test_favicon_is_a_small_icon_kept_a_week(running) -> None:
     assert offset == 22 and offset + size == len(icon) < 1024
     assert running.request("HEAD", "/favicon.ico").status == 200
     assert running.request("DELETE", "/favicon.ico").status == 405
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[b"0", b"5"], [b"5", b"5"], [b"+5"], [b"-1"], [b"0x5"], [b"1_0"], [b"5 5"]],
+    ids=["two", "twice", "plus", "negative", "hex", "underscore", "space"],
+)
+def test_a_content_length_that_is_not_one_number_is_a_400_that_closes(running, lengths) -> None:
+    """RFC 9112 6.3: framing that cannot be trusted (a request smuggled past a front
+    proxy that reads it otherwise) is refused, and the connection ends."""
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"Content-Length: " + n + b"\r\n" for n in lengths)
+    answer = raw_request(running.url, head + b"\r\nhello")
+    assert raw_status(answer) == 400 and b"not one number" in answer, answer[:200]
+    assert b"\r\nConnection: close" in answer.partition(b"\r\n\r\n")[0]
+    assert raw_status(raw_request(running.url, b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")) == 200
