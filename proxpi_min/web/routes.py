@@ -298,10 +298,19 @@ class ProxyHandler(Http1Handler):
         if byte_range is not None and if_range is not None and not if_range.startswith('"'):
             byte_range = None
         distribution = filename[: -len(_METADATA_SUFFIX)] if metadata else filename
+        content_type = content_type_for(filename, app.settings.binary_file_mime_type)
         try:
             open_file = functools.partial(app.open_file, project, distribution, metadata, head)
             body = self._open_ranged(open_file, byte_range, if_range)
         except RangeNotSatisfiable as exc:
+            if self.headers.get("if-none-match"):  # RFC 9110 13.2.2: judged before the range
+                whole = open_file(None, self._client())
+                try:
+                    if whole.etag and etag_matches(self.headers["if-none-match"], whole.etag):
+                        self._source = whole.source
+                        return self._send_file(whole, content_type, head)
+                finally:
+                    whole.close()
             return self._send(
                 416,
                 [
@@ -313,7 +322,7 @@ class ProxyHandler(Http1Handler):
             )
         self._source = body.source
         try:
-            self._send_file(body, content_type_for(filename, app.settings.binary_file_mime_type), head)
+            self._send_file(body, content_type, head)
         finally:
             body.close()
 

@@ -1058,6 +1058,11 @@ def test_ranges_on_a_cached_file(proxy, upstream_html, dists):
     status, headers, _ = p.get(file_path(dist), {"Range": f"bytes={size}-"})
     assert status == 416
     assert headers["Content-Range"] == f"bytes */{size}"
+    # RFC 9110 13.2.2: If-None-Match is judged before Range, so the copy held stands.
+    etag = p.get(file_path(dist))[1]["ETag"]
+    status, headers, body = p.get(file_path(dist), {"Range": f"bytes={size}-", "If-None-Match": etag})
+    assert (status, body, headers["ETag"]) == (304, b"", etag)
+    assert p.get(file_path(dist), {"Range": f"bytes={size}-", "If-None-Match": '"other"'})[0] == 416
     status, headers, body = p.get(file_path(dist), {"Range": "bytes=0-9,20-29"})
     assert (status, body) == (200, content)
     assert "Content-Range" not in headers
