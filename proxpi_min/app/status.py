@@ -181,7 +181,7 @@ class ProxyStatus:
             else "a local project is served from it alone, no upstream asked"
         )
         uploads = "uploads on" if self._settings.upload_token or self._settings.upload_tokens_file else "uploads off"
-        folder = f"; also serving {local.dirs[0]}" if local.dirs else ""
+        folder = f"; also serving {local.folders.dirs[0]}" if local.folders.dirs else ""
         return f"{mode}; {uploads}; {files} uploaded files, {human_size(size)}{folder}"
 
     def close(self) -> None:

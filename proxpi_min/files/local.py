@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import logging
 import os
 import threading
 import time
@@ -35,21 +34,15 @@ from ..core.versions import version_key
 from ..infra.atomic import LOCK_PREFIX, TEMP_PREFIX, LockFile, is_private, lock_path, write_atomically
 from .bodies import CachedBody, FileBody
 from .layout import METADATA_SUFFIX
+from .wheel_folders import WATCH_SECONDS, WheelFolders, listing, mtime, settled, upload_time
 
 __all__ = ["LOCAL_ORIGIN", "LocalIndex", "LocalPage", "Upload"]
-
-logger = logging.getLogger(__name__)
 
 LOCAL_ORIGIN = "local"  # the "index" a local file comes from, for the catalog and metrics
 _INFO_PREFIX = ".info-"
 # In a project's folder once its last file is deleted: the name stays the local index's
 # (its page empty), so that the upstream's project of that name is not served instead.
 _RESERVED = ".reserved"
-_CHUNK = 1 << 20
-_DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
-# Seconds between two looks for a watched uploads folder not made yet: a proxy sharing the
-# cache dir makes it on its first upload, and no request may pay a syscall for it.
-WATCH_SECONDS = 1.0
 _generations = itertools.count(1)
 
 
@@ -90,31 +83,22 @@ class LocalIndex:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
-        self.dirs = dirs
+        self.folders = WheelFolders(dirs, clock)
         self._found = root is not None and not watch  # the root exists (once seen, for good)
         self._clock = clock
         self._next_look = 0.0
         self._lock = threading.Lock()  # the memo dicts below
-        # The --local-dir folders' files by project, and the folders' mtimes they were
-        # listed at (looked at again at most once a WATCH_SECONDS).
-        self._dir_listing: Tuple[tuple, Dict[str, list]] = ((), {})
-        self._next_dir_look = 0.0
         self._folder_stats: Dict[str, tuple] = {}  # upload folder -> (mtime, files, bytes)
         # One writer thread per process: on NFS, flock is per process (infra.atomic).
         self._writing = threading.Lock()
         self._pages: Dict[str, tuple] = {}  # project -> (key, LocalPage)
-        self._hashes: Dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of a --local-dir file
-        self._told_unnamed: set = set()  # --local-dir files of a distribution's suffix but no such name
         if self._found:
             os.makedirs(root, exist_ok=True)
-        # Listed here, before any request: one asking during a later listing gets the
-        # last one, never none.
-        self._dir_projects()
 
     @property
     def active(self) -> bool:
         """Whether there is a local index to serve now (pages then change at once)."""
-        return self._uploads_root() is not None or bool(self.dirs)
+        return self._uploads_root() is not None or bool(self.folders.dirs)
 
     def _uploads_root(self) -> Optional[str]:
         """The root of the uploads, once it exists (a race of two looks costs a stat)."""
@@ -147,51 +131,6 @@ class LocalIndex:
                     continue
                 yield entry.name, entry.path, found
 
-    def _dir_projects(self) -> Dict[str, list]:
-        """Project -> [(file name, path)] of the wheels and sdists of the --local-dir
-        folders (flat, or one folder per project): listed again only once a folder's
-        mtime changed (a file added, removed or renamed), looked at once a WATCH_SECONDS
-        at most, so that a page request never walks them."""
-        now = self._clock()
-        with self._lock:
-            stamps, projects = self._dir_listing
-            if not self.dirs or now < self._next_dir_look:
-                return projects
-            self._next_dir_look = now + WATCH_SECONDS
-        if stamps and all(_mtime(path) == mtime for path, mtime in stamps):
-            return projects  # a folder added or removed changes its parent's mtime too
-        folders = [(top, _listing(top)) for top in self.dirs]
-        folders += [(entry.path, None) for _, entries in folders for entry in entries if entry.is_dir()]
-        new_stamps = tuple((path, _mtime(path)) for path, _ in folders)
-        if new_stamps == stamps:
-            return projects
-        if not all(_settled(mtime) for _, mtime in new_stamps):
-            new_stamps = ()  # a change within the mtime's resolution may follow: list again next time
-        projects = {}
-        for path, entries in folders:
-            for item in _listing(path) if entries is None else entries:
-                if item.is_file() and is_dist_filename(item.name):
-                    projects.setdefault(parse_dist_filename(item.name).project, []).append((item.name, item.path))
-                elif item.name.endswith(_DIST_SUFFIXES) and item.path not in self._told_unnamed:
-                    # An sdist of old setuptools ("acme-billing-1.0.tar.gz") says no
-                    # project unambiguously: said once, so that it is not missed silently.
-                    self._told_unnamed.add(item.path)
-                    logger.warning("%s is not named as a wheel (PEP 427) or an sdist (PEP 625) is: not served",
-                                   item.path)
-        with self._lock:
-            self._dir_listing = (new_stamps, projects)
-        return projects
-
-    def _dir_files(self, project: str) -> list:
-        """(file name, path, stat) of *project*'s files in the --local-dir folders."""
-        found = []
-        for name, path in self._dir_projects().get(project, ()):
-            try:
-                found.append((name, path, os.stat(path)))
-            except OSError:  # removed since the listing: the others stand
-                continue
-        return found
-
     def projects(self) -> list:
         """Every local project name (a project whose files were all deleted is gone)."""
         names = set()
@@ -202,13 +141,13 @@ class LocalIndex:
                     if entry.is_dir() and not is_private(entry.name):
                         if any(is_dist_filename(name) for name, _, _ in self._uploaded(entry.name)):
                             names.add(entry.name)
-        names.update(self._dir_projects())
+        names.update(self.folders.projects())
         return sorted(names)
 
     def page(self, project: NormalizedName) -> Optional[LocalPage]:
         """The local page of *project*, or None when it has no local file."""
         uploaded = sorted(self._uploaded(project))
-        listed = self._dir_files(project)
+        listed = self.folders.files(project)
         key = tuple((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, _, st in uploaded + listed)
         with self._lock:
             cached = self._pages.get(project)
@@ -222,7 +161,7 @@ class LocalIndex:
                     files[name] = _entry(name, path, info)
         for name, path, st in listed:
             if name not in files:
-                files[name] = _entry(name, path, self._dir_info(path, st))
+                files[name] = _entry(name, path, self.folders.info(path, st))
         if not files:  # the marker read in the same listing: no moment without either
             return self._reserved(project) if any(name == _RESERVED for name, _, _ in uploaded) else None
         versions = tuple(dict.fromkeys(parse_dist_filename(name).version for name in files))
@@ -250,16 +189,6 @@ class LocalIndex:
         except (OSError, ValueError):
             return None  # written before the file, so only a file put there by hand lacks one
 
-    def _dir_info(self, path: str, st: os.stat_result) -> dict:
-        """What an upload's info holds, for a --local-dir file (its hash computed once)."""
-        key = (path, st.st_size, st.st_mtime_ns)
-        digest = self._hashes.get(key)
-        if digest is None:
-            digest = _sha256(path)
-            with self._lock:
-                self._hashes[key] = digest
-        return {"sha256": digest, "size": st.st_size, "upload-time": upload_time(st.st_mtime)}
-
     def _find(self, project: NormalizedName, filename: str) -> Optional[_Found]:
         root = self._uploads_root()
         if root is not None:
@@ -267,9 +196,9 @@ class LocalIndex:
             info = self._info(project, filename)
             if info is not None and os.path.isfile(path):
                 return _Found(path, info)
-        for name, path, st in self._dir_files(project):
+        for name, path, st in self.folders.files(project):
             if name == filename:
-                return _Found(path, self._dir_info(path, st))
+                return _Found(path, self.folders.info(path, st))
         return None
 
     def open(self, project: NormalizedName, filename: str, metadata: bool, byte_range: Optional[ByteRange]) -> FileBody:
@@ -305,14 +234,14 @@ class LocalIndex:
         with self._lock:
             known = self._folder_stats
         current = {}
-        for entry in _listing(root):
+        for entry in listing(root):
             if is_private(entry.name) or not entry.is_dir():
                 continue
-            mtime = _mtime(entry.path)
+            changed = mtime(entry.path)
             counted = known.get(entry.name)
-            if counted is None or counted[0] != mtime:
+            if counted is None or counted[0] != changed:
                 sizes = [st.st_size for name, _, st in self._uploaded(entry.name) if is_dist_filename(name)]
-                counted = (mtime if _settled(mtime) else None, len(sizes), sum(sizes))
+                counted = (changed if settled(changed) else None, len(sizes), sum(sizes))
             current[entry.name] = counted
         with self._lock:
             self._folder_stats = current
@@ -372,8 +301,8 @@ class LocalIndex:
         """The local file of *project* that *filename* would be: itself (uploaded, by
         hand, or in a --local-dir folder), one spelled otherwise, or the release's sdist."""
         assert self.root is not None
-        names = [entry.name for entry in _listing(os.path.join(self.root, project))]
-        names += [name for name, _ in self._dir_projects().get(project, ())]
+        names = [entry.name for entry in listing(os.path.join(self.root, project))]
+        names += [name for name, _ in self.folders.projects().get(project, ())]
         if filename in names:
             return filename
         wanted = _one_per_release(filename)
@@ -400,7 +329,7 @@ class LocalIndex:
         """
         folder = self._uploaded_folder(project, filename)
         with self._project_lock(folder):
-            if [entry.name for entry in _listing(folder) if is_dist_filename(entry.name)] == [filename]:
+            if [entry.name for entry in listing(folder) if is_dist_filename(entry.name)] == [filename]:
                 # The last one: the name held before the file goes (a failure keeps the file).
                 write_atomically(os.path.join(folder, _RESERVED), b"", durable=True)
             try:
@@ -420,7 +349,7 @@ class LocalIndex:
         if not folder or not os.path.isdir(folder):
             raise NotFound(f"{project!r} is not a local project")
         with self._project_lock(folder):
-            if any(is_dist_filename(entry.name) for entry in _listing(folder)):
+            if any(is_dist_filename(entry.name) for entry in listing(folder)):
                 raise Conflict(f"{project!r} still has files: delete each of them first")
             try:
                 os.unlink(os.path.join(folder, _RESERVED))
@@ -431,11 +360,11 @@ class LocalIndex:
         """Remove the metadata and info files of uploads that are not there (a kill
         between their writes and the file's), each project under its lock; how many."""
         removed = 0
-        for entry in _listing(self.root) if self.root is not None else ():
+        for entry in listing(self.root) if self.root is not None else ():
             if is_private(entry.name) or not entry.is_dir():
                 continue
             with self._project_lock(entry.path):
-                names = {item.name for item in _listing(entry.path)}
+                names = {item.name for item in listing(entry.path)}
                 for name in names:
                     owner = name[len(_INFO_PREFIX):] if name.startswith(_INFO_PREFIX) else name[: -len(METADATA_SUFFIX)]
                     if (name.startswith(_INFO_PREFIX) or name.endswith(METADATA_SUFFIX)) and owner not in names:
@@ -472,34 +401,6 @@ def _remove(*paths: str) -> int:
     return removed
 
 
-def _mtime(path: str) -> Optional[int]:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
-
-
-def _settled(mtime: Optional[int]) -> bool:
-    """Whether a folder's mtime is old enough to tell a later change (file systems keep
-    it to a few ms, some to a second or two)."""
-    return mtime is not None and time.time() - mtime / 1e9 > 2.0
-
-
-def _listing(folder: str) -> list:
-    """The entries of *folder* by name, or none if it cannot be read."""
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(entries, key=lambda entry: entry.name)
-    except OSError:
-        return []
-
-
-def upload_time(seconds: float) -> str:
-    """PEP 700 ``upload-time``: ISO 8601 in UTC, with microseconds."""
-    whole = int(seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1e6):06d}Z"
-
-
 def _exists(filename: str) -> str:
     return f"File already exists: {filename!r} (a file name is never reused; upload a new version)"
 
@@ -531,11 +432,3 @@ def _entry(filename: str, path: str, info: dict) -> FileEntry:
         info.get("size"),
         info.get("upload-time"),
     )
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

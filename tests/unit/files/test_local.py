@@ -14,6 +14,7 @@ import pytest
 from proxpi_min.core.errors import Conflict, NotFound
 from proxpi_min.core.names import NormalizedName
 from proxpi_min.files import local as local_module
+from proxpi_min.files import wheel_folders
 from proxpi_min.files.local import WATCH_SECONDS, LocalIndex, Upload
 from proxpi_min.infra.atomic import temp_path
 from tests.support.dists import make_sdist, make_wheel
@@ -239,7 +240,7 @@ def test_a_watched_folder_made_later_is_read_after_one_look_a_second(tmp_path, m
     looks, listings = [], []
     real_isdir, real_scandir = os.path.isdir, os.scandir
     monkeypatch.setattr(local_module.os.path, "isdir", lambda path: looks.append(path) or real_isdir(path))
-    monkeypatch.setattr(local_module.os, "scandir", lambda path: listings.append(path) or real_scandir(path))
+    monkeypatch.setattr(wheel_folders.os, "scandir", lambda path: listings.append(path) or real_scandir(path))
     for _ in range(50):
         assert reader.page(ACME) is None and reader.projects() == [] and not reader.active
     assert looks == [str(root)] and listings == []
@@ -271,7 +272,7 @@ def test_a_scrape_lists_only_the_upload_folders_that_changed(tmp_path, monkeypat
     _settle(tmp_path / "local" / "acme-app", tmp_path / "local" / "other-app")
     listings = []
     real_scandir = os.scandir
-    monkeypatch.setattr(local_module.os, "scandir", lambda path: listings.append(os.path.basename(path)) or real_scandir(path))
+    monkeypatch.setattr(wheel_folders.os, "scandir", lambda path: listings.append(os.path.basename(path)) or real_scandir(path))
     assert local.stats() == (2, first.size + second.size)
     listings.clear()
     assert local.stats() == (2, first.size + second.size)
@@ -290,7 +291,7 @@ def test_local_dir_folders_are_listed_again_only_once_one_changed(tmp_path, monk
     local = LocalIndex(None, (str(folder),), clock=lambda: now[0])
     listings = []
     real_scandir = os.scandir
-    monkeypatch.setattr(local_module.os, "scandir", lambda path: listings.append(path) or real_scandir(path))
+    monkeypatch.setattr(wheel_folders.os, "scandir", lambda path: listings.append(path) or real_scandir(path))
     for _ in range(20):
         assert [e.filename for e in local.page(ACME).page.files] == [one.filename]
     assert listings == [], "a page request walked the folders (listed once, at the start)"
@@ -307,8 +308,8 @@ def test_requests_during_the_first_listing_of_a_local_dir_get_its_files(tmp_path
     folder.mkdir()
     wheel = make_wheel("acme-app", "1.0")
     (folder / wheel.filename).write_bytes(wheel.content)
-    real_listing = local_module._listing
-    monkeypatch.setattr(local_module, "_listing", lambda path: time.sleep(0.2) or real_listing(path))  # a slow disk
+    real_listing = wheel_folders.listing
+    monkeypatch.setattr(wheel_folders, "listing", lambda path: time.sleep(0.2) or real_listing(path))  # a slow disk
     local = LocalIndex(None, (str(folder),), clock=lambda: 1000.0)
     pages = []
     threads = [threading.Thread(target=lambda: pages.append(local.page(ACME))) for _ in range(2)]
