@@ -43,14 +43,13 @@ from .http1 import (
     error_body,
     error_headers,
     etag_matches,
-    header_lines,
     reason_phrase,
-    response_head,
     split_target,
 )
+from .probes import SUCCESS
 from .upload import Uploads
 
-__all__ = ["App", "Host", "ProxyHandler", "probe_answer"]
+__all__ = ["App", "Host", "ProxyHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +57,6 @@ _PAGE_METHODS = ("GET", "HEAD")
 _CACHE_METHODS = ("DELETE",)
 _LOCAL_METHODS = ("POST", "DELETE")  # yank, delete an uploaded file
 _METADATA_SUFFIX = ".metadata"  # PEP 658: a file's metadata is at the file's URL plus this
-# What proxpi answers /health and a DELETE /cache/... with: probes and scripts read it.
-_SUCCESS = b'{"status": "success", "data": null}\n'
 # The methods this server knows (RFC 9110 9.3, and PATCH of RFC 5789): any other is 501
 # (RFC 9110 15.6.2), and metrics label it "other", so made-up ones cannot grow the time series.
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
@@ -189,7 +186,7 @@ class ProxyHandler(Http1Handler):
             self._send(200, [("Content-Type", METRICS_TYPE), ("Cache-Control", "no-store")], app.metrics_text())
         elif segments == ["health"]:
             self._allow(_PAGE_METHODS)
-            self._send(200, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], _SUCCESS)
+            self._send(200, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], SUCCESS)
         elif segments == ["favicon.ico"]:
             # Browsers ask for it with every page of the dashboard.
             self._allow(_PAGE_METHODS)
@@ -402,7 +399,7 @@ class ProxyHandler(Http1Handler):
             app.invalidate(project)
             message = f"invalidated project {project}"
         logger.info("%s", message)
-        self._send(200, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], _SUCCESS)
+        self._send(200, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], SUCCESS)
 
     def _uploads(self, app: App) -> Uploads:
         self._kind = "upload"  # refusals carry their reason in the status line, as PyPI's
@@ -488,24 +485,3 @@ class ProxyHandler(Http1Handler):
                 }
             },
         )
-
-
-def probe_answer(received: bytes) -> Optional[tuple]:
-    """(the whole answer, whether it closes the connection) when *received*, what a
-    connection sent while every request thread is busy, is one ``GET`` or ``HEAD
-    /health`` head and nothing more (no body, nothing pipelined after it); None for
-    anything else, which waits for a thread (RFC 9112 9.3: HTTP/1.1 persists unless
-    told to close, HTTP/1.0 the reverse)."""
-    method, _, rest = received.partition(b" ")
-    if method not in (b"GET", b"HEAD") or not rest.startswith((b"/health HTTP/1.1\r\n", b"/health HTTP/1.0\r\n")):
-        return None
-    # One head, CRLF throughout, ending where what was sent ends (RFC 9112 2.2).
-    if not received.endswith(b"\r\n\r\n") or received.find(b"\n\r\n") != len(received) - 3 or b"\n\n" in received:
-        return None
-    lines = received.lower().split(b"\r\n")
-    if any(line.startswith((b"content-length:", b"transfer-encoding:")) for line in lines):
-        return None  # a body to frame: a thread reads it
-    connection = next((line[11:].strip() for line in lines if line.startswith(b"connection:")), b"")
-    close = b"close" in connection or (rest.startswith(b"/health HTTP/1.0") and b"keep-alive" not in connection)
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Content-Length", str(len(_SUCCESS)))]
-    return response_head(200, header_lines(headers), close=close) + (_SUCCESS if method == b"GET" else b""), close

@@ -22,7 +22,8 @@ from ..infra.tls import server_context
 from .connection import Connection
 from .connections import CLOSE_REASONS, ConnectionLayer, Limits
 from .http1 import CLIENT_GONE, InFlight, address_text, overloaded_response
-from .routes import App, ProxyHandler, probe_answer
+from .probes import probe_answer
+from .routes import App, ProxyHandler
 
 __all__ = ["Server", "listening_socket"]
 
