@@ -271,7 +271,7 @@ class IndexCache:
         entry, answer = self._load_saved(key, entry)
         if answer is not None:
             return answer
-        if entry is not None and entry.held and self._clock() < self._index_retry_at:
+        if entry is not None and entry.held and self.unreachable():
             return entry.lookup()._replace(stale=True)
         return self._fetch(key, entry, flight)
 
