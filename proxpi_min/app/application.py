@@ -133,7 +133,7 @@ class Application:
 
     def close(self) -> None:
         """Stop prefetching, finish the pages being saved, write this worker's last
-        numbers, close the files and connections."""
+        numbers, close the files and connections; uploads still arriving leave nothing."""
         indexes, files, upstream = self._proxy.indexes, self._proxy.files, self._proxy.upstream
         if self._invalidations is not None:
             self._invalidations.close()
@@ -142,6 +142,8 @@ class Application:
                 prefetch.close(PREFETCH_CLOSE_SECONDS)
         indexes.close()
         self._status.close()
+        if self.uploads is not None:
+            self.uploads.close()
         files.close()
         upstream.close()
 

@@ -191,6 +191,8 @@ class Uploads:
         self._grants = grants
         self._max_size = max_size
         self._make_room = make_room  # frees disk space from cached files for an upload
+        self._temps: set = set()  # the temp files of the uploads being received
+        self._temps_lock = threading.Lock()
 
     # ------------------------------------------------------------------ tokens
 
@@ -262,6 +264,8 @@ class Uploads:
             os.makedirs(self.local.root, exist_ok=True)  # again: the cache dir may have been removed
             temp = temp_path(self.local.root)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with self._temps_lock:
+            self._temps.add(temp)
         try:
             try:
                 form = self._read(_body(body, length, client), parser, fd)
@@ -275,6 +279,8 @@ class Uploads:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+            with self._temps_lock:
+                self._temps.discard(temp)
         if stored:
             logger.info("stored upload %s/%s (%d bytes)", upload.project, upload.filename, upload.size)
         else:  # a re-run publish job: answered as PyPI does, as if stored
@@ -373,6 +379,14 @@ class Uploads:
             raise BadRequest(f"the Requires-Python of {filename!r} is not a version specifier: {requires_python[:80]!r}")
         sha256 = form.digests["sha256_digest"].hexdigest()
         return Upload(dist.project, filename, temp, sha256, form.size, metadata, requires_python)
+
+    def close(self) -> None:
+        """Remove the temp files of uploads still being received (a stop cuts them)."""
+        with self._temps_lock:
+            temps, self._temps = self._temps, set()
+        for temp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
 
     # ------------------------------------------------------------------ yank, delete
 

@@ -938,3 +938,28 @@ def test_a_token_file_with_a_token_twice_or_none_stops_the_start(tmp_path, text,
                             text=True, timeout=60)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "team-a" not in result.stderr
+
+
+def test_a_stop_during_an_upload_leaves_no_temp_file(upstream_html, tmp_path):
+    """SIGTERM while an upload body is still arriving (to a worker: each closes as one
+    process would): the proxy stops after its drain, and the part received is not left
+    in the local index's folder."""
+    workers = ["--workers", "2"]
+    cache = tmp_path / "cache"
+    big = sized_wheel("big", "1.0", 2_000_000)
+    content_type, body = encode_form(twine_fields(big), big.filename, big.content)
+    head = (f"POST /upload/ HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            f"Authorization: {basic_auth(TOKEN)}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with ProxyProcess(["--index-url", upstream_html.url, "--cache-dir", str(cache), *workers],
+                      env={"PROXPI_UPLOAD_TOKEN": TOKEN}) as p:
+        sock = socket.create_connection(("127.0.0.1", int(p.url.rsplit(":", 1)[1])), timeout=10)
+        sock.sendall(head + body[: len(body) // 2])  # and the rest never comes
+        local = cache / "local"
+        deadline = time.monotonic() + 10
+        while not [n for n in os.listdir(local) if n.startswith(".tmp-")] if local.exists() else True:
+            assert time.monotonic() < deadline, "no temp file for the upload"
+            time.sleep(0.05)
+        p.terminate()
+        assert p.wait(30) == 0
+        sock.close()
+    assert [n for n in os.listdir(local) if n.startswith(".tmp-")] == []
