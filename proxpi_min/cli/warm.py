@@ -8,7 +8,17 @@ import threading
 import time
 from typing import Callable, Optional, TextIO
 
-from ..core.errors import BadUpstreamPage, Forbidden, HashMismatch, NotFound, ProxpiError, UpstreamError
+from ..core.errors import (
+    AnswerCut,
+    Forbidden,
+    HashMismatch,
+    IntegrityError,
+    NotFound,
+    ProxpiError,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamUnreachable,
+)
 from ..core.units import human_size
 from ..core.lockfiles import LockFileError, ParsedLock, load
 from ..core.lockmatch import (
@@ -106,16 +116,25 @@ def _run_each(work: Callable, items: list, jobs: int) -> None:
 
 def _retrying(call: Callable):
     """*call*(), asked again after RETRY_DELAYS where the upstream failed in a way that
-    may pass (a 503 or 429, a timeout, a cut transfer): a warm run before going offline
-    must not fail on one busy moment of the index."""
+    may pass: no answer, a cut transfer, or a status that says so (RFC 9110 15.6: 502,
+    503, 504; RFC 6585: 429). A warm run before going offline must not fail on one busy
+    moment of the index."""
     for delay in RETRY_DELAYS:
         try:
             return call()
-        except (BadUpstreamPage, HashMismatch):  # the same answer again
-            raise
-        except UpstreamError:
+        except UpstreamError as exc:
+            if not _may_pass(exc):
+                raise
             time.sleep(delay)
     return call()
+
+
+def _may_pass(error: UpstreamError) -> bool:
+    if isinstance(error, UpstreamStatus):
+        return error.upstream_status in (429, 502, 503, 504)
+    return isinstance(error, (UpstreamUnreachable, AnswerCut)) or (
+        isinstance(error, IntegrityError) and not isinstance(error, HashMismatch)
+    )
 
 
 def _fetch_pages(indexes, projects: list, jobs: int) -> dict:

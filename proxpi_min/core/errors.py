@@ -175,6 +175,18 @@ class UpstreamError(ProxpiError):
     status = 502
 
 
+class UpstreamStatus(UpstreamError):
+    """The upstream answered with an error status (*upstream_status*)."""
+
+    def __init__(self, message: str, upstream_status: int) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+
+
+class AnswerCut(UpstreamError):
+    """An answer that stopped before its end: the connection closed mid-body."""
+
+
 class UpstreamUnreachable(UpstreamError):
     """No HTTP answer came: the connection was refused, reset or cut."""
 

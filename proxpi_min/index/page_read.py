@@ -10,7 +10,7 @@ import threading
 import zlib
 from typing import Iterator, Optional
 
-from ..core.errors import AnswerTooSlow, BadUpstreamPage, UpstreamError
+from ..core.errors import AnswerCut, AnswerTooSlow, BadUpstreamPage, UpstreamError
 
 __all__ = ["Deadline", "read_page_body"]
 
@@ -131,7 +131,7 @@ def read_page_body(response, shown_url: str, cap: int) -> bytes:
                 raise BadUpstreamPage(f"upstream page over {cap} bytes: {shown_url}")
             buffer.write(piece)
         if response.length or (decompressor is not None and received and not decompressor.ended):
-            raise UpstreamError(f"upstream page cut short: {shown_url}")
+            raise AnswerCut(f"upstream page cut short: {shown_url}")
         if response.length == 0:
             response.read()  # read1 leaves a fully read response open: finish it
         return buffer[: buffer.tell()]

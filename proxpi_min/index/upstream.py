@@ -25,7 +25,15 @@ from typing import Collection, Iterable, Iterator, Optional
 from .. import __version__
 from ..core.proxies import ProxySettings
 from ..core.urls import redact_url
-from ..core.errors import Forbidden, NotFound, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from ..core.errors import (
+    AnswerCut,
+    Forbidden,
+    NotFound,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from ..core.units import parse_decimal
 from ..infra.tls import client_context
 from .local_upstream import local_file, local_page
@@ -97,6 +105,8 @@ def _translated(url: str, via: str = "") -> Iterator[None]:
         raise UpstreamError(f"upstream TLS failure ({exc.reason}): {shown}") from exc
     except OSError as exc:  # no HTTP answer: refused, reset, closed unanswered (RemoteDisconnected)
         raise UpstreamUnreachable(f"upstream unreachable ({exc.strerror or type(exc).__name__}): {shown}") from exc
+    except http.client.IncompleteRead as exc:
+        raise AnswerCut(f"upstream answer cut short (IncompleteRead): {shown}") from exc
     except (http.client.HTTPException, zlib.error) as exc:  # an answer, but a broken one
         raise UpstreamError(f"upstream answer broken ({type(exc).__name__}): {shown}") from exc
     except UnicodeError as exc:  # a path not in ASCII, a host name IDNA refuses
@@ -427,7 +437,7 @@ class Upstream:
         # never taken for the index saying it lacks the page.
         proxied_refusal = key[3] is not None and key[0] == "http" and response.status in (401, 403)
         if response.status not in (200, 304) and (response.status not in absent or proxied_refusal):
-            raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{via_proxy(key)}")
+            raise UpstreamStatus(f"upstream answered {response.status}: {redact_url(final_url)}{via_proxy(key)}", response.status)
         cache_control = response.headers.get("Cache-Control")
         return PageResponse(
             response.status,
@@ -479,4 +489,4 @@ class Upstream:
             raise NotFound(f"upstream has no file at {redact_url(final_url)}")
         if response.status == 416:
             return _HttpFileResponse(self, final_url, key, None, response)
-        raise UpstreamError(f"upstream answered {response.status}: {redact_url(final_url)}{via_proxy(key)}")
+        raise UpstreamStatus(f"upstream answered {response.status}: {redact_url(final_url)}{via_proxy(key)}", response.status)
