@@ -108,7 +108,7 @@ class Ledger:
         changed unrecorded (a crash, a copy) and deserve a walk; False if the journal
         is kept up by live processes."""
         try:
-            self._users_fd = os.open(os.path.join(os.path.dirname(self.path), USERS_NAME), os.O_RDWR | os.O_CREAT)
+            self._users_fd = os.open(os.path.join(os.path.dirname(self.path), USERS_NAME), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             return True  # a directory we cannot write: alone as far as we can tell
         try:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from proxpi_min.files.ledger import JournalEntry, Ledger, LedgerRecord
+from proxpi_min.files.ledger import USERS_NAME, JournalEntry, Ledger, LedgerRecord
 from tests.support.writers import child
 
 # A child that adds 1 byte and 1 file to the ledger N times, each under the lock.
@@ -174,3 +174,12 @@ def test_reservations_skip_lines_that_are_not_a_name_and_a_size(tmp_path) -> Non
     with ledger.locked() as handle:
         assert handle.reservations() == {"p/x/.tmp-h-1-aa": 500, "r/x/.tmp-h-3-cc": 12}
     ledger.close()
+
+
+def test_Ledger_users_file_is_data_not_an_executable(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path))
+    try:
+        ledger.register_user()
+        assert os.stat(tmp_path / USERS_NAME).st_mode & 0o111 == 0
+    finally:
+        ledger.close()
