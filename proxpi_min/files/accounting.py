@@ -253,15 +253,9 @@ class Accounting:
         while no process ran, e.g. a copy of the cache dir cut short. Removed: an index
         that gives no size could not tell, and they would be served as they are."""
         try:
-            journaled, _, _ = ledger.changes(None)
+            recorded = ledger.recorded_sizes()
         except OSError:
             return entries
-        recorded: dict = {}
-        for entry in journaled:
-            if entry.size < 0:
-                recorded.pop(entry.path, None)
-            else:
-                recorded[entry.path] = entry.size
         kept = []
         for entry in entries:
             size = recorded.get(entry.path, entry.size)

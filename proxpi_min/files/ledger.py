@@ -239,6 +239,19 @@ class LedgerHandle:
             logger.warning("skipping %d malformed lines of %s", len(lines) - len(entries), self._ledger.journal)
         return entries, (self.record.epoch, offset + complete), snapshot
 
+    def recorded_sizes(self) -> dict:
+        """Path -> the size the journal last recorded for each file it holds.
+
+        :raises OSError: the journal cannot be read.
+        """
+        sizes: dict = {}
+        for entry in self.changes(None)[0]:
+            if entry.size < 0:
+                sizes.pop(entry.path, None)
+            else:
+                sizes[entry.path] = entry.size
+        return sizes
+
     def append(self, entries: list, position: Optional[tuple]) -> Optional[tuple]:
         """Add *entries* at the journal's end, all of them or none (one write; on a
         failure the journal is cut back to where it was); returns the position after

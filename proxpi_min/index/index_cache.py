@@ -164,7 +164,7 @@ class IndexCache:
         with self._lock:
             entry = self._entries.get(key)
             self._refusals.pop(key, None)
-            self._index_failures, self._index_retry_at = 0, 0.0
+            self._index_answered()
             flight = self._flights.pop(key, None)
             if flight is not None:  # requests from now on start a fetch of their own
                 flight.superseded = True
@@ -470,7 +470,11 @@ class IndexCache:
             self._failing.discard(key)
             self._refusals.pop(key, None)
             self._last_success = time.time()
-            self._index_failures, self._index_retry_at = 0, 0.0
+            self._index_answered()
+
+    def _index_answered(self) -> None:
+        """The index is not failing as a whole (it answered, or is to be asked anew); lock held."""
+        self._index_failures, self._index_retry_at = 0, 0.0
 
     def _refusal(self, key: str, message: str) -> None:
         """An index's 401 or 403, taken as its not having the project (an extra index):
@@ -480,7 +484,7 @@ class IndexCache:
         with self._lock:
             self._failing.discard(key)
             self._last_failure = (now, message)
-            self._index_failures, self._index_retry_at = 0, 0.0  # it answered
+            self._index_answered()
             warn = now - self._refusal_warned >= REFUSAL_WARN_SECONDS
             if warn:
                 self._refusal_warned = now
