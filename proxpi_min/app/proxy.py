@@ -94,7 +94,14 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         proxies=settings.upstream_proxy,
     )
     files = FileCache(
-        files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics, settings.download_min_rate
+        files_root(cache_dir),
+        settings.cache_size,
+        upstream,
+        settings.offline,
+        metrics,
+        settings.download_min_rate,
+        # The longest a living writer goes without a byte: a connect, then a read.
+        stall_after=settings.connect_timeout + settings.read_timeout,
     )
     # ``warm`` keeps every page it reads, for an offline proxy: only a server online prunes.
     pruning = serving and not settings.offline

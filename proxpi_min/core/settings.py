@@ -55,6 +55,7 @@ LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTSET", "WA
 DEFAULT_LOGGING_LEVEL = "INFO"
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
+WORKERS_PER_CPU = 4
 DEFAULT_MAX_UPLOAD_SIZE = 1024**3  # one uploaded file, streamed to disk (README "Private packages")
 METADATA_MODES, PREFETCH_MODES = ("auto", "off"), ("metadata", "pages", "off")  # the first of each is the default
 DEFAULT_PREFETCH_JOBS = 8
@@ -201,8 +202,11 @@ def _workers(sources: Sources) -> int:
     source, raw = sources.get("--workers", "PROXPI_WORKERS")
     if isinstance(raw, str) and raw.strip().lower() == "auto":
         return cpu_count()
-    problem = "must be a number of processes, 0 or auto (one per CPU)"
-    workers = sources.integer("--workers", "PROXPI_WORKERS", DEFAULT_WORKERS, problem) or cpu_count()
+    # More processes than that cannot use the CPUs better (each has its request
+    # threads), and a slip of the keyboard must not fork the machine to a halt.
+    most = WORKERS_PER_CPU * cpu_count()
+    problem = f"must be a number of processes up to {most} ({WORKERS_PER_CPU} per CPU), 0 or auto (one per CPU)"
+    workers = sources.integer("--workers", "PROXPI_WORKERS", DEFAULT_WORKERS, problem, maximum=most) or cpu_count()
     if not hasattr(os, "fork") and workers > 1:
         raise bad_value(source, raw, "needs os.fork, which this platform lacks")
     return workers

@@ -8,7 +8,10 @@ follows that temp file instead of fetching: its clients get the bytes as they la
 the last one only once the writer has renamed the file to its final name (it verifies
 before it renames). If the writer dies (its lock is freed with its record still in the
 lock file), the follower's clients fetch the rest from upstream themselves, still
-hash-checked, and a new download takes over in this process.
+hash-checked, and a new download takes over in this process. If the writer stands still
+with its lock held (a frozen process: SIGSTOP, a paused container, a hung disk) for
+longer than a living one can (its own connect and read timeouts), the follower's clients
+do the same, and the file cache passes the file through while it stays so.
 
 A file that will not be stored (over the cap, or no room beside the downloads in flight)
 is still fetched once: it is spooled to its temp file for its clients and not stored at
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -31,12 +35,20 @@ from ..core.byteranges import ByteRange
 from ..core.errors import IntegrityError, ProxpiError, UpstreamError
 from ..core.units import parse_decimal
 from ..index.upstream import Upstream
-from ..infra.atomic import TEMP_PREFIX, LockFile, lock_path, record_temp, same_file, temp_path, write_all
+from ..infra.atomic import (
+    TEMP_PREFIX,
+    LockFile,
+    lock_path,
+    remove_recorded_temp,
+    same_file,
+    temp_path,
+    write_all,
+)
 from .integrity import Verifier
 from .layout import Target
 from .upstream_body import CHUNK, VerifiedChunks
 
-__all__ = ["Download", "FileStore", "Opened"]
+__all__ = ["Download", "FileStore", "Opened", "writer_mark"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +90,10 @@ class FileStore(Protocol):
     def finished(self, download: "Download") -> None:
         """The download's writer is done (stored, passed through or failed)."""
 
+    def stalled(self, target: Target, mark: tuple) -> None:
+        """Another process's download of *target* has stood still at *mark* (as
+        :func:`writer_mark` gives it) for longer than a living writer does."""
+
     def spool_slot(self) -> LockFile:
         """The lock a download holds while it spools a file that will not be stored
         (one at a time on the cache dir, see the module docstring)."""
@@ -88,11 +104,15 @@ class Download:
     the file meanwhile, and handed to its :class:`FileStore` once verified. The writer
     thread publishes progress under ``cond``."""
 
-    def __init__(self, store: FileStore, upstream: Upstream, target: Target, min_rate: int = 0) -> None:
+    def __init__(
+        self, store: FileStore, upstream: Upstream, target: Target, min_rate: int = 0, stall_after: float = math.inf
+    ) -> None:
         self.store = store
         self.upstream = upstream
         self.target = target
         self.min_rate = min_rate  # bytes a second (RateGuard), for the download and its resumes
+        # Seconds another process's download may stand still before it counts as frozen.
+        self.stall_after = stall_after
         self.cond = threading.Condition()
         self.started = False  # upstream answered; length is known (or None)
         self.length: Optional[int] = None
@@ -149,7 +169,7 @@ class Download:
             return
         try:
             if self.lock.stale:
-                self._remove_dead_temp(self.lock.stale)
+                remove_recorded_temp(self.lock.path, self.lock.stale)
             if not self._adopt_stored():
                 self._fetch()
         except BaseException:
@@ -251,6 +271,11 @@ class Download:
         except OSError:  # the lock file cannot be made: as if another download spooled
             spooling = False
         if spooling:
+            if slot.stale:  # a spooled file whose process died with it
+                remove_recorded_temp(slot.path, slot.stale)
+            # Named relative to the slot's folder, so that whoever finds the slot dead
+            # (a sweep, the next spool) removes the file, however young.
+            slot.record(os.path.relpath(self.temp, os.path.dirname(slot.path)))
             self._spool = slot
             logger.info("no room for %s (%d bytes) under the cache cap now; spooling it for its clients, not storing it",
                         self.target.filename, size)
@@ -283,16 +308,27 @@ class Download:
         Returns False when we then hold the lock with nothing followed (download or
         adopt as usual); True when this download is over: the writer stored the file we
         followed (done), or it went away without (our clients fetch the rest upstream;
-        :attr:`take_over` says whether a new download should start here).
+        :attr:`take_over` says whether a new download should start here), or it stood
+        still for :attr:`stall_after` seconds with the lock held (the same, no take-over).
 
         :raises IntegrityError: what we read does not match the index hash.
         """
         verifier = Verifier(self.target.hash)
+        mark, moved = None, time.monotonic()
         while not self.lock.acquire(wait=False):
             if self.fd is None:
                 self._open_followed()
             else:
                 self._read_followed(verifier)
+            seen = writer_mark(self.lock)
+            if seen != mark:
+                mark, moved = seen, time.monotonic()
+            elif time.monotonic() - moved > self.stall_after:
+                logger.warning("the download of %s in another process has not moved for %.0f s (a frozen process?); "
+                               "its clients here fetch it from upstream", self.target.filename, self.stall_after)
+                self.store.stalled(self.target, mark)
+                self._publish(disk_failed=True)
+                return True
             time.sleep(FOLLOW_POLL)
         if self.fd is None:
             return False
@@ -322,7 +358,7 @@ class Download:
                 # The writer failed (it cleaned up) or died (its record is still there).
                 self.take_over = bool(self.lock.stale)
                 if self.take_over:
-                    self._remove_dead_temp(self.lock.stale)
+                    remove_recorded_temp(self.lock.path, self.lock.stale)
                 logger.warning("the download of %s in another process ended early", self.target.filename)
                 self._publish(disk_failed=True)
         finally:
@@ -364,12 +400,6 @@ class Download:
             return  # renamed or removed meanwhile: the lock tells next
         self._publish(started=True, length=parse_decimal(length.strip()))
 
-    def _remove_dead_temp(self, record: str) -> None:
-        """Remove the temp file a dead lock holder was writing (ours to judge now)."""
-        name = record_temp(record)
-        if _is_temp_name(name):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(os.path.dirname(self.target.path), name))
 
     def _pass_through(self, exc: OSError) -> None:
         """The cache dir cannot take the file: its clients get the rest from upstream."""
@@ -460,6 +490,18 @@ class Download:
                 return byte_range.resolve(self.length)[0] < self.written
             except ProxpiError:
                 return True  # unsatisfiable: answered 416 from the download's length
+
+
+def writer_mark(lock: LockFile) -> tuple:
+    """What a download in another process shows of its progress: its lock's record
+    and the size of the temp file it names (None: no such file)."""
+    record = lock.read_record()
+    name = record.partition(" ")[0]
+    size = None
+    if _is_temp_name(name):
+        with contextlib.suppress(OSError):
+            size = os.stat(os.path.join(os.path.dirname(lock.path), name)).st_size
+    return record, size
 
 
 def _is_temp_name(name: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -27,10 +28,10 @@ from ..core.names import NormalizedName
 from ..core.simple import FileEntry
 from ..core.wheelmeta import is_zip_probe
 from ..index.upstream import Upstream
-from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path, same_file
+from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path, remove_recorded_temp, same_file
 from ..infra.metrics import Metrics
 from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
-from .downloads import Download, Opened
+from .downloads import Download, Opened, writer_mark
 from .accounting import TOUCH_INTERVAL, Accounting
 from .layout import Target, remove_empty_folders
 
@@ -54,9 +55,11 @@ class FileCache:
         offline: bool = False,
         metrics: Optional[Metrics] = None,
         min_rate: int = 0,
+        stall_after: float = math.inf,
     ) -> None:
         self.root = root
         self.min_rate = min_rate  # bytes a second a transfer from upstream must average
+        self.stall_after = stall_after  # seconds, see downloads.Download.stall_after
         self.metrics = metrics or Metrics()
         self.cap = cap
         self.upstream = upstream
@@ -66,6 +69,7 @@ class FileCache:
         self._last_sweep = time.monotonic()
         self._next_catch_up = 0.0
         self._sizes: dict = {}  # path -> size upstream gave (HEAD, Content-Range) for pages without sizes
+        self._stalls: dict = {}  # path -> writer_mark of another process's download that stands still
         self._spools: "weakref.WeakSet[LockFile]" = weakref.WeakSet()  # spool locks handed to downloads
         # Told of every file stored (files.metadata reads a wheel's METADATA then).
         self.on_stored: Optional[Callable[[Target], None]] = None
@@ -139,9 +143,10 @@ class FileCache:
         """A body for the file (or its ``.metadata``); :meth:`_body` picks one of five:
 
         1. cached: the stored file (:class:`CachedBody`, a hit).
-        2. pass-through: with no cache (a cap of 0), or for a file the cache dir cannot
-           take (nor spool, see ``downloads``), the file is sent from upstream as it
-           comes, hash-checked (:class:`UpstreamBody`).
+        2. pass-through: with no cache (a cap of 0), for a file the cache dir cannot
+           take (nor spool, see ``downloads``), or whose download in another process
+           stands still, the file is sent from upstream as it comes, hash-checked
+           (:class:`UpstreamBody`).
         3. HEAD: with no download in progress, the index's size answers
            (:class:`SizeOnlyBody`), else a HEAD asked upstream; it starts no download.
         4. join a download: a GET follows the one shared download of the file, the one
@@ -170,7 +175,7 @@ class FileCache:
             self.metrics.hit("file")
             return self._cached_body(cached, byte_range)
         self.metrics.miss("file")
-        if not self._fetchable(target):  # 2
+        if not self._fetchable(target) or self._writer_stalled(target):  # 2
             return self._pass_through(target, head, byte_range)
         # A range starts a download only of a file that may be stored, and not for a
         # probe of the zip's end.
@@ -213,7 +218,7 @@ class FileCache:
         target = Target(self.root, project, entry, metadata, index)
         if self.has(project, entry, metadata):
             return True
-        if not self._storable(target):
+        if not self._storable(target) or self._writer_stalled(target):
             return False
         while True:
             with self._lock:
@@ -244,6 +249,29 @@ class FileCache:
         :raises NotFound: offline, where nothing is fetched.
         """
         return self._fetchable(target) and (target.size is None or target.size <= self.cap)
+
+    def stalled(self, target: Target, mark: tuple) -> None:
+        """Remember a download in another process that stands still (``downloads.FileStore``)."""
+        with self._lock:
+            if len(self._stalls) >= MAX_SIZES:
+                self._stalls.clear()
+            self._stalls[target.path] = mark
+
+    def _writer_stalled(self, target: Target) -> bool:
+        """Whether the download of *target* in another process still stands where it
+        stood still (its lock held, its record and temp file as they were): then each
+        client is passed through rather than made to wait on it again. Forgotten as soon
+        as it moves, ends or dies."""
+        with self._lock:
+            mark = self._stalls.get(target.path)
+        if mark is None:
+            return False
+        lock = LockFile(lock_path(target.path))
+        if lock.held_by_another() and writer_mark(lock) == mark:
+            return True
+        with self._lock:
+            self._stalls.pop(target.path, None)
+        return False
 
     @staticmethod
     def _cached_body(cached: Opened, byte_range: Optional[ByteRange]) -> FileBody:
@@ -420,7 +448,9 @@ class FileCache:
         lock is held; the caller runs a new download once it has let go."""
         download = self._downloads.get(target.path)
         if download is None and start:
-            download = self._downloads[target.path] = Download(self, self.upstream, target, self.min_rate)
+            download = self._downloads[target.path] = Download(
+                self, self.upstream, target, self.min_rate, self.stall_after
+            )
             return download, True
         return download, False
 
@@ -441,8 +471,9 @@ class FileCache:
                 self._run(new)
 
     def close(self) -> None:
-        """Abandon the downloads in progress: their temp files, their room under the cap
-        and their lock files go (another process may then fetch the file at once)."""
+        """Abandon the downloads in progress: their temp files, their room under the cap,
+        their lock files and the folders that leaves empty go (another process may then
+        fetch the file at once), and so does a file spooled for clients and its lock."""
         self._accounting.stop()  # no download reserves room or stores from now on
         with self._lock:
             downloads = list(self._downloads.values())
@@ -453,4 +484,10 @@ class FileCache:
             if download.lock.held:  # ours, not another process's whose writing we follow
                 with contextlib.suppress(OSError):  # its writer lets go of the lock as the process ends
                     os.unlink(download.lock.path)
+                remove_empty_folders(self.root, download.target.path)
+        for slot in list(self._spools):
+            if slot.held:  # a file spooled for clients the stop cuts off
+                remove_recorded_temp(slot.path, slot.read_record())
+                with contextlib.suppress(OSError):
+                    os.unlink(slot.path)
         self._accounting.close()

@@ -40,6 +40,7 @@ __all__ = [
     "lock_path",
     "pid_alive",
     "record_temp",
+    "remove_recorded_temp",
     "same_file",
     "remove_temp_files",
     "temp_in_use",
@@ -156,6 +157,8 @@ def _sweep_folder(folder: str, names: list, at_start: bool, mine: Optional[Calla
         (live if held else dead).add(temp)
         if not held:
             gone.add(name)
+            if "/" in temp:  # the spool's lock names a file in a folder below
+                remove_recorded_temp(path, record)
     for name in names:
         if not name.startswith(TEMP_PREFIX) or name in live:
             continue
@@ -172,6 +175,23 @@ def record_temp(record: str) -> str:
     """The temp file a lock file's record names: the record is that name, then what its
     holder adds after a space (a download's length, see ``files.downloads``)."""
     return record.partition(" ")[0]
+
+
+def remove_recorded_temp(lock: str, record: str) -> None:
+    """Remove the temp file a dead holder's *record* names, relative to its lock file's
+    folder: beside it for a download's lock, in a file's folder below for the spool's.
+    A record that names no temp file there is left alone; folders below the lock's that
+    the removal empties go too (a writer makes its folder again, see LockFile)."""
+    parts = record_temp(record).split("/")
+    if not parts[-1].startswith(TEMP_PREFIX) or any(part in ("", ".", "..") for part in parts):
+        return
+    path = os.path.join(os.path.dirname(lock), *parts)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    with contextlib.suppress(OSError):  # not empty: nor is any folder above it
+        for _ in parts[:-1]:
+            path = os.path.dirname(path)
+            os.rmdir(path)
 
 
 def _judge_lock(path: str) -> tuple:
@@ -316,6 +336,23 @@ class LockFile:
     def held(self) -> bool:
         """Whether this object holds the lock now."""
         return self._fd is not None
+
+    def held_by_another(self) -> bool:
+        """Whether another holder has the lock now, asked without taking it: a shared
+        lock tried and let go at once (a taker racing it retries, see acquire's callers)."""
+        if self._fd is not None:
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # which lets go of the shared lock
+        return False
 
     def record(self, text: str) -> None:
         """Say what the holder is doing (read by others with :func:`read_record`)."""

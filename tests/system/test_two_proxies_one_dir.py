@@ -203,6 +203,43 @@ def test_proxy_follows_a_download_written_by_another_tool(upstream_factory, tmp_
         assert up.hits(dist.filename) == (1 if writer_ends == "given up" else 0)
 
 
+def test_a_writer_that_stands_still_is_followed_only_until_a_living_one_would_have_moved(upstream_factory, tmp_path):
+    """This test is the other process, frozen (SIGSTOP, a paused container) mid-download:
+    its lock stays held and its temp file stops growing. The proxy's client waits no
+    longer than a living writer could stand still (the connect and read timeouts), then
+    gets the rest from upstream, hash-checked; later clients do not wait on it at all;
+    once the writer lets go, the file is downloaded and stored as usual."""
+    dist = sized_wheel("frozen", "1.0", 60_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    final = os.path.join(cache_dir, "files", dist.normalized, f"sha256-{dist.sha256}", dist.filename)
+    os.makedirs(os.path.dirname(final))
+    lock = LockFile(lock_path(final))
+    assert lock.acquire(wait=False)
+    temp = temp_path(os.path.dirname(final))
+    with open(temp, "wb") as file:
+        file.write(dist.content[:20_000])
+    lock.record(f"{os.path.basename(temp)} {dist.size}")
+    args = ["--index-url", up.url, "--cache-dir", cache_dir, "--connect-timeout", "0.5", "--read-timeout", "2"]
+    with ProxyProcess(args) as proxy:
+        first = proxy.get(file_path(dist), timeout=30)
+        assert (first.status, first.body == dist.content) == (200, True)
+        assert wait_until(lambda: "another process has not moved for 2 s" in proxy.stderr)
+        assert up.hits(dist.filename) == 1  # the rest, for this client
+        started = time.monotonic()
+        second = proxy.get(file_path(dist), timeout=30)
+        waited = time.monotonic() - started
+        assert (second.status, second.body == dist.content) == (200, True)
+        assert waited < 2.0, f"the second client waited {waited:.1f} s on the frozen writer again"
+        assert up.hits(dist.filename) == 2
+        assert stored_paths(cache_dir, dist.filename) == []  # nothing stored beside the held lock
+        os.unlink(temp)  # the writer thaws and gives up
+        lock.release()
+        assert proxy.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+        assert proxy.stderr.count("has not moved") == 1
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "no-length"])
 def test_a_file_over_the_cap_followed_in_the_other_process_is_not_fetched_again(upstream_factory, tmp_path, chunked):
     big = sized_wheel("oversized", "1.0", 120_000)
@@ -273,6 +310,63 @@ def test_a_writer_killed_mid_download_leaves_nothing_once_restarted_beside_the_o
             assert json.loads(proxy.get("/", {"Accept": "application/json"}).body)["file_cache"]["used_bytes"] == 0
     finally:
         _stop(*(p for p in (one, two, restarted) if p is not None))
+
+
+def test_a_file_spooled_by_a_killed_process_goes_once_it_is_restarted_beside_the_other(upstream_factory, tmp_path):
+    """A file over the cap is spooled for a client that reads slowly; the download ends
+    (its file's lock goes) while the spool stays for that reader; SIGKILL then. The
+    spool's lock names the file, so the restarted process removes it at once, not
+    after the age rule for temp files nobody names."""
+    big = sized_wheel("spooled", "1.0", 12_000_000)
+    up = upstream_factory("json", None).add(big)
+    cache_dir = str(tmp_path / "cache")
+    args = ["--index-url", up.url, "--cache-dir", cache_dir, "--cache-size", str(big.size // 2)]
+    one, two = _pair(up, cache_dir, "--cache-size", str(big.size // 2))
+    restarted = None
+    try:
+        reader = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(one.url).port, timeout=30)
+        reader.request("GET", file_path(big))
+        response = reader.getresponse()
+        assert response.status == 200 and response.read(1000) == big.content[:1000]
+
+        def spooled_whole() -> bool:
+            names = [os.path.basename(p) for p in _leftovers(cache_dir) if not p.endswith("/")]
+            sizes = [os.path.getsize(t) for t in temp_files(cache_dir) if os.path.exists(t)]
+            return sizes == [big.size] and not any(n.startswith(LOCK_PREFIX + big.normalized) for n in names)
+
+        assert wait_until(spooled_whole), _leftovers(cache_dir)
+        one.kill()
+        one.wait()
+        reader.close()
+        restarted = ProxyProcess(args)
+        assert wait_until(lambda: _leftovers(cache_dir) == []), _leftovers(cache_dir)
+    finally:
+        _stop(*(p for p in (one, two, restarted) if p is not None))
+
+
+@pytest.mark.parametrize("download", ["stored", "spooled"])
+def test_a_stop_mid_download_leaves_nothing_behind(upstream_factory, tmp_path, download):
+    """SIGTERM (a worker replaced, a deploy) while a file is downloaded for a client:
+    its temp file, its lock file, the spool's lock and the folders made for it go with
+    the process, so nothing is left for a later start or `verify` to blame on a kill."""
+    dist = sized_wheel("stopped", "1.0", 4_000_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    cap = dist.size // 2 if download == "spooled" else dist.size * 2
+    proxy = ProxyProcess(["--index-url", up.url, "--cache-dir", cache_dir, "--cache-size", str(cap)])
+    try:
+        up.throttle(16_384, 0.05)  # the download lasts longer than the stop takes
+        reader = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(proxy.url).port, timeout=30)
+        reader.request("GET", file_path(dist))
+        response = reader.getresponse()
+        assert response.status == 200 and response.read(1000) == dist.content[:1000]
+        assert temp_files(cache_dir)
+        if download == "spooled":
+            assert os.path.exists(os.path.join(cache_dir, "files", LOCK_PREFIX + "spool"))
+    finally:
+        _stop(proxy)
+    reader.close()
+    assert _leftovers(cache_dir) == []
 
 
 def test_an_eviction_in_one_process_leaves_no_empty_folders(upstream_factory, tmp_path):

@@ -457,3 +457,40 @@ def test_FileCache_a_closing_follower_leaves_the_writers_lock_file(tmp_path, sou
     finally:
         slow.gate.set()
         writer.close()
+
+
+def test_FileCache_a_stalled_writer_is_followed_again_once_it_moves(tmp_path, source) -> None:
+    """This test is the other process: its download stands still (frozen) with the lock
+    held, so the cache passes the file through; once it writes again, the next client
+    follows it (one upstream fetch for the fleet again)."""
+    upstream = CountingUpstream()
+    cache = FileCache(str(tmp_path / "files"), 10**6, upstream, stall_after=0.5)
+    final = Target(cache.root, "a", source, False).path
+    os.makedirs(os.path.dirname(final))
+    lock = LockFile(lock_path(final))
+    assert lock.acquire(wait=False)
+    temp = temp_path(os.path.dirname(final))
+    with open(temp, "wb") as file:
+        file.write(DATA[:100])
+    lock.record(f"{os.path.basename(temp)} {len(DATA)}")
+    try:
+        assert cache.ensure("a", source) is False  # waited the 0.5 s, then gave up on it
+        assert upstream.opened == 0
+        cache.open("a", source).close()  # passed through at once
+        assert upstream.opened == 1
+        with open(temp, "ab") as file:  # it moves again
+            file.write(DATA[100:200])
+        results = []
+        following = threading.Thread(target=lambda: results.append(cache.ensure("a", source)))
+        following.start()
+        assert wait_until(lambda: cache.downloads_in_progress() == 1)
+        with open(temp, "ab") as file:
+            file.write(DATA[200:])
+        os.replace(temp, final)
+        lock.release()
+        following.join(10)
+        assert results == [True]
+        assert upstream.opened == 1, "a moving writer's file was fetched, not followed"
+    finally:
+        lock.release()
+        cache.close()

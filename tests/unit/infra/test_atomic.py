@@ -74,8 +74,27 @@ def test_LockFile_of_a_killed_holder_is_free_and_stale(tmp_path) -> None:
     holder.kill()
     holder.wait(10)
     lock = LockFile(path)
+    assert not lock.held_by_another()
     assert lock.acquire(wait=False), "the kernel frees a dead holder's lock"
     assert lock.stale == ".tmp-dead 9"
+    lock.release()
+
+
+def test_LockFile_held_by_another_is_asked_without_taking_the_lock(tmp_path) -> None:
+    path = str(tmp_path / ".lock-x")
+    lock = LockFile(path)
+    assert not lock.held_by_another()  # no file: nobody holds it
+    holder = holding(path, ".tmp-a 123")
+    try:
+        assert lock.held_by_another()
+        assert not lock.acquire(wait=False)
+    finally:
+        holder.stdin.close()
+        assert holder.wait(10) == 0
+    open(path, "w").close()  # a file nobody holds
+    assert not lock.held_by_another()
+    assert lock.acquire(wait=False), "the question left no lock behind"
+    assert not lock.held_by_another(), "our own lock is not another's"
     lock.release()
 
 
