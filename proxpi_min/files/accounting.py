@@ -50,6 +50,9 @@ RECOUNT_INTERVAL = 5.0
 ROOT_CHECK_INTERVAL = 1.0
 # At a stop, how long the start's sweep (told to end) may take to finish its folder.
 SWEEP_JOIN_SECONDS = 1.0
+# How long the status pages wait for the ledger (seconds) before they show it as last
+# read: a process frozen while it holds the lock must not freeze /metrics with it.
+STATUS_PATIENCE = 1.0
 # Room left free on the cache dir's disk for pages, metadata and the journal, as a share
 # of the disk (1/20), at most this many bytes, when the disk holds less than the cap.
 DISK_MARGIN_MAX = 256 << 20
@@ -106,16 +109,17 @@ class Accounting:
             logger.error("cannot make the cache dir %s again: %s", self.root, exc.strerror or exc)
 
     def stats(self) -> tuple:
-        """(bytes used, file count), by every process sharing the directory."""
+        """(bytes used, file count), by every process sharing the directory (as last
+        read, if another process holds the ledger for longer than a status may wait)."""
         self.check_root()
-        record = self._ledger.read()
+        record = self._ledger.read(STATUS_PATIENCE)
         return record.used, record.count
 
     def largest(self, count: int) -> list:
         """The *count* largest stored files as (project, file name, size), from the
         view in memory (no directory walk), brought up to date with what other
-        processes on the directory stored and evicted."""
-        self.catch_up()
+        processes on the directory stored and evicted (if the ledger can be had soon)."""
+        self.catch_up(STATUS_PATIENCE)
         with self.lock:
             found = heapq.nlargest(count, self.files.items(), key=lambda item: item[1][0])
         out = []
@@ -124,10 +128,12 @@ class Accounting:
             out.append((stored.project, stored.filename, size))
         return out
 
-    def catch_up(self) -> None:
-        """Bring the view up to date with what other processes stored and evicted."""
-        with contextlib.suppress(OSError):  # closed: a stop meanwhile; the view as it is
-            with self._ledger.locked() as ledger:
+    def catch_up(self, patience: Optional[float] = None) -> None:
+        """Bring the view up to date with what other processes stored and evicted; with
+        *patience*, only if the ledger can be had within that many seconds."""
+        # OSError: closed (a stop meanwhile), or not had in time: the view as it is.
+        with contextlib.suppress(OSError):
+            with self._ledger.locked(patience) as ledger:
                 self._sync(ledger)
 
     def paths(self) -> list:

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 LEDGER_NAME = ".ledger"
 JOURNAL_NAME = ".journal"
 USERS_NAME = ".users"
+LOCK_POLL = 0.01  # seconds between two tries of a lock taken with patience
 
 
 class LedgerRecord(NamedTuple):
@@ -71,6 +72,7 @@ class Ledger:
         self._users_fd = -1
         self._warned_malformed = False  # a malformed journal line is reported once
         self._read_only = read_only  # only read (``verify`` of a copy on read-only media)
+        self._last = LedgerRecord(0, 0, 0, 0)  # the record as last read, by any of our threads
         self._open()
 
     def _open(self) -> None:
@@ -90,9 +92,14 @@ class Ledger:
 
     def in_place(self) -> bool:
         """Whether our ledger is still the file at its path (False: the directory was
-        deleted or replaced under us)."""
-        with self._thread_lock:
+        deleted or replaced under us); True, unchecked, while another of our threads
+        waits on the ledger (for a process that holds it): asked again later."""
+        if not self._thread_lock.acquire(blocking=False):
+            return True
+        try:
             return self._private or self._fd < 0 or same_file(self._fd, self.path)
+        finally:
+            self._thread_lock.release()
 
     def reopen(self) -> None:
         """Open the ledger at its path again (after :meth:`in_place` said False), and
@@ -123,31 +130,54 @@ class Ledger:
     def _read(self) -> LedgerRecord:
         parts = os.pread(self._fd, self._WIDTH, 0).split()
         if len(parts) == 6 and parts[:2] == [b"proxpi-ledger", b"2"] and all(p.isdigit() for p in parts[2:]):
-            return LedgerRecord(*(int(p) for p in parts[2:]))
-        return LedgerRecord(0, 0, 0, 0)  # new, or torn by a crash: a snapshot rewrites it
+            self._last = LedgerRecord(*(int(p) for p in parts[2:]))
+        else:
+            self._last = LedgerRecord(0, 0, 0, 0)  # new, or torn by a crash: a snapshot rewrites it
+        return self._last
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator["LedgerHandle"]:
-        """Hold the directory-wide lock; the handle reads and rewrites the record."""
-        with self._thread_lock:
-            self._check_open()
-            # Shared when only reading: it keeps writers out all the same, and an exclusive
-            # lock needs a file open for writing on NFS (flock(2)).
-            fcntl.flock(self._fd, fcntl.LOCK_SH if self._read_only else fcntl.LOCK_EX)
-            try:
-                yield LedgerHandle(self)
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+    def locked(self, patience: Optional[float] = None) -> Iterator["LedgerHandle"]:
+        """Hold the directory-wide lock; the handle reads and rewrites the record.
 
-    def read(self) -> LedgerRecord:
-        """The record now (under a shared lock, so never half written)."""
-        with self._thread_lock:
-            self._check_open()
-            fcntl.flock(self._fd, fcntl.LOCK_SH)
-            try:
+        :raises TimeoutError: with *patience*, the lock was not had within that many
+            seconds (another process holds it: frozen, or stuck on its disk).
+        """
+        # Shared when only reading: it keeps writers out all the same, and an exclusive
+        # lock needs a file open for writing on NFS (flock(2)).
+        with self._taken(fcntl.LOCK_SH if self._read_only else fcntl.LOCK_EX, patience):
+            yield LedgerHandle(self)
+
+    def read(self, patience: Optional[float] = None) -> LedgerRecord:
+        """The record now (under a shared lock, so never half written); with *patience*,
+        the last one read if the lock cannot be had within that many seconds."""
+        try:
+            with self._taken(fcntl.LOCK_SH, patience):
                 return self._read()
+        except TimeoutError:
+            return self._last
+
+    @contextlib.contextmanager
+    def _taken(self, mode: int, patience: Optional[float]) -> Iterator[None]:
+        """Our threads' lock, then the flock *mode* on the ledger (see :meth:`locked`)."""
+        deadline = None if patience is None else time.monotonic() + patience
+        if not self._thread_lock.acquire(timeout=-1 if patience is None else patience):
+            raise TimeoutError(errno.ETIMEDOUT, f"{self.path} is held by another thread")
+        try:
+            self._check_open()
+            while True:
+                try:
+                    fcntl.flock(self._fd, mode if deadline is None else mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(errno.ETIMEDOUT, f"{self.path} is held by another process") from None
+                    time.sleep(LOCK_POLL)
+            try:
+                yield
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
     def _check_open(self) -> None:
         if self._fd < 0:  # closed: never write through a number the OS may reuse
@@ -185,7 +215,7 @@ class LedgerHandle:
         record = LedgerRecord(old.generation + 1, max(used, 0), max(count, 0), epoch)
         data = Ledger._FORMAT.format(*record).encode()
         os.pwrite(self._ledger._fd, data.ljust(Ledger._WIDTH), 0)  # fixed width: no truncate, no torn tail
-        self.record = record
+        self.record = self._ledger._last = record
         return record
 
     def reservations(self) -> dict:

@@ -5,6 +5,7 @@ the other process. Black-box: subprocesses, real HTTP, the upstream's request co
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import http.client
 import json
 import os
@@ -238,6 +239,29 @@ def test_a_writer_that_stands_still_is_followed_only_until_a_living_one_would_ha
         assert proxy.get(file_path(dist)).body == dist.content
         assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
         assert proxy.stderr.count("has not moved") == 1
+
+
+def test_the_status_pages_answer_while_a_frozen_process_holds_the_ledger(upstream_factory, tmp_path):
+    """This test is another process on the directory, frozen while it holds the ledger's
+    lock: /metrics and the status page still answer, with the counts as last read."""
+    dist = sized_wheel("counted", "1.0", 30_000)
+    up = upstream_factory("json", None).add(dist)
+    cache_dir = str(tmp_path / "cache")
+    with ProxyProcess(["--index-url", up.url, "--cache-dir", cache_dir]) as proxy:
+        assert proxy.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+        assert json.loads(proxy.get("/", {"Accept": "application/json"}).body)["file_cache"]["used_bytes"] == dist.size
+        ledger = os.open(os.path.join(cache_dir, "files", ".ledger"), os.O_RDWR)
+        try:
+            fcntl.flock(ledger, fcntl.LOCK_EX)
+            metrics = proxy.get("/metrics", timeout=10)
+            status = proxy.get("/", {"Accept": "application/json"}, timeout=10)
+        finally:
+            os.close(ledger)
+        assert metrics.status == 200
+        assert f"proxpi_file_cache_size_bytes {dist.size}" in metrics.body.decode()
+        assert status.status == 200
+        assert json.loads(status.body)["file_cache"]["used_bytes"] == dist.size
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "no-length"])
