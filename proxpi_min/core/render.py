@@ -19,9 +19,11 @@ __all__ = [
     "Rendered",
     "gzip_etag",
     "gzipped",
+    "identity_body",
     "render",
     "render_project_list",
     "render_project_page",
+    "with_files_rendered_anew",
     "worth_compressing",
 ]
 
@@ -72,6 +74,11 @@ def gzipped(page: Rendered) -> Rendered:
     if not worth_compressing(page):
         return page
     return Rendered(gzip.compress(page.body, _GZIP_LEVEL, mtime=0), gzip_etag(page.etag), "gzip")
+
+
+def identity_body(page: Rendered) -> bytes:
+    """The body of *page* in the identity coding."""
+    return gzip.decompress(page.body) if page.encoding == "gzip" else page.body
 
 
 def gzip_etag(etag: str) -> str:
@@ -207,6 +214,49 @@ def render_project_page(page: ProjectPage, media: str) -> bytes:
         text = json.dumps(_json_head(page), separators=(",", ":"))[:-1]
         return f'{text},"files":[{",".join(map(_json_file, page.files))}]}}'.encode("ascii")
     return _html_document(f"Links for {page.name}", _html_meta(page), map(_html_link, page.files))
+
+
+def with_files_rendered_anew(body: bytes, media: str, entries: Iterable[FileEntry]) -> Optional[bytes]:
+    """*body*, a project page :func:`render_project_page` wrote in *media*, with the
+    file of each of *entries* written anew from it: the bytes a whole new render would
+    give when only those files changed, for a fraction of its cost on a large page.
+    None if a file is not listed exactly once (the page must then be rendered whole)."""
+    cuts = []
+    for entry in entries:
+        if media == JSON_TYPE:  # files are the document's last member: '{...},{...}]}'
+            start = _only(body, f'{{"filename":{_json_string(entry.filename)},'.encode("ascii"), None)
+            end = body.find(b',{"filename":', start + 1)
+            end = len(body) - 2 if end < 0 else end
+            text = _json_file(entry).encode("ascii")
+        else:  # the name is followed by its hash fragment or by the attribute's end
+            start = _only(body, f'<a href="{_quote(entry.filename)}'.encode("ascii"), (b"#", b'"'))
+            end = body.find(b"<br>\n", start) + len(b"<br>\n")
+            text = _html_link(entry).encode("utf-8", "replace")
+        if start < 0:
+            return None
+        cuts.append((start, end, text))
+    cuts.sort()
+    parts, position = [], 0
+    for start, end, text in cuts:
+        if start < position:  # one file given twice
+            return None
+        parts += (body[position:start], text)
+        position = end
+    parts.append(body[position:])
+    return b"".join(parts)
+
+
+def _only(body: bytes, mark: bytes, followers: Optional[tuple]) -> int:
+    """Where *mark* (followed by one of *followers*, if given) is in *body*: -1 if it is
+    nowhere, or in more than one place."""
+    found, at = -1, body.find(mark)
+    while at >= 0:
+        if followers is None or body[at + len(mark) : at + len(mark) + 1] in followers:
+            if found >= 0:
+                return -1
+            found = at
+        at = body.find(mark, at + 1)
+    return found
 
 
 def render_project_list(projects: ProjectList, media: str) -> bytes:

@@ -17,6 +17,7 @@ name lists a new hash, whose metadata is unknown until read from the new wheel.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -48,6 +49,9 @@ logger = logging.getLogger(__name__)
 # Wheels whose metadata hash (or breakage) is remembered for pages; past this the memory
 # starts afresh (pages then say ``true`` until each is served again).
 MAX_KNOWN = 200_000
+# The last changes kept per project, for pages rendered anew file by file: more at once
+# than this between two answers of a page, and it is rendered whole.
+CHANGES_KEPT = 64
 # Metadata read and not yet stored, held in memory at most: past it, one is stored before
 # its answer (a disk or a lock slower than the reads).
 MAX_UNSTORED_BYTES = 64 * 1024 * 1024
@@ -102,7 +106,9 @@ class WheelMetadata:
         # in neither, and are told so without working out their _Wheel (~0.8 us each).
         self._named: set = set()
         self._generations: dict = {}  # project -> the number of the last change of what its page advertises
+        self._changed: dict = {}  # project -> deque of (change number, wheel file name), the last CHANGES_KEPT
         self._changes = itertools.count(1)
+        self._forgotten_before = 0  # changes numbered below this were forgotten all at once (MAX_KNOWN)
         self._flights: dict = {}  # metadata path -> its _Flight, the one read in progress
         # What was read is stored after the answer (None: before it): a store waits on
         # the directory-wide lock, which a cold resolution's reads would queue on.
@@ -127,6 +133,19 @@ class WheelMetadata:
     def generation(self, project: NormalizedName) -> tuple:
         """Changes whenever what :meth:`advertise` says for *project* changes."""
         return self._generations.get(project, 0), self._reader.hosts_ignoring_ranges
+
+    def changed_since(self, project: NormalizedName, generation: tuple) -> Optional[frozenset]:
+        """The names of the wheels of *project* whose advertised metadata may have changed
+        since :meth:`generation` gave *generation*; None if that cannot be told (too many
+        changes since, or a change that reaches every wheel)."""
+        number, hosts_ignoring_ranges = generation
+        if hosts_ignoring_ranges != self._reader.hosts_ignoring_ranges or number < self._forgotten_before:
+            return None
+        with self._lock:
+            changed = list(self._changed.get(project, ()))
+        if len(changed) == CHANGES_KEPT and changed[0][0] > number:
+            return None  # older changes may have been dropped
+        return frozenset(filename for at, filename in changed if at > number)
 
     def advertise(self, project: NormalizedName, files: tuple, local: frozenset = frozenset()) -> tuple:
         """*files* with metadata advertised for every wheel without: its sha256 once
@@ -195,12 +214,17 @@ class WheelMetadata:
         with self._lock:
             if self._known.get(wheel) != value:
                 if len(self._known) >= MAX_KNOWN:
-                    self._known, self._named, self._generations = {}, set(), {}
+                    self._known, self._named, self._generations, self._changed = {}, set(), {}, {}
+                    self._forgotten_before = next(self._changes)
                 self._known[wheel] = value
                 self._named.add((wheel.project, wheel.filename))
                 # From one counter: after a fresh start, no project's number repeats one
                 # its page was rendered with before (0 only where nothing is known).
-                self._generations[wheel.project] = next(self._changes)
+                number = self._generations[wheel.project] = next(self._changes)
+                changed = self._changed.get(wheel.project)
+                if changed is None:
+                    changed = self._changed[wheel.project] = collections.deque(maxlen=CHANGES_KEPT)
+                changed.append((number, wheel.filename))
 
     # ------------------------------------------------------------------ serving
 

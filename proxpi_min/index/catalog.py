@@ -14,7 +14,7 @@ from typing import Callable, Iterable, NamedTuple, Optional, Protocol, Union
 from ..core.errors import Forbidden, NotFound
 from ..core.names import NormalizedName, canonicalize_name
 from ..core.policy import Filtered, Policy
-from ..core.render import Rendered, render_project_list, render_project_page
+from ..core.render import Rendered, render_project_list, render_project_page, with_files_rendered_anew
 from ..core.simple import FileEntry, ProjectList, ProjectPage, merge_lists, merge_pages
 from ..core.urls import redact_url
 from ..infra.background import Background
@@ -70,8 +70,12 @@ class MetadataAdvert(Protocol):
         """*files*, with the metadata the proxy serves itself advertised (not for the
         files named in *local*, the local index's, which carry their own or none)."""
 
-    def generation(self, project: NormalizedName) -> int:
+    def generation(self, project: NormalizedName) -> tuple:
         """Changes whenever :meth:`advertise` would say something new for *project*."""
+
+    def changed_since(self, project: NormalizedName, generation: tuple) -> Optional[frozenset]:
+        """The names of the files of *project* that :meth:`advertise` may say something
+        new of since *generation*; None if that cannot be told."""
 
 
 class _View(NamedTuple):
@@ -176,7 +180,23 @@ class Catalog:
                 page = page._replace(files=metadata.advertise(name, page.files, view.local))
             return render_project_page(page, media)
 
-        rendered = self._pages.page(("project", name, media, compress, bool(down)), generation, make, media, compress)
+        def patch(old_generation: tuple, old_body: bytes) -> Optional[bytes]:
+            """The page kept before, if only metadata learned since tells it from this one:
+            each such wheel written anew (a large page costs a whole render otherwise)."""
+            if old_generation[:-1] != generation[:-1]:
+                return None
+            changed = metadata.changed_since(name, old_generation[-1])
+            if changed is None:
+                return None
+            entries = tuple(entry for entry in view.filtered.page.files if entry.filename in changed)
+            return with_files_rendered_anew(old_body, media, metadata.advertise(name, entries, view.local))
+
+        # Patched only where the metadata generation is the last part of the page's.
+        patchable = metadata is not None and not down and not self._offline
+        rendered = self._pages.page(
+            ("project", name, media, compress, bool(down)), generation, make, media, compress,
+            patch if patchable else None,
+        )
         # Filtered for an outage: a front cache must not keep it past the outage.
         stale = bool(down) or any(lookup.stale for lookup in lookups)
         fresh_for = _fresh_for(lookups)

@@ -7,7 +7,7 @@ import functools
 import threading
 from typing import Callable, Optional
 
-from ..core.render import Rendered, gzipped, render, worth_compressing
+from ..core.render import Rendered, gzipped, identity_body, render, worth_compressing
 from ..infra.background import Background
 
 __all__ = ["RenderedPages", "interim"]
@@ -35,17 +35,31 @@ class RenderedPages:
         self._pages: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def page(self, key: tuple, generation: tuple, make: Callable[[], bytes], media: str, compress: bool) -> Rendered:
+    def page(
+        self,
+        key: tuple,
+        generation: tuple,
+        make: Callable[[], bytes],
+        media: str,
+        compress: bool,
+        patch: Optional[Callable[[tuple, bytes], Optional[bytes]]] = None,
+    ) -> Rendered:
         """The page kept for *key* and *generation*, else ``make()`` (a page in *media*)
-        rendered and kept.
+        rendered and kept; *patch*, given the generation and the body of the page kept
+        for *key* before, may give the new page from it instead (None: it cannot).
 
         Only the coding a client asked for is kept: pip and uv always take gzip, so the
         much larger identity form of most pages is never held in memory for long.
         """
-        page = self._get(key, generation)
-        if page is not None:
-            return page
-        page = render(make(), media, False)
+        with self._lock:
+            kept = self._pages.get(key)
+            if kept is not None and kept[0] == generation:
+                self._pages.move_to_end(key)
+                return kept[1]
+        body = None
+        if kept is not None and patch is not None:
+            body = patch(kept[0], identity_body(kept[1]))
+        page = render(make() if body is None else body, media, False)
         # Answer first: this client (and any other until it is done) gets the page as it
         # is, which it may take whatever it accepts (RFC 9110 12.5.3), rather than wait
         # for the compression.
@@ -63,14 +77,6 @@ class RenderedPages:
         if answer_first:
             self._background.submit(functools.partial(self._compress, key, generation, page))
         return page
-
-    def _get(self, key: tuple, generation: tuple) -> Optional[Rendered]:
-        with self._lock:
-            found = self._pages.get(key)
-            if found is None or found[0] != generation:
-                return None
-            self._pages.move_to_end(key)
-            return found[1]
 
     def _compress(self, key: tuple, generation: tuple, page: Rendered) -> None:
         """Put *page* gzipped in its place, unless the page changed (or left) meanwhile."""

@@ -64,6 +64,7 @@ def test_metadata_read_with_ranges_and_advertised_with_its_hash(proxy, bare):
     p = proxy(bare)
     beta = bare.beta
     assert 'data-core-metadata="true"' in _anchor(p.get("/index/beta/").text, beta.filename)
+    assert json.loads(p.get("/index/beta/", JSON).body)["files"][0]["core-metadata"] is True
     result = p.get(f"/index/beta/{beta.filename}.metadata")
     assert result.status == 200
     assert result.body == beta.metadata
@@ -86,6 +87,10 @@ def test_metadata_read_with_ranges_and_advertised_with_its_hash(proxy, bare):
              "the stored metadata's hash on the page")
     assert again.get(f"/index/beta/{beta.filename}.metadata").body == beta.metadata
     assert [r.path for r in bare.requests if not r.path.startswith("/simple/")] == []
+    # The first proxy wrote only the wheel anew on the pages it had: the bytes of a
+    # whole render, as the second proxy made them.
+    for headers in ({}, JSON):
+        assert p.get("/index/beta/", headers).body == again.get("/index/beta/", headers).body
 
 
 @pytest.mark.parametrize("damage", [b"", b"\x00" * 64, b"Metadata-Version: 2.1\nNam"], ids=["emptied", "zeroed", "cut"])

@@ -15,6 +15,7 @@ from proxpi_min.core.render import (
     render,
     render_project_list,
     render_project_page,
+    with_files_rendered_anew,
 )
 from proxpi_min.core.simple import (
     HTML_TYPE,
@@ -569,3 +570,45 @@ def test_render_each_media_type_has_its_own_etag(compress: bool) -> None:
     body = render_project_page(page_of(entry()), TEXT_HTML) * 20
     tags = {render(body, media, compress).etag for media in (TEXT_HTML, HTML_TYPE, JSON_TYPE)}
     assert len(tags) == 3
+
+
+# ---------------------------------------------------------------- one file rendered anew
+
+
+def _entry(filename: str, **fields) -> FileEntry:
+    return FileEntry(filename, f"https://files.example/{filename}", (("sha256", SHA),), **fields)
+
+
+_NAMES = [
+    "foo-1.0.tar.gz",
+    "foo-1.0.tar.gz.asc",  # the name before it, and more
+    "foo-1.0-py3-none-any.whl",
+    "foo-1.0+local-py3-none-any.whl",  # quoted in a link
+    "foo-2.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+]
+
+
+@pytest.mark.parametrize("media", [JSON_TYPE, HTML_TYPE])
+@pytest.mark.parametrize("changed", [[0], [1], [2], [3], [4], [0, 4], [1, 2, 3]])
+def test_files_rendered_anew_give_the_bytes_of_a_whole_render(media: str, changed: list) -> None:
+    before = [_entry(name, metadata=() if name.endswith(".whl") else None) for name in _NAMES]
+    after = list(before)
+    for position in changed:
+        after[position] = after[position]._replace(metadata=(("sha256", SHA_B),), yanked="gone <now>")
+    page = ProjectPage("foo", tuple(before), ("1.0", "2.0"), True)
+    body = render_project_page(page, media)
+    whole = render_project_page(page._replace(files=tuple(after)), media)
+    assert whole != body
+    assert with_files_rendered_anew(body, media, [after[p] for p in changed]) == whole
+
+
+@pytest.mark.parametrize("media", [JSON_TYPE, HTML_TYPE])
+def test_files_rendered_anew_only_where_each_is_listed_once(media: str) -> None:
+    listed = _entry("foo-1.0-py3-none-any.whl", metadata=())
+    page = ProjectPage("foo", (listed, _entry("foo-1.0.tar.gz")), ("1.0",), True)
+    body = render_project_page(page, media)
+    assert with_files_rendered_anew(body, media, []) == body
+    assert with_files_rendered_anew(body, media, [_entry("foo-3.0-py3-none-any.whl")]) is None
+    twice = render_project_page(page._replace(files=(listed, listed)), media)
+    assert with_files_rendered_anew(twice, media, [listed]) is None
+    assert with_files_rendered_anew(body, media, [listed, listed]) is None
