@@ -53,6 +53,10 @@ SWEEP_JOIN_SECONDS = 1.0
 # How long the status pages wait for the ledger (seconds) before they show it as last
 # read: a process frozen while it holds the lock must not freeze /metrics with it.
 STATUS_PATIENCE = 1.0
+# How long a download waits for the ledger (seconds) to reserve its room or be stored
+# before its file is passed through, not stored: a living process holds the lock for a
+# walk of the directory at most, a frozen one for ever.
+DOWNLOAD_PATIENCE = 10.0
 # Room left free on the cache dir's disk for pages, metadata and the journal, as a share
 # of the disk (1/20), at most this many bytes, when the disk holds less than the cap.
 DISK_MARGIN_MAX = 256 << 20
@@ -339,7 +343,10 @@ class Accounting:
 
     def store(self, target: Target, temp: str, size: int) -> bool:
         """Move a verified download's temp file to its final name, if it fits under the
-        cap; False if it was not moved (the download removes it)."""
+        cap; False if it was not moved (the download removes it).
+
+        :raises OSError: the ledger cannot be had in DOWNLOAD_PATIENCE (TimeoutError).
+        """
         path = target.path
         if size > self.cap or self._stopping.is_set():  # closed: a download outlived its cache (warm's Ctrl-C)
             return False
@@ -347,7 +354,7 @@ class Accounting:
         stored = False
         # Under the directory-wide lock, so that downloads finishing together (here or
         # in other processes) cannot each find room for themselves and overrun the cap.
-        with self._ledger.locked() as ledger:
+        with self._ledger.locked(DOWNLOAD_PATIENCE) as ledger:
             self._sync(ledger)
             reserved = sum(self._unreserve(ledger, temp).values())  # ours becomes the stored file
             if os.path.exists(path):  # stored meanwhile by a writer that took no lock
@@ -376,12 +383,15 @@ class Accounting:
     def reserve(self, target: Target, temp: str, size: int) -> bool:
         """Make room for a download of *size* bytes into *temp* before it starts, so
         that downloads in flight (in every process) count against the cap; False if
-        it does not fit beside those, or is over the cap: it is not stored."""
+        it does not fit beside those, or is over the cap: it is not stored.
+
+        :raises OSError: the ledger cannot be had in DOWNLOAD_PATIENCE (TimeoutError).
+        """
         if size > self.cap or self._stopping.is_set():
             return False
         self.check_root()
         victims: list = []
-        with self._ledger.locked() as ledger:
+        with self._ledger.locked(DOWNLOAD_PATIENCE) as ledger:
             self._sync(ledger)
             live = self._unreserve(ledger, temp)
             reserved = sum(live.values())
@@ -424,8 +434,9 @@ class Accounting:
         self._evicted(victims)
 
     def release(self, temp: str) -> None:
-        """Drop the reservation of the download into *temp*."""
-        with self._ledger.locked() as ledger:
+        """Drop the reservation of the download into *temp* (if the ledger cannot be had,
+        the next reservation drops it: its temp file is gone)."""
+        with self._ledger.locked(DOWNLOAD_PATIENCE) as ledger:
             self._unreserve(ledger, temp)
 
     def _unreserve(self, ledger: LedgerHandle, temp: Optional[str]) -> dict:

@@ -74,7 +74,10 @@ class FileStore(Protocol):
 
     def reserve(self, target: Target, temp: str, size: int) -> bool:
         """Make room under the cap for a download of *size* bytes into *temp* before
-        it starts; False if it does not fit now, or ever (it is not stored)."""
+        it starts; False if it does not fit now, or ever (it is not stored).
+
+        :raises OSError: the cache's bookkeeping cannot be had or written.
+        """
 
     def release(self, temp: str) -> None:
         """Drop the reservation of the download into *temp* (it was not stored)."""
@@ -82,7 +85,10 @@ class FileStore(Protocol):
     def store(self, target: Target, temp: str, size: int) -> bool:
         """Give a verified temp file of *size* bytes the target's path, if it fits
         under the cap (its reservation, if any, becomes the stored file's); False if
-        it was not taken (the caller removes it)."""
+        it was not taken (the caller removes it).
+
+        :raises OSError: the cache's bookkeeping cannot be had or written.
+        """
 
     def count_upstream(self, target: Target, error: Optional[ProxpiError]) -> None:
         """Count one upstream file request's outcome (None: it answered)."""
@@ -233,8 +239,13 @@ class Download:
             logger.warning("cannot cache %s (%s)", target.filename, exc.strerror)
             self.remove_temp()
         else:
-            stored = self.store.store(target, self.temp, self.written)
-            self.reserved = False  # store() took the reservation, or dropped it
+            try:
+                stored = self.store.store(target, self.temp, self.written)
+            except OSError as exc:  # the ledger cannot be had (a process frozen holding it)
+                logger.warning("cannot cache %s (%s)", target.filename, exc.strerror or exc)
+                stored = False
+            else:
+                self.reserved = False  # store() took the reservation, or dropped it
             if not stored:
                 self.remove_temp()
 

@@ -14,6 +14,7 @@ import urllib.parse
 
 import pytest
 
+from proxpi_min.files import accounting
 from proxpi_min.files.ledger import Ledger
 from proxpi_min.infra.atomic import LOCK_PREFIX, TEMP_PREFIX, LockFile, lock_path, temp_path
 from tests.support.cache_dir import WAIT, file_path, files_tree, peak_while, sized_wheel, stored_content, stored_paths, wait_until
@@ -262,6 +263,29 @@ def test_the_status_pages_answer_while_a_frozen_process_holds_the_ledger(upstrea
         assert f"proxpi_file_cache_size_bytes {dist.size}" in metrics.body.decode()
         assert status.status == 200
         assert json.loads(status.body)["file_cache"]["used_bytes"] == dist.size
+
+
+def test_a_download_waits_on_a_ledger_held_by_a_frozen_process_no_longer_than_its_patience(
+    proxy, upstream_factory, monkeypatch
+):
+    """This test is another process, frozen while it holds the ledger's lock: a file
+    asked for meanwhile is passed through once the download's patience (made short
+    here) is spent, and stored when asked again after the lock is let go."""
+    monkeypatch.setattr(accounting, "DOWNLOAD_PATIENCE", 0.5)
+    dist = sized_wheel("waiting", "1.0", 30_000)
+    up = upstream_factory("json", None).add(dist)
+    running = proxy(up)
+    cache_dir = running.settings.cache_dir
+    ledger = os.open(os.path.join(cache_dir, "files", ".ledger"), os.O_RDWR)
+    try:
+        fcntl.flock(ledger, fcntl.LOCK_EX)
+        result = running.get(file_path(dist), timeout=30)
+        assert (result.status, result.body == dist.content) == (200, True)
+        assert stored_paths(cache_dir, dist.filename) == []
+    finally:
+        os.close(ledger)
+    assert running.get(file_path(dist)).body == dist.content
+    assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "no-length"])
