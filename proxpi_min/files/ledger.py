@@ -73,6 +73,7 @@ class Ledger:
         self._warned_malformed = False  # a malformed journal line is reported once
         self._read_only = read_only  # only read (``verify`` of a copy on read-only media)
         self._last = LedgerRecord(0, 0, 0, 0)  # the record as last read, by any of our threads
+        self._held_elsewhere = False  # a patient wait for the lock ran out, and it was not had since
         self._open()
 
     def _open(self) -> None:
@@ -158,9 +159,15 @@ class Ledger:
 
     @contextlib.contextmanager
     def _taken(self, mode: int, patience: Optional[float]) -> Iterator[None]:
-        """Our threads' lock, then the flock *mode* on the ledger (see :meth:`locked`)."""
+        """Our threads' lock, then the flock *mode* on the ledger (see :meth:`locked`).
+        Once a patient wait has run out, later ones try once, without waiting, until
+        the lock is had again: each would run out the same way."""
+        if patience is not None and self._held_elsewhere:
+            patience = 0.0
         deadline = None if patience is None else time.monotonic() + patience
-        if not self._thread_lock.acquire(timeout=-1 if patience is None else patience):
+        if patience is None:
+            self._thread_lock.acquire()
+        elif not (self._thread_lock.acquire(timeout=patience) if patience else self._thread_lock.acquire(False)):
             raise TimeoutError(errno.ETIMEDOUT, f"{self.path} is held by another thread")
         try:
             self._check_open()
@@ -170,8 +177,10 @@ class Ledger:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
+                        self._held_elsewhere = True
                         raise TimeoutError(errno.ETIMEDOUT, f"{self.path} is held by another process") from None
                     time.sleep(LOCK_POLL)
+            self._held_elsewhere = False
             try:
                 yield
             finally:

@@ -271,9 +271,9 @@ def test_a_download_waits_on_a_ledger_held_by_a_frozen_process_no_longer_than_it
     """This test is another process, frozen while it holds the ledger's lock: a file
     asked for meanwhile is passed through once the download's patience (made short
     here) is spent, and stored when asked again after the lock is let go."""
-    monkeypatch.setattr(accounting, "DOWNLOAD_PATIENCE", 0.5)
-    dist = sized_wheel("waiting", "1.0", 30_000)
-    up = upstream_factory("json", None).add(dist)
+    monkeypatch.setattr(accounting, "DOWNLOAD_PATIENCE", 3.0)
+    dist, other = sized_wheel("waiting", "1.0", 30_000), sized_wheel("after", "1.0", 30_000)
+    up = upstream_factory("json", None).add(dist).add(other)
     running = proxy(up)
     cache_dir = running.settings.cache_dir
     ledger = os.open(os.path.join(cache_dir, "files", ".ledger"), os.O_RDWR)
@@ -282,6 +282,10 @@ def test_a_download_waits_on_a_ledger_held_by_a_frozen_process_no_longer_than_it
         result = running.get(file_path(dist), timeout=30)
         assert (result.status, result.body == dist.content) == (200, True)
         assert stored_paths(cache_dir, dist.filename) == []
+        started = time.monotonic()  # the lock still held: the next download does not wait again
+        result = running.get(file_path(other), timeout=30)
+        assert (result.status, result.body == other.content) == (200, True)
+        assert time.monotonic() - started < 2.0
     finally:
         os.close(ledger)
     assert running.get(file_path(dist)).body == dist.content

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 
 import pytest
 
@@ -183,3 +185,27 @@ def test_Ledger_users_file_is_data_not_an_executable(tmp_path) -> None:
         assert os.stat(tmp_path / USERS_NAME).st_mode & 0o111 == 0
     finally:
         ledger.close()
+
+
+def test_Ledger_held_elsewhere_is_waited_on_with_patience_then_tried_once_until_had(tmp_path) -> None:
+    """The test holds the ledger's lock as another (frozen) process would."""
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        handle.write(100, 2)
+    frozen = os.open(ledger.path, os.O_RDWR)
+    try:
+        fcntl.flock(frozen, fcntl.LOCK_EX)
+        started = time.monotonic()
+        assert ledger.read(0.3) == LedgerRecord(1, 100, 2, 0)  # as last read
+        assert time.monotonic() - started >= 0.3
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            with ledger.locked(5.0):
+                pass
+        assert time.monotonic() - started < 2.5, "a wait that ran out was waited again"
+    finally:
+        os.close(frozen)
+    with ledger.locked(5.0) as handle:  # had again: waits are patient again
+        handle.write(50, 1)
+    assert ledger.read(0.3) == LedgerRecord(2, 50, 1, 0)
+    ledger.close()
