@@ -94,14 +94,7 @@ def build_proxy(settings: Settings, cache_dir: str, metrics: Optional[Metrics] =
         proxies=settings.upstream_proxy,
     )
     files = FileCache(
-        files_root(cache_dir),
-        settings.cache_size,
-        upstream,
-        settings.offline,
-        metrics,
-        settings.download_min_rate,
-        # The longest a living writer goes without a byte: a connect, then a read.
-        stall_after=settings.connect_timeout + settings.read_timeout,
+        files_root(cache_dir), settings.cache_size, upstream, settings.offline, metrics, settings.download_min_rate
     )
     # ``warm`` keeps every page it reads, for an offline proxy: only a server online prunes.
     pruning = serving and not settings.offline

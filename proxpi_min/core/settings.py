@@ -55,7 +55,7 @@ LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTSET", "WA
 DEFAULT_LOGGING_LEVEL = "INFO"
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
-WORKERS_PER_CPU = 4
+WORKERS_PER_CPU, MOST_WORKERS = 4, 64  # --workers at most: 4 per CPU, or 64 where that is more
 DEFAULT_MAX_UPLOAD_SIZE = 1024**3  # one uploaded file, streamed to disk (README "Private packages")
 METADATA_MODES, PREFETCH_MODES = ("auto", "off"), ("metadata", "pages", "off")  # the first of each is the default
 DEFAULT_PREFETCH_JOBS = 8
@@ -203,9 +203,10 @@ def _workers(sources: Sources) -> int:
     if isinstance(raw, str) and raw.strip().lower() == "auto":
         return cpu_count()
     # More processes than that cannot use the CPUs better (each has its request
-    # threads), and a slip of the keyboard must not fork the machine to a halt.
-    most = WORKERS_PER_CPU * cpu_count()
-    problem = f"must be a number of processes up to {most} ({WORKERS_PER_CPU} per CPU), 0 or auto (one per CPU)"
+    # threads), and a slip of the keyboard must not fork the machine to a halt; a
+    # container that sees fewer CPUs than its host keeps a few dozen.
+    most = max(MOST_WORKERS, WORKERS_PER_CPU * cpu_count())
+    problem = f"must be a number of processes up to {most}, 0 or auto (one per CPU)"
     workers = sources.integer("--workers", "PROXPI_WORKERS", DEFAULT_WORKERS, problem, maximum=most) or cpu_count()
     if not hasattr(os, "fork") and workers > 1:
         raise bad_value(source, raw, "needs os.fork, which this platform lacks")

@@ -8,10 +8,12 @@ follows that temp file instead of fetching: its clients get the bytes as they la
 the last one only once the writer has renamed the file to its final name (it verifies
 before it renames). If the writer dies (its lock is freed with its record still in the
 lock file), the follower's clients fetch the rest from upstream themselves, still
-hash-checked, and a new download takes over in this process. If the writer stands still
-with its lock held (a frozen process: SIGSTOP, a paused container, a hung disk) for
-longer than a living one can (its own connect and read timeouts), the follower's clients
-do the same, and the file cache passes the file through while it stays so.
+hash-checked, and a new download takes over in this process. A writer's process touches
+the lock files it holds every HEARTBEAT seconds, whatever its downloads wait on (the
+upstream, the ledger, the disk); if a lock file, its record and the temp file all stand
+still for STALL_AFTER seconds, the lock held (a frozen process: SIGSTOP, a paused
+container), the follower's clients fetch the rest themselves too, and the file cache
+passes the file through while it stays so.
 
 A file that will not be stored (over the cap, or no room beside the downloads in flight)
 is still fetched once: it is spooled to its temp file for its clients and not stored at
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import threading
 import time
@@ -48,13 +49,18 @@ from .integrity import Verifier
 from .layout import Target
 from .upstream_body import CHUNK, VerifiedChunks
 
-__all__ = ["Download", "FileStore", "Opened", "writer_mark"]
+__all__ = ["HEARTBEAT", "STALL_AFTER", "Download", "FileStore", "Opened", "writer_mark"]
 
 logger = logging.getLogger(__name__)
 
 # How often a follower looks at another process's download (its file's size, its lock):
 # fast enough to stream, slow enough to cost nothing (no inotify on NFS).
 FOLLOW_POLL = 0.02
+# How often (seconds) a process touches the lock files of the downloads it writes, and
+# how long another may see one stand still before it takes the writer for frozen: many
+# beats, since a beat may wait on a busy disk or a starved thread.
+HEARTBEAT = 1.0
+STALL_AFTER = 10.0
 
 
 class Opened(NamedTuple):
@@ -111,7 +117,7 @@ class Download:
     thread publishes progress under ``cond``."""
 
     def __init__(
-        self, store: FileStore, upstream: Upstream, target: Target, min_rate: int = 0, stall_after: float = math.inf
+        self, store: FileStore, upstream: Upstream, target: Target, min_rate: int = 0, stall_after: float = STALL_AFTER
     ) -> None:
         self.store = store
         self.upstream = upstream
@@ -335,8 +341,8 @@ class Download:
             if seen != mark:
                 mark, moved = seen, time.monotonic()
             elif time.monotonic() - moved > self.stall_after:
-                logger.warning("the download of %s in another process has not moved for %.0f s (a frozen process?); "
-                               "its clients here fetch it from upstream", self.target.filename, self.stall_after)
+                logger.warning("the download of %s in another process has given no sign of life for %.0f s (a frozen "
+                               "process?); its clients here fetch it from upstream", self.target.filename, self.stall_after)
                 self.store.stalled(self.target, mark)
                 self._publish(disk_failed=True)
                 return True
@@ -504,15 +510,27 @@ class Download:
 
 
 def writer_mark(lock: LockFile) -> tuple:
-    """What a download in another process shows of its progress: its lock's record
-    and the size of the temp file it names (None: no such file)."""
-    record = lock.read_record()
+    """What a download in another process shows of being alive: its lock file's record
+    and last change (its process's heartbeat), and the size of the temp file it names
+    (None where there is no such file). Opened anew each time, so that an NFS client
+    asks the server rather than its attribute cache (close-to-open consistency)."""
+    try:
+        fd = os.open(lock.path, os.O_RDONLY)
+    except OSError:
+        return "", None, None
+    try:
+        touched = os.fstat(fd).st_mtime_ns
+        record = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+    except OSError:
+        return "", None, None
+    finally:
+        os.close(fd)
     name = record.partition(" ")[0]
     size = None
     if _is_temp_name(name):
         with contextlib.suppress(OSError):
             size = os.stat(os.path.join(os.path.dirname(lock.path), name)).st_size
-    return record, size
+    return record, touched, size
 
 
 def _is_temp_name(name: str) -> bool:

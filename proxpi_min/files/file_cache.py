@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ from ..index.upstream import Upstream
 from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path, remove_recorded_temp, same_file
 from ..infra.metrics import Metrics
 from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
+from . import downloads
 from .downloads import Download, Opened, writer_mark
 from .accounting import TOUCH_INTERVAL, Accounting
 from .layout import Target, remove_empty_folders
@@ -55,11 +55,12 @@ class FileCache:
         offline: bool = False,
         metrics: Optional[Metrics] = None,
         min_rate: int = 0,
-        stall_after: float = math.inf,
+        stall_after: Optional[float] = None,
     ) -> None:
         self.root = root
         self.min_rate = min_rate  # bytes a second a transfer from upstream must average
-        self.stall_after = stall_after  # seconds, see downloads.Download.stall_after
+        # Seconds another process's download may give no sign of life (downloads.STALL_AFTER).
+        self.stall_after = downloads.STALL_AFTER if stall_after is None else stall_after
         self.metrics = metrics or Metrics()
         self.cap = cap
         self.upstream = upstream
@@ -70,6 +71,8 @@ class FileCache:
         self._next_catch_up = 0.0
         self._sizes: dict = {}  # path -> size upstream gave (HEAD, Content-Range) for pages without sizes
         self._stalls: dict = {}  # path -> writer_mark of another process's download that stands still
+        self._beating: Optional[threading.Thread] = None  # touches the lock files of our downloads
+        self._closed = threading.Event()
         self._spools: "weakref.WeakSet[LockFile]" = weakref.WeakSet()  # spool locks handed to downloads
         # Told of every file stored (files.metadata reads a wheel's METADATA then).
         self.on_stored: Optional[Callable[[Target], None]] = None
@@ -211,7 +214,8 @@ class FileCache:
         ``warm`` command, prefetch); *index* labels its upstream requests.
 
         :returns: whether the file is in the cache now (False: it cannot be stored:
-            over the cap, or the cache dir cannot take it).
+            over the cap, the cache dir cannot take it, or another process's download
+            of it gives no sign of life).
         :raises ProxpiError: UpstreamError (IntegrityError: bad bytes) or, offline,
             NotFound.
         """
@@ -224,6 +228,7 @@ class FileCache:
             with self._lock:
                 download, start = self._register(target)
             if start:
+                self._beat()
                 download.run()
             with download.cond:
                 download.cond.wait_for(lambda: download.over)
@@ -454,9 +459,32 @@ class FileCache:
             return download, True
         return download, False
 
-    @staticmethod
-    def _run(download: Download) -> None:
+    def _run(self, download: Download) -> None:
+        self._beat()
         threading.Thread(target=download.run, name=f"download {download.target.filename}", daemon=True).start()
+
+    def _beat(self) -> None:
+        """Have the heartbeat run while this process has downloads (a new download is
+        registered already, so the thread cannot leave before it sees it)."""
+        with self._lock:
+            start = self._beating is None or not self._beating.is_alive()  # or forked without it
+            if start:
+                self._beating = threading.Thread(target=self._heartbeat, name="proxpi-download-heartbeat", daemon=True)
+                beating = self._beating
+        if start:
+            beating.start()
+
+    def _heartbeat(self) -> None:
+        """Touch the lock file of each download this process writes, every HEARTBEAT
+        seconds while it has any: the sign of life its followers elsewhere look for."""
+        while not self._closed.wait(downloads.HEARTBEAT):
+            with self._lock:
+                held = [download.lock for download in self._downloads.values() if download.lock.held]
+                if not self._downloads:
+                    self._beating = None
+                    return
+            for lock in held:
+                lock.touch()
 
     def finished(self, download: Download) -> None:
         """Forget a download whose writer is done; start the next one if its file is
@@ -475,6 +503,7 @@ class FileCache:
         their lock files and the folders that leaves empty go (another process may then
         fetch the file at once), and so does a file spooled for clients and its lock."""
         self._accounting.stop()  # no download reserves room or stores from now on
+        self._closed.set()
         with self._lock:
             downloads = list(self._downloads.values())
         for download in downloads:
@@ -482,12 +511,8 @@ class FileCache:
             with contextlib.suppress(OSError):
                 self.release(download.temp)
             if download.lock.held:  # ours, not another process's whose writing we follow
-                with contextlib.suppress(OSError):  # its writer lets go of the lock as the process ends
-                    os.unlink(download.lock.path)
+                download.lock.abandon()
                 remove_empty_folders(self.root, download.target.path)
         for slot in list(self._spools):
-            if slot.held:  # a file spooled for clients the stop cuts off
-                remove_recorded_temp(slot.path, slot.read_record())
-                with contextlib.suppress(OSError):
-                    os.unlink(slot.path)
+            remove_recorded_temp(slot.path, slot.abandon())  # a file spooled for clients the stop cuts off
         self._accounting.close()

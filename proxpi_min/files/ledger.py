@@ -94,7 +94,7 @@ class Ledger:
     def in_place(self) -> bool:
         """Whether our ledger is still the file at its path (False: the directory was
         deleted or replaced under us); True, unchecked, while another of our threads
-        waits on the ledger (for a process that holds it): asked again later."""
+        holds or waits on the ledger (a process may hold it for long): asked again later."""
         if not self._thread_lock.acquire(blocking=False):
             return True
         try:

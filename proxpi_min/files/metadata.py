@@ -50,8 +50,9 @@ logger = logging.getLogger(__name__)
 # starts afresh (pages then say ``true`` until each is served again).
 MAX_KNOWN = 200_000
 # The last changes kept per project, for pages rendered anew file by file: more at once
-# than this between two answers of a page, and it is rendered whole.
-CHANGES_KEPT = 64
+# than this between two answers of a page, and it is rendered whole (each file found by
+# a scan of the page: past a few dozen, a whole render costs less).
+CHANGES_KEPT = 16
 # Metadata read and not yet stored, held in memory at most: past it, one is stored before
 # its answer (a disk or a lock slower than the reads).
 MAX_UNSTORED_BYTES = 64 * 1024 * 1024
@@ -139,12 +140,15 @@ class WheelMetadata:
         since :meth:`generation` gave *generation*; None if that cannot be told (too many
         changes since, or a change that reaches every wheel)."""
         number, hosts_ignoring_ranges = generation
-        if hosts_ignoring_ranges != self._reader.hosts_ignoring_ranges or number < self._forgotten_before:
-            return None
         with self._lock:
+            if number < self._forgotten_before:
+                return None
             changed = list(self._changed.get(project, ()))
         if len(changed) == CHANGES_KEPT and changed[0][0] > number:
             return None  # older changes may have been dropped
+        # Read last: a host found ignoring Range while the names were gathered counts.
+        if hosts_ignoring_ranges != self._reader.hosts_ignoring_ranges:
+            return None
         return frozenset(filename for at, filename in changed if at > number)
 
     def advertise(self, project: NormalizedName, files: tuple, local: frozenset = frozenset()) -> tuple:

@@ -337,6 +337,25 @@ class LockFile:
         """Whether this object holds the lock now."""
         return self._fd is not None
 
+    def abandon(self) -> str:
+        """At a stop: remove the lock file if it is still ours, without letting go (the
+        process's end does, as its threads may still write under it); our record, or ''
+        where the file at the path is not ours."""
+        if self._fd is None or not same_file(self._fd, self.path):
+            return ""
+        with contextlib.suppress(OSError):
+            record = os.pread(self._fd, 4096, 0).decode("utf-8", "replace")
+            os.unlink(self.path)
+            return record
+        return ""
+
+    def touch(self) -> None:
+        """Give the lock file a new mtime, as its holder's sign of life (by path: the
+        descriptor may be let go of meanwhile, and its number reused)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
     def held_by_another(self) -> bool:
         """Whether another holder has the lock now, asked without taking it: a shared
         lock tried and let go at once (a taker racing it retries, see acquire's callers)."""
@@ -348,7 +367,7 @@ class LockFile:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:  # held (or no locks here, e.g. ENOLCK on NFS: taken for held)
             return True
         finally:
             os.close(fd)  # which lets go of the shared lock

@@ -8,13 +8,14 @@ import concurrent.futures
 import fcntl
 import http.client
 import json
+import logging
 import os
 import time
 import urllib.parse
 
 import pytest
 
-from proxpi_min.files import accounting
+from proxpi_min.files import accounting, downloads
 from proxpi_min.files.ledger import Ledger
 from proxpi_min.infra.atomic import LOCK_PREFIX, TEMP_PREFIX, LockFile, lock_path, temp_path
 from tests.support.cache_dir import WAIT, file_path, files_tree, peak_while, sized_wheel, stored_content, stored_paths, wait_until
@@ -205,15 +206,19 @@ def test_proxy_follows_a_download_written_by_another_tool(upstream_factory, tmp_
         assert up.hits(dist.filename) == (1 if writer_ends == "given up" else 0)
 
 
-def test_a_writer_that_stands_still_is_followed_only_until_a_living_one_would_have_moved(upstream_factory, tmp_path):
+def test_a_writer_that_gives_no_sign_of_life_is_followed_only_until_it_counts_as_frozen(
+    proxy, upstream_factory, monkeypatch, caplog
+):
     """This test is the other process, frozen (SIGSTOP, a paused container) mid-download:
-    its lock stays held and its temp file stops growing. The proxy's client waits no
-    longer than a living writer could stand still (the connect and read timeouts), then
-    gets the rest from upstream, hash-checked; later clients do not wait on it at all;
-    once the writer lets go, the file is downloaded and stored as usual."""
+    its lock stays held, and neither its lock file (its heartbeat) nor its temp file
+    changes. The proxy's client waits STALL_AFTER (made short here), then gets the rest
+    from upstream, hash-checked; later clients do not wait on it at all; once the writer
+    lets go, the file is downloaded and stored as usual."""
+    monkeypatch.setattr(downloads, "STALL_AFTER", 1.5)
     dist = sized_wheel("frozen", "1.0", 60_000)
     up = upstream_factory("json", None).add(dist)
-    cache_dir = str(tmp_path / "cache")
+    running = proxy(up)
+    cache_dir = running.settings.cache_dir
     final = os.path.join(cache_dir, "files", dist.normalized, f"sha256-{dist.sha256}", dist.filename)
     os.makedirs(os.path.dirname(final))
     lock = LockFile(lock_path(final))
@@ -222,47 +227,23 @@ def test_a_writer_that_stands_still_is_followed_only_until_a_living_one_would_ha
     with open(temp, "wb") as file:
         file.write(dist.content[:20_000])
     lock.record(f"{os.path.basename(temp)} {dist.size}")
-    args = ["--index-url", up.url, "--cache-dir", cache_dir, "--connect-timeout", "0.5", "--read-timeout", "2"]
-    with ProxyProcess(args) as proxy:
-        first = proxy.get(file_path(dist), timeout=30)
-        assert (first.status, first.body == dist.content) == (200, True)
-        assert wait_until(lambda: "another process has not moved for 2 s" in proxy.stderr)
-        assert up.hits(dist.filename) == 1  # the rest, for this client
-        started = time.monotonic()
-        second = proxy.get(file_path(dist), timeout=30)
-        waited = time.monotonic() - started
-        assert (second.status, second.body == dist.content) == (200, True)
-        assert waited < 2.0, f"the second client waited {waited:.1f} s on the frozen writer again"
-        assert up.hits(dist.filename) == 2
-        assert stored_paths(cache_dir, dist.filename) == []  # nothing stored beside the held lock
-        os.unlink(temp)  # the writer thaws and gives up
-        lock.release()
-        assert proxy.get(file_path(dist)).body == dist.content
-        assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
-        assert proxy.stderr.count("has not moved") == 1
-
-
-def test_the_status_pages_answer_while_a_frozen_process_holds_the_ledger(upstream_factory, tmp_path):
-    """This test is another process on the directory, frozen while it holds the ledger's
-    lock: /metrics and the status page still answer, with the counts as last read."""
-    dist = sized_wheel("counted", "1.0", 30_000)
-    up = upstream_factory("json", None).add(dist)
-    cache_dir = str(tmp_path / "cache")
-    with ProxyProcess(["--index-url", up.url, "--cache-dir", cache_dir]) as proxy:
-        assert proxy.get(file_path(dist)).body == dist.content
-        assert wait_until(lambda: stored_content(cache_dir, dist.filename))
-        assert json.loads(proxy.get("/", {"Accept": "application/json"}).body)["file_cache"]["used_bytes"] == dist.size
-        ledger = os.open(os.path.join(cache_dir, "files", ".ledger"), os.O_RDWR)
-        try:
-            fcntl.flock(ledger, fcntl.LOCK_EX)
-            metrics = proxy.get("/metrics", timeout=10)
-            status = proxy.get("/", {"Accept": "application/json"}, timeout=10)
-        finally:
-            os.close(ledger)
-        assert metrics.status == 200
-        assert f"proxpi_file_cache_size_bytes {dist.size}" in metrics.body.decode()
-        assert status.status == 200
-        assert json.loads(status.body)["file_cache"]["used_bytes"] == dist.size
+    caplog.set_level(logging.WARNING)
+    first = running.get(file_path(dist), timeout=30)
+    assert (first.status, first.body == dist.content) == (200, True)
+    assert "has given no sign of life for 2 s" in caplog.text
+    assert up.hits(dist.filename) == 1  # the rest, for this client
+    started = time.monotonic()
+    second = running.get(file_path(dist), timeout=30)
+    waited = time.monotonic() - started
+    assert (second.status, second.body == dist.content) == (200, True)
+    assert waited < 1.0, f"the second client waited {waited:.1f} s on the frozen writer again"
+    assert up.hits(dist.filename) == 2
+    assert stored_paths(cache_dir, dist.filename) == []  # nothing stored beside the held lock
+    os.unlink(temp)  # the writer thaws and gives up
+    lock.release()
+    assert running.get(file_path(dist)).body == dist.content
+    assert wait_until(lambda: stored_content(cache_dir, dist.filename)) == dist.content
+    assert caplog.text.count("no sign of life") == 1
 
 
 def test_a_download_waits_on_a_ledger_held_by_a_frozen_process_no_longer_than_its_patience(

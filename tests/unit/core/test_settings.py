@@ -385,10 +385,10 @@ def test_workers_and_connection_cap_from_env_and_flags() -> None:
     assert settings(env, workers="2", max_connections="7").max_connections == 7
 
 
-def test_workers_beyond_four_per_cpu_are_refused() -> None:
-    most = 4 * cpu_count()
+def test_workers_beyond_four_per_cpu_or_64_are_refused() -> None:
+    most = max(64, 4 * cpu_count())
     assert settings({"PROXPI_WORKERS": str(most)}).workers == most
-    with pytest.raises(ConfigError, match=f"up to {most} "):
+    with pytest.raises(ConfigError, match=f"up to {most},"):
         settings(workers=str(most + 1))
     with pytest.raises(ConfigError, match="--workers"):
         settings(workers="100000")

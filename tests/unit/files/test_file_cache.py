@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from proxpi_min.core.errors import IntegrityError, NotFound
+from proxpi_min.files import downloads
 from proxpi_min.files import file_cache as file_cache_module
 from proxpi_min.files.file_cache import FileCache
 from proxpi_min.files.layout import Target
@@ -494,3 +495,33 @@ def test_FileCache_a_stalled_writer_is_followed_again_once_it_moves(tmp_path, so
     finally:
         lock.release()
         cache.close()
+
+
+def test_FileCache_a_writer_waiting_on_upstream_is_alive_by_its_heartbeat(tmp_path, source, monkeypatch) -> None:
+    """Two caches on one directory (two processes): the writer waits on its upstream for
+    three times the follower's patience without writing a byte; its heartbeat keeps the
+    follower following, so the file is fetched once."""
+    monkeypatch.setattr(downloads, "HEARTBEAT", 0.1)
+    root = str(tmp_path / "files")
+    slow = CountingUpstream()
+    slow.gate.clear()
+    writer = FileCache(root, 10 * len(DATA), slow)
+    follower = FileCache(root, 10 * len(DATA), CountingUpstream(), stall_after=0.5)
+    lock = lock_path(Target(root, "a", source, False).path)
+    try:
+        storing = threading.Thread(target=writer.ensure, args=("a", source), daemon=True)
+        storing.start()
+        assert wait_until(lambda: os.path.exists(lock))
+        results = []
+        following = threading.Thread(target=lambda: results.append(follower.ensure("a", source)), daemon=True)
+        following.start()
+        time.sleep(1.5)
+        slow.gate.set()
+        storing.join(10)
+        following.join(10)
+        assert results == [True]
+        assert slow.opened == 1
+    finally:
+        slow.gate.set()
+        writer.close()
+        follower.close()
