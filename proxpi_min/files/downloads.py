@@ -8,12 +8,8 @@ follows that temp file instead of fetching: its clients get the bytes as they la
 the last one only once the writer has renamed the file to its final name (it verifies
 before it renames). If the writer dies (its lock is freed with its record still in the
 lock file), the follower's clients fetch the rest from upstream themselves, still
-hash-checked, and a new download takes over in this process. A writer's process touches
-the lock files it holds every HEARTBEAT seconds, whatever its downloads wait on (the
-upstream, the ledger, the disk); if a lock file, its record and the temp file all stand
-still for STALL_AFTER seconds, the lock held (a frozen process: SIGSTOP, a paused
-container), the follower's clients fetch the rest themselves too, and the file cache
-passes the file through while it stays so.
+hash-checked, and a new download takes over in this process. A writer frozen with its
+lock held (:mod:`.liveness`) is given up on the same way, without the take-over.
 
 A file that will not be stored (over the cap, or no room beside the downloads in flight)
 is still fetched once: it is spooled to its temp file for its clients and not stored at
@@ -37,7 +33,6 @@ from ..core.errors import IntegrityError, ProxpiError, UpstreamError
 from ..core.units import parse_decimal
 from ..index.upstream import Upstream
 from ..infra.atomic import (
-    TEMP_PREFIX,
     LockFile,
     lock_path,
     remove_recorded_temp,
@@ -46,21 +41,17 @@ from ..infra.atomic import (
     write_all,
 )
 from .integrity import Verifier
+from .liveness import STALL_AFTER, is_temp_name, writer_mark
 from .layout import Target
 from .upstream_body import CHUNK, VerifiedChunks
 
-__all__ = ["HEARTBEAT", "STALL_AFTER", "Download", "FileStore", "Opened", "writer_mark"]
+__all__ = ["Download", "FileStore", "Opened"]
 
 logger = logging.getLogger(__name__)
 
 # How often a follower looks at another process's download (its file's size, its lock):
 # fast enough to stream, slow enough to cost nothing (no inotify on NFS).
 FOLLOW_POLL = 0.02
-# How often (seconds) a process touches the lock files of the downloads it writes, and
-# how long another may see one stand still before it takes the writer for frozen: many
-# beats, since a beat may wait on a busy disk or a starved thread.
-HEARTBEAT = 1.0
-STALL_AFTER = 10.0
 
 
 class Opened(NamedTuple):
@@ -104,7 +95,7 @@ class FileStore(Protocol):
 
     def stalled(self, target: Target, mark: tuple) -> None:
         """Another process's download of *target* has stood still at *mark* (as
-        :func:`writer_mark` gives it) for longer than a living writer does."""
+        ``liveness.writer_mark`` gives it) for STALL_AFTER seconds."""
 
     def spool_slot(self) -> LockFile:
         """The lock a download holds while it spools a file that will not be stored
@@ -409,7 +400,7 @@ class Download:
     def _open_followed(self) -> None:
         """Open the temp file the lock's holder writes, once upstream answered it."""
         name, _, length = self.lock.read_record().partition(" ")  # as _fetch records it
-        if not length.strip() or not _is_temp_name(name):
+        if not length.strip() or not is_temp_name(name):
             return
         try:
             self.fd = os.open(os.path.join(os.path.dirname(self.target.path), name), os.O_RDONLY)
@@ -507,32 +498,3 @@ class Download:
                 return byte_range.resolve(self.length)[0] < self.written
             except ProxpiError:
                 return True  # unsatisfiable: answered 416 from the download's length
-
-
-def writer_mark(lock: LockFile) -> tuple:
-    """What a download in another process shows of being alive: its lock file's record
-    and last change (its process's heartbeat), and the size of the temp file it names
-    (None where there is no such file). Opened anew each time, so that an NFS client
-    asks the server rather than its attribute cache (close-to-open consistency)."""
-    try:
-        fd = os.open(lock.path, os.O_RDONLY)
-    except OSError:
-        return "", None, None
-    try:
-        touched = os.fstat(fd).st_mtime_ns
-        record = os.pread(fd, 4096, 0).decode("utf-8", "replace")
-    except OSError:
-        return "", None, None
-    finally:
-        os.close(fd)
-    name = record.partition(" ")[0]
-    size = None
-    if _is_temp_name(name):
-        with contextlib.suppress(OSError):
-            size = os.stat(os.path.join(os.path.dirname(lock.path), name)).st_size
-    return record, touched, size
-
-
-def _is_temp_name(name: str) -> bool:
-    """A temp file's name as a lock file records it (one name, no path)."""
-    return name.startswith(TEMP_PREFIX) and "/" not in name and name not in (".", "..")

@@ -30,10 +30,11 @@ from ..index.upstream import Upstream
 from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path, remove_recorded_temp, same_file
 from ..infra.metrics import Metrics
 from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
-from . import downloads
-from .downloads import Download, Opened, writer_mark
+from . import liveness
+from .downloads import Download, Opened
 from .accounting import TOUCH_INTERVAL, Accounting
 from .layout import Target, remove_empty_folders
+from .liveness import Heartbeat, Stalls
 
 __all__ = ["FileCache"]
 
@@ -59,8 +60,8 @@ class FileCache:
     ) -> None:
         self.root = root
         self.min_rate = min_rate  # bytes a second a transfer from upstream must average
-        # Seconds another process's download may give no sign of life (downloads.STALL_AFTER).
-        self.stall_after = downloads.STALL_AFTER if stall_after is None else stall_after
+        # Seconds another process's download may give no sign of life (liveness.STALL_AFTER).
+        self.stall_after = liveness.STALL_AFTER if stall_after is None else stall_after
         self.metrics = metrics or Metrics()
         self.cap = cap
         self.upstream = upstream
@@ -70,9 +71,8 @@ class FileCache:
         self._last_sweep = time.monotonic()
         self._next_catch_up = 0.0
         self._sizes: dict = {}  # path -> size upstream gave (HEAD, Content-Range) for pages without sizes
-        self._stalls: dict = {}  # path -> writer_mark of another process's download that stands still
-        self._beating: Optional[threading.Thread] = None  # touches the lock files of our downloads
-        self._closed = threading.Event()
+        self._stalls = Stalls()  # other processes' downloads taken for frozen
+        self._heartbeat = Heartbeat(self._held_locks)
         self._spools: "weakref.WeakSet[LockFile]" = weakref.WeakSet()  # spool locks handed to downloads
         # Told of every file stored (files.metadata reads a wheel's METADATA then).
         self.on_stored: Optional[Callable[[Target], None]] = None
@@ -228,7 +228,7 @@ class FileCache:
             with self._lock:
                 download, start = self._register(target)
             if start:
-                self._beat()
+                self._heartbeat.start()
                 download.run()
             with download.cond:
                 download.cond.wait_for(lambda: download.over)
@@ -256,27 +256,13 @@ class FileCache:
         return self._fetchable(target) and (target.size is None or target.size <= self.cap)
 
     def stalled(self, target: Target, mark: tuple) -> None:
-        """Remember a download in another process that stands still (``downloads.FileStore``)."""
-        with self._lock:
-            if len(self._stalls) >= MAX_SIZES:
-                self._stalls.clear()
-            self._stalls[target.path] = mark
+        """Remember a download in another process taken for frozen (``downloads.FileStore``)."""
+        self._stalls.remember(target.path, mark)
 
     def _writer_stalled(self, target: Target) -> bool:
-        """Whether the download of *target* in another process still stands where it
-        stood still (its lock held, its record and temp file as they were): then each
-        client is passed through rather than made to wait on it again. Forgotten as soon
-        as it moves, ends or dies."""
-        with self._lock:
-            mark = self._stalls.get(target.path)
-        if mark is None:
-            return False
-        lock = LockFile(lock_path(target.path))
-        if lock.held_by_another() and writer_mark(lock) == mark:
-            return True
-        with self._lock:
-            self._stalls.pop(target.path, None)
-        return False
+        """Whether the download of *target* in another process is still taken for frozen:
+        then each client is passed through rather than made to wait on it again."""
+        return self._stalls.still(target.path, LockFile(lock_path(target.path)))
 
     @staticmethod
     def _cached_body(cached: Opened, byte_range: Optional[ByteRange]) -> FileBody:
@@ -460,31 +446,16 @@ class FileCache:
         return download, False
 
     def _run(self, download: Download) -> None:
-        self._beat()
+        self._heartbeat.start()
         threading.Thread(target=download.run, name=f"download {download.target.filename}", daemon=True).start()
 
-    def _beat(self) -> None:
-        """Have the heartbeat run while this process has downloads (a new download is
-        registered already, so the thread cannot leave before it sees it)."""
+    def _held_locks(self) -> Optional[list]:
+        """The lock files of the downloads this process writes (for its heartbeat); None
+        when it has no download in progress."""
         with self._lock:
-            start = self._beating is None or not self._beating.is_alive()  # or forked without it
-            if start:
-                self._beating = threading.Thread(target=self._heartbeat, name="proxpi-download-heartbeat", daemon=True)
-                beating = self._beating
-        if start:
-            beating.start()
-
-    def _heartbeat(self) -> None:
-        """Touch the lock file of each download this process writes, every HEARTBEAT
-        seconds while it has any: the sign of life its followers elsewhere look for."""
-        while not self._closed.wait(downloads.HEARTBEAT):
-            with self._lock:
-                held = [download.lock for download in self._downloads.values() if download.lock.held]
-                if not self._downloads:
-                    self._beating = None
-                    return
-            for lock in held:
-                lock.touch()
+            if not self._downloads:
+                return None
+            return [download.lock for download in self._downloads.values() if download.lock.held]
 
     def finished(self, download: Download) -> None:
         """Forget a download whose writer is done; start the next one if its file is
@@ -503,7 +474,7 @@ class FileCache:
         their lock files and the folders that leaves empty go (another process may then
         fetch the file at once), and so does a file spooled for clients and its lock."""
         self._accounting.stop()  # no download reserves room or stores from now on
-        self._closed.set()
+        self._heartbeat.stop()
         with self._lock:
             downloads = list(self._downloads.values())
         for download in downloads:

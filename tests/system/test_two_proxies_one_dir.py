@@ -15,7 +15,7 @@ import urllib.parse
 
 import pytest
 
-from proxpi_min.files import accounting, downloads
+from proxpi_min.files import accounting, liveness
 from proxpi_min.files.ledger import Ledger
 from proxpi_min.infra.atomic import LOCK_PREFIX, TEMP_PREFIX, LockFile, lock_path, temp_path
 from tests.support.cache_dir import WAIT, file_path, files_tree, peak_while, sized_wheel, stored_content, stored_paths, wait_until
@@ -214,7 +214,7 @@ def test_a_writer_that_gives_no_sign_of_life_is_followed_only_until_it_counts_as
     changes. The proxy's client waits STALL_AFTER (made short here), then gets the rest
     from upstream, hash-checked; later clients do not wait on it at all; once the writer
     lets go, the file is downloaded and stored as usual."""
-    monkeypatch.setattr(downloads, "STALL_AFTER", 1.5)
+    monkeypatch.setattr(liveness, "STALL_AFTER", 1.5)
     dist = sized_wheel("frozen", "1.0", 60_000)
     up = upstream_factory("json", None).add(dist)
     running = proxy(up)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from proxpi_min.core.errors import IntegrityError, NotFound
-from proxpi_min.files import downloads
+from proxpi_min.files import liveness
 from proxpi_min.files import file_cache as file_cache_module
 from proxpi_min.files.file_cache import FileCache
 from proxpi_min.files.layout import Target
@@ -501,7 +501,7 @@ def test_FileCache_a_writer_waiting_on_upstream_is_alive_by_its_heartbeat(tmp_pa
     """Two caches on one directory (two processes): the writer waits on its upstream for
     three times the follower's patience without writing a byte; its heartbeat keeps the
     follower following, so the file is fetched once."""
-    monkeypatch.setattr(downloads, "HEARTBEAT", 0.1)
+    monkeypatch.setattr(liveness, "HEARTBEAT", 0.1)
     root = str(tmp_path / "files")
     slow = CountingUpstream()
     slow.gate.clear()
