@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import re
@@ -65,8 +66,10 @@ def detect_format(path: str, text: str) -> str:
         return "poetry"
     if name.endswith((".toml", ".lock")):
         # Each TOML format has its one telling top-level key (PEP 751's lock-version,
-        # uv's version with [[package]], poetry's [metadata] table).
-        if re.search(r"^lock-version\s*=", text, re.MULTILINE):
+        # uv's version with [[package]], poetry's [metadata] table, which holds a
+        # lock-version of its own: only the keys before the first table count).
+        top_level = re.split(r"^\s*\[", text, maxsplit=1, flags=re.MULTILINE)[0]
+        if re.search(r"^\s*lock-version\s*=", top_level, re.MULTILINE):
             return "pylock"
         if re.search(r"^\[metadata\]", text, re.MULTILINE) and re.search(r"^\[\[package\]\]", text, re.MULTILINE):
             return "poetry"
@@ -83,10 +86,14 @@ Reader = Callable[[str], bytes]
 
 def _text(path: str, read: Reader) -> str:
     try:
+        data = read(path)
+        # UTF-16 with its byte order mark, as PowerShell 5's ">" writes (pip reads it too).
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return data.decode("utf-16")
         # "utf-8-sig": a byte order mark (Windows editors write one) is not text.
-        return read(path).decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise LockFileError(f"{path}: not UTF-8 text") from None
+        raise LockFileError(f"{path}: not UTF-8 (or UTF-16 with its byte order mark) text") from None
     except OSError as exc:
         raise LockFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:  # a path no file can have (a NUL byte)

@@ -113,22 +113,24 @@ def _named_file(want: Wanted, by_name: dict) -> tuple[Optional[Match], Optional[
 
 
 def _pinned_files(want: Wanted, files: list) -> tuple[list, list]:
-    """The files of a requirements pin: those whose hash it lists, or every file of its
-    version when it lists none."""
+    """The files of a requirements pin: of its version, those whose hash it lists (pip
+    takes no other with its hashes), or every one when it lists none."""
     pin = f"{want.project}=={want.version}"
+    found = [
+        entry for entry in files
+        if _version_is(version_from_filename(entry.filename, want.project), want.version)
+    ]
+    if not found:
+        return [], [Failure(pin, want.origin, NOT_ON_INDEX)]
     if not want.hashes:
-        found = [
-            entry for entry in files
-            if _version_is(version_from_filename(entry.filename, want.project), want.version)
-        ]
-        return [Match(entry, want.origin) for entry in found], [] if found else [Failure(pin, want.origin, NOT_ON_INDEX)]
+        return [Match(entry, want.origin) for entry in found], []
     matches, failures = [], []
     for algorithm, digest in want.hashes:
-        found = [entry for entry in files if dict(entry.hashes).get(algorithm) == digest]
-        if not found:
+        hashed = [entry for entry in found if dict(entry.hashes).get(algorithm) == digest]
+        if not hashed:
             what = f"{pin} {algorithm}:{digest[:16]}..."
-            failures.append(Failure(what, want.origin, NOT_ON_INDEX, "no file has this hash"))
-        matches += [Match(entry, want.origin) for entry in found]
+            failures.append(Failure(what, want.origin, HASH_DIFFERS, f"no file of {pin} has this hash"))
+        matches += [Match(entry, want.origin) for entry in hashed]
     return matches, failures
 
 

@@ -50,6 +50,9 @@ def brief(lock) -> list:
         ("deps.in", "a==1", "requirements"),
         ("other.toml", 'lock-version = "1.0"\n', "pylock"),
         ("other.lock", "[[package]]\nname='a'\n[metadata]\n", "poetry"),
+        # poetry's [metadata] has a lock-version too: only a top-level one says PEP 751
+        ("app-poetry.lock", "[[package]]\nname='a'\n\n[metadata]\nlock-version = \"2.0\"\n", "poetry"),
+        ("other.toml", '# made by a tool\nlock-version = "1.0"\n[[packages]]\n', "pylock"),
         ("other.lock", "version = 1\n[[package]]\nname='a'\n", "uv"),
         ("pylock.a.b.toml", "", "unknown"),
         ("pyproject.toml", "[project]\nname = 'a'\n", "unknown"),
@@ -147,6 +150,16 @@ def test_requirements_bad_hash_is_an_error(tmp_path, line, message):
     with pytest.raises(LockFileError, match=message) as raised:
         load(path)
     assert str(raised.value).startswith(f"{path}:1:")
+
+
+def test_a_utf16_requirements_file_with_its_byte_order_mark_is_read(tmp_path):
+    # PowerShell 5's ">" writes UTF-16 LE with a BOM; pip reads it.
+    hashes = "--hash=sha256:" + "ab" * 32
+    for encoding in ("utf-16-le", "utf-16-be"):
+        path = tmp_path / f"requirements-{encoding}.txt"
+        bom = "\ufeff".encode(encoding)
+        path.write_bytes(bom + f"a==1.0 {hashes}\r\n".encode(encoding))
+        assert brief(load(str(path))) == [("a", "1.0", None, (("sha256", "ab" * 32),))]
 
 
 def test_unreadable_file_is_an_error(tmp_path):
