@@ -73,8 +73,9 @@ class Accounting:
         self.root = root
         self.cap = cap
         # Offline nothing evicted could be fetched again: what warm stored stays, over the
-        # cap or not, and a file that does not fit under it is not stored.
-        self._evicts = evicts
+        # cap or not, and a file that does not fit under it is not stored. A cap of 0
+        # stores nothing, so it has no room to make: it never evicts what others stored.
+        self._evicts = evicts and cap > 0
         self.metrics = metrics
         self._mine = mine  # the lock files this process may hold (see remove_temp_files)
         self._sweeping: Optional[threading.Thread] = None  # the sweep at a start beside other processes
@@ -217,13 +218,16 @@ class Accounting:
             # holding up the start: the sweep walks the whole tree, the join does not.
             self._sweeping = threading.Thread(target=self.sweep, args=(False,), name="proxpi-sweep", daemon=True)
             self._sweeping.start()
+        victims: list = []
         with self._ledger.locked() as ledger:
             if alone:
                 self._walk(ledger, drop_changed=True)
+                # A cap lowered since the last run applies at once; beside others (a
+                # rolling restart with another cap), only as this process stores.
+                used, count, victims, _ = self._make_room(ledger, 0)
+                self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
             else:
                 self._sync(ledger)
-            used, count, victims, _ = self._make_room(ledger, 0)
-            self._record(ledger, [JournalEntry(self._relative(path)) for path in victims], used, count)
         self._evicted(victims)
 
     def sweep(self, at_start: bool) -> None:

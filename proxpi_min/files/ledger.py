@@ -29,6 +29,7 @@ LEDGER_NAME = ".ledger"
 JOURNAL_NAME = ".journal"
 USERS_NAME = ".users"
 LOCK_POLL = 0.01  # seconds between two tries of a lock taken with patience
+TORN_END = b" torn torn\n"  # what ends a torn journal line (see LedgerHandle.append)
 
 
 class LedgerRecord(NamedTuple):
@@ -304,7 +305,10 @@ class LedgerHandle:
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = b"\n" + data  # a torn tail (a crash) stays a line of its own, skipped
+                # A torn tail (a crash, a cut copy) is ended with two more fields, which no
+                # record has: it stays a line of its own, skipped, and is never taken for
+                # a whole record (a path cut short would look like one).
+                data = TORN_END + data
             try:
                 # One write: a record is whole or absent, never glued to a torn one.
                 if os.write(fd, data) != len(data):

@@ -280,10 +280,11 @@ def lock_path(path: str) -> str:
 
 
 def same_file(fd: int, path: str) -> bool:
-    """Whether the open *fd* is the file now at *path* (False if nothing is there)."""
+    """Whether the open *fd* is the file now at *path* (False if nothing is there, or
+    it cannot be looked at: a file where a folder was, a folder made unreadable)."""
     try:
         here, there = os.fstat(fd), os.stat(path)
-    except FileNotFoundError:
+    except OSError:
         return False
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 

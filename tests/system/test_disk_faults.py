@@ -423,6 +423,20 @@ def test_a_cache_dir_deleted_or_replaced_while_serving_is_noticed(proxy, upstrea
     assert os.path.exists(os.path.join(os.path.dirname(saved[0]), URL_FILE))
 
 
+def test_a_cache_dir_turned_into_a_file_while_serving_leaves_the_status_pages_up(
+    proxy, upstream_factory, monkeypatch, caplog
+):
+    monkeypatch.setattr(accounting, "ROOT_CHECK_INTERVAL", 0.0)
+    p, cache_dir, chosen = wheels_stored(proxy, upstream_factory, "flat", 2, 2)
+    shutil.rmtree(cache_dir)
+    Path(cache_dir).write_text("a file where the cache dir was")
+    with caplog.at_level("ERROR"):
+        assert p.get("/metrics").status == 200
+        assert p.get("/", {"Accept": "application/json"}).status == 200
+    assert any(cache_dir in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    assert p.get(file_path(chosen[0])).body == chosen[0].content  # passed through
+
+
 def test_a_cache_dir_that_cannot_hold_files_exits_2_with_one_line(tmp_path):
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()

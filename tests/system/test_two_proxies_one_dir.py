@@ -402,6 +402,29 @@ def test_a_stop_mid_download_leaves_nothing_behind(upstream_factory, tmp_path, d
     assert _leftovers(cache_dir) == []
 
 
+@pytest.mark.parametrize("cap", ["0", "1"])
+def test_a_process_started_beside_another_with_a_smaller_cap_evicts_nothing_at_start(upstream_factory, tmp_path, cap):
+    """A second process on the directory (a rolling restart, a pass-through instance)
+    with a cap of 0 (never store) or a smaller one does not clear what the first keeps."""
+    wheels = [sized_wheel(f"kept-{n}", "1.0", 20_000) for n in range(3)]
+    up = upstream_factory("json", None)
+    for dist in wheels:
+        up.add(dist)
+    cache_dir = str(tmp_path / "cache")
+    first = ProxyProcess(["--index-url", up.url, "--cache-dir", cache_dir])
+    second = None
+    try:
+        for dist in wheels:
+            assert first.get(file_path(dist)).body == dist.content
+        assert wait_until(lambda: all(stored_content(cache_dir, d.filename) for d in wheels))
+        second = ProxyProcess(["--index-url", up.url, "--cache-dir", cache_dir, "--cache-size", cap])
+        assert second.get(file_path(wheels[0])).body == wheels[0].content
+        assert all(stored_content(cache_dir, d.filename) == d.content for d in wheels)
+        assert "evicted" not in second.stderr
+    finally:
+        _stop(*(p for p in (first, second) if p is not None))
+
+
 def test_an_eviction_in_one_process_leaves_no_empty_folders(upstream_factory, tmp_path):
     a, b = sized_wheel("gone-a", "1.0", 20_000), sized_wheel("gone-b", "1.0", 20_000)
     up = upstream_factory("json", None).add(a).add(b)

@@ -119,6 +119,20 @@ def test_Ledger_journal_skips_torn_and_foreign_lines(tmp_path) -> None:
     ledger.close()
 
 
+@pytest.mark.parametrize("torn", [b"+ 9 1.0 b/sha256-ab", b"+ 9 1.0", b"+ 9", b"+", b"- b/sha256-ab", b"-", b"+ 9 1.0 b/x/b.whl"])
+def test_Ledger_journal_never_takes_a_torn_tail_for_a_record_once_appended_to(tmp_path, torn) -> None:
+    """A journal cut short (a crash, a copy cut, a hand) ends in a torn line: the next
+    append ends it so that no reader takes it for a whole record, even one whose path
+    was cut where a path could end."""
+    (tmp_path / ".journal").write_bytes(b"+ 5 1.0 a/x/a-1.whl\n" + torn)
+    ledger = Ledger(str(tmp_path))
+    with ledger.locked() as handle:
+        handle.append([JournalEntry("c/x/c-1.whl", 7, 2.0)], None)
+        entries, _, _ = handle.changes(None)
+    assert entries == [JournalEntry("a/x/a-1.whl", 5, 1.0), JournalEntry("c/x/c-1.whl", 7, 2.0)]
+    ledger.close()
+
+
 def test_reservations_follow_the_record_without_touching_it(tmp_path) -> None:
     ledger = Ledger(str(tmp_path))
     with ledger.locked() as handle:
