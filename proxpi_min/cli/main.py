@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..core.errors import ConfigError
 from ..core.settings import Settings, parse_settings
+from ..core.sources import Sources
 from ..infra.logs import configure_logging
 from .options import PROG, command_line
 
@@ -77,8 +78,13 @@ def _verify(flags: dict) -> int:
     if not cache_dir:
         print("proxpi-min verify: error: --cache-dir (or PROXPI_CACHE_DIR) is required", file=sys.stderr)
         return 2
+    try:  # as the proxy reads them, so that a service's environment checks what it serves
+        offline = bool(flags.get("offline")) or Sources(os.environ, {}).flag("--offline", "PROXPI_OFFLINE")
+    except ConfigError as exc:
+        print(f"proxpi-min verify: error: {exc}", file=sys.stderr)
+        return 2
     return run_verify(
-        cache_dir, repair=flags.get("repair", False), offline=flags.get("offline", False), jobs=flags["jobs"],
+        cache_dir, repair=flags.get("repair", False), offline=offline, jobs=flags["jobs"],
         out=sys.stdout, err=sys.stderr, tty=sys.stderr.isatty(),
     )
 
@@ -93,6 +99,7 @@ def _serve_command(flags: dict) -> int:
         load_grants(settings)  # a token file that does not read stops the start
         if settings.local_dir and not os.path.isdir(settings.local_dir):
             raise ConfigError(f"--local-dir={settings.local_dir!r} is not a directory")
+        _check_offline_cache_dir(settings)
     except ConfigError as exc:
         print(f"proxpi-min: error: {exc}", file=sys.stderr)
         return 2
@@ -108,6 +115,21 @@ def _serve_command(flags: dict) -> int:
     finally:
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _check_offline_cache_dir(settings: Settings) -> None:
+    """Offline, the cache dir is all there is to serve: one missing (a typo, a disk not
+    mounted) stops the start rather than serve an empty cache.
+
+    :raises ConfigError: no cache dir is given, or it does not exist.
+    """
+    if not settings.offline:
+        return
+    if not settings.cache_dir:
+        raise ConfigError("--offline serves what a cache dir holds: give --cache-dir (or PROXPI_CACHE_DIR)")
+    if not os.path.isdir(settings.cache_dir):
+        raise ConfigError(f"{settings.source_of('cache_dir')}={settings.cache_dir!r} is not a directory "
+                          "(--offline serves what a cache dir holds)")
 
 
 def _made(settings: Settings, cache_dir: str) -> bool:

@@ -264,6 +264,20 @@ def _sweep_leftovers(cache_dir: str, files_dir: str) -> bool:
             ledger.close()
 
 
+def _is_cache_dir(cache_dir: str) -> bool:
+    """Whether *cache_dir* is a proxy's: it has saved pages or a ledger, or else (a copy
+    without its bookkeeping) a files/ folder holding only project folders, where another
+    tree (an index's files/) holds files."""
+    files_dir = files_root(cache_dir)
+    if os.path.isdir(index_root(cache_dir)) or os.path.isfile(os.path.join(files_dir, LEDGER_NAME)):
+        return True
+    try:
+        with os.scandir(files_dir) as entries:
+            return all(entry.name.startswith(".") or entry.is_dir() for entry in entries)
+    except OSError:
+        return False
+
+
 def run_verify(
     cache_dir: str, *, repair: bool = False, offline: bool = False, jobs: int = DEFAULT_JOBS, out: TextIO, err: TextIO,
     tty: bool = False,
@@ -287,8 +301,9 @@ def run_verify(
         *out*), 2 not a cache dir.
     """
     files_dir = files_root(cache_dir)
-    if not os.path.isdir(files_dir) and not os.path.isdir(index_root(cache_dir)):
-        err.write(f"proxpi-min verify: error: {cache_dir} is not a proxpi cache dir (no files/ or index/ in it)\n")
+    if not _is_cache_dir(cache_dir):
+        err.write(f"proxpi-min verify: error: {cache_dir} is not a proxpi cache dir (no files/ or index/ in it, "
+                  "or files/ holds files of its own)\n")
         return 2
     pages = _load_pages(cache_dir)
     expected_metadata = _expected_metadata(cache_dir, pages.projects)

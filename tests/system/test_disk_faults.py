@@ -437,6 +437,21 @@ def test_a_cache_dir_turned_into_a_file_while_serving_leaves_the_status_pages_up
     assert p.get(file_path(chosen[0])).body == chosen[0].content  # passed through
 
 
+@pytest.mark.parametrize("given", ["missing", "none"])
+def test_offline_without_its_cache_dir_stops_the_start(tmp_path, given):
+    """Offline, the cache dir is all there is: a typo or a disk not mounted must not
+    start a proxy that answers 404 to everything."""
+    flags = ["--cache-dir", str(tmp_path / "typo-dir")] if given == "missing" else []
+    for check in ([], ["--check-config"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "proxpi_min", "--port", "0", "--offline", *flags, *check],
+            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=proxy_env(),
+        )
+        assert done.returncode == 2, done
+        assert "--offline serves what a cache dir holds" in done.stderr
+    assert not (tmp_path / "typo-dir").exists()
+
+
 def test_a_cache_dir_that_cannot_hold_files_exits_2_with_one_line(tmp_path):
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()

@@ -678,7 +678,24 @@ def test_verify_repair_of_a_bad_file_evicted_before_its_removal(proxy, upstream_
     assert not victim.exists()
 
 
+def test_verify_reads_PROXPI_OFFLINE_as_the_proxy_does(upstream_json, dists, tmp_path, capsys, monkeypatch):
+    """A cache dir whose stored files no saved page lists: fine online, not offline."""
+    lock = write_lock("requirements", tmp_path, [dists.beta_1])
+    assert warm_in_process(tmp_path / "cache", upstream_json, str(lock))[0] == 0
+    shutil.rmtree(tmp_path / "cache" / "index")
+    assert cli.main(["verify", "--cache-dir", str(tmp_path / "cache")]) == 0
+    monkeypatch.setenv("PROXPI_OFFLINE", "1")
+    assert cli.main(["verify", "--cache-dir", str(tmp_path / "cache")]) == 1
+    monkeypatch.setenv("PROXPI_OFFLINE", "maybe")
+    assert cli.main(["verify", "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "PROXPI_OFFLINE='maybe'" in capsys.readouterr().err
+
+
 def test_verify_not_a_cache_dir(tmp_path, capsys):
+    assert cli.main(["verify", "--cache-dir", str(tmp_path)]) == 2
+    assert "not a proxpi cache dir" in capsys.readouterr().err
+    (tmp_path / "files").mkdir()  # an index's tree: its files/ holds files
+    (tmp_path / "files" / "a-1.0-py3-none-any.whl").write_bytes(b"PK")
     assert cli.main(["verify", "--cache-dir", str(tmp_path)]) == 2
     assert "not a proxpi cache dir" in capsys.readouterr().err
 
