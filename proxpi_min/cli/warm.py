@@ -35,7 +35,9 @@ from ..core.names import NormalizedName
 from ..core.settings import Settings
 from ..core.simple import FileEntry, ProjectPage
 from ..app.proxy import build_proxy
+from ..infra.metrics import total
 from ..files.layout import Target
+from ..index.page_store import PageStore
 from .progress import DEFAULT_JOBS, Progress, capture_logs
 
 __all__ = ["INTERRUPTED", "Refusal", "run_warm"]
@@ -211,7 +213,7 @@ def _warm(
             out.write(f"warm: interrupted while reading the pages of {len(wanted)} projects: no file fetched\n")
             return INTERRUPTED
         # The server's guard rails unless the caller gives its own.
-        targets, failures, skipped = _select(
+        targets, failures, skipped, unfit = _select(
             wanted, pages, filters, refusal or caches.indexes.refusal, caches.policy.not_found_note
         )
         # Files of the local index (uploads, --local-dir) are there already: not fetched.
@@ -220,10 +222,23 @@ def _warm(
         to_fetch = [target for target in targets if target not in local]
         fetched, cached, more_failures, interrupted = _fetch_files(caches.files, to_fetch, jobs, err, tty)
         cached += [entry.filename for _, entry, _ in local]
+        evicted = int(total(caches.files.metrics.snapshot(), "proxpi_file_cache_evictions_total"))
     finally:
-        caches.indexes.close()
+        caches.indexes.close()  # saves the pages still to be saved
         caches.files.close()  # removes the temp files of the downloads left under way
         caches.upstream.close()
+    # An offline proxy lists only the files of a saved page: a page that could not be
+    # saved (a read-only index/ folder, a full disk) leaves its files unservable.
+    unlisted = _unsaved(settings, {project for project, _, _ in targets})
+    more_failures += [
+        Failure(entry.filename, origin, NOT_STORED, "its page could not be saved: an offline proxy would not list it")
+        for project, entry, origin in targets if project in unlisted
+    ]
+    if evicted:  # a later run can evict what an earlier one stored: said, as within one run
+        err.write(f"warning: {evicted} files were evicted for room in this run (the cache size cap is "
+                  f"{human_size(settings.cache_size)}): an offline proxy no longer has them\n")
+    for what, origin in unfit:
+        err.write(f"warning: {what}: no file of it fits the filters; skipped [{origin}]\n")
     failures += more_failures
     elapsed = time.monotonic() - started
     fetched_bytes = sum(size for _, size in fetched)
@@ -243,11 +258,14 @@ def _warm(
 def _select(
     wanted: dict, pages: dict, filters: Filters, refusal: Optional[Refusal], pinned: Optional[Callable] = None
 ) -> tuple:
-    """(targets [(project, entry, origin)], failures, skipped count) from the fetched pages.
+    """(targets [(project, entry, origin)], failures, skipped count, unfit) from the
+    fetched pages; *unfit*: ("project==version", origin) of each wanted version the
+    filters left without a file (a package for other machines, or filters that fit no
+    machine: a mistyped --platform).
     *pinned* is ``Policy.not_found_note``: a file missing from the one index a pin
     leaves is named with the pin (a lock made against PyPI may list PyPI's file of an
     internal name: dependency confusion, which warm must not hide as a plain miss)."""
-    targets, failures, skipped = [], [], 0
+    targets, failures, skipped, unfit = [], [], 0, []
     for project, wants in wanted.items():
         page = pages[project]
         note = pinned(project, ())[1] if pinned is not None else ""
@@ -275,7 +293,21 @@ def _select(
                 failures.append(Failure(entry.filename, origin, REFUSED, why))
                 continue
             targets.append((project, entry, origin))
-    return targets, failures, skipped
+        if filters != Filters():  # said once per version: a lock lists a file per platform
+            versions: dict = {}
+            for want in wants:
+                versions.setdefault(want.version, []).append(want)
+            for version, group in versions.items():
+                own = match_files(group, page.files)[0]
+                if own and not any(filters.keeps(match.entry.filename) for match in own):
+                    unfit.append((f"{project}=={version}", group[0].origin))
+    return targets, failures, skipped, unfit
+
+
+def _unsaved(settings: Settings, projects: set) -> set:
+    """The *projects* no index has a saved page of in the cache dir."""
+    stores = [PageStore(os.path.abspath(settings.cache_dir), index.url) for index in settings.indexes]
+    return {project for project in projects if all(store.stamp(project) is None for store in stores)}
 
 
 def _fetch_files(files, targets: list, jobs: int, err: TextIO, tty: bool) -> tuple:
