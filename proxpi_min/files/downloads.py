@@ -22,6 +22,7 @@ such file is passed through to each of its clients.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -96,6 +97,10 @@ class FileStore(Protocol):
     def stalled(self, target: Target, mark: tuple) -> None:
         """Another process's download of *target* has stood still at *mark* (as
         ``liveness.writer_mark`` gives it) for STALL_AFTER seconds."""
+
+    def make_room_beside(self, path: str, size: int) -> None:
+        """Evict stored files until the disk has *size* bytes free for a file written
+        at *path* (none where evicting every one would not make the room)."""
 
     def spool_slot(self) -> LockFile:
         """The lock a download holds while it spools a file that will not be stored
@@ -188,11 +193,17 @@ class Download:
         """Download into our temp file, verify, store (the lock is held)."""
         target = self.target
         try:
-            self.lock.record(os.path.basename(self.temp))
-            self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            self._open_temp()
         except OSError as exc:
-            self._pass_through(exc)
-            return
+            if exc.errno != errno.ENOSPC:
+                self._pass_through(exc)
+                return
+            try:  # a disk other data filled: cached files make room, as they do under the cap
+                self.store.make_room_beside(os.path.dirname(self.temp), target.size or CHUNK)
+                self._open_temp()
+            except OSError as exc:
+                self._pass_through(exc)
+                return
         if target.size is not None and not self._reserve(target.size):
             return
         self.asked = True  # from here on, the outcome is upstream's
@@ -224,6 +235,11 @@ class Download:
         if self._spool is None:
             self._store()
         self._publish(done=True, length=self.written)
+
+    def _open_temp(self) -> None:
+        """Say which temp file we write (in the lock file), and make it."""
+        self.lock.record(os.path.basename(self.temp))
+        self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
 
     def _store(self) -> None:
         """Hand the verified temp file to the store, or remove it if not taken."""

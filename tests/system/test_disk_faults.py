@@ -297,6 +297,29 @@ def test_verify_of_a_cache_dir_on_read_only_media_reads_its_ledger(proxy, upstre
         assert code == 0 and "0 bad" in out, out
 
 
+def test_a_disk_other_data_filled_has_cached_files_make_room_for_a_new_one(proxy, upstream_factory, tmp_path):
+    """Another program fills the disk to its last block: a new file is stored in place
+    of the least recently used cached ones (it could not even get its lock file written)."""
+    cached = [sized_wheel(f"older{n}", "1.0", 200_000) for n in range(3)]
+    new = sized_wheel("newer", "1.0", 100_000)
+    up = upstream_factory("json", None).add(new)
+    for dist in cached:
+        up.add(dist)
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        cache_dir = disk / "cache"
+        p = proxy(up, cache_dir=str(cache_dir))
+        for dist in cached:
+            assert p.get(file_path(dist)).body == dist.content
+            assert wait_until(lambda: stored_content(cache_dir, dist.filename))
+        fill(disk)
+        assert p.get(file_path(new)).body == new.content
+        assert wait_until(lambda: stored_content(cache_dir, new.filename)) == new.content
+        assert stored_content(cache_dir, cached[0].filename) is None  # the least recently used made room
+        assert settled(cache_dir)
+        assert_bookkeeping_agrees(cache_dir)
+        p.stop()
+
+
 def test_a_cap_larger_than_the_disk_evicts_to_make_room_on_it(proxy, upstream_factory, tmp_path, caplog):
     """Once the disk is full, a new file is stored in place of the least recently used
     ones, as under the cap; it was passed through, and nothing stored again, for good."""
