@@ -229,22 +229,25 @@ def _warm(
         caches.upstream.close()
     # An offline proxy lists only the files of a saved page: a page that could not be
     # saved (a read-only index/ folder, a full disk) leaves its files unservable.
-    unlisted = _unsaved(settings, {project for project, _, _ in targets})
-    more_failures += [
+    # (The local index's files are listed by it, not by a saved page.)
+    unlisted = _unsaved(settings, {project for project, _, _ in to_fetch})
+    failed = {failure.what for failure in more_failures}
+    unlisted_failures = [
         Failure(entry.filename, origin, NOT_STORED, "its page could not be saved: an offline proxy would not list it")
-        for project, entry, origin in targets if project in unlisted
+        for project, entry, origin in to_fetch if project in unlisted and entry.filename not in failed
     ]
     if evicted:  # a later run can evict what an earlier one stored: said, as within one run
         err.write(f"warning: {evicted} files were evicted for room in this run (the cache size cap is "
                   f"{human_size(settings.cache_size)}): an offline proxy no longer has them\n")
     for what, origin in unfit:
         err.write(f"warning: {what}: no file of it fits the filters; skipped [{origin}]\n")
-    failures += more_failures
+    wanted_count = len(targets) + len(failures) + skipped
+    failures += more_failures + unlisted_failures
     elapsed = time.monotonic() - started
     fetched_bytes = sum(size for _, size in fetched)
     not_done = len(targets) - len(fetched) - len(cached) - len(more_failures)
     out.write(
-        f"warm: {len(targets) + len(failures) - len(more_failures) + skipped} files wanted: {len(fetched)} fetched"
+        f"warm: {wanted_count} files wanted: {len(fetched)} fetched"
         f" ({human_size(fetched_bytes)} in {elapsed:.1f} s), {len(cached)} already cached,"
         f" {len(failures)} failed" + (f", {skipped} skipped by filters" if skipped else "")
         + (f", {not_done} not done (interrupted)" if interrupted else "") + "\n"
