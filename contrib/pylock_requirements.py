@@ -30,7 +30,7 @@ def requirement_lines(lock: dict, warn: Callable[[str], None]) -> list:
         name, version = package.get("name"), package.get("version")
         source = next((key for key in NOT_FROM_AN_INDEX if key in package), None)
         if source:
-            warn(f"{name}: from a {source}, not an index: left out")
+            warn(f"{name}: from {'an' if source == 'archive' else 'a'} {source}, not an index: left out")
             continue
         files = list(package.get("wheels", [])) + ([package["sdist"]] if "sdist" in package else [])
         hashes = sorted({

@@ -247,7 +247,7 @@ def _warm(
     fetched_bytes = sum(size for _, size in fetched)
     not_done = len(targets) - len(fetched) - len(cached) - len(more_failures)
     out.write(
-        f"warm: {wanted_count} files wanted: {len(fetched)} fetched"
+        f"warm: {wanted_count} file{'' if wanted_count == 1 else 's'} wanted: {len(fetched)} fetched"
         f" ({human_size(fetched_bytes)} in {elapsed:.1f} s), {len(cached)} already cached,"
         f" {len(failures)} failed" + (f", {skipped} skipped by filters" if skipped else "")
         + (f", {not_done} not done (interrupted)" if interrupted else "") + "\n"
