@@ -463,6 +463,8 @@ class FileCache:
         with self._lock:
             self._downloads.pop(download.target.path, None)
         download.close_fd()
+        if download.error is not None:  # bad bytes, an upstream failure: its folders go too
+            remove_empty_folders(self.root, download.target.path)
         if download.take_over:  # another process's writer died: the file is still wanted
             with self._lock:
                 new, start = self._register(download.target)

@@ -884,6 +884,8 @@ def test_corrupt_metadata_file_is_not_served_whole_nor_stored(proxy, upstream_ht
     upstream_html.fail(dist.filename + ".metadata", "corrupt", times=1)
     _assert_cut_short(read_broken(p.url, file_path(dist) + ".metadata"), len(dist.metadata))
     assert wait_until(lambda: files_tree(p.settings.cache_dir) == {}), files_tree(p.settings.cache_dir)
+    # nor the folders made for it
+    assert wait_until(lambda: not os.path.exists(os.path.join(p.settings.cache_dir, "files", "alpha")))
     result = p.get(file_path(dist) + ".metadata")
     assert result.status == 200 and result.body == dist.metadata
 
