@@ -16,7 +16,16 @@ from ..core.wheelmeta import MAX_METADATA, names_itself
 from ..core.simple import ProjectPage
 from ..files.upstream_body import CHUNK
 from ..files.integrity import FileHash, Verifier
-from ..files.layout import METADATA_SUFFIX, Target, files_root, index_root, local_root, parse_stored, stored_files
+from ..files.layout import (
+    METADATA_SUFFIX,
+    Target,
+    files_root,
+    index_root,
+    local_root,
+    parse_stored,
+    remove_empty_folders,
+    stored_files,
+)
 from ..files.ledger import LEDGER_NAME, Ledger, scan
 from ..files.local import LocalIndex
 from ..index.page_store import LIST_KEY, PageStore
@@ -329,6 +338,9 @@ def run_verify(
                 removed += 1
             except OSError as exc:
                 out.write(f"cannot remove {path}: {exc.strerror}\n")
+                continue
+            if path.startswith(files_dir + os.sep):
+                remove_empty_folders(files_dir, path)
     for folder, names in unlisted.items():
         more = f" and {len(names) - NAMED_UNLISTED} more" if len(names) > NAMED_UNLISTED else ""
         out.write(f"not listed: {folder}: no saved page lists {', '.join(names[:NAMED_UNLISTED])}{more}\n")

@@ -496,6 +496,7 @@ def test_verify_catches_a_flipped_byte_and_repairs(upstream, dists, tmp_path):
     code, out, _ = verify(cache, "--repair")
     assert code == 1 and "2 bad, 2 removed" in out
     assert not victim.exists() and not page.exists()
+    assert not victim.parent.exists()  # its hash folder held nothing else
     # alpha's files are good, but with its page gone an offline proxy lists none of them.
     code, out, _ = verify(cache, "--offline")
     assert code == 1 and "0 bad, 2 on no saved page" in out, out
