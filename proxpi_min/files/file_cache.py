@@ -31,7 +31,8 @@ from ..infra.atomic import LOCK_PREFIX, STALE_TEMP, LockFile, lock_path, remove_
 from ..infra.metrics import Metrics
 from .bodies import CachedBody, DownloadBody, FileBody, SizeOnlyBody, UpstreamBody
 from . import liveness
-from .downloads import Download, Opened
+from .downloads import Download
+from .file_store import Opened
 from .accounting import TOUCH_INTERVAL, Accounting
 from .layout import Target, remove_empty_folders
 from .liveness import Heartbeat, Stalls
