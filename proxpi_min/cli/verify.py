@@ -10,6 +10,7 @@ import fcntl
 import os
 from typing import Iterable, NamedTuple, Optional, TextIO
 
+from ..core.distnames import is_dist_filename
 from ..core.errors import ProxpiError
 from ..core.units import human_size
 from ..core.wheelmeta import MAX_METADATA, names_itself
@@ -275,14 +276,14 @@ def _sweep_leftovers(cache_dir: str, files_dir: str) -> bool:
 
 def _is_cache_dir(cache_dir: str) -> bool:
     """Whether *cache_dir* is a proxy's: it has saved pages or a ledger, or else (a copy
-    without its bookkeeping) a files/ folder holding only project folders, where another
-    tree (an index's files/) holds files."""
+    without its bookkeeping) a files/ folder without distributions of its own, which
+    another tree (an index's files/) holds."""
     files_dir = files_root(cache_dir)
     if os.path.isdir(index_root(cache_dir)) or os.path.isfile(os.path.join(files_dir, LEDGER_NAME)):
         return True
     try:
         with os.scandir(files_dir) as entries:
-            return all(entry.name.startswith(".") or entry.is_dir() for entry in entries)
+            return not any(entry.is_file() and is_dist_filename(entry.name) for entry in entries)
     except OSError:
         return False
 

@@ -23,6 +23,7 @@ from ..core.units import human_size
 from ..core.lockfiles import LockFileError, ParsedLock, load
 from ..core.lockmatch import (
     HASH_DIFFERS,
+    NOT_LISTED,
     NOT_ON_INDEX,
     NOT_STORED,
     REFUSED,
@@ -230,14 +231,17 @@ def _warm(
     # An offline proxy lists only the files of a saved page: a page that could not be
     # saved (a read-only index/ folder, a full disk) leaves its files unservable.
     # (The local index's files are listed by it, not by a saved page.)
-    unlisted = _unsaved(settings, {project for project, _, _ in to_fetch})
+    unsaved = set() if interrupted else _unsaved(settings, {project for project, _, _ in to_fetch})
     failed = {failure.what for failure in more_failures}
     unlisted_failures = [
-        Failure(entry.filename, origin, NOT_STORED, "its page could not be saved: an offline proxy would not list it")
-        for project, entry, origin in to_fetch if project in unlisted and entry.filename not in failed
+        Failure(entry.filename, origin, NOT_LISTED, "its page could not be saved: an offline proxy would not list it")
+        for project, entry, origin in to_fetch if project in unsaved and entry.filename not in failed
     ]
+    unlisted_names = {failure.what for failure in unlisted_failures}
+    fetched = [item for item in fetched if item[0] not in unlisted_names]  # failed, not fetched
+    cached = [name for name in cached if name not in unlisted_names]
     if evicted:  # a later run can evict what an earlier one stored: said, as within one run
-        err.write(f"warning: {evicted} files were evicted for room in this run (the cache size cap is "
+        err.write(f"warning: {evicted} file{'' if evicted == 1 else 's'} evicted for room in this run (the cache size cap is "
                   f"{human_size(settings.cache_size)}): an offline proxy no longer has them\n")
     for what, origin in unfit:
         err.write(f"warning: {what}: no file of it fits the filters; skipped [{origin}]\n")
@@ -245,7 +249,7 @@ def _warm(
     failures += more_failures + unlisted_failures
     elapsed = time.monotonic() - started
     fetched_bytes = sum(size for _, size in fetched)
-    not_done = len(targets) - len(fetched) - len(cached) - len(more_failures)
+    not_done = len(targets) - len(fetched) - len(cached) - len(more_failures) - len(unlisted_failures)
     out.write(
         f"warm: {wanted_count} file{'' if wanted_count == 1 else 's'} wanted: {len(fetched)} fetched"
         f" ({human_size(fetched_bytes)} in {elapsed:.1f} s), {len(cached)} already cached,"
@@ -303,7 +307,7 @@ def _select(
             for version, group in versions.items():
                 own = match_files(group, page.files)[0]
                 if own and not any(filters.keeps(match.entry.filename) for match in own):
-                    unfit.append((f"{project}=={version}", group[0].origin))
+                    unfit.append((f"{project}=={version}" if version else project, group[0].origin))
     return targets, failures, skipped, unfit
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "Filters",
     "HASH_DIFFERS",
     "Match",
+    "NOT_LISTED",
     "NOT_ON_INDEX",
     "NOT_STORED",
     "REFUSED",
@@ -30,6 +31,7 @@ HASH_DIFFERS = "hash differs"
 UPSTREAM_ERROR = "upstream error"
 REFUSED = "refused by policy"
 NOT_STORED = "not stored"
+NOT_LISTED = "not listed"
 
 class Failure(NamedTuple):
     """A wanted file that is not in the cache, and why."""
@@ -127,10 +129,15 @@ def _pinned_files(want: Wanted, files: list) -> tuple[list, list]:
     matches, failures = [], []
     for algorithm, digest in want.hashes:
         hashed = [entry for entry in found if dict(entry.hashes).get(algorithm) == digest]
-        if not hashed:
-            what = f"{pin} {algorithm}:{digest[:16]}..."
-            failures.append(Failure(what, want.origin, HASH_DIFFERS, f"no file of {pin} has this hash"))
         matches += [Match(entry, want.origin) for entry in hashed]
+        if hashed:
+            continue
+        what = f"{pin} {algorithm}:{digest[:16]}..."
+        other = next((entry for entry in files if dict(entry.hashes).get(algorithm) == digest), None)
+        if other is None:  # a file the index lacks (a mirror of wheels only), or a changed one
+            failures.append(Failure(what, want.origin, NOT_ON_INDEX, f"no file of {pin} has this hash"))
+        else:
+            failures.append(Failure(what, want.origin, HASH_DIFFERS, f"the hash of {other.filename}"))
     return matches, failures
 
 

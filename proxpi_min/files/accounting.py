@@ -428,7 +428,7 @@ class Accounting:
         if not total or not same_disk or short <= 0 or self._stopping.is_set():
             return
         self.check_root()
-        with self._ledger.locked() as ledger:
+        with self._ledger.locked(DOWNLOAD_PATIENCE) as ledger:
             self._sync(ledger)
             if short > ledger.record.used:  # evicting every file would not make the room
                 return

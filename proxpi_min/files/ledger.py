@@ -94,12 +94,14 @@ class Ledger:
 
     def in_place(self) -> bool:
         """Whether our ledger is still the file at its path (False: the directory was
-        deleted or replaced under us); True, unchecked, while another of our threads
-        holds or waits on the ledger (a process may hold it for long): asked again later."""
+        deleted or replaced under us); True where it cannot be told now (another of our
+        threads holds or waits on the ledger, the path cannot be looked at): asked again later."""
         if not self._thread_lock.acquire(blocking=False):
             return True
         try:
             return self._private or self._fd < 0 or same_file(self._fd, self.path)
+        except OSError:  # cannot be looked at now (unreadable, a disk error): asked again later
+            return True
         finally:
             self._thread_lock.release()
 

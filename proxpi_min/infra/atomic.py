@@ -280,11 +280,14 @@ def lock_path(path: str) -> str:
 
 
 def same_file(fd: int, path: str) -> bool:
-    """Whether the open *fd* is the file now at *path* (False if nothing is there, or
-    it cannot be looked at: a file where a folder was, a folder made unreadable)."""
+    """Whether the open *fd* is the file now at *path* (False if nothing is there, a
+    file standing where one of its folders was included).
+
+    :raises OSError: *path* cannot be looked at (a folder made unreadable, a disk error).
+    """
     try:
         here, there = os.fstat(fd), os.stat(path)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 

@@ -257,8 +257,10 @@ class Uploads:
             raise PayloadTooLarge(self._too_large())
         parser = MultipartParser(boundary_of(headers.get("content-type")))
         assert self.local.root is not None
-        # Cached files can be fetched again, an upload is the only copy: they make room.
-        self._make_room(length)
+        # Cached files can be fetched again, an upload is the only copy: they make room
+        # (where the cache's bookkeeping cannot be had now, the write below tells).
+        with contextlib.suppress(OSError):
+            self._make_room(length)
         go_ahead()
         with _disk():
             os.makedirs(self.local.root, exist_ok=True)  # again: the cache dir may have been removed

@@ -47,7 +47,7 @@ def test_a_later_warm_that_evicts_what_an_earlier_stored_says_so(upstream_factor
     assert code == 0 and "evicted" not in err, out + err
     code, out, err = _warm(upstream, tmp_path / "c", write_lock("requirements", tmp_path / "b", [second]), cap)
     assert code == 0, out + err  # what this run wanted is there
-    assert "warning: 1 files were evicted for room in this run" in err
+    assert "warning: 1 file evicted for room in this run" in err
     assert not stored(tmp_path / "c", first).exists()
 
 
@@ -74,4 +74,5 @@ def test_warm_fails_the_files_whose_page_could_not_be_saved(upstream_factory, tm
     (cache_dir / "index").write_text("a file where the saved pages' folder should be")
     code, out, err = _warm(upstream, cache_dir, write_lock("requirements", tmp_path, [wheel]))
     assert code == 1, out + err
-    assert f"failed: {wheel.filename}: not stored (its page could not be saved" in out, out
+    assert f"failed: {wheel.filename}: not listed (its page could not be saved" in out, out
+    assert "1 file wanted: 0 fetched" in out and "1 failed" in out  # counted once, as failed

@@ -695,8 +695,10 @@ def test_verify_reads_PROXPI_OFFLINE_as_the_proxy_does(upstream_json, dists, tmp
 def test_verify_not_a_cache_dir(tmp_path, capsys):
     assert cli.main(["verify", "--cache-dir", str(tmp_path)]) == 2
     assert "not a proxpi cache dir" in capsys.readouterr().err
-    (tmp_path / "files").mkdir()  # an index's tree: its files/ holds files
-    (tmp_path / "files" / "a-1.0-py3-none-any.whl").write_bytes(b"PK")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "Thumbs.db").write_bytes(b"a copy's stray file")
+    assert cli.main(["verify", "--cache-dir", str(tmp_path)]) == 0  # a copy without its bookkeeping
+    (tmp_path / "files" / "a-1.0-py3-none-any.whl").write_bytes(b"PK")  # an index's tree
     assert cli.main(["verify", "--cache-dir", str(tmp_path)]) == 2
     assert "not a proxpi cache dir" in capsys.readouterr().err
 

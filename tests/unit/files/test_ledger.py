@@ -223,3 +223,23 @@ def test_Ledger_held_elsewhere_is_waited_on_with_patience_then_tried_once_until_
         handle.write(50, 1)
     assert ledger.read(0.3) == LedgerRecord(2, 50, 1, 0)
     ledger.close()
+
+
+def test_Ledger_in_place_cannot_tell_when_its_path_cannot_be_looked_at(tmp_path, monkeypatch) -> None:
+    """A folder made unreadable for a moment (a chmod -R, a mount hiccup) is not a cache
+    dir replaced: taking it for one would reopen the ledger as a private copy for good.
+    The stat's refusal is mocked: root, which runs the tests, reads any folder."""
+    ledger = Ledger(str(tmp_path))
+    real_stat = os.stat
+
+    def refusing_stat(path, *args, **kwargs):
+        if str(path) == ledger.path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", refusing_stat)
+    assert ledger.in_place()
+    monkeypatch.setattr(os, "stat", real_stat)
+    os.unlink(ledger.path)  # replaced for real: told
+    assert not ledger.in_place()
+    ledger.close()
