@@ -268,6 +268,13 @@ def _sweep_leftovers(cache_dir: str, files_dir: str) -> bool:
         remove_temp_files(files_dir, folders=True)
         remove_temp_files(index_root(cache_dir))
         remove_temp_files(local_root(cache_dir))
+        if ledger is not None:  # and the room their downloads had reserved
+            with contextlib.suppress(OSError), ledger.locked() as handle:
+                reservations = handle.reservations()
+                live = {name: size for name, size in reservations.items()
+                        if temp_in_use(os.path.join(files_dir, name))}
+                if live != reservations:
+                    handle.reserve(live)
         return True
     finally:
         if ledger is not None:

@@ -543,6 +543,10 @@ def test_verify_counts_what_killed_writers_left_and_repair_sweeps_it(upstream_js
     dead_lock = folder / ".lock-beta-2.0-py3-none-any.whl"
     dead_lock.write_text(f"{dead_temp.name} 100")
     dead_temp.write_bytes(b"x" * 50)
+    ledger = Ledger(str(cache / "files"))  # the room the dead writer's download reserved
+    with ledger.locked() as handle:
+        handle.reserve({os.path.relpath(dead_temp, cache / "files"): 100})
+    ledger.close()
     live = LockFile(str(folder / f".lock-{dists.beta_1.filename}"))
     assert live.acquire(wait=False)  # a writer at work
     try:
@@ -563,6 +567,10 @@ def test_verify_counts_what_killed_writers_left_and_repair_sweeps_it(upstream_js
         code, out, _ = verify(cache, "--repair")
         assert code == 0 and out.endswith(", 2 temp and lock files a killed writer left, 2 removed\n"), out
         assert not dead_lock.exists() and not dead_temp.exists()
+        ledger = Ledger(str(cache / "files"))
+        with ledger.locked() as handle:
+            assert handle.reservations() == {}
+        ledger.close()
         assert Path(live.path).exists()
         assert verify(cache)[1].endswith(": 0 bad\n")
     finally:
