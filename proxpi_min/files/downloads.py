@@ -35,6 +35,7 @@ from ..core.units import parse_decimal
 from ..index.upstream import Upstream
 from ..infra.atomic import (
     LockFile,
+    is_temp_name,
     lock_path,
     remove_recorded_temp,
     same_file,
@@ -43,7 +44,7 @@ from ..infra.atomic import (
 )
 from .file_store import FileStore
 from .integrity import Verifier
-from .liveness import STALL_AFTER, is_temp_name, writer_mark
+from .liveness import STALL_AFTER, writer_mark
 from .layout import Target
 from .upstream_body import CHUNK, VerifiedChunks
 
@@ -372,7 +373,6 @@ class Download:
         except OSError:
             return  # renamed or removed meanwhile: the lock tells next
         self._publish(started=True, length=parse_decimal(length.strip()))
-
 
     def _pass_through(self, exc: OSError) -> None:
         """The cache dir cannot take the file: its clients get the rest from upstream."""

@@ -15,9 +15,9 @@ import os
 import threading
 from typing import Callable, Optional
 
-from ..infra.atomic import TEMP_PREFIX, LockFile
+from ..infra.atomic import LockFile, is_temp_name
 
-__all__ = ["HEARTBEAT", "STALL_AFTER", "Heartbeat", "Stalls", "is_temp_name", "writer_mark"]
+__all__ = ["HEARTBEAT", "STALL_AFTER", "Heartbeat", "Stalls", "writer_mark"]
 
 # How often (seconds) a process touches the lock files of the downloads it writes, and
 # how long another may see one stand still before it takes the writer for frozen: many
@@ -49,11 +49,6 @@ def writer_mark(lock: LockFile) -> tuple:
         with contextlib.suppress(OSError):
             size = os.stat(os.path.join(os.path.dirname(lock.path), name)).st_size
     return record, touched, size
-
-
-def is_temp_name(name: str) -> bool:
-    """A temp file's name as a lock file records it (one name, no path)."""
-    return name.startswith(TEMP_PREFIX) and "/" not in name and name not in (".", "..")
 
 
 class Heartbeat:

@@ -37,6 +37,7 @@ __all__ = [
     "TEMP_PREFIX",
     "LockFile",
     "is_private",
+    "is_temp_name",
     "lock_path",
     "pid_alive",
     "record_temp",
@@ -171,6 +172,11 @@ def _sweep_folder(folder: str, names: list, at_start: bool, mine: Optional[Calla
     return gone
 
 
+def is_temp_name(name: str) -> bool:
+    """A temp file's name as a lock file records it (one name, no path)."""
+    return name.startswith(TEMP_PREFIX) and "/" not in name and name not in (".", "..")
+
+
 def record_temp(record: str) -> str:
     """The temp file a lock file's record names: the record is that name, then what its
     holder adds after a space (a download's length, see ``files.downloads``)."""
@@ -183,7 +189,7 @@ def remove_recorded_temp(lock: str, record: str) -> None:
     A record that names no temp file there is left alone; folders below the lock's that
     the removal empties go too (a writer makes its folder again, see LockFile)."""
     parts = record_temp(record).split("/")
-    if not parts[-1].startswith(TEMP_PREFIX) or any(part in ("", ".", "..") for part in parts):
+    if not is_temp_name(parts[-1]) or any(part in ("", ".", "..") for part in parts):
         return
     path = os.path.join(os.path.dirname(lock), *parts)
     with contextlib.suppress(OSError):
