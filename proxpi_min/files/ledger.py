@@ -168,9 +168,7 @@ class Ledger:
         if patience is not None and self._held_elsewhere:
             patience = 0.0
         deadline = None if patience is None else time.monotonic() + patience
-        if patience is None:
-            self._thread_lock.acquire()
-        elif not (self._thread_lock.acquire(timeout=patience) if patience else self._thread_lock.acquire(False)):
+        if not self._thread_lock.acquire(timeout=-1 if patience is None else patience):
             raise TimeoutError(errno.ETIMEDOUT, f"{self.path} is held by another thread")
         try:
             self._check_open()
