@@ -14,7 +14,7 @@ from typing import Callable, Iterable, NamedTuple, Optional, Protocol, Union
 from ..core.errors import Forbidden, NotFound
 from ..core.names import NormalizedName, canonicalize_name
 from ..core.policy import Filtered, Policy
-from ..core.render import Rendered, render_project_list, render_project_page, with_files_rendered_anew
+from ..core.render import Rendered, identity_body, render_project_list, render_project_page, with_files_rendered_anew
 from ..core.simple import FileEntry, ProjectList, ProjectPage, merge_lists, merge_pages
 from ..core.urls import redact_url
 from ..infra.background import Background
@@ -180,7 +180,7 @@ class Catalog:
                 page = page._replace(files=metadata.advertise(name, page.files, view.local))
             return render_project_page(page, media)
 
-        def patch(old_generation: tuple, old_body: bytes) -> Optional[bytes]:
+        def patch(old_generation: tuple, old_page: Rendered) -> Optional[bytes]:
             """The page kept before, if only metadata learned since tells it from this one:
             each such wheel written anew (a large page costs a whole render otherwise)."""
             if old_generation[:-1] != generation[:-1]:
@@ -189,7 +189,8 @@ class Catalog:
             if changed is None:
                 return None
             entries = tuple(entry for entry in view.filtered.page.files if entry.filename in changed)
-            return with_files_rendered_anew(old_body, media, metadata.advertise(name, entries, view.local))
+            advertised = metadata.advertise(name, entries, view.local)
+            return with_files_rendered_anew(identity_body(old_page), media, advertised)
 
         # Patched only where the metadata generation is the last part of the page's.
         patchable = metadata is not None and not down and not self._offline

@@ -7,7 +7,7 @@ import functools
 import threading
 from typing import Callable, Optional
 
-from ..core.render import Rendered, gzipped, identity_body, render, worth_compressing
+from ..core.render import Rendered, gzipped, render, worth_compressing
 from ..infra.background import Background
 
 __all__ = ["RenderedPages", "interim"]
@@ -42,11 +42,11 @@ class RenderedPages:
         make: Callable[[], bytes],
         media: str,
         compress: bool,
-        patch: Optional[Callable[[tuple, bytes], Optional[bytes]]] = None,
+        patch: Optional[Callable[[tuple, Rendered], Optional[bytes]]] = None,
     ) -> Rendered:
         """The page kept for *key* and *generation*, else ``make()`` (a page in *media*)
-        rendered and kept; *patch*, given the generation and the body of the page kept
-        for *key* before, may give the new page from it instead (None: it cannot).
+        rendered and kept; *patch*, given the generation and the page kept for *key*
+        before, may give the new page's body from it instead (None: it cannot).
 
         Only the coding a client asked for is kept: pip and uv always take gzip, so the
         much larger identity form of most pages is never held in memory for long.
@@ -56,9 +56,7 @@ class RenderedPages:
             if kept is not None and kept[0] == generation:
                 self._pages.move_to_end(key)
                 return kept[1]
-        body = None
-        if kept is not None and patch is not None:
-            body = patch(kept[0], identity_body(kept[1]))
+        body = patch(*kept) if kept is not None and patch is not None else None
         page = render(make() if body is None else body, media, False)
         # Answer first: this client (and any other until it is done) gets the page as it
         # is, which it may take whatever it accepts (RFC 9110 12.5.3), rather than wait

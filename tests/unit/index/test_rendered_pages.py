@@ -41,7 +41,8 @@ def test_a_new_generation_is_patched_from_the_page_kept_before_in_either_coding(
     make = Maker(BODY)
     seen = []
 
-    def patch(old_generation: tuple, old_body: bytes):
+    def patch(old_generation: tuple, old_page):
+        old_body = identity_body(old_page)
         seen.append((old_generation, old_body))
         return old_body.replace(b'"f-7"', b'"f-7","yanked":true')
 
@@ -49,7 +50,7 @@ def test_a_new_generation_is_patched_from_the_page_kept_before_in_either_coding(
     background.flush()
     page = pages.page(("project", "f"), (2,), make, JSON_TYPE, True, patch)
     assert make.calls == 1
-    assert seen == [((1,), BODY)]  # the identity bytes, from the gzip form kept
+    assert seen == [((1,), BODY)]  # the gzip form kept, read back as the identity bytes
     assert identity_body(page) == BODY.replace(b'"f-7"', b'"f-7","yanked":true')
     background.flush()
     kept = pages.page(("project", "f"), (2,), make, JSON_TYPE, True)
@@ -61,5 +62,5 @@ def test_a_patch_that_cannot_tell_leaves_the_page_to_be_made_whole() -> None:
     pages = RenderedPages(1 << 20)
     make = Maker(BODY)
     pages.page(("project", "f"), (1,), make, JSON_TYPE, False)
-    page = pages.page(("project", "f"), (2,), make, JSON_TYPE, False, lambda generation, body: None)
+    page = pages.page(("project", "f"), (2,), make, JSON_TYPE, False, lambda generation, kept: None)
     assert make.calls == 2 and page.body == BODY
