@@ -241,7 +241,7 @@ def _warm(
     fetched = [item for item in fetched if item[0] not in unlisted_names]  # failed, not fetched
     cached = [name for name in cached if name not in unlisted_names]
     if evicted:  # a later run can evict what an earlier one stored: said, as within one run
-        err.write(f"warning: {evicted} file{'' if evicted == 1 else 's'} evicted for room in this run (the cache size cap is "
+        err.write(f"warning: {_files(evicted)} evicted for room in this run (the cache size cap is "
                   f"{human_size(settings.cache_size)}): an offline proxy no longer has them\n")
     for what, origin in unfit:
         err.write(f"warning: {what}: no file of it fits the filters; skipped [{origin}]\n")
@@ -251,7 +251,7 @@ def _warm(
     fetched_bytes = sum(size for _, size in fetched)
     not_done = len(targets) - len(fetched) - len(cached) - len(more_failures) - len(unlisted_failures)
     out.write(
-        f"warm: {wanted_count} file{'' if wanted_count == 1 else 's'} wanted: {len(fetched)} fetched"
+        f"warm: {_files(wanted_count)} wanted: {len(fetched)} fetched"
         f" ({human_size(fetched_bytes)} in {elapsed:.1f} s), {len(cached)} already cached,"
         f" {len(failures)} failed" + (f", {skipped} skipped by filters" if skipped else "")
         + (f", {not_done} not done (interrupted)" if interrupted else "") + "\n"
@@ -260,6 +260,10 @@ def _warm(
         detail = f" ({failure.detail})" if failure.detail else ""
         out.write(f"failed: {failure.what}: {failure.reason}{detail} [{failure.origin}]\n")
     return INTERRUPTED if interrupted else 1 if failures else 0
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
 
 
 def _select(
